@@ -1,0 +1,21 @@
+# The two set-up commands of README.md:  `make demo`  and  `make test`.
+.PHONY: demo test install install-dev lint typecheck bench
+
+demo: install
+	.venv/bin/ainode demo
+
+test: install-dev
+	.venv/bin/python -m pytest -q
+
+install:
+	deploy/install.sh
+
+install-dev:
+	deploy/install.sh --dev
+
+lint:
+	.venv/bin/ruff check node dicom_rules tests bench
+	.venv/bin/ruff format --check node dicom_rules tests bench
+
+typecheck:
+	.venv/bin/mypy

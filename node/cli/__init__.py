@@ -1,0 +1,47 @@
+"""The ``ainode`` command line (typer).  One module per command group; this file only wires them.
+
+Every command: ``--help``; exit 0 on success; on failure one line ``ainode: error: ...`` and exit 2.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from node.errors import AinodeError, ConfigError
+
+app = typer.Typer(
+    name="ainode",
+    help="An AI node for radiology: receive DICOM, route to models, send standard DICOM results.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+@app.command()
+def version() -> None:
+    """Print ainode's version."""
+    from node import __version__
+
+    typer.echo(__version__)
+
+
+# Command groups register themselves below (one import line each).
+
+
+def main() -> None:
+    """Console-script entry point: run the CLI and turn ainode errors into one line + exit 2."""
+    try:
+        app()
+    except ConfigError as exc:
+        for line in exc.problems:
+            print(line, file=sys.stderr)
+        sys.exit(2)
+    except AinodeError as exc:
+        print(f"ainode: error: {exc}", file=sys.stderr)
+        sys.exit(2)
+
+
+__all__ = ["app", "main"]

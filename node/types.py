@@ -1,0 +1,204 @@
+"""Plain data types handed from one stage to the next (see ../shared/DESIGN.md).
+
+Nothing here holds a ``pydicom.Dataset``.  Headers travel as the DICOM JSON model (PS3.18 F.2):
+a ``dict`` keyed by 8-hex-digit tags (``"00080060"``) whose values are
+``{"vr": ..., "Value": [...]}``;
+bulk data (pixels) is never included.  ``dicom_rules`` evaluates conditions on exactly this form.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+#: A header in the DICOM JSON model (PS3.18 F.2), bulk data removed.
+DicomJson = dict[str, Any]
+
+
+# ---------------------------------------------------------------- ingest
+@dataclass(frozen=True, slots=True)
+class Instance:
+    """One stored SOP instance: its identity and its fsync'd file under ``data_dir``."""
+
+    study_uid: str
+    series_uid: str
+    sop_uid: str
+    sop_class_uid: str
+    transfer_syntax_uid: str
+    path: Path
+    size_bytes: int
+    sha256: str
+    modality: str | None = None
+    body_part: str | None = None
+    calling_aet: str | None = None
+
+
+# ---------------------------------------------------------------- assembly
+@dataclass(frozen=True, slots=True)
+class Series:
+    """One series of a study, with the header of one of its instances (bulk data removed)."""
+
+    series_uid: str
+    modality: str | None
+    body_part: str | None
+    series_description: str | None
+    instance_count: int
+    header: DicomJson = field(default_factory=dict, compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Study:
+    """A study that the assembly stage declared complete (``generation`` counts completions)."""
+
+    study_uid: str
+    series: tuple[Series, ...]
+    generation: int = 1
+    header: DicomJson = field(default_factory=dict, compare=False)
+
+
+# ---------------------------------------------------------------- routing
+class JobState(enum.StrEnum):
+    """Life cycle of a job; the value is the string stored in the index."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    DEAD = "dead"
+    CANCELLED = "cancelled"
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """One model run on selected series of a study, decided by a routing rule."""
+
+    job_id: str
+    study_uid: str
+    series_uids: tuple[str, ...]
+    model: str
+    rule: str
+    parameters: Mapping[str, Any] = field(default_factory=dict)
+    destinations: tuple[str, ...] = ()
+    priority: int = 0
+
+
+# ---------------------------------------------------------------- inference
+@dataclass(frozen=True, slots=True)
+class Code:
+    """A coded concept (value, coding scheme designator, meaning), e.g. SCT 39607008 "Lung"."""
+
+    value: str
+    scheme: str
+    meaning: str
+
+
+@dataclass(frozen=True, slots=True)
+class SourceRef:
+    """Source of one slice of a ``Volume``: SOP instance and 1-based frame (None: single frame)."""
+
+    sop_uid: str
+    sop_class_uid: str
+    frame_number: int | None = None
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Volume:
+    """Voxels in physical units plus geometry and per-slice source references.
+
+    ``voxels`` has shape (slices, rows, columns); for 2D images slices == 1.  ``spacing`` is
+    (slice, row, column) in mm.  ``origin`` is the patient position (x, y, z, mm) of the first voxel
+    of the first slice, ``direction`` a 3x3 matrix whose rows are the row direction cosine, the
+    column direction cosine and the slice normal (PS3.3 C.7.6.2.1.1).  ``sources[i]`` is the
+    instance (and frame) that slice ``i`` came from.
+    """
+
+    voxels: npt.NDArray[Any]
+    spacing: tuple[float, float, float]
+    origin: tuple[float, float, float]
+    direction: npt.NDArray[np.float64]
+    sources: tuple[SourceRef, ...]
+    study_uid: str
+    series_uid: str
+    modality: str | None = None
+    body_part: str | None = None
+    frame_of_reference_uid: str | None = None
+    is_3d: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class SegmentDescription:
+    """What label ``label`` of a label map means (PS3.3 C.8.20.2; CID 7150/7151 codes)."""
+
+    label: int
+    name: str
+    category: Code
+    property_type: Code
+    color_rgb: tuple[int, int, int] = (255, 0, 0)
+    tracking_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """One detected/measured lesion, in patient coordinates (mm)."""
+
+    tracking_id: str
+    finding_type: Code
+    center_xyz: tuple[float, float, float]
+    center_voxel: tuple[int, int, int]  # (slice, row, column)
+    score: float
+    diameter_mm: float | None = None
+    volume_mm3: float | None = None
+    malignancy_probability: float | None = None
+    segment_label: int | None = None
+    finding_site: Code | None = None
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class HeatMap:
+    """An attention map (0..1) over the volume, or over one slice when ``slice_index`` is set."""
+
+    values: npt.NDArray[np.float32]
+    label: str
+    slice_index: int | None = None
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Prediction:
+    """Everything a model produced for one job, free of DICOM encoding."""
+
+    model_name: str
+    model_version: str
+    task: str
+    is_demo: bool
+    label_map: npt.NDArray[np.uint8] | None = None
+    segments: tuple[SegmentDescription, ...] = ()
+    class_probabilities: Mapping[str, float] = field(default_factory=dict)
+    findings: tuple[Finding, ...] = ()
+    heatmaps: tuple[HeatMap, ...] = ()
+    derived_voxels: npt.NDArray[Any] | None = None
+    text: str | None = None
+    timings_seconds: Mapping[str, float] = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------- results
+class ResultKind(enum.StrEnum):
+    """Kinds of result objects ainode writes."""
+
+    SEG = "seg"
+    SR = "sr"
+    SC = "sc"
+    DERIVED = "derived"
+
+
+class DeliveryState(enum.StrEnum):
+    """Life cycle of one result object to one destination."""
+
+    PENDING = "pending"
+    DELIVERED = "delivered"
+    DEAD = "dead"

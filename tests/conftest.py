@@ -1,0 +1,40 @@
+"""Fixtures shared by every test: the real-DICOM corpus and the environment of peer tools."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+CORPUS = ROOT.parent / "shared" / "corpus"
+TOOLS = ROOT.parent / "shared" / "tools"
+
+# Debian's dcmtk and Orthanc leave Nagle on unless this is set (else ~40 ms stall per instance).
+os.environ.setdefault("TCP_NODELAY", "1")
+
+
+@pytest.fixture(scope="session")
+def corpus() -> Path:
+    """The shared real-DICOM corpus (../shared/corpus); its absence is a failure, not a skip."""
+    if not (CORPUS / "MANIFEST.md").is_file():
+        pytest.fail(f"the DICOM corpus is missing at {CORPUS}")
+    return CORPUS
+
+
+@pytest.fixture(scope="session")
+def checker_tools() -> Path:
+    """The independent conformance checkers (../shared/tools)."""
+    if not (TOOLS / "check-dicom").is_file():
+        pytest.fail(f"the conformance checkers are missing at {TOOLS}")
+    return TOOLS
+
+
+def require_tool(name: str) -> str:
+    """Path of an external program; a missing tool fails the test (CI installs them all)."""
+    path = shutil.which(name)
+    if path is None:
+        pytest.fail(f"required tool '{name}' is not installed (deploy/install.sh installs it)")
+    return path

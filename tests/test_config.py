@@ -1,0 +1,62 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from node.config import Config, DimseDestination, load_config, parse_config
+from node.errors import ConfigError
+
+
+def test_empty_file_and_no_file_give_defaults(tmp_path: Path) -> None:
+    empty = tmp_path / "ainode.yaml"
+    empty.write_text("")
+    config = load_config(empty)
+    assert config.node.ae_title == Config().node.ae_title == "AINODE"
+    assert config.node.data_dir == tmp_path.resolve() / "ainode-data"
+    assert load_config(None).study.stable_seconds == 30.0
+
+
+def test_unknown_key_reports_file_line_and_column() -> None:
+    text = "node:\n  ae_title: AI\n  dicom_prt: 104\n"
+    with pytest.raises(ConfigError) as exc:
+        parse_config(text, source="a.yaml")
+    assert exc.value.problems == ["a.yaml:3:3: unknown key 'node.dicom_prt'"]
+
+
+def test_destination_types_are_discriminated() -> None:
+    text = (
+        "destinations:\n"
+        "  pacs: {type: dimse, host: 127.0.0.1, port: 4242, ae_title: ORTHANC}\n"
+        "  web:\n"
+        "    type: dicomweb\n"
+        "    url: http://127.0.0.1:8042/dicom-web\n"
+        "    colour: blue\n"
+    )
+    with pytest.raises(ConfigError) as exc:
+        parse_config(text, source="c.yaml")
+    assert len(exc.value.problems) == 1
+    assert exc.value.problems[0].startswith(
+        "c.yaml:6:5: unknown key 'destinations.web.dicomweb.colour'"
+    )
+    ok = parse_config(text.replace("    colour: blue\n", ""))
+    assert isinstance(ok.destinations["pacs"], DimseDestination)
+    assert ok.destinations["pacs"].port == 4242
+
+
+def test_bad_value_and_yaml_syntax_errors_have_positions() -> None:
+    with pytest.raises(ConfigError) as exc:
+        parse_config("node:\n  dicom_port: 70000\n", source="b.yaml")
+    assert exc.value.problems[0].startswith("b.yaml:2:3: node.dicom_port:")
+    with pytest.raises(ConfigError) as exc:
+        parse_config("node: [1, 2\n", source="d.yaml")
+    assert exc.value.problems[0].startswith("d.yaml:")
+    assert "YAML syntax error" in exc.value.problems[0]
+
+
+def test_relative_paths_resolve_against_the_config_file(tmp_path: Path) -> None:
+    cfg = tmp_path / "ainode.yaml"
+    cfg.write_text("node: {data_dir: data}\nrules: rules.yaml\n")
+    config = load_config(cfg)
+    assert config.node.data_dir == tmp_path.resolve() / "data"
+    assert config.rules == tmp_path.resolve() / "rules.yaml"
