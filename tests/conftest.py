@@ -38,3 +38,12 @@ def require_tool(name: str) -> str:
     if path is None:
         pytest.fail(f"required tool '{name}' is not installed (deploy/install.sh installs it)")
     return path
+
+
+@pytest.fixture
+def orthanc(tmp_path: Path):  # type: ignore[no-untyped-def]
+    """A fresh real Orthanc with the DICOMweb plugin, no modalities configured."""
+    from tests.peers.orthanc import start_orthanc
+
+    with start_orthanc(tmp_path / "orthanc") as peer:
+        yield peer
