@@ -1,0 +1,301 @@
+"""The embedded job engine: worker *processes* fed from the SQLite queue.
+
+Each worker slot is a thread in the node that owns one long-lived child process (spawned, so no
+torch state is forked).  The slot claims the most urgent job, hands it to its child and waits
+with a deadline; a child that raises fails the job with the exception text, a child that dies
+(segfault, OOM kill, ``os._exit``) or overruns the per-job timeout or memory limit is killed and
+replaced, and the job fails with that reason — the node itself never goes down with a model.
+
+The engine only knows ``JobStore`` and a runner named ``"module:function"`` that the child
+imports; a distributed engine can take its place behind the same ``JobEngine`` protocol.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import multiprocessing as mp
+import os
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from typing import Any, Protocol
+
+from node.jobs.store import JobRecord, JobStore
+from node.types import Job, JobState
+
+__all__ = ["EmbeddedEngine", "JobEngine", "Runner"]
+
+log = logging.getLogger(__name__)
+
+#: A runner: ``runner(job, context) -> outputs`` (JSON-able mapping), run in a worker process.
+Runner = Callable[[Job, Mapping[str, Any]], Mapping[str, Any]]
+
+
+class JobEngine(Protocol):
+    """What the node needs from a job engine (embedded or distributed)."""
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+    def wake(self) -> None: ...
+
+
+def _load_runner(path: str) -> Runner:
+    module, _, name = path.partition(":")
+    fn: Runner = getattr(importlib.import_module(module), name)
+    return fn
+
+
+def _child_main(conn: Connection, runner_path: str, context: Mapping[str, Any]) -> None:
+    """Worker process: run jobs sent over ``conn`` until it is closed."""
+    runner = _load_runner(runner_path)
+    while True:
+        try:
+            job = conn.recv()
+        except (EOFError, OSError):
+            return
+        try:
+            outputs = dict(runner(job, context))
+            conn.send(("ok", outputs))
+        except BaseException as exc:  # noqa: BLE001 - every failure becomes the job's reason
+            conn.send(("error", f"{type(exc).__name__}: {exc}"))
+
+
+def _rss_bytes(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+@dataclass
+class _Slot:
+    name: str
+    process: Any = None
+    conn: Connection | None = None
+    current: Job | None = None
+    started: float = 0.0
+    busy_models: dict[str, int] = field(default_factory=dict)
+
+
+class EmbeddedEngine:
+    """A pool of worker processes draining the job queue.
+
+    Parameters
+    ----------
+    store:
+        The durable queue.
+    runner:
+        ``"module:function"`` run in the children for every job.
+    context:
+        Picklable settings handed to every runner call (config, data_dir...).
+    workers:
+        Number of worker processes.
+    timeout_seconds:
+        A job running longer is killed and failed.
+    memory_limit_bytes:
+        A child whose RSS exceeds this is killed and its job failed (None: no limit).
+    model_limits:
+        Maximum concurrent jobs per model name.
+    on_success:
+        Called in the node with (job, outputs) before the job is marked succeeded, e.g. to
+        queue deliveries; if it raises, the job fails with that reason and is retried.
+    """
+
+    def __init__(
+        self,
+        store: JobStore,
+        *,
+        runner: str,
+        context: Mapping[str, Any] | None = None,
+        workers: int = 1,
+        timeout_seconds: float = 1800.0,
+        memory_limit_bytes: int | None = None,
+        model_limits: Mapping[str, int] | None = None,
+        on_success: Callable[[Job, Mapping[str, Any]], None] | None = None,
+    ) -> None:
+        self._store = store
+        self._runner = runner
+        self._context = dict(context or {})
+        self._timeout = timeout_seconds
+        self._memory_limit = memory_limit_bytes
+        self._model_limits = dict(model_limits or {})
+        self._on_success = on_success
+        self._slots = [_Slot(f"embedded-{os.getpid()}-{i}") for i in range(workers)]
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._busy: dict[str, int] = {}
+        self._busy_lock = threading.Lock()
+        self._mp = mp.get_context("spawn")
+
+    # ------------------------------------------------------------------------------ control
+    def start(self) -> None:
+        """Re-queue jobs a previous process left running, then start the worker slots."""
+        requeued = self._store.requeue_running()
+        if requeued:
+            log.info("jobs.requeued", extra={"count": len(requeued)})
+        for slot in self._slots:
+            t = threading.Thread(target=self._slot_loop, args=(slot,), name=slot.name, daemon=True)
+            t.start()
+            self._threads.append(t)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop claiming; kill children (a running job goes back to the queue on restart)."""
+        self._stopping.set()
+        self._wake.set()
+        for slot in self._slots:
+            self._kill_child(slot)
+        for t in self._threads:
+            t.join(timeout)
+
+    def wake(self) -> None:
+        """Tell idle slots that new jobs are queued."""
+        self._wake.set()
+
+    def running(self) -> dict[str, str]:
+        """job_id -> worker slot name, for jobs running now."""
+        return {s.current.job_id: s.name for s in self._slots if s.current is not None}
+
+    # ------------------------------------------------------------------------------ slots
+    def _spawn(self, slot: _Slot) -> None:
+        parent, child = self._mp.Pipe(duplex=True)
+        proc = self._mp.Process(
+            target=_child_main,
+            args=(child, self._runner, self._context),
+            name=f"ainode-worker-{slot.name}",
+            daemon=True,
+        )
+        proc.start()
+        child.close()
+        slot.process, slot.conn = proc, parent
+        log.info("worker.started", extra={"worker": slot.name, "pid": proc.pid})
+
+    def _kill_child(self, slot: _Slot) -> None:
+        proc = slot.process
+        if slot.conn is not None:
+            slot.conn.close()
+        if proc is not None and proc.is_alive():
+            proc.kill()
+            proc.join(5)
+        slot.process, slot.conn = None, None
+
+    def _claim(self, slot: _Slot) -> Job | None:
+        with self._busy_lock:
+            job = self._store.claim(
+                slot.name, busy_models=self._busy, model_limits=self._model_limits
+            )
+            if job is not None:
+                self._busy[job.model] = self._busy.get(job.model, 0) + 1
+        return job
+
+    def _release(self, job: Job) -> None:
+        with self._busy_lock:
+            self._busy[job.model] = max(0, self._busy.get(job.model, 0) - 1)
+
+    def _slot_loop(self, slot: _Slot) -> None:
+        while not self._stopping.is_set():
+            try:
+                job = self._claim(slot)
+            except Exception:
+                log.exception("jobs.claim_failed", extra={"worker": slot.name})
+                job = None
+            if job is None:
+                self._wake.wait(0.5)
+                self._wake.clear()
+                continue
+            try:
+                ok, reason, outputs = self._run(slot, job)
+                if self._stopping.is_set() and not ok:
+                    continue  # interrupted by shutdown: the job is re-queued at next start
+                if ok and self._on_success is not None:
+                    try:
+                        self._on_success(job, outputs)
+                    except Exception as exc:
+                        ok, reason = False, f"after the model ran: {type(exc).__name__}: {exc}"
+                        log.exception("jobs.on_success_failed", extra={"job_id": job.job_id})
+                state = self._store.finish(job.job_id, ok=ok, reason=reason, outputs=outputs)
+                log.info(
+                    "job.finished",
+                    extra={"job_id": job.job_id, "model": job.model, "state": state.value},
+                )
+                if state is JobState.QUEUED:
+                    self._wake.set()
+            finally:
+                slot.current = None
+                self._release(job)
+
+    def _run(self, slot: _Slot, job: Job) -> tuple[bool, str | None, dict[str, Any]]:
+        if slot.process is None or not slot.process.is_alive():
+            self._spawn(slot)
+        assert slot.conn is not None and slot.process is not None
+        slot.current, slot.started = job, time.monotonic()
+        log.info("job.started", extra={"job_id": job.job_id, "model": job.model})
+        try:
+            slot.conn.send(job)
+        except (OSError, BrokenPipeError):
+            self._kill_child(slot)
+            return False, "worker process was not reachable", {}
+        deadline = slot.started + self._timeout
+        while True:
+            if self._stopping.is_set():
+                return False, "node stopping", {}
+            try:
+                ready = slot.conn.poll(0.2)
+            except (OSError, EOFError):
+                ready = False
+            if ready:
+                try:
+                    kind, payload = slot.conn.recv()
+                except (EOFError, OSError):
+                    return False, self._death_reason(slot), {}
+                if kind == "ok":
+                    return True, "done", dict(payload)
+                return False, str(payload), {}
+            if not slot.process.is_alive():
+                return False, self._death_reason(slot), {}
+            if time.monotonic() > deadline:
+                self._kill_child(slot)
+                return False, f"timed out after {self._timeout:g} s (worker killed)", {}
+            if self._memory_limit is not None:
+                rss = _rss_bytes(slot.process.pid)
+                if rss > self._memory_limit:
+                    self._kill_child(slot)
+                    return (
+                        False,
+                        (
+                            f"worker used {rss // 2**20} MiB, over the memory limit of "
+                            f"{self._memory_limit // 2**20} MiB (worker killed)"
+                        ),
+                        {},
+                    )
+
+    def _death_reason(self, slot: _Slot) -> str:
+        proc = slot.process
+        if proc is not None:
+            proc.join(5)
+        code = proc.exitcode if proc is not None else None
+        self._kill_child(slot)
+        if code is not None and code < 0:
+            import signal
+
+            try:
+                name = signal.Signals(-code).name
+            except ValueError:
+                name = str(-code)
+            return f"worker process was killed by {name} while running the model"
+        return f"worker process exited with status {code} while running the model"
+
+
+def record_summary(record: JobRecord) -> str:
+    """One line describing a job for logs and the CLI."""
+    j = record.job
+    return f"{j.job_id} {j.model} {record.state.value} ({record.reason or ''})"

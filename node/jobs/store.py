@@ -1,0 +1,421 @@
+"""The durable job queue: one row per job, one event row per state transition (SQLite, WAL).
+
+A job's id is derived from what it runs on — study, rule, model and the exact input instances —
+so a study that completes again with the same inputs does not run the same job twice, while new
+inputs (a late instance) make a new job that supersedes the earlier one of the same rule+model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from node.errors import NotFoundError
+from node.store.migrate import migrate
+from node.types import Job, JobState
+
+__all__ = ["JobRecord", "JobStore", "job_id_for"]
+
+_STEPS = [
+    """
+    CREATE TABLE jobs (
+        job_id TEXT PRIMARY KEY,
+        study_uid TEXT NOT NULL,
+        rule TEXT NOT NULL,
+        model TEXT NOT NULL,
+        series_uids TEXT NOT NULL,
+        parameters TEXT NOT NULL,
+        destinations TEXT NOT NULL,
+        priority INTEGER NOT NULL DEFAULT 0,
+        state TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        max_attempts INTEGER NOT NULL DEFAULT 3,
+        reason TEXT,
+        worker TEXT,
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL,
+        started_at REAL,
+        finished_at REAL,
+        superseded_by TEXT,
+        outputs TEXT
+    );
+    CREATE INDEX jobs_state ON jobs(state, priority, created_at);
+    CREATE INDEX jobs_study ON jobs(study_uid);
+    CREATE TABLE job_events (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        job_id TEXT NOT NULL,
+        ts REAL NOT NULL,
+        state TEXT NOT NULL,
+        reason TEXT
+    );
+    CREATE INDEX job_events_job ON job_events(job_id)
+    """,
+]
+
+_ACTIVE = (JobState.QUEUED.value, JobState.RUNNING.value)
+
+
+def job_id_for(*, study_uid: str, rule: str, model: str, input_fingerprint: str) -> str:
+    """Deterministic job id: same study, rule, model and input instances -> same id."""
+    key = "\x1f".join([study_uid, rule, model, input_fingerprint]).encode()
+    return "j-" + hashlib.sha256(key).hexdigest()[:20]
+
+
+@dataclass(frozen=True, slots=True)
+class JobRecord:
+    """A job with its current state, as stored."""
+
+    job: Job
+    state: JobState
+    attempts: int
+    max_attempts: int
+    reason: str | None
+    worker: str | None
+    created_at: float
+    updated_at: float
+    started_at: float | None
+    finished_at: float | None
+    superseded_by: str | None
+    outputs: Mapping[str, Any]
+
+    def to_json(self) -> dict[str, Any]:
+        """Plain JSON form for the CLI and the API."""
+        j = self.job
+        return {
+            "job_id": j.job_id,
+            "study_uid": j.study_uid,
+            "series_uids": list(j.series_uids),
+            "model": j.model,
+            "rule": j.rule,
+            "parameters": dict(j.parameters),
+            "destinations": list(j.destinations),
+            "priority": j.priority,
+            "state": self.state.value,
+            "attempts": self.attempts,
+            "max_attempts": self.max_attempts,
+            "reason": self.reason,
+            "worker": self.worker,
+            "created_at": self.created_at,
+            "updated_at": self.updated_at,
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
+            "superseded_by": self.superseded_by,
+            "outputs": dict(self.outputs),
+        }
+
+
+class JobStore:
+    """Jobs and their transitions in the node's SQLite index file."""
+
+    def __init__(self, db_path: Path) -> None:
+        self._path = db_path
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        with self._lock:
+            migrate(self._conn(), "jobs", _STEPS)
+
+    def _conn(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            self._path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(self._path, timeout=30, isolation_level=None)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=FULL")
+            conn.execute("PRAGMA busy_timeout=30000")
+            self._local.conn = conn
+        return conn
+
+    # ----------------------------------------------------------------------------- writing
+    def submit(self, jobs: Iterable[Job], *, max_attempts: int = 3) -> list[str]:
+        """Queue ``jobs`` (ids already deterministic); return the ids that were new.
+
+        A job whose id is already stored is left alone (same inputs, same work).  Active or
+        finished jobs of the same study, rule and model with other ids are marked superseded
+        by the new one (a running one finishes, but its outputs are then stale).
+        """
+        now = time.time()
+        new: list[str] = []
+        conn = self._conn()
+        with self._lock:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                for job in jobs:
+                    cur = conn.execute(
+                        "INSERT OR IGNORE INTO jobs(job_id, study_uid, rule, model, series_uids,"
+                        " parameters, destinations, priority, state, max_attempts, created_at,"
+                        " updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                        (
+                            job.job_id,
+                            job.study_uid,
+                            job.rule,
+                            job.model,
+                            json.dumps(list(job.series_uids)),
+                            json.dumps(dict(job.parameters), sort_keys=True),
+                            json.dumps(list(job.destinations)),
+                            job.priority,
+                            JobState.QUEUED.value,
+                            max_attempts,
+                            now,
+                            now,
+                        ),
+                    )
+                    if cur.rowcount:
+                        new.append(job.job_id)
+                        self._event(conn, job.job_id, JobState.QUEUED, "routed", now)
+                        old = conn.execute(
+                            "SELECT job_id, state FROM jobs WHERE study_uid=? AND rule=? AND"
+                            " model=? AND job_id<>? AND superseded_by IS NULL",
+                            (job.study_uid, job.rule, job.model, job.job_id),
+                        ).fetchall()
+                        for old_id, old_state in old:
+                            conn.execute(
+                                "UPDATE jobs SET superseded_by=?, updated_at=? WHERE job_id=?",
+                                (job.job_id, now, old_id),
+                            )
+                            if old_state == JobState.QUEUED.value:
+                                self._set(conn, old_id, JobState.CANCELLED, "superseded", now)
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+        return new
+
+    def claim(
+        self,
+        worker: str,
+        *,
+        busy_models: Mapping[str, int] | None = None,
+        model_limits: Mapping[str, int] | None = None,
+    ) -> Job | None:
+        """Take the most urgent queued job (priority, then age) for ``worker``, or None.
+
+        ``model_limits`` caps how many jobs of a model may run at once given ``busy_models``.
+        """
+        busy = dict(busy_models or {})
+        limits = dict(model_limits or {})
+        conn = self._conn()
+        with self._lock:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                rows = conn.execute(
+                    "SELECT job_id, model FROM jobs WHERE state=? ORDER BY priority DESC,"
+                    " created_at, job_id",
+                    (JobState.QUEUED.value,),
+                ).fetchall()
+                chosen = None
+                for job_id, model in rows:
+                    if model in limits and busy.get(model, 0) >= limits[model]:
+                        continue
+                    chosen = job_id
+                    break
+                if chosen is None:
+                    conn.execute("COMMIT")
+                    return None
+                now = time.time()
+                conn.execute(
+                    "UPDATE jobs SET state=?, worker=?, attempts=attempts+1, started_at=?,"
+                    " updated_at=? WHERE job_id=?",
+                    (JobState.RUNNING.value, worker, now, now, chosen),
+                )
+                self._event(conn, chosen, JobState.RUNNING, f"claimed by {worker}", now)
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+        return self.get(chosen).job
+
+    def finish(
+        self,
+        job_id: str,
+        *,
+        ok: bool,
+        reason: str | None = None,
+        outputs: Mapping[str, Any] | None = None,
+    ) -> JobState:
+        """Record the end of a run: succeeded, or failed (re-queued while attempts remain)."""
+        now = time.time()
+        conn = self._conn()
+        with self._lock:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                row = conn.execute(
+                    "SELECT state, attempts, max_attempts FROM jobs WHERE job_id=?", (job_id,)
+                ).fetchone()
+                if row is None:
+                    raise NotFoundError(f"no job {job_id}")
+                state, attempts, max_attempts = row
+                if state != JobState.RUNNING.value:
+                    # cancelled while running: keep the cancellation
+                    conn.execute("COMMIT")
+                    return JobState(state)
+                if ok:
+                    new = JobState.SUCCEEDED
+                elif attempts < max_attempts:
+                    new = JobState.QUEUED
+                else:
+                    new = JobState.DEAD
+                self._set(conn, job_id, new, reason or ("done" if ok else "failed"), now)
+                if new is not JobState.QUEUED:
+                    conn.execute("UPDATE jobs SET finished_at=? WHERE job_id=?", (now, job_id))
+                if not ok and new is JobState.QUEUED:
+                    self._event(conn, job_id, JobState.FAILED, reason, now)
+                if outputs is not None:
+                    conn.execute(
+                        "UPDATE jobs SET outputs=? WHERE job_id=?",
+                        (json.dumps(dict(outputs), sort_keys=True), job_id),
+                    )
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+        return new
+
+    def requeue_running(self, reason: str = "node restarted while running") -> list[str]:
+        """At start-up: jobs left running by a previous process go back to the queue."""
+        now = time.time()
+        conn = self._conn()
+        with self._lock:
+            conn.execute("BEGIN IMMEDIATE")
+            ids = [
+                r[0]
+                for r in conn.execute(
+                    "SELECT job_id FROM jobs WHERE state=?", (JobState.RUNNING.value,)
+                )
+            ]
+            for job_id in ids:
+                # the interrupted run does not count as an attempt
+                conn.execute("UPDATE jobs SET attempts=MAX(attempts-1,0) WHERE job_id=?", (job_id,))
+                self._set(conn, job_id, JobState.QUEUED, reason, now)
+            conn.execute("COMMIT")
+        return ids
+
+    def retry(self, job_id: str) -> None:
+        """Put a failed, dead or cancelled job back in the queue with fresh attempts."""
+        now = time.time()
+        conn = self._conn()
+        with self._lock:
+            conn.execute("BEGIN IMMEDIATE")
+            row = conn.execute("SELECT state FROM jobs WHERE job_id=?", (job_id,)).fetchone()
+            if row is None:
+                conn.execute("ROLLBACK")
+                raise NotFoundError(f"no job '{job_id}'; `ainode jobs list` shows the ids")
+            if row[0] in _ACTIVE:
+                conn.execute("COMMIT")
+                return
+            conn.execute("UPDATE jobs SET attempts=0, finished_at=NULL WHERE job_id=?", (job_id,))
+            self._set(conn, job_id, JobState.QUEUED, "manual retry", now)
+            conn.execute("COMMIT")
+
+    def cancel(self, job_id: str) -> None:
+        """Cancel a queued or running job (a running one's result is discarded)."""
+        now = time.time()
+        conn = self._conn()
+        with self._lock:
+            conn.execute("BEGIN IMMEDIATE")
+            row = conn.execute("SELECT state FROM jobs WHERE job_id=?", (job_id,)).fetchone()
+            if row is None:
+                conn.execute("ROLLBACK")
+                raise NotFoundError(f"no job '{job_id}'; `ainode jobs list` shows the ids")
+            if row[0] in _ACTIVE:
+                self._set(conn, job_id, JobState.CANCELLED, "cancelled by operator", now)
+                conn.execute("UPDATE jobs SET finished_at=? WHERE job_id=?", (now, job_id))
+            conn.execute("COMMIT")
+
+    # ----------------------------------------------------------------------------- reading
+    def get(self, job_id: str) -> JobRecord:
+        """One job; NotFoundError when unknown."""
+        row = self._conn().execute(f"SELECT {_COLS} FROM jobs WHERE job_id=?", (job_id,)).fetchone()
+        if row is None:
+            raise NotFoundError(f"no job '{job_id}'; `ainode jobs list` shows the ids")
+        return _record(row)
+
+    def list_jobs(
+        self, *, study_uid: str | None = None, states: Sequence[JobState] = (), limit: int = 200
+    ) -> list[JobRecord]:
+        """Jobs, newest first, optionally of one study and/or in some states."""
+        sql = f"SELECT {_COLS} FROM jobs"
+        where: list[str] = []
+        args: list[Any] = []
+        if study_uid:
+            where.append("study_uid=?")
+            args.append(study_uid)
+        if states:
+            where.append(f"state IN ({','.join('?' * len(states))})")
+            args.extend(JobState(s).value for s in states)
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY created_at DESC, job_id LIMIT ?"
+        args.append(limit)
+        return [_record(r) for r in self._conn().execute(sql, args)]
+
+    def events(self, job_id: str) -> list[dict[str, Any]]:
+        """Every transition of a job, oldest first."""
+        rows = self._conn().execute(
+            "SELECT ts, state, reason FROM job_events WHERE job_id=? ORDER BY id", (job_id,)
+        )
+        return [{"ts": ts, "state": s, "reason": r} for ts, s, r in rows]
+
+    def counts(self) -> dict[str, int]:
+        """Number of jobs per state."""
+        rows = self._conn().execute("SELECT state, COUNT(*) FROM jobs GROUP BY state")
+        return {s: int(n) for s, n in rows}
+
+    # ----------------------------------------------------------------------------- internals
+    @staticmethod
+    def _event(
+        conn: sqlite3.Connection, job_id: str, state: JobState, reason: str | None, ts: float
+    ) -> None:
+        conn.execute(
+            "INSERT INTO job_events(job_id, ts, state, reason) VALUES (?,?,?,?)",
+            (job_id, ts, state.value, reason),
+        )
+
+    def _set(
+        self, conn: sqlite3.Connection, job_id: str, state: JobState, reason: str | None, ts: float
+    ) -> None:
+        conn.execute(
+            "UPDATE jobs SET state=?, reason=?, updated_at=? WHERE job_id=?",
+            (state.value, reason, ts, job_id),
+        )
+        self._event(conn, job_id, state, reason, ts)
+
+
+_COLS = (
+    "job_id, study_uid, rule, model, series_uids, parameters, destinations, priority, state,"
+    " attempts, max_attempts, reason, worker, created_at, updated_at, started_at, finished_at,"
+    " superseded_by, outputs"
+)
+
+
+def _record(row: Sequence[Any]) -> JobRecord:
+    job = Job(
+        job_id=row[0],
+        study_uid=row[1],
+        rule=row[2],
+        model=row[3],
+        series_uids=tuple(json.loads(row[4])),
+        parameters=json.loads(row[5]),
+        destinations=tuple(json.loads(row[6])),
+        priority=int(row[7]),
+    )
+    return JobRecord(
+        job=job,
+        state=JobState(row[8]),
+        attempts=int(row[9]),
+        max_attempts=int(row[10]),
+        reason=row[11],
+        worker=row[12],
+        created_at=float(row[13]),
+        updated_at=float(row[14]),
+        started_at=row[15],
+        finished_at=row[16],
+        superseded_by=row[17],
+        outputs=json.loads(row[18]) if row[18] else {},
+    )
