@@ -45,3 +45,7 @@ def main() -> None:
 
 
 __all__ = ["app", "main"]
+
+from node.cli import jobs as _jobs  # noqa: E402
+
+app.add_typer(_jobs.app, name="jobs")
