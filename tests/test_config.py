@@ -60,3 +60,10 @@ def test_relative_paths_resolve_against_the_config_file(tmp_path: Path) -> None:
     config = load_config(cfg)
     assert config.node.data_dir == tmp_path.resolve() / "data"
     assert config.rules == tmp_path.resolve() / "rules.yaml"
+
+
+def test_shipped_example_config_is_valid() -> None:
+    root = Path(__file__).resolve().parent.parent
+    config = load_config(root / "deploy" / "ainode.example.yaml")
+    assert set(config.destinations) == {"pacs", "viewer-web", "orthanc", "archive"}
+    assert config.node.tls.port == 2762
