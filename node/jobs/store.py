@@ -136,9 +136,9 @@ class JobStore:
     def submit(self, jobs: Iterable[Job], *, max_attempts: int = 3) -> list[str]:
         """Queue ``jobs`` (ids already deterministic); return the ids that were new.
 
-        A job whose id is already stored is left alone (same inputs, same work).  Active or
-        finished jobs of the same study, rule and model with other ids are marked superseded
-        by the new one (a running one finishes, but its outputs are then stale).
+        A job whose id is already stored is left alone (same inputs, same work).  Jobs of the
+        same study, rule, model and series with other ids (older inputs) are marked superseded
+        by the new one; a queued one is cancelled, a running one finishes but is stale.
         """
         now = time.time()
         new: list[str] = []
@@ -171,8 +171,14 @@ class JobStore:
                         self._event(conn, job.job_id, JobState.QUEUED, "routed", now)
                         old = conn.execute(
                             "SELECT job_id, state FROM jobs WHERE study_uid=? AND rule=? AND"
-                            " model=? AND job_id<>? AND superseded_by IS NULL",
-                            (job.study_uid, job.rule, job.model, job.job_id),
+                            " model=? AND series_uids=? AND job_id<>? AND superseded_by IS NULL",
+                            (
+                                job.study_uid,
+                                job.rule,
+                                job.model,
+                                json.dumps(list(job.series_uids)),
+                                job.job_id,
+                            ),
                         ).fetchall()
                         for old_id, old_state in old:
                             conn.execute(

@@ -125,3 +125,13 @@ def test_cancel_and_unknown_job(store: JobStore):
     assert store.get(job.job_id).state is JobState.CANCELLED
     with pytest.raises(NotFoundError):
         store.get("j-nope")
+
+
+def test_jobs_on_other_series_do_not_supersede_each_other(store: JobStore):
+    a = _job("ok", fp="s1")
+    b = Job(
+        **{**{f: getattr(a, f) for f in a.__slots__}, "job_id": "j-other", "series_uids": ("9",)}
+    )
+    store.submit([a, b])
+    assert store.get(a.job_id).superseded_by is None
+    assert store.get(b.job_id).state is JobState.QUEUED

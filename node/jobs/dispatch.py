@@ -1,0 +1,107 @@
+"""Routing decisions -> jobs (one per model and series) and forwards of originals.
+
+A job's id comes from study, rule, model, series and the exact stored instances of that series
+(SOP UID + content hash), so a study that completes again unchanged creates no new work, and a
+late instance creates a new job that supersedes the previous one (``JobStore.submit``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from node.jobs.store import job_id_for
+from node.types import Instance, Job
+
+__all__ = ["Plan", "plan_jobs"]
+
+
+class _Decision(Protocol):
+    @property
+    def rule(self) -> str: ...
+    @property
+    def model(self) -> str | None: ...
+    @property
+    def parameters(self) -> object: ...
+    @property
+    def series_uids(self) -> tuple[str, ...]: ...
+    @property
+    def deliver(self) -> tuple[str, ...]: ...
+    @property
+    def send_to(self) -> str | None: ...
+    @property
+    def priority(self) -> int: ...
+    @property
+    def ignored(self) -> bool: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """What one routing of a study asks for."""
+
+    jobs: tuple[Job, ...] = ()
+    forwards: tuple[tuple[str, str], ...] = ()  # (destination, series_uid)
+    ignored_rules: tuple[str, ...] = field(default=())
+
+
+def _fingerprint(instances: Sequence[Instance]) -> str:
+    h = hashlib.sha256()
+    for inst in sorted(instances, key=lambda i: i.sop_uid):
+        h.update(f"{inst.sop_uid}\x1f{inst.sha256}\n".encode())
+    return h.hexdigest()
+
+
+def plan_jobs(
+    study_uid: str,
+    decisions: Sequence[_Decision],
+    *,
+    series_instances: Callable[[str], Sequence[Instance]],
+    now: float | None = None,
+) -> Plan:
+    """Turn routing decisions into jobs and forwards.
+
+    Parameters
+    ----------
+    study_uid:
+        The routed study.
+    decisions:
+        ``dicom_rules.RouteDecision`` values for the study.
+    series_instances:
+        Stored instances of a series (``Index.series_instances``).
+    now:
+        Creation time frozen into the job (and so into its result objects' content date).
+    """
+    created = time.time() if now is None else now
+    jobs: list[Job] = []
+    forwards: list[tuple[str, str]] = []
+    ignored: list[str] = []
+    for d in decisions:
+        if d.ignored:
+            ignored.append(d.rule)
+            continue
+        for series_uid in d.series_uids:
+            if d.send_to:
+                forwards.append((d.send_to, series_uid))
+            if d.model is None:
+                continue
+            fp = series_uid + ":" + _fingerprint(series_instances(series_uid))
+            params = dict(d.parameters) if isinstance(d.parameters, dict) else {}
+            params["_created_at"] = int(created)
+            jobs.append(
+                Job(
+                    job_id=job_id_for(
+                        study_uid=study_uid, rule=d.rule, model=d.model, input_fingerprint=fp
+                    ),
+                    study_uid=study_uid,
+                    series_uids=(series_uid,),
+                    model=d.model,
+                    rule=d.rule,
+                    parameters=params,
+                    destinations=tuple(d.deliver),
+                    priority=d.priority,
+                )
+            )
+    return Plan(jobs=tuple(jobs), forwards=tuple(forwards), ignored_rules=tuple(ignored))

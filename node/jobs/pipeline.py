@@ -1,0 +1,169 @@
+"""What a worker process does with one job: series -> Volume -> model -> result objects on disk.
+
+Runs inside an engine's child process (``runner="node.jobs.pipeline:run_job"``), so a model
+that crashes takes only this process with it.  Result files are written under
+``data_dir/results/<job_id>/`` with a temp-file + fsync + rename + directory fsync, and their
+UIDs are deterministic (node/results/uids.py): a job run again after a crash writes the same
+objects, which the outbox then recognises as already queued or delivered.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import os
+import tempfile
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from node.errors import ModelError, NotFoundError
+from node.types import Job, Prediction
+
+__all__ = ["prediction_summary", "run_job", "write_durably"]
+
+log = logging.getLogger(__name__)
+
+_REGISTRY: Any = None
+
+
+def _registry(context: Mapping[str, Any]) -> Any:
+    global _REGISTRY
+    if _REGISTRY is None:
+        import torch
+
+        from node.models.registry import discover
+
+        threads = int(context.get("torch_threads") or 0)
+        if threads:
+            torch.set_num_threads(threads)
+        _REGISTRY = discover(
+            [Path(p) for p in context.get("model_paths", [])],
+            device=str(context.get("device", "auto")),
+        )
+    return _REGISTRY
+
+
+def write_durably(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically: temp file, fsync, rename, fsync of the folder."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def prediction_summary(prediction: Prediction) -> dict[str, Any]:
+    """The JSON summary of a prediction (no voxels): labels, findings, probabilities, text."""
+    labels: dict[str, Any] = {}
+    if prediction.label_map is not None:
+        for seg in prediction.segments:
+            labels[seg.name] = {
+                "label": seg.label,
+                "voxels": int((prediction.label_map == seg.label).sum()),
+            }
+    return {
+        "model": prediction.model_name,
+        "version": prediction.model_version,
+        "task": prediction.task,
+        "is_demo": prediction.is_demo,
+        "labels": labels,
+        "class_probabilities": dict(prediction.class_probabilities),
+        "findings": [
+            {
+                "tracking_id": f.tracking_id,
+                "type": f.finding_type.meaning,
+                "center_xyz_mm": list(f.center_xyz),
+                "score": f.score,
+                "diameter_mm": f.diameter_mm,
+                "volume_mm3": f.volume_mm3,
+                "malignancy_probability": f.malignancy_probability,
+            }
+            for f in prediction.findings
+        ],
+        "heatmaps": [h.label for h in prediction.heatmaps],
+        "has_derived_image": prediction.derived_voxels is not None,
+        "text": prediction.text,
+        "timings_seconds": dict(prediction.timings_seconds),
+    }
+
+
+def run_job(job: Job, context: Mapping[str, Any]) -> Mapping[str, Any]:
+    """Run ``job`` end to end and return what it wrote (paths relative to ``data_dir``).
+
+    ``context`` holds ``data_dir``, ``model_paths``, ``device``, ``torch_threads`` and
+    ``created_at`` per job id (the job's creation time, frozen into the objects so that a rerun
+    is byte-identical).
+    """
+    from node.imaging import load_volume
+    from node.results import build_results
+    from node.store.index import Index
+
+    data_dir = Path(context["data_dir"])
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    index = Index(data_dir / "index.sqlite")
+    try:
+        if len(job.series_uids) != 1:
+            raise ModelError(f"a job runs on exactly one series, got {len(job.series_uids)}")
+        instances = index.series_instances(job.series_uids[0])
+    finally:
+        index.close()
+    if not instances:
+        raise NotFoundError(f"series {job.series_uids[0]} has no stored instances")
+    paths = [i.path if i.path.is_absolute() else data_dir / i.path for i in instances]
+    model = _registry(context).get(job.model)
+    timings["route_lookup"] = time.perf_counter() - t0
+
+    t = time.perf_counter()
+    volume = load_volume(paths)
+    timings["load"] = time.perf_counter() - t
+    refusal = model.accepts(volume)
+    if refusal is not None:
+        raise ModelError(f"model {job.model!r} cannot run on this series: {refusal}")
+
+    t = time.perf_counter()
+    prediction = model.predict(volume)
+    timings["model"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    created = float(job.parameters.get("_created_at", 0.0)) or time.time()
+    when = dt.datetime.fromtimestamp(int(created), tz=dt.UTC)
+    datasets = build_results(prediction, volume, paths, job_id=job.job_id, content_datetime=when)
+    out_dir = data_dir / "results" / job.job_id
+    objects = []
+    for n, ds in enumerate(datasets):
+        from io import BytesIO
+
+        buf = BytesIO()
+        ds.save_as(buf, enforce_file_format=True)
+        name = f"{n:03d}-{str(ds.Modality).lower()}.dcm"
+        write_durably(out_dir / name, buf.getvalue())
+        objects.append(
+            {
+                "path": str((out_dir / name).relative_to(data_dir)),
+                "sop_uid": str(ds.SOPInstanceUID),
+                "sop_class_uid": str(ds.SOPClassUID),
+                "series_uid": str(ds.SeriesInstanceUID),
+                "modality": str(ds.Modality),
+            }
+        )
+    summary = prediction_summary(prediction)
+    summary["timings_seconds"] = {**summary["timings_seconds"], **timings}
+    write_durably(out_dir / "prediction.json", json.dumps(summary, indent=2).encode())
+    timings["write"] = time.perf_counter() - t
+    log.info("job.results_written", extra={"job_id": job.job_id, "objects": len(objects)})
+    return {"objects": objects, "timings_seconds": timings, "summary": summary}
