@@ -56,7 +56,13 @@ class TrackerView(Protocol):
 
 
 class NodeView(Protocol):
-    """The running node as the API sees it (``node.app.Node``)."""
+    """The running node as the API sees it (``node.app.Node``).
+
+    ``dicom_port`` / ``http_port`` are the ports actually listened on (None when not started).
+    """
+
+    dicom_port: int | None
+    http_port: int | None
 
     @property
     def config(self) -> Config: ...

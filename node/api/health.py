@@ -41,8 +41,8 @@ def health(node: Annotated[NodeView, Depends(get_node)]) -> dict[str, Any]:
         "status": "ok",
         "version": __version__,
         "ae_title": cfg.ae_title,
-        "dicom_port": cfg.dicom_port,
-        "http_port": cfg.http_port,
+        "dicom_port": node.dicom_port if node.dicom_port is not None else cfg.dicom_port,
+        "http_port": node.http_port if node.http_port is not None else cfg.http_port,
         "data_dir": str(cfg.data_dir),
         "disk_free_bytes": free,
     }
