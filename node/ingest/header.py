@@ -62,6 +62,23 @@ def _text(ds: Dataset, keyword: str) -> str | None:
     return text or None
 
 
+def _raw_text(ds: Dataset, keyword: str) -> str | None:
+    """An ASCII value (UI, CS) read from the raw element, without pydicom's value validation."""
+    tag = pydicom.datadict.tag_for_keyword(keyword)
+    if tag is None or tag not in ds:
+        return None
+    item = ds.get_item(tag)
+    value: Any = item.value if item is not None else None
+    if isinstance(value, bytes):
+        text = value.decode("ascii", "replace")
+    elif value is None:
+        return None
+    else:
+        text = str(value)
+    text = text.strip("\x00 ")
+    return text or None
+
+
 def _check_complete(data: bytes, ds: Dataset, *, is_deflated: bool) -> None:
     """Raise MalformedInstanceError when a top-level element is shorter than its length says."""
     for tag in list(ds.keys()):
@@ -122,7 +139,7 @@ def read_header(data: bytes) -> Header:
     try:
         _check_complete(data, ds, is_deflated=tsuid == pydicom.uid.DeflatedExplicitVRLittleEndian)
         uids = {
-            kw: _text(ds, kw)
+            kw: _raw_text(ds, kw)
             for kw in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "SOPClassUID")
         }
     except MalformedInstanceError:
@@ -141,8 +158,8 @@ def read_header(data: bytes) -> Header:
         sop_uid=str(uids["SOPInstanceUID"]),
         sop_class_uid=str(uids["SOPClassUID"]),
         transfer_syntax_uid=tsuid,
-        modality=_text(ds, "Modality"),
-        body_part=_text(ds, "BodyPartExamined"),
+        modality=_raw_text(ds, "Modality"),
+        body_part=_raw_text(ds, "BodyPartExamined"),
         series_description=_text(ds, "SeriesDescription"),
         dataset=ds,
     )

@@ -222,6 +222,7 @@ class Index:
                 now = rec.received_at
                 detail: dict[str, Any] = {
                     "sha256": inst.sha256,
+                    "dataset_sha256": rec.dataset_sha256,
                     "bytes": inst.size_bytes,
                     "source": rec.source,
                     "calling_aet": inst.calling_aet,
