@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tests.util import free_port, port_open, wait_until
+from tests.util import free_port, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -58,9 +58,10 @@ class NodeProcess:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.http_port}"
 
-    def start(self, timeout: float = 30.0) -> None:
+    def start(self, timeout: float = 60.0) -> None:
         """Start (or restart) the node and wait until its DICOM and HTTP ports answer."""
         env = dict(os.environ, PYTHONPATH=str(ROOT), TCP_NODELAY="1")
+        offset = self.log.stat().st_size if self.log.exists() else 0
         with self.log.open("ab") as fh:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "node", "serve", "--config", str(self.config_path)],
@@ -72,12 +73,13 @@ class NodeProcess:
         proc = self.proc
 
         def up() -> bool:
+            # wait for the node's own "started" record: polling the DICOM port would open
+            # connections that each hold an association slot until the ACSE timeout
             if proc.poll() is not None:
                 raise RuntimeError(f"node exited with {proc.returncode}:\n{self.log_text()}")
-            ports = [self.dicom_port, self.http_port]
-            if self.tls_port:
-                ports.append(self.tls_port)
-            return all(port_open(p) for p in ports)
+            with self.log.open("rb") as fh:
+                fh.seek(offset)
+                return b'"event": "node.started"' in fh.read()
 
         wait_until(up, timeout=timeout, what="node listening")
 
