@@ -74,7 +74,7 @@ def parse_storescu(output: str) -> tuple[list[Path], list[Path]]:
 def _tls_args(tls: TlsFiles | None) -> list[str]:
     if tls is None:
         return []
-    return ["+tls", str(tls.key), str(tls.cert), "+cf", str(tls.ca), "-ic"]
+    return ["+tls", str(tls.key), str(tls.cert), "-pw", "+cf", str(tls.ca), "-rc"]
 
 
 def storescu(
@@ -175,3 +175,27 @@ def storescu_config(workdir: Path, pairs: Sequence[tuple[str, str]]) -> list[str
     path = workdir / "storescu.cfg"
     path.write_text("\n".join(lines) + "\n")
     return ["-xf", str(path), "Exact"]
+
+
+def make_pki(workdir: Path) -> tuple[TlsFiles, TlsFiles]:
+    """A throw-away CA and two leaf certificates for 127.0.0.1 (server, client), with openssl."""
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        raise RuntimeError("openssl is not installed")
+    workdir.mkdir(parents=True, exist_ok=True)
+
+    def run(*args: str) -> None:
+        subprocess.run([openssl, *args], check=True, capture_output=True, cwd=workdir)
+
+    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem",
+        "-days", "2", "-subj", "/CN=ainode test CA")
+    ext = workdir / "leaf.ext"
+    ext.write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n")
+    out = []
+    for name in ("server", "client"):
+        run("req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key", "-out",
+            f"{name}.csr", "-subj", f"/CN={name}")
+        run("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+            "-CAcreateserial", "-out", f"{name}.pem", "-days", "2", "-extfile", str(ext))
+        out.append(TlsFiles(workdir / "ca.pem", workdir / f"{name}.pem", workdir / f"{name}.key"))
+    return out[0], out[1]
