@@ -135,7 +135,7 @@ class StudyTracker:
                     timeout = (self._heap[0][0] - now) if self._heap else None
                     self._cond.wait(timeout=None if timeout is None else max(timeout, 0.01))
                     continue
-            for uid, last in due:
+            for uid, _last in due:
                 try:
                     # the index decides: a just-committed instance (later last_received) wins
                     if self._complete(uid, forced=False, idle_since=now - self.stable_seconds) is (

@@ -336,8 +336,9 @@ class Spool:
                     if job.tmp is not None:
                         job.tmp.unlink(missing_ok=True)
                     inst = self._instance(h, prev.path, prev.size_bytes, prev.sha256, job)
-                    rec = IngestRecord(inst, "duplicate", job.dataset_sha256, job.source,
-                                       job.received_at)
+                    rec = IngestRecord(
+                        inst, "duplicate", job.dataset_sha256, job.source, job.received_at
+                    )
                     records.append(rec)
                     placed.append((job, rec))
                     continue
@@ -368,15 +369,20 @@ class Spool:
                 records.append(rec)
                 placed.append((job, rec))
                 pending[h.sop_uid] = StoredRef(
-                    h.sop_uid, h.study_uid, h.series_uid, path, job.sha256,
-                    job.dataset_sha256, job.size,
+                    h.sop_uid,
+                    h.study_uid,
+                    h.series_uid,
+                    path,
+                    job.sha256,
+                    job.dataset_sha256,
+                    job.size,
                 )
             for d in sorted(to_sync, key=lambda p: len(p.parts), reverse=True):
                 _fsync_dir(d)
             self.index.commit(records)
         except BaseException as exc:
             # nothing of this batch is acknowledged: remove what was put in place
-            for job, rec in placed:
+            for _job, rec in placed:
                 if rec.status != "duplicate":
                     rec.instance.path.unlink(missing_ok=True)
             for job in batch:
@@ -485,4 +491,3 @@ def _best_effort_uids(data: bytes) -> tuple[str | None, str | None]:
     except Exception:  # noqa: BLE001
         return None, None
     return (study if is_valid_uid(study) else None, sop if is_valid_uid(sop) else None)
-

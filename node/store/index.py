@@ -13,7 +13,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -161,10 +161,8 @@ class Index:
             self._closed = True
             conns, self._all = self._all, []
         for conn in conns:
-            try:
+            with suppress(sqlite3.Error):
                 conn.close()
-            except sqlite3.Error:
-                pass
         self._local = threading.local()
 
     def _abs(self, rel: str) -> Path:
@@ -179,11 +177,15 @@ class Index:
     # ------------------------------------------------------------ ingest
     def lookup(self, sop_uid: str) -> StoredRef | None:
         """The stored instance with ``sop_uid``, or None."""
-        row = self._conn().execute(
-            "SELECT sop_uid, study_uid, series_uid, path, sha256, dataset_sha256, size_bytes"
-            " FROM instances WHERE sop_uid = ?",
-            (sop_uid,),
-        ).fetchone()
+        row = (
+            self._conn()
+            .execute(
+                "SELECT sop_uid, study_uid, series_uid, path, sha256, dataset_sha256, size_bytes"
+                " FROM instances WHERE sop_uid = ?",
+                (sop_uid,),
+            )
+            .fetchone()
+        )
         if row is None:
             return None
         return StoredRef(
@@ -198,9 +200,11 @@ class Index:
 
     def has_series(self, series_uid: str) -> bool:
         """True when a series with a header is already indexed."""
-        row = self._conn().execute(
-            "SELECT header_json FROM series WHERE series_uid = ?", (series_uid,)
-        ).fetchone()
+        row = (
+            self._conn()
+            .execute("SELECT header_json FROM series WHERE series_uid = ?", (series_uid,))
+            .fetchone()
+        )
         return row is not None and row[0] != "{}"
 
     def total_bytes(self) -> int:
@@ -334,9 +338,11 @@ class Index:
     # ------------------------------------------------------------ assembly
     def open_studies(self) -> list[tuple[str, float]]:
         """(study_uid, last_received) of every study not complete."""
-        rows = self._conn().execute(
-            "SELECT study_uid, last_received FROM studies WHERE state = 'open'"
-        ).fetchall()
+        rows = (
+            self._conn()
+            .execute("SELECT study_uid, last_received FROM studies WHERE state = 'open'")
+            .fetchall()
+        )
         return [(r[0], float(r[1])) for r in rows]
 
     def study_row(self, study_uid: str) -> dict[str, Any] | None:
@@ -344,9 +350,9 @@ class Index:
         rows = self._summaries("WHERE s.study_uid = ?", (study_uid,))
         return rows[0] if rows else None
 
-    def mark_complete(self, study_uid: str, *, forced: bool, if_idle_since: float | None = None) -> (
-        int | None
-    ):
+    def mark_complete(
+        self, study_uid: str, *, forced: bool, if_idle_since: float | None = None
+    ) -> int | None:
         """Mark an open study complete; return its new generation, or None if nothing changed.
 
         ``if_idle_since``: only complete when no instance arrived after that time (the timer's
@@ -380,16 +386,20 @@ class Index:
 
     # ------------------------------------------------------------ queries
     def _summaries(self, where: str, params: tuple[Any, ...]) -> list[dict[str, Any]]:
-        rows = self._conn().execute(
-            "SELECT s.study_uid, s.state, s.generation, s.first_received, s.last_received,"
-            " s.completed_at,"
-            " (SELECT COUNT(*) FROM instances i WHERE i.study_uid = s.study_uid) AS n_inst,"
-            " (SELECT COUNT(*) FROM series r WHERE r.study_uid = s.study_uid) AS n_series,"
-            " (SELECT COALESCE(SUM(size_bytes), 0) FROM instances i"
-            "  WHERE i.study_uid = s.study_uid) AS n_bytes"
-            f" FROM studies s {where}",
-            params,
-        ).fetchall()
+        rows = (
+            self._conn()
+            .execute(
+                "SELECT s.study_uid, s.state, s.generation, s.first_received, s.last_received,"
+                " s.completed_at,"
+                " (SELECT COUNT(*) FROM instances i WHERE i.study_uid = s.study_uid) AS n_inst,"
+                " (SELECT COUNT(*) FROM series r WHERE r.study_uid = s.study_uid) AS n_series,"
+                " (SELECT COALESCE(SUM(size_bytes), 0) FROM instances i"
+                "  WHERE i.study_uid = s.study_uid) AS n_bytes"
+                f" FROM studies s {where}",
+                params,
+            )
+            .fetchall()
+        )
         return [
             {
                 "study_uid": r["study_uid"],
@@ -450,25 +460,33 @@ class Index:
 
     def series_instances(self, series_uid: str) -> list[Instance]:
         """Every stored instance of a series (absolute paths), in arrival order."""
-        rows = self._conn().execute(
-            "SELECT * FROM instances WHERE series_uid = ? ORDER BY received_at, sop_uid",
-            (series_uid,),
-        ).fetchall()
+        rows = (
+            self._conn()
+            .execute(
+                "SELECT * FROM instances WHERE series_uid = ? ORDER BY received_at, sop_uid",
+                (series_uid,),
+            )
+            .fetchall()
+        )
         return [self._instance(r) for r in rows]
 
     def study_instances(self, study_uid: str) -> list[Instance]:
         """Every stored instance of a study (absolute paths), in arrival order."""
-        rows = self._conn().execute(
-            "SELECT * FROM instances WHERE study_uid = ? ORDER BY received_at, sop_uid",
-            (study_uid,),
-        ).fetchall()
+        rows = (
+            self._conn()
+            .execute(
+                "SELECT * FROM instances WHERE study_uid = ? ORDER BY received_at, sop_uid",
+                (study_uid,),
+            )
+            .fetchall()
+        )
         return [self._instance(r) for r in rows]
 
     def get_instance(self, sop_uid: str) -> Instance | None:
         """The stored instance with ``sop_uid``, or None."""
-        row = self._conn().execute(
-            "SELECT * FROM instances WHERE sop_uid = ?", (sop_uid,)
-        ).fetchone()
+        row = (
+            self._conn().execute("SELECT * FROM instances WHERE sop_uid = ?", (sop_uid,)).fetchone()
+        )
         return None if row is None else self._instance(row)
 
     def _instance(self, r: sqlite3.Row) -> Instance:
@@ -488,11 +506,15 @@ class Index:
 
     def events(self, study_uid: str) -> list[dict[str, Any]]:
         """Events of a study in order: id, ts, kind, series_uid, sop_uid, detail (dict)."""
-        rows = self._conn().execute(
-            "SELECT id, ts, kind, series_uid, sop_uid, detail FROM events"
-            " WHERE study_uid = ? ORDER BY id",
-            (study_uid,),
-        ).fetchall()
+        rows = (
+            self._conn()
+            .execute(
+                "SELECT id, ts, kind, series_uid, sop_uid, detail FROM events"
+                " WHERE study_uid = ? ORDER BY id",
+                (study_uid,),
+            )
+            .fetchall()
+        )
         return [
             {
                 "id": int(r["id"]),

@@ -109,7 +109,9 @@ def test_forced_completion_and_late_instance_reopens(
         assert done.studies[-1].series[0].instance_count == 2
         kinds = [e["kind"] for e in index.events(uid)]
         assert kinds == ["stored", "study-completed", "study-reopened", "stored", "study-completed"]
-        forced = [e["detail"]["forced"] for e in index.events(uid) if e["kind"] == "study-completed"]
+        forced = [
+            e["detail"]["forced"] for e in index.events(uid) if e["kind"] == "study-completed"
+        ]
         assert forced == [True, False]
     finally:
         tracker.stop()

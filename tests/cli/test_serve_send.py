@@ -37,7 +37,9 @@ def test_send_echo_studies_and_complete(tmp_path: Path, corpus: Path) -> None:
         r = ainode("echo", f"127.0.0.1:{node.dicom_port}:AINODE")
         assert r.returncode == 0 and "success" in r.stdout, r.stderr
 
-        r = ainode("send", "--to", f"127.0.0.1:{node.dicom_port}:AINODE", *map(str, ct), *map(str, bad))
+        r = ainode(
+            "send", "--to", f"127.0.0.1:{node.dicom_port}:AINODE", *map(str, ct), *map(str, bad)
+        )
         assert r.returncode == 2, r.stdout + r.stderr
         assert f"sent {len(ct)} of {len(ct) + 2} file(s)" in r.stdout
         failed = [line for line in r.stderr.splitlines() if line.startswith("FAILED")]
@@ -50,12 +52,15 @@ def test_send_echo_studies_and_complete(tmp_path: Path, corpus: Path) -> None:
         try:
             for f in ct:
                 src = f.read_bytes()
-                inst = index.get_instance(str(pydicom.dcmread(f, stop_before_pixels=True).SOPInstanceUID))
+                inst = index.get_instance(
+                    str(pydicom.dcmread(f, stop_before_pixels=True).SOPInstanceUID)
+                )
                 assert inst is not None
                 got = inst.path.read_bytes()
-                assert hashlib.sha256(got[dataset_offset(got) :]).digest() == hashlib.sha256(
-                    src[dataset_offset(src) :]
-                ).digest()
+                assert (
+                    hashlib.sha256(got[dataset_offset(got) :]).digest()
+                    == hashlib.sha256(src[dataset_offset(src) :]).digest()
+                )
         finally:
             index.close()
 
@@ -76,7 +81,10 @@ def test_send_echo_studies_and_complete(tmp_path: Path, corpus: Path) -> None:
         r = ainode("studies", "complete", uid, "--config", cfg, "--json")
         assert r.returncode == 0, r.stderr
         assert json.loads(r.stdout) == {
-            "study_uid": uid, "changed": True, "generation": 1, "via": "node"
+            "study_uid": uid,
+            "changed": True,
+            "generation": 1,
+            "via": "node",
         }
         r = ainode("studies", "complete", uid, "--config", cfg, "--json")
         assert json.loads(r.stdout)["changed"] is False
@@ -97,7 +105,12 @@ def test_send_echo_studies_and_complete(tmp_path: Path, corpus: Path) -> None:
         index.close()
     r = ainode("studies", "complete", uid, "--config", cfg, "--json")
     assert r.returncode == 0, r.stderr
-    assert json.loads(r.stdout) == {"study_uid": uid, "changed": True, "generation": 2, "via": "index"}
+    assert json.loads(r.stdout) == {
+        "study_uid": uid,
+        "changed": True,
+        "generation": 2,
+        "via": "index",
+    }
 
 
 def test_echo_and_send_report_unreachable_peer(tmp_path: Path) -> None:

@@ -49,14 +49,29 @@ def test_acknowledged_instances_survive_kill_9(tmp_path: Path) -> None:
             out = tmp_path / f"storescu-{r}.log"
             with out.open("w") as fh:
                 sender = subprocess.Popen(
-                    [tool("storescu"), "-v", "-nh", "-aec", "AINODE", "127.0.0.1",
-                     str(node.dicom_port), *map(str, batch)],
-                    stdout=fh, stderr=subprocess.STDOUT, env=dict(os.environ, TCP_NODELAY="1"),
+                    [
+                        tool("storescu"),
+                        "-v",
+                        "-nh",
+                        "-aec",
+                        "AINODE",
+                        "127.0.0.1",
+                        str(node.dicom_port),
+                        *map(str, batch),
+                    ],
+                    stdout=fh,
+                    stderr=subprocess.STDOUT,
+                    env=dict(os.environ, TCP_NODELAY="1"),
                 )
             kill_after = rng.randint(1, PER_ROUND - 20)
+
+            def reached(
+                out: Path = out, n: int = kill_after, p: subprocess.Popen[bytes] = sender
+            ) -> bool:
+                return len(parse_storescu(out.read_text())[0]) >= n or p.poll() is not None
+
             wait_until(
-                lambda: len(parse_storescu(out.read_text())[0]) >= kill_after
-                or sender.poll() is not None,
+                reached,
                 timeout=60,
                 what=f"{kill_after} acknowledgements",
             )

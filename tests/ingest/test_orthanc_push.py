@@ -26,7 +26,9 @@ def test_orthanc_pushes_a_study_that_arrives_complete(tmp_path: Path, corpus: Pa
             for f in files:
                 r = httpx.post(f"{orthanc.url}/instances", content=f.read_bytes(), timeout=30)
                 r.raise_for_status()
-            (orthanc_study,) = orthanc.get("/studies")  # type: ignore[misc]
+            studies = orthanc.get("/studies")
+            assert isinstance(studies, list) and len(studies) == 1
+            orthanc_study = studies[0]
             r = httpx.post(
                 f"{orthanc.url}/modalities/ainode/store",
                 json={"Resources": [orthanc_study], "Synchronous": True},

@@ -25,9 +25,7 @@ ALLOWED = ["STORESCU", "ECHOSCU", "PYNETDICOM"]
 
 @pytest.fixture(scope="module")
 def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeProcess]:
-    with start_node(
-        tmp_path_factory.mktemp("scp"), node={"allowed_calling_aets": ALLOWED}
-    ) as peer:
+    with start_node(tmp_path_factory.mktemp("scp"), node={"allowed_calling_aets": ALLOWED}) as peer:
         yield peer
 
 
@@ -129,9 +127,7 @@ def test_unknown_calling_ae_is_rejected(node: NodeProcess, corpus: Path) -> None
     r = echoscu(node.dicom_port, calling="INTRUDER")
     assert r.returncode != 0
     assert "Association Rejected" in r.stdout + r.stderr
-    run = storescu(
-        node.dicom_port, [corpus / "mr/single-slices/MR_small.dcm"], calling="INTRUDER"
-    )
+    run = storescu(node.dicom_port, [corpus / "mr/single-slices/MR_small.dcm"], calling="INTRUDER")
     assert run.acknowledged == []
     assert echoscu(node.dicom_port).returncode == 0  # the node is still up
 

@@ -127,9 +127,7 @@ def echoscu(
 
 
 @contextlib.contextmanager
-def start_storescp(
-    out_dir: Path, *, sync: bool = False, port: int | None = None
-) -> Iterator[int]:
+def start_storescp(out_dir: Path, *, sync: bool = False, port: int | None = None) -> Iterator[int]:
     """Run dcmtk ``storescp`` writing into ``out_dir`` (``sync``: ``sync`` after every file)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
@@ -187,15 +185,53 @@ def make_pki(workdir: Path) -> tuple[TlsFiles, TlsFiles]:
     def run(*args: str) -> None:
         subprocess.run([openssl, *args], check=True, capture_output=True, cwd=workdir)
 
-    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem",
-        "-days", "2", "-subj", "/CN=ainode test CA")
+    run(
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=ainode test CA",
+    )
     ext = workdir / "leaf.ext"
     ext.write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n")
     out = []
     for name in ("server", "client"):
-        run("req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key", "-out",
-            f"{name}.csr", "-subj", f"/CN={name}")
-        run("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
-            "-CAcreateserial", "-out", f"{name}.pem", "-days", "2", "-extfile", str(ext))
+        run(
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            f"{name}.key",
+            "-out",
+            f"{name}.csr",
+            "-subj",
+            f"/CN={name}",
+        )
+        run(
+            "x509",
+            "-req",
+            "-in",
+            f"{name}.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            f"{name}.pem",
+            "-days",
+            "2",
+            "-extfile",
+            str(ext),
+        )
         out.append(TlsFiles(workdir / "ca.pem", workdir / f"{name}.pem", workdir / f"{name}.key"))
     return out[0], out[1]
