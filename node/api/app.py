@@ -6,10 +6,11 @@ One router per resource (``health``, ``studies``, ``stow``); one exception handl
 
 from __future__ import annotations
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
 from node import __version__
 from node.api import health, stow, studies
+from node.api.auth import configured_token, require_token
 from node.api.deps import NodeView
 from node.api.problems import install_problem_handler
 
@@ -29,6 +30,11 @@ def create_app(node: NodeView) -> FastAPI:
     -------
     FastAPI
         Serve it with uvicorn on ``config.node.host:config.node.http_port``.
+
+    Raises
+    ------
+    ConfigError
+        ``auth.token_file`` is set but cannot be read.
     """
     app = FastAPI(
         title="ainode",
@@ -39,8 +45,10 @@ def create_app(node: NodeView) -> FastAPI:
         openapi_url="/api/openapi.json",
     )
     app.state.node = node
+    app.state.api_token = configured_token(node.config.auth)
     install_problem_handler(app)
+    protected = [Depends(require_token)]
     app.include_router(health.router)
-    app.include_router(studies.router)
-    app.include_router(stow.router)
+    app.include_router(studies.router, dependencies=protected)
+    app.include_router(stow.router, dependencies=protected)
     return app

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import shutil
-import sqlite3
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException
@@ -29,7 +28,7 @@ def health(node: Annotated[NodeView, Depends(get_node)]) -> dict[str, Any]:
     """
     try:
         node.index.list_studies(limit=1)
-    except sqlite3.Error as exc:
+    except Exception as exc:  # noqa: BLE001 - whatever stops the index from answering is a 503
         log.error("health.index_unreadable", extra={"error_type": type(exc).__name__})
         raise HTTPException(503, f"the index cannot be read: {exc}") from exc
     cfg = node.config.node

@@ -15,6 +15,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from node.errors import AinodeError
 
@@ -106,7 +107,38 @@ async def _handler(request: Request, exc: Exception) -> JSONResponse:
     return problem_response(request, exc)
 
 
+class _UnexpectedErrors:
+    """ASGI middleware: an exception no handler took becomes a logged 500 problem.
+
+    Starlette's own last-resort handler re-raises after answering, which makes the server drop
+    the keep-alive connection; this answers and keeps the connection usable.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception as exc:
+            if started:  # too late for a problem response: let the server close the stream
+                raise
+            await problem_response(Request(scope), exc)(scope, receive, send)
+
+
 def install_problem_handler(app: FastAPI) -> None:
     """Register the one problem handler for ainode errors, HTTP errors and everything else."""
-    for exc_class in (AinodeError, StarletteHTTPException, RequestValidationError, Exception):
+    for exc_class in (AinodeError, StarletteHTTPException, RequestValidationError):
         app.add_exception_handler(exc_class, _handler)
+    app.add_middleware(_UnexpectedErrors)

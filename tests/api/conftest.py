@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from node.app import Node
-from node.config import Config, NodeConfig, StudyConfig
+from node.config import AuthConfig, Config, NodeConfig, StudyConfig
 
 STOW_LIMIT = 4 * 1024 * 1024
 
@@ -22,8 +22,11 @@ class RunningNode:
     http: httpx.Client
 
 
-def start_node(data_dir: Path, *, stow_max_bytes: int = STOW_LIMIT) -> Node:
+def start_node(
+    data_dir: Path, *, stow_max_bytes: int = STOW_LIMIT, auth: AuthConfig | None = None
+) -> Node:
     config = Config(
+        auth=auth or AuthConfig(),
         node=NodeConfig(
             data_dir=data_dir,
             dicom_port=0,

@@ -51,3 +51,13 @@ def test_health(running: RunningNode) -> None:
     assert body["http_port"] == running.node.http_port != 0
     assert body["dicom_port"] == running.node.dicom_port != 0
     assert body["disk_free_bytes"] > 0
+
+
+def test_unexpected_failure_is_a_500_problem_without_internals(running: RunningNode) -> None:
+    running.node.index.close()  # the index disappears under the running API
+    body = _is_problem(running.http.get("/api/studies"), 500)
+    assert body["type"] == "urn:ainode:problem:internal"
+    assert body["detail"] == "internal error; see the node's log"
+    assert _is_problem(running.http.get("/api/health"), 503)["detail"].startswith(
+        "the index cannot be read"
+    )

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
 import pydicom
 import pytest
@@ -153,11 +154,10 @@ def test_declared_oversize_is_413(running: RunningNode) -> None:
     assert "stow_max_bytes" in resp.json()["detail"]
 
 
-def test_streamed_oversize_is_413_without_buffering(
-    running: RunningNode, ct_files: list[Path]
-) -> None:
+def test_streamed_oversize_is_413_without_buffering(running: RunningNode, tmp_path: Path) -> None:
     """Chunked upload (no Content-Length): the node stops reading at the limit."""
-    one = ct_files[0].read_bytes()
+    big = write_ct_series(np.zeros((1, 512, 512)), spacing=(1, 1, 1), out_dir=tmp_path)[0]
+    one = big.read_bytes()
     parts = [one] * (STOW_LIMIT // len(one) + 2)
     body, headers = multipart(parts)
     assert len(body) > STOW_LIMIT
@@ -213,3 +213,34 @@ def test_dicomweb_client_sees_409_and_413(running: RunningNode, ct_files: list[P
         client.store_instances([big])
     assert exc2.value.response is not None and exc2.value.response.status_code == 413
     assert running.node.index.get_instance(str(big.SOPInstanceUID)) is None
+
+
+def test_parallel_requests_all_stored(running: RunningNode, tmp_path: Path) -> None:
+    """Four clients at once (the spool group-commits across them); nothing lost."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    batches = [
+        write_ct_series(np.zeros((5, 16, 16)), spacing=(1, 1, 1), out_dir=tmp_path / str(i))
+        for i in range(4)
+    ]
+
+    def post(files: list[Path]) -> int:
+        body, headers = multipart([p.read_bytes() for p in files])
+        with httpx.Client(base_url=running.url, timeout=60) as client:
+            return client.post("/dicom-web/studies", content=body, headers=headers).status_code
+
+    with ThreadPoolExecutor(4) as pool:
+        assert list(pool.map(post, batches)) == [200] * 4
+    rows = running.http.get("/api/studies").json()["studies"]
+    assert sorted(r["instance_count"] for r in rows) == [5, 5, 5, 5]
+
+
+def test_part_media_type_parameters_are_accepted(
+    running: RunningNode, ct_files: list[Path]
+) -> None:
+    body, headers = multipart(
+        [ct_files[5].read_bytes()],
+        part_type="application/dicom; transfer-syntax=1.2.840.10008.1.2.1",
+    )
+    resp = running.http.post("/dicom-web/studies", content=body, headers=headers)
+    assert resp.status_code == 200, resp.text
