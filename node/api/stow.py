@@ -12,6 +12,7 @@ Responses (PS3.18 10.5.3), body ``application/dicom+json`` (Store Instances Resp
 * 202 some failed (FailedSOPSequence with FailureReason);
 * 409 none stored;
 * 415 the request is not ``multipart/related`` of ``application/dicom``;
+* 406 the client does not accept ``application/dicom+json`` (XML responses are not offered);
 * 413 Content-Length or the streamed body exceeds ``node.stow_max_bytes`` (instances already
   stored before the limit was crossed stay stored; re-sending them is idempotent).
 
@@ -206,8 +207,26 @@ async def _store_part(
     outcome.study_uids.add(inst.study_uid)
 
 
+_ACCEPTABLE = {"*/*", "application/*", DICOM_JSON, "application/json"}
+
+
+def _check_accept(request: Request) -> None:
+    """406 unless the client accepts the DICOM JSON response (PS3.18 10.5.1.1; no XML here)."""
+    accept = request.headers.get("accept")
+    if not accept:
+        return
+    for media_range in accept.split(","):
+        media, params = _media_type(media_range)
+        if media in _ACCEPTABLE and params.get("q", "1").strip() not in ("0", "0.0", "0.00"):
+            return
+    raise HTTPException(
+        406, f"STOW-RS responses are {DICOM_JSON}; the request accepts only {accept!r}"
+    )
+
+
 def _check_request(request: Request, limit: int) -> bytes:
-    """Validate media type and declared size; return the multipart boundary."""
+    """Validate media types and declared size; return the multipart boundary."""
+    _check_accept(request)
     media, params = _media_type(request.headers.get("content-type"))
     if media != "multipart/related":
         raise HTTPException(

@@ -244,3 +244,22 @@ def test_part_media_type_parameters_are_accepted(
     )
     resp = running.http.post("/dicom-web/studies", content=body, headers=headers)
     assert resp.status_code == 200, resp.text
+
+
+@pytest.mark.parametrize(
+    ("accept", "status"),
+    [
+        ("application/dicom+xml", 406),
+        ("application/dicom+json;q=0, application/dicom+xml", 406),
+        ("application/dicom+xml;q=0.9, application/dicom+json", 200),
+        ("*/*", 200),
+    ],
+)
+def test_accept_header_is_honoured(
+    running: RunningNode, ct_files: list[Path], accept: str, status: int
+) -> None:
+    body, headers = multipart([ct_files[0].read_bytes()])
+    resp = running.http.post(
+        "/dicom-web/studies", content=body, headers={**headers, "Accept": accept}
+    )
+    assert resp.status_code == status, resp.text
