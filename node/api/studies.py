@@ -63,7 +63,7 @@ def list_studies(
     }
 
 
-def _detail(node: NodeView, study_uid: str) -> dict[str, Any]:
+def _detail(node: NodeView, study_uid: str, *, events_limit: int = 200) -> dict[str, Any]:
     row = node.index.study_row(study_uid)
     study = node.index.get_study(study_uid)
     if row is None or study is None:
@@ -79,20 +79,26 @@ def _detail(node: NodeView, study_uid: str) -> dict[str, Any]:
         }
         for s in study.series
     ]
-    out["events"] = [_present(e) for e in node.index.events(study_uid)]
+    events = node.index.events(study_uid)
+    out["event_count"] = len(events)
+    out["events"] = [_present(e) for e in events[-events_limit:]] if events_limit else []
     return out
 
 
 @router.get("/api/studies/{study_uid}")
-def show_study(study_uid: str, node: Annotated[NodeView, Depends(get_node)]) -> dict[str, Any]:
-    """One study: summary, series and events.
+def show_study(
+    study_uid: str,
+    node: Annotated[NodeView, Depends(get_node)],
+    events: Annotated[int, Query(ge=0, le=100_000, description="latest events to list")] = 200,
+) -> dict[str, Any]:
+    """One study: summary, series and its latest ``events`` events (``event_count``: all).
 
     Raises
     ------
     NotFoundError
         No instance of ``study_uid`` was ever received (404 problem).
     """
-    return _detail(node, study_uid)
+    return _detail(node, study_uid, events_limit=events)
 
 
 @router.post("/api/studies/{study_uid}/complete")

@@ -50,6 +50,10 @@ def test_show_study_has_series_and_events(running: RunningNode, three_studies: l
     assert {s["body_part"] for s in detail["series"]} == {"CHEST"}
     kinds = [e["kind"] for e in detail["events"]]
     assert kinds.count("stored") == 5
+    assert detail["event_count"] == len(kinds)
+    latest = running.http.get(f"/api/studies/{three_studies[0]}", params={"events": 2}).json()
+    assert latest["events"] == detail["events"][-2:]
+    assert latest["event_count"] == detail["event_count"]
     dx = running.http.get(f"/api/studies/{three_studies[1]}").json()
     assert [s["modality"] for s in dx["series"]] == ["DX"]
     # no patient data in the API's study views
