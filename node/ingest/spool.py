@@ -1,0 +1,493 @@
+"""Durable storage of received instances, with group commit and quarantine.
+
+``Spool.store`` returns only when the instance is durable: the caller writes the bytes to a
+temporary file and fsyncs it; a single committer thread then takes every instance waiting at that
+moment (from all associations and STOW requests), renames each into place, fsyncs the touched
+directories once and writes all index rows in ONE SQLite transaction, and only then releases the
+callers.  Concurrent callers therefore share the directory fsyncs and the index commit.
+
+Layout under ``data_dir``::
+
+    studies/<study_uid>/<series_uid>/<sop_uid>.dcm   stored PS3.10 files, bytes exactly as received
+    tmp/                                             files being written (cleared on start)
+    quarantine/<stamp>-<id>.dcm + .json              what could not be stored, with the reason
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import logging
+import os
+import queue
+import shutil
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from node.errors import IngestError, OutOfResourcesError
+from node.ingest.header import Header, dataset_offset, header_json, is_valid_uid, read_header
+from node.store.index import Index, IngestRecord, StoredRef
+from node.types import DicomJson, Instance
+
+__all__ = ["Spool", "StoreOutcome"]
+
+log = logging.getLogger(__name__)
+
+_MAX_BATCH = 512
+
+
+@dataclass(frozen=True, slots=True)
+class StoreOutcome:
+    """What ``Spool.store`` did with one instance."""
+
+    instance: Instance
+    status: Literal["stored", "duplicate", "replaced"]
+
+
+@dataclass(eq=False)
+class _Job:
+    header: Header
+    tmp: Path | None
+    size: int
+    sha256: str
+    dataset_sha256: str
+    calling_aet: str | None
+    source: str
+    series_header: DicomJson | None
+    received_at: float
+    done: threading.Event = field(default_factory=threading.Event)
+    outcome: StoreOutcome | None = None
+    error: BaseException | None = None
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _is_full(exc: OSError) -> bool:
+    return exc.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
+class Spool:
+    """Durable, deduplicating store of PS3.10 files under ``data_dir`` (see module docstring).
+
+    Parameters
+    ----------
+    data_dir:
+        Root of the node's data.
+    index:
+        The SQLite index every stored instance is recorded in.
+    quota_bytes:
+        Refuse (0xA700) an instance that would bring the stored total above this.
+    min_free_bytes:
+        Refuse (0xA700) an instance when the file system would have less free space than this.
+    """
+
+    def __init__(
+        self,
+        data_dir: Path,
+        index: Index,
+        *,
+        quota_bytes: int | None = None,
+        min_free_bytes: int = 0,
+    ) -> None:
+        self.data_dir = Path(data_dir)
+        self.index = index
+        self.quota_bytes = quota_bytes
+        self.min_free_bytes = min_free_bytes
+        self.studies_dir = self.data_dir / "studies"
+        self.tmp_dir = self.data_dir / "tmp"
+        self.quarantine_dir = self.data_dir / "quarantine"
+        for d in (self.studies_dir, self.tmp_dir, self.quarantine_dir):
+            d.mkdir(parents=True, exist_ok=True)
+        for stale in self.tmp_dir.iterdir():  # never acknowledged: a crash hit mid-write
+            stale.unlink(missing_ok=True)
+        _fsync_dir(self.data_dir)
+        self._lock = threading.Lock()
+        self._used = index.total_bytes()
+        self._reserved = 0
+        self._series_seen: set[str] = set()
+        self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._listeners: list[Callable[[StoreOutcome], None]] = []
+        self._durable_dirs: set[Path] = set()
+
+    # ------------------------------------------------------------ life cycle
+    def start(self) -> None:
+        """Start the committer thread (``store`` also starts it on first use)."""
+        with self._lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(
+                    target=self._run, name="spool-committer", daemon=True
+                )
+                self._thread.start()
+
+    def stop(self) -> None:
+        """Finish the instances being committed and stop the committer thread."""
+        with self._lock:
+            thread, self._thread = self._thread, None
+        if thread is not None:
+            self._queue.put(None)
+            thread.join(timeout=30)
+
+    def add_listener(self, callback: Callable[[StoreOutcome], None]) -> None:
+        """Call ``callback(outcome)`` after every committed stored/replaced instance."""
+        self._listeners.append(callback)
+
+    # ------------------------------------------------------------ storing
+    def store(self, data: bytes, *, calling_aet: str | None, source: str) -> StoreOutcome:
+        """Store one PS3.10 file durably; return only once it is fsync'd and indexed.
+
+        Parameters
+        ----------
+        data:
+            The complete file (preamble, ``DICM``, file meta, data set); stored byte for byte.
+        calling_aet:
+            The sender's AE title (C-STORE) or None (STOW-RS).
+        source:
+            Where it came from, for the events table (``"dimse"``, ``"stow"``...).
+
+        Returns
+        -------
+        StoreOutcome
+            ``stored`` (new), ``duplicate`` (same SOP Instance UID and identical data set: no
+            second copy) or ``replaced`` (same SOP Instance UID, different data set: the newest
+            is kept and the replacement recorded).
+
+        Raises
+        ------
+        MalformedInstanceError, MissingAttributeError
+            The file was moved to ``quarantine/`` with a JSON reason (PS3.4 B.2.3 0xC000/0xA900).
+        OutOfResourcesError
+            Disk or quota full (0xA700); nothing was written.
+        IngestError
+            The file could not be written for another reason; nothing was kept.
+        """
+        received_at = time.time()
+        try:
+            header = read_header(data)
+            offset = dataset_offset(data)
+        except IngestError as exc:
+            self._quarantine(data, exc, calling_aet=calling_aet, source=source)
+            raise
+        view = memoryview(data)
+        dataset_sha = hashlib.sha256(view[offset:]).hexdigest()
+        file_sha = hashlib.sha256(view).hexdigest()
+        size = len(data)
+        prev = self.index.lookup(header.sop_uid)
+        if prev is not None and prev.dataset_sha256 == dataset_sha and prev.path.is_file():
+            job = self._job(header, None, size, file_sha, dataset_sha, calling_aet, source)
+            job.received_at = received_at
+            return self._submit(job)
+        self._reserve(size)
+        try:
+            tmp = self._write_tmp(data)
+            series_header = None
+            if header.series_uid not in self._series_seen and not self.index.has_series(
+                header.series_uid
+            ):
+                series_header = header_json(header.dataset)
+            job = self._job(header, tmp, size, file_sha, dataset_sha, calling_aet, source)
+            job.series_header = series_header
+            job.received_at = received_at
+            return self._submit(job)
+        finally:
+            with self._lock:
+                self._reserved -= size
+
+    @staticmethod
+    def _job(
+        header: Header,
+        tmp: Path | None,
+        size: int,
+        sha: str,
+        dataset_sha: str,
+        calling_aet: str | None,
+        source: str,
+    ) -> _Job:
+        return _Job(
+            header=header,
+            tmp=tmp,
+            size=size,
+            sha256=sha,
+            dataset_sha256=dataset_sha,
+            calling_aet=calling_aet,
+            source=source,
+            series_header=None,
+            received_at=time.time(),
+        )
+
+    def _reserve(self, size: int) -> None:
+        with self._lock:
+            if self.quota_bytes is not None and (
+                self._used + self._reserved + size > self.quota_bytes
+            ):
+                raise OutOfResourcesError(
+                    f"storage quota of {self.quota_bytes} bytes reached; free space or raise "
+                    "node.quota_bytes"
+                )
+            free = shutil.disk_usage(self.data_dir).free
+            if free - self._reserved - size < self.min_free_bytes:
+                raise OutOfResourcesError(
+                    f"only {free} bytes free under the data directory (node.min_free_bytes = "
+                    f"{self.min_free_bytes}); free disk space"
+                )
+            self._reserved += size
+
+    def _write_tmp(self, data: bytes) -> Path:
+        tmp = self.tmp_dir / f"{uuid.uuid4().hex}.part"
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
+            try:
+                view = memoryview(data)
+                while view:
+                    written = os.write(fd, view)
+                    view = view[written:]
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            if _is_full(exc):
+                raise OutOfResourcesError("disk full while writing the instance") from exc
+            raise IngestError(f"cannot write the instance: {exc.strerror}") from exc
+        return tmp
+
+    def _submit(self, job: _Job) -> StoreOutcome:
+        if self._thread is None or not self._thread.is_alive():
+            self.start()
+        self._queue.put(job)
+        job.done.wait()
+        if job.error is not None:
+            raise job.error
+        assert job.outcome is not None
+        return job.outcome
+
+    # ------------------------------------------------------------ committer
+    def _run(self) -> None:
+        while True:
+            job = self._queue.get()
+            if job is None:
+                return
+            batch = [job]
+            stop = False
+            while len(batch) < _MAX_BATCH:
+                try:
+                    more = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    stop = True
+                    break
+                batch.append(more)
+            try:
+                self._commit(batch)
+            except BaseException as exc:  # noqa: BLE001 - every waiting caller must be released
+                log.exception("spool.commit_failed", extra={"batch": len(batch)})
+                for j in batch:
+                    if not j.done.is_set():
+                        j.error = (
+                            exc
+                            if isinstance(exc, IngestError)
+                            else IngestError(f"cannot commit the instance: {exc}")
+                        )
+                        j.done.set()
+            if stop:
+                return
+
+    def _final_dir(self, header: Header) -> Path:
+        # UIDs were validated by read_header: digits and dots only, never a separator or '..'
+        return self.studies_dir / header.study_uid / header.series_uid
+
+    def _make_dirs(self, final_dir: Path, to_sync: set[Path]) -> None:
+        if final_dir in self._durable_dirs:
+            return
+        for d in (final_dir.parent, final_dir):
+            if not d.is_dir():
+                d.mkdir(exist_ok=True)
+                to_sync.add(d.parent)
+        self._durable_dirs.add(final_dir)
+
+    def _commit(self, batch: list[_Job]) -> None:
+        pending: dict[str, StoredRef] = {}
+        records: list[IngestRecord] = []
+        placed: list[tuple[_Job, IngestRecord]] = []
+        to_sync: set[Path] = set()
+        obsolete: list[Path] = []
+        try:
+            for job in batch:
+                h = job.header
+                prev = pending.get(h.sop_uid) or self.index.lookup(h.sop_uid)
+                if (
+                    prev is not None
+                    and prev.dataset_sha256 == job.dataset_sha256
+                    and prev.path.is_file()
+                ):
+                    if job.tmp is not None:
+                        job.tmp.unlink(missing_ok=True)
+                    inst = self._instance(h, prev.path, prev.size_bytes, prev.sha256, job)
+                    rec = IngestRecord(
+                        inst, "duplicate", job.dataset_sha256, job.source, job.received_at
+                    )
+                    records.append(rec)
+                    placed.append((job, rec))
+                    continue
+                if job.tmp is None:  # was a duplicate when checked, no longer: resend needed
+                    raise IngestError("instance changed while being stored; send it again")
+                final_dir = self._final_dir(h)
+                self._make_dirs(final_dir, to_sync)
+                path = final_dir / f"{h.sop_uid}.dcm"
+                if prev is not None and prev.path == path:
+                    path = final_dir / f"{h.sop_uid}.{job.sha256[:12]}.dcm"
+                os.replace(job.tmp, path)
+                job.tmp = None
+                to_sync.add(final_dir)
+                inst = self._instance(h, path, job.size, job.sha256, job)
+                status: Literal["stored", "replaced"] = "stored" if prev is None else "replaced"
+                if prev is not None and prev.path != path:
+                    obsolete.append(prev.path)
+                rec = IngestRecord(
+                    inst,
+                    status,
+                    job.dataset_sha256,
+                    job.source,
+                    job.received_at,
+                    series_description=h.series_description,
+                    series_header=job.series_header,
+                    previous=prev,
+                )
+                records.append(rec)
+                placed.append((job, rec))
+                pending[h.sop_uid] = StoredRef(
+                    h.sop_uid,
+                    h.study_uid,
+                    h.series_uid,
+                    path,
+                    job.sha256,
+                    job.dataset_sha256,
+                    job.size,
+                )
+            for d in sorted(to_sync, key=lambda p: len(p.parts), reverse=True):
+                _fsync_dir(d)
+            self.index.commit(records)
+        except BaseException as exc:
+            # nothing of this batch is acknowledged: remove what was put in place
+            for _job, rec in placed:
+                if rec.status != "duplicate":
+                    rec.instance.path.unlink(missing_ok=True)
+            for job in batch:
+                if job.tmp is not None:
+                    job.tmp.unlink(missing_ok=True)
+            if isinstance(exc, OSError) and _is_full(exc):
+                raise OutOfResourcesError("disk full while committing the instance") from exc
+            if isinstance(exc, Exception) and "full" in str(exc).lower():
+                raise OutOfResourcesError(f"index full: {exc}") from exc
+            raise
+        for old in obsolete:
+            if old not in {r.instance.path for _, r in placed}:
+                old.unlink(missing_ok=True)
+        with self._lock:
+            for _, rec in placed:
+                if rec.status == "stored":
+                    self._used += rec.instance.size_bytes
+                elif rec.status == "replaced" and rec.previous is not None:
+                    self._used += rec.instance.size_bytes - rec.previous.size_bytes
+                self._series_seen.add(rec.instance.series_uid)
+        for job, rec in placed:
+            job.outcome = StoreOutcome(rec.instance, rec.status)
+            job.done.set()
+            log.debug(
+                f"instance.{rec.status}",
+                extra={
+                    "study_uid": rec.instance.study_uid,
+                    "sop_uid": rec.instance.sop_uid,
+                    "bytes": rec.instance.size_bytes,
+                },
+            )
+        for _, rec in placed:
+            if rec.status == "duplicate":
+                continue
+            for listener in self._listeners:
+                try:
+                    listener(StoreOutcome(rec.instance, rec.status))
+                except Exception:  # noqa: BLE001 - a listener must not break ingest
+                    log.exception("spool.listener_failed")
+
+    @staticmethod
+    def _instance(h: Header, path: Path, size: int, sha: str, job: _Job) -> Instance:
+        return Instance(
+            study_uid=h.study_uid,
+            series_uid=h.series_uid,
+            sop_uid=h.sop_uid,
+            sop_class_uid=h.sop_class_uid,
+            transfer_syntax_uid=h.transfer_syntax_uid,
+            path=path,
+            size_bytes=size,
+            sha256=sha,
+            modality=h.modality,
+            body_part=h.body_part,
+            calling_aet=job.calling_aet,
+        )
+
+    # ------------------------------------------------------------ quarantine
+    def _quarantine(
+        self, data: bytes, exc: IngestError, *, calling_aet: str | None, source: str
+    ) -> None:
+        """Keep the refused bytes with a JSON reason; never raise (the refusal is the answer)."""
+        stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+        name = f"{stamp}-{uuid.uuid4().hex[:12]}"
+        path = self.quarantine_dir / f"{name}.dcm"
+        sha = hashlib.sha256(data).hexdigest()
+        study_uid, sop_uid = _best_effort_uids(data)
+        reason = {
+            "reason": str(exc),
+            "error": exc.type,
+            "dicom_status": f"0x{exc.dicom_status:04X}",
+            "calling_aet": calling_aet,
+            "source": source,
+            "sha256": sha,
+            "bytes": len(data),
+            "received_at": time.time(),
+            "study_uid": study_uid,
+            "sop_uid": sop_uid,
+        }
+        try:
+            if shutil.disk_usage(self.data_dir).free - len(data) < self.min_free_bytes:
+                raise OSError(errno.ENOSPC, "no room to quarantine")
+            path.write_bytes(data)
+            path.with_suffix(".json").write_text(json.dumps(reason, indent=2))
+            self.index.record_quarantine(
+                study_uid=study_uid, sop_uid=sop_uid, reason=str(exc), path=path
+            )
+        except (OSError, Exception):  # noqa: BLE001 - quarantine is best effort
+            log.exception("instance.quarantine_failed", extra={"sha256": sha[:12]})
+            return
+        log.warning(
+            "instance.quarantined",
+            extra={"error": exc.type, "sha256": sha[:12], "sop_uid": sop_uid, "source": source},
+        )
+
+
+def _best_effort_uids(data: bytes) -> tuple[str | None, str | None]:
+    """Study and SOP Instance UID of a refused file, when they can be read and are valid."""
+    try:
+        import io
+
+        import pydicom
+
+        ds = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True, force=True)
+        study = str(ds.get("StudyInstanceUID", "") or "")
+        sop = str(ds.get("SOPInstanceUID", "") or "")
+    except Exception:  # noqa: BLE001
+        return None, None
+    return (study if is_valid_uid(study) else None, sop if is_valid_uid(sop) else None)
