@@ -29,6 +29,9 @@ def version() -> None:
 
 
 # Command groups register themselves below (one import line each).
+from node.cli.rules import app as _rules_app  # noqa: E402
+
+app.add_typer(_rules_app, name="rules")
 
 
 def main() -> None:
