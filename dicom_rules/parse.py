@@ -328,8 +328,9 @@ class _Parser:
             self.err(pos, f"rule #{i + 1} must be a mapping with 'name', 'when' and 'then'")
             return None
         pos = self.node_pos(node, pos)
-        self.check_keys(node, _RULE_KEYS, f"rule #{i + 1}")
         name = node.get("name")
+        label = f"rule '{name}'" if isinstance(name, str) and name.strip() else f"rule #{i + 1}"
+        self.check_keys(node, _RULE_KEYS, label)
         if not isinstance(name, str) or not name.strip():
             self.err(pos, f"rule #{i + 1} needs a 'name' (a non-empty string)")
             return None
@@ -413,15 +414,18 @@ class _Parser:
                 self.err(ipos, f"{where}: each action must be a mapping or 'ignore'")
                 continue
             ipos = self.node_pos(item, ipos)
+            before = len(self.problems)
             self.check_keys(item, _ACTION_KEYS, f"the action of {where}")
-            a = self.parse_action(item, ipos, where)
+            a = self.parse_action(item, ipos, where, quiet=len(self.problems) > before)
             if a is not None:
                 out.append(a)
         if len(out) > 1 and any(a.ignore for a in out):
             self.err(pos, f"{where}: 'ignore' cannot be combined with other actions")
         return tuple(out)
 
-    def parse_action(self, m: CommentedMap, pos: Position, where: str) -> Action | None:
+    def parse_action(
+        self, m: CommentedMap, pos: Position, where: str, *, quiet: bool = False
+    ) -> Action | None:
         ignore = False
         if "ignore" in m:
             if not isinstance(m["ignore"], bool):
@@ -462,7 +466,7 @@ class _Parser:
             self.err(pos, f"{where}: 'ignore' cannot be combined with model/send_to/deliver")
             return None
         if not ignore and model is None and send_to is None:
-            if "model" not in m and "send_to" not in m:
+            if "model" not in m and "send_to" not in m and not quiet:
                 self.err(pos, f"{where}: an action needs 'model', 'send_to' or 'ignore: true'")
             return None
         return Action(
@@ -537,7 +541,14 @@ class _Parser:
             path = parse_path(text)
         except PathSyntaxError as exc:
             msg = str(exc)
-            if msg.startswith("unknown DICOM keyword"):
+            if msg.startswith("unknown DICOM keyword") and text.strip()[:1].islower():
+                word = text.strip()
+                msg = (
+                    f"unknown name '{word}': not a DICOM keyword, a computed attribute "
+                    f"({', '.join(SPECIAL_ATTRIBUTES)}) or a combinator (all, any, not)"
+                    + _hint(word, [*SPECIAL_ATTRIBUTES, *_COMBINATORS])
+                )
+            elif msg.startswith("unknown DICOM keyword"):
                 word = text.strip().split(".")[-1]
                 for part in text.strip().split("."):
                     if part.strip() and part.strip()[0].isalpha() and "[" not in part:
@@ -577,6 +588,8 @@ class _Parser:
             )
             return None
         pos = self.node_pos(node, pos)
+        if "tag" in node:
+            return self.parse_explicit(node, pos)
         parts: list[Condition] = []
         ok = True
         for key, val in node.items():
@@ -613,6 +626,61 @@ class _Parser:
         if len(parts) == 1:
             return parts[0]
         return AllOf(tuple(parts), position=pos)
+
+    def parse_explicit(self, node: CommentedMap, pos: Position) -> Condition | None:
+        """``{tag: PATH, OP: VALUE, ...}`` where PATH is a string, a ``{private: {...}}``
+        mapping, or a list of those (a nested path)."""
+        tpos = self.value_pos(node, "tag")
+        raw = node["tag"]
+        parts = list(raw) if isinstance(raw, CommentedSeq) else [raw]
+        texts: list[str] = []
+        for i, part in enumerate(parts):
+            ppos = self.item_pos(raw, i, tpos) if isinstance(raw, CommentedSeq) else tpos
+            if isinstance(part, str):
+                texts.append(part.strip())
+                continue
+            priv = part.get("private") if isinstance(part, CommentedMap) else None
+            if not isinstance(priv, CommentedMap) or len(part) != 1:
+                self.err(
+                    ppos,
+                    "'tag' is a keyword, a hex tag, {private: {group, creator, "
+                    "element}} or a list of those",
+                )
+                return None
+            self.check_keys(priv, ("group", "creator", "element"), "a private tag")
+            group, creator, elem = priv.get("group"), priv.get("creator"), priv.get("element")
+            if not isinstance(creator, str) or not creator.strip() or "[" in creator:
+                self.err(ppos, "a private tag needs 'creator' (the Private Creator string)")
+                return None
+            try:
+                g = int(str(group), 16)
+                e = int(str(elem), 16) if isinstance(elem, str) else int(elem)
+            except (TypeError, ValueError):
+                self.err(
+                    ppos, "private 'group' and 'element' are hex strings like \"0019\" and \"0x0c\""
+                )
+                return None
+            if not (0 <= g <= 0xFFFF and 0 <= e <= 0xFFFF):
+                self.err(ppos, "private 'group' and 'element' are out of range")
+                return None
+            texts.append(f"{g:04X}[{creator.strip()}]{e & 0xFF:02X}")
+        path_text = ".".join(texts)
+        ops = CommentedMap()
+        for k, v in node.items():
+            if k != "tag":
+                ops[k] = v
+        if hasattr(node, "lc"):
+            for k in ops:
+                line, col = node.lc.key(k)
+                ops.lc.add_kv_line_col(k, [line, col, *node.lc.value(k)])
+        ops.lc.line, ops.lc.col = node.lc.line, node.lc.col
+        wrapper = CommentedMap()
+        wrapper[path_text] = ops
+        wrapper.lc.line, wrapper.lc.col = node.lc.line, node.lc.col
+        wrapper.lc.add_kv_line_col(
+            path_text, [tpos.line - 1, tpos.column - 1, node.lc.line, node.lc.col]
+        )
+        return self.parse_compare(path_text, ops, tpos, pos, wrapper)
 
     def parse_compare(
         self, key: Any, val: Any, kpos: Position, vpos: Position, parent: CommentedMap
@@ -742,7 +810,8 @@ class _Parser:
             try:
                 compile_pattern(value, case_sensitive=case)
             except RegexError as exc:
-                self.err(vpos, f"invalid pattern {value!r}: {exc}")
+                shown = value if len(value) <= 60 else value[:57] + "..."
+                self.err(vpos, f"invalid pattern '{shown}': {exc}")
                 return None
         assert op in STRING_OPS
         return Compare(path, op, str(value), case, position=kpos)
