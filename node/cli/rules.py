@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import sys
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -98,8 +99,12 @@ def _header_uid(header: dict[str, Any], tag: str) -> str | None:
 
 def collect_studies(
     paths: list[Path],
+    *,
+    read: Callable[[Path], dict[str, Any]] | None = None,
 ) -> tuple[dict[str, list[SeriesInput]], list[dict[str, str]]]:
     """Read DICOM headers under ``paths`` (files or folders, recursively) into studies.
+
+    ``read`` turns one file into its DICOM JSON header (default: ``header_from_file``).
 
     Returns
     -------
@@ -107,8 +112,10 @@ def collect_studies(
         study UID -> its series (header of the first instance by file name, instance count);
         and the files that could not be read, with the reason.
     """
-    from node.routing.headers import header_from_file
+    if read is None:
+        from node.routing.headers import header_from_file
 
+        read = header_from_file
     files: list[Path] = []
     for p in paths:
         if p.is_dir():
@@ -119,7 +126,7 @@ def collect_studies(
     unreadable: list[dict[str, str]] = []
     for f in files:
         try:
-            header = header_from_file(f)
+            header = read(f)
         except Exception as exc:  # pydicom raises many types on bad files; each is reported
             unreadable.append({"path": str(f), "error": f"{type(exc).__name__}: {exc}"})
             continue

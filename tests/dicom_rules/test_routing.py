@@ -18,7 +18,10 @@ def test_series_scope_one_decision_per_series() -> None:
     rs = rules("rules:\n  - name: ct\n    when: {Modality: CT}\n    then: {model: m}\n")
     study = [series("2", Modality="CT"), series("1", Modality="CT"), series("3", Modality="MR")]
     ds = rs.route(study)
-    assert [(d.rule, d.model, d.series_uids) for d in ds] == [("ct", "m", ("1",)), ("ct", "m", ("2",))]
+    assert [(d.rule, d.model, d.series_uids) for d in ds] == [
+        ("ct", "m", ("1",)),
+        ("ct", "m", ("2",)),
+    ]
 
 
 def test_priority_orders_decisions_and_stop_claims_series() -> None:
@@ -141,8 +144,14 @@ rules:
 """
     )
     study = [
-        series("scout", 2, Modality="CT", ImageType=["ORIGINAL", "PRIMARY", "LOCALIZER"],
-               SliceThickness=0.1, ImageOrientationPatient=AXIAL),
+        series(
+            "scout",
+            2,
+            Modality="CT",
+            ImageType=["ORIGINAL", "PRIMARY", "LOCALIZER"],
+            SliceThickness=0.1,
+            ImageOrientationPatient=AXIAL,
+        ),
         series("cor-thin", 300, Modality="CT", SliceThickness=0.5, ImageOrientationPatient=CORONAL),
         series("ax-5mm", 80, Modality="CT", SliceThickness=5, ImageOrientationPatient=AXIAL),
         series("ax-1mm-a", 300, Modality="CT", SliceThickness=1, ImageOrientationPatient=AXIAL),
