@@ -118,10 +118,40 @@ def orientation_of(header: Any) -> str | None:
     return None
 
 
-class _Ctx:
-    """One series during routing, with its values cached per path index."""
+_TABLES: dict[tuple[tuple[str, tuple[str, ...]], ...], BodyPartTable] = {}
 
-    __slots__ = ("_body", "_orient", "cache", "count", "header", "index", "table", "uid")
+
+def _table(overrides: Mapping[str, tuple[str, ...]]) -> BodyPartTable:
+    """One BodyPartTable per distinct override set (they are immutable once built)."""
+    key = tuple(sorted((k, tuple(v)) for k, v in overrides.items()))
+    table = _TABLES.get(key)
+    if table is None:
+        if len(_TABLES) > 64:
+            _TABLES.clear()
+        table = _TABLES[key] = BodyPartTable(overrides)
+    return table
+
+
+class _Ctx:
+    """One series during routing, with its values cached per path index.
+
+    Besides the raw values, three derived forms are cached per path: the trimmed text of each
+    value, the trimmed case-folded text, and the finite numbers among the values.
+    """
+
+    __slots__ = (
+        "_body",
+        "_orient",
+        "cache",
+        "count",
+        "folded",
+        "header",
+        "index",
+        "nums",
+        "stripped",
+        "table",
+        "uid",
+    )
 
     def __init__(
         self, index: int, uid: str, header: Any, count: int, npaths: int, table: BodyPartTable
@@ -131,6 +161,9 @@ class _Ctx:
         self.header = header
         self.count = count
         self.cache: list[Any] = [_UNSET] * npaths
+        self.stripped: list[Any] = [None] * npaths
+        self.folded: list[Any] = [None] * npaths
+        self.nums: list[Any] = [None] * npaths
         self.table = table
         self._body: BodyPart | None = None
         self._orient: Any = _UNSET
@@ -162,6 +195,32 @@ class _Ctx:
             self.cache[idx] = got
         return got  # type: ignore[no-any-return]
 
+    def texts(self, idx: int, path: AttributePath) -> tuple[str, ...]:
+        """Trimmed text of every text/number value."""
+        got = self.stripped[idx]
+        if got is None:
+            got = tuple(
+                t.strip() for t in (_text(v) for v in self.values(idx, path) or ()) if t is not None
+            )
+            self.stripped[idx] = got
+        return got  # type: ignore[no-any-return]
+
+    def folds(self, idx: int, path: AttributePath) -> tuple[str, ...]:
+        """Trimmed, case-folded text of every text/number value."""
+        got = self.folded[idx]
+        if got is None:
+            got = tuple(t.casefold() for t in self.texts(idx, path))
+            self.folded[idx] = got
+        return got  # type: ignore[no-any-return]
+
+    def numbers(self, idx: int, path: AttributePath) -> tuple[float, ...]:
+        """Finite numbers among the values (numeric strings included)."""
+        got = self.nums[idx]
+        if got is None:
+            got = tuple(n for n in (_num(v) for v in self.values(idx, path) or ()) if n is not None)
+            self.nums[idx] = got
+        return got  # type: ignore[no-any-return]
+
 
 class _Node:
     __slots__ = ()
@@ -179,6 +238,8 @@ class _Node:
 
 
 class _Cmp(_Node):
+    """A comparison; subclasses implement ``test`` for one operator family."""
+
     __slots__ = ("case", "desc", "idx", "name", "nums", "op", "path", "pattern", "strs", "target")
 
     def __init__(self, c: Compare, idx: int) -> None:
@@ -193,15 +254,10 @@ class _Cmp(_Node):
         self.target: Any = None
         self.strs: frozenset[str] = frozenset()
         self.nums: frozenset[float] = frozenset()
-        if c.op in (Op.IN, Op.NOT_IN):
-            items = list(c.value)
+        if c.op in (Op.IN, Op.NOT_IN, Op.EQUALS):
+            items = list(c.value) if c.op is not Op.EQUALS else [c.value]
             self.strs = frozenset(self._norm(t) for t in (_text(i) for i in items) if t is not None)
             self.nums = frozenset(n for n in (_num(i) for i in items) if n is not None)
-        elif c.op == Op.EQUALS:
-            t = _text(c.value)
-            self.strs = frozenset([self._norm(t)]) if t is not None else frozenset()
-            n = _num(c.value)
-            self.nums = frozenset([n]) if n is not None else frozenset()
         elif c.op == Op.MATCHES:
             self.pattern = compile_pattern(str(c.value), case_sensitive=c.case_sensitive)
         elif c.op in (Op.CONTAINS, Op.STARTSWITH):
@@ -211,63 +267,26 @@ class _Cmp(_Node):
         elif c.op in (Op.LT, Op.LE, Op.GT, Op.GE):
             self.target = float(c.value)
         elif c.op in (Op.EXISTS, Op.MISSING):
-            self.target = bool(c.value)
+            self.target = bool(c.value) if c.op is Op.EXISTS else not bool(c.value)
 
     def _norm(self, s: str) -> str:
         return s.strip() if self.case else s.strip().casefold()
 
-    def _one(self, v: Any) -> bool:
-        op = self.op
-        if op in (Op.EQUALS, Op.IN, Op.NOT_IN):
-            if isinstance(v, str):
-                if self._norm(v) in self.strs:
-                    return True
-                if self.nums:
-                    n = _num(v)
-                    return n is not None and n in self.nums
-                return False
-            if isinstance(v, (int, float)) and not isinstance(v, bool):
-                n = _num(v)
-                if n is not None and n in self.nums:
-                    return True
-                t = _text(v)
-                return t is not None and self._norm(t) in self.strs
-            return False
-        if op == Op.MATCHES:
-            t = _text(v)
-            return t is not None and bool(self.pattern.fullmatch(t))
-        if op == Op.CONTAINS:
-            t = _text(v)
-            return t is not None and self.target in self._norm(t)
-        if op == Op.STARTSWITH:
-            t = _text(v)
-            return t is not None and self._norm(t).startswith(self.target)
-        n = _num(v)
-        if n is None:
-            return False
-        if op == Op.LT:
-            return bool(n < self.target)
-        if op == Op.LE:
-            return bool(n <= self.target)
-        if op == Op.GT:
-            return bool(n > self.target)
-        if op == Op.GE:
-            return bool(n >= self.target)
-        lo, hi = self.target
-        return bool(lo <= n <= hi)
+    def _texts(self, ctx: _Ctx) -> tuple[str, ...]:
+        return ctx.texts(self.idx, self.path) if self.case else ctx.folds(self.idx, self.path)
 
-    def test(self, ctx: _Ctx) -> bool:
-        vals = ctx.values(self.idx, self.path)
-        op = self.op
-        if op is Op.EXISTS or op is Op.MISSING:
-            present = bool(vals)
-            return present == (self.target if op is Op.EXISTS else not self.target)
-        if not vals:
-            return False
-        if op is Op.NOT_IN:
-            return not any(self._one(v) for v in vals)
-        one = self._one
-        return any(one(v) for v in vals)
+    def _hits(self, ctx: _Ctx) -> bool:
+        """Some value equals one of ``strs``/``nums`` (equals, in, not_in)."""
+        strs = self.strs
+        for t in self._texts(ctx):
+            if t in strs:
+                return True
+        if self.nums:
+            nums = self.nums
+            for n in ctx.numbers(self.idx, self.path):
+                if n in nums:
+                    return True
+        return False
 
     def _absent(self, ctx: _Ctx, vals: list[Any] | None) -> str:
         if self.path.special == "body_part":
@@ -282,16 +301,20 @@ class _Cmp(_Node):
         vals = ctx.values(self.idx, self.path)
         op = self.op
         if op in (Op.EXISTS, Op.MISSING):
-            want_present = self.target if op is Op.EXISTS else not self.target
-            if want_present:
+            if self.target:
                 return self._absent(ctx, vals)
             return f"{self.desc}: present, seen {_show(vals or [])}"
         if not vals:
             return self._absent(ctx, vals)
         if op is Op.NOT_IN:
-            hits = [v for v in vals if self._one(v)]
+            hits = [
+                v
+                for v in vals
+                if (t := _text(v)) is not None
+                and (self._norm(t) in self.strs or _num(v) in self.nums)
+            ]
             return f"{self.desc}: seen {_show(hits)}"
-        if op in (Op.LT, Op.LE, Op.GT, Op.GE, Op.BETWEEN) and all(_num(v) is None for v in vals):
+        if op in (Op.LT, Op.LE, Op.GT, Op.GE, Op.BETWEEN) and not ctx.numbers(self.idx, self.path):
             return f"{self.desc}: seen {_show(vals)} (not a number)"
         return f"{self.desc}: seen {_show(vals)}"
 
@@ -300,6 +323,93 @@ class _Cmp(_Node):
         if not vals:
             return f"{self.desc} is true ({'tag absent' if vals is None else 'empty'})"
         return f"{self.desc} is true (seen {_show(vals)})"
+
+
+class _Equals(_Cmp):
+    __slots__ = ()
+
+    def test(self, ctx: _Ctx) -> bool:
+        return self._hits(ctx)
+
+
+class _NotIn(_Cmp):
+    __slots__ = ()
+
+    def test(self, ctx: _Ctx) -> bool:
+        return bool(ctx.values(self.idx, self.path)) and not self._hits(ctx)
+
+
+class _Matches(_Cmp):
+    __slots__ = ()
+
+    def test(self, ctx: _Ctx) -> bool:
+        full = self.pattern.fullmatch
+        return any(full(t) for t in ctx.texts(self.idx, self.path))
+
+
+class _Contains(_Cmp):
+    __slots__ = ()
+
+    def test(self, ctx: _Ctx) -> bool:
+        target = self.target
+        return any(target in t for t in self._texts(ctx))
+
+
+class _StartsWith(_Cmp):
+    __slots__ = ()
+
+    def test(self, ctx: _Ctx) -> bool:
+        target = self.target
+        return any(t.startswith(target) for t in self._texts(ctx))
+
+
+class _Numeric(_Cmp):
+    __slots__ = ()
+
+    def test(self, ctx: _Ctx) -> bool:
+        nums = ctx.numbers(self.idx, self.path)
+        if not nums:
+            return False
+        t = self.target
+        op = self.op
+        if op is Op.LT:
+            return any(n < t for n in nums)
+        if op is Op.LE:
+            return any(n <= t for n in nums)
+        if op is Op.GT:
+            return any(n > t for n in nums)
+        if op is Op.GE:
+            return any(n >= t for n in nums)
+        lo, hi = t
+        return any(lo <= n <= hi for n in nums)
+
+
+class _Presence(_Cmp):
+    __slots__ = ()
+
+    def test(self, ctx: _Ctx) -> bool:
+        return bool(ctx.values(self.idx, self.path)) is self.target
+
+
+_CMP_CLASSES: dict[Op, type[_Cmp]] = {
+    Op.EQUALS: _Equals,
+    Op.IN: _Equals,
+    Op.NOT_IN: _NotIn,
+    Op.MATCHES: _Matches,
+    Op.CONTAINS: _Contains,
+    Op.STARTSWITH: _StartsWith,
+    Op.LT: _Numeric,
+    Op.LE: _Numeric,
+    Op.GT: _Numeric,
+    Op.GE: _Numeric,
+    Op.BETWEEN: _Numeric,
+    Op.EXISTS: _Presence,
+    Op.MISSING: _Presence,
+}
+
+
+def _make_cmp(c: Compare, idx: int) -> _Cmp:
+    return _CMP_CLASSES[c.op](c, idx)
 
 
 def _value_text(v: Any) -> str:
@@ -379,11 +489,15 @@ class _Always(_Node):
         return "no condition"
 
 
+_NOT_MATCHED = Status.NOT_MATCHED
+
+
 class _CompiledRule:
-    __slots__ = ("prefer", "rule", "select", "when", "where")
+    __slots__ = ("claims", "prefer", "rule", "select", "when", "where")
 
     def __init__(self, rule: Rule, comp: Callable[[Condition | None], _Node]) -> None:
         self.rule = rule
+        self.claims = rule.stop or rule.is_ignore
         self.when = comp(rule.when)
         sel = rule.select
         self.select: Select | None = sel
@@ -395,7 +509,7 @@ class _CompiledRule:
                     self.prefer.append((p.kind, comp(p.condition)))
                 else:
                     assert p.path is not None
-                    self.prefer.append((p.kind, _Cmp(Compare(p.path, Op.EXISTS, True), 0)))
+                    self.prefer.append((p.kind, _make_cmp(Compare(p.path, Op.EXISTS, True), 0)))
 
     def sort_key(self, ctx: _Ctx, paths: Callable[[AttributePath], int]) -> tuple[Any, ...]:
         key: list[Any] = []
@@ -419,7 +533,7 @@ class Plan:
 
     def __init__(self, ruleset: RuleSet) -> None:
         self._paths: dict[AttributePath, int] = {}
-        self.table = BodyPartTable(ruleset.body_parts)
+        self.table = _table(ruleset.body_parts)
         self.levels: list[list[_CompiledRule]] = []
         self.fallback_levels: list[list[_CompiledRule]] = []
         compiled = [_CompiledRule(r, self._compile) for r in ruleset.rules]
@@ -449,7 +563,7 @@ class Plan:
         if cond is None:
             return _Always()
         if isinstance(cond, Compare):
-            return _Cmp(cond, self._path_index(cond.path))
+            return _make_cmp(cond, self._path_index(cond.path))
         if isinstance(cond, AllOf):
             return _All([self._compile(i) for i in cond.items])
         if isinstance(cond, AnyOf):
@@ -479,22 +593,25 @@ class Plan:
                 newly: dict[int, str] = {}
                 for cr in level:
                     rule = cr.rule
-                    for c in pool:
-                        if c.index in claimed:
-                            verdicts[c.index][rule.name] = Verdict(
-                                rule.name,
-                                Status.SKIPPED,
-                                f"claimed by rule '{claimed[c.index]}' (higher priority, "
-                                "stop or ignore)",
-                                rule.priority,
-                            )
+                    name = rule.name
+                    if claimed:
+                        for c in pool:
+                            if c.index in claimed:
+                                verdicts[c.index][name] = Verdict(
+                                    name,
+                                    Status.SKIPPED,
+                                    f"claimed by rule '{claimed[c.index]}' (higher priority, "
+                                    "stop or ignore)",
+                                    rule.priority,
+                                )
                     hits = []
+                    when = cr.when
                     for c in active:
-                        if cr.when.test(c):
+                        if when.test(c):
                             hits.append(c)
                         else:
-                            verdicts[c.index][rule.name] = Verdict(
-                                rule.name, Status.NOT_MATCHED, cr.when.why(c), rule.priority
+                            verdicts[c.index][name] = Verdict(
+                                name, _NOT_MATCHED, None, rule.priority, ("", when, c)
                             )
                     if not hits:
                         continue
@@ -511,8 +628,9 @@ class Plan:
                                 verdicts[c.index][rule.name] = Verdict(
                                     rule.name,
                                     Status.NOT_MATCHED,
-                                    f"select found no series: {cr.where.why(c)}",
+                                    None,
                                     rule.priority,
+                                    ("select found no series: ", cr.where, c),
                                 )
                             continue
                         chosen_ids = {c.index for c in chosen}
@@ -533,7 +651,7 @@ class Plan:
                         groups = [chosen]
                     for c in hits:
                         matched.setdefault(c.index, rule.name)
-                        if rule.stop or rule.is_ignore:
+                        if cr.claims:
                             newly.setdefault(c.index, rule.name)
                     for g in groups:
                         uids = tuple(sorted(c.uid for c in g))

@@ -7,7 +7,7 @@ each routing (see docs/rules.md, "Reading explain").
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from dicom_rules.bodypart import BodyPart
@@ -26,14 +26,30 @@ class Status(enum.StrEnum):
     NOT_NEEDED = "not needed"  #: fallback rule; another rule already matched the series
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Verdict:
-    """One rule on one series."""
+    """One rule on one series (not frozen only so that the lazy reason can be cached).
+
+    ``reason`` is computed on first access (routing builds thousands of verdicts, and most are
+    never read); ``lazy`` is the (prefix, condition, series) it is computed from.
+    """
 
     rule: str
     status: Status
-    reason: str
+    text: str | None = field(default=None, compare=False, repr=False)
     priority: int = 0
+    lazy: Any = field(default=None, compare=False, repr=False)
+
+    @property
+    def reason(self) -> str:
+        """Why: which condition failed, with the value seen ("tag absent" when absent)."""
+        text = self.text
+        if text is None:
+            prefix, node, ctx = self.lazy
+            text = prefix + node.why(ctx)
+            self.text = text
+            self.lazy = None
+        return text
 
     def to_json(self) -> dict[str, Any]:
         """JSON form."""
