@@ -31,6 +31,9 @@ def version() -> None:
 # Command groups register themselves below (one import line each).
 from node.cli import echo, send, serve, studies  # noqa: E402, F401, I001 - registers commands
 from node.cli import demo  # noqa: E402, F401, I001 - registers ainode demo
+from node.cli.rules import app as _rules_app  # noqa: E402
+
+app.add_typer(_rules_app, name="rules")
 
 
 def main() -> None:

@@ -1,0 +1,348 @@
+"""The rule language as plain frozen dataclasses (what ``parse`` builds and ``render`` writes).
+
+Positions (line/column in the source file) are kept for explanations and error messages but are
+excluded from equality, so that ``parse(render(rules)) == rules`` compares meaning only.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from dicom_rules.evaluate import Plan
+    from dicom_rules.explain import Explanation
+
+__all__ = [
+    "SPECIAL_ATTRIBUTES",
+    "Action",
+    "AllOf",
+    "AnyOf",
+    "AttributePath",
+    "Compare",
+    "Condition",
+    "Defaults",
+    "DeliverSource",
+    "Not",
+    "Op",
+    "Position",
+    "Preference",
+    "PrivateTag",
+    "RouteDecision",
+    "Rule",
+    "RuleKind",
+    "RuleSet",
+    "Scalar",
+    "Scope",
+    "Select",
+    "SeriesInput",
+]
+
+#: A value in a rule: a string or a number (never a bool).
+Scalar = str | int | float
+
+#: Attributes computed by dicom_rules rather than read from one tag (lower case: DICOM keywords
+#: are CamelCase, so they can never collide).
+SPECIAL_ATTRIBUTES = ("body_part", "orientation", "instance_count")
+
+
+@dataclass(frozen=True, slots=True)
+class Position:
+    """1-based line and column of a YAML node (0, 0 when built in code)."""
+
+    line: int = 0
+    column: int = 0
+
+
+_NOWHERE = Position()
+
+
+def _pos() -> Any:
+    return field(default=_NOWHERE, compare=False, repr=False)
+
+
+class Op(enum.StrEnum):
+    """Comparison operators of a condition."""
+
+    EQUALS = "equals"
+    IN = "in"
+    NOT_IN = "not_in"
+    MATCHES = "matches"
+    CONTAINS = "contains"
+    STARTSWITH = "startswith"
+    LT = "lt"
+    LE = "le"
+    GT = "gt"
+    GE = "ge"
+    BETWEEN = "between"
+    EXISTS = "exists"
+    MISSING = "missing"
+
+
+NUMERIC_OPS = frozenset({Op.LT, Op.LE, Op.GT, Op.GE, Op.BETWEEN})
+STRING_OPS = frozenset({Op.MATCHES, Op.CONTAINS, Op.STARTSWITH})
+LIST_OPS = frozenset({Op.IN, Op.NOT_IN})
+PRESENCE_OPS = frozenset({Op.EXISTS, Op.MISSING})
+
+
+class Scope(enum.StrEnum):
+    """``series``: one decision per matching series; ``study``: one decision per study."""
+
+    SERIES = "series"
+    STUDY = "study"
+
+
+class RuleKind(enum.StrEnum):
+    """``route`` rules are evaluated first; ``fallback`` rules only see series nothing matched."""
+
+    ROUTE = "route"
+    FALLBACK = "fallback"
+
+
+class DeliverSource(enum.StrEnum):
+    """Where a decision's ``deliver`` list came from."""
+
+    RULE = "rule"
+    DEFAULTS = "defaults"
+    CONFIG = "config"
+
+
+@dataclass(frozen=True, slots=True)
+class PrivateTag:
+    """A private element addressed by its creator: group, private creator string, element byte.
+
+    The block (``xx`` in ``(gggg,xxee)``) is found at evaluation time from the Private Creator
+    element ``(gggg,00xx)`` whose value is ``creator`` (PS3.5 7.8.1).
+    """
+
+    group: int
+    creator: str
+    element: int
+
+
+#: One step of a path: a tag number or a private tag.
+Segment = int | PrivateTag
+
+
+@dataclass(frozen=True, slots=True)
+class AttributePath:
+    """A tag, a nested path through sequences, or one of ``SPECIAL_ATTRIBUTES``.
+
+    ``segments`` are empty for a special attribute.  Every segment but the last is a sequence
+    (SQ); a path matches values in *any* item of each sequence.
+    """
+
+    segments: tuple[Segment, ...] = ()
+    special: str | None = None
+
+    def __str__(self) -> str:
+        from dicom_rules.paths import format_path
+
+        return format_path(self)
+
+
+@dataclass(frozen=True, slots=True)
+class Compare:
+    """``path`` compared with ``op`` against ``value`` (see docs/rules.md for each operator)."""
+
+    path: AttributePath
+    op: Op
+    value: Any
+    case_sensitive: bool = False
+    alias: str | None = None
+    position: Position = _pos()
+
+
+@dataclass(frozen=True, slots=True)
+class AllOf:
+    """True when every item is true (an empty ``all`` is true)."""
+
+    items: tuple[Condition, ...]
+    position: Position = _pos()
+
+
+@dataclass(frozen=True, slots=True)
+class AnyOf:
+    """True when at least one item is true (an empty ``any`` is false)."""
+
+    items: tuple[Condition, ...]
+    position: Position = _pos()
+
+
+@dataclass(frozen=True, slots=True)
+class Not:
+    """True when ``item`` is false (including false because a tag is absent)."""
+
+    item: Condition
+    position: Position = _pos()
+
+
+Condition = Compare | AllOf | AnyOf | Not
+
+
+@dataclass(frozen=True, slots=True)
+class Preference:
+    """One ordering criterion of ``select.prefer``.
+
+    ``lowest``/``highest``: numeric value of ``path`` (series without it come last);
+    ``matching``: series for which ``condition`` is true come first.
+    """
+
+    kind: str
+    path: AttributePath | None = None
+    condition: Condition | None = None
+    position: Position = _pos()
+
+
+@dataclass(frozen=True, slots=True)
+class Select:
+    """Which of a study rule's matching series the model gets."""
+
+    where: Condition | None = None
+    prefer: tuple[Preference, ...] = ()
+    count: int | None = 1
+    position: Position = _pos()
+
+
+@dataclass(frozen=True, slots=True)
+class Action:
+    """What a matching rule does: run a model, forward originals, or ignore the series."""
+
+    model: str | None = None
+    parameters: Mapping[str, Any] = field(default_factory=dict)
+    deliver: tuple[str, ...] | None = None
+    send_to: str | None = None
+    ignore: bool = False
+    position: Position = _pos()
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """One named rule."""
+
+    name: str
+    actions: tuple[Action, ...]
+    when: Condition | None = None
+    description: str | None = None
+    priority: int = 0
+    scope: Scope = Scope.SERIES
+    select: Select | None = None
+    stop: bool = False
+    kind: RuleKind = RuleKind.ROUTE
+    position: Position = _pos()
+
+    @property
+    def is_ignore(self) -> bool:
+        """The rule ignores what it matches."""
+        return any(a.ignore for a in self.actions)
+
+
+@dataclass(frozen=True, slots=True)
+class Defaults:
+    """File-wide defaults: ``deliver`` for decisions without their own, priority and scope."""
+
+    deliver: tuple[str, ...] | None = None
+    priority: int = 0
+    scope: Scope = Scope.SERIES
+
+
+@dataclass(frozen=True, slots=True)
+class SeriesInput:
+    """One series of the study to route: its UID, one header (DICOM JSON), instance count."""
+
+    series_uid: str
+    header: Mapping[str, Any]
+    instance_count: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class RouteDecision:
+    """One thing to do for a study, with the explanation of the whole routing.
+
+    ``model`` is None for a forward-only (``send_to``) or an ``ignored`` decision.
+    ``deliver_source`` says whether ``deliver`` came from the rule, the file's ``defaults`` or
+    the config's destinations (every destination when neither gives a list).
+    """
+
+    rule: str
+    model: str | None
+    parameters: Mapping[str, Any]
+    series_uids: tuple[str, ...]
+    deliver: tuple[str, ...]
+    deliver_source: DeliverSource
+    send_to: str | None
+    priority: int
+    ignored: bool = False
+    explanation: Explanation | None = field(default=None, compare=False, repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class RuleSet:
+    """A validated rule file.  ``route`` and ``explain`` evaluate it on a study.
+
+    ``source`` and ``destinations`` (the config's destinations, used when neither the rule nor
+    ``defaults`` says where results go) are not part of equality.
+    """
+
+    rules: tuple[Rule, ...]
+    version: int = 1
+    defaults: Defaults = field(default_factory=Defaults)
+    aliases: Mapping[str, tuple[Scalar, ...]] = field(default_factory=dict)
+    body_parts: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    source: str = field(default="<rules>", compare=False)
+    destinations: tuple[str, ...] = field(default=(), compare=False)
+    _plan: Any = field(default=None, compare=False, repr=False)
+
+    def _compiled(self) -> Plan:
+        plan: Plan | None = self._plan
+        if plan is None:
+            from dicom_rules.evaluate import compile_ruleset
+
+            plan = compile_ruleset(self)
+            object.__setattr__(self, "_plan", plan)
+        return plan
+
+    def route(
+        self,
+        study: Sequence[Any],
+        *,
+        destinations: Sequence[str] | None = None,
+    ) -> list[RouteDecision]:
+        """Decide what to do with a study.
+
+        Parameters
+        ----------
+        study:
+            The series: ``SeriesInput`` objects, or any objects/mappings with ``series_uid``,
+            ``header`` (DICOM JSON, PS3.18 F.2) and ``instance_count``.
+        destinations:
+            Every destination in the config, used when neither the rule nor ``defaults`` has a
+            ``deliver`` list (default: the ``destinations`` given to ``load``).
+
+        Returns
+        -------
+        list[RouteDecision]
+            Ordered by priority (high first), rule name, series UIDs.  Never raises on header
+            content: absent, empty or malformed values make comparisons false.
+        """
+        decisions, _ = self._compiled().run(self, study, destinations)
+        return decisions
+
+    def explain(
+        self,
+        study: Sequence[Any],
+        *,
+        destinations: Sequence[str] | None = None,
+    ) -> Explanation:
+        """Route ``study`` and return the full explanation (decisions included)."""
+        _, explanation = self._compiled().run(self, study, destinations)
+        return explanation
+
+    def rule(self, name: str) -> Rule:
+        """The rule called ``name`` (KeyError if none)."""
+        for r in self.rules:
+            if r.name == name:
+                return r
+        raise KeyError(name)

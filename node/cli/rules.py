@@ -1,0 +1,201 @@
+"""``ainode rules check|explain``: validate a rule file; dry-run it on files or a stored study.
+
+``check`` exits 0 when the file is valid, else prints one ``FILE:LINE:COL: message`` line per
+problem on stderr and exits 2.  ``explain`` prints JSON: per study, the decisions and, per
+series, the canonical body part (and how it was derived) and every rule's verdict and reason.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections import defaultdict
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+import dicom_rules
+from dicom_rules import RuleError, RuleSet, SeriesInput
+from node.config import Config, load_config
+from node.errors import ConfigError
+
+__all__ = ["app", "collect_studies"]
+
+app = typer.Typer(
+    name="rules",
+    help="Check routing rules and explain their decisions on real DICOM.",
+    no_args_is_help=True,
+)
+
+_STUDY_UID = "0020000D"
+_SERIES_UID = "0020000E"
+_SOP_UID = "00080018"
+
+
+def _fail(lines: list[str]) -> None:
+    for line in lines:
+        typer.echo(line, err=True)
+    raise typer.Exit(2)
+
+
+def _config(path: Path | None) -> Config | None:
+    if path is None:
+        return None
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        _fail(exc.problems)
+    return None  # pragma: no cover - _fail raises
+
+
+def _load_rules(path: Path, config: Config | None) -> RuleSet:
+    if not path.is_file():
+        _fail([f"{path}:1:1: rule file not found"])
+    destinations = set(config.destinations) if config is not None else None
+    try:
+        return dicom_rules.load(path, destinations=destinations)
+    except RuleError as exc:
+        _fail(exc.lines)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+@app.command("check")
+def check(
+    file: Annotated[Path, typer.Argument(help="The rule file (YAML).")],
+    config: Annotated[
+        Path | None,
+        typer.Option("--config", help="Also check destination names against this config."),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON summary.")] = False,
+) -> None:
+    """Validate a rule file: exit 0, or FILE:LINE:COL: message lines and exit 2."""
+    cfg = _config(config)
+    rules = _load_rules(file, cfg)
+    if as_json:
+        typer.echo(
+            json.dumps(
+                {
+                    "file": str(file),
+                    "valid": True,
+                    "rules": [r.name for r in rules.rules],
+                    "destinations_checked": cfg is not None,
+                }
+            )
+        )
+    else:
+        typer.echo(f"{file}: ok ({len(rules.rules)} rules)")
+
+
+def _header_uid(header: dict[str, Any], tag: str) -> str | None:
+    elem = header.get(tag)
+    if isinstance(elem, dict):
+        vals = elem.get("Value")
+        if isinstance(vals, list) and vals and isinstance(vals[0], str) and vals[0].strip():
+            return vals[0].strip()
+    return None
+
+
+def collect_studies(
+    paths: list[Path],
+    *,
+    read: Callable[[Path], dict[str, Any]] | None = None,
+) -> tuple[dict[str, list[SeriesInput]], list[dict[str, str]]]:
+    """Read DICOM headers under ``paths`` (files or folders, recursively) into studies.
+
+    ``read`` turns one file into its DICOM JSON header (default: ``header_from_file``).
+
+    Returns
+    -------
+    (studies, unreadable)
+        study UID -> its series (header of the first instance by file name, instance count);
+        and the files that could not be read, with the reason.
+    """
+    if read is None:
+        from node.routing.headers import header_from_file
+
+        read = header_from_file
+    files: list[Path] = []
+    for p in paths:
+        if p.is_dir():
+            files.extend(sorted(f for f in p.rglob("*") if f.is_file()))
+        else:
+            files.append(p)
+    series: dict[tuple[str, str], list[tuple[Path, dict[str, Any]]]] = defaultdict(list)
+    unreadable: list[dict[str, str]] = []
+    for f in files:
+        try:
+            header = read(f)
+        except Exception as exc:  # pydicom raises many types on bad files; each is reported
+            unreadable.append({"path": str(f), "error": f"{type(exc).__name__}: {exc}"})
+            continue
+        study_uid = _header_uid(header, _STUDY_UID) or "(no StudyInstanceUID)"
+        series_uid = _header_uid(header, _SERIES_UID) or f"(no SeriesInstanceUID: {f})"
+        series[(study_uid, series_uid)].append((f, header))
+    studies: dict[str, list[SeriesInput]] = defaultdict(list)
+    for (study_uid, series_uid), members in sorted(series.items()):
+        sops = {_header_uid(h, _SOP_UID) or str(p) for p, h in members}
+        studies[study_uid].append(
+            SeriesInput(series_uid=series_uid, header=members[0][1], instance_count=len(sops))
+        )
+    return dict(studies), unreadable
+
+
+def _stored_study(config: Config, study_uid: str) -> list[SeriesInput]:
+    """The stored headers of ``study_uid`` from the node's index.
+
+    The index (``node.store.index.Index``) is written on another branch; the database file name
+    below is the one agreed in the brief and is checked by the lead at merge time.
+    """
+    from node.routing.dispatch import series_inputs
+    from node.store.index import Index  # type: ignore[import-not-found,unused-ignore]
+
+    db_path = Path(config.node.data_dir) / "index.sqlite3"
+    study = Index(db_path).get_study(study_uid)
+    if study is None:
+        _fail([f"ainode: error: study {study_uid} is not in the index at {db_path}"])
+    return series_inputs(study)
+
+
+@app.command("explain")
+def explain(
+    paths: Annotated[
+        list[Path] | None,
+        typer.Argument(help="DICOM files or folders (one header per series is used)."),
+    ] = None,
+    rules_file: Annotated[Path, typer.Option("--rules", help="The rule file (YAML).")] = Path(
+        "rules.yaml"
+    ),
+    study: Annotated[
+        str | None,
+        typer.Option("--study", help="Explain a study stored in the node (needs --config)."),
+    ] = None,
+    config: Annotated[
+        Path | None, typer.Option("--config", help="The node's config (destinations, index).")
+    ] = None,
+) -> None:
+    """Route DICOM files (or a stored study) with a rule file and print why, as JSON."""
+    cfg = _config(config)
+    rules = _load_rules(rules_file, cfg)
+    destinations = sorted(cfg.destinations) if cfg is not None else None
+    unreadable: list[dict[str, str]] = []
+    if study is not None:
+        if cfg is None:
+            cfg = _config(Path("ainode.yaml")) if Path("ainode.yaml").is_file() else Config()
+        assert cfg is not None
+        studies = {study: _stored_study(cfg, study)}
+    elif paths:
+        missing = [str(p) for p in paths if not p.exists()]
+        if missing:
+            _fail([f"ainode: error: no such file or folder: {m}" for m in missing])
+        studies, unreadable = collect_studies(paths)
+    else:
+        _fail(["ainode: error: give DICOM files/folders or --study UID"])
+    out: dict[str, Any] = {"rules": str(rules_file), "studies": []}
+    for study_uid, series in sorted(studies.items()):
+        explanation = rules.explain(series, destinations=destinations)
+        out["studies"].append({"study_uid": study_uid, **explanation.to_json()})
+    out["unreadable"] = unreadable
+    json.dump(out, sys.stdout, indent=2)
+    sys.stdout.write("\n")
