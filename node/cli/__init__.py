@@ -29,6 +29,10 @@ def version() -> None:
 
 
 # Command groups register themselves below (one import line each).
+from node.cli.models import models_app, predict  # noqa: E402
+
+app.add_typer(models_app, name="models")
+app.command("predict")(predict)
 
 
 def main() -> None:
