@@ -9,20 +9,20 @@ detections, timings) into ``--out``.  Result DICOM objects (SEG/SR/SC) are added
 from __future__ import annotations
 
 import json
+import logging
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-import numpy as np
 import typer
 
 from node.config import Config, load_config
 from node.errors import ModelError
-from node.imaging import dicom_files, load_volume
-from node.models.base import Model
-from node.models.registry import ModelEntry, Registry, discover
-from node.models.runtime import configure_threads, run_isolated
-from node.types import Prediction, Volume
+from node.log import configure as configure_logging
+
+if TYPE_CHECKING:  # torch, pydicom and scipy load only when a command below runs
+    from node.models.registry import ModelEntry, Registry
+    from node.types import Prediction, Volume
 
 __all__ = [
     "card_summary",
@@ -41,12 +41,17 @@ ConfigOption = Annotated[
 
 
 def _config(path: Path) -> Config:
+    if not logging.getLogger().handlers:  # keep stderr to the one error line unless set up
+        configure_logging(json_lines=False, level="ERROR")
     if path == Path("ainode.yaml") and not path.exists():
         return load_config(None)
     return load_config(path)
 
 
 def _registry(config: Config) -> Registry:
+    from node.models.registry import discover
+    from node.models.runtime import configure_threads
+
     configure_threads(config.inference.torch_threads)
     return discover(config.models, device=config.inference.device)
 
@@ -123,11 +128,15 @@ def predict_files(
 
     Returns the prediction, a description of the input volume and the node-side timings.
     """
+    from node.imaging import load_volume
+    from node.models.registry import discover
+    from node.models.runtime import configure_threads
+
     configure_threads(threads)
     timings: dict[str, float] = {}
     start = time.perf_counter()
     registry = discover(model_paths, device=device)
-    model: Model = registry.get(name)
+    model = registry.get(name)
     timings["discover"] = time.perf_counter() - start
     start = time.perf_counter()
     volume = load_volume(files)
@@ -160,6 +169,8 @@ def prediction_summary(
     prediction: Prediction, spacing: tuple[float, float, float]
 ) -> dict[str, Any]:
     """The JSON-able content of ``prediction.json`` (without input and timings)."""
+    import numpy as np
+
     voxel_mm3 = float(np.prod(spacing))
     labels = []
     if prediction.label_map is not None:
@@ -241,6 +252,9 @@ def predict(
     ] = False,
 ) -> None:
     """Run one model on DICOM files outside the node; writes OUT/prediction.json."""
+    from node.imaging import dicom_files
+    from node.models.isolation import run_isolated
+
     cfg = _config(config)
     files = dicom_files(paths)
     started = time.perf_counter()
