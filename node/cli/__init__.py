@@ -34,6 +34,10 @@ from node.cli import demo  # noqa: E402, F401, I001 - registers ainode demo
 from node.cli.rules import app as _rules_app  # noqa: E402
 
 app.add_typer(_rules_app, name="rules")
+from node.cli.models import models_app, predict  # noqa: E402
+
+app.add_typer(models_app, name="models")
+app.command("predict")(predict)
 
 
 def main() -> None:

@@ -1,0 +1,283 @@
+"""``ainode models list`` and ``ainode predict``: what a node can run, and one run on local files.
+
+``predict`` is what an AI engineer does first with a new model: load a series from files outside
+the node, run one model, write ``prediction.json`` (labels with volumes, probabilities,
+detections, timings) into ``--out``.  Result DICOM objects (SEG/SR/SC) are added by
+``write_result_objects`` once ``node.results`` is wired in (see its docstring).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from node.config import Config, load_config
+from node.errors import ModelError
+from node.log import configure as configure_logging
+
+if TYPE_CHECKING:  # torch, pydicom and scipy load only when a command below runs
+    from node.models.registry import ModelEntry, Registry
+    from node.types import Prediction, Volume
+
+__all__ = [
+    "card_summary",
+    "models_app",
+    "predict",
+    "predict_files",
+    "prediction_summary",
+    "write_result_objects",
+]
+
+models_app = typer.Typer(help="Models the node can run.", no_args_is_help=True)
+
+ConfigOption = Annotated[
+    Path, typer.Option("--config", help="Node config file (default ./ainode.yaml if present).")
+]
+
+
+def _config(path: Path) -> Config:
+    if not logging.getLogger().handlers:  # keep stderr to the one error line unless set up
+        configure_logging(json_lines=False, level="ERROR")
+    if path == Path("ainode.yaml") and not path.exists():
+        return load_config(None)
+    return load_config(path)
+
+
+def _registry(config: Config) -> Registry:
+    from node.models.registry import discover
+    from node.models.runtime import configure_threads
+
+    configure_threads(config.inference.torch_threads)
+    return discover(config.models, device=config.inference.device)
+
+
+def card_summary(card: str, limit: int = 160) -> str:
+    """First prose line of a model card (headings and blank lines skipped), shortened."""
+    for line in card.splitlines():
+        text = line.strip()
+        if text and not text.startswith(("#", "|", "---", "<!--")):
+            return text if len(text) <= limit else text[: limit - 1] + "…"
+    return ""
+
+
+def _entry_json(entry: ModelEntry, device: str) -> dict[str, Any]:
+    info = entry.info
+    out: dict[str, Any] = {
+        "name": entry.name,
+        "source": entry.source,
+        "location": entry.location,
+        "ok": entry.is_ok,
+        "error": entry.error,
+        "device": device if entry.is_ok else None,
+    }
+    if info is not None:
+        out.update(
+            version=info.version,
+            task=info.task.value,
+            outputs=[o.value for o in info.outputs],
+            modalities=list(info.modalities),
+            body_parts=list(info.body_parts),
+            dims=list(info.dims),
+            is_demo=info.is_demo,
+            description=info.description,
+            card=card_summary(info.card),
+            metrics=dict(info.metrics),
+        )
+    return out
+
+
+@models_app.command("list")
+def list_models(
+    config: ConfigOption = Path("ainode.yaml"),
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON array on stdout.")] = False,
+) -> None:
+    """List every model (built-in, entry point, bundle, TorchScript); broken ones with why."""
+    cfg = _config(config)
+    registry = _registry(cfg)
+    device = str(registry.device)
+    rows = [_entry_json(e, device) for e in registry.entries()]
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        typer.echo("no models found (built-ins, 'ainode.models' entry points, config 'models')")
+        return
+    for row in rows:
+        if not row["ok"]:
+            typer.echo(f"{row['name']:<28} {row['source']:<12} BROKEN  {row['error']}")
+            continue
+        demo = " demo" if row.get("is_demo") else ""
+        typer.echo(
+            f"{row['name']:<28} {row['source']:<12} {row['device']:<6} "
+            f"v{row['version']} {row['task']}{demo} "
+            f"[{','.join(row['modalities']) or 'any'}; {'/'.join(map(str, row['dims']))}D]"
+        )
+        if row.get("card"):
+            typer.echo(f"    {row['card']}")
+
+
+def predict_files(
+    name: str, files: list[Path], model_paths: list[Path], device: str, threads: int
+) -> tuple[Prediction, dict[str, Any], dict[str, float]]:
+    """Load ``files`` as one series and run model ``name``; picklable so it can run in a worker.
+
+    Returns the prediction, a description of the input volume and the node-side timings.
+    """
+    from node.imaging import load_volume
+    from node.models.registry import discover
+    from node.models.runtime import configure_threads
+
+    configure_threads(threads)
+    timings: dict[str, float] = {}
+    start = time.perf_counter()
+    registry = discover(model_paths, device=device)
+    model = registry.get(name)
+    timings["discover"] = time.perf_counter() - start
+    start = time.perf_counter()
+    volume = load_volume(files)
+    timings["load_volume"] = time.perf_counter() - start
+    reason = model.accepts(volume)
+    if reason is not None:
+        raise ModelError(f"model {name!r} cannot run on this series: {reason}")
+    start = time.perf_counter()
+    prediction = model.predict(volume)
+    timings["predict"] = time.perf_counter() - start
+    return prediction, _volume_json(volume, len(files)), timings
+
+
+def _volume_json(volume: Volume, n_files: int) -> dict[str, Any]:
+    return {
+        "study_uid": volume.study_uid,
+        "series_uid": volume.series_uid,
+        "modality": volume.modality,
+        "body_part": volume.body_part,
+        "files": n_files,
+        "shape": list(volume.voxels.shape),
+        "spacing_mm": list(volume.spacing),
+        "origin_mm": list(volume.origin),
+        "is_3d": volume.is_3d,
+        "first_sop_uid": volume.sources[0].sop_uid,
+    }
+
+
+def prediction_summary(
+    prediction: Prediction, spacing: tuple[float, float, float]
+) -> dict[str, Any]:
+    """The JSON-able content of ``prediction.json`` (without input and timings)."""
+    import numpy as np
+
+    voxel_mm3 = float(np.prod(spacing))
+    labels = []
+    if prediction.label_map is not None:
+        counts = np.bincount(prediction.label_map.ravel(), minlength=256)
+        names = {s.label: s for s in prediction.segments}
+        for value in sorted(set(names) | {int(v) for v in np.flatnonzero(counts)} - {0}):
+            seg = names.get(value)
+            labels.append(
+                {
+                    "label": value,
+                    "name": seg.name if seg else f"label {value}",
+                    "category": seg.category.meaning if seg else None,
+                    "type": seg.property_type.meaning if seg else None,
+                    "voxels": int(counts[value]),
+                    "volume_ml": round(int(counts[value]) * voxel_mm3 / 1000.0, 3),
+                }
+            )
+    return {
+        "model": {
+            "name": prediction.model_name,
+            "version": prediction.model_version,
+            "task": prediction.task,
+            "is_demo": prediction.is_demo,
+        },
+        "labels": labels,
+        "probabilities": dict(prediction.class_probabilities),
+        "detections": [
+            {
+                "tracking_id": f.tracking_id,
+                "type": f.finding_type.meaning,
+                "center_xyz_mm": list(f.center_xyz),
+                "center_voxel": list(f.center_voxel),
+                "score": f.score,
+                "diameter_mm": f.diameter_mm,
+                "volume_mm3": f.volume_mm3,
+                "malignancy_probability": f.malignancy_probability,
+                "segment_label": f.segment_label,
+            }
+            for f in prediction.findings
+        ],
+        "heatmaps": [
+            {"label": h.label, "slice_index": h.slice_index, "shape": list(h.values.shape)}
+            for h in prediction.heatmaps
+        ],
+        "derived_image": None
+        if prediction.derived_voxels is None
+        else {
+            "shape": list(prediction.derived_voxels.shape),
+            "dtype": str(prediction.derived_voxels.dtype),
+        },
+        "text": prediction.text,
+    }
+
+
+def write_result_objects(prediction: Prediction, files: list[Path], out_dir: Path) -> list[Path]:
+    """Write the result DICOM objects (SEG, SR, SC) of ``prediction`` into ``out_dir``.
+
+    Hook for ``node.results`` (issue 5 merge): build the datasets from ``prediction`` and the
+    source headers of ``files``, save them as ``out_dir/<kind>-<n>.dcm`` and return their paths.
+    Until then no objects are written and ``prediction.json`` lists none.
+    """
+    return []
+
+
+def predict(
+    paths: Annotated[
+        list[Path],
+        typer.Argument(metavar="DICOM_PATH...", help="DICOM files or folders of one series."),
+    ],
+    model: Annotated[str, typer.Option("--model", help="Model name (see `ainode models list`).")],
+    out: Annotated[Path, typer.Option("--out", help="Folder for prediction.json and results.")],
+    config: ConfigOption = Path("ainode.yaml"),
+    isolate: Annotated[
+        bool,
+        typer.Option(
+            "--isolate/--in-process",
+            help="Run in a worker process with inference.job_timeout_seconds as deadline.",
+        ),
+    ] = False,
+) -> None:
+    """Run one model on DICOM files outside the node; writes OUT/prediction.json."""
+    from node.imaging import dicom_files
+    from node.models.isolation import run_isolated
+
+    cfg = _config(config)
+    files = dicom_files(paths)
+    started = time.perf_counter()
+    args = (model, files, list(cfg.models), cfg.inference.device, cfg.inference.torch_threads)
+    if isolate:
+        prediction, volume_json, timings = run_isolated(
+            predict_files,
+            *args,
+            timeout_seconds=cfg.inference.job_timeout_seconds,
+            what=f"model {model!r}",
+        )
+    else:
+        prediction, volume_json, timings = predict_files(*args)
+    out.mkdir(parents=True, exist_ok=True)
+    results = write_result_objects(prediction, files, out)
+    spacing = tuple(volume_json["spacing_mm"])
+    summary = prediction_summary(prediction, (spacing[0], spacing[1], spacing[2]))
+    summary["input"] = volume_json
+    summary["timings_seconds"] = {
+        **{k: round(v, 4) for k, v in timings.items()},
+        **{f"model.{k}": round(v, 4) for k, v in prediction.timings_seconds.items()},
+        "total": round(time.perf_counter() - started, 4),
+    }
+    summary["results"] = [p.name for p in results]
+    (out / "prediction.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    typer.echo(str(out / "prediction.json"))

@@ -1,0 +1,464 @@
+"""Series files -> ``Volume``: voxels in physical units, geometry, per-slice source references.
+
+Cross-sectional images (CT, MR, PT, NM... single-frame or enhanced multi-frame) are ordered by
+the projection of Image Position (Patient) on the slice normal (row cosine x column cosine,
+PS3.3 C.7.6.2.1.1), never by Instance Number.  Enhanced multi-frame geometry comes from the
+Plane Position / Plane Orientation / Pixel Measures functional groups, per-frame first, then
+shared (PS3.3 C.7.6.16).  Projection radiographs (CR, DX, MG...) and single ultrasound frames
+become 2D volumes (``is_3d=False``, one slice).
+
+Pixel values:
+
+* Rescale Slope/Intercept (PS3.3 C.11.1.1.2; Pixel Value Transformation functional group for
+  enhanced objects) are applied, so CT voxels are Hounsfield units.
+* ``dtype="auto"`` keeps an exact ``int16`` volume when every slope and intercept is an integer
+  and every value fits (the usual CT case); otherwise the volume is ``float32``.  ``int16`` keeps
+  the peak memory of a 300x512x512 CT near one int16 volume; ``float32`` alone is already twice it.
+* MONOCHROME1 is inverted within the stored bit range before rescaling, so that higher values are
+  always brighter (PS3.3 C.7.6.3.1.2).
+* Colour (RGB, YBR after pydicom's conversion) becomes luminance, ITU-R BT.601
+  ``0.299 R + 0.587 G + 0.114 B`` as float32: a ``Volume`` has one channel.
+
+Streaming: headers are read first (no pixel data), the geometry is checked, the output array is
+allocated once, then frames are decoded one at a time straight into their slot.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import warnings
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import numpy.typing as npt
+from pydicom.dataset import Dataset
+
+from node.errors import ImagingError
+from node.imaging.decode import decode_frame, read_header
+from node.types import SourceRef, Volume
+
+__all__ = ["dicom_files", "load_volume"]
+
+log = logging.getLogger(__name__)
+
+#: Orientation cosines may differ by this much and still count as the same plane.
+_ORIENTATION_TOLERANCE = 1e-3
+#: Two slices closer than this (mm) along the normal are duplicates.
+_DUPLICATE_TOLERANCE_MM = 1e-3
+#: Slice gaps may deviate from the median by this share of it (plus 0.02 mm) before it is an error.
+_SPACING_TOLERANCE = 0.01
+_LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+
+
+@dataclass(frozen=True, slots=True)
+class _Frame:
+    """Everything needed to place one 2D frame, read from headers only."""
+
+    path: Path
+    sop_uid: str
+    sop_class_uid: str
+    transfer_syntax_uid: str
+    frame_index: int | None  # 0-based for multi-frame instances, None for single-frame
+    rows: int
+    columns: int
+    position: tuple[float, float, float] | None
+    orientation: tuple[float, ...] | None
+    pixel_spacing: tuple[float, float] | None
+    slice_thickness: float | None
+    slope: float
+    intercept: float
+    samples_per_pixel: int
+    is_monochrome1: bool
+    stored_range: tuple[int, int]
+
+
+@dataclass(frozen=True, slots=True)
+class _InstanceHeader:
+    study_uid: str
+    series_uid: str
+    modality: str | None
+    body_part: str | None
+    frame_of_reference_uid: str | None
+    is_multiframe: bool
+    frames: tuple[_Frame, ...]
+
+
+def dicom_files(paths: Iterable[Path]) -> list[Path]:
+    """Expand directories (recursively) into their regular files, sorted; files pass through."""
+    out: list[Path] = []
+    for p in paths:
+        if p.is_dir():
+            out.extend(
+                sorted(f for f in p.rglob("*") if f.is_file() and not f.name.startswith("."))
+            )
+        elif p.is_file():
+            out.append(p)
+        else:
+            raise ImagingError(f"{p}: no such file or directory")
+    return out
+
+
+def _floats(value: Any, n: int, what: str, sop_uid: str) -> tuple[float, ...] | None:
+    if value is None:
+        return None
+    try:
+        out = tuple(float(v) for v in value)
+    except (TypeError, ValueError) as exc:
+        raise ImagingError(f"SOP instance {sop_uid}: {what} is not numeric") from exc
+    if len(out) != n or not all(math.isfinite(v) for v in out):
+        raise ImagingError(f"SOP instance {sop_uid}: {what} must be {n} finite numbers")
+    return out
+
+
+def _item(ds: Dataset | None, keyword: str) -> Dataset | None:
+    """First item of sequence ``keyword`` in ``ds``, or None."""
+    if ds is None:
+        return None
+    seq = ds.get(keyword)
+    return seq[0] if seq else None
+
+
+def _from_groups(
+    per_frame: Dataset | None, shared: Dataset | None, sequence: str, keyword: str
+) -> Any:
+    """A functional-group attribute: per-frame group first, then shared (PS3.3 C.7.6.16)."""
+    for group in (per_frame, shared):
+        item = _item(group, sequence)
+        if item is not None and keyword in item:
+            return item.get(keyword)
+    return None
+
+
+def _stored_range(ds: Dataset) -> tuple[int, int]:
+    bits = int(ds.get("BitsStored") or ds.get("BitsAllocated") or 16)
+    if int(ds.get("PixelRepresentation") or 0) == 1:
+        return -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+    return 0, (1 << bits) - 1
+
+
+def _read_instance(path: Path) -> _InstanceHeader:
+    ds = read_header(path)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")  # pydicom converts values lazily and warns on bad VRs
+        try:
+            return _parse_instance(path, ds)
+        except (ValueError, TypeError, AttributeError, KeyError, IndexError) as exc:
+            raise ImagingError(f"{path.name}: invalid image header: {exc}") from exc
+        finally:
+            for w in caught:
+                log.debug(
+                    "imaging.header_warning", extra={"file": path.name, "warning": str(w.message)}
+                )
+
+
+def _parse_instance(path: Path, ds: Dataset) -> _InstanceHeader:
+    sop_uid = str(ds.get("SOPInstanceUID") or "")
+    if not sop_uid:
+        raise ImagingError(f"{path.name}: no SOP Instance UID")
+    if "Rows" not in ds or "Columns" not in ds:
+        raise ImagingError(f"SOP instance {sop_uid} holds no image (no Rows/Columns)")
+    ts_uid = str(getattr(ds.file_meta, "TransferSyntaxUID", "") or "")
+    rows, columns = int(ds.Rows), int(ds.Columns)
+    n_frames = int(ds.get("NumberOfFrames") or 1)
+    samples = int(ds.get("SamplesPerPixel") or 1)
+    mono1 = str(ds.get("PhotometricInterpretation") or "").upper() == "MONOCHROME1"
+    stored = _stored_range(ds)
+    shared = _item(ds, "SharedFunctionalGroupsSequence")
+    per_frames = ds.get("PerFrameFunctionalGroupsSequence")
+    is_multiframe = "NumberOfFrames" in ds
+    if per_frames is not None and len(per_frames) != n_frames:
+        raise ImagingError(
+            f"SOP instance {sop_uid}: {len(per_frames)} per-frame functional groups "
+            f"for {n_frames} frames"
+        )
+
+    def spacing_of(value: Any) -> tuple[float, float] | None:
+        sp = _floats(value, 2, "PixelSpacing", sop_uid)
+        return None if sp is None else (sp[0], sp[1])
+
+    top_spacing = ds.get("PixelSpacing") or ds.get("ImagerPixelSpacing")
+    if top_spacing is None and _item(ds, "SequenceOfUltrasoundRegions") is not None:
+        region = _item(ds, "SequenceOfUltrasoundRegions")
+        assert region is not None
+        # PS3.3 C.8.5.5.1.15: physical units code 3 = cm
+        if (
+            region.get("PhysicalUnitsXDirection") == 3
+            and region.get("PhysicalUnitsYDirection") == 3
+        ):
+            top_spacing = [
+                float(region.PhysicalDeltaY) * 10.0,
+                float(region.PhysicalDeltaX) * 10.0,
+            ]
+    frames: list[_Frame] = []
+    for i in range(n_frames):
+        pf = per_frames[i] if per_frames is not None else None
+        if per_frames is not None or shared is not None:
+            pos = _from_groups(pf, shared, "PlanePositionSequence", "ImagePositionPatient")
+            ori = _from_groups(pf, shared, "PlaneOrientationSequence", "ImageOrientationPatient")
+            psp = _from_groups(pf, shared, "PixelMeasuresSequence", "PixelSpacing")
+            thk = _from_groups(pf, shared, "PixelMeasuresSequence", "SliceThickness")
+            slope = _from_groups(pf, shared, "PixelValueTransformationSequence", "RescaleSlope")
+            icpt = _from_groups(pf, shared, "PixelValueTransformationSequence", "RescaleIntercept")
+        else:
+            pos = ori = psp = thk = slope = icpt = None
+        pos = pos if pos is not None else ds.get("ImagePositionPatient")
+        ori = ori if ori is not None else ds.get("ImageOrientationPatient")
+        psp = psp if psp is not None else top_spacing
+        thk = thk if thk is not None else ds.get("SliceThickness")
+        slope = slope if slope is not None else ds.get("RescaleSlope")
+        icpt = icpt if icpt is not None else ds.get("RescaleIntercept")
+        position = _floats(pos, 3, "ImagePositionPatient", sop_uid)
+        frames.append(
+            _Frame(
+                path=path,
+                sop_uid=sop_uid,
+                sop_class_uid=str(ds.get("SOPClassUID") or ""),
+                transfer_syntax_uid=ts_uid,
+                frame_index=i if is_multiframe else None,
+                rows=rows,
+                columns=columns,
+                position=None if position is None else (position[0], position[1], position[2]),
+                orientation=_floats(ori, 6, "ImageOrientationPatient", sop_uid),
+                pixel_spacing=spacing_of(psp),
+                slice_thickness=float(thk) if thk not in (None, "") else None,
+                slope=float(slope) if slope not in (None, "") else 1.0,
+                intercept=float(icpt) if icpt not in (None, "") else 0.0,
+                samples_per_pixel=samples,
+                is_monochrome1=mono1,
+                stored_range=stored,
+            )
+        )
+    return _InstanceHeader(
+        study_uid=str(ds.get("StudyInstanceUID") or ""),
+        series_uid=str(ds.get("SeriesInstanceUID") or ""),
+        modality=str(ds.Modality) if ds.get("Modality") else None,
+        body_part=str(ds.BodyPartExamined) if ds.get("BodyPartExamined") else None,
+        frame_of_reference_uid=str(ds.FrameOfReferenceUID)
+        if ds.get("FrameOfReferenceUID")
+        else None,
+        is_multiframe=is_multiframe,
+        frames=tuple(frames),
+    )
+
+
+def _one(values: set[str], what: str) -> str:
+    if len(values) > 1:
+        shown = ", ".join(sorted(values)[:3])
+        raise ImagingError(
+            f"mixed {what}s in one series ({len(values)}: {shown}...); "
+            f"send the files of one series only"
+        )
+    return next(iter(values))
+
+
+def _check_uniform(frames: Sequence[_Frame]) -> None:
+    sizes = {(f.rows, f.columns) for f in frames}
+    if len(sizes) > 1:
+        raise ImagingError(f"varying image size in one series: {sorted(sizes)} (rows, columns)")
+    samples = {f.samples_per_pixel for f in frames}
+    if len(samples) > 1:
+        raise ImagingError(f"varying Samples per Pixel in one series: {sorted(samples)}")
+
+
+def _where(f: _Frame) -> str:
+    return f.sop_uid if f.frame_index is None else f"{f.sop_uid} frame {f.frame_index + 1}"
+
+
+def _geometry(
+    frames: Sequence[_Frame],
+) -> tuple[list[_Frame], tuple[float, float, float], npt.NDArray[np.float64]]:
+    """Sort cross-sectional frames along the slice normal and check the grid is regular.
+
+    Returns the sorted frames, the spacing (slice, row, column) and the direction matrix.
+    """
+    first = frames[0]
+    assert first.orientation is not None
+    ori0 = np.asarray(first.orientation, dtype=np.float64)
+    for f in frames[1:]:
+        assert f.orientation is not None
+        if np.max(np.abs(np.asarray(f.orientation) - ori0)) > _ORIENTATION_TOLERANCE:
+            raise ImagingError(
+                f"mixed orientation in one series: SOP instance {f.sop_uid} has "
+                f"ImageOrientationPatient {list(f.orientation)}, first slice {list(ori0)}; "
+                "a volume needs parallel slices (localizer or multi-planar series?)"
+            )
+    row_cos, col_cos = ori0[:3], ori0[3:]
+    normal = np.cross(row_cos, col_cos)
+    if not math.isclose(float(np.linalg.norm(normal)), 1.0, abs_tol=1e-2):
+        raise ImagingError(f"ImageOrientationPatient {list(ori0)} is not two orthonormal cosines")
+    normal /= np.linalg.norm(normal)
+    spacings = {f.pixel_spacing for f in frames}
+    if None in spacings:
+        raise ImagingError("a cross-sectional image has no PixelSpacing; its geometry is unknown")
+    if len(spacings) > 1:
+        raise ImagingError(f"varying PixelSpacing in one series: {sorted(spacings)}")  # type: ignore[type-var]
+    pixel_spacing = next(iter(spacings))
+    assert pixel_spacing is not None
+    positions = np.asarray([f.position for f in frames], dtype=np.float64)
+    dist = positions @ normal
+    order = np.argsort(dist, kind="stable")
+    dist = dist[order]
+    ordered = [frames[i] for i in order]
+    if len(ordered) > 1:
+        steps = np.diff(dist)
+        dup = int(np.argmin(steps))
+        if steps[dup] < _DUPLICATE_TOLERANCE_MM:
+            raise ImagingError(
+                f"duplicate slice position {dist[dup]:.3f} mm along the normal "
+                f"(SOP {_where(ordered[dup])} and SOP {_where(ordered[dup + 1])}); "
+                "repeated acquisitions (time points, echoes) must be loaded one volume at a time"
+            )
+        step = float(np.median(steps))
+        worst = int(np.argmax(np.abs(steps - step)))
+        if abs(steps[worst] - step) > _SPACING_TOLERANCE * step + 0.02:
+            raise ImagingError(
+                f"non-uniform slice spacing: {steps[worst]:.3f} mm between slices {worst} and "
+                f"{worst + 1} where the series has {step:.3f} mm (missing slices?); "
+                "send the complete series"
+            )
+        inplane = positions[order] - positions[order[0]] - np.outer(dist - dist[0], normal)
+        drift = float(np.max(np.linalg.norm(inplane, axis=1)))
+        if drift > 0.01 * (dist[-1] - dist[0]) + 0.1:
+            raise ImagingError(
+                f"slice positions drift {drift:.2f} mm off the slice normal (gantry tilt or "
+                "sheared acquisition); such series are not supported"
+            )
+        slice_spacing = step
+    else:
+        slice_spacing = ordered[0].slice_thickness or 1.0
+    direction = np.stack([row_cos, col_cos, normal]).astype(np.float64)
+    return ordered, (slice_spacing, pixel_spacing[0], pixel_spacing[1]), direction
+
+
+def _to_gray(frame: npt.NDArray[Any], f: _Frame) -> npt.NDArray[Any]:
+    if f.samples_per_pixel == 3:
+        if frame.ndim != 3 or frame.shape[-1] != 3:
+            raise ImagingError(f"SOP instance {f.sop_uid}: expected RGB frame, got {frame.shape}")
+        return frame.astype(np.float32) @ _LUMA
+    if frame.shape != (f.rows, f.columns):
+        raise ImagingError(
+            f"SOP instance {f.sop_uid}: decoded frame has shape {frame.shape}, "
+            f"header says {(f.rows, f.columns)}"
+        )
+    if f.is_monochrome1:
+        lo, hi = f.stored_range
+        frame = (lo + hi) - frame.astype(np.int64)
+    return frame
+
+
+def _is_integral(value: float) -> bool:
+    return float(value).is_integer()
+
+
+def load_volume(paths: Sequence[Path], *, dtype: Literal["auto", "float32"] = "auto") -> Volume:
+    """Load one series (single-frame files or enhanced multi-frame instances) as a ``Volume``.
+
+    Parameters
+    ----------
+    paths:
+        The files of one series (use ``dicom_files`` to expand directories).
+    dtype:
+        ``"auto"``: int16 when rescaling is exact in int16 (typical CT, in HU), else float32.
+        ``"float32"``: always float32.
+
+    Returns
+    -------
+    Volume
+        ``voxels`` (slices, rows, columns) in physical units, spacing (slice, row, column) in mm,
+        origin of the first voxel, direction rows = row cosine, column cosine, slice normal
+        (PS3.3 C.7.6.2.1.1), and one ``SourceRef`` per slice (frame_number 1-based for
+        multi-frame instances, PS3.3 C.7.6.6).
+
+    Raises
+    ------
+    ImagingError
+        Mixed series/studies, mixed orientation, duplicate or unevenly spaced slices, varying
+        image size, a multi-frame object without plane positions (cine), no pixel data, or an
+        undecodable transfer syntax; the message names the problem.
+    """
+    if not paths:
+        raise ImagingError("no files given")
+    headers = [_read_instance(Path(p)) for p in paths]
+    series_uid = _one({h.series_uid for h in headers}, "Series Instance UID")
+    study_uid = _one({h.study_uid for h in headers}, "Study Instance UID")
+    frames = [f for h in headers for f in h.frames]
+    _check_uniform(frames)
+    has_geometry = [f.position is not None and f.orientation is not None for f in frames]
+    if all(has_geometry):
+        ordered, spacing, direction = _geometry(frames)
+        origin = ordered[0].position
+        assert origin is not None
+        is_3d = len(ordered) > 1
+    elif any(has_geometry):
+        raise ImagingError("some images of the series have plane positions and some do not")
+    elif len(frames) == 1:
+        ordered = frames
+        f = frames[0]
+        row_sp, col_sp = f.pixel_spacing or (1.0, 1.0)
+        spacing = (f.slice_thickness or 1.0, row_sp, col_sp)
+        origin = (0.0, 0.0, 0.0)
+        direction = np.eye(3, dtype=np.float64)
+        is_3d = False
+    else:
+        raise ImagingError(
+            f"{len(frames)} frames without plane positions (cine loop or several projection "
+            "images) do not form a volume; send one image"
+        )
+    first = ordered[0]
+    exact = all(
+        f.samples_per_pixel == 1 and _is_integral(f.slope) and _is_integral(f.intercept)
+        for f in ordered
+    )
+    out_dtype = np.int16 if dtype == "auto" and exact else np.float32
+    voxels: npt.NDArray[Any] = np.empty((len(ordered), first.rows, first.columns), out_dtype)
+    slot = {(f.path, f.frame_index): k for k, f in enumerate(ordered)}
+    info = np.iinfo(np.int16)
+    for f in frames:  # file order: each file is opened once per frame, frames decoded one by one
+        raw = decode_frame(
+            f.path,
+            index=f.frame_index,
+            sop_uid=f.sop_uid,
+            transfer_syntax_uid=f.transfer_syntax_uid,
+        )
+        gray = _to_gray(raw, f)
+        k = slot[(f.path, f.frame_index)]
+        if voxels.dtype == np.int16:
+            hu = gray.astype(np.int32) * int(f.slope) + int(f.intercept)
+            if hu.size and (hu.min() < info.min or hu.max() > info.max):
+                log.info("imaging.promote_float32", extra={"series_uid": series_uid})
+                voxels = voxels.astype(np.float32)
+                voxels[k] = hu
+            else:
+                voxels[k] = hu
+        else:
+            voxels[k] = gray.astype(np.float32) * np.float32(f.slope) + np.float32(f.intercept)
+        del raw, gray
+    h0 = headers[0]
+    log.debug(
+        "imaging.volume_loaded",
+        extra={"series_uid": series_uid, "slices": len(ordered), "dtype": str(voxels.dtype)},
+    )
+    return Volume(
+        voxels=voxels,
+        spacing=(float(spacing[0]), float(spacing[1]), float(spacing[2])),
+        origin=(float(origin[0]), float(origin[1]), float(origin[2])),
+        direction=direction,
+        sources=tuple(
+            SourceRef(
+                sop_uid=f.sop_uid,
+                sop_class_uid=f.sop_class_uid,
+                frame_number=None if f.frame_index is None else f.frame_index + 1,
+            )
+            for f in ordered
+        ),
+        study_uid=study_uid,
+        series_uid=series_uid,
+        modality=h0.modality,
+        body_part=h0.body_part,
+        frame_of_reference_uid=h0.frame_of_reference_uid,
+        is_3d=is_3d,
+    )
