@@ -29,6 +29,7 @@ def version() -> None:
 
 
 # Command groups register themselves below (one import line each).
+from node.cli import train as _train  # noqa: E402,F401  (registers `ainode train`)
 
 
 def main() -> None:
