@@ -1,12 +1,38 @@
-"""Built-in models (placeholder: the demo models arrive from the demo-models branch at merge)."""
+"""The built-in demo models (trained in-repo on synthetic phantoms; not for clinical use).
+
+``builtin_models()`` instantiates all six cheaply: weights load lazily on the first ``predict``.
+"""
 
 from __future__ import annotations
 
 from node.models.base import Model
 
-__all__ = ["builtin_models"]
+__all__ = ["BUILTIN_NAMES", "builtin_models"]
+
+BUILTIN_NAMES = (
+    "lung-nodule-seg",
+    "lung-nodule-detect",
+    "lung-nodule-classify",
+    "ct-denoise",
+    "cxr-classify",
+    "report-text",
+)
 
 
 def builtin_models() -> list[Model]:
-    """The models shipped with ainode."""
-    return []
+    """One instance of every built-in model, in ``BUILTIN_NAMES`` order.
+
+    The lung models share one segmentation network (detect -> classify -> report reuse it), so
+    running several of them in one process loads the weights once.
+    """
+    from node.models.builtin.ct_denoise import CtDenoiser
+    from node.models.builtin.cxr_classify import CxrClassifier
+    from node.models.builtin.lung_nodule_classify import LungNoduleClassifier
+    from node.models.builtin.lung_nodule_detect import LungNoduleDetection
+    from node.models.builtin.lung_nodule_seg import LungNoduleSegmentation
+    from node.models.builtin.report_text import ReportText
+
+    seg = LungNoduleSegmentation()
+    detect = LungNoduleDetection(seg)
+    classify = LungNoduleClassifier(detect)
+    return [seg, detect, classify, CtDenoiser(), CxrClassifier(), ReportText(classify)]

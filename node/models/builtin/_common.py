@@ -1,0 +1,249 @@
+"""Shared plumbing of the built-in demo models: assets, lazy weights, resampling and geometry.
+
+Each model keeps its files in ``assets/<model-name>/``: ``weights.pt`` (a ``state_dict`` read with
+``torch.load(..., weights_only=True)``), ``metrics.json`` (held-out metrics and the test thresholds,
+written by ``python -m node.models.demo.train``) and ``MODEL_CARD.md``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import torch
+import torch.nn.functional as F  # noqa: N812
+
+from node.errors import ModelError
+from node.types import Volume
+
+__all__ = [
+    "ASSETS",
+    "AxisGrid",
+    "LazyNet",
+    "ModelGrid",
+    "hu_normalise",
+    "load_card",
+    "load_metrics",
+    "voxel_to_patient",
+]
+
+ASSETS = Path(__file__).resolve().parent / "assets"
+
+#: Text every demo card and every demo result carries.
+DEMO_NOTICE = "Demo model trained on synthetic phantoms only - not for clinical use."
+
+
+def load_card(name: str) -> str:
+    """The ``MODEL_CARD.md`` text of built-in model ``name`` ("" when absent)."""
+    path = ASSETS / name / "MODEL_CARD.md"
+    return path.read_text(encoding="utf-8") if path.is_file() else ""
+
+
+def load_metrics(name: str) -> dict[str, Any]:
+    """The ``metrics.json`` of built-in model ``name`` ({} when absent)."""
+    path = ASSETS / name / "metrics.json"
+    if not path.is_file():
+        return {}
+    data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    return data
+
+
+def heldout_metrics(name: str) -> dict[str, float]:
+    """Just the held-out metric values (for ``ModelInfo.metrics``)."""
+    heldout = load_metrics(name).get("heldout", {})
+    return {k: float(v) for k, v in heldout.items() if isinstance(v, int | float)}
+
+
+class LazyNet:
+    """A torch module built on first use and loaded from ``assets/<name>/weights.pt``.
+
+    Instantiating a model must be cheap (``ainode models list``), so nothing touches torch
+    weights until the first ``get()``; the load is guarded by a lock for threaded workers.
+    """
+
+    def __init__(self, name: str, build: Callable[[], torch.nn.Module]) -> None:
+        self._name = name
+        self._build = build
+        self._net: torch.nn.Module | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def weights_path(self) -> Path:
+        """Where the weights live."""
+        return ASSETS / self._name / "weights.pt"
+
+    def get(self) -> torch.nn.Module:
+        """The network in eval mode, weights loaded.
+
+        Raises
+        ------
+        ModelError
+            The weights file is missing or does not fit the architecture.
+        """
+        with self._lock:
+            if self._net is None:
+                net = self._build()
+                path = self.weights_path
+                if not path.is_file():
+                    raise ModelError(
+                        f"weights of built-in model '{self._name}' missing at {path}; "
+                        f"run 'ainode train {self._name}'"
+                    )
+                try:
+                    state = torch.load(path, map_location="cpu", weights_only=True)
+                    net.load_state_dict(state)
+                except (RuntimeError, OSError, ValueError) as exc:
+                    raise ModelError(
+                        f"weights of built-in model '{self._name}' do not load ({exc}); "
+                        f"retrain with 'ainode train {self._name}'"
+                    ) from exc
+                net.eval()
+                self._net = net
+            return self._net
+
+
+def hu_normalise(hu: torch.Tensor) -> torch.Tensor:
+    """Map CT numbers to the network input range: clip to [-1000, 500] HU, then (hu + 500) / 500."""
+    return (hu.clamp(-1000.0, 500.0) + 500.0) / 500.0
+
+
+@dataclass(frozen=True, slots=True)
+class AxisGrid:
+    """How one axis of an input grid maps to the model grid.
+
+    The input is first average-pooled by ``pool`` (an integer, to avoid aliasing on fine grids),
+    then linearly resampled to ``size`` points.  Model point ``j`` sits at input index
+    ``offset + j * step``.
+    """
+
+    n_in: int
+    pool: int
+    size: int
+    step: float
+    offset: float
+
+    @classmethod
+    def make(cls, n_in: int, spacing: float, target: float) -> AxisGrid:
+        """Grid for ``n_in`` points of ``spacing`` mm resampled to about ``target`` mm."""
+        pool = max(1, int(math.floor(target / spacing))) if spacing > 0 else 1
+        pool = min(pool, max(1, n_in))
+        pooled = max(1, n_in // pool)
+        size = max(1, int(round((pooled - 1) * spacing * pool / target)) + 1)
+        step = (pooled - 1) * pool / (size - 1) if size > 1 else 0.0
+        return cls(n_in=n_in, pool=pool, size=size, step=step, offset=(pool - 1) / 2.0)
+
+    def pooled_coords(self) -> npt.NDArray[np.float64]:
+        """Coordinates of the model points on the pooled grid."""
+        return (np.arange(self.size) * self.step) / self.pool
+
+    def input_coords_in_model(self) -> npt.NDArray[np.float64]:
+        """Coordinates of every input index on the model grid."""
+        idx = np.arange(self.n_in, dtype=np.float64)
+        if self.size == 1:
+            return np.zeros_like(idx)
+        return (idx - self.offset) / self.step
+
+
+def _interp_axis(t: torch.Tensor, dim: int, coords: npt.NDArray[np.float64]) -> torch.Tensor:
+    n = t.shape[dim]
+    c = np.clip(coords, 0.0, n - 1)
+    i0 = np.floor(c).astype(np.int64)
+    i1 = np.minimum(i0 + 1, n - 1)
+    w = torch.as_tensor(c - i0, dtype=t.dtype)
+    shape = [1] * t.dim()
+    shape[dim] = -1
+    w = w.reshape(shape)
+    a = t.index_select(dim, torch.as_tensor(i0))
+    b = t.index_select(dim, torch.as_tensor(i1))
+    return a * (1 - w) + b * w
+
+
+@dataclass(frozen=True, slots=True)
+class ModelGrid:
+    """The resampling between an input volume grid and an isotropic model grid (3 axes)."""
+
+    axes: tuple[AxisGrid, AxisGrid, AxisGrid]
+
+    @classmethod
+    def make(cls, shape: tuple[int, ...], spacing: tuple[float, ...], target: float) -> ModelGrid:
+        """Grid mapping ``shape``/``spacing`` (slice, row, column) to ``target`` mm voxels."""
+        return cls(
+            axes=(
+                AxisGrid.make(shape[0], spacing[0], target),
+                AxisGrid.make(shape[1], spacing[1], target),
+                AxisGrid.make(shape[2], spacing[2], target),
+            )
+        )
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """Shape of the model grid."""
+        return (self.axes[0].size, self.axes[1].size, self.axes[2].size)
+
+    def to_model(self, voxels: torch.Tensor) -> torch.Tensor:
+        """Resample ``(C, Z, Y, X)`` input-grid data to the model grid (pool, then linear)."""
+        pool = tuple(a.pool for a in self.axes)
+        t = voxels
+        if any(p > 1 for p in pool):
+            n = [a.n_in // a.pool * a.pool for a in self.axes]
+            t = F.avg_pool3d(t[:, : n[0], : n[1], : n[2]].unsqueeze(0), pool, pool).squeeze(0)
+        for dim, axis in enumerate(self.axes, start=1):
+            t = _interp_axis(t, dim, axis.pooled_coords())
+        return t
+
+    def labels_to_input(self, probs: torch.Tensor, *, chunk: int = 16) -> npt.NDArray[np.uint8]:
+        """Resample ``(C, z, y, x)`` model-grid probabilities to the input grid and take argmax.
+
+        Works slab by slab so a 300 x 512 x 512 output never holds C float copies at once.
+        """
+        zc = self.axes[0].input_coords_in_model()
+        yc = self.axes[1].input_coords_in_model()
+        xc = self.axes[2].input_coords_in_model()
+        along_z = _interp_axis(probs, 1, zc)
+        out = np.zeros((len(zc), len(yc), len(xc)), dtype=np.uint8)
+        for start in range(0, len(zc), chunk):
+            sub = _interp_axis(_interp_axis(along_z[:, start : start + chunk], 2, yc), 3, xc)
+            out[start : start + chunk] = sub.argmax(dim=0).to(torch.uint8).numpy()
+        return out
+
+    def values_to_input(self, values: torch.Tensor) -> torch.Tensor:
+        """Resample one ``(z, y, x)`` model-grid map (e.g. a probability) to the input grid."""
+        t = values.unsqueeze(0)
+        for dim, axis in enumerate(self.axes, start=1):
+            t = _interp_axis(t, dim, axis.input_coords_in_model())
+        return t.squeeze(0)
+
+    def model_to_input_index(self, idx: tuple[float, float, float]) -> tuple[float, float, float]:
+        """Input-grid index of a model-grid point."""
+        return (
+            self.axes[0].offset + idx[0] * self.axes[0].step,
+            self.axes[1].offset + idx[1] * self.axes[1].step,
+            self.axes[2].offset + idx[2] * self.axes[2].step,
+        )
+
+
+def voxel_to_patient(
+    volume: Volume, index: tuple[float, float, float]
+) -> tuple[float, float, float]:
+    """Patient coordinates (x, y, z mm) of a (slice, row, column) index (PS3.3 C.7.6.2.1.1).
+
+    ``direction`` rows are the row cosine (along a row: increasing column), the column cosine
+    (increasing row) and the slice normal.
+    """
+    s, r, c = index
+    d = np.asarray(volume.direction, dtype=np.float64)
+    sp = volume.spacing
+    pos = (
+        np.asarray(volume.origin, dtype=np.float64)
+        + c * sp[2] * d[0]
+        + r * sp[1] * d[1]
+        + s * sp[0] * d[2]
+    )
+    return float(pos[0]), float(pos[1]), float(pos[2])

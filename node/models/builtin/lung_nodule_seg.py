@@ -1,0 +1,145 @@
+"""``lung-nodule-seg``: MONAI 3D UNet segmenting lungs and lung nodules on chest CT (demo).
+
+The input volume is resampled to 2.5 mm isotropic voxels, normalised (HU clipped to
+[-1000, 500]) and run through a small 3D UNet by sliding-window inference; class probabilities are
+resampled back to the input grid and the argmax becomes the label map (0 background, 1 lung,
+2 nodule).  Segment codes come from CID 7150/7151 (PS3.16): "Anatomical Structure"/"Lung" and
+"Morphologically Abnormal Structure"/"Nodule".
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+import torch
+from monai.inferers.utils import sliding_window_inference
+from monai.networks.nets.unet import UNet
+
+from node.models.base import Model, ModelInfo, OutputKind, Task
+from node.models.builtin._common import (
+    LazyNet,
+    ModelGrid,
+    heldout_metrics,
+    hu_normalise,
+    load_card,
+)
+from node.types import Code, Prediction, SegmentDescription, Volume
+
+__all__ = ["LUNG", "NODULE", "LungNoduleSegmentation", "SegmentationOutput", "build_network"]
+
+NAME = "lung-nodule-seg"
+VERSION = "1.0.0"
+MODEL_SPACING_MM = 2.5
+#: Largest window run in one piece; bigger model grids use overlapping sliding windows.
+MAX_ROI = (112, 160, 160)
+
+ANATOMICAL_STRUCTURE = Code("91723000", "SCT", "Anatomical Structure")
+MORPHOLOGICALLY_ABNORMAL = Code("49755003", "SCT", "Morphologically Abnormal Structure")
+LUNG = Code("39607008", "SCT", "Lung")
+NODULE = Code("27925004", "SCT", "Nodule")
+
+SEGMENTS = (
+    SegmentDescription(1, "Lung", ANATOMICAL_STRUCTURE, LUNG, (128, 174, 128), "lung"),
+    SegmentDescription(2, "Nodule", MORPHOLOGICALLY_ABNORMAL, NODULE, (216, 101, 79), "nodule"),
+)
+
+
+def build_network() -> torch.nn.Module:
+    """The 3D UNet (1 input channel, 3 classes: background, lung, nodule)."""
+    return UNet(
+        spatial_dims=3,
+        in_channels=1,
+        out_channels=3,
+        channels=(8, 16, 32, 64),
+        strides=(2, 2, 2),
+        num_res_units=0,
+        norm="batch",
+    )
+
+
+def _roi(shape: tuple[int, int, int]) -> tuple[int, int, int]:
+    """Window size: the whole grid (rounded up to a multiple of 8) when it fits in MAX_ROI."""
+    r = [min(-(-n // 8) * 8, m) for n, m in zip(shape, MAX_ROI, strict=True)]
+    return (r[0], r[1], r[2])
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class SegmentationOutput:
+    """Probabilities on the model grid plus the grid mapping (reused by the detector)."""
+
+    probabilities: torch.Tensor  # (3, z, y, x) softmax on the model grid
+    grid: ModelGrid
+    timings_seconds: dict[str, float]
+
+
+class LungNoduleSegmentation(Model):
+    """Lungs + nodules on chest CT (demo, synthetic training data)."""
+
+    def __init__(self) -> None:
+        self.info = ModelInfo(
+            name=NAME,
+            version=VERSION,
+            task=Task.SEGMENTATION,
+            outputs=(OutputKind.LABEL_MAP,),
+            modalities=("CT",),
+            body_parts=("CHEST",),
+            dims=(3,),
+            is_demo=True,
+            description="Lung and lung-nodule segmentation, MONAI 3D UNet (demo, synthetic data)",
+            card=load_card(NAME),
+            metrics=heldout_metrics(NAME),
+        )
+        self._net = LazyNet(NAME, build_network)
+
+    def segment(self, volume: Volume) -> SegmentationOutput:
+        """Run the network; probabilities stay on the 2.5 mm model grid."""
+        t0 = time.perf_counter()
+        net = self._net.get()
+        t1 = time.perf_counter()
+        vox = torch.from_numpy(np.ascontiguousarray(volume.voxels, dtype=np.float32))
+        grid = ModelGrid.make(vox.shape, volume.spacing, MODEL_SPACING_MM)
+        x = hu_normalise(grid.to_model(vox.unsqueeze(0))).unsqueeze(0)
+        t2 = time.perf_counter()
+        with torch.inference_mode():
+            logits = sliding_window_inference(
+                x,
+                roi_size=_roi(grid.shape),
+                sw_batch_size=1,
+                predictor=net,
+                overlap=0.25,
+                mode="gaussian",
+            )
+            assert isinstance(logits, torch.Tensor)
+            probs = torch.softmax(logits[0], dim=0)
+        t3 = time.perf_counter()
+        return SegmentationOutput(
+            probabilities=probs,
+            grid=grid,
+            timings_seconds={"load": t1 - t0, "preprocess": t2 - t1, "forward": t3 - t2},
+        )
+
+    def label_map(self, volume: Volume) -> tuple[npt.NDArray[np.uint8], dict[str, float]]:
+        """Label map on the input grid and the timings."""
+        out = self.segment(volume)
+        t0 = time.perf_counter()
+        labels = out.grid.labels_to_input(out.probabilities)
+        timings = dict(out.timings_seconds)
+        timings["postprocess"] = time.perf_counter() - t0
+        return labels, timings
+
+    def predict(self, volume: Volume) -> Prediction:
+        """Segment lungs and nodules; the label map has the input volume's shape."""
+        labels, timings = self.label_map(volume)
+        present = set(np.unique(labels).tolist())
+        return Prediction(
+            model_name=NAME,
+            model_version=VERSION,
+            task=Task.SEGMENTATION.value,
+            is_demo=True,
+            label_map=labels,
+            segments=tuple(s for s in SEGMENTS if s.label in present),
+            timings_seconds=timings,
+        )

@@ -1,0 +1,188 @@
+"""Model cards of the demo models: fixed text per model plus the measured held-out metrics."""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["RULES", "render", "thresholds"]
+
+NOTICE = "**DEMO — SYNTHETIC DATA — NOT FOR CLINICAL USE.**"
+
+#: model -> metric -> (issue target or None, margin, higher_is_better)
+RULES: dict[str, dict[str, tuple[float | None, float, bool]]] = {
+    "lung-nodule-seg": {
+        "lung_dice": (0.95, 0.02, True),
+        "nodule_dice": (0.85, 0.05, True),
+        "nodule_dice_mean": (None, 0.08, True),
+    },
+    "lung-nodule-detect": {
+        "sensitivity": (0.90, 0.06, True),
+        "false_positives_per_scan": (1.0, 0.5, False),
+    },
+    "lung-nodule-classify": {
+        "auc": (0.95, 0.03, True),
+        "accuracy": (None, 0.06, True),
+        "auc_chest_phantoms": (0.95, 0.06, True),
+        "gradcam_pointing_game": (0.80, 0.08, True),
+        "gradcam_heat_in_lesion": (None, 0.08, True),
+    },
+    "ct-denoise": {
+        "psnr_gain": (0.0, 1.0, True),
+        "ssim_gain": (0.0, 0.03, True),
+    },
+    "cxr-classify": {
+        "auc": (0.95, 0.03, True),
+        "gradcam_pointing_game": (0.80, 0.1, True),
+    },
+}
+
+_PURPOSE = {
+    "lung-nodule-seg": (
+        "Segments both lungs (label 1) and lung nodules (label 2) on chest CT. MONAI 3D UNet "
+        "(4 levels, 8-64 channels, batch norm), input resampled to 2.5 mm isotropic voxels, HU "
+        "clipped to [-1000, 500]; whole-grid or sliding-window inference (Gaussian blending); "
+        "probabilities resampled back to the input grid. Segments coded per CID 7150/7151: SCT "
+        "91723000 Anatomical Structure / SCT 39607008 Lung and SCT 49755003 Morphologically "
+        "Abnormal Structure / SCT 27925004 Nodule. Trained with Dice + cross-entropy and Adam on "
+        "64^3 crops, centred on a nodule two times in three."
+    ),
+    "lung-nodule-detect": (
+        "Lung-nodule candidates from lung-nodule-seg: 26-connected components of the nodule label "
+        "on the input grid, each with centre (voxel and patient mm), long-axis diameter (largest "
+        "distance between boundary voxels), volume and a score (highest nodule probability in the "
+        "component). The operating point (minimum score, minimum volume) is calibrated on "
+        "training-seed phantoms for at most 0.5 false positives per scan. A finding hits a true "
+        "nodule when its centre lies within the nodule radius + 3 mm."
+    ),
+    "lung-nodule-classify": (
+        "Benign vs malignant for each detected nodule. A VGG-like 2D CNN (three blocks of two 3x3 "
+        "convolutions, max pooling, global average pooling, linear head; cross-entropy, Adam) "
+        "reads three axial planes (centre, +-2 mm) of 48 x 48 one-millimetre pixels around the "
+        "nodule. Grad-CAM (monai.visualize) on the last convolution block (12 x 12 cells of 4 mm) "
+        "gives the attention map; the localisation metrics use patches whose centre is offset "
+        "by up to 6 mm from the nodule, so pointing at the patch centre does not score."
+    ),
+    "ct-denoise": (
+        "Low-dose CT denoiser: residual 2D UNet (16-64 channels) applied to each axial slice, "
+        "output in HU on the input grid (a derived series). L1 loss, Adam; noisy inputs are "
+        "noise-free phantom slices plus spatially correlated noise of 40-140 HU."
+    ),
+    "cxr-classify": (
+        "Frontal chest radiograph: normal vs opacity. Image resized to 128 x 128 (aspect kept), "
+        "scaled by its 1st/99th percentiles; VGG-like CNN, cross-entropy, Adam; Grad-CAM of the "
+        "predicted class on the last block (32 x 32 cells) mapped back to the image grid."
+    ),
+    "report-text": (
+        "Turns lung-nodule findings (size, side, malignancy probability) into a short, "
+        "deterministic plain-language impression with a fixed template (no learned language "
+        "model); every text ends with a demo disclaimer. predict() runs lung-nodule-classify and "
+        "words its findings."
+    ),
+}
+
+_DATA = {
+    "lung-nodule-seg": "chest CT phantoms (body, fat, muscle, ribs, spine, table, heart, trachea, "
+    "lungs at -870..-790 HU with texture and vessels, 0-4 nodules of 5-26 mm, round / lobulated / "
+    "spiculated, some calcified), 1.5-3.0 mm slices, 1.4-2.2 mm pixels, 8-25 HU noise",
+    "lung-nodule-detect": "the chest CT phantoms of lung-nodule-seg",
+    "lung-nodule-classify": "nodule crops (72 mm, lung parenchyma, vessels, sometimes a pleural "
+    "wall) following the phantom rule: irregular margin (lobulated or spiculated) and no "
+    "calcification = malignant (8-26 mm); smooth round, often calcified = benign (5-15 mm)",
+    "ct-denoise": "noise-free chest CT phantoms and their low-dose versions",
+    "cxr-classify": "frontal projections of coarse chest CT phantoms (Beer-Lambert), half with a "
+    "consolidation-like opacity of 18-38 mm radius in one lung",
+    "report-text": "none (template)",
+}
+
+
+def thresholds(name: str, heldout: dict[str, float]) -> dict[str, float]:
+    """Test thresholds for the held-out metrics of ``name``.
+
+    Where the issue target is reached, the threshold lies between the target and the measured
+    value (measured minus a noise margin, never below the target); where it is not reached, the
+    threshold is the measured value minus the margin (and the card says the target is missed).
+    """
+    out: dict[str, float] = {}
+    for metric, (target, margin, higher) in RULES.get(name, {}).items():
+        if metric not in heldout:
+            continue
+        measured = float(heldout[metric])
+        if higher:
+            floor = measured - margin
+            reached = target is not None and measured >= target
+            out[metric] = round(max(target, floor) if reached and target is not None else floor, 3)
+        else:
+            ceiling = measured + margin
+            reached = target is not None and measured <= target
+            out[metric] = round(
+                min(target, ceiling) if reached and target is not None else ceiling, 3
+            )
+    return out
+
+
+def _target_text(name: str, metric: str, measured: float) -> str:
+    target, _, higher = RULES.get(name, {}).get(metric, (None, 0.0, True))
+    if target is None:
+        return "-"
+    ok = measured >= target if higher else measured <= target
+    sign = ">=" if higher else "<="
+    return f"{sign} {target:g} ({'reached' if ok else 'NOT reached'})"
+
+
+def render(name: str, metrics: dict[str, Any]) -> str:
+    """The MODEL_CARD.md text of ``name`` from its ``metrics.json`` content."""
+    heldout: dict[str, float] = metrics.get("heldout", {})
+    thr: dict[str, float] = metrics.get("thresholds", {})
+    training: dict[str, Any] = metrics.get("training", {})
+    lines = [
+        f"# Model card: {name}",
+        "",
+        NOTICE,
+        "",
+        "## Intended use",
+        "Demonstrating and testing the ainode pipeline (routing, inference, DICOM SEG/SR/SC "
+        "results) end to end without patient data. Not a medical device; outputs must never "
+        "inform a diagnosis.",
+        "",
+        "## Method",
+        _PURPOSE[name],
+        "",
+        "## Training data",
+        f"Synthetic only, generated by `node/models/demo/phantoms.py` at training time: "
+        f"{_DATA[name]}. No real images were used: public sets such as LUNA16/LIDC-IDRI are not "
+        "reachable from the build machine, and none is needed to run the demo.",
+        f"Reproduce: `ainode train {name}` (or `python -m node.models.demo.train {name}`), "
+        f"seed {training.get('seed', 0)}, 2 CPU threads.",
+        "",
+    ]
+    facts = {k: v for k, v in training.items() if k != "seed"}
+    if facts:
+        lines.append("Training run: " + ", ".join(f"{k} = {v}" for k, v in facts.items()) + ".")
+        lines.append("")
+    lines += ["## Held-out metrics", ""]
+    if heldout:
+        lines += [
+            "Measured on a separate held-out set generated from different seeds than the training "
+            "data. The tests regenerate yet another fresh set and require the thresholds below.",
+            "",
+            "| metric | held-out value | test threshold | issue target |",
+            "|---|---|---|---|",
+        ]
+        for metric, value in heldout.items():
+            t = thr.get(metric)
+            t_text = "-" if t is None else f"{t:g}"
+            lines.append(
+                f"| {metric} | {value:g} | {t_text} | {_target_text(name, metric, value)} |"
+            )
+    else:
+        lines.append("Not applicable (template model); the tests pin the text for given findings.")
+    lines += [
+        "",
+        "## Limitations",
+        "Phantoms are simple geometric shapes; real anatomy, pathology, artefacts, contrast "
+        "agents and scanners differ. Metrics on phantoms say nothing about clinical performance.",
+        "",
+        NOTICE,
+        "",
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,170 @@
+"""lung-nodule-seg / -detect / -classify on freshly generated held-out chest phantoms.
+
+The seeds here differ from the training seeds (seed * 100_000 + i) and from the held-out seeds
+the training script used for the cards (900_000 + ...), so every run checks unseen phantoms.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from node.models.builtin._common import load_metrics, voxel_to_patient
+from node.models.builtin.lung_nodule_classify import LungNoduleClassifier
+from node.models.builtin.lung_nodule_detect import LungNoduleDetection
+from node.models.builtin.lung_nodule_seg import LungNoduleSegmentation
+from node.models.demo.phantoms import make_chest_ct
+from node.models.demo.train_models import (
+    evaluate_classifier,
+    evaluate_detection,
+    evaluate_segmentation,
+)
+from node.models.demo.volumes import ct_volume
+from node.types import Volume
+
+SEG_SEEDS = [5_000_000 + i for i in range(6)]
+DET_SEEDS = [5_100_000 + i for i in range(8)]
+CLS_SEEDS = [5_200_000 + i for i in range(240)]
+CLS_CHEST_SEEDS = [5_300_000 + i for i in range(4)]
+
+
+@pytest.fixture(scope="module")
+def seg() -> LungNoduleSegmentation:
+    return LungNoduleSegmentation()
+
+
+@pytest.fixture(scope="module")
+def detect(seg: LungNoduleSegmentation) -> LungNoduleDetection:
+    return LungNoduleDetection(seg)
+
+
+@pytest.fixture(scope="module")
+def classify(detect: LungNoduleDetection) -> LungNoduleClassifier:
+    return LungNoduleClassifier(detect)
+
+
+def _assert_meets(name: str, measured: dict[str, float]) -> None:
+    thresholds = load_metrics(name)["thresholds"]
+    lower_is_better = {"false_positives_per_scan"}
+    failures = []
+    for metric, thr in thresholds.items():
+        value = measured[metric]
+        ok = value <= thr if metric in lower_is_better else value >= thr
+        if not ok:
+            failures.append(f"{metric} = {value:.4f} (threshold {thr})")
+    assert not failures, f"{name}: " + "; ".join(failures) + f"; all: {measured}"
+
+
+@pytest.mark.slow
+def test_segmentation_dice_on_fresh_phantoms_meets_card(seg: LungNoduleSegmentation) -> None:
+    _assert_meets("lung-nodule-seg", evaluate_segmentation(seg, SEG_SEEDS))
+
+
+@pytest.mark.slow
+def test_detection_sensitivity_and_false_positives_meet_card(detect: LungNoduleDetection) -> None:
+    _assert_meets("lung-nodule-detect", evaluate_detection(detect, DET_SEEDS))
+
+
+@pytest.mark.slow
+def test_classifier_auc_and_gradcam_localisation_meet_card(classify: LungNoduleClassifier) -> None:
+    measured = evaluate_classifier(classify, CLS_SEEDS, chest_seeds=CLS_CHEST_SEEDS)
+    _assert_meets("lung-nodule-classify", measured)
+    # attention is on the lesion, far more than a uniform map would put there
+    assert measured["gradcam_heat_in_lesion"] > 2 * measured["gradcam_uniform_baseline"]
+    assert measured["gradcam_pointing_game"] >= 0.8
+
+
+def test_segmentation_label_map_on_input_grid_with_coded_segments(
+    seg: LungNoduleSegmentation,
+) -> None:
+    ph = make_chest_ct(5_400_000, spacing=(2.8, 1.5, 1.5), n_nodules=2)
+    pred = seg.predict(ct_volume(ph))
+    assert pred.is_demo and pred.model_name == "lung-nodule-seg"
+    assert pred.label_map is not None and pred.label_map.shape == ph.hu.shape
+    assert pred.label_map.dtype == np.uint8
+    assert set(np.unique(pred.label_map)) <= {0, 1, 2}
+    by_label = {s.label: s for s in pred.segments}
+    assert (by_label[1].category.value, by_label[1].property_type.value) == ("91723000", "39607008")
+    assert (by_label[2].category.value, by_label[2].property_type.value) == ("49755003", "27925004")
+    assert all(s.category.scheme == "SCT" for s in pred.segments)
+    assert {"load", "preprocess", "forward", "postprocess"} <= set(pred.timings_seconds)
+
+
+def test_segmentation_is_reproducible(seg: LungNoduleSegmentation) -> None:
+    vol = ct_volume(make_chest_ct(5_400_001, n_nodules=1))
+    a = seg.predict(vol).label_map
+    b = seg.predict(vol).label_map
+    assert a is not None and b is not None
+    assert np.array_equal(a, b)
+
+
+def test_detection_reports_patient_coordinates_and_sizes(detect: LungNoduleDetection) -> None:
+    ph = make_chest_ct(5_400_002, spacing=(2.0, 1.6, 1.6), n_nodules=3)
+    base = ct_volume(ph)
+    # a geometry that is not the identity: rows run posterior->anterior, shifted origin
+    direction = np.array([[1.0, 0.0, 0.0], [0.0, -1.0, 0.0], [0.0, 0.0, 1.0]])
+    vol = Volume(
+        voxels=base.voxels,
+        spacing=base.spacing,
+        origin=(-10.0, 250.0, -400.0),
+        direction=direction,
+        sources=base.sources,
+        study_uid=base.study_uid,
+        series_uid=base.series_uid,
+        modality="CT",
+        body_part="CHEST",
+    )
+    pred = detect.predict(vol)
+    assert pred.is_demo and pred.findings
+    assert pred.label_map is not None and pred.label_map.shape == ph.hu.shape
+    for f in pred.findings:
+        s, r, c = f.center_voxel
+        expected = (-10.0 + c * 1.6, 250.0 - r * 1.6, -400.0 + s * 2.0)
+        assert np.allclose(f.center_xyz, expected, atol=2.0)
+        assert np.allclose(voxel_to_patient(vol, (s, r, c)), expected)
+        assert 0.0 <= f.score <= 1.0
+        assert f.volume_mm3 is not None and f.volume_mm3 > 0
+        assert f.segment_label is not None
+        assert int((pred.label_map == f.segment_label).sum()) > 0
+    # each true nodule is found, with a diameter of the right size
+    for nod in ph.nodules:
+        centre = np.asarray(nod.center_mm) / np.asarray(ph.spacing)
+        near = [
+            f
+            for f in pred.findings
+            if np.linalg.norm((np.asarray(f.center_voxel) - centre) * ph.spacing)
+            <= nod.radius_mm + 3
+        ]
+        assert near, f"nodule of {nod.diameter_mm:.1f} mm at {nod.center_mm} not detected"
+        f = near[0]
+        assert f.diameter_mm is not None
+        if nod.margin == "round":
+            assert abs(f.diameter_mm - nod.diameter_mm) <= 2.5 * max(ph.spacing)
+
+
+def test_classifier_pipeline_gives_probability_and_heatmap_per_nodule(
+    classify: LungNoduleClassifier,
+) -> None:
+    ph = make_chest_ct(5_400_003, n_nodules=3)
+    vol = ct_volume(ph)
+    pred = classify.predict(vol)
+    assert pred.is_demo
+    assert pred.findings and len(pred.heatmaps) == len(pred.findings)
+    for f, h in zip(pred.findings, pred.heatmaps, strict=True):
+        assert f.malignancy_probability is not None and 0.0 <= f.malignancy_probability <= 1.0
+        assert pred.class_probabilities[f"{f.tracking_id}:malignant"] == f.malignancy_probability
+        assert h.slice_index == f.center_voxel[0]
+        assert h.values.shape == ph.hu.shape[1:]
+        assert h.values.dtype == np.float32
+        assert float(h.values.min()) >= 0.0 and float(h.values.max()) <= 1.0
+        # the hottest pixel lies near the nodule (within its radius + 8 mm)
+        peak = np.unravel_index(int(np.argmax(h.values)), h.values.shape)
+        dist = np.hypot(
+            (peak[0] - f.center_voxel[1]) * ph.spacing[1],
+            (peak[1] - f.center_voxel[2]) * ph.spacing[2],
+        )
+        assert dist <= (f.diameter_mm or 0) / 2 + 8.0
+    again = classify.predict(vol)
+    assert [f.malignancy_probability for f in again.findings] == [
+        f.malignancy_probability for f in pred.findings
+    ]
