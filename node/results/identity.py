@@ -119,8 +119,9 @@ class ResultContext:
         if "DateOfSecondaryCapture" in ds:
             ds.DateOfSecondaryCapture = self.content_date
             ds.TimeOfSecondaryCapture = self.content_time
-        # highdicom does not copy Body Part Examined (PS3.3 C.7.3.1, Type 3).
-        if source.get("BodyPartExamined"):
+        # highdicom does not copy Body Part Examined (PS3.3 C.7.3.1, Type 3); SR has no such
+        # attribute in its IOD (dciodvfy warns).
+        if source.get("BodyPartExamined") and kind != "sr":
             ds.BodyPartExamined = source.BodyPartExamined
         elif "BodyPartExamined" in ds:
             del ds.BodyPartExamined
