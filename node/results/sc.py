@@ -74,6 +74,26 @@ def _fit(values: npt.NDArray[Any], shape: tuple[int, int]) -> npt.NDArray[np.flo
     return np.asarray(img.resize((shape[1], shape[0]), Image.Resampling.BILINEAR), dtype=np.float64)
 
 
+def _text(
+    draw: ImageDraw.ImageDraw,
+    xy: tuple[int, int],
+    line: str,
+    colour: tuple[int, int, int],
+    font: ImageFont.FreeTypeFont | ImageFont.ImageFont,
+    size: int,
+) -> None:
+    """Draw ``line``; an em dash (absent from Pillow's bundled font) is drawn as a bar."""
+    x, y = xy
+    for j, part in enumerate(line.split("\u2014")):
+        if j:
+            bar = max(2, size // 10)
+            mid = y + size // 2 + 1
+            draw.rectangle([x + 2, mid - bar // 2, x + size - 2, mid + bar - bar // 2], fill=colour)
+            x += size
+        draw.text((x, y), part, fill=colour, font=font)
+        x += round(draw.textlength(part, font=font))
+
+
 def _banner(rgb: npt.NDArray[np.uint8], lines: list[str]) -> npt.NDArray[np.uint8]:
     """Enlarge small images, then burn ``lines`` in a black band across the top."""
     img = Image.fromarray(rgb, mode="RGB")
@@ -87,7 +107,7 @@ def _banner(rgb: npt.NDArray[np.uint8], lines: list[str]) -> npt.NDArray[np.uint
     draw.rectangle([0, 0, img.width, band], fill=(0, 0, 0))
     for i, line in enumerate(lines):
         colour = (255, 64, 64) if i == 0 and line == BANNER_DEMO else (255, 255, 0)
-        draw.text((6, 4 + i * (size + 6)), line, fill=colour, font=font)
+        _text(draw, (6, 4 + i * (size + 6)), line, colour, font, size)
     return np.asarray(img, dtype=np.uint8)
 
 
