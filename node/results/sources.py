@@ -7,6 +7,7 @@ the in-memory copy read here.
 from __future__ import annotations
 
 import contextlib
+import copy
 import logging
 import warnings
 from collections.abc import Iterator, Sequence
@@ -54,6 +55,22 @@ class SourceSet:
         return self.header(volume.sources[0])
 
 
+def _hoist_shared_groups(ds: Dataset) -> None:
+    """Copy per-frame Pixel Measures / Plane Orientation into the Shared Functional Groups when
+    every frame has the same value (PS3.3 C.7.6.16: either place is valid; highdicom reads the
+    shared one only)."""
+    per_frame = ds.get("PerFrameFunctionalGroupsSequence")
+    shared = ds.get("SharedFunctionalGroupsSequence")
+    if not per_frame or not shared:
+        return
+    for keyword in ("PixelMeasuresSequence", "PlaneOrientationSequence"):
+        if keyword in shared[0] or not all(keyword in fg for fg in per_frame):
+            continue
+        first = per_frame[0][keyword]
+        if all(fg[keyword].value == first.value for fg in per_frame):
+            shared[0][keyword] = copy.deepcopy(first)
+
+
 def _sanitise(ds: Dataset) -> Dataset:
     """Fix header values that make highdicom refuse an otherwise usable source (copy only)."""
     charset = ds.get("SpecificCharacterSet")
@@ -61,6 +78,7 @@ def _sanitise(ds: Dataset) -> Dataset:
         # An empty value makes highdicom raise "'' is not a valid SpecificCharacterSetValues";
         # the default repertoire is a subset of ISO_IR 100 (PS3.3 C.12.1.1.2).
         ds.SpecificCharacterSet = "ISO_IR 100"
+    _hoist_shared_groups(ds)
     for keyword in ("Laterality", "BodyPartExamined"):
         if keyword in ds and not ds.get(keyword):
             del ds[keyword]
