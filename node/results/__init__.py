@@ -1,0 +1,118 @@
+"""Results: a Prediction plus the source headers -> standard DICOM objects (stage 5).
+
+``build_results`` chooses what to write from what the Prediction holds:
+
+=====================================  ==========================================================
+Prediction                             objects
+=====================================  ==========================================================
+``label_map`` + ``segments``           DICOM-SEG (BINARY, one segment per label)
+``findings`` (+ SEG refs, text)        TID 1500 Measurement Report (Comprehensive 3D SR)
+``class_probabilities`` w/o findings   TID 1500 SR with a Certainty-of-Finding NUM (+ text)
+``text`` alone                         TID 1500 SR with the impression as TEXT
+``heatmaps``                           RGB Secondary Capture per heat-map over its key slice
+``derived_voxels``                     derived CT/MR series (DERIVED\\SECONDARY), else SC series
+=====================================  ==========================================================
+
+Every object passes ``check_results`` (the gate) before it is returned.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+from pydicom.dataset import Dataset
+
+from node.results.derived import build_derived_series, can_derive
+from node.results.gate import check_results
+from node.results.identity import ResultContext
+from node.results.sc import build_gray_sc, build_heatmap_sc
+from node.results.seg import build_seg, segment_numbers
+from node.results.sources import SourceSet, load_sources
+from node.results.sr import build_sr
+from node.results.uids import result_uid
+from node.types import Prediction, Volume
+
+__all__ = ["build_results", "check_results", "load_sources", "result_uid"]
+
+log = logging.getLogger(__name__)
+
+
+def build_results(
+    prediction: Prediction,
+    volume: Volume,
+    source_paths: Sequence[Path] | SourceSet,
+    *,
+    job_id: str,
+    content_datetime: dt.datetime | None = None,
+    check: bool = True,
+    workers: int = 0,
+) -> list[Dataset]:
+    """Build every result object of one job's prediction.
+
+    Parameters
+    ----------
+    prediction
+        What the model produced.
+    volume
+        The volume the model saw (voxels, geometry, per-slice source references).
+    source_paths
+        Files of the source series (headers are read, pixels are not), or loaded headers.
+    job_id
+        The job's id; with the model version it determines every UID (PS3.5 B.2).
+    content_datetime
+        Content/creation date-time written into every object. Pass a value fixed for the job
+        (e.g. its creation time) so a retry is byte-identical; default: now (UTC, seconds).
+    check
+        Run the conformance gate (``check_results``) before returning.
+    workers
+        highdicom SEG frame-encoding workers (0 = in this thread).
+
+    Returns
+    -------
+    list[pydicom.Dataset]
+        In order: SEG, SR, heat-map SCs, derived series (each present only when applicable).
+
+    Raises
+    ------
+    ResultError
+        The prediction cannot be written, or an object fails the gate.
+    """
+    sources = source_paths if isinstance(source_paths, SourceSet) else load_sources(source_paths)
+    when = content_datetime or dt.datetime.now(dt.UTC).replace(microsecond=0)
+    ctx = ResultContext.from_prediction(prediction, job_id=job_id, content_datetime=when)
+    out: list[Dataset] = []
+    index = 0
+    seg: Dataset | None = None
+    if prediction.label_map is not None:
+        seg = build_seg(prediction, volume, sources, ctx, index=index, workers=workers)
+        out.append(seg)
+        index += 1
+    if prediction.findings or prediction.class_probabilities or prediction.text:
+        out.append(
+            build_sr(
+                prediction, volume, sources, ctx, index=index, seg=seg,
+                seg_numbers=segment_numbers(prediction) if seg is not None else None,
+            )
+        )
+        index += 1
+    for heatmap in prediction.heatmaps:
+        out.append(build_heatmap_sc(heatmap, volume, sources, ctx, index=index))
+        index += 1
+    if prediction.derived_voxels is not None:
+        if can_derive(volume, sources):
+            out += build_derived_series(
+                prediction.derived_voxels, volume, sources, ctx, index=index
+            )
+        else:
+            out += build_gray_sc(prediction.derived_voxels, volume, sources, ctx, index=index)
+        index += 1
+    if check:
+        check_results(out, sources)
+    log.info(
+        "results.built",
+        extra={"job_id": job_id, "objects": len(out), "series": index},
+    )
+    return out

@@ -1,0 +1,137 @@
+"""Who made a result and when: series naming, equipment, frozen dates, deterministic UIDs.
+
+Every result object carries the same identification (PS3.3 C.7.5.1 General Equipment):
+Manufacturer ``ainode``, Manufacturer's Model Name = the model name, Software Versions = ainode and
+the model version; a new series whose description names the model, its version and, for demo
+models, ``DEMO``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+from pydicom.dataset import Dataset
+from pydicom.valuerep import DA, TM
+
+from node import __version__
+from node.results.uids import result_uid
+from node.types import Prediction
+
+__all__ = ["DEMO_STATEMENT", "MANUFACTURER", "ResultContext"]
+
+MANUFACTURER = "ainode"
+#: Plain-ASCII statement written into headers of demo results (burned-in banners use an em dash).
+DEMO_STATEMENT = "DEMO MODEL - NOT FOR DIAGNOSIS"
+
+_KIND_LABEL = {"seg": "SEG", "sr": "SR", "sc": "SC", "derived": "DERIVED"}
+
+
+@dataclass(frozen=True, slots=True)
+class ResultContext:
+    """Identity shared by every object of one job's results."""
+
+    job_id: str
+    model_name: str
+    model_version: str
+    is_demo: bool
+    content_datetime: dt.datetime
+
+    @classmethod
+    def from_prediction(
+        cls, prediction: Prediction, *, job_id: str, content_datetime: dt.datetime
+    ) -> ResultContext:
+        """Context of ``prediction`` produced by job ``job_id``."""
+        return cls(
+            job_id=job_id,
+            model_name=prediction.model_name,
+            model_version=prediction.model_version,
+            is_demo=prediction.is_demo,
+            content_datetime=content_datetime,
+        )
+
+    def uid(self, index: int, role: str) -> str:
+        """Deterministic UID of ``role`` inside result object ``index``."""
+        return result_uid(
+            job_id=self.job_id, model_version=self.model_version, index=index, role=role
+        )
+
+    def tracking_uid(self, tracking_id: str) -> str:
+        """Tracking UID of ``tracking_id``: the same in the SEG segment and the SR findings."""
+        return result_uid(
+            job_id=self.job_id, model_version=self.model_version, index=-1,
+            role=f"tracking/{tracking_id}",
+        )
+
+    def series_number(self, index: int) -> int:
+        """Series Number of result object ``index`` (high, to sort after the source series)."""
+        return 9001 + index
+
+    def series_description(self, kind: str) -> str:
+        """Series Description naming model, version, object kind and demo status (LO, ≤64)."""
+        text = f"{self.model_name} {self.model_version} {_KIND_LABEL.get(kind, kind.upper())}"
+        if self.is_demo:
+            text += " DEMO"
+        return text[:64]
+
+    @property
+    def software_versions(self) -> list[str]:
+        """Software Versions: ainode and the model (PS3.3 C.7.5.1.1.3: one value per component)."""
+        return [f"ainode {__version__}", f"{self.model_name} {self.model_version}"[:64]]
+
+    @property
+    def content_date(self) -> DA:
+        """Frozen Content Date."""
+        return DA(self.content_datetime.date())
+
+    @property
+    def content_time(self) -> TM:
+        """Frozen Content Time (whole seconds, so retries are byte-identical)."""
+        return TM(self.content_datetime.time().replace(microsecond=0))
+
+    def finish(self, ds: Dataset, source: Dataset, *, kind: str, image: bool) -> None:
+        """Set the attributes every result shares after highdicom (or pydicom) built ``ds``.
+
+        Parameters
+        ----------
+        ds
+            The result object, modified in place.
+        source
+            Header of the (first) source instance.
+        kind
+            ``"seg"``, ``"sr"``, ``"sc"`` or ``"derived"``.
+        image
+            True when ``ds`` has the General Image module (Image Comments allowed).
+        """
+        ds.SeriesDescription = self.series_description(kind)
+        ds.Manufacturer = MANUFACTURER
+        ds.ManufacturerModelName = self.model_name[:64]
+        ds.SoftwareVersions = self.software_versions
+        # Frozen dates: highdicom stamps "now"; a retried job must produce identical bytes.
+        ds.InstanceCreationDate = self.content_date
+        ds.InstanceCreationTime = self.content_time
+        if "ContentDate" in ds or image or kind == "sr":
+            ds.ContentDate = self.content_date
+            ds.ContentTime = self.content_time
+        if "SeriesDate" in ds:
+            ds.SeriesDate = self.content_date
+            ds.SeriesTime = self.content_time
+        if "DateOfSecondaryCapture" in ds:
+            ds.DateOfSecondaryCapture = self.content_date
+            ds.TimeOfSecondaryCapture = self.content_time
+        # highdicom does not copy Body Part Examined (PS3.3 C.7.3.1, Type 3); SR has no such
+        # attribute in its IOD (dciodvfy warns).
+        if source.get("BodyPartExamined") and kind != "sr":
+            ds.BodyPartExamined = source.BodyPartExamined
+        elif "BodyPartExamined" in ds:
+            del ds.BodyPartExamined
+        # Laterality (Type 2C): only when the source states it; never invent one.
+        if source.get("Laterality"):
+            ds.Laterality = source.Laterality
+        elif "Laterality" in ds and not ds.Laterality:
+            del ds.Laterality
+        if image:
+            comment = f"Produced by {self.model_name} {self.model_version} (ainode)"
+            if self.is_demo:
+                comment = f"{DEMO_STATEMENT}. {comment}"
+            ds.ImageComments = comment
