@@ -132,9 +132,10 @@ class DimseSender(Sender):
                 f"{where} rejected the association ({reason}); check that the peer knows the "
                 f"calling AE '{ae.ae_title}' and the called AE title"
             )
-        if assoc.is_aborted:
-            raise DestinationError(f"{where} aborted the association during negotiation")
-        raise DestinationError(f"{where} cannot be reached (connection refused or timed out)")
+        raise DestinationError(
+            f"{where} cannot be reached (connection refused, timed out or aborted during "
+            "association negotiation)"
+        )
 
     def send(self, parcels: Sequence[Parcel]) -> list[Outcome]:
         refused = self._context.refusals()
