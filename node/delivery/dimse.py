@@ -120,7 +120,9 @@ class DimseSender(Sender):
         if cfg.tls is not None:
             tls_args = (ssl_context(cfg.tls), cfg.host)
         assoc = ae.associate(cfg.host, cfg.port, ae_title=cfg.ae_title, tls_args=tls_args)
-        if assoc.is_established:
+        if assoc.is_established or assoc.rejected_contexts:
+            # the peer answered; with every context rejected pynetdicom aborts, and the caller
+            # answers each object REFUSED (no accepted pairs)
             return assoc
         where = f"destination '{self._context.name}' ({cfg.host}:{cfg.port}, AE '{cfg.ae_title}')"
         if assoc.is_rejected:
@@ -245,8 +247,8 @@ def transcode(path: Path, target: str) -> Dataset:
         if "PixelData" not in ds:
             raise ValueError("object has no pixel data to compress")
         ds.compress(ts)
-    else:
-        ds.file_meta.TransferSyntaxUID = ts
+    # an uncompressed target is left to pynetdicom, which re-encodes the dataset between the
+    # uncompressed syntaxes when it is sent on the accepted context (PS3.5 10.1)
     return ds
 
 

@@ -686,15 +686,26 @@ class Outbox:
                     )
                     retried += 1
                 elif o is not None and o.kind is OutcomeKind.DELIVERED:
+                    is_config_fallback = (
+                        not row.is_fallback_used
+                        and o.sent_sop_uid is not None
+                        and o.sent_sop_uid != row.sop_uid
+                    )
+                    note = o.detail or None
+                    if is_config_fallback:
+                        note = "SOP class not in the destination's sop_classes; SC fallback sent"
                     conn.execute(
                         "UPDATE outbox SET state = 'delivered', delivered_at = ?, updated_at = ?,"
-                        " attempts = attempts + 1, last_status = ?, last_error = ?,"
+                        " attempts = attempts + 1, last_status = ?,"
+                        " last_error = CASE WHEN use_fallback = 1 THEN last_error ELSE ? END,"
+                        " use_fallback = MAX(use_fallback, ?),"
                         " sent_sop_uid = ?, sent_transfer_syntax_uid = ? WHERE id = ?",
                         (
                             now,
                             now,
                             o.status,
-                            o.detail or None,
+                            note,
+                            int(is_config_fallback),
                             o.sent_sop_uid,
                             o.sent_transfer_syntax_uid,
                             row.id,
