@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import random
 import sqlite3
-from pathlib import Path
 
 import numpy as np
 import pydicom
@@ -13,8 +12,8 @@ from pydicom.uid import ImplicitVRLittleEndian
 
 from node.config import DeliveryConfig, DimseDestination
 from node.delivery import Outbox
-from node.delivery.dimse import candidate_syntaxes, classify_status
 from node.delivery.base import OutcomeKind
+from node.delivery.dimse import candidate_syntaxes, classify_status
 from node.types import DeliveryState
 from tests.delivery.storescp import CT_SC_ONLY, start_storescp
 
