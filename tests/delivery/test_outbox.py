@@ -20,7 +20,9 @@ from tests.util import free_port, wait_until
 POLICY = DeliveryConfig(max_attempts=5, backoff_base_seconds=10, backoff_max_seconds=60)
 
 
-def _outbox(tmp_path: Path, clock: SimClock, dests: dict, policy: DeliveryConfig = POLICY) -> Outbox:
+def _outbox(
+    tmp_path: Path, clock: SimClock, dests: dict, policy: DeliveryConfig = POLICY
+) -> Outbox:
     return Outbox(
         tmp_path / "data" / "index.sqlite", dests, clock=clock, policy=policy, rng=random.Random(7)
     )
@@ -178,7 +180,8 @@ def test_schema_is_migrated_once_and_survives_reopen(tmp_path, clock, chest_ct) 
     box = Outbox(db.parent / "data" / "index.sqlite", {}, clock=clock)
     box.close()
     conn = sqlite3.connect(tmp_path / "data" / "index.sqlite")
-    (version,) = conn.execute("SELECT version FROM schema_version WHERE component='outbox'").fetchone()
+    sql = "SELECT version FROM schema_version WHERE component='outbox'"
+    (version,) = conn.execute(sql).fetchone()
     assert version == 1
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     conn.close()
