@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import random
 import sqlite3
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pydicom
@@ -15,14 +17,15 @@ from node.delivery import Outbox
 from node.delivery.base import OutcomeKind
 from node.delivery.dimse import candidate_syntaxes, classify_status
 from node.types import DeliveryState
-from tests.delivery.storescp import CT_SC_ONLY, start_storescp
+from tests.delivery.conftest import SimClock
+from tests.delivery.storescp import CT_SC_ONLY, StorescpPeer, start_storescp
 
 
-def _dest(peer, **kw) -> DimseDestination:
+def _dest(peer: StorescpPeer, **kw: Any) -> DimseDestination:
     return DimseDestination(host="127.0.0.1", port=peer.port, ae_title=peer.aet, **kw)
 
 
-def _received(peer) -> dict[str, pydicom.Dataset]:
+def _received(peer: StorescpPeer) -> dict[str, pydicom.Dataset]:
     return {str(ds.SOPInstanceUID): ds for ds in (pydicom.dcmread(p) for p in peer.files())}
 
 
@@ -37,7 +40,9 @@ def test_candidates_and_status_classes() -> None:
     assert classify_status(0xC000) is OutcomeKind.RETRY
 
 
-def test_series_to_storescp_unchanged(tmp_path, clock, chest_ct) -> None:
+def test_series_to_storescp_unchanged(
+    tmp_path: Path, clock: SimClock, chest_ct: list[Path]
+) -> None:
     with start_storescp(tmp_path / "scp") as peer:
         box = Outbox(tmp_path / "index.sqlite", {"pacs": _dest(peer)}, clock=clock)
         box.enqueue_many(chest_ct, destinations=["pacs"], job_id="j1")
@@ -63,7 +68,9 @@ def test_series_to_storescp_unchanged(tmp_path, clock, chest_ct) -> None:
         "CTImage.dcm_LittleEndianExplicitTransferSyntax_1.2.840.10008.1.2.1.dcm",
     ],
 )
-def test_peer_accepting_only_implicit_gets_a_transcoded_copy(tmp_path, clock, corpus, name) -> None:
+def test_peer_accepting_only_implicit_gets_a_transcoded_copy(
+    tmp_path: Path, clock: SimClock, corpus: Path, name: str
+) -> None:
     src_path = corpus / "transfer-syntax" / "ge-ct-slice-15-syntaxes" / name
     src = pydicom.dcmread(src_path)
     original_ts = str(src.file_meta.TransferSyntaxUID)
@@ -86,7 +93,9 @@ def test_peer_accepting_only_implicit_gets_a_transcoded_copy(tmp_path, clock, co
     assert src_path.read_bytes() == src_path.read_bytes()  # originals are never modified
 
 
-def test_seg_refused_sc_fallback_sent_instead(tmp_path, clock, seg_file, sc_file, sr_file) -> None:
+def test_seg_refused_sc_fallback_sent_instead(
+    tmp_path: Path, clock: SimClock, seg_file: Path, sc_file: Path, sr_file: Path
+) -> None:
     with start_storescp(tmp_path / "scp", config=CT_SC_ONLY) as peer:
         dests = {
             "legacy": _dest(peer, sc_fallback=True),
@@ -115,7 +124,9 @@ def test_seg_refused_sc_fallback_sent_instead(tmp_path, clock, seg_file, sc_file
         box.close()
 
 
-def test_configured_sop_classes_use_fallback_without_asking(tmp_path, clock, seg_file, sc_file):
+def test_configured_sop_classes_use_fallback_without_asking(
+    tmp_path: Path, clock: SimClock, seg_file: Path, sc_file: Path
+) -> None:
     with start_storescp(tmp_path / "scp") as peer:
         dest = _dest(peer, sop_classes=["1.2.840.10008.5.1.4.1.1.7"], sc_fallback=True)
         box = Outbox(tmp_path / "index.sqlite", {"p": dest}, clock=clock)
@@ -127,7 +138,9 @@ def test_configured_sop_classes_use_fallback_without_asking(tmp_path, clock, seg
         box.close()
 
 
-def test_rejected_association_backoff_dead_then_retry(tmp_path, clock, chest_ct) -> None:
+def test_rejected_association_backoff_dead_then_retry(
+    tmp_path: Path, clock: SimClock, chest_ct: list[Path]
+) -> None:
     policy = DeliveryConfig(max_attempts=3, backoff_base_seconds=30, backoff_max_seconds=120)
     with start_storescp(tmp_path / "scp1", args=["--refuse"]) as peer:
         dest = _dest(peer)

@@ -10,6 +10,7 @@ import sqlite3
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pydicom
@@ -23,6 +24,7 @@ from node.config import (
 )
 from node.delivery import Outbox
 from node.types import DeliveryState
+from tests.delivery.conftest import SimClock
 from tests.delivery.orthanc_pinned import start_pinned_orthanc
 from tests.peers.orthanc import OrthancPeer
 from tests.util import free_port, wait_until
@@ -30,7 +32,7 @@ from tests.util import free_port, wait_until
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _dests(peer: OrthancPeer):
+def _dests(peer: OrthancPeer) -> dict[str, Any]:
     http = peer.url
     return {
         "pacs": DimseDestination(host="127.0.0.1", port=peer.dicom_port, ae_title=peer.aet),
@@ -59,7 +61,13 @@ def _uids(paths: list[Path]) -> tuple[str, set[str]]:
 
 
 def test_dimse_stow_rest_all_arrive_in_the_right_series(
-    tmp_path, clock, orthanc, chest_ct, seg_file, sr_file, corpus
+    tmp_path: Path,
+    clock: SimClock,
+    orthanc: OrthancPeer,
+    chest_ct: list[Path],
+    seg_file: Path,
+    sr_file: Path,
+    corpus: Path,
 ) -> None:
     liver = sorted((corpus / "ct" / "abdomen-liver-ct-ge-lightspeed-3sl").glob("*.dcm"))
     box = Outbox(tmp_path / "index.sqlite", _dests(orthanc), clock=clock)
@@ -85,7 +93,9 @@ def test_dimse_stow_rest_all_arrive_in_the_right_series(
     box.close()
 
 
-def test_stow_basic_auth_wrong_then_right_password(tmp_path, clock, chest_ct) -> None:
+def test_stow_basic_auth_wrong_then_right_password(
+    tmp_path: Path, clock: SimClock, chest_ct: list[Path]
+) -> None:
     with start_pinned_orthanc(tmp_path / "o", users={"ai": "s3cret"}) as peer:
         base = peer.url
         url = f"{base}/dicom-web"
@@ -105,7 +115,7 @@ def test_stow_basic_auth_wrong_then_right_password(tmp_path, clock, chest_ct) ->
 
 @pytest.mark.slow
 def test_orthanc_down_then_restarted_everything_arrives_once(
-    tmp_path, clock, chest_ct, seg_file, sr_file
+    tmp_path: Path, clock: SimClock, chest_ct: list[Path], seg_file: Path, sr_file: Path
 ) -> None:
     http_port, dicom_port = free_port(), free_port()
     workdir = tmp_path / "orthanc"
@@ -152,7 +162,9 @@ box.close()
 
 
 @pytest.mark.slow
-def test_kill_9_with_deliveries_pending_then_restart_completes(tmp_path, orthanc, chest_ct) -> None:
+def test_kill_9_with_deliveries_pending_then_restart_completes(
+    tmp_path: Path, orthanc: OrthancPeer, chest_ct: list[Path]
+) -> None:
     db = tmp_path / "data" / "index.sqlite"
     cfg = {
         "db": str(db),

@@ -6,6 +6,7 @@ from __future__ import annotations
 import random
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import pydicom
 import pytest
@@ -21,14 +22,16 @@ POLICY = DeliveryConfig(max_attempts=5, backoff_base_seconds=10, backoff_max_sec
 
 
 def _outbox(
-    tmp_path: Path, clock: SimClock, dests: dict, policy: DeliveryConfig = POLICY
+    tmp_path: Path, clock: SimClock, dests: dict[str, Any], policy: DeliveryConfig = POLICY
 ) -> Outbox:
     return Outbox(
         tmp_path / "data" / "index.sqlite", dests, clock=clock, policy=policy, rng=random.Random(7)
     )
 
 
-def test_enqueue_is_idempotent_per_sop_and_destination(tmp_path, clock, chest_ct) -> None:
+def test_enqueue_is_idempotent_per_sop_and_destination(
+    tmp_path: Path, clock: SimClock, chest_ct: list[Path]
+) -> None:
     box = _outbox(tmp_path, clock, {"f": FolderDestination(type="folder", path=tmp_path / "out")})
     first = box.enqueue(chest_ct[0], destinations=["f"], job_id="job-1")
     again = box.enqueue(chest_ct[0], destinations=["f"], job_id="job-1")
@@ -45,14 +48,18 @@ def test_enqueue_is_idempotent_per_sop_and_destination(tmp_path, clock, chest_ct
     box.close()
 
 
-def test_forwarded_originals_are_marked_forward(tmp_path, clock, chest_ct) -> None:
+def test_forwarded_originals_are_marked_forward(
+    tmp_path: Path, clock: SimClock, chest_ct: list[Path]
+) -> None:
     box = _outbox(tmp_path, clock, {"f": FolderDestination(type="folder", path=tmp_path / "out")})
     box.enqueue_many(chest_ct[:3], destinations=["f"], job_id=None)
     assert {r.job_id for r in box.list()} == {FORWARD}
     box.close()
 
 
-def test_unknown_destination_and_unreadable_file_are_clear_errors(tmp_path, clock) -> None:
+def test_unknown_destination_and_unreadable_file_are_clear_errors(
+    tmp_path: Path, clock: SimClock
+) -> None:
     box = _outbox(tmp_path, clock, {"f": FolderDestination(type="folder", path=tmp_path / "o")})
     junk = tmp_path / "junk.dcm"
     junk.write_bytes(b"not dicom at all")
@@ -64,7 +71,9 @@ def test_unknown_destination_and_unreadable_file_are_clear_errors(tmp_path, cloc
     box.close()
 
 
-def test_backoff_grows_then_dead_letter_then_manual_retry(tmp_path, clock, chest_ct) -> None:
+def test_backoff_grows_then_dead_letter_then_manual_retry(
+    tmp_path: Path, clock: SimClock, chest_ct: list[Path]
+) -> None:
     blocker = tmp_path / "blocked"
     blocker.write_text("a file where the destination folder should be")
     box = _outbox(tmp_path, clock, {"f": FolderDestination(type="folder", path=blocker / "x")})
@@ -96,7 +105,9 @@ def test_backoff_grows_then_dead_letter_then_manual_retry(tmp_path, clock, chest
     box.close()
 
 
-def test_re_enqueue_of_dead_row_revives_it(tmp_path, clock, chest_ct) -> None:
+def test_re_enqueue_of_dead_row_revives_it(
+    tmp_path: Path, clock: SimClock, chest_ct: list[Path]
+) -> None:
     policy = DeliveryConfig(max_attempts=1, backoff_base_seconds=1, backoff_max_seconds=1)
     blocker = tmp_path / "blocked"
     blocker.write_text("x")
@@ -111,7 +122,7 @@ def test_re_enqueue_of_dead_row_revives_it(tmp_path, clock, chest_ct) -> None:
     box.close()
 
 
-def test_retry_dead_all(tmp_path, clock, chest_ct) -> None:
+def test_retry_dead_all(tmp_path: Path, clock: SimClock, chest_ct: list[Path]) -> None:
     policy = DeliveryConfig(max_attempts=1, backoff_base_seconds=1, backoff_max_seconds=1)
     blocker = tmp_path / "blocked"
     blocker.write_text("x")
@@ -128,7 +139,9 @@ def test_retry_dead_all(tmp_path, clock, chest_ct) -> None:
     box.close()
 
 
-def test_one_hour_outage_loses_nothing(tmp_path, clock, chest_ct) -> None:
+def test_one_hour_outage_loses_nothing(
+    tmp_path: Path, clock: SimClock, chest_ct: list[Path]
+) -> None:
     """Default policy: a destination down for an hour (simulated) is still pending, then
     everything is delivered once it is back."""
     blocker = tmp_path / "blocked"
@@ -154,7 +167,7 @@ def test_one_hour_outage_loses_nothing(tmp_path, clock, chest_ct) -> None:
     box.close()
 
 
-def test_down_destination_blocks_no_other(tmp_path, chest_ct) -> None:
+def test_down_destination_blocks_no_other(tmp_path: Path, chest_ct: list[Path]) -> None:
     """Real threads and real time: a DIMSE destination nobody listens on, and a folder."""
     dests = {
         "down": DimseDestination(host="127.0.0.1", port=free_port(), ae_title="NOBODY"),
@@ -173,7 +186,9 @@ def test_down_destination_blocks_no_other(tmp_path, chest_ct) -> None:
         box.close()
 
 
-def test_schema_is_migrated_once_and_survives_reopen(tmp_path, clock, chest_ct) -> None:
+def test_schema_is_migrated_once_and_survives_reopen(
+    tmp_path: Path, clock: SimClock, chest_ct: list[Path]
+) -> None:
     db = tmp_path / "index.sqlite"
     box = _outbox(tmp_path, clock, {"f": FolderDestination(type="folder", path=tmp_path / "o")})
     box.close()
