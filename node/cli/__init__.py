@@ -29,6 +29,7 @@ def version() -> None:
 
 
 # Command groups register themselves below (one import line each).
+from node.cli import deliveries, pull  # noqa: E402, F401, I001 - registers deliveries, pull
 
 
 def main() -> None:
