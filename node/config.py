@@ -20,6 +20,7 @@ __all__ = [
     "AuthConfig",
     "Config",
     "DicomwebDestination",
+    "DeliveryConfig",
     "DicomwebSource",
     "DimseDestination",
     "DimseSource",
@@ -89,6 +90,7 @@ class DicomwebDestination(_Strict):
     password: str | None = None
     token: str | None = None
     verify_tls: bool = True
+    sop_classes: list[str] | None = None
     sc_fallback: bool = False
 
 
@@ -135,6 +137,16 @@ class DicomwebSource(_Strict):
 Source = Annotated[DimseSource | DicomwebSource, Field(discriminator="type")]
 
 
+class DeliveryConfig(_Strict):
+    """Outbox retry policy: exponential back-off with jitter, then dead letter."""
+
+    max_attempts: int = Field(default=30, ge=1)
+    backoff_base_seconds: float = Field(default=5.0, gt=0)
+    backoff_max_seconds: float = Field(default=600.0, gt=0)
+    batch_size: int = Field(default=64, ge=1, le=1000, description="instances per association")
+    timeout_seconds: float = Field(default=60.0, gt=0, description="network timeout per send")
+
+
 class InferenceConfig(_Strict):
     device: str = "auto"
     torch_threads: int = Field(default=0, ge=0, description="0 = torch default")
@@ -160,6 +172,7 @@ class Config(_Strict):
     rules: Path | None = None
     destinations: dict[str, Destination] = Field(default_factory=dict)
     sources: dict[str, Source] = Field(default_factory=dict)
+    delivery: DeliveryConfig = Field(default_factory=DeliveryConfig)
     models: list[Path] = Field(default_factory=list)
     queue: str = "embedded"
     inference: InferenceConfig = Field(default_factory=InferenceConfig)

@@ -1,0 +1,130 @@
+"""DICOMweb destination: STOW-RS (PS3.18 10.5) through dicomweb-client, one request per batch.
+
+Authentication is none, HTTP basic or a bearer token; TLS certificates are verified unless the
+destination sets ``verify_tls: false``.  The store response (PS3.18 10.5.3) is read per instance:
+Referenced SOP Sequence items are delivered (with a Warning Reason if any), Failed SOP Sequence
+items carry the Failure Reason as their status.  The client's own HTTP retries are switched off:
+the outbox decides about retries.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import pydicom
+import requests
+from dicomweb_client.api import DICOMwebClient
+from pydicom.dataset import Dataset
+
+from node.config import DicomwebDestination, DicomwebSource
+from node.delivery.base import Outcome, OutcomeKind, Parcel, Sender, SenderContext, register
+from node.errors import DestinationError
+
+__all__ = ["DicomwebSender", "make_client", "make_session"]
+
+log = logging.getLogger(__name__)
+
+#: STOW-RS failure reasons meaning "this server will never take this object" (PS3.18 I.2.2).
+_PERMANENT = frozenset({0x0122, 0xA900, 0xC122})
+
+
+def make_session(config: DicomwebDestination | DicomwebSource) -> requests.Session:
+    """A ``requests`` session with the configured authentication and TLS verification."""
+    session = requests.Session()
+    if config.auth == "basic":
+        session.auth = requests.auth.HTTPBasicAuth(config.username or "", config.password or "")
+    elif config.auth == "bearer":
+        session.headers["Authorization"] = f"Bearer {config.token or ''}"
+    session.verify = config.verify_tls
+    return session
+
+
+def make_client(
+    config: DicomwebDestination | DicomwebSource, session: requests.Session | None = None
+) -> DICOMwebClient:
+    """A dicomweb-client for ``config.url`` that leaves retrying to the caller."""
+    client = DICOMwebClient(url=config.url.rstrip("/"), session=session or make_session(config))
+    client.set_http_retry_params(retry=False)
+    return client
+
+
+@register("dicomweb")
+class DicomwebSender(Sender):
+    """STOW-RS to one DICOMweb destination."""
+
+    def __init__(self, config: DicomwebDestination, context: SenderContext) -> None:
+        self._config = config
+        self._context = context
+        self._session = make_session(config)
+        self._client = make_client(config, self._session)
+
+    def send(self, parcels: Sequence[Parcel]) -> list[Outcome]:
+        outcomes: list[Outcome] = []
+        datasets: list[Dataset] = []
+        sent: list[Parcel] = []
+        for p in parcels:
+            try:
+                datasets.append(pydicom.dcmread(p.path))
+                sent.append(p)
+            except (OSError, pydicom.errors.InvalidDicomError) as exc:
+                outcomes.append(Outcome(p.row_id, OutcomeKind.RETRY, detail=f"cannot read: {exc}"))
+        if not datasets:
+            return outcomes
+        where = f"destination '{self._context.name}' ({self._config.url})"
+        try:
+            response = self._client.store_instances(datasets)
+        except requests.HTTPError as exc:
+            r = exc.response
+            code = r.status_code if r is not None else 0
+            if r is not None and code == 409:  # every instance failed; the body says why
+                return outcomes + _per_instance(sent, _parse(r))
+            raise DestinationError(f"{where} answered HTTP {code} to STOW-RS") from exc
+        except requests.RequestException as exc:
+            raise DestinationError(f"{where} cannot be reached: {type(exc).__name__}") from exc
+        return outcomes + _per_instance(sent, response)
+
+    def close(self) -> None:
+        self._session.close()
+
+
+def _parse(response: requests.Response) -> Dataset:
+    ctype = response.headers.get("Content-Type", "")
+    try:
+        if "json" in ctype:
+            return Dataset.from_json(response.json())
+    except ValueError:
+        pass
+    return Dataset()
+
+
+def _per_instance(parcels: Sequence[Parcel], response: Dataset) -> list[Outcome]:
+    """One outcome per parcel from a STOW-RS response dataset (PS3.18 Table 10.5.3-1)."""
+    failed: dict[str, int] = {}
+    for item in response.get("FailedSOPSequence", []):
+        failed[str(item.get("ReferencedSOPInstanceUID", ""))] = int(
+            item.get("FailureReason", 0xC000)
+        )
+    stored: dict[str, int] = {}
+    for item in response.get("ReferencedSOPSequence", []):
+        stored[str(item.get("ReferencedSOPInstanceUID", ""))] = int(item.get("WarningReason", 0))
+    out: list[Outcome] = []
+    for p in parcels:
+        if p.sop_uid in failed:
+            code = failed[p.sop_uid]
+            kind = OutcomeKind.REFUSED if code in _PERMANENT else OutcomeKind.RETRY
+            out.append(Outcome(p.row_id, kind, status=code, detail="STOW-RS failure reason"))
+        elif p.sop_uid in stored or not response.get("FailedSOPSequence"):
+            # servers that answer 200 with an empty body stored everything (PS3.18 10.5.3.1)
+            out.append(
+                Outcome(
+                    p.row_id,
+                    OutcomeKind.DELIVERED,
+                    status=stored.get(p.sop_uid, 0),
+                    sent_sop_uid=p.sop_uid,
+                    sent_transfer_syntax_uid=p.transfer_syntax_uid,
+                )
+            )
+        else:
+            out.append(Outcome(p.row_id, OutcomeKind.RETRY, detail="not in the STOW-RS response"))
+    return out

@@ -1,0 +1,781 @@
+"""The durable outbox: every result object to every destination is one row in the SQLite index.
+
+States: ``pending`` -> ``delivered`` | ``dead`` (``node.types.DeliveryState``).  One worker thread
+per destination sends due rows in batches (one association / request per batch), so a destination
+that is down blocks no other.  Failures back off exponentially with jitter,
+``min(max, base * 2**(attempts-1)) * U(0.5, 1)``, and a row is dead-lettered after
+``max_attempts``; ``retry`` puts it back.  Enqueueing the same (SOP Instance UID, destination)
+again is a no-op unless the row is dead, and results carry deterministic UIDs, so a re-send after
+a crash (sent, but not yet marked delivered) overwrites the same instance at the peer instead of
+duplicating it.  Time comes from an injectable ``clock`` so long outages can be simulated.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import random
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pydicom
+
+from node.config import DeliveryConfig
+from node.delivery.base import (
+    BatchError,
+    Outcome,
+    OutcomeKind,
+    Parcel,
+    Sender,
+    SenderContext,
+    make_sender,
+)
+from node.errors import DestinationError, NotFoundError, ResultError
+from node.store.migrate import migrate
+from node.types import DeliveryState
+
+__all__ = ["FORWARD", "STEPS", "Delivery", "Outbox", "connect"]
+
+log = logging.getLogger(__name__)
+
+#: ``job_id`` of rows that forward received originals (rules' ``send_to``).
+FORWARD = "forward"
+
+STEPS = [
+    """
+    CREATE TABLE outbox (
+        id INTEGER PRIMARY KEY,
+        destination TEXT NOT NULL,
+        sop_uid TEXT NOT NULL,
+        sop_class_uid TEXT NOT NULL,
+        study_uid TEXT NOT NULL,
+        series_uid TEXT NOT NULL,
+        transfer_syntax_uid TEXT NOT NULL,
+        path TEXT NOT NULL,
+        fallback_path TEXT,
+        use_fallback INTEGER NOT NULL DEFAULT 0,
+        job_id TEXT NOT NULL,
+        state TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at REAL NOT NULL,
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL,
+        delivered_at REAL,
+        last_status INTEGER,
+        last_error TEXT,
+        sent_sop_uid TEXT,
+        sent_transfer_syntax_uid TEXT,
+        UNIQUE (sop_uid, destination)
+    );
+    CREATE INDEX outbox_due ON outbox (destination, state, next_attempt_at);
+    CREATE INDEX outbox_study ON outbox (study_uid);
+    CREATE TABLE outbox_refusal (
+        destination TEXT NOT NULL,
+        sop_class_uid TEXT NOT NULL,
+        transfer_syntax_uid TEXT NOT NULL,
+        learnt_at REAL NOT NULL,
+        PRIMARY KEY (destination, sop_class_uid, transfer_syntax_uid)
+    )
+    """,
+]
+
+_COLUMNS = (
+    "id, destination, sop_uid, sop_class_uid, study_uid, series_uid, transfer_syntax_uid, path, "
+    "fallback_path, use_fallback, job_id, state, attempts, next_attempt_at, created_at, "
+    "updated_at, delivered_at, last_status, last_error, sent_sop_uid, sent_transfer_syntax_uid"
+)
+#: A refusal learnt from a peer is trusted this long, then the peer is asked again.
+REFUSAL_TTL_SECONDS = 3600.0
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """One row of the outbox: one object to one destination."""
+
+    id: int
+    destination: str
+    sop_uid: str
+    sop_class_uid: str
+    study_uid: str
+    series_uid: str
+    transfer_syntax_uid: str
+    path: Path
+    fallback_path: Path | None
+    is_fallback_used: bool
+    job_id: str
+    state: DeliveryState
+    attempts: int
+    next_attempt_at: float
+    created_at: float
+    updated_at: float
+    delivered_at: float | None
+    last_status: int | None
+    last_error: str | None
+    sent_sop_uid: str | None
+    sent_transfer_syntax_uid: str | None
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict (paths as strings, state as its value)."""
+        return {
+            "id": self.id,
+            "destination": self.destination,
+            "sop_uid": self.sop_uid,
+            "sop_class_uid": self.sop_class_uid,
+            "study_uid": self.study_uid,
+            "series_uid": self.series_uid,
+            "job_id": self.job_id,
+            "state": self.state.value,
+            "attempts": self.attempts,
+            "next_attempt_at": self.next_attempt_at,
+            "created_at": self.created_at,
+            "delivered_at": self.delivered_at,
+            "last_status": self.last_status,
+            "last_error": self.last_error,
+            "is_fallback_used": self.is_fallback_used,
+            "sent_sop_uid": self.sent_sop_uid,
+            "sent_transfer_syntax_uid": self.sent_transfer_syntax_uid,
+        }
+
+
+def _row(r: sqlite3.Row | tuple[Any, ...]) -> Delivery:
+    return Delivery(
+        id=int(r[0]),
+        destination=r[1],
+        sop_uid=r[2],
+        sop_class_uid=r[3],
+        study_uid=r[4],
+        series_uid=r[5],
+        transfer_syntax_uid=r[6],
+        path=Path(r[7]),
+        fallback_path=Path(r[8]) if r[8] else None,
+        is_fallback_used=bool(r[9]),
+        job_id=r[10],
+        state=DeliveryState(r[11]),
+        attempts=int(r[12]),
+        next_attempt_at=float(r[13]),
+        created_at=float(r[14]),
+        updated_at=float(r[15]),
+        delivered_at=r[16],
+        last_status=r[17],
+        last_error=r[18],
+        sent_sop_uid=r[19],
+        sent_transfer_syntax_uid=r[20],
+    )
+
+
+def connect(db_path: Path) -> sqlite3.Connection:
+    """Open the index file (WAL, 10 s busy timeout) and bring the outbox tables up to date."""
+    db_path.parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(str(db_path), timeout=10.0, check_same_thread=False)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA busy_timeout=10000")
+    conn.execute("PRAGMA synchronous=FULL")
+    migrate(conn, "outbox", STEPS)
+    return conn
+
+
+@dataclass(frozen=True, slots=True)
+class _Header:
+    sop_uid: str
+    sop_class_uid: str
+    study_uid: str
+    series_uid: str
+    transfer_syntax_uid: str
+
+
+def _read_header(path: Path) -> _Header:
+    try:
+        ds = pydicom.dcmread(
+            path,
+            stop_before_pixels=True,
+            specific_tags=[
+                "SOPInstanceUID",
+                "SOPClassUID",
+                "StudyInstanceUID",
+                "SeriesInstanceUID",
+            ],
+        )
+        meta = ds.file_meta
+        return _Header(
+            sop_uid=str(ds.SOPInstanceUID),
+            sop_class_uid=str(ds.SOPClassUID),
+            study_uid=str(ds.StudyInstanceUID),
+            series_uid=str(ds.SeriesInstanceUID),
+            transfer_syntax_uid=str(meta.TransferSyntaxUID),
+        )
+    except (OSError, AttributeError, pydicom.errors.InvalidDicomError) as exc:
+        raise ResultError(
+            f"cannot enqueue {path.name}: not a readable DICOM file with SOP/Study/Series UIDs "
+            f"and a transfer syntax ({exc})"
+        ) from exc
+
+
+class Outbox:
+    """Durable, retrying delivery of DICOM files to the configured destinations.
+
+    Parameters
+    ----------
+    db_path:
+        The node's SQLite index (``data_dir/index.sqlite``); the outbox owns its own tables.
+    destinations:
+        Destination name -> config (``node.config`` destination models).
+    clock:
+        Seconds since the epoch; injectable for simulated-time tests.
+    policy:
+        Retry policy (``delivery`` section of the config).
+    node_ae_title:
+        Calling AE title for DIMSE destinations that do not set their own.
+    rng:
+        Source of back-off jitter.
+    poll_seconds:
+        Longest a worker sleeps before looking at the table again (picks up CLI retries).
+    """
+
+    def __init__(
+        self,
+        db_path: Path,
+        destinations: Mapping[str, Any],
+        *,
+        clock: Callable[[], float] = time.time,
+        policy: DeliveryConfig | None = None,
+        node_ae_title: str = "AINODE",
+        rng: random.Random | None = None,
+        poll_seconds: float = 2.0,
+    ) -> None:
+        self._db_path = Path(db_path)
+        self._destinations = dict(destinations)
+        self._clock = clock
+        self._policy = policy or DeliveryConfig()
+        self._node_ae_title = node_ae_title
+        self._rng = rng or random.Random()
+        self._poll_seconds = poll_seconds
+        self._conn = connect(self._db_path)
+        self._lock = threading.RLock()
+        self._wake = {name: threading.Event() for name in self._destinations}
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._senders: dict[str, Sender] = {}
+
+    # ------------------------------------------------------------ public API
+    @property
+    def destinations(self) -> tuple[str, ...]:
+        """Names of the configured destinations."""
+        return tuple(self._destinations)
+
+    def enqueue(
+        self,
+        path: Path,
+        *,
+        destinations: Sequence[str],
+        job_id: str | None,
+        fallback_path: Path | None = None,
+    ) -> list[int]:
+        """Queue one DICOM file for each destination; return the row ids.
+
+        Parameters
+        ----------
+        path:
+            The object on disk under ``data_dir`` (read for its UIDs, never modified).
+        destinations:
+            Destination names from the config.
+        job_id:
+            The job that produced the object, or ``None`` (stored as ``"forward"``) for received
+            originals forwarded by a rule.
+        fallback_path:
+            A Secondary Capture rendering to send instead where the destination refuses this
+            object's SOP class and has ``sc_fallback`` set.
+
+        Raises
+        ------
+        NotFoundError
+            A destination name is not configured.
+        ResultError
+            The file is not a readable DICOM object.
+        """
+        return self.enqueue_many(
+            [path], destinations=destinations, job_id=job_id, fallback_paths=[fallback_path]
+        )
+
+    def enqueue_many(
+        self,
+        paths: Sequence[Path],
+        *,
+        destinations: Sequence[str],
+        job_id: str | None,
+        fallback_paths: Sequence[Path | None] | None = None,
+    ) -> list[int]:
+        """Queue several files in one transaction (see ``enqueue``); return the row ids."""
+        unknown = [d for d in destinations if d not in self._destinations]
+        if unknown:
+            raise NotFoundError(
+                f"unknown destination(s) {', '.join(map(repr, unknown))}; configured: "
+                f"{', '.join(self._destinations) or 'none'} (see 'destinations' in the config)"
+            )
+        fallbacks = list(fallback_paths) if fallback_paths is not None else [None] * len(paths)
+        headers = [_read_header(Path(p)) for p in paths]
+        now = self._clock()
+        ids: list[int] = []
+        with self._lock, self._conn:
+            for path, header, fallback in zip(paths, headers, fallbacks, strict=True):
+                for dest in destinations:
+                    self._conn.execute(
+                        "INSERT INTO outbox (destination, sop_uid, sop_class_uid, study_uid,"
+                        " series_uid, transfer_syntax_uid, path, fallback_path, job_id, state,"
+                        " next_attempt_at, created_at, updated_at)"
+                        " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)"
+                        " ON CONFLICT (sop_uid, destination) DO UPDATE SET"
+                        " state = excluded.state, attempts = 0,"
+                        " next_attempt_at = excluded.created_at,"
+                        " updated_at = excluded.created_at, path = excluded.path,"
+                        " fallback_path = excluded.fallback_path, use_fallback = 0,"
+                        " job_id = excluded.job_id, last_error = NULL, last_status = NULL"
+                        " WHERE outbox.state = 'dead'",
+                        (
+                            dest,
+                            header.sop_uid,
+                            header.sop_class_uid,
+                            header.study_uid,
+                            header.series_uid,
+                            header.transfer_syntax_uid,
+                            str(Path(path).resolve()),
+                            str(Path(fallback).resolve()) if fallback else None,
+                            job_id or FORWARD,
+                            DeliveryState.PENDING.value,
+                            now,
+                            now,
+                            now,
+                        ),
+                    )
+                    row = self._conn.execute(
+                        "SELECT id FROM outbox WHERE sop_uid = ? AND destination = ?",
+                        (header.sop_uid, dest),
+                    ).fetchone()
+                    ids.append(int(row[0]))
+        for dest in destinations:
+            self._wake[dest].set()
+        log.debug("outbox.enqueued", extra={"rows": len(ids), "job_id": job_id or FORWARD})
+        return ids
+
+    def list(
+        self,
+        *,
+        state: DeliveryState | str | None = None,
+        destination: str | None = None,
+        study_uid: str | None = None,
+        job_id: str | None = None,
+        limit: int = 1000,
+    ) -> list[Delivery]:
+        """Rows of the outbox, newest first, filtered by the given fields."""
+        where, args = [], []
+        if state is not None:
+            where.append("state = ?")
+            args.append(DeliveryState(state).value)
+        for col, val in (
+            ("destination", destination),
+            ("study_uid", study_uid),
+            ("job_id", job_id),
+        ):
+            if val is not None:
+                where.append(f"{col} = ?")
+                args.append(val)
+        sql = f"SELECT {_COLUMNS} FROM outbox"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY id DESC LIMIT ?"
+        with self._lock:
+            rows = self._conn.execute(sql, (*args, limit)).fetchall()
+        return [_row(r) for r in rows]
+
+    def get(self, row_id: int) -> Delivery:
+        """One row by id.
+
+        Raises
+        ------
+        NotFoundError
+            No such row.
+        """
+        with self._lock:
+            r = self._conn.execute(
+                f"SELECT {_COLUMNS} FROM outbox WHERE id = ?", (row_id,)
+            ).fetchone()
+        if r is None:
+            raise NotFoundError(f"no delivery with id {row_id}; see 'ainode deliveries list'")
+        return _row(r)
+
+    def retry(self, row_id: int) -> Delivery:
+        """Put a row back to ``pending`` with no attempts counted, due now.
+
+        Meant for dead-lettered rows once the destination is fixed; a delivered row is sent again
+        (same UIDs, so the peer keeps one copy).
+
+        Raises
+        ------
+        NotFoundError
+            No such row.
+        """
+        self.get(row_id)
+        now = self._clock()
+        with self._lock, self._conn:
+            self._conn.execute(
+                "UPDATE outbox SET state = 'pending', attempts = 0, next_attempt_at = ?,"
+                " updated_at = ?, use_fallback = 0 WHERE id = ?",
+                (now, now, row_id),
+            )
+        row = self.get(row_id)
+        if row.destination in self._wake:
+            self._wake[row.destination].set()
+        log.info("outbox.retry", extra={"row_id": row_id, "destination": row.destination})
+        return row
+
+    def retry_dead(self, *, destination: str | None = None) -> int:
+        """Retry every dead row (of one destination, or all); return how many."""
+        now = self._clock()
+        sql = (
+            "UPDATE outbox SET state = 'pending', attempts = 0, next_attempt_at = ?,"
+            " updated_at = ?, use_fallback = 0 WHERE state = 'dead'"
+        )
+        args: list[Any] = [now, now]
+        if destination is not None:
+            sql += " AND destination = ?"
+            args.append(destination)
+        with self._lock, self._conn:
+            n = self._conn.execute(sql, args).rowcount
+        for event in self._wake.values():
+            event.set()
+        log.info("outbox.retry_dead", extra={"rows": n, "destination": destination or "*"})
+        return int(n)
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        """``{destination: {state: rows}}`` for dashboards and metrics."""
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT destination, state, COUNT(*) FROM outbox GROUP BY destination, state"
+            ).fetchall()
+        out: dict[str, dict[str, int]] = {}
+        for dest, state, n in rows:
+            out.setdefault(dest, {})[state] = int(n)
+        return out
+
+    def start(self) -> None:
+        """Start one worker thread per destination."""
+        if self._threads:
+            return
+        self._stop.clear()
+        for name in self._destinations:
+            t = threading.Thread(target=self._worker, args=(name,), name=f"outbox-{name}")
+            t.daemon = True
+            t.start()
+            self._threads.append(t)
+        log.info("outbox.started", extra={"destinations": len(self._destinations)})
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop the workers (each finishes its current batch) and close connections."""
+        self._stop.set()
+        for event in self._wake.values():
+            event.set()
+        for t in self._threads:
+            t.join(timeout)
+        self._threads.clear()
+        for sender in self._senders.values():
+            sender.close()
+        self._senders.clear()
+
+    def close(self) -> None:
+        """Stop the workers and close the database connection."""
+        self.stop()
+        with self._lock:
+            self._conn.close()
+
+    def run_once(self, destinations: Iterable[str] | None = None) -> int:
+        """Send everything that is due now, synchronously (tests, CLI); return rows handled."""
+        handled = 0
+        for name in destinations or self._destinations:
+            while True:
+                n, _ = self._process(name, self._conn)
+                handled += n
+                if n == 0:
+                    break
+        return handled
+
+    # ------------------------------------------------------------ worker
+    def _worker(self, name: str) -> None:
+        conn = connect(self._db_path)
+        try:
+            while not self._stop.is_set():
+                n, wait = self._process(name, conn)
+                if n:
+                    continue
+                timeout = self._poll_seconds if wait is None else min(wait, self._poll_seconds)
+                self._wake[name].wait(max(timeout, 0.01))
+                self._wake[name].clear()
+        finally:
+            conn.close()
+
+    def _sender(self, name: str) -> Sender:
+        sender = self._senders.get(name)
+        if sender is None:
+            context = SenderContext(
+                name=name,
+                node_ae_title=self._node_ae_title,
+                timeout_seconds=self._policy.timeout_seconds,
+                remember_refusal=lambda sop, ts: self._remember_refusal(name, sop, ts),
+                refusals=lambda: self._refusals(name),
+            )
+            sender = make_sender(self._destinations[name], context)
+            self._senders[name] = sender
+        return sender
+
+    def _remember_refusal(self, name: str, sop_class_uid: str, ts_uid: str) -> None:
+        with self._lock, self._conn:
+            self._conn.execute(
+                "INSERT INTO outbox_refusal VALUES (?,?,?,?) ON CONFLICT DO UPDATE SET"
+                " learnt_at = excluded.learnt_at",
+                (name, sop_class_uid, ts_uid, self._clock()),
+            )
+        log.info(
+            "outbox.refusal_learnt",
+            extra={"destination": name, "sop_class_uid": sop_class_uid, "ts": ts_uid},
+        )
+
+    def _refusals(self, name: str) -> frozenset[tuple[str, str]]:
+        since = self._clock() - REFUSAL_TTL_SECONDS
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT sop_class_uid, transfer_syntax_uid FROM outbox_refusal"
+                " WHERE destination = ? AND learnt_at >= ?",
+                (name, since),
+            ).fetchall()
+        return frozenset((str(a), str(b)) for a, b in rows)
+
+    def _backoff(self, attempts: int) -> float:
+        p = self._policy
+        delay = min(p.backoff_max_seconds, p.backoff_base_seconds * 2 ** max(attempts - 1, 0))
+        return float(delay) * (0.5 + 0.5 * self._rng.random())
+
+    def _process(self, name: str, conn: sqlite3.Connection) -> tuple[int, float | None]:
+        """Send one batch of due rows of ``name``; return (rows handled, seconds to next due)."""
+        now = self._clock()
+        rows = [
+            _row(r)
+            for r in conn.execute(
+                f"SELECT {_COLUMNS} FROM outbox WHERE destination = ? AND state = 'pending'"
+                " AND next_attempt_at <= ? ORDER BY next_attempt_at, id LIMIT ?",
+                (name, now, self._policy.batch_size),
+            ).fetchall()
+        ]
+        if not rows:
+            nxt = conn.execute(
+                "SELECT MIN(next_attempt_at) FROM outbox"
+                " WHERE destination = ? AND state = 'pending'",
+                (name,),
+            ).fetchone()[0]
+            return 0, None if nxt is None else max(float(nxt) - now, 0.0)
+        config = self._destinations[name]
+        allowed = getattr(config, "sop_classes", None)
+        is_fallback_on = bool(getattr(config, "sc_fallback", False))
+        outcomes: dict[int, Outcome] = {}
+        parcels: list[Parcel] = []
+        for row in rows:
+            parcel, refusal = self._parcel(row, allowed, is_fallback_on)
+            if parcel is None:
+                outcomes[row.id] = refusal
+            else:
+                parcels.append(parcel)
+        by_id = {r.id: r for r in rows}
+        failure: str | None = None
+        if parcels:
+            try:
+                for o in self._sender(name).send(parcels):
+                    outcomes[o.row_id] = o
+            except BatchError as exc:
+                failure = str(exc)
+                for o in exc.partial:
+                    outcomes[o.row_id] = o
+            except DestinationError as exc:
+                failure = str(exc)
+            except (
+                Exception
+            ) as exc:  # a sender bug must not kill the worker: back off, keep it visible
+                log.exception("outbox.sender_crashed", extra={"destination": name})
+                failure = f"internal error in sender: {type(exc).__name__}: {exc}"
+        # SOP class refused: switch to the SC rendering where allowed, else dead
+        retry_with_fallback = [
+            rid
+            for rid, o in outcomes.items()
+            if o.kind is OutcomeKind.REFUSED
+            and is_fallback_on
+            and by_id[rid].fallback_path is not None
+            and not by_id[rid].is_fallback_used
+        ]
+        self._record(conn, name, rows, outcomes, failure, retry_with_fallback)
+        return len(rows), 0.0
+
+    def _parcel(
+        self, row: Delivery, allowed: Sequence[str] | None, is_fallback_on: bool
+    ) -> tuple[Parcel | None, Outcome]:
+        path, sop_class = row.path, row.sop_class_uid
+        use_fallback = row.is_fallback_used
+        if allowed is not None and sop_class not in allowed and not use_fallback:
+            if is_fallback_on and row.fallback_path is not None:
+                use_fallback = True
+            else:
+                return None, Outcome(
+                    row.id,
+                    OutcomeKind.REFUSED,
+                    detail=f"SOP class {sop_class} is not in the destination's sop_classes",
+                )
+        if use_fallback and row.fallback_path is not None:
+            try:
+                h = _read_header(row.fallback_path)
+            except ResultError as exc:
+                return None, Outcome(row.id, OutcomeKind.REFUSED, detail=str(exc))
+            return (
+                Parcel(
+                    row.id,
+                    row.fallback_path,
+                    h.sop_uid,
+                    h.sop_class_uid,
+                    h.study_uid,
+                    h.series_uid,
+                    h.transfer_syntax_uid,
+                ),
+                Outcome(row.id, OutcomeKind.DELIVERED),
+            )
+        if not path.is_file():
+            return None, Outcome(
+                row.id, OutcomeKind.REFUSED, detail=f"file {path} is gone from the store"
+            )
+        return (
+            Parcel(
+                row.id,
+                path,
+                row.sop_uid,
+                sop_class,
+                row.study_uid,
+                row.series_uid,
+                row.transfer_syntax_uid,
+                row.fallback_path,
+            ),
+            Outcome(row.id, OutcomeKind.DELIVERED),
+        )
+
+    def _record(
+        self,
+        conn: sqlite3.Connection,
+        name: str,
+        rows: Sequence[Delivery],
+        outcomes: Mapping[int, Outcome],
+        failure: str | None,
+        retry_with_fallback: Sequence[int],
+    ) -> None:
+        now = self._clock()
+        delivered = dead = retried = 0
+        with self._lock if conn is self._conn else contextlib.nullcontext(), conn:
+            for row in rows:
+                o = outcomes.get(row.id)
+                if row.id in retry_with_fallback:
+                    conn.execute(
+                        "UPDATE outbox SET use_fallback = 1, next_attempt_at = ?, updated_at = ?,"
+                        " last_status = ?, last_error = ? WHERE id = ?",
+                        (now, now, o.status if o else None, _err(o, "SOP class refused"), row.id),
+                    )
+                    retried += 1
+                elif o is not None and o.kind is OutcomeKind.DELIVERED:
+                    is_config_fallback = (
+                        not row.is_fallback_used
+                        and o.sent_sop_uid is not None
+                        and o.sent_sop_uid != row.sop_uid
+                    )
+                    note = o.detail or None
+                    if is_config_fallback:
+                        note = "SOP class not in the destination's sop_classes; SC fallback sent"
+                    conn.execute(
+                        "UPDATE outbox SET state = 'delivered', delivered_at = ?, updated_at = ?,"
+                        " attempts = attempts + 1, last_status = ?,"
+                        " last_error = CASE WHEN use_fallback = 1 THEN last_error ELSE ? END,"
+                        " use_fallback = MAX(use_fallback, ?),"
+                        " sent_sop_uid = ?, sent_transfer_syntax_uid = ? WHERE id = ?",
+                        (
+                            now,
+                            now,
+                            o.status,
+                            note,
+                            int(is_config_fallback),
+                            o.sent_sop_uid,
+                            o.sent_transfer_syntax_uid,
+                            row.id,
+                        ),
+                    )
+                    delivered += 1
+                elif o is not None and o.kind is OutcomeKind.REFUSED:
+                    conn.execute(
+                        "UPDATE outbox SET state = 'dead', updated_at = ?, attempts = attempts + 1,"
+                        " last_status = ?, last_error = ? WHERE id = ?",
+                        (now, o.status, _err(o, "refused"), row.id),
+                    )
+                    dead += 1
+                else:
+                    attempts = row.attempts + 1
+                    is_dead = attempts >= self._policy.max_attempts
+                    detail = _err(o, failure or "no outcome from sender")
+                    conn.execute(
+                        "UPDATE outbox SET state = ?, attempts = ?, next_attempt_at = ?,"
+                        " updated_at = ?, last_status = ?, last_error = ? WHERE id = ?",
+                        (
+                            "dead" if is_dead else "pending",
+                            attempts,
+                            now + self._backoff(attempts),
+                            now,
+                            o.status if o else None,
+                            detail,
+                            row.id,
+                        ),
+                    )
+                    if is_dead:
+                        dead += 1
+                    else:
+                        retried += 1
+            if failure is not None:
+                # the destination itself failed: every other due row waits as long as this batch
+                self._hold_others(conn, name, {r.id for r in rows}, now, failure)
+        log.info(
+            "outbox.batch",
+            extra={
+                "destination": name,
+                "delivered": delivered,
+                "retry": retried,
+                "dead": dead,
+                "failure": failure is not None,
+            },
+        )
+
+    def _hold_others(
+        self, conn: sqlite3.Connection, name: str, done: set[int], now: float, failure: str
+    ) -> None:
+        others = conn.execute(
+            "SELECT id, attempts FROM outbox WHERE destination = ? AND state = 'pending'"
+            " AND next_attempt_at <= ?",
+            (name, now),
+        ).fetchall()
+        for rid, attempts in others:
+            if rid in done:
+                continue
+            n = int(attempts) + 1
+            is_dead = n >= self._policy.max_attempts
+            conn.execute(
+                "UPDATE outbox SET state = ?, attempts = ?, next_attempt_at = ?, updated_at = ?,"
+                " last_error = ? WHERE id = ?",
+                ("dead" if is_dead else "pending", n, now + self._backoff(n), now, failure, rid),
+            )
+
+
+def _err(o: Outcome | None, default: str) -> str:
+    if o is None:
+        return default
+    code = f"status 0x{o.status:04X}: " if o.status is not None else ""
+    return f"{code}{o.detail or default}"

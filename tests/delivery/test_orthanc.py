@@ -1,0 +1,222 @@
+"""Delivery into a real Orthanc by DIMSE, STOW-RS and REST; outage and restart; kill -9."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pydicom
+import pytest
+
+from node.config import (
+    DeliveryConfig,
+    DicomwebDestination,
+    DimseDestination,
+    OrthancDestination,
+)
+from node.delivery import Outbox
+from node.types import DeliveryState
+from tests.delivery.conftest import SimClock
+from tests.delivery.orthanc_pinned import start_pinned_orthanc
+from tests.peers.orthanc import OrthancPeer
+from tests.util import free_port, wait_until
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _dests(peer: OrthancPeer) -> dict[str, Any]:
+    http = peer.url
+    return {
+        "pacs": DimseDestination(host="127.0.0.1", port=peer.dicom_port, ae_title=peer.aet),
+        "web": DicomwebDestination(type="dicomweb", url=f"{http}/dicom-web"),
+        "rest": OrthancDestination(type="orthanc", url=http),
+    }
+
+
+def _series_in_orthanc(url: str) -> dict[str, set[str]]:
+    """Series Instance UID -> SOP Instance UIDs stored in the Orthanc at ``url``."""
+    out: dict[str, set[str]] = {}
+    for sid in httpx.get(f"{url}/series", timeout=30).json():
+        s = httpx.get(f"{url}/series/{sid}", timeout=30).json()
+        uid = s["MainDicomTags"]["SeriesInstanceUID"]
+        for iid in s["Instances"]:
+            tags = httpx.get(f"{url}/instances/{iid}", timeout=30).json()["MainDicomTags"]
+            out.setdefault(uid, set()).add(tags["SOPInstanceUID"])
+    return out
+
+
+def _uids(paths: list[Path]) -> tuple[str, set[str]]:
+    headers = [pydicom.dcmread(p, stop_before_pixels=True) for p in paths]
+    series = {str(h.SeriesInstanceUID) for h in headers}
+    assert len(series) == 1
+    return series.pop(), {str(h.SOPInstanceUID) for h in headers}
+
+
+def test_dimse_stow_rest_all_arrive_in_the_right_series(
+    tmp_path: Path,
+    clock: SimClock,
+    orthanc: OrthancPeer,
+    chest_ct: list[Path],
+    seg_file: Path,
+    sr_file: Path,
+    corpus: Path,
+) -> None:
+    liver = sorted((corpus / "ct" / "abdomen-liver-ct-ge-lightspeed-3sl").glob("*.dcm"))
+    box = Outbox(tmp_path / "index.sqlite", _dests(orthanc), clock=clock)
+    box.enqueue_many(chest_ct, destinations=["pacs"], job_id="j-dimse")
+    box.enqueue_many([seg_file, sr_file], destinations=["web"], job_id="j-stow")
+    box.enqueue_many(liver, destinations=["rest"], job_id="j-rest")
+    box.run_once()
+    assert box.counts() == {
+        "pacs": {"delivered": 30},
+        "web": {"delivered": 2},
+        "rest": {"delivered": 3},
+    }
+    stored = _series_in_orthanc(orthanc.url)
+    for group in (chest_ct, [seg_file], [sr_file], liver):
+        series_uid, sops = _uids(group)
+        assert stored[series_uid] == sops
+    assert len(orthanc.instances()) == 35
+    # a second round (same UIDs, e.g. a retried job) keeps exactly one copy each
+    for row in box.list():
+        box.retry(row.id)
+    box.run_once()
+    assert len(orthanc.instances()) == 35
+    box.close()
+
+
+def test_stow_basic_auth_wrong_then_right_password(
+    tmp_path: Path, clock: SimClock, chest_ct: list[Path]
+) -> None:
+    with start_pinned_orthanc(tmp_path / "o", users={"ai": "s3cret"}) as peer:
+        base = peer.url
+        url = f"{base}/dicom-web"
+        bad = DicomwebDestination(
+            type="dicomweb", url=url, auth="basic", username="ai", password="wrong"
+        )
+        good = bad.model_copy(update={"password": "s3cret"})
+        box = Outbox(tmp_path / "index.sqlite", {"bad": bad, "good": good}, clock=clock)
+        box.enqueue_many(chest_ct[:3], destinations=["bad", "good"], job_id="j")
+        box.run_once()
+        assert box.counts() == {"bad": {"pending": 3}, "good": {"delivered": 3}}
+        assert "HTTP 401" in (box.list(destination="bad")[0].last_error or "")
+        r = httpx.get(f"{base}/instances", auth=("ai", "s3cret"), timeout=30)
+        assert len(r.json()) == 3
+        box.close()
+
+
+@pytest.mark.slow
+def test_orthanc_down_then_restarted_everything_arrives_once(
+    tmp_path: Path, clock: SimClock, chest_ct: list[Path], seg_file: Path, sr_file: Path
+) -> None:
+    http_port, dicom_port = free_port(), free_port()
+    workdir = tmp_path / "orthanc"
+    with start_pinned_orthanc(workdir, http_port=http_port, dicom_port=dicom_port) as peer:
+        dests = _dests(peer)
+    # Orthanc is stopped now; results keep coming
+    box = Outbox(tmp_path / "index.sqlite", dests, clock=clock, rng=random.Random(5))
+    box.enqueue_many(chest_ct[:10], destinations=["pacs"], job_id="j1")
+    box.enqueue_many(chest_ct[10:20], destinations=["web"], job_id="j2")
+    box.enqueue_many(chest_ct[20:], destinations=["rest"], job_id="j3")
+    box.enqueue_many([seg_file, sr_file], destinations=["pacs", "web", "rest"], job_id="j4")
+    for _ in range(2):  # simulated rounds of back-off
+        box.run_once()
+        clock.advance(DeliveryConfig().backoff_max_seconds)
+    assert {r.state for r in box.list()} == {DeliveryState.PENDING}
+    assert all(r.attempts >= 1 for r in box.list())
+    with start_pinned_orthanc(workdir, http_port=http_port, dicom_port=dicom_port) as peer:
+        clock.advance(DeliveryConfig().backoff_max_seconds)
+        box.run_once()
+        assert {r.state for r in box.list()} == {DeliveryState.DELIVERED}
+        assert len(peer.instances()) == 32
+        stored = _series_in_orthanc(peer.url)
+        series_uid, sops = _uids(chest_ct)
+        assert stored[series_uid] == sops
+    box.close()
+
+
+RUNNER = """
+import sys, json, time, pathlib
+from node.config import DimseDestination, DeliveryConfig
+from node.delivery import Outbox
+cfg = json.loads(pathlib.Path(sys.argv[1]).read_text())
+dests = {"pacs": DimseDestination(**cfg["dest"])}
+box = Outbox(pathlib.Path(cfg["db"]), dests, policy=DeliveryConfig(batch_size=1), poll_seconds=0.1)
+if cfg.get("enqueue"):
+    box.enqueue_many([pathlib.Path(p) for p in cfg["files"]], destinations=["pacs"], job_id="j")
+    print("enqueued", flush=True)
+box.start()
+while box.counts().get("pacs", {}).get("pending", 0):
+    time.sleep(0.05)
+print("done", flush=True)
+box.close()
+"""
+
+
+@pytest.mark.slow
+def test_kill_9_with_deliveries_pending_then_restart_completes(
+    tmp_path: Path, orthanc: OrthancPeer, chest_ct: list[Path]
+) -> None:
+    db = tmp_path / "data" / "index.sqlite"
+    cfg = {
+        "db": str(db),
+        "dest": {"host": "127.0.0.1", "port": orthanc.dicom_port, "ae_title": orthanc.aet},
+        "files": [str(p) for p in chest_ct],
+        "enqueue": True,
+    }
+    cfg_path = tmp_path / "cfg.json"
+    cfg_path.write_text(json.dumps(cfg))
+    script = tmp_path / "runner.py"
+    script.write_text(RUNNER)
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+
+    def delivered() -> int:
+        if not db.exists():
+            return 0
+        conn = sqlite3.connect(db, timeout=10)
+        try:
+            return int(
+                conn.execute("SELECT COUNT(*) FROM outbox WHERE state='delivered'").fetchone()[0]
+            )
+        except sqlite3.OperationalError:
+            return 0
+        finally:
+            conn.close()
+
+    proc = subprocess.Popen([sys.executable, str(script), str(cfg_path)], env=env)
+    try:
+        wait_until(lambda: delivered() >= 3, timeout=60, what="first deliveries")
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+    before = delivered()
+    assert before < 30, "the run finished before the kill; nothing pending to recover"
+    cfg["enqueue"] = False
+    cfg_path.write_text(json.dumps(cfg))
+    out = subprocess.run(
+        [sys.executable, str(script), str(cfg_path)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    conn = sqlite3.connect(db)
+    rows = conn.execute("SELECT sop_uid, state FROM outbox").fetchall()
+    conn.close()
+    assert len(rows) == 30 and {s for _, s in rows} == {"delivered"}
+    assert len({u for u, _ in rows}) == 30
+    assert len(orthanc.instances()) == 30
+    series_uid, sops = _uids(chest_ct)
+    assert _series_in_orthanc(orthanc.url)[series_uid] == sops
