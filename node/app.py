@@ -1,4 +1,11 @@
-"""The node: wires ingest, assembly and the HTTP API together (the only module that does).
+"""The node: wires ingest, assembly, routing, jobs, delivery and the HTTP API together.
+
+This is the only module that joins the stages.  A completed study is routed with the active
+rules (``node.routing``), its decisions become jobs (``node.jobs.dispatch``) run by the
+embedded engine's worker processes (``node.jobs.pipeline``), and each job's result objects are
+queued in the outbox (``node.delivery``) before the job is marked succeeded.  A study whose
+completion was not yet routed when the node stopped is routed again at start (job ids are
+deterministic, so nothing runs twice).
 
 ``Node(config).start()`` opens the index, starts the spool's committer, the study tracker, the
 DICOM listener (plain port, plus a TLS port when ``node.tls.port`` is set) and the HTTP API
@@ -9,16 +16,28 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 from node.assembly.tracker import StudyTracker
 from node.config import Config
+from node.delivery.outbox import Outbox
 from node.errors import ConfigError
 from node.ingest.scp import DicomListener, ListenerSettings, allowed, tls_server_context
 from node.ingest.spool import Spool, StoreOutcome
+from node.jobs.dispatch import plan_jobs
+from node.jobs.engine import EmbeddedEngine
+from node.jobs.store import JobStore
+from node.routing.dispatch import route_study
+from node.routing.reload import RuleHolder
 from node.store.index import Index
-from node.types import Study
+from node.types import Job, Study
+
+_SC_CLASSES = {"1.2.840.10008.5.1.4.1.1.7", "1.2.840.10008.5.1.4.1.1.7.4"}
+
+#: The rules a node runs when the config names none (deploy/rules.example.yaml).
+DEFAULT_RULES = Path(__file__).resolve().parent / "routing" / "default_rules.yaml"
 
 __all__ = ["Node"]
 
@@ -55,6 +74,33 @@ class Node:
             on_complete=self._study_complete,
         )
         self._spool.add_listener(self._instance_stored)
+        db_path = data_dir / "index.sqlite"
+        self._jobs = JobStore(db_path)
+        self._outbox = Outbox(
+            db_path,
+            config.destinations,
+            policy=config.delivery,
+            node_ae_title=config.node.ae_title,
+        )
+        self._rules = RuleHolder(
+            config.rules or DEFAULT_RULES, destinations=set(config.destinations)
+        )
+        inference = config.inference
+        self._engine = EmbeddedEngine(
+            self._jobs,
+            runner="node.jobs.pipeline:run_job",
+            context={
+                "data_dir": str(data_dir),
+                "model_paths": [str(p) for p in config.models],
+                "device": inference.device,
+                "torch_threads": inference.torch_threads,
+            },
+            workers=inference.workers,
+            timeout_seconds=inference.job_timeout_seconds,
+            on_success=self._job_succeeded,
+        )
+        self._routing_lock = threading.Lock()
+        self.add_study_listener(self.route)
         n = config.node
         self._listener = DicomListener(
             ListenerSettings(
@@ -95,6 +141,21 @@ class Node:
         """Study assembly."""
         return self._tracker
 
+    @property
+    def jobs(self) -> JobStore:
+        """The job queue."""
+        return self._jobs
+
+    @property
+    def outbox(self) -> Outbox:
+        """Deliveries of result objects and forwarded originals."""
+        return self._outbox
+
+    @property
+    def rules(self) -> RuleHolder:
+        """The active routing rules (hot-reloaded)."""
+        return self._rules
+
     def add_study_listener(self, callback: Callable[[Study], None]) -> None:
         """Call ``callback(study)`` on every study completion (routing subscribes here)."""
         self._study_listeners.append(callback)
@@ -110,10 +171,87 @@ class Node:
             except Exception:  # noqa: BLE001 - one consumer must not stop the others
                 log.exception("study.listener_failed", extra={"study_uid": study.study_uid})
 
+    def route(self, study: Study) -> None:
+        """Route a completed study: queue its jobs and forwards, remember the decisions."""
+        with self._routing_lock:
+            rules = self._rules.rules
+            decisions = route_study(rules, study, destinations=list(self._config.destinations))
+            plan = plan_jobs(
+                study.study_uid, decisions, series_instances=self._index.series_instances
+            )
+            for destination, series_uid in plan.forwards:
+                paths = [i.path for i in self._index.series_instances(series_uid)]
+                if paths:
+                    self._outbox.enqueue_many(paths, destinations=[destination], job_id=None)
+            new = self._jobs.submit(plan.jobs)
+            explanation = decisions[0].explanation if decisions else None
+            self._jobs.record_routing(
+                study.study_uid,
+                study.generation,
+                rules_sha256=self._rules.sha256,
+                decisions={
+                    "decisions": [
+                        {
+                            "rule": d.rule,
+                            "model": d.model,
+                            "series_uids": list(d.series_uids),
+                            "deliver": list(d.deliver),
+                            "send_to": d.send_to,
+                            "ignored": d.ignored,
+                        }
+                        for d in decisions
+                    ],
+                    "explanation": explanation.to_json() if explanation is not None else None,
+                },
+            )
+        log.info(
+            "study.jobs_queued",
+            extra={
+                "study_uid": study.study_uid,
+                "generation": study.generation,
+                "jobs": len(plan.jobs),
+                "new_jobs": len(new),
+                "forwards": len(plan.forwards),
+            },
+        )
+        if new:
+            self._engine.wake()
+
+    def _job_succeeded(self, job: Job, outputs: Mapping[str, Any]) -> None:
+        """Queue a finished job's objects for its destinations (before it is marked done)."""
+        objects = list(outputs.get("objects", []))
+        if not objects or not job.destinations:
+            return
+        data_dir = self._config.node.data_dir
+        paths = [data_dir / o["path"] for o in objects]
+        sc = next(
+            (p for p, o in zip(paths, objects, strict=True) if o["sop_class_uid"] in _SC_CLASSES),
+            None,
+        )
+        fallbacks = [sc if o["modality"] in ("SEG", "SR") else None for o in objects]
+        self._outbox.enqueue_many(
+            paths, destinations=list(job.destinations), job_id=job.job_id, fallback_paths=fallbacks
+        )
+
+    def _route_unrouted(self) -> None:
+        """Route completions that a previous run stored but did not route (crash in between)."""
+        for row in self._index.list_studies(limit=100000):
+            if row["state"] != "complete":
+                continue
+            if self._jobs.routed_generation(row["study_uid"]) >= int(row["generation"]):
+                continue
+            study = self._index.get_study(row["study_uid"])
+            if study is not None:
+                self.route(study)
+
     # ------------------------------------------------------------ life cycle
     def start(self) -> None:
         """Start every part; raise ConfigError when a port or TLS file cannot be used."""
         self._spool.start()
+        self._outbox.start()
+        self._engine.start()
+        self._rules.start()
+        self._route_unrouted()
         self._tracker.start()
         try:
             self.dicom_port = self._listener.start()
@@ -192,6 +330,9 @@ class Node:
             self._http_server = None
         self._listener.stop()
         self._tracker.stop()
+        self._rules.stop()
+        self._engine.stop()
+        self._outbox.stop()
         self._spool.stop()
         self._index.close()
         log.info("node.stopped")

@@ -57,6 +57,16 @@ _STEPS = [
     );
     CREATE INDEX job_events_job ON job_events(job_id)
     """,
+    """
+    CREATE TABLE routings (
+        study_uid TEXT NOT NULL,
+        generation INTEGER NOT NULL,
+        routed_at REAL NOT NULL,
+        rules_sha256 TEXT NOT NULL,
+        decisions TEXT NOT NULL,
+        PRIMARY KEY (study_uid, generation)
+    )
+    """,
 ]
 
 _ACTIVE = (JobState.QUEUED.value, JobState.RUNNING.value)
@@ -333,6 +343,46 @@ class JobStore:
                 self._set(conn, job_id, JobState.CANCELLED, "cancelled by operator", now)
                 conn.execute("UPDATE jobs SET finished_at=? WHERE job_id=?", (now, job_id))
             conn.execute("COMMIT")
+
+    def record_routing(
+        self, study_uid: str, generation: int, *, rules_sha256: str, decisions: Any
+    ) -> None:
+        """Remember that a study's completion ``generation`` was routed, and how."""
+        with self._lock:
+            self._conn().execute(
+                "INSERT OR REPLACE INTO routings(study_uid, generation, routed_at, rules_sha256,"
+                " decisions) VALUES (?,?,?,?,?)",
+                (study_uid, generation, time.time(), rules_sha256, json.dumps(decisions)),
+            )
+
+    def routed_generation(self, study_uid: str) -> int:
+        """The newest routed completion generation of a study (0 = never routed)."""
+        row = (
+            self._conn()
+            .execute("SELECT MAX(generation) FROM routings WHERE study_uid=?", (study_uid,))
+            .fetchone()
+        )
+        return int(row[0] or 0)
+
+    def routing(self, study_uid: str) -> dict[str, Any] | None:
+        """The newest routing of a study: generation, time, rule-file hash and decisions."""
+        row = (
+            self._conn()
+            .execute(
+                "SELECT generation, routed_at, rules_sha256, decisions FROM routings"
+                " WHERE study_uid=? ORDER BY generation DESC LIMIT 1",
+                (study_uid,),
+            )
+            .fetchone()
+        )
+        if row is None:
+            return None
+        return {
+            "generation": row[0],
+            "routed_at": row[1],
+            "rules_sha256": row[2],
+            "decisions": json.loads(row[3]),
+        }
 
     # ----------------------------------------------------------------------------- reading
     def get(self, job_id: str) -> JobRecord:

@@ -31,10 +31,17 @@ log = logging.getLogger(__name__)
 DERIVABLE_SOP_CLASSES = frozenset({"1.2.840.10008.5.1.4.1.1.2", "1.2.840.10008.5.1.4.1.1.4"})
 
 _DROP = (
-    "SmallestImagePixelValue", "LargestImagePixelValue", "PixelPaddingValue",
-    "PixelPaddingRangeLimit", "ReferencedImageSequence", "SourceImageSequence",
-    "DerivationCodeSequence", "LossyImageCompression", "LossyImageCompressionRatio",
-    "LossyImageCompressionMethod", "RequestAttributesSequence",
+    "SmallestImagePixelValue",
+    "LargestImagePixelValue",
+    "PixelPaddingValue",
+    "PixelPaddingRangeLimit",
+    "ReferencedImageSequence",
+    "SourceImageSequence",
+    "DerivationCodeSequence",
+    "LossyImageCompression",
+    "LossyImageCompressionRatio",
+    "LossyImageCompressionMethod",
+    "RequestAttributesSequence",
 )
 
 

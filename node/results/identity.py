@@ -59,7 +59,9 @@ class ResultContext:
     def tracking_uid(self, tracking_id: str) -> str:
         """Tracking UID of ``tracking_id``: the same in the SEG segment and the SR findings."""
         return result_uid(
-            job_id=self.job_id, model_version=self.model_version, index=-1,
+            job_id=self.job_id,
+            model_version=self.model_version,
+            index=-1,
             role=f"tracking/{tracking_id}",
         )
 

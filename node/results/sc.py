@@ -99,7 +99,9 @@ def _banner(rgb: npt.NDArray[np.uint8], lines: list[str]) -> npt.NDArray[np.uint
     img = Image.fromarray(rgb, mode="RGB")
     if img.width < _MIN_COLUMNS:
         scale = _MIN_COLUMNS / img.width
-        img = img.resize((_MIN_COLUMNS, max(1, round(img.height * scale))), Image.Resampling.BILINEAR)
+        img = img.resize(
+            (_MIN_COLUMNS, max(1, round(img.height * scale))), Image.Resampling.BILINEAR
+        )
     size = max(12, img.width // 32)
     font = ImageFont.load_default(size=size)
     band = (size + 6) * len(lines) + 6
@@ -212,7 +214,14 @@ def build_heatmap_sc(
     rgb = (grey * (1.0 - alpha) + _jet(heat) * alpha) * 255.0
     pixels = _banner(np.clip(rgb, 0, 255).astype(np.uint8), _lines(ctx, heatmap.label[:60]))
     sc = _sc(
-        pixels, "RGB", volume, sources, ctx, k=k, index=index, instance=1,
+        pixels,
+        "RGB",
+        volume,
+        sources,
+        ctx,
+        k=k,
+        index=index,
+        instance=1,
         description=f"{heatmap.label} heat-map of {ctx.model_name} {ctx.model_version} over the "
         "source slice",
     )
@@ -242,7 +251,14 @@ def build_gray_sc(
         photometric = "RGB" if pixels.ndim == 3 else "MONOCHROME2"
         out.append(
             _sc(
-                pixels, photometric, volume, sources, ctx, k=k, index=index, instance=k + 1,
+                pixels,
+                photometric,
+                volume,
+                sources,
+                ctx,
+                k=k,
+                index=index,
+                instance=k + 1,
                 description=f"derived by {ctx.model_name} {ctx.model_version}",
             )
         )

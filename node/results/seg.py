@@ -180,6 +180,10 @@ def build_seg(
     ctx.finish(seg, images[0], kind="seg", image=True)
     log.info(
         "results.seg_built",
-        extra={"sop_uid": seg.SOPInstanceUID, "segments": len(numbers), "frames": seg.NumberOfFrames},
+        extra={
+            "sop_uid": seg.SOPInstanceUID,
+            "segments": len(numbers),
+            "frames": seg.NumberOfFrames,
+        },
     )
     return seg

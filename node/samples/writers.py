@@ -31,7 +31,7 @@ from node import __version__
 
 __all__ = ["SamplePatient", "write_ct_series", "write_projection"]
 
-_MANUFACTURER = "ainode"
+_MANUFACTURER = "SyntheticCT"  # not "ainode": the rules ignore ainode's own results
 _MODEL_NAME = "ainode synthetic phantom"
 _COMMENT = "SYNTHETIC DEMO DATA - not a patient, not for diagnosis"
 
