@@ -20,7 +20,6 @@ import hashlib
 import json
 import logging
 import os
-import queue
 import shutil
 import threading
 import time
@@ -62,6 +61,7 @@ class _Job:
     series_header: DicomJson | None
     received_at: float
     done: threading.Event = field(default_factory=threading.Event)
+    promoted: bool = False
     outcome: StoreOutcome | None = None
     error: BaseException | None = None
 
@@ -117,28 +117,21 @@ class Spool:
         self._used = index.total_bytes()
         self._reserved = 0
         self._series_seen: set[str] = set()
-        self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
+        self._pending: list[_Job] = []  # written to tmp/, waiting for a group commit
+        self._pending_lock = threading.Lock()
+        self._leading = False  # one caller at a time commits for everyone (see _submit)
+        self._stopped = False
         self._listeners: list[Callable[[StoreOutcome], None]] = []
         self._durable_dirs: set[Path] = set()
 
     # ------------------------------------------------------------ life cycle
     def start(self) -> None:
-        """Start the committer thread (``store`` also starts it on first use)."""
-        with self._lock:
-            if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(
-                    target=self._run, name="spool-committer", daemon=True
-                )
-                self._thread.start()
+        """Accept ``store`` calls (a new spool accepts them already)."""
+        self._stopped = False
 
     def stop(self) -> None:
-        """Finish the instances being committed and stop the committer thread."""
-        with self._lock:
-            thread, self._thread = self._thread, None
-        if thread is not None:
-            self._queue.put(None)
-            thread.join(timeout=30)
+        """Refuse further ``store`` calls; those already committing finish (they own the commit)."""
+        self._stopped = True
 
     def add_listener(self, callback: Callable[[StoreOutcome], None]) -> None:
         """Call ``callback(outcome)`` after every committed stored/replaced instance."""
@@ -264,32 +257,42 @@ class Spool:
         return tmp
 
     def _submit(self, job: _Job) -> StoreOutcome:
-        if self._thread is None or not self._thread.is_alive():
-            self.start()
-        self._queue.put(job)
-        job.done.wait()
+        """Group commit, leader/follower style.
+
+        The caller that finds nobody committing becomes the leader: it commits every waiting job
+        (its own and those of other associations) in one batch, repeats until its own job is
+        done, then hands leadership to the oldest waiting job's caller.  Followers just wait.
+        A lone association thus commits in its own thread (no hand-off latency), while
+        concurrent ones share directory fsyncs and one index transaction per batch.
+        """
+        if self._stopped:
+            if job.tmp is not None:
+                job.tmp.unlink(missing_ok=True)
+            raise IngestError("the node is shutting down; send the instance again")
+        with self._pending_lock:
+            self._pending.append(job)
+            lead = not self._leading
+            self._leading = True
+        if not lead:
+            job.done.wait()
+            if job.promoted:  # woken to lead, not finished
+                job.promoted = False
+                job.done.clear()
+                lead = True
+        if lead:
+            self._lead(job)
         if job.error is not None:
             raise job.error
         assert job.outcome is not None
         return job.outcome
 
-    # ------------------------------------------------------------ committer
-    def _run(self) -> None:
-        while True:
-            job = self._queue.get()
-            if job is None:
-                return
-            batch = [job]
-            stop = False
-            while len(batch) < _MAX_BATCH:
-                try:
-                    more = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if more is None:
-                    stop = True
-                    break
-                batch.append(more)
+    def _lead(self, own: _Job) -> None:
+        while not own.done.is_set():
+            with self._pending_lock:
+                batch = self._pending[:_MAX_BATCH]
+                del self._pending[: len(batch)]
+            if not batch:  # cannot happen while own is pending; never spin
+                break
             try:
                 self._commit(batch)
             except BaseException as exc:  # noqa: BLE001 - every waiting caller must be released
@@ -302,8 +305,13 @@ class Spool:
                             else IngestError(f"cannot commit the instance: {exc}")
                         )
                         j.done.set()
-            if stop:
-                return
+        with self._pending_lock:
+            if self._pending:
+                successor = self._pending[0]
+                successor.promoted = True
+                successor.done.set()
+            else:
+                self._leading = False
 
     def _final_dir(self, header: Header) -> Path:
         # UIDs were validated by read_header: digits and dots only, never a separator or '..'
