@@ -17,7 +17,8 @@ from dicomweb_client import DICOMwebClient
 from pydicom.uid import generate_uid
 
 from node.samples import write_ct_series
-from tests.api.conftest import STOW_LIMIT, RunningNode, multipart
+from tests.api.conftest import BOUNDARY, STOW_LIMIT, RunningNode, multipart
+from tests.util import wait_until
 
 FAILED_SEQ, REFERENCED_SEQ, FAILURE_REASON = "00081198", "00081199", "00081197"
 RETRIEVE_URL, SOP_UID = "00081190", "00081155"
@@ -263,3 +264,29 @@ def test_accept_header_is_honoured(
         "/dicom-web/studies", content=body, headers={**headers, "Accept": accept}
     )
     assert resp.status_code == status, resp.text
+
+
+def test_client_gone_mid_upload_keeps_complete_parts(
+    running: RunningNode, ct_files: list[Path]
+) -> None:
+    """A client that disconnects mid-body: parts it finished are stored, the node stays up."""
+    import socket
+
+    body, headers = multipart([p.read_bytes() for p in ct_files[:3]])
+    third = body.index(b"--" + BOUNDARY.encode(), len(ct_files[0].read_bytes()) * 2)
+    cut = third + 300  # inside the third part
+    port = int(running.url.rsplit(":", 1)[1])
+    head = (
+        "POST /dicom-web/studies HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        f"Content-Type: {headers['Content-Type']}\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode()
+    with socket.create_connection(("127.0.0.1", port)) as sock:
+        sock.sendall(head + body[:cut])
+
+        def two_stored() -> bool:
+            rows = running.http.get("/api/studies").json()["studies"]
+            return bool(rows) and rows[0]["instance_count"] == 2
+
+        wait_until(two_stored, timeout=10, what="the two complete parts stored")
+    assert running.node.index.get_instance(_sop(ct_files[2])) is None
+    assert running.http.get("/api/health").json()["status"] == "ok"
