@@ -290,3 +290,29 @@ def test_client_gone_mid_upload_keeps_complete_parts(
         wait_until(two_stored, timeout=10, what="the two complete parts stored")
     assert running.node.index.get_instance(_sop(ct_files[2])) is None
     assert running.http.get("/api/health").json()["status"] == "ok"
+
+
+def test_quota_full_fails_parts_with_a700(tmp_path: Path, ct_files: list[Path]) -> None:
+    """Over the configured quota the spool refuses (0xA700) and nothing is half-written."""
+    from tests.api.conftest import start_node
+
+    one = ct_files[0].stat().st_size
+    node = start_node(tmp_path / "data", quota_bytes=int(one * 2.5))
+    try:
+        body, headers = multipart([p.read_bytes() for p in ct_files[:4]])
+        resp = httpx.post(
+            f"http://127.0.0.1:{node.http_port}/dicom-web/studies", content=body, headers=headers
+        )
+        assert resp.status_code == 202, resp.text
+        out = resp.json()
+        stored = {r[SOP_UID]["Value"][0] for r in _values(out, REFERENCED_SEQ)}
+        failed = _values(out, FAILED_SEQ)
+        assert [f[FAILURE_REASON]["Value"][0] for f in failed] == [0xA700, 0xA700]
+        # parts are stored concurrently: which two fit is not fixed, but they partition the set
+        refused = {f[SOP_UID]["Value"][0] for f in failed}
+        assert len(stored) == 2 and stored | refused == {_sop(p) for p in ct_files[:4]}
+        for sop_uid in refused:
+            assert node.index.get_instance(sop_uid) is None
+        assert not list((tmp_path / "data" / "tmp").iterdir())
+    finally:
+        node.stop()
