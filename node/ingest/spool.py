@@ -351,7 +351,9 @@ class Spool:
                     placed.append((job, rec))
                     continue
                 if job.tmp is None:  # was a duplicate when checked, no longer: resend needed
-                    raise IngestError("instance changed while being stored; send it again")
+                    job.error = IngestError("instance changed while being stored; send it again")
+                    job.done.set()
+                    continue
                 final_dir = self._final_dir(h)
                 self._make_dirs(final_dir, to_sync)
                 path = final_dir / f"{h.sop_uid}.dcm"

@@ -9,8 +9,8 @@ C-STORE acknowledgement promises.  Paths are stored relative to the data directo
 from __future__ import annotations
 
 import json
+import queue
 import sqlite3
-import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
@@ -105,6 +105,33 @@ class IngestRecord:
     previous: StoredRef | None = None
 
 
+_POOL = 8
+
+
+class _Result:
+    """Rows of one query, fetched before the connection went back to the pool."""
+
+    def __init__(self, rows: list[sqlite3.Row]) -> None:
+        self._rows = rows
+
+    def fetchone(self) -> sqlite3.Row | None:
+        return self._rows[0] if self._rows else None
+
+    def fetchall(self) -> list[sqlite3.Row]:
+        return self._rows
+
+
+class _Reader:
+    """``execute`` on a borrowed connection, for read-only queries."""
+
+    def __init__(self, index: Index) -> None:
+        self._index = index
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> _Result:
+        with self._index._use() as conn:
+            return _Result(conn.execute(sql, params).fetchall())
+
+
 class Index:
     """The SQLite index at ``db_path`` (normally ``data_dir/index.sqlite``).
 
@@ -118,52 +145,67 @@ class Index:
         self.db_path = Path(db_path)
         self.data_dir = self.db_path.parent
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        self._local = threading.local()
-        self._all: list[sqlite3.Connection] = []
-        self._lock = threading.Lock()
+        self._idle: queue.LifoQueue[sqlite3.Connection] = queue.LifoQueue(maxsize=_POOL)
         self._closed = False
-        conn = self._conn()
-        conn.execute("PRAGMA journal_mode=WAL")
-        migrate(conn, "index", STEPS)
+        with self._use() as conn:
+            conn.execute("PRAGMA journal_mode=WAL")
+            migrate(conn, "index", STEPS)
 
     # ------------------------------------------------------------ connections
-    def _conn(self) -> sqlite3.Connection:
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is None:
-            if self._closed:
-                raise RuntimeError("the index is closed")
-            conn = sqlite3.connect(
-                self.db_path, timeout=30.0, isolation_level=None, check_same_thread=False
-            )
-            conn.row_factory = sqlite3.Row
-            conn.execute("PRAGMA synchronous=FULL")
-            conn.execute("PRAGMA foreign_keys=ON")
-            self._local.conn = conn
-            with self._lock:
-                self._all.append(conn)
+    def _connect(self) -> sqlite3.Connection:
+        if self._closed:
+            raise RuntimeError("the index is closed")
+        conn = sqlite3.connect(
+            self.db_path, timeout=30.0, isolation_level=None, check_same_thread=False
+        )
+        conn.row_factory = sqlite3.Row
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute("PRAGMA foreign_keys=ON")
         return conn
 
     @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        conn = self._conn()
-        conn.execute("BEGIN IMMEDIATE")
+    def _use(self) -> Iterator[sqlite3.Connection]:
+        """Borrow a pooled connection: never one per thread (associations are threads)."""
+        try:
+            conn = self._idle.get_nowait()
+        except queue.Empty:
+            conn = self._connect()
         try:
             yield conn
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        else:
-            conn.execute("COMMIT")
+        finally:
+            if self._closed:
+                conn.close()
+            else:
+                try:
+                    self._idle.put_nowait(conn)
+                except queue.Full:
+                    conn.close()
+
+    def _conn(self) -> _Reader:
+        return _Reader(self)
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        with self._use() as conn:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            else:
+                conn.execute("COMMIT")
 
     def close(self) -> None:
-        """Close every connection this object opened (idempotent)."""
-        with self._lock:
-            self._closed = True
-            conns, self._all = self._all, []
-        for conn in conns:
+        """Close the pooled connections (idempotent); borrowed ones close when returned."""
+        self._closed = True
+        while True:
+            try:
+                conn = self._idle.get_nowait()
+            except queue.Empty:
+                break
             with suppress(sqlite3.Error):
                 conn.close()
-        self._local = threading.local()
 
     def _abs(self, rel: str) -> Path:
         return self.data_dir / rel
@@ -209,8 +251,8 @@ class Index:
 
     def total_bytes(self) -> int:
         """Sum of the sizes of every stored instance file."""
-        row = self._conn().execute("SELECT COALESCE(SUM(size_bytes), 0) FROM instances").fetchone()
-        return int(row[0])
+        rows = self._conn().execute("SELECT COALESCE(SUM(size_bytes), 0) FROM instances").fetchall()
+        return int(rows[0][0])
 
     def commit(self, records: Sequence[IngestRecord]) -> list[str]:
         """Write ``records`` in ONE transaction (group commit); return studies re-opened by it.
@@ -530,5 +572,7 @@ class Index:
 
     def count_events(self, kind: str) -> int:
         """How many events of ``kind`` exist (any study)."""
-        row = self._conn().execute("SELECT COUNT(*) FROM events WHERE kind = ?", (kind,)).fetchone()
-        return int(row[0])
+        rows = (
+            self._conn().execute("SELECT COUNT(*) FROM events WHERE kind = ?", (kind,)).fetchall()
+        )
+        return int(rows[0][0])
