@@ -31,6 +31,7 @@ from typing import Literal
 
 from node.errors import IngestError, OutOfResourcesError
 from node.ingest.header import Header, dataset_offset, header_json, is_valid_uid, read_header
+from node.ingest.reconcile import reconcile
 from node.store.index import Index, IngestRecord, StoredRef
 from node.types import DicomJson, Instance
 
@@ -113,6 +114,10 @@ class Spool:
         for stale in self.tmp_dir.iterdir():  # never acknowledged: a crash hit mid-write
             stale.unlink(missing_ok=True)
         _fsync_dir(self.data_dir)
+        self._clean_marker = self.data_dir / ".clean-shutdown"
+        if not self._clean_marker.exists():
+            reconcile(self.studies_dir, index)  # power loss may have cost index transactions
+        self._clean_marker.unlink(missing_ok=True)
         self._lock = threading.Lock()
         self._used = index.total_bytes()
         self._reserved = 0
@@ -128,10 +133,20 @@ class Spool:
     def start(self) -> None:
         """Accept ``store`` calls (a new spool accepts them already)."""
         self._stopped = False
+        self._clean_marker.unlink(missing_ok=True)
 
     def stop(self) -> None:
-        """Refuse further ``store`` calls; those already committing finish (they own the commit)."""
+        """Refuse further ``store`` calls, let running commits finish, mark a clean shutdown."""
         self._stopped = True
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            with self._pending_lock:
+                if not self._leading:
+                    break
+            time.sleep(0.01)
+        else:
+            return  # still committing: leave no marker, the next start reconciles
+        self._clean_marker.touch()
 
     def add_listener(self, callback: Callable[[StoreOutcome], None]) -> None:
         """Call ``callback(outcome)`` after every committed stored/replaced instance."""

@@ -1,9 +1,11 @@
 """The SQLite index (WAL) of studies, series, instances and their events.
 
-One database file, ``data_dir/index.sqlite``.  Each thread gets its own connection; writes run in
-``BEGIN IMMEDIATE`` transactions so concurrent writers queue on SQLite's lock instead of failing.
-``synchronous=FULL``: a committed transaction survives a crash or power loss, which is what the
-C-STORE acknowledgement promises.  Paths are stored relative to the data directory.
+One database file, ``data_dir/index.sqlite``.  Connections come from a small pool (association
+threads come and go); writes run in ``BEGIN IMMEDIATE`` transactions so concurrent writers queue
+on SQLite's lock instead of failing.  ``synchronous=NORMAL``: a committed transaction survives a
+crash of the process at once; after a power loss the last transactions may be missing, and the
+spool re-indexes the fsync'd files they described (``node.ingest.reconcile``).  Paths are stored
+relative to the data directory.
 """
 
 from __future__ import annotations
@@ -159,7 +161,7 @@ class Index:
             self.db_path, timeout=30.0, isolation_level=None, check_same_thread=False
         )
         conn.row_factory = sqlite3.Row
-        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute("PRAGMA synchronous=NORMAL")
         conn.execute("PRAGMA foreign_keys=ON")
         return conn
 
@@ -248,6 +250,20 @@ class Index:
             .fetchone()
         )
         return row is not None and row[0] != "{}"
+
+    def last_received_at(self) -> float | None:
+        """Arrival time of the most recently indexed instance (None when empty)."""
+        rows = self._conn().execute("SELECT MAX(received_at) FROM instances").fetchall()
+        return None if rows[0][0] is None else float(rows[0][0])
+
+    def series_paths(self, series_uid: str) -> set[Path]:
+        """Absolute paths of the indexed files of a series."""
+        rows = (
+            self._conn()
+            .execute("SELECT path FROM instances WHERE series_uid = ?", (series_uid,))
+            .fetchall()
+        )
+        return {self._abs(r[0]) for r in rows}
 
     def total_bytes(self) -> int:
         """Sum of the sizes of every stored instance file."""
