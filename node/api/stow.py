@@ -33,7 +33,7 @@ import pydicom
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import JSONResponse
 from pydicom.dataset import Dataset
-from python_multipart.exceptions import MultipartParseError
+from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.concurrency import run_in_threadpool
 
@@ -283,7 +283,10 @@ def _check_request(request: Request, limit: int) -> bytes:
 async def _stow(request: Request, node: NodeView, target_study: str | None) -> JSONResponse:
     limit = node.config.node.stow_max_bytes
     boundary = _check_request(request, limit)
-    collector = _PartCollector(boundary)
+    try:
+        collector = _PartCollector(boundary)
+    except FormParserError as exc:  # e.g. a boundary longer than the parser allows
+        raise HTTPException(400, f"unusable multipart boundary: {exc}") from exc
     base = str(request.base_url)
     # Parts are stored concurrently so the spool can group-commit them (one fsync round for
     # many); the semaphore bounds parts in flight, and reading the body waits when it is full.
@@ -317,7 +320,7 @@ async def _stow(request: Request, node: NodeView, target_study: str | None) -> J
                 )
             try:
                 collector.write(chunk)
-            except MultipartParseError as exc:
+            except FormParserError as exc:
                 await finish()
                 raise HTTPException(400, f"malformed multipart/related body: {exc}") from exc
             for part in collector.take():

@@ -316,3 +316,21 @@ def test_quota_full_fails_parts_with_a700(tmp_path: Path, ct_files: list[Path]) 
         assert not list((tmp_path / "data" / "tmp").iterdir())
     finally:
         node.stop()
+
+
+def test_hostile_multipart_framing_is_a_400(running: RunningNode, ct_files: list[Path]) -> None:
+    long_boundary = "b" * 300
+    body, headers = multipart([ct_files[0].read_bytes()], boundary=long_boundary)
+    resp = running.http.post("/dicom-web/studies", content=body, headers=headers)
+    assert resp.status_code == 400 and "boundary" in resp.json()["detail"]
+    part_headers = "".join(f"X-Filler-{i}: {i}\r\n" for i in range(50))
+    body = (
+        f"--{BOUNDARY}\r\n{part_headers}Content-Type: application/dicom\r\n\r\n".encode()
+        + ct_files[0].read_bytes()
+        + f"\r\n--{BOUNDARY}--\r\n".encode()
+    )
+    _, headers = multipart([])
+    resp = running.http.post("/dicom-web/studies", content=body, headers=headers)
+    assert resp.status_code == 400
+    assert resp.headers["content-type"] == "application/problem+json"
+    assert running.http.get("/api/studies").json()["studies"] == []
