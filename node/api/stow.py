@@ -18,7 +18,7 @@ Responses (PS3.18 10.5.3), body ``application/dicom+json`` (Store Instances Resp
 * 413 Content-Length or the streamed body exceeds ``node.stow_max_bytes`` (instances already
   stored before the limit was crossed stay stored; re-sending them is idempotent).
 
-A 413 / 415 / 400 is an HTTP-level error and answers RFC 9457 problem JSON.
+A 400 / 406 / 413 / 415 is an HTTP-level error and answers RFC 9457 problem JSON.
 """
 
 from __future__ import annotations
