@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
+import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Annotated
 
@@ -62,6 +63,7 @@ REASON_CANNOT_UNDERSTAND = 0xC000
 REASON_STUDY_MISMATCH = 0xA901
 #: PS3.4 Annex B: "processing failure", for errors that are not the instance's fault.
 REASON_PROCESSING_FAILURE = 0x0110
+_UID = re.compile(r"[0-9]+(\.[0-9]+)*")
 #: Parts of one request stored at the same time (bounds memory and worker threads).
 _PARTS_IN_FLIGHT = 16
 
@@ -178,11 +180,16 @@ def _identify(data: bytes) -> tuple[str | None, str | None, str | None]:
     return text("StudyInstanceUID"), text("SOPClassUID"), text("SOPInstanceUID")
 
 
+def _is_uid(value: str | None) -> bool:
+    return value is not None and len(value) <= 64 and _UID.fullmatch(value) is not None
+
+
 def _failed_item(sop_class: str | None, sop_uid: str | None, reason: int) -> Dataset:
+    """A FailedSOPSequence item; UIDs that are absent or not valid UIDs (PS3.5 9.1) are left out."""
     item = Dataset()
-    if sop_class:
+    if _is_uid(sop_class):
         item.ReferencedSOPClassUID = sop_class
-    if sop_uid:
+    if _is_uid(sop_uid):
         item.ReferencedSOPInstanceUID = sop_uid
     item.FailureReason = reason
     return item
@@ -218,10 +225,14 @@ def _store_part(node: NodeView, part: _Part, *, target_study: str | None, base: 
             extra={"sop_uid": sop_uid, "status": f"0x{exc.dicom_status:04X}", "type": exc.type},
         )
         return _Result(_failed_item(sop_class, sop_uid, exc.dicom_status), False)
-    except OSError as exc:
+    except Exception as exc:  # noqa: BLE001 - one part's failure must not fail the others
         if sop_uid is None:
             study_uid, sop_class, sop_uid = _identify(data)
-        log.error("stow.part_error", extra={"sop_uid": sop_uid, "error": type(exc).__name__})
+        log.error(
+            "stow.part_error",
+            extra={"sop_uid": sop_uid, "error_type": type(exc).__name__},
+            exc_info=not isinstance(exc, OSError),
+        )
         return _Result(_failed_item(sop_class, sop_uid, REASON_PROCESSING_FAILURE), False)
     inst = stored.instance
     item = Dataset()
