@@ -176,7 +176,7 @@ def run_demo(
                 "stored byte-identical"
             )
             for uid in study_uids:
-                report.studies.append(_get_json(client, f"/api/studies/{uid}"))
+                report.studies.append(_get_json(client, f"/api/studies/{uid}?events=0"))
         if on_done is not None:
             on_done(report)
     except (DemoError, AinodeError) as exc:
