@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import errno
 import hashlib
-import json
 import logging
 import os
 import shutil
@@ -30,7 +29,8 @@ from pathlib import Path
 from typing import Literal
 
 from node.errors import IngestError, OutOfResourcesError
-from node.ingest.header import Header, dataset_offset, header_json, is_valid_uid, read_header
+from node.ingest.header import Header, dataset_offset, header_json, read_header
+from node.ingest.quarantine import quarantine
 from node.ingest.reconcile import reconcile
 from node.store.index import Index, IngestRecord, StoredRef
 from node.types import DicomJson, Instance
@@ -186,7 +186,15 @@ class Spool:
             header = read_header(data)
             offset = dataset_offset(data)
         except IngestError as exc:
-            self._quarantine(data, exc, calling_aet=calling_aet, source=source)
+            quarantine(
+                self.quarantine_dir,
+                self.index,
+                data,
+                exc,
+                calling_aet=calling_aet,
+                source=source,
+                min_free_bytes=self.min_free_bytes,
+            )
             raise
         view = memoryview(data)
         dataset_sha = hashlib.sha256(view[offset:]).hexdigest()
@@ -463,56 +471,3 @@ class Spool:
             body_part=h.body_part,
             calling_aet=job.calling_aet,
         )
-
-    # ------------------------------------------------------------ quarantine
-    def _quarantine(
-        self, data: bytes, exc: IngestError, *, calling_aet: str | None, source: str
-    ) -> None:
-        """Keep the refused bytes with a JSON reason; never raise (the refusal is the answer)."""
-        stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
-        name = f"{stamp}-{uuid.uuid4().hex[:12]}"
-        path = self.quarantine_dir / f"{name}.dcm"
-        sha = hashlib.sha256(data).hexdigest()
-        study_uid, sop_uid = _best_effort_uids(data)
-        reason = {
-            "reason": str(exc),
-            "error": exc.type,
-            "dicom_status": f"0x{exc.dicom_status:04X}",
-            "calling_aet": calling_aet,
-            "source": source,
-            "sha256": sha,
-            "bytes": len(data),
-            "received_at": time.time(),
-            "study_uid": study_uid,
-            "sop_uid": sop_uid,
-        }
-        try:
-            if shutil.disk_usage(self.data_dir).free - len(data) < self.min_free_bytes:
-                raise OSError(errno.ENOSPC, "no room to quarantine")
-            path.write_bytes(data)
-            path.with_suffix(".json").write_text(json.dumps(reason, indent=2))
-            self.index.record_quarantine(
-                study_uid=study_uid, sop_uid=sop_uid, reason=str(exc), path=path
-            )
-        except (OSError, Exception):  # noqa: BLE001 - quarantine is best effort
-            log.exception("instance.quarantine_failed", extra={"sha256": sha[:12]})
-            return
-        log.warning(
-            "instance.quarantined",
-            extra={"error": exc.type, "sha256": sha[:12], "sop_uid": sop_uid, "source": source},
-        )
-
-
-def _best_effort_uids(data: bytes) -> tuple[str | None, str | None]:
-    """Study and SOP Instance UID of a refused file, when they can be read and are valid."""
-    try:
-        import io
-
-        import pydicom
-
-        ds = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True, force=True)
-        study = str(ds.get("StudyInstanceUID", "") or "")
-        sop = str(ds.get("SOPInstanceUID", "") or "")
-    except Exception:  # noqa: BLE001
-        return None, None
-    return (study if is_valid_uid(study) else None, sop if is_valid_uid(sop) else None)
