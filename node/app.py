@@ -296,7 +296,11 @@ class Node:
             return
         import uvicorn
 
-        app = create_app(self)
+        try:
+            app = create_app(self)
+        except Exception:
+            self.stop()
+            raise
         cfg = uvicorn.Config(
             app,
             host=self._config.node.host,
@@ -314,6 +318,8 @@ class Node:
                 break
             deadline.wait(0.01)
         if not server.started:
+            server.should_exit = True
+            self.stop()
             raise ConfigError(
                 [f"node.http_port: cannot serve HTTP on {self._config.node.http_port}"]
             )

@@ -3,8 +3,10 @@
 The ``multipart/related; type="application/dicom"`` body is parsed while it streams in, with
 python-multipart's ``MultipartParser``.  Each part that is complete is handed to
 ``Spool.store(..., source="stow")`` right away — the same write/fsync/rename/index path as a
-C-STORE, so an instance listed as stored in the response is durable.  Memory holds at most the
-parts not yet stored, and the body is cut off as soon as it passes ``node.stow_max_bytes``.
+C-STORE, so an instance listed as stored in the response is durable.  Up to 16 parts are stored
+concurrently (the spool group-commits them); reading the body waits while they are, so memory
+holds at most those parts plus the one arriving, and the body is cut off as soon as it passes
+``node.stow_max_bytes``.
 
 Responses (PS3.18 10.5.3), body ``application/dicom+json`` (Store Instances Response Module):
 
@@ -16,13 +18,15 @@ Responses (PS3.18 10.5.3), body ``application/dicom+json`` (Store Instances Resp
 * 413 Content-Length or the streamed body exceeds ``node.stow_max_bytes`` (instances already
   stored before the limit was crossed stay stored; re-sending them is idempotent).
 
-A 413 / 415 / 400 is an HTTP-level error and answers RFC 9457 problem JSON.
+A 400 / 406 / 413 / 415 is an HTTP-level error and answers RFC 9457 problem JSON.
 """
 
 from __future__ import annotations
 
+import asyncio
 import io
 import logging
+import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Annotated
 
@@ -30,7 +34,7 @@ import pydicom
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import JSONResponse
 from pydicom.dataset import Dataset
-from python_multipart.exceptions import MultipartParseError
+from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.concurrency import run_in_threadpool
 
@@ -59,6 +63,9 @@ REASON_CANNOT_UNDERSTAND = 0xC000
 REASON_STUDY_MISMATCH = 0xA901
 #: PS3.4 Annex B: "processing failure", for errors that are not the instance's fault.
 REASON_PROCESSING_FAILURE = 0x0110
+_UID = re.compile(r"[0-9]+(\.[0-9]+)*")
+#: Parts of one request stored at the same time (bounds memory and worker threads).
+_PARTS_IN_FLIGHT = 16
 
 
 @dataclass
@@ -120,11 +127,32 @@ class _PartCollector:
         return parts
 
 
+@dataclass(frozen=True, slots=True)
+class _Result:
+    """One part's fate: an item of ReferencedSOPSequence or of FailedSOPSequence."""
+
+    item: Dataset
+    is_stored: bool
+    study_uid: str | None = None
+
+
 @dataclass
 class _Outcome:
     stored: list[Dataset] = field(default_factory=list)
     failed: list[Dataset] = field(default_factory=list)
     study_uids: set[str] = field(default_factory=set)
+
+    @classmethod
+    def of(cls, results: list[_Result]) -> _Outcome:
+        out = cls()
+        for r in results:
+            if r.is_stored:
+                out.stored.append(r.item)
+                if r.study_uid:
+                    out.study_uids.add(r.study_uid)
+            else:
+                out.failed.append(r.item)
+        return out
 
 
 def _media_type(value: str | None) -> tuple[str, dict[str, str]]:
@@ -152,11 +180,16 @@ def _identify(data: bytes) -> tuple[str | None, str | None, str | None]:
     return text("StudyInstanceUID"), text("SOPClassUID"), text("SOPInstanceUID")
 
 
+def _is_uid(value: str | None) -> bool:
+    return value is not None and len(value) <= 64 and _UID.fullmatch(value) is not None
+
+
 def _failed_item(sop_class: str | None, sop_uid: str | None, reason: int) -> Dataset:
+    """A FailedSOPSequence item; UIDs that are absent or not valid UIDs (PS3.5 9.1) are left out."""
     item = Dataset()
-    if sop_class:
+    if _is_uid(sop_class):
         item.ReferencedSOPClassUID = sop_class
-    if sop_uid:
+    if _is_uid(sop_uid):
         item.ReferencedSOPInstanceUID = sop_uid
     item.FailureReason = reason
     return item
@@ -166,36 +199,41 @@ def _study_url(base: str, study_uid: str) -> str:
     return f"{base}dicom-web/studies/{study_uid}"
 
 
-async def _store_part(
-    node: NodeView, part: _Part, *, target_study: str | None, base: str, outcome: _Outcome
-) -> None:
+def _store_part(node: NodeView, part: _Part, *, target_study: str | None, base: str) -> _Result:
+    """Check one part and store it through the spool (blocking: runs in a worker thread)."""
     data = bytes(part.data)
-    study_uid, sop_class, sop_uid = _identify(data)
+    # the UIDs are read here only when needed: the spool parses the header anyway
+    study_uid, sop_class, sop_uid = _identify(data) if target_study else (None, None, None)
     media, _ = _media_type(part.headers.get("content-type") or _DICOM)
     if media != _DICOM:
+        study_uid, sop_class, sop_uid = _identify(data)
         log.info("stow.part_refused", extra={"reason": "media-type", "sop_uid": sop_uid})
-        outcome.failed.append(_failed_item(sop_class, sop_uid, REASON_CANNOT_UNDERSTAND))
-        return
+        return _Result(_failed_item(sop_class, sop_uid, REASON_CANNOT_UNDERSTAND), False)
     if target_study is not None and study_uid is not None and study_uid != target_study:
         log.info(
             "stow.part_refused",
             extra={"reason": "study-mismatch", "sop_uid": sop_uid, "study_uid": study_uid},
         )
-        outcome.failed.append(_failed_item(sop_class, sop_uid, REASON_STUDY_MISMATCH))
-        return
+        return _Result(_failed_item(sop_class, sop_uid, REASON_STUDY_MISMATCH), False)
     try:
-        stored = await run_in_threadpool(node.spool.store, data, calling_aet=None, source="stow")
+        stored = node.spool.store(data, calling_aet=None, source="stow")
     except IngestError as exc:
+        if sop_uid is None:
+            study_uid, sop_class, sop_uid = _identify(data)
         log.info(
             "stow.part_failed",
             extra={"sop_uid": sop_uid, "status": f"0x{exc.dicom_status:04X}", "type": exc.type},
         )
-        outcome.failed.append(_failed_item(sop_class, sop_uid, exc.dicom_status))
-        return
-    except OSError as exc:
-        log.error("stow.part_error", extra={"sop_uid": sop_uid, "error": type(exc).__name__})
-        outcome.failed.append(_failed_item(sop_class, sop_uid, REASON_PROCESSING_FAILURE))
-        return
+        return _Result(_failed_item(sop_class, sop_uid, exc.dicom_status), False)
+    except Exception as exc:  # noqa: BLE001 - one part's failure must not fail the others
+        if sop_uid is None:
+            study_uid, sop_class, sop_uid = _identify(data)
+        log.error(
+            "stow.part_error",
+            extra={"sop_uid": sop_uid, "error_type": type(exc).__name__},
+            exc_info=not isinstance(exc, OSError),
+        )
+        return _Result(_failed_item(sop_class, sop_uid, REASON_PROCESSING_FAILURE), False)
     inst = stored.instance
     item = Dataset()
     item.ReferencedSOPClassUID = inst.sop_class_uid
@@ -203,8 +241,7 @@ async def _store_part(
     item.RetrieveURL = (
         f"{_study_url(base, inst.study_uid)}/series/{inst.series_uid}/instances/{inst.sop_uid}"
     )
-    outcome.stored.append(item)
-    outcome.study_uids.add(inst.study_uid)
+    return _Result(item, True, inst.study_uid)
 
 
 _ACCEPTABLE = {"*/*", "application/*", DICOM_JSON, "application/json"}
@@ -257,28 +294,53 @@ def _check_request(request: Request, limit: int) -> bytes:
 async def _stow(request: Request, node: NodeView, target_study: str | None) -> JSONResponse:
     limit = node.config.node.stow_max_bytes
     boundary = _check_request(request, limit)
-    collector = _PartCollector(boundary)
-    outcome = _Outcome()
+    try:
+        collector = _PartCollector(boundary)
+    except FormParserError as exc:  # e.g. a boundary longer than the parser allows
+        raise HTTPException(400, f"unusable multipart boundary: {exc}") from exc
     base = str(request.base_url)
-    received = 0
-    async for chunk in request.stream():
-        received += len(chunk)
-        if received > limit:
-            log.info(
-                "stow.too_large",
-                extra={"bytes": received, "limit": limit, "stored": len(outcome.stored)},
-            )
-            raise HTTPException(
-                413,
-                f"the request body passed {limit} bytes (node.stow_max_bytes); "
-                f"{len(outcome.stored)} instance(s) received before the limit were stored",
-            )
+    # Parts are stored concurrently so the spool can group-commit them (one fsync round for
+    # many); the semaphore bounds parts in flight, and reading the body waits when it is full.
+    slots = asyncio.Semaphore(_PARTS_IN_FLIGHT)
+    tasks: list[asyncio.Task[_Result]] = []
+
+    async def store(part: _Part) -> _Result:
         try:
-            collector.write(chunk)
-        except MultipartParseError as exc:
-            raise HTTPException(400, f"malformed multipart/related body: {exc}") from exc
-        for part in collector.take():
-            await _store_part(node, part, target_study=target_study, base=base, outcome=outcome)
+            return await run_in_threadpool(
+                _store_part, node, part, target_study=target_study, base=base
+            )
+        finally:
+            slots.release()
+
+    async def finish() -> list[_Result]:
+        return list(await asyncio.gather(*tasks))
+
+    received = 0
+    try:
+        async for chunk in request.stream():
+            received += len(chunk)
+            if received > limit:
+                stored = sum(r.is_stored for r in await finish())
+                log.info(
+                    "stow.too_large", extra={"bytes": received, "limit": limit, "stored": stored}
+                )
+                raise HTTPException(
+                    413,
+                    f"the request body passed {limit} bytes (node.stow_max_bytes); "
+                    f"{stored} instance(s) received before the limit were stored",
+                )
+            try:
+                collector.write(chunk)
+            except FormParserError as exc:
+                await finish()
+                raise HTTPException(400, f"malformed multipart/related body: {exc}") from exc
+            for part in collector.take():
+                await slots.acquire()
+                tasks.append(asyncio.create_task(store(part)))
+    finally:
+        # never leave a part half-handled behind an exception (e.g. the client went away)
+        await asyncio.gather(*tasks, return_exceptions=True)
+    outcome = _Outcome.of(await finish())
     if not collector.ended:
         raise HTTPException(
             400,

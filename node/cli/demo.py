@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import socket
 import tempfile
 import textwrap
 import time
@@ -26,6 +25,7 @@ from typing import Annotated, Any
 import typer
 
 from node.cli import app
+from node.errors import AinodeError
 
 __all__ = ["DemoReport", "demo", "run_demo"]
 
@@ -93,51 +93,6 @@ class DemoReport:
         }
 
 
-def _send_files(
-    files: list[Path],
-    *,
-    host: str,
-    port: int,
-    called_aet: str,
-    calling_aet: str = _CALLING_AET,
-    on_sent: Callable[[int], None] | None = None,
-) -> tuple[int, list[str]]:
-    """C-STORE ``files`` as they are on disk over one association; return (sent, failures)."""
-    from pydicom.filereader import read_file_meta_info
-    from pynetdicom import AE
-
-    contexts = set()
-    for path in files:
-        meta = read_file_meta_info(path)
-        contexts.add((str(meta.MediaStorageSOPClassUID), str(meta.TransferSyntaxUID)))
-    ae = AE(ae_title=calling_aet)
-    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 60
-    for sop_class, tsuid in sorted(contexts):
-        ae.add_requested_context(sop_class, [tsuid])
-    assoc = ae.associate(host, port, ae_title=called_aet)
-    if not assoc.is_established:
-        raise DemoError(f"the node at {host}:{port} did not accept an association")
-    sock = getattr(getattr(assoc.dul, "socket", None), "socket", None)
-    if isinstance(sock, socket.socket):
-        # pynetdicom leaves Nagle on: command and data set PDUs would wait for delayed ACKs
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    sent, failures = 0, []
-    try:
-        for i, path in enumerate(files, start=1):
-            status = assoc.send_c_store(path, msg_id=i)
-            code = int(getattr(status, "Status", -1))
-            if code == 0x0000:
-                sent += 1
-            else:
-                failures.append(f"{path.name}: status 0x{code & 0xFFFF:04X}")
-            if on_sent is not None:
-                on_sent(i)
-    finally:
-        if assoc.is_established:
-            assoc.release()
-    return sent, failures
-
-
 def _get_json(client: Any, url: str) -> Any:
     resp = client.get(url)
     if resp.status_code != 200:
@@ -172,6 +127,7 @@ def run_demo(
     import httpx
 
     from node.app import Node
+    from node.cli.send import send_files
     from node.config import Config, NodeConfig, StudyConfig
     from node.samples import write_sample_studies
 
@@ -198,12 +154,14 @@ def run_demo(
             f"{work_dir / 'samples'}"
         )
         t0 = time.monotonic()
-        report.sent, report.send_failures = _send_files(
+        report.sent, failures = send_files(
             files,
             host="127.0.0.1",
             port=int(node.dicom_port or 0),
             called_aet=config.node.ae_title,
+            calling_aet=_CALLING_AET,
         )
+        report.send_failures = [f"{path.name}: {reason}" for path, reason in failures]
         report.send_seconds = time.monotonic() - t0
         rate = report.sent / report.send_seconds if report.send_seconds > 0 else 0.0
         echo(
@@ -218,10 +176,10 @@ def run_demo(
                 "stored byte-identical"
             )
             for uid in study_uids:
-                report.studies.append(_get_json(client, f"/api/studies/{uid}"))
+                report.studies.append(_get_json(client, f"/api/studies/{uid}?events=0"))
         if on_done is not None:
             on_done(report)
-    except DemoError as exc:
+    except (DemoError, AinodeError) as exc:
         report.errors.append(str(exc))
     except Exception as exc:  # noqa: BLE001 - any failure is a failed demo, reported, not raised
         log.exception("demo.failed")

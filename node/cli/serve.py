@@ -35,6 +35,8 @@ def serve(
     log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING or ERROR")] = "INFO",
 ) -> None:
     """Run the node: DICOM listener (C-ECHO, C-STORE), HTTP API and study assembly."""
+    import pydicom.config
+
     from node.app import Node
     from node.log import configure
 
@@ -43,6 +45,9 @@ def serve(
     # pydicom reports odd values of received files with the value itself: never log those (PHI)
     logging.getLogger("pydicom").setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", module=r"pydicom(\.|$)")
+    # ingest stores bytes as received and never judges values: skip pydicom's per-value regexes
+    pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE
+    pydicom.config.settings.writing_validation_mode = pydicom.config.IGNORE
     stop = threading.Event()
 
     def _on_signal(signum: int, _frame: object) -> None:

@@ -51,11 +51,23 @@ class ListenerSettings:
     network_timeout_seconds: float = 60.0
 
 
+class _DeferredHandshakeContext(ssl.SSLContext):
+    """Handshake in the association's thread, not in the listener's accept loop.
+
+    pynetdicom wraps each accepted socket in its accept loop; with the default eager handshake a
+    client that connects and stays silent would hold up every other TLS connection.
+    """
+
+    def wrap_socket(self, sock: Any, *args: Any, **kwargs: Any) -> ssl.SSLSocket:
+        kwargs["do_handshake_on_connect"] = False
+        return super().wrap_socket(sock, *args, **kwargs)
+
+
 def tls_server_context(
     *, cert: Path, key: Path, ca: Path | None, require_client_cert: bool
 ) -> ssl.SSLContext:
     """A server-side TLS context (PS3.15 B.9 BCP 195: TLS 1.2 or newer)."""
-    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx = _DeferredHandshakeContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     ctx.load_cert_chain(certfile=str(cert), keyfile=str(key))
     if ca is not None:

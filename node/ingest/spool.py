@@ -17,10 +17,8 @@ from __future__ import annotations
 
 import errno
 import hashlib
-import json
 import logging
 import os
-import queue
 import shutil
 import threading
 import time
@@ -31,7 +29,9 @@ from pathlib import Path
 from typing import Literal
 
 from node.errors import IngestError, OutOfResourcesError
-from node.ingest.header import Header, dataset_offset, header_json, is_valid_uid, read_header
+from node.ingest.header import Header, dataset_offset, header_json, read_header
+from node.ingest.quarantine import quarantine
+from node.ingest.reconcile import reconcile
 from node.store.index import Index, IngestRecord, StoredRef
 from node.types import DicomJson, Instance
 
@@ -62,6 +62,7 @@ class _Job:
     series_header: DicomJson | None
     received_at: float
     done: threading.Event = field(default_factory=threading.Event)
+    promoted: bool = False
     outcome: StoreOutcome | None = None
     error: BaseException | None = None
 
@@ -113,32 +114,39 @@ class Spool:
         for stale in self.tmp_dir.iterdir():  # never acknowledged: a crash hit mid-write
             stale.unlink(missing_ok=True)
         _fsync_dir(self.data_dir)
+        self._clean_marker = self.data_dir / ".clean-shutdown"
+        if not self._clean_marker.exists():
+            reconcile(self.studies_dir, index)  # power loss may have cost index transactions
+        self._clean_marker.unlink(missing_ok=True)
         self._lock = threading.Lock()
         self._used = index.total_bytes()
         self._reserved = 0
         self._series_seen: set[str] = set()
-        self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
+        self._pending: list[_Job] = []  # written to tmp/, waiting for a group commit
+        self._pending_lock = threading.Lock()
+        self._leading = False  # one caller at a time commits for everyone (see _submit)
+        self._stopped = False
         self._listeners: list[Callable[[StoreOutcome], None]] = []
         self._durable_dirs: set[Path] = set()
 
     # ------------------------------------------------------------ life cycle
     def start(self) -> None:
-        """Start the committer thread (``store`` also starts it on first use)."""
-        with self._lock:
-            if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(
-                    target=self._run, name="spool-committer", daemon=True
-                )
-                self._thread.start()
+        """Accept ``store`` calls (a new spool accepts them already)."""
+        self._stopped = False
+        self._clean_marker.unlink(missing_ok=True)
 
     def stop(self) -> None:
-        """Finish the instances being committed and stop the committer thread."""
-        with self._lock:
-            thread, self._thread = self._thread, None
-        if thread is not None:
-            self._queue.put(None)
-            thread.join(timeout=30)
+        """Refuse further ``store`` calls, let running commits finish, mark a clean shutdown."""
+        self._stopped = True
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            with self._pending_lock:
+                if not self._leading:
+                    break
+            time.sleep(0.01)
+        else:
+            return  # still committing: leave no marker, the next start reconciles
+        self._clean_marker.touch()
 
     def add_listener(self, callback: Callable[[StoreOutcome], None]) -> None:
         """Call ``callback(outcome)`` after every committed stored/replaced instance."""
@@ -178,7 +186,15 @@ class Spool:
             header = read_header(data)
             offset = dataset_offset(data)
         except IngestError as exc:
-            self._quarantine(data, exc, calling_aet=calling_aet, source=source)
+            quarantine(
+                self.quarantine_dir,
+                self.index,
+                data,
+                exc,
+                calling_aet=calling_aet,
+                source=source,
+                min_free_bytes=self.min_free_bytes,
+            )
             raise
         view = memoryview(data)
         dataset_sha = hashlib.sha256(view[offset:]).hexdigest()
@@ -264,32 +280,42 @@ class Spool:
         return tmp
 
     def _submit(self, job: _Job) -> StoreOutcome:
-        if self._thread is None or not self._thread.is_alive():
-            self.start()
-        self._queue.put(job)
-        job.done.wait()
+        """Group commit, leader/follower style.
+
+        The caller that finds nobody committing becomes the leader: it commits every waiting job
+        (its own and those of other associations) in one batch, repeats until its own job is
+        done, then hands leadership to the oldest waiting job's caller.  Followers just wait.
+        A lone association thus commits in its own thread (no hand-off latency), while
+        concurrent ones share directory fsyncs and one index transaction per batch.
+        """
+        if self._stopped:
+            if job.tmp is not None:
+                job.tmp.unlink(missing_ok=True)
+            raise IngestError("the node is shutting down; send the instance again")
+        with self._pending_lock:
+            self._pending.append(job)
+            lead = not self._leading
+            self._leading = True
+        if not lead:
+            job.done.wait()
+            if job.promoted:  # woken to lead, not finished
+                job.promoted = False
+                job.done.clear()
+                lead = True
+        if lead:
+            self._lead(job)
         if job.error is not None:
             raise job.error
         assert job.outcome is not None
         return job.outcome
 
-    # ------------------------------------------------------------ committer
-    def _run(self) -> None:
-        while True:
-            job = self._queue.get()
-            if job is None:
-                return
-            batch = [job]
-            stop = False
-            while len(batch) < _MAX_BATCH:
-                try:
-                    more = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if more is None:
-                    stop = True
-                    break
-                batch.append(more)
+    def _lead(self, own: _Job) -> None:
+        while not own.done.is_set():
+            with self._pending_lock:
+                batch = self._pending[:_MAX_BATCH]
+                del self._pending[: len(batch)]
+            if not batch:  # cannot happen while own is pending; never spin
+                break
             try:
                 self._commit(batch)
             except BaseException as exc:  # noqa: BLE001 - every waiting caller must be released
@@ -302,8 +328,13 @@ class Spool:
                             else IngestError(f"cannot commit the instance: {exc}")
                         )
                         j.done.set()
-            if stop:
-                return
+        with self._pending_lock:
+            if self._pending:
+                successor = self._pending[0]
+                successor.promoted = True
+                successor.done.set()
+            else:
+                self._leading = False
 
     def _final_dir(self, header: Header) -> Path:
         # UIDs were validated by read_header: digits and dots only, never a separator or '..'
@@ -343,7 +374,9 @@ class Spool:
                     placed.append((job, rec))
                     continue
                 if job.tmp is None:  # was a duplicate when checked, no longer: resend needed
-                    raise IngestError("instance changed while being stored; send it again")
+                    job.error = IngestError("instance changed while being stored; send it again")
+                    job.done.set()
+                    continue
                 final_dir = self._final_dir(h)
                 self._make_dirs(final_dir, to_sync)
                 path = final_dir / f"{h.sop_uid}.dcm"
@@ -438,56 +471,3 @@ class Spool:
             body_part=h.body_part,
             calling_aet=job.calling_aet,
         )
-
-    # ------------------------------------------------------------ quarantine
-    def _quarantine(
-        self, data: bytes, exc: IngestError, *, calling_aet: str | None, source: str
-    ) -> None:
-        """Keep the refused bytes with a JSON reason; never raise (the refusal is the answer)."""
-        stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
-        name = f"{stamp}-{uuid.uuid4().hex[:12]}"
-        path = self.quarantine_dir / f"{name}.dcm"
-        sha = hashlib.sha256(data).hexdigest()
-        study_uid, sop_uid = _best_effort_uids(data)
-        reason = {
-            "reason": str(exc),
-            "error": exc.type,
-            "dicom_status": f"0x{exc.dicom_status:04X}",
-            "calling_aet": calling_aet,
-            "source": source,
-            "sha256": sha,
-            "bytes": len(data),
-            "received_at": time.time(),
-            "study_uid": study_uid,
-            "sop_uid": sop_uid,
-        }
-        try:
-            if shutil.disk_usage(self.data_dir).free - len(data) < self.min_free_bytes:
-                raise OSError(errno.ENOSPC, "no room to quarantine")
-            path.write_bytes(data)
-            path.with_suffix(".json").write_text(json.dumps(reason, indent=2))
-            self.index.record_quarantine(
-                study_uid=study_uid, sop_uid=sop_uid, reason=str(exc), path=path
-            )
-        except (OSError, Exception):  # noqa: BLE001 - quarantine is best effort
-            log.exception("instance.quarantine_failed", extra={"sha256": sha[:12]})
-            return
-        log.warning(
-            "instance.quarantined",
-            extra={"error": exc.type, "sha256": sha[:12], "sop_uid": sop_uid, "source": source},
-        )
-
-
-def _best_effort_uids(data: bytes) -> tuple[str | None, str | None]:
-    """Study and SOP Instance UID of a refused file, when they can be read and are valid."""
-    try:
-        import io
-
-        import pydicom
-
-        ds = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True, force=True)
-        study = str(ds.get("StudyInstanceUID", "") or "")
-        sop = str(ds.get("SOPInstanceUID", "") or "")
-    except Exception:  # noqa: BLE001
-        return None, None
-    return (study if is_valid_uid(study) else None, sop if is_valid_uid(sop) else None)

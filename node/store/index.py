@@ -1,16 +1,18 @@
 """The SQLite index (WAL) of studies, series, instances and their events.
 
-One database file, ``data_dir/index.sqlite``.  Each thread gets its own connection; writes run in
-``BEGIN IMMEDIATE`` transactions so concurrent writers queue on SQLite's lock instead of failing.
-``synchronous=FULL``: a committed transaction survives a crash or power loss, which is what the
-C-STORE acknowledgement promises.  Paths are stored relative to the data directory.
+One database file, ``data_dir/index.sqlite``.  Connections come from a small pool (association
+threads come and go); writes run in ``BEGIN IMMEDIATE`` transactions so concurrent writers queue
+on SQLite's lock instead of failing.  ``synchronous=NORMAL``: a committed transaction survives a
+crash of the process at once; after a power loss the last transactions may be missing, and the
+spool re-indexes the fsync'd files they described (``node.ingest.reconcile``).  Paths are stored
+relative to the data directory.
 """
 
 from __future__ import annotations
 
 import json
+import queue
 import sqlite3
-import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
@@ -19,61 +21,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 from node.store.migrate import migrate
+from node.store.schema import STEPS
 from node.types import DicomJson, Instance, Series, Study
 
-__all__ = ["Index", "IngestRecord", "StoredRef"]
+__all__ = ["STEPS", "Index", "IngestRecord", "StoredRef"]
 
-STEPS: tuple[str, ...] = (
-    """
-    CREATE TABLE studies (
-        study_uid TEXT PRIMARY KEY,
-        state TEXT NOT NULL DEFAULT 'open',
-        generation INTEGER NOT NULL DEFAULT 0,
-        first_received REAL NOT NULL,
-        last_received REAL NOT NULL,
-        completed_at REAL
-    );
-    CREATE INDEX studies_state ON studies(state);
-    CREATE TABLE series (
-        series_uid TEXT PRIMARY KEY,
-        study_uid TEXT NOT NULL,
-        modality TEXT,
-        body_part TEXT,
-        series_description TEXT,
-        header_json TEXT NOT NULL DEFAULT '{}',
-        first_received REAL NOT NULL
-    );
-    CREATE INDEX series_study ON series(study_uid);
-    CREATE TABLE instances (
-        sop_uid TEXT PRIMARY KEY,
-        series_uid TEXT NOT NULL,
-        study_uid TEXT NOT NULL,
-        sop_class_uid TEXT NOT NULL,
-        transfer_syntax_uid TEXT NOT NULL,
-        path TEXT NOT NULL,
-        size_bytes INTEGER NOT NULL,
-        sha256 TEXT NOT NULL,
-        dataset_sha256 TEXT NOT NULL,
-        modality TEXT,
-        body_part TEXT,
-        calling_aet TEXT,
-        source TEXT NOT NULL,
-        received_at REAL NOT NULL
-    );
-    CREATE INDEX instances_series ON instances(series_uid);
-    CREATE INDEX instances_study ON instances(study_uid);
-    CREATE TABLE events (
-        id INTEGER PRIMARY KEY AUTOINCREMENT,
-        ts REAL NOT NULL,
-        kind TEXT NOT NULL,
-        study_uid TEXT,
-        series_uid TEXT,
-        sop_uid TEXT,
-        detail TEXT NOT NULL DEFAULT '{}'
-    );
-    CREATE INDEX events_study ON events(study_uid, id)
-    """,
-)
 
 Status = Literal["stored", "duplicate", "replaced"]
 
@@ -105,6 +57,33 @@ class IngestRecord:
     previous: StoredRef | None = None
 
 
+_POOL = 8
+
+
+class _Result:
+    """Rows of one query, fetched before the connection went back to the pool."""
+
+    def __init__(self, rows: list[sqlite3.Row]) -> None:
+        self._rows = rows
+
+    def fetchone(self) -> sqlite3.Row | None:
+        return self._rows[0] if self._rows else None
+
+    def fetchall(self) -> list[sqlite3.Row]:
+        return self._rows
+
+
+class _Reader:
+    """``execute`` on a borrowed connection, for read-only queries."""
+
+    def __init__(self, index: Index) -> None:
+        self._index = index
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> _Result:
+        with self._index._use() as conn:
+            return _Result(conn.execute(sql, params).fetchall())
+
+
 class Index:
     """The SQLite index at ``db_path`` (normally ``data_dir/index.sqlite``).
 
@@ -118,52 +97,67 @@ class Index:
         self.db_path = Path(db_path)
         self.data_dir = self.db_path.parent
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        self._local = threading.local()
-        self._all: list[sqlite3.Connection] = []
-        self._lock = threading.Lock()
+        self._idle: queue.LifoQueue[sqlite3.Connection] = queue.LifoQueue(maxsize=_POOL)
         self._closed = False
-        conn = self._conn()
-        conn.execute("PRAGMA journal_mode=WAL")
-        migrate(conn, "index", STEPS)
+        with self._use() as conn:
+            conn.execute("PRAGMA journal_mode=WAL")
+            migrate(conn, "index", STEPS)
 
     # ------------------------------------------------------------ connections
-    def _conn(self) -> sqlite3.Connection:
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is None:
-            if self._closed:
-                raise RuntimeError("the index is closed")
-            conn = sqlite3.connect(
-                self.db_path, timeout=30.0, isolation_level=None, check_same_thread=False
-            )
-            conn.row_factory = sqlite3.Row
-            conn.execute("PRAGMA synchronous=FULL")
-            conn.execute("PRAGMA foreign_keys=ON")
-            self._local.conn = conn
-            with self._lock:
-                self._all.append(conn)
+    def _connect(self) -> sqlite3.Connection:
+        if self._closed:
+            raise RuntimeError("the index is closed")
+        conn = sqlite3.connect(
+            self.db_path, timeout=30.0, isolation_level=None, check_same_thread=False
+        )
+        conn.row_factory = sqlite3.Row
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute("PRAGMA foreign_keys=ON")
         return conn
 
     @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        conn = self._conn()
-        conn.execute("BEGIN IMMEDIATE")
+    def _use(self) -> Iterator[sqlite3.Connection]:
+        """Borrow a pooled connection: never one per thread (associations are threads)."""
+        try:
+            conn = self._idle.get_nowait()
+        except queue.Empty:
+            conn = self._connect()
         try:
             yield conn
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        else:
-            conn.execute("COMMIT")
+        finally:
+            if self._closed:
+                conn.close()
+            else:
+                try:
+                    self._idle.put_nowait(conn)
+                except queue.Full:
+                    conn.close()
+
+    def _conn(self) -> _Reader:
+        return _Reader(self)
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        with self._use() as conn:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            else:
+                conn.execute("COMMIT")
 
     def close(self) -> None:
-        """Close every connection this object opened (idempotent)."""
-        with self._lock:
-            self._closed = True
-            conns, self._all = self._all, []
-        for conn in conns:
+        """Close the pooled connections (idempotent); borrowed ones close when returned."""
+        self._closed = True
+        while True:
+            try:
+                conn = self._idle.get_nowait()
+            except queue.Empty:
+                break
             with suppress(sqlite3.Error):
                 conn.close()
-        self._local = threading.local()
 
     def _abs(self, rel: str) -> Path:
         return self.data_dir / rel
@@ -207,10 +201,24 @@ class Index:
         )
         return row is not None and row[0] != "{}"
 
+    def last_received_at(self) -> float | None:
+        """Arrival time of the most recently indexed instance (None when empty)."""
+        rows = self._conn().execute("SELECT MAX(received_at) FROM instances").fetchall()
+        return None if rows[0][0] is None else float(rows[0][0])
+
+    def series_paths(self, series_uid: str) -> set[Path]:
+        """Absolute paths of the indexed files of a series."""
+        rows = (
+            self._conn()
+            .execute("SELECT path FROM instances WHERE series_uid = ?", (series_uid,))
+            .fetchall()
+        )
+        return {self._abs(r[0]) for r in rows}
+
     def total_bytes(self) -> int:
         """Sum of the sizes of every stored instance file."""
-        row = self._conn().execute("SELECT COALESCE(SUM(size_bytes), 0) FROM instances").fetchone()
-        return int(row[0])
+        rows = self._conn().execute("SELECT COALESCE(SUM(size_bytes), 0) FROM instances").fetchall()
+        return int(rows[0][0])
 
     def commit(self, records: Sequence[IngestRecord]) -> list[str]:
         """Write ``records`` in ONE transaction (group commit); return studies re-opened by it.
@@ -530,5 +538,7 @@ class Index:
 
     def count_events(self, kind: str) -> int:
         """How many events of ``kind`` exist (any study)."""
-        row = self._conn().execute("SELECT COUNT(*) FROM events WHERE kind = ?", (kind,)).fetchone()
-        return int(row[0])
+        rows = (
+            self._conn().execute("SELECT COUNT(*) FROM events WHERE kind = ?", (kind,)).fetchall()
+        )
+        return int(rows[0][0])

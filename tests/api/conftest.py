@@ -23,7 +23,11 @@ class RunningNode:
 
 
 def start_node(
-    data_dir: Path, *, stow_max_bytes: int = STOW_LIMIT, auth: AuthConfig | None = None
+    data_dir: Path,
+    *,
+    stow_max_bytes: int = STOW_LIMIT,
+    auth: AuthConfig | None = None,
+    quota_bytes: int | None = None,
 ) -> Node:
     config = Config(
         auth=auth or AuthConfig(),
@@ -33,6 +37,7 @@ def start_node(
             http_port=0,
             min_free_bytes=0,
             stow_max_bytes=stow_max_bytes,
+            quota_bytes=quota_bytes,
         ),
         study=StudyConfig(stable_seconds=3600),  # completion only when forced
     )

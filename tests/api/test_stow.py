@@ -17,7 +17,8 @@ from dicomweb_client import DICOMwebClient
 from pydicom.uid import generate_uid
 
 from node.samples import write_ct_series
-from tests.api.conftest import STOW_LIMIT, RunningNode, multipart
+from tests.api.conftest import BOUNDARY, STOW_LIMIT, RunningNode, multipart
+from tests.util import wait_until
 
 FAILED_SEQ, REFERENCED_SEQ, FAILURE_REASON = "00081198", "00081199", "00081197"
 RETRIEVE_URL, SOP_UID = "00081190", "00081155"
@@ -263,3 +264,73 @@ def test_accept_header_is_honoured(
         "/dicom-web/studies", content=body, headers={**headers, "Accept": accept}
     )
     assert resp.status_code == status, resp.text
+
+
+def test_client_gone_mid_upload_keeps_complete_parts(
+    running: RunningNode, ct_files: list[Path]
+) -> None:
+    """A client that disconnects mid-body: parts it finished are stored, the node stays up."""
+    import socket
+
+    body, headers = multipart([p.read_bytes() for p in ct_files[:3]])
+    third = body.index(b"--" + BOUNDARY.encode(), len(ct_files[0].read_bytes()) * 2)
+    cut = third + 300  # inside the third part
+    port = int(running.url.rsplit(":", 1)[1])
+    head = (
+        "POST /dicom-web/studies HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        f"Content-Type: {headers['Content-Type']}\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode()
+    with socket.create_connection(("127.0.0.1", port)) as sock:
+        sock.sendall(head + body[:cut])
+
+        def two_stored() -> bool:
+            rows = running.http.get("/api/studies").json()["studies"]
+            return bool(rows) and rows[0]["instance_count"] == 2
+
+        wait_until(two_stored, timeout=10, what="the two complete parts stored")
+    assert running.node.index.get_instance(_sop(ct_files[2])) is None
+    assert running.http.get("/api/health").json()["status"] == "ok"
+
+
+def test_quota_full_fails_parts_with_a700(tmp_path: Path, ct_files: list[Path]) -> None:
+    """Over the configured quota the spool refuses (0xA700) and nothing is half-written."""
+    from tests.api.conftest import start_node
+
+    one = ct_files[0].stat().st_size
+    node = start_node(tmp_path / "data", quota_bytes=int(one * 2.5))
+    try:
+        body, headers = multipart([p.read_bytes() for p in ct_files[:4]])
+        resp = httpx.post(
+            f"http://127.0.0.1:{node.http_port}/dicom-web/studies", content=body, headers=headers
+        )
+        assert resp.status_code == 202, resp.text
+        out = resp.json()
+        stored = {r[SOP_UID]["Value"][0] for r in _values(out, REFERENCED_SEQ)}
+        failed = _values(out, FAILED_SEQ)
+        assert [f[FAILURE_REASON]["Value"][0] for f in failed] == [0xA700, 0xA700]
+        # parts are stored concurrently: which two fit is not fixed, but they partition the set
+        refused = {f[SOP_UID]["Value"][0] for f in failed}
+        assert len(stored) == 2 and stored | refused == {_sop(p) for p in ct_files[:4]}
+        for sop_uid in refused:
+            assert node.index.get_instance(sop_uid) is None
+        assert not list((tmp_path / "data" / "tmp").iterdir())
+    finally:
+        node.stop()
+
+
+def test_hostile_multipart_framing_is_a_400(running: RunningNode, ct_files: list[Path]) -> None:
+    long_boundary = "b" * 300
+    body, headers = multipart([ct_files[0].read_bytes()], boundary=long_boundary)
+    resp = running.http.post("/dicom-web/studies", content=body, headers=headers)
+    assert resp.status_code == 400 and "boundary" in resp.json()["detail"]
+    part_headers = "".join(f"X-Filler-{i}: {i}\r\n" for i in range(50))
+    body = (
+        f"--{BOUNDARY}\r\n{part_headers}Content-Type: application/dicom\r\n\r\n".encode()
+        + ct_files[0].read_bytes()
+        + f"\r\n--{BOUNDARY}--\r\n".encode()
+    )
+    _, headers = multipart([])
+    resp = running.http.post("/dicom-web/studies", content=body, headers=headers)
+    assert resp.status_code == 400
+    assert resp.headers["content-type"] == "application/problem+json"
+    assert running.http.get("/api/studies").json()["studies"] == []

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from node.store.index import Index
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -78,3 +80,41 @@ def test_demo_fails_when_a_study_does_not_complete(tmp_path: Path) -> None:
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "FAILED:" in proc.stdout
     assert proc.stdout.count("did not complete by itself; forced") == 2
+
+
+@pytest.mark.slow
+def test_keep_running_serves_the_api_until_interrupted(tmp_path: Path) -> None:
+    import signal
+
+    import httpx
+
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TMPDIR": str(tmp_path), "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "node", "demo", "--keep-running"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+    )
+    try:
+        assert proc.stdout is not None
+        lines = []
+        for line in proc.stdout:  # blocks until the summary and the "node running" line
+            lines.append(line)
+            if line.startswith("node running: browse "):
+                break
+        else:
+            raise AssertionError("".join(lines))
+        url = line.split("browse ")[1].split()[0]
+        studies = httpx.get(url, timeout=10).json()["studies"]
+        assert sorted(s["instance_count"] for s in studies) == [1, 80]
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=30) == 0
+        assert proc.stdout.read().strip() == "stopping"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+        if proc.stdout is not None:
+            proc.stdout.close()

@@ -8,6 +8,7 @@ import json
 import subprocess
 import zlib
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pydicom
@@ -119,6 +120,24 @@ def test_ct_mr_and_enhanced_series_round_trip(
         inst = index.get_instance(str(enh.SOPInstanceUID))
         assert inst is not None and int(enh.NumberOfFrames) > 1
         assert inst.sop_class_uid == enh.SOPClassUID
+    finally:
+        index.close()
+
+
+def test_parallel_associations(node: NodeProcess, tmp_path: Path) -> None:
+    from tests.ingest.synthetic import write_ct_series
+
+    files = write_ct_series(tmp_path / "par", 60, size=32)
+    chunks = [files[i::4] for i in range(4)]
+    with ThreadPoolExecutor(4) as pool:
+        runs = list(pool.map(lambda c: storescu(node.dicom_port, c), chunks))
+    for chunk, run in zip(chunks, runs, strict=True):
+        assert sorted(run.acknowledged) == sorted(chunk), run.output
+    index = _index(node)
+    try:
+        uid = str(pydicom.dcmread(files[0], stop_before_pixels=True).StudyInstanceUID)
+        row = index.study_row(uid)
+        assert row is not None and row["instance_count"] == 60
     finally:
         index.close()
 

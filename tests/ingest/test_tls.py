@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 from tests.peers.dcmtk import TlsFiles, echoscu, make_pki, storescu
@@ -33,3 +34,7 @@ def test_tls_port_with_client_certificates(tmp_path: Path, corpus: Path) -> None
         foreign = TlsFiles(server.ca, stranger.cert, stranger.key)
         assert echoscu(tls_port, tls=foreign, timeout=10).returncode != 0
         assert echoscu(tls_port, tls=client).returncode == 0
+        # a client that connects and stays silent does not hold up the others
+        with socket.create_connection(("127.0.0.1", tls_port), timeout=5):
+            r = echoscu(tls_port, tls=client, timeout=15)
+            assert r.returncode == 0, r.stdout + r.stderr

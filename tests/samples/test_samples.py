@@ -8,7 +8,13 @@ import pydicom
 import pytest
 
 from node.samples import write_ct_series, write_projection, write_sample_studies
-from node.samples.studies import CT_SHAPE, CT_SPACING, NODULES_MM, _chest_ct_phantom
+from node.samples.studies import (
+    CT_SHAPE,
+    CT_SPACING,
+    NODULES_MM,
+    _chest_ct_phantom,
+    _chest_radiograph_phantom,
+)
 
 
 @pytest.fixture(scope="module")
@@ -16,13 +22,18 @@ def samples(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
     return write_sample_studies(tmp_path_factory.mktemp("samples"))
 
 
-def test_sample_studies_pass_dciodvfy(samples: list[Path], checker_tools: Path) -> None:
+def test_sample_studies_pass_dciodvfy(
+    samples: list[Path], checker_tools: Path, tmp_path: Path
+) -> None:
     root = samples[0].parent.parent
+    cr = write_projection(_chest_radiograph_phantom(), out_dir=tmp_path / "cr", modality="CR")
     proc = subprocess.run(
-        [str(checker_tools / "check-dicom"), str(root)], capture_output=True, text=True
+        [str(checker_tools / "check-dicom"), str(root), str(cr)], capture_output=True, text=True
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert f"check-dicom: {len(samples)} file(s), 0 error(s)" in proc.stdout
+    assert f"check-dicom: {len(samples) + 1} file(s), 0 error(s)" in proc.stdout
+    assert "CR_0001.dcm: CRImage — 0 error(s)" in proc.stdout
+    assert "DX_0001.dcm: DXImageForPresentation — 0 error(s)" in proc.stdout
 
 
 def test_two_studies_with_realistic_headers(samples: list[Path]) -> None:
