@@ -149,9 +149,14 @@ def _stored_study(config: Config, study_uid: str) -> list[SeriesInput]:
     below is the one agreed in the brief and is checked by the lead at merge time.
     """
     from node.routing.dispatch import series_inputs
-    from node.store.index import Index  # type: ignore[import-not-found,unused-ignore]
 
+    try:
+        from node.store.index import Index  # type: ignore[import-not-found,unused-ignore]
+    except ImportError:
+        _fail(["ainode: error: this build has no study index (node.store.index); use DICOM paths"])
     db_path = Path(config.node.data_dir) / "index.sqlite3"
+    if not db_path.is_file():
+        _fail([f"ainode: error: no study index at {db_path} (is --config the node's config?)"])
     study = Index(db_path).get_study(study_uid)
     if study is None:
         _fail([f"ainode: error: study {study_uid} is not in the index at {db_path}"])
