@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 import dicom_rules
@@ -9,7 +11,7 @@ from dicom_rules import Status
 from tests.dicom_rules.headers import make, series
 
 
-def verdict(condition: str, header: dict, count: int = 1) -> tuple[bool, str]:
+def verdict(condition: str, header: dict[str, Any], count: int = 1) -> tuple[bool, str]:
     """Evaluate one condition (YAML flow text) on one header: (matched, reason)."""
     rules = dicom_rules.parse(
         f"version: 1\nrules:\n  - name: r\n    when: {condition}\n    then: {{model: m}}\n"
@@ -203,7 +205,7 @@ def test_sequence_in_any_item() -> None:
     assert verdict("{ReferencedImageSequence: {exists: true}}", header)[0]
 
 
-def _private_header(creator: str = "GEMS_ACQU_01", block: int = 0x10) -> dict:
+def _private_header(creator: str = "GEMS_ACQU_01", block: int = 0x10) -> dict[str, Any]:
     return {
         "00080060": {"vr": "CS", "Value": ["CT"]},
         f"001900{block:02X}": {"vr": "LO", "Value": [creator]},

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import dicom_rules
 from dicom_rules import DeliverSource, Status
 from tests.dicom_rules.headers import series
@@ -10,7 +12,7 @@ AXIAL = [1, 0, 0, 0, 1, 0]
 CORONAL = [1, 0, 0, 0, 0, -1]
 
 
-def rules(body: str, **kw) -> dicom_rules.RuleSet:
+def rules(body: str, **kw: Any) -> dicom_rules.RuleSet:
     return dicom_rules.parse("version: 1\n" + body, **kw)
 
 
