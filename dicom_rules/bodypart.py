@@ -42,6 +42,9 @@ BUILTIN_SYNONYMS: dict[str, tuple[str, ...]] = {
         "POUMON",
         "POUMONS",
         "PECHO",
+        "TORACE",
+        "POLMONE",
+        "POLMONI",
     ),
     "CHESTABDOMEN": ("CHEST ABDOMEN", "THORAX ABDOMEN", "CHEST ABD", "THORAX ABD"),
     "CHESTABDPELVIS": (

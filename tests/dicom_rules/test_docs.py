@@ -37,3 +37,17 @@ def test_doc_has_examples() -> None:
 def test_doc_example_parses(block: str) -> None:
     rules = dicom_rules.parse(_as_rule_file(block))
     assert dicom_rules.parse(dicom_rules.render(rules)) == rules
+
+
+def test_doc_synonym_and_code_tables_match_the_code() -> None:
+    from dicom_rules.bodypart import BUILTIN_CODES, BUILTIN_SYNONYMS
+
+    doc = DOC.read_text(encoding="utf-8")
+    for canonical, synonyms in BUILTIN_SYNONYMS.items():
+        assert f"| `{canonical}` | " + ", ".join(synonyms) + " |" in doc, canonical
+    section = doc.split("Anatomic region codes", 1)[1].split("\n\n")[1]
+    documented = {}
+    for row in section.splitlines()[2:]:
+        canonical, codes = (c.strip(" `") for c in row.strip("|").split("|"))
+        documented.update({code.strip(): canonical for code in codes.split(",")})
+    assert documented == BUILTIN_CODES

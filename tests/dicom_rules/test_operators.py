@@ -258,3 +258,46 @@ def test_series_input_accepts_objects_and_mappings() -> None:
     as_mapping = {"series_uid": "9", "header": make(Modality="CT"), "instance_count": 3}
     assert rules.route([as_mapping])[0].series_uids == ("9",)
     assert rules.route([series("8", Modality="CT")])[0].series_uids == ("8",)
+
+
+def test_pathological_pattern_runs_in_linear_time() -> None:
+    import time
+
+    header = make(SeriesDescription="a" * 4000 + "!")
+    start = time.perf_counter()
+    matched, _ = verdict("{SeriesDescription: {matches: '(a+)+$'}}", header)
+    matched2, _ = verdict("{SeriesDescription: {matches: '(a|aa)*c'}}", header)
+    assert not matched and not matched2
+    # a backtracking engine needs ~2**4000 steps here; RE2 answers at once
+    assert time.perf_counter() - start < 5
+
+
+@pytest.mark.parametrize(
+    ("iop", "expected"),
+    [
+        ([1, 0, 0, 0, 1, 0], "AXIAL"),
+        ([1, 0, 0, 0, 0, -1], "CORONAL"),
+        ([0, 1, 0, 0, 0, -1], "SAGITTAL"),
+        ([1, 0, 0, 0, 0.7071, 0.7071], "OBLIQUE"),
+        (["1", "0", "0", "0", "1", "0"], "AXIAL"),  # DS strings
+        ([1, 0, 0], None),  # too few values
+        ([1, 0, 0, 1, 0, 0], None),  # parallel vectors: no normal
+        (["x", 0, 0, 0, 1, 0], None),
+    ],
+)
+def test_orientation(iop: list[Any], expected: str | None) -> None:
+    from dicom_rules.evaluate import orientation_of
+
+    header = make(ImageOrientationPatient=iop)
+    assert orientation_of(header) == expected
+
+
+def test_render_is_canonical_long_form() -> None:
+    rules = dicom_rules.parse(
+        "version: 1\nrules:\n  - {name: r, when: {Modality: [CT, MR], '0018,0015': CHEST}, "
+        "then: ignore}\n"
+    )
+    text = dicom_rules.render(rules)
+    assert "Modality:\n" in text and "in:" in text and "BodyPartExamined:" in text
+    assert "then: ignore" in text
+    assert dicom_rules.parse(text) == rules
