@@ -157,3 +157,19 @@ def test_explain_study_without_index_fails_cleanly(tmp_path: Path) -> None:
     )
     assert result.exit_code == 2
     assert result.stderr.startswith("ainode: error:")
+
+
+def test_check_model_names() -> None:
+    demo = [
+        "lung-nodule-seg",
+        "lung-nodule-detect",
+        "lung-nodule-classify",
+        "ct-denoise",
+        "cxr-classify",
+        "report-text",
+    ]
+    args = ["rules", "check", str(EXAMPLE)] + [a for m in demo for a in ("--model", m)]
+    assert runner.invoke(app, args).exit_code == 0
+    result = runner.invoke(app, ["rules", "check", str(EXAMPLE), "--model", "ct-denoise"])
+    assert result.exit_code == 2
+    assert "unknown model 'lung-nodule-seg'" in result.stderr
