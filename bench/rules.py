@@ -159,13 +159,13 @@ def main() -> None:
             rules.route(st)
 
     plan = rules._compiled()
-    from dicom_rules.evaluate import _Ctx  # benchmark-only peek at the compiled form
+    from dicom_rules.conditions import Context
 
     whens = [cr.when for lv in plan.levels + plan.fallback_levels for cr in lv]
 
     def match() -> None:
         for s in series:
-            ctx = _Ctx(0, s.series_uid, s.header, 1, len(plan._paths), plan.table)
+            ctx = Context(0, s.series_uid, s.header, 1, len(plan._paths), plan.table)
             for w in whens:
                 w.test(ctx)
 

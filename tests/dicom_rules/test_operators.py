@@ -286,7 +286,7 @@ def test_pathological_pattern_runs_in_linear_time() -> None:
     ],
 )
 def test_orientation(iop: list[Any], expected: str | None) -> None:
-    from dicom_rules.evaluate import orientation_of
+    from dicom_rules.conditions import orientation_of
 
     header = make(ImageOrientationPatient=iop)
     assert orientation_of(header) == expected
