@@ -12,6 +12,7 @@ from typing import Any
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
+from ruamel.yaml.events import AliasEvent
 
 from dicom_rules.errors import Problem, RuleError
 from dicom_rules.model import (
@@ -446,10 +447,32 @@ class _Parser(ConditionParser):
                     )
 
 
+#: Largest rule text accepted (a rule file is written by hand; this bounds parsing work).
+MAX_TEXT_BYTES = 1 << 20
+
+
 def _read_yaml(text: str, source: str) -> Any:
+    """Parse YAML text; aliases (``*name``) are refused so that the size of what is evaluated
+    is the size of what is written (no "billion laughs" expansion)."""
+    if len(text.encode("utf-8", "replace")) > MAX_TEXT_BYTES:
+        raise RuleError([Problem(source, 1, 1, f"rule file larger than {MAX_TEXT_BYTES} bytes")])
     yaml = YAML(typ="rt")
     yaml.allow_duplicate_keys = False
     try:
+        for event in yaml.parse(text):
+            if isinstance(event, AliasEvent):
+                mark = event.start_mark
+                raise RuleError(
+                    [
+                        Problem(
+                            source,
+                            mark.line + 1,
+                            mark.column + 1,
+                            f"YAML aliases (*{event.anchor}) are not supported; use 'aliases:' "
+                            "for shared value lists",
+                        )
+                    ]
+                )
         return yaml.load(text)
     except MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark

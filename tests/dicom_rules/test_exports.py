@@ -47,6 +47,6 @@ def test_no_code_execution_in_dicom_rules() -> None:
 
     banned = {"eval", "exec", "compile", "__import__"}
     for path in Path(dicom_rules.__file__).parent.glob("*.py"):
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
-                assert node.func.id not in banned, f"{path}: {node.func.id}()"
+        for item in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(item, ast.Call) and isinstance(item.func, ast.Name):
+                assert item.func.id not in banned, f"{path}: {item.func.id}()"

@@ -158,3 +158,20 @@ def test_deeply_nested_conditions_are_bounded() -> None:
     with pytest.raises(dicom_rules.RuleError) as info:
         dicom_rules.parse(f"version: 1\nrules:\n  - {{name: r, when: {cond}, then: ignore}}\n")
     assert "nest deeper" in str(info.value)
+
+
+def test_yaml_python_tags_are_never_executed(tmp_path: Path) -> None:
+    marker = tmp_path / "pwned"
+    text = (
+        "version: 1\nrules:\n  - name: r\n    then: {model: !!python/object/apply:os.system "
+        f'["touch {marker}"]}}\n'
+    )
+    with pytest.raises(dicom_rules.RuleError):
+        dicom_rules.parse(text)
+    assert not marker.exists()
+
+
+def test_oversized_text_is_refused() -> None:
+    with pytest.raises(dicom_rules.RuleError) as info:
+        dicom_rules.parse("version: 1\nrules: []\n" + "#" * (1 << 20))
+    assert "larger than" in str(info.value)
