@@ -16,6 +16,7 @@ false and say so in their reason.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -32,6 +33,7 @@ from dicom_rules.conditions import (
 )
 from dicom_rules.explain import Explanation, SeriesExplanation, Status, Verdict
 from dicom_rules.model import (
+    Action,
     AttributePath,
     Compare,
     Condition,
@@ -48,14 +50,29 @@ from dicom_rules.model import (
 __all__ = ["Plan", "compile_ruleset"]
 
 _NOT_MATCHED = Status.NOT_MATCHED
+_MATCHED = Status.MATCHED
+
+
+def _note(rule: str, action: Action) -> str:
+    """One-line outcome of an action, for ``SeriesExplanation.outcome``."""
+    parts = []
+    if action.ignore:
+        parts.append(f"ignored by '{rule}'")
+    if action.model is not None:
+        parts.append(f"model '{action.model}' by '{rule}'")
+    if action.send_to is not None:
+        parts.append(f"forwarded to '{action.send_to}' by '{rule}'")
+    return "; ".join(parts)
 
 
 class _CompiledRule:
-    __slots__ = ("claims", "prefer", "rule", "select", "when", "where")
+    __slots__ = ("claims", "notes", "pos", "prefer", "rule", "select", "when", "where")
 
     def __init__(self, rule: Rule, comp: Callable[[Condition | None], Node]) -> None:
         self.rule = rule
+        self.pos = 0  # index in Plan.order (verdict position), set by Plan
         self.claims = rule.stop or rule.is_ignore
+        self.notes = [_note(rule.name, a) for a in rule.actions]
         self.when = comp(rule.when)
         sel = rule.select
         self.select: Select | None = sel
@@ -110,6 +127,8 @@ class Plan:
                 else:
                     levels.append([c])
         self.order = [c.rule for lv in self.levels + self.fallback_levels for c in lv]
+        for pos, c in enumerate(cr for lv in self.levels + self.fallback_levels for cr in lv):
+            c.pos = pos
 
     def _path_index(self, path: AttributePath) -> int:
         idx = self._paths.get(path)
@@ -126,16 +145,45 @@ class Plan:
     ) -> tuple[list[RouteDecision], Explanation]:
         """Route ``study``; see the module docstring for the algorithm."""
         all_dest = tuple(sorted(destinations if destinations is not None else ruleset.destinations))
+        defaults_deliver = ruleset.defaults.deliver
         npaths = len(self._paths)
         ctxs = [
             Context(i, uid, header, count, npaths, self.table)
             for i, (uid, header, count) in enumerate(_series_of(s) for s in study)
         ]
-        # fix up prefer paths registered lazily
-        verdicts: list[dict[str, Verdict]] = [{} for _ in ctxs]
+        nrules = len(self.order)
+        verdicts: list[list[Any]] = [[None] * nrules for _ in ctxs]
+        outcomes: list[list[str]] = [[] for _ in ctxs]
         claimed: dict[int, str] = {}
         matched: dict[int, str] = {}
         decisions: list[tuple[tuple[Any, ...], RouteDecision]] = []
+
+        def decide(cr: _CompiledRule, group: list[Context]) -> None:
+            rule = cr.rule
+            uids = (group[0].uid,) if len(group) == 1 else tuple(sorted(c.uid for c in group))
+            for ai, action in enumerate(rule.actions):
+                if action.deliver is not None:
+                    deliver, src = action.deliver, DeliverSource.RULE
+                elif defaults_deliver is not None:
+                    deliver, src = defaults_deliver, DeliverSource.DEFAULTS
+                else:
+                    deliver, src = all_dest, DeliverSource.CONFIG
+                params = action.parameters
+                d = RouteDecision(
+                    rule.name,
+                    action.model,
+                    copy.deepcopy(dict(params)) if params else {},
+                    uids,
+                    () if action.ignore else deliver,
+                    src,
+                    action.send_to,
+                    rule.priority,
+                    action.ignore,
+                )
+                decisions.append(((-rule.priority, rule.name, uids, ai), d))
+                note = cr.notes[ai]
+                for c in group:
+                    outcomes[c.index].append(note)
 
         def level_pass(levels: list[list[_CompiledRule]], pool: list[Context]) -> None:
             for level in levels:
@@ -144,15 +192,17 @@ class Plan:
                 for cr in level:
                     rule = cr.rule
                     name = rule.name
+                    pos = cr.pos
+                    prio = rule.priority
                     if claimed:
                         for c in pool:
                             if c.index in claimed:
-                                verdicts[c.index][name] = Verdict(
+                                verdicts[c.index][pos] = Verdict(
                                     name,
                                     Status.SKIPPED,
                                     f"claimed by rule '{claimed[c.index]}' (higher priority, "
                                     "stop or ignore)",
-                                    rule.priority,
+                                    prio,
                                 )
                     hits = []
                     when = cr.when
@@ -160,118 +210,71 @@ class Plan:
                         if when.test(c):
                             hits.append(c)
                         else:
-                            verdicts[c.index][name] = Verdict(
-                                name, _NOT_MATCHED, None, rule.priority, ("", when, c)
+                            verdicts[c.index][pos] = Verdict(
+                                name, _NOT_MATCHED, None, prio, ("", when, c)
                             )
                     if not hits:
                         continue
                     if rule.scope is Scope.SERIES:
-                        groups = [[c] for c in hits]
                         for c in hits:
-                            verdicts[c.index][rule.name] = Verdict(
-                                rule.name, Status.MATCHED, "matched", rule.priority
-                            )
+                            verdicts[c.index][pos] = Verdict(name, _MATCHED, "matched", prio)
+                            decide(cr, [c])
                     else:
                         chosen = self._select(cr, hits)
                         if not chosen:
                             for c in hits:
-                                verdicts[c.index][rule.name] = Verdict(
-                                    rule.name,
-                                    Status.NOT_MATCHED,
+                                verdicts[c.index][pos] = Verdict(
+                                    name,
+                                    _NOT_MATCHED,
                                     None,
-                                    rule.priority,
+                                    prio,
                                     ("select found no series: ", cr.where, c),
                                 )
                             continue
                         chosen_ids = {c.index for c in chosen}
+                        others = "matched, but select preferred " + ", ".join(s.uid for s in chosen)
                         for c in hits:
-                            verdicts[c.index][rule.name] = (
-                                Verdict(
-                                    rule.name, Status.MATCHED, "matched and selected", rule.priority
-                                )
+                            verdicts[c.index][pos] = (
+                                Verdict(name, _MATCHED, "matched and selected", prio)
                                 if c.index in chosen_ids
-                                else Verdict(
-                                    rule.name,
-                                    Status.NOT_SELECTED,
-                                    "matched, but select preferred "
-                                    + ", ".join(s.uid for s in chosen),
-                                    rule.priority,
-                                )
+                                else Verdict(name, Status.NOT_SELECTED, others, prio)
                             )
-                        groups = [chosen]
+                        decide(cr, chosen)
                     for c in hits:
-                        matched.setdefault(c.index, rule.name)
+                        matched.setdefault(c.index, name)
                         if cr.claims:
-                            newly.setdefault(c.index, rule.name)
-                    for g in groups:
-                        uids = tuple(sorted(c.uid for c in g))
-                        for ai, action in enumerate(rule.actions):
-                            if action.deliver is not None:
-                                deliver, src = action.deliver, DeliverSource.RULE
-                            elif ruleset.defaults.deliver is not None:
-                                deliver, src = ruleset.defaults.deliver, DeliverSource.DEFAULTS
-                            else:
-                                deliver, src = all_dest, DeliverSource.CONFIG
-                            d = RouteDecision(
-                                rule=rule.name,
-                                model=action.model,
-                                parameters=action.parameters,
-                                series_uids=uids,
-                                deliver=() if action.ignore else deliver,
-                                deliver_source=src,
-                                send_to=action.send_to,
-                                priority=rule.priority,
-                                ignored=action.ignore,
-                            )
-                            decisions.append(((-rule.priority, rule.name, uids, ai), d))
+                            newly.setdefault(c.index, name)
                 claimed.update(newly)
 
         level_pass(self.levels, ctxs)
         for c in ctxs:
             if c.index in matched:
+                reason = f"fallback not needed: rule '{matched[c.index]}' matched"
                 for lv in self.fallback_levels:
                     for cr in lv:
-                        verdicts[c.index][cr.rule.name] = Verdict(
-                            cr.rule.name,
-                            Status.NOT_NEEDED,
-                            f"fallback not needed: rule '{matched[c.index]}' matched",
-                            cr.rule.priority,
+                        verdicts[c.index][cr.pos] = Verdict(
+                            cr.rule.name, Status.NOT_NEEDED, reason, cr.rule.priority
                         )
         level_pass(self.fallback_levels, [c for c in ctxs if c.index not in matched])
 
         decisions.sort(key=lambda kd: kd[0])
         final = [d for _, d in decisions]
-        series_expl = []
-        for c in ctxs:
-            v = verdicts[c.index]
-            series_expl.append(
-                SeriesExplanation(
-                    series_uid=c.uid,
-                    instance_count=c.count,
-                    modality=_firsttext_of(c.values(self._modality, MODALITY)),
-                    body_part=c.body,
-                    orientation=c.orientation,
-                    verdicts=tuple(v[r.name] for r in self.order),
-                    outcome=_outcome(c, final),
-                )
+        series_expl = tuple(
+            SeriesExplanation(
+                series_uid=c.uid,
+                instance_count=c.count,
+                modality=_first_text(c.values(self._modality, MODALITY)),
+                body_part=c.body,
+                orientation=c.orientation,
+                verdicts=tuple(verdicts[c.index]),
+                outcome="; ".join(outcomes[c.index]) or "no rule acted on this series",
             )
-        explanation = Explanation(ruleset.source, tuple(series_expl), tuple(final))
-        out = [
-            RouteDecision(
-                rule=d.rule,
-                model=d.model,
-                parameters=d.parameters,
-                series_uids=d.series_uids,
-                deliver=d.deliver,
-                deliver_source=d.deliver_source,
-                send_to=d.send_to,
-                priority=d.priority,
-                ignored=d.ignored,
-                explanation=explanation,
-            )
-            for d in final
-        ]
-        return out, explanation
+            for c in ctxs
+        )
+        explanation = Explanation(ruleset.source, series_expl, tuple(final))
+        for d in final:  # built once; the explanation is attached afterwards (it lists them)
+            object.__setattr__(d, "explanation", explanation)
+        return final, explanation
 
     def _select(self, cr: _CompiledRule, hits: list[Context]) -> list[Context]:
         pool = [c for c in hits if cr.where.test(c)]
@@ -285,27 +288,12 @@ class Plan:
         return self._paths[path]
 
 
-def _firsttext_of(vals: list[Any] | None) -> str | None:
+def _first_text(vals: list[Any] | None) -> str | None:
     for v in vals or ():
         t = text_of(v)
         if t is not None:
             return t.strip()
     return None
-
-
-def _outcome(c: Context, decisions: list[RouteDecision]) -> str:
-    mine = [d for d in decisions if c.uid in d.series_uids]
-    if not mine:
-        return "no rule acted on this series"
-    parts = []
-    for d in mine:
-        if d.ignored:
-            parts.append(f"ignored by '{d.rule}'")
-        elif d.model is not None:
-            parts.append(f"model '{d.model}' by '{d.rule}'")
-        if d.send_to is not None:
-            parts.append(f"forwarded to '{d.send_to}' by '{d.rule}'")
-    return "; ".join(parts)
 
 
 def _series_of(s: Any) -> tuple[str, Any, int]:

@@ -291,3 +291,13 @@ rules:
         "verdict": "not matched",
         "reason": "Modality equals 'CT': seen 'PT'",
     }
+
+
+def test_decision_parameters_are_a_private_json_ready_copy() -> None:
+    import json
+
+    rs = rules("rules:\n  - {name: r, then: {model: m, parameters: {labels: [1, 2]}}}\n")
+    d = rs.route([series("1")])[0]
+    assert json.loads(json.dumps(d.parameters)) == {"labels": [1, 2]}
+    d.parameters["labels"].append(3)  # type: ignore[index]
+    assert rs.route([series("1")])[0].parameters == {"labels": [1, 2]}
