@@ -524,8 +524,8 @@ def load(
 ) -> RuleSet:
     """Load a rule file (a ``Path``, or a ``str`` naming an existing file) or rule text.
 
-    A ``str`` containing a newline is always text; otherwise it is a file name if such a file
-    exists, else text.
+    A ``str`` containing a newline is always text.  A one-line ``str`` is a file name if such a
+    file exists or if it has no ``:`` (a one-line rule text always has one), else text.
 
     Raises
     ------
@@ -533,7 +533,7 @@ def load(
         With every problem found (including a file that cannot be read).
     """
     if isinstance(path_or_text, Path) or (
-        "\n" not in path_or_text and Path(path_or_text).is_file()
+        "\n" not in path_or_text and (":" not in path_or_text or Path(path_or_text).is_file())
     ):
         path = Path(path_or_text)
         try:

@@ -175,3 +175,12 @@ def test_oversized_text_is_refused() -> None:
     with pytest.raises(dicom_rules.RuleError) as info:
         dicom_rules.parse("version: 1\nrules: []\n" + "#" * (1 << 20))
     assert "larger than" in str(info.value)
+
+
+def test_missing_file_name_is_reported_as_such(tmp_path: Path) -> None:
+    with pytest.raises(dicom_rules.RuleError) as info:
+        dicom_rules.load(str(tmp_path / "rules.yaml"))
+    assert info.value.path == str(tmp_path / "rules.yaml")
+    assert "cannot read rule file" in str(info.value)
+    rules = dicom_rules.load("{version: 1, rules: [{name: r, then: ignore}]}")  # one-line text
+    assert rules.rules[0].name == "r"
