@@ -119,7 +119,9 @@ def test_explain_corpus_files(corpus: Path) -> None:
     }
     head = next(s for _, s in by_series.values() if s["body_part"]["value"] == "HEAD")
     reasons = {r["rule"]: r["reason"] for r in head["rules"]}
-    assert reasons["chest-ct-lung-nodules"] == "body_part equals 'CHEST': seen 'HEAD'"
+    assert reasons["chest-ct-lung-nodules"] == (
+        "body_part in ['CHEST', 'CHESTABDOMEN', 'CHESTABDPELVIS']: seen 'HEAD'"
+    )
     srs = [s for _, s in by_series.values() if s["modality"] == "SR"]
     assert len(srs) == 2 and all(s["outcome"] == "ignored by 'ignore-non-images'" for s in srs)
 
