@@ -299,7 +299,7 @@ def test_decision_parameters_are_a_private_json_ready_copy() -> None:
     rs = rules("rules:\n  - {name: r, then: {model: m, parameters: {labels: [1, 2]}}}\n")
     d = rs.route([series("1")])[0]
     assert json.loads(json.dumps(d.parameters)) == {"labels": [1, 2]}
-    d.parameters["labels"].append(3)  # type: ignore[index]
+    d.parameters["labels"].append(3)
     assert rs.route([series("1")])[0].parameters == {"labels": [1, 2]}
 
 
@@ -307,13 +307,14 @@ def test_example_rules_send_chest_abdomen_pelvis_ct_to_lung_models() -> None:
     from tests.dicom_rules.test_parse import EXAMPLE
 
     rs = dicom_rules.load(EXAMPLE)
-    for attrs in (
+    cases: tuple[dict[str, Any], ...] = (
         {"BodyPartExamined": "CHEST_TO_PELVIS"},
         {"StudyDescription": "CT Chest/Abdomen/Pelvis with contrast"},
         {"BodyPartExamined": "CHESTABDOMEN"},
         {"ProtocolName": "Lung Cancer Screening"},
-    ):
-        ds = rs.route([series("1", Modality="CT", **attrs)])
+    )
+    for attrs in cases:
+        ds = rs.route([series("1", 1, Modality="CT", **attrs)])
         assert [d.model for d in ds][:1] == ["lung-nodule-seg"], attrs
     ds = rs.route([series("1", Modality="CT", BodyPartExamined="ABDOMEN")])
     assert [d.model for d in ds] == ["ct-denoise"]
