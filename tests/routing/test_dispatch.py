@@ -104,3 +104,11 @@ def test_example_rules_on_a_study_record() -> None:
         ("report-text", ("9.8.1",)),
     ]
     assert {d.rule for d in decisions if d.ignored} == {"ignore-non-images", "ignore-localizers"}
+
+
+def test_packaged_default_rules_are_the_example() -> None:
+    from node.routing import DEFAULT_RULES
+
+    example = ROOT / "deploy" / "rules.example.yaml"
+    assert DEFAULT_RULES.read_text() == example.read_text()
+    assert dicom_rules.load(DEFAULT_RULES) == dicom_rules.load(example)
