@@ -68,7 +68,12 @@ def _note(rule: str, action: Action) -> str:
 class _CompiledRule:
     __slots__ = ("claims", "notes", "pos", "prefer", "rule", "select", "when", "where")
 
-    def __init__(self, rule: Rule, comp: Callable[[Condition | None], Node]) -> None:
+    def __init__(
+        self,
+        rule: Rule,
+        comp: Callable[[Condition | None], Node],
+        path_index: Callable[[AttributePath], int],
+    ) -> None:
         self.rule = rule
         self.pos = 0  # index in Plan.order (verdict position), set by Plan
         self.claims = rule.stop or rule.is_ignore
@@ -84,15 +89,17 @@ class _CompiledRule:
                     self.prefer.append((p.kind, comp(p.condition)))
                 else:
                     assert p.path is not None
-                    self.prefer.append((p.kind, make_compare(Compare(p.path, Op.EXISTS, True), 0)))
+                    probe = Compare(p.path, Op.EXISTS, True)
+                    self.prefer.append((p.kind, make_compare(probe, path_index(p.path))))
 
-    def sort_key(self, ctx: Context, paths: Callable[[AttributePath], int]) -> tuple[Any, ...]:
+    def sort_key(self, ctx: Context) -> tuple[Any, ...]:
+        """Preference order of a series (smaller first); ties end with the series UID."""
         key: list[Any] = []
         for kind, node in self.prefer:
             if kind == "matching":
                 key.append(0 if node.test(ctx) else 1)
                 continue
-            vals = ctx.values(paths(node.path), node.path) or []
+            vals = ctx.values(node.idx, node.path) or []
             nums = [n for n in (number_of(v) for v in vals) if n is not None]
             if not nums:
                 key.append((1, 0.0))
@@ -111,7 +118,7 @@ class Plan:
         self.table = table_for(ruleset.body_parts)
         self.levels: list[list[_CompiledRule]] = []
         self.fallback_levels: list[list[_CompiledRule]] = []
-        compiled = [_CompiledRule(r, self._compile) for r in ruleset.rules]
+        compiled = [_CompiledRule(r, self._compile, self._path_index) for r in ruleset.rules]
         self._modality = self._path_index(MODALITY)
         for kind, levels in (
             (RuleKind.ROUTE, self.levels),
@@ -280,12 +287,9 @@ class Plan:
         pool = [c for c in hits if cr.where.test(c)]
         if cr.select is None:
             return sorted(pool, key=lambda c: (c.uid, c.index))
-        pool.sort(key=lambda c: cr.sort_key(c, self._path_index_of))
+        pool.sort(key=cr.sort_key)
         count = cr.select.count
         return pool if count is None else pool[:count]
-
-    def _path_index_of(self, path: AttributePath) -> int:
-        return self._paths[path]
 
 
 def _first_text(vals: list[Any] | None) -> str | None:
@@ -313,11 +317,4 @@ def _series_of(s: Any) -> tuple[str, Any, int]:
 
 def compile_ruleset(ruleset: RuleSet) -> Plan:
     """Compile ``ruleset`` (called once per RuleSet by ``RuleSet.route``)."""
-    plan = Plan(ruleset)
-    # preference paths need indexes too
-    for lv in plan.levels + plan.fallback_levels:
-        for cr in lv:
-            for kind, node in cr.prefer:
-                if kind != "matching":
-                    node.idx = plan._path_index(node.path)
-    return plan
+    return Plan(ruleset)
