@@ -14,6 +14,7 @@ from typing import Any
 
 from pydicom.datadict import keyword_dict
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.scalarint import HexCapsInt, HexInt
 
 from dicom_rules.errors import Problem
 from dicom_rules.model import (
@@ -80,6 +81,22 @@ def plain(v: Any) -> Any:
     if isinstance(v, float):
         return float(v)
     return v
+
+
+def _hex(value: Any) -> int:
+    """A hex number as written in YAML: "0019", "0x0c", 0x0c, or digits read as hex (0019)."""
+    if isinstance(value, bool):
+        raise TypeError("not a number")
+    if isinstance(value, (HexInt, HexCapsInt)):
+        return int(value)
+    if isinstance(value, int):
+        return int(str(value), 16)  # 0019 / 19 written without quotes: the digits are hex
+    if isinstance(value, str):
+        text = value.strip()
+        if text[:2] in ("xx", "XX"):  # "xx0c": element byte of any block
+            text = text[2:]
+        return int(text, 16)
+    raise TypeError("not a number")
 
 
 class ConditionParser:
@@ -266,8 +283,8 @@ class ConditionParser:
                 self.err(ppos, "a private tag needs 'creator' (the Private Creator string)")
                 return None
             try:
-                g = int(str(group), 16)
-                e = int(str(elem), 16) if isinstance(elem, str) else int(elem)
+                g = _hex(group)
+                e = _hex(elem)
             except (TypeError, ValueError):
                 self.err(
                     ppos, "private 'group' and 'element' are hex strings like \"0019\" and \"0x0c\""

@@ -301,3 +301,24 @@ def test_render_is_canonical_long_form() -> None:
     assert "Modality:\n" in text and "in:" in text and "BodyPartExamined:" in text
     assert "then: ignore" in text
     assert dicom_rules.parse(text) == rules
+
+
+@pytest.mark.parametrize(
+    ("group", "element"),
+    [
+        ('"0019"', '"0x0c"'),
+        ("0019", "0x0c"),
+        ("0x0019", "0x0C"),
+        ('"0x19"', '"0C"'),
+        ("19", '"xx0c"'),
+    ],
+)
+def test_private_explicit_numbers_in_any_spelling(group: str, element: str) -> None:
+    rules = dicom_rules.parse(
+        "version: 1\nrules:\n  - name: r\n    when:\n"
+        f"      tag: {{private: {{group: {group}, creator: GEMS_ACQU_01, element: {element}}}}}\n"
+        "      lt: 1\n    then: {model: m}\n"
+    )
+    compare = rules.rules[0].when
+    assert isinstance(compare, dicom_rules.Compare)
+    assert compare.path.segments == (dicom_rules.PrivateTag(0x0019, "GEMS_ACQU_01", 0x0C),)
