@@ -42,6 +42,9 @@ BUILTIN_SYNONYMS: dict[str, tuple[str, ...]] = {
         "POUMON",
         "POUMONS",
         "PECHO",
+        "TORACE",
+        "POLMONE",
+        "POLMONI",
     ),
     "CHESTABDOMEN": ("CHEST ABDOMEN", "THORAX ABDOMEN", "CHEST ABD", "THORAX ABD"),
     "CHESTABDPELVIS": (
@@ -50,6 +53,8 @@ BUILTIN_SYNONYMS: dict[str, tuple[str, ...]] = {
         "THORAX ABDOMEN PELVIS",
         "THORAX ABD PELVIS",
         "CAP",
+        "CHEST TO PELVIS",
+        "THORAX TO PELVIS",
     ),
     "ABDOMEN": ("ABD", "ABDO", "ABDOMINAL", "LIVER", "ABDOMEN", "BAUCH", "ABDOMINALE"),
     "ABDOMENPELVIS": ("ABDOMEN PELVIS", "ABD PELVIS", "ABDO PELVIS", "ABDOMEN BECKEN"),

@@ -50,12 +50,14 @@ def _config(path: Path | None) -> Config | None:
     return None  # pragma: no cover - _fail raises
 
 
-def _load_rules(path: Path, config: Config | None) -> RuleSet:
+def _load_rules(path: Path, config: Config | None, models: list[str] | None = None) -> RuleSet:
     if not path.is_file():
         _fail([f"{path}:1:1: rule file not found"])
     destinations = set(config.destinations) if config is not None else None
     try:
-        return dicom_rules.load(path, destinations=destinations)
+        return dicom_rules.load(
+            path, destinations=destinations, models=set(models) if models else None
+        )
     except RuleError as exc:
         _fail(exc.lines)
     raise AssertionError("unreachable")  # pragma: no cover
@@ -68,11 +70,18 @@ def check(
         Path | None,
         typer.Option("--config", help="Also check destination names against this config."),
     ] = None,
+    model: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--model",
+            help="A model name the node knows (repeat); rules naming other models are errors.",
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON summary.")] = False,
 ) -> None:
     """Validate a rule file: exit 0, or FILE:LINE:COL: message lines and exit 2."""
     cfg = _config(config)
-    rules = _load_rules(file, cfg)
+    rules = _load_rules(file, cfg, model)
     if as_json:
         typer.echo(
             json.dumps(
@@ -81,6 +90,7 @@ def check(
                     "valid": True,
                     "rules": [r.name for r in rules.rules],
                     "destinations_checked": cfg is not None,
+                    "models_checked": bool(model),
                 }
             )
         )
@@ -149,9 +159,14 @@ def _stored_study(config: Config, study_uid: str) -> list[SeriesInput]:
     below is the one agreed in the brief and is checked by the lead at merge time.
     """
     from node.routing.dispatch import series_inputs
-    from node.store.index import Index  # type: ignore[import-not-found,unused-ignore]
 
+    try:
+        from node.store.index import Index  # type: ignore[import-not-found,unused-ignore]
+    except ImportError:
+        _fail(["ainode: error: this build has no study index (node.store.index); use DICOM paths"])
     db_path = Path(config.node.data_dir) / "index.sqlite3"
+    if not db_path.is_file():
+        _fail([f"ainode: error: no study index at {db_path} (is --config the node's config?)"])
     study = Index(db_path).get_study(study_uid)
     if study is None:
         _fail([f"ainode: error: study {study_uid} is not in the index at {db_path}"])

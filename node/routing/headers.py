@@ -45,11 +45,11 @@ def _strip(obj: Any) -> Any:
 def header_from_dataset(ds: Dataset) -> DicomJson:
     """The DICOM JSON header of ``ds`` without bulk data (elements that cannot be converted
     are left out rather than failing the whole header)."""
-    ds = Dataset(ds)
-    for tag in list(ds.keys()):
-        if ds[tag].VR in _BULK_VRS and tag != 0x00020001:
-            del ds[tag]
-    data = ds.to_json_dict(
+    slim = Dataset()  # a new dataset: the caller's is never modified
+    for elem in ds:  # iterating a Dataset yields its elements
+        if elem.VR not in _BULK_VRS:
+            slim.add(elem)
+    data = slim.to_json_dict(
         bulk_data_threshold=1, bulk_data_element_handler=_drop_bulk, suppress_invalid_tags=True
     )
     return _strip(data)  # type: ignore[no-any-return]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 import dicom_rules
@@ -45,7 +47,7 @@ from tests.dicom_rules.headers import make
         ),
     ],
 )
-def test_derivation(attrs: dict, value: str | None, source: str | None) -> None:
+def test_derivation(attrs: dict[str, Any], value: str | None, source: str | None) -> None:
     bp = BodyPartTable().derive(make(**attrs))
     assert (bp.value, bp.source) == (value, source), bp.how
 
@@ -70,7 +72,7 @@ def test_enhanced_functional_groups() -> None:
     )
     bp = BodyPartTable().derive(header)
     assert bp.value == "BRAIN"
-    assert bp.source.startswith("SharedFunctionalGroupsSequence")
+    assert (bp.source or "").startswith("SharedFunctionalGroupsSequence")
 
 
 def test_how_it_was_derived_is_explained() -> None:

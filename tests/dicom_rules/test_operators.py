@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 import dicom_rules
@@ -9,7 +11,7 @@ from dicom_rules import Status
 from tests.dicom_rules.headers import make, series
 
 
-def verdict(condition: str, header: dict, count: int = 1) -> tuple[bool, str]:
+def verdict(condition: str, header: dict[str, Any], count: int = 1) -> tuple[bool, str]:
     """Evaluate one condition (YAML flow text) on one header: (matched, reason)."""
     rules = dicom_rules.parse(
         f"version: 1\nrules:\n  - name: r\n    when: {condition}\n    then: {{model: m}}\n"
@@ -203,7 +205,7 @@ def test_sequence_in_any_item() -> None:
     assert verdict("{ReferencedImageSequence: {exists: true}}", header)[0]
 
 
-def _private_header(creator: str = "GEMS_ACQU_01", block: int = 0x10) -> dict:
+def _private_header(creator: str = "GEMS_ACQU_01", block: int = 0x10) -> dict[str, Any]:
     return {
         "00080060": {"vr": "CS", "Value": ["CT"]},
         f"001900{block:02X}": {"vr": "LO", "Value": [creator]},
@@ -256,3 +258,67 @@ def test_series_input_accepts_objects_and_mappings() -> None:
     as_mapping = {"series_uid": "9", "header": make(Modality="CT"), "instance_count": 3}
     assert rules.route([as_mapping])[0].series_uids == ("9",)
     assert rules.route([series("8", Modality="CT")])[0].series_uids == ("8",)
+
+
+def test_pathological_pattern_runs_in_linear_time() -> None:
+    import time
+
+    header = make(SeriesDescription="a" * 4000 + "!")
+    start = time.perf_counter()
+    matched, _ = verdict("{SeriesDescription: {matches: '(a+)+$'}}", header)
+    matched2, _ = verdict("{SeriesDescription: {matches: '(a|aa)*c'}}", header)
+    assert not matched and not matched2
+    # a backtracking engine needs ~2**4000 steps here; RE2 answers at once
+    assert time.perf_counter() - start < 5
+
+
+@pytest.mark.parametrize(
+    ("iop", "expected"),
+    [
+        ([1, 0, 0, 0, 1, 0], "AXIAL"),
+        ([1, 0, 0, 0, 0, -1], "CORONAL"),
+        ([0, 1, 0, 0, 0, -1], "SAGITTAL"),
+        ([1, 0, 0, 0, 0.7071, 0.7071], "OBLIQUE"),
+        (["1", "0", "0", "0", "1", "0"], "AXIAL"),  # DS strings
+        ([1, 0, 0], None),  # too few values
+        ([1, 0, 0, 1, 0, 0], None),  # parallel vectors: no normal
+        (["x", 0, 0, 0, 1, 0], None),
+    ],
+)
+def test_orientation(iop: list[Any], expected: str | None) -> None:
+    from dicom_rules.conditions import orientation_of
+
+    header = make(ImageOrientationPatient=iop)
+    assert orientation_of(header) == expected
+
+
+def test_render_is_canonical_long_form() -> None:
+    rules = dicom_rules.parse(
+        "version: 1\nrules:\n  - {name: r, when: {Modality: [CT, MR], '0018,0015': CHEST}, "
+        "then: ignore}\n"
+    )
+    text = dicom_rules.render(rules)
+    assert "Modality:\n" in text and "in:" in text and "BodyPartExamined:" in text
+    assert "then: ignore" in text
+    assert dicom_rules.parse(text) == rules
+
+
+@pytest.mark.parametrize(
+    ("group", "element"),
+    [
+        ('"0019"', '"0x0c"'),
+        ("0019", "0x0c"),
+        ("0x0019", "0x0C"),
+        ('"0x19"', '"0C"'),
+        ("19", '"xx0c"'),
+    ],
+)
+def test_private_explicit_numbers_in_any_spelling(group: str, element: str) -> None:
+    rules = dicom_rules.parse(
+        "version: 1\nrules:\n  - name: r\n    when:\n"
+        f"      tag: {{private: {{group: {group}, creator: GEMS_ACQU_01, element: {element}}}}}\n"
+        "      lt: 1\n    then: {model: m}\n"
+    )
+    compare = rules.rules[0].when
+    assert isinstance(compare, dicom_rules.Compare)
+    assert compare.path.segments == (dicom_rules.PrivateTag(0x0019, "GEMS_ACQU_01", 0x0C),)

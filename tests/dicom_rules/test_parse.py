@@ -158,3 +158,29 @@ def test_deeply_nested_conditions_are_bounded() -> None:
     with pytest.raises(dicom_rules.RuleError) as info:
         dicom_rules.parse(f"version: 1\nrules:\n  - {{name: r, when: {cond}, then: ignore}}\n")
     assert "nest deeper" in str(info.value)
+
+
+def test_yaml_python_tags_are_never_executed(tmp_path: Path) -> None:
+    marker = tmp_path / "pwned"
+    text = (
+        "version: 1\nrules:\n  - name: r\n    then: {model: !!python/object/apply:os.system "
+        f'["touch {marker}"]}}\n'
+    )
+    with pytest.raises(dicom_rules.RuleError):
+        dicom_rules.parse(text)
+    assert not marker.exists()
+
+
+def test_oversized_text_is_refused() -> None:
+    with pytest.raises(dicom_rules.RuleError) as info:
+        dicom_rules.parse("version: 1\nrules: []\n" + "#" * (1 << 20))
+    assert "larger than" in str(info.value)
+
+
+def test_missing_file_name_is_reported_as_such(tmp_path: Path) -> None:
+    with pytest.raises(dicom_rules.RuleError) as info:
+        dicom_rules.load(str(tmp_path / "rules.yaml"))
+    assert info.value.path == str(tmp_path / "rules.yaml")
+    assert "cannot read rule file" in str(info.value)
+    rules = dicom_rules.load("{version: 1, rules: [{name: r, then: ignore}]}")  # one-line text
+    assert rules.rules[0].name == "r"

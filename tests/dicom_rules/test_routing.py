@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import dicom_rules
 from dicom_rules import DeliverSource, Status
 from tests.dicom_rules.headers import series
@@ -10,7 +12,7 @@ AXIAL = [1, 0, 0, 0, 1, 0]
 CORONAL = [1, 0, 0, 0, 0, -1]
 
 
-def rules(body: str, **kw) -> dicom_rules.RuleSet:
+def rules(body: str, **kw: Any) -> dicom_rules.RuleSet:
     return dicom_rules.parse("version: 1\n" + body, **kw)
 
 
@@ -289,3 +291,30 @@ rules:
         "verdict": "not matched",
         "reason": "Modality equals 'CT': seen 'PT'",
     }
+
+
+def test_decision_parameters_are_a_private_json_ready_copy() -> None:
+    import json
+
+    rs = rules("rules:\n  - {name: r, then: {model: m, parameters: {labels: [1, 2]}}}\n")
+    d = rs.route([series("1")])[0]
+    assert json.loads(json.dumps(d.parameters)) == {"labels": [1, 2]}
+    d.parameters["labels"].append(3)
+    assert rs.route([series("1")])[0].parameters == {"labels": [1, 2]}
+
+
+def test_example_rules_send_chest_abdomen_pelvis_ct_to_lung_models() -> None:
+    from tests.dicom_rules.test_parse import EXAMPLE
+
+    rs = dicom_rules.load(EXAMPLE)
+    cases: tuple[dict[str, Any], ...] = (
+        {"BodyPartExamined": "CHEST_TO_PELVIS"},
+        {"StudyDescription": "CT Chest/Abdomen/Pelvis with contrast"},
+        {"BodyPartExamined": "CHESTABDOMEN"},
+        {"ProtocolName": "Lung Cancer Screening"},
+    )
+    for attrs in cases:
+        ds = rs.route([series("1", 1, Modality="CT", **attrs)])
+        assert [d.model for d in ds][:1] == ["lung-nodule-seg"], attrs
+    ds = rs.route([series("1", Modality="CT", BodyPartExamined="ABDOMEN")])
+    assert [d.model for d in ds] == ["ct-denoise"]
