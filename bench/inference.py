@@ -118,7 +118,7 @@ def _run_child(args: list[str]) -> dict[str, Any]:
 
 def _write_unet(models: Path) -> None:
     import torch
-    from monai.networks.nets import UNet
+    from monai.networks.nets.unet import UNet
 
     models.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)

@@ -24,6 +24,7 @@ Example sidecar (``tiny.yaml`` next to ``tiny.ts``)::
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -170,7 +171,8 @@ class NetworkModel(Model):
                 except (RuntimeError, OSError, ValueError, KeyError, TypeError) as exc:
                     raise ModelError(f"model {self.info.name!r} failed to load: {exc}") from exc
                 if isinstance(network, torch.nn.Module):
-                    network.eval()
+                    with contextlib.suppress(NotImplementedError):  # exported programs: no eval()
+                        network.eval()
                 self._network = network
             return self._network
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import socket
 import sys
 from pathlib import Path
@@ -83,7 +84,7 @@ def test_torchscript_file_path_and_classification(tmp_path: Path) -> None:
     model = registry.get("dx-mean")
     assert model.info.outputs == (OutputKind.PROBABILITIES,) and model.info.dims == (2,)
     volume = ct_volume((1, 30, 30))
-    volume = type(volume)(**{**_fields(volume), "modality": "DX", "is_3d": False})
+    volume = dataclasses.replace(volume, modality="DX", is_3d=False)
     prediction = model.predict(volume)
     data = volume.voxels[0].astype(np.float64)
     m = ((data - data.min()) / (data.max() - data.min())).mean()
@@ -93,10 +94,6 @@ def test_torchscript_file_path_and_classification(tmp_path: Path) -> None:
     )
     with pytest.raises(ModelError, match="modality 'CT'"):
         model.predict(ct_volume((1, 30, 30)))
-
-
-def _fields(volume):  # type: ignore[no-untyped-def]
-    return {f: getattr(volume, f) for f in volume.__slots__}
 
 
 @pytest.mark.parametrize("torchscript", [False, True], ids=["model.pt", "model.ts"])
@@ -119,7 +116,7 @@ def test_monai_bundle_loads_offline(
     prediction = model.predict(volume)
     assert [s.name for s in prediction.segments] == ["lesion"]
     # same weights run directly: one 32^3 pass vs the registry's 16^3 sliding windows
-    from monai.inferers import sliding_window_inference
+    from monai.inferers.utils import sliding_window_inference
 
     x = torch.from_numpy(volume.voxels.astype(np.float32))[None, None]
     with torch.no_grad():
@@ -219,3 +216,20 @@ def test_builtins_are_listed() -> None:
 
     registry = discover([], device="cpu", entry_points=False)
     assert registry.names() == [m.info.name for m in builtin_models()]
+
+
+def test_exported_program_with_sidecar(tmp_path: Path) -> None:
+    """torch.export programs (.pt2, TorchScript's successor) run through the same sidecar."""
+    from tests.models.builders import Threshold3d
+
+    program = torch.export.export(Threshold3d().eval(), (torch.zeros(1, 1, 16, 32, 32),))
+    torch.export.save(program, str(tmp_path / "body.pt2"))
+    (tmp_path / "body.yaml").write_text(
+        "name: body-export\nfile: body.pt2\nmodalities: [CT]\n"
+        "normalise: {kind: window, center: -600.5, width: 1500}\nroi_size: [16, 32, 32]\n"
+        "labels: {1: {name: Body}}\n"
+    )
+    registry = _only([tmp_path])
+    volume = ct_volume((20, 40, 48))
+    prediction = registry.get("body-export").predict(volume)
+    np.testing.assert_array_equal(prediction.label_map, (volume.voxels >= -600).astype(np.uint8))
