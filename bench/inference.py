@@ -97,7 +97,40 @@ def child_model(name: str, folder: Path, model_paths: list[str], threads: int) -
     timings["predict_total"] = time.perf_counter() - start
     for key, value in prediction.timings_seconds.items():
         timings[key] = timings.get(key, 0.0) + value
-    return {"timings": timings, "peak_rss_mb": _rss_mb(), "task": prediction.task}
+    warm = model.predict(volume).timings_seconds  # TorchScript optimises during its first calls
+    timings["forward_warm"] = warm.get("forward", 0.0)
+    result: dict[str, Any] = {"timings": timings, "peak_rss_mb": _rss_mb(), "task": prediction.task}
+    if isinstance(model, NetworkModel) and model.spec.roi_size:
+        result["window"] = _window_reference(model, volume)
+    return result
+
+
+def _window_reference(model: Any, volume: Any) -> dict[str, Any]:
+    """Reference in the same process: one bare network call on one window, and the window count."""
+    import math
+    import statistics
+
+    import torch
+
+    from node.imaging import resampled_shape
+
+    roi = model.spec.roi_size
+    shape = resampled_shape(
+        volume.voxels.shape, volume.spacing, model.spec.spacing or volume.spacing
+    )
+    windows = 1
+    for n, r in zip(shape, roi, strict=True):
+        stride = max(1, int(r * (1 - model.spec.overlap)))
+        windows *= math.ceil(max(n - r, 0) / stride) + 1
+    net = model.load()
+    x = torch.rand(1, 1, *roi)
+    times = []
+    with torch.inference_mode():
+        for _ in range(3):
+            start = time.perf_counter()
+            net(x)
+            times.append(time.perf_counter() - start)
+    return {"windows": windows, "seconds_per_window": statistics.median(times), "shape": shape}
 
 
 # ---------------------------------------------------------------- parent
@@ -211,6 +244,7 @@ def main() -> None:
         print(
             f"\nmodels (CPU, {args.threads} torch threads; seconds)"
             "\n  name                       load   preproc  forward  postproc  total  peak-RSS"
+            "   (forward: 1st call; warm = 2nd call)"
         )
         for name in names:
             r = _run_child(["model", name, str(series), str(args.threads), *model_paths])
@@ -222,8 +256,17 @@ def main() -> None:
             print(
                 f"  {name:<26} {t.get('load', 0):5.2f}  {t.get('preprocess', 0):7.2f}"
                 f"  {t.get('forward', 0):7.2f}  {t.get('postprocess', 0):8.2f}  {total:5.2f}"
-                f"  {r['peak_rss_mb']:6.0f} MiB   (volume load {t['load_volume']:.2f} s)"
+                f"  {r['peak_rss_mb']:6.0f} MiB   (volume load {t['load_volume']:.2f} s, "
+                f"forward warm {t.get('forward_warm', 0):.2f} s)"
             )
+            w = r.get("window")
+            if w:
+                bare = w["windows"] * w["seconds_per_window"]
+                print(
+                    f"    reference: {w['windows']} windows x bare network call "
+                    f"{w['seconds_per_window']:.2f} s = {bare:.1f} s on {w['shape']} voxels; "
+                    f"warm forward / reference = {t.get('forward_warm', 0) / bare:.2f}"
+                )
 
 
 if __name__ == "__main__":

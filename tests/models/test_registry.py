@@ -233,3 +233,37 @@ def test_exported_program_with_sidecar(tmp_path: Path) -> None:
     volume = ct_volume((20, 40, 48))
     prediction = registry.get("body-export").predict(volume)
     np.testing.assert_array_equal(prediction.label_map, (volume.voxels >= -600).astype(np.uint8))
+
+
+class _OneChannel(torch.nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x - 0.5
+
+
+def test_one_channel_network_thresholds_logit_and_resamples_back(tmp_path: Path) -> None:
+    from tests.models.builders import write_torchscript
+
+    write_torchscript(
+        tmp_path,
+        "binary",
+        _OneChannel(),
+        """\
+        name: binary
+        modalities: [CT]
+        spacing: [4.0, 2.0, 2.0]
+        normalise: {kind: window, center: -600, width: 1500}
+        labels: {1: {name: Dense}}
+        """,
+    )
+    volume = ct_volume((16, 32, 32))
+    volume = dataclasses.replace(volume, voxels=np.full((16, 32, 32), -1000, np.int16))
+    volume.voxels[4:12, 8:24, 8:24] = 200  # a block of tissue
+    prediction = _only([tmp_path]).get("binary").predict(volume)
+    labels = prediction.label_map
+    assert labels is not None and labels.shape == (16, 32, 32)
+    # at half resolution and back, the block's faces may move by one source voxel
+    assert labels[5:11, 9:23, 9:23].all()
+    outside = np.ones(labels.shape, bool)
+    outside[3:13, 7:25, 7:25] = False
+    assert not labels[outside].any()
+    assert (labels == (volume.voxels > -600)).mean() > 0.9
