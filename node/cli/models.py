@@ -123,10 +123,11 @@ def list_models(
 
 def predict_files(
     name: str, files: list[Path], model_paths: list[Path], device: str, threads: int
-) -> tuple[Prediction, dict[str, Any], dict[str, float]]:
+) -> tuple[Prediction, Volume, dict[str, float]]:
     """Load ``files`` as one series and run model ``name``; picklable so it can run in a worker.
 
-    Returns the prediction, a description of the input volume and the node-side timings.
+    Returns the prediction, the input volume (its ``sources`` map label-map slices to SOP
+    instances/frames for the result objects) and the node-side timings.
     """
     from node.imaging import load_volume
     from node.models.registry import discover
@@ -147,7 +148,7 @@ def predict_files(
     start = time.perf_counter()
     prediction = model.predict(volume)
     timings["predict"] = time.perf_counter() - start
-    return prediction, _volume_json(volume, len(files)), timings
+    return prediction, volume, timings
 
 
 def _volume_json(volume: Volume, n_files: int) -> dict[str, Any]:
@@ -225,13 +226,18 @@ def prediction_summary(
     }
 
 
-def write_result_objects(prediction: Prediction, files: list[Path], out_dir: Path) -> list[Path]:
+def write_result_objects(
+    prediction: Prediction, volume: Volume, files: list[Path], out_dir: Path
+) -> list[Path]:
     """Write the result DICOM objects (SEG, SR, SC) of ``prediction`` into ``out_dir``.
 
-    Hook for ``node.results`` (issue 5 merge): build the datasets from ``prediction`` and the
-    source headers of ``files``, save them as ``out_dir/<kind>-<n>.dcm`` and return their paths.
-    Until then no objects are written and ``prediction.json`` lists none.
+    Hook for ``node.results`` (issue 5 merge): build the datasets from ``prediction``, the
+    volume (``volume.sources[i]`` is the SOP instance/frame of label-map slice ``i``; voxels for
+    burned-in heat-maps) and the source headers of ``files``; save them as
+    ``out_dir/<kind>-<n>.dcm`` and return their paths.  Until then nothing is written and
+    ``prediction.json`` lists no results.
     """
+    del prediction, volume, files, out_dir
     return []
 
 
@@ -260,19 +266,18 @@ def predict(
     started = time.perf_counter()
     args = (model, files, list(cfg.models), cfg.inference.device, cfg.inference.torch_threads)
     if isolate:
-        prediction, volume_json, timings = run_isolated(
+        prediction, volume, timings = run_isolated(
             predict_files,
             *args,
             timeout_seconds=cfg.inference.job_timeout_seconds,
             what=f"model {model!r}",
         )
     else:
-        prediction, volume_json, timings = predict_files(*args)
+        prediction, volume, timings = predict_files(*args)
     out.mkdir(parents=True, exist_ok=True)
-    results = write_result_objects(prediction, files, out)
-    spacing = tuple(volume_json["spacing_mm"])
-    summary = prediction_summary(prediction, (spacing[0], spacing[1], spacing[2]))
-    summary["input"] = volume_json
+    results = write_result_objects(prediction, volume, files, out)
+    summary = prediction_summary(prediction, volume.spacing)
+    summary["input"] = _volume_json(volume, len(files))
     summary["timings_seconds"] = {
         **{k: round(v, 4) for k, v in timings.items()},
         **{f"model.{k}": round(v, 4) for k, v in prediction.timings_seconds.items()},

@@ -89,12 +89,18 @@ def decode_frame(
                 frame = pixel_array(pydicom.dcmread(path), index=index)
             else:
                 frame = pixel_array(path, index=index)
-        except (NotImplementedError, RuntimeError) as exc:
+        except NotImplementedError as exc:
             raise ImagingError(
                 f"cannot decode pixel data of SOP instance {sop_uid}: transfer syntax "
                 f"{transfer_syntax_name(transfer_syntax_uid)} is not supported by the installed "
                 "decoders (pylibjpeg-libjpeg/openjpeg/rle, pyjpegls); convert the series to a "
                 "supported syntax (e.g. with dcmtk dcmdjpeg) before sending it"
+            ) from exc
+        except RuntimeError as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ImagingError(
+                f"cannot decode pixel data of SOP instance {sop_uid}: every installed decoder "
+                f"failed on this {transfer_syntax_name(transfer_syntax_uid)} data ({first})"
             ) from exc
         except (ValueError, AttributeError, KeyError, TypeError, EOFError, OSError) as exc:
             raise ImagingError(

@@ -88,12 +88,19 @@ class _InstanceHeader:
 
 
 def dicom_files(paths: Iterable[Path]) -> list[Path]:
-    """Expand directories (recursively) into their regular files, sorted; files pass through."""
+    """Expand directories (recursively) into their regular files, sorted; files pass through.
+
+    Inside directories, hidden files and media directories (``DICOMDIR``, PS3.10 8.6) are skipped.
+    """
     out: list[Path] = []
     for p in paths:
         if p.is_dir():
             out.extend(
-                sorted(f for f in p.rglob("*") if f.is_file() and not f.name.startswith("."))
+                sorted(
+                    f
+                    for f in p.rglob("*")
+                    if f.is_file() and not f.name.startswith(".") and f.name.upper() != "DICOMDIR"
+                )
             )
         elif p.is_file():
             out.append(p)

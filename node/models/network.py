@@ -3,8 +3,9 @@ bundle's ``ainode.yaml``).
 
 The spec says what the network accepts and how to feed it; the pipeline is fixed:
 ``Volume`` -> float32 -> resample to ``spacing`` -> normalise -> (1, 1, *spatial) tensor ->
-sliding-window (``roi_size``) or whole-image forward -> segmentation: argmax over channels,
-resampled back onto the source grid (nearest); classification: softmax -> class probabilities.
+sliding-window (``roi_size``) or whole-image forward -> segmentation: argmax over channels
+(one channel: logit > 0), resampled back onto the source grid (nearest); classification:
+softmax over the spatially averaged logits -> class probabilities.
 
 Example sidecar (``tiny.yaml`` next to ``tiny.ts``)::
 
@@ -24,6 +25,7 @@ Example sidecar (``tiny.yaml`` next to ``tiny.ts``)::
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -170,7 +172,8 @@ class NetworkModel(Model):
                 except (RuntimeError, OSError, ValueError, KeyError, TypeError) as exc:
                     raise ModelError(f"model {self.info.name!r} failed to load: {exc}") from exc
                 if isinstance(network, torch.nn.Module):
-                    network.eval()
+                    with contextlib.suppress(NotImplementedError):  # exported programs: no eval()
+                        network.eval()
                 self._network = network
             return self._network
 
@@ -256,7 +259,10 @@ class NetworkModel(Model):
                 **common,
                 class_probabilities={n: float(p) for n, p in zip(names, probs, strict=True)},
             )
-        labels = torch.argmax(logits[0], dim=0).to(torch.uint8).cpu().numpy()
+        if logits.shape[1] == 1:  # one-channel (sigmoid) network: label 1 where the logit > 0
+            labels = (logits[0, 0] > 0).to(torch.uint8).cpu().numpy()
+        else:
+            labels = torch.argmax(logits[0], dim=0).to(torch.uint8).cpu().numpy()
         source_spacing = volume.spacing if volume.is_3d else volume.spacing[1:]
         target_shape = volume.voxels.shape if volume.is_3d else volume.voxels.shape[1:]
         if labels.shape != target_shape:

@@ -1,4 +1,4 @@
-"""TorchScript files described by a YAML sidecar (``name.yaml`` next to ``name.ts``/``name.pt``).
+"""TorchScript files (or torch.export ``.pt2`` programs) described by a YAML sidecar.
 
 The sidecar is a ``ModelSpec`` (node/models/network.py).  Discovery reads only the YAML and checks
 that the network file exists; ``torch.jit.load`` runs on first use.  TorchScript archives are

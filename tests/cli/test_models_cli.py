@@ -37,7 +37,7 @@ def ainode(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
 def node_dir(tmp_path: Path) -> Path:
     """A config with one TorchScript test model and one broken model folder."""
     models = tmp_path / "models"
-    write_body_model(models)
+    write_body_model(models, roi="[32, 256, 256]")  # few windows: the CT is 30 x 512 x 512
     (models / "half-done").mkdir()
     (tmp_path / "ainode.yaml").write_text(
         "models: [models]\ninference: {torch_threads: 2, device: auto, job_timeout_seconds: 240}\n"
@@ -76,6 +76,7 @@ def _expected_body_voxels(folder: Path) -> int:
     return total
 
 
+@pytest.mark.slow  # a fresh interpreter or worker imports torch + monai: ~10 s on a busy CI box
 @pytest.mark.parametrize("mode", ["--in-process", "--isolate"])
 def test_predict_writes_prediction_json(node_dir: Path, corpus: Path, mode: str) -> None:
     """In-process through a real `python -m node`; isolated through CliRunner + a real worker."""

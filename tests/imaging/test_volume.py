@@ -161,6 +161,17 @@ def test_dx_monochrome1_is_inverted(corpus: Path) -> None:
     assert vol.spacing[1:] == pytest.approx([float(v) for v in ds.PixelSpacing])
 
 
+def test_single_frame_multiframe_object_is_2d(corpus: Path) -> None:
+    """NM whole body: NumberOfFrames = 1, no plane position: a 2D image, frame 1."""
+    path = corpus / "other-modalities/nm/NM1_JLSL.dcm"
+    ds = pydicom.dcmread(path)
+    vol = load_volume([path])
+    assert not vol.is_3d and vol.voxels.shape == (1, 1024, 256)
+    assert vol.sources[0].frame_number == 1
+    np.testing.assert_array_equal(vol.voxels[0], ds.pixel_array)
+    assert vol.spacing[1:] == pytest.approx([float(v) for v in ds.PixelSpacing])
+
+
 def test_ultrasound_rgb_becomes_luminance(corpus: Path) -> None:
     path = corpus / "other-modalities/us/US1_J2KR.dcm"
     vol = load_volume([path])
@@ -180,6 +191,11 @@ def test_ultrasound_rgb_becomes_luminance(corpus: Path) -> None:
         ("malformed/MR_truncated.dcm", "cannot decode pixel data"),
         ("malformed/badVR.dcm", "invalid image header"),
         ("malformed/no_meta.dcm", "cannot read"),
+        (
+            "other-modalities/xa/XA1_JPLY.dcm",
+            r"decoder.*JPEG Extended.*1\.2\.840\.10008\.1\.2\.4\.51",
+        ),
+        ("mr/ge-signa-dwi-brain-14", "duplicate slice position"),
     ],
 )
 def test_non_volumes_are_refused(corpus: Path, path: str, reason: str) -> None:
@@ -187,7 +203,7 @@ def test_non_volumes_are_refused(corpus: Path, path: str, reason: str) -> None:
     if not target.exists():
         target = next(corpus.rglob(Path(path).name))
     with pytest.raises(ImagingError, match=reason):
-        load_volume([target])
+        load_volume(dicom_files([target]))
 
 
 # ---------------------------------------------------------------- inconsistent series

@@ -25,10 +25,12 @@ class Threshold3d(torch.nn.Module):
         with torch.no_grad():
             self.conv.weight.zero_()
             self.conv.weight[1] = 1.0
+            assert self.conv.bias is not None
             self.conv.bias.copy_(torch.tensor([0.5, 0.0]))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv(x)
+        out: torch.Tensor = self.conv(x)
+        return out
 
 
 class MeanClassifier2d(torch.nn.Module):
@@ -100,7 +102,7 @@ UNET_CONFIG = {
 
 
 def unet() -> torch.nn.Module:
-    from monai.networks.nets import UNet
+    from monai.networks.nets.unet import UNet
 
     torch.manual_seed(3)
     return UNet(

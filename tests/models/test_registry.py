@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import socket
 import sys
 from pathlib import Path
@@ -83,7 +84,7 @@ def test_torchscript_file_path_and_classification(tmp_path: Path) -> None:
     model = registry.get("dx-mean")
     assert model.info.outputs == (OutputKind.PROBABILITIES,) and model.info.dims == (2,)
     volume = ct_volume((1, 30, 30))
-    volume = type(volume)(**{**_fields(volume), "modality": "DX", "is_3d": False})
+    volume = dataclasses.replace(volume, modality="DX", is_3d=False)
     prediction = model.predict(volume)
     data = volume.voxels[0].astype(np.float64)
     m = ((data - data.min()) / (data.max() - data.min())).mean()
@@ -93,10 +94,6 @@ def test_torchscript_file_path_and_classification(tmp_path: Path) -> None:
     )
     with pytest.raises(ModelError, match="modality 'CT'"):
         model.predict(ct_volume((1, 30, 30)))
-
-
-def _fields(volume):  # type: ignore[no-untyped-def]
-    return {f: getattr(volume, f) for f in volume.__slots__}
 
 
 @pytest.mark.parametrize("torchscript", [False, True], ids=["model.pt", "model.ts"])
@@ -119,7 +116,7 @@ def test_monai_bundle_loads_offline(
     prediction = model.predict(volume)
     assert [s.name for s in prediction.segments] == ["lesion"]
     # same weights run directly: one 32^3 pass vs the registry's 16^3 sliding windows
-    from monai.inferers import sliding_window_inference
+    from monai.inferers.utils import sliding_window_inference
 
     x = torch.from_numpy(volume.voxels.astype(np.float32))[None, None]
     with torch.no_grad():
@@ -219,3 +216,54 @@ def test_builtins_are_listed() -> None:
 
     registry = discover([], device="cpu", entry_points=False)
     assert registry.names() == [m.info.name for m in builtin_models()]
+
+
+def test_exported_program_with_sidecar(tmp_path: Path) -> None:
+    """torch.export programs (.pt2, TorchScript's successor) run through the same sidecar."""
+    from tests.models.builders import Threshold3d
+
+    program = torch.export.export(Threshold3d().eval(), (torch.zeros(1, 1, 16, 32, 32),))
+    torch.export.save(program, str(tmp_path / "body.pt2"))
+    (tmp_path / "body.yaml").write_text(
+        "name: body-export\nfile: body.pt2\nmodalities: [CT]\n"
+        "normalise: {kind: window, center: -600.5, width: 1500}\nroi_size: [16, 32, 32]\n"
+        "labels: {1: {name: Body}}\n"
+    )
+    registry = _only([tmp_path])
+    volume = ct_volume((20, 40, 48))
+    prediction = registry.get("body-export").predict(volume)
+    np.testing.assert_array_equal(prediction.label_map, (volume.voxels >= -600).astype(np.uint8))
+
+
+class _OneChannel(torch.nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x - 0.5
+
+
+def test_one_channel_network_thresholds_logit_and_resamples_back(tmp_path: Path) -> None:
+    from tests.models.builders import write_torchscript
+
+    write_torchscript(
+        tmp_path,
+        "binary",
+        _OneChannel(),
+        """\
+        name: binary
+        modalities: [CT]
+        spacing: [4.0, 2.0, 2.0]
+        normalise: {kind: window, center: -600, width: 1500}
+        labels: {1: {name: Dense}}
+        """,
+    )
+    volume = ct_volume((16, 32, 32))
+    volume = dataclasses.replace(volume, voxels=np.full((16, 32, 32), -1000, np.int16))
+    volume.voxels[4:12, 8:24, 8:24] = 200  # a block of tissue
+    prediction = _only([tmp_path]).get("binary").predict(volume)
+    labels = prediction.label_map
+    assert labels is not None and labels.shape == (16, 32, 32)
+    # at half resolution and back, the block's faces may move by one source voxel
+    assert labels[5:11, 9:23, 9:23].all()
+    outside = np.ones(labels.shape, bool)
+    outside[3:13, 7:25, 7:25] = False
+    assert not labels[outside].any()
+    assert (labels == (volume.voxels > -600)).mean() > 0.9
