@@ -155,7 +155,7 @@ def _sc(
             instance_number=instance,
             manufacturer="ainode",
             patient_orientation=_orientation(volume, header),
-            laterality=header.get("Laterality") or None,
+            laterality=None,  # set by ResultContext.finish (Type 2C rules)
             transfer_syntax_uid=hd.UID("1.2.840.10008.1.2.1"),
         )
     item = Dataset()

@@ -189,3 +189,14 @@ def text_case(out_dir: Path, synthetic_dx: Path) -> Case:
     pred = Prediction(model_name="report-demo", model_version="0.1", task="report",
                       is_demo=True, text="No acute cardiopulmonary abnormality (demo).")
     return _case(out_dir, "text", [synthetic_dx], volume, pred)
+
+
+@pytest.fixture(scope="session")
+def derived_case(out_dir: Path, chest_sources: list[Path], chest_volume: Volume) -> Case:
+    """Enhancement model: denoised voxels written as a derived CT series."""
+    from scipy import ndimage
+
+    smooth = ndimage.uniform_filter(chest_volume.voxels, size=(1, 3, 3)).astype(np.float32)
+    pred = Prediction(model_name="ct-denoise-demo", model_version="0.2", task="enhancement",
+                      is_demo=True, derived_voxels=np.rint(smooth))
+    return _case(out_dir, "derived", chest_sources, chest_volume, pred)
