@@ -12,7 +12,7 @@ import datetime as dt
 from dataclasses import dataclass
 
 from pydicom.dataset import Dataset
-from pydicom.valuerep import DA, TM
+from pydicom.valuerep import DA, DT, TM
 
 from node import __version__
 from node.results.uids import result_uid
@@ -125,6 +125,9 @@ class ResultContext:
         if "SeriesDate" in ds:
             ds.SeriesDate = self.content_date
             ds.SeriesTime = self.content_time
+        for item in ds.get("ContributingEquipmentSequence", []):
+            if "ContributionDateTime" in item:  # highdicom records itself with "now"
+                item.ContributionDateTime = DT(self.content_datetime.replace(microsecond=0))
         if "DateOfSecondaryCapture" in ds:
             ds.DateOfSecondaryCapture = self.content_date
             ds.TimeOfSecondaryCapture = self.content_time
@@ -134,7 +137,13 @@ class ResultContext:
             ds.BodyPartExamined = source.BodyPartExamined
         elif "BodyPartExamined" in ds:
             del ds.BodyPartExamined
-        if kind != "sr":
+        if kind == "seg":
+            # dciodvfy evaluates the SEG's Type 2C condition without a body part: a value only.
+            if source.get("Laterality"):
+                ds.Laterality = source.Laterality
+            elif "Laterality" in ds:
+                del ds.Laterality
+        elif kind != "sr":
             _set_laterality(ds, source)
         if image:
             comment = f"Produced by {self.model_name} {self.model_version} (ainode)"

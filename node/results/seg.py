@@ -93,6 +93,15 @@ def _frames(
     return [source], out
 
 
+def _freeze_dimension_uid(seg: Dataset, uid: str) -> None:
+    """Replace highdicom's random Dimension Organization UID (PS3.3 C.7.6.17) by ``uid``."""
+    for item in seg.get("DimensionOrganizationSequence", []):
+        item.DimensionOrganizationUID = uid
+    for item in seg.get("DimensionIndexSequence", []):
+        if "DimensionOrganizationUID" in item:
+            item.DimensionOrganizationUID = uid
+
+
 def build_seg(
     prediction: Prediction,
     volume: Volume,
@@ -177,6 +186,7 @@ def build_seg(
             series_date=ctx.content_date,
             series_time=ctx.content_time,
         )
+    _freeze_dimension_uid(seg, ctx.uid(index, "dimension-organization"))
     ctx.finish(seg, images[0], kind="seg", image=True)
     log.info(
         "results.seg_built",

@@ -14,7 +14,7 @@ from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from node.results import build_results
-from node.types import HeatMap, Prediction, Volume
+from node.types import Code, Finding, HeatMap, Prediction, SegmentDescription, Volume
 from tests.results.phantoms import NODULE, chest_prediction, sphere
 from tests.results.volumes import load_volume
 
@@ -22,6 +22,7 @@ WHEN = dt.datetime(2026, 11, 25, 12, 0, 0)
 CHEST = "ct/chest-ct-siemens-sensation10-b40f-30sl"
 ENHANCED_MR = "enhanced/siemens-xa10-enhanced-mr/6_1.dcm"
 DX = "other-modalities/dx/dx_image.dcm"
+LIVER = "ct/abdomen-liver-ct-ge-lightspeed-3sl"
 
 
 def run_tool(tools: Path, name: str, *args: object, timeout: float = 240) -> str:
@@ -200,3 +201,30 @@ def derived_case(out_dir: Path, chest_sources: list[Path], chest_volume: Volume)
     pred = Prediction(model_name="ct-denoise-demo", model_version="0.2", task="enhancement",
                       is_demo=True, derived_voxels=np.rint(smooth))
     return _case(out_dir, "derived", chest_sources, chest_volume, pred)
+
+
+@pytest.fixture(scope="session")
+def liver_case(out_dir: Path, corpus: Path) -> Case:
+    """Source pitfalls: empty Specific Character Set, JANCT000 name, no Body Part/Laterality."""
+    sources = sorted((corpus / LIVER).glob("*.dcm"))
+    volume = load_volume(sources)
+    label_map = np.zeros(volume.voxels.shape, dtype=np.uint8)
+    label_map[:, 200:300, 150:260] = 1
+    finding = Finding(
+        tracking_id="liver-lesion", finding_type=Code("4147007", "SCT", "Mass"),
+        center_xyz=(0.0, 0.0, 0.0), center_voxel=(1, 250, 205), score=0.8, diameter_mm=40.0,
+        volume_mm3=1234.5, malignancy_probability=0.41, segment_label=1,
+        finding_site=Code("10200004", "SCT", "Liver"),
+    )
+    heat = np.zeros(volume.voxels.shape, dtype=np.float32)
+    heat[1, 200:300, 150:260] = 1.0
+    pred = Prediction(
+        model_name="liver-demo", model_version="0.0.1", task="segmentation", is_demo=True,
+        label_map=label_map,
+        segments=(SegmentDescription(
+            label=1, name="Liver mass",
+            category=Code("49755003", "SCT", "Morphologically Abnormal Structure"),
+            property_type=Code("4147007", "SCT", "Mass"), tracking_id="liver-lesion"),),
+        findings=(finding,), heatmaps=(HeatMap(values=heat, label="attention"),),
+    )
+    return _case(out_dir, "liver", sources, volume, pred)
