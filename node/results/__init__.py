@@ -93,7 +93,12 @@ def build_results(
     if prediction.findings or prediction.class_probabilities or prediction.text:
         out.append(
             build_sr(
-                prediction, volume, sources, ctx, index=index, seg=seg,
+                prediction,
+                volume,
+                sources,
+                ctx,
+                index=index,
+                seg=seg,
                 seg_numbers=segment_numbers(prediction) if seg is not None else None,
             )
         )

@@ -16,7 +16,7 @@ import numpy as np
 import numpy.typing as npt
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence as DicomSequence
-from pydicom.uid import ExplicitVRLittleEndian, PYDICOM_IMPLEMENTATION_UID
+from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian
 
 from node.errors import ResultError
 from node.results.identity import ResultContext
@@ -31,10 +31,17 @@ log = logging.getLogger(__name__)
 DERIVABLE_SOP_CLASSES = frozenset({"1.2.840.10008.5.1.4.1.1.2", "1.2.840.10008.5.1.4.1.1.4"})
 
 _DROP = (
-    "SmallestImagePixelValue", "LargestImagePixelValue", "PixelPaddingValue",
-    "PixelPaddingRangeLimit", "ReferencedImageSequence", "SourceImageSequence",
-    "DerivationCodeSequence", "LossyImageCompression", "LossyImageCompressionRatio",
-    "LossyImageCompressionMethod", "RequestAttributesSequence",
+    "SmallestImagePixelValue",
+    "LargestImagePixelValue",
+    "PixelPaddingValue",
+    "PixelPaddingRangeLimit",
+    "ReferencedImageSequence",
+    "SourceImageSequence",
+    "DerivationCodeSequence",
+    "LossyImageCompression",
+    "LossyImageCompressionRatio",
+    "LossyImageCompressionMethod",
+    "RequestAttributesSequence",
 )
 
 

@@ -32,24 +32,68 @@ __all__ = ["check_results"]
 log = logging.getLogger(__name__)
 
 SEG_CLASS = "1.2.840.10008.5.1.4.1.1.66.4"
-SR_CLASSES = {"1.2.840.10008.5.1.4.1.1.88.34", "1.2.840.10008.5.1.4.1.1.88.22",
-              "1.2.840.10008.5.1.4.1.1.88.33"}
+SR_CLASSES = {
+    "1.2.840.10008.5.1.4.1.1.88.34",
+    "1.2.840.10008.5.1.4.1.1.88.22",
+    "1.2.840.10008.5.1.4.1.1.88.33",
+}
 SC_CLASS = "1.2.840.10008.5.1.4.1.1.7"
 
-_COMMON = ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID", "Modality",
-           "Manufacturer", "ContentDate", "ContentTime")
+_COMMON = (
+    "SOPClassUID",
+    "SOPInstanceUID",
+    "StudyInstanceUID",
+    "SeriesInstanceUID",
+    "Modality",
+    "Manufacturer",
+    "ContentDate",
+    "ContentTime",
+)
 _REQUIRED: dict[str, tuple[str, ...]] = {
-    SEG_CLASS: ("SegmentSequence", "SegmentationType", "NumberOfFrames", "Rows", "Columns",
-                "SharedFunctionalGroupsSequence", "PerFrameFunctionalGroupsSequence",
-                "ReferencedSeriesSequence", "FrameOfReferenceUID", "DimensionIndexSequence",
-                "BitsAllocated", "PixelData", "ContentLabel", "ImageType"),
-    SC_CLASS: ("Rows", "Columns", "SamplesPerPixel", "PhotometricInterpretation", "PixelData",
-               "ConversionType", "BurnedInAnnotation"),
+    SEG_CLASS: (
+        "SegmentSequence",
+        "SegmentationType",
+        "NumberOfFrames",
+        "Rows",
+        "Columns",
+        "SharedFunctionalGroupsSequence",
+        "PerFrameFunctionalGroupsSequence",
+        "ReferencedSeriesSequence",
+        "FrameOfReferenceUID",
+        "DimensionIndexSequence",
+        "BitsAllocated",
+        "PixelData",
+        "ContentLabel",
+        "ImageType",
+    ),
+    SC_CLASS: (
+        "Rows",
+        "Columns",
+        "SamplesPerPixel",
+        "PhotometricInterpretation",
+        "PixelData",
+        "ConversionType",
+        "BurnedInAnnotation",
+    ),
 }
-_IMAGE = ("Rows", "Columns", "SamplesPerPixel", "PhotometricInterpretation", "PixelData",
-          "ImageType", "BitsAllocated")
-_SR = ("ValueType", "ConceptNameCodeSequence", "ContentSequence", "CompletionFlag",
-       "VerificationFlag", "CurrentRequestedProcedureEvidenceSequence", "ContentTemplateSequence")
+_IMAGE = (
+    "Rows",
+    "Columns",
+    "SamplesPerPixel",
+    "PhotometricInterpretation",
+    "PixelData",
+    "ImageType",
+    "BitsAllocated",
+)
+_SR = (
+    "ValueType",
+    "ConceptNameCodeSequence",
+    "ContentSequence",
+    "CompletionFlag",
+    "VerificationFlag",
+    "CurrentRequestedProcedureEvidenceSequence",
+    "ContentTemplateSequence",
+)
 _PATIENT = ("PatientID", "PatientName", "PatientBirthDate", "PatientSex")
 
 
@@ -68,16 +112,21 @@ class _Known:
     def check(self, what: str, item: Dataset, frames: Sequence[int] = ()) -> None:
         uid = str(item.get("ReferencedSOPInstanceUID", ""))
         if uid not in self.classes:
-            raise ResultError(f"{what} references SOP instance {uid or '(none)'} that is not a "
-                              "source instance nor a result of this job")
+            raise ResultError(
+                f"{what} references SOP instance {uid or '(none)'} that is not a "
+                "source instance nor a result of this job"
+            )
         cls = str(item.get("ReferencedSOPClassUID", ""))
         if cls != self.classes[uid]:
-            raise ResultError(f"{what} references {uid} with SOP Class {cls}, "
-                              f"but the instance is {self.classes[uid]}")
+            raise ResultError(
+                f"{what} references {uid} with SOP Class {cls}, "
+                f"but the instance is {self.classes[uid]}"
+            )
         for f in frames:
             if not 1 <= int(f) <= self.frames[uid]:
-                raise ResultError(f"{what} references frame {f} of {uid}, "
-                                  f"which has {self.frames[uid]} frame(s)")
+                raise ResultError(
+                    f"{what} references frame {f} of {uid}, which has {self.frames[uid]} frame(s)"
+                )
 
 
 def _walk(items: Sequence[Dataset]) -> Iterator[Dataset]:
@@ -107,8 +156,10 @@ def _require(ds: Dataset, keywords: Sequence[str]) -> None:
 
 def _identity(ds: Dataset, sources: SourceSet, first: Dataset) -> None:
     if ds.StudyInstanceUID != first.StudyInstanceUID:
-        raise ResultError(f"{_name(ds)} is in study {ds.StudyInstanceUID}, "
-                          f"not in the source study {first.StudyInstanceUID}")
+        raise ResultError(
+            f"{_name(ds)} is in study {ds.StudyInstanceUID}, "
+            f"not in the source study {first.StudyInstanceUID}"
+        )
     for keyword in _PATIENT:
         if str(ds.get(keyword) or "") != str(first.get(keyword) or ""):
             raise ResultError(f"{_name(ds)}: {keyword} differs from the source (patient identity)")
@@ -117,11 +168,13 @@ def _identity(ds: Dataset, sources: SourceSet, first: Dataset) -> None:
     source_series = {str(s.SeriesInstanceUID) for s in sources.by_uid.values()}
     if ds.SeriesInstanceUID in source_series:
         raise ResultError(f"{_name(ds)} reuses source series {ds.SeriesInstanceUID}")
-    frame_uids = {str(s.FrameOfReferenceUID) for s in sources.by_uid.values()
-                  if s.get("FrameOfReferenceUID")}
+    frame_uids = {
+        str(s.FrameOfReferenceUID) for s in sources.by_uid.values() if s.get("FrameOfReferenceUID")
+    }
     if ds.get("FrameOfReferenceUID") and frame_uids and ds.FrameOfReferenceUID not in frame_uids:
-        raise ResultError(f"{_name(ds)} has Frame of Reference {ds.FrameOfReferenceUID}, "
-                          "not the source's")
+        raise ResultError(
+            f"{_name(ds)} has Frame of Reference {ds.FrameOfReferenceUID}, not the source's"
+        )
 
 
 def _pixel_length(ds: Dataset, frames: int) -> None:
@@ -130,8 +183,9 @@ def _pixel_length(ds: Dataset, frames: int) -> None:
     expected = (n + 7) // 8 if bits == 1 else n * bits // 8
     actual = len(ds.PixelData)
     if actual not in (expected, expected + (expected % 2)):
-        raise ResultError(f"{_name(ds)} Pixel Data has {actual} bytes, "
-                          f"expected {expected} for {frames} frame(s)")
+        raise ResultError(
+            f"{_name(ds)} Pixel Data has {actual} bytes, expected {expected} for {frames} frame(s)"
+        )
 
 
 def _source_position(src: Dataset, frame: int | None) -> Any:
@@ -157,10 +211,15 @@ def _check_seg(ds: Dataset, known: _Known, sources: SourceSet) -> None:
         for item in series.ReferencedInstanceSequence:
             known.check(f"{_name(ds)} Referenced Series", item)
     for i, fg in enumerate(per_frame, start=1):
-        seg_id = fg.SegmentIdentificationSequence[0].ReferencedSegmentNumber if (
-            "SegmentIdentificationSequence" in fg) else (
-            ds.SharedFunctionalGroupsSequence[0].SegmentIdentificationSequence[0]
-            .ReferencedSegmentNumber)
+        seg_id = (
+            fg.SegmentIdentificationSequence[0].ReferencedSegmentNumber
+            if ("SegmentIdentificationSequence" in fg)
+            else (
+                ds.SharedFunctionalGroupsSequence[0]
+                .SegmentIdentificationSequence[0]
+                .ReferencedSegmentNumber
+            )
+        )
         if int(seg_id) not in numbers:
             raise ResultError(f"{_name(ds)} frame {i} refers to segment {seg_id} not described")
         if "DerivationImageSequence" not in fg:
@@ -175,14 +234,19 @@ def _check_seg(ds: Dataset, known: _Known, sources: SourceSet) -> None:
                     continue
                 expected = _source_position(src, frames[0] if frames else None)
                 if expected is not None and not np.allclose(
-                    np.asarray(position, dtype=float), np.asarray(expected, dtype=float),
+                    np.asarray(position, dtype=float),
+                    np.asarray(expected, dtype=float),
                     atol=0.01,
                 ):
-                    raise ResultError(f"{_name(ds)} frame {i} lies at {list(position)}, not on "
-                                      f"its source image at {list(expected)}")
+                    raise ResultError(
+                        f"{_name(ds)} frame {i} lies at {list(position)}, not on "
+                        f"its source image at {list(expected)}"
+                    )
                 if (int(src.Rows), int(src.Columns)) != (int(ds.Rows), int(ds.Columns)):
-                    raise ResultError(f"{_name(ds)} has {ds.Rows}x{ds.Columns} pixels, its "
-                                      f"source {src.Rows}x{src.Columns}")
+                    raise ResultError(
+                        f"{_name(ds)} has {ds.Rows}x{ds.Columns} pixels, its "
+                        f"source {src.Rows}x{src.Columns}"
+                    )
     with quiet_highdicom():
         try:
             hd.seg.Segmentation.from_dataset(ds, copy=True)
@@ -202,8 +266,10 @@ def _check_sr(ds: Dataset, known: _Known) -> None:
             for ref in item.ReferencedSOPSequence:
                 known.check(f"{_name(ds)} content item", ref, _frame_numbers(ref))
                 if str(ref.ReferencedSOPInstanceUID) not in evidence:
-                    raise ResultError(f"{_name(ds)} references {ref.ReferencedSOPInstanceUID} "
-                                      "that Current Requested Procedure Evidence does not list")
+                    raise ResultError(
+                        f"{_name(ds)} references {ref.ReferencedSOPInstanceUID} "
+                        "that Current Requested Procedure Evidence does not list"
+                    )
     with quiet_highdicom():
         try:
             hd.sr.Comprehensive3DSR.from_dataset(ds, copy=True)
@@ -234,9 +300,7 @@ def check_results(datasets: Sequence[Dataset], source_paths: Sequence[Path] | So
     ResultError
         The first problem found, naming the object (modality + SOP Instance UID) and the reason.
     """
-    sources = (
-        source_paths if isinstance(source_paths, SourceSet) else load_sources(source_paths)
-    )
+    sources = source_paths if isinstance(source_paths, SourceSet) else load_sources(source_paths)
     if not sources.by_uid:
         raise ResultError("no source instances to check the results against")
     first = next(iter(sources.by_uid.values()))

@@ -26,12 +26,39 @@ DEMO_STATEMENT = "DEMO MODEL - NOT FOR DIAGNOSIS"
 
 #: Body Part Examined defined terms (PS3.16 Annex L) of unpaired structures: Laterality
 #: (PS3.3 C.7.3.1, Type 2C) must then be absent.
-_UNPAIRED = frozenset({
-    "ABDOMEN", "ABDOMENPELVIS", "BRAIN", "CHEST", "CHESTABDOMEN", "CHESTABDPELVIS", "COCCYX",
-    "CSPINE", "HEAD", "HEADNECK", "HEART", "LSPINE", "NECK", "PELVIS", "SKULL", "SPINE",
-    "SSPINE", "TSPINE", "WHOLEBODY", "AORTA", "BLADDER", "ESOPHAGUS", "LIVER", "PANCREAS",
-    "PROSTATE", "SPLEEN", "STOMACH", "TRACHEA", "UTERUS",
-})
+_UNPAIRED = frozenset(
+    {
+        "ABDOMEN",
+        "ABDOMENPELVIS",
+        "BRAIN",
+        "CHEST",
+        "CHESTABDOMEN",
+        "CHESTABDPELVIS",
+        "COCCYX",
+        "CSPINE",
+        "HEAD",
+        "HEADNECK",
+        "HEART",
+        "LSPINE",
+        "NECK",
+        "PELVIS",
+        "SKULL",
+        "SPINE",
+        "SSPINE",
+        "TSPINE",
+        "WHOLEBODY",
+        "AORTA",
+        "BLADDER",
+        "ESOPHAGUS",
+        "LIVER",
+        "PANCREAS",
+        "PROSTATE",
+        "SPLEEN",
+        "STOMACH",
+        "TRACHEA",
+        "UTERUS",
+    }
+)
 
 _KIND_LABEL = {"seg": "SEG", "sr": "SR", "sc": "SC", "derived": "DERIVED"}
 
@@ -68,7 +95,9 @@ class ResultContext:
     def tracking_uid(self, tracking_id: str) -> str:
         """Tracking UID of ``tracking_id``: the same in the SEG segment and the SR findings."""
         return result_uid(
-            job_id=self.job_id, model_version=self.model_version, index=-1,
+            job_id=self.job_id,
+            model_version=self.model_version,
+            index=-1,
             role=f"tracking/{tracking_id}",
         )
 

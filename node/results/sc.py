@@ -64,7 +64,8 @@ def _window(plane: npt.NDArray[Any], header: Dataset) -> npt.NDArray[np.uint8]:
 def _jet(values: npt.NDArray[Any]) -> npt.NDArray[np.float64]:
     v = np.clip(values.astype(np.float64), 0.0, 1.0)[..., None]
     centres = np.array([3.0, 2.0, 1.0])
-    return np.clip(1.5 - np.abs(4.0 * v - centres), 0.0, 1.0)
+    out: npt.NDArray[np.float64] = np.clip(1.5 - np.abs(4.0 * v - centres), 0.0, 1.0)
+    return out
 
 
 def _fit(values: npt.NDArray[Any], shape: tuple[int, int]) -> npt.NDArray[np.float64]:
@@ -99,7 +100,9 @@ def _banner(rgb: npt.NDArray[np.uint8], lines: list[str]) -> npt.NDArray[np.uint
     img = Image.fromarray(rgb, mode="RGB")
     if img.width < _MIN_COLUMNS:
         scale = _MIN_COLUMNS / img.width
-        img = img.resize((_MIN_COLUMNS, max(1, round(img.height * scale))), Image.Resampling.BILINEAR)
+        img = img.resize(
+            (_MIN_COLUMNS, max(1, round(img.height * scale))), Image.Resampling.BILINEAR
+        )
     size = max(12, img.width // 32)
     font = ImageFont.load_default(size=size)
     band = (size + 6) * len(lines) + 6
@@ -212,7 +215,14 @@ def build_heatmap_sc(
     rgb = (grey * (1.0 - alpha) + _jet(heat) * alpha) * 255.0
     pixels = _banner(np.clip(rgb, 0, 255).astype(np.uint8), _lines(ctx, heatmap.label[:60]))
     sc = _sc(
-        pixels, "RGB", volume, sources, ctx, k=k, index=index, instance=1,
+        pixels,
+        "RGB",
+        volume,
+        sources,
+        ctx,
+        k=k,
+        index=index,
+        instance=1,
         description=f"{heatmap.label} heat-map of {ctx.model_name} {ctx.model_version} over the "
         "source slice",
     )
@@ -242,7 +252,14 @@ def build_gray_sc(
         photometric = "RGB" if pixels.ndim == 3 else "MONOCHROME2"
         out.append(
             _sc(
-                pixels, photometric, volume, sources, ctx, k=k, index=index, instance=k + 1,
+                pixels,
+                photometric,
+                volume,
+                sources,
+                ctx,
+                k=k,
+                index=index,
+                instance=k + 1,
                 description=f"derived by {ctx.model_name} {ctx.model_version}",
             )
         )

@@ -148,11 +148,12 @@ def build_seg(
     numbers = segment_numbers(prediction)
     if not numbers:
         raise ResultError("prediction has a label map but no segment descriptions")
-    present = {int(v) for v in np.unique(label_map)} - {0}
+    counts = np.bincount(label_map.ravel())  # much faster than np.unique on 10^8 voxels
+    present = {int(v) for v in np.flatnonzero(counts)} - {0}
     undescribed = present - set(numbers)
     if undescribed:
         raise ResultError(f"labels {sorted(undescribed)} in the label map have no description")
-    lut_size = max(max(numbers), int(label_map.max())) + 1
+    lut_size = max(max(numbers), len(counts) - 1) + 1
     lut = np.zeros(lut_size, dtype=np.uint8 if len(numbers) < 256 else np.uint16)
     for label, number in numbers.items():
         lut[label] = number
@@ -190,6 +191,10 @@ def build_seg(
     ctx.finish(seg, images[0], kind="seg", image=True)
     log.info(
         "results.seg_built",
-        extra={"sop_uid": seg.SOPInstanceUID, "segments": len(numbers), "frames": seg.NumberOfFrames},
+        extra={
+            "sop_uid": seg.SOPInstanceUID,
+            "segments": len(numbers),
+            "frames": seg.NumberOfFrames,
+        },
     )
     return seg

@@ -90,8 +90,10 @@ def _outline(center: tuple[float, float], radius_px: tuple[float, float]) -> npt
     """Closed 24-point polygon (column, row) around ``center`` (pixel centres at +0.5)."""
     angles = np.linspace(0.0, 2 * math.pi, 25)
     pts = np.stack(
-        [center[1] + 0.5 + radius_px[1] * np.cos(angles),
-         center[0] + 0.5 + radius_px[0] * np.sin(angles)],
+        [
+            center[1] + 0.5 + radius_px[1] * np.cos(angles),
+            center[0] + 0.5 + radius_px[0] * np.sin(angles),
+        ],
         axis=1,
     )
     pts[-1] = pts[0]
@@ -193,7 +195,7 @@ def _finding_groups(
             referenced_segment=hd.sr.ReferencedSegment(
                 sop_class_uid=seg.SOPClassUID,
                 sop_instance_uid=seg.SOPInstanceUID,
-                segment_number=seg_numbers[finding.segment_label],  # type: ignore[index]
+                segment_number=seg_numbers[finding.segment_label],
                 source_series=hd.sr.SourceSeriesForSegmentation(volume.series_uid),
             ),
             finding_type=finding_type,
@@ -237,9 +239,7 @@ def _hot_region(volume: Volume, heatmap: HeatMap | None) -> tuple[int, npt.NDArr
         (r0, c0), (r1, c1) = hot.min(axis=0), hot.max(axis=0) + 1
     else:
         k, r0, c0, r1, c1 = len(volume.sources) // 2, 0, 0, rows, cols
-    box = np.array(
-        [[c0, r0], [c1, r0], [c1, r1], [c0, r1], [c0, r0]], dtype=np.float64
-    )
+    box = np.array([[c0, r0], [c1, r0], [c1, r1], [c0, r1], [c0, r0]], dtype=np.float64)
     return k, box
 
 

@@ -72,16 +72,31 @@ def test_gate_blocks_missing_required_attribute_and_bad_pixels(chest_case: Case)
 def test_build_results_raises_when_the_gate_fails(chest_case: Case) -> None:
     # A label map referencing a slice whose source file is not given cannot be written.
     with pytest.raises(ResultError, match="not among the source files"):
-        build_results(chest_case.prediction, chest_case.volume, chest_case.sources[:-1],
-                      job_id="x", content_datetime=WHEN)
+        build_results(
+            chest_case.prediction,
+            chest_case.volume,
+            chest_case.sources[:-1],
+            job_id="x",
+            content_datetime=WHEN,
+        )
 
 
 def test_rebuild_is_byte_identical_and_uids_depend_on_job(chest_case: Case) -> None:
-    again = build_results(chest_case.prediction, chest_case.volume, chest_case.sources,
-                          job_id="job-chest", content_datetime=WHEN)
+    again = build_results(
+        chest_case.prediction,
+        chest_case.volume,
+        chest_case.sources,
+        job_id="job-chest",
+        content_datetime=WHEN,
+    )
     assert [_bytes(d) for d in again] == [p.read_bytes() for p in chest_case.files]
-    other = build_results(chest_case.prediction, chest_case.volume, chest_case.sources,
-                          job_id="job-other", content_datetime=WHEN)
+    other = build_results(
+        chest_case.prediction,
+        chest_case.volume,
+        chest_case.sources,
+        job_id="job-other",
+        content_datetime=WHEN,
+    )
     assert not {d.SOPInstanceUID for d in other} & {d.SOPInstanceUID for d in again}
 
 

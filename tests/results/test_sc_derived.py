@@ -40,10 +40,16 @@ def test_non_demo_model_has_no_demo_banner(single_case: Case, out_dir: Path) -> 
 
     heat = np.zeros(single_case.volume.voxels.shape, dtype=np.float32)
     heat[14, 240:260, 140:160] = 1.0
-    pred = replace(single_case.prediction, label_map=None, segments=(), findings=(),
-                   heatmaps=(HeatMap(values=heat, label="attention"),))
-    (sc,) = build_results(pred, single_case.volume, single_case.sources, job_id="plain",
-                          content_datetime=WHEN)
+    pred = replace(
+        single_case.prediction,
+        label_map=None,
+        segments=(),
+        findings=(),
+        heatmaps=(HeatMap(values=heat, label="attention"),),
+    )
+    (sc,) = build_results(
+        pred, single_case.volume, single_case.sources, job_id="plain", content_datetime=WHEN
+    )
     band = sc.pixel_array[:20]
     red = (band[..., 0] > 200) & (band[..., 1] < 120) & (band[..., 2] < 120)
     assert red.sum() == 0
@@ -68,8 +74,10 @@ def test_derived_ct_series_round_trips_hounsfield(derived_case: Case) -> None:
     for k in (0, 14, 29):
         ds = pydicom.dcmread(derived_case.files_of("CT")[k])
         assert list(ds.ImageType)[:2] == ["DERIVED", "SECONDARY"]
-        assert ds.SourceImageSequence[0].ReferencedSOPInstanceUID == \
-            derived_case.volume.sources[k].sop_uid
+        assert (
+            ds.SourceImageSequence[0].ReferencedSOPInstanceUID
+            == derived_case.volume.sources[k].sop_uid
+        )
         hu = ds.pixel_array * float(ds.RescaleSlope) + float(ds.RescaleIntercept)
         np.testing.assert_allclose(hu, derived[k], atol=0.5 * float(ds.RescaleSlope) + 1e-6)
         src = pydicom.dcmread(derived_case.sources[0], stop_before_pixels=True)
@@ -78,23 +86,43 @@ def test_derived_ct_series_round_trips_hounsfield(derived_case: Case) -> None:
 
 
 def test_enhanced_source_derived_voxels_become_sc(enhanced_case: Case) -> None:
-    scs = [d for d in enhanced_case.of("OT") if d.SeriesInstanceUID != enhanced_case.of("OT")[0]
-           .SeriesInstanceUID or d.InstanceNumber > 1]
+    scs = [
+        d
+        for d in enhanced_case.of("OT")
+        if d.SeriesInstanceUID != enhanced_case.of("OT")[0].SeriesInstanceUID
+        or d.InstanceNumber > 1
+    ]
     assert len(scs) >= len(enhanced_case.volume.sources) - 1
-    frames = sorted(int(d.SourceImageSequence[0].ReferencedFrameNumber)
-                    for d in enhanced_case.of("OT"))
+    frames = sorted(
+        int(d.SourceImageSequence[0].ReferencedFrameNumber) for d in enhanced_case.of("OT")
+    )
     assert set(range(1, 7)) <= set(frames)
 
 
 def test_checkers_accept_sc_and_derived(
-    checker_tools: Path, corpus: Path, chest_case: Case, dx_case: Case, enhanced_case: Case,
+    checker_tools: Path,
+    corpus: Path,
+    chest_case: Case,
+    dx_case: Case,
+    enhanced_case: Case,
     derived_case: Case,
 ) -> None:
-    files = (chest_case.files_of("OT") + derived_case.files_of("CT") + dx_case.files_of("OT")
-             + enhanced_case.files_of("OT"))
+    files = (
+        chest_case.files_of("OT")
+        + derived_case.files_of("CT")
+        + dx_case.files_of("OT")
+        + enhanced_case.files_of("OT")
+    )
     out = run_tool(checker_tools, "check-dicom", *files)
     assert "0 error(s)" in out.splitlines()[-1]
-    run_tool(checker_tools, "check-refs", "--sources", corpus / CHEST,
-             *chest_case.files_of("OT"), *derived_case.files_of("CT"))
-    run_tool(checker_tools, "check-refs", "--sources", dx_case.sources[0].parent,
-             *dx_case.files_of("OT"))
+    run_tool(
+        checker_tools,
+        "check-refs",
+        "--sources",
+        corpus / CHEST,
+        *chest_case.files_of("OT"),
+        *derived_case.files_of("CT"),
+    )
+    run_tool(
+        checker_tools, "check-refs", "--sources", dx_case.sources[0].parent, *dx_case.files_of("OT")
+    )

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import highdicom as hd
 import pytest
@@ -12,8 +15,13 @@ from node.results.sr import malignancy_category
 from tests.results.conftest import CHEST, Case, run_tool
 
 
-def _groups(case: Case) -> list[hd.sr.MeasurementGroup]:  # type: ignore[name-defined]
-    sr = hd.sr.srread(case.files_of("SR")[0])
+def _content(case: Case) -> Any:
+    """The TID 1500 content of the case's SR, parsed by highdicom."""
+    return hd.sr.srread(case.files_of("SR")[0]).content
+
+
+def _groups(case: Case) -> list[Any]:
+    sr = SimpleNamespace(content=_content(case))
     return list(sr.content.get_planar_roi_measurement_groups()) + list(
         sr.content.get_volumetric_roi_measurement_groups()
     )
@@ -29,7 +37,7 @@ def _nums(case: Case, tracking_id: str) -> dict[str, float]:
 
 
 def test_each_finding_has_planar_and_volumetric_groups_sharing_tracking(chest_case: Case) -> None:
-    sr = hd.sr.srread(chest_case.files_of("SR")[0])
+    sr = SimpleNamespace(content=_content(chest_case))
     planar = sr.content.get_planar_roi_measurement_groups()
     volumetric = sr.content.get_volumetric_roi_measurement_groups()
     for finding in chest_case.prediction.findings:
@@ -57,9 +65,12 @@ def test_measurements_equal_the_findings(chest_case: Case, index: int) -> None:
     assert nums["Long axis"] == pytest.approx(finding.diameter_mm, abs=0.01)
     assert nums["Volume"] == pytest.approx(finding.volume_mm3, abs=0.01)
     assert nums["Probability of cancer"] == pytest.approx(finding.malignancy_probability, abs=1e-4)
-    volumetric = [g for g in _groups(chest_case)
-                  if g.tracking_identifier == finding.tracking_id
-                  and isinstance(g, hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations)][0]
+    volumetric = [
+        g
+        for g in _groups(chest_case)
+        if g.tracking_identifier == finding.tracking_id
+        and isinstance(g, hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations)
+    ][0]
     evaluations = volumetric.get_qualitative_evaluations()
     assert [e.value for e in evaluations] == [
         malignancy_category(finding.malignancy_probability or 0.0)
@@ -68,8 +79,7 @@ def test_measurements_equal_the_findings(chest_case: Case, index: int) -> None:
 
 def test_observer_is_the_model_and_text_and_demo_are_stated(chest_case: Case) -> None:
     sr = chest_case.of("SR")[0]
-    report = hd.sr.srread(chest_case.files_of("SR")[0])
-    ctx = report.content.get_observer_contexts()
+    ctx = _content(chest_case).get_observer_contexts()
     device = [c for c in ctx if c.observer_type == codes.DCM.Device]
     assert device and device[0].observer_identifying_attributes.name == "lung-nodule-demo"
     texts = [item.TextValue for item in _walk(sr.ContentSequence) if item.ValueType == "TEXT"]
@@ -79,7 +89,7 @@ def test_observer_is_the_model_and_text_and_demo_are_stated(chest_case: Case) ->
     assert sr.Manufacturer == "ainode"
 
 
-def _walk(items):  # type: ignore[no-untyped-def]
+def _walk(items: Any) -> Iterator[Any]:
     for item in items:
         yield item
         yield from _walk(item.get("ContentSequence", []))
@@ -112,24 +122,32 @@ def test_detection_writes_scoord3d_points(detection_case: Case) -> None:
 def test_classification_and_text_only_reports(dx_case: Case, text_case: Case) -> None:
     nums = _nums(dx_case, "class cardiomegaly")
     assert nums == {"Certainty of Finding": pytest.approx(0.72)}
-    texts = [i.TextValue for i in _walk(text_case.of("SR")[0].ContentSequence)
-             if i.ValueType == "TEXT"]
+    texts = [
+        i.TextValue for i in _walk(text_case.of("SR")[0].ContentSequence) if i.ValueType == "TEXT"
+    ]
     assert "No acute cardiopulmonary abnormality (demo)." in texts
     assert str(text_case.of("SR")[0].SpecificCharacterSet) in ("ISO_IR 100", "")
 
 
 @pytest.mark.slow
 def test_checkers_accept_every_sr(
-    checker_tools: Path, corpus: Path, chest_case: Case, single_case: Case,
-    detection_case: Case, enhanced_case: Case, dx_case: Case, text_case: Case,
+    checker_tools: Path,
+    corpus: Path,
+    chest_case: Case,
+    single_case: Case,
+    detection_case: Case,
+    enhanced_case: Case,
+    dx_case: Case,
+    text_case: Case,
 ) -> None:
     cases = (chest_case, single_case, detection_case, enhanced_case, dx_case, text_case)
     srs = [p for c in cases for p in c.files_of("SR")]
     assert len(srs) == len(cases)
     # PixelMed costs 10-25 s per file: validate each distinct layout once (2 findings + SEG,
     # 1 finding + SEG, detections with SCOORD3D, classification without findings).
-    layouts = [p for c in (chest_case, single_case, detection_case, dx_case)
-               for p in c.files_of("SR")]
+    layouts = [
+        p for c in (chest_case, single_case, detection_case, dx_case) for p in c.files_of("SR")
+    ]
     out = run_tool(checker_tools, "check-sr", "--quiet", *layouts, timeout=500)
     assert "0 error(s)" in out.splitlines()[-1]
     out = run_tool(checker_tools, "check-dicom", *srs)
