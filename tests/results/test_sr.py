@@ -13,6 +13,7 @@ import pytest
 from pydicom.sr.codedict import codes
 
 from node.results.sr import malignancy_category
+from node.types import Volume
 from tests.results.conftest import CHEST, Case, run_tool
 
 
@@ -172,3 +173,55 @@ def test_checkers_accept_every_sr(
     for case in (enhanced_case, dx_case, text_case):
         folder = case.sources[0].parent
         run_tool(checker_tools, "check-refs", "--sources", folder, *case.files)
+
+
+def test_long_axis_follows_the_lesion_not_its_neighbours(
+    chest_volume: Volume, chest_sources: list[Path]
+) -> None:
+    """Two lesions share one label on the key slice: the long axis of the first is along its own
+    elongated shape (vertical), not along the line joining both lesions (horizontal)."""
+    import numpy as np
+
+    from node.results import build_results
+    from node.types import Code, Finding, Prediction
+    from tests.results.conftest import WHEN
+    from tests.results.phantoms import NODULE
+
+    label_map = np.zeros(chest_volume.voxels.shape, dtype=np.uint8)
+    label_map[10, 200:260, 140:150] = NODULE.label  # tall, thin lesion
+    label_map[10, 225:235, 300:380] = NODULE.label  # wide lesion elsewhere, same label
+    finding = Finding(
+        tracking_id="tall",
+        finding_type=Code("27925004", "SCT", "Nodule"),
+        center_xyz=(0.0, 0.0, 0.0),
+        center_voxel=(10, 230, 145),
+        score=0.9,
+        diameter_mm=38.8,
+        volume_mm3=100.0,
+        malignancy_probability=0.5,
+        segment_label=NODULE.label,
+    )
+    pred = Prediction(
+        model_name="m",
+        model_version="1",
+        task="segmentation",
+        is_demo=False,
+        label_map=label_map,
+        segments=(NODULE,),
+        findings=(finding,),
+    )
+    sr = [
+        d
+        for d in build_results(
+            pred, chest_volume, chest_sources, job_id="axis", content_datetime=WHEN
+        )
+        if d.Modality == "SR"
+    ][0]
+    lines = [
+        i for i in _walk(sr.ContentSequence) if i.ValueType == "SCOORD" and len(i.GraphicData) == 4
+    ]
+    assert len(lines) == 1
+    x0, y0, x1, y1 = (float(v) for v in lines[0].GraphicData)
+    assert abs(y1 - y0) > 10 * abs(x1 - x0)
+    length_mm = abs(y1 - y0) * chest_volume.spacing[1]
+    assert length_mm == pytest.approx(38.8, abs=0.01)
