@@ -33,11 +33,23 @@ from node.results.seg import build_seg, segment_numbers
 from node.results.sources import SourceSet, load_sources
 from node.results.sr import build_sr
 from node.results.uids import result_uid
-from node.types import Prediction, Volume
+from node.types import Prediction, ResultKind, Volume
 
-__all__ = ["build_results", "check_results", "load_sources", "result_uid"]
+__all__ = ["build_results", "check_results", "load_sources", "result_kind", "result_uid"]
 
 log = logging.getLogger(__name__)
+
+
+def result_kind(ds: Dataset) -> ResultKind:
+    """Kind of a result object built here (for the store and delivery)."""
+    modality = str(ds.get("Modality", ""))
+    if modality == "SEG":
+        return ResultKind.SEG
+    if modality == "SR":
+        return ResultKind.SR
+    if str(ds.get("SOPClassUID", "")) == "1.2.840.10008.5.1.4.1.1.7":
+        return ResultKind.SC
+    return ResultKind.DERIVED
 
 
 def build_results(

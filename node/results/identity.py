@@ -12,7 +12,7 @@ import datetime as dt
 from dataclasses import dataclass
 
 from pydicom.dataset import Dataset
-from pydicom.valuerep import DA, TM
+from pydicom.valuerep import DA, DT, TM
 
 from node import __version__
 from node.results.uids import result_uid
@@ -23,6 +23,42 @@ __all__ = ["DEMO_STATEMENT", "MANUFACTURER", "ResultContext"]
 MANUFACTURER = "ainode"
 #: Plain-ASCII statement written into headers of demo results (burned-in banners use an em dash).
 DEMO_STATEMENT = "DEMO MODEL - NOT FOR DIAGNOSIS"
+
+#: Body Part Examined defined terms (PS3.16 Annex L) of unpaired structures: Laterality
+#: (PS3.3 C.7.3.1, Type 2C) must then be absent.
+_UNPAIRED = frozenset(
+    {
+        "ABDOMEN",
+        "ABDOMENPELVIS",
+        "BRAIN",
+        "CHEST",
+        "CHESTABDOMEN",
+        "CHESTABDPELVIS",
+        "COCCYX",
+        "CSPINE",
+        "HEAD",
+        "HEADNECK",
+        "HEART",
+        "LSPINE",
+        "NECK",
+        "PELVIS",
+        "SKULL",
+        "SPINE",
+        "SSPINE",
+        "TSPINE",
+        "WHOLEBODY",
+        "AORTA",
+        "BLADDER",
+        "ESOPHAGUS",
+        "LIVER",
+        "PANCREAS",
+        "PROSTATE",
+        "SPLEEN",
+        "STOMACH",
+        "TRACHEA",
+        "UTERUS",
+    }
+)
 
 _KIND_LABEL = {"seg": "SEG", "sr": "SR", "sc": "SC", "derived": "DERIVED"}
 
@@ -118,6 +154,9 @@ class ResultContext:
         if "SeriesDate" in ds:
             ds.SeriesDate = self.content_date
             ds.SeriesTime = self.content_time
+        for item in ds.get("ContributingEquipmentSequence", []):
+            if "ContributionDateTime" in item:  # highdicom records itself with "now"
+                item.ContributionDateTime = DT(self.content_datetime.replace(microsecond=0))
         if "DateOfSecondaryCapture" in ds:
             ds.DateOfSecondaryCapture = self.content_date
             ds.TimeOfSecondaryCapture = self.content_time
@@ -127,13 +166,30 @@ class ResultContext:
             ds.BodyPartExamined = source.BodyPartExamined
         elif "BodyPartExamined" in ds:
             del ds.BodyPartExamined
-        # Laterality (Type 2C): only when the source states it; never invent one.
-        if source.get("Laterality"):
-            ds.Laterality = source.Laterality
-        elif "Laterality" in ds and not ds.Laterality:
-            del ds.Laterality
+        if kind == "seg":
+            # dciodvfy evaluates the SEG's Type 2C condition without a body part: a value only.
+            if source.get("Laterality"):
+                ds.Laterality = source.Laterality
+            elif "Laterality" in ds:
+                del ds.Laterality
+        elif kind != "sr":
+            _set_laterality(ds, source)
         if image:
             comment = f"Produced by {self.model_name} {self.model_version} (ainode)"
             if self.is_demo:
                 comment = f"{DEMO_STATEMENT}. {comment}"
             ds.ImageComments = comment
+
+
+def _set_laterality(ds: Dataset, source: Dataset) -> None:
+    """Laterality (PS3.3 C.7.3.1, Type 2C): the source's value when it has one (even empty);
+    else absent for an unpaired body part and empty ("unknown") otherwise. Never invented."""
+    if "Laterality" in source:
+        ds.Laterality = source.Laterality
+        return
+    body_part = str(source.get("BodyPartExamined") or "").upper().replace(" ", "")
+    if body_part in _UNPAIRED:
+        if "Laterality" in ds:
+            del ds.Laterality
+    else:
+        ds.Laterality = ""

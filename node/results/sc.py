@@ -64,7 +64,8 @@ def _window(plane: npt.NDArray[Any], header: Dataset) -> npt.NDArray[np.uint8]:
 def _jet(values: npt.NDArray[Any]) -> npt.NDArray[np.float64]:
     v = np.clip(values.astype(np.float64), 0.0, 1.0)[..., None]
     centres = np.array([3.0, 2.0, 1.0])
-    return np.clip(1.5 - np.abs(4.0 * v - centres), 0.0, 1.0)
+    out: npt.NDArray[np.float64] = np.clip(1.5 - np.abs(4.0 * v - centres), 0.0, 1.0)
+    return out
 
 
 def _fit(values: npt.NDArray[Any], shape: tuple[int, int]) -> npt.NDArray[np.float64]:
@@ -157,7 +158,7 @@ def _sc(
             instance_number=instance,
             manufacturer="ainode",
             patient_orientation=_orientation(volume, header),
-            laterality=header.get("Laterality") or None,
+            laterality=None,  # set by ResultContext.finish (Type 2C rules)
             transfer_syntax_uid=hd.UID("1.2.840.10008.1.2.1"),
         )
     item = Dataset()

@@ -79,9 +79,8 @@ def _sanitise(ds: Dataset) -> Dataset:
         # the default repertoire is a subset of ISO_IR 100 (PS3.3 C.12.1.1.2).
         ds.SpecificCharacterSet = "ISO_IR 100"
     _hoist_shared_groups(ds)
-    for keyword in ("Laterality", "BodyPartExamined"):
-        if keyword in ds and not ds.get(keyword):
-            del ds[keyword]
+    if "BodyPartExamined" in ds and not ds.BodyPartExamined:
+        del ds.BodyPartExamined
     return ds
 
 

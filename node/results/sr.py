@@ -26,6 +26,7 @@ import numpy.typing as npt
 from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
 from pydicom.sr.coding import Code as PdCode
+from scipy import ndimage
 
 from node.errors import ResultError
 from node.results.identity import DEMO_STATEMENT, ResultContext
@@ -100,6 +101,20 @@ def _outline(center: tuple[float, float], radius_px: tuple[float, float]) -> npt
     return pts
 
 
+def _component_at(
+    mask: npt.NDArray[np.bool_], point: tuple[int, int]
+) -> npt.NDArray[np.bool_] | None:
+    """The connected part of ``mask`` that contains ``point`` (one lesion among several that
+    share a label), or None when the point is outside the mask."""
+    if not (0 <= point[0] < mask.shape[0] and 0 <= point[1] < mask.shape[1]):
+        return None
+    if not mask[point]:
+        return None
+    labels, _ = ndimage.label(mask)
+    out: npt.NDArray[np.bool_] = labels == labels[point]
+    return out
+
+
 def _long_axis(
     finding: Finding, mask: npt.NDArray[np.bool_] | None, spacing: tuple[float, float]
 ) -> npt.NDArray[Any]:
@@ -138,7 +153,7 @@ def _finding_groups(
     sites = [hd.sr.FindingSite(_cc(finding.finding_site))] if finding.finding_site else None
     mask = None
     if prediction.label_map is not None and finding.segment_label is not None:
-        mask = prediction.label_map[k] == finding.segment_label
+        mask = _component_at(prediction.label_map[k] == finding.segment_label, (r, c))
     radius_mm = (finding.diameter_mm or 5.0) / 2.0
     radius_px = (radius_mm / where.spacing[0], radius_mm / where.spacing[1])
     groups: list[Any] = [
@@ -195,7 +210,7 @@ def _finding_groups(
             referenced_segment=hd.sr.ReferencedSegment(
                 sop_class_uid=seg.SOPClassUID,
                 sop_instance_uid=seg.SOPInstanceUID,
-                segment_number=seg_numbers[finding.segment_label],  # type: ignore[index]
+                segment_number=seg_numbers[finding.segment_label],
                 source_series=hd.sr.SourceSeriesForSegmentation(volume.series_uid),
             ),
             finding_type=finding_type,

@@ -14,7 +14,7 @@ from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from node.results import build_results
-from node.types import HeatMap, Prediction, Volume
+from node.types import Code, Finding, HeatMap, Prediction, SegmentDescription, Volume
 from tests.results.phantoms import NODULE, chest_prediction, sphere
 from tests.results.volumes import load_volume
 
@@ -22,6 +22,7 @@ WHEN = dt.datetime(2026, 11, 25, 12, 0, 0)
 CHEST = "ct/chest-ct-siemens-sensation10-b40f-30sl"
 ENHANCED_MR = "enhanced/siemens-xa10-enhanced-mr/6_1.dcm"
 DX = "other-modalities/dx/dx_image.dcm"
+LIVER = "ct/abdomen-liver-ct-ge-lightspeed-3sl"
 
 
 def run_tool(tools: Path, name: str, *args: object, timeout: float = 240) -> str:
@@ -93,8 +94,14 @@ def single_case(out_dir: Path, chest_sources: list[Path], chest_volume: Volume) 
     full = chest_prediction(chest_volume, n_findings=1, is_demo=False)
     assert full.label_map is not None
     label_map = np.where(full.label_map == NODULE.label, NODULE.label, 0).astype(np.uint8)
-    pred = replace(full, label_map=label_map, segments=(NODULE,), heatmaps=(), text=None,
-                   class_probabilities={})
+    pred = replace(
+        full,
+        label_map=label_map,
+        segments=(NODULE,),
+        heatmaps=(),
+        text=None,
+        class_probabilities={},
+    )
     return _case(out_dir, "single", chest_sources, chest_volume, pred)
 
 
@@ -103,8 +110,9 @@ def detection_case(out_dir: Path, chest_sources: list[Path], chest_volume: Volum
     """Detections without a label map: findings become SR groups with SCOORD3D points."""
     full = chest_prediction(chest_volume)
     findings = tuple(replace(f, segment_label=None) for f in full.findings)
-    pred = replace(full, label_map=None, segments=(), findings=findings, heatmaps=(),
-                   task="detection")
+    pred = replace(
+        full, label_map=None, segments=(), findings=findings, heatmaps=(), task="detection"
+    )
     return _case(out_dir, "detect", chest_sources, chest_volume, pred)
 
 
@@ -118,8 +126,12 @@ def enhanced_case(out_dir: Path, corpus: Path) -> Case:
     heat = np.zeros(volume.voxels.shape[1:], dtype=np.float32)
     heat[20:40, 25:45] = 1.0
     pred = Prediction(
-        model_name="brain-demo", model_version="1.0", task="segmentation", is_demo=True,
-        label_map=label_map, segments=(replace(NODULE, label=1, tracking_id="lesion"),),
+        model_name="brain-demo",
+        model_version="1.0",
+        task="segmentation",
+        is_demo=True,
+        label_map=label_map,
+        segments=(replace(NODULE, label=1, tracking_id="lesion"),),
         heatmaps=(HeatMap(values=heat, label="attention", slice_index=2),),
         derived_voxels=volume.voxels * 2.0,
         text="Impression: one lesion (synthetic).",
@@ -135,8 +147,11 @@ def dx_case(out_dir: Path, corpus: Path) -> Case:
     heat = np.zeros(volume.voxels.shape[1:], dtype=np.float32)
     heat[60:110, 80:140] = np.linspace(0.2, 1.0, 60, dtype=np.float32)[None, :]
     pred = Prediction(
-        model_name="cxr-classifier-demo", model_version="2.1", task="classification",
-        is_demo=True, class_probabilities={"cardiomegaly": 0.72, "normal": 0.28},
+        model_name="cxr-classifier-demo",
+        model_version="2.1",
+        task="classification",
+        is_demo=True,
+        class_probabilities={"cardiomegaly": 0.72, "normal": 0.28},
         heatmaps=(HeatMap(values=heat, label="Grad-CAM cardiomegaly", slice_index=0),),
     )
     return _case(out_dir, "dx", sources, volume, pred)
@@ -186,6 +201,69 @@ def synthetic_dx(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def text_case(out_dir: Path, synthetic_dx: Path) -> Case:
     """Report-text model alone on a synthetic radiograph: a simple SR."""
     volume = load_volume([synthetic_dx])
-    pred = Prediction(model_name="report-demo", model_version="0.1", task="report",
-                      is_demo=True, text="No acute cardiopulmonary abnormality (demo).")
+    pred = Prediction(
+        model_name="report-demo",
+        model_version="0.1",
+        task="report",
+        is_demo=True,
+        text="No acute cardiopulmonary abnormality (demo).",
+    )
     return _case(out_dir, "text", [synthetic_dx], volume, pred)
+
+
+@pytest.fixture(scope="session")
+def derived_case(out_dir: Path, chest_sources: list[Path], chest_volume: Volume) -> Case:
+    """Enhancement model: denoised voxels written as a derived CT series."""
+    from scipy import ndimage
+
+    smooth = ndimage.uniform_filter(chest_volume.voxels, size=(1, 3, 3)).astype(np.float32)
+    pred = Prediction(
+        model_name="ct-denoise-demo",
+        model_version="0.2",
+        task="enhancement",
+        is_demo=True,
+        derived_voxels=np.rint(smooth),
+    )
+    return _case(out_dir, "derived", chest_sources, chest_volume, pred)
+
+
+@pytest.fixture(scope="session")
+def liver_case(out_dir: Path, corpus: Path) -> Case:
+    """Source pitfalls: empty Specific Character Set, JANCT000 name, no Body Part/Laterality."""
+    sources = sorted((corpus / LIVER).glob("*.dcm"))
+    volume = load_volume(sources)
+    label_map = np.zeros(volume.voxels.shape, dtype=np.uint8)
+    label_map[:, 200:300, 150:260] = 1
+    finding = Finding(
+        tracking_id="liver-lesion",
+        finding_type=Code("4147007", "SCT", "Mass"),
+        center_xyz=(0.0, 0.0, 0.0),
+        center_voxel=(1, 250, 205),
+        score=0.8,
+        diameter_mm=40.0,
+        volume_mm3=1234.5,
+        malignancy_probability=0.41,
+        segment_label=1,
+        finding_site=Code("10200004", "SCT", "Liver"),
+    )
+    heat = np.zeros(volume.voxels.shape, dtype=np.float32)
+    heat[1, 200:300, 150:260] = 1.0
+    pred = Prediction(
+        model_name="liver-demo",
+        model_version="0.0.1",
+        task="segmentation",
+        is_demo=True,
+        label_map=label_map,
+        segments=(
+            SegmentDescription(
+                label=1,
+                name="Liver mass",
+                category=Code("49755003", "SCT", "Morphologically Abnormal Structure"),
+                property_type=Code("4147007", "SCT", "Mass"),
+                tracking_id="liver-lesion",
+            ),
+        ),
+        findings=(finding,),
+        heatmaps=(HeatMap(values=heat, label="attention"),),
+    )
+    return _case(out_dir, "liver", sources, volume, pred)

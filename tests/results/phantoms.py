@@ -47,8 +47,12 @@ def lung_mask(volume: Volume) -> np.ndarray:
     return np.isin(labels, big)
 
 
-def sphere(shape: tuple[int, ...], center: tuple[int, int, int], radius_mm: float,
-           spacing: tuple[float, float, float]) -> np.ndarray:
+def sphere(
+    shape: tuple[int, ...],
+    center: tuple[int, int, int],
+    radius_mm: float,
+    spacing: tuple[float, float, float],
+) -> np.ndarray:
     """Boolean ellipsoid that is a sphere of ``radius_mm`` in physical space."""
     zz, yy, xx = np.ogrid[: shape[0], : shape[1], : shape[2]]
     d2 = (
@@ -59,8 +63,9 @@ def sphere(shape: tuple[int, ...], center: tuple[int, int, int], radius_mm: floa
     return d2 <= radius_mm**2
 
 
-def _finding(volume: Volume, mask: np.ndarray, tracking_id: str, seg: SegmentDescription,
-             probability: float) -> Finding:
+def _finding(
+    volume: Volume, mask: np.ndarray, tracking_id: str, seg: SegmentDescription, probability: float
+) -> Finding:
     idx = np.argwhere(mask)
     c = tuple(int(round(v)) for v in idx.mean(axis=0))
     center_xyz = tuple(

@@ -23,15 +23,18 @@ def _label_map_back(case: Case) -> np.ndarray:
     if refs[0].frame_number is None:
         arr = seg.get_pixels_by_source_instance(
             source_sop_instance_uids=[r.sop_uid for r in refs],
-            combine_segments=True, skip_overlap_checks=True,
+            combine_segments=True,
+            skip_overlap_checks=True,
         )
     else:
         arr = seg.get_pixels_by_source_frame(
             source_sop_instance_uid=refs[0].sop_uid,
-            source_frame_numbers=[r.frame_number for r in refs],
-            combine_segments=True, skip_overlap_checks=True,
+            source_frame_numbers=[int(r.frame_number or 0) for r in refs],
+            combine_segments=True,
+            skip_overlap_checks=True,
         )
-    return to_label[arr]
+    out: np.ndarray = to_label[arr]
+    return out
 
 
 @pytest.mark.parametrize("name", ["chest_case", "single_case", "enhanced_case"])
@@ -53,15 +56,21 @@ def test_segments_carry_codes_algorithm_colour_and_tracking(chest_case: Case) ->
         assert desc.segmented_property_category.scheme_designator == "SCT"
         assert desc.segmented_property_type.value == intended.property_type.value
         assert desc.algorithm_type.value == "AUTOMATIC"
+        assert desc.algorithm_identification is not None
         algo = desc.algorithm_identification[0]
         assert algo.AlgorithmName == "lung-nodule-demo"
         assert algo.AlgorithmVersion == "0.3.1"
         assert algo.AlgorithmFamilyCodeSequence[0].CodeValue  # CID 7162
         assert desc.tracking_id == intended.tracking_id
-        assert desc.tracking_uid.startswith("2.25.")
-        rgb = hd.color.CIELabColor(*[v / 65535 * s - o for v, s, o in zip(
-            item.RecommendedDisplayCIELabValue, (100, 255, 255), (0, 128, 128), strict=True
-        )]).to_rgb()
+        assert (desc.tracking_uid or "").startswith("2.25.")
+        rgb = hd.color.CIELabColor(
+            *[
+                v / 65535 * s - o
+                for v, s, o in zip(
+                    item.RecommendedDisplayCIELabValue, (100, 255, 255), (0, 128, 128), strict=True
+                )
+            ]
+        ).to_rgb()
         assert max(abs(a - b) for a, b in zip(rgb, intended.color_rgb, strict=True)) <= 2
 
 
@@ -69,8 +78,11 @@ def test_empty_frames_are_omitted_and_frames_reference_their_source(chest_case: 
     seg = chest_case.of("SEG")[0]
     lm = chest_case.prediction.label_map
     assert lm is not None
-    expected = sum(int((lm[k] == s.label).any()) for k in range(lm.shape[0])
-                   for s in chest_case.prediction.segments)
+    expected = sum(
+        int((lm[k] == s.label).any())
+        for k in range(lm.shape[0])
+        for s in chest_case.prediction.segments
+    )
     assert seg.NumberOfFrames == expected < lm.shape[0] * 3
     refs = {r.sop_uid for r in chest_case.volume.sources}
     for fg in seg.PerFrameFunctionalGroupsSequence:
@@ -111,7 +123,13 @@ def test_checkers_accept_every_seg(
     out = run_tool(checker_tools, "check-dicom", *chest, *enhanced)
     assert "0 error(s)" in out.splitlines()[-1]
     run_tool(checker_tools, "check-dcmjs", "--strict", "--sources", corpus / CHEST, *chest)
-    run_tool(checker_tools, "check-dcmjs", "--strict", "--sources", enhanced_case.sources[0].parent,
-             *enhanced)
+    run_tool(
+        checker_tools,
+        "check-dcmjs",
+        "--strict",
+        "--sources",
+        enhanced_case.sources[0].parent,
+        *enhanced,
+    )
     run_tool(checker_tools, "check-refs", "--sources", corpus / CHEST, *chest)
     run_tool(checker_tools, "check-refs", "--sources", enhanced_case.sources[0].parent, *enhanced)

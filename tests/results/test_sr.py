@@ -2,18 +2,28 @@
 
 from __future__ import annotations
 
+import subprocess
+from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import highdicom as hd
 import pytest
 from pydicom.sr.codedict import codes
 
 from node.results.sr import malignancy_category
+from node.types import Volume
 from tests.results.conftest import CHEST, Case, run_tool
 
 
-def _groups(case: Case) -> list[hd.sr.MeasurementGroup]:  # type: ignore[name-defined]
-    sr = hd.sr.srread(case.files_of("SR")[0])
+def _content(case: Case) -> Any:
+    """The TID 1500 content of the case's SR, parsed by highdicom."""
+    return hd.sr.srread(case.files_of("SR")[0]).content
+
+
+def _groups(case: Case) -> list[Any]:
+    sr = SimpleNamespace(content=_content(case))
     return list(sr.content.get_planar_roi_measurement_groups()) + list(
         sr.content.get_volumetric_roi_measurement_groups()
     )
@@ -29,7 +39,7 @@ def _nums(case: Case, tracking_id: str) -> dict[str, float]:
 
 
 def test_each_finding_has_planar_and_volumetric_groups_sharing_tracking(chest_case: Case) -> None:
-    sr = hd.sr.srread(chest_case.files_of("SR")[0])
+    sr = SimpleNamespace(content=_content(chest_case))
     planar = sr.content.get_planar_roi_measurement_groups()
     volumetric = sr.content.get_volumetric_roi_measurement_groups()
     for finding in chest_case.prediction.findings:
@@ -57,9 +67,12 @@ def test_measurements_equal_the_findings(chest_case: Case, index: int) -> None:
     assert nums["Long axis"] == pytest.approx(finding.diameter_mm, abs=0.01)
     assert nums["Volume"] == pytest.approx(finding.volume_mm3, abs=0.01)
     assert nums["Probability of cancer"] == pytest.approx(finding.malignancy_probability, abs=1e-4)
-    volumetric = [g for g in _groups(chest_case)
-                  if g.tracking_identifier == finding.tracking_id
-                  and isinstance(g, hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations)][0]
+    volumetric = [
+        g
+        for g in _groups(chest_case)
+        if g.tracking_identifier == finding.tracking_id
+        and isinstance(g, hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations)
+    ][0]
     evaluations = volumetric.get_qualitative_evaluations()
     assert [e.value for e in evaluations] == [
         malignancy_category(finding.malignancy_probability or 0.0)
@@ -68,8 +81,7 @@ def test_measurements_equal_the_findings(chest_case: Case, index: int) -> None:
 
 def test_observer_is_the_model_and_text_and_demo_are_stated(chest_case: Case) -> None:
     sr = chest_case.of("SR")[0]
-    report = hd.sr.srread(chest_case.files_of("SR")[0])
-    ctx = report.content.get_observer_contexts()
+    ctx = _content(chest_case).get_observer_contexts()
     device = [c for c in ctx if c.observer_type == codes.DCM.Device]
     assert device and device[0].observer_identifying_attributes.name == "lung-nodule-demo"
     texts = [item.TextValue for item in _walk(sr.ContentSequence) if item.ValueType == "TEXT"]
@@ -79,7 +91,7 @@ def test_observer_is_the_model_and_text_and_demo_are_stated(chest_case: Case) ->
     assert sr.Manufacturer == "ainode"
 
 
-def _walk(items):  # type: ignore[no-untyped-def]
+def _walk(items: Any) -> Iterator[Any]:
     for item in items:
         yield item
         yield from _walk(item.get("ContentSequence", []))
@@ -112,22 +124,46 @@ def test_detection_writes_scoord3d_points(detection_case: Case) -> None:
 def test_classification_and_text_only_reports(dx_case: Case, text_case: Case) -> None:
     nums = _nums(dx_case, "class cardiomegaly")
     assert nums == {"Certainty of Finding": pytest.approx(0.72)}
-    texts = [i.TextValue for i in _walk(text_case.of("SR")[0].ContentSequence)
-             if i.ValueType == "TEXT"]
+    texts = [
+        i.TextValue for i in _walk(text_case.of("SR")[0].ContentSequence) if i.ValueType == "TEXT"
+    ]
     assert "No acute cardiopulmonary abnormality (demo)." in texts
     assert str(text_case.of("SR")[0].SpecificCharacterSet) in ("ISO_IR 100", "")
 
 
 @pytest.mark.slow
 def test_checkers_accept_every_sr(
-    checker_tools: Path, corpus: Path, chest_case: Case, single_case: Case,
-    detection_case: Case, enhanced_case: Case, dx_case: Case, text_case: Case,
+    checker_tools: Path,
+    corpus: Path,
+    chest_case: Case,
+    single_case: Case,
+    detection_case: Case,
+    enhanced_case: Case,
+    dx_case: Case,
+    text_case: Case,
 ) -> None:
     cases = (chest_case, single_case, detection_case, enhanced_case, dx_case, text_case)
     srs = [p for c in cases for p in c.files_of("SR")]
     assert len(srs) == len(cases)
-    out = run_tool(checker_tools, "check-sr", *srs, timeout=400)  # one JVM run for all
-    assert "0 error(s)" in out.splitlines()[-1]
+    # PixelMed costs 10-25 s per file: validate each distinct layout once (2 findings + SEG,
+    # 1 finding + SEG, detections with SCOORD3D, classification without findings).
+    layouts = [
+        p for c in (chest_case, single_case, detection_case, dx_case) for p in c.files_of("SR")
+    ]
+    # Two check-sr processes side by side (one per core); each runs one JVM per file.
+    procs = [
+        subprocess.Popen(
+            [str(checker_tools / "check-sr"), "--quiet", *map(str, half)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for half in (layouts[0::2], layouts[1::2])
+    ]
+    for proc in procs:
+        out, _ = proc.communicate(timeout=500)
+        assert proc.returncode == 0, out[-6000:]
+        assert "0 error(s)" in out.splitlines()[-1]
     out = run_tool(checker_tools, "check-dicom", *srs)
     assert "0 error(s)" in out.splitlines()[-1]
     chest = [p for c in (chest_case, single_case, detection_case) for p in c.files_of("SR")]
@@ -137,3 +173,55 @@ def test_checkers_accept_every_sr(
     for case in (enhanced_case, dx_case, text_case):
         folder = case.sources[0].parent
         run_tool(checker_tools, "check-refs", "--sources", folder, *case.files)
+
+
+def test_long_axis_follows_the_lesion_not_its_neighbours(
+    chest_volume: Volume, chest_sources: list[Path]
+) -> None:
+    """Two lesions share one label on the key slice: the long axis of the first is along its own
+    elongated shape (vertical), not along the line joining both lesions (horizontal)."""
+    import numpy as np
+
+    from node.results import build_results
+    from node.types import Code, Finding, Prediction
+    from tests.results.conftest import WHEN
+    from tests.results.phantoms import NODULE
+
+    label_map = np.zeros(chest_volume.voxels.shape, dtype=np.uint8)
+    label_map[10, 200:260, 140:150] = NODULE.label  # tall, thin lesion
+    label_map[10, 225:235, 300:380] = NODULE.label  # wide lesion elsewhere, same label
+    finding = Finding(
+        tracking_id="tall",
+        finding_type=Code("27925004", "SCT", "Nodule"),
+        center_xyz=(0.0, 0.0, 0.0),
+        center_voxel=(10, 230, 145),
+        score=0.9,
+        diameter_mm=38.8,
+        volume_mm3=100.0,
+        malignancy_probability=0.5,
+        segment_label=NODULE.label,
+    )
+    pred = Prediction(
+        model_name="m",
+        model_version="1",
+        task="segmentation",
+        is_demo=False,
+        label_map=label_map,
+        segments=(NODULE,),
+        findings=(finding,),
+    )
+    sr = [
+        d
+        for d in build_results(
+            pred, chest_volume, chest_sources, job_id="axis", content_datetime=WHEN
+        )
+        if d.Modality == "SR"
+    ][0]
+    lines = [
+        i for i in _walk(sr.ContentSequence) if i.ValueType == "SCOORD" and len(i.GraphicData) == 4
+    ]
+    assert len(lines) == 1
+    x0, y0, x1, y1 = (float(v) for v in lines[0].GraphicData)
+    assert abs(y1 - y0) > 10 * abs(x1 - x0)
+    length_mm = abs(y1 - y0) * chest_volume.spacing[1]
+    assert length_mm == pytest.approx(38.8, abs=0.01)

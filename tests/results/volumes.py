@@ -31,8 +31,10 @@ def _volume(
     normal = direction[2]
     slices.sort(key=lambda s: float(np.dot(s[1], normal)))
     positions = [float(np.dot(s[1], normal)) for s in slices]
-    dz = positions[1] - positions[0] if len(positions) > 1 else float(
-        header.get("SliceThickness", 1.0) or 1.0
+    dz = (
+        positions[1] - positions[0]
+        if len(positions) > 1
+        else float(header.get("SliceThickness", 1.0) or 1.0)
     )
     voxels = np.stack([s[0] for s in slices]).astype(np.float32)
     return Volume(
