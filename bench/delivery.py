@@ -118,9 +118,8 @@ def main() -> None:
     )
     print(f"ainode outbox   C-STORE: {t_ai:6.2f} s  {n / t_ai:7.1f} inst/s  {mb / t_ai:6.1f} MB/s")
     print(f"ainode/storescu time ratio: {t_ai / t_scu:.2f} (lower is better; 1.0 = parity)")
-    print(
-        f"ainode outbox   STOW-RS: {t_stow:6.2f} s  {n / t_stow:7.1f} inst/s  {mb / t_stow:6.1f} MB/s"
-    )
+    stow = f"{t_stow:6.2f} s  {n / t_stow:7.1f} inst/s  {mb / t_stow:6.1f} MB/s"
+    print(f"ainode outbox   STOW-RS: {stow}")
 
 
 if __name__ == "__main__":
