@@ -342,7 +342,11 @@ class Outbox:
         conn = connect(self._db_path)
         try:
             while not self._stop.is_set():
-                n, wait = self._process(name, conn)
+                try:
+                    n, wait = self._process(name, conn)
+                except sqlite3.Error:  # e.g. locked past busy_timeout: keep the worker alive
+                    log.exception("outbox.db_error", extra={"destination": name})
+                    n, wait = 0, self._poll_seconds
                 if n:
                     continue
                 timeout = self._poll_seconds if wait is None else min(wait, self._poll_seconds)

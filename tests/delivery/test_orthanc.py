@@ -26,6 +26,7 @@ from node.delivery import Outbox
 from node.types import DeliveryState
 from tests.delivery.conftest import SimClock
 from tests.delivery.orthanc_pinned import start_pinned_orthanc
+from tests.delivery.storescp import start_storescp
 from tests.peers.orthanc import OrthancPeer
 from tests.util import free_port, wait_until
 
@@ -225,3 +226,24 @@ def test_kill_9_with_deliveries_pending_then_restart_completes(
     assert len(orthanc.instances()) == 30
     series_uid, sops = _uids(chest_ct)
     assert _series_in_orthanc(orthanc.url)[series_uid] == sops
+
+
+def test_orthanc_and_storescp_as_two_dimse_destinations(
+    tmp_path: Path, orthanc: OrthancPeer, chest_ct: list[Path]
+) -> None:
+    """Real worker threads, real time: the same series to two DIMSE peers at once."""
+    with start_storescp(tmp_path / "scp") as scp:
+        dests = {
+            "pacs": DimseDestination(host="127.0.0.1", port=orthanc.dicom_port, ae_title="ORTHANC"),
+            "second": DimseDestination(host="127.0.0.1", port=scp.port, ae_title=scp.aet),
+        }
+        box = Outbox(tmp_path / "index.sqlite", dests, poll_seconds=0.1)
+        box.start()
+        try:
+            box.enqueue_many(chest_ct, destinations=["pacs", "second"], job_id="j")
+            want = {"pacs": {"delivered": 30}, "second": {"delivered": 30}}
+            wait_until(lambda: box.counts() == want, timeout=120, what="both delivered")
+        finally:
+            box.close()
+        assert len(orthanc.instances()) == 30
+        assert len(scp.files()) == 30
