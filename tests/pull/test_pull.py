@@ -95,3 +95,15 @@ def test_c_move_to_unknown_destination_is_a_clear_error(tmp_path: Path, archive:
     src = DimseSource(host="127.0.0.1", port=orthanc.dicom_port, ae_title="ORTHANC")
     with pytest.raises(DestinationError, match="STRANGER"):
         pull(src, PullQuery(study_uid=uid), sink=make_sink(tmp_path)[0], node_ae_title="STRANGER")
+
+
+def test_c_find_query_by_patient_date_and_modality(archive: Archive) -> None:
+    src = DimseSource(host="127.0.0.1", port=archive.orthanc.dicom_port, ae_title="ORTHANC")
+    ds = pydicom.dcmread(archive.files[0], stop_before_pixels=True)
+    day = date(int(ds.StudyDate[:4]), int(ds.StudyDate[4:6]), int(ds.StudyDate[6:]))
+    hit = PullQuery(patient_id=str(ds.PatientID), date_from=day, date_to=day, modality="CT")
+    assert find_studies(src, hit, node_ae_title="AINODE") == [archive.study_uid]
+    wrong_modality = PullQuery(patient_id=str(ds.PatientID), modality="MR")
+    assert find_studies(src, wrong_modality, node_ae_title="AINODE") == []
+    later = PullQuery(date_from=date(day.year + 1, 1, 1))
+    assert find_studies(src, later, node_ae_title="AINODE") == []
