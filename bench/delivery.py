@@ -68,9 +68,10 @@ def run_outbox(work: Path, dest: object, files: list[Path], name: str) -> float:
     box.run_once()
     elapsed = time.perf_counter() - t0
     counts = box.counts()[name]
+    errors = {r.last_error for r in box.list(state="pending")}
     box.close()
     if counts != {"delivered": len(files)}:
-        raise SystemExit(f"{name}: not everything delivered: {counts}")
+        raise SystemExit(f"{name}: not everything delivered: {counts}; {errors}")
     return elapsed
 
 
@@ -92,32 +93,40 @@ def run_storescu(port: int, folder: Path) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--instances", type=int, default=300)
+    ap.add_argument("--rounds", type=int, default=2, help="interleaved rounds; best is reported")
     ap.add_argument("--corpus", type=Path, default=ROOT.parent / "shared" / "corpus")
     args = ap.parse_args()
     src = sorted((args.corpus / CHEST).glob("*.dcm"))
     n = args.instances
+    times: dict[str, list[float]] = {"storescu": [], "ainode": [], "stow": []}
     with tempfile.TemporaryDirectory(prefix="bench-delivery-") as tmp:
         work = Path(tmp)
-        sets = {k: make_series(src, n, work / k, k) for k in ("ainode", "storescu", "stow")}
-        mb = sum(p.stat().st_size for p in sets["ainode"]) / 1e6
         with start_orthanc(work / "orthanc") as orthanc:
-            base = orthanc_count(orthanc.url)
-            t_scu = run_storescu(orthanc.dicom_port, work / "storescu")
-            wait_until(lambda: orthanc_count(orthanc.url) == base + n, 60, "storescu stored")
             dimse = DimseDestination(
                 host="127.0.0.1", port=orthanc.dicom_port, ae_title=orthanc.aet
             )
-            t_ai = run_outbox(work, dimse, sets["ainode"], "pacs")
-            wait_until(lambda: orthanc_count(orthanc.url) == base + 2 * n, 60, "ainode stored")
             web = DicomwebDestination(type="dicomweb", url=orthanc.dicomweb_url)
-            t_stow = run_outbox(work, web, sets["stow"], "web")
-            wait_until(lambda: orthanc_count(orthanc.url) == base + 3 * n, 60, "stow stored")
-    print(f"series: {n} CT instances, {mb:.1f} MB, to Orthanc 1.10 on loopback")
+            for r in range(args.rounds):
+                sets = {k: make_series(src, n, work / f"{k}{r}", f"{k}{r}") for k in times}
+                mb = sum(p.stat().st_size for p in sets["ainode"]) / 1e6
+                base = orthanc_count(orthanc.url)
+                times["storescu"].append(run_storescu(orthanc.dicom_port, work / f"storescu{r}"))
+                wait_until(lambda b=base: orthanc_count(orthanc.url) == b + n, 60, "storescu")
+                times["ainode"].append(run_outbox(work, dimse, sets["ainode"], f"pacs{r}"))
+                wait_until(lambda b=base: orthanc_count(orthanc.url) == b + 2 * n, 60, "ainode")
+                times["stow"].append(run_outbox(work, web, sets["stow"], f"web{r}"))
+                wait_until(lambda b=base: orthanc_count(orthanc.url) == b + 3 * n, 60, "stow")
+    t_scu, t_ai, t_stow = (min(times[k]) for k in ("storescu", "ainode", "stow"))
     print(
-        f"dcmtk storescu  C-STORE: {t_scu:6.2f} s  {n / t_scu:7.1f} inst/s  {mb / t_scu:6.1f} MB/s"
+        f"series: {n} CT instances, {mb:.1f} MB, to Orthanc 1.10 on loopback; best of {args.rounds}"
     )
-    print(f"ainode outbox   C-STORE: {t_ai:6.2f} s  {n / t_ai:7.1f} inst/s  {mb / t_ai:6.1f} MB/s")
+    for label, t in (("dcmtk storescu  C-STORE", t_scu), ("ainode outbox   C-STORE", t_ai)):
+        print(f"{label}: {t:6.2f} s  {n / t:7.1f} inst/s  {mb / t:6.1f} MB/s")
     print(f"ainode/storescu time ratio: {t_ai / t_scu:.2f} (lower is better; 1.0 = parity)")
+    rounds = ", ".join(
+        f"{a:.2f}/{b:.2f}" for a, b in zip(times["storescu"], times["ainode"], strict=True)
+    )
+    print(f"  per round (storescu/ainode s): {rounds}")
     stow = f"{t_stow:6.2f} s  {n / t_stow:7.1f} inst/s  {mb / t_stow:6.1f} MB/s"
     print(f"ainode outbox   STOW-RS: {stow}")
 
