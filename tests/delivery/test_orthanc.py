@@ -9,6 +9,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+from io import BytesIO
 from pathlib import Path
 from typing import Any
 
@@ -247,3 +248,29 @@ def test_orthanc_and_storescp_as_two_dimse_destinations(
             box.close()
         assert len(orthanc.instances()) == 30
         assert len(scp.files()) == 30
+
+
+def test_compressed_originals_go_unchanged_when_the_peer_accepts_them(
+    tmp_path: Path, clock: SimClock, orthanc: OrthancPeer, corpus: Path
+) -> None:
+    folder = corpus / "transfer-syntax" / "ge-ct-slice-15-syntaxes"
+    names = [
+        "CTImage.dcm_JPEG2000LosslessOnlyTransferSyntax_1.2.840.10008.1.2.4.90.dcm",
+        "CTImage.dcm_JPEGLSLosslessTransferSyntax_1.2.840.10008.1.2.4.80.dcm",
+        "CTImage.dcm_RLELosslessTransferSyntax_1.2.840.10008.1.2.5.dcm",
+    ]
+    pacs = _dests(orthanc)["pacs"]
+    dests = {f"pacs{i}": pacs for i in range(len(names))}  # the files share one SOP UID
+    box = Outbox(tmp_path / "index.sqlite", dests, clock=clock)
+    for i, name in enumerate(names):
+        src = folder / name
+        ts = str(pydicom.dcmread(src, stop_before_pixels=True).file_meta.TransferSyntaxUID)
+        (rid,) = box.enqueue(src, destinations=[f"pacs{i}"], job_id=name)
+        box.run_once()
+        row = box.get(rid)
+        assert row.state is DeliveryState.DELIVERED and row.sent_transfer_syntax_uid == ts
+        (iid,) = orthanc.instances()
+        stored = httpx.get(f"{orthanc.url}/instances/{iid}/file", timeout=30).content
+        assert str(pydicom.dcmread(BytesIO(stored)).file_meta.TransferSyntaxUID) == ts
+        httpx.delete(f"{orthanc.url}/instances/{iid}", timeout=30).raise_for_status()
+    box.close()
