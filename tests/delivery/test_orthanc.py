@@ -120,6 +120,28 @@ def test_stow_basic_auth_wrong_then_right_password(
         box.close()
 
 
+BEARER_FILTER = """
+function IncomingHttpRequestFilter(method, uri, ip, username, httpHeaders)
+  return httpHeaders['authorization'] == 'Bearer t0ken'
+end
+"""
+
+
+def test_stow_bearer_token(tmp_path: Path, clock: SimClock, chest_ct: list[Path]) -> None:
+    with start_pinned_orthanc(tmp_path / "o", lua=BEARER_FILTER) as peer:
+        url = f"{peer.url}/dicom-web"
+        good = DicomwebDestination(type="dicomweb", url=url, auth="bearer", token="t0ken")
+        bad = good.model_copy(update={"token": "stolen"})
+        box = Outbox(tmp_path / "index.sqlite", {"good": good, "bad": bad}, clock=clock)
+        box.enqueue_many(chest_ct[:2], destinations=["good", "bad"], job_id="j")
+        box.run_once()
+        assert box.counts() == {"good": {"delivered": 2}, "bad": {"pending": 2}}
+        assert "HTTP 403" in (box.list(destination="bad")[0].last_error or "")
+        r = httpx.get(f"{peer.url}/instances", headers={"Authorization": "Bearer t0ken"})
+        assert len(r.json()) == 2
+        box.close()
+
+
 @pytest.mark.slow
 def test_orthanc_down_then_restarted_everything_arrives_once(
     tmp_path: Path, clock: SimClock, chest_ct: list[Path], seg_file: Path, sr_file: Path
