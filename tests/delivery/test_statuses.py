@@ -128,3 +128,15 @@ def test_stow_response_maps_to_outcomes() -> None:
     ]
     assert [o.status for o in out[:4]] == [0, 0xB000, 0xA700, 0x0122]
     assert all(o.kind is OutcomeKind.DELIVERED for o in _per_instance([parcel(7)], Dataset()))
+
+
+def test_dicomweb_sessions_verify_tls_unless_told_not_to() -> None:
+    from node.config import DicomwebDestination
+    from node.delivery.dicomweb import make_session
+
+    cfg = DicomwebDestination(type="dicomweb", url="https://pacs.example/dicom-web")
+    assert make_session(cfg).verify is True
+    lax = make_session(cfg.model_copy(update={"verify_tls": False}))
+    assert lax.verify is False
+    bearer = make_session(cfg.model_copy(update={"auth": "bearer", "token": "abc"}))
+    assert bearer.headers["Authorization"] == "Bearer abc"
