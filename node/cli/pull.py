@@ -4,6 +4,10 @@
 C-GET and WADO-RS store what arrives through the ingest spool under ``node.data_dir`` (the same
 durable path as pushed instances).  C-MOVE asks the source to send to the node's own SCP, so the
 node must be running (``ainode serve``) and known to the source as ``node.ae_title``.
+
+Once a study is in, a running node is told over HTTP (``POST /api/studies/{uid}/complete``) so it
+assembles and routes the study at once; with no node running, the node's study tracker picks the
+open study up from the index when it starts.
 """
 
 from __future__ import annotations
@@ -89,6 +93,7 @@ def pull_command(
         if spool is not None and index is not None:
             spool.stop()
             index.close()
+    announced = [uid for uid in result.studies if result.received and _announce(cfg, uid)]
     if as_json:
         typer.echo(
             json.dumps(
@@ -98,6 +103,7 @@ def pull_command(
                     "received": result.received,
                     "failed": result.failed,
                     "errors": result.errors,
+                    "announced": announced,
                 },
                 indent=2,
             )
@@ -112,6 +118,31 @@ def pull_command(
             f"pull from '{source}' incomplete: {result.received} of {result.expected} received"
             + (f" ({result.errors[0]})" if result.errors else "")
         )
+
+
+def _announce(cfg: Config, study_uid: str) -> bool:
+    """Tell a running node the pulled study is complete; False when no node answers."""
+    import httpx
+
+    host = cfg.node.host if cfg.node.host not in ("0.0.0.0", "::", "") else "127.0.0.1"
+    url = f"http://{host}:{cfg.node.http_port}/api/studies/{study_uid}/complete"
+    token = cfg.auth.token
+    if token is None and cfg.auth.token_file is not None:
+        try:
+            token = cfg.auth.token_file.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise AinodeError(f"cannot read auth.token_file: {exc.strerror}") from exc
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    try:
+        r = httpx.post(url, timeout=30, headers=headers)
+    except httpx.TransportError:
+        return False
+    if r.status_code >= 400:
+        raise AinodeError(
+            f"pulled study {study_uid}, but the node answered {r.status_code} when told it is "
+            f"complete: {r.text[:200]}"
+        )
+    return True
 
 
 def _run(

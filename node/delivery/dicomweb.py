@@ -108,6 +108,9 @@ def _per_instance(parcels: Sequence[Parcel], response: Dataset) -> list[Outcome]
     stored: dict[str, int] = {}
     for item in response.get("ReferencedSOPSequence", []):
         stored[str(item.get("ReferencedSOPInstanceUID", ""))] = int(item.get("WarningReason", 0))
+    if not failed and not stored:
+        # PS3.18 10.5.3 wants a Store Instances Response; a bare 200 is taken as success
+        log.warning("dicomweb.no_store_response", extra={"instances": len(parcels)})
     out: list[Outcome] = []
     for p in parcels:
         if p.sop_uid in failed:

@@ -19,11 +19,8 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-import pydicom
 
 from node.config import DeliveryConfig
 from node.delivery.base import (
@@ -35,184 +32,22 @@ from node.delivery.base import (
     SenderContext,
     make_sender,
 )
+from node.delivery.rows import (
+    COLUMNS,
+    FORWARD,
+    REFUSAL_TTL_SECONDS,
+    STEPS,
+    Delivery,
+    connect,
+    read_header,
+    row_to_delivery,
+)
 from node.errors import DestinationError, NotFoundError, ResultError
-from node.store.migrate import migrate
 from node.types import DeliveryState
 
 __all__ = ["FORWARD", "STEPS", "Delivery", "Outbox", "connect"]
 
 log = logging.getLogger(__name__)
-
-#: ``job_id`` of rows that forward received originals (rules' ``send_to``).
-FORWARD = "forward"
-
-STEPS = [
-    """
-    CREATE TABLE outbox (
-        id INTEGER PRIMARY KEY,
-        destination TEXT NOT NULL,
-        sop_uid TEXT NOT NULL,
-        sop_class_uid TEXT NOT NULL,
-        study_uid TEXT NOT NULL,
-        series_uid TEXT NOT NULL,
-        transfer_syntax_uid TEXT NOT NULL,
-        path TEXT NOT NULL,
-        fallback_path TEXT,
-        use_fallback INTEGER NOT NULL DEFAULT 0,
-        job_id TEXT NOT NULL,
-        state TEXT NOT NULL,
-        attempts INTEGER NOT NULL DEFAULT 0,
-        next_attempt_at REAL NOT NULL,
-        created_at REAL NOT NULL,
-        updated_at REAL NOT NULL,
-        delivered_at REAL,
-        last_status INTEGER,
-        last_error TEXT,
-        sent_sop_uid TEXT,
-        sent_transfer_syntax_uid TEXT,
-        UNIQUE (sop_uid, destination)
-    );
-    CREATE INDEX outbox_due ON outbox (destination, state, next_attempt_at);
-    CREATE INDEX outbox_study ON outbox (study_uid);
-    CREATE TABLE outbox_refusal (
-        destination TEXT NOT NULL,
-        sop_class_uid TEXT NOT NULL,
-        transfer_syntax_uid TEXT NOT NULL,
-        learnt_at REAL NOT NULL,
-        PRIMARY KEY (destination, sop_class_uid, transfer_syntax_uid)
-    )
-    """,
-]
-
-_COLUMNS = (
-    "id, destination, sop_uid, sop_class_uid, study_uid, series_uid, transfer_syntax_uid, path, "
-    "fallback_path, use_fallback, job_id, state, attempts, next_attempt_at, created_at, "
-    "updated_at, delivered_at, last_status, last_error, sent_sop_uid, sent_transfer_syntax_uid"
-)
-#: A refusal learnt from a peer is trusted this long, then the peer is asked again.
-REFUSAL_TTL_SECONDS = 3600.0
-
-
-@dataclass(frozen=True, slots=True)
-class Delivery:
-    """One row of the outbox: one object to one destination."""
-
-    id: int
-    destination: str
-    sop_uid: str
-    sop_class_uid: str
-    study_uid: str
-    series_uid: str
-    transfer_syntax_uid: str
-    path: Path
-    fallback_path: Path | None
-    is_fallback_used: bool
-    job_id: str
-    state: DeliveryState
-    attempts: int
-    next_attempt_at: float
-    created_at: float
-    updated_at: float
-    delivered_at: float | None
-    last_status: int | None
-    last_error: str | None
-    sent_sop_uid: str | None
-    sent_transfer_syntax_uid: str | None
-
-    def to_json(self) -> dict[str, Any]:
-        """A JSON-ready dict (paths as strings, state as its value)."""
-        return {
-            "id": self.id,
-            "destination": self.destination,
-            "sop_uid": self.sop_uid,
-            "sop_class_uid": self.sop_class_uid,
-            "study_uid": self.study_uid,
-            "series_uid": self.series_uid,
-            "job_id": self.job_id,
-            "state": self.state.value,
-            "attempts": self.attempts,
-            "next_attempt_at": self.next_attempt_at,
-            "created_at": self.created_at,
-            "delivered_at": self.delivered_at,
-            "last_status": self.last_status,
-            "last_error": self.last_error,
-            "is_fallback_used": self.is_fallback_used,
-            "sent_sop_uid": self.sent_sop_uid,
-            "sent_transfer_syntax_uid": self.sent_transfer_syntax_uid,
-        }
-
-
-def _row(r: sqlite3.Row | tuple[Any, ...]) -> Delivery:
-    return Delivery(
-        id=int(r[0]),
-        destination=r[1],
-        sop_uid=r[2],
-        sop_class_uid=r[3],
-        study_uid=r[4],
-        series_uid=r[5],
-        transfer_syntax_uid=r[6],
-        path=Path(r[7]),
-        fallback_path=Path(r[8]) if r[8] else None,
-        is_fallback_used=bool(r[9]),
-        job_id=r[10],
-        state=DeliveryState(r[11]),
-        attempts=int(r[12]),
-        next_attempt_at=float(r[13]),
-        created_at=float(r[14]),
-        updated_at=float(r[15]),
-        delivered_at=r[16],
-        last_status=r[17],
-        last_error=r[18],
-        sent_sop_uid=r[19],
-        sent_transfer_syntax_uid=r[20],
-    )
-
-
-def connect(db_path: Path) -> sqlite3.Connection:
-    """Open the index file (WAL, 10 s busy timeout) and bring the outbox tables up to date."""
-    db_path.parent.mkdir(parents=True, exist_ok=True)
-    conn = sqlite3.connect(str(db_path), timeout=10.0, check_same_thread=False)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA busy_timeout=10000")
-    conn.execute("PRAGMA synchronous=FULL")
-    migrate(conn, "outbox", STEPS)
-    return conn
-
-
-@dataclass(frozen=True, slots=True)
-class _Header:
-    sop_uid: str
-    sop_class_uid: str
-    study_uid: str
-    series_uid: str
-    transfer_syntax_uid: str
-
-
-def _read_header(path: Path) -> _Header:
-    try:
-        ds = pydicom.dcmread(
-            path,
-            stop_before_pixels=True,
-            specific_tags=[
-                "SOPInstanceUID",
-                "SOPClassUID",
-                "StudyInstanceUID",
-                "SeriesInstanceUID",
-            ],
-        )
-        meta = ds.file_meta
-        return _Header(
-            sop_uid=str(ds.SOPInstanceUID),
-            sop_class_uid=str(ds.SOPClassUID),
-            study_uid=str(ds.StudyInstanceUID),
-            series_uid=str(ds.SeriesInstanceUID),
-            transfer_syntax_uid=str(meta.TransferSyntaxUID),
-        )
-    except (OSError, AttributeError, pydicom.errors.InvalidDicomError) as exc:
-        raise ResultError(
-            f"cannot enqueue {path.name}: not a readable DICOM file with SOP/Study/Series UIDs "
-            f"and a transfer syntax ({exc})"
-        ) from exc
 
 
 class Outbox:
@@ -317,7 +152,7 @@ class Outbox:
                 f"{', '.join(self._destinations) or 'none'} (see 'destinations' in the config)"
             )
         fallbacks = list(fallback_paths) if fallback_paths is not None else [None] * len(paths)
-        headers = [_read_header(Path(p)) for p in paths]
+        headers = [read_header(Path(p)) for p in paths]
         now = self._clock()
         ids: list[int] = []
         with self._lock, self._conn:
@@ -383,13 +218,13 @@ class Outbox:
             if val is not None:
                 where.append(f"{col} = ?")
                 args.append(val)
-        sql = f"SELECT {_COLUMNS} FROM outbox"
+        sql = f"SELECT {COLUMNS} FROM outbox"
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY id DESC LIMIT ?"
         with self._lock:
             rows = self._conn.execute(sql, (*args, limit)).fetchall()
-        return [_row(r) for r in rows]
+        return [row_to_delivery(r) for r in rows]
 
     def get(self, row_id: int) -> Delivery:
         """One row by id.
@@ -401,11 +236,11 @@ class Outbox:
         """
         with self._lock:
             r = self._conn.execute(
-                f"SELECT {_COLUMNS} FROM outbox WHERE id = ?", (row_id,)
+                f"SELECT {COLUMNS} FROM outbox WHERE id = ?", (row_id,)
             ).fetchone()
         if r is None:
             raise NotFoundError(f"no delivery with id {row_id}; see 'ainode deliveries list'")
-        return _row(r)
+        return row_to_delivery(r)
 
     def retry(self, row_id: int) -> Delivery:
         """Put a row back to ``pending`` with no attempts counted, due now.
@@ -507,7 +342,11 @@ class Outbox:
         conn = connect(self._db_path)
         try:
             while not self._stop.is_set():
-                n, wait = self._process(name, conn)
+                try:
+                    n, wait = self._process(name, conn)
+                except sqlite3.Error:  # e.g. locked past busy_timeout: keep the worker alive
+                    log.exception("outbox.db_error", extra={"destination": name})
+                    n, wait = 0, self._poll_seconds
                 if n:
                     continue
                 timeout = self._poll_seconds if wait is None else min(wait, self._poll_seconds)
@@ -561,9 +400,9 @@ class Outbox:
         """Send one batch of due rows of ``name``; return (rows handled, seconds to next due)."""
         now = self._clock()
         rows = [
-            _row(r)
+            row_to_delivery(r)
             for r in conn.execute(
-                f"SELECT {_COLUMNS} FROM outbox WHERE destination = ? AND state = 'pending'"
+                f"SELECT {COLUMNS} FROM outbox WHERE destination = ? AND state = 'pending'"
                 " AND next_attempt_at <= ? ORDER BY next_attempt_at, id LIMIT ?",
                 (name, now, self._policy.batch_size),
             ).fetchall()
@@ -631,7 +470,7 @@ class Outbox:
                 )
         if use_fallback and row.fallback_path is not None:
             try:
-                h = _read_header(row.fallback_path)
+                h = read_header(row.fallback_path)
             except ResultError as exc:
                 return None, Outcome(row.id, OutcomeKind.REFUSED, detail=str(exc))
             return (

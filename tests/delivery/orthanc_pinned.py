@@ -1,6 +1,6 @@
-"""A real Orthanc on ports chosen by the caller (so a restart keeps its address) and optionally
-requiring HTTP basic auth.  tests/peers/orthanc.py picks fresh ports and polls /system without
-credentials, which these two scenarios cannot use."""
+"""A real Orthanc on ports chosen by the caller (so a restart keeps its address), optionally
+requiring HTTP basic auth or, through a Lua request filter, a bearer token.  tests/peers/orthanc.py
+picks fresh ports and polls /system without credentials, which these scenarios cannot use."""
 
 from __future__ import annotations
 
@@ -27,6 +27,7 @@ def start_pinned_orthanc(
     dicom_port: int | None = None,
     users: dict[str, str] | None = None,
     modalities: dict[str, tuple[str, str, int]] | None = None,
+    lua: str | None = None,
 ) -> Iterator[OrthancPeer]:
     exe = shutil.which("Orthanc") or "/usr/sbin/Orthanc"
     if not Path(exe).exists():
@@ -52,6 +53,9 @@ def start_pinned_orthanc(
         "DicomWeb": {"Enable": True, "Root": "/dicom-web/"},
         "SyncStorageArea": True,
     }
+    if lua is not None:
+        (workdir / "filter.lua").write_text(lua)
+        cfg["LuaScripts"] = [str(workdir / "filter.lua")]
     cfg_path = workdir / "orthanc.json"
     cfg_path.write_text(json.dumps(cfg))
     log = workdir / "orthanc.log"
@@ -61,13 +65,13 @@ def start_pinned_orthanc(
             [exe, "--no-jobs", str(cfg_path)], stdout=fh, stderr=subprocess.STDOUT, env=env
         )
     peer = OrthancPeer(http_port, dicom_port, "ORTHANC", workdir, log)
-    expected = 401 if users else 200
+    expected = {401} if users else {403} if lua else {200}
 
     def ready() -> bool:
         if proc.poll() is not None:
             raise RuntimeError(f"Orthanc exited {proc.returncode}:\n{log.read_text()[-3000:]}")
         try:
-            return httpx.get(f"{peer.url}/system", timeout=1).status_code == expected
+            return httpx.get(f"{peer.url}/system", timeout=1).status_code in expected
         except httpx.HTTPError:
             return False
 

@@ -9,6 +9,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+from io import BytesIO
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ from node.delivery import Outbox
 from node.types import DeliveryState
 from tests.delivery.conftest import SimClock
 from tests.delivery.orthanc_pinned import start_pinned_orthanc
+from tests.delivery.storescp import start_storescp
 from tests.peers.orthanc import OrthancPeer
 from tests.util import free_port, wait_until
 
@@ -68,9 +70,13 @@ def test_dimse_stow_rest_all_arrive_in_the_right_series(
     seg_file: Path,
     sr_file: Path,
     corpus: Path,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     liver = sorted((corpus / "ct" / "abdomen-liver-ct-ge-lightspeed-3sl").glob("*.dcm"))
-    box = Outbox(tmp_path / "index.sqlite", _dests(orthanc), clock=clock)
+    dests = _dests(orthanc)
+    # labels need Orthanc >= 1.12; this 1.10 refuses them and the upload must still count
+    dests["rest"] = dests["rest"].model_copy(update={"labels": ["ai-result"]})
+    box = Outbox(tmp_path / "index.sqlite", dests, clock=clock)
     box.enqueue_many(chest_ct, destinations=["pacs"], job_id="j-dimse")
     box.enqueue_many([seg_file, sr_file], destinations=["web"], job_id="j-stow")
     box.enqueue_many(liver, destinations=["rest"], job_id="j-rest")
@@ -85,6 +91,7 @@ def test_dimse_stow_rest_all_arrive_in_the_right_series(
         series_uid, sops = _uids(group)
         assert stored[series_uid] == sops
     assert len(orthanc.instances()) == 35
+    assert [r.message for r in caplog.records].count("orthanc.labels_unsupported") == 1
     # a second round (same UIDs, e.g. a retried job) keeps exactly one copy each
     for row in box.list():
         box.retry(row.id)
@@ -110,6 +117,28 @@ def test_stow_basic_auth_wrong_then_right_password(
         assert "HTTP 401" in (box.list(destination="bad")[0].last_error or "")
         r = httpx.get(f"{base}/instances", auth=("ai", "s3cret"), timeout=30)
         assert len(r.json()) == 3
+        box.close()
+
+
+BEARER_FILTER = """
+function IncomingHttpRequestFilter(method, uri, ip, username, httpHeaders)
+  return httpHeaders['authorization'] == 'Bearer t0ken'
+end
+"""
+
+
+def test_stow_bearer_token(tmp_path: Path, clock: SimClock, chest_ct: list[Path]) -> None:
+    with start_pinned_orthanc(tmp_path / "o", lua=BEARER_FILTER) as peer:
+        url = f"{peer.url}/dicom-web"
+        good = DicomwebDestination(type="dicomweb", url=url, auth="bearer", token="t0ken")
+        bad = good.model_copy(update={"token": "stolen"})
+        box = Outbox(tmp_path / "index.sqlite", {"good": good, "bad": bad}, clock=clock)
+        box.enqueue_many(chest_ct[:2], destinations=["good", "bad"], job_id="j")
+        box.run_once()
+        assert box.counts() == {"good": {"delivered": 2}, "bad": {"pending": 2}}
+        assert "HTTP 403" in (box.list(destination="bad")[0].last_error or "")
+        r = httpx.get(f"{peer.url}/instances", headers={"Authorization": "Bearer t0ken"})
+        assert len(r.json()) == 2
         box.close()
 
 
@@ -220,3 +249,50 @@ def test_kill_9_with_deliveries_pending_then_restart_completes(
     assert len(orthanc.instances()) == 30
     series_uid, sops = _uids(chest_ct)
     assert _series_in_orthanc(orthanc.url)[series_uid] == sops
+
+
+def test_orthanc_and_storescp_as_two_dimse_destinations(
+    tmp_path: Path, orthanc: OrthancPeer, chest_ct: list[Path]
+) -> None:
+    """Real worker threads, real time: the same series to two DIMSE peers at once."""
+    with start_storescp(tmp_path / "scp") as scp:
+        dests = {
+            "pacs": DimseDestination(host="127.0.0.1", port=orthanc.dicom_port, ae_title="ORTHANC"),
+            "second": DimseDestination(host="127.0.0.1", port=scp.port, ae_title=scp.aet),
+        }
+        box = Outbox(tmp_path / "index.sqlite", dests, poll_seconds=0.1)
+        box.start()
+        try:
+            box.enqueue_many(chest_ct, destinations=["pacs", "second"], job_id="j")
+            want = {"pacs": {"delivered": 30}, "second": {"delivered": 30}}
+            wait_until(lambda: box.counts() == want, timeout=120, what="both delivered")
+        finally:
+            box.close()
+        assert len(orthanc.instances()) == 30
+        assert len(scp.files()) == 30
+
+
+def test_compressed_originals_go_unchanged_when_the_peer_accepts_them(
+    tmp_path: Path, clock: SimClock, orthanc: OrthancPeer, corpus: Path
+) -> None:
+    folder = corpus / "transfer-syntax" / "ge-ct-slice-15-syntaxes"
+    names = [
+        "CTImage.dcm_JPEG2000LosslessOnlyTransferSyntax_1.2.840.10008.1.2.4.90.dcm",
+        "CTImage.dcm_JPEGLSLosslessTransferSyntax_1.2.840.10008.1.2.4.80.dcm",
+        "CTImage.dcm_RLELosslessTransferSyntax_1.2.840.10008.1.2.5.dcm",
+    ]
+    pacs = _dests(orthanc)["pacs"]
+    dests = {f"pacs{i}": pacs for i in range(len(names))}  # the files share one SOP UID
+    box = Outbox(tmp_path / "index.sqlite", dests, clock=clock)
+    for i, name in enumerate(names):
+        src = folder / name
+        ts = str(pydicom.dcmread(src, stop_before_pixels=True).file_meta.TransferSyntaxUID)
+        (rid,) = box.enqueue(src, destinations=[f"pacs{i}"], job_id=name)
+        box.run_once()
+        row = box.get(rid)
+        assert row.state is DeliveryState.DELIVERED and row.sent_transfer_syntax_uid == ts
+        (iid,) = orthanc.instances()
+        stored = httpx.get(f"{orthanc.url}/instances/{iid}/file", timeout=30).content
+        assert str(pydicom.dcmread(BytesIO(stored)).file_meta.TransferSyntaxUID) == ts
+        httpx.delete(f"{orthanc.url}/instances/{iid}", timeout=30).raise_for_status()
+    box.close()

@@ -200,3 +200,22 @@ def test_schema_is_migrated_once_and_survives_reopen(
     assert version == 1
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     conn.close()
+
+
+def test_registry_builds_each_type_and_names_unknown_ones(tmp_path: Path) -> None:
+    from node.delivery import SenderContext, make_sender
+    from node.delivery.dimse import DimseSender
+    from node.delivery.folder import FolderSender
+    from node.errors import DestinationError
+
+    ctx = SenderContext("d", "AINODE", 5.0, lambda a, b: None, frozenset)
+    folder = FolderDestination(type="folder", path=tmp_path)
+    assert isinstance(make_sender(folder, ctx), FolderSender)
+    dimse = DimseDestination(host="127.0.0.1", port=104)
+    assert isinstance(make_sender(dimse, ctx), DimseSender)
+
+    class Odd:
+        type = "carrier-pigeon"
+
+    with pytest.raises(DestinationError, match="carrier-pigeon"):
+        make_sender(Odd(), ctx)

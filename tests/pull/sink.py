@@ -3,17 +3,12 @@
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
 from io import BytesIO
 from pathlib import Path
 
 import pydicom
 
-
-@dataclass(frozen=True)
-class Received:
-    sop_uid: str
-    data: bytes
+from tests.pull.conftest import Received
 
 
 class ListSink:

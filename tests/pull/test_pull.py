@@ -2,90 +2,18 @@
 
 from __future__ import annotations
 
-import struct
-from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import date
-from io import BytesIO
 from pathlib import Path
 
-import httpx
 import pydicom
 import pytest
 
 from node.config import DicomwebSource, DimseSource
 from node.errors import DestinationError
 from node.ingest.pull import PullQuery, _multipart_parts, find_studies, pull
-from tests.conftest import CORPUS
 from tests.delivery.storescp import start_storescp
-from tests.peers.orthanc import OrthancPeer, start_orthanc
-from tests.pull.sink import Received, make_sink
-from tests.util import free_port
-
-CHEST = "ct/chest-ct-siemens-sensation10-b40f-30sl"
-
-
-def dataset_bytes(data: bytes) -> bytes:
-    """The data set after the PS3.10 file meta (group length (0002,0000) says where it ends)."""
-    assert data[128:132] == b"DICM"
-    tag, vr = struct.unpack("<I2s", data[132:138])
-    assert tag == 0x00000002 and vr == b"UL"
-    (group_len,) = struct.unpack("<I", data[140:144])
-    return data[144 + group_len :]
-
-
-def _load(orthanc: OrthancPeer, files: list[Path]) -> dict[str, bytes]:
-    """Upload ``files``; return SOP Instance UID -> Orthanc's stored file."""
-    out = {}
-    for f in files:
-        r = httpx.post(f"{orthanc.url}/instances", content=f.read_bytes(), timeout=30)
-        r.raise_for_status()
-        iid = r.json()["ID"]
-        sop = pydicom.dcmread(f, stop_before_pixels=True).SOPInstanceUID
-        out[str(sop)] = httpx.get(f"{orthanc.url}/instances/{iid}/file", timeout=30).content
-    return out
-
-
-def _check_equal(got: list[Received], orthanc_files: dict[str, bytes], *, exact: bool) -> None:
-    """Every instance arrived once; data sets byte-equal (``exact``) or, over DIMSE, equal element
-    by element with byte-equal pixel data: Orthanc stores sequences with undefined length but its
-    DCMTK network layer sends them with explicit lengths (PS3.5 7.5), so the wire bytes of a
-    C-GET/C-MOVE differ from Orthanc's file in those length fields only."""
-    by_sop = {r.sop_uid: r.data for r in got}
-    assert len(got) == len(by_sop) == len(orthanc_files)
-    assert set(by_sop) == set(orthanc_files)
-    for sop, data in by_sop.items():
-        if exact:
-            assert dataset_bytes(data) == dataset_bytes(orthanc_files[sop]), sop
-            continue
-        mine = pydicom.dcmread(BytesIO(data))
-        theirs = pydicom.dcmread(BytesIO(orthanc_files[sop]))
-        assert mine.file_meta.TransferSyntaxUID == theirs.file_meta.TransferSyntaxUID
-        assert mine.PixelData == theirs.PixelData
-        assert mine == theirs, sop
-
-
-@dataclass(frozen=True)
-class Archive:
-    """A real Orthanc holding the chest CT study, which knows the node as AE AINODE."""
-
-    orthanc: OrthancPeer
-    node_port: int
-    study_uid: str
-    files: list[Path]
-    stored: dict[str, bytes]
-
-
-@pytest.fixture(scope="module")
-def archive(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Archive]:
-    files = sorted((CORPUS / CHEST).glob("*.dcm"))
-    uid = str(pydicom.dcmread(files[0], stop_before_pixels=True).StudyInstanceUID)
-    node_port = free_port()
-    workdir = tmp_path_factory.mktemp("archive")
-    with start_orthanc(
-        workdir, modalities={"ainode": ("AINODE", "127.0.0.1", node_port)}
-    ) as orthanc:
-        yield Archive(orthanc, node_port, uid, files, _load(orthanc, files))
+from tests.pull.conftest import Archive, Received, check_equal
+from tests.pull.sink import make_sink
 
 
 def test_multipart_parser_splits_parts() -> None:
@@ -121,7 +49,7 @@ def test_pull_by_c_get_is_complete_and_byte_equal(tmp_path: Path, archive: Archi
     )
     assert result.is_complete and result.received == 30 and result.expected == 30
     assert seen[-1] == (30, 30)
-    _check_equal(got, stored, exact=False)
+    check_equal(got, stored, exact=False)
 
 
 def test_pull_by_qido_wado_is_complete_and_byte_equal(tmp_path: Path, archive: Archive) -> None:
@@ -136,7 +64,7 @@ def test_pull_by_qido_wado_is_complete_and_byte_equal(tmp_path: Path, archive: A
     result = pull(src, query, sink=sink, node_ae_title="AINODE")
     assert result.studies == [uid]
     assert result.is_complete and result.received == 30
-    _check_equal(got, stored, exact=True)
+    check_equal(got, stored, exact=True)
     # WADO-RS with transfer-syntax=* hands over Orthanc's file unchanged
     assert {r.data for r in got} == set(stored.values())
 
@@ -159,7 +87,7 @@ def test_pull_by_c_move_to_a_storescp_move_destination(tmp_path: Path, archive: 
         got = [
             Received(str(pydicom.dcmread(p).SOPInstanceUID), p.read_bytes()) for p in scp.files()
         ]
-        _check_equal(got, stored, exact=False)
+        check_equal(got, stored, exact=False)
 
 
 def test_c_move_to_unknown_destination_is_a_clear_error(tmp_path: Path, archive: Archive) -> None:
@@ -167,3 +95,15 @@ def test_c_move_to_unknown_destination_is_a_clear_error(tmp_path: Path, archive:
     src = DimseSource(host="127.0.0.1", port=orthanc.dicom_port, ae_title="ORTHANC")
     with pytest.raises(DestinationError, match="STRANGER"):
         pull(src, PullQuery(study_uid=uid), sink=make_sink(tmp_path)[0], node_ae_title="STRANGER")
+
+
+def test_c_find_query_by_patient_date_and_modality(archive: Archive) -> None:
+    src = DimseSource(host="127.0.0.1", port=archive.orthanc.dicom_port, ae_title="ORTHANC")
+    ds = pydicom.dcmread(archive.files[0], stop_before_pixels=True)
+    day = date(int(ds.StudyDate[:4]), int(ds.StudyDate[4:6]), int(ds.StudyDate[6:]))
+    hit = PullQuery(patient_id=str(ds.PatientID), date_from=day, date_to=day, modality="CT")
+    assert find_studies(src, hit, node_ae_title="AINODE") == [archive.study_uid]
+    wrong_modality = PullQuery(patient_id=str(ds.PatientID), modality="MR")
+    assert find_studies(src, wrong_modality, node_ae_title="AINODE") == []
+    later = PullQuery(date_from=date(day.year + 1, 1, 1))
+    assert find_studies(src, later, node_ae_title="AINODE") == []
