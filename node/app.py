@@ -17,7 +17,6 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Mapping
-from pathlib import Path
 from typing import Any
 
 from node.assembly.tracker import StudyTracker
@@ -29,6 +28,7 @@ from node.ingest.spool import Spool, StoreOutcome
 from node.jobs.dispatch import plan_jobs
 from node.jobs.engine import EmbeddedEngine
 from node.jobs.store import JobStore
+from node.routing import DEFAULT_RULES
 from node.routing.dispatch import route_study
 from node.routing.reload import RuleHolder
 from node.store.index import Index
@@ -36,8 +36,6 @@ from node.types import Job, Study
 
 _SC_CLASSES = {"1.2.840.10008.5.1.4.1.1.7", "1.2.840.10008.5.1.4.1.1.7.4"}
 
-#: The rules a node runs when the config names none (deploy/rules.example.yaml).
-DEFAULT_RULES = Path(__file__).resolve().parent / "routing" / "default_rules.yaml"
 
 __all__ = ["Node"]
 
