@@ -29,7 +29,7 @@ import logging
 import math
 import warnings
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -74,6 +74,8 @@ class _Frame:
     samples_per_pixel: int
     is_monochrome1: bool
     stored_range: tuple[int, int]
+    header: Dataset | None = field(default=None, compare=False, repr=False)  # single-frame only
+    pixel_offset: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,11 +150,11 @@ def _stored_range(ds: Dataset) -> tuple[int, int]:
 
 
 def _read_instance(path: Path) -> _InstanceHeader:
-    ds = read_header(path)
+    ds, pixel_offset = read_header(path)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")  # pydicom converts values lazily and warns on bad VRs
         try:
-            return _parse_instance(path, ds)
+            return _parse_instance(path, ds, pixel_offset)
         except (ValueError, TypeError, AttributeError, KeyError, IndexError) as exc:
             raise ImagingError(f"{path.name}: invalid image header: {exc}") from exc
         finally:
@@ -162,7 +164,7 @@ def _read_instance(path: Path) -> _InstanceHeader:
                 )
 
 
-def _parse_instance(path: Path, ds: Dataset) -> _InstanceHeader:
+def _parse_instance(path: Path, ds: Dataset, pixel_offset: int | None) -> _InstanceHeader:
     sop_uid = str(ds.get("SOPInstanceUID") or "")
     if not sop_uid:
         raise ImagingError(f"{path.name}: no SOP Instance UID")
@@ -237,6 +239,8 @@ def _parse_instance(path: Path, ds: Dataset) -> _InstanceHeader:
                 samples_per_pixel=samples,
                 is_monochrome1=mono1,
                 stored_range=stored,
+                header=None if is_multiframe else ds,
+                pixel_offset=None if is_multiframe else pixel_offset,
             )
         )
     return _InstanceHeader(
@@ -430,6 +434,8 @@ def load_volume(paths: Sequence[Path], *, dtype: Literal["auto", "float32"] = "a
             index=f.frame_index,
             sop_uid=f.sop_uid,
             transfer_syntax_uid=f.transfer_syntax_uid,
+            header=f.header,
+            pixel_offset=f.pixel_offset,
         )
         gray = _to_gray(raw, f)
         k = slot[(f.path, f.frame_index)]
