@@ -20,10 +20,15 @@ import numpy.typing as npt
 import pydicom
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
+from pydicom.filereader import read_dataset
 from pydicom.pixels.utils import pixel_array
 from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
 
 from node.errors import ImagingError
+
+_PIXEL_TAG = 0x7FE00010
+_PIXEL_TAG_LE = b"\xe0\x7f\x10\x00"
+_PIXEL_TAG_BE = b"\x7f\xe0\x00\x10"
 
 __all__ = ["decode_frame", "read_header", "transfer_syntax_name"]
 
@@ -36,8 +41,11 @@ def transfer_syntax_name(uid: str) -> str:
     return f"{name} ({uid})" if name != uid else uid
 
 
-def read_header(path: Path) -> Dataset:
-    """Read one file's header without its pixel data.
+def read_header(path: Path) -> tuple[Dataset, int | None]:
+    """Read one file's header without its pixel data; also where the Pixel Data element starts.
+
+    The offset (None for deflated files, or when Pixel Data is not the next element) lets
+    ``decode_frame`` read the pixels of a single-frame file without parsing its header again.
 
     pydicom's warnings about file quirks (e.g. a deflated file declaring explicit VR but holding
     implicit VR) are logged at DEBUG instead of being raised as Python warnings.
@@ -50,16 +58,37 @@ def read_header(path: Path) -> Dataset:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            ds = pydicom.dcmread(path, stop_before_pixels=True)
+            with path.open("rb") as fp:
+                ds = pydicom.dcmread(fp, stop_before_pixels=True)
+                offset: int | None = fp.tell()  # pydicom stops at the Pixel Data tag
+                if fp.read(4) not in (_PIXEL_TAG_LE, _PIXEL_TAG_BE):
+                    offset = None
         except (InvalidDicomError, OSError, ValueError, EOFError) as exc:
             raise ImagingError(f"cannot read {path.name} as DICOM: {exc}") from exc
     for w in caught:
         log.debug("imaging.read_warning", extra={"file": path.name, "warning": str(w.message)})
-    return ds
+    if str(getattr(ds.file_meta, "TransferSyntaxUID", "")) == DeflatedExplicitVRLittleEndian:
+        offset = None
+    return ds, offset
+
+
+def _read_pixel_element(path: Path, header: Dataset, offset: int) -> None:
+    """Read the Pixel Data element at ``offset`` into ``header`` (no header re-parse)."""
+    uid = UID(str(header.file_meta.TransferSyntaxUID))
+    with path.open("rb") as fp:
+        fp.seek(offset)
+        rest = read_dataset(fp, uid.is_implicit_VR, uid.is_little_endian)
+    header[_PIXEL_TAG] = rest[_PIXEL_TAG]
 
 
 def decode_frame(
-    path: Path, *, index: int | None, sop_uid: str, transfer_syntax_uid: str
+    path: Path,
+    *,
+    index: int | None,
+    sop_uid: str,
+    transfer_syntax_uid: str,
+    header: Dataset | None = None,
+    pixel_offset: int | None = None,
 ) -> npt.NDArray[Any]:
     """Decode one frame of one instance (stored values; colour as (rows, cols, 3) RGB).
 
@@ -74,6 +103,9 @@ def decode_frame(
         0-based frame index for multi-frame instances; None for a single-frame instance.
     sop_uid, transfer_syntax_uid:
         Used in error messages only.
+    header, pixel_offset:
+        From ``read_header`` for a single-frame file: only the Pixel Data element is read, and
+        it is dropped from ``header`` again once decoded.
 
     Raises
     ------
@@ -84,7 +116,13 @@ def decode_frame(
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            if transfer_syntax_uid == DeflatedExplicitVRLittleEndian:
+            if header is not None and pixel_offset is not None and index is None:
+                _read_pixel_element(path, header, pixel_offset)
+                try:
+                    frame = pixel_array(header)
+                finally:
+                    del header[_PIXEL_TAG]
+            elif transfer_syntax_uid == DeflatedExplicitVRLittleEndian:
                 # reading pixels straight from the file cannot inflate; parse the dataset instead
                 frame = pixel_array(pydicom.dcmread(path), index=index)
             else:

@@ -67,9 +67,16 @@ def resample_array(
     scale = np.asarray(to_spacing, dtype=np.float64) / np.asarray(from_spacing, dtype=np.float64)
     if out_shape == array.shape and np.allclose(scale, 1.0):
         return array.copy() if order == 0 else array.astype(np.float32)
-    src = array if order == 0 else array.astype(np.float32, copy=False)
+    # images interpolate from their stored dtype straight into float32: no float copy of the input
     out: npt.NDArray[Any] = ndimage.affine_transform(
-        src, scale, offset=0.0, output_shape=out_shape, order=order, mode="nearest", prefilter=False
+        array,
+        scale,
+        offset=0.0,
+        output_shape=out_shape,
+        output=array.dtype if order == 0 else np.float32,
+        order=order,
+        mode="nearest",
+        prefilter=False,
     )
     return out
 

@@ -27,18 +27,16 @@ from __future__ import annotations
 
 import logging
 import math
-import warnings
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
-from pydicom.dataset import Dataset
 
 from node.errors import ImagingError
-from node.imaging.decode import decode_frame, read_header
+from node.imaging.decode import decode_frame
+from node.imaging.frames import FrameHeader, read_instance
 from node.types import SourceRef, Volume
 
 __all__ = ["dicom_files", "load_volume"]
@@ -52,39 +50,6 @@ _DUPLICATE_TOLERANCE_MM = 1e-3
 #: Slice gaps may deviate from the median by this share of it (plus 0.02 mm) before it is an error.
 _SPACING_TOLERANCE = 0.01
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
-
-
-@dataclass(frozen=True, slots=True)
-class _Frame:
-    """Everything needed to place one 2D frame, read from headers only."""
-
-    path: Path
-    sop_uid: str
-    sop_class_uid: str
-    transfer_syntax_uid: str
-    frame_index: int | None  # 0-based for multi-frame instances, None for single-frame
-    rows: int
-    columns: int
-    position: tuple[float, float, float] | None
-    orientation: tuple[float, ...] | None
-    pixel_spacing: tuple[float, float] | None
-    slice_thickness: float | None
-    slope: float
-    intercept: float
-    samples_per_pixel: int
-    is_monochrome1: bool
-    stored_range: tuple[int, int]
-
-
-@dataclass(frozen=True, slots=True)
-class _InstanceHeader:
-    study_uid: str
-    series_uid: str
-    modality: str | None
-    body_part: str | None
-    frame_of_reference_uid: str | None
-    is_multiframe: bool
-    frames: tuple[_Frame, ...]
 
 
 def dicom_files(paths: Iterable[Path]) -> list[Path]:
@@ -109,149 +74,6 @@ def dicom_files(paths: Iterable[Path]) -> list[Path]:
     return out
 
 
-def _floats(value: Any, n: int, what: str, sop_uid: str) -> tuple[float, ...] | None:
-    if value is None:
-        return None
-    try:
-        out = tuple(float(v) for v in value)
-    except (TypeError, ValueError) as exc:
-        raise ImagingError(f"SOP instance {sop_uid}: {what} is not numeric") from exc
-    if len(out) != n or not all(math.isfinite(v) for v in out):
-        raise ImagingError(f"SOP instance {sop_uid}: {what} must be {n} finite numbers")
-    return out
-
-
-def _item(ds: Dataset | None, keyword: str) -> Dataset | None:
-    """First item of sequence ``keyword`` in ``ds``, or None."""
-    if ds is None:
-        return None
-    seq = ds.get(keyword)
-    return seq[0] if seq else None
-
-
-def _from_groups(
-    per_frame: Dataset | None, shared: Dataset | None, sequence: str, keyword: str
-) -> Any:
-    """A functional-group attribute: per-frame group first, then shared (PS3.3 C.7.6.16)."""
-    for group in (per_frame, shared):
-        item = _item(group, sequence)
-        if item is not None and keyword in item:
-            return item.get(keyword)
-    return None
-
-
-def _stored_range(ds: Dataset) -> tuple[int, int]:
-    bits = int(ds.get("BitsStored") or ds.get("BitsAllocated") or 16)
-    if int(ds.get("PixelRepresentation") or 0) == 1:
-        return -(1 << (bits - 1)), (1 << (bits - 1)) - 1
-    return 0, (1 << bits) - 1
-
-
-def _read_instance(path: Path) -> _InstanceHeader:
-    ds = read_header(path)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")  # pydicom converts values lazily and warns on bad VRs
-        try:
-            return _parse_instance(path, ds)
-        except (ValueError, TypeError, AttributeError, KeyError, IndexError) as exc:
-            raise ImagingError(f"{path.name}: invalid image header: {exc}") from exc
-        finally:
-            for w in caught:
-                log.debug(
-                    "imaging.header_warning", extra={"file": path.name, "warning": str(w.message)}
-                )
-
-
-def _parse_instance(path: Path, ds: Dataset) -> _InstanceHeader:
-    sop_uid = str(ds.get("SOPInstanceUID") or "")
-    if not sop_uid:
-        raise ImagingError(f"{path.name}: no SOP Instance UID")
-    if "Rows" not in ds or "Columns" not in ds:
-        raise ImagingError(f"SOP instance {sop_uid} holds no image (no Rows/Columns)")
-    ts_uid = str(getattr(ds.file_meta, "TransferSyntaxUID", "") or "")
-    rows, columns = int(ds.Rows), int(ds.Columns)
-    n_frames = int(ds.get("NumberOfFrames") or 1)
-    samples = int(ds.get("SamplesPerPixel") or 1)
-    mono1 = str(ds.get("PhotometricInterpretation") or "").upper() == "MONOCHROME1"
-    stored = _stored_range(ds)
-    shared = _item(ds, "SharedFunctionalGroupsSequence")
-    per_frames = ds.get("PerFrameFunctionalGroupsSequence")
-    is_multiframe = "NumberOfFrames" in ds
-    if per_frames is not None and len(per_frames) != n_frames:
-        raise ImagingError(
-            f"SOP instance {sop_uid}: {len(per_frames)} per-frame functional groups "
-            f"for {n_frames} frames"
-        )
-
-    def spacing_of(value: Any) -> tuple[float, float] | None:
-        sp = _floats(value, 2, "PixelSpacing", sop_uid)
-        return None if sp is None else (sp[0], sp[1])
-
-    top_spacing = ds.get("PixelSpacing") or ds.get("ImagerPixelSpacing")
-    if top_spacing is None and _item(ds, "SequenceOfUltrasoundRegions") is not None:
-        region = _item(ds, "SequenceOfUltrasoundRegions")
-        assert region is not None
-        # PS3.3 C.8.5.5.1.15: physical units code 3 = cm
-        if (
-            region.get("PhysicalUnitsXDirection") == 3
-            and region.get("PhysicalUnitsYDirection") == 3
-        ):
-            top_spacing = [
-                float(region.PhysicalDeltaY) * 10.0,
-                float(region.PhysicalDeltaX) * 10.0,
-            ]
-    frames: list[_Frame] = []
-    for i in range(n_frames):
-        pf = per_frames[i] if per_frames is not None else None
-        if per_frames is not None or shared is not None:
-            pos = _from_groups(pf, shared, "PlanePositionSequence", "ImagePositionPatient")
-            ori = _from_groups(pf, shared, "PlaneOrientationSequence", "ImageOrientationPatient")
-            psp = _from_groups(pf, shared, "PixelMeasuresSequence", "PixelSpacing")
-            thk = _from_groups(pf, shared, "PixelMeasuresSequence", "SliceThickness")
-            slope = _from_groups(pf, shared, "PixelValueTransformationSequence", "RescaleSlope")
-            icpt = _from_groups(pf, shared, "PixelValueTransformationSequence", "RescaleIntercept")
-        else:
-            pos = ori = psp = thk = slope = icpt = None
-        pos = pos if pos is not None else ds.get("ImagePositionPatient")
-        ori = ori if ori is not None else ds.get("ImageOrientationPatient")
-        psp = psp if psp is not None else top_spacing
-        thk = thk if thk is not None else ds.get("SliceThickness")
-        slope = slope if slope is not None else ds.get("RescaleSlope")
-        icpt = icpt if icpt is not None else ds.get("RescaleIntercept")
-        position = _floats(pos, 3, "ImagePositionPatient", sop_uid)
-        frames.append(
-            _Frame(
-                path=path,
-                sop_uid=sop_uid,
-                sop_class_uid=str(ds.get("SOPClassUID") or ""),
-                transfer_syntax_uid=ts_uid,
-                frame_index=i if is_multiframe else None,
-                rows=rows,
-                columns=columns,
-                position=None if position is None else (position[0], position[1], position[2]),
-                orientation=_floats(ori, 6, "ImageOrientationPatient", sop_uid),
-                pixel_spacing=spacing_of(psp),
-                slice_thickness=float(thk) if thk not in (None, "") else None,
-                slope=float(slope) if slope not in (None, "") else 1.0,
-                intercept=float(icpt) if icpt not in (None, "") else 0.0,
-                samples_per_pixel=samples,
-                is_monochrome1=mono1,
-                stored_range=stored,
-            )
-        )
-    return _InstanceHeader(
-        study_uid=str(ds.get("StudyInstanceUID") or ""),
-        series_uid=str(ds.get("SeriesInstanceUID") or ""),
-        modality=str(ds.Modality) if ds.get("Modality") else None,
-        body_part=str(ds.BodyPartExamined) if ds.get("BodyPartExamined") else None,
-        frame_of_reference_uid=str(ds.FrameOfReferenceUID)
-        if ds.get("FrameOfReferenceUID")
-        else None,
-        is_multiframe=is_multiframe,
-        frames=tuple(frames),
-    )
-
-
 def _one(values: set[str], what: str) -> str:
     if len(values) > 1:
         shown = ", ".join(sorted(values)[:3])
@@ -262,7 +84,7 @@ def _one(values: set[str], what: str) -> str:
     return next(iter(values))
 
 
-def _check_uniform(frames: Sequence[_Frame]) -> None:
+def _check_uniform(frames: Sequence[FrameHeader]) -> None:
     sizes = {(f.rows, f.columns) for f in frames}
     if len(sizes) > 1:
         raise ImagingError(f"varying image size in one series: {sorted(sizes)} (rows, columns)")
@@ -271,13 +93,13 @@ def _check_uniform(frames: Sequence[_Frame]) -> None:
         raise ImagingError(f"varying Samples per Pixel in one series: {sorted(samples)}")
 
 
-def _where(f: _Frame) -> str:
+def _where(f: FrameHeader) -> str:
     return f.sop_uid if f.frame_index is None else f"{f.sop_uid} frame {f.frame_index + 1}"
 
 
 def _geometry(
-    frames: Sequence[_Frame],
-) -> tuple[list[_Frame], tuple[float, float, float], npt.NDArray[np.float64]]:
+    frames: Sequence[FrameHeader],
+) -> tuple[list[FrameHeader], tuple[float, float, float], npt.NDArray[np.float64]]:
     """Sort cross-sectional frames along the slice normal and check the grid is regular.
 
     Returns the sorted frames, the spacing (slice, row, column) and the direction matrix.
@@ -341,7 +163,7 @@ def _geometry(
     return ordered, (slice_spacing, pixel_spacing[0], pixel_spacing[1]), direction
 
 
-def _to_gray(frame: npt.NDArray[Any], f: _Frame) -> npt.NDArray[Any]:
+def _to_gray(frame: npt.NDArray[Any], f: FrameHeader) -> npt.NDArray[Any]:
     if f.samples_per_pixel == 3:
         if frame.ndim != 3 or frame.shape[-1] != 3:
             raise ImagingError(f"SOP instance {f.sop_uid}: expected RGB frame, got {frame.shape}")
@@ -389,7 +211,7 @@ def load_volume(paths: Sequence[Path], *, dtype: Literal["auto", "float32"] = "a
     """
     if not paths:
         raise ImagingError("no files given")
-    headers = [_read_instance(Path(p)) for p in paths]
+    headers = [read_instance(Path(p)) for p in paths]
     series_uid = _one({h.series_uid for h in headers}, "Series Instance UID")
     study_uid = _one({h.study_uid for h in headers}, "Study Instance UID")
     frames = [f for h in headers for f in h.frames]
@@ -430,6 +252,8 @@ def load_volume(paths: Sequence[Path], *, dtype: Literal["auto", "float32"] = "a
             index=f.frame_index,
             sop_uid=f.sop_uid,
             transfer_syntax_uid=f.transfer_syntax_uid,
+            header=f.header,
+            pixel_offset=f.pixel_offset,
         )
         gray = _to_gray(raw, f)
         k = slot[(f.path, f.frame_index)]

@@ -179,14 +179,15 @@ class NetworkModel(Model):
 
     def _prepare(self, volume: Volume) -> tuple[npt.NDArray[np.float32], tuple[float, ...]]:
         spec = self.spec
-        data = volume.voxels.astype(np.float32, copy=False)
+        data = volume.voxels
         spacing: tuple[float, ...] = volume.spacing
         if not volume.is_3d:
             data, spacing = data[0], volume.spacing[1:]
         if spec.spacing is not None:
             target = tuple(spec.spacing[-data.ndim :])
-            data = resample_array(data, spacing, target, order=1)
+            data = resample_array(data, spacing, target, order=1)  # float32 out
             spacing = target
+        data = data.astype(np.float32, copy=False)
         norm = spec.normalise
         if norm.kind == "window":
             data = window(data, norm.center, norm.width)
