@@ -98,7 +98,10 @@ def build_results(
     out: list[Dataset] = []
     index = 0
     seg: Dataset | None = None
-    if prediction.label_map is not None:
+    if prediction.label_map is not None and not prediction.label_map.any():
+        # Nothing segmented: an empty SEG shows nothing and some viewers reject it.
+        log.info("results.seg_skipped_empty", extra={"job_id": job_id})
+    elif prediction.label_map is not None:
         seg = build_seg(prediction, volume, sources, ctx, index=index, workers=workers)
         out.append(seg)
         index += 1

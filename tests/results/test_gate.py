@@ -113,3 +113,22 @@ def test_files_on_disk_are_readable(chest_case: Case) -> None:
     for path in chest_case.files:
         assert isinstance(path, Path)
         assert pydicom.dcmread(path).SOPInstanceUID
+
+
+def test_empty_label_map_writes_no_seg(chest_case: Case) -> None:
+    from dataclasses import replace
+
+    import numpy as np
+
+    assert chest_case.prediction.label_map is not None
+    pred = replace(
+        chest_case.prediction,
+        label_map=np.zeros_like(chest_case.prediction.label_map),
+        heatmaps=(),
+        findings=(),
+        class_probabilities={},
+    )
+    out = build_results(
+        pred, chest_case.volume, chest_case.sources, job_id="empty", content_datetime=WHEN
+    )
+    assert [d.Modality for d in out] == ["SR"]  # the report text only
