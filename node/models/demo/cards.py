@@ -152,7 +152,7 @@ def render(name: str, metrics: dict[str, Any]) -> str:
         f"{_DATA[name]}. No real images were used: public sets such as LUNA16/LIDC-IDRI are not "
         "reachable from the build machine, and none is needed to run the demo.",
         f"Reproduce: `ainode train {name}` (or `python -m node.models.demo.train {name}`), "
-        f"seed {training.get('seed', 0)}, 2 CPU threads.",
+        f"seed {training.get('seed', 0)}, {training.get('threads', 1)} CPU thread(s).",
         "",
     ]
     facts = {k: v for k, v in training.items() if k != "seed"}
