@@ -156,7 +156,7 @@ class LungNoduleSegmentation(Model):
                 predictor=net,
                 overlap=0.25,
                 mode="gaussian",
-                cval=-1.0,  # pad with air
+                padding_mode="replicate",  # the body continues beyond the first/last slice
             )
             assert isinstance(logits, torch.Tensor)
             probs = torch.softmax(logits[0], dim=0)
