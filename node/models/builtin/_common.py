@@ -165,6 +165,17 @@ def _interp_axis(t: torch.Tensor, dim: int, coords: npt.NDArray[np.float64]) -> 
     return a * (1 - w) + b * w
 
 
+def _argmax0(t: torch.Tensor) -> torch.Tensor:
+    """argmax over dim 0 as uint8 (ties -> lowest index); much faster than ``argmax(dim=0)``."""
+    best = t[0].clone()
+    idx = torch.zeros(t.shape[1:], dtype=torch.uint8)
+    for c in range(1, t.shape[0]):
+        better = t[c] > best
+        idx[better] = c
+        best = torch.maximum(best, t[c])
+    return idx
+
+
 @dataclass(frozen=True, slots=True)
 class ModelGrid:
     """The resampling between an input volume grid and an isotropic model grid (3 axes)."""
@@ -210,7 +221,7 @@ class ModelGrid:
         out = np.zeros((len(zc), len(yc), len(xc)), dtype=np.uint8)
         for start in range(0, len(zc), chunk):
             sub = _interp_axis(_interp_axis(along_z[:, start : start + chunk], 2, yc), 3, xc)
-            out[start : start + chunk] = sub.argmax(dim=0).to(torch.uint8).numpy()
+            out[start : start + chunk] = _argmax0(sub).numpy()
         return out
 
     def values_to_input(self, values: torch.Tensor) -> torch.Tensor:

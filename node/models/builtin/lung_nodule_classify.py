@@ -3,10 +3,11 @@
 For every nodule found by ``lung-nodule-detect`` a 2.5D patch is resampled around its centre: three
 axial planes (centre and +-2 mm), 48 x 48 pixels of 1 mm, HU clipped to [-1000, 700].  A small
 VGG-style CNN (3 conv blocks, global average pooling, trained with cross-entropy and Adam) gives the
-malignancy probability; Grad-CAM (``monai.visualize.GradCAM``) on the last convolution *before* the
-final pooling (12 x 12 cells of 4 mm) gives the attention map, mapped back onto the axial slice
-through the nodule centre.  Targeting the pooled/last block (3 x 3 cells) gave maps that were no
-more concentrated on the lesion than a uniform map; see the model card for the localisation metric.
+malignancy probability; Grad-CAM (``monai.visualize.GradCAM``) on the last convolution block,
+before global pooling (12 x 12 cells of 4 mm), gives the attention map, mapped back onto the axial
+slice through the nodule centre.  The network keeps that 12 x 12 resolution on purpose: with more
+pooling the last block has too few cells to say where the lesion is.  The model card reports the
+localisation metrics (pointing game, share of heat inside the lesion vs a uniform map).
 """
 
 from __future__ import annotations
@@ -143,6 +144,10 @@ class LungNoduleClassifier(Model):
         if self._detection is None:
             self._detection = LungNoduleDetection()
         return self._detection
+
+    def accepts(self, volume: Volume) -> str | None:
+        """Same inputs as the detector (a CT series of several slices)."""
+        return super().accepts(volume) or self.detection.accepts(volume)
 
     def classify_patches(self, patches: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
         """Malignancy probability for each (3, 48, 48) patch of an (N, 3, 48, 48) batch."""

@@ -19,6 +19,7 @@ from scipy import ndimage
 from node.models.base import Model, ModelInfo, OutputKind, Task
 from node.models.builtin._common import heldout_metrics, load_card, load_metrics, voxel_to_patient
 from node.models.builtin.lung_nodule_seg import (
+    MIN_SLICES,
     MORPHOLOGICALLY_ABNORMAL,
     NODULE,
     LungNoduleSegmentation,
@@ -147,8 +148,17 @@ class LungNoduleDetection(Model):
         )
         self._seg = segmentation or LungNoduleSegmentation()
 
+    def accepts(self, volume: Volume) -> str | None:
+        """None for a CT series of at least ``MIN_SLICES`` slices, else the reason."""
+        return self._seg.accepts(volume)
+
     def candidates(self, volume: Volume) -> tuple[list[NoduleCandidate], dict[str, float]]:
-        """All candidates above the minimum volume (no score cut) and the timings."""
+        """All candidates above the minimum volume (no score cut) and the timings.
+
+        A series of fewer than ``MIN_SLICES`` slices has no 3D nodules to measure: no candidates.
+        """
+        if volume.voxels.shape[0] < MIN_SLICES:
+            return [], {}
         seg = self._seg.segment(volume)
         t0 = time.perf_counter()
         labels = seg.grid.labels_to_input(seg.probabilities)

@@ -10,13 +10,14 @@ resampled back to the input grid and the argmax becomes the label map (0 backgro
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import numpy.typing as npt
 import torch
 from monai.inferers.utils import sliding_window_inference
 from monai.networks.nets.unet import UNet
+from scipy import ndimage
 
 from node.models.base import Model, ModelInfo, OutputKind, Task
 from node.models.builtin._common import (
@@ -33,6 +34,13 @@ __all__ = ["LUNG", "NODULE", "LungNoduleSegmentation", "SegmentationOutput", "bu
 NAME = "lung-nodule-seg"
 VERSION = "1.0.0"
 MODEL_SPACING_MM = 2.5
+#: Fewer slices than this is not a 3D series: ``accepts`` refuses it.  If ``predict`` is called
+#: anyway, a single slice is repeated into a 40 mm slab and the middle slice is returned.
+MIN_SLICES = 4
+_SLAB_MM = 40.0
+#: Voxels above this HU form the body outline (skin, fat, table are all denser).
+_BODY_HU = -400.0
+
 #: Largest window run in one piece; bigger model grids use overlapping sliding windows.
 MAX_ROI = (112, 160, 160)
 
@@ -66,6 +74,29 @@ def _roi(shape: tuple[int, int, int]) -> tuple[int, int, int]:
     return (r[0], r[1], r[2])
 
 
+def body_mask(hu: npt.NDArray[np.float32]) -> npt.NDArray[np.bool_]:
+    """The patient's body on a (z, y, x) HU grid: largest dense component, holes filled per slice.
+
+    Lungs and nodules lie inside it; outside air, air under the table and the table itself do not.
+    """
+    dense = hu > _BODY_HU
+    comps, n = ndimage.label(dense)
+    if n == 0:
+        return np.zeros(hu.shape, dtype=bool)
+    sizes = ndimage.sum(dense, comps, range(1, n + 1))
+    body = comps == (int(np.argmax(sizes)) + 1)
+    filled = np.stack([ndimage.binary_fill_holes(sl) for sl in body])
+    return np.asarray(filled, dtype=bool)
+
+
+def _single_slice_slab(volume: Volume) -> tuple[npt.NDArray[np.float32], int]:
+    """A single slice repeated into a ~40 mm slab, and the index of the original slice."""
+    reps = max(MIN_SLICES, int(np.ceil(_SLAB_MM / max(volume.spacing[0], 0.1))))
+    reps += 1 - reps % 2
+    slab = np.repeat(np.asarray(volume.voxels, dtype=np.float32), reps, axis=0)
+    return slab, reps // 2
+
+
 @dataclass(frozen=True, slots=True, eq=False)
 class SegmentationOutput:
     """Probabilities on the model grid plus the grid mapping (reused by the detector)."""
@@ -94,14 +125,28 @@ class LungNoduleSegmentation(Model):
         )
         self._net = LazyNet(NAME, build_network)
 
+    def accepts(self, volume: Volume) -> str | None:
+        """None for a CT series of at least ``MIN_SLICES`` slices, else the reason."""
+        reason = super().accepts(volume)
+        if reason is None and volume.voxels.shape[0] < MIN_SLICES:
+            return (
+                f"needs a 3D series of at least {MIN_SLICES} slices, got {volume.voxels.shape[0]}"
+            )
+        return reason
+
     def segment(self, volume: Volume) -> SegmentationOutput:
-        """Run the network; probabilities stay on the 2.5 mm model grid."""
+        """Run the network; probabilities stay on the 2.5 mm model grid.
+
+        Lung and nodule probability outside the body outline is moved to background.
+        """
         t0 = time.perf_counter()
         net = self._net.get()
         t1 = time.perf_counter()
         vox = torch.from_numpy(np.ascontiguousarray(volume.voxels, dtype=np.float32))
         grid = ModelGrid.make(vox.shape, volume.spacing, MODEL_SPACING_MM)
-        x = hu_normalise(grid.to_model(vox.unsqueeze(0))).unsqueeze(0)
+        hu = grid.to_model(vox.unsqueeze(0))
+        body = torch.from_numpy(body_mask(hu[0].numpy()))
+        x = hu_normalise(hu).unsqueeze(0)
         t2 = time.perf_counter()
         with torch.inference_mode():
             logits = sliding_window_inference(
@@ -111,9 +156,12 @@ class LungNoduleSegmentation(Model):
                 predictor=net,
                 overlap=0.25,
                 mode="gaussian",
+                padding_mode="replicate",  # the body continues beyond the first/last slice
             )
             assert isinstance(logits, torch.Tensor)
             probs = torch.softmax(logits[0], dim=0)
+            probs[1:] *= body
+            probs[0] = 1.0 - probs[1:].sum(dim=0)
         t3 = time.perf_counter()
         return SegmentationOutput(
             probabilities=probs,
@@ -123,9 +171,15 @@ class LungNoduleSegmentation(Model):
 
     def label_map(self, volume: Volume) -> tuple[npt.NDArray[np.uint8], dict[str, float]]:
         """Label map on the input grid and the timings."""
+        middle: int | None = None
+        if volume.voxels.shape[0] == 1:
+            slab, middle = _single_slice_slab(volume)
+            volume = replace(volume, voxels=slab)
         out = self.segment(volume)
         t0 = time.perf_counter()
         labels = out.grid.labels_to_input(out.probabilities)
+        if middle is not None:
+            labels = labels[middle : middle + 1]
         timings = dict(out.timings_seconds)
         timings["postprocess"] = time.perf_counter() - t0
         return labels, timings

@@ -104,11 +104,20 @@ class ReportText(Model):
         )
         self._classifier = classifier
 
-    def predict(self, volume: Volume) -> Prediction:
-        """Run the nodule classifier, then word its findings."""
+    @property
+    def classifier(self) -> LungNoduleClassifier:
+        """The nodule classifier whose findings are worded (built on first use)."""
         if self._classifier is None:
             self._classifier = LungNoduleClassifier()
-        upstream = self._classifier.predict(volume)
+        return self._classifier
+
+    def accepts(self, volume: Volume) -> str | None:
+        """Same inputs as the nodule classifier."""
+        return super().accepts(volume) or self.classifier.accepts(volume)
+
+    def predict(self, volume: Volume) -> Prediction:
+        """Run the nodule classifier, then word its findings."""
+        upstream = self.classifier.predict(volume)
         t0 = time.perf_counter()
         text = render_impression(upstream.findings)
         timings = dict(upstream.timings_seconds)

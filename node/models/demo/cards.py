@@ -43,8 +43,16 @@ _PURPOSE = {
         "clipped to [-1000, 500]; whole-grid or sliding-window inference (Gaussian blending); "
         "probabilities resampled back to the input grid. Segments coded per CID 7150/7151: SCT "
         "91723000 Anatomical Structure / SCT 39607008 Lung and SCT 49755003 Morphologically "
-        "Abnormal Structure / SCT 27925004 Nodule. Trained with Dice + cross-entropy and Adam on "
-        "64^3 crops, centred on a nodule two times in three."
+        "Abnormal Structure / SCT 27925004 Nodule. Lung and nodule probability outside the body "
+        "outline (largest component above -400 HU, holes filled per slice) is set to background. "
+        "Trained with Dice + cross-entropy and Adam on crops centred on a nodule two times in "
+        "three, in stages: `ainode train lung-nodule-seg` (48^3 crops, batch 2), then "
+        "`python -m node.models.demo.train lung-nodule-seg --resume` (64^3 crops, batch 1, fresh "
+        "phantoms each stage). Stages 1-2 of the committed weights ran on an earlier phantom "
+        "generator whose lungs could reach through the chest wall; the last stage and every "
+        "held-out metric use the current generator, so a rerun is deterministic but not "
+        "bit-identical to the committed weights. Series of fewer than 4 slices are refused by "
+        "accepts(); if predict() is called anyway a single slice is run as a 40 mm slab."
     ),
     "lung-nodule-detect": (
         "Lung-nodule candidates from lung-nodule-seg: 26-connected components of the nodule label "
@@ -152,7 +160,7 @@ def render(name: str, metrics: dict[str, Any]) -> str:
         f"{_DATA[name]}. No real images were used: public sets such as LUNA16/LIDC-IDRI are not "
         "reachable from the build machine, and none is needed to run the demo.",
         f"Reproduce: `ainode train {name}` (or `python -m node.models.demo.train {name}`), "
-        f"seed {training.get('seed', 0)}, 2 CPU threads.",
+        f"seed {training.get('seed', 0)}, {training.get('threads', 1)} CPU thread(s).",
         "",
     ]
     facts = {k: v for k, v in training.items() if k != "seed"}

@@ -233,6 +233,8 @@ def make_chest_scene(
     """
     fov = (_u(rng, 190.0, 230.0), 340.0, 340.0)
     bx, by = _u(rng, 140.0, 165.0), _u(rng, 95.0, 120.0)
+    fat = _u(rng, 6.0, 22.0)
+    wall = fat + 10.0
     zc = fov[0] * 0.48
     lungs = []
     for side in (-1.0, 1.0):
@@ -287,7 +289,10 @@ def make_chest_scene(
         y = cy + _u(rng, -ay, ay)
         x = cx + _u(rng, -ax, ax)
         ext = nod.extent_mm
-        if not _inside_lung(lung, z, y, x, min(ext, nod.radius_mm * 1.6) + 3.0):
+        margin = min(ext, nod.radius_mm * 1.6) + 3.0
+        if not _inside_lung(lung, z, y, x, margin):
+            continue
+        if (y / (by - wall - margin)) ** 2 + (x / (bx - wall - margin)) ** 2 > 1.0:
             continue
         dx = x + 170.0
         dy = y + 170.0
@@ -321,7 +326,7 @@ def make_chest_scene(
     return ChestScene(
         fov_mm=fov,
         body_axes_mm=(by, bx),
-        fat_mm=_u(rng, 6.0, 22.0),
+        fat_mm=fat,
         lungs=(lungs[0], lungs[1]),
         heart_center_mm=heart_c,
         heart_axes_mm=heart_axes,
@@ -370,6 +375,7 @@ def render_scene(
     *,
     rng: np.random.Generator | None = None,
     extra_noise_hu: float = 0.0,
+    detail: bool = True,
 ) -> ChestPhantom:
     """Render ``scene`` on a grid of ``spacing`` (slice, row, column) mm covering its field of view.
 
@@ -383,6 +389,8 @@ def render_scene(
         Noise source; None renders without quantum noise (the "clean" image).
     extra_noise_hu
         Additional noise standard deviation (simulates a low-dose acquisition).
+    detail
+        Render lung texture and scanner blur (off for cheap projections).
 
     Returns
     -------
@@ -422,6 +430,8 @@ def render_scene(
     heart = ((z - hcz) / haz) ** 2 + ((y - hcy) / hay) ** 2 + ((x - hcx) / hax) ** 2 <= 1.0
     # lungs
     lung_mask = np.zeros(shape, dtype=bool)
+    wall = scene.fat_mm + 10.0  # fat, then muscle and ribs around the lungs
+    lung_space = ((y / (by - wall)) ** 2 + (x / (bx - wall)) ** 2) <= 1.0
     texture_rng = np.random.default_rng(scene.texture_seed)
     for lung in scene.lungs:
         cz, cy, cx = lung.center_mm
@@ -431,14 +441,16 @@ def render_scene(
             z > cz - az * 0.55 + lung.dome_mm * np.clip(1.0 - r2, 0.0, None)
         )
         inside &= ~heart
+        inside &= lung_space  # lungs stay inside the chest wall
         hu[inside] = lung.hu
         lung_mask |= inside
     hu[heart & ~lung_mask & np.broadcast_to(inner2d, shape)] = 45.0
-    texture = ndimage.gaussian_filter(
-        texture_rng.normal(size=shape).astype(np.float32), sigma=3.0 / np.array(spacing)
-    )
-    texture *= 25.0 / (float(texture.std()) + 1e-6)
-    hu[lung_mask] += texture[lung_mask]
+    if detail:
+        texture = ndimage.gaussian_filter(
+            texture_rng.normal(size=shape).astype(np.float32), sigma=3.0 / np.array(spacing)
+        )
+        texture *= 25.0 / (float(texture.std()) + 1e-6)
+        hu[lung_mask] += texture[lung_mask]
     labels[lung_mask] = LABEL_LUNG
     # trachea (air, not lung)
     trachea = _tube_mask(scene.trachea, z, y, x)
@@ -485,7 +497,8 @@ def render_scene(
             labels[full] = LABEL_NODULE
         masks.append(full)
     # scanner blur, then noise
-    hu = ndimage.gaussian_filter(hu, sigma=0.6 / np.array(spacing)).astype(np.float32)
+    if detail:
+        hu = ndimage.gaussian_filter(hu, sigma=0.6 / np.array(spacing)).astype(np.float32)
     sigma = math.hypot(scene.noise_hu, extra_noise_hu)
     if rng is not None and sigma > 0:
         noise = ndimage.gaussian_filter(rng.normal(size=shape).astype(np.float32), sigma=0.5)
@@ -551,8 +564,8 @@ def make_radiograph(seed: int, *, has_opacity: bool | None = None) -> Radiograph
     if has_opacity is None:
         has_opacity = bool(rng.random() < 0.5)
     scene = make_chest_scene(rng, n_nodules=0, with_opacity=has_opacity, noise_hu=0.0)
-    spacing = (2.5, 5.0, 2.5)
-    ph = render_scene(scene, spacing, rng=None)
+    spacing = (2.5, 8.0, 2.5)
+    ph = render_scene(scene, spacing, rng=None, detail=False)
     mu = np.clip(ph.hu + 1000.0, 0.0, None) / 1000.0  # relative attenuation (water = 1)
     path = mu.sum(axis=1) * spacing[1] / 10.0  # (z, x) in cm of water equivalent
     image = 4000.0 * (1.0 - np.exp(-0.09 * path))

@@ -1,9 +1,9 @@
 """Train the built-in demo models on freshly generated phantoms and write weights + model cards.
 
-``python -m node.models.demo.train NAME|all [--seed N] [--steps N]``
+``python -m node.models.demo.train NAME|all [--seed N] [--steps N] [--threads N]``
 
-Training is deterministic for a given seed and thread count (2 CPU threads).  After training, the
-model is evaluated on a separate held-out set generated from different seeds, and
+Training is deterministic for a given seed and thread count (default 1 CPU thread).  After
+training, the model is evaluated on a separate held-out set generated from different seeds, and
 ``assets/<name>/metrics.json`` and ``MODEL_CARD.md`` are rewritten with the measured values.
 """
 
@@ -24,7 +24,7 @@ import torch
 from node.models.builtin._common import ASSETS
 from node.models.demo import cards
 
-__all__ = ["MODELS", "heldout_seeds", "main", "train"]
+__all__ = ["MODELS", "heldout_seeds", "main", "reevaluate", "train"]
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +43,9 @@ class TrainResult:
     facts: dict[str, Any]
 
 
-def _save(name: str, result: TrainResult, *, seed: int, steps: int, seconds: float) -> Path:
+def _save(
+    name: str, result: TrainResult, *, seed: int, steps: int, seconds: float, threads: int = 1
+) -> Path:
     folder = ASSETS / name
     folder.mkdir(parents=True, exist_ok=True)
     if result.state_dict is not None:
@@ -52,7 +54,13 @@ def _save(name: str, result: TrainResult, *, seed: int, steps: int, seconds: flo
     metrics = {
         "heldout": {k: round(float(v), 4) for k, v in result.heldout.items()},
         "thresholds": thresholds,
-        "training": {"seed": seed, "steps": steps, "seconds": round(seconds, 1), **result.facts},
+        "training": {
+            "seed": seed,
+            "threads": threads,
+            "steps": steps,
+            "seconds": round(seconds, 1),
+            **result.facts,
+        },
     }
     if "operating_point" in result.facts:
         metrics["operating_point"] = result.facts["operating_point"]
@@ -84,7 +92,9 @@ MODELS = (
 )
 
 
-def train(name: str, *, seed: int = 0, steps: int | None = None) -> Path:
+def train(
+    name: str, *, seed: int = 0, steps: int | None = None, threads: int = 1, resume: bool = False
+) -> Path:
     """Train (or calibrate) one demo model, evaluate it on held-out phantoms, write its assets.
 
     Parameters
@@ -95,6 +105,11 @@ def train(name: str, *, seed: int = 0, steps: int | None = None) -> Path:
         Seed of training data, initialisation and held-out set.
     steps
         Optimisation steps (None: the model's default).
+    threads
+        Torch CPU threads.  1 by default: on a shared 2-core machine two OpenMP threads spin
+        against other processes and ran 8x slower per step than one (measured).
+    resume
+        Continue from the committed weights (second training stage; lung-nodule-seg only).
 
     Returns
     -------
@@ -103,11 +118,18 @@ def train(name: str, *, seed: int = 0, steps: int | None = None) -> Path:
     """
     if name not in MODELS:
         raise ValueError(f"unknown demo model '{name}'; choose from {', '.join(MODELS)}")
-    torch.set_num_threads(2)
+    if resume and name != "lung-nodule-seg":
+        raise ValueError("--resume is only supported for lung-nodule-seg")
+    torch.set_num_threads(threads)
     torch.manual_seed(seed)
     np.random.seed(seed)
     t0 = time.perf_counter()
-    result = _trainers()[name](seed, steps)
+    if resume:
+        from node.models.demo import train_models
+
+        result = train_models.train_segmentation(seed, steps, resume=True)
+    else:
+        result = _trainers()[name](seed, steps)
     seconds = time.perf_counter() - t0
     folder = _save(
         name, result, seed=seed, steps=int(result.facts.get("steps", 0)), seconds=seconds
@@ -116,19 +138,60 @@ def train(name: str, *, seed: int = 0, steps: int | None = None) -> Path:
     return folder
 
 
+def reevaluate(name: str, *, seed: int = 0, threads: int = 1) -> Path:
+    """Recompute the held-out metrics of the committed weights; rewrite metrics.json and card.
+
+    Training facts (steps, time, operating point) are kept from the existing metrics.json.
+    """
+    from node.models.demo import train_models
+
+    torch.set_num_threads(threads)
+    folder = ASSETS / name
+    old = json.loads((folder / "metrics.json").read_text(encoding="utf-8"))
+    heldout = train_models.reevaluate(name, seed)
+    facts = {k: v for k, v in old.get("training", {}).items() if k not in ("seed", "threads")}
+    if "operating_point" in old:
+        facts["operating_point"] = old["operating_point"]
+    result = TrainResult(state_dict=None, heldout=heldout, facts=facts)
+    return _save(
+        name,
+        result,
+        seed=seed,
+        steps=int(facts.get("steps", 0)),
+        seconds=float(facts.get("seconds", 0.0)),
+        threads=int(old.get("training", {}).get("threads", threads)),
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point."""
     parser = argparse.ArgumentParser(prog="python -m node.models.demo.train", description=__doc__)
     parser.add_argument("name", help="model name or 'all'")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--steps", type=int, default=None)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument(
+        "--evaluate-only",
+        action="store_true",
+        help="re-measure the committed weights on the held-out set; no training",
+    )
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue training from the committed weights (lung-nodule-seg stage 2)",
+    )
     args = parser.parse_args(argv)
     names = list(MODELS) if args.name == "all" else [args.name]
     for name in names:
         if name not in MODELS:
             parser.error(f"unknown demo model '{name}'; choose from {', '.join(MODELS)} or 'all'")
     for name in names:
-        folder = train(name, seed=args.seed, steps=args.steps)
+        if args.evaluate_only:
+            folder = reevaluate(name, seed=args.seed, threads=args.threads)
+        else:
+            folder = train(
+                name, seed=args.seed, steps=args.steps, threads=args.threads, resume=args.resume
+            )
         metrics = json.loads((folder / "metrics.json").read_text(encoding="utf-8"))
         print(f"{name}: {json.dumps(metrics['heldout'])}", flush=True)
     return 0

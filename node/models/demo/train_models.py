@@ -104,30 +104,50 @@ def evaluate_segmentation(model: Any, seeds: list[int]) -> dict[str, float]:
     }
 
 
-def train_segmentation(seed: int, steps: int | None) -> TrainResult:
-    """3D UNet, DiceCE loss, Adam; 48^3 crops centred on a nodule two times in three."""
+def train_segmentation(seed: int, steps: int | None, *, resume: bool = False) -> TrainResult:
+    """3D UNet, DiceCE loss, Adam; crops centred on a nodule two times in three.
+
+    Stage 1 trains from scratch on 48^3 crops (batch 2); with ``resume`` a second stage starts
+    from the committed weights and continues on 64^3 crops (batch 1, more context), with a
+    different data seed so it sees new phantoms.
+    """
+    import json
+
     from monai.losses.dice import DiceCELoss
 
     from node.models.builtin import lung_nodule_seg as seg
+    from node.models.builtin._common import ASSETS
 
-    steps = steps or 1000
-    rng = np.random.default_rng(seed)
+    steps = steps or 1500
+    previous: dict[str, Any] = {}
+    if resume:
+        previous = json.loads((ASSETS / seg.NAME / "metrics.json").read_text(encoding="utf-8"))
+    stage = len(previous.get("training", {}).get("stages", [{}])) + 1 if resume else 1
+    data_seed = seed * 100_000 + 25_000 * (stage - 1)  # every stage sees fresh phantoms
+    rng = np.random.default_rng(seed + 1000 * (stage - 1))
+    crop, batch_size = ((64, 64, 64), 1) if resume else ((48, 48, 48), 2)
     pool_size = int(os.environ.get("AINODE_DEMO_POOL", "24"))
     t0 = time.perf_counter()
-    pool = [_seg_sample(seed * 100_000 + i) for i in range(pool_size)]
+    pool = [_seg_sample(data_seed + i) for i in range(pool_size)]
     _log(f"seg: {pool_size} phantoms in {time.perf_counter() - t0:.0f}s")
     net = seg.build_network()
-    opt = torch.optim.Adam(net.parameters(), lr=3e-3)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=3e-3, total_steps=steps, pct_start=0.1)
+    if resume:
+        weights = ASSETS / seg.NAME / "weights.pt"
+        net.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+    max_lr = 1.5e-3 if stage == 2 else 1e-3 if resume else 3e-3
+    opt = torch.optim.Adam(net.parameters(), lr=max_lr)
+    sched = torch.optim.lr_scheduler.OneCycleLR(
+        opt, max_lr=max_lr, total_steps=steps, pct_start=0.1
+    )
     loss_fn = DiceCELoss(to_onehot_y=True, softmax=True, include_background=False)
     net.train()
     refresh = pool_size
     for step in range(steps):
         if step and step % 100 == 0:  # keep the data fresh: replace a few phantoms
             for _ in range(2):
-                pool[int(rng.integers(pool_size))] = _seg_sample(seed * 100_000 + refresh)
+                pool[int(rng.integers(pool_size))] = _seg_sample(data_seed + refresh)
                 refresh += 1
-        batch = [_crop(rng, *pool[int(rng.integers(pool_size))], (48, 48, 48)) for _ in range(2)]
+        batch = [_crop(rng, *pool[int(rng.integers(pool_size))], crop) for _ in range(batch_size)]
         x = torch.stack([b[0] for b in batch])
         y = torch.stack([b[1] for b in batch])
         opt.zero_grad()
@@ -143,12 +163,19 @@ def train_segmentation(seed: int, steps: int | None) -> TrainResult:
     model._net._net = net  # evaluate the freshly trained network through the real predict()
     heldout = evaluate_segmentation(model, heldout_seeds(seed, 8))
     _log(f"seg held-out {heldout}")
+    stages = list(previous.get("training", {}).get("stages", []))
+    if resume and not stages:
+        old = previous.get("training", {})
+        stages = [
+            {"steps": old.get("steps"), "crop": 48, "batch": 2, "phantoms": old.get("phantoms")}
+        ]
+    stages.append({"steps": steps, "crop": crop[0], "batch": batch_size, "phantoms": refresh})
     return TrainResult(
         state_dict=state,
         heldout=heldout,
         facts={
-            "steps": steps,
-            "phantoms": refresh,
+            "steps": sum(int(st["steps"] or 0) for st in stages),
+            "stages": stages,
             "parameters": sum(p.numel() for p in net.parameters()),
         },
     )
@@ -595,3 +622,28 @@ def train_cxr(seed: int, steps: int | None) -> TrainResult:
 def evaluate_report(seed: int, steps: int | None) -> TrainResult:  # noqa: ARG001
     """No training (template); check determinism and coverage on held-out classifier findings."""
     return TrainResult(state_dict=None, heldout={}, facts={"steps": 0, "method": "template"})
+
+
+def reevaluate(name: str, seed: int) -> dict[str, float]:
+    """Held-out metrics of the committed weights of ``name`` (same sets as after training)."""
+    from node.models.builtin.ct_denoise import CtDenoiser
+    from node.models.builtin.cxr_classify import CxrClassifier
+    from node.models.builtin.lung_nodule_classify import LungNoduleClassifier
+    from node.models.builtin.lung_nodule_detect import LungNoduleDetection
+    from node.models.builtin.lung_nodule_seg import LungNoduleSegmentation
+
+    if name == "lung-nodule-seg":
+        return evaluate_segmentation(LungNoduleSegmentation(), heldout_seeds(seed, 8))
+    if name == "lung-nodule-detect":
+        return evaluate_detection(LungNoduleDetection(), heldout_seeds(seed, 16))
+    if name == "lung-nodule-classify":
+        return evaluate_classifier(
+            LungNoduleClassifier(),
+            heldout_seeds(seed, 400),
+            chest_seeds=heldout_seeds(seed, 10, base=950_000),
+        )
+    if name == "ct-denoise":
+        return evaluate_denoiser(CtDenoiser(), heldout_seeds(seed, 4))
+    if name == "cxr-classify":
+        return evaluate_cxr(CxrClassifier(), heldout_seeds(seed, 200))
+    return {}
