@@ -29,7 +29,6 @@ __all__ = [
     "models_app",
     "predict",
     "predict_files",
-    "prediction_summary",
     "write_result_objects",
 ]
 
@@ -166,79 +165,32 @@ def _volume_json(volume: Volume, n_files: int) -> dict[str, Any]:
     }
 
 
-def prediction_summary(
-    prediction: Prediction, spacing: tuple[float, float, float]
-) -> dict[str, Any]:
-    """The JSON-able content of ``prediction.json`` (without input and timings)."""
-    import numpy as np
-
-    voxel_mm3 = float(np.prod(spacing))
-    labels = []
-    if prediction.label_map is not None:
-        counts = np.bincount(prediction.label_map.ravel(), minlength=256)
-        names = {s.label: s for s in prediction.segments}
-        for value in sorted(set(names) | {int(v) for v in np.flatnonzero(counts)} - {0}):
-            seg = names.get(value)
-            labels.append(
-                {
-                    "label": value,
-                    "name": seg.name if seg else f"label {value}",
-                    "category": seg.category.meaning if seg else None,
-                    "type": seg.property_type.meaning if seg else None,
-                    "voxels": int(counts[value]),
-                    "volume_ml": round(int(counts[value]) * voxel_mm3 / 1000.0, 3),
-                }
-            )
-    return {
-        "model": {
-            "name": prediction.model_name,
-            "version": prediction.model_version,
-            "task": prediction.task,
-            "is_demo": prediction.is_demo,
-        },
-        "labels": labels,
-        "probabilities": dict(prediction.class_probabilities),
-        "detections": [
-            {
-                "tracking_id": f.tracking_id,
-                "type": f.finding_type.meaning,
-                "center_xyz_mm": list(f.center_xyz),
-                "center_voxel": list(f.center_voxel),
-                "score": f.score,
-                "diameter_mm": f.diameter_mm,
-                "volume_mm3": f.volume_mm3,
-                "malignancy_probability": f.malignancy_probability,
-                "segment_label": f.segment_label,
-            }
-            for f in prediction.findings
-        ],
-        "heatmaps": [
-            {"label": h.label, "slice_index": h.slice_index, "shape": list(h.values.shape)}
-            for h in prediction.heatmaps
-        ],
-        "derived_image": None
-        if prediction.derived_voxels is None
-        else {
-            "shape": list(prediction.derived_voxels.shape),
-            "dtype": str(prediction.derived_voxels.dtype),
-        },
-        "text": prediction.text,
-    }
-
-
 def write_result_objects(
     prediction: Prediction, volume: Volume, files: list[Path], out_dir: Path
 ) -> list[Path]:
     """Write the result DICOM objects (SEG, SR, SC) of ``prediction`` into ``out_dir``.
 
-    Hook for ``node.results`` (issue 5 merge): build the datasets from ``prediction``, the
-    volume (``volume.sources[i]`` is the SOP instance/frame of label-map slice ``i``; voxels for
-    burned-in heat-maps) and the source headers of ``files``; save them as
-    ``out_dir/<kind>-<n>.dcm`` and return their paths.  Until then nothing is written and
-    ``prediction.json`` lists no results.
+    The objects come from ``node.results.build_results`` (which runs the conformance gate);
+    their UIDs derive from the model, its version and the input files, so predicting the same
+    files again writes the same objects.  Files are ``out_dir/<n>-<modality>.dcm``.
     """
-    del prediction, volume, files, out_dir
-    return []
+    import hashlib
+
+    from node.jobs.pipeline import write_durably
+    from node.results import build_results
+
+    key = "\x1f".join([prediction.model_name, prediction.model_version, *sorted(map(str, files))])
+    job_id = "predict-" + hashlib.sha256(key.encode()).hexdigest()[:20]
+    paths = []
+    for n, ds in enumerate(build_results(prediction, volume, files, job_id=job_id)):
+        path = out_dir / f"{n:03d}-{str(ds.Modality).lower()}.dcm"
+        from io import BytesIO
+
+        buf = BytesIO()
+        ds.save_as(buf, enforce_file_format=True)
+        write_durably(path, buf.getvalue())
+        paths.append(path)
+    return paths
 
 
 def predict(
@@ -260,6 +212,7 @@ def predict(
     """Run one model on DICOM files outside the node; writes OUT/prediction.json."""
     from node.imaging import dicom_files
     from node.models.isolation import run_isolated
+    from node.models.summary import prediction_summary
 
     cfg = _config(config)
     files = dicom_files(paths)

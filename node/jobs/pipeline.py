@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from node.errors import ModelError, NotFoundError
-from node.types import Job, Prediction
+from node.types import Job
 
-__all__ = ["prediction_summary", "run_job", "write_durably"]
+__all__ = ["run_job", "write_durably"]
 
 log = logging.getLogger(__name__)
 
@@ -66,41 +66,6 @@ def write_durably(path: Path, data: bytes) -> None:
         os.close(dir_fd)
 
 
-def prediction_summary(prediction: Prediction) -> dict[str, Any]:
-    """The JSON summary of a prediction (no voxels): labels, findings, probabilities, text."""
-    labels: dict[str, Any] = {}
-    if prediction.label_map is not None:
-        for seg in prediction.segments:
-            labels[seg.name] = {
-                "label": seg.label,
-                "voxels": int((prediction.label_map == seg.label).sum()),
-            }
-    return {
-        "model": prediction.model_name,
-        "version": prediction.model_version,
-        "task": prediction.task,
-        "is_demo": prediction.is_demo,
-        "labels": labels,
-        "class_probabilities": dict(prediction.class_probabilities),
-        "findings": [
-            {
-                "tracking_id": f.tracking_id,
-                "type": f.finding_type.meaning,
-                "center_xyz_mm": list(f.center_xyz),
-                "score": f.score,
-                "diameter_mm": f.diameter_mm,
-                "volume_mm3": f.volume_mm3,
-                "malignancy_probability": f.malignancy_probability,
-            }
-            for f in prediction.findings
-        ],
-        "heatmaps": [h.label for h in prediction.heatmaps],
-        "has_derived_image": prediction.derived_voxels is not None,
-        "text": prediction.text,
-        "timings_seconds": dict(prediction.timings_seconds),
-    }
-
-
 def run_job(job: Job, context: Mapping[str, Any]) -> Mapping[str, Any]:
     """Run ``job`` end to end and return what it wrote (paths relative to ``data_dir``).
 
@@ -109,6 +74,7 @@ def run_job(job: Job, context: Mapping[str, Any]) -> Mapping[str, Any]:
     is byte-identical).
     """
     from node.imaging import load_volume
+    from node.models.summary import prediction_summary
     from node.results import build_results
     from node.store.index import Index
 
@@ -161,8 +127,8 @@ def run_job(job: Job, context: Mapping[str, Any]) -> Mapping[str, Any]:
                 "modality": str(ds.Modality),
             }
         )
-    summary = prediction_summary(prediction)
-    summary["timings_seconds"] = {**summary["timings_seconds"], **timings}
+    summary = prediction_summary(prediction, volume.spacing)
+    summary["timings_seconds"] = {**prediction.timings_seconds, **timings}
     write_durably(out_dir / "prediction.json", json.dumps(summary, indent=2).encode())
     timings["write"] = time.perf_counter() - t
     log.info("job.results_written", extra={"job_id": job.job_id, "objects": len(objects)})

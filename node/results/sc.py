@@ -47,7 +47,10 @@ def _window(plane: npt.NDArray[Any], header: Dataset) -> npt.NDArray[np.uint8]:
     """Grey levels 0..255 of a slice, with the source's first VOI window when it has one."""
     center = header.get("WindowCenter")
     width = header.get("WindowWidth")
-    if center is not None and width is not None:
+    # node.imaging already inverted MONOCHROME1 voxels (higher = brighter); the header's window
+    # refers to the stored polarity, so such planes are scaled by percentiles instead.
+    mono1 = header.get("PhotometricInterpretation") == "MONOCHROME1"
+    if center is not None and width is not None and not mono1:
         c = float(center[0] if isinstance(center, MultiValue) else center)
         w = float(width[0] if isinstance(width, MultiValue) else width)
         lo, hi = c - w / 2.0, c + w / 2.0
@@ -56,8 +59,6 @@ def _window(plane: npt.NDArray[Any], header: Dataset) -> npt.NDArray[np.uint8]:
     if hi <= lo:
         hi = lo + 1.0
     grey = np.clip((plane.astype(np.float64) - lo) / (hi - lo), 0.0, 1.0) * 255.0
-    if header.get("PhotometricInterpretation") == "MONOCHROME1":
-        grey = 255.0 - grey
     return grey.astype(np.uint8)
 
 

@@ -1,0 +1,69 @@
+"""The JSON summary of a ``Prediction`` (``prediction.json`` of ``ainode predict`` and of jobs)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from node.types import Prediction
+
+__all__ = ["prediction_summary"]
+
+
+def prediction_summary(
+    prediction: Prediction, spacing: tuple[float, float, float]
+) -> dict[str, Any]:
+    """The JSON-able content of ``prediction.json`` (without input and timings)."""
+    import numpy as np
+
+    voxel_mm3 = float(np.prod(spacing))
+    labels = []
+    if prediction.label_map is not None:
+        counts = np.bincount(prediction.label_map.ravel(), minlength=256)
+        names = {s.label: s for s in prediction.segments}
+        for value in sorted(set(names) | {int(v) for v in np.flatnonzero(counts)} - {0}):
+            seg = names.get(value)
+            labels.append(
+                {
+                    "label": value,
+                    "name": seg.name if seg else f"label {value}",
+                    "category": seg.category.meaning if seg else None,
+                    "type": seg.property_type.meaning if seg else None,
+                    "voxels": int(counts[value]),
+                    "volume_ml": round(int(counts[value]) * voxel_mm3 / 1000.0, 3),
+                }
+            )
+    return {
+        "model": {
+            "name": prediction.model_name,
+            "version": prediction.model_version,
+            "task": prediction.task,
+            "is_demo": prediction.is_demo,
+        },
+        "labels": labels,
+        "probabilities": dict(prediction.class_probabilities),
+        "detections": [
+            {
+                "tracking_id": f.tracking_id,
+                "type": f.finding_type.meaning,
+                "center_xyz_mm": list(f.center_xyz),
+                "center_voxel": list(f.center_voxel),
+                "score": f.score,
+                "diameter_mm": f.diameter_mm,
+                "volume_mm3": f.volume_mm3,
+                "malignancy_probability": f.malignancy_probability,
+                "segment_label": f.segment_label,
+            }
+            for f in prediction.findings
+        ],
+        "heatmaps": [
+            {"label": h.label, "slice_index": h.slice_index, "shape": list(h.values.shape)}
+            for h in prediction.heatmaps
+        ],
+        "derived_image": None
+        if prediction.derived_voxels is None
+        else {
+            "shape": list(prediction.derived_voxels.shape),
+            "dtype": str(prediction.derived_voxels.dtype),
+        },
+        "text": prediction.text,
+    }
