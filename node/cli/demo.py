@@ -1,12 +1,13 @@
 """``ainode demo``: the whole node on embedded defaults with the bundled synthetic studies.
 
-In a fresh folder (a temporary one, or ``--dir``) it starts a node on free loopback ports, writes
-the two sample studies (a chest CT phantom and a chest radiograph), sends them over C-STORE like a
-scanner would, waits for the stable window to declare them complete, checks through the HTTP API
-and the index that every instance was stored byte for byte, and prints what was received.
-
-Routing rules, models, result objects and delivery are not wired into the node yet; the summary
-says so rather than pretending.  Exit status 0 only when every step succeeded.
+In a fresh folder (a temporary one, or ``--dir``) it starts a local Orthanc as the "PACS" (when
+Debian's ``orthanc`` is installed) and a node on free loopback ports, writes the two sample
+studies (a chest CT phantom and a chest radiograph), sends them over C-STORE like a scanner would,
+waits for the stable window to declare them complete, checks that every instance was stored byte
+for byte, waits while the default rules route the series to the demo models and the result
+objects (SEG, SR, Secondary Capture) are delivered to the PACS and a results folder, and prints,
+per study, which rules matched, which models ran, what they produced and where it went.
+Exit status 0 only when every step succeeded.
 """
 
 from __future__ import annotations
@@ -32,10 +33,9 @@ __all__ = ["DemoReport", "demo", "run_demo"]
 log = logging.getLogger(__name__)
 
 _CALLING_AET = "AINODE-DEMO"
-_NOT_WIRED = (
-    "Not wired yet: routing rules, AI models, result objects (SEG / SR / Secondary Capture) and "
-    "delivery. This demo covers receiving, storing and assembling studies only; no result was "
-    "produced or sent anywhere."
+_DEMO_NOTE = (
+    "Every model here is a DEMO trained on synthetic phantoms: its results say so in the series "
+    "description and burned into the images. Not for clinical use."
 )
 
 
@@ -62,6 +62,10 @@ class DemoReport:
     mismatches: list[str] = field(default_factory=list)
     studies: list[dict[str, Any]] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    pacs_url: str = ""
+    results_dir: Path | None = None
+    jobs_seconds: float | None = None
+    pipeline: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -89,7 +93,10 @@ class DemoReport:
             "mismatches": self.mismatches,
             "studies": self.studies,
             "errors": self.errors,
-            "not_wired": ["routing", "models", "results", "delivery"],
+            "pacs_url": self.pacs_url,
+            "results_dir": str(self.results_dir) if self.results_dir else None,
+            "jobs_seconds": None if self.jobs_seconds is None else round(self.jobs_seconds, 3),
+            "pipeline": self.pipeline,
         }
 
 
@@ -105,6 +112,8 @@ def run_demo(
     *,
     stable_seconds: float = 2.0,
     timeout_seconds: float = 60.0,
+    jobs_timeout_seconds: float = 900.0,
+    use_pacs: bool = True,
     echo: Callable[[str], None] = print,
     on_done: Callable[[DemoReport], None] | None = None,
 ) -> DemoReport:
@@ -118,6 +127,10 @@ def run_demo(
         The node's stable window: a study is complete that long after its last instance.
     timeout_seconds:
         How long to wait for completion before forcing it (which counts as a failure).
+    jobs_timeout_seconds:
+        How long to wait for every job and delivery to finish.
+    use_pacs:
+        Start a local Orthanc as the PACS destination when Orthanc is installed.
     echo:
         Where progress lines go.
     on_done:
@@ -127,30 +140,56 @@ def run_demo(
     import httpx
 
     from node.app import Node
+    from node.cli.demo_pacs import LocalPacs, orthanc_binary, start_local_pacs
     from node.cli.send import send_files
-    from node.config import Config, NodeConfig, StudyConfig
+    from node.config import (
+        Config,
+        DimseDestination,
+        FolderDestination,
+        NodeConfig,
+        StudyConfig,
+    )
     from node.samples import write_sample_studies
 
     data_dir = work_dir / "data"
     report = DemoReport(work_dir=work_dir, data_dir=data_dir, stable_seconds=stable_seconds)
+    report.results_dir = work_dir / "results"
+    destinations: dict[str, Any] = {
+        "results-folder": FolderDestination(type="folder", path=report.results_dir)
+    }
+    pacs: LocalPacs | None = None
+    if use_pacs and orthanc_binary() is not None:
+        try:
+            pacs = start_local_pacs(work_dir / "pacs")
+        except RuntimeError as exc:
+            echo(f"      local Orthanc not started ({exc}); results go to the folder only")
+        else:
+            report.pacs_url = pacs.explorer_url
+            destinations["pacs"] = DimseDestination(
+                host="127.0.0.1", port=pacs.dicom_port, ae_title=pacs.ae_title
+            )
     config = Config(
         node=NodeConfig(data_dir=data_dir, host="127.0.0.1", dicom_port=0, http_port=0),
         study=StudyConfig(stable_seconds=stable_seconds),
+        destinations=destinations,
     )
     node = Node(config)
     try:
         node.start()
     except Exception as exc:  # noqa: BLE001 - reported as the failed step
         report.errors.append(f"node did not start: {exc}")
+        if pacs is not None:
+            pacs.stop()
         return report
     try:
         report.api_url = f"http://127.0.0.1:{node.http_port}"
         report.dicom_address = f"127.0.0.1:{node.dicom_port} (AE {config.node.ae_title})"
-        echo(f"[1/5] node started: DICOM {report.dicom_address}, HTTP {report.api_url}")
+        where = f"; PACS (Orthanc) {pacs.url}" if pacs else ""
+        echo(f"[1/7] node started: DICOM {report.dicom_address}, HTTP {report.api_url}{where}")
         files = write_sample_studies(work_dir / "samples")
         report.files_written = len(files)
         echo(
-            f"[2/5] wrote the synthetic sample studies: {len(files)} files under "
+            f"[2/7] wrote the synthetic sample studies: {len(files)} files under "
             f"{work_dir / 'samples'}"
         )
         t0 = time.monotonic()
@@ -165,18 +204,19 @@ def run_demo(
         report.send_seconds = time.monotonic() - t0
         rate = report.sent / report.send_seconds if report.send_seconds > 0 else 0.0
         echo(
-            f"[3/5] sent {report.sent}/{len(files)} instances over C-STORE in "
+            f"[3/7] sent {report.sent}/{len(files)} instances over C-STORE in "
             f"{report.send_seconds:.1f} s ({rate:.0f} instances/s)"
         )
         with httpx.Client(base_url=report.api_url, timeout=30) as client:
             study_uids = _wait_complete(client, report, timeout_seconds, echo)
             _verify(node, files, report)
             echo(
-                f"[5/5] verified: {report.verified}/{len(files)} instances indexed, data sets "
+                f"[5/7] verified: {report.verified}/{len(files)} instances indexed, data sets "
                 "stored byte-identical"
             )
             for uid in study_uids:
                 report.studies.append(_get_json(client, f"/api/studies/{uid}?events=0"))
+        _wait_pipeline(node, study_uids, report, jobs_timeout_seconds, echo)
         if on_done is not None:
             on_done(report)
     except (DemoError, AinodeError) as exc:
@@ -186,14 +226,96 @@ def run_demo(
         report.errors.append(f"{type(exc).__name__}: {exc}")
     finally:
         node.stop()
+        if pacs is not None:
+            pacs.stop()
     return report
+
+
+def _wait_pipeline(
+    node: Any,
+    study_uids: list[str],
+    report: DemoReport,
+    timeout_seconds: float,
+    echo: Callable[[str], None],
+) -> None:
+    """Wait until every routed job has ended and every result delivery is done; record them."""
+    from node.types import DeliveryState, JobState
+
+    ended = {JobState.SUCCEEDED, JobState.DEAD, JobState.CANCELLED}
+    t0 = time.monotonic()
+    deadline = t0 + timeout_seconds
+    echo("[6/7] routing with the default rules and running the demo models")
+    seen: dict[str, str] = {}
+    while True:
+        routed = all(node.jobs.routing(uid) is not None for uid in study_uids)
+        jobs = [j for uid in study_uids for j in node.jobs.list_jobs(study_uid=uid)]
+        for j in jobs:
+            if seen.get(j.job.job_id) != j.state.value:
+                seen[j.job.job_id] = j.state.value
+                echo(f"      {j.job.model}: {j.state.value}")
+        if routed and all(j.state in ended for j in jobs):
+            break
+        if time.monotonic() > deadline:
+            report.errors.append(f"jobs still running after {timeout_seconds:g} s")
+            break
+        time.sleep(0.25)
+    report.jobs_seconds = time.monotonic() - t0
+    echo("[7/7] delivering results")
+    while time.monotonic() < deadline:
+        pending = node.outbox.list(state=DeliveryState.PENDING, limit=1)
+        if not pending:
+            break
+        time.sleep(0.25)
+    for uid in study_uids:
+        routing = node.jobs.routing(uid) or {}
+        decisions = (routing.get("decisions") or {}).get("decisions", [])
+        jobs = node.jobs.list_jobs(study_uid=uid)
+        deliveries = node.outbox.list(study_uid=uid, limit=100000)
+        by_dest: dict[str, dict[str, int]] = {}
+        for d in deliveries:
+            by_dest.setdefault(d.destination, {}).setdefault(d.state.value, 0)
+            by_dest[d.destination][d.state.value] += 1
+        report.pipeline[uid] = {
+            "rules": sorted({d["rule"] for d in decisions if not d.get("ignored")}),
+            "ignored_by": sorted({d["rule"] for d in decisions if d.get("ignored")}),
+            "jobs": [
+                {
+                    "model": j.job.model,
+                    "rule": j.job.rule,
+                    "state": j.state.value,
+                    "reason": j.reason if j.state is not JobState.SUCCEEDED else None,
+                    "seconds": None
+                    if j.finished_at is None or j.started_at is None
+                    else round(j.finished_at - j.started_at, 2),
+                    "timings_seconds": {
+                        k: round(float(v), 3)
+                        for k, v in j.outputs.get("timings_seconds", {}).items()
+                        if k in ("load", "model", "write")
+                    },
+                    "objects": [o["modality"] for o in j.outputs.get("objects", [])],
+                }
+                for j in sorted(jobs, key=lambda r: r.created_at)
+            ],
+            "deliveries": by_dest,
+        }
+        for j in jobs:
+            if j.state is not JobState.SUCCEEDED:
+                report.errors.append(
+                    f"job {j.job.model} on study {uid}: {j.state.value}: {j.reason}"
+                )
+        for dest, states in by_dest.items():
+            bad = {k: v for k, v in states.items() if k != DeliveryState.DELIVERED.value}
+            if bad:
+                report.errors.append(f"deliveries to {dest} for study {uid} not done: {bad}")
+    if not any(p["jobs"] for p in report.pipeline.values()):
+        report.errors.append("no model ran on the sample studies (check the default rules)")
 
 
 def _wait_complete(
     client: Any, report: DemoReport, timeout_seconds: float, echo: Callable[[str], None]
 ) -> list[str]:
     """Poll the API until every received study is complete; force the stragglers at timeout."""
-    echo(f"[4/5] waiting for the stable window ({report.stable_seconds:g} s) to complete studies")
+    echo(f"[4/7] waiting for the stable window ({report.stable_seconds:g} s) to complete studies")
     t0 = time.monotonic()
     deadline = t0 + timeout_seconds
     while True:
@@ -259,14 +381,32 @@ def format_summary(report: DemoReport) -> str:
                 f'{s["body_part"] or "-"} "{s["series_description"] or ""}" '
                 f"{s['instance_count']} instances"
             )
+        pipe = report.pipeline.get(study["study_uid"], {})
+        rules = ", ".join(pipe.get("rules", [])) or "none"
+        lines.append(f"       rules matched: {rules}")
+        for job in pipe.get("jobs", []):
+            t = job["timings_seconds"]
+            split = ", ".join(f"{k} {v:.1f} s" for k, v in t.items())
+            took = f" in {job['seconds']:.1f} s ({split})" if job["seconds"] is not None else ""
+            objects = ", ".join(job["objects"]) or "no objects"
+            lines.append(f"       model {job['model']}: {job['state']}{took} -> {objects}")
+            if job["reason"]:
+                lines.append(f"         reason: {job['reason']}")
+        for dest, states in pipe.get("deliveries", {}).items():
+            counts = ", ".join(f"{n} {state}" for state, n in sorted(states.items()))
+            lines.append(f"       delivered to {dest}: {counts}")
     lines += [
         "",
         f"Data folder: {report.data_dir} (index.sqlite, studies/, quarantine/)",
         f"Sample files: {report.work_dir / 'samples'}",
+        f"Result files: {report.results_dir}",
         f"HTTP API (while the node runs; --keep-running keeps it up): {report.api_url}/api/studies",
-        "",
-        *textwrap.wrap(_NOT_WIRED, width=96),
     ]
+    if report.pacs_url:
+        lines.append(f"PACS (Orthanc Explorer, while the demo runs): {report.pacs_url}")
+    if report.jobs_seconds is not None:
+        lines.append(f"Routing + models + results took {report.jobs_seconds:.1f} s")
+    lines += ["", *textwrap.wrap(_DEMO_NOTE, width=96)]
     problems = report.errors + report.send_failures + report.mismatches
     problems += [f"study {uid} did not complete by itself; forced" for uid in report.forced]
     if problems:
@@ -290,6 +430,13 @@ def demo(
         bool, typer.Option("--keep-running", help="keep the node up after the summary (Ctrl-C)")
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="print the summary as JSON")] = False,
+    pacs: Annotated[
+        bool,
+        typer.Option("--pacs/--no-pacs", help="start a local Orthanc as the PACS when installed"),
+    ] = True,
+    jobs_timeout: Annotated[
+        float, typer.Option(help="seconds to wait for the models and deliveries")
+    ] = 900.0,
 ) -> None:
     """Run the node on embedded defaults and send it the bundled synthetic sample studies."""
     from node.log import configure
@@ -327,7 +474,13 @@ def demo(
 
     echo(f"ainode demo: synthetic sample data, embedded defaults, work folder {work_dir}")
     report = run_demo(
-        work_dir, stable_seconds=stable_seconds, timeout_seconds=timeout, echo=echo, on_done=show
+        work_dir,
+        stable_seconds=stable_seconds,
+        timeout_seconds=timeout,
+        jobs_timeout_seconds=jobs_timeout,
+        use_pacs=pacs,
+        echo=echo,
+        on_done=show,
     )
     if not printed:
         show(report)

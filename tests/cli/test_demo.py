@@ -23,10 +23,11 @@ def _ainode(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
         text=True,
         cwd=cwd,
         env=env,
-        timeout=240,
+        timeout=900,
     )
 
 
+@pytest.mark.slow
 def test_demo_receives_both_sample_studies(tmp_path: Path) -> None:
     work = tmp_path / "demo"
     proc = _ainode("demo", "--dir", str(work), "--json", cwd=tmp_path)
@@ -39,7 +40,26 @@ def test_demo_receives_both_sample_studies(tmp_path: Path) -> None:
     assert [[s["modality"] for s in st["series"]] for st in studies] == [["CT"], ["DX"]]
     assert [st["instance_count"] for st in studies] == [80, 1]
     assert {st["state"] for st in studies} == {"complete"}
-    assert report["not_wired"] == ["routing", "models", "results", "delivery"]
+    # routed by the default rules, run by the demo models, delivered to the PACS and the folder
+    ct, dx = (report["pipeline"][st["study_uid"]] for st in studies)
+    assert ct["rules"] == ["chest-ct-lung-nodules"] and dx["rules"] == ["chest-radiograph"]
+    assert [j["model"] for j in ct["jobs"]] == [
+        "lung-nodule-seg",
+        "lung-nodule-detect",
+        "lung-nodule-classify",
+        "report-text",
+    ]
+    assert [j["model"] for j in dx["jobs"]] == ["cxr-classify"]
+    for job in ct["jobs"] + dx["jobs"]:
+        assert job["state"] == "succeeded" and job["objects"], job
+    assert "SEG" in ct["jobs"][0]["objects"]
+    for pipe in (ct, dx):
+        assert set(pipe["deliveries"]) == {"pacs", "results-folder"}
+        for states in pipe["deliveries"].values():
+            assert set(states) == {"delivered"}
+    produced = sum(len(j["objects"]) for j in ct["jobs"] + dx["jobs"])
+    assert len(list((work / "results").rglob("*.dcm"))) == produced
+    assert report["pacs_url"].startswith("http://127.0.0.1:")
     # the node's own data folder agrees after the demo stopped it
     index = Index(work / "data" / "index.sqlite")
     try:
@@ -48,22 +68,7 @@ def test_demo_receives_both_sample_studies(tmp_path: Path) -> None:
         index.close()
     assert set(rows) == {st["study_uid"] for st in studies}
     assert {r["state"] for r in rows.values()} == {"complete"}
-    assert "[3/5] sent 81/81 instances over C-STORE" in proc.stderr
-
-
-def test_demo_text_summary_in_a_temporary_folder(tmp_path: Path) -> None:
-    proc = _ainode("demo", cwd=tmp_path)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    out = proc.stdout
-    assert "CT study" in out and "DX study" in out
-    assert 'CT CHEST "Chest phantom 2.5mm" 80 instances' in out
-    assert 'DX CHEST "Chest PA" 1 instances' in out
-    assert "Not wired yet: routing rules, AI models" in out
-    assert out.rstrip().endswith("Demo OK.")
-    work = Path(out.split("work folder ")[1].split()[0]) if "work folder " in out else None
-    assert work is not None and work.parent == tmp_path  # a new temporary folder
-    assert (work / "data" / "index.sqlite").is_file()
-    assert "DEMO^CHEST" not in out + proc.stderr  # no patient name in the output, even synthetic
+    assert "[3/7] sent 81/81 instances over C-STORE" in proc.stderr
 
 
 def test_demo_fails_when_a_study_does_not_complete(tmp_path: Path) -> None:
@@ -75,6 +80,9 @@ def test_demo_fails_when_a_study_does_not_complete(tmp_path: Path) -> None:
         "600",
         "--timeout",
         "0.5",
+        "--jobs-timeout",
+        "0.5",
+        "--no-pacs",
         cwd=tmp_path,
     )
     assert proc.returncode == 1, proc.stdout + proc.stderr
@@ -83,7 +91,9 @@ def test_demo_fails_when_a_study_does_not_complete(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_keep_running_serves_the_api_until_interrupted(tmp_path: Path) -> None:
+def test_demo_text_summary_then_keep_running_serves_the_api_until_interrupted(
+    tmp_path: Path,
+) -> None:
     import signal
 
     import httpx
@@ -106,6 +116,16 @@ def test_keep_running_serves_the_api_until_interrupted(tmp_path: Path) -> None:
                 break
         else:
             raise AssertionError("".join(lines))
+        out = "".join(lines)
+        assert "CT study" in out and "DX study" in out
+        assert 'CT CHEST "Chest phantom 2.5mm" 80 instances' in out
+        assert 'DX CHEST "Chest PA" 1 instances' in out
+        assert "rules matched: chest-ct-lung-nodules" in out
+        assert "model lung-nodule-seg: succeeded" in out
+        assert "Demo OK." in out
+        assert "DEMO^CHEST" not in out  # no patient name in the output, even synthetic
+        work = Path(out.split("work folder ")[1].split()[0])
+        assert work.parent == tmp_path  # a new temporary folder
         url = line.split("browse ")[1].split()[0]
         studies = httpx.get(url, timeout=10).json()["studies"]
         assert sorted(s["instance_count"] for s in studies) == [1, 80]
