@@ -67,3 +67,33 @@ def test_shipped_example_config_is_valid() -> None:
     config = load_config(root / "deploy" / "ainode.example.yaml")
     assert set(config.destinations) == {"pacs", "viewer-web", "orthanc", "archive"}
     assert config.node.tls.port == 2762
+
+
+def test_configuration_doc_names_every_key() -> None:
+    from pydantic import BaseModel
+
+    from node import config as cfg
+
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "configuration.md").read_text()
+    missing = []
+    for model in (
+        cfg.Config,
+        cfg.NodeConfig,
+        cfg.TlsConfig,
+        cfg.StudyConfig,
+        cfg.DimseDestination,
+        cfg.DicomwebDestination,
+        cfg.OrthancDestination,
+        cfg.FolderDestination,
+        cfg.DimseSource,
+        cfg.DicomwebSource,
+        cfg.InferenceConfig,
+        cfg.RetentionConfig,
+        cfg.AuthConfig,
+        cfg.DeliveryConfig,
+    ):
+        assert issubclass(model, BaseModel)
+        for name in model.model_fields:
+            if f"`{name}`" not in doc and f"`{name}," not in doc and f".{name}`" not in doc:
+                missing.append(f"{model.__name__}.{name}")
+    assert missing == []
