@@ -30,6 +30,8 @@ def version() -> None:
 
 # Command groups register themselves below (one import line each).
 from node.cli import deliveries, pull  # noqa: E402, F401, I001 - registers deliveries, pull
+from node.cli import echo, send, serve, studies  # noqa: E402, F401, I001 - registers commands
+from node.cli import demo  # noqa: E402, F401, I001 - registers ainode demo
 
 
 def main() -> None:

@@ -1,0 +1,235 @@
+"""Ingest benchmark: storescu -> ainode vs dcmtk storescp (plain and per-file sync) vs Orthanc.
+
+Generates a synthetic CT (default 300 slices of 512x512) and 2,000 small 64x64 instances, then
+sends the same files with dcmtk ``storescu`` to each receiver in the same run:
+
+* ``storescp``       dcmtk, no fsync: the ceiling
+* ``storescp-sync``  dcmtk with ``-xcr "sync #p/#f" -xs``: the durable yardstick
+* ``orthanc``        Orthanc 1.10 (SQLite index, ``SyncStorageArea``)
+* ``ainode``         ``python -m node serve`` (fsync + directory fsync + index commit per ack)
+
+Scenarios: CT over one association, small instances over one association, CT split over 4
+parallel associations.  Prints instances/s, MB/s, the receiver's peak RSS and ratios.  Run from
+the repository root::
+
+    PYTHONPATH=$PWD .venv/bin/python bench/ingest.py [--slices 300] [--small 2000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from tests.peers.dcmtk import start_storescp, tool  # noqa: E402
+from tests.util import free_port, wait_until  # noqa: E402
+
+ENV = dict(os.environ, TCP_NODELAY="1")
+
+
+def generate(out_dir: Path, count: int, size: int) -> list[Path]:
+    """Write ``count`` CT slices of ``size``x``size`` int16 pixels (one series)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(7)
+    study, series = generate_uid(), generate_uid()
+    base = rng.integers(-1000, 1500, (size, size), dtype=np.int16)
+    paths = []
+    for i in range(count):
+        ds = Dataset()
+        ds.file_meta = FileMetaDataset()
+        ds.file_meta.MediaStorageSOPClassUID = CTImageStorage
+        ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        ds.SOPClassUID = CTImageStorage
+        ds.SOPInstanceUID = generate_uid()
+        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+        ds.StudyInstanceUID, ds.SeriesInstanceUID = study, series
+        ds.Modality, ds.BodyPartExamined = "CT", "CHEST"
+        ds.PatientName, ds.PatientID = "Bench^Synthetic", "BENCH1"
+        ds.InstanceNumber = i + 1
+        ds.ImagePositionPatient = [0.0, 0.0, float(i)]
+        ds.ImageOrientationPatient = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
+        ds.PixelSpacing = [0.7, 0.7]
+        ds.SliceThickness = 1.0
+        ds.Rows = ds.Columns = size
+        ds.SamplesPerPixel = 1
+        ds.PhotometricInterpretation = "MONOCHROME2"
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
+        ds.RescaleIntercept, ds.RescaleSlope = -1024, 1
+        ds.PixelData = np.roll(base, i, axis=0).tobytes()
+        path = out_dir / f"{i:05d}.dcm"
+        ds.save_as(path, enforce_file_format=True)
+        paths.append(path)
+    return paths
+
+
+def peak_rss_mb(pid: int) -> float:
+    """VmHWM (peak resident set) of a live process, in MB."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return float("nan")
+
+
+@contextlib.contextmanager
+def ainode(workdir: Path) -> Iterator[tuple[int, int]]:
+    """Start ``python -m node serve`` with a fresh data dir; yield (port, pid)."""
+    port, http = free_port(), free_port()
+    cfg = workdir / "ainode.yaml"
+    cfg.write_text(
+        json.dumps(
+            {
+                "node": {
+                    "dicom_port": port,
+                    "http_port": http,
+                    "data_dir": str(workdir / "data"),
+                    "min_free_bytes": 0,
+                    "max_associations": 16,
+                },
+                "study": {"stable_seconds": 3600},
+            }
+        )
+    )
+    log = workdir / "node.log"
+    with log.open("wb") as fh:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "node", "serve", "--config", str(cfg), "--log-level", "WARNING"],
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            env=dict(ENV, PYTHONPATH=str(ROOT)),
+        )
+    try:
+        # the "node.started" record is INFO; with WARNING logging, wait for the HTTP port instead
+        from tests.util import port_open
+
+        wait_until(lambda: proc.poll() is not None or port_open(http), 120, "ainode up")
+        if proc.poll() is not None:
+            raise RuntimeError(log.read_text())
+        yield port, proc.pid
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+@contextlib.contextmanager
+def storescp(workdir: Path, *, sync: bool) -> Iterator[tuple[int, int]]:
+    with start_storescp(workdir / "out", sync=sync) as port:
+        pid = int(
+            subprocess.run(
+                ["pgrep", "-n", "-f", f"storescp.* {port}$"], capture_output=True, text=True
+            ).stdout.split()[0]
+        )
+        yield port, pid
+
+
+@contextlib.contextmanager
+def orthanc(workdir: Path) -> Iterator[tuple[int, int]]:
+    from tests.peers.orthanc import start_orthanc
+
+    with start_orthanc(workdir / "orthanc", aet="ORTHANC") as peer:
+        pid = int(
+            subprocess.run(
+                ["pgrep", "-n", "-f", f"Orthanc.*{workdir / 'orthanc'}"],
+                capture_output=True,
+                text=True,
+            ).stdout.split()[0]
+        )
+        yield peer.dicom_port, pid
+
+
+def send(port: int, files: list[Path], parallel: int, called: str) -> float:
+    """Send ``files`` over ``parallel`` storescu associations; return wall seconds."""
+    chunks = [files[i::parallel] for i in range(parallel)]
+    start = time.perf_counter()
+    procs = [
+        subprocess.Popen(
+            [tool("storescu"), "-aec", called, "127.0.0.1", str(port), *map(str, chunk)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            env=ENV,
+        )
+        for chunk in chunks
+    ]
+    for p in procs:
+        _, err = p.communicate()
+        if p.returncode != 0:
+            raise RuntimeError(f"storescu failed: {err.decode(errors='replace')[-500:]}")
+    return time.perf_counter() - start
+
+
+Receiver = Callable[[Path], contextlib.AbstractContextManager[tuple[int, int]]]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--slices", type=int, default=300, help="CT slices (512x512)")
+    ap.add_argument("--small", type=int, default=2000, help="small 64x64 instances")
+    ap.add_argument("--parallel", type=int, default=4, help="associations in the parallel run")
+    ap.add_argument("--skip", nargs="*", default=[], help="receivers to skip")
+    args = ap.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="ainode-bench-") as tmp:
+        base = Path(tmp)
+        print(f"generating {args.slices} CT slices and {args.small} small instances ...")
+        ct = generate(base / "ct", args.slices, 512)
+        small = generate(base / "small", args.small, 64)
+        scenarios = {
+            "CT 1 assoc": (ct, 1),
+            "small 1 assoc": (small, 1),
+            f"CT {args.parallel} assoc": (ct, args.parallel),
+        }
+        receivers: dict[str, tuple[Receiver, str]] = {
+            "storescp": (lambda d: storescp(d, sync=False), "STORESCP"),
+            "storescp-sync": (lambda d: storescp(d, sync=True), "STORESCP"),
+            "orthanc": (orthanc, "ORTHANC"),
+            "ainode": (ainode, "AINODE"),
+        }
+        results: dict[tuple[str, str], tuple[float, float, float]] = {}
+        for scen, (files, parallel) in scenarios.items():
+            total_mb = sum(f.stat().st_size for f in files) / 1e6
+            for name, (factory, aet) in receivers.items():
+                if name in args.skip:
+                    continue
+                work = base / f"{name}-{scen.replace(' ', '_')}"
+                work.mkdir()
+                with factory(work) as (port, pid):
+                    seconds = send(port, files, parallel, aet)
+                    rss = peak_rss_mb(pid)
+                results[(scen, name)] = (len(files) / seconds, total_mb / seconds, rss)
+                print(
+                    f"{scen:14} {name:14} {len(files) / seconds:8.1f} inst/s "
+                    f"{total_mb / seconds:7.1f} MB/s  peak RSS {rss:6.1f} MB",
+                    flush=True,
+                )
+                subprocess.run(["rm", "-rf", str(work)], check=False)
+        print("\nratios (inst/s of ainode / reference):")
+        for scen in scenarios:
+            mine = results.get((scen, "ainode"))
+            if mine is None:
+                continue
+            parts = []
+            for ref in ("storescp", "storescp-sync", "orthanc"):
+                other = results.get((scen, ref))
+                if other:
+                    parts.append(f"{mine[0] / other[0]:.2f}x {ref}")
+            print(f"  {scen:14} " + ", ".join(parts))
+
+
+if __name__ == "__main__":
+    main()

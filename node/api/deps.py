@@ -1,0 +1,83 @@
+"""What the HTTP API needs from the running node, as structural types.
+
+The API is a face of the node: it reads the index, hands STOW-RS parts to the spool and asks the
+tracker to complete a study.  It depends on these protocols, not on ``node.app``, so the wiring
+stays in one place (``node/app.py``) and the routers can be served by any object that has them.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from fastapi import Request
+
+from node.config import Config
+from node.types import Instance, Study
+
+__all__ = ["IndexView", "NodeView", "SpoolView", "StoredView", "TrackerView", "get_node"]
+
+
+class IndexView(Protocol):
+    """The index queries the API uses (``node.store.Index``)."""
+
+    def list_studies(self, *, limit: int = 100, offset: int = 0) -> list[dict[str, Any]]: ...
+
+    def study_row(self, study_uid: str) -> dict[str, Any] | None: ...
+
+    def get_study(self, study_uid: str) -> Study | None: ...
+
+    def events(self, study_uid: str) -> list[dict[str, Any]]: ...
+
+
+class StoredView(Protocol):
+    """What the spool did with one instance (``node.ingest.spool.StoreOutcome``)."""
+
+    @property
+    def instance(self) -> Instance: ...
+
+    @property
+    def status(self) -> str: ...
+
+
+class SpoolView(Protocol):
+    """The durable store of received bytes (``node.ingest.spool.Spool``).
+
+    ``store`` returns once the file is fsync'd and indexed; it raises ``IngestError`` subclasses
+    (carrying ``dicom_status``) for what cannot be stored.
+    """
+
+    def store(self, data: bytes, *, calling_aet: str | None, source: str) -> StoredView: ...
+
+
+class TrackerView(Protocol):
+    """Study assembly (``node.assembly.tracker.Tracker``)."""
+
+    def complete(self, study_uid: str) -> int | None: ...
+
+
+class NodeView(Protocol):
+    """The running node as the API sees it (``node.app.Node``).
+
+    ``dicom_port`` / ``http_port`` are the ports actually listened on (None when not started).
+    """
+
+    dicom_port: int | None
+    http_port: int | None
+
+    @property
+    def config(self) -> Config: ...
+
+    @property
+    def index(self) -> IndexView: ...
+
+    @property
+    def spool(self) -> SpoolView: ...
+
+    @property
+    def tracker(self) -> TrackerView: ...
+
+
+def get_node(request: Request) -> NodeView:
+    """FastAPI dependency: the node this app serves (set by ``create_app``)."""
+    node: NodeView = request.app.state.node
+    return node

@@ -1,0 +1,229 @@
+"""Read what ingest needs from a received instance, without decoding pixels.
+
+The bytes are parsed once with pydicom (PS3.10 file format); pixel data is read as raw bytes only
+to check that it is complete, never decoded.  The header travels on as the DICOM JSON model
+(PS3.18 F.2) with bulk data removed.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import pydicom
+from pydicom.dataelem import RawDataElement
+from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
+
+from node.errors import MalformedInstanceError, MissingAttributeError
+from node.types import DicomJson
+
+__all__ = ["Header", "dataset_offset", "header_json", "is_valid_uid", "read_header"]
+
+#: PS3.5 9.1: digits and dots, at most 64 characters.  Leading zeros in components are accepted
+#: because real scanners send them; anything else (separators, ``..``) never reaches a path.
+_UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")
+_SEQ_DELIMITER = b"\xfe\xff\xdd\xe0\x00\x00\x00\x00"
+_UNDEFINED = 0xFFFFFFFF
+_BULK_VRS = {"OB", "OD", "OF", "OL", "OV", "OW", "UN"}
+_BULK_THRESHOLD = 1024
+
+
+def is_valid_uid(value: object) -> bool:
+    """True when ``value`` is a syntactically valid UID (PS3.5 9.1) safe to use in a path."""
+    return isinstance(value, str) and len(value) <= 64 and _UID.fullmatch(value) is not None
+
+
+@dataclass(frozen=True, slots=True)
+class Header:
+    """Identity and key fields of one received instance (no pydicom types)."""
+
+    study_uid: str
+    series_uid: str
+    sop_uid: str
+    sop_class_uid: str
+    transfer_syntax_uid: str
+    modality: str | None
+    body_part: str | None
+    series_description: str | None
+    dataset: Dataset  # parsed once, used for the JSON header of a new series only
+
+
+def _text(ds: Dataset, keyword: str) -> str | None:
+    try:
+        value = ds.get(keyword)
+    except Exception:  # noqa: BLE001 - a malformed optional value is simply absent
+        return None
+    if value is None:
+        return None
+    text = str(value).strip()
+    return text or None
+
+
+def _raw_text(ds: Dataset, keyword: str) -> str | None:
+    """An ASCII value (UI, CS) read from the raw element, without pydicom's value validation."""
+    tag = pydicom.datadict.tag_for_keyword(keyword)
+    if tag is None or tag not in ds:
+        return None
+    item = ds.get_item(tag)
+    value: Any = item.value if item is not None else None
+    if isinstance(value, bytes):
+        text = value.decode("ascii", "replace")
+    elif value is None:
+        return None
+    else:
+        text = str(value)
+    text = text.strip("\x00 ")
+    return text or None
+
+
+def _check_complete(data: bytes, ds: Dataset, *, is_deflated: bool) -> None:
+    """Raise MalformedInstanceError when a top-level element is shorter than its length says."""
+    for tag in list(ds.keys()):
+        raw = ds.get_item(tag)
+        if not isinstance(raw, RawDataElement) or raw.value is None:
+            continue
+        value = raw.value
+        if not isinstance(value, bytes):
+            continue
+        if raw.length != _UNDEFINED:
+            if len(value) != raw.length:
+                raise MalformedInstanceError(
+                    f"truncated: element {tag} declares {raw.length} bytes but {len(value)} "
+                    "were received"
+                )
+        elif not is_deflated and tag == 0x7FE00010:
+            # encapsulated pixel data (PS3.5 A.4) must end with a sequence delimiter item
+            end = raw.value_tell + len(value)
+            if data[end : end + 8] != _SEQ_DELIMITER:
+                raise MalformedInstanceError(
+                    "truncated: encapsulated pixel data has no sequence delimitation item"
+                )
+
+
+def read_header(data: bytes) -> Header:
+    """Parse a PS3.10 file held in ``data`` and return its identity and key fields.
+
+    Parameters
+    ----------
+    data:
+        A complete DICOM file: preamble, ``DICM``, file meta (PS3.10 7.1) and data set.
+
+    Returns
+    -------
+    Header
+        UIDs (validated per PS3.5 9.1), transfer syntax, modality, body part, series description.
+
+    Raises
+    ------
+    MalformedInstanceError
+        The bytes are not a complete, readable PS3.10 file (no meta, no transfer syntax,
+        truncated element, unreadable encoding, invalid UID).
+    MissingAttributeError
+        Study, Series or SOP Instance UID or SOP Class UID is absent or empty (PS3.4 B.4.2).
+    """
+    try:
+        ds = pydicom.dcmread(io.BytesIO(data), force=False)
+    except InvalidDicomError as exc:
+        raise MalformedInstanceError(f"not a DICOM PS3.10 file: {exc}") from exc
+    except Exception as exc:  # noqa: BLE001 - any parser failure means "cannot understand"
+        raise MalformedInstanceError(f"unreadable DICOM data: {type(exc).__name__}: {exc}") from exc
+    meta = ds.file_meta
+    tsuid = str(meta.get("TransferSyntaxUID", "") or "").strip()
+    if not tsuid:
+        raise MalformedInstanceError("file meta has no Transfer Syntax UID (0002,0010)")
+    if not is_valid_uid(tsuid):
+        raise MalformedInstanceError("file meta has an invalid Transfer Syntax UID")
+    try:
+        _check_complete(data, ds, is_deflated=tsuid == pydicom.uid.DeflatedExplicitVRLittleEndian)
+        uids = {
+            kw: _raw_text(ds, kw)
+            for kw in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "SOPClassUID")
+        }
+    except MalformedInstanceError:
+        raise
+    except Exception as exc:  # noqa: BLE001
+        raise MalformedInstanceError(f"unreadable DICOM data: {type(exc).__name__}: {exc}") from exc
+    missing = [kw for kw, v in uids.items() if not v]
+    if missing:
+        raise MissingAttributeError(f"required attribute(s) absent or empty: {', '.join(missing)}")
+    for kw, v in uids.items():
+        if not is_valid_uid(v):
+            raise MalformedInstanceError(f"{kw} is not a valid UID (PS3.5 9.1)")
+    return Header(
+        study_uid=str(uids["StudyInstanceUID"]),
+        series_uid=str(uids["SeriesInstanceUID"]),
+        sop_uid=str(uids["SOPInstanceUID"]),
+        sop_class_uid=str(uids["SOPClassUID"]),
+        transfer_syntax_uid=tsuid,
+        modality=_raw_text(ds, "Modality"),
+        body_part=_raw_text(ds, "BodyPartExamined"),
+        series_description=_text(ds, "SeriesDescription"),
+        dataset=ds,
+    )
+
+
+def _strip_bulk(obj: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for tag, element in obj.items():
+        if not isinstance(element, dict) or "BulkDataURI" in element:
+            continue
+        if "InlineBinary" in element and len(str(element["InlineBinary"])) > _BULK_THRESHOLD:
+            continue
+        values = element.get("Value")
+        if element.get("vr") == "SQ" and isinstance(values, list):
+            element = dict(element, Value=[_strip_bulk(v) for v in values if isinstance(v, dict)])
+        out[tag] = element
+    return out
+
+
+def header_json(ds: Dataset) -> DicomJson:
+    """The DICOM JSON model (PS3.18 F.2) of ``ds`` without pixel data or other bulk data.
+
+    Elements whose value cannot be converted (bad VR content) are left out rather than failing.
+    """
+    result: DicomJson = {}
+    for element in ds:
+        if element.tag == 0x7FE00010 or element.tag.group in (0x7FE0, 0xFFFE):
+            continue
+        try:
+            if element.VR in _BULK_VRS and element.VR != "SQ":
+                value = element.value
+                if isinstance(value, bytes) and len(value) > _BULK_THRESHOLD:
+                    continue
+            encoded = element.to_json_dict(
+                bulk_data_element_handler=lambda _e: "", bulk_data_threshold=_BULK_THRESHOLD
+            )
+        except Exception:  # noqa: BLE001 - one bad value must not lose the whole header
+            continue
+        result[f"{element.tag:08X}"] = encoded
+    return _strip_bulk(result)
+
+
+def dataset_offset(data: bytes) -> int:
+    """Offset of the data set after the preamble and file meta of a PS3.10 file in ``data``.
+
+    The file meta group is always explicit VR little endian (PS3.10 7.1); it is walked element by
+    element so a missing group length does not matter.
+
+    Raises
+    ------
+    MalformedInstanceError
+        There is no ``DICM`` prefix or the meta group is cut short.
+    """
+    if data[128:132] != b"DICM":
+        raise MalformedInstanceError("no DICM prefix (PS3.10 7.1)")
+    pos = 132
+    while pos + 8 <= len(data) and int.from_bytes(data[pos : pos + 2], "little") == 0x0002:
+        vr = data[pos + 4 : pos + 6]
+        if vr in (b"OB", b"OW", b"OF", b"SQ", b"UT", b"UN", b"UC", b"UR", b"OD", b"OL", b"OV"):
+            if pos + 12 > len(data):
+                break
+            pos += 12 + int.from_bytes(data[pos + 8 : pos + 12], "little")
+        else:
+            pos += 8 + int.from_bytes(data[pos + 6 : pos + 8], "little")
+    if pos > len(data):
+        raise MalformedInstanceError("file meta is cut short")
+    return pos

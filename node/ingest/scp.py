@@ -1,0 +1,207 @@
+"""The DICOM listener: C-ECHO and C-STORE SCP (pynetdicom) in front of the spool.
+
+Every storage SOP class (and, with the unrestricted storage service, any other proposed abstract
+syntax) is accepted with every transfer syntax pydicom knows.  The received data set is never
+decoded: its encoded bytes plus the file meta built from the association (PS3.10 7.1) are handed
+to ``Spool.store``, and success (0x0000) is answered only after that returns (PS3.4 B.2.3).
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import ssl
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydicom.dataset import Dataset
+from pydicom.uid import AllTransferSyntaxes
+from pynetdicom import AE, _config, evt
+from pynetdicom.presentation import AllStoragePresentationContexts
+from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
+from pynetdicom.transport import ThreadedAssociationServer
+
+from node.errors import IngestError, OutOfResourcesError
+from node.ingest.spool import Spool
+
+__all__ = ["DicomListener", "ListenerSettings", "tls_server_context"]
+
+log = logging.getLogger(__name__)
+
+# A C-STORE of an unknown (private) SOP class is still a storage request: accept it.
+_config.UNRESTRICTED_STORAGE_SERVICE = True
+
+#: Refused: processing failure (PS3.7 C.4.2.1.4), for failures that are neither 0xA7xx nor 0xC000.
+_PROCESSING_FAILURE = 0x0110
+
+
+@dataclass(frozen=True, slots=True)
+class ListenerSettings:
+    """What the listener needs from the config (no pydantic here)."""
+
+    ae_title: str = "AINODE"
+    host: str = "127.0.0.1"
+    port: int = 11112
+    allowed_calling_aets: tuple[str, ...] = ()
+    max_associations: int = 16
+    max_pdu: int = 0
+    network_timeout_seconds: float = 60.0
+
+
+class _DeferredHandshakeContext(ssl.SSLContext):
+    """Handshake in the association's thread, not in the listener's accept loop.
+
+    pynetdicom wraps each accepted socket in its accept loop; with the default eager handshake a
+    client that connects and stays silent would hold up every other TLS connection.
+    """
+
+    def wrap_socket(self, sock: Any, *args: Any, **kwargs: Any) -> ssl.SSLSocket:
+        kwargs["do_handshake_on_connect"] = False
+        return super().wrap_socket(sock, *args, **kwargs)
+
+
+def tls_server_context(
+    *, cert: Path, key: Path, ca: Path | None, require_client_cert: bool
+) -> ssl.SSLContext:
+    """A server-side TLS context (PS3.15 B.9 BCP 195: TLS 1.2 or newer)."""
+    ctx = _DeferredHandshakeContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_cert_chain(certfile=str(cert), keyfile=str(key))
+    if ca is not None:
+        ctx.load_verify_locations(cafile=str(ca))
+    ctx.verify_mode = ssl.CERT_REQUIRED if require_client_cert else ssl.CERT_OPTIONAL
+    if ca is None and not require_client_cert:
+        ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+class DicomListener:
+    """C-ECHO/C-STORE SCP on one or more ports (plain, and optionally TLS), storing via a Spool.
+
+    Parameters
+    ----------
+    settings:
+        AE title, address, allowed calling AE titles, limits.
+    spool:
+        Where received instances go.
+    """
+
+    def __init__(self, settings: ListenerSettings, spool: Spool) -> None:
+        self.settings = settings
+        self.spool = spool
+        self._servers: list[ThreadedAssociationServer] = []
+        self._lock = threading.Lock()
+        self.ae = self._make_ae()
+
+    def _make_ae(self) -> AE:
+        s = self.settings
+        ae = AE(ae_title=s.ae_title)
+        transfer_syntaxes = list(AllTransferSyntaxes)
+        ae.add_supported_context(Verification, transfer_syntaxes)
+        for cx in AllStoragePresentationContexts:
+            assert cx.abstract_syntax is not None
+            ae.add_supported_context(cx.abstract_syntax, transfer_syntaxes)
+        ae.maximum_associations = s.max_associations
+        ae.maximum_pdu_size = s.max_pdu
+        ae.network_timeout = s.network_timeout_seconds
+        ae.acse_timeout = s.network_timeout_seconds
+        ae.dimse_timeout = s.network_timeout_seconds
+        if s.allowed_calling_aets:
+            ae.require_calling_aet = list(s.allowed_calling_aets)
+        return ae
+
+    def _handlers(self) -> list[Any]:
+        return [
+            (evt.EVT_C_STORE, self._on_store),
+            (evt.EVT_C_ECHO, self._on_echo),
+            (evt.EVT_CONN_OPEN, self._on_connect),
+            (evt.EVT_REJECTED, self._on_rejected),
+        ]
+
+    def start(self, *, port: int | None = None, ssl_context: ssl.SSLContext | None = None) -> int:
+        """Start listening (non-blocking) and return the bound port (useful with port 0)."""
+        bind_port = self.settings.port if port is None else port
+        server = self.ae.start_server(
+            (self.settings.host, bind_port),
+            block=False,
+            ssl_context=ssl_context,
+            evt_handlers=self._handlers(),
+        )
+        assert server is not None
+        with self._lock:
+            self._servers.append(server)
+        bound = int(server.server_address[1])
+        log.info(
+            "dicom.listening",
+            extra={"port": bound, "tls": ssl_context is not None, "ae_title": self.ae.ae_title},
+        )
+        return bound
+
+    def stop(self) -> None:
+        """Stop every server and abort open associations."""
+        with self._lock:
+            servers, self._servers = self._servers, []
+        for server in servers:
+            server.shutdown()
+
+    # ------------------------------------------------------------ handlers
+    @staticmethod
+    def _on_connect(event: evt.Event) -> None:
+        # Our responses are small PDUs: never let Nagle hold them back (dcmtk peers wait on them)
+        try:
+            sock = event.assoc.dul.socket.socket  # type: ignore[union-attr]
+            if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except (AttributeError, OSError):
+            pass
+
+    @staticmethod
+    def _on_rejected(event: evt.Event) -> None:
+        log.warning(
+            "association.rejected",
+            extra={"calling_aet": event.assoc.requestor.ae_title},
+        )
+
+    @staticmethod
+    def _on_echo(event: evt.Event) -> int:
+        return 0x0000
+
+    def _on_store(self, event: evt.Event) -> int | Dataset:
+        calling = event.assoc.requestor.ae_title.strip() or None
+        try:
+            data = event.encoded_dataset(include_meta=True)
+        except Exception:  # noqa: BLE001
+            log.exception("store.no_dataset")
+            return 0xC000
+        try:
+            outcome = self.spool.store(data, calling_aet=calling, source="dimse")
+        except OutOfResourcesError as exc:
+            log.warning("store.refused", extra={"error": exc.type})
+            return _status(0xA700, str(exc))
+        except IngestError as exc:
+            log.warning("store.refused", extra={"error": exc.type})
+            status = exc.dicom_status if exc.dicom_status else _PROCESSING_FAILURE
+            return _status(status, str(exc))
+        except Exception:  # noqa: BLE001 - a failing store answers a failure, never kills the SCP
+            log.exception("store.failed")
+            return _status(_PROCESSING_FAILURE, "internal error while storing")
+        log.debug(
+            "store.ok",
+            extra={"sop_uid": outcome.instance.sop_uid, "status": outcome.status},
+        )
+        return 0x0000
+
+
+def _status(code: int, comment: str) -> Dataset:
+    ds = Dataset()
+    ds.Status = code
+    ds.ErrorComment = comment[:64]  # LO: at most 64 characters (PS3.5 6.2)
+    return ds
+
+
+def allowed(aets: Sequence[str]) -> tuple[str, ...]:
+    """Normalise configured AE titles (strip spaces)."""
+    return tuple(a.strip() for a in aets if a.strip())

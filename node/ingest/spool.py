@@ -1,0 +1,473 @@
+"""Durable storage of received instances, with group commit and quarantine.
+
+``Spool.store`` returns only when the instance is durable: the caller writes the bytes to a
+temporary file and fsyncs it; a single committer thread then takes every instance waiting at that
+moment (from all associations and STOW requests), renames each into place, fsyncs the touched
+directories once and writes all index rows in ONE SQLite transaction, and only then releases the
+callers.  Concurrent callers therefore share the directory fsyncs and the index commit.
+
+Layout under ``data_dir``::
+
+    studies/<study_uid>/<series_uid>/<sop_uid>.dcm   stored PS3.10 files, bytes exactly as received
+    tmp/                                             files being written (cleared on start)
+    quarantine/<stamp>-<id>.dcm + .json              what could not be stored, with the reason
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import logging
+import os
+import shutil
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from node.errors import IngestError, OutOfResourcesError
+from node.ingest.header import Header, dataset_offset, header_json, read_header
+from node.ingest.quarantine import quarantine
+from node.ingest.reconcile import reconcile
+from node.store.index import Index, IngestRecord, StoredRef
+from node.types import DicomJson, Instance
+
+__all__ = ["Spool", "StoreOutcome"]
+
+log = logging.getLogger(__name__)
+
+_MAX_BATCH = 512
+
+
+@dataclass(frozen=True, slots=True)
+class StoreOutcome:
+    """What ``Spool.store`` did with one instance."""
+
+    instance: Instance
+    status: Literal["stored", "duplicate", "replaced"]
+
+
+@dataclass(eq=False)
+class _Job:
+    header: Header
+    tmp: Path | None
+    size: int
+    sha256: str
+    dataset_sha256: str
+    calling_aet: str | None
+    source: str
+    series_header: DicomJson | None
+    received_at: float
+    done: threading.Event = field(default_factory=threading.Event)
+    promoted: bool = False
+    outcome: StoreOutcome | None = None
+    error: BaseException | None = None
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _is_full(exc: OSError) -> bool:
+    return exc.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
+class Spool:
+    """Durable, deduplicating store of PS3.10 files under ``data_dir`` (see module docstring).
+
+    Parameters
+    ----------
+    data_dir:
+        Root of the node's data.
+    index:
+        The SQLite index every stored instance is recorded in.
+    quota_bytes:
+        Refuse (0xA700) an instance that would bring the stored total above this.
+    min_free_bytes:
+        Refuse (0xA700) an instance when the file system would have less free space than this.
+    """
+
+    def __init__(
+        self,
+        data_dir: Path,
+        index: Index,
+        *,
+        quota_bytes: int | None = None,
+        min_free_bytes: int = 0,
+    ) -> None:
+        self.data_dir = Path(data_dir)
+        self.index = index
+        self.quota_bytes = quota_bytes
+        self.min_free_bytes = min_free_bytes
+        self.studies_dir = self.data_dir / "studies"
+        self.tmp_dir = self.data_dir / "tmp"
+        self.quarantine_dir = self.data_dir / "quarantine"
+        for d in (self.studies_dir, self.tmp_dir, self.quarantine_dir):
+            d.mkdir(parents=True, exist_ok=True)
+        for stale in self.tmp_dir.iterdir():  # never acknowledged: a crash hit mid-write
+            stale.unlink(missing_ok=True)
+        _fsync_dir(self.data_dir)
+        self._clean_marker = self.data_dir / ".clean-shutdown"
+        if not self._clean_marker.exists():
+            reconcile(self.studies_dir, index)  # power loss may have cost index transactions
+        self._clean_marker.unlink(missing_ok=True)
+        self._lock = threading.Lock()
+        self._used = index.total_bytes()
+        self._reserved = 0
+        self._series_seen: set[str] = set()
+        self._pending: list[_Job] = []  # written to tmp/, waiting for a group commit
+        self._pending_lock = threading.Lock()
+        self._leading = False  # one caller at a time commits for everyone (see _submit)
+        self._stopped = False
+        self._listeners: list[Callable[[StoreOutcome], None]] = []
+        self._durable_dirs: set[Path] = set()
+
+    # ------------------------------------------------------------ life cycle
+    def start(self) -> None:
+        """Accept ``store`` calls (a new spool accepts them already)."""
+        self._stopped = False
+        self._clean_marker.unlink(missing_ok=True)
+
+    def stop(self) -> None:
+        """Refuse further ``store`` calls, let running commits finish, mark a clean shutdown."""
+        self._stopped = True
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            with self._pending_lock:
+                if not self._leading:
+                    break
+            time.sleep(0.01)
+        else:
+            return  # still committing: leave no marker, the next start reconciles
+        self._clean_marker.touch()
+
+    def add_listener(self, callback: Callable[[StoreOutcome], None]) -> None:
+        """Call ``callback(outcome)`` after every committed stored/replaced instance."""
+        self._listeners.append(callback)
+
+    # ------------------------------------------------------------ storing
+    def store(self, data: bytes, *, calling_aet: str | None, source: str) -> StoreOutcome:
+        """Store one PS3.10 file durably; return only once it is fsync'd and indexed.
+
+        Parameters
+        ----------
+        data:
+            The complete file (preamble, ``DICM``, file meta, data set); stored byte for byte.
+        calling_aet:
+            The sender's AE title (C-STORE) or None (STOW-RS).
+        source:
+            Where it came from, for the events table (``"dimse"``, ``"stow"``...).
+
+        Returns
+        -------
+        StoreOutcome
+            ``stored`` (new), ``duplicate`` (same SOP Instance UID and identical data set: no
+            second copy) or ``replaced`` (same SOP Instance UID, different data set: the newest
+            is kept and the replacement recorded).
+
+        Raises
+        ------
+        MalformedInstanceError, MissingAttributeError
+            The file was moved to ``quarantine/`` with a JSON reason (PS3.4 B.2.3 0xC000/0xA900).
+        OutOfResourcesError
+            Disk or quota full (0xA700); nothing was written.
+        IngestError
+            The file could not be written for another reason; nothing was kept.
+        """
+        received_at = time.time()
+        try:
+            header = read_header(data)
+            offset = dataset_offset(data)
+        except IngestError as exc:
+            quarantine(
+                self.quarantine_dir,
+                self.index,
+                data,
+                exc,
+                calling_aet=calling_aet,
+                source=source,
+                min_free_bytes=self.min_free_bytes,
+            )
+            raise
+        view = memoryview(data)
+        dataset_sha = hashlib.sha256(view[offset:]).hexdigest()
+        file_sha = hashlib.sha256(view).hexdigest()
+        size = len(data)
+        prev = self.index.lookup(header.sop_uid)
+        if prev is not None and prev.dataset_sha256 == dataset_sha and prev.path.is_file():
+            job = self._job(header, None, size, file_sha, dataset_sha, calling_aet, source)
+            job.received_at = received_at
+            return self._submit(job)
+        self._reserve(size)
+        try:
+            tmp = self._write_tmp(data)
+            series_header = None
+            if header.series_uid not in self._series_seen and not self.index.has_series(
+                header.series_uid
+            ):
+                series_header = header_json(header.dataset)
+            job = self._job(header, tmp, size, file_sha, dataset_sha, calling_aet, source)
+            job.series_header = series_header
+            job.received_at = received_at
+            return self._submit(job)
+        finally:
+            with self._lock:
+                self._reserved -= size
+
+    @staticmethod
+    def _job(
+        header: Header,
+        tmp: Path | None,
+        size: int,
+        sha: str,
+        dataset_sha: str,
+        calling_aet: str | None,
+        source: str,
+    ) -> _Job:
+        return _Job(
+            header=header,
+            tmp=tmp,
+            size=size,
+            sha256=sha,
+            dataset_sha256=dataset_sha,
+            calling_aet=calling_aet,
+            source=source,
+            series_header=None,
+            received_at=time.time(),
+        )
+
+    def _reserve(self, size: int) -> None:
+        with self._lock:
+            if self.quota_bytes is not None and (
+                self._used + self._reserved + size > self.quota_bytes
+            ):
+                raise OutOfResourcesError(
+                    f"storage quota of {self.quota_bytes} bytes reached; free space or raise "
+                    "node.quota_bytes"
+                )
+            free = shutil.disk_usage(self.data_dir).free
+            if free - self._reserved - size < self.min_free_bytes:
+                raise OutOfResourcesError(
+                    f"only {free} bytes free under the data directory (node.min_free_bytes = "
+                    f"{self.min_free_bytes}); free disk space"
+                )
+            self._reserved += size
+
+    def _write_tmp(self, data: bytes) -> Path:
+        tmp = self.tmp_dir / f"{uuid.uuid4().hex}.part"
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
+            try:
+                view = memoryview(data)
+                while view:
+                    written = os.write(fd, view)
+                    view = view[written:]
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            if _is_full(exc):
+                raise OutOfResourcesError("disk full while writing the instance") from exc
+            raise IngestError(f"cannot write the instance: {exc.strerror}") from exc
+        return tmp
+
+    def _submit(self, job: _Job) -> StoreOutcome:
+        """Group commit, leader/follower style.
+
+        The caller that finds nobody committing becomes the leader: it commits every waiting job
+        (its own and those of other associations) in one batch, repeats until its own job is
+        done, then hands leadership to the oldest waiting job's caller.  Followers just wait.
+        A lone association thus commits in its own thread (no hand-off latency), while
+        concurrent ones share directory fsyncs and one index transaction per batch.
+        """
+        if self._stopped:
+            if job.tmp is not None:
+                job.tmp.unlink(missing_ok=True)
+            raise IngestError("the node is shutting down; send the instance again")
+        with self._pending_lock:
+            self._pending.append(job)
+            lead = not self._leading
+            self._leading = True
+        if not lead:
+            job.done.wait()
+            if job.promoted:  # woken to lead, not finished
+                job.promoted = False
+                job.done.clear()
+                lead = True
+        if lead:
+            self._lead(job)
+        if job.error is not None:
+            raise job.error
+        assert job.outcome is not None
+        return job.outcome
+
+    def _lead(self, own: _Job) -> None:
+        while not own.done.is_set():
+            with self._pending_lock:
+                batch = self._pending[:_MAX_BATCH]
+                del self._pending[: len(batch)]
+            if not batch:  # cannot happen while own is pending; never spin
+                break
+            try:
+                self._commit(batch)
+            except BaseException as exc:  # noqa: BLE001 - every waiting caller must be released
+                log.exception("spool.commit_failed", extra={"batch": len(batch)})
+                for j in batch:
+                    if not j.done.is_set():
+                        j.error = (
+                            exc
+                            if isinstance(exc, IngestError)
+                            else IngestError(f"cannot commit the instance: {exc}")
+                        )
+                        j.done.set()
+        with self._pending_lock:
+            if self._pending:
+                successor = self._pending[0]
+                successor.promoted = True
+                successor.done.set()
+            else:
+                self._leading = False
+
+    def _final_dir(self, header: Header) -> Path:
+        # UIDs were validated by read_header: digits and dots only, never a separator or '..'
+        return self.studies_dir / header.study_uid / header.series_uid
+
+    def _make_dirs(self, final_dir: Path, to_sync: set[Path]) -> None:
+        if final_dir in self._durable_dirs:
+            return
+        for d in (final_dir.parent, final_dir):
+            if not d.is_dir():
+                d.mkdir(exist_ok=True)
+                to_sync.add(d.parent)
+        self._durable_dirs.add(final_dir)
+
+    def _commit(self, batch: list[_Job]) -> None:
+        pending: dict[str, StoredRef] = {}
+        records: list[IngestRecord] = []
+        placed: list[tuple[_Job, IngestRecord]] = []
+        to_sync: set[Path] = set()
+        obsolete: list[Path] = []
+        try:
+            for job in batch:
+                h = job.header
+                prev = pending.get(h.sop_uid) or self.index.lookup(h.sop_uid)
+                if (
+                    prev is not None
+                    and prev.dataset_sha256 == job.dataset_sha256
+                    and prev.path.is_file()
+                ):
+                    if job.tmp is not None:
+                        job.tmp.unlink(missing_ok=True)
+                    inst = self._instance(h, prev.path, prev.size_bytes, prev.sha256, job)
+                    rec = IngestRecord(
+                        inst, "duplicate", job.dataset_sha256, job.source, job.received_at
+                    )
+                    records.append(rec)
+                    placed.append((job, rec))
+                    continue
+                if job.tmp is None:  # was a duplicate when checked, no longer: resend needed
+                    job.error = IngestError("instance changed while being stored; send it again")
+                    job.done.set()
+                    continue
+                final_dir = self._final_dir(h)
+                self._make_dirs(final_dir, to_sync)
+                path = final_dir / f"{h.sop_uid}.dcm"
+                if prev is not None and prev.path == path:
+                    path = final_dir / f"{h.sop_uid}.{job.sha256[:12]}.dcm"
+                os.replace(job.tmp, path)
+                job.tmp = None
+                to_sync.add(final_dir)
+                inst = self._instance(h, path, job.size, job.sha256, job)
+                status: Literal["stored", "replaced"] = "stored" if prev is None else "replaced"
+                if prev is not None and prev.path != path:
+                    obsolete.append(prev.path)
+                rec = IngestRecord(
+                    inst,
+                    status,
+                    job.dataset_sha256,
+                    job.source,
+                    job.received_at,
+                    series_description=h.series_description,
+                    series_header=job.series_header,
+                    previous=prev,
+                )
+                records.append(rec)
+                placed.append((job, rec))
+                pending[h.sop_uid] = StoredRef(
+                    h.sop_uid,
+                    h.study_uid,
+                    h.series_uid,
+                    path,
+                    job.sha256,
+                    job.dataset_sha256,
+                    job.size,
+                )
+            for d in sorted(to_sync, key=lambda p: len(p.parts), reverse=True):
+                _fsync_dir(d)
+            self.index.commit(records)
+        except BaseException as exc:
+            # nothing of this batch is acknowledged: remove what was put in place
+            for _job, rec in placed:
+                if rec.status != "duplicate":
+                    rec.instance.path.unlink(missing_ok=True)
+            for job in batch:
+                if job.tmp is not None:
+                    job.tmp.unlink(missing_ok=True)
+            if isinstance(exc, OSError) and _is_full(exc):
+                raise OutOfResourcesError("disk full while committing the instance") from exc
+            if isinstance(exc, Exception) and "full" in str(exc).lower():
+                raise OutOfResourcesError(f"index full: {exc}") from exc
+            raise
+        for old in obsolete:
+            if old not in {r.instance.path for _, r in placed}:
+                old.unlink(missing_ok=True)
+        with self._lock:
+            for _, rec in placed:
+                if rec.status == "stored":
+                    self._used += rec.instance.size_bytes
+                elif rec.status == "replaced" and rec.previous is not None:
+                    self._used += rec.instance.size_bytes - rec.previous.size_bytes
+                self._series_seen.add(rec.instance.series_uid)
+        for job, rec in placed:
+            job.outcome = StoreOutcome(rec.instance, rec.status)
+            job.done.set()
+            log.debug(
+                f"instance.{rec.status}",
+                extra={
+                    "study_uid": rec.instance.study_uid,
+                    "sop_uid": rec.instance.sop_uid,
+                    "bytes": rec.instance.size_bytes,
+                },
+            )
+        for _, rec in placed:
+            if rec.status == "duplicate":
+                continue
+            for listener in self._listeners:
+                try:
+                    listener(StoreOutcome(rec.instance, rec.status))
+                except Exception:  # noqa: BLE001 - a listener must not break ingest
+                    log.exception("spool.listener_failed")
+
+    @staticmethod
+    def _instance(h: Header, path: Path, size: int, sha: str, job: _Job) -> Instance:
+        return Instance(
+            study_uid=h.study_uid,
+            series_uid=h.series_uid,
+            sop_uid=h.sop_uid,
+            sop_class_uid=h.sop_class_uid,
+            transfer_syntax_uid=h.transfer_syntax_uid,
+            path=path,
+            size_bytes=size,
+            sha256=sha,
+            modality=h.modality,
+            body_part=h.body_part,
+            calling_aet=job.calling_aet,
+        )

@@ -1,0 +1,544 @@
+"""The SQLite index (WAL) of studies, series, instances and their events.
+
+One database file, ``data_dir/index.sqlite``.  Connections come from a small pool (association
+threads come and go); writes run in ``BEGIN IMMEDIATE`` transactions so concurrent writers queue
+on SQLite's lock instead of failing.  ``synchronous=NORMAL``: a committed transaction survives a
+crash of the process at once; after a power loss the last transactions may be missing, and the
+spool re-indexes the fsync'd files they described (``node.ingest.reconcile``).  Paths are stored
+relative to the data directory.
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import sqlite3
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from node.store.migrate import migrate
+from node.store.schema import STEPS
+from node.types import DicomJson, Instance, Series, Study
+
+__all__ = ["STEPS", "Index", "IngestRecord", "StoredRef"]
+
+
+Status = Literal["stored", "duplicate", "replaced"]
+
+
+@dataclass(frozen=True, slots=True)
+class StoredRef:
+    """What the index knows of a stored SOP instance (for duplicate/replacement decisions)."""
+
+    sop_uid: str
+    study_uid: str
+    series_uid: str
+    path: Path
+    sha256: str
+    dataset_sha256: str
+    size_bytes: int
+
+
+@dataclass(frozen=True, slots=True)
+class IngestRecord:
+    """One outcome of the spool, written to the index in a group-commit transaction."""
+
+    instance: Instance
+    status: Status
+    dataset_sha256: str
+    source: str
+    received_at: float
+    series_description: str | None = None
+    series_header: DicomJson | None = None
+    previous: StoredRef | None = None
+
+
+_POOL = 8
+
+
+class _Result:
+    """Rows of one query, fetched before the connection went back to the pool."""
+
+    def __init__(self, rows: list[sqlite3.Row]) -> None:
+        self._rows = rows
+
+    def fetchone(self) -> sqlite3.Row | None:
+        return self._rows[0] if self._rows else None
+
+    def fetchall(self) -> list[sqlite3.Row]:
+        return self._rows
+
+
+class _Reader:
+    """``execute`` on a borrowed connection, for read-only queries."""
+
+    def __init__(self, index: Index) -> None:
+        self._index = index
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> _Result:
+        with self._index._use() as conn:
+            return _Result(conn.execute(sql, params).fetchall())
+
+
+class Index:
+    """The SQLite index at ``db_path`` (normally ``data_dir/index.sqlite``).
+
+    Parameters
+    ----------
+    db_path:
+        The database file; its directory is the data directory that stored paths are relative to.
+    """
+
+    def __init__(self, db_path: Path) -> None:
+        self.db_path = Path(db_path)
+        self.data_dir = self.db_path.parent
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self._idle: queue.LifoQueue[sqlite3.Connection] = queue.LifoQueue(maxsize=_POOL)
+        self._closed = False
+        with self._use() as conn:
+            conn.execute("PRAGMA journal_mode=WAL")
+            migrate(conn, "index", STEPS)
+
+    # ------------------------------------------------------------ connections
+    def _connect(self) -> sqlite3.Connection:
+        if self._closed:
+            raise RuntimeError("the index is closed")
+        conn = sqlite3.connect(
+            self.db_path, timeout=30.0, isolation_level=None, check_same_thread=False
+        )
+        conn.row_factory = sqlite3.Row
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute("PRAGMA foreign_keys=ON")
+        return conn
+
+    @contextmanager
+    def _use(self) -> Iterator[sqlite3.Connection]:
+        """Borrow a pooled connection: never one per thread (associations are threads)."""
+        try:
+            conn = self._idle.get_nowait()
+        except queue.Empty:
+            conn = self._connect()
+        try:
+            yield conn
+        finally:
+            if self._closed:
+                conn.close()
+            else:
+                try:
+                    self._idle.put_nowait(conn)
+                except queue.Full:
+                    conn.close()
+
+    def _conn(self) -> _Reader:
+        return _Reader(self)
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        with self._use() as conn:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            else:
+                conn.execute("COMMIT")
+
+    def close(self) -> None:
+        """Close the pooled connections (idempotent); borrowed ones close when returned."""
+        self._closed = True
+        while True:
+            try:
+                conn = self._idle.get_nowait()
+            except queue.Empty:
+                break
+            with suppress(sqlite3.Error):
+                conn.close()
+
+    def _abs(self, rel: str) -> Path:
+        return self.data_dir / rel
+
+    def _rel(self, path: Path) -> str:
+        try:
+            return str(Path(path).relative_to(self.data_dir))
+        except ValueError:
+            return str(path)
+
+    # ------------------------------------------------------------ ingest
+    def lookup(self, sop_uid: str) -> StoredRef | None:
+        """The stored instance with ``sop_uid``, or None."""
+        row = (
+            self._conn()
+            .execute(
+                "SELECT sop_uid, study_uid, series_uid, path, sha256, dataset_sha256, size_bytes"
+                " FROM instances WHERE sop_uid = ?",
+                (sop_uid,),
+            )
+            .fetchone()
+        )
+        if row is None:
+            return None
+        return StoredRef(
+            sop_uid=row["sop_uid"],
+            study_uid=row["study_uid"],
+            series_uid=row["series_uid"],
+            path=self._abs(row["path"]),
+            sha256=row["sha256"],
+            dataset_sha256=row["dataset_sha256"],
+            size_bytes=int(row["size_bytes"]),
+        )
+
+    def has_series(self, series_uid: str) -> bool:
+        """True when a series with a header is already indexed."""
+        row = (
+            self._conn()
+            .execute("SELECT header_json FROM series WHERE series_uid = ?", (series_uid,))
+            .fetchone()
+        )
+        return row is not None and row[0] != "{}"
+
+    def last_received_at(self) -> float | None:
+        """Arrival time of the most recently indexed instance (None when empty)."""
+        rows = self._conn().execute("SELECT MAX(received_at) FROM instances").fetchall()
+        return None if rows[0][0] is None else float(rows[0][0])
+
+    def series_paths(self, series_uid: str) -> set[Path]:
+        """Absolute paths of the indexed files of a series."""
+        rows = (
+            self._conn()
+            .execute("SELECT path FROM instances WHERE series_uid = ?", (series_uid,))
+            .fetchall()
+        )
+        return {self._abs(r[0]) for r in rows}
+
+    def total_bytes(self) -> int:
+        """Sum of the sizes of every stored instance file."""
+        rows = self._conn().execute("SELECT COALESCE(SUM(size_bytes), 0) FROM instances").fetchall()
+        return int(rows[0][0])
+
+    def commit(self, records: Sequence[IngestRecord]) -> list[str]:
+        """Write ``records`` in ONE transaction (group commit); return studies re-opened by it.
+
+        A stored/replaced instance in a complete study re-opens it (event ``study-reopened``).
+        """
+        reopened: list[str] = []
+        if not records:
+            return reopened
+        with self._write() as conn:
+            for rec in records:
+                inst = rec.instance
+                now = rec.received_at
+                detail: dict[str, Any] = {
+                    "sha256": inst.sha256,
+                    "dataset_sha256": rec.dataset_sha256,
+                    "bytes": inst.size_bytes,
+                    "source": rec.source,
+                    "calling_aet": inst.calling_aet,
+                }
+                if rec.status == "duplicate":
+                    self._event(conn, "duplicate", inst, detail, now)
+                    continue
+                row = conn.execute(
+                    "SELECT state FROM studies WHERE study_uid = ?", (inst.study_uid,)
+                ).fetchone()
+                if row is None:
+                    conn.execute(
+                        "INSERT INTO studies(study_uid, state, generation, first_received,"
+                        " last_received) VALUES (?, 'open', 0, ?, ?)",
+                        (inst.study_uid, now, now),
+                    )
+                else:
+                    conn.execute(
+                        "UPDATE studies SET last_received = MAX(last_received, ?), state = 'open'"
+                        " WHERE study_uid = ?",
+                        (now, inst.study_uid),
+                    )
+                    if row["state"] == "complete":
+                        reopened.append(inst.study_uid)
+                        self._event(conn, "study-reopened", inst, {"sop_uid": inst.sop_uid}, now)
+                header = json.dumps(rec.series_header) if rec.series_header else "{}"
+                conn.execute(
+                    "INSERT INTO series(series_uid, study_uid, modality, body_part,"
+                    " series_description, header_json, first_received) VALUES (?,?,?,?,?,?,?)"
+                    " ON CONFLICT(series_uid) DO UPDATE SET header_json = CASE"
+                    " WHEN series.header_json = '{}' THEN excluded.header_json"
+                    " ELSE series.header_json END",
+                    (
+                        inst.series_uid,
+                        inst.study_uid,
+                        inst.modality,
+                        inst.body_part,
+                        rec.series_description,
+                        header,
+                        now,
+                    ),
+                )
+                conn.execute(
+                    "INSERT OR REPLACE INTO instances(sop_uid, series_uid, study_uid,"
+                    " sop_class_uid, transfer_syntax_uid, path, size_bytes, sha256,"
+                    " dataset_sha256, modality, body_part, calling_aet, source, received_at)"
+                    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    (
+                        inst.sop_uid,
+                        inst.series_uid,
+                        inst.study_uid,
+                        inst.sop_class_uid,
+                        inst.transfer_syntax_uid,
+                        self._rel(inst.path),
+                        inst.size_bytes,
+                        inst.sha256,
+                        rec.dataset_sha256,
+                        inst.modality,
+                        inst.body_part,
+                        inst.calling_aet,
+                        rec.source,
+                        now,
+                    ),
+                )
+                if rec.previous is not None:
+                    detail["previous_sha256"] = rec.previous.sha256
+                self._event(conn, rec.status, inst, detail, now)
+        return reopened
+
+    @staticmethod
+    def _event(
+        conn: sqlite3.Connection,
+        kind: str,
+        inst: Instance | None,
+        detail: dict[str, Any],
+        ts: float,
+        *,
+        study_uid: str | None = None,
+    ) -> None:
+        conn.execute(
+            "INSERT INTO events(ts, kind, study_uid, series_uid, sop_uid, detail)"
+            " VALUES (?,?,?,?,?,?)",
+            (
+                ts,
+                kind,
+                inst.study_uid if inst else study_uid,
+                inst.series_uid if inst else None,
+                inst.sop_uid if inst else None,
+                json.dumps(detail),
+            ),
+        )
+
+    def record_quarantine(
+        self, *, study_uid: str | None, sop_uid: str | None, reason: str, path: Path
+    ) -> None:
+        """Add a ``quarantined`` event (the file and its JSON reason are under quarantine/)."""
+        with self._write() as conn:
+            conn.execute(
+                "INSERT INTO events(ts, kind, study_uid, sop_uid, detail) VALUES (?,?,?,?,?)",
+                (
+                    time.time(),
+                    "quarantined",
+                    study_uid,
+                    sop_uid,
+                    json.dumps({"reason": reason, "path": self._rel(path)}),
+                ),
+            )
+
+    # ------------------------------------------------------------ assembly
+    def open_studies(self) -> list[tuple[str, float]]:
+        """(study_uid, last_received) of every study not complete."""
+        rows = (
+            self._conn()
+            .execute("SELECT study_uid, last_received FROM studies WHERE state = 'open'")
+            .fetchall()
+        )
+        return [(r[0], float(r[1])) for r in rows]
+
+    def study_row(self, study_uid: str) -> dict[str, Any] | None:
+        """The study's summary row (as in ``list_studies``), or None."""
+        rows = self._summaries("WHERE s.study_uid = ?", (study_uid,))
+        return rows[0] if rows else None
+
+    def mark_complete(
+        self, study_uid: str, *, forced: bool, if_idle_since: float | None = None
+    ) -> int | None:
+        """Mark an open study complete; return its new generation, or None if nothing changed.
+
+        ``if_idle_since``: only complete when no instance arrived after that time (the timer's
+        check, done inside the write transaction so a just-arrived instance wins).
+        """
+        with self._write() as conn:
+            row = conn.execute(
+                "SELECT state, generation, last_received FROM studies WHERE study_uid = ?",
+                (study_uid,),
+            ).fetchone()
+            if row is None or row["state"] != "open":
+                return None
+            if if_idle_since is not None and float(row["last_received"]) > if_idle_since:
+                return None
+            generation = int(row["generation"]) + 1
+            now = time.time()
+            conn.execute(
+                "UPDATE studies SET state = 'complete', generation = ?, completed_at = ?"
+                " WHERE study_uid = ?",
+                (generation, now, study_uid),
+            )
+            self._event(
+                conn,
+                "study-completed",
+                None,
+                {"generation": generation, "forced": forced},
+                now,
+                study_uid=study_uid,
+            )
+        return generation
+
+    # ------------------------------------------------------------ queries
+    def _summaries(self, where: str, params: tuple[Any, ...]) -> list[dict[str, Any]]:
+        rows = (
+            self._conn()
+            .execute(
+                "SELECT s.study_uid, s.state, s.generation, s.first_received, s.last_received,"
+                " s.completed_at,"
+                " (SELECT COUNT(*) FROM instances i WHERE i.study_uid = s.study_uid) AS n_inst,"
+                " (SELECT COUNT(*) FROM series r WHERE r.study_uid = s.study_uid) AS n_series,"
+                " (SELECT COALESCE(SUM(size_bytes), 0) FROM instances i"
+                "  WHERE i.study_uid = s.study_uid) AS n_bytes"
+                f" FROM studies s {where}",
+                params,
+            )
+            .fetchall()
+        )
+        return [
+            {
+                "study_uid": r["study_uid"],
+                "state": r["state"],
+                "generation": int(r["generation"]),
+                "instance_count": int(r["n_inst"]),
+                "series_count": int(r["n_series"]),
+                "size_bytes": int(r["n_bytes"]),
+                "first_received": float(r["first_received"]),
+                "last_received": float(r["last_received"]),
+                "completed_at": None if r["completed_at"] is None else float(r["completed_at"]),
+            }
+            for r in rows
+        ]
+
+    def list_studies(self, *, limit: int = 100, offset: int = 0) -> list[dict[str, Any]]:
+        """Studies, most recently received first, as plain dicts.
+
+        Keys: study_uid, state ("open"/"complete"), generation, instance_count, series_count,
+        size_bytes, first_received, last_received, completed_at (epoch seconds or None).
+        """
+        return self._summaries(
+            "ORDER BY s.last_received DESC, s.study_uid LIMIT ? OFFSET ?", (limit, offset)
+        )
+
+    def get_study(self, study_uid: str) -> Study | None:
+        """The study with its series (one DICOM JSON header each), or None if unknown."""
+        conn = self._conn()
+        srow = conn.execute(
+            "SELECT generation FROM studies WHERE study_uid = ?", (study_uid,)
+        ).fetchone()
+        if srow is None:
+            return None
+        rows = conn.execute(
+            "SELECT r.series_uid, r.modality, r.body_part, r.series_description, r.header_json,"
+            " (SELECT COUNT(*) FROM instances i WHERE i.series_uid = r.series_uid) AS n"
+            " FROM series r WHERE r.study_uid = ? ORDER BY r.first_received, r.series_uid",
+            (study_uid,),
+        ).fetchall()
+        series = tuple(
+            Series(
+                series_uid=r["series_uid"],
+                modality=r["modality"],
+                body_part=r["body_part"],
+                series_description=r["series_description"],
+                instance_count=int(r["n"]),
+                header=json.loads(r["header_json"]),
+            )
+            for r in rows
+        )
+        header = dict(series[0].header) if series else {}
+        return Study(
+            study_uid=study_uid,
+            series=series,
+            generation=int(srow["generation"]),
+            header=header,
+        )
+
+    def series_instances(self, series_uid: str) -> list[Instance]:
+        """Every stored instance of a series (absolute paths), in arrival order."""
+        rows = (
+            self._conn()
+            .execute(
+                "SELECT * FROM instances WHERE series_uid = ? ORDER BY received_at, sop_uid",
+                (series_uid,),
+            )
+            .fetchall()
+        )
+        return [self._instance(r) for r in rows]
+
+    def study_instances(self, study_uid: str) -> list[Instance]:
+        """Every stored instance of a study (absolute paths), in arrival order."""
+        rows = (
+            self._conn()
+            .execute(
+                "SELECT * FROM instances WHERE study_uid = ? ORDER BY received_at, sop_uid",
+                (study_uid,),
+            )
+            .fetchall()
+        )
+        return [self._instance(r) for r in rows]
+
+    def get_instance(self, sop_uid: str) -> Instance | None:
+        """The stored instance with ``sop_uid``, or None."""
+        row = (
+            self._conn().execute("SELECT * FROM instances WHERE sop_uid = ?", (sop_uid,)).fetchone()
+        )
+        return None if row is None else self._instance(row)
+
+    def _instance(self, r: sqlite3.Row) -> Instance:
+        return Instance(
+            study_uid=r["study_uid"],
+            series_uid=r["series_uid"],
+            sop_uid=r["sop_uid"],
+            sop_class_uid=r["sop_class_uid"],
+            transfer_syntax_uid=r["transfer_syntax_uid"],
+            path=self._abs(r["path"]),
+            size_bytes=int(r["size_bytes"]),
+            sha256=r["sha256"],
+            modality=r["modality"],
+            body_part=r["body_part"],
+            calling_aet=r["calling_aet"],
+        )
+
+    def events(self, study_uid: str) -> list[dict[str, Any]]:
+        """Events of a study in order: id, ts, kind, series_uid, sop_uid, detail (dict)."""
+        rows = (
+            self._conn()
+            .execute(
+                "SELECT id, ts, kind, series_uid, sop_uid, detail FROM events"
+                " WHERE study_uid = ? ORDER BY id",
+                (study_uid,),
+            )
+            .fetchall()
+        )
+        return [
+            {
+                "id": int(r["id"]),
+                "ts": float(r["ts"]),
+                "kind": r["kind"],
+                "study_uid": study_uid,
+                "series_uid": r["series_uid"],
+                "sop_uid": r["sop_uid"],
+                "detail": json.loads(r["detail"]),
+            }
+            for r in rows
+        ]
+
+    def count_events(self, kind: str) -> int:
+        """How many events of ``kind`` exist (any study)."""
+        rows = (
+            self._conn().execute("SELECT COUNT(*) FROM events WHERE kind = ?", (kind,)).fetchall()
+        )
+        return int(rows[0][0])

@@ -1,0 +1,120 @@
+"""``ainode demo`` end to end: a real node, the bundled samples, C-STORE, completion, summary."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from node.store.index import Index
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _ainode(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TMPDIR": str(cwd)}
+    return subprocess.run(
+        [sys.executable, "-m", "node", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=env,
+        timeout=240,
+    )
+
+
+def test_demo_receives_both_sample_studies(tmp_path: Path) -> None:
+    work = tmp_path / "demo"
+    proc = _ainode("demo", "--dir", str(work), "--json", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["ok"] is True
+    assert report["sent"] == report["files_written"] == report["verified_byte_identical"] == 81
+    assert report["forced_completion"] == [] and report["errors"] == []
+    studies = report["studies"]
+    assert [[s["modality"] for s in st["series"]] for st in studies] == [["CT"], ["DX"]]
+    assert [st["instance_count"] for st in studies] == [80, 1]
+    assert {st["state"] for st in studies} == {"complete"}
+    assert report["not_wired"] == ["routing", "models", "results", "delivery"]
+    # the node's own data folder agrees after the demo stopped it
+    index = Index(work / "data" / "index.sqlite")
+    try:
+        rows = {r["study_uid"]: r for r in index.list_studies()}
+    finally:
+        index.close()
+    assert set(rows) == {st["study_uid"] for st in studies}
+    assert {r["state"] for r in rows.values()} == {"complete"}
+    assert "[3/5] sent 81/81 instances over C-STORE" in proc.stderr
+
+
+def test_demo_text_summary_in_a_temporary_folder(tmp_path: Path) -> None:
+    proc = _ainode("demo", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    out = proc.stdout
+    assert "CT study" in out and "DX study" in out
+    assert 'CT CHEST "Chest phantom 2.5mm" 80 instances' in out
+    assert 'DX CHEST "Chest PA" 1 instances' in out
+    assert "Not wired yet: routing rules, AI models" in out
+    assert out.rstrip().endswith("Demo OK.")
+    work = Path(out.split("work folder ")[1].split()[0]) if "work folder " in out else None
+    assert work is not None and work.parent == tmp_path  # a new temporary folder
+    assert (work / "data" / "index.sqlite").is_file()
+    assert "DEMO^CHEST" not in out + proc.stderr  # no patient name in the output, even synthetic
+
+
+def test_demo_fails_when_a_study_does_not_complete(tmp_path: Path) -> None:
+    proc = _ainode(
+        "demo",
+        "--dir",
+        str(tmp_path / "d"),
+        "--stable-seconds",
+        "600",
+        "--timeout",
+        "0.5",
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "FAILED:" in proc.stdout
+    assert proc.stdout.count("did not complete by itself; forced") == 2
+
+
+@pytest.mark.slow
+def test_keep_running_serves_the_api_until_interrupted(tmp_path: Path) -> None:
+    import signal
+
+    import httpx
+
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TMPDIR": str(tmp_path), "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "node", "demo", "--keep-running"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+    )
+    try:
+        assert proc.stdout is not None
+        lines = []
+        for line in proc.stdout:  # blocks until the summary and the "node running" line
+            lines.append(line)
+            if line.startswith("node running: browse "):
+                break
+        else:
+            raise AssertionError("".join(lines))
+        url = line.split("browse ")[1].split()[0]
+        studies = httpx.get(url, timeout=10).json()["studies"]
+        assert sorted(s["instance_count"] for s in studies) == [1, 80]
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=30) == 0
+        assert proc.stdout.read().strip() == "stopping"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+        if proc.stdout is not None:
+            proc.stdout.close()
