@@ -49,7 +49,7 @@ def open_outbox(cfg: Config) -> Outbox:
     db = cfg.node.data_dir / "index.sqlite"
     if not db.is_file():
         raise NotFoundError(f"no index at {db}: has this node run yet? (check node.data_dir)")
-    return Outbox(db, cfg.destinations, policy=cfg.delivery, node_ae_title=cfg.node.ae_title)
+    return Outbox.from_config(cfg)
 
 
 def _when(epoch: float | None) -> str:

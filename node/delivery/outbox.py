@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from node.config import DeliveryConfig
+from node.config import Config, DeliveryConfig
 from node.delivery.base import (
     BatchError,
     Outcome,
@@ -95,6 +95,18 @@ class Outbox:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._senders: dict[str, Sender] = {}
+
+    @classmethod
+    def from_config(cls, config: Config, **kwargs: Any) -> Outbox:
+        """The node's outbox: ``data_dir/index.sqlite``, ``destinations``, ``delivery`` policy and
+        ``node.ae_title`` from ``config`` (``kwargs`` go to the constructor, e.g. ``clock``)."""
+        return cls(
+            config.node.data_dir / "index.sqlite",
+            config.destinations,
+            policy=config.delivery,
+            node_ae_title=config.node.ae_title,
+            **kwargs,
+        )
 
     # ------------------------------------------------------------ public API
     @property

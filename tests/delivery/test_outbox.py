@@ -219,3 +219,21 @@ def test_registry_builds_each_type_and_names_unknown_ones(tmp_path: Path) -> Non
 
     with pytest.raises(DestinationError, match="carrier-pigeon"):
         make_sender(Odd(), ctx)
+
+
+def test_from_config_uses_the_node_index_and_policy(tmp_path: Path, chest_ct: list[Path]) -> None:
+    from node.config import parse_config
+
+    cfg = parse_config(
+        "node: {data_dir: d, ae_title: MYNODE}\n"
+        "destinations: {f: {type: folder, path: out}}\n"
+        "delivery: {max_attempts: 2, backoff_base_seconds: 1, backoff_max_seconds: 2}\n",
+        base_dir=tmp_path,
+    )
+    box = Outbox.from_config(cfg)
+    box.enqueue(chest_ct[0], destinations=["f"], job_id="j")
+    box.run_once()
+    assert box.counts() == {"f": {"delivered": 1}}
+    assert (tmp_path / "d" / "index.sqlite").is_file()
+    assert len(list((tmp_path / "out").rglob("*.dcm"))) == 1
+    box.close()

@@ -1,28 +1,33 @@
-"""Where pulled instances land in these tests."""
+"""Pulled instances land in the real ingest spool (node.ingest.spool) in these tests."""
 
 from __future__ import annotations
 
-import threading
-from io import BytesIO
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
-import pydicom
-
+from node.ingest.spool import Spool
+from node.store.index import Index
 from tests.pull.conftest import Received
 
 
-class ListSink:
-    def __init__(self) -> None:
-        self.items: list[Received] = []
-        self._lock = threading.Lock()
+@contextmanager
+def spool_in(data_dir: Path) -> Iterator[Spool]:
+    """A started spool over a fresh index under ``data_dir``."""
+    index = Index(data_dir / "index.sqlite")
+    spool = Spool(data_dir, index)
+    spool.start()
+    try:
+        yield spool
+    finally:
+        spool.stop()
+        index.close()
 
-    def store(self, data: bytes, *, calling_aet: str | None, source: str) -> object:
-        sop = str(pydicom.dcmread(BytesIO(data), stop_before_pixels=True).SOPInstanceUID)
-        with self._lock:
-            self.items.append(Received(sop, data))
-        return None
 
-
-def make_sink(tmp_path: Path) -> tuple[ListSink, list[Received]]:
-    s = ListSink()
-    return s, s.items
+def stored_study(data_dir: Path, study_uid: str) -> list[Received]:
+    """What the index says is stored for ``study_uid``, with each file's bytes."""
+    index = Index(data_dir / "index.sqlite")
+    try:
+        return [Received(i.sop_uid, i.path.read_bytes()) for i in index.study_instances(study_uid)]
+    finally:
+        index.close()

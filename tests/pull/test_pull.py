@@ -13,7 +13,7 @@ from node.errors import DestinationError
 from node.ingest.pull import PullQuery, _multipart_parts, find_studies, pull
 from tests.delivery.storescp import start_storescp
 from tests.pull.conftest import Archive, Received, check_equal
-from tests.pull.sink import make_sink
+from tests.pull.sink import spool_in, stored_study
 
 
 def test_multipart_parser_splits_parts() -> None:
@@ -37,33 +37,34 @@ def test_query_dates_and_empty_query() -> None:
 
 def test_pull_by_c_get_is_complete_and_byte_equal(tmp_path: Path, archive: Archive) -> None:
     uid, orthanc, stored = archive.study_uid, archive.orthanc, archive.stored
-    sink, got = make_sink(tmp_path)
     seen: list[tuple[int, int | None]] = []
     src = DimseSource(host="127.0.0.1", port=orthanc.dicom_port, ae_title="ORTHANC", method="c-get")
-    result = pull(
-        src,
-        PullQuery(study_uid=uid),
-        sink=sink,
-        node_ae_title="AINODE",
-        progress=lambda d, t: seen.append((d, t)),
-    )
+    with spool_in(tmp_path / "data") as spool:
+        result = pull(
+            src,
+            PullQuery(study_uid=uid),
+            sink=spool,
+            node_ae_title="AINODE",
+            progress=lambda d, t: seen.append((d, t)),
+        )
     assert result.is_complete and result.received == 30 and result.expected == 30
     assert seen[-1] == (30, 30)
-    check_equal(got, stored, exact=False)
+    check_equal(stored_study(tmp_path / "data", uid), stored, exact=False)
 
 
 def test_pull_by_qido_wado_is_complete_and_byte_equal(tmp_path: Path, archive: Archive) -> None:
     uid, orthanc, stored, files = archive.study_uid, archive.orthanc, archive.stored, archive.files
-    sink, got = make_sink(tmp_path)
     src = DicomwebSource(type="dicomweb", url=orthanc.dicomweb_url)
     header = pydicom.dcmread(files[0], stop_before_pixels=True)
     d = date(int(header.StudyDate[:4]), int(header.StudyDate[4:6]), int(header.StudyDate[6:]))
     query = PullQuery(patient_id=str(header.PatientID), date_from=d, date_to=d, modality="CT")
     assert find_studies(src, query, node_ae_title="AINODE") == [uid]
     assert find_studies(src, PullQuery(patient_id="nobody-here"), node_ae_title="A") == []
-    result = pull(src, query, sink=sink, node_ae_title="AINODE")
+    with spool_in(tmp_path / "data") as spool:
+        result = pull(src, query, sink=spool, node_ae_title="AINODE")
     assert result.studies == [uid]
     assert result.is_complete and result.received == 30
+    got = stored_study(tmp_path / "data", uid)
     check_equal(got, stored, exact=True)
     # WADO-RS with transfer-syntax=* hands over Orthanc's file unchanged
     assert {r.data for r in got} == set(stored.values())
@@ -72,13 +73,16 @@ def test_pull_by_qido_wado_is_complete_and_byte_equal(tmp_path: Path, archive: A
 def test_pull_by_c_move_to_a_storescp_move_destination(tmp_path: Path, archive: Archive) -> None:
     """The C-MOVE request side against a real Orthanc; dcmtk storescp plays the node's SCP."""
     uid, orthanc, stored = archive.study_uid, archive.orthanc, archive.stored
-    with start_storescp(tmp_path / "scp", aet="AINODE", port=archive.node_port) as scp:
+    with (
+        start_storescp(tmp_path / "scp", aet="AINODE", port=archive.node_port) as scp,
+        spool_in(tmp_path / "data") as spool,
+    ):
         src = DimseSource(host="127.0.0.1", port=orthanc.dicom_port, ae_title="ORTHANC")
         seen: list[tuple[int, int | None]] = []
         result = pull(
             src,
             PullQuery(study_uid=uid),
-            sink=make_sink(tmp_path)[0],
+            sink=spool,
             node_ae_title="AINODE",
             progress=lambda d, t: seen.append((d, t)),
         )
@@ -93,8 +97,8 @@ def test_pull_by_c_move_to_a_storescp_move_destination(tmp_path: Path, archive: 
 def test_c_move_to_unknown_destination_is_a_clear_error(tmp_path: Path, archive: Archive) -> None:
     uid, orthanc = archive.study_uid, archive.orthanc
     src = DimseSource(host="127.0.0.1", port=orthanc.dicom_port, ae_title="ORTHANC")
-    with pytest.raises(DestinationError, match="STRANGER"):
-        pull(src, PullQuery(study_uid=uid), sink=make_sink(tmp_path)[0], node_ae_title="STRANGER")
+    with spool_in(tmp_path / "data") as spool, pytest.raises(DestinationError, match="STRANGER"):
+        pull(src, PullQuery(study_uid=uid), sink=spool, node_ae_title="STRANGER")
 
 
 def test_c_find_query_by_patient_date_and_modality(archive: Archive) -> None:
