@@ -237,10 +237,12 @@ class EmbeddedEngine:
         if slot.process is None or not slot.process.is_alive():
             self._spawn(slot)
         assert slot.conn is not None and slot.process is not None
+        # local references: stop() may close and clear the slot's from another thread
+        conn, proc = slot.conn, slot.process
         slot.current, slot.started = job, time.monotonic()
         log.info("job.started", extra={"job_id": job.job_id, "model": job.model})
         try:
-            slot.conn.send(job)
+            conn.send(job)
         except (OSError, BrokenPipeError):
             self._kill_child(slot)
             return False, "worker process was not reachable", {}
@@ -249,18 +251,18 @@ class EmbeddedEngine:
             if self._stopping.is_set():
                 return False, "node stopping", {}
             try:
-                ready = slot.conn.poll(0.2)
-            except (OSError, EOFError):
+                ready = conn.poll(0.2)
+            except (OSError, EOFError, ValueError):
                 ready = False
             if ready:
                 try:
-                    kind, payload = slot.conn.recv()
-                except (EOFError, OSError):
+                    kind, payload = conn.recv()
+                except (EOFError, OSError, ValueError):
                     return False, self._death_reason(slot), {}
                 if kind == "ok":
                     return True, "done", dict(payload)
                 return False, str(payload), {}
-            if not slot.process.is_alive():
+            if not proc.is_alive():
                 return False, self._death_reason(slot), {}
             if time.monotonic() > deadline:
                 self._kill_child(slot)
