@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from node.config import Config, DimseDestination, load_config, parse_config
+from node.config import Config, DimseDestination, FolderDestination, load_config, parse_config
 from node.errors import ConfigError
 
 
@@ -67,3 +67,10 @@ def test_shipped_example_config_is_valid() -> None:
     config = load_config(root / "deploy" / "ainode.example.yaml")
     assert set(config.destinations) == {"pacs", "viewer-web", "orthanc", "archive"}
     assert config.node.tls.port == 2762
+
+
+def test_absolute_folder_destination_path_is_kept(tmp_path: Path) -> None:
+    cfg = tmp_path / "ainode.yaml"
+    cfg.write_text(f"destinations:\n  archive: {{type: folder, path: {tmp_path / 'out'}}}\n")
+    dest = load_config(cfg).destinations["archive"]
+    assert isinstance(dest, FolderDestination) and dest.path == tmp_path / "out"

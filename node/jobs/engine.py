@@ -59,10 +59,15 @@ def _child_main(conn: Connection, runner_path: str, context: Mapping[str, Any]) 
         except (EOFError, OSError):
             return
         try:
-            outputs = dict(runner(job, context))
-            conn.send(("ok", outputs))
+            reply: tuple[str, Any] = ("ok", dict(runner(job, context)))
         except BaseException as exc:  # noqa: BLE001 - every failure becomes the job's reason
-            conn.send(("error", f"{type(exc).__name__}: {exc}"))
+            reply = ("error", f"{type(exc).__name__}: {exc}")
+        try:
+            conn.send(reply)
+        except OSError:
+            # the node went away (killed): nobody waits for this result; the job was left
+            # running in the queue and is re-run by the next node process
+            return
 
 
 def _rss_bytes(pid: int) -> int:
