@@ -243,6 +243,11 @@ class Spool:
             received_at=time.time(),
         )
 
+    def refresh_usage(self) -> None:
+        """Re-read the stored total from the index (after retention removed studies)."""
+        with self._lock:
+            self._used = self.index.total_bytes()
+
     def _reserve(self, size: int) -> None:
         with self._lock:
             if self.quota_bytes is not None and (
