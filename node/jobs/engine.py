@@ -221,7 +221,10 @@ class EmbeddedEngine:
                 ok, reason, outputs = self._run(slot, job)
                 if self._stopping.is_set() and not ok:
                     continue  # interrupted by shutdown: the job is re-queued at next start
-                if ok and self._on_success is not None:
+                if ok and self._store.get(job.job_id).state is not JobState.RUNNING:
+                    # cancelled while the model ran: its results are not delivered
+                    ok = False
+                elif ok and self._on_success is not None:
                     try:
                         self._on_success(job, outputs)
                     except Exception as exc:
