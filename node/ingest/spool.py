@@ -244,9 +244,11 @@ class Spool:
         )
 
     def refresh_usage(self) -> None:
-        """Re-read the stored total from the index (after retention removed studies)."""
+        """After retention removed studies: re-read usage, forget cached folders and series."""
         with self._lock:
             self._used = self.index.total_bytes()
+            self._durable_dirs = set()
+            self._series_seen = set()
 
     def _reserve(self, size: int) -> None:
         with self._lock:

@@ -196,3 +196,34 @@ def test_disabled_by_default_and_background_thread(site: Site) -> None:
     finally:
         retention.stop()
     assert _removed(site, uid)
+
+
+def test_node_runs_retention_in_the_background(tmp_path: Path) -> None:
+    from node.app import Node
+    from node.config import parse_config
+
+    rules = tmp_path / "rules.yaml"
+    rules.write_text("version: 1\nrules:\n  - name: nothing\n    then: ignore\n")
+    config = parse_config(
+        f"node: {{data_dir: {tmp_path / 'data'}, dicom_port: 0, min_free_bytes: 0}}\n"
+        f"rules: {rules}\nstudy: {{stable_seconds: 0.2}}\n"
+        "retention: {days: 0, interval_seconds: 0.1}\n"
+    )
+    node = Node(config, serve_http=False)
+    node.start()
+    try:
+        files = write_ct_series(
+            np.zeros((2, 8, 8), dtype=np.float32), spacing=(1.0, 1.0, 1.0), out_dir=tmp_path / "in"
+        )
+        for f in files:
+            out = node.spool.store(f.read_bytes(), calling_aet="T", source="dimse")
+        uid = out.instance.study_uid
+        deadline = time.monotonic() + 30
+        while not any(e["kind"] == "removed" for e in node.index.events(uid)):
+            assert time.monotonic() < deadline, "the node's retention thread removed nothing"
+            time.sleep(0.05)
+        assert node.index.get_study(uid) is None
+        assert node.jobs.routed_generation(uid) == 0  # routing rows went with the study
+        assert node.spool.store(files[0].read_bytes(), calling_aet="T", source="dimse")
+    finally:
+        node.stop()
