@@ -32,6 +32,7 @@ from node.routing import DEFAULT_RULES
 from node.routing.dispatch import route_study
 from node.routing.reload import RuleHolder
 from node.store.index import Index
+from node.store.retention import Removal, Retention
 from node.types import Job, Study
 
 _SC_CLASSES = {"1.2.840.10008.5.1.4.1.1.7", "1.2.840.10008.5.1.4.1.1.7.4"}
@@ -97,6 +98,12 @@ class Node:
             timeout_seconds=inference.job_timeout_seconds,
             on_success=self._job_succeeded,
         )
+        self._retention = Retention(
+            data_dir,
+            config.retention,
+            quota_bytes=config.node.quota_bytes,
+            on_removed=self._study_removed,
+        )
         self._routing_lock = threading.Lock()
         self.add_study_listener(self.route)
         n = config.node
@@ -153,6 +160,11 @@ class Node:
     def rules(self) -> RuleHolder:
         """The active routing rules (hot-reloaded)."""
         return self._rules
+
+    @property
+    def retention(self) -> Retention:
+        """The retention policy (its thread runs when a rule is configured)."""
+        return self._retention
 
     def add_study_listener(self, callback: Callable[[Study], None]) -> None:
         """Call ``callback(study)`` on every study completion (routing subscribes here)."""
@@ -231,6 +243,9 @@ class Node:
             paths, destinations=list(job.destinations), job_id=job.job_id, fallback_paths=fallbacks
         )
 
+    def _study_removed(self, removal: Removal) -> None:
+        self._spool.refresh_usage()
+
     def _route_unrouted(self) -> None:
         """Route completions that a previous run stored but did not route (crash in between)."""
         for row in self._index.list_studies(limit=100000):
@@ -251,6 +266,7 @@ class Node:
         self._rules.start()
         self._route_unrouted()
         self._tracker.start()
+        self._retention.start()
         try:
             self.dicom_port = self._listener.start()
         except OSError as exc:
@@ -333,6 +349,7 @@ class Node:
                 self._http_thread.join(timeout=10)
             self._http_server = None
         self._listener.stop()
+        self._retention.stop()
         self._tracker.stop()
         self._rules.stop()
         self._engine.stop()

@@ -155,8 +155,16 @@ class InferenceConfig(_Strict):
 
 
 class RetentionConfig(_Strict):
+    """Removal of finished studies (``node.store.retention``); nothing is removed by default."""
+
     days: float | None = Field(default=None, ge=0)
-    low_watermark_bytes: int | None = Field(default=None, ge=0)
+    low_watermark_bytes: int | None = Field(
+        default=None, ge=0, description="remove oldest finished studies below this headroom"
+    )
+    free_target_bytes: int | None = Field(
+        default=None, ge=0, description="...until this headroom (default: the low watermark)"
+    )
+    interval_seconds: float = Field(default=300.0, gt=0)
 
 
 class AuthConfig(_Strict):
@@ -247,7 +255,8 @@ def parse_config(text: str, *, source: str = "<config>", base_dir: Path | None =
 
 def _resolve_paths(config: Config, base: Path) -> Config:
     def res(p: Path | None) -> Path | None:
-        return None if p is None or p.is_absolute() else base / p
+        # an absolute path stays as it is (returning None here lost folder destinations)
+        return p if p is None or p.is_absolute() else base / p
 
     node = config.node.model_copy(
         update={"data_dir": res(config.node.data_dir) or config.node.data_dir}

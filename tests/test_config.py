@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from node.config import Config, DimseDestination, load_config, parse_config
+from node.config import Config, DimseDestination, FolderDestination, load_config, parse_config
 from node.errors import ConfigError
 
 
@@ -97,3 +97,10 @@ def test_configuration_doc_names_every_key() -> None:
             if f"`{name}`" not in doc and f"`{name}," not in doc and f".{name}`" not in doc:
                 missing.append(f"{model.__name__}.{name}")
     assert missing == []
+
+
+def test_absolute_folder_destination_path_is_kept(tmp_path: Path) -> None:
+    cfg = tmp_path / "ainode.yaml"
+    cfg.write_text(f"destinations:\n  archive: {{type: folder, path: {tmp_path / 'out'}}}\n")
+    dest = load_config(cfg).destinations["archive"]
+    assert isinstance(dest, FolderDestination) and dest.path == tmp_path / "out"

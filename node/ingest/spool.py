@@ -243,6 +243,13 @@ class Spool:
             received_at=time.time(),
         )
 
+    def refresh_usage(self) -> None:
+        """After retention removed studies: re-read usage, forget cached folders and series."""
+        with self._lock:
+            self._used = self.index.total_bytes()
+            self._durable_dirs = set()
+            self._series_seen = set()
+
     def _reserve(self, size: int) -> None:
         with self._lock:
             if self.quota_bytes is not None and (

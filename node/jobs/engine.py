@@ -59,10 +59,15 @@ def _child_main(conn: Connection, runner_path: str, context: Mapping[str, Any]) 
         except (EOFError, OSError):
             return
         try:
-            outputs = dict(runner(job, context))
-            conn.send(("ok", outputs))
+            reply: tuple[str, Any] = ("ok", dict(runner(job, context)))
         except BaseException as exc:  # noqa: BLE001 - every failure becomes the job's reason
-            conn.send(("error", f"{type(exc).__name__}: {exc}"))
+            reply = ("error", f"{type(exc).__name__}: {exc}")
+        try:
+            conn.send(reply)
+        except OSError:
+            # the node went away (killed): nobody waits for this result; the job was left
+            # running in the queue and is re-run by the next node process
+            return
 
 
 def _rss_bytes(pid: int) -> int:
@@ -216,7 +221,10 @@ class EmbeddedEngine:
                 ok, reason, outputs = self._run(slot, job)
                 if self._stopping.is_set() and not ok:
                     continue  # interrupted by shutdown: the job is re-queued at next start
-                if ok and self._on_success is not None:
+                if ok and self._store.get(job.job_id).state is not JobState.RUNNING:
+                    # cancelled while the model ran: its results are not delivered
+                    ok = False
+                elif ok and self._on_success is not None:
                     try:
                         self._on_success(job, outputs)
                     except Exception as exc:

@@ -1,0 +1,320 @@
+"""Retention: remove finished studies (originals, results, their jobs and deliveries) so the disk
+never fills.
+
+A study is *finished* when it is complete (its stable window closed), its newest completion was
+routed, none of its jobs is queued or running and none of its deliveries is pending.  Its *end*
+is the latest of: completion, last arrival, job end and delivery update.  Two rules remove
+finished studies, oldest end first:
+
+- **age**: ``retention.days`` after its end;
+- **space**: while the headroom — free disk under ``data_dir``, or what is left of
+  ``node.quota_bytes``, whichever is smaller — is below ``retention.low_watermark_bytes``,
+  until it reaches ``retention.free_target_bytes`` (default: the low watermark).
+
+Ingest itself refuses new instances with 0xA700 at the *high* watermark (``node.quota_bytes``
+reached or less than ``node.min_free_bytes`` free), so a full disk is never written to; retention
+makes room again.  A study with pending work is never removed.
+
+Removal of one study is one SQLite transaction: the eligibility check, the deletion of its
+instance, series and study rows, its jobs (and their events), routings and outbox rows, and a
+``removed`` event (reason, bytes, counts) in the index's ``events`` table.  The files are
+unlinked after the commit; a crash in between leaves unreferenced files only.  The removed
+study can be received again and is then treated as new.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from node.config import RetentionConfig
+
+__all__ = ["Removal", "Retention", "study_candidates"]
+
+log = logging.getLogger(__name__)
+
+_DAY = 86400.0
+
+
+@dataclass(frozen=True, slots=True)
+class Removal:
+    """One removed study."""
+
+    study_uid: str
+    reason: str  # "age" or "space"
+    bytes_freed: int
+    instances: int
+    result_objects: int
+    ended_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class _Candidate:
+    study_uid: str
+    ended_at: float
+
+
+def _table_exists(conn: sqlite3.Connection, name: str) -> bool:
+    row = conn.execute(
+        "SELECT 1 FROM sqlite_master WHERE type='table' AND name=?", (name,)
+    ).fetchone()
+    return row is not None
+
+
+def study_candidates(conn: sqlite3.Connection) -> list[tuple[str, float]]:
+    """Finished studies as (study_uid, ended_at), oldest end first (see the module doc)."""
+    has_jobs = _table_exists(conn, "jobs")
+    has_outbox = _table_exists(conn, "outbox")
+    has_routings = _table_exists(conn, "routings")
+    out: list[tuple[str, float]] = []
+    rows = conn.execute(
+        "SELECT study_uid, generation, last_received, COALESCE(completed_at, 0) FROM studies"
+        " WHERE state = 'complete'"
+    ).fetchall()
+    for study_uid, generation, last_received, completed_at in rows:
+        ended = max(float(last_received), float(completed_at))
+        if has_routings:
+            routed = conn.execute(
+                "SELECT COALESCE(MAX(generation), 0) FROM routings WHERE study_uid=?",
+                (study_uid,),
+            ).fetchone()[0]
+            if int(routed) < int(generation):
+                continue
+        if has_jobs:
+            active, last_job = conn.execute(
+                "SELECT SUM(state IN ('queued','running')), MAX(COALESCE(finished_at,"
+                " updated_at)) FROM jobs WHERE study_uid=?",
+                (study_uid,),
+            ).fetchone()
+            if active:
+                continue
+            ended = max(ended, float(last_job or 0.0))
+        if has_outbox:
+            pending, last_delivery = conn.execute(
+                "SELECT SUM(state = 'pending'), MAX(updated_at) FROM outbox WHERE study_uid=?",
+                (study_uid,),
+            ).fetchone()
+            if pending:
+                continue
+            ended = max(ended, float(last_delivery or 0.0))
+        out.append((str(study_uid), ended))
+    out.sort(key=lambda c: (c[1], c[0]))
+    return out
+
+
+class Retention:
+    """Applies the retention policy to the node's data directory.
+
+    Parameters
+    ----------
+    data_dir:
+        The node's data directory (``index.sqlite`` and stored files).
+    config:
+        The ``retention`` section.
+    quota_bytes:
+        ``node.quota_bytes``: the headroom is also limited by what is left of it.
+    clock:
+        Seconds since the epoch; injectable for tests.
+    free_bytes:
+        Free bytes of the file system holding ``data_dir``; injectable for tests.
+    on_removed:
+        Called after each removal (the node refreshes the spool's usage counter).
+    """
+
+    def __init__(
+        self,
+        data_dir: Path,
+        config: RetentionConfig,
+        *,
+        quota_bytes: int | None = None,
+        clock: Callable[[], float] = time.time,
+        free_bytes: Callable[[Path], int] | None = None,
+        on_removed: Callable[[Removal], None] | None = None,
+    ) -> None:
+        self._data_dir = Path(data_dir)
+        self._db = self._data_dir / "index.sqlite"
+        self._config = config
+        self._quota = quota_bytes
+        self._clock = clock
+        self._free = free_bytes or (lambda p: shutil.disk_usage(p).free)
+        self._on_removed = on_removed
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    # ------------------------------------------------------------------ measuring
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self._db, timeout=30, isolation_level=None)
+        conn.execute("PRAGMA busy_timeout=30000")
+        return conn
+
+    def used_bytes(self) -> int:
+        """Bytes of stored originals plus result files."""
+        conn = self._connect()
+        try:
+            originals = int(
+                conn.execute("SELECT COALESCE(SUM(size_bytes), 0) FROM instances").fetchone()[0]
+            )
+        finally:
+            conn.close()
+        results = self._data_dir / "results"
+        extra = sum(p.stat().st_size for p in results.rglob("*") if p.is_file())
+        return originals + extra
+
+    def headroom_bytes(self) -> int:
+        """Free disk under ``data_dir``, or what is left of the quota, whichever is smaller."""
+        free = self._free(self._data_dir)
+        if self._quota is not None:
+            free = min(free, self._quota - self.used_bytes())
+        return free
+
+    # ------------------------------------------------------------------ one pass
+    def run_once(self) -> list[Removal]:
+        """Apply both rules once; return what was removed."""
+        with self._lock:
+            removed: list[Removal] = []
+            conn = self._connect()
+            try:
+                now = self._clock()
+                candidates = study_candidates(conn)
+                if self._config.days is not None:
+                    limit = now - self._config.days * _DAY
+                    for uid, ended in candidates:
+                        if ended <= limit:
+                            r = self._remove(conn, uid, "age", now)
+                            if r is not None:
+                                removed.append(r)
+                low = self._config.low_watermark_bytes
+                if low is not None and self.headroom_bytes() < low:
+                    target = max(self._config.free_target_bytes or low, low)
+                    gone = {r.study_uid for r in removed}
+                    for uid, _ended in study_candidates(conn):
+                        if uid in gone:
+                            continue
+                        if self.headroom_bytes() >= target:
+                            break
+                        r = self._remove(conn, uid, "space", now)
+                        if r is not None:
+                            removed.append(r)
+                    if self.headroom_bytes() < low:
+                        log.warning(
+                            "retention.still_low",
+                            extra={"headroom_bytes": self.headroom_bytes(), "low_watermark": low},
+                        )
+            finally:
+                conn.close()
+        return removed
+
+    def _remove(
+        self, conn: sqlite3.Connection, study_uid: str, reason: str, now: float
+    ) -> Removal | None:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            # check again inside the write lock: work may have arrived since the listing
+            ended = dict(study_candidates(conn)).get(study_uid)
+            if ended is None:
+                conn.execute("ROLLBACK")
+                return None
+            files = [
+                (str(p), int(s))
+                for p, s in conn.execute(
+                    "SELECT path, size_bytes FROM instances WHERE study_uid=?", (study_uid,)
+                )
+            ]
+            job_ids: list[str] = []
+            objects = 0
+            if _table_exists(conn, "jobs"):
+                for job_id, outputs in conn.execute(
+                    "SELECT job_id, outputs FROM jobs WHERE study_uid=?", (study_uid,)
+                ).fetchall():
+                    job_ids.append(str(job_id))
+                    if outputs:
+                        objects += len(json.loads(outputs).get("objects", []))
+                conn.executemany("DELETE FROM job_events WHERE job_id=?", [(j,) for j in job_ids])
+                conn.execute("DELETE FROM jobs WHERE study_uid=?", (study_uid,))
+                conn.execute("DELETE FROM routings WHERE study_uid=?", (study_uid,))
+            if _table_exists(conn, "outbox"):
+                conn.execute("DELETE FROM outbox WHERE study_uid=?", (study_uid,))
+            for table in ("instances", "series", "studies"):
+                conn.execute(f"DELETE FROM {table} WHERE study_uid=?", (study_uid,))  # noqa: S608
+            result_dirs = [self._data_dir / "results" / j for j in job_ids]
+            result_bytes = sum(
+                p.stat().st_size for d in result_dirs if d.is_dir() for p in d.iterdir()
+            )
+            freed = sum(s for _, s in files) + result_bytes
+            detail = {
+                "reason": reason,
+                "bytes": freed,
+                "instances": len(files),
+                "jobs": len(job_ids),
+                "result_objects": objects,
+                "ended_at": ended,
+            }
+            conn.execute(
+                "INSERT INTO events(ts, kind, study_uid, detail) VALUES (?,?,?,?)",
+                (now, "removed", study_uid, json.dumps(detail)),
+            )
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        for rel, _size in files:
+            path = Path(rel) if Path(rel).is_absolute() else self._data_dir / rel
+            path.unlink(missing_ok=True)
+            self._prune(path.parent)
+        for d in result_dirs:
+            shutil.rmtree(d, ignore_errors=True)
+        removal = Removal(study_uid, reason, freed, len(files), objects, ended)
+        log.info(
+            "retention.removed",
+            extra={"study_uid": study_uid, "reason": reason, "bytes": freed},
+        )
+        if self._on_removed is not None:
+            self._on_removed(removal)
+        return removal
+
+    def _prune(self, folder: Path) -> None:
+        """Remove empty folders up to (not including) the data directory's top level."""
+        top = {self._data_dir, self._data_dir / "studies"}
+        while folder not in top and self._data_dir in folder.parents:
+            try:
+                folder.rmdir()
+            except OSError:
+                return
+            folder = folder.parent
+
+    # ------------------------------------------------------------------ background
+    def start(self) -> None:
+        """Run ``run_once`` every ``retention.interval_seconds`` in a daemon thread."""
+        if self._thread is not None or not self.enabled:
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._loop, name="retention", daemon=True)
+        self._thread.start()
+
+    @property
+    def enabled(self) -> bool:
+        """True when a rule is configured."""
+        return self._config.days is not None or self._config.low_watermark_bytes is not None
+
+    def stop(self) -> None:
+        """Stop the background thread."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+            self._thread = None
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.run_once()
+            except Exception:  # noqa: BLE001 - retention must never take the node down
+                log.exception("retention.failed")
+            self._stop.wait(self._config.interval_seconds)
