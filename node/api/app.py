@@ -14,6 +14,7 @@ from fastapi import Depends, FastAPI
 
 from node import __version__
 from node.api import (
+    audit,
     deliveries,
     destinations,
     health,
@@ -83,6 +84,7 @@ def create_app(node: NodeView) -> FastAPI:
         rules.router,
         models.router,
         destinations.router,
+        audit.router,
         stow.router,
     ):
         app.include_router(router, dependencies=protected)

@@ -138,3 +138,17 @@ def test_destinations_list_and_echo(ops: OpsNode) -> None:
 def test_unwritable_folder_echo_fails(ops: OpsNode) -> None:
     r = ops.http.post("/api/destinations/blocked/echo").json()
     assert r["ok"] is False and "not writable" in r["detail"]
+
+
+def test_models_have_cards(ops: OpsNode) -> None:
+    from node.models.registry import discover
+
+    expected = {e.name for e in discover([], device="cpu").entries() if e.is_ok}
+    models = ops.http.get("/api/models").json()["models"]
+    assert {m["name"] for m in models if m["ok"]} == expected and expected
+    cards = {e.name: e.info.card for e in discover([], device="cpu").entries() if e.info}
+    for m in models:
+        assert m["card"] == cards[m["name"]] and m["version"] and m["task"]
+        assert isinstance(m["metrics"], dict) and isinstance(m["is_demo"], bool)
+    assert any(m["card"] and m["metrics"] for m in models)
+    assert ops.http.get("/api/models").json()["models"] == models  # cached, same answer
