@@ -26,6 +26,7 @@ from node.api import (
     studies,
 )
 from node.api.auth import configured_token, require_token
+from node.api.console import install_console
 from node.api.deps import NodeView
 from node.api.problems import install_problem_handler
 from node.audit import AuditLog
@@ -88,6 +89,7 @@ def create_app(node: NodeView) -> FastAPI:
         stow.router,
     ):
         app.include_router(router, dependencies=protected)
+    install_console(app)
     return app
 
 

@@ -13,13 +13,14 @@ from fastapi import APIRouter, Depends, Request
 
 from node.api.deps import NodeView, get_node
 
-__all__ = ["router"]
+__all__ = ["model_rows", "router"]
 
 router = APIRouter(tags=["models"])
 _lock = threading.Lock()
 
 
-def _entries(request: Request, node: NodeView) -> list[dict[str, Any]]:
+def model_rows(request: Request, node: NodeView) -> list[dict[str, Any]]:
+    """Every discovered model as JSON (discovered once per app, then cached)."""
     with _lock:
         cached: list[dict[str, Any]] | None = getattr(request.app.state, "models", None)
         if cached is not None:
@@ -60,4 +61,4 @@ def _entries(request: Request, node: NodeView) -> list[dict[str, Any]]:
 @router.get("/api/models")
 def list_models(request: Request, node: Annotated[NodeView, Depends(get_node)]) -> dict[str, Any]:
     """Every discovered model (broken ones with their ``error``), with its card (Markdown)."""
-    return {"models": _entries(request, node)}
+    return {"models": model_rows(request, node)}
