@@ -11,6 +11,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import Depends, FastAPI
+from fastapi.responses import RedirectResponse
 
 from node import __version__
 from node.api import (
@@ -90,6 +91,12 @@ def create_app(node: NodeView) -> FastAPI:
     ):
         app.include_router(router, dependencies=protected)
     install_console(app)
+
+    @app.get("/docs", include_in_schema=False)
+    def docs_redirect() -> RedirectResponse:
+        """``/docs`` is where FastAPI users look for the OpenAPI page."""
+        return RedirectResponse("/api/docs", status_code=307)
+
     return app
 
 
