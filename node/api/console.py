@@ -192,13 +192,21 @@ def study_page(request: Request, study_uid: str, node: Node) -> HTMLResponse:
         if j["state"] == "succeeded"
         for o in j["outputs"].get("objects", [])
     ]
+    explained = _series_explanations(routing)
+    is_live = not explained
+    if is_live:  # not routed yet, or nothing matched: show what the active rules would do
+        live = node.rules.rules.explain(
+            series_inputs(study), destinations=sorted(node.config.destinations)
+        )
+        explained = [s.to_json() for s in live.series]
     return _page(
         request,
         "study.html",
         study=row,
         series=study.series,
         routing=routing,
-        explained=_series_explanations(routing),
+        explained=explained,
+        is_live=is_live,
         decisions=((routing or {}).get("decisions") or {}).get("decisions", []),
         jobs=jobs,
         results=results,

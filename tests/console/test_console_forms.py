@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
+import numpy as np
+import pydicom
 import pytest
 
+from node.samples import write_projection
+from tests.api.conftest import multipart
 from tests.api.opsnode import RULES, OpsNode, start_ops_node
 
 TOKEN = "forms-token"
@@ -74,3 +79,15 @@ def test_docs_redirect(ops: OpsNode) -> None:
     with _client(ops) as c:
         r = c.get("/docs")
         assert r.status_code == 307 and r.headers["location"] == "/api/docs"
+
+
+def test_open_study_shows_what_the_active_rules_would_do(ops: OpsNode, tmp_path: Path) -> None:
+    f = write_projection(np.zeros((16, 16)), out_dir=tmp_path / "dx2")
+    body, headers = multipart([f.read_bytes()])
+    assert ops.http.post("/dicom-web/studies", content=body, headers=headers).status_code == 200
+    uid = str(pydicom.dcmread(f).StudyInstanceUID)
+    with _client(ops) as c:
+        _login(c)
+        page = c.get(f"/console/studies/{uid}").text
+    assert "Not routed yet" in page and 'id="live-note"' in page
+    assert re.search(r"<td>dx-to-\w+</td><td><span class=\"state state-matched\">matched", page)
