@@ -214,6 +214,44 @@ def study_page(request: Request, study_uid: str, node: Node) -> HTMLResponse:
     )
 
 
+@router.get("/series/{series_uid}/thumbnail.png", dependencies=[Session])
+def series_thumbnail(series_uid: str, node: Node) -> Response:
+    """A small PNG of the middle image of a series (percentile-scaled, at most 160 px).
+
+    Raises
+    ------
+    HTTPException
+        404 when the series is unknown or holds no image that ``node.imaging`` can read.
+    """
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from node.errors import AinodeError
+    from node.imaging import load_volume, percentile_scale
+
+    instances = node.index.series_instances(series_uid)
+    if not instances:
+        raise HTTPException(404, f"series {series_uid} is not stored")
+    middle = instances[len(instances) // 2]
+    try:
+        volume = load_volume([middle.path])
+    except (AinodeError, ValueError, OSError) as exc:
+        raise HTTPException(404, f"series {series_uid} has no readable image: {exc}") from exc
+    pixels = volume.voxels[volume.voxels.shape[0] // 2]
+    if pixels.ndim != 2:  # colour images: show the luminance-ish mean
+        pixels = pixels.mean(axis=-1)
+    grey = (percentile_scale(pixels, low=1.0, high=99.0) * 255).astype(np.uint8)
+    image = Image.fromarray(grey)
+    image.thumbnail((160, 160))
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    return Response(
+        buf.getvalue(), media_type="image/png", headers={"Cache-Control": "private, max-age=300"}
+    )
+
+
 @router.post("/deliveries/{delivery_id}/retry", dependencies=[Session])
 def retry_delivery(
     request: Request, delivery_id: int, node: Node, csrf: Annotated[str, Form()]

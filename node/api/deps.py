@@ -31,6 +31,8 @@ class IndexView(Protocol):
 
     def events(self, study_uid: str) -> list[dict[str, Any]]: ...
 
+    def series_instances(self, series_uid: str) -> list[Instance]: ...
+
 
 class StoredView(Protocol):
     """What the spool did with one instance (``node.ingest.spool.StoreOutcome``)."""

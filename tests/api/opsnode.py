@@ -95,8 +95,10 @@ def start_ops_node(tmp: Path, *, token: str | None = None) -> Iterator[OpsNode]:
             base_url=f"http://127.0.0.1:{node.http_port}", timeout=30, headers=headers
         ) as http:
             ops = OpsNode(node, http, data_dir, rules_path, archive)
-            ct = write_ct_series(np.zeros((3, 8, 8)), spacing=(1, 1, 1), out_dir=tmp / "ct")
-            dx = [write_projection(np.zeros((16, 16)), out_dir=tmp / "dx")]
+            yy, xx = np.mgrid[-16:16, -16:16]
+            disk = np.where(yy**2 + xx**2 < 144, 40.0, -1000.0)  # a water disk in air (HU)
+            ct = write_ct_series(np.stack([disk] * 3), spacing=(1, 1, 1), out_dir=tmp / "ct")
+            dx = [write_projection(np.abs(xx + yy).astype(float), out_dir=tmp / "dx")]
             for files in (ct, dx):
                 body, hdrs = multipart([p.read_bytes() for p in files])
                 r = http.post("/dicom-web/studies", content=body, headers=hdrs)

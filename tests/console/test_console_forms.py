@@ -91,3 +91,22 @@ def test_open_study_shows_what_the_active_rules_would_do(ops: OpsNode, tmp_path:
         page = c.get(f"/console/studies/{uid}").text
     assert "Not routed yet" in page and 'id="live-note"' in page
     assert re.search(r"<td>dx-to-\w+</td><td><span class=\"state state-matched\">matched", page)
+
+
+def test_series_thumbnail_is_a_small_png(ops: OpsNode) -> None:
+    import io
+
+    from PIL import Image
+
+    series = ops.node.index.get_study(ops.ct_study)
+    assert series is not None
+    with _client(ops) as c:
+        uid = series.series[0].series_uid
+        assert c.get(f"/console/series/{uid}/thumbnail.png").status_code == 303  # login first
+        _login(c)
+        r = c.get(f"/console/series/{uid}/thumbnail.png")
+        assert r.status_code == 200 and r.headers["content-type"] == "image/png"
+        image = Image.open(io.BytesIO(r.content))
+        assert image.format == "PNG" and max(image.size) <= 160
+        assert 'src="/console/series/' in c.get(f"/console/studies/{ops.ct_study}").text
+        assert c.get("/console/series/1.2.3/thumbnail.png").status_code == 404
