@@ -79,6 +79,16 @@ def test_jobs_list_show_retry_cancel(ops: OpsNode) -> None:
     assert retried["attempts"] <= 1
     study_jobs = ops.http.get(f"/api/studies/{ops.ct_study}").json()["jobs"]
     assert {j["job_id"] for j in study_jobs} == {"j-test-fails", "j-test-cancel-me"}
+    # the retried job really runs again (and is not left running when the node stops)
+    wait_until(
+        lambda: ops.http.get("/api/jobs/j-test-fails").json()["state"] == "dead",
+        timeout=60,
+        what="retried job dead again",
+    )
+    again = ops.http.get("/api/jobs/j-test-fails").json()
+    assert again["attempts"] == 3
+    reasons = [e["reason"] for e in again["events"]]
+    assert reasons.index("manual retry") < len(reasons) - 1
 
 
 def test_job_errors_are_problems(ops: OpsNode) -> None:
