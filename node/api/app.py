@@ -6,13 +6,31 @@ One router per resource (``health``, ``studies``, ``stow``); one exception handl
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
 from fastapi import Depends, FastAPI
+from fastapi.responses import RedirectResponse
 
 from node import __version__
-from node.api import health, stow, studies
+from node.api import (
+    audit,
+    deliveries,
+    destinations,
+    health,
+    jobs,
+    metrics,
+    models,
+    rules,
+    stow,
+    studies,
+)
 from node.api.auth import configured_token, require_token
+from node.api.console import install_console
 from node.api.deps import NodeView
 from node.api.problems import install_problem_handler
+from node.audit import AuditLog
 
 __all__ = ["create_app"]
 
@@ -36,7 +54,15 @@ def create_app(node: NodeView) -> FastAPI:
     ConfigError
         ``auth.token_file`` is set but cannot be read.
     """
+    audit_log = AuditLog(node.config.node.data_dir)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        audit_log.close()
+
     app = FastAPI(
+        lifespan=lifespan,
         title="ainode",
         version=__version__,
         summary="AI node for radiology: DICOM in, AI results out",
@@ -46,9 +72,66 @@ def create_app(node: NodeView) -> FastAPI:
     )
     app.state.node = node
     app.state.api_token = configured_token(node.config.auth)
+    app.state.audit = audit_log
+    app.state.metrics = metrics.NodeMetrics(node)
+    _audit_node_events(node, audit_log)
     install_problem_handler(app)
     protected = [Depends(require_token)]
     app.include_router(health.router)
-    app.include_router(studies.router, dependencies=protected)
-    app.include_router(stow.router, dependencies=protected)
+    app.include_router(metrics.router)
+    for router in (
+        studies.router,
+        jobs.router,
+        deliveries.router,
+        rules.router,
+        models.router,
+        destinations.router,
+        audit.router,
+        stow.router,
+    ):
+        app.include_router(router, dependencies=protected)
+    install_console(app)
+
+    @app.get("/docs", include_in_schema=False)
+    def docs_redirect() -> RedirectResponse:
+        """``/docs`` is where FastAPI users look for the OpenAPI page."""
+        return RedirectResponse("/api/docs", status_code=307)
+
     return app
+
+
+def _audit_node_events(node: NodeView, audit_log: AuditLog) -> None:
+    """Audit the node's own events through its listener hooks (when it offers them).
+
+    One ``study.received`` per study and process (its first stored instance; the per-instance
+    trail is the index's ``events`` table) and one ``study.completed`` per completion.
+    """
+    seen: set[str] = set()
+
+    def stored(outcome: Any) -> None:
+        inst = outcome.instance
+        if inst.study_uid in seen or outcome.status == "duplicate":
+            return
+        seen.add(inst.study_uid)
+        audit_log.record(
+            "study.received",
+            study_uid=inst.study_uid,
+            calling_aet=inst.calling_aet,
+            source="dimse" if inst.calling_aet else "stow",
+        )
+
+    def completed(study: Any) -> None:
+        seen.discard(study.study_uid)
+        audit_log.record(
+            "study.completed",
+            study_uid=study.study_uid,
+            generation=study.generation,
+            series=len(study.series),
+        )
+
+    add_stored = getattr(node.spool, "add_listener", None)
+    if add_stored is not None:
+        add_stored(stored)
+    add_completed = getattr(node, "add_study_listener", None)
+    if add_completed is not None:
+        add_completed(completed)

@@ -12,6 +12,9 @@ from typing import Any, Protocol
 from fastapi import Request
 
 from node.config import Config
+from node.delivery.outbox import Outbox
+from node.jobs.store import JobStore
+from node.routing.reload import RuleHolder
 from node.types import Instance, Study
 
 __all__ = ["IndexView", "NodeView", "SpoolView", "StoredView", "TrackerView", "get_node"]
@@ -27,6 +30,8 @@ class IndexView(Protocol):
     def get_study(self, study_uid: str) -> Study | None: ...
 
     def events(self, study_uid: str) -> list[dict[str, Any]]: ...
+
+    def series_instances(self, series_uid: str) -> list[Instance]: ...
 
 
 class StoredView(Protocol):
@@ -75,6 +80,15 @@ class NodeView(Protocol):
 
     @property
     def tracker(self) -> TrackerView: ...
+
+    @property
+    def jobs(self) -> JobStore: ...
+
+    @property
+    def outbox(self) -> Outbox: ...
+
+    @property
+    def rules(self) -> RuleHolder: ...
 
 
 def get_node(request: Request) -> NodeView:

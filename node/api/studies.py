@@ -1,7 +1,9 @@
 """``/api/studies``: list received studies, show one with its series and events, force completion.
 
 Study summaries carry UIDs, counts, sizes and times only (no patient data); the detail adds the
-series (modality, body part, description, instance count) and the study's event history.
+series (modality, body part, description, instance count), the newest routing (decisions and
+the rules' explanation), the study's jobs, their result objects, its deliveries and the
+study's event history.
 """
 
 from __future__ import annotations
@@ -11,7 +13,9 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
 
+from node.api.deliveries import present_delivery
 from node.api.deps import NodeView, get_node
+from node.api.jobs import present_job
 from node.errors import NotFoundError
 
 __all__ = ["router"]
@@ -78,6 +82,21 @@ def _detail(node: NodeView, study_uid: str, *, events_limit: int = 200) -> dict[
             "instance_count": s.instance_count,
         }
         for s in study.series
+    ]
+    routing = node.jobs.routing(study_uid)
+    if routing is not None:
+        routing = {**routing, "routed_at": _iso(routing["routed_at"])}
+    out["routing"] = routing
+    job_rows = [r.to_json() for r in node.jobs.list_jobs(study_uid=study_uid, limit=1000)]
+    out["jobs"] = [present_job(j) for j in job_rows]
+    out["results"] = [
+        {"job_id": j["job_id"], "model": j["model"], **obj}
+        for j in job_rows
+        if j["state"] == "succeeded"
+        for obj in j["outputs"].get("objects", [])
+    ]
+    out["deliveries"] = [
+        present_delivery(d.to_json()) for d in node.outbox.list(study_uid=study_uid, limit=1000)
     ]
     events = node.index.events(study_uid)
     out["event_count"] = len(events)

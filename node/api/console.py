@@ -1,0 +1,457 @@
+"""The operator console: server-rendered pages (Jinja2) under ``/console``.
+
+Pages: studies (auto-refreshing list), one study (series, routing explanation, jobs, results,
+deliveries with a retry button), rules (edit, validate with line-numbered inline errors,
+dry-run against a stored study, save with a diff), models (cards, held-out metrics, demo
+badge) and destinations (outbox counts, echo).
+
+Authentication: when ``auth.token`` is configured every page but the login page needs a session
+cookie, obtained by posting the token to ``/console/login``.  The cookie holds
+``issued.HMAC(token, issued)`` (HttpOnly, SameSite=Strict, 12 h); no server-side session state.
+Forms are CSRF-safe: each carries ``csrf`` = HMAC(secret, session cookie), checked on every POST
+(with SameSite=Strict cookies as a second layer).  Without a token the console is open and the
+CSRF secret is random per process.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import hmac
+import json
+import secrets
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Form, HTTPException, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.templating import Jinja2Templates
+
+import dicom_rules
+from dicom_rules import RuleError
+from node.api.auditing import audit
+from node.api.deliveries import present_delivery
+from node.api.deps import NodeView, get_node
+from node.api.jobs import iso, present_job
+from node.api.models import model_rows
+from node.routing.dispatch import series_inputs
+
+__all__ = ["SESSION_COOKIE", "router"]
+
+router = APIRouter(prefix="/console", include_in_schema=False)
+templates = Jinja2Templates(directory=str(Path(__file__).with_name("templates")))
+templates.env.filters["iso"] = lambda v: (iso(v) or "")[:19].replace("T", " ") if v else ""
+
+SESSION_COOKIE = "ainode_session"
+_SESSION_SECONDS = 12 * 3600
+_PROCESS_SECRET = secrets.token_hex(32)
+
+
+class _LoginRequired(Exception):
+    """Raised by ``_session`` when the console needs a login first."""
+
+
+def _secret(request: Request) -> str:
+    token: str | None = request.app.state.api_token
+    return token if token is not None else _PROCESS_SECRET
+
+
+def _sign(secret: str, message: str) -> str:
+    return hmac.new(secret.encode(), message.encode(), hashlib.sha256).hexdigest()
+
+
+def _valid_session(request: Request) -> bool:
+    if request.app.state.api_token is None:
+        return True
+    cookie = request.cookies.get(SESSION_COOKIE, "")
+    issued, _, mac = cookie.partition(".")
+    if not issued.isdigit() or not mac:
+        return False
+    if time.time() - int(issued) > _SESSION_SECONDS:
+        return False
+    return hmac.compare_digest(mac, _sign(_secret(request), f"session:{issued}"))
+
+
+def _csrf(request: Request) -> str:
+    return _sign(_secret(request), "csrf:" + request.cookies.get(SESSION_COOKIE, "anonymous"))
+
+
+def session(request: Request) -> None:
+    """Dependency of every page but login: a valid session (when a token is configured)."""
+    if not _valid_session(request):
+        raise _LoginRequired
+
+
+def check_csrf(request: Request, csrf: str) -> None:
+    """Refuse a form post whose ``csrf`` field does not belong to this session (403)."""
+    if not hmac.compare_digest(csrf, _csrf(request)):
+        raise HTTPException(403, "the form is stale or was not sent by this console; reload it")
+
+
+def _page(request: Request, name: str, **context: Any) -> HTMLResponse:
+    context.update(
+        csrf=_csrf(request),
+        has_login=request.app.state.api_token is not None,
+        node_ae=request.app.state.node.config.node.ae_title,
+    )
+    return templates.TemplateResponse(request, name, context)
+
+
+Node = Annotated[NodeView, Depends(get_node)]
+Session = Depends(session)
+
+
+# ----------------------------------------------------------------------------------- login
+@router.get("/login")
+def login_page(request: Request, error: str | None = None) -> HTMLResponse:
+    """The login form (token from ``auth.token``)."""
+    return _page(request, "login.html", error=error)
+
+
+@router.post("/login")
+def login(request: Request, token: Annotated[str, Form()]) -> Response:
+    """Check the token; on success set the session cookie and go to the studies page."""
+    expected: str | None = request.app.state.api_token
+    if expected is None:
+        return RedirectResponse("/console/studies", status_code=303)
+    if not hmac.compare_digest(token.strip(), expected):
+        audit(request, "login.failed", outcome="failure")
+        return _page(request, "login.html", error="wrong token")
+    issued = str(int(time.time()))
+    value = f"{issued}.{_sign(expected, f'session:{issued}')}"
+    response = RedirectResponse("/console/studies", status_code=303)
+    response.set_cookie(
+        SESSION_COOKIE,
+        value,
+        max_age=_SESSION_SECONDS,
+        httponly=True,
+        samesite="strict",
+        secure=request.url.scheme == "https",
+        path="/console",
+    )
+    audit(request, "login")
+    return response
+
+
+@router.post("/logout", dependencies=[Session])
+def logout(request: Request, csrf: Annotated[str, Form()]) -> Response:
+    """Drop the session cookie."""
+    check_csrf(request, csrf)
+    response = RedirectResponse("/console/login", status_code=303)
+    response.delete_cookie(SESSION_COOKIE, path="/console")
+    return response
+
+
+# --------------------------------------------------------------------------------- studies
+@router.get("", dependencies=[Session])
+def home() -> Response:
+    """The console starts at the studies list."""
+    return RedirectResponse("/console/studies", status_code=303)
+
+
+@router.get("/studies", dependencies=[Session])
+def studies_page(request: Request, node: Node, offset: int = 0) -> HTMLResponse:
+    """Studies, newest first, with a dashboard strip (queue, failures); refreshes itself."""
+    rows = node.index.list_studies(limit=51, offset=max(0, offset))
+    counts = node.jobs.counts()
+    dead_deliveries = sum(c.get("dead", 0) for c in node.outbox.counts().values())
+    return _page(
+        request,
+        "studies.html",
+        studies=rows[:50],
+        offset=offset,
+        has_more=len(rows) > 50,
+        job_counts=counts,
+        dead_deliveries=dead_deliveries,
+    )
+
+
+def _series_explanations(routing: dict[str, Any] | None) -> list[dict[str, Any]]:
+    if not routing:
+        return []
+    explanation = (routing.get("decisions") or {}).get("explanation") or {}
+    return list(explanation.get("series", []))
+
+
+@router.get("/studies/{study_uid}", dependencies=[Session])
+def study_page(request: Request, study_uid: str, node: Node) -> HTMLResponse:
+    """One study: series, why rules matched or not, jobs, results, deliveries."""
+    row = node.index.study_row(study_uid)
+    study = node.index.get_study(study_uid)
+    if row is None or study is None:
+        raise HTTPException(404, f"study {study_uid} is not known to this node")
+    routing = node.jobs.routing(study_uid)
+    jobs = [present_job(r.to_json()) for r in node.jobs.list_jobs(study_uid=study_uid)]
+    deliveries = [
+        present_delivery(d.to_json()) for d in node.outbox.list(study_uid=study_uid, limit=500)
+    ]
+    results = [
+        {"job_id": j["job_id"], "model": j["model"], **o}
+        for j in jobs
+        if j["state"] == "succeeded"
+        for o in j["outputs"].get("objects", [])
+    ]
+    explained = _series_explanations(routing)
+    is_live = not explained
+    if is_live:  # not routed yet, or nothing matched: show what the active rules would do
+        live = node.rules.rules.explain(
+            series_inputs(study), destinations=sorted(node.config.destinations)
+        )
+        explained = [s.to_json() for s in live.series]
+    return _page(
+        request,
+        "study.html",
+        study=row,
+        series=study.series,
+        routing=routing,
+        explained=explained,
+        is_live=is_live,
+        decisions=((routing or {}).get("decisions") or {}).get("decisions", []),
+        jobs=jobs,
+        results=results,
+        deliveries=deliveries,
+    )
+
+
+@router.get("/series/{series_uid}/thumbnail.png", dependencies=[Session])
+def series_thumbnail(series_uid: str, node: Node) -> Response:
+    """A small PNG of the middle image of a series (percentile-scaled, at most 160 px).
+
+    Raises
+    ------
+    HTTPException
+        404 when the series is unknown or holds no image that ``node.imaging`` can read.
+    """
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from node.errors import AinodeError
+    from node.imaging import load_volume, percentile_scale
+
+    instances = node.index.series_instances(series_uid)
+    if not instances:
+        raise HTTPException(404, f"series {series_uid} is not stored")
+    middle = instances[len(instances) // 2]
+    try:
+        volume = load_volume([middle.path])
+    except (AinodeError, ValueError, OSError) as exc:
+        raise HTTPException(404, f"series {series_uid} has no readable image: {exc}") from exc
+    pixels = volume.voxels[volume.voxels.shape[0] // 2]
+    if pixels.ndim != 2:  # colour images: show the luminance-ish mean
+        pixels = pixels.mean(axis=-1)
+    grey = (percentile_scale(pixels, low=1.0, high=99.0) * 255).astype(np.uint8)
+    image = Image.fromarray(grey)
+    image.thumbnail((160, 160))
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    return Response(
+        buf.getvalue(), media_type="image/png", headers={"Cache-Control": "private, max-age=300"}
+    )
+
+
+@router.post("/deliveries/{delivery_id}/retry", dependencies=[Session])
+def retry_delivery(
+    request: Request, delivery_id: int, node: Node, csrf: Annotated[str, Form()]
+) -> Response:
+    """Retry one delivery, then go back to its study page."""
+    check_csrf(request, csrf)
+    row = node.outbox.retry(delivery_id)
+    audit(
+        request,
+        "delivery.retry",
+        study_uid=row.study_uid,
+        delivery_id=delivery_id,
+        destination=row.destination,
+        sop_uid=row.sop_uid,
+    )
+    return RedirectResponse(f"/console/studies/{row.study_uid}#deliveries", status_code=303)
+
+
+@router.post("/jobs/{job_id}/retry", dependencies=[Session])
+def retry_job(request: Request, job_id: str, node: Node, csrf: Annotated[str, Form()]) -> Response:
+    """Retry one job, then go back to its study page."""
+    check_csrf(request, csrf)
+    node.jobs.retry(job_id)
+    audit(request, "job.retry", job_id=job_id)
+    study_uid = node.jobs.get(job_id).job.study_uid
+    return RedirectResponse(f"/console/studies/{study_uid}#jobs", status_code=303)
+
+
+# ----------------------------------------------------------------------------------- rules
+def _annotated_lines(text: str, problems: list[dicom_rules.Problem]) -> list[dict[str, Any]]:
+    by_line: dict[int, list[str]] = {}
+    for p in problems:
+        by_line.setdefault(p.line, []).append(f"column {p.column}: {p.message}")
+    return [
+        {"number": n, "text": line, "errors": by_line.pop(n, [])}
+        for n, line in enumerate(text.splitlines() or [""], start=1)
+    ] + [{"number": n, "text": "", "errors": errs} for n, errs in sorted(by_line.items())]
+
+
+@router.get("/rules", dependencies=[Session])
+def rules_page(request: Request, node: Node) -> HTMLResponse:
+    """The rule editor with the active text."""
+    return _rules_view(request, node, text=node.rules.text())
+
+
+def _rules_view(
+    request: Request,
+    node: NodeView,
+    *,
+    text: str,
+    problems: list[dicom_rules.Problem] | None = None,
+    message: str | None = None,
+    dry_run: dict[str, Any] | None = None,
+    diff: str | None = None,
+    study_uid: str | None = None,
+) -> HTMLResponse:
+    status = node.rules.status()
+    recent = [r.to_json() for r in request.app.state.audit.list(event="rules.changed", limit=5)]
+    return _page(
+        request,
+        "rules.html",
+        text=text,
+        problems=problems or [],
+        lines=_annotated_lines(text, problems or []),
+        message=message,
+        dry_run=dry_run,
+        diff=diff,
+        status=status,
+        studies=node.index.list_studies(limit=50),
+        study_uid=study_uid,
+        changes=recent,
+        is_editable=node.config.rules is not None,
+    )
+
+
+@router.post("/rules", dependencies=[Session])
+def rules_action(
+    request: Request,
+    node: Node,
+    csrf: Annotated[str, Form()],
+    text: Annotated[str, Form()],
+    action: Annotated[str, Form()],
+    study_uid: Annotated[str, Form()] = "",
+) -> HTMLResponse:
+    """``action`` = validate | dry-run | save; the page shows the outcome inline."""
+    check_csrf(request, csrf)
+    text = text.replace("\r\n", "\n")
+    holder = node.rules
+    try:
+        rules = dicom_rules.parse(
+            text, source=str(holder.path), models=holder.models, destinations=holder.destinations
+        )
+    except RuleError as exc:
+        if action == "save":
+            audit(
+                request,
+                "rules.rejected",
+                sha256=hashlib.sha256(text.encode()).hexdigest(),
+                problems=len(exc.problems),
+            )
+        return _rules_view(
+            request,
+            node,
+            text=text,
+            problems=list(exc.problems),
+            message=f"{len(exc.problems)} problem(s); nothing was saved",
+            study_uid=study_uid or None,
+        )
+    if action == "dry-run":
+        study = node.index.get_study(study_uid) if study_uid else None
+        if study is None:
+            return _rules_view(request, node, text=text, message="choose a stored study first")
+        explanation = rules.explain(
+            series_inputs(study), destinations=sorted(node.config.destinations)
+        )
+        return _rules_view(
+            request,
+            node,
+            text=text,
+            dry_run=explanation.to_json(),
+            message=f"dry run on study {study_uid}: nothing was queued",
+            study_uid=study_uid,
+        )
+    if action == "save":
+        if node.config.rules is None:
+            return _rules_view(
+                request, node, text=text, message="built-in default rules cannot be edited"
+            )
+        old = holder.text()
+        holder.replace(text)
+        diff = "".join(
+            difflib.unified_diff(
+                old.splitlines(keepends=True),
+                text.splitlines(keepends=True),
+                fromfile="before",
+                tofile="after",
+            )
+        )
+        audit(
+            request,
+            "rules.changed",
+            old_sha256=hashlib.sha256(old.encode()).hexdigest(),
+            sha256=holder.sha256,
+            diff_sha256=hashlib.sha256(diff.encode()).hexdigest(),
+        )
+        return _rules_view(
+            request,
+            node,
+            text=text,
+            diff=diff or "(no change)",
+            message=f"saved and active: {len(rules.rules)} rule(s)",
+        )
+    return _rules_view(
+        request, node, text=text, message=f"valid: {len(rules.rules)} rule(s)", study_uid=study_uid
+    )
+
+
+# ------------------------------------------------------------------------ models, destinations
+@router.get("/models", dependencies=[Session])
+def models_page(request: Request, node: Node) -> HTMLResponse:
+    """Model cards with held-out metrics and a demo badge."""
+    return _page(request, "models.html", models=model_rows(request, node))
+
+
+@router.get("/destinations", dependencies=[Session])
+def destinations_page(request: Request, node: Node, echo: str | None = None) -> HTMLResponse:
+    """Destinations with their outbox counts and the last echo result."""
+    counts = node.outbox.counts()
+    rows = [
+        {"name": n, "type": d.type, "outbox": counts.get(n, {})}
+        for n, d in sorted(node.config.destinations.items())
+    ]
+    return _page(
+        request,
+        "destinations.html",
+        destinations=rows,
+        echo=json.loads(echo) if echo else None,
+    )
+
+
+@router.post("/destinations/{name}/echo", dependencies=[Session])
+def echo(request: Request, name: str, node: Node, csrf: Annotated[str, Form()]) -> HTMLResponse:
+    """Test one destination and show the result."""
+    from node.api.destinations import echo_destination
+
+    check_csrf(request, csrf)
+    result = echo_destination(name, request, node)
+    counts = node.outbox.counts()
+    rows = [
+        {"name": n, "type": d.type, "outbox": counts.get(n, {})}
+        for n, d in sorted(node.config.destinations.items())
+    ]
+    return _page(request, "destinations.html", destinations=rows, echo=result)
+
+
+def install_console(app: Any) -> None:
+    """Add the console routes and send not-logged-in visitors to the login page."""
+
+    async def to_login(request: Request, exc: Exception) -> Response:
+        return RedirectResponse("/console/login", status_code=303)
+
+    app.add_exception_handler(_LoginRequired, to_login)
+    app.include_router(router)

@@ -1,0 +1,225 @@
+"""``GET /metrics``: Prometheus text exposition; every name starts with ``ainode_``.
+
+Counters of what arrives (instances by calling AE title and spool status, bytes) are counted by
+a spool listener since the process started.  Everything else is read from the SQLite index at
+scrape time by one custom collector (a read-only connection per scrape, a handful of
+``GROUP BY`` queries), so the numbers survive restarts and cost nothing between scrapes:
+studies completed, quarantined instances, rule matches, jobs by model and state, model run time
+histogram, delivery rows/attempts/failures by destination, queue depth and free disk.
+Each app has its own ``CollectorRegistry`` (no process-global state).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import shutil
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
+
+from node.api.deps import NodeView
+
+__all__ = ["LATENCY_BUCKETS", "NodeMetrics", "router"]
+
+router = APIRouter(tags=["metrics"])
+
+#: Upper bounds (seconds) of the model run-time histogram buckets.
+LATENCY_BUCKETS = (0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
+
+
+class _IndexCollector(Collector):
+    """Reads the node's SQLite index at scrape time."""
+
+    def __init__(self, db_path: Path, data_dir: Path) -> None:
+        self._db_path = db_path
+        self._data_dir = data_dir
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(f"file:{self._db_path}?mode=ro", uri=True, timeout=10)
+        conn.execute("PRAGMA busy_timeout=10000")
+        return conn
+
+    def collect(self) -> Iterator[Metric]:
+        try:
+            conn = self._connect()
+        except sqlite3.Error:
+            return
+        try:
+            yield from self._index_metrics(conn)
+            yield from self._job_metrics(conn)
+            yield from self._delivery_metrics(conn)
+        finally:
+            conn.close()
+        disk = GaugeMetricFamily("ainode_disk_free_bytes", "Free bytes on the data_dir volume")
+        with contextlib.suppress(OSError):
+            disk.add_metric([], float(shutil.disk_usage(self._data_dir).free))
+        yield disk
+
+    @staticmethod
+    def _rows(conn: sqlite3.Connection, sql: str) -> list[Any]:
+        try:
+            return conn.execute(sql).fetchall()
+        except sqlite3.OperationalError:  # table not created yet (component never started)
+            return []
+
+    def _index_metrics(self, conn: sqlite3.Connection) -> Iterator[Metric]:
+        studies = GaugeMetricFamily(
+            "ainode_studies", "Studies in the index by state", labels=["state"]
+        )
+        for state, n in self._rows(conn, "SELECT state, COUNT(*) FROM studies GROUP BY state"):
+            studies.add_metric([state], n)
+        yield studies
+        completed = CounterMetricFamily(
+            "ainode_studies_completed", "Study completions (each generation counts)"
+        )
+        rows = self._rows(conn, "SELECT COUNT(*) FROM events WHERE kind = 'study-completed'")
+        completed.add_metric([], rows[0][0] if rows else 0)
+        yield completed
+        quarantined = CounterMetricFamily(
+            "ainode_instances_quarantined", "Instances that could not be stored"
+        )
+        rows = self._rows(conn, "SELECT COUNT(*) FROM events WHERE kind = 'quarantined'")
+        quarantined.add_metric([], rows[0][0] if rows else 0)
+        yield quarantined
+        stored = GaugeMetricFamily("ainode_stored_bytes", "Bytes of stored instances")
+        rows = self._rows(conn, "SELECT COALESCE(SUM(size_bytes), 0) FROM instances")
+        stored.add_metric([], rows[0][0] if rows else 0)
+        yield stored
+
+    def _job_metrics(self, conn: sqlite3.Connection) -> Iterator[Metric]:
+        jobs = GaugeMetricFamily(
+            "ainode_jobs", "Jobs by model and state", labels=["model", "state"]
+        )
+        depth = 0
+        for model, state, n in self._rows(
+            conn, "SELECT model, state, COUNT(*) FROM jobs GROUP BY model, state"
+        ):
+            jobs.add_metric([model, state], n)
+            if state == "queued":
+                depth += n
+        yield jobs
+        queue = GaugeMetricFamily("ainode_queue_depth", "Jobs waiting to run")
+        queue.add_metric([], depth)
+        yield queue
+        matches = CounterMetricFamily(
+            "ainode_rule_matches", "Routing decisions that queued work, by rule", labels=["rule"]
+        )
+        counts: dict[str, int] = {}
+        for (decisions,) in self._rows(conn, "SELECT decisions FROM routings"):
+            try:
+                items = json.loads(decisions).get("decisions", [])
+            except (ValueError, AttributeError):
+                continue
+            for d in items:
+                if d.get("rule") and not d.get("ignored"):
+                    counts[d["rule"]] = counts.get(d["rule"], 0) + 1
+        for rule, n in sorted(counts.items()):
+            matches.add_metric([rule], n)
+        yield matches
+        latency = HistogramMetricFamily(
+            "ainode_model_run_seconds", "Run time of succeeded jobs by model", labels=["model"]
+        )
+        per_model: dict[str, list[float]] = {}
+        for model, seconds in self._rows(
+            conn,
+            "SELECT model, finished_at - started_at FROM jobs WHERE state = 'succeeded'"
+            " AND started_at IS NOT NULL AND finished_at IS NOT NULL",
+        ):
+            per_model.setdefault(model, []).append(max(0.0, float(seconds)))
+        for model, values in sorted(per_model.items()):
+            buckets = [(str(b), sum(v <= b for v in values)) for b in LATENCY_BUCKETS]
+            buckets.append(("+Inf", len(values)))
+            latency.add_metric([model], buckets, sum_value=sum(values))
+        yield latency
+
+    def _delivery_metrics(self, conn: sqlite3.Connection) -> Iterator[Metric]:
+        rows = GaugeMetricFamily(
+            "ainode_deliveries",
+            "Outbox rows by destination and state",
+            labels=["destination", "state"],
+        )
+        attempts = CounterMetricFamily(
+            "ainode_delivery_attempts", "Send attempts by destination", labels=["destination"]
+        )
+        failures = CounterMetricFamily(
+            "ainode_delivery_failures",
+            "Rows whose last attempt failed (pending retry or dead), by destination",
+            labels=["destination"],
+        )
+        per_dest: dict[str, list[int]] = {}
+        for dest, state, n, tried, failed in self._rows(
+            conn,
+            "SELECT destination, state, COUNT(*), COALESCE(SUM(attempts), 0),"
+            " SUM(CASE WHEN last_error IS NOT NULL AND state <> 'delivered' THEN 1 ELSE 0 END)"
+            " FROM outbox GROUP BY destination, state",
+        ):
+            rows.add_metric([dest, state], n)
+            acc = per_dest.setdefault(dest, [0, 0])
+            acc[0] += int(tried) + (int(n) if state == "delivered" and not tried else 0)
+            acc[1] += int(failed or 0)
+        for dest, (tried, failed) in sorted(per_dest.items()):
+            attempts.add_metric([dest], tried)
+            failures.add_metric([dest], failed)
+        yield rows
+        yield attempts
+        yield failures
+
+
+class NodeMetrics:
+    """The metrics of one app: its own registry, the spool counters and the index collector.
+
+    Parameters
+    ----------
+    node:
+        The node served; its spool gets a listener (when it offers ``add_listener``).
+    """
+
+    def __init__(self, node: NodeView) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.instances = Counter(
+            "ainode_instances_received",
+            "Instances accepted by the spool, by calling AE title and status",
+            ["calling_aet", "status"],
+            registry=self.registry,
+        )
+        self.bytes = Counter(
+            "ainode_received_bytes",
+            "Bytes of accepted instances",
+            registry=self.registry,
+        )
+        data_dir = node.config.node.data_dir
+        self.registry.register(_IndexCollector(data_dir / "index.sqlite", data_dir))
+        add_listener = getattr(node.spool, "add_listener", None)
+        if add_listener is not None:
+            add_listener(self.instance_stored)
+
+    def instance_stored(self, outcome: Any) -> None:
+        """Spool listener: count one stored/duplicate/replaced instance."""
+        inst = outcome.instance
+        self.instances.labels(inst.calling_aet or "-", outcome.status).inc()
+        if outcome.status != "duplicate":
+            self.bytes.inc(inst.size_bytes)
+
+    def render(self) -> bytes:
+        """The text exposition format (version 0.0.4)."""
+        return generate_latest(self.registry)
+
+
+@router.get("/metrics", include_in_schema=False)
+def metrics(request: Request) -> Response:
+    """Prometheus scrape endpoint (open, like ``/api/health``)."""
+    node_metrics: NodeMetrics = request.app.state.metrics
+    return Response(node_metrics.render(), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,64 @@
+"""``GET /api/models``: the models this node can run, with their cards and held-out metrics.
+
+The registry imports torch, which is slow to import; it is imported on the first request and
+the discovered registry is cached on the app.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Request
+
+from node.api.deps import NodeView, get_node
+
+__all__ = ["model_rows", "router"]
+
+router = APIRouter(tags=["models"])
+_lock = threading.Lock()
+
+
+def model_rows(request: Request, node: NodeView) -> list[dict[str, Any]]:
+    """Every discovered model as JSON (discovered once per app, then cached)."""
+    with _lock:
+        cached: list[dict[str, Any]] | None = getattr(request.app.state, "models", None)
+        if cached is not None:
+            return cached
+        from node.models.registry import discover  # heavy: torch
+
+        registry = discover(node.config.models, device=node.config.inference.device)
+        device = str(registry.device)
+        rows: list[dict[str, Any]] = []
+        for entry in registry.entries():
+            info = entry.info
+            row: dict[str, Any] = {
+                "name": entry.name,
+                "source": entry.source,
+                "location": entry.location,
+                "ok": entry.is_ok,
+                "error": entry.error,
+                "device": device if entry.is_ok else None,
+            }
+            if info is not None:
+                row.update(
+                    version=info.version,
+                    task=info.task.value,
+                    outputs=[o.value for o in info.outputs],
+                    modalities=list(info.modalities),
+                    body_parts=list(info.body_parts),
+                    dims=list(info.dims),
+                    is_demo=info.is_demo,
+                    description=info.description,
+                    card=info.card,
+                    metrics=dict(info.metrics),
+                )
+            rows.append(row)
+        request.app.state.models = rows
+        return rows
+
+
+@router.get("/api/models")
+def list_models(request: Request, node: Annotated[NodeView, Depends(get_node)]) -> dict[str, Any]:
+    """Every discovered model (broken ones with their ``error``), with its card (Markdown)."""
+    return {"models": model_rows(request, node)}
