@@ -1,20 +1,11 @@
 """Durable storage of received instances, with group commit and quarantine.
 
 ``Spool.store`` returns only when the instance is durable: the caller writes the bytes to a
-temporary file (and starts its write-back); a single committer thread then takes every instance
-waiting at that moment (from all associations and STOW requests), renames each into place,
-fdatasyncs each file, fsyncs the touched directories once and writes all index rows in ONE SQLite
-transaction, and only then releases the callers.  Concurrent callers therefore share the journal
-commit, the directory fsyncs and the index commit.
-
-The data is synced *after* the rename on purpose: on a journalling file system (ext4, XFS) the
-file's fdatasync then commits the rename in the same journal transaction, and the directory fsync
-costs almost nothing — one journal commit per acknowledged batch instead of two.  What this
-changes is only what a crash *before* the acknowledgement can leave behind: a file at its final
-path that may be cut short (ext4 ``data=ordered`` and XFS never expose unwritten blocks, so an
-unsynced file is truncated, not garbled).  No index row exists for it; the restart's reconcile
-indexes only files that parse completely (``read_header`` rejects truncated elements), and the
-sender, never acknowledged, sends the instance again, which replaces the file.
+temporary file and fdatasyncs it (in its own thread, so concurrent associations' flushes
+overlap); a single committer thread then takes every instance waiting at that
+moment (from all associations and STOW requests), renames each into place, fsyncs the touched
+directories once and writes all index rows in ONE SQLite transaction, and only then releases the
+callers.  Concurrent callers therefore share the directory fsyncs and the index commit.
 
 Layout under ``data_dir``::
 
@@ -81,14 +72,6 @@ def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fdatasync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fdatasync(fd)
     finally:
         os.close(fd)
 
@@ -287,10 +270,9 @@ class Spool:
                 while view:
                     written = os.write(fd, view)
                     view = view[written:]
-                # Start the write-back now, in this association's thread; the committer's
-                # fdatasync after the rename then mostly waits for it (see _commit).
-                if hasattr(os, "posix_fadvise"):
-                    os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+                # the data and the size that reads it back; the inode's other metadata (times)
+                # need not be durable, and the name is made durable by the directory fsync
+                os.fdatasync(fd)
             finally:
                 os.close(fd)
         except OSError as exc:
@@ -431,12 +413,6 @@ class Spool:
                     job.dataset_sha256,
                     job.size,
                 )
-            # Data after the rename: on a journalling file system the first fdatasync commits
-            # the journal transaction that holds the renames too, so the directory fsyncs that
-            # follow find nothing left to commit (one journal commit per batch, not two).
-            for _job, rec in placed:
-                if rec.status != "duplicate":
-                    _fdatasync(rec.instance.path)
             for d in sorted(to_sync, key=lambda p: len(p.parts), reverse=True):
                 _fsync_dir(d)
             self.index.commit(records)
