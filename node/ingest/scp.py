@@ -33,7 +33,6 @@ from pynetdicom.transport import ThreadedAssociationServer
 from node.errors import IngestError, OutOfResourcesError
 from node.ingest.header import file_meta_bytes
 from node.ingest.spool import Spool
-from node.ingest.wakeup import make_responsive
 
 __all__ = ["DicomListener", "ListenerSettings", "tls_server_context"]
 
@@ -165,11 +164,6 @@ class DicomListener:
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         except (AttributeError, OSError):
             pass
-        # Block on the socket and queues instead of pynetdicom's 1 ms polling (see wakeup.py)
-        try:
-            make_responsive(event.assoc)
-        except (AttributeError, OSError):
-            log.warning("association.polling", exc_info=True)
 
     @staticmethod
     def _on_rejected(event: evt.Event) -> None:
