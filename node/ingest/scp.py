@@ -19,12 +19,19 @@ from typing import Any
 
 from pydicom.dataset import Dataset
 from pydicom.uid import AllTransferSyntaxes
-from pynetdicom import AE, _config, evt
+from pynetdicom import (
+    AE,
+    PYNETDICOM_IMPLEMENTATION_UID,
+    PYNETDICOM_IMPLEMENTATION_VERSION,
+    _config,
+    evt,
+)
 from pynetdicom.presentation import AllStoragePresentationContexts
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from pynetdicom.transport import ThreadedAssociationServer
 
 from node.errors import IngestError, OutOfResourcesError
+from node.ingest.header import file_meta_bytes
 from node.ingest.spool import Spool
 
 __all__ = ["DicomListener", "ListenerSettings", "tls_server_context"]
@@ -172,7 +179,7 @@ class DicomListener:
     def _on_store(self, event: evt.Event) -> int | Dataset:
         calling = event.assoc.requestor.ae_title.strip() or None
         try:
-            data = event.encoded_dataset(include_meta=True)
+            data = _encoded_file(event)
         except Exception:  # noqa: BLE001
             log.exception("store.no_dataset")
             return 0xC000
@@ -193,6 +200,23 @@ class DicomListener:
             extra={"sop_uid": outcome.instance.sop_uid, "status": outcome.status},
         )
         return 0x0000
+
+
+def _encoded_file(event: evt.Event) -> bytes:
+    """The received data set, as sent, behind a file meta built from the request (PS3.10 7.1).
+
+    Same bytes as ``event.encoded_dataset(include_meta=True)``, without the pydicom round trip.
+    """
+    request: Any = event.request
+    stream: bytes = request.DataSet.getvalue()
+    meta = file_meta_bytes(
+        sop_class_uid=str(request.AffectedSOPClassUID),
+        sop_instance_uid=str(request.AffectedSOPInstanceUID),
+        transfer_syntax_uid=str(event.context.transfer_syntax),
+        implementation_class_uid=str(PYNETDICOM_IMPLEMENTATION_UID),
+        implementation_version_name=PYNETDICOM_IMPLEMENTATION_VERSION,
+    )
+    return meta + stream
 
 
 def _status(code: int, comment: str) -> Dataset:

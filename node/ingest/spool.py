@@ -1,7 +1,8 @@
 """Durable storage of received instances, with group commit and quarantine.
 
 ``Spool.store`` returns only when the instance is durable: the caller writes the bytes to a
-temporary file and fsyncs it; a single committer thread then takes every instance waiting at that
+temporary file and fdatasyncs it (in its own thread, so concurrent associations' flushes
+overlap); a single committer thread then takes every instance waiting at that
 moment (from all associations and STOW requests), renames each into place, fsyncs the touched
 directories once and writes all index rows in ONE SQLite transaction, and only then releases the
 callers.  Concurrent callers therefore share the directory fsyncs and the index commit.
@@ -276,7 +277,9 @@ class Spool:
                 while view:
                     written = os.write(fd, view)
                     view = view[written:]
-                os.fsync(fd)
+                # the data and the size that reads it back; the inode's other metadata (times)
+                # need not be durable, and the name is made durable by the directory fsync
+                os.fdatasync(fd)
             finally:
                 os.close(fd)
         except OSError as exc:

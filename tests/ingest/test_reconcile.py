@@ -5,6 +5,8 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
+from pydicom import dcmread
+
 from node.ingest.spool import Spool
 from node.store.index import Index
 from tests.ingest.synthetic import write_ct_series
@@ -50,6 +52,39 @@ def test_lost_rows_are_reindexed_after_unclean_shutdown(tmp_path: Path) -> None:
         assert index.total_bytes() == sum(o.instance.size_bytes for o in outs)
         kinds = [e["detail"]["source"] for e in index.events(lost[0].study_uid)]
         assert kinds.count("reconcile") == 2
+    finally:
+        spool.stop()
+        index.close()
+
+
+def test_cut_short_unacknowledged_file_is_not_indexed_and_a_resend_replaces_it(
+    tmp_path: Path,
+) -> None:
+    """A crash between the rename and the fdatasync can leave a truncated file at its final path
+    (never acknowledged, no index row): reconcile must not index it, the sender's retry wins."""
+    data_dir = tmp_path / "data"
+    files = write_ct_series(tmp_path / "in", 2, size=16)
+    index = Index(data_dir / "index.sqlite")
+    spool = Spool(data_dir, index)
+    first = spool.store(files[0].read_bytes(), calling_aet=None, source="t").instance
+    spool.stop()
+    index.close()
+
+    data = files[1].read_bytes()
+    ds = dcmread(files[1])
+    final = first.path.parent / f"{ds.SOPInstanceUID}.dcm"
+    final.write_bytes(data[: len(data) - 100])  # what the crash left: cut short
+    (data_dir / ".clean-shutdown").unlink()
+
+    index = Index(data_dir / "index.sqlite")
+    spool = Spool(data_dir, index)
+    try:
+        assert index.get_instance(ds.SOPInstanceUID) is None
+        out = spool.store(data, calling_aet=None, source="t")
+        assert out.status == "stored"
+        assert out.instance.path == final
+        assert final.read_bytes() == data
+        assert index.total_bytes() == first.size_bytes + len(data)
     finally:
         spool.stop()
         index.close()
