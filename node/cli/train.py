@@ -17,6 +17,7 @@ def train(
     name: str = typer.Argument(..., help="demo model name (ainode models list) or 'all'"),
     seed: int = typer.Option(0, help="seed of training data, initialisation and held-out set"),
     steps: int | None = typer.Option(None, help="optimisation steps (default: the model's own)"),
+    threads: int = typer.Option(1, help="torch CPU threads (1 is fastest on a shared machine)"),
 ) -> None:
     """Train a demo model on synthetic phantoms; writes its weights, metrics and model card."""
     from node.models.demo.train import MODELS
@@ -26,6 +27,6 @@ def train(
     for n in names:
         if n not in MODELS:
             raise NotFoundError(f"no demo model '{n}'; choose from {', '.join(MODELS)} or 'all'")
-        folder = run(n, seed=seed, steps=steps)
+        folder = run(n, seed=seed, steps=steps, threads=threads)
         metrics = json.loads((folder / "metrics.json").read_text(encoding="utf-8"))
         typer.echo(f"{n}: held-out {json.dumps(metrics['heldout'])} -> {folder}")

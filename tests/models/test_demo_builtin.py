@@ -63,18 +63,23 @@ def test_weights_are_small_state_dicts_and_cards_state_thresholds(name: str) -> 
     assert all(isinstance(v, torch.Tensor) for v in state.values())
 
 
-def test_thresholds_never_undercut_a_reached_target() -> None:
+def test_thresholds_sit_a_noise_margin_below_the_measured_value() -> None:
     for name, rules in cards.RULES.items():
         heldout = load_metrics(name).get("heldout", {})
         thr = cards.thresholds(name, heldout)
-        for metric, (target, _, higher) in rules.items():
-            if target is None or metric not in heldout:
+        card = (ASSETS / name / "MODEL_CARD.md").read_text(encoding="utf-8")
+        for metric, (target, margin, higher) in rules.items():
+            if metric not in heldout:
                 continue
             value = heldout[metric]
-            if higher and value >= target:
-                assert target <= thr[metric] <= value
-            if not higher and value <= target:
-                assert value <= thr[metric] <= target
+            if higher:
+                assert thr[metric] <= value
+                if target is not None and value - margin >= target:
+                    assert thr[metric] >= target  # a robustly reached target is held by the test
+            else:
+                assert thr[metric] >= value
+            if target is not None and (value < target if higher else value > target):
+                assert "NOT reached" in card
 
 
 def test_ct_models_refuse_a_radiograph_and_cxr_refuses_ct() -> None:

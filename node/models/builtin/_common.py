@@ -240,6 +240,19 @@ class ModelGrid:
         )
 
 
+def minmax_normalise(cam: torch.Tensor) -> torch.Tensor:
+    """Scale each map of an (N, 1, ...) batch to 0..1, highest heat = 1.
+
+    Passed as ``postprocessing`` to ``monai.visualize.GradCAM``: MONAI's default normaliser maps
+    the maximum to 0 and the minimum to 1 ("flips magnitudes"), which puts the least heat on
+    exactly the evidence Grad-CAM found.
+    """
+    flat = cam.reshape(cam.shape[0], -1)
+    lo = flat.min(dim=1).values.reshape(-1, *([1] * (cam.dim() - 1)))
+    hi = flat.max(dim=1).values.reshape(-1, *([1] * (cam.dim() - 1)))
+    return (cam - lo) / (hi - lo).clamp_min(1e-12)
+
+
 def voxel_to_patient(
     volume: Volume, index: tuple[float, float, float]
 ) -> tuple[float, float, float]:

@@ -16,7 +16,7 @@ import torch.nn.functional as F  # noqa: N812
 from monai.visualize.class_activation_maps import GradCAM
 
 from node.models.base import Model, ModelInfo, OutputKind, Task
-from node.models.builtin._common import LazyNet, heldout_metrics, load_card
+from node.models.builtin._common import LazyNet, heldout_metrics, load_card, minmax_normalise
 from node.types import HeatMap, Prediction, Volume
 
 __all__ = ["CLASSES", "CxrClassifier", "build_network", "preprocess"]
@@ -25,16 +25,18 @@ NAME = "cxr-classify"
 VERSION = "1.0.0"
 SIZE = 128
 CLASSES = ("normal", "opacity")
-GRADCAM_LAYER = "features.block3.act2"
+GRADCAM_LAYER = "classmap"
 
 
 class _Block(torch.nn.Sequential):
     def __init__(self, cin: int, cout: int) -> None:
         super().__init__()
-        self.add_module("conv1", torch.nn.Conv2d(cin, cout, 3, padding=1))
+        self.add_module("conv1", torch.nn.Conv2d(cin, cout, 3, padding=1, padding_mode="replicate"))
         self.add_module("bn1", torch.nn.BatchNorm2d(cout))
         self.add_module("act1", torch.nn.ReLU())
-        self.add_module("conv2", torch.nn.Conv2d(cout, cout, 3, padding=1))
+        self.add_module(
+            "conv2", torch.nn.Conv2d(cout, cout, 3, padding=1, padding_mode="replicate")
+        )
         self.add_module("bn2", torch.nn.BatchNorm2d(cout))
         self.add_module("act2", torch.nn.ReLU())
 
@@ -51,14 +53,17 @@ class CxrNet(torch.nn.Module):
         self.features.add_module("block2", _Block(widths[0], widths[1]))
         self.features.add_module("pool2", torch.nn.MaxPool2d(2))
         self.features.add_module("block3", _Block(widths[1], widths[2]))
-        self.head = torch.nn.Sequential(
-            torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(widths[2], 2)
-        )
+        self.classmap = torch.nn.Conv2d(widths[2], 2, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits (normal, opacity)."""
-        out: torch.Tensor = self.head(self.features(x))
-        return out
+        """Logits (normal, opacity): global max of each class evidence map, centred over classes.
+
+        Centring keeps the predicted class's logit positive, so its Grad-CAM on ``classmap``
+        (the per-location evidence difference) is never cut to zero by Grad-CAM's ReLU.
+        """
+        maps: torch.Tensor = self.classmap(self.features(x))
+        peak = maps.amax(dim=(2, 3))
+        return peak - peak.mean(dim=1, keepdim=True)
 
 
 def build_network() -> torch.nn.Module:
@@ -123,10 +128,17 @@ class CxrClassifier(Model):
         """Grad-CAM (N, 128, 128) in 0..1 for the predicted class."""
         net = self._net.get()
         if self._cam is None:
-            self._cam = GradCAM(nn_module=net, target_layers=GRADCAM_LAYER)
+            self._cam = GradCAM(
+                nn_module=net, target_layers=GRADCAM_LAYER, postprocessing=minmax_normalise
+            )
+        with torch.inference_mode():
+            predicted = net(batch).argmax(dim=1).tolist()
+        maps = np.empty((batch.shape[0], SIZE, SIZE), dtype=np.float32)
+        # per image with an int class (monai's GradCAM mixes a batch given a tensor class_idx)
         with torch.enable_grad():
-            cam = self._cam(batch.clone())
-        maps: npt.NDArray[np.float32] = cam[:, 0].detach().numpy().astype(np.float32)
+            for i, cls in enumerate(predicted):
+                cam = self._cam(batch[i : i + 1].clone(), class_idx=int(cls))
+                maps[i] = cam[0, 0].detach().numpy()
         return maps
 
     def predict(self, volume: Volume) -> Prediction:
