@@ -151,7 +151,13 @@ def test_rejected_association_backoff_dead_then_retry(
         for _ in range(policy.max_attempts):
             box.run_once()
             rows = box.list()
-            assert all("rejected the association" in (r.last_error or "") for r in rows)
+            # storescp --refuse answers A-ASSOCIATE-RJ; on a loaded machine it sometimes drops
+            # the connection before the reject is read, which ainode reports as unreachable
+            assert all(
+                "rejected the association" in (r.last_error or "")
+                or "cannot be reached" in (r.last_error or "")
+                for r in rows
+            )
             clock.advance(policy.backoff_max_seconds)
         assert {box.get(i).state for i in ids} == {DeliveryState.DEAD}
         assert {box.get(i).attempts for i in ids} == {3}

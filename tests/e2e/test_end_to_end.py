@@ -83,7 +83,7 @@ def test_sample_studies_flow_through_models_into_orthanc(
 
         # results sent back to ainode never trigger AI on themselves
         before = len(store.list_jobs())
-        back = storescu(node.dicom_port, archive)
+        back = storescu(node.dicom_port, archive, extra=["-R"])  # propose the files' SOP classes
         assert len(back.acknowledged) == len(archive)
         node_study = {pydicom.dcmread(p, stop_before_pixels=True).StudyInstanceUID for p in archive}
         assert node_study  # same studies as the sources, re-completed by the late instances
