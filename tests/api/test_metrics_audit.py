@@ -115,9 +115,9 @@ def test_audit_trail_has_no_phi(ops: OpsNode) -> None:
     assert events.count("study.completed") == 2
     assert "destination.echo" in events
     echo = next(r for r in records if r["event"] == "destination.echo")
-    assert echo["actor"] == "token" and echo["client"] == "127.0.0.1"
+    assert echo["actor"] == "token:token" and echo["client"] == "127.0.0.1"
     ct = ops.http.get("/api/audit", params={"study_uid": ops.ct_study}).json()["records"]
-    assert {r["event"] for r in ct} == {"study.received", "study.completed"}
+    assert {r["event"] for r in ct} == {"study.received", "study.completed", "delivery.delivered"}
     text = (ops.data_dir / "audit.log").read_text(encoding="utf-8")
     lines = [json.loads(x) for x in text.splitlines()]
     assert len(lines) == len(records)  # file and table hold the same records
