@@ -108,6 +108,6 @@ def result_preview(job_id: str, number: int, node: Node) -> Response:
         raise HTTPException(404, f"result object {number} of job {job_id} is not stored")
     try:
         png = render_preview(path, node.index.series_instances)
-    except PreviewError as exc:
+    except (PreviewError, ValueError) as exc:  # ValueError: not DICOM, pixel data unreadable
         raise HTTPException(404, str(exc)) from exc
     return Response(png, media_type="image/png", headers={"Cache-Control": "private, max-age=300"})

@@ -94,11 +94,21 @@ def _segment_colours(seg: Dataset) -> dict[int, tuple[int, int, int]]:
 
 def _frame_refs(seg: Dataset) -> list[tuple[str, int | None, int]]:
     """Per SEG frame: (source SOP Instance UID, source frame number or None, segment number)."""
+    shared = (seg.get("SharedFunctionalGroupsSequence") or [Dataset()])[0]
+
+    def group(item: Dataset, keyword: str) -> Dataset:
+        # a macro is per frame, or shared by all frames (PS3.3 C.7.6.16)
+        found = item.get(keyword) or shared.get(keyword)
+        if not found:
+            raise PreviewError(f"SEG frame without {keyword}")
+        first: Dataset = found[0]
+        return first
+
     refs = []
     for item in seg.PerFrameFunctionalGroupsSequence:
-        source = item.DerivationImageSequence[0].SourceImageSequence[0]
+        source = group(item, "DerivationImageSequence").SourceImageSequence[0]
         frame = source.get("ReferencedFrameNumber")
-        segment = int(item.SegmentIdentificationSequence[0].ReferencedSegmentNumber)
+        segment = int(group(item, "SegmentIdentificationSequence").ReferencedSegmentNumber)
         refs.append((str(source.ReferencedSOPInstanceUID), int(frame) if frame else None, segment))
     return refs
 
@@ -187,14 +197,18 @@ def render_preview(path: Path, series_instances: Callable[[str], list[Instance]]
     PreviewError
         Another kind of object (SR, derived series), or nothing to show.
     """
-    ds = pydicom.dcmread(path)
-    sop_class = str(ds.SOPClassUID)
-    if sop_class in SC_CLASSES:
-        return sc_image(ds)
-    if sop_class != SEG_CLASS:
-        raise PreviewError(f"no preview for SOP class {sop_class}")
-    paths: dict[str, Path] = {}
-    for series in ds.get("ReferencedSeriesSequence", []):
-        for inst in series_instances(str(series.SeriesInstanceUID)):
-            paths[inst.sop_uid] = inst.path
-    return seg_overlay(ds, paths.get)
+    try:
+        ds = pydicom.dcmread(path)
+        sop_class = str(ds.SOPClassUID)
+        if sop_class in SC_CLASSES:
+            return sc_image(ds)
+        if sop_class != SEG_CLASS:
+            raise PreviewError(f"no preview for SOP class {sop_class}")
+        paths: dict[str, Path] = {}
+        for series in ds.get("ReferencedSeriesSequence", []):
+            for inst in series_instances(str(series.SeriesInstanceUID)):
+                paths[inst.sop_uid] = inst.path
+        return seg_overlay(ds, paths.get)
+    except (AttributeError, KeyError, IndexError, TypeError, OSError) as exc:
+        # ValueError (pydicom's InvalidDicomError, PreviewError) passes through as it is
+        raise PreviewError(f"cannot render a preview: {type(exc).__name__}: {exc}") from exc
