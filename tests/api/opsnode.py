@@ -91,6 +91,7 @@ def start_ops_node(
     )
     node = Node(config)
     node.start()
+    token = token or config.auth.token
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     try:
         with httpx.Client(
