@@ -194,6 +194,7 @@ def login(
 def logout(request: Request, csrf: Annotated[str, Form()]) -> Response:
     """Drop the session cookie."""
     check_csrf(request, csrf)
+    audit(request, "logout")
     response = RedirectResponse("/console/login", status_code=303)
     response.delete_cookie(SESSION_COOKIE, path="/console")
     return response

@@ -6,6 +6,7 @@ import os
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -53,7 +54,7 @@ def test_associations_accepted_and_refused(tmp_path: Path) -> None:
             )
         base = f"http://127.0.0.1:{node.http_port}"
 
-        def audited() -> list[dict]:
+        def audited() -> list[dict[str, Any]]:
             records = httpx.get(f"{base}/api/audit").json()["records"]
             return [r for r in records if r["event"].startswith("association.")]
 

@@ -128,3 +128,34 @@ def test_audit_trail_has_no_phi(ops: OpsNode) -> None:
     for value in (str(ds.PatientName), str(ds.PatientID)):
         if value:
             assert value not in text
+
+
+def test_every_metric_named_by_the_issue_is_exposed(ops: OpsNode) -> None:
+    """Issue 9's list: instances by AET+status, bytes, studies completed, rule matches by rule,
+    jobs by model/state, model latency histogram, delivery attempts/failures by destination,
+    queue depth, disk free (plus delivery queue depth and associations)."""
+    families = {f.name: f for f in text_string_to_metric_families(ops.http.get("/metrics").text)}
+    expected = {
+        "ainode_instances_received": ("counter", {"calling_aet", "status"}),
+        "ainode_received_bytes": ("counter", set()),
+        "ainode_studies_completed": ("counter", set()),
+        "ainode_rule_matches": ("counter", {"rule"}),
+        "ainode_jobs": ("gauge", {"model", "state"}),
+        "ainode_model_run_seconds": ("histogram", {"model"}),
+        "ainode_delivery_attempts": ("counter", {"destination"}),
+        "ainode_delivery_failures": ("counter", {"destination"}),
+        "ainode_queue_depth": ("gauge", set()),
+        "ainode_delivery_queue_depth": ("gauge", {"destination"}),
+        "ainode_disk_free_bytes": ("gauge", set()),
+        "ainode_associations": ("counter", {"calling_aet", "outcome"}),
+        "ainode_login_failures": ("counter", set()),
+    }
+    for name, (kind, labels) in expected.items():
+        assert name in families, name
+        assert families[name].type == kind, name
+        for sample in families[name].samples:
+            assert set(sample.labels) - {"le"} == labels, (name, sample)
+    s = _samples(ops.http.get("/metrics").text)
+    pending = len(ops.node.outbox.list(state="pending", destination="silent"))
+    assert s[("ainode_delivery_queue_depth", (("destination", "silent"),))] == pending
+    assert s[("ainode_delivery_queue_depth", (("destination", "archive"),))] == 0

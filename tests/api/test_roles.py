@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Literal
 
 import httpx
 import pytest
@@ -23,7 +24,11 @@ from tests.api.conftest import multipart, start_node
 from tests.api.opsnode import OpsNode, start_ops_node
 
 PASSWORDS = {"vera": "viewer-pass-1", "otto": "operator-pass-2", "ada": "admin-pass-3"}
-ROLES = {"vera": "viewer", "otto": "operator", "ada": "admin"}
+ROLES: dict[str, Literal["viewer", "operator", "admin"]] = {
+    "vera": "viewer",
+    "otto": "operator",
+    "ada": "admin",
+}
 PACS_TOKEN = "pacs-machine-token-0123456789"
 MONITOR_TOKEN = "monitor-token-abcdef"
 LEGACY = "legacy-admin-token"
@@ -54,7 +59,7 @@ def auth(tmp_path_factory: pytest.TempPathFactory, monitor_env: str) -> AuthConf
         users={
             n: UserConfig(password_hash=hash_with_cli(p), role=ROLES[n])
             for n, p in PASSWORDS.items()
-        },  # type: ignore[arg-type]
+        },
         tokens={
             "pacs": TokenConfig(token_file=secrets_dir / "pacs.token", role="operator"),
             "monitor": TokenConfig(token_env=monitor_env, role="viewer"),

@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import re
 from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import pydicom
@@ -26,7 +27,7 @@ def ops(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OpsNode]:
 
 
 @pytest.fixture(scope="module")
-def results(ops: OpsNode) -> dict[str, object]:
+def results(ops: OpsNode) -> dict[str, Any]:
     return add_preview_results(ops)
 
 
@@ -37,7 +38,7 @@ def _png(ops: OpsNode, url: str) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(r.content)).convert("RGB")).astype(int)
 
 
-def test_study_page_shows_seg_and_heatmap_previews(ops: OpsNode, results: dict) -> None:
+def test_study_page_shows_seg_and_heatmap_previews(ops: OpsNode, results: dict[str, Any]) -> None:
     html = ops.http.get(f"/console/studies/{ops.ct_study}").text
     urls = re.findall(r'src="(/console/jobs/[^"]+/preview\.png)"', html)
     modalities = [o["modality"] for o in results["objects"]]
@@ -51,7 +52,9 @@ def test_study_page_shows_seg_and_heatmap_previews(ops: OpsNode, results: dict) 
     assert urls == expected
 
 
-def test_seg_overlay_tints_the_slice_with_the_most_mask(ops: OpsNode, results: dict) -> None:
+def test_seg_overlay_tints_the_slice_with_the_most_mask(
+    ops: OpsNode, results: dict[str, Any]
+) -> None:
     k = next(i for i, o in enumerate(results["objects"]) if o["modality"] == "SEG")
     rgb = _png(ops, f"/console/jobs/{results['job_id']}/objects/{k}/preview.png")
     assert rgb.shape == (32, 32, 3)
@@ -61,7 +64,7 @@ def test_seg_overlay_tints_the_slice_with_the_most_mask(ops: OpsNode, results: d
     assert (rgb[~tinted][:, 0] == rgb[~tinted][:, 1]).all()  # the rest stays grey
 
 
-def test_heatmap_preview_is_the_secondary_capture(ops: OpsNode, results: dict) -> None:
+def test_heatmap_preview_is_the_secondary_capture(ops: OpsNode, results: dict[str, Any]) -> None:
     k, obj = next(
         (i, o)
         for i, o in enumerate(results["objects"])
@@ -75,7 +78,7 @@ def test_heatmap_preview_is_the_secondary_capture(ops: OpsNode, results: dict) -
     assert colourful.sum() > 20  # the burned-in heat-map
 
 
-def test_previews_refuse_what_they_cannot_show(ops: OpsNode, results: dict) -> None:
+def test_previews_refuse_what_they_cannot_show(ops: OpsNode, results: dict[str, Any]) -> None:
     sr = next(i for i, o in enumerate(results["objects"]) if o["modality"] == "SR")
     job = results["job_id"]
     for url in (
@@ -88,7 +91,7 @@ def test_previews_refuse_what_they_cannot_show(ops: OpsNode, results: dict) -> N
         assert r.headers["content-type"] == "application/problem+json"
 
 
-def test_dashboard_counts_per_hour(ops: OpsNode, results: dict) -> None:
+def test_dashboard_counts_per_hour(ops: OpsNode, results: dict[str, Any]) -> None:
     html = ops.http.get("/console/dashboard").text
     totals = dict(re.findall(r'id="chart-(\w+)" data-total="(\d+)"', html))
     assert totals["studies_received"] == "2"
