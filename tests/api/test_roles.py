@@ -260,3 +260,56 @@ def test_token_sources_are_checked(tmp_path: Path, monkeypatch: pytest.MonkeyPat
         parse_config("auth:\n  users:\n    bob: {password_hash: plain-text, role: admin}\n")
     with pytest.raises(ConfigError, match="role"):
         parse_config("auth:\n  users:\n    bob: {password_hash: $argon2id$x, role: root}\n")
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_sessions_expire_and_follow_the_config() -> None:
+    from node.api.auth import Authenticator, LoginLimiter, Principal
+
+    clock = _Clock()
+    digest = PasswordHasher(time_cost=1, memory_cost=1024).hash("pw-123456")
+    auth = AuthConfig(
+        users={"bob": UserConfig(password_hash=digest, role="operator")}, session_hours=1
+    )
+    a = Authenticator(auth, clock=clock)
+    bob = a.check_password("bob", "pw-123456")
+    assert bob == Principal("bob", Role.OPERATOR, "user")
+    assert a.check_password("bob", "wrong") is None
+    assert a.check_password("nobody", "pw-123456") is None
+    cookie = a.issue_session(bob)
+    assert a.from_session(cookie) == bob
+    payload, _, mac = cookie.partition(".")
+    assert a.from_session(f"{payload}.{'0' * len(mac)}") is None  # forged signature
+    assert a.from_session("garbage") is None
+    clock.now += 3601
+    assert a.from_session(cookie) is None  # expired
+    # another process (restart) has another secret: old cookies are void
+    assert Authenticator(auth, clock=clock).from_session(a.issue_session(bob)) is None
+    # the role comes from the config of the running node, not from the cookie
+    demoted = Authenticator(
+        AuthConfig(users={"bob": UserConfig(password_hash=digest, role="viewer")}), clock=clock
+    )
+    demoted.secret = a.secret
+    assert demoted.from_session(a.issue_session(bob)) == Principal("bob", Role.VIEWER, "user")
+    assert digest.startswith("$argon2id$")
+
+    limiter = LoginLimiter(2, 60.0, clock=clock)
+    limiter.failed("k")
+    assert limiter.retry_after("k") == 0
+    limiter.failed("k")
+    assert limiter.retry_after("k") == pytest.approx(60.0)
+    clock.now += 30
+    assert limiter.retry_after("k") == pytest.approx(30.0)
+    assert limiter.retry_after("other") == 0
+    clock.now += 31
+    assert limiter.retry_after("k") == 0
+    limiter.failed("k")
+    limiter.succeeded("k")
+    assert limiter.retry_after("k") == 0
