@@ -72,7 +72,7 @@ def test_job_metrics_and_latency_histogram(ops: OpsNode) -> None:
         rule="manual",
     )
     store = ops.node.jobs
-    store.submit([ok])
+    store.submit([ok], max_attempts=20)  # the engine may fail it a few times before we claim it
 
     # run it as a worker named 'test' would (the engine may grab it first: then its run fails
     # fast, the job is queued again, and we take it)
@@ -83,7 +83,7 @@ def test_job_metrics_and_latency_histogram(ops: OpsNode) -> None:
         store.finish(claimed.job_id, ok=False, reason="not this test's job")
         return False
 
-    wait_until(grab, timeout=30, what="test job claimed")
+    wait_until(grab, timeout=90, what="test job claimed")
     store.finish(ok.job_id, ok=True, outputs={"objects": []})
     s = _samples(ops.http.get("/metrics").text)
     assert s[("ainode_model_run_seconds_count", (("model", "m2"),))] == 1
@@ -117,7 +117,12 @@ def test_audit_trail_has_no_phi(ops: OpsNode) -> None:
     echo = next(r for r in records if r["event"] == "destination.echo")
     assert echo["actor"] == "token:token" and echo["client"] == "127.0.0.1"
     ct = ops.http.get("/api/audit", params={"study_uid": ops.ct_study}).json()["records"]
-    assert {r["event"] for r in ct} == {"study.received", "study.completed", "delivery.delivered"}
+    # (the jobs of test_job_metrics_and_latency_histogram add job.* records once followed)
+    assert {r["event"] for r in ct if not r["event"].startswith("job.")} == {
+        "study.received",
+        "study.completed",
+        "delivery.delivered",
+    }
     text = (ops.data_dir / "audit.log").read_text(encoding="utf-8")
     lines = [json.loads(x) for x in text.splitlines()]
     assert len(lines) == len(records)  # file and table hold the same records
