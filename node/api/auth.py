@@ -51,6 +51,7 @@ __all__ = [
     "Principal",
     "Role",
     "authorize",
+    "client_token",
     "configured_tokens",
     "hash_password",
     "required_role",
@@ -159,6 +160,23 @@ def configured_tokens(auth: AuthConfig) -> list[tuple[str, str, Role]]:
             secret = _read_secret(f"{where}.token_env ({env})", functools.partial(os.getenv, env))
         out.append((name, secret, Role(tok.role)))
     return out
+
+
+def client_token(auth: AuthConfig) -> str | None:
+    """The bearer token a local CLI command should send to its node (None: the node is open).
+
+    The single ``auth.token`` / ``auth.token_file`` if set, else the first (by name) machine
+    token with at least the ``operator`` role.
+
+    Raises
+    ------
+    ConfigError
+        That token cannot be read.
+    """
+    for _, secret, role in configured_tokens(auth):
+        if role.allows(Role.OPERATOR):
+            return secret
+    return None
 
 
 class LoginLimiter:

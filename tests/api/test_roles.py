@@ -313,3 +313,20 @@ def test_sessions_expire_and_follow_the_config() -> None:
     limiter.failed("k")
     limiter.succeeded("k")
     assert limiter.retry_after("k") == 0
+
+
+def test_client_token_for_local_cli(tmp_path: Path) -> None:
+    from node.api.auth import client_token
+
+    assert client_token(AuthConfig()) is None
+    assert client_token(AuthConfig(token="legacy")) == "legacy"
+    viewer = tmp_path / "viewer.token"
+    viewer.write_text("v-token\n")
+    operator = tmp_path / "operator.token"
+    operator.write_text("o-token\n")
+    tokens = {
+        "a-viewer": TokenConfig(token_file=viewer, role="viewer"),
+        "b-operator": TokenConfig(token_file=operator, role="operator"),
+    }
+    assert client_token(AuthConfig(tokens=tokens)) == "o-token"
+    assert client_token(AuthConfig(tokens={"a-viewer": tokens["a-viewer"]})) is None
