@@ -67,6 +67,7 @@ class Node:
             min_free_bytes=config.node.min_free_bytes,
         )
         self._study_listeners: list[Callable[[Study], None]] = []
+        self._association_listeners: list[Callable[[str, dict[str, Any]], None]] = []
         self._tracker = StudyTracker(
             self._index,
             stable_seconds=config.study.stable_seconds,
@@ -118,6 +119,7 @@ class Node:
                 network_timeout_seconds=n.network_timeout_seconds,
             ),
             self._spool,
+            on_association=self._association,
         )
         self.dicom_port: int | None = None
         self.tls_port: int | None = None
@@ -170,7 +172,19 @@ class Node:
         """Call ``callback(study)`` on every study completion (routing subscribes here)."""
         self._study_listeners.append(callback)
 
+    def add_association_listener(self, callback: Callable[[str, dict[str, Any]], None]) -> None:
+        """Call ``callback(outcome, facts)`` for every association request (``accepted`` or
+        ``refused``; facts: calling/called AE title, peer address, port).  Audit subscribes."""
+        self._association_listeners.append(callback)
+
     # ------------------------------------------------------------ wiring
+    def _association(self, outcome: str, facts: dict[str, Any]) -> None:
+        for callback in self._association_listeners:
+            try:
+                callback(outcome, facts)
+            except Exception:  # noqa: BLE001 - one consumer must not stop the others
+                log.exception("association.listener_failed")
+
     def _instance_stored(self, outcome: StoreOutcome) -> None:
         self._tracker.instance_stored(outcome.instance)
 

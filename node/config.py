@@ -10,7 +10,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from ruamel.yaml import YAML
 from ruamel.yaml.error import MarkedYAMLError
 
@@ -31,6 +31,8 @@ __all__ = [
     "RetentionConfig",
     "StudyConfig",
     "TlsConfig",
+    "TokenConfig",
+    "UserConfig",
     "load_config",
     "parse_config",
 ]
@@ -167,9 +169,38 @@ class RetentionConfig(_Strict):
     interval_seconds: float = Field(default=300.0, gt=0)
 
 
-class AuthConfig(_Strict):
-    token: str | None = None
+Role = Literal["viewer", "operator", "admin"]
+
+
+class UserConfig(_Strict):
+    """A local console/API user: an argon2 hash (``ainode users hash-password``) and a role."""
+
+    password_hash: str = Field(pattern=r"^\$argon2(id|i|d)\$", repr=False)
+    role: Role = "viewer"
+
+
+class TokenConfig(_Strict):
+    """A machine token: the secret comes from a file or an environment variable, never inline."""
+
     token_file: Path | None = None
+    token_env: str | None = Field(default=None, min_length=1)
+    role: Role = "viewer"
+
+    @model_validator(mode="after")
+    def _one_source(self) -> TokenConfig:
+        if (self.token_file is None) == (self.token_env is None):
+            raise ValueError("set exactly one of token_file or token_env")
+        return self
+
+
+class AuthConfig(_Strict):
+    token: str | None = Field(default=None, repr=False)
+    token_file: Path | None = None
+    users: dict[str, UserConfig] = Field(default_factory=dict)
+    tokens: dict[str, TokenConfig] = Field(default_factory=dict)
+    login_max_failures: int = Field(default=5, ge=1)
+    login_window_seconds: float = Field(default=60.0, gt=0)
+    session_hours: float = Field(default=12.0, gt=0)
 
 
 class Config(_Strict):

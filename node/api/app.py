@@ -26,11 +26,11 @@ from node.api import (
     stow,
     studies,
 )
-from node.api.auth import configured_token, require_token
+from node.api.auth import Authenticator, authorize
 from node.api.console import install_console
 from node.api.deps import NodeView
 from node.api.problems import install_problem_handler
-from node.audit import AuditLog
+from node.audit import AuditLog, JobEventFollower
 
 __all__ = ["create_app"]
 
@@ -52,13 +52,18 @@ def create_app(node: NodeView) -> FastAPI:
     Raises
     ------
     ConfigError
-        ``auth.token_file`` is set but cannot be read.
+        A configured token (``auth.token_file``, ``auth.tokens``) cannot be read.
     """
-    audit_log = AuditLog(node.config.node.data_dir)
+    authenticator = Authenticator(node.config.auth)
+    data_dir = node.config.node.data_dir
+    audit_log = AuditLog(data_dir)
+    follower = JobEventFollower(audit_log, data_dir / "index.sqlite")
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        follower.start()
         yield
+        follower.stop()
         audit_log.close()
 
     app = FastAPI(
@@ -71,12 +76,12 @@ def create_app(node: NodeView) -> FastAPI:
         openapi_url="/api/openapi.json",
     )
     app.state.node = node
-    app.state.api_token = configured_token(node.config.auth)
+    app.state.auth = authenticator
     app.state.audit = audit_log
     app.state.metrics = metrics.NodeMetrics(node)
     _audit_node_events(node, audit_log)
     install_problem_handler(app)
-    protected = [Depends(require_token)]
+    protected = [Depends(authorize)]
     app.include_router(health.router)
     app.include_router(metrics.router)
     for router in (
@@ -104,7 +109,9 @@ def _audit_node_events(node: NodeView, audit_log: AuditLog) -> None:
     """Audit the node's own events through its listener hooks (when it offers them).
 
     One ``study.received`` per study and process (its first stored instance; the per-instance
-    trail is the index's ``events`` table) and one ``study.completed`` per completion.
+    trail is the index's ``events`` table), one ``study.completed`` per completion, one
+    ``association.accepted`` / ``association.refused`` per association request, and per batch
+    and study ``delivery.delivered`` / ``delivery.dead`` (job transitions: ``JobEventFollower``).
     """
     seen: set[str] = set()
 
@@ -129,6 +136,35 @@ def _audit_node_events(node: NodeView, audit_log: AuditLog) -> None:
             series=len(study.series),
         )
 
+    def association(outcome: str, facts: dict[str, Any]) -> None:
+        audit_log.record(
+            "association." + outcome,
+            outcome="success" if outcome == "accepted" else "failure",
+            **facts,
+        )
+
+    def deliveries(destination: str, delivered: list[Any], dead: list[Any]) -> None:
+        for event, rows in (("delivery.delivered", delivered), ("delivery.dead", dead)):
+            by_study: dict[str, list[Any]] = {}
+            for row in rows:
+                by_study.setdefault(row.study_uid, []).append(row)
+            for study_uid, group in by_study.items():
+                audit_log.record(
+                    event,
+                    outcome="success" if event == "delivery.delivered" else "failure",
+                    study_uid=study_uid,
+                    destination=destination,
+                    delivery_ids=[r.id for r in group],
+                    sop_uids=[r.sop_uid for r in group],
+                    job_ids=sorted({r.job_id for r in group}),
+                )
+
+    add_association = getattr(node, "add_association_listener", None)
+    if add_association is not None:
+        add_association(association)
+    add_delivery = getattr(node.outbox, "add_listener", None)
+    if add_delivery is not None:
+        add_delivery(deliveries)
     add_stored = getattr(node.spool, "add_listener", None)
     if add_stored is not None:
         add_stored(stored)

@@ -6,21 +6,38 @@ from typing import Any
 
 from fastapi import Request
 
+from node.api.auth import Principal
 from node.audit import AuditLog
 
 __all__ = ["actor_of", "audit"]
 
 
 def actor_of(request: Request) -> str:
-    """Who made ``request``: ``token`` when a token is configured (it was checked), else
-    ``anonymous``; the client address is recorded separately."""
-    return "token" if request.app.state.api_token is not None else "anonymous"
+    """Who made ``request``: ``user:NAME``, ``token:NAME`` or ``anonymous`` (open node); the
+    client address is recorded separately."""
+    principal: Principal | None = getattr(request.state, "principal", None)
+    return principal.actor if principal is not None else "anonymous"
 
 
-def audit(request: Request, event: str, *, study_uid: str | None = None, **detail: Any) -> None:
+def audit(
+    request: Request,
+    event: str,
+    *,
+    study_uid: str | None = None,
+    outcome: str = "success",
+    actor: str | None = None,
+    **detail: Any,
+) -> None:
     """Record an API action in the app's audit log (no-op when the app has none)."""
     log: AuditLog | None = getattr(request.app.state, "audit", None)
     if log is None:
         return
     client = request.client.host if request.client else None
-    log.record(event, actor=actor_of(request), study_uid=study_uid, client=client, **detail)
+    log.record(
+        event,
+        actor=actor or actor_of(request),
+        outcome=outcome,
+        study_uid=study_uid,
+        client=client,
+        **detail,
+    )

@@ -1,26 +1,24 @@
 """The operator console: server-rendered pages (Jinja2) under ``/console``.
 
-Pages: studies (auto-refreshing list), one study (series, routing explanation, jobs, results,
-deliveries with a retry button), rules (edit, validate with line-numbered inline errors,
-dry-run against a stored study, save with a diff), models (cards, held-out metrics, demo
-badge) and destinations (outbox counts, echo).
+Pages here: login, studies (auto-refreshing list), one study (series, routing explanation,
+jobs, results with previews, deliveries with a retry button), models (cards, held-out metrics,
+demo badge) and destinations (outbox counts, echo).  The rule editor is ``console_rules``; the
+dashboard, deliveries list and result previews are ``console_activity``.
 
-Authentication: when ``auth.token`` is configured every page but the login page needs a session
-cookie, obtained by posting the token to ``/console/login``.  The cookie holds
-``issued.HMAC(token, issued)`` (HttpOnly, SameSite=Strict, 12 h); no server-side session state.
-Forms are CSRF-safe: each carries ``csrf`` = HMAC(secret, session cookie), checked on every POST
-(with SameSite=Strict cookies as a second layer).  Without a token the console is open and the
-CSRF secret is random per process.
+Authentication (``node.api.auth``): when users or tokens are configured every page but the
+login page needs a session cookie, obtained by posting a user name and password (or a machine
+token) to ``/console/login``.  The cookie holds ``base64(kind, name, issued).HMAC`` (HttpOnly,
+SameSite=Strict, ``auth.session_hours``); the role is looked up in the config on every request.
+Pages need ``viewer``; retry and echo buttons ``operator``; saving rules ``admin`` (else a 403
+page).  Forms are CSRF-safe: each carries ``csrf`` = HMAC(process secret, session cookie),
+checked on every POST (with SameSite=Strict cookies as a second layer).  Failed logins are
+rate-limited per client address and user name and audited (never the password).
 """
 
 from __future__ import annotations
 
-import difflib
-import hashlib
 import hmac
 import json
-import secrets
-import time
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -28,59 +26,60 @@ from fastapi import APIRouter, Depends, Form, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
-import dicom_rules
-from dicom_rules import RuleError
 from node.api.auditing import audit
+from node.api.auth import Authenticator, Principal, Role, client_of, too_many
 from node.api.deliveries import present_delivery
 from node.api.deps import NodeView, get_node
 from node.api.jobs import iso, present_job
 from node.api.models import model_rows
+from node.api.previews import SC_CLASSES, SEG_CLASS
 from node.routing.dispatch import series_inputs
 
-__all__ = ["SESSION_COOKIE", "router"]
+__all__ = ["SESSION_COOKIE", "Session", "check_csrf", "need", "page", "router", "session"]
 
 router = APIRouter(prefix="/console", include_in_schema=False)
 templates = Jinja2Templates(directory=str(Path(__file__).with_name("templates")))
 templates.env.filters["iso"] = lambda v: (iso(v) or "")[:19].replace("T", " ") if v else ""
 
 SESSION_COOKIE = "ainode_session"
-_SESSION_SECONDS = 12 * 3600
-_PROCESS_SECRET = secrets.token_hex(32)
 
 
 class _LoginRequired(Exception):
-    """Raised by ``_session`` when the console needs a login first."""
+    """Raised by ``session`` when the console needs a login first."""
 
 
-def _secret(request: Request) -> str:
-    token: str | None = request.app.state.api_token
-    return token if token is not None else _PROCESS_SECRET
+class _Forbidden(Exception):
+    """Raised by ``need`` when the signed-in principal's role is too low."""
+
+    def __init__(self, principal: Principal, needed: Role) -> None:
+        super().__init__(needed.value)
+        self.principal = principal
+        self.needed = needed
 
 
-def _sign(secret: str, message: str) -> str:
-    return hmac.new(secret.encode(), message.encode(), hashlib.sha256).hexdigest()
-
-
-def _valid_session(request: Request) -> bool:
-    if request.app.state.api_token is None:
-        return True
-    cookie = request.cookies.get(SESSION_COOKIE, "")
-    issued, _, mac = cookie.partition(".")
-    if not issued.isdigit() or not mac:
-        return False
-    if time.time() - int(issued) > _SESSION_SECONDS:
-        return False
-    return hmac.compare_digest(mac, _sign(_secret(request), f"session:{issued}"))
+def _auth(request: Request) -> Authenticator:
+    authenticator: Authenticator = request.app.state.auth
+    return authenticator
 
 
 def _csrf(request: Request) -> str:
-    return _sign(_secret(request), "csrf:" + request.cookies.get(SESSION_COOKIE, "anonymous"))
+    return _auth(request).sign("csrf:" + request.cookies.get(SESSION_COOKIE, "anonymous"))
 
 
-def session(request: Request) -> None:
-    """Dependency of every page but login: a valid session (when a token is configured)."""
-    if not _valid_session(request):
+def session(request: Request) -> Principal:
+    """Dependency of every page but login: who is signed in (anyone, when the node is open)."""
+    principal = _auth(request).resolve(request, cookie_name=SESSION_COOKIE)
+    if principal is None:
         raise _LoginRequired
+    request.state.principal = principal
+    return principal
+
+
+def need(request: Request, role: Role) -> None:
+    """Refuse the action (403 page) unless the signed-in principal has ``role``."""
+    principal: Principal = request.state.principal
+    if not principal.role.allows(role):
+        raise _Forbidden(principal, role)
 
 
 def check_csrf(request: Request, csrf: str) -> None:
@@ -89,13 +88,27 @@ def check_csrf(request: Request, csrf: str) -> None:
         raise HTTPException(403, "the form is stale or was not sent by this console; reload it")
 
 
-def _page(request: Request, name: str, **context: Any) -> HTMLResponse:
+def page(
+    request: Request,
+    name: str,
+    *,
+    status_code: int = 200,
+    headers: dict[str, str] | None = None,
+    **context: Any,
+) -> HTMLResponse:
+    principal: Principal | None = getattr(request.state, "principal", None)
     context.update(
         csrf=_csrf(request),
-        has_login=request.app.state.api_token is not None,
+        has_login=not _auth(request).is_open,
+        has_users=_auth(request).has_users,
+        principal=principal,
+        can_operate=principal is not None and principal.role.allows(Role.OPERATOR),
+        can_admin=principal is not None and principal.role.allows(Role.ADMIN),
         node_ae=request.app.state.node.config.node.ae_title,
     )
-    return templates.TemplateResponse(request, name, context)
+    return templates.TemplateResponse(
+        request, name, context, status_code=status_code, headers=headers
+    )
 
 
 Node = Annotated[NodeView, Depends(get_node)]
@@ -105,32 +118,71 @@ Session = Depends(session)
 # ----------------------------------------------------------------------------------- login
 @router.get("/login")
 def login_page(request: Request, error: str | None = None) -> HTMLResponse:
-    """The login form (token from ``auth.token``)."""
-    return _page(request, "login.html", error=error)
+    """The login form: user name and password, or a machine token as the password."""
+    return page(request, "login.html", error=error)
+
+
+def _wants_html(request: Request) -> bool:
+    return "text/html" in request.headers.get("accept", "")
 
 
 @router.post("/login")
-def login(request: Request, token: Annotated[str, Form()]) -> Response:
-    """Check the token; on success set the session cookie and go to the studies page."""
-    expected: str | None = request.app.state.api_token
-    if expected is None:
+def login(
+    request: Request,
+    user: Annotated[str, Form()] = "",
+    password: Annotated[str, Form()] = "",
+    token: Annotated[str, Form()] = "",
+) -> Response:
+    """Check the credentials; on success set the session cookie and go to the studies page.
+
+    A user name selects a local user (argon2 password check); without one the password (or the
+    ``token`` field of earlier versions) is compared with the machine tokens.  Too many failures
+    from one client for one user name answer 429 (an HTML page to browsers, else problem JSON).
+    """
+    authenticator = _auth(request)
+    if authenticator.is_open:
         return RedirectResponse("/console/studies", status_code=303)
-    if not hmac.compare_digest(token.strip(), expected):
-        audit(request, "login.failed", outcome="failure")
-        return _page(request, "login.html", error="wrong token")
-    issued = str(int(time.time()))
-    value = f"{issued}.{_sign(expected, f'session:{issued}')}"
+    user = user.strip()
+    secret = password or token
+    key = f"{client_of(request)}|{user.lower()}"
+    wait = authenticator.limiter.retry_after(key)
+    metrics = getattr(request.app.state, "metrics", None)
+    if wait > 0:
+        if metrics is not None:
+            metrics.login_failures.inc()
+        audit(request, "login.failed", outcome="failure", user=user, reason="rate-limited")
+        exc = too_many(wait)
+        if not _wants_html(request):
+            raise exc
+        return page(
+            request,
+            "login.html",
+            status_code=429,
+            error=str(exc.detail),
+            headers=dict(exc.headers or {}),
+        )
+    principal = (
+        authenticator.check_password(user, secret) if user else authenticator.from_token(secret)
+    )
+    if principal is None:
+        if metrics is not None:
+            metrics.login_failures.inc()
+        authenticator.limiter.failed(key)
+        audit(request, "login.failed", outcome="failure", user=user or "(token)")
+        error = "wrong user name or password" if user else "wrong token"
+        return page(request, "login.html", status_code=401, error=error, user=user)
+    authenticator.limiter.succeeded(key)
     response = RedirectResponse("/console/studies", status_code=303)
     response.set_cookie(
         SESSION_COOKIE,
-        value,
-        max_age=_SESSION_SECONDS,
+        authenticator.issue_session(principal),
+        max_age=int(authenticator.session_seconds),
         httponly=True,
         samesite="strict",
         secure=request.url.scheme == "https",
         path="/console",
     )
-    audit(request, "login")
+    audit(request, "login", actor=principal.actor, user=principal.name, role=principal.role.value)
     return response
 
 
@@ -138,6 +190,7 @@ def login(request: Request, token: Annotated[str, Form()]) -> Response:
 def logout(request: Request, csrf: Annotated[str, Form()]) -> Response:
     """Drop the session cookie."""
     check_csrf(request, csrf)
+    audit(request, "logout")
     response = RedirectResponse("/console/login", status_code=303)
     response.delete_cookie(SESSION_COOKIE, path="/console")
     return response
@@ -156,7 +209,7 @@ def studies_page(request: Request, node: Node, offset: int = 0) -> HTMLResponse:
     rows = node.index.list_studies(limit=51, offset=max(0, offset))
     counts = node.jobs.counts()
     dead_deliveries = sum(c.get("dead", 0) for c in node.outbox.counts().values())
-    return _page(
+    return page(
         request,
         "studies.html",
         studies=rows[:50],
@@ -187,10 +240,16 @@ def study_page(request: Request, study_uid: str, node: Node) -> HTMLResponse:
         present_delivery(d.to_json()) for d in node.outbox.list(study_uid=study_uid, limit=500)
     ]
     results = [
-        {"job_id": j["job_id"], "model": j["model"], **o}
+        {
+            "job_id": j["job_id"],
+            "model": j["model"],
+            "number": n,
+            "has_preview": o.get("sop_class_uid") in SC_CLASSES | {SEG_CLASS},
+            **o,
+        }
         for j in jobs
         if j["state"] == "succeeded"
-        for o in j["outputs"].get("objects", [])
+        for n, o in enumerate(j["outputs"].get("objects", []))
     ]
     explained = _series_explanations(routing)
     is_live = not explained
@@ -199,7 +258,7 @@ def study_page(request: Request, study_uid: str, node: Node) -> HTMLResponse:
             series_inputs(study), destinations=sorted(node.config.destinations)
         )
         explained = [s.to_json() for s in live.series]
-    return _page(
+    return page(
         request,
         "study.html",
         study=row,
@@ -254,9 +313,14 @@ def series_thumbnail(series_uid: str, node: Node) -> Response:
 
 @router.post("/deliveries/{delivery_id}/retry", dependencies=[Session])
 def retry_delivery(
-    request: Request, delivery_id: int, node: Node, csrf: Annotated[str, Form()]
+    request: Request,
+    delivery_id: int,
+    node: Node,
+    csrf: Annotated[str, Form()],
+    back: Annotated[str, Form()] = "",
 ) -> Response:
-    """Retry one delivery, then go back to its study page."""
+    """Retry one delivery, then go back to its study page (operator)."""
+    need(request, Role.OPERATOR)
     check_csrf(request, csrf)
     row = node.outbox.retry(delivery_id)
     audit(
@@ -267,12 +331,15 @@ def retry_delivery(
         destination=row.destination,
         sop_uid=row.sop_uid,
     )
+    if back.startswith("/console/") and "//" not in back:  # only back into the console
+        return RedirectResponse(back, status_code=303)
     return RedirectResponse(f"/console/studies/{row.study_uid}#deliveries", status_code=303)
 
 
 @router.post("/jobs/{job_id}/retry", dependencies=[Session])
 def retry_job(request: Request, job_id: str, node: Node, csrf: Annotated[str, Form()]) -> Response:
-    """Retry one job, then go back to its study page."""
+    """Retry one job, then go back to its study page (operator)."""
+    need(request, Role.OPERATOR)
     check_csrf(request, csrf)
     node.jobs.retry(job_id)
     audit(request, "job.retry", job_id=job_id)
@@ -280,140 +347,11 @@ def retry_job(request: Request, job_id: str, node: Node, csrf: Annotated[str, Fo
     return RedirectResponse(f"/console/studies/{study_uid}#jobs", status_code=303)
 
 
-# ----------------------------------------------------------------------------------- rules
-def _annotated_lines(text: str, problems: list[dicom_rules.Problem]) -> list[dict[str, Any]]:
-    by_line: dict[int, list[str]] = {}
-    for p in problems:
-        by_line.setdefault(p.line, []).append(f"column {p.column}: {p.message}")
-    return [
-        {"number": n, "text": line, "errors": by_line.pop(n, [])}
-        for n, line in enumerate(text.splitlines() or [""], start=1)
-    ] + [{"number": n, "text": "", "errors": errs} for n, errs in sorted(by_line.items())]
-
-
-@router.get("/rules", dependencies=[Session])
-def rules_page(request: Request, node: Node) -> HTMLResponse:
-    """The rule editor with the active text."""
-    return _rules_view(request, node, text=node.rules.text())
-
-
-def _rules_view(
-    request: Request,
-    node: NodeView,
-    *,
-    text: str,
-    problems: list[dicom_rules.Problem] | None = None,
-    message: str | None = None,
-    dry_run: dict[str, Any] | None = None,
-    diff: str | None = None,
-    study_uid: str | None = None,
-) -> HTMLResponse:
-    status = node.rules.status()
-    recent = [r.to_json() for r in request.app.state.audit.list(event="rules.changed", limit=5)]
-    return _page(
-        request,
-        "rules.html",
-        text=text,
-        problems=problems or [],
-        lines=_annotated_lines(text, problems or []),
-        message=message,
-        dry_run=dry_run,
-        diff=diff,
-        status=status,
-        studies=node.index.list_studies(limit=50),
-        study_uid=study_uid,
-        changes=recent,
-        is_editable=node.config.rules is not None,
-    )
-
-
-@router.post("/rules", dependencies=[Session])
-def rules_action(
-    request: Request,
-    node: Node,
-    csrf: Annotated[str, Form()],
-    text: Annotated[str, Form()],
-    action: Annotated[str, Form()],
-    study_uid: Annotated[str, Form()] = "",
-) -> HTMLResponse:
-    """``action`` = validate | dry-run | save; the page shows the outcome inline."""
-    check_csrf(request, csrf)
-    text = text.replace("\r\n", "\n")
-    holder = node.rules
-    try:
-        rules = dicom_rules.parse(
-            text, source=str(holder.path), models=holder.models, destinations=holder.destinations
-        )
-    except RuleError as exc:
-        if action == "save":
-            audit(
-                request,
-                "rules.rejected",
-                sha256=hashlib.sha256(text.encode()).hexdigest(),
-                problems=len(exc.problems),
-            )
-        return _rules_view(
-            request,
-            node,
-            text=text,
-            problems=list(exc.problems),
-            message=f"{len(exc.problems)} problem(s); nothing was saved",
-            study_uid=study_uid or None,
-        )
-    if action == "dry-run":
-        study = node.index.get_study(study_uid) if study_uid else None
-        if study is None:
-            return _rules_view(request, node, text=text, message="choose a stored study first")
-        explanation = rules.explain(
-            series_inputs(study), destinations=sorted(node.config.destinations)
-        )
-        return _rules_view(
-            request,
-            node,
-            text=text,
-            dry_run=explanation.to_json(),
-            message=f"dry run on study {study_uid}: nothing was queued",
-            study_uid=study_uid,
-        )
-    if action == "save":
-        if node.config.rules is None:
-            return _rules_view(
-                request, node, text=text, message="built-in default rules cannot be edited"
-            )
-        old = holder.text()
-        holder.replace(text)
-        diff = "".join(
-            difflib.unified_diff(
-                old.splitlines(keepends=True),
-                text.splitlines(keepends=True),
-                fromfile="before",
-                tofile="after",
-            )
-        )
-        audit(
-            request,
-            "rules.changed",
-            old_sha256=hashlib.sha256(old.encode()).hexdigest(),
-            sha256=holder.sha256,
-            diff_sha256=hashlib.sha256(diff.encode()).hexdigest(),
-        )
-        return _rules_view(
-            request,
-            node,
-            text=text,
-            diff=diff or "(no change)",
-            message=f"saved and active: {len(rules.rules)} rule(s)",
-        )
-    return _rules_view(
-        request, node, text=text, message=f"valid: {len(rules.rules)} rule(s)", study_uid=study_uid
-    )
-
-
 # ------------------------------------------------------------------------ models, destinations
 @router.get("/models", dependencies=[Session])
 def models_page(request: Request, node: Node) -> HTMLResponse:
     """Model cards with held-out metrics and a demo badge."""
-    return _page(request, "models.html", models=model_rows(request, node))
+    return page(request, "models.html", models=model_rows(request, node))
 
 
 @router.get("/destinations", dependencies=[Session])
@@ -424,7 +362,7 @@ def destinations_page(request: Request, node: Node, echo: str | None = None) -> 
         {"name": n, "type": d.type, "outbox": counts.get(n, {})}
         for n, d in sorted(node.config.destinations.items())
     ]
-    return _page(
+    return page(
         request,
         "destinations.html",
         destinations=rows,
@@ -434,9 +372,10 @@ def destinations_page(request: Request, node: Node, echo: str | None = None) -> 
 
 @router.post("/destinations/{name}/echo", dependencies=[Session])
 def echo(request: Request, name: str, node: Node, csrf: Annotated[str, Form()]) -> HTMLResponse:
-    """Test one destination and show the result."""
+    """Test one destination and show the result (operator)."""
     from node.api.destinations import echo_destination
 
+    need(request, Role.OPERATOR)
     check_csrf(request, csrf)
     result = echo_destination(name, request, node)
     counts = node.outbox.counts()
@@ -444,7 +383,7 @@ def echo(request: Request, name: str, node: Node, csrf: Annotated[str, Form()]) 
         {"name": n, "type": d.type, "outbox": counts.get(n, {})}
         for n, d in sorted(node.config.destinations.items())
     ]
-    return _page(request, "destinations.html", destinations=rows, echo=result)
+    return page(request, "destinations.html", destinations=rows, echo=result)
 
 
 def install_console(app: Any) -> None:
@@ -453,5 +392,22 @@ def install_console(app: Any) -> None:
     async def to_login(request: Request, exc: Exception) -> Response:
         return RedirectResponse("/console/login", status_code=303)
 
+    async def forbidden(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, _Forbidden)
+        audit(request, "access.denied", outcome="failure", path=request.url.path)
+        return page(
+            request,
+            "forbidden.html",
+            status_code=403,
+            actor=exc.principal.actor,
+            role=exc.principal.role.value,
+            needed=exc.needed.value,
+        )
+
+    from node.api import console_activity, console_rules
+
     app.add_exception_handler(_LoginRequired, to_login)
+    app.add_exception_handler(_Forbidden, forbidden)
     app.include_router(router)
+    app.include_router(console_rules.router)
+    app.include_router(console_activity.router)

@@ -5,7 +5,9 @@ a spool listener since the process started.  Everything else is read from the SQ
 scrape time by one custom collector (a read-only connection per scrape, a handful of
 ``GROUP BY`` queries), so the numbers survive restarts and cost nothing between scrapes:
 studies completed, quarantined instances, rule matches, jobs by model and state, model run time
-histogram, delivery rows/attempts/failures by destination, queue depth and free disk.
+histogram, delivery rows/attempts/failures/queue depth by destination, job queue depth and
+free disk.  Association requests (by calling AE title and outcome) and failed console logins are
+counted by listeners too.
 Each app has its own ``CollectorRegistry`` (no process-global state).
 """
 
@@ -159,6 +161,11 @@ class _IndexCollector(Collector):
             "Rows whose last attempt failed (pending retry or dead), by destination",
             labels=["destination"],
         )
+        pending = GaugeMetricFamily(
+            "ainode_delivery_queue_depth",
+            "Outbox rows waiting to be sent, by destination",
+            labels=["destination"],
+        )
         per_dest: dict[str, list[int]] = {}
         for dest, state, n, tried, failed in self._rows(
             conn,
@@ -167,15 +174,19 @@ class _IndexCollector(Collector):
             " FROM outbox GROUP BY destination, state",
         ):
             rows.add_metric([dest, state], n)
-            acc = per_dest.setdefault(dest, [0, 0])
+            acc = per_dest.setdefault(dest, [0, 0, 0])
+            if state == "pending":
+                acc[2] += int(n)
             acc[0] += int(tried) + (int(n) if state == "delivered" and not tried else 0)
             acc[1] += int(failed or 0)
-        for dest, (tried, failed) in sorted(per_dest.items()):
+        for dest, (tried, failed, waiting) in sorted(per_dest.items()):
             attempts.add_metric([dest], tried)
             failures.add_metric([dest], failed)
+            pending.add_metric([dest], waiting)
         yield rows
         yield attempts
         yield failures
+        yield pending
 
 
 class NodeMetrics:
@@ -200,11 +211,29 @@ class NodeMetrics:
             "Bytes of accepted instances",
             registry=self.registry,
         )
+        self.associations = Counter(
+            "ainode_associations",
+            "DICOM association requests by calling AE title and outcome (accepted, refused)",
+            ["calling_aet", "outcome"],
+            registry=self.registry,
+        )
+        self.login_failures = Counter(
+            "ainode_login_failures",
+            "Failed console logins (wrong credentials or rate-limited)",
+            registry=self.registry,
+        )
         data_dir = node.config.node.data_dir
         self.registry.register(_IndexCollector(data_dir / "index.sqlite", data_dir))
         add_listener = getattr(node.spool, "add_listener", None)
         if add_listener is not None:
             add_listener(self.instance_stored)
+        add_association = getattr(node, "add_association_listener", None)
+        if add_association is not None:
+            add_association(self.association)
+
+    def association(self, outcome: str, facts: dict[str, Any]) -> None:
+        """Node listener: count one association request."""
+        self.associations.labels(facts.get("calling_aet") or "-", outcome).inc()
 
     def instance_stored(self, outcome: Any) -> None:
         """Spool listener: count one stored/duplicate/replaced instance."""

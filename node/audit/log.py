@@ -37,7 +37,13 @@ _STEPS = [
         detail TEXT NOT NULL DEFAULT '{}'
     );
     CREATE INDEX audit_study ON audit(study_uid, id)
+    """,
     """
+    CREATE TABLE audit_cursor (
+        name TEXT PRIMARY KEY,
+        position INTEGER NOT NULL
+    )
+    """,
 ]
 
 
@@ -164,6 +170,23 @@ class AuditLog:
             )
             for r in rows
         ]
+
+    def cursor(self, name: str) -> int | None:
+        """Where the follower ``name`` stopped (e.g. the last audited ``job_events.id``)."""
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT position FROM audit_cursor WHERE name = ?", (name,)
+            ).fetchone()
+        return None if row is None else int(row[0])
+
+    def set_cursor(self, name: str, position: int) -> None:
+        """Remember where the follower ``name`` stopped."""
+        with self._lock:
+            self._conn.execute(
+                "INSERT INTO audit_cursor(name, position) VALUES (?, ?)"
+                " ON CONFLICT(name) DO UPDATE SET position = excluded.position",
+                (name, position),
+            )
 
     def close(self) -> None:
         """Close the table connection."""

@@ -60,3 +60,6 @@ __all__ = ["app", "main"]
 from node.cli import jobs as _jobs  # noqa: E402
 
 app.add_typer(_jobs.app, name="jobs")
+from node.cli import users as _users  # noqa: E402
+
+app.add_typer(_users.app, name="users")

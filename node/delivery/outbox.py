@@ -95,6 +95,7 @@ class Outbox:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._senders: dict[str, Sender] = {}
+        self._listeners: list[Callable[[str, Sequence[Delivery], Sequence[Delivery]], None]] = []
 
     @classmethod
     def from_config(cls, config: Config, **kwargs: Any) -> Outbox:
@@ -109,6 +110,14 @@ class Outbox:
         )
 
     # ------------------------------------------------------------ public API
+    def add_listener(
+        self, callback: Callable[[str, Sequence[Delivery], Sequence[Delivery]], None]
+    ) -> None:
+        """Call ``callback(destination, delivered, dead)`` after each batch that delivered or
+        dead-lettered rows (committed; rows as they were before the batch).  The audit log
+        subscribes here; a failing callback is logged and ignored."""
+        self._listeners.append(callback)
+
     @property
     def destinations(self) -> tuple[str, ...]:
         """Names of the configured destinations."""
@@ -526,6 +535,9 @@ class Outbox:
     ) -> None:
         now = self._clock()
         delivered = dead = retried = 0
+        done: list[Delivery] = []
+        lost: list[Delivery] = []
+        held_dead: Sequence[int] = ()
         with self._lock if conn is self._conn else contextlib.nullcontext(), conn:
             for row in rows:
                 o = outcomes.get(row.id)
@@ -563,6 +575,7 @@ class Outbox:
                         ),
                     )
                     delivered += 1
+                    done.append(row)
                 elif o is not None and o.kind is OutcomeKind.REFUSED:
                     conn.execute(
                         "UPDATE outbox SET state = 'dead', updated_at = ?, attempts = attempts + 1,"
@@ -570,6 +583,7 @@ class Outbox:
                         (now, o.status, _err(o, "refused"), row.id),
                     )
                     dead += 1
+                    lost.append(row)
                 else:
                     attempts = row.attempts + 1
                     is_dead = attempts >= self._policy.max_attempts
@@ -589,11 +603,12 @@ class Outbox:
                     )
                     if is_dead:
                         dead += 1
+                        lost.append(row)
                     else:
                         retried += 1
             if failure is not None:
                 # the destination itself failed: every other due row waits as long as this batch
-                self._hold_others(conn, name, {r.id for r in rows}, now, failure)
+                held_dead = self._hold_others(conn, name, {r.id for r in rows}, now, failure)
         log.info(
             "outbox.batch",
             extra={
@@ -604,15 +619,23 @@ class Outbox:
                 "failure": failure is not None,
             },
         )
+        if self._listeners and (done or lost or held_dead):
+            lost += [self.get(rid) for rid in held_dead]
+            for callback in self._listeners:
+                try:
+                    callback(name, done, lost)
+                except Exception:  # noqa: BLE001 - a listener must not stop deliveries
+                    log.exception("outbox.listener_failed", extra={"destination": name})
 
     def _hold_others(
         self, conn: sqlite3.Connection, name: str, done: set[int], now: float, failure: str
-    ) -> None:
+    ) -> Sequence[int]:
         others = conn.execute(
             "SELECT id, attempts FROM outbox WHERE destination = ? AND state = 'pending'"
             " AND next_attempt_at <= ?",
             (name, now),
         ).fetchall()
+        dead: list[int] = []
         for rid, attempts in others:
             if rid in done:
                 continue
@@ -623,6 +646,9 @@ class Outbox:
                 " last_error = ? WHERE id = ?",
                 ("dead" if is_dead else "pending", n, now + self._backoff(n), now, failure, rid),
             )
+            if is_dead:
+                dead.append(rid)
+        return dead
 
 
 def _err(o: Outcome | None, default: str) -> str:

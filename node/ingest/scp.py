@@ -12,7 +12,7 @@ import logging
 import socket
 import ssl
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -94,11 +94,22 @@ class DicomListener:
         AE title, address, allowed calling AE titles, limits.
     spool:
         Where received instances go.
+    on_association:
+        Optional ``callback(outcome, facts)`` for each association request: ``outcome`` is
+        ``accepted`` or ``refused``; ``facts`` holds ``calling_aet``, ``called_aet``, ``peer``
+        (address) and ``port`` (ours).  The audit log subscribes here; it must not raise.
     """
 
-    def __init__(self, settings: ListenerSettings, spool: Spool) -> None:
+    def __init__(
+        self,
+        settings: ListenerSettings,
+        spool: Spool,
+        *,
+        on_association: Callable[[str, dict[str, Any]], None] | None = None,
+    ) -> None:
         self.settings = settings
         self.spool = spool
+        self.on_association = on_association
         self._servers: list[ThreadedAssociationServer] = []
         self._lock = threading.Lock()
         self.ae = self._make_ae()
@@ -126,6 +137,7 @@ class DicomListener:
             (evt.EVT_C_ECHO, self._on_echo),
             (evt.EVT_CONN_OPEN, self._on_connect),
             (evt.EVT_REJECTED, self._on_rejected),
+            (evt.EVT_ACCEPTED, self._on_accepted),
         ]
 
     def start(self, *, port: int | None = None, ssl_context: ssl.SSLContext | None = None) -> int:
@@ -165,12 +177,30 @@ class DicomListener:
         except (AttributeError, OSError):
             pass
 
-    @staticmethod
-    def _on_rejected(event: evt.Event) -> None:
+    def _on_rejected(self, event: evt.Event) -> None:
         log.warning(
             "association.rejected",
             extra={"calling_aet": event.assoc.requestor.ae_title},
         )
+        self._tell("refused", event)
+
+    def _on_accepted(self, event: evt.Event) -> None:
+        self._tell("accepted", event)
+
+    def _tell(self, outcome: str, event: evt.Event) -> None:
+        if self.on_association is None:
+            return
+        assoc = event.assoc
+        facts = {
+            "calling_aet": assoc.requestor.ae_title.strip(),
+            "called_aet": assoc.acceptor.ae_title.strip(),
+            "peer": assoc.requestor.address,
+            "port": assoc.acceptor.port,
+        }
+        try:
+            self.on_association(outcome, facts)
+        except Exception:  # noqa: BLE001 - an audit hook must never break the SCP
+            log.exception("association.listener_failed")
 
     @staticmethod
     def _on_echo(event: evt.Event) -> int:

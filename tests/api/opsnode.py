@@ -62,7 +62,9 @@ def silent_socket() -> socket.socket:
     return sock
 
 
-def start_ops_node(tmp: Path, *, token: str | None = None) -> Iterator[OpsNode]:
+def start_ops_node(
+    tmp: Path, *, token: str | None = None, auth: AuthConfig | None = None
+) -> Iterator[OpsNode]:
     """Start the node, store a CT and a DX study through STOW-RS, complete and route both."""
     silent = silent_socket()
     data_dir = tmp / "data"
@@ -73,7 +75,7 @@ def start_ops_node(tmp: Path, *, token: str | None = None) -> Iterator[OpsNode]:
     blocker.write_text("a file where a folder destination should be\n", encoding="utf-8")
     dicom_port = free_port()
     config = Config(
-        auth=AuthConfig(token=token),
+        auth=auth if auth is not None else AuthConfig(token=token),
         node=NodeConfig(data_dir=data_dir, dicom_port=dicom_port, http_port=0, min_free_bytes=0),
         study=StudyConfig(stable_seconds=3600),
         rules=rules_path,
@@ -89,6 +91,7 @@ def start_ops_node(tmp: Path, *, token: str | None = None) -> Iterator[OpsNode]:
     )
     node = Node(config)
     node.start()
+    token = token or config.auth.token
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     try:
         with httpx.Client(

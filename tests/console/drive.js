@@ -1,9 +1,10 @@
 // Drives the ainode console in headless Debian Chromium (playwright-core) and prints JSON results.
-// usage: node drive.js BASE_URL TOKEN CT_STUDY DX_STUDY SHOTS_DIR
+// usage: node drive.js ARGS_JSON   (base, admin/viewer user+password, ct/dx study, shots, profile)
 // Every step records what the page showed; the pytest side asserts on it.
 'use strict';
 const path = require('path');
-const [base, token, ctStudy, dxStudy, shots, profile] = process.argv.slice(2);
+const args = JSON.parse(process.argv[2]);
+const { base, admin, viewer, ctStudy, dxStudy, shots, profile } = args;
 const { chromium } = require('playwright-core');
 
 (async () => {
@@ -19,24 +20,40 @@ const { chromium } = require('playwright-core');
   try {
     const page = await context.newPage();
     const shot = (name) => page.screenshot({ path: path.join(shots, name), fullPage: true });
+    const login = async (who, password) => {
+      await page.fill('#user', who);
+      await page.fill('#password', password);
+      await Promise.all([page.waitForLoadState(), page.click('#login')]);
+    };
 
-    // not logged in: sent to the login page; a wrong token is refused
+    // not logged in: sent to the login page; a wrong password is refused, then the right one
     await page.goto(`${base}/console/studies`);
     out.redirected_to = new URL(page.url()).pathname;
-    await page.fill('#token', 'wrong');
-    await Promise.all([page.waitForLoadState(), page.click('#login')]);
-    out.wrong_token = await page.textContent('#login-error');
-    await page.fill('#token', token);
-    await Promise.all([page.waitForURL('**/console/studies'), page.click('#login')]);
+    await login(admin.user, 'wrong password');
+    out.wrong_password = await page.textContent('#login-error');
+    await shot('console-login.png');
+    await Promise.all([page.waitForURL('**/console/studies'), login(admin.user, admin.password)]);
+    out.whoami = (await page.textContent('#whoami')).trim();
     out.studies = await page.$$eval('#studies td.mono a', (as) => as.map((a) => a.textContent.trim()));
     await shot('console-studies.png');
 
-    // the study page explains the routing
+    // the dashboard: per-hour charts, queue, failures
+    await page.goto(`${base}/console/dashboard`);
+    out.charts = await page.$$eval('#charts .chart-card', (cs) => cs.map((c) => [c.id, c.dataset.total]));
+    await shot('console-dashboard.png');
+
+    // the study page explains the routing and shows the result previews
+    await page.goto(`${base}/console/studies`);
     await page.click(`a[href="/console/studies/${ctStudy}"]`);
     await page.waitForSelector('#routing');
     out.verdicts = await page.$$eval('#routing tr.verdict', (rows) => rows.map((r) =>
       Array.from(r.querySelectorAll('td')).map((td) => td.textContent.trim())));
     out.routing_text = (await page.textContent('#routing')).replace(/\s+/g, ' ').trim();
+    await page.waitForFunction(() => Array.from(document.querySelectorAll('#previews img'))
+      .every((i) => i.complete && i.naturalWidth > 0));
+    out.previews = await page.$$eval('#previews figure', (fs) => fs.map((f) => [
+      f.className, f.querySelector('img').naturalWidth]));
+    await page.locator('#previews').scrollIntoViewIfNeeded();
     await shot('console-study.png');
 
     // rules: an error shows inline with its line number; dry run; save
@@ -69,9 +86,30 @@ const { chromium } = require('playwright-core');
     out.after_url = new URL(page.url()).pathname;
     await shot('console-delivery-retry.png');
 
+    await page.goto(`${base}/console/deliveries`);
+    out.deliveries = await page.$$eval('#delivery-table tr.delivery', (rows) => rows.length);
+    await shot('console-deliveries.png');
+
     await page.goto(`${base}/console/models`);
     out.models = await page.$$eval('.model h2', (hs) => hs.map((h) => h.textContent.replace(/\s+/g, ' ').trim()));
     await shot('console-models.png');
+
+    // a viewer reads, but saving rules is refused with a 403 page
+    await Promise.all([page.waitForURL('**/console/login'), page.click('header form button')]);
+    await Promise.all([page.waitForURL('**/console/studies'), login(viewer.user, viewer.password)]);
+    out.viewer_whoami = (await page.textContent('#whoami')).trim();
+    await page.goto(`${base}/console/studies/${dxStudy}`);
+    out.viewer_retry_buttons = await page.locator('button.retry').count();
+    await page.goto(`${base}/console/rules`);
+    out.viewer_save_note = (await page.textContent('#save-note')).trim();
+    const [response] = await Promise.all([
+      page.waitForResponse((r) => r.url().endsWith('/console/rules') && r.request().method() === 'POST'),
+      page.click('#save'),
+    ]);
+    await page.waitForSelector('#forbidden');
+    out.viewer_save_status = response.status();
+    out.viewer_save_message = (await page.textContent('#forbidden-message')).replace(/\s+/g, ' ').trim();
+    await shot('console-forbidden.png');
   } finally {
     await context.close();
   }

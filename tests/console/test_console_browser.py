@@ -1,8 +1,10 @@
 """The console in a real headless browser (Debian chromium driven by playwright-core).
 
-Logs in with the token, reads a study's routing explanation, edits a rule with an error and sees
-the inline message, dry-runs, saves, retries a dead delivery and opens the model cards.
-Screenshots go to ``docs/images/`` when ``AINODE_SCREENSHOTS=1``, else to a temporary folder.
+Logs in as a local user (a wrong password first), reads a study's routing explanation and its
+SEG / heat-map previews, opens the dashboard, edits a rule with an error and sees the inline
+message, dry-runs, saves, retries a dead delivery, then logs in as a viewer whose save is
+refused with a 403 page.  Screenshots go to ``docs/images/`` when ``AINODE_SCREENSHOTS=1``,
+else to a temporary folder.
 """
 
 from __future__ import annotations
@@ -15,10 +17,15 @@ from pathlib import Path
 
 import pytest
 
+from node.api.auth import hash_password
+from node.config import AuthConfig, UserConfig
 from tests.api.opsnode import OpsNode, start_ops_node
 from tests.conftest import require_tool
+from tests.console.results import add_preview_results
 
 TOKEN = "console-test-token"
+ADMIN = {"user": "ada", "password": "ada-admin-password"}
+VIEWER = {"user": "vera", "password": "vera-viewer-password"}
 HERE = Path(__file__).parent
 CACHE = Path(os.environ.get("AINODE_CHECKERS_CACHE", Path.home() / ".cache/ainode-checkers"))
 MODULES = CACHE / "node" / "node_modules"
@@ -26,7 +33,16 @@ MODULES = CACHE / "node" / "node_modules"
 
 @pytest.fixture(scope="module")
 def ops(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OpsNode]:
-    yield from start_ops_node(tmp_path_factory.mktemp("console"), token=TOKEN)
+    auth = AuthConfig(
+        token=TOKEN,
+        users={
+            ADMIN["user"]: UserConfig(password_hash=hash_password(ADMIN["password"]), role="admin"),
+            VIEWER["user"]: UserConfig(
+                password_hash=hash_password(VIEWER["password"]), role="viewer"
+            ),
+        },
+    )
+    yield from start_ops_node(tmp_path_factory.mktemp("console"), auth=auth)
 
 
 @pytest.mark.slow
@@ -37,24 +53,24 @@ def test_console_in_headless_chromium(ops: OpsNode, tmp_path: Path) -> None:
         pytest.fail(
             f"playwright-core is missing under {MODULES}; run ../shared/tools/install-checkers"
         )
+    add_preview_results(ops)
     shots = (
         HERE.parents[1] / "docs" / "images"
         if os.environ.get("AINODE_SCREENSHOTS") == "1"
         else tmp_path / "shots"
     )
     shots.mkdir(parents=True, exist_ok=True)
-    base = str(ops.http.base_url).rstrip("/")
+    args = {
+        "base": str(ops.http.base_url).rstrip("/"),
+        "admin": ADMIN,
+        "viewer": VIEWER,
+        "ctStudy": ops.ct_study,
+        "dxStudy": ops.dx_study,
+        "shots": str(shots),
+        "profile": str(tmp_path / "profile"),
+    }
     proc = subprocess.run(
-        [
-            node_js,
-            str(HERE / "drive.js"),
-            base,
-            TOKEN,
-            ops.ct_study,
-            ops.dx_study,
-            str(shots),
-            str(tmp_path / "profile"),
-        ],
+        [node_js, str(HERE / "drive.js"), json.dumps(args)],
         env={**os.environ, "NODE_PATH": str(MODULES)},
         capture_output=True,
         text=True,
@@ -65,13 +81,19 @@ def test_console_in_headless_chromium(ops: OpsNode, tmp_path: Path) -> None:
     out = json.loads(proc.stdout.strip().splitlines()[-1])
 
     assert out["redirected_to"] == "/console/login"
-    assert out["wrong_token"] == "wrong token"
+    assert out["wrong_password"] == "wrong user name or password"
+    assert out["whoami"] == "ada · admin"
     assert set(out["studies"]) == {ops.ct_study, ops.dx_study}
+    charts = dict(out["charts"])
+    assert charts["chart-studies_received"] == "2" and charts["chart-jobs_succeeded"] == "1"
 
     verdicts = {row[0]: (row[1], row[2]) for row in out["verdicts"]}
     assert verdicts["chest-ct-archive"][0] == "matched"
     assert verdicts["dx-to-silent"] == ("not matched", "Modality equals 'DX': seen 'CT'")
     assert "forward originals to archive" in out["routing_text"]
+    kinds = sorted(cls.split()[-1] for cls, _ in out["previews"])
+    assert kinds == ["preview-ot", "preview-seg"] or kinds == ["preview-ct", "preview-seg"]
+    assert all(width > 0 for _, width in out["previews"])
 
     assert len(out["inline_errors"]) == 1
     assert out["inline_errors"][0].startswith("line 7, column 5: unknown key 'wehn'")
@@ -87,10 +109,38 @@ def test_console_in_headless_chromium(ops: OpsNode, tmp_path: Path) -> None:
     assert out["delivery_before"] == "dead"
     assert out["delivery_after"] == "pending"  # the silent peer holds the new attempt
     assert out["after_url"] == f"/console/studies/{ops.dx_study}"
+    assert out["deliveries"] == len(ops.node.outbox.list())
 
     assert any("lung-nodule-seg" in m and "demo" in m for m in out["models"])
-    for name in ("studies", "study", "rules-error", "rules-saved", "delivery-retry", "models"):
-        assert (shots / f"console-{name}.png").stat().st_size > 5000
 
-    events = [r["event"] for r in ops.http.get("/api/audit").json()["records"]]
-    assert {"login", "login.failed", "rules.changed", "delivery.retry"} <= set(events)
+    assert out["viewer_whoami"] == "vera · viewer"
+    assert out["viewer_retry_buttons"] == 0
+    assert out["viewer_save_note"] == "saving needs the admin role"
+    assert out["viewer_save_status"] == 403
+    assert out["viewer_save_message"] == ("user:vera has role viewer; this action needs admin.")
+    assert "send_to: archive" in ops.rules_path.read_text(encoding="utf-8").split("dx-to-silent")[1]
+
+    for name in (
+        "login",
+        "studies",
+        "dashboard",
+        "study",
+        "rules-error",
+        "rules-saved",
+        "delivery-retry",
+        "deliveries",
+        "models",
+        "forbidden",
+    ):
+        assert (shots / f"console-{name}.png").stat().st_size > 5000, name
+
+    records = ops.http.get("/api/audit").json()["records"]
+    events = {(r["event"], r["actor"]) for r in records}
+    assert {
+        ("login", "user:ada"),
+        ("login.failed", "anonymous"),
+        ("rules.changed", "user:ada"),
+        ("delivery.retry", "user:ada"),
+        ("login", "user:vera"),
+        ("access.denied", "user:vera"),
+    } <= events
