@@ -40,6 +40,10 @@ log = logging.getLogger(__name__)
 
 # A C-STORE of an unknown (private) SOP class is still a storage request: accept it.
 _config.UNRESTRICTED_STORAGE_SERVICE = True
+# pynetdicom's "standard" event handlers format every PDU and DIMSE message for DEBUG records that
+# node/log.py discards (pynetdicom logs at WARNING): ~5 % of the CPU of a small C-STORE, and the
+# identifiers they would print can hold PHI.  Its own warnings and errors are still logged.
+_config.LOG_HANDLER_LEVEL = "none"
 
 #: Refused: processing failure (PS3.7 C.4.2.1.4), for failures that are neither 0xA7xx nor 0xC000.
 _PROCESSING_FAILURE = 0x0110
