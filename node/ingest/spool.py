@@ -1,11 +1,13 @@
 """Durable storage of received instances, with group commit and quarantine.
 
-``Spool.store`` returns only when the instance is durable: the caller writes the bytes to a
-temporary file and fdatasyncs it (in its own thread, so concurrent associations' flushes
-overlap); a single committer thread then takes every instance waiting at that
-moment (from all associations and STOW requests), renames each into place, fsyncs the touched
-directories once and writes all index rows in ONE SQLite transaction, and only then releases the
-callers.  Concurrent callers therefore share the directory fsyncs and the index commit.
+``Spool.store`` returns only when the instance and its name are durable and it is indexed: the
+caller writes the bytes to a temporary file and gets them to the device (``fdatasync``, or in
+journal mode ``sync_file_range``: see ``node.ingest.durable``) in its own thread, so concurrent
+associations' writes overlap; then one caller (the leader) takes every instance waiting at that
+moment (from all associations and STOW requests), renames each into place, makes the names
+durable once (directory ``fsync``s, or in journal mode ONE ``fsync`` that commits the journal
+transaction holding every rename) and writes all index rows in ONE SQLite transaction, and only
+then releases the callers.  Concurrent callers therefore share the sync and the index commit.
 
 Layout under ``data_dir``::
 
