@@ -40,6 +40,7 @@ def _assert_store_intact(node: NodeProcess, expected_count: int) -> None:
     assert list((node.data_dir / "tmp").iterdir()) == []
 
 
+@pytest.mark.slow
 def test_quota_reached_then_raised_ingest_resumes(tmp_path: Path) -> None:
     files = write_ct_series(tmp_path / "in", 5, size=128)
     size = files[0].stat().st_size
