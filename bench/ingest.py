@@ -264,9 +264,9 @@ def main() -> None:
                 parts.append(
                     f"{statistics.median(ratios):.2f}x {ref} [{min(ratios):.2f}-{max(ratios):.2f}]"
                 )
-            rss = [m[2] for m in mine]
+            peaks = [m[2] for m in mine]
             print(f"  {scen:14} " + ", ".join(parts))
-            print(f"  {'':14} ainode peak RSS {min(rss):.0f}-{max(rss):.0f} MB")
+            print(f"  {'':14} ainode peak RSS {min(peaks):.0f}-{max(peaks):.0f} MB")
 
 
 if __name__ == "__main__":

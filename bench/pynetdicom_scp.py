@@ -10,6 +10,7 @@ from __future__ import annotations
 import socket
 import sys
 import threading
+from typing import Any
 
 from pydicom.uid import AllTransferSyntaxes
 from pynetdicom import AE, _config, evt
@@ -20,17 +21,20 @@ _config.LOG_HANDLER_LEVEL = "none"
 
 
 def _on_store(event: evt.Event) -> int:
-    event.request.DataSet.getvalue()
+    request: Any = event.request
+    request.DataSet.getvalue()
     return 0x0000
 
 
 def _on_connect(event: evt.Event) -> None:
-    event.assoc.dul.socket.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    assoc: Any = event.assoc
+    assoc.dul.socket.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 def main() -> None:
     ae = AE("PYNETDICOM")
     for cx in AllStoragePresentationContexts:
+        assert cx.abstract_syntax is not None
         ae.add_supported_context(cx.abstract_syntax, list(AllTransferSyntaxes))
     ae.maximum_pdu_size = 0
     ae.maximum_associations = 16
