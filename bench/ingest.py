@@ -6,13 +6,16 @@ sends the same files with dcmtk ``storescu`` to each receiver in the same run:
 * ``storescp``       dcmtk, no fsync: the ceiling
 * ``storescp-sync``  dcmtk with ``-xcr "sync #p/#f" -xs``: the durable yardstick
 * ``orthanc``        Orthanc 1.10 (SQLite index, ``SyncStorageArea``)
-* ``ainode``         ``python -m node serve`` (fsync + directory fsync + index commit per ack)
+* ``pynetdicom``     a do-nothing pynetdicom SCP (``bench/pynetdicom_scp.py``): the Python floor
+* ``ainode``         ``python -m node serve`` (durable before every ack, see
+                     docs/ingest-performance.md)
 
 Scenarios: CT over one association, small instances over one association, CT split over 4
-parallel associations.  Prints instances/s, MB/s, the receiver's peak RSS and ratios.  Run from
-the repository root::
+parallel associations.  Prints instances/s, MB/s, the receiver's peak RSS and ratios; with
+``--repeat N`` every scenario runs N times (receivers interleaved) and the median ratio and its
+range are printed.  Run from the repository root::
 
-    PYTHONPATH=$PWD .venv/bin/python bench/ingest.py [--slices 300] [--small 2000]
+    PYTHONPATH=$PWD .venv/bin/python bench/ingest.py [--slices 300] [--small 2000] [--repeat 3]
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import argparse
 import contextlib
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -153,6 +157,26 @@ def orthanc(workdir: Path) -> Iterator[tuple[int, int]]:
         yield peer.dicom_port, pid
 
 
+@contextlib.contextmanager
+def bare_pynetdicom(workdir: Path) -> Iterator[tuple[int, int]]:
+    """The do-nothing pynetdicom SCP of ``bench/pynetdicom_scp.py``."""
+    from tests.util import port_open
+
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "bench" / "pynetdicom_scp.py"), str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=ENV,
+    )
+    try:
+        wait_until(lambda: proc.poll() is not None or port_open(port), 30, "pynetdicom up")
+        yield port, proc.pid
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
 def send(port: int, files: list[Path], parallel: int, called: str) -> float:
     """Send ``files`` over ``parallel`` storescu associations; return wall seconds."""
     chunks = [files[i::parallel] for i in range(parallel)]
@@ -182,6 +206,7 @@ def main() -> None:
     ap.add_argument("--small", type=int, default=2000, help="small 64x64 instances")
     ap.add_argument("--parallel", type=int, default=4, help="associations in the parallel run")
     ap.add_argument("--skip", nargs="*", default=[], help="receivers to skip")
+    ap.add_argument("--repeat", type=int, default=1, help="runs of every scenario (median)")
     args = ap.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="ainode-bench-") as tmp:
@@ -198,37 +223,50 @@ def main() -> None:
             "storescp": (lambda d: storescp(d, sync=False), "STORESCP"),
             "storescp-sync": (lambda d: storescp(d, sync=True), "STORESCP"),
             "orthanc": (orthanc, "ORTHANC"),
+            "pynetdicom": (bare_pynetdicom, "PYNETDICOM"),
             "ainode": (ainode, "AINODE"),
         }
-        results: dict[tuple[str, str], tuple[float, float, float]] = {}
-        for scen, (files, parallel) in scenarios.items():
-            total_mb = sum(f.stat().st_size for f in files) / 1e6
-            for name, (factory, aet) in receivers.items():
-                if name in args.skip:
-                    continue
-                work = base / f"{name}-{scen.replace(' ', '_')}"
-                work.mkdir()
-                with factory(work) as (port, pid):
-                    seconds = send(port, files, parallel, aet)
-                    rss = peak_rss_mb(pid)
-                results[(scen, name)] = (len(files) / seconds, total_mb / seconds, rss)
-                print(
-                    f"{scen:14} {name:14} {len(files) / seconds:8.1f} inst/s "
-                    f"{total_mb / seconds:7.1f} MB/s  peak RSS {rss:6.1f} MB",
-                    flush=True,
-                )
-                subprocess.run(["rm", "-rf", str(work)], check=False)
-        print("\nratios (inst/s of ainode / reference):")
+        runs: dict[tuple[str, str], list[tuple[float, float, float]]] = {}
+        for rep in range(args.repeat):
+            for scen, (files, parallel) in scenarios.items():
+                total_mb = sum(f.stat().st_size for f in files) / 1e6
+                for name, (factory, aet) in receivers.items():
+                    if name in args.skip:
+                        continue
+                    work = base / f"{name}-{scen.replace(' ', '_')}-{rep}"
+                    work.mkdir()
+                    with factory(work) as (port, pid):
+                        seconds = send(port, files, parallel, aet)
+                        rss = peak_rss_mb(pid)
+                    runs.setdefault((scen, name), []).append(
+                        (len(files) / seconds, total_mb / seconds, rss)
+                    )
+                    print(
+                        f"run {rep + 1}: {scen:14} {name:14} {len(files) / seconds:8.1f} inst/s "
+                        f"{total_mb / seconds:7.1f} MB/s  peak RSS {rss:6.1f} MB",
+                        flush=True,
+                    )
+                    subprocess.run(["rm", "-rf", str(work)], check=False)
+        print(
+            "\nratios (inst/s of ainode / reference in the same run; "
+            f"median [min-max] of {args.repeat}):"
+        )
         for scen in scenarios:
-            mine = results.get((scen, "ainode"))
+            mine = runs.get((scen, "ainode"))
             if mine is None:
                 continue
             parts = []
-            for ref in ("storescp", "storescp-sync", "orthanc"):
-                other = results.get((scen, ref))
-                if other:
-                    parts.append(f"{mine[0] / other[0]:.2f}x {ref}")
+            for ref in ("storescp", "storescp-sync", "orthanc", "pynetdicom"):
+                other = runs.get((scen, ref))
+                if not other:
+                    continue
+                ratios = [m[0] / o[0] for m, o in zip(mine, other, strict=True)]
+                parts.append(
+                    f"{statistics.median(ratios):.2f}x {ref} [{min(ratios):.2f}-{max(ratios):.2f}]"
+                )
+            peaks = [m[2] for m in mine]
             print(f"  {scen:14} " + ", ".join(parts))
+            print(f"  {'':14} ainode peak RSS {min(peaks):.0f}-{max(peaks):.0f} MB")
 
 
 if __name__ == "__main__":

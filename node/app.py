@@ -65,6 +65,7 @@ class Node:
             self._index,
             quota_bytes=config.node.quota_bytes,
             min_free_bytes=config.node.min_free_bytes,
+            sync=config.node.ingest_sync,
         )
         self._study_listeners: list[Callable[[Study], None]] = []
         self._association_listeners: list[Callable[[str, dict[str, Any]], None]] = []

@@ -65,6 +65,7 @@ class NodeConfig(_Strict):
     stow_max_bytes: int = Field(default=2 * 1024**3, ge=1)
     quota_bytes: int | None = Field(default=None, ge=1, description="refuse ingest above this size")
     min_free_bytes: int = Field(default=512 * 1024**2, ge=0, description="refuse ingest below this")
+    ingest_sync: Literal["auto", "full"] = "auto"
     tls: TlsConfig = Field(default_factory=TlsConfig)
 
 

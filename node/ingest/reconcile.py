@@ -1,11 +1,11 @@
 """Re-index stored files the index lost: the files are the truth, the index is rebuilt from them.
 
 The index commits with ``synchronous=NORMAL`` (WAL): a commit survives a crash of the process at
-once, but a power loss may take back the last transactions.  Every stored file was fsync'd and
-renamed into place, and its directory fsync'd, before its index row was written, so after an
-unclean shutdown the spool walks the series directories changed since the newest indexed
-arrival and indexes any file the index does not know.  A clean shutdown leaves a marker file
-that makes this walk unnecessary.
+once, but a power loss may take back the last transactions.  Every stored file and its name were
+durable before its index row was written (``node.ingest.durable``: a file gets its final name
+only with its complete data on the device), so after an unclean shutdown the spool walks the
+series directories changed since the newest indexed arrival and indexes any file the index does
+not know.  A clean shutdown leaves a marker file that makes this walk unnecessary.
 """
 
 from __future__ import annotations

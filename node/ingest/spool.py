@@ -1,11 +1,13 @@
 """Durable storage of received instances, with group commit and quarantine.
 
-``Spool.store`` returns only when the instance is durable: the caller writes the bytes to a
-temporary file and fdatasyncs it (in its own thread, so concurrent associations' flushes
-overlap); a single committer thread then takes every instance waiting at that
-moment (from all associations and STOW requests), renames each into place, fsyncs the touched
-directories once and writes all index rows in ONE SQLite transaction, and only then releases the
-callers.  Concurrent callers therefore share the directory fsyncs and the index commit.
+``Spool.store`` returns only when the instance and its name are durable and it is indexed: the
+caller writes the bytes to a temporary file and gets them to the device (``fdatasync``, or in
+journal mode ``sync_file_range``: see ``node.ingest.durable``) in its own thread, so concurrent
+associations' writes overlap; then one caller (the leader) takes every instance waiting at that
+moment (from all associations and STOW requests), renames each into place, makes the names
+durable once (directory ``fsync``s, or in journal mode ONE ``fsync`` that commits the journal
+transaction holding every rename) and writes all index rows in ONE SQLite transaction, and only
+then releases the callers.  Concurrent callers therefore share the sync and the index commit.
 
 Layout under ``data_dir``::
 
@@ -30,6 +32,7 @@ from pathlib import Path
 from typing import Literal
 
 from node.errors import IngestError, OutOfResourcesError
+from node.ingest.durable import SyncMode, fsync_dir, fsync_path, resolve_mode, write_back
 from node.ingest.header import Header, dataset_offset, header_json, read_header
 from node.ingest.quarantine import quarantine
 from node.ingest.reconcile import reconcile
@@ -68,14 +71,6 @@ class _Job:
     error: BaseException | None = None
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _is_full(exc: OSError) -> bool:
     return exc.errno in (errno.ENOSPC, errno.EDQUOT)
 
@@ -93,6 +88,9 @@ class Spool:
         Refuse (0xA700) an instance that would bring the stored total above this.
     min_free_bytes:
         Refuse (0xA700) an instance when the file system would have less free space than this.
+    sync:
+        ``auto``: one journal commit per batch on ext4/XFS, else POSIX; ``full``: always POSIX
+        (see ``node.ingest.durable``).
     """
 
     def __init__(
@@ -102,6 +100,7 @@ class Spool:
         *,
         quota_bytes: int | None = None,
         min_free_bytes: int = 0,
+        sync: Literal["auto", "full"] = "auto",
     ) -> None:
         self.data_dir = Path(data_dir)
         self.index = index
@@ -114,7 +113,8 @@ class Spool:
             d.mkdir(parents=True, exist_ok=True)
         for stale in self.tmp_dir.iterdir():  # never acknowledged: a crash hit mid-write
             stale.unlink(missing_ok=True)
-        _fsync_dir(self.data_dir)
+        fsync_dir(self.data_dir)
+        self.sync_mode: SyncMode = resolve_mode(self.data_dir, sync)
         self._clean_marker = self.data_dir / ".clean-shutdown"
         if not self._clean_marker.exists():
             reconcile(self.studies_dir, index)  # power loss may have cost index transactions
@@ -277,9 +277,12 @@ class Spool:
                 while view:
                     written = os.write(fd, view)
                     view = view[written:]
-                # the data and the size that reads it back; the inode's other metadata (times)
-                # need not be durable, and the name is made durable by the directory fsync
-                os.fdatasync(fd)
+                if self.sync_mode == "journal":
+                    write_back(fd)  # on the device; the batch's one commit makes it durable
+                else:
+                    # the data and the size that reads it back; the inode's other metadata
+                    # (times) need not be durable, the name is made durable by the directory fsync
+                    os.fdatasync(fd)
             finally:
                 os.close(fd)
         except OSError as exc:
@@ -364,6 +367,7 @@ class Spool:
         records: list[IngestRecord] = []
         placed: list[tuple[_Job, IngestRecord]] = []
         to_sync: set[Path] = set()
+        last_renamed: Path | None = None
         obsolete: list[Path] = []
         try:
             for job in batch:
@@ -393,6 +397,7 @@ class Spool:
                 if prev is not None and prev.path == path:
                     path = final_dir / f"{h.sop_uid}.{job.sha256[:12]}.dcm"
                 os.replace(job.tmp, path)
+                last_renamed = path
                 job.tmp = None
                 to_sync.add(final_dir)
                 inst = self._instance(h, path, job.size, job.sha256, job)
@@ -420,8 +425,12 @@ class Spool:
                     job.dataset_sha256,
                     job.size,
                 )
-            for d in sorted(to_sync, key=lambda p: len(p.parts), reverse=True):
-                _fsync_dir(d)
+            if self.sync_mode == "journal":
+                if last_renamed is not None:  # commits every rename and mkdir before it
+                    fsync_path(last_renamed)
+            else:
+                for d in sorted(to_sync, key=lambda p: len(p.parts), reverse=True):
+                    fsync_dir(d)
             self.index.commit(records)
         except BaseException as exc:
             # nothing of this batch is acknowledged: remove what was put in place
