@@ -1,10 +1,13 @@
 """DICOMweb destination: STOW-RS (PS3.18 10.5) through dicomweb-client, one request per batch.
 
-Authentication is none, HTTP basic or a bearer token; TLS certificates are verified unless the
-destination sets ``verify_tls: false``.  The store response (PS3.18 10.5.3) is read per instance:
-Referenced SOP Sequence items are delivered (with a Warning Reason if any), Failed SOP Sequence
-items carry the Failure Reason as their status.  The client's own HTTP retries are switched off:
-the outbox decides about retries.
+Authentication is none, HTTP basic or a bearer token; TLS certificates are verified (against the
+system's CAs, or the PEM bundle in ``ca``) unless the destination sets ``verify_tls: false``.  An
+untrusted certificate is a destination-wide failure whose message says so: the rows back off and
+are dead-lettered after ``delivery.max_attempts`` with that reason.
+
+The store response (PS3.18 10.5.3) is read per instance: Referenced SOP Sequence items are
+delivered (with a Warning Reason if any), Failed SOP Sequence items carry the Failure Reason as
+their status.  The client's own HTTP retries are switched off: the outbox decides about retries.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from node.config import DicomwebDestination, DicomwebSource
 from node.delivery.base import Outcome, OutcomeKind, Parcel, Sender, SenderContext, register
 from node.errors import DestinationError
 
-__all__ = ["DicomwebSender", "make_client", "make_session"]
+__all__ = ["DicomwebSender", "make_client", "make_session", "tls_reason"]
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +39,7 @@ def make_session(config: DicomwebDestination | DicomwebSource) -> requests.Sessi
         session.auth = requests.auth.HTTPBasicAuth(config.username or "", config.password or "")
     elif config.auth == "bearer":
         session.headers["Authorization"] = f"Bearer {config.token or ''}"
-    session.verify = config.verify_tls
+    session.verify = str(config.ca) if config.verify_tls and config.ca else config.verify_tls
     return session
 
 
@@ -80,12 +83,26 @@ class DicomwebSender(Sender):
             if r is not None and code == 409:  # every instance failed; the body says why
                 return outcomes + _per_instance(sent, _parse(r))
             raise DestinationError(f"{where} answered HTTP {code} to STOW-RS") from exc
+        except requests.exceptions.SSLError as exc:
+            raise DestinationError(f"{where}: TLS handshake failed: {tls_reason(exc)}") from exc
         except requests.RequestException as exc:
             raise DestinationError(f"{where} cannot be reached: {type(exc).__name__}") from exc
         return outcomes + _per_instance(sent, response)
 
     def close(self) -> None:
         self._session.close()
+
+
+def tls_reason(exc: Exception) -> str:
+    """What went wrong in a TLS handshake, with what to do about an untrusted certificate."""
+    text = str(exc)
+    if "CERTIFICATE_VERIFY_FAILED" in text:
+        why = text.split("certificate verify failed:", 1)[-1].split("(_ssl")[0].strip(" ')\"")
+        return (
+            f"the server's certificate is not trusted ({why or 'verify failed'}); set 'ca' to "
+            "the PEM bundle of the CA that signed it (or verify_tls: false on a test bench)"
+        )
+    return text[:300]
 
 
 def _parse(response: requests.Response) -> Dataset:
