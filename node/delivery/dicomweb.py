@@ -22,9 +22,10 @@ from pydicom.dataset import Dataset
 
 from node.config import DicomwebDestination, DicomwebSource
 from node.delivery.base import Outcome, OutcomeKind, Parcel, Sender, SenderContext, register
+from node.delivery.https import TlsSession, tls_reason, verify_setting
 from node.errors import DestinationError
 
-__all__ = ["DicomwebSender", "make_client", "make_session", "tls_reason"]
+__all__ = ["DicomwebSender", "make_client", "make_session"]
 
 log = logging.getLogger(__name__)
 
@@ -34,12 +35,12 @@ _PERMANENT = frozenset({0x0122, 0xA900, 0xC122})
 
 def make_session(config: DicomwebDestination | DicomwebSource) -> requests.Session:
     """A ``requests`` session with the configured authentication and TLS verification."""
-    session = requests.Session()
+    session = TlsSession()
     if config.auth == "basic":
         session.auth = requests.auth.HTTPBasicAuth(config.username or "", config.password or "")
     elif config.auth == "bearer":
         session.headers["Authorization"] = f"Bearer {config.token or ''}"
-    session.verify = str(config.ca) if config.verify_tls and config.ca else config.verify_tls
+    session.verify = verify_setting(verify_tls=config.verify_tls, ca=config.ca)
     return session
 
 
@@ -91,18 +92,6 @@ class DicomwebSender(Sender):
 
     def close(self) -> None:
         self._session.close()
-
-
-def tls_reason(exc: Exception) -> str:
-    """What went wrong in a TLS handshake, with what to do about an untrusted certificate."""
-    text = str(exc)
-    if "CERTIFICATE_VERIFY_FAILED" in text:
-        why = text.split("certificate verify failed:", 1)[-1].split("(_ssl")[0].strip(" ')\"")
-        return (
-            f"the server's certificate is not trusted ({why or 'verify failed'}); set 'ca' to "
-            "the PEM bundle of the CA that signed it (or verify_tls: false on a test bench)"
-        )
-    return text[:300]
 
 
 def _parse(response: requests.Response) -> Dataset:

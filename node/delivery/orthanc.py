@@ -29,7 +29,7 @@ from node.delivery.base import (
     SenderContext,
     register,
 )
-from node.delivery.dicomweb import tls_reason
+from node.delivery.https import TlsSession, tls_reason, verify_setting
 from node.errors import DestinationError
 
 __all__ = ["OrthancSender", "has_labels"]
@@ -65,10 +65,12 @@ class OrthancSender(Sender):
         self._api = OrthancApiClient(
             config.url.rstrip("/"), user=config.username, pwd=config.password
         )
-        # the client exposes no TLS option; its requests session takes a bool or a CA bundle
-        self._api._http_session.verify = (
-            str(config.ca) if config.verify_tls and config.ca else config.verify_tls
-        )
+        # the client exposes no TLS option: give it a session that keeps the configured one
+        plain = self._api._http_session
+        session = TlsSession()
+        session.auth, session.headers, session.adapters = plain.auth, plain.headers, plain.adapters
+        session.verify = verify_setting(verify_tls=config.verify_tls, ca=config.ca)
+        self._api._http_session = session
         self._labels_note: str | None = None  # set once labels are known to be unsupported
         self._is_version_checked = False
         self._warned: set[str] = set()
