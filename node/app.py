@@ -25,6 +25,7 @@ from node.assembly.tracker import StudyTracker
 from node.config import Config
 from node.delivery.outbox import Outbox
 from node.errors import ConfigError
+from node.ingest.pulls import PullRunner
 from node.ingest.scp import DicomListener, ListenerSettings, allowed, tls_server_context
 from node.ingest.spool import Spool, StoreOutcome
 from node.jobs.dispatch import plan_jobs
@@ -106,6 +107,13 @@ class Node:
             quota_bytes=config.node.quota_bytes,
             on_removed=self._study_removed,
         )
+        self._pulls = PullRunner(
+            config.sources,
+            sink=self._spool,
+            node_ae_title=config.node.ae_title,
+            on_study_pulled=self._study_pulled,
+            timeout_seconds=config.node.network_timeout_seconds,
+        )
         self._routing_lock = threading.Lock()
         self.add_study_listener(self.route)
         n = config.node
@@ -167,6 +175,11 @@ class Node:
     def retention(self) -> Retention:
         """The retention policy (its thread runs when a rule is configured)."""
         return self._retention
+
+    @property
+    def pulls(self) -> PullRunner:
+        """Background pulls from the configured sources (``POST /api/pull``)."""
+        return self._pulls
 
     def add_study_listener(self, callback: Callable[[Study], None]) -> None:
         """Call ``callback(study)`` on every study completion (routing subscribes here)."""
@@ -244,6 +257,10 @@ class Node:
         self._outbox.enqueue_many(
             paths, destinations=list(job.destinations), job_id=job.job_id, fallback_paths=fallbacks
         )
+
+    def _study_pulled(self, study_uid: str) -> bool:
+        """A pull brought instances of ``study_uid``: complete (and so route) it now."""
+        return self._tracker.complete(study_uid) is not None
 
     def _study_removed(self, removal: Removal) -> None:
         self._spool.refresh_usage()
@@ -380,6 +397,7 @@ class Node:
             if self._http_thread is not None:
                 self._http_thread.join(timeout=10)
             self._http_server = None
+        self._pulls.stop()
         self._listener.stop()
         self._retention.stop()
         self._tracker.stop()

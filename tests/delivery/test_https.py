@@ -14,7 +14,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from node.config import DeliveryConfig, DicomwebDestination
+from node.cli.pull import _node_answers
+from node.config import DeliveryConfig, DicomwebDestination, load_config
 from node.delivery import Outbox
 from node.delivery.dicomweb import make_session
 from node.store.index import Index
@@ -34,6 +35,7 @@ def _stored_sops(data_dir: Path, study_uid: str) -> set[str]:
 
 # verify_tls: false is asked for here; urllib3 warns about it on every request
 @pytest.mark.filterwarnings("ignore::urllib3.exceptions.InsecureRequestWarning")
+@pytest.mark.slow
 def test_stow_over_https_trusted_ca_untrusted_and_verify_off(
     tmp_path: Path, clock: SimClock, chest_ct: list[Path]
 ) -> None:
@@ -46,6 +48,8 @@ def test_stow_over_https_trusted_ca_untrusted_and_verify_off(
         assert httpx.get(f"{url[:-10]}/api/health", verify=trust).status_code == 200
         with pytest.raises(httpx.HTTPError):
             httpx.get(f"http://127.0.0.1:{receiver.http_port}/api/health", timeout=5)
+        # the CLI reaches its node over HTTPS, trusting the node's own certificate
+        assert _node_answers(load_config(receiver.config_path))
         dests = {
             "trusted": DicomwebDestination(type="dicomweb", url=url, ca=pki["ca"]),
             "untrusted": DicomwebDestination(type="dicomweb", url=url),
