@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import ssl
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
+from node.app import Node
 from node.cli.pull import _node_answers
-from node.config import DeliveryConfig, DicomwebDestination, load_config
+from node.config import Config, DeliveryConfig, DicomwebDestination, NodeConfig, load_config
 from node.delivery import Outbox
 from node.delivery.dicomweb import make_session
 from node.store.index import Index
@@ -23,6 +25,21 @@ from node.types import DeliveryState
 from tests.delivery.conftest import SimClock
 from tests.delivery.pki import make_pki
 from tests.peers.node import start_node
+
+
+def _echo(data_dir: Path, dests: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """``POST /api/destinations/{name}/echo`` of a node configured with ``dests``."""
+    config = Config(
+        node=NodeConfig(data_dir=data_dir, dicom_port=0, http_port=0, min_free_bytes=0),
+        destinations=dests,
+    )
+    node = Node(config)
+    node.start()
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{node.http_port}", timeout=30) as c:
+            return {name: c.post(f"/api/destinations/{name}/echo").json() for name in dests}
+    finally:
+        node.stop()
 
 
 def _stored_sops(data_dir: Path, study_uid: str) -> set[str]:
@@ -76,6 +93,15 @@ def test_stow_over_https_trusted_ca_untrusted_and_verify_off(
         delivered = {r.sop_uid for r in box.list(state=DeliveryState.DELIVERED)}
         study_uid = box.list()[0].study_uid
         assert _stored_sops(receiver.data_dir, study_uid) == delivered
+        # the destination check (POST /api/destinations/{name}/echo) trusts the same CA
+        # (the receiving node has no QIDO-RS, so its GET gets 405: the handshake is what counts)
+        echo = _echo(tmp_path / "echo", dests)
+        assert "HTTP 405" in echo["trusted"]["detail"], echo
+        assert "HTTP 405" in echo["insecure"]["detail"], echo
+        assert (
+            not echo["untrusted"]["ok"]
+            and "CERTIFICATE_VERIFY_FAILED" in echo["untrusted"]["detail"]
+        )
         # once the CA is known, a retried dead row goes through
         box.close()
         fixed = dict(dests, untrusted=dests["trusted"])
