@@ -17,9 +17,17 @@ import pytest
 
 from node.app import Node
 from node.cli.pull import _node_answers
-from node.config import Config, DeliveryConfig, DicomwebDestination, NodeConfig, load_config
+from node.config import (
+    Config,
+    DeliveryConfig,
+    DicomwebDestination,
+    HttpTlsConfig,
+    NodeConfig,
+    load_config,
+)
 from node.delivery import Outbox
 from node.delivery.dicomweb import make_session
+from node.errors import ConfigError
 from node.store.index import Index
 from node.types import DeliveryState
 from tests.delivery.conftest import SimClock
@@ -148,3 +156,24 @@ def test_configured_verification_beats_requests_ca_bundle_env(
         got = session.merge_environment_settings(url, {}, None, None, None)["verify"]
         assert got == want
         session.close()
+
+
+def test_bad_http_tls_settings_stop_the_node_with_a_config_error(tmp_path: Path) -> None:
+    pki = make_pki(tmp_path / "pki", "test")
+    cases = [
+        (HttpTlsConfig(cert=tmp_path / "missing.pem"), "cannot load the certificate"),
+        (HttpTlsConfig(cert=pki["server"], key=pki["client.key"]), "cannot load the certificate"),
+        (HttpTlsConfig(key=pki["server.key"]), "cert is missing"),
+        (
+            HttpTlsConfig(cert=pki["server"], key=pki["server.key"], require_client_cert=True),
+            "needs ca",
+        ),
+    ]
+    for i, (http_tls, message) in enumerate(cases):
+        node_cfg = NodeConfig(
+            data_dir=tmp_path / f"d{i}", dicom_port=0, http_port=0, min_free_bytes=0,
+            http_tls=http_tls,
+        )  # fmt: skip
+        node = Node(Config(node=node_cfg))
+        with pytest.raises(ConfigError, match=message):
+            node.start()
