@@ -17,7 +17,7 @@ from collections.abc import Sequence
 
 import requests
 from orthanc_api_client import OrthancApiClient
-from orthanc_api_client.exceptions import HttpError
+from orthanc_api_client.exceptions import HttpError, OrthancApiException
 
 from node.config import OrthancDestination
 from node.delivery.base import (
@@ -65,10 +65,12 @@ class OrthancSender(Sender):
         self._api = OrthancApiClient(
             config.url.rstrip("/"), user=config.username, pwd=config.password
         )
-        # the client exposes no TLS option: give it a session that keeps the configured one
+        # the client exposes no TLS option: give it a session that keeps the configured one, and
+        # no HTTP retries of its own (the outbox retries; the client's adapter backs off for
+        # minutes on a certificate error, holding the destination's worker)
         plain = self._api._http_session
         session = TlsSession()
-        session.auth, session.headers, session.adapters = plain.auth, plain.headers, plain.adapters
+        session.auth, session.headers = plain.auth, plain.headers
         session.verify = verify_setting(verify_tls=config.verify_tls, ca=config.ca)
         self._api._http_session = session
         self._labels_note: str | None = None  # set once labels are known to be unsupported
@@ -95,10 +97,8 @@ class OrthancSender(Sender):
                 kind = OutcomeKind.REFUSED if code == 400 else OutcomeKind.RETRY
                 outcomes.append(Outcome(p.row_id, kind, detail=f"HTTP {code} from Orthanc"))
                 continue
-            except requests.exceptions.SSLError as exc:
-                raise _batch(where, f"TLS: {tls_reason(exc)}", outcomes) from exc
-            except requests.RequestException as exc:
-                raise _batch(where, type(exc).__name__, outcomes) from exc
+            except (OrthancApiException, requests.RequestException) as exc:
+                raise _batch(where, _why(exc), outcomes) from exc
             outcomes.append(
                 Outcome(
                     p.row_id,
@@ -180,6 +180,16 @@ class OrthancSender(Sender):
 
     def close(self) -> None:
         self._api._http_session.close()
+
+
+def _why(exc: BaseException) -> str:
+    """The cause of a failed request: the client wraps ``requests`` errors in its own."""
+    cause: BaseException | None = exc
+    while cause is not None and not isinstance(cause, requests.RequestException):
+        cause = cause.__cause__ or cause.__context__
+    if isinstance(cause, requests.exceptions.SSLError):
+        return f"TLS: {tls_reason(cause)}"
+    return type(cause or exc).__name__
 
 
 def _batch(where: str, why: str, partial: list[Outcome]) -> DestinationError:

@@ -8,6 +8,7 @@ that says the certificate is not trusted and is dead-lettered; ``verify_tls: fal
 
 from __future__ import annotations
 
+import re
 import ssl
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from node.config import (
     DicomwebDestination,
     HttpTlsConfig,
     NodeConfig,
+    OrthancDestination,
     load_config,
 )
 from node.delivery import Outbox
@@ -110,6 +112,21 @@ def test_stow_over_https_trusted_ca_untrusted_and_verify_off(
             not echo["untrusted"]["ok"]
             and "CERTIFICATE_VERIFY_FAILED" in echo["untrusted"]["detail"]
         )
+        # the Orthanc sender's 'ca' too (a node is no Orthanc: past the handshake it answers
+        # POST /instances with an HTTP error, which is what shows the certificate was trusted)
+        base = url.removesuffix("/dicom-web")
+        rest = {
+            "rest-ca": OrthancDestination(type="orthanc", url=base, ca=pki["ca"]),
+            "rest-default": OrthancDestination(type="orthanc", url=base),
+        }
+        rest_box = Outbox(tmp_path / "rest.sqlite", rest, clock=clock)
+        rest_box.enqueue(chest_ct[7], destinations=list(rest), job_id="j")
+        rest_box.run_once()
+        (with_ca,) = rest_box.list(destination="rest-ca")
+        (without,) = rest_box.list(destination="rest-default")
+        assert re.fullmatch(r"HTTP 40\d from Orthanc", with_ca.last_error or ""), with_ca
+        assert "certificate is not trusted" in (without.last_error or ""), without
+        rest_box.close()
         # once the CA is known, a retried dead row goes through
         box.close()
         fixed = dict(dests, untrusted=dests["trusted"])
