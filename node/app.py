@@ -9,12 +9,14 @@ deterministic, so nothing runs twice).
 
 ``Node(config).start()`` opens the index, starts the spool's committer, the study tracker, the
 DICOM listener (plain port, plus a TLS port when ``node.tls.port`` is set) and the HTTP API
-(``node.api.create_app(node)`` served by uvicorn in a thread).  ``stop()`` undoes it in reverse.
+(``node.api.create_app(node)`` served by uvicorn in a thread; HTTPS when ``node.http_tls.cert`` is
+set).  ``stop()`` undoes it in reverse.
 """
 
 from __future__ import annotations
 
 import logging
+import ssl
 import threading
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -23,6 +25,7 @@ from node.assembly.tracker import StudyTracker
 from node.config import Config
 from node.delivery.outbox import Outbox
 from node.errors import ConfigError
+from node.ingest.pulls import PullRunner
 from node.ingest.scp import DicomListener, ListenerSettings, allowed, tls_server_context
 from node.ingest.spool import Spool, StoreOutcome
 from node.jobs.dispatch import plan_jobs
@@ -106,6 +109,13 @@ class Node:
             quota_bytes=config.node.quota_bytes,
             on_removed=self._study_removed,
         )
+        self._pulls = PullRunner(
+            config.sources,
+            sink=self._spool,
+            node_ae_title=config.node.ae_title,
+            on_study_pulled=self._study_pulled,
+            timeout_seconds=config.node.network_timeout_seconds,
+        )
         self._routing_lock = threading.Lock()
         self.add_study_listener(self.route)
         n = config.node
@@ -168,6 +178,11 @@ class Node:
     def retention(self) -> Retention:
         """The retention policy (its thread runs when a rule is configured)."""
         return self._retention
+
+    @property
+    def pulls(self) -> PullRunner:
+        """Background pulls from the configured sources (``POST /api/pull``)."""
+        return self._pulls
 
     def add_study_listener(self, callback: Callable[[Study], None]) -> None:
         """Call ``callback(study)`` on every study completion (routing subscribes here)."""
@@ -258,6 +273,10 @@ class Node:
             paths, destinations=list(job.destinations), job_id=job.job_id, fallback_paths=fallbacks
         )
 
+    def _study_pulled(self, study_uid: str) -> bool:
+        """A pull brought instances of ``study_uid``: complete (and so route) it now."""
+        return self._tracker.complete(study_uid) is not None
+
     def _study_removed(self, removal: Removal) -> None:
         self._spool.refresh_usage()
 
@@ -313,6 +332,7 @@ class Node:
                 "dicom_port": self.dicom_port,
                 "tls_port": self.tls_port,
                 "http_port": self.http_port,
+                "is_https": self._config.node.http_tls.cert is not None,
                 "ae_title": self._config.node.ae_title,
             },
         )
@@ -337,6 +357,7 @@ class Node:
             log_config=None,
             access_log=False,
             lifespan="on",
+            **self._https_options(),
         )
         server = uvicorn.Server(cfg)
         thread = threading.Thread(target=server.run, name="http", daemon=True)
@@ -356,6 +377,34 @@ class Node:
         sockets = [s for srv in server.servers for s in srv.sockets]
         self.http_port = int(sockets[0].getsockname()[1]) if sockets else None
 
+    def _https_options(self) -> dict[str, Any]:
+        """uvicorn's TLS options from ``node.http_tls`` (empty: plain HTTP); files are checked
+        here so a bad certificate is a ConfigError, not a silently dead HTTP thread."""
+        tls = self._config.node.http_tls
+        if tls.cert is None:
+            if tls.key is not None or tls.ca is not None or tls.require_client_cert:
+                self.stop()
+                raise ConfigError(["node.http_tls: cert is missing (HTTPS is on when cert is set)"])
+            return {}
+        if tls.require_client_cert and tls.ca is None:
+            self.stop()
+            raise ConfigError(["node.http_tls: require_client_cert needs ca to verify clients"])
+        key = tls.key or tls.cert  # the key may sit in the certificate's PEM file
+        try:
+            tls_server_context(
+                cert=tls.cert, key=key, ca=tls.ca, require_client_cert=tls.require_client_cert
+            )
+        except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+            self.stop()
+            raise ConfigError([f"node.http_tls: cannot load the certificate: {exc}"]) from exc
+        options: dict[str, Any] = {"ssl_certfile": str(tls.cert), "ssl_keyfile": str(key)}
+        if tls.ca is not None:
+            options["ssl_ca_certs"] = str(tls.ca)
+            options["ssl_cert_reqs"] = (
+                ssl.CERT_REQUIRED if tls.require_client_cert else ssl.CERT_OPTIONAL
+            )
+        return options
+
     def stop(self) -> None:
         """Stop accepting, finish what is being committed, close the index."""
         if self._http_server is not None:
@@ -363,6 +412,7 @@ class Node:
             if self._http_thread is not None:
                 self._http_thread.join(timeout=10)
             self._http_server = None
+        self._pulls.stop()
         self._listener.stop()
         self._retention.stop()
         self._tracker.stop()

@@ -25,6 +25,7 @@ __all__ = [
     "DimseDestination",
     "DimseSource",
     "FolderDestination",
+    "HttpTlsConfig",
     "InferenceConfig",
     "NodeConfig",
     "OrthancDestination",
@@ -52,6 +53,18 @@ class TlsConfig(_Strict):
     require_client_cert: bool = False
 
 
+class HttpTlsConfig(_Strict):
+    """HTTPS for the node's HTTP listener (API, console, STOW-RS): PEM files.
+
+    HTTPS is on when ``cert`` is set; it is then served on ``node.http_port`` instead of HTTP.
+    """
+
+    cert: Path | None = None
+    key: Path | None = None
+    ca: Path | None = None
+    require_client_cert: bool = False
+
+
 class NodeConfig(_Strict):
     ae_title: str = Field(default="AINODE", min_length=1, max_length=16)
     host: str = "127.0.0.1"
@@ -67,6 +80,7 @@ class NodeConfig(_Strict):
     min_free_bytes: int = Field(default=512 * 1024**2, ge=0, description="refuse ingest below this")
     ingest_sync: Literal["auto", "full"] = "auto"
     tls: TlsConfig = Field(default_factory=TlsConfig)
+    http_tls: HttpTlsConfig = Field(default_factory=HttpTlsConfig)
 
 
 class StudyConfig(_Strict):
@@ -93,6 +107,7 @@ class DicomwebDestination(_Strict):
     password: str | None = None
     token: str | None = None
     verify_tls: bool = True
+    ca: Path | None = Field(default=None, description="PEM CA bundle trusted for HTTPS")
     sop_classes: list[str] | None = None
     sc_fallback: bool = False
 
@@ -103,7 +118,11 @@ class OrthancDestination(_Strict):
     username: str | None = None
     password: str | None = None
     labels: list[str] = Field(default_factory=list)
+    metadata: dict[str, str] = Field(
+        default_factory=dict, description="set on each stored instance (Orthanc UserMetadata)"
+    )
     verify_tls: bool = True
+    ca: Path | None = Field(default=None, description="PEM CA bundle trusted for HTTPS")
 
 
 class FolderDestination(_Strict):
@@ -135,6 +154,7 @@ class DicomwebSource(_Strict):
     password: str | None = None
     token: str | None = None
     verify_tls: bool = True
+    ca: Path | None = Field(default=None, description="PEM CA bundle trusted for HTTPS")
 
 
 Source = Annotated[DimseSource | DicomwebSource, Field(discriminator="type")]

@@ -80,6 +80,7 @@ def test_configuration_doc_names_every_key() -> None:
         cfg.Config,
         cfg.NodeConfig,
         cfg.TlsConfig,
+        cfg.HttpTlsConfig,
         cfg.StudyConfig,
         cfg.DimseDestination,
         cfg.DicomwebDestination,

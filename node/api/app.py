@@ -22,6 +22,7 @@ from node.api import (
     jobs,
     metrics,
     models,
+    pulls,
     rules,
     stow,
     studies,
@@ -91,6 +92,7 @@ def create_app(node: NodeView) -> FastAPI:
         rules.router,
         models.router,
         destinations.router,
+        pulls.router,
         audit.router,
         stow.router,
     ):

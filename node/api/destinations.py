@@ -8,6 +8,7 @@ for ``dimse``, an HTTP GET for ``dicomweb`` (``/studies?limit=1``, QIDO-RS PS3.1
 from __future__ import annotations
 
 import os
+import ssl
 import tempfile
 import time
 from typing import Annotated, Any
@@ -71,13 +72,28 @@ def _echo_dimse(dest: DimseDestination, calling: str, timeout: float) -> tuple[b
 
 
 def _echo_http(
-    url: str, *, auth: httpx.Auth | None, headers: dict[str, str], verify: bool, timeout: float
+    url: str,
+    *,
+    auth: httpx.Auth | None,
+    headers: dict[str, str],
+    verify: bool | ssl.SSLContext,
+    timeout: float,
 ) -> tuple[bool, str]:
     try:
         r = httpx.get(url, auth=auth, headers=headers, verify=verify, timeout=timeout)
     except httpx.HTTPError as exc:
         return False, f"GET {url}: {type(exc).__name__}: {exc}"
     return r.status_code < 400, f"GET {url}: HTTP {r.status_code}"
+
+
+def _verify(dest: DicomwebDestination | OrthancDestination) -> bool | ssl.SSLContext:
+    """TLS verification as the destination's sender does it: its ``ca`` bundle, on or off."""
+    if dest.verify_tls and dest.ca is not None:
+        try:
+            return ssl.create_default_context(cafile=str(dest.ca))
+        except (OSError, ValueError):
+            return True  # the GET then fails with the certificate error the sender would see
+    return dest.verify_tls
 
 
 def _echo_folder(dest: FolderDestination) -> tuple[bool, str]:
@@ -120,7 +136,7 @@ def echo_destination(
             headers["Authorization"] = f"Bearer {dest.token}"
         url = dest.url.rstrip("/") + "/studies?limit=1"
         ok, detail = _echo_http(
-            url, auth=auth, headers=headers, verify=dest.verify_tls, timeout=timeout
+            url, auth=auth, headers=headers, verify=_verify(dest), timeout=timeout
         )
     elif isinstance(dest, OrthancDestination):
         basic = (
@@ -132,7 +148,7 @@ def echo_destination(
             dest.url.rstrip("/") + "/system",
             auth=basic,
             headers={},
-            verify=dest.verify_tls,
+            verify=_verify(dest),
             timeout=timeout,
         )
     else:

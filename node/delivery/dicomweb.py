@@ -1,10 +1,13 @@
 """DICOMweb destination: STOW-RS (PS3.18 10.5) through dicomweb-client, one request per batch.
 
-Authentication is none, HTTP basic or a bearer token; TLS certificates are verified unless the
-destination sets ``verify_tls: false``.  The store response (PS3.18 10.5.3) is read per instance:
-Referenced SOP Sequence items are delivered (with a Warning Reason if any), Failed SOP Sequence
-items carry the Failure Reason as their status.  The client's own HTTP retries are switched off:
-the outbox decides about retries.
+Authentication is none, HTTP basic or a bearer token; TLS certificates are verified (against the
+system's CAs, or the PEM bundle in ``ca``) unless the destination sets ``verify_tls: false``.  An
+untrusted certificate is a destination-wide failure whose message says so: the rows back off and
+are dead-lettered after ``delivery.max_attempts`` with that reason.
+
+The store response (PS3.18 10.5.3) is read per instance: Referenced SOP Sequence items are
+delivered (with a Warning Reason if any), Failed SOP Sequence items carry the Failure Reason as
+their status.  The client's own HTTP retries are switched off: the outbox decides about retries.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from pydicom.dataset import Dataset
 
 from node.config import DicomwebDestination, DicomwebSource
 from node.delivery.base import Outcome, OutcomeKind, Parcel, Sender, SenderContext, register
+from node.delivery.https import TlsSession, tls_reason, verify_setting
 from node.errors import DestinationError
 
 __all__ = ["DicomwebSender", "make_client", "make_session"]
@@ -31,12 +35,12 @@ _PERMANENT = frozenset({0x0122, 0xA900, 0xC122})
 
 def make_session(config: DicomwebDestination | DicomwebSource) -> requests.Session:
     """A ``requests`` session with the configured authentication and TLS verification."""
-    session = requests.Session()
+    session = TlsSession()
     if config.auth == "basic":
         session.auth = requests.auth.HTTPBasicAuth(config.username or "", config.password or "")
     elif config.auth == "bearer":
         session.headers["Authorization"] = f"Bearer {config.token or ''}"
-    session.verify = config.verify_tls
+    session.verify = verify_setting(verify_tls=config.verify_tls, ca=config.ca)
     return session
 
 
@@ -80,6 +84,8 @@ class DicomwebSender(Sender):
             if r is not None and code == 409:  # every instance failed; the body says why
                 return outcomes + _per_instance(sent, _parse(r))
             raise DestinationError(f"{where} answered HTTP {code} to STOW-RS") from exc
+        except requests.exceptions.SSLError as exc:
+            raise DestinationError(f"{where}: TLS handshake failed: {tls_reason(exc)}") from exc
         except requests.RequestException as exc:
             raise DestinationError(f"{where} cannot be reached: {type(exc).__name__}") from exc
         return outcomes + _per_instance(sent, response)

@@ -1,7 +1,12 @@
 """Orthanc destination: REST upload (``POST /instances``) through orthanc-api-client.
 
-After each upload the configured labels are attached to the study (Orthanc >= 1.12; an older
-Orthanc answers 404/400 and the label step is skipped with one log line, the upload still counts).
+After each upload the configured ``metadata`` (name -> value) is set on the stored instance
+(``PUT /instances/{id}/metadata/{name}``; Orthanc accepts only names declared under
+``UserMetadata`` in its own configuration) and the configured ``labels`` are attached to its study
+(``PUT /studies/{id}/labels/{label}``, Orthanc 1.12 or later).  Whether the peer has labels at
+all is read once from ``GET /system`` (``Version``).  A metadata name Orthanc does not know, or
+labels on an Orthanc without them, never fail the delivery: the instance is stored, the row is
+marked delivered with a note saying what was not attached and why, and the node logs it once.
 Orthanc keys instances by their UIDs, so re-sending the same object keeps one copy.
 """
 
@@ -12,7 +17,7 @@ from collections.abc import Sequence
 
 import requests
 from orthanc_api_client import OrthancApiClient
-from orthanc_api_client.exceptions import HttpError
+from orthanc_api_client.exceptions import HttpError, OrthancApiException
 
 from node.config import OrthancDestination
 from node.delivery.base import (
@@ -24,16 +29,35 @@ from node.delivery.base import (
     SenderContext,
     register,
 )
+from node.delivery.https import TlsSession, tls_reason, verify_setting
 from node.errors import DestinationError
 
-__all__ = ["OrthancSender"]
+__all__ = ["OrthancSender", "has_labels"]
 
 log = logging.getLogger(__name__)
+
+#: The first Orthanc release with labels (``/studies/{id}/labels``).
+LABELS_SINCE = (1, 12)
+
+
+def has_labels(version: str) -> bool | None:
+    """Whether an Orthanc ``Version`` string (``GET /system``) has the labels API.
+
+    ``mainline`` builds have it; ``None`` when the string cannot be read.
+    """
+    if version.startswith("mainline"):
+        return True
+    parts = version.split(".")
+    try:
+        major, minor = int(parts[0]), int(parts[1])
+    except (IndexError, ValueError):
+        return None
+    return (major, minor) >= LABELS_SINCE
 
 
 @register("orthanc")
 class OrthancSender(Sender):
-    """Uploads parcels to an Orthanc over its REST API."""
+    """Uploads parcels to an Orthanc over its REST API, then attaches metadata and labels."""
 
     def __init__(self, config: OrthancDestination, context: SenderContext) -> None:
         self._config = config
@@ -41,8 +65,17 @@ class OrthancSender(Sender):
         self._api = OrthancApiClient(
             config.url.rstrip("/"), user=config.username, pwd=config.password
         )
-        self._api._http_session.verify = config.verify_tls  # the client exposes no option for it
-        self._is_label_supported = True
+        # the client exposes no TLS option: give it a session that keeps the configured one, and
+        # no HTTP retries of its own (the outbox retries; the client's adapter backs off for
+        # minutes on a certificate error, holding the destination's worker)
+        plain = self._api._http_session
+        session = TlsSession()
+        session.auth, session.headers = plain.auth, plain.headers
+        session.verify = verify_setting(verify_tls=config.verify_tls, ca=config.ca)
+        self._api._http_session = session
+        self._labels_note: str | None = None  # set once labels are known to be unsupported
+        self._is_version_checked = False
+        self._warned: set[str] = set()
 
     def send(self, parcels: Sequence[Parcel]) -> list[Outcome]:
         where = f"destination '{self._context.name}' ({self._config.url})"
@@ -56,6 +89,7 @@ class OrthancSender(Sender):
                 continue
             try:
                 ids = self._api.upload(data)
+                notes = self._annotate(ids[0], labelled) if ids else []
             except HttpError as exc:
                 code = int(exc.http_status_code or 0)
                 if code >= 500 or code == 0:
@@ -63,39 +97,99 @@ class OrthancSender(Sender):
                 kind = OutcomeKind.REFUSED if code == 400 else OutcomeKind.RETRY
                 outcomes.append(Outcome(p.row_id, kind, detail=f"HTTP {code} from Orthanc"))
                 continue
-            except requests.RequestException as exc:
-                raise _batch(where, type(exc).__name__, outcomes) from exc
-            if self._config.labels and ids:
-                self._label(ids[0], labelled)
+            except (OrthancApiException, requests.RequestException) as exc:
+                raise _batch(where, _why(exc), outcomes) from exc
             outcomes.append(
                 Outcome(
                     p.row_id,
                     OutcomeKind.DELIVERED,
                     status=0,
+                    detail="; ".join(notes),
                     sent_sop_uid=p.sop_uid,
                     sent_transfer_syntax_uid=p.transfer_syntax_uid,
                 )
             )
         return outcomes
 
-    def _label(self, instance_id: str, done: set[str]) -> None:
-        if not self._is_label_supported:
-            return
+    # ------------------------------------------------------------ metadata and labels
+    def _annotate(self, instance_id: str, labelled: set[str]) -> list[str]:
+        """Attach metadata and labels to a stored instance; return notes on what was not.
+
+        Raises ``HttpError`` (5xx) or ``requests.RequestException``: the batch is retried, and
+        re-uploading the same instance is harmless.
+        """
+        notes: list[str] = []
+        for name, value in self._config.metadata.items():
+            try:
+                self._api.instances.set_string_metadata(instance_id, name, value)
+            except HttpError as exc:
+                code = int(exc.http_status_code or 0)
+                if code >= 500 or code == 0:
+                    raise
+                notes.append(
+                    f"metadata '{name}' not attached: Orthanc answered HTTP {code}; declare it "
+                    "under UserMetadata in Orthanc's configuration"
+                )
+                self._warn_once(f"metadata:{name}", "orthanc.metadata_refused", http_status=code)
+        if self._config.labels:
+            note = self._label(instance_id, labelled)
+            if note:
+                notes.append(note)
+        return notes
+
+    def _label(self, instance_id: str, done: set[str]) -> str | None:
+        if not self._is_version_checked:
+            self._check_version()
+        if self._labels_note is not None:
+            return self._labels_note
         try:
             study_id = self._api.instances.get_parent_study_id(instance_id)
-            if study_id in done:
-                return
-            self._api.studies.add_labels(study_id, list(self._config.labels))
-            done.add(study_id)
+            if study_id not in done:
+                self._api.studies.add_labels(study_id, list(self._config.labels))
+                done.add(study_id)
         except HttpError as exc:
-            self._is_label_supported = False
-            log.warning(
-                "orthanc.labels_unsupported",
-                extra={"destination": self._context.name, "http_status": exc.http_status_code},
+            code = int(exc.http_status_code or 0)
+            if code >= 500 or code == 0:
+                raise
+            self._labels_note = f"labels not attached: Orthanc answered HTTP {code} to them"
+            self._warn_once("labels", "orthanc.labels_unsupported", http_status=code)
+            return self._labels_note
+        return None
+
+    def _check_version(self) -> None:
+        """Read ``GET /system`` once: an Orthanc older than 1.12 has no labels."""
+        try:
+            system = self._api.get_system()
+        except HttpError:
+            return  # e.g. /system forbidden to this user: try the labels and see
+        self._is_version_checked = True
+        version = str(system.get("Version", "")) if isinstance(system, dict) else ""
+        if has_labels(version) is False:
+            need = ".".join(map(str, LABELS_SINCE))
+            self._labels_note = (
+                f"labels not attached: Orthanc {version} has no labels (they need Orthanc "
+                f"{need} or later)"
             )
+            self._warn_once("labels", "orthanc.labels_unsupported", orthanc_version=version)
+
+    def _warn_once(self, key: str, event: str, **fields: object) -> None:
+        if key in self._warned:
+            return
+        self._warned.add(key)
+        log.warning(event, extra={"destination": self._context.name, **fields})
 
     def close(self) -> None:
         self._api._http_session.close()
+
+
+def _why(exc: BaseException) -> str:
+    """The cause of a failed request: the client wraps ``requests`` errors in its own."""
+    cause: BaseException | None = exc
+    while cause is not None and not isinstance(cause, requests.RequestException):
+        cause = cause.__cause__ or cause.__context__
+    if isinstance(cause, requests.exceptions.SSLError):
+        return f"TLS: {tls_reason(cause)}"
+    return type(cause or exc).__name__
 
 
 def _batch(where: str, why: str, partial: list[Outcome]) -> DestinationError:

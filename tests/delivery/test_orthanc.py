@@ -24,11 +24,11 @@ from node.config import (
     OrthancDestination,
 )
 from node.delivery import Outbox
+from node.delivery.orthanc import has_labels
 from node.types import DeliveryState
 from tests.delivery.conftest import SimClock
-from tests.delivery.orthanc_pinned import start_pinned_orthanc
 from tests.delivery.storescp import start_storescp
-from tests.peers.orthanc import OrthancPeer
+from tests.peers.orthanc import OrthancPeer, start_orthanc
 from tests.util import free_port, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -103,7 +103,7 @@ def test_dimse_stow_rest_all_arrive_in_the_right_series(
 def test_stow_basic_auth_wrong_then_right_password(
     tmp_path: Path, clock: SimClock, chest_ct: list[Path]
 ) -> None:
-    with start_pinned_orthanc(tmp_path / "o", users={"ai": "s3cret"}) as peer:
+    with start_orthanc(tmp_path / "o", users={"ai": "s3cret"}) as peer:
         base = peer.url
         url = f"{base}/dicom-web"
         bad = DicomwebDestination(
@@ -128,7 +128,7 @@ end
 
 
 def test_stow_bearer_token(tmp_path: Path, clock: SimClock, chest_ct: list[Path]) -> None:
-    with start_pinned_orthanc(tmp_path / "o", lua=BEARER_FILTER) as peer:
+    with start_orthanc(tmp_path / "o", lua=BEARER_FILTER) as peer:
         url = f"{peer.url}/dicom-web"
         good = DicomwebDestination(type="dicomweb", url=url, auth="bearer", token="t0ken")
         bad = good.model_copy(update={"token": "stolen"})
@@ -148,7 +148,7 @@ def test_orthanc_down_then_restarted_everything_arrives_once(
 ) -> None:
     http_port, dicom_port = free_port(), free_port()
     workdir = tmp_path / "orthanc"
-    with start_pinned_orthanc(workdir, http_port=http_port, dicom_port=dicom_port) as peer:
+    with start_orthanc(workdir, http_port=http_port, dicom_port=dicom_port) as peer:
         dests = _dests(peer)
     # Orthanc is stopped now; results keep coming
     box = Outbox(tmp_path / "index.sqlite", dests, clock=clock, rng=random.Random(5))
@@ -161,7 +161,7 @@ def test_orthanc_down_then_restarted_everything_arrives_once(
         clock.advance(DeliveryConfig().backoff_max_seconds)
     assert {r.state for r in box.list()} == {DeliveryState.PENDING}
     assert all(r.attempts >= 1 for r in box.list())
-    with start_pinned_orthanc(workdir, http_port=http_port, dicom_port=dicom_port) as peer:
+    with start_orthanc(workdir, http_port=http_port, dicom_port=dicom_port) as peer:
         clock.advance(DeliveryConfig().backoff_max_seconds)
         box.run_once()
         assert {r.state for r in box.list()} == {DeliveryState.DELIVERED}
@@ -176,6 +176,7 @@ RUNNER = """
 import sys, json, time, pathlib
 from node.config import DimseDestination, DeliveryConfig
 from node.delivery import Outbox
+from node.delivery.orthanc import has_labels
 cfg = json.loads(pathlib.Path(sys.argv[1]).read_text())
 dests = {"pacs": DimseDestination(**cfg["dest"])}
 box = Outbox(pathlib.Path(cfg["db"]), dests, policy=DeliveryConfig(batch_size=1), poll_seconds=0.1)
@@ -296,3 +297,61 @@ def test_compressed_originals_go_unchanged_when_the_peer_accepts_them(
         assert str(pydicom.dcmread(BytesIO(stored)).file_meta.TransferSyntaxUID) == ts
         httpx.delete(f"{orthanc.url}/instances/{iid}", timeout=30).raise_for_status()
     box.close()
+
+
+def test_has_labels_reads_the_orthanc_version() -> None:
+    assert has_labels("1.10.1") is False
+    assert has_labels("1.12.0") is True
+    assert has_labels("2.0.1") is True
+    assert has_labels("mainline-20240101") is True
+    assert has_labels("") is None
+
+
+def test_orthanc_metadata_on_every_instance_and_labels_noted_as_unsupported(
+    tmp_path: Path,
+    clock: SimClock,
+    chest_ct: list[Path],
+    seg_file: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    declared = {"UserMetadata": {"AiModel": 1024, "AiNode": 1025}}
+    with start_orthanc(tmp_path / "o", extra=declared) as peer:
+        rest = OrthancDestination(
+            type="orthanc",
+            url=peer.url,
+            metadata={"AiModel": "nodule-v1", "AiNode": "ainode test"},
+            labels=["ai-result"],
+        )
+        undeclared = OrthancDestination(type="orthanc", url=peer.url, metadata={"Nope": "x"})
+        box = Outbox(tmp_path / "index.sqlite", {"rest": rest, "odd": undeclared}, clock=clock)
+        box.enqueue_many(chest_ct[:5], destinations=["rest"], job_id="j")
+        box.enqueue(seg_file, destinations=["odd"], job_id="j")
+        box.run_once()
+        box.enqueue_many(chest_ct[5:8], destinations=["rest"], job_id="j2")  # a second batch
+        box.run_once()
+        assert box.counts() == {"rest": {"delivered": 8}, "odd": {"delivered": 1}}
+        _, sent = _uids(chest_ct[:8])
+        seen = set()
+        for iid in peer.instances():
+            meta = peer.get(f"/instances/{iid}/metadata?expand")
+            assert isinstance(meta, dict)
+            sop = httpx.get(f"{peer.url}/instances/{iid}", timeout=30).json()["MainDicomTags"]
+            if sop["SOPInstanceUID"] in sent:
+                assert meta["AiModel"] == "nodule-v1" and meta["AiNode"] == "ainode test"
+                seen.add(sop["SOPInstanceUID"])
+            else:
+                assert "AiModel" not in meta and "Nope" not in meta
+        assert seen == sent
+        for row in box.list(destination="rest"):
+            assert row.last_error == (
+                "labels not attached: Orthanc 1.10.1 has no labels "
+                "(they need Orthanc 1.12 or later)"
+            )
+        (odd,) = box.list(destination="odd")
+        assert odd.state is DeliveryState.DELIVERED
+        assert "metadata 'Nope' not attached: Orthanc answered HTTP 404" in (odd.last_error or "")
+        assert "UserMetadata" in (odd.last_error or "")
+        events = [r.message for r in caplog.records]
+        assert events.count("orthanc.labels_unsupported") == 1
+        assert events.count("orthanc.metadata_refused") == 1
+        box.close()

@@ -1,7 +1,8 @@
 """A real Orthanc (Debian package, DICOMweb plugin) on free loopback ports, for tests.
 
 Use ``start_orthanc(workdir, modalities={...})`` as a context manager, or the ``orthanc``
-fixture (no modalities) from tests/conftest.py.
+fixture (no modalities) from tests/conftest.py.  Fixed ports (so a restart keeps the address),
+HTTP basic users, a Lua script and any other Orthanc configuration key can be passed too.
 """
 
 from __future__ import annotations
@@ -61,18 +62,26 @@ def start_orthanc(
     modalities: Mapping[str, tuple[str, str, int]] | None = None,
     aet: str = "ORTHANC",
     extra: Mapping[str, object] | None = None,
+    http_port: int | None = None,
+    dicom_port: int | None = None,
+    users: Mapping[str, str] | None = None,
+    lua: str | None = None,
 ) -> Iterator[OrthancPeer]:
     """Start Orthanc with its own storage in ``workdir``; stop it (terminate, then kill) at exit.
 
     ``modalities`` maps a name to (AET, host, port): the DICOM peers Orthanc may send to and
-    accept from.
+    accept from.  ``http_port``/``dicom_port`` default to free ports; ``users`` (name ->
+    password) turns HTTP basic authentication on; ``lua`` is installed as a Lua script (e.g. an
+    ``IncomingHttpRequestFilter``); ``extra`` overrides or adds configuration keys.  Starting
+    again in the same ``workdir`` keeps the stored instances and appends to the log.
     """
     exe = shutil.which("Orthanc") or "/usr/sbin/Orthanc"
     if not Path(exe).exists():
         pytest.fail("Orthanc is not installed (deploy/install.sh installs it)")
     workdir.mkdir(parents=True, exist_ok=True)
-    http_port, dicom_port = free_port(), free_port()
-    config = {
+    http_port = http_port or free_port()
+    dicom_port = dicom_port or free_port()
+    config: dict[str, object] = {
         "Name": "ainode-test-orthanc",
         "StorageDirectory": str(workdir / "storage"),
         "IndexDirectory": str(workdir / "storage"),
@@ -80,7 +89,8 @@ def start_orthanc(
         "DicomPort": dicom_port,
         "DicomAet": aet,
         "RemoteAccessAllowed": False,
-        "AuthenticationEnabled": False,
+        "AuthenticationEnabled": bool(users),
+        "RegisteredUsers": dict(users or {}),
         "HttpServerEnabled": True,
         "DicomServerEnabled": True,
         "DicomCheckCalledAet": False,
@@ -94,12 +104,15 @@ def start_orthanc(
         "HttpTimeout": 60,
         "SyncStorageArea": True,
     }
+    if lua is not None:
+        (workdir / "script.lua").write_text(lua)
+        config["LuaScripts"] = [str(workdir / "script.lua")]
     config.update(extra or {})
     cfg = workdir / "orthanc.json"
     cfg.write_text(json.dumps(config, indent=2))
     log = workdir / "orthanc.log"
     env = dict(os.environ, TCP_NODELAY="1")
-    with log.open("wb") as log_fh:
+    with log.open("ab") as log_fh:
         proc = subprocess.Popen(
             [exe, "--no-jobs", str(cfg)], stdout=log_fh, stderr=subprocess.STDOUT, env=env
         )
@@ -109,7 +122,8 @@ def start_orthanc(
         if proc.poll() is not None:
             raise RuntimeError(f"Orthanc exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
         try:
-            return httpx.get(f"{peer.url}/system", timeout=1).status_code == 200
+            # any HTTP answer will do: with users or a Lua filter, /system answers 401 or 403
+            return httpx.get(f"{peer.url}/system", timeout=1).status_code in (200, 401, 403)
         except httpx.HTTPError:
             return False
 
