@@ -149,12 +149,9 @@ def _report(out: dict[str, Any], source: str, *, as_json: bool) -> None:
 def node_http(cfg: Config) -> tuple[str, dict[str, str], ssl.SSLContext | bool]:
     """Base URL, auth headers and TLS verification for talking to the node of ``cfg``."""
     host = cfg.node.host if cfg.node.host not in ("0.0.0.0", "::", "") else "127.0.0.1"
-    token = cfg.auth.token
-    if token is None and cfg.auth.token_file is not None:
-        try:
-            token = cfg.auth.token_file.read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            raise AinodeError(f"cannot read auth.token_file: {exc.strerror}") from exc
+    from node.api.auth import client_token
+
+    token = client_token(cfg.auth)
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     tls = cfg.node.http_tls
     if tls.cert is None:

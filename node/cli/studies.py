@@ -113,19 +113,12 @@ def _complete_over_http(cfg: Config, study_uid: str) -> dict[str, Any] | None:
     """POST to the running node; None when no node answers."""
     import httpx
 
-    host = cfg.node.host if cfg.node.host not in ("0.0.0.0", "::", "") else "127.0.0.1"
-    url = f"http://{host}:{cfg.node.http_port}/api/studies/{study_uid}/complete"
-    headers = {}
-    token = cfg.auth.token
-    if token is None and cfg.auth.token_file is not None:
-        try:
-            token = cfg.auth.token_file.read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            raise AinodeError(f"cannot read auth.token_file: {exc.strerror}") from exc
-    if token:
-        headers["Authorization"] = f"Bearer {token}"
+    from node.cli.pull import node_http
+
+    base, headers, verify = node_http(cfg)
+    url = f"{base}/api/studies/{study_uid}/complete"
     try:
-        r = httpx.post(url, timeout=30, headers=headers)
+        r = httpx.post(url, timeout=30, headers=headers, verify=verify)
     except httpx.TransportError:
         return None
     if r.status_code == 404:
