@@ -18,10 +18,12 @@ from node.api import (
     audit,
     deliveries,
     destinations,
+    dicomweb,
     health,
     jobs,
     metrics,
     models,
+    remote_jobs,
     rules,
     stow,
     studies,
@@ -88,6 +90,8 @@ def create_app(node: NodeView) -> FastAPI:
         destinations.router,
         audit.router,
         stow.router,
+        dicomweb.router,
+        remote_jobs.router,
     ):
         app.include_router(router, dependencies=protected)
     install_console(app)

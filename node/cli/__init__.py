@@ -60,3 +60,4 @@ __all__ = ["app", "main"]
 from node.cli import jobs as _jobs  # noqa: E402
 
 app.add_typer(_jobs.app, name="jobs")
+from node.cli import worker as _worker  # noqa: E402,F401  (registers `ainode worker`)
