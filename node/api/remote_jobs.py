@@ -72,7 +72,9 @@ def begin_job(
 
 
 @router.post("/api/jobs/{job_id}/fail")
-def fail_job(job_id: str, body: Fail, node: Annotated[NodeView, Depends(get_node)]) -> dict[str, str]:
+def fail_job(
+    job_id: str, body: Fail, node: Annotated[NodeView, Depends(get_node)]
+) -> dict[str, str]:
     """Record a failed run (the job is queued again while attempts remain)."""
     state = _engine(node).fail(job_id, worker=body.worker, reason=body.reason)
     return {"job_id": job_id, "state": state.value}

@@ -90,7 +90,10 @@ def worker(
         unacked_restore_interval_seconds=c.unacked_restore_interval_seconds,
     )
 
-    @celery_app.task(name=TASK_NAME, bind=True, acks_late=True, reject_on_worker_lost=True)
+    # celery ships no type hints
+    @celery_app.task(  # type: ignore[untyped-decorator]
+        name=TASK_NAME, bind=True, acks_late=True, reject_on_worker_lost=True
+    )
     def run_job(self: object, body: dict[str, object]) -> str:
         try:
             return handle_job(body, settings=settings, model=model)

@@ -113,6 +113,8 @@ class CeleryEngine:
             visibility_timeout_seconds=self._visibility,
             unacked_restore_interval_seconds=self._restore_interval,
         )
+        # the results gate's imports (highdicom...) are slow: load them before results arrive
+        threading.Thread(target=_preload, name="results-preload", daemon=True).start()
         self._thread = threading.Thread(target=self._loop, name="celery-publisher", daemon=True)
         self._thread.start()
 
@@ -237,7 +239,12 @@ class CeleryEngine:
             state = self._store.finish(job_id, ok=True, reason=f"done on {worker}", outputs=out)
         log.info(
             "job.finished",
-            extra={"job_id": job_id, "model": rec.job.model, "state": state.value, "worker": worker},
+            extra={
+                "job_id": job_id,
+                "model": rec.job.model,
+                "state": state.value,
+                "worker": worker,
+            },
         )
         return state
 
@@ -266,6 +273,10 @@ class CeleryEngine:
                 }
             )
         return objects
+
+
+def _preload() -> None:
+    import node.results  # noqa: F401
 
 
 def _safe(url: str) -> str:

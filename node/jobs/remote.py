@@ -118,6 +118,11 @@ def run_in_child(task: Mapping[str, Any], context: Mapping[str, Any]) -> dict[st
     from node.jobs.pipeline import _registry, run_series
 
     if task.get("warmup"):
+        # import what a job needs now, so the job time limit does not pay for it
+        import node.imaging
+        import node.models.summary
+        import node.results  # noqa: F401
+
         names = list(_registry(context).names())
         return {"models": names}
     job = job_from_message(task["job"])
@@ -252,9 +257,7 @@ def _results_body(scratch: Path, outputs: Mapping[str, Any], worker: str) -> tup
         "worker": worker,
         "outputs": {k: v for k, v in outputs.items() if k not in ("objects",)},
     }
-    parts.append(
-        b"Content-Type: application/json\r\n\r\n" + json.dumps(meta).encode("utf-8")
-    )
+    parts.append(b"Content-Type: application/json\r\n\r\n" + json.dumps(meta).encode("utf-8"))
     for obj in outputs.get("objects", []):
         data = (scratch / obj["path"]).read_bytes()
         parts.append(b"Content-Type: application/dicom\r\n\r\n" + data)
@@ -263,9 +266,7 @@ def _results_body(scratch: Path, outputs: Mapping[str, Any], worker: str) -> tup
     return body, f'multipart/related; type="application/dicom"; boundary={boundary}'
 
 
-def handle_job(
-    body: Mapping[str, Any], *, settings: WorkerSettings, model: ModelProcess
-) -> str:
+def handle_job(body: Mapping[str, Any], *, settings: WorkerSettings, model: ModelProcess) -> str:
     """Run one job message end to end; return what happened (``skipped``, ``succeeded``...).
 
     Raises

@@ -383,7 +383,11 @@ class JobStore:
                     return None
                 if state == JobState.RUNNING.value and attempts >= max_attempts:
                     self._set(
-                        conn, job_id, JobState.DEAD, f"worker {previous} was lost {attempts} times", now
+                        conn,
+                        job_id,
+                        JobState.DEAD,
+                        f"worker {previous} was lost {attempts} times",
+                        now,
                     )
                     conn.execute("UPDATE jobs SET finished_at=? WHERE job_id=?", (now, job_id))
                     conn.execute("COMMIT")
@@ -415,7 +419,8 @@ class JobStore:
             conn.execute("BEGIN IMMEDIATE")
             try:
                 rows = conn.execute(
-                    "SELECT job_id, attempts, max_attempts FROM jobs WHERE state=? AND updated_at<?",
+                    "SELECT job_id, attempts, max_attempts FROM jobs"
+                    " WHERE state=? AND updated_at<?",
                     (JobState.RUNNING.value, older_than),
                 ).fetchall()
                 for job_id, attempts, max_attempts in rows:

@@ -60,8 +60,8 @@ def node_settings(tmp: Path, broker: str, **extra: Any) -> dict[str, Any]:
         "study": {"stable_seconds": 1},
         "rules": str(rules),
         "queue": broker,
-        "inference": {"job_timeout_seconds": 30},
-        "celery": {"visibility_timeout_seconds": 12, "unacked_restore_interval_seconds": 1},
+        "inference": {"job_timeout_seconds": 25},
+        "celery": {"visibility_timeout_seconds": 30, "unacked_restore_interval_seconds": 1},
         "destinations": {"archive": {"type": "folder", "path": str(tmp / "archive")}},
         "delivery": {"backoff_base_seconds": 0.2, "backoff_max_seconds": 1.0},
         "auth": {"token": "s3cret"},
@@ -77,6 +77,7 @@ class WorkerProcess:
     workdir: Path
     config_path: Path
     proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+    _offset: int = 0
 
     @property
     def log(self) -> Path:
@@ -87,8 +88,14 @@ class WorkerProcess:
         return self.workdir.name
 
     def start(self, timeout: float = 120.0) -> None:
+        """Start the worker and wait until Celery consumes."""
+        self.launch()
+        self.wait_ready(timeout)
+
+    def launch(self) -> None:
+        """Start the process (``wait_ready`` waits for it)."""
         env = dict(os.environ, PYTHONPATH=str(ROOT))
-        offset = self.log.stat().st_size if self.log.exists() else 0
+        self._offset = self.log.stat().st_size if self.log.exists() else 0
         with self.log.open("ab") as fh:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "node", "worker", "--config", str(self.config_path)],
@@ -97,13 +104,17 @@ class WorkerProcess:
                 env=env,
                 cwd=self.workdir,
             )
+
+    def wait_ready(self, timeout: float = 120.0) -> None:
+        """Wait for Celery's "ready" line of the current run."""
         proc = self.proc
+        assert proc is not None
 
         def ready() -> bool:
             if proc.poll() is not None:
                 raise RuntimeError(f"worker exited with {proc.returncode}:\n{self.log_text()}")
             with self.log.open("rb") as fh:
-                fh.seek(offset)
+                fh.seek(self._offset)
                 return b" ready." in fh.read()
 
         wait_until(ready, timeout=timeout, what=f"worker {self.name} ready")
@@ -136,11 +147,11 @@ def worker(
         "node": {"data_dir": str(workdir / "data")},
         "queue": broker,
         "models": [str(models)],
-        "inference": {"job_timeout_seconds": 30, "torch_threads": 1, "device": "cpu"},
+        "inference": {"job_timeout_seconds": 25, "torch_threads": 1, "device": "cpu"},
         "celery": {
             "node_url": node_url,
             "worker_name": workdir.name,
-            "visibility_timeout_seconds": 12,
+            "visibility_timeout_seconds": 30,
             "unacked_restore_interval_seconds": 1,
             "callback_timeout_seconds": 120,
             **celery,
