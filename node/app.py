@@ -56,6 +56,10 @@ class Node:
     """
 
     def __init__(self, config: Config, *, serve_http: bool = True) -> None:
+        if config.queue != "embedded" and not config.queue.startswith(("redis://", "rediss://")):
+            raise ConfigError(
+                [f"queue: {config.queue!r} is neither 'embedded' nor a redis:// broker URL"]
+            )
         self._config = config
         self._serve_http = serve_http
         data_dir = config.node.data_dir
@@ -99,10 +103,6 @@ class Node:
                 stat_priority=config.celery.stat_priority,
                 publish_interval_seconds=config.celery.publish_interval_seconds,
                 on_success=self._job_succeeded,
-            )
-        elif config.queue != "embedded":
-            raise ConfigError(
-                [f"queue: {config.queue!r} is neither 'embedded' nor a redis:// broker URL"]
             )
         else:
             self._engine = EmbeddedEngine(
