@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import socket
 import warnings
 from pathlib import Path
@@ -71,6 +72,8 @@ def worker(
         callback_timeout_seconds=c.callback_timeout_seconds,
         shared_data_dir=c.shared_data_dir,
     )
+    # a previous run killed in a job may have left its input and results: the worker keeps nothing
+    shutil.rmtree(settings.scratch, ignore_errors=True)
     model = ModelProcess(settings.context())
     # load the models before taking jobs: the job time limit covers the job, not torch's import
     ok, found = model.call({"warmup": True}, timeout=600.0)
