@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import signal
 import statistics
 import subprocess
 import sys
@@ -81,6 +82,7 @@ def cluster(work: Path, *, workers: int, embedded: bool) -> Iterator[NodeProcess
     with start_redis(work / "redis") as redis:
         settings = node_settings(work, "embedded" if embedded else redis.url)
         settings["inference"] = {"job_timeout_seconds": 300, "torch_threads": 1}
+        settings["models"] = [str(work / "models")]
         settings["celery"] = {"visibility_timeout_seconds": 360}
         with start_node(work / "node", **settings) as node:
             procs = [
@@ -110,6 +112,8 @@ def per_job(work: Path, *, embedded: bool, repeats: int) -> tuple[list[float], l
     with cluster(work, workers=1, embedded=embedded) as node:
         send(node.dicom_port, files)
         wait_until(lambda: all_done(node, 1), timeout=600, what="first run")
+        states = db_rows(node.data_dir, "SELECT state, reason FROM jobs")
+        assert states[0][0] == "succeeded", states
         (job_id,) = [r[0] for r in db_rows(node.data_dir, "SELECT job_id FROM jobs")]
         http = httpx.Client(base_url=node.url, headers={"Authorization": f"Bearer {TOKEN}"})
         model: list[float] = []
@@ -200,6 +204,8 @@ def main() -> None:
     ap.add_argument("--corpus", type=Path, default=ROOT.parent / "shared" / "corpus")
     ap.add_argument("--skip", default="", help="comma list of: overhead,throughput,fetch")
     args = ap.parse_args()
+    # SIGTERM unwinds the context managers, so no node, worker or redis-server is left behind
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
     skip = set(args.skip.split(","))
     with tempfile.TemporaryDirectory(prefix="bench-scale-") as tmp:
         work = Path(tmp)

@@ -179,7 +179,7 @@ class CeleryConfig(_Strict):
     )
     unacked_restore_interval_seconds: float = Field(default=5.0, gt=0)
     stat_priority: int = Field(default=100, description="jobs at this priority use the STAT lane")
-    publish_interval_seconds: float = Field(default=1.0, gt=0)
+    publish_interval_seconds: float = Field(default=0.5, gt=0)
     node_url: str | None = Field(
         default=None, description="worker: the node's HTTP base URL (default node.host:http_port)"
     )

@@ -85,7 +85,7 @@ class CeleryEngine:
         visibility_timeout_seconds: float | None = None,
         unacked_restore_interval_seconds: float = 5.0,
         stat_priority: int = 100,
-        publish_interval_seconds: float = 1.0,
+        publish_interval_seconds: float = 0.5,
         on_success: Callable[[Job, Mapping[str, Any]], None] | None = None,
     ) -> None:
         self._store = store
