@@ -29,6 +29,7 @@ from node.ingest.pulls import PullRunner
 from node.ingest.scp import DicomListener, ListenerSettings, allowed, tls_server_context
 from node.ingest.spool import Spool, StoreOutcome
 from node.jobs.dispatch import plan_jobs
+from node.jobs.distributed import CeleryEngine
 from node.jobs.engine import EmbeddedEngine
 from node.jobs.store import JobStore
 from node.routing import DEFAULT_RULES
@@ -58,6 +59,10 @@ class Node:
     """
 
     def __init__(self, config: Config, *, serve_http: bool = True) -> None:
+        if config.queue != "embedded" and not config.queue.startswith(("redis://", "rediss://")):
+            raise ConfigError(
+                [f"queue: {config.queue!r} is neither 'embedded' nor a redis:// broker URL"]
+            )
         self._config = config
         self._serve_http = serve_http
         data_dir = config.node.data_dir
@@ -90,19 +95,34 @@ class Node:
             config.rules or DEFAULT_RULES, destinations=set(config.destinations)
         )
         inference = config.inference
-        self._engine = EmbeddedEngine(
-            self._jobs,
-            runner="node.jobs.pipeline:run_job",
-            context={
-                "data_dir": str(data_dir),
-                "model_paths": [str(p) for p in config.models],
-                "device": inference.device,
-                "torch_threads": inference.torch_threads,
-            },
-            workers=inference.workers,
-            timeout_seconds=inference.job_timeout_seconds,
-            on_success=self._job_succeeded,
-        )
+        self._engine: EmbeddedEngine | CeleryEngine
+        if config.queue.startswith(("redis://", "rediss://")):
+            self._engine = CeleryEngine(
+                self._jobs,
+                broker_url=config.queue,
+                data_dir=data_dir,
+                series_paths=lambda uid: [i.path for i in self._index.series_instances(uid)],
+                job_timeout_seconds=inference.job_timeout_seconds,
+                visibility_timeout_seconds=config.celery.visibility_timeout_seconds,
+                unacked_restore_interval_seconds=config.celery.unacked_restore_interval_seconds,
+                stat_priority=config.celery.stat_priority,
+                publish_interval_seconds=config.celery.publish_interval_seconds,
+                on_success=self._job_succeeded,
+            )
+        else:
+            self._engine = EmbeddedEngine(
+                self._jobs,
+                runner="node.jobs.pipeline:run_job",
+                context={
+                    "data_dir": str(data_dir),
+                    "model_paths": [str(p) for p in config.models],
+                    "device": inference.device,
+                    "torch_threads": inference.torch_threads,
+                },
+                workers=inference.workers,
+                timeout_seconds=inference.job_timeout_seconds,
+                on_success=self._job_succeeded,
+            )
         self._retention = Retention(
             data_dir,
             config.retention,
@@ -168,6 +188,11 @@ class Node:
     def outbox(self) -> Outbox:
         """Deliveries of result objects and forwarded originals."""
         return self._outbox
+
+    @property
+    def engine(self) -> EmbeddedEngine | CeleryEngine:
+        """The job engine (embedded worker processes, or Celery for remote workers)."""
+        return self._engine
 
     @property
     def rules(self) -> RuleHolder:

@@ -18,6 +18,7 @@ from node.errors import ConfigError
 
 __all__ = [
     "AuthConfig",
+    "CeleryConfig",
     "Config",
     "DicomwebDestination",
     "DeliveryConfig",
@@ -190,6 +191,30 @@ class RetentionConfig(_Strict):
     interval_seconds: float = Field(default=300.0, gt=0)
 
 
+class CeleryConfig(_Strict):
+    """The distributed engine (``queue: redis://HOST:PORT/DB``) and its workers (docs/scale-out.md).
+
+    Node side: how jobs are published; worker side (``ainode worker``): where the node is.
+    """
+
+    visibility_timeout_seconds: float | None = Field(
+        default=None, gt=0, description="unacked job redelivered after; default job timeout + 60"
+    )
+    unacked_restore_interval_seconds: float = Field(default=5.0, gt=0)
+    stat_priority: int = Field(default=100, description="jobs at this priority use the STAT lane")
+    publish_interval_seconds: float = Field(default=0.5, gt=0)
+    node_url: str | None = Field(
+        default=None, description="worker: the node's HTTP base URL (default node.host:http_port)"
+    )
+    shared_data_dir: Path | None = Field(
+        default=None, description="worker: the node's data_dir mounted here (read, no WADO-RS)"
+    )
+    worker_name: str | None = None
+    callback_timeout_seconds: float = Field(
+        default=120.0, gt=0, description="worker: keep retrying the node this long, then requeue"
+    )
+
+
 Role = Literal["viewer", "operator", "admin"]
 
 
@@ -238,6 +263,7 @@ class Config(_Strict):
     inference: InferenceConfig = Field(default_factory=InferenceConfig)
     retention: RetentionConfig = Field(default_factory=RetentionConfig)
     auth: AuthConfig = Field(default_factory=AuthConfig)
+    celery: CeleryConfig = Field(default_factory=CeleryConfig)
 
 
 def _position(data: Any, loc: Sequence[int | str]) -> tuple[int, int]:

@@ -18,11 +18,13 @@ from node.api import (
     audit,
     deliveries,
     destinations,
+    dicomweb,
     health,
     jobs,
     metrics,
     models,
     pulls,
+    remote_jobs,
     rules,
     stow,
     studies,
@@ -95,6 +97,8 @@ def create_app(node: NodeView) -> FastAPI:
         pulls.router,
         audit.router,
         stow.router,
+        dicomweb.router,
+        remote_jobs.router,
     ):
         app.include_router(router, dependencies=protected)
     install_console(app)

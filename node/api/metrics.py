@@ -116,6 +116,18 @@ class _IndexCollector(Collector):
         queue = GaugeMetricFamily("ainode_queue_depth", "Jobs waiting to run")
         queue.add_metric([], depth)
         yield queue
+        running = GaugeMetricFamily(
+            "ainode_jobs_running",
+            "Running jobs by worker (NAME/DEVICE for remote workers)",
+            labels=["worker"],
+        )
+        for worker, n in self._rows(
+            conn,
+            "SELECT COALESCE(worker, ''), COUNT(*) FROM jobs WHERE state = 'running'"
+            " GROUP BY worker",
+        ):
+            running.add_metric([worker], n)
+        yield running
         matches = CounterMetricFamily(
             "ainode_rule_matches", "Routing decisions that queued work, by rule", labels=["rule"]
         )

@@ -47,7 +47,7 @@ def list_(
     if as_json:
         typer.echo(json.dumps([r.to_json() for r in records], indent=2))
         return
-    table = Table("job", "model", "rule", "state", "attempts", "updated", "reason")
+    table = Table("job", "model", "rule", "state", "attempts", "worker", "updated", "reason")
     for r in records:
         table.add_row(
             r.job.job_id,
@@ -55,6 +55,7 @@ def list_(
             r.job.rule,
             r.state.value,
             str(r.attempts),
+            r.worker or "",
             _ts(r.updated_at),
             r.reason or "",
         )

@@ -15,14 +15,14 @@ import logging
 import os
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from node.errors import ModelError, NotFoundError
 from node.types import Job
 
-__all__ = ["run_job", "write_durably"]
+__all__ = ["run_job", "run_series", "write_durably"]
 
 log = logging.getLogger(__name__)
 
@@ -66,20 +66,16 @@ def write_durably(path: Path, data: bytes) -> None:
         os.close(dir_fd)
 
 
-def run_job(job: Job, context: Mapping[str, Any]) -> Mapping[str, Any]:
+def run_job(job: Job, context: Mapping[str, Any]) -> dict[str, Any]:
     """Run ``job`` end to end and return what it wrote (paths relative to ``data_dir``).
 
     ``context`` holds ``data_dir``, ``model_paths``, ``device``, ``torch_threads`` and
     ``created_at`` per job id (the job's creation time, frozen into the objects so that a rerun
     is byte-identical).
     """
-    from node.imaging import load_volume
-    from node.models.summary import prediction_summary
-    from node.results import build_results
     from node.store.index import Index
 
     data_dir = Path(context["data_dir"])
-    timings: dict[str, float] = {}
     t0 = time.perf_counter()
     index = Index(data_dir / "index.sqlite")
     try:
@@ -91,8 +87,56 @@ def run_job(job: Job, context: Mapping[str, Any]) -> Mapping[str, Any]:
     if not instances:
         raise NotFoundError(f"series {job.series_uids[0]} has no stored instances")
     paths = [i.path if i.path.is_absolute() else data_dir / i.path for i in instances]
+    return run_series(
+        job,
+        paths,
+        context=context,
+        out_dir=data_dir / "results" / job.job_id,
+        relative_to=data_dir,
+        timings={"route_lookup": time.perf_counter() - t0},
+    )
+
+
+def run_series(
+    job: Job,
+    paths: Sequence[Path],
+    *,
+    context: Mapping[str, Any],
+    out_dir: Path,
+    relative_to: Path,
+    timings: Mapping[str, float] | None = None,
+) -> dict[str, Any]:
+    """Run ``job``'s model on the series files ``paths`` and write its objects to ``out_dir``.
+
+    Shared by the embedded engine (``run_job``) and remote workers (``node.jobs.remote``),
+    which fetched the series over WADO-RS first.
+
+    Parameters
+    ----------
+    job:
+        The job (its model, id and frozen creation time decide the objects and their UIDs).
+    paths:
+        The series' instance files.
+    context:
+        ``model_paths``, ``device``, ``torch_threads`` (see ``run_job``).
+    out_dir:
+        Folder receiving ``NNN-<modality>.dcm`` files and ``prediction.json``.
+    relative_to:
+        Object paths in the returned outputs are relative to this folder.
+    timings:
+        Timings measured before (seconds), merged into the outputs.
+
+    Raises
+    ------
+    ModelError
+        The model refuses the series.
+    """
+    from node.imaging import load_volume
+    from node.models.summary import prediction_summary
+    from node.results import build_results
+
+    timings = dict(timings or {})
     model = _registry(context).get(job.model)
-    timings["route_lookup"] = time.perf_counter() - t0
 
     t = time.perf_counter()
     volume = load_volume(paths)
@@ -109,7 +153,6 @@ def run_job(job: Job, context: Mapping[str, Any]) -> Mapping[str, Any]:
     created = float(job.parameters.get("_created_at", 0.0)) or time.time()
     when = dt.datetime.fromtimestamp(int(created), tz=dt.UTC)
     datasets = build_results(prediction, volume, paths, job_id=job.job_id, content_datetime=when)
-    out_dir = data_dir / "results" / job.job_id
     objects = []
     for n, ds in enumerate(datasets):
         from io import BytesIO
@@ -120,7 +163,7 @@ def run_job(job: Job, context: Mapping[str, Any]) -> Mapping[str, Any]:
         write_durably(out_dir / name, buf.getvalue())
         objects.append(
             {
-                "path": str((out_dir / name).relative_to(data_dir)),
+                "path": str((out_dir / name).relative_to(relative_to)),
                 "sop_uid": str(ds.SOPInstanceUID),
                 "sop_class_uid": str(ds.SOPClassUID),
                 "series_uid": str(ds.SeriesInstanceUID),

@@ -67,6 +67,14 @@ _STEPS = [
         PRIMARY KEY (study_uid, generation)
     )
     """,
+    """
+    CREATE TABLE job_publications (
+        job_id TEXT PRIMARY KEY,
+        queued_event INTEGER NOT NULL,
+        published_at REAL NOT NULL,
+        queue TEXT NOT NULL
+    )
+    """,
 ]
 
 _ACTIVE = (JobState.QUEUED.value, JobState.RUNNING.value)
@@ -311,6 +319,121 @@ class JobStore:
                 self._set(conn, job_id, JobState.QUEUED, reason, now)
             conn.execute("COMMIT")
         return ids
+
+    # ------------------------------------------------------------------ distributed engine
+    def unpublished(self, *, republish_before: float, limit: int = 100) -> list[tuple[Job, int]]:
+        """Queued jobs to publish to the broker, most urgent first, with their queued event id.
+
+        A job is due when it was queued again since its last publication (routing, retry,
+        failure) or was published before ``republish_before`` and still has not started (the
+        broker lost the message).
+        """
+        rows = (
+            self._conn()
+            .execute(
+                "SELECT j.job_id, (SELECT MAX(e.id) FROM job_events e WHERE e.job_id=j.job_id"
+                " AND e.state=?) AS ev, p.queued_event, p.published_at FROM jobs j"
+                " LEFT JOIN job_publications p ON p.job_id=j.job_id WHERE j.state=?"
+                " ORDER BY j.priority DESC, j.created_at, j.job_id",
+                (JobState.QUEUED.value, JobState.QUEUED.value),
+            )
+            .fetchall()
+        )
+        due: list[tuple[Job, int]] = []
+        for job_id, ev, pub_ev, pub_at in rows:
+            event = int(ev or 0)
+            if pub_ev is None or int(pub_ev) < event or float(pub_at) < republish_before:
+                due.append((self.get(job_id).job, event))
+            if len(due) >= limit:
+                break
+        return due
+
+    def mark_published(self, job_id: str, *, queued_event: int, queue: str) -> None:
+        """Remember that ``job_id`` (queued as event ``queued_event``) is in the broker."""
+        with self._lock:
+            self._conn().execute(
+                "INSERT OR REPLACE INTO job_publications(job_id, queued_event, published_at,"
+                " queue) VALUES (?,?,?,?)",
+                (job_id, queued_event, time.time(), queue),
+            )
+
+    def start_remote(self, job_id: str, worker: str) -> JobRecord | None:
+        """A remote worker begins ``job_id``: queued -> running (or a redelivery of a running job).
+
+        Returns the record when the worker should run it; None when the job is finished,
+        cancelled or superseded, or when it used up its attempts (it is then dead: a job that
+        kills every worker it lands on is not redelivered for ever).
+        """
+        now = time.time()
+        conn = self._conn()
+        with self._lock:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                row = conn.execute(
+                    "SELECT state, attempts, max_attempts, worker, superseded_by FROM jobs"
+                    " WHERE job_id=?",
+                    (job_id,),
+                ).fetchone()
+                if row is None:
+                    conn.execute("COMMIT")
+                    raise NotFoundError(f"no job '{job_id}'")
+                state, attempts, max_attempts, previous, superseded = row
+                if state not in _ACTIVE or (superseded and state == JobState.QUEUED.value):
+                    conn.execute("COMMIT")
+                    return None
+                if state == JobState.RUNNING.value and attempts >= max_attempts:
+                    self._set(
+                        conn,
+                        job_id,
+                        JobState.DEAD,
+                        f"worker {previous} was lost {attempts} times",
+                        now,
+                    )
+                    conn.execute("UPDATE jobs SET finished_at=? WHERE job_id=?", (now, job_id))
+                    conn.execute("COMMIT")
+                    return None
+                reason = (
+                    f"claimed by {worker}"
+                    if state == JobState.QUEUED.value
+                    else f"redelivered to {worker} (was {previous})"
+                )
+                conn.execute(
+                    "UPDATE jobs SET state=?, worker=?, attempts=attempts+1, started_at=?,"
+                    " updated_at=? WHERE job_id=?",
+                    (JobState.RUNNING.value, worker, now, now, job_id),
+                )
+                self._event(conn, job_id, JobState.RUNNING, reason, now)
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+        return self.get(job_id)
+
+    def requeue_stale(self, *, older_than: float, reason: str) -> list[str]:
+        """Running jobs not updated since ``older_than`` (epoch) go back to the queue (or die)."""
+        now = time.time()
+        conn = self._conn()
+        out: list[str] = []
+        with self._lock:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                rows = conn.execute(
+                    "SELECT job_id, attempts, max_attempts FROM jobs"
+                    " WHERE state=? AND updated_at<?",
+                    (JobState.RUNNING.value, older_than),
+                ).fetchall()
+                for job_id, attempts, max_attempts in rows:
+                    new = JobState.QUEUED if attempts < max_attempts else JobState.DEAD
+                    self._set(conn, job_id, new, reason, now)
+                    if new is JobState.DEAD:
+                        conn.execute("UPDATE jobs SET finished_at=? WHERE job_id=?", (now, job_id))
+                    out.append(job_id)
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+        return out
 
     def retry(self, job_id: str) -> None:
         """Put a failed, dead or cancelled job back in the queue with fresh attempts."""
