@@ -155,6 +155,11 @@ def test_hostile_case_over_dimse(
                 load_volume([stored])
             if case.name.startswith("huge"):
                 assert "refusing to allocate" in str(err.value)
+                # the console's series preview goes through the same check
+                series_uid = stored.parent.name
+                thumb = httpx.get(f"{node.url}/console/series/{series_uid}/thumbnail.png")
+                assert thumb.status_code == 404
+                assert "refusing to allocate" in thumb.json()["detail"]
     else:
         assert status == case.status, (hex(status), comment)
         assert case.reason.lower() in comment.lower(), comment
