@@ -191,6 +191,9 @@ def test_a_full_run_logs_no_patient_data(tmp_path: Path, corpus: Path) -> None:
         finally:
             node.stop()
     assert any((node.data_dir / "quarantine").glob("*.json"))
+    # the values searched for are really there, in what the node stores (so the scan can fail)
+    stored = b"".join(p.read_bytes() for p in (node.data_dir / "studies").rglob("*.dcm"))
+    assert b"AINODE-DEMO-0001" in stored and hostile.PHI["PatientID"].encode() in stored
     assert (node.data_dir / "audit.log").is_file()
 
     scanned: list[Path] = [node.log]
