@@ -29,7 +29,7 @@ from node.api import (
 from node.api.auth import configured_token, require_token
 from node.api.console import install_console
 from node.api.deps import NodeView
-from node.api.problems import install_problem_handler
+from node.api.problems import PROBLEM_RESPONSES, install_problem_handler
 from node.audit import AuditLog
 
 __all__ = ["create_app"]
@@ -69,6 +69,7 @@ def create_app(node: NodeView) -> FastAPI:
         docs_url="/api/docs",
         redoc_url=None,
         openapi_url="/api/openapi.json",
+        responses=PROBLEM_RESPONSES,
     )
     app.state.node = node
     app.state.api_token = configured_token(node.config.auth)

@@ -28,7 +28,7 @@ import io
 import logging
 import re
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import pydicom
 from fastapi import APIRouter, Depends, HTTPException, Request
@@ -244,6 +244,12 @@ def _store_part(node: NodeView, part: _Part, *, target_study: str | None, base: 
     return _Result(item, True, inst.study_uid)
 
 
+class _DicomJsonResponse(JSONResponse):
+    """JSON with the DICOM JSON media type (PS3.18 F.2), for the OpenAPI description."""
+
+    media_type = DICOM_JSON
+
+
 _ACCEPTABLE = {"*/*", "application/*", DICOM_JSON, "application/json"}
 
 
@@ -374,7 +380,16 @@ def _response(outcome: _Outcome, *, base: str, target_study: str | None) -> JSON
     return JSONResponse(body.to_json_dict(), status_code=status, media_type=DICOM_JSON)
 
 
-@router.post("/dicom-web/studies")
+_DICOM_JSON_BODY = {"content": {DICOM_JSON: {"schema": {"type": "object"}}}}
+#: PS3.18 10.5.3: the Store Instances Response Module, as DICOM JSON, for each outcome.
+_STOW_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"description": "every instance stored", **_DICOM_JSON_BODY},
+    202: {"description": "some instances stored, some failed", **_DICOM_JSON_BODY},
+    409: {"description": "no instance stored (FailedSOPSequence)", **_DICOM_JSON_BODY},
+}
+
+
+@router.post("/dicom-web/studies", responses=_STOW_RESPONSES, response_class=_DicomJsonResponse)
 async def store_instances(
     request: Request, node: Annotated[NodeView, Depends(get_node)]
 ) -> JSONResponse:
@@ -382,7 +397,9 @@ async def store_instances(
     return await _stow(request, node, None)
 
 
-@router.post("/dicom-web/studies/{study_uid}")
+@router.post(
+    "/dicom-web/studies/{study_uid}", responses=_STOW_RESPONSES, response_class=_DicomJsonResponse
+)
 async def store_study_instances(
     study_uid: str, request: Request, node: Annotated[NodeView, Depends(get_node)]
 ) -> JSONResponse:
