@@ -174,7 +174,10 @@ def _identify(data: bytes) -> tuple[str | None, str | None, str | None]:
         return None, None, None
 
     def text(keyword: str) -> str | None:
-        value = str(ds.get(keyword, "") or "").strip()
+        try:
+            value = str(ds.get(keyword, "") or "").strip()
+        except Exception:  # noqa: BLE001 - converting a raw value can fail (unknown VR, length)
+            return None
         return value or None
 
     return text("StudyInstanceUID"), text("SOPClassUID"), text("SOPInstanceUID")

@@ -339,3 +339,17 @@ def test_giant_private_element_within_and_over_the_limit(
         # the server may close the connection once it has answered 413 mid-upload
         assert '"event": "stow.too_large"' in node.log_text()
     _assert_alive(node, baseline)
+
+
+def test_stow_part_with_unknown_vr_uid_and_a_refusal(node: NodeProcess, baseline: Baseline) -> None:
+    """Found by bench/fuzz.py: a refused part whose SOP Instance UID has an unknown VR made the
+    STOW handler's UID look-up raise (500); it must be an ordinary 409 with FailedSOPSequence."""
+    data = bytearray(hostile.encode(hostile.base_dataset()))
+    i = data.index(b"\x08\x00\x18\x00UI")
+    data[i + 4 : i + 6] = b"TH"  # SOP Instance UID with a VR that does not exist
+    j = data.index(b"\x20\x00\x0d\x00UI")
+    data[j + 6 : j + 8] = (0).to_bytes(2, "little")  # and an empty Study Instance UID
+    resp = _stow(node, [bytes(data[: j + 8] + data[j + 8 + 64 :])])
+    assert resp.status_code == 409, resp.text
+    assert resp.json()[FAILED_SEQ]["Value"][0][FAILURE_REASON]["Value"] == [0xA900]
+    _assert_alive(node, baseline)
