@@ -61,9 +61,9 @@ def _atheris_child(target: str, seconds: int) -> None:
             fuzzing.check_header(data)
         else:
             fdp = atheris.FuzzedDataProvider(data)
-            seed = fuzzing.RULES_SEED if target == "rules" else fuzzing.CONFIG_SEED
-            cut = fdp.ConsumeIntInRange(0, len(seed))
-            text = seed[:cut] + fdp.ConsumeUnicodeNoSurrogates(64) + seed[cut:]
+            doc = fuzzing.RULES_SEED if target == "rules" else fuzzing.CONFIG_SEED
+            cut = fdp.ConsumeIntInRange(0, len(doc))
+            text = doc[:cut] + fdp.ConsumeUnicodeNoSurrogates(64) + doc[cut:]
             _TEXT_TARGETS[target](text)
 
     warnings.simplefilter("ignore")

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from hypothesis import strategies as st
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
+from pydicom.uid import ImplicitVRLittleEndian
 
 import dicom_rules
 from node.config import parse_config
@@ -44,7 +45,7 @@ def dicom_seeds() -> list[bytes]:
     nested.SeriesDescription = "CT THORAX"
     nested.SpecificCharacterSet = "ISO_IR 100"
     implicit = hostile.base_dataset()
-    implicit.file_meta.TransferSyntaxUID = "1.2.840.10008.1.2"
+    implicit.file_meta.TransferSyntaxUID = ImplicitVRLittleEndian
     return [hostile.encode(plain), hostile.encode(nested), hostile.encode(implicit)]
 
 

@@ -100,8 +100,8 @@ def test_stow_multipart_never_5xx(node: NodeProcess, body: bytes, content_type: 
             f"{node.url}/dicom-web/studies",
             content=body,
             headers={
-                "Content-Type": content_type.encode("latin-1"),  # raw bytes, as a client may
-                "Accept": "application/dicom+json",
+                b"Content-Type": content_type.encode("latin-1"),  # raw bytes, as a client may
+                b"Accept": b"application/dicom+json",
             },
             timeout=30,
         )

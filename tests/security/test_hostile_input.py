@@ -20,6 +20,7 @@ from pathlib import Path
 import httpx
 import pydicom
 import pytest
+from pydicom.dataset import FileMetaDataset
 from pydicom.filereader import read_file_meta_info
 from pynetdicom import AE, _config
 
@@ -259,7 +260,7 @@ def test_every_corpus_malformed_file_over_dimse(
     sent = 0
     for f in sorted((corpus / "malformed").glob("*.dcm")):
         raw = f.read_bytes()
-        meta = read_file_meta_info(f) if raw[128:132] == b"DICM" else {}
+        meta = read_file_meta_info(f) if raw[128:132] == b"DICM" else FileMetaDataset()
         if "TransferSyntaxUID" not in meta or "MediaStorageSOPClassUID" not in meta:
             continue  # nothing a C-STORE could carry as-is: no context to propose
         before = _quarantined(node)

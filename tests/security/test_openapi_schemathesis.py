@@ -54,7 +54,7 @@ def test_openapi_operations_conform_and_never_5xx(tmp_path: Path) -> None:
                 "--checks",
                 CHECKS,
                 "--max-examples",
-                "10",
+                "6",
                 "--generation-deterministic",
                 "--phases",
                 "examples,coverage,fuzzing",

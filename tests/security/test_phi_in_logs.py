@@ -169,8 +169,8 @@ def test_a_full_run_logs_no_patient_data(tmp_path: Path, corpus: Path) -> None:
             resp = httpx.post(f"{node.url}/dicom-web/studies", content=body, headers=headers)
             assert resp.status_code in (202, 409), resp.text
             # exercise the read side too (HTTP API, console pages) at DEBUG
-            for path in ("/api/studies", "/api/jobs", "/console/studies"):
-                assert httpx.get(f"{node.url}{path}").status_code == 200, path
+            for route in ("/api/studies", "/api/jobs", "/console/studies"):
+                assert httpx.get(f"{node.url}{route}").status_code == 200, route
 
             def jobs() -> dict[str, str]:
                 listed = httpx.get(f"{node.url}/api/jobs").json()["jobs"]
