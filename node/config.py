@@ -12,7 +12,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from ruamel.yaml import YAML
-from ruamel.yaml.error import MarkedYAMLError
+from ruamel.yaml.error import MarkedYAMLError, YAMLError
+from ruamel.yaml.reader import ReaderError
 
 from node.errors import ConfigError
 
@@ -311,6 +312,17 @@ def parse_config(text: str, *, source: str = "<config>", base_dir: Path | None =
         mark = exc.problem_mark or exc.context_mark
         where = f"{mark.line + 1}:{mark.column + 1}" if mark else "1:1"
         raise ConfigError([f"{source}:{where}: YAML syntax error: {exc.problem}"]) from exc
+    except ReaderError as exc:  # a character YAML does not allow (control characters)
+        before = text[: max(exc.position, 0)]
+        where = f"{before.count(chr(10)) + 1}:{len(before) - (before.rfind(chr(10)) + 1) + 1}"
+        code = (
+            exc.character if isinstance(exc.character, int) else ord(str(exc.character)[:1] or " ")
+        )
+        raise ConfigError(
+            [f"{source}:{where}: YAML syntax error: character U+{code:04X} is not allowed"]
+        ) from exc
+    except YAMLError as exc:
+        raise ConfigError([f"{source}:1:1: YAML syntax error: {exc}"]) from exc
     if data is None:
         data = {}
     if not isinstance(data, Mapping):

@@ -32,7 +32,7 @@ from node.api import (
 from node.api.auth import Authenticator, authorize
 from node.api.console import install_console
 from node.api.deps import NodeView
-from node.api.problems import install_problem_handler
+from node.api.problems import PROBLEM_RESPONSES, install_problem_handler
 from node.audit import AuditLog, JobEventFollower
 
 __all__ = ["create_app"]
@@ -77,6 +77,7 @@ def create_app(node: NodeView) -> FastAPI:
         docs_url="/api/docs",
         redoc_url=None,
         openapi_url="/api/openapi.json",
+        responses=PROBLEM_RESPONSES,
     )
     app.state.node = node
     app.state.auth = authenticator

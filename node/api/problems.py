@@ -19,11 +19,45 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from node.errors import AinodeError
 
-__all__ = ["PROBLEM_MEDIA_TYPE", "install_problem_handler", "problem_response", "problem_type"]
+__all__ = [
+    "PROBLEM_MEDIA_TYPE",
+    "PROBLEM_RESPONSES",
+    "install_problem_handler",
+    "problem_response",
+    "problem_type",
+]
 
 log = logging.getLogger(__name__)
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
+
+_PROBLEM_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "title": "Problem",
+    "description": "RFC 9457 problem details",
+    "required": ["type", "title", "status", "detail"],
+    "properties": {
+        "type": {"type": "string"},
+        "title": {"type": "string"},
+        "status": {"type": "integer"},
+        "detail": {"type": "string"},
+        "instance": {"type": "string"},
+        "errors": {"type": "array", "items": {"type": "object"}},
+    },
+}
+
+#: OpenAPI ``responses`` of every route: any 4xx/5xx is problem JSON (declaring "4XX" also
+#: stops FastAPI from documenting its own application/json 422 body, which ainode never sends).
+PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
+    "4XX": {
+        "description": "Client error (RFC 9457 problem details)",
+        "content": {PROBLEM_MEDIA_TYPE: {"schema": _PROBLEM_SCHEMA}},
+    },
+    "5XX": {
+        "description": "Server error (RFC 9457 problem details)",
+        "content": {PROBLEM_MEDIA_TYPE: {"schema": _PROBLEM_SCHEMA}},
+    },
+}
 
 
 def problem_type(slug: str) -> str:

@@ -28,7 +28,7 @@ import io
 import logging
 import re
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import pydicom
 from fastapi import APIRouter, Depends, HTTPException, Request
@@ -174,7 +174,10 @@ def _identify(data: bytes) -> tuple[str | None, str | None, str | None]:
         return None, None, None
 
     def text(keyword: str) -> str | None:
-        value = str(ds.get(keyword, "") or "").strip()
+        try:
+            value = str(ds.get(keyword, "") or "").strip()
+        except Exception:  # noqa: BLE001 - converting a raw value can fail (unknown VR, length)
+            return None
         return value or None
 
     return text("StudyInstanceUID"), text("SOPClassUID"), text("SOPInstanceUID")
@@ -242,6 +245,12 @@ def _store_part(node: NodeView, part: _Part, *, target_study: str | None, base: 
         f"{_study_url(base, inst.study_uid)}/series/{inst.series_uid}/instances/{inst.sop_uid}"
     )
     return _Result(item, True, inst.study_uid)
+
+
+class _DicomJsonResponse(JSONResponse):
+    """JSON with the DICOM JSON media type (PS3.18 F.2), for the OpenAPI description."""
+
+    media_type = DICOM_JSON
 
 
 _ACCEPTABLE = {"*/*", "application/*", DICOM_JSON, "application/json"}
@@ -374,7 +383,16 @@ def _response(outcome: _Outcome, *, base: str, target_study: str | None) -> JSON
     return JSONResponse(body.to_json_dict(), status_code=status, media_type=DICOM_JSON)
 
 
-@router.post("/dicom-web/studies")
+_DICOM_JSON_BODY = {"content": {DICOM_JSON: {"schema": {"type": "object"}}}}
+#: PS3.18 10.5.3: the Store Instances Response Module, as DICOM JSON, for each outcome.
+_STOW_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"description": "every instance stored", **_DICOM_JSON_BODY},
+    202: {"description": "some instances stored, some failed", **_DICOM_JSON_BODY},
+    409: {"description": "no instance stored (FailedSOPSequence)", **_DICOM_JSON_BODY},
+}
+
+
+@router.post("/dicom-web/studies", responses=_STOW_RESPONSES, response_class=_DicomJsonResponse)
 async def store_instances(
     request: Request, node: Annotated[NodeView, Depends(get_node)]
 ) -> JSONResponse:
@@ -382,7 +400,9 @@ async def store_instances(
     return await _stow(request, node, None)
 
 
-@router.post("/dicom-web/studies/{study_uid}")
+@router.post(
+    "/dicom-web/studies/{study_uid}", responses=_STOW_RESPONSES, response_class=_DicomJsonResponse
+)
 async def store_study_instances(
     study_uid: str, request: Request, node: Annotated[NodeView, Depends(get_node)]
 ) -> JSONResponse:

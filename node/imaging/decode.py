@@ -63,6 +63,8 @@ def read_header(path: Path) -> tuple[Dataset, int | None]:
                 offset: int | None = fp.tell()  # pydicom stops at the Pixel Data tag
                 if fp.read(4) not in (_PIXEL_TAG_LE, _PIXEL_TAG_BE):
                     offset = None
+        except RecursionError as exc:
+            raise ImagingError(f"cannot read {path.name}: sequences nested too deeply") from exc
         except (InvalidDicomError, OSError, ValueError, EOFError) as exc:
             raise ImagingError(f"cannot read {path.name} as DICOM: {exc}") from exc
     for w in caught:

@@ -17,13 +17,26 @@ from pathlib import Path
 from typing import Any
 
 from pydicom.dataset import Dataset
+from pydicom.errors import BytesLengthException
 
 from node.errors import ImagingError
 from node.imaging.decode import read_header
 
-__all__ = ["FrameHeader", "InstanceHeader", "read_instance"]
+__all__ = [
+    "MAX_FRAME_PIXELS",
+    "MAX_VOLUME_VOXELS",
+    "FrameHeader",
+    "InstanceHeader",
+    "read_instance",
+]
 
 log = logging.getLogger(__name__)
+
+#: Largest frame decoded (16384 x 16384): headers are sender-controlled, so Rows x Columns is
+#: checked before anything is allocated (65535 x 65535 would be 8 GiB at 16 bits).
+MAX_FRAME_PIXELS = 1 << 28
+#: Largest volume assembled (2^31 voxels, e.g. 8000 slices of 512 x 512): 4 GiB as int16.
+MAX_VOLUME_VOXELS = 1 << 31
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,13 +127,40 @@ def read_instance(path: Path) -> InstanceHeader:
         warnings.simplefilter("always")  # pydicom converts values lazily and warns on bad VRs
         try:
             return _parse_instance(path, ds, pixel_offset)
-        except (ValueError, TypeError, AttributeError, KeyError, IndexError) as exc:
+        except (
+            ValueError,
+            TypeError,
+            AttributeError,
+            KeyError,
+            IndexError,
+            BytesLengthException,  # a value whose length does not fit its VR
+            NotImplementedError,  # an element with an unknown VR
+        ) as exc:
             raise ImagingError(f"{path.name}: invalid image header: {exc}") from exc
         finally:
             for w in caught:
                 log.debug(
                     "imaging.header_warning", extra={"file": path.name, "warning": str(w.message)}
                 )
+
+
+def _check_size(sop_uid: str, *, rows: int, columns: int, frames: int, samples: int) -> None:
+    """Refuse declared sizes that are empty or too large to allocate (PS3.3 C.7.6.3.1)."""
+    if rows < 1 or columns < 1 or frames < 1 or samples not in (1, 3):
+        raise ImagingError(
+            f"SOP instance {sop_uid}: invalid image size (Rows {rows}, Columns {columns}, "
+            f"Number of Frames {frames}, Samples per Pixel {samples})"
+        )
+    if rows * columns * samples > MAX_FRAME_PIXELS:
+        raise ImagingError(
+            f"SOP instance {sop_uid}: declared frame of {rows} x {columns} x {samples} exceeds "
+            f"the limit of {MAX_FRAME_PIXELS} pixels per frame; refusing to allocate it"
+        )
+    if rows * columns * samples * frames > MAX_VOLUME_VOXELS:
+        raise ImagingError(
+            f"SOP instance {sop_uid}: declared {frames} frames of {rows} x {columns} exceed "
+            f"the limit of {MAX_VOLUME_VOXELS} voxels per volume; refusing to allocate them"
+        )
 
 
 def _parse_instance(path: Path, ds: Dataset, pixel_offset: int | None) -> InstanceHeader:
@@ -133,6 +173,7 @@ def _parse_instance(path: Path, ds: Dataset, pixel_offset: int | None) -> Instan
     rows, columns = int(ds.Rows), int(ds.Columns)
     n_frames = int(ds.get("NumberOfFrames") or 1)
     samples = int(ds.get("SamplesPerPixel") or 1)
+    _check_size(sop_uid, rows=rows, columns=columns, frames=n_frames, samples=samples)
     mono1 = str(ds.get("PhotometricInterpretation") or "").upper() == "MONOCHROME1"
     stored = _stored_range(ds)
     shared = _item(ds, "SharedFunctionalGroupsSequence")

@@ -36,7 +36,7 @@ import numpy.typing as npt
 
 from node.errors import ImagingError
 from node.imaging.decode import decode_frame
-from node.imaging.frames import FrameHeader, read_instance
+from node.imaging.frames import MAX_VOLUME_VOXELS, FrameHeader, read_instance
 from node.types import SourceRef, Volume
 
 __all__ = ["dicom_files", "load_volume"]
@@ -243,6 +243,11 @@ def load_volume(paths: Sequence[Path], *, dtype: Literal["auto", "float32"] = "a
         for f in ordered
     )
     out_dtype = np.int16 if dtype == "auto" and exact else np.float32
+    if len(ordered) * first.rows * first.columns > MAX_VOLUME_VOXELS:
+        raise ImagingError(
+            f"series {series_uid}: {len(ordered)} slices of {first.rows} x {first.columns} exceed "
+            f"the limit of {MAX_VOLUME_VOXELS} voxels per volume; refusing to allocate them"
+        )
     voxels: npt.NDArray[Any] = np.empty((len(ordered), first.rows, first.columns), out_dtype)
     slot = {(f.path, f.frame_index): k for k, f in enumerate(ordered)}
     info = np.iinfo(np.int16)

@@ -110,6 +110,23 @@ def _check_complete(data: bytes, ds: Dataset, *, is_deflated: bool) -> None:
                 )
 
 
+#: Parser messages are kept when they are short and printable; pydicom quotes raw values in some.
+_MAX_DETAIL = 120
+
+
+def _describe(exc: BaseException) -> str:
+    """The exception class and a bounded, value-free message (reasons go to the sender and logs).
+
+    pydicom messages can quote element values (a name, an ID); quoted text is replaced by
+    ``'...'`` so a refusal reason never carries patient data.
+    """
+    text = re.sub(r"'[^']*'|\"[^\"]*\"|b'[^']*'", "'...'", str(exc))
+    text = "".join(ch if ch.isprintable() else "?" for ch in text)
+    if len(text) > _MAX_DETAIL:
+        text = text[: _MAX_DETAIL - 3] + "..."
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
 def read_header(data: bytes) -> Header:
     """Parse a PS3.10 file held in ``data`` and return its identity and key fields.
 
@@ -135,8 +152,12 @@ def read_header(data: bytes) -> Header:
         ds = pydicom.dcmread(io.BytesIO(data), force=False)
     except InvalidDicomError as exc:
         raise MalformedInstanceError(f"not a DICOM PS3.10 file: {exc}") from exc
+    except RecursionError as exc:
+        raise MalformedInstanceError(
+            "unreadable DICOM data: sequences nested too deeply to parse"
+        ) from exc
     except Exception as exc:  # noqa: BLE001 - any parser failure means "cannot understand"
-        raise MalformedInstanceError(f"unreadable DICOM data: {type(exc).__name__}: {exc}") from exc
+        raise MalformedInstanceError(f"unreadable DICOM data: {_describe(exc)}") from exc
     meta = ds.file_meta
     tsuid = str(meta.get("TransferSyntaxUID", "") or "").strip()
     if not tsuid:
@@ -152,7 +173,7 @@ def read_header(data: bytes) -> Header:
     except MalformedInstanceError:
         raise
     except Exception as exc:  # noqa: BLE001
-        raise MalformedInstanceError(f"unreadable DICOM data: {type(exc).__name__}: {exc}") from exc
+        raise MalformedInstanceError(f"unreadable DICOM data: {_describe(exc)}") from exc
     missing = [kw for kw, v in uids.items() if not v]
     if missing:
         raise MissingAttributeError(f"required attribute(s) absent or empty: {', '.join(missing)}")
@@ -192,10 +213,12 @@ def header_json(ds: Dataset) -> DicomJson:
     Elements whose value cannot be converted (bad VR content) are left out rather than failing.
     """
     result: DicomJson = {}
-    for element in ds:
-        if element.tag == 0x7FE00010 or element.tag.group in (0x7FE0, 0xFFFE):
+    for tag in list(ds.keys()):
+        if tag == 0x7FE00010 or tag.group in (0x7FE0, 0xFFFE):
             continue
         try:
+            # converting a raw element can fail (wrong length for its VR, unknown VR)
+            element = ds[tag]
             if element.VR in _BULK_VRS and element.VR != "SQ":
                 value = element.value
                 if isinstance(value, bytes) and len(value) > _BULK_THRESHOLD:

@@ -132,6 +132,8 @@ def _load_network(folder: Path, device: torch.device) -> torch.nn.Module:
         raise ModelError(f"{folder}: cannot instantiate network_def: {exc}") from exc
     if not isinstance(network, torch.nn.Module):
         raise ModelError(f"{folder}: network_def is not a torch module")
+    # weights_only: a pickle that asks for anything but tensors and containers is refused
+    # (pickle.UnpicklingError, reported by NetworkModel.load) instead of running its code
     state = torch.load(weights, map_location=device, weights_only=True)
     if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
         state = state["model"]  # checkpoints saved as {"model": state_dict, ...}

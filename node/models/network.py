@@ -26,6 +26,7 @@ Example sidecar (``tiny.yaml`` next to ``tiny.ts``)::
 from __future__ import annotations
 
 import contextlib
+import pickle
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -169,6 +170,12 @@ class NetworkModel(Model):
                     network = self._loader(self.device)
                 except ModelError:
                     raise
+                except pickle.UnpicklingError as exc:
+                    # torch.load(weights_only=True) met a pickle that wants to run code
+                    raise ModelError(
+                        f"model {self.info.name!r} refused: its weights file is not a plain "
+                        f"state dict ({exc.__class__.__name__}); only tensors are loaded"
+                    ) from exc
                 except (RuntimeError, OSError, ValueError, KeyError, TypeError) as exc:
                     raise ModelError(f"model {self.info.name!r} failed to load: {exc}") from exc
                 if isinstance(network, torch.nn.Module):

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import logging
+import stat
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -31,7 +32,7 @@ from node.models.bundle import is_bundle, load_bundle
 from node.models.runtime import select_device
 from node.models.torchscript import SIDECAR_SUFFIXES, load_torchscript
 
-__all__ = ["ENTRY_POINT_GROUP", "ModelEntry", "Registry", "discover"]
+__all__ = ["ENTRY_POINT_GROUP", "ModelEntry", "Registry", "discover", "untrusted_reason"]
 
 log = logging.getLogger(__name__)
 
@@ -202,9 +203,41 @@ def _sidecar_for(network: Path) -> Path | None:
     return None
 
 
+#: Files walked when checking a configured model folder's permissions.
+_MAX_TRUST_CHECKS = 10_000
+
+
+def untrusted_reason(path: Path) -> str | None:
+    """Why ``path`` (a configured model file or folder) must not be loaded, or None.
+
+    Model files are code (bundle configs evaluate expressions, pickles and TorchScript run
+    operators), so a configured model path, and everything under it, must not be writable by
+    every user of the machine: otherwise any local account could plant a model the node runs.
+    """
+    candidates = [path]
+    if path.is_dir():
+        candidates += sorted(path.rglob("*"))[:_MAX_TRUST_CHECKS]
+    for p in candidates:
+        try:
+            st = p.lstat()
+        except OSError:
+            continue
+        if stat.S_ISLNK(st.st_mode):
+            continue  # the link target is checked when it is inside; its mode is meaningless
+        if st.st_mode & stat.S_IWOTH:
+            return (
+                f"{p} is writable by every user; model folders must be admin-owned "
+                "(chmod o-w) because model files are code"
+            )
+    return None
+
+
 def _folder_entries(path: Path, device: torch.device) -> list[ModelEntry]:
     if not path.exists():
         return [ModelEntry(path.name, "folder", str(path), error=f"{path}: no such file or folder")]
+    reason = untrusted_reason(path)
+    if reason is not None:
+        return [ModelEntry(path.name, "folder", str(path), error=reason)]
     if path.is_file():
         if path.suffix in SIDECAR_SUFFIXES:
             return [_describe(path, "torchscript", device)]

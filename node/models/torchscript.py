@@ -30,6 +30,11 @@ def network_file(sidecar: Path, spec: ModelSpec) -> Path:
         No such file.
     """
     if spec.file:
+        if Path(spec.file).is_absolute() or ".." in Path(spec.file).parts:
+            raise ModelError(
+                f"{sidecar}: network file {spec.file!r} must be inside the sidecar's folder "
+                "(models load only from the configured model folders)"
+            )
         path = (sidecar.parent / spec.file).resolve()
         if not path.is_file():
             raise ModelError(f"{sidecar}: network file {spec.file!r} not found")
