@@ -31,6 +31,20 @@ __all__ = ["router"]
 router = APIRouter(tags=["dicomweb"])
 
 _DICOM_JSON = "application/dicom+json"
+
+
+class _DicomJsonResponse(JSONResponse):
+    """JSON with the DICOM JSON media type (PS3.18 F.2), for the OpenAPI description."""
+
+    media_type = _DICOM_JSON
+
+
+class _MultipartDicomResponse(StreamingResponse):
+    """``multipart/related; type="application/dicom"`` (PS3.18 8.6.1.2), for OpenAPI."""
+
+    media_type = 'multipart/related; type="application/dicom"'
+
+
 _CHUNK = 1 << 20
 #: Study-level attributes copied from the stored series header (PS3.18 Table 10.6.3-3).
 _STUDY_TAGS = (
@@ -64,10 +78,10 @@ def _base(request: Request) -> str:
 
 def _json(items: list[dict[str, Any]]) -> JSONResponse:
     # PS3.18 10.6.3: no match is 204 for some servers; an empty array is what clients expect
-    return JSONResponse(items, media_type=_DICOM_JSON)
+    return _DicomJsonResponse(items)
 
 
-@router.get("/dicom-web/studies")
+@router.get("/dicom-web/studies", response_class=_DicomJsonResponse)
 def search_studies(
     request: Request,
     node: Annotated[NodeView, Depends(get_node)],
@@ -98,7 +112,7 @@ def search_studies(
     return _json(out)
 
 
-@router.get("/dicom-web/studies/{study_uid}/series")
+@router.get("/dicom-web/studies/{study_uid}/series", response_class=_DicomJsonResponse)
 def search_series(
     study_uid: str, request: Request, node: Annotated[NodeView, Depends(get_node)]
 ) -> JSONResponse:
@@ -134,7 +148,10 @@ def _series(node: NodeView, study_uid: str, series_uid: str) -> list[Instance]:
     return instances
 
 
-@router.get("/dicom-web/studies/{study_uid}/series/{series_uid}/instances")
+@router.get(
+    "/dicom-web/studies/{study_uid}/series/{series_uid}/instances",
+    response_class=_DicomJsonResponse,
+)
 def search_instances(
     study_uid: str,
     series_uid: str,
@@ -184,7 +201,7 @@ def _multipart(instances: Sequence[Instance]) -> StreamingResponse:
     return StreamingResponse(body(), media_type=media)
 
 
-@router.get("/dicom-web/studies/{study_uid}")
+@router.get("/dicom-web/studies/{study_uid}", response_class=_MultipartDicomResponse)
 def retrieve_study(study_uid: str, node: Annotated[NodeView, Depends(get_node)]) -> Any:
     """WADO-RS Retrieve Study (PS3.18 10.4.1): every stored instance, as stored.
 
@@ -200,7 +217,9 @@ def retrieve_study(study_uid: str, node: Annotated[NodeView, Depends(get_node)])
     return _multipart(instances)
 
 
-@router.get("/dicom-web/studies/{study_uid}/series/{series_uid}")
+@router.get(
+    "/dicom-web/studies/{study_uid}/series/{series_uid}", response_class=_MultipartDicomResponse
+)
 def retrieve_series(
     study_uid: str, series_uid: str, node: Annotated[NodeView, Depends(get_node)]
 ) -> Any:
@@ -214,7 +233,10 @@ def retrieve_series(
     return _multipart(_series(node, study_uid, series_uid))
 
 
-@router.get("/dicom-web/studies/{study_uid}/series/{series_uid}/instances/{sop_uid}")
+@router.get(
+    "/dicom-web/studies/{study_uid}/series/{series_uid}/instances/{sop_uid}",
+    response_class=_MultipartDicomResponse,
+)
 def retrieve_instance(
     study_uid: str,
     series_uid: str,

@@ -10,6 +10,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,8 +21,14 @@ __all__ = ["StorescuRun", "TlsFiles", "echoscu", "start_storescp", "storescu", "
 
 
 def tool(name: str) -> str:
-    """Path of a dcmtk program; raise when it is missing (deploy/install.sh installs dcmtk)."""
-    path = shutil.which(name)
+    """Path of a dcmtk program; raise when it is missing (deploy/install.sh installs dcmtk).
+
+    The virtualenv's own bin directory is skipped: pynetdicom installs console scripts with the
+    same names (``storescu``, ``echoscu``...) that take other options.
+    """
+    venv_bin = Path(sys.prefix) / "bin"
+    dirs = [d for d in os.environ.get("PATH", os.defpath).split(os.pathsep) if Path(d) != venv_bin]
+    path = shutil.which(name, path=os.pathsep.join(dirs))
     if path is None:
         raise RuntimeError(f"dcmtk tool '{name}' is not installed")
     return path

@@ -36,7 +36,7 @@ def _send(port: int, files: list[Path]) -> None:
         env={"TCP_NODELAY": "1", "PATH": "/usr/bin:/bin"},
     )  # fmt: skip
     acked, failed = parse_storescu(out.stdout + out.stderr)
-    assert not failed and len(acked) == len(files), out.stdout[-2000:]
+    assert not failed and len(acked) == len(files), (out.stdout + out.stderr)[-2000:]
 
 
 def _finished(node: NodeProcess, n_jobs: int) -> bool:
