@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -302,6 +303,45 @@ class Node:
             },
         )
 
+    def _drain(self, grace_seconds: float) -> None:
+        deadline = time.monotonic() + grace_seconds
+
+        def left() -> float:
+            return max(0.0, deadline - time.monotonic())
+
+        running_jobs = list(self._engine.running())
+        # 1) refuse new work: no job claims, no new association, no new HTTP connection
+        self._engine.drain(0.0)
+        self._listener.stop()
+        associations = [a for a in self._listener.ae.active_associations if a.is_alive()]
+        if self._http_server is not None:
+            self._http_server.should_exit = True
+        log.info(
+            "node.draining",
+            extra={
+                "grace_seconds": grace_seconds,
+                "associations": len(associations),
+                "running_jobs": len(running_jobs),
+            },
+        )
+        # 2) let what is in flight finish, all within one deadline
+        while any(a.is_alive() for a in associations) and left() > 0:
+            time.sleep(0.05)
+        cut = [a for a in associations if a.is_alive()]
+        for assoc in cut:
+            assoc.abort()
+        if self._http_thread is not None:
+            self._http_thread.join(timeout=left())
+        unfinished = self._engine.drain(left())
+        log.info(
+            "node.drained",
+            extra={
+                "associations_aborted": len(cut),
+                "jobs_left_running": len(unfinished),
+                "seconds": round(grace_seconds - left(), 3),
+            },
+        )
+
     def _start_http(self) -> None:
         try:
             from node.api import create_app  # type: ignore[attr-defined,unused-ignore]
@@ -341,8 +381,18 @@ class Node:
         sockets = [s for srv in server.servers for s in srv.sockets]
         self.http_port = int(sockets[0].getsockname()[1]) if sockets else None
 
-    def stop(self) -> None:
-        """Stop accepting, finish what is being committed, close the index."""
+    def stop(self, *, grace_seconds: float = 0.0) -> None:
+        """Stop accepting, finish what is being committed, close the index.
+
+        With ``grace_seconds`` > 0 (``serve`` on SIGTERM: ``node.shutdown_grace_seconds``) the
+        node drains first: it stops claiming jobs, closes its DICOM and HTTP listeners, and waits
+        until open associations and HTTP requests have ended and running jobs have finished (and
+        queued their deliveries), or the grace period is over.  Whatever is left — a job still
+        running, queued jobs, pending deliveries, open studies — is durable and picked up by
+        the next start.
+        """
+        if grace_seconds > 0:
+            self._drain(grace_seconds)
         if self._http_server is not None:
             self._http_server.should_exit = True
             if self._http_thread is not None:

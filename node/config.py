@@ -64,6 +64,11 @@ class NodeConfig(_Strict):
     quota_bytes: int | None = Field(default=None, ge=1, description="refuse ingest above this size")
     min_free_bytes: int = Field(default=512 * 1024**2, ge=0, description="refuse ingest below this")
     tls: TlsConfig = Field(default_factory=TlsConfig)
+    shutdown_grace_seconds: float = Field(
+        default=30.0,
+        ge=0,
+        description="on SIGTERM: longest wait for open associations and running jobs",
+    )
 
 
 class StudyConfig(_Strict):

@@ -137,6 +137,7 @@ class EmbeddedEngine:
         self._slots = [_Slot(f"embedded-{os.getpid()}-{i}") for i in range(workers)]
         self._wake = threading.Event()
         self._stopping = threading.Event()
+        self._draining = threading.Event()
         self._threads: list[threading.Thread] = []
         self._busy: dict[str, int] = {}
         self._busy_lock = threading.Lock()
@@ -165,6 +166,20 @@ class EmbeddedEngine:
     def wake(self) -> None:
         """Tell idle slots that new jobs are queued."""
         self._wake.set()
+
+    def drain(self, timeout: float) -> list[str]:
+        """Stop claiming jobs and wait up to ``timeout`` s for the running ones to finish.
+
+        Returns the ids of jobs still running at the deadline (``stop()`` then kills their
+        workers, and the next start re-queues them).
+        """
+        self._draining.set()
+        deadline = time.monotonic() + timeout
+        while True:
+            left = list(self.running())
+            if not left or time.monotonic() >= deadline:
+                return left
+            time.sleep(0.05)
 
     def running(self) -> dict[str, str]:
         """job_id -> worker slot name, for jobs running now."""
@@ -200,6 +215,7 @@ class EmbeddedEngine:
             )
             if job is not None:
                 self._busy[job.model] = self._busy.get(job.model, 0) + 1
+                slot.current = job  # visible to drain() before the worker is (re)spawned
         return job
 
     def _release(self, job: Job) -> None:
@@ -208,6 +224,9 @@ class EmbeddedEngine:
 
     def _slot_loop(self, slot: _Slot) -> None:
         while not self._stopping.is_set():
+            if self._draining.is_set():
+                self._wake.wait(0.5)
+                continue
             try:
                 job = self._claim(slot)
             except Exception:

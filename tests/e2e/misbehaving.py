@@ -1,0 +1,87 @@
+"""Models that misbehave on purpose, offered to a real node through the ``ainode.models`` group.
+
+``install(folder)`` writes a minimal ``*.dist-info`` (METADATA + entry_points.txt) into
+``folder``; a node started with ``folder`` as its working directory has it on ``sys.path`` (``python
+-m`` puts the working directory first, and spawned workers inherit the parent's ``sys.path``), so
+``importlib.metadata`` finds these entry points exactly as it finds an installed package's.  The
+classes themselves are imported from this module (``PYTHONPATH`` = repository root).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+from node.models.base import Model, ModelInfo, OutputKind, Task
+from node.types import Prediction, Volume
+
+__all__ = ["MODELS", "install"]
+
+
+def _info(name: str) -> ModelInfo:
+    return ModelInfo(
+        name=name,
+        version="0.1",
+        task=Task.SEGMENTATION,
+        outputs=(OutputKind.LABEL_MAP,),
+        modalities=("CT",),
+        dims=(3,),
+        is_demo=True,
+        description="test model that misbehaves on purpose",
+    )
+
+
+class RaisingModel(Model):
+    info = _info("misbehave-raise")
+
+    def predict(self, volume: Volume) -> Prediction:
+        raise RuntimeError("misbehaving model raised on purpose")
+
+
+class HangingModel(Model):
+    info = _info("misbehave-hang")
+
+    def predict(self, volume: Volume) -> Prediction:
+        time.sleep(3600)
+        raise AssertionError("not reached")
+
+
+class ExitingModel(Model):
+    info = _info("misbehave-exit")
+
+    def predict(self, volume: Volume) -> Prediction:
+        os._exit(7)
+
+
+class SelfKillingModel(Model):
+    info = _info("misbehave-sigkill")
+
+    def predict(self, volume: Volume) -> Prediction:
+        os.kill(os.getpid(), signal.SIGKILL)
+        time.sleep(60)
+        raise AssertionError("not reached")
+
+
+#: entry-point name -> class name in this module
+MODELS = {
+    "misbehave-raise": "RaisingModel",
+    "misbehave-hang": "HangingModel",
+    "misbehave-exit": "ExitingModel",
+    "misbehave-sigkill": "SelfKillingModel",
+}
+
+
+def install(folder: Path) -> Path:
+    """Write ``folder/ainode_misbehaving-0.1.dist-info`` declaring the models above."""
+    dist = folder / "ainode_misbehaving-0.1.dist-info"
+    dist.mkdir(parents=True, exist_ok=True)
+    (dist / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: ainode-misbehaving\nVersion: 0.1\n", encoding="utf-8"
+    )
+    lines = [f"{name} = {__name__}:{cls}" for name, cls in MODELS.items()]
+    (dist / "entry_points.txt").write_text(
+        "[ainode.models]\n" + "\n".join(lines) + "\n", encoding="utf-8"
+    )
+    return dist
