@@ -1,4 +1,4 @@
-"""Models that misbehave on purpose, offered to a real node through the ``ainode.models`` group.
+"""Test models that misbehave (or are just slow) on purpose, offered to a real node through the ``ainode.models`` group.
 
 ``install(folder)`` writes a minimal ``*.dist-info`` (METADATA + entry_points.txt) into
 ``folder``; a node started with ``folder`` as its working directory has it on ``sys.path`` (``python
@@ -14,8 +14,10 @@ import signal
 import time
 from pathlib import Path
 
+import numpy as np
+
 from node.models.base import Model, ModelInfo, OutputKind, Task
-from node.types import Prediction, Volume
+from node.types import Code, Prediction, SegmentDescription, Volume
 
 __all__ = ["MODELS", "install"]
 
@@ -64,7 +66,33 @@ class SelfKillingModel(Model):
         raise AssertionError("not reached")
 
 
-#: entry-point name -> class name in this module
+class SlowModel(Model):
+    """Labels HU >= -600 as 'Body' after sleeping ``SLOW_SECONDS`` (a job that is surely running)."""
+
+    info = _info("slow-body")
+
+    def predict(self, volume: Volume) -> Prediction:
+        time.sleep(SLOW_SECONDS)
+        return Prediction(
+            model_name=self.info.name,
+            model_version=self.info.version,
+            task=self.info.task.value,
+            is_demo=True,
+            label_map=(np.asarray(volume.voxels) >= -600).astype(np.uint8),
+            segments=(
+                SegmentDescription(
+                    label=1,
+                    name="Body",
+                    category=Code("91723000", "SCT", "Anatomical Structure"),
+                    property_type=Code("38266002", "SCT", "Entire body"),
+                ),
+            ),
+        )
+
+
+SLOW_SECONDS = 4.0
+
+#: misbehaving models: entry-point name -> class name in this module
 MODELS = {
     "misbehave-raise": "RaisingModel",
     "misbehave-hang": "HangingModel",
@@ -80,7 +108,8 @@ def install(folder: Path) -> Path:
     (dist / "METADATA").write_text(
         "Metadata-Version: 2.1\nName: ainode-misbehaving\nVersion: 0.1\n", encoding="utf-8"
     )
-    lines = [f"{name} = {__name__}:{cls}" for name, cls in MODELS.items()]
+    every = {**MODELS, "slow-body": "SlowModel"}
+    lines = [f"{name} = {__name__}:{cls}" for name, cls in every.items()]
     (dist / "entry_points.txt").write_text(
         "[ainode.models]\n" + "\n".join(lines) + "\n", encoding="utf-8"
     )

@@ -151,6 +151,8 @@ def start_storescp(out_dir: Path, *, sync: bool = False, port: int | None = None
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(timeout=5)
+        if proc.stderr is not None:
+            proc.stderr.close()
 
 
 def storescu_config(workdir: Path, pairs: Sequence[tuple[str, str]]) -> list[str]:
