@@ -89,6 +89,7 @@ class Node:
         self._engine = EmbeddedEngine(
             self._jobs,
             runner="node.jobs.pipeline:run_job",
+            prepare="node.jobs.pipeline:prepare",
             context={
                 "data_dir": str(data_dir),
                 "model_paths": [str(p) for p in config.models],

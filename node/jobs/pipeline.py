@@ -22,7 +22,7 @@ from typing import Any
 from node.errors import ModelError, NotFoundError
 from node.types import Instance, Job
 
-__all__ = ["run_job", "write_durably"]
+__all__ = ["prepare", "run_job", "write_durably"]
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +50,18 @@ def _registry(context: Mapping[str, Any]) -> Any:
             device=str(context.get("device", "auto")),
         )
     return _REGISTRY
+
+
+def prepare(context: Mapping[str, Any]) -> None:
+    """Warm a new worker process up before its first job: torch, the model registry, imaging.
+
+    The engine calls this once per worker (``EmbeddedEngine(prepare=...)``), so start-up time is
+    not counted against a job's timeout and the first job of a worker is as fast as the next.
+    """
+    import node.imaging  # noqa: F401 - import cost paid here, not in the first job
+    import node.results  # noqa: F401
+
+    _registry(context)
 
 
 def write_durably(path: Path, data: bytes) -> None:

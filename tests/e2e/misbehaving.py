@@ -1,4 +1,5 @@
-"""Test models that misbehave (or are just slow) on purpose, offered to a real node through the ``ainode.models`` group.
+"""Test models that misbehave (or are just slow) on purpose, offered to a real node through
+the ``ainode.models`` entry-point group.
 
 ``install(folder)`` writes a minimal ``*.dist-info`` (METADATA + entry_points.txt) into
 ``folder``; a node started with ``folder`` as its working directory has it on ``sys.path`` (``python
@@ -67,7 +68,7 @@ class SelfKillingModel(Model):
 
 
 class SlowModel(Model):
-    """Labels HU >= -600 as 'Body' after sleeping ``SLOW_SECONDS`` (a job that is surely running)."""
+    """Labels HU >= -600 as 'Body' after sleeping ``SLOW_SECONDS`` (a job surely running)."""
 
     info = _info("slow-body")
 

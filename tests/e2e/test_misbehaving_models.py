@@ -26,7 +26,7 @@ from tests.util import wait_until
 
 _FINAL = (JobState.SUCCEEDED, JobState.DEAD, JobState.CANCELLED)
 GOOD = ("tiny-body", "tiny-body-b")
-TIMEOUT = 6.0
+TIMEOUT = 10.0
 
 _RULES = """\
 version: 1
@@ -83,10 +83,10 @@ def test_misbehaving_models_fail_with_reason_and_the_node_keeps_serving(tmp_path
         inference={"workers": 2, "torch_threads": 1, "job_timeout_seconds": TIMEOUT},
         destinations={"archive": {"type": "folder", "path": str(archive)}},
     ) as node:
-        sent = storescu(node.dicom_port, [*bad, *xray])
-        assert len(sent.acknowledged) == len(bad) + len(xray), sent.output[-2000:]
+        sent = storescu(node.dicom_port, [*bad, xray])
+        assert len(sent.acknowledged) == len(bad) + 1, sent.output[-2000:]
         store = JobStore(node.data_dir / "index.sqlite")
-        bad_uid, xray_uid = _uid(bad), _uid(xray)
+        bad_uid, xray_uid = _uid(bad), _uid([xray])
         n_jobs = len(GOOD) + len(misbehaving.MODELS)
         wait_until(lambda: _final(store, bad_uid, n_jobs), timeout=240, what="jobs final")
         jobs = {j.job.model: j for j in store.list_jobs() if j.job.study_uid == bad_uid}
