@@ -195,7 +195,7 @@ class Node:
                 paths = [i.path for i in self._index.series_instances(series_uid)]
                 if paths:
                     self._outbox.enqueue_many(paths, destinations=[destination], job_id=None)
-            new = self._jobs.submit(plan.jobs)
+            new = self._jobs.submit(plan.jobs, max_attempts=self._config.inference.max_attempts)
             explanation = decisions[0].explanation if decisions else None
             self._jobs.record_routing(
                 study.study_uid,

@@ -157,6 +157,7 @@ class InferenceConfig(_Strict):
     torch_threads: int = Field(default=0, ge=0, description="0 = torch default")
     workers: int = Field(default=1, ge=1, le=64)
     job_timeout_seconds: float = Field(default=1800.0, gt=0)
+    max_attempts: int = Field(default=3, ge=1, le=100, description="runs of a job before dead")
 
 
 class RetentionConfig(_Strict):

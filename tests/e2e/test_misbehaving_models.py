@@ -80,7 +80,12 @@ def test_misbehaving_models_fail_with_reason_and_the_node_keeps_serving(tmp_path
         study={"stable_seconds": 1},
         rules=str(rules),
         models=[str(models)],
-        inference={"workers": 2, "torch_threads": 1, "job_timeout_seconds": TIMEOUT},
+        inference={
+            "workers": 2,
+            "torch_threads": 1,
+            "job_timeout_seconds": TIMEOUT,
+            "max_attempts": 2,  # one automatic retry: a replaced worker fails the same way
+        },
         destinations={"archive": {"type": "folder", "path": str(archive)}},
     ) as node:
         sent = storescu(node.dicom_port, [*bad, xray])
