@@ -100,9 +100,11 @@ def test_sigterm_drains_associations_and_jobs_then_restart_picks_up(tmp_path: Pa
         assert len(parse_storescu(out.stdout + out.stderr)[0]) == len(first)
         running = "SELECT COUNT(*) FROM jobs WHERE state='running'"
         wait_until(lambda: _scalar(node, running) == 1, timeout=60, what="job running")
+        # storescu -v writes ~250 bytes per instance: to a file, not a pipe nobody reads yet
+        sent_log = (tmp_path / "storescu.log").open("w")
         sender = subprocess.Popen(
             [*send, "127.0.0.1", str(node.dicom_port), *map(str, second)],
-            stdout=subprocess.PIPE,
+            stdout=sent_log,
             stderr=subprocess.STDOUT,
             text=True,
             env={"TCP_NODELAY": "1", "PATH": "/usr/bin:/bin"},
@@ -115,7 +117,9 @@ def test_sigterm_drains_associations_and_jobs_then_restart_picks_up(tmp_path: Pa
         wait_until(lambda: bool(_events(node, "node.draining")), timeout=30, what="draining")
         refused = echoscu(node.dicom_port, timeout=10)
         code = node.proc.wait(timeout=120)
-        output, _ = sender.communicate(timeout=60)
+        sender.wait(timeout=60)
+        sent_log.close()
+        output = (tmp_path / "storescu.log").read_text()
 
         assert code == 0, node.log_text()[-3000:]
         assert refused.returncode != 0  # no new association once draining started
