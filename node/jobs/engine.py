@@ -12,6 +12,7 @@ imports; a distributed engine can take its place behind the same ``JobEngine`` p
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import logging
 import multiprocessing as mp
@@ -63,9 +64,13 @@ def _child_main(
             prepare: Callable[[Mapping[str, Any]], object] = _load_runner(prepare_path)  # type: ignore[assignment]
             prepare(context)
     except BaseException as exc:  # noqa: BLE001 - reported to the node as the start failure
-        conn.send(("failed", f"{type(exc).__name__}: {exc}"))
+        with contextlib.suppress(OSError):  # the node may have gone away meanwhile
+            conn.send(("failed", f"{type(exc).__name__}: {exc}"))
         return
-    conn.send(("ready", os.getpid()))
+    try:
+        conn.send(("ready", os.getpid()))
+    except OSError:
+        return  # the node went away while this worker started
     while True:
         try:
             job = conn.recv()

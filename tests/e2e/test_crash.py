@@ -153,6 +153,7 @@ def _quiet(node: NodeProcess, index: Index, store: JobStore, n_studies: int) -> 
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1200)  # 22 node starts: ~2 min on an idle 2-core box, far more under load
 def test_kill_9_at_random_moments_loses_and_duplicates_nothing(tmp_path: Path) -> None:
     kills = run_crash_test(tmp_path, ingest=8, inference=6, delivery=5, anywhere=2)
     assert len(kills) >= 20, kills
