@@ -207,7 +207,7 @@ def run_crash_test(
             node.kill()
             kills.append(phase)
             sender.reap()
-            node.start()
+            node.start(timeout=240)  # imports alone can take a minute on a loaded box
 
         # 1) ingest: kill while storescu is sending (each batch covers about one study)
         for _ in range(ingest):
