@@ -44,12 +44,24 @@ from tests.util import wait_until  # noqa: E402
 STABLE = 2.0
 
 
-def chest_ct(out: Path, slices: int) -> list[Path]:
-    """The sample chest phantom, resampled along z to ``slices`` slices, fresh UIDs."""
+def chest_ct(out: Path, slices: int, size: int = 512) -> list[Path]:
+    """The sample chest phantom resampled to ``slices`` x ``size`` x ``size`` (nearest), fresh UIDs.
+
+    The phantom is 128 x 128 in-plane; ``size`` 512 repeats each pixel 4 x 4 with a quarter of
+    the pixel spacing, so the anatomy keeps its size in mm and the files are a real CT's size.
+    """
     vol = _chest_ct_phantom()
     idx = np.linspace(0, vol.shape[0] - 1, slices).round().astype(int)
-    spacing = (CT_SPACING[0] * vol.shape[0] / slices, CT_SPACING[1], CT_SPACING[2])
-    return write_ct_series(vol[idx], spacing=spacing, out_dir=out, study_uid=generate_uid())
+    rows = np.linspace(0, vol.shape[1] - 1, size).round().astype(int)
+    cols = np.linspace(0, vol.shape[2] - 1, size).round().astype(int)
+    zoom = (vol.shape[1] / size, vol.shape[2] / size)
+    spacing = (
+        CT_SPACING[0] * vol.shape[0] / slices,
+        CT_SPACING[1] * zoom[0],
+        CT_SPACING[2] * zoom[1],
+    )
+    voxels = vol[idx][:, rows][:, :, cols]
+    return write_ct_series(voxels, spacing=spacing, out_dir=out, study_uid=generate_uid())
 
 
 def copy_study(src: list[Path], out: Path) -> list[Path]:
@@ -161,11 +173,12 @@ def peak_rss(pid: int) -> dict[str, int]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--slices", type=int, default=80, help="CT slices (issue target: 300)")
+    ap.add_argument("--size", type=int, default=512, help="rows = columns (issue: 512)")
     ap.add_argument("--in-flight", type=int, default=5)
     ap.add_argument("--model", choices=["tiny", "builtin"], default="tiny")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench-e2e-"))
-    base = chest_ct(work / "ct", args.slices)
+    base = chest_ct(work / "ct", args.slices, args.size)
     top: dict[str, object] = {"inference": {"workers": 1, "torch_threads": 2}}
     if args.model == "tiny":
         write_body_model(work / "node" / "models", name="tiny-body", roi="[32, 128, 128]")
@@ -180,7 +193,10 @@ def main() -> None:
         with start_node(
             work / "node", study={"stable_seconds": STABLE}, destinations={"pacs": dest}, **top
         ) as node:
-            print(f"chest CT: {args.slices} slices, model={args.model}, stable window {STABLE} s")
+            print(
+                f"chest CT: {args.slices} x {args.size} x {args.size}, model={args.model},"
+                f" stable window {STABLE} s"
+            )
             rows = []
             for label, files in (("cold", base), ("warm", copy_study(base, work / "w"))):
                 sent = storescu(node.dicom_port, files)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import ssl
 import threading
+import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -113,6 +114,7 @@ class Node:
             self._engine = EmbeddedEngine(
                 self._jobs,
                 runner="node.jobs.pipeline:run_job",
+                prepare="node.jobs.pipeline:prepare",
                 context={
                     "data_dir": str(data_dir),
                     "model_paths": [str(p) for p in config.models],
@@ -248,7 +250,7 @@ class Node:
                 paths = [i.path for i in self._index.series_instances(series_uid)]
                 if paths:
                     self._outbox.enqueue_many(paths, destinations=[destination], job_id=None)
-            new = self._jobs.submit(plan.jobs)
+            new = self._jobs.submit(plan.jobs, max_attempts=self._config.inference.max_attempts)
             explanation = decisions[0].explanation if decisions else None
             self._jobs.record_routing(
                 study.study_uid,
@@ -362,6 +364,45 @@ class Node:
             },
         )
 
+    def _drain(self, grace_seconds: float) -> None:
+        deadline = time.monotonic() + grace_seconds
+
+        def left() -> float:
+            return max(0.0, deadline - time.monotonic())
+
+        running_jobs = list(self._engine.running())
+        # 1) refuse new work: no job claims, no new association, no new HTTP connection
+        self._engine.drain(0.0)
+        self._listener.stop()
+        associations = [a for a in self._listener.ae.active_associations if a.is_alive()]
+        if self._http_server is not None:
+            self._http_server.should_exit = True
+        log.info(
+            "node.draining",
+            extra={
+                "grace_seconds": grace_seconds,
+                "associations": len(associations),
+                "running_jobs": len(running_jobs),
+            },
+        )
+        # 2) let what is in flight finish, all within one deadline
+        while any(a.is_alive() for a in associations) and left() > 0:
+            time.sleep(0.05)
+        cut = [a for a in associations if a.is_alive()]
+        for assoc in cut:
+            assoc.abort()
+        if self._http_thread is not None:
+            self._http_thread.join(timeout=left())
+        unfinished = self._engine.drain(left())
+        log.info(
+            "node.drained",
+            extra={
+                "associations_aborted": len(cut),
+                "jobs_left_running": len(unfinished),
+                "seconds": round(grace_seconds - left(), 3),
+            },
+        )
+
     def _start_http(self) -> None:
         try:
             from node.api import create_app  # type: ignore[attr-defined,unused-ignore]
@@ -430,8 +471,18 @@ class Node:
             )
         return options
 
-    def stop(self) -> None:
-        """Stop accepting, finish what is being committed, close the index."""
+    def stop(self, *, grace_seconds: float = 0.0) -> None:
+        """Stop accepting, finish what is being committed, close the index.
+
+        With ``grace_seconds`` > 0 (``serve`` on SIGTERM: ``node.shutdown_grace_seconds``) the
+        node drains first: it stops claiming jobs, closes its DICOM and HTTP listeners, and waits
+        until open associations and HTTP requests have ended and running jobs have finished (and
+        queued their deliveries), or the grace period is over.  Whatever is left — a job still
+        running, queued jobs, pending deliveries, open studies — is durable and picked up by
+        the next start.
+        """
+        if grace_seconds > 0:
+            self._drain(grace_seconds)
         if self._http_server is not None:
             self._http_server.should_exit = True
             if self._http_thread is not None:

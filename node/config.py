@@ -83,6 +83,11 @@ class NodeConfig(_Strict):
     ingest_sync: Literal["auto", "full"] = "auto"
     tls: TlsConfig = Field(default_factory=TlsConfig)
     http_tls: HttpTlsConfig = Field(default_factory=HttpTlsConfig)
+    shutdown_grace_seconds: float = Field(
+        default=30.0,
+        ge=0,
+        description="on SIGTERM: longest wait for open associations and running jobs",
+    )
 
 
 class StudyConfig(_Strict):
@@ -177,6 +182,7 @@ class InferenceConfig(_Strict):
     torch_threads: int = Field(default=0, ge=0, description="0 = torch default")
     workers: int = Field(default=1, ge=1, le=64)
     job_timeout_seconds: float = Field(default=1800.0, gt=0)
+    max_attempts: int = Field(default=3, ge=1, le=100, description="runs of a job before dead")
 
 
 class RetentionConfig(_Strict):

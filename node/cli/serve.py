@@ -61,4 +61,5 @@ def serve(
         while not stop.wait(1.0):
             pass
     finally:
-        node.stop()
+        # graceful drain: refuse new work, let open associations and running jobs finish
+        node.stop(grace_seconds=cfg.node.shutdown_grace_seconds if stop.is_set() else 0.0)

@@ -1,5 +1,10 @@
 """Routing decisions -> jobs (one per model and series) and forwards of originals.
 
+Each job of a study gets a deterministic ordinal (its place in the routing decisions, which
+follow the rule file and the series order); its result series are numbered from
+``series_number_base(ordinal)`` (job 0: 9001, 9002...; job 1: 10001...), so the SEG/SR/SC series
+of different jobs in one study never share a Series Number.
+
 A job's id comes from study, rule, model, series and the exact stored instances of that series
 (SOP UID + content hash), so a study that completes again unchanged creates no new work, and a
 late instance creates a new job that supersedes the previous one (``JobStore.submit``).
@@ -16,7 +21,16 @@ from typing import Protocol
 from node.jobs.store import job_id_for
 from node.types import Instance, Job
 
-__all__ = ["Plan", "plan_jobs"]
+__all__ = ["Plan", "plan_jobs", "series_number_base"]
+
+#: Result series numbers per job: job ``k`` numbers its series ``9000 + 1000 k + 1, + 2...``
+SERIES_NUMBER_START = 9000
+SERIES_NUMBERS_PER_JOB = 1000
+
+
+def series_number_base(ordinal: int) -> int:
+    """Series Number base of the ``ordinal``-th job (0-based) routed for a study."""
+    return SERIES_NUMBER_START + SERIES_NUMBERS_PER_JOB * ordinal
 
 
 class _Decision(Protocol):
@@ -90,6 +104,7 @@ def plan_jobs(
             fp = series_uid + ":" + _fingerprint(series_instances(series_uid))
             params = dict(d.parameters) if isinstance(d.parameters, dict) else {}
             params["_created_at"] = int(created)
+            params["_series_number_base"] = series_number_base(len(jobs))
             jobs.append(
                 Job(
                     job_id=job_id_for(

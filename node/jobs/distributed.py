@@ -127,6 +127,19 @@ class CeleryEngine:
         if self._app is not None:
             self._app.close()
 
+    def drain(self, timeout: float) -> list[str]:
+        """Stop publishing; the ids of jobs running on remote workers (``Node.stop`` drains).
+
+        Nothing is waited for: the node's HTTP listener is already closed, so a remote job's
+        results cannot land during the drain.  Its worker keeps retrying the node for
+        ``celery.callback_timeout_seconds`` and hands the job back to the queue after that; the
+        message stays unacknowledged in Redis meanwhile, so the job is not lost.
+        """
+        del timeout
+        self._stopping.set()
+        self._wake.set()
+        return list(self.running())
+
     def wake(self) -> None:
         """New jobs are queued: publish now."""
         self._wake.set()

@@ -12,6 +12,7 @@ imports; a distributed engine can take its place behind the same ``JobEngine`` p
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import logging
 import multiprocessing as mp
@@ -50,9 +51,26 @@ def _load_runner(path: str) -> Runner:
     return fn
 
 
-def _child_main(conn: Connection, runner_path: str, context: Mapping[str, Any]) -> None:
-    """Worker process: run jobs sent over ``conn`` until it is closed."""
-    runner = _load_runner(runner_path)
+def _child_main(
+    conn: Connection,
+    runner_path: str,
+    context: Mapping[str, Any],
+    prepare_path: str | None = None,
+) -> None:
+    """Worker process: warm up, say ready, then run jobs sent over ``conn`` until it is closed."""
+    try:
+        runner = _load_runner(runner_path)
+        if prepare_path:
+            prepare: Callable[[Mapping[str, Any]], object] = _load_runner(prepare_path)  # type: ignore[assignment]
+            prepare(context)
+    except BaseException as exc:  # noqa: BLE001 - reported to the node as the start failure
+        with contextlib.suppress(OSError):  # the node may have gone away meanwhile
+            conn.send(("failed", f"{type(exc).__name__}: {exc}"))
+        return
+    try:
+        conn.send(("ready", os.getpid()))
+    except OSError:
+        return  # the node went away while this worker started
     while True:
         try:
             job = conn.recv()
@@ -113,6 +131,12 @@ class EmbeddedEngine:
     on_success:
         Called in the node with (job, outputs) before the job is marked succeeded, e.g. to
         queue deliveries; if it raises, the job fails with that reason and is retried.
+    prepare:
+        ``"module:function"`` called with ``context`` once in every new worker process before
+        it takes a job (imports, model discovery), so that start-up does not count against
+        ``timeout_seconds``.
+    start_timeout_seconds:
+        A worker that is not ready after this long is killed and the job fails.
     """
 
     def __init__(
@@ -126,9 +150,13 @@ class EmbeddedEngine:
         memory_limit_bytes: int | None = None,
         model_limits: Mapping[str, int] | None = None,
         on_success: Callable[[Job, Mapping[str, Any]], None] | None = None,
+        prepare: str | None = None,
+        start_timeout_seconds: float = 300.0,
     ) -> None:
         self._store = store
         self._runner = runner
+        self._prepare = prepare
+        self._start_timeout = start_timeout_seconds
         self._context = dict(context or {})
         self._timeout = timeout_seconds
         self._memory_limit = memory_limit_bytes
@@ -137,6 +165,7 @@ class EmbeddedEngine:
         self._slots = [_Slot(f"embedded-{os.getpid()}-{i}") for i in range(workers)]
         self._wake = threading.Event()
         self._stopping = threading.Event()
+        self._draining = threading.Event()
         self._threads: list[threading.Thread] = []
         self._busy: dict[str, int] = {}
         self._busy_lock = threading.Lock()
@@ -166,23 +195,65 @@ class EmbeddedEngine:
         """Tell idle slots that new jobs are queued."""
         self._wake.set()
 
+    def drain(self, timeout: float) -> list[str]:
+        """Stop claiming jobs and wait up to ``timeout`` s for the running ones to finish.
+
+        Returns the ids of jobs still running at the deadline (``stop()`` then kills their
+        workers, and the next start re-queues them).
+        """
+        self._draining.set()
+        deadline = time.monotonic() + timeout
+        while True:
+            left = list(self.running())
+            if not left or time.monotonic() >= deadline:
+                return left
+            time.sleep(0.05)
+
     def running(self) -> dict[str, str]:
         """job_id -> worker slot name, for jobs running now."""
         return {s.current.job_id: s.name for s in self._slots if s.current is not None}
 
     # ------------------------------------------------------------------------------ slots
-    def _spawn(self, slot: _Slot) -> None:
+    def _spawn(self, slot: _Slot) -> str | None:
+        """Start the slot's worker and wait until it is ready; the failure reason, or None."""
         parent, child = self._mp.Pipe(duplex=True)
         proc = self._mp.Process(
             target=_child_main,
-            args=(child, self._runner, self._context),
+            args=(child, self._runner, self._context, self._prepare),
             name=f"ainode-worker-{slot.name}",
             daemon=True,
         )
+        t0 = time.monotonic()
         proc.start()
         child.close()
         slot.process, slot.conn = proc, parent
-        log.info("worker.started", extra={"worker": slot.name, "pid": proc.pid})
+        deadline = t0 + self._start_timeout
+        while not self._stopping.is_set():
+            try:
+                ready = parent.poll(0.2)
+                message = parent.recv() if ready else None
+            except (EOFError, OSError, ValueError):
+                return f"worker process failed to start: {self._death_reason(slot)}"
+            if message is not None:
+                kind, payload = message
+                if kind == "ready":
+                    log.info(
+                        "worker.started",
+                        extra={
+                            "worker": slot.name,
+                            "pid": proc.pid,
+                            "seconds": round(time.monotonic() - t0, 3),
+                        },
+                    )
+                    return None
+                self._kill_child(slot)
+                return f"worker process failed to start: {payload}"
+            if not proc.is_alive():
+                return f"worker process failed to start: {self._death_reason(slot)}"
+            if time.monotonic() > deadline:
+                self._kill_child(slot)
+                return f"worker process not ready after {self._start_timeout:g} s (killed)"
+        return "node stopping"
 
     def _kill_child(self, slot: _Slot) -> None:
         proc = slot.process
@@ -200,6 +271,7 @@ class EmbeddedEngine:
             )
             if job is not None:
                 self._busy[job.model] = self._busy.get(job.model, 0) + 1
+                slot.current = job  # visible to drain() before the worker is (re)spawned
         return job
 
     def _release(self, job: Job) -> None:
@@ -208,6 +280,9 @@ class EmbeddedEngine:
 
     def _slot_loop(self, slot: _Slot) -> None:
         while not self._stopping.is_set():
+            if self._draining.is_set():
+                self._wake.wait(0.5)
+                continue
             try:
                 job = self._claim(slot)
             except Exception:
@@ -243,7 +318,9 @@ class EmbeddedEngine:
 
     def _run(self, slot: _Slot, job: Job) -> tuple[bool, str | None, dict[str, Any]]:
         if slot.process is None or not slot.process.is_alive():
-            self._spawn(slot)
+            failure = self._spawn(slot)
+            if failure is not None:
+                return False, failure, {}
         assert slot.conn is not None and slot.process is not None
         # local references: stop() may close and clear the slot's from another thread
         conn, proc = slot.conn, slot.process

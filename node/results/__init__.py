@@ -61,6 +61,7 @@ def build_results(
     content_datetime: dt.datetime | None = None,
     check: bool = True,
     workers: int = 0,
+    series_number_base: int = 9000,
 ) -> list[Dataset]:
     """Build every result object of one job's prediction.
 
@@ -81,6 +82,9 @@ def build_results(
         Run the conformance gate (``check_results``) before returning.
     workers
         highdicom SEG frame-encoding workers (0 = in this thread).
+    series_number_base
+        Result series ``i`` of this job gets Series Number ``series_number_base + 1 + i``
+        (PS3.3 C.7.3.1); give each job of a study its own base so numbers do not repeat.
 
     Returns
     -------
@@ -94,7 +98,9 @@ def build_results(
     """
     sources = source_paths if isinstance(source_paths, SourceSet) else load_sources(source_paths)
     when = content_datetime or dt.datetime.now(dt.UTC).replace(microsecond=0)
-    ctx = ResultContext.from_prediction(prediction, job_id=job_id, content_datetime=when)
+    ctx = ResultContext.from_prediction(
+        prediction, job_id=job_id, content_datetime=when, series_number_base=series_number_base
+    )
     out: list[Dataset] = []
     index = 0
     seg: Dataset | None = None

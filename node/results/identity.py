@@ -72,10 +72,16 @@ class ResultContext:
     model_version: str
     is_demo: bool
     content_datetime: dt.datetime
+    series_number_base: int = 9000
 
     @classmethod
     def from_prediction(
-        cls, prediction: Prediction, *, job_id: str, content_datetime: dt.datetime
+        cls,
+        prediction: Prediction,
+        *,
+        job_id: str,
+        content_datetime: dt.datetime,
+        series_number_base: int = 9000,
     ) -> ResultContext:
         """Context of ``prediction`` produced by job ``job_id``."""
         return cls(
@@ -84,6 +90,7 @@ class ResultContext:
             model_version=prediction.model_version,
             is_demo=prediction.is_demo,
             content_datetime=content_datetime,
+            series_number_base=series_number_base,
         )
 
     def uid(self, index: int, role: str) -> str:
@@ -102,8 +109,13 @@ class ResultContext:
         )
 
     def series_number(self, index: int) -> int:
-        """Series Number of result object ``index`` (high, to sort after the source series)."""
-        return 9001 + index
+        """Series Number (PS3.3 C.7.3.1, IS) of result series ``index`` of this job.
+
+        ``series_number_base + 1 + index``: high, to sort after the source series; the job
+        dispatcher gives each job of a study its own base (``node.jobs.dispatch``), so the
+        SEG, SR and SC series of different jobs do not share a number.
+        """
+        return self.series_number_base + 1 + index
 
     def series_description(self, kind: str) -> str:
         """Series Description naming model, version, object kind and demo status (LO, ≤64)."""

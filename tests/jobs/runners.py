@@ -35,3 +35,10 @@ def run(job: Job, context: Mapping[str, Any]) -> Mapping[str, Any]:
         time.sleep(float(job.parameters.get("seconds", 1)))
         return {"slept": True}
     raise AssertionError(f"unknown test model {job.model}")
+
+
+def prepare(context: Mapping[str, Any]) -> None:
+    """Worker warm-up for engine tests: sleeps ``prepare_seconds``, or fails on request."""
+    if context.get("prepare_fails"):
+        raise RuntimeError("cannot load the models")
+    time.sleep(float(context.get("prepare_seconds", 0)))
