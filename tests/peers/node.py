@@ -33,6 +33,7 @@ def write_config(workdir: Path, *, node: dict[str, Any] | None = None, **top: An
         "http_port": free_port(),
         "data_dir": str(workdir / "data"),
         "min_free_bytes": 0,
+        "shutdown_grace_seconds": 5,  # tests stop nodes with SIGTERM; keep teardown short
     }
     node_cfg.update(node or {})
     cfg: dict[str, Any] = {"node": node_cfg, "study": {"stable_seconds": 30}}
