@@ -59,11 +59,12 @@ def _save(
             "threads": threads,
             "steps": steps,
             "seconds": round(seconds, 1),
-            **result.facts,
+            **{k: v for k, v in result.facts.items() if k != "scorer"},
         },
     }
-    if "operating_point" in result.facts:
-        metrics["operating_point"] = result.facts["operating_point"]
+    for key in ("operating_point", "scorer"):
+        if key in result.facts:
+            metrics[key] = result.facts[key]
     (folder / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
     (folder / "MODEL_CARD.md").write_text(cards.render(name, metrics), encoding="utf-8")
     return folder
@@ -150,8 +151,9 @@ def reevaluate(name: str, *, seed: int = 0, threads: int = 1) -> Path:
     old = json.loads((folder / "metrics.json").read_text(encoding="utf-8"))
     heldout = train_models.reevaluate(name, seed)
     facts = {k: v for k, v in old.get("training", {}).items() if k not in ("seed", "threads")}
-    if "operating_point" in old:
-        facts["operating_point"] = old["operating_point"]
+    for key in ("operating_point", "scorer"):
+        if key in old:
+            facts[key] = old[key]
     result = TrainResult(state_dict=None, heldout=heldout, facts=facts)
     return _save(
         name,
