@@ -73,7 +73,9 @@ def child_load(folder: Path, mode: str) -> dict[str, Any]:
     }
 
 
-def child_model(name: str, folder: Path, model_paths: list[str], threads: int) -> dict[str, Any]:
+def child_model(
+    name: str, folder: Path, model_paths: list[str], threads: int, *, warm_call: bool = True
+) -> dict[str, Any]:
     from node.imaging import dicom_files, load_volume
     from node.models.network import NetworkModel
     from node.models.registry import discover
@@ -98,8 +100,8 @@ def child_model(name: str, folder: Path, model_paths: list[str], threads: int) -
     timings["predict_total"] = time.perf_counter() - start
     for key, value in prediction.timings_seconds.items():
         timings[key] = timings.get(key, 0.0) + value
-    warm = model.predict(volume).timings_seconds  # TorchScript optimises during its first calls
-    timings["forward_warm"] = warm.get("forward", 0.0)
+    if warm_call:  # TorchScript optimises during its first calls
+        timings["forward_warm"] = model.predict(volume).timings_seconds.get("forward", 0.0)
     result: dict[str, Any] = {"timings": timings, "peak_rss_mb": _rss_mb(), "task": prediction.task}
     if isinstance(model, NetworkModel) and model.spec.roi_size:
         result["window"] = _window_reference(model, volume)
@@ -230,6 +232,7 @@ def main() -> None:
         help="chest: demo chest phantom with nodules (0.7 mm voxels); simple: two-ellipse slices",
     )
     parser.add_argument("--skip-loader", action="store_true", help="models only")
+    parser.add_argument("--no-warm", action="store_true", help="no second (warm) predict call")
     parser.add_argument("--child", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -238,7 +241,8 @@ def main() -> None:
             result = child_load(Path(args.child[1]), args.child[2])
         else:
             name, folder, threads = args.child[1], Path(args.child[2]), int(args.child[3])
-            result = child_model(name, folder, args.child[4:], threads)
+            warm = args.child[4] == "warm"
+            result = child_model(name, folder, args.child[5:], threads, warm_call=warm)
         print(json.dumps(result))
         return
 
@@ -265,7 +269,10 @@ def main() -> None:
         )
         if args.skip_loader:
             print("\nloader: skipped (--skip-loader)")
-        print("\nloader (fresh process each)                seconds  tracemalloc-peak  RSS-growth")
+        else:
+            print(
+                "\nloader (fresh process each)                seconds  tracemalloc-peak  RSS-growth"
+            )
         for mode in () if args.skip_loader else ("auto", "float32", "naive"):
             r = _run_child(["load", str(series), mode])
             if "error" in r:
@@ -297,21 +304,26 @@ def main() -> None:
             names = [m.info.name for m in builtin_models()]
         print(
             f"\nmodels (CPU, {args.threads} torch threads; seconds)"
-            "\n  name                       load   preproc  forward  postproc  total  peak-RSS"
-            "   (forward: 1st call; warm = 2nd call)"
+            "\n  name                       load   preproc  forward  postproc  other  total"
+            "  peak-RSS   (forward: 1st call; warm = 2nd call; other: e.g. a classifier step)"
         )
         for name in names:
-            r = _run_child(["model", name, str(series), str(args.threads), *model_paths])
+            warm = "cold" if args.no_warm else "warm"
+            r = _run_child(["model", name, str(series), str(args.threads), warm, *model_paths])
             if "error" in r or "skipped" in r:
                 print(f"  {name:<26} {r.get('error') or 'skipped: ' + r['skipped']}")
                 continue
             t = r["timings"]
-            total = sum(t.get(k, 0.0) for k in ("load", "preprocess", "forward", "postprocess"))
+            split = ("load", "preprocess", "forward", "postprocess")
+            bookkeeping = ("load_volume", "predict_total", "forward_warm")
+            other = sum(v for k, v in t.items() if k not in split + bookkeeping)
+            total = sum(t.get(k, 0.0) for k in split) + other
             print(
                 f"  {name:<26} {t.get('load', 0):5.2f}  {t.get('preprocess', 0):7.2f}"
-                f"  {t.get('forward', 0):7.2f}  {t.get('postprocess', 0):8.2f}  {total:5.2f}"
+                f"  {t.get('forward', 0):7.2f}  {t.get('postprocess', 0):8.2f}  {other:5.2f}"
+                f"  {total:5.2f}"
                 f"  {r['peak_rss_mb']:6.0f} MiB   (volume load {t['load_volume']:.2f} s, "
-                f"forward warm {t.get('forward_warm', 0):.2f} s)"
+                f"forward warm {t.get('forward_warm', float('nan')):.2f} s)"
             )
             w = r.get("window")
             if w:
