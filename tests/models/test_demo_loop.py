@@ -37,10 +37,10 @@ def test_localisation_loss_is_low_when_evidence_lies_in_the_lesion() -> None:
 
 def test_fit_trains_an_evidence_map_classifier_towards_the_lesion() -> None:
     torch.manual_seed(0)
-    x = torch.zeros(8, 1, 128, 128)
-    masks = torch.zeros(8, 128, 128, dtype=torch.bool)
+    x = torch.zeros(8, 1, 64, 64)
+    masks = torch.zeros(8, 64, 64, dtype=torch.bool)
     for i in range(8):
-        r, c = 16 + 12 * i, 100 - 10 * i
+        r, c = 10 + 6 * i, 52 - 5 * i
         x[i, 0, r - 6 : r + 6, c - 6 : c + 6] = 1.0
         masks[i, r - 6 : r + 6, c - 6 : c + 6] = True
     labels = torch.ones(8, dtype=torch.long)
@@ -58,7 +58,7 @@ def test_fit_trains_an_evidence_map_classifier_towards_the_lesion() -> None:
     net = CxrNet(widths=(4, 8, 8))
     with torch.no_grad():
         before = float(objective(net.eval(), 0))
-    loop.fit(net, objective, steps=30, lr=1e-2, tag="toy", log_every=1000)
+    loop.fit(net, objective, steps=15, lr=1e-2, tag="toy", log_every=1000)
     assert not net.training
     with torch.no_grad():
         assert float(objective(net, 0)) < before
