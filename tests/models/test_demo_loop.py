@@ -35,6 +35,7 @@ def test_localisation_loss_is_low_when_evidence_lies_in_the_lesion() -> None:
     assert float(none) == 0.0
 
 
+@pytest.mark.slow
 def test_fit_trains_an_evidence_map_classifier_towards_the_lesion() -> None:
     torch.manual_seed(0)
     x = torch.zeros(8, 1, 64, 64)
