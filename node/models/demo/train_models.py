@@ -294,7 +294,7 @@ def calibrate_detection(seed: int, steps: int | None) -> TrainResult:  # noqa: A
     val, val_hits, val_nodules = _detection_candidates(model, val_seeds)
     fps = sorted((c.score for c, hit in zip(val, val_hits, strict=True) if not hit), reverse=True)
     budget = int(0.5 * len(val_seeds))
-    min_score = 0.01 if len(fps) <= budget else max(0.01, fps[budget] + 1e-4)
+    min_score = 0.05 if len(fps) <= budget else max(0.05, fps[budget] + 1e-4)
     model.min_score = round(min_score, 4)
     val_tp = sum(1 for c, hit in zip(val, val_hits, strict=True) if hit and c.score >= min_score)
     _log(f"detect: validation sensitivity ~{val_tp / max(val_nodules, 1):.3f} at {min_score:.4f}")
