@@ -57,8 +57,8 @@ def test_denoiser_output_is_hu_on_input_grid_and_reproducible(denoiser: CtDenois
 def test_cxr_auc_and_gradcam_localisation_meet_card(cxr: CxrClassifier) -> None:
     measured = evaluate_cxr(cxr, [5_600_000 + i for i in range(120)])
     _assert_meets("cxr-classify", measured)
-    # the CXR pointing game target is not reached (see card); heat still favours the opacity
-    assert measured["gradcam_heat_in_lesion"] > measured["gradcam_uniform_baseline"]
+    # attention is on the opacity, far more than a uniform map would put there
+    assert measured["gradcam_heat_in_lesion"] > 3 * measured["gradcam_uniform_baseline"]
 
 
 def test_cxr_prediction_has_probabilities_and_heatmap_on_image_grid(cxr: CxrClassifier) -> None:

@@ -23,7 +23,7 @@ from node.models.demo.volumes import ct_volume
 from node.types import Volume
 
 SEG_SEEDS = [5_000_000 + i for i in range(6)]
-DET_SEEDS = [5_100_000 + i for i in range(8)]
+DET_SEEDS = [5_100_000 + i for i in range(16)]
 CLS_SEEDS = [5_200_000 + i for i in range(240)]
 CLS_CHEST_SEEDS = [5_300_000 + i for i in range(8)]
 

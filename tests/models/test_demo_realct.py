@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
+from node.imaging import load_volume
 from node.models.builtin.lung_nodule_detect import LungNoduleDetection
 from node.models.builtin.lung_nodule_seg import LungNoduleSegmentation
-from tests.models.dicom_volume import ct_volume_from_files
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +27,7 @@ def seg() -> LungNoduleSegmentation:
 def test_chest_ct_lungs_found_left_and_right(corpus: Path, seg: LungNoduleSegmentation) -> None:
     files = sorted((corpus / "ct" / "chest-ct-siemens-sensation10-b40f-30sl").glob("*.dcm"))
     assert len(files) == 30
-    vol = ct_volume_from_files(files)
+    vol = load_volume(files, dtype="float32")
     pred = LungNoduleDetection(seg).predict(vol)
     labels = seg.predict(vol).label_map
     assert labels is not None and labels.shape == vol.voxels.shape
@@ -57,7 +57,7 @@ def test_chest_ct_lungs_found_left_and_right(corpus: Path, seg: LungNoduleSegmen
 def test_single_slice_ct_runs_without_error(
     corpus: Path, seg: LungNoduleSegmentation, name: str
 ) -> None:
-    vol = ct_volume_from_files([corpus / "ct" / "single-slices" / name])
+    vol = load_volume([corpus / "ct" / "single-slices" / name], dtype="float32")
     pred = seg.predict(vol)
     assert pred.label_map is not None and pred.label_map.shape == vol.voxels.shape
     lung_fraction = float((pred.label_map == 1).mean())

@@ -31,6 +31,8 @@ __all__ = [
     "hu_normalise",
     "load_card",
     "load_metrics",
+    "minmax_normalise",
+    "predicted_class_gradcam",
     "voxel_to_patient",
 ]
 
@@ -251,6 +253,48 @@ def minmax_normalise(cam: torch.Tensor) -> torch.Tensor:
     lo = flat.min(dim=1).values.reshape(-1, *([1] * (cam.dim() - 1)))
     hi = flat.max(dim=1).values.reshape(-1, *([1] * (cam.dim() - 1)))
     return (cam - lo) / (hi - lo).clamp_min(1e-12)
+
+
+def predicted_class_gradcam(
+    net: torch.nn.Module, cams: dict[int, Any], x: torch.Tensor, *, layer: str
+) -> npt.NDArray[np.float32]:
+    """Grad-CAM maps ``(N, H, W)`` in 0..1 of each sample's predicted class.
+
+    ``monai.visualize.GradCAM`` on ``layer``, built once per network and kept in ``cams``
+    (keyed by ``id(net)``), with ``minmax_normalise`` as post-processing.  One sample at a time
+    with an int class: MONAI indexes ``logits[:, class_idx]``, which mixes the samples of a batch
+    when ``class_idx`` is a per-sample tensor.
+
+    Parameters
+    ----------
+    net
+        The classifier (eval mode).
+    cams
+        Cache of GradCAM objects owned by the caller.
+    x
+        Preprocessed batch ``(N, C, H, W)``.
+    layer
+        Name of the target layer.
+
+    Returns
+    -------
+    numpy.ndarray
+        float32 maps on the input's ``(H, W)`` grid.
+    """
+    from monai.visualize.class_activation_maps import GradCAM
+
+    cam = cams.get(id(net))
+    if cam is None:
+        cam = cams[id(net)] = GradCAM(
+            nn_module=net, target_layers=layer, postprocessing=minmax_normalise
+        )
+    with torch.inference_mode():
+        predicted = net(x).argmax(dim=1).tolist()
+    maps = np.empty((x.shape[0], x.shape[2], x.shape[3]), dtype=np.float32)
+    with torch.enable_grad():
+        for i, cls in enumerate(predicted):
+            maps[i] = cam(x[i : i + 1].clone(), class_idx=int(cls))[0, 0].detach().numpy()
+    return maps
 
 
 def voxel_to_patient(

@@ -1,22 +1,30 @@
 """``cxr-classify``: chest radiograph normal vs opacity, 2D CNN with Grad-CAM (demo).
 
 The projection image is resized (aspect ratio kept, zero padding) to 128 x 128, scaled by its 1st
-and 99th percentiles, and classified by a small VGG-style CNN; the Grad-CAM map of the predicted
-class (``monai.visualize.GradCAM``, 32 x 32 cells) is mapped back to the input pixel grid.
+and 99th percentiles, and classified by a small VGG-style CNN whose last layer gives per-location
+class evidence (16 x 16 cells); the logits are its global maxima.  The Grad-CAM map of the
+predicted class on that layer (``monai.visualize.GradCAM``) is mapped back to the input pixel grid.
+Training adds a localisation term to the cross-entropy (``node.models.demo.loop``): trained on
+image labels alone, the evidence peaked at the opacity's upper edge, just outside the lesion.
 """
 
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 import torch
 import torch.nn.functional as F  # noqa: N812
-from monai.visualize.class_activation_maps import GradCAM
 
 from node.models.base import Model, ModelInfo, OutputKind, Task
-from node.models.builtin._common import LazyNet, heldout_metrics, load_card, minmax_normalise
+from node.models.builtin._common import (
+    LazyNet,
+    heldout_metrics,
+    load_card,
+    predicted_class_gradcam,
+)
 from node.types import HeatMap, Prediction, Volume
 
 __all__ = ["CLASSES", "CxrClassifier", "build_network", "preprocess"]
@@ -116,7 +124,7 @@ class CxrClassifier(Model):
             metrics=heldout_metrics(NAME),
         )
         self._net = LazyNet(NAME, build_network)
-        self._cam: GradCAM | None = None
+        self._cams: dict[int, Any] = {}
 
     def probabilities(self, batch: torch.Tensor) -> npt.NDArray[np.float32]:
         """Opacity probability for each image of a preprocessed (N, 1, 128, 128) batch."""
@@ -126,20 +134,7 @@ class CxrClassifier(Model):
 
     def gradcam(self, batch: torch.Tensor) -> npt.NDArray[np.float32]:
         """Grad-CAM (N, 128, 128) in 0..1 for the predicted class."""
-        net = self._net.get()
-        if self._cam is None:
-            self._cam = GradCAM(
-                nn_module=net, target_layers=GRADCAM_LAYER, postprocessing=minmax_normalise
-            )
-        with torch.inference_mode():
-            predicted = net(batch).argmax(dim=1).tolist()
-        maps = np.empty((batch.shape[0], SIZE, SIZE), dtype=np.float32)
-        # per image with an int class (monai's GradCAM mixes a batch given a tensor class_idx)
-        with torch.enable_grad():
-            for i, cls in enumerate(predicted):
-                cam = self._cam(batch[i : i + 1].clone(), class_idx=int(cls))
-                maps[i] = cam[0, 0].detach().numpy()
-        return maps
+        return predicted_class_gradcam(self._net.get(), self._cams, batch, layer=GRADCAM_LAYER)
 
     def predict(self, volume: Volume) -> Prediction:
         """Classify the (single) image of ``volume``; heat map on its pixel grid."""

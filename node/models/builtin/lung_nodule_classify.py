@@ -2,12 +2,11 @@
 
 For every nodule found by ``lung-nodule-detect`` a 2.5D patch is resampled around its centre: three
 axial planes (centre and +-2 mm), 48 x 48 pixels of 1 mm, HU clipped to [-1000, 700].  A small
-VGG-style CNN (3 conv blocks, global average pooling, trained with cross-entropy and Adam) gives the
-malignancy probability; Grad-CAM (``monai.visualize.GradCAM``) on the last convolution block,
-before global pooling (12 x 12 cells of 4 mm), gives the attention map, mapped back onto the axial
-slice through the nodule centre.  The network keeps that 12 x 12 resolution on purpose: with more
-pooling the last block has too few cells to say where the lesion is.  The model card reports the
-localisation metrics (pointing game, share of heat inside the lesion vs a uniform map).
+VGG-style CNN (3 conv blocks, then a 1x1 convolution giving per-location class evidence on 12 x 12
+cells of 4 mm, global max pooling; cross-entropy plus an evidence localisation term, Adam) gives the
+malignancy probability; Grad-CAM (``monai.visualize.GradCAM``) on the evidence layer gives the
+attention map, mapped back onto the axial slice through the nodule centre.  The model card reports
+the localisation metrics (pointing game, share of heat inside the lesion vs a uniform map).
 MONAI's default Grad-CAM post-processing inverts the map (maximum -> 0); a plain min-max
 normaliser is passed instead, see ``_common.minmax_normalise``.
 """
@@ -15,15 +14,20 @@ normaliser is passed instead, see ``_common.minmax_normalise``.
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 import torch
-from monai.visualize.class_activation_maps import GradCAM
 from scipy import ndimage
 
 from node.models.base import Model, ModelInfo, OutputKind, Task
-from node.models.builtin._common import LazyNet, heldout_metrics, load_card, minmax_normalise
+from node.models.builtin._common import (
+    LazyNet,
+    heldout_metrics,
+    load_card,
+    predicted_class_gradcam,
+)
 from node.models.builtin.lung_nodule_detect import LungNoduleDetection
 from node.types import Finding, HeatMap, Prediction, Volume
 
@@ -152,7 +156,7 @@ class LungNoduleClassifier(Model):
         )
         self._net = LazyNet(NAME, build_network)
         self._detection = detection
-        self._cam: GradCAM | None = None
+        self._cams: dict[int, Any] = {}
 
     @property
     def detection(self) -> LungNoduleDetection:
@@ -174,22 +178,8 @@ class LungNoduleClassifier(Model):
 
     def gradcam(self, patches: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
         """Grad-CAM maps (N, 48, 48) in 0..1 for the predicted class of each patch."""
-        net = self._net.get()
-        if self._cam is None:
-            self._cam = GradCAM(
-                nn_module=net, target_layers=GRADCAM_LAYER, postprocessing=minmax_normalise
-            )
         x = torch.from_numpy(np.ascontiguousarray(patches))
-        with torch.inference_mode():
-            predicted = net(x).argmax(dim=1).tolist()
-        maps = np.empty((len(patches), PATCH, PATCH), dtype=np.float32)
-        # one patch at a time with an int class: monai's GradCAM indexes logits[:, class_idx],
-        # which mixes the samples of a batch when class_idx is a per-sample tensor
-        with torch.enable_grad():
-            for i, cls in enumerate(predicted):
-                cam = self._cam(x[i : i + 1].clone(), class_idx=int(cls))
-                maps[i] = cam[0, 0].detach().numpy()
-        return maps
+        return predicted_class_gradcam(self._net.get(), self._cams, x, layer=GRADCAM_LAYER)
 
     def predict(self, volume: Volume) -> Prediction:
         """Detect nodules, then classify each and attach its Grad-CAM heat map."""

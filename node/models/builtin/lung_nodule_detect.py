@@ -1,16 +1,25 @@
-"""``lung-nodule-detect``: nodule candidates from the segmentation model's nodule channel (demo).
+"""``lung-nodule-detect``: lung-nodule candidates, scored per candidate (demo).
 
-Connected components (26-connected) of the nodule label on the input grid become findings: centre
-(voxel index and patient mm), long-axis diameter (largest distance between two voxels of the
-component, mm), volume (mm^3) and a per-nodule score (the highest nodule probability inside the
-component).  Components scoring below the calibrated operating point, or smaller than the minimum
-volume, are dropped; the operating point is read from ``assets/lung-nodule-detect/metrics.json``.
+Candidates come from two generators on the input grid:
+
+* connected components (26-connected) of the segmentation model's nodule label;
+* compact dense structures inside the lungs (above -500 HU, 30-3000 mm^3, not touching a
+  nodule component): nodules below about 7 mm, which the 2.5 mm segmentation grid misses.
+
+Each candidate is measured (centre, long-axis diameter, volume) and described by nine features
+(size, segmentation probability, shape, density; ``FEATURES``).  A logistic-regression scorer
+fitted on training-seed phantoms turns them into the per-nodule score; candidates below the
+operating point (chosen on a separate validation set) are dropped.  Scorer and operating point
+are read from ``assets/lung-nodule-detect/metrics.json``; without them the score is the highest
+nodule probability in the component.
 """
 
 from __future__ import annotations
 
+import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -27,20 +36,43 @@ from node.models.builtin.lung_nodule_seg import (
 )
 from node.types import Code, Finding, Prediction, SegmentDescription, Volume
 
-__all__ = ["LungNoduleDetection", "NoduleCandidate", "find_nodules"]
+__all__ = [
+    "FEATURES",
+    "CandidateScorer",
+    "LungNoduleDetection",
+    "NoduleCandidate",
+    "dense_candidates",
+    "find_nodules",
+]
 
 NAME = "lung-nodule-detect"
-VERSION = "1.0.0"
+VERSION = "1.1.0"
 RIGHT_LUNG = Code("3341006", "SCT", "Right lung")
 LEFT_LUNG = Code("44029006", "SCT", "Left lung")
 MAX_FINDINGS = 50
 _DEFAULT_MIN_SCORE = 0.5
 _DEFAULT_MIN_VOLUME_MM3 = 15.0
+_DENSE_HU = -500.0
+_DENSE_MAX_VOLUME_MM3 = 3000.0
+_DENSE_MIN_VOLUME_MM3 = 30.0
+
+#: Candidate features, in the order the scorer's weights use.
+FEATURES = (
+    "log_volume_mm3",
+    "seg_max_probability",
+    "seg_mean_probability",
+    "elongation",  # sqrt(smallest / largest principal variance): 1 sphere, ~0 tube
+    "flatness",  # sqrt(middle / largest principal variance)
+    "sphere_fill",  # volume / volume of the sphere of the long-axis diameter
+    "mean_hu_over_1000",
+    "inscribed_radius_mm",
+    "from_segmentation",
+)
 
 
 @dataclass(frozen=True, slots=True, eq=False)
 class NoduleCandidate:
-    """One connected component of the nodule label, measured on the input grid."""
+    """One candidate structure, measured on the input grid."""
 
     mask: npt.NDArray[np.bool_]  # input-grid mask restricted to ``bbox``
     bbox: tuple[slice, slice, slice]
@@ -48,6 +80,45 @@ class NoduleCandidate:
     score: float
     volume_mm3: float
     diameter_mm: float
+    features: tuple[float, ...] = field(default=())
+
+
+@dataclass(frozen=True, slots=True)
+class CandidateScorer:
+    """Logistic regression on standardised ``FEATURES``: p = sigmoid(w . (f - mean) / scale + b)."""
+
+    mean: tuple[float, ...]
+    scale: tuple[float, ...]
+    weights: tuple[float, ...]
+    bias: float
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> CandidateScorer:
+        """Scorer from its ``metrics.json`` entry."""
+        return cls(
+            mean=tuple(float(v) for v in data["mean"]),
+            scale=tuple(float(v) for v in data["scale"]),
+            weights=tuple(float(v) for v in data["weights"]),
+            bias=float(data["bias"]),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        """The ``metrics.json`` entry."""
+        return {
+            "features": list(FEATURES),
+            "mean": [round(v, 6) for v in self.mean],
+            "scale": [round(v, 6) for v in self.scale],
+            "weights": [round(v, 6) for v in self.weights],
+            "bias": round(self.bias, 6),
+        }
+
+    def score(self, features: tuple[float, ...]) -> float:
+        """Probability that the candidate is a nodule."""
+        z = self.bias + sum(
+            w * (f - m) / s
+            for w, f, m, s in zip(self.weights, features, self.mean, self.scale, strict=True)
+        )
+        return 1.0 / (1.0 + math.exp(-max(-50.0, min(50.0, z))))
 
 
 def _long_axis_mm(points: npt.NDArray[np.float64]) -> float:
@@ -61,14 +132,88 @@ def _long_axis_mm(points: npt.NDArray[np.float64]) -> float:
     return float(np.sqrt((diff**2).sum(-1)).max())
 
 
+def _measure(
+    mask: npt.NDArray[np.bool_],
+    bbox: tuple[slice, slice, slice],
+    *,
+    voxels: npt.NDArray[np.floating],
+    seg: SegmentationOutput,
+    spacing: tuple[float, float, float],
+    from_segmentation: bool,
+) -> NoduleCandidate:
+    """Centre, size and features of one component (``mask`` within ``bbox``)."""
+    sp = np.asarray(spacing, dtype=np.float64)
+    count = int(mask.sum())
+    volume = count * float(np.prod(sp))
+    idx = np.argwhere(mask).astype(np.float64) + np.array([s.start for s in bbox])
+    center = idx.mean(axis=0)
+    model_idx = tuple(
+        np.clip(
+            np.rint((idx[:, k] - a.offset) / a.step if a.step else 0 * idx[:, k]), 0, a.size - 1
+        ).astype(np.int64)
+        for k, a in enumerate(seg.grid.axes)
+    )
+    probs = seg.probabilities[2].numpy()[model_idx]
+    eroded = ndimage.binary_erosion(mask)
+    boundary = np.argwhere(mask & ~eroded).astype(np.float64) * sp
+    diameter = max(_long_axis_mm(boundary), float(sp.min()))
+    mm = idx * sp
+    cov = np.cov(mm.T) if count > 1 else np.zeros((3, 3))
+    cov = cov + np.diag(sp**2 / 12.0)  # a single voxel is a small box, not a point
+    ev = np.sort(np.linalg.eigvalsh(cov))
+    inscribed = float(ndimage.distance_transform_edt(np.pad(mask, 1), sampling=spacing).max())
+    features = (
+        math.log(max(volume, 1e-3)),
+        float(probs.max()),
+        float(probs.mean()),
+        math.sqrt(ev[0] / ev[2]),
+        math.sqrt(ev[1] / ev[2]),
+        volume / (math.pi / 6.0 * diameter**3),
+        float(np.asarray(voxels[bbox], dtype=np.float64)[mask].mean()) / 1000.0,
+        inscribed,
+        1.0 if from_segmentation else 0.0,
+    )
+    return NoduleCandidate(
+        mask=mask,
+        bbox=(bbox[0], bbox[1], bbox[2]),
+        center_index=(float(center[0]), float(center[1]), float(center[2])),
+        score=float(probs.max()),
+        volume_mm3=volume,
+        diameter_mm=diameter,
+        features=features,
+    )
+
+
+def _components(
+    binary: npt.NDArray[np.bool_],
+    *,
+    spacing: tuple[float, float, float],
+    min_volume_mm3: float,
+    max_volume_mm3: float = math.inf,
+) -> list[tuple[npt.NDArray[np.bool_], tuple[slice, slice, slice]]]:
+    """26-connected components of ``binary`` within the volume range, as (mask, bbox) pairs."""
+    comps, n = ndimage.label(binary, structure=np.ones((3, 3, 3), dtype=bool))
+    if n == 0:
+        return []
+    voxel_mm3 = float(np.prod(spacing))
+    sizes = np.bincount(comps.ravel(), minlength=n + 1) * voxel_mm3
+    out = []
+    for i, bbox in enumerate(ndimage.find_objects(comps), start=1):
+        if bbox is None or not (min_volume_mm3 <= sizes[i] <= max_volume_mm3):
+            continue
+        out.append((comps[bbox] == i, (bbox[0], bbox[1], bbox[2])))
+    return out
+
+
 def find_nodules(
     labels: npt.NDArray[np.uint8],
     seg: SegmentationOutput,
     spacing: tuple[float, float, float],
     *,
     min_volume_mm3: float,
+    voxels: npt.NDArray[np.floating] | None = None,
 ) -> list[NoduleCandidate]:
-    """Connected components of label 2 with their measurements and scores (sorted by score).
+    """Connected components of label 2 with their measurements (highest seg score first).
 
     Parameters
     ----------
@@ -80,49 +225,60 @@ def find_nodules(
         Input voxel spacing (slice, row, column) mm.
     min_volume_mm3
         Components smaller than this are ignored.
+    voxels
+        Input HU voxels for the density feature (None: label-only features, density 0).
 
     Returns
     -------
     list[NoduleCandidate]
-        Candidates, highest score first.
+        Candidates, highest segmentation score first.
     """
-    comps, n = ndimage.label(labels == 2, structure=np.ones((3, 3, 3), dtype=bool))
-    if n == 0:
-        return []
-    voxel_mm3 = float(np.prod(spacing))
-    p_nodule = seg.probabilities[2].numpy()
-    sp = np.asarray(spacing, dtype=np.float64)
-    out: list[NoduleCandidate] = []
-    for i, bbox in enumerate(ndimage.find_objects(comps), start=1):
-        if bbox is None:
-            continue
-        mask = comps[bbox] == i
-        count = int(mask.sum())
-        volume = count * voxel_mm3
-        if volume < min_volume_mm3:
-            continue
-        idx = np.argwhere(mask).astype(np.float64) + np.array([s.start for s in bbox])
-        center = idx.mean(axis=0)
-        model_idx = [
-            np.clip(
-                np.rint((idx[:, k] - a.offset) / a.step if a.step else 0 * idx[:, k]), 0, a.size - 1
-            )
-            for k, a in enumerate(seg.grid.axes)
-        ]
-        score = float(p_nodule[tuple(m.astype(np.int64) for m in model_idx)].max())
-        eroded = ndimage.binary_erosion(mask)
-        boundary = np.argwhere(mask & ~eroded).astype(np.float64) * sp
-        out.append(
-            NoduleCandidate(
-                mask=mask,
-                bbox=(bbox[0], bbox[1], bbox[2]),
-                center_index=(float(center[0]), float(center[1]), float(center[2])),
-                score=score,
-                volume_mm3=volume,
-                diameter_mm=max(_long_axis_mm(boundary), float(sp.min())),
-            )
-        )
+    vox = voxels if voxels is not None else np.zeros(labels.shape, dtype=np.float32)
+    out = [
+        _measure(m, bb, voxels=vox, seg=seg, spacing=spacing, from_segmentation=True)
+        for m, bb in _components(labels == 2, spacing=spacing, min_volume_mm3=min_volume_mm3)
+    ]
     out.sort(key=lambda c: -c.score)
+    return out
+
+
+def dense_candidates(
+    voxels: npt.NDArray[np.floating],
+    labels: npt.NDArray[np.uint8],
+    seg: SegmentationOutput,
+    spacing: tuple[float, float, float],
+    *,
+    found: list[NoduleCandidate],
+    min_volume_mm3: float,
+) -> list[NoduleCandidate]:
+    """Compact dense structures inside the lungs, away from the candidates already ``found``.
+
+    The lungs are the lung and nodule labels with holes filled per slice (a small nodule the
+    segmentation missed may be labelled background).  Catches nodules too small for the
+    segmentation grid; vessels come along too, and the scorer's shape features tell them apart.
+    """
+    lungs = labels > 0
+    if not lungs.any():
+        return []
+    box = ndimage.find_objects(lungs.astype(np.uint8))[0]
+    assert box is not None
+    inside = np.stack([ndimage.binary_fill_holes(sl) for sl in lungs[box]])
+    taken = np.zeros(labels.shape, dtype=bool)
+    for c in found:
+        taken[c.bbox] |= c.mask
+    near = ndimage.binary_dilation(taken[box], iterations=2)
+    dense = (np.asarray(voxels[box]) > _DENSE_HU) & inside & ~near
+    out = []
+    for m, bb in _components(
+        dense,
+        spacing=spacing,
+        min_volume_mm3=max(min_volume_mm3, _DENSE_MIN_VOLUME_MM3),
+        max_volume_mm3=_DENSE_MAX_VOLUME_MM3,
+    ):
+        z, y, x = (slice(s.start + o.start, s.stop + o.start) for s, o in zip(bb, box, strict=True))
+        out.append(
+            _measure(m, (z, y, x), voxels=voxels, seg=seg, spacing=spacing, from_segmentation=False)
+        )
     return out
 
 
@@ -130,9 +286,14 @@ class LungNoduleDetection(Model):
     """Lung nodules as findings with centre, diameter, volume and score (demo)."""
 
     def __init__(self, segmentation: LungNoduleSegmentation | None = None) -> None:
-        op = load_metrics(NAME).get("operating_point", {})
+        metrics = load_metrics(NAME)
+        op = metrics.get("operating_point", {})
         self.min_score = float(op.get("min_score", _DEFAULT_MIN_SCORE))
         self.min_volume_mm3 = float(op.get("min_volume_mm3", _DEFAULT_MIN_VOLUME_MM3))
+        scorer = metrics.get("scorer")
+        self.scorer: CandidateScorer | None = (
+            CandidateScorer.from_json(scorer) if isinstance(scorer, dict) else None
+        )
         self.info = ModelInfo(
             name=NAME,
             version=VERSION,
@@ -142,7 +303,7 @@ class LungNoduleDetection(Model):
             body_parts=("CHEST",),
             dims=(3,),
             is_demo=True,
-            description="Lung-nodule detection: connected components of the demo segmentation",
+            description="Lung-nodule detection: segmentation + dense-structure candidates, scored",
             card=load_card(NAME),
             metrics=heldout_metrics(NAME),
         )
@@ -153,7 +314,7 @@ class LungNoduleDetection(Model):
         return self._seg.accepts(volume)
 
     def candidates(self, volume: Volume) -> tuple[list[NoduleCandidate], dict[str, float]]:
-        """All candidates above the minimum volume (no score cut) and the timings.
+        """All scored candidates above the minimum volume (no score cut), and the timings.
 
         A series of fewer than ``MIN_SLICES`` slices has no 3D nodules to measure: no candidates.
         """
@@ -162,7 +323,33 @@ class LungNoduleDetection(Model):
         seg = self._seg.segment(volume)
         t0 = time.perf_counter()
         labels = seg.grid.labels_to_input(seg.probabilities)
-        cands = find_nodules(labels, seg, volume.spacing, min_volume_mm3=self.min_volume_mm3)
+        voxels = np.asarray(volume.voxels)
+        cands = find_nodules(
+            labels, seg, volume.spacing, min_volume_mm3=self.min_volume_mm3, voxels=voxels
+        )
+        if self.scorer is not None:
+            scorer = self.scorer
+            cands += dense_candidates(
+                voxels,
+                labels,
+                seg,
+                volume.spacing,
+                found=cands,
+                min_volume_mm3=self.min_volume_mm3,
+            )
+            cands = [
+                NoduleCandidate(
+                    mask=c.mask,
+                    bbox=c.bbox,
+                    center_index=c.center_index,
+                    score=scorer.score(c.features),
+                    volume_mm3=c.volume_mm3,
+                    diameter_mm=c.diameter_mm,
+                    features=c.features,
+                )
+                for c in cands
+            ]
+            cands.sort(key=lambda c: -c.score)
         timings = dict(seg.timings_seconds)
         timings["postprocess"] = time.perf_counter() - t0
         return cands, timings

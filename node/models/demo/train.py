@@ -24,7 +24,7 @@ import torch
 from node.models.builtin._common import ASSETS
 from node.models.demo import cards
 
-__all__ = ["MODELS", "heldout_seeds", "main", "reevaluate", "train"]
+__all__ = ["MODELS", "heldout_seeds", "main", "reevaluate", "rewrite_card", "train"]
 
 log = logging.getLogger(__name__)
 
@@ -59,11 +59,12 @@ def _save(
             "threads": threads,
             "steps": steps,
             "seconds": round(seconds, 1),
-            **result.facts,
+            **{k: v for k, v in result.facts.items() if k != "scorer"},
         },
     }
-    if "operating_point" in result.facts:
-        metrics["operating_point"] = result.facts["operating_point"]
+    for key in ("operating_point", "scorer"):
+        if key in result.facts:
+            metrics[key] = result.facts[key]
     (folder / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
     (folder / "MODEL_CARD.md").write_text(cards.render(name, metrics), encoding="utf-8")
     return folder
@@ -150,8 +151,9 @@ def reevaluate(name: str, *, seed: int = 0, threads: int = 1) -> Path:
     old = json.loads((folder / "metrics.json").read_text(encoding="utf-8"))
     heldout = train_models.reevaluate(name, seed)
     facts = {k: v for k, v in old.get("training", {}).items() if k not in ("seed", "threads")}
-    if "operating_point" in old:
-        facts["operating_point"] = old["operating_point"]
+    for key in ("operating_point", "scorer"):
+        if key in old:
+            facts[key] = old[key]
     result = TrainResult(state_dict=None, heldout=heldout, facts=facts)
     return _save(
         name,
@@ -161,6 +163,16 @@ def reevaluate(name: str, *, seed: int = 0, threads: int = 1) -> Path:
         seconds=float(facts.get("seconds", 0.0)),
         threads=int(old.get("training", {}).get("threads", threads)),
     )
+
+
+def rewrite_card(name: str) -> Path:
+    """Recompute the test thresholds from the stored held-out metrics; rewrite metrics and card."""
+    folder = ASSETS / name
+    metrics = json.loads((folder / "metrics.json").read_text(encoding="utf-8"))
+    metrics["thresholds"] = cards.thresholds(name, metrics.get("heldout", {}))
+    (folder / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+    (folder / "MODEL_CARD.md").write_text(cards.render(name, metrics), encoding="utf-8")
+    return folder
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -176,6 +188,11 @@ def main(argv: list[str] | None = None) -> int:
         help="re-measure the committed weights on the held-out set; no training",
     )
     parser.add_argument(
+        "--cards-only",
+        action="store_true",
+        help="rewrite thresholds and MODEL_CARD.md from the stored metrics; no training",
+    )
+    parser.add_argument(
         "--resume",
         action="store_true",
         help="continue training from the committed weights (lung-nodule-seg stage 2)",
@@ -186,7 +203,9 @@ def main(argv: list[str] | None = None) -> int:
         if name not in MODELS:
             parser.error(f"unknown demo model '{name}'; choose from {', '.join(MODELS)} or 'all'")
     for name in names:
-        if args.evaluate_only:
+        if args.cards_only:
+            folder = rewrite_card(name)
+        elif args.evaluate_only:
             folder = reevaluate(name, seed=args.seed, threads=args.threads)
         else:
             folder = train(

@@ -12,6 +12,7 @@ import torch.nn.functional as F  # noqa: N812
 
 from node.models.builtin._common import ModelGrid, hu_normalise
 from node.models.demo import evaluate as ev
+from node.models.demo import loop
 from node.models.demo.phantoms import make_chest_ct
 from node.models.demo.train import TrainResult, heldout_seeds
 
@@ -135,14 +136,11 @@ def train_segmentation(seed: int, steps: int | None, *, resume: bool = False) ->
         weights = ASSETS / seg.NAME / "weights.pt"
         net.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
     max_lr = 1.5e-3 if stage == 2 else 1e-3 if resume else 3e-3
-    opt = torch.optim.Adam(net.parameters(), lr=max_lr)
-    sched = torch.optim.lr_scheduler.OneCycleLR(
-        opt, max_lr=max_lr, total_steps=steps, pct_start=0.1
-    )
     loss_fn = DiceCELoss(to_onehot_y=True, softmax=True, include_background=False)
-    net.train()
     refresh = pool_size
-    for step in range(steps):
+
+    def objective(net: torch.nn.Module, step: int) -> torch.Tensor:
+        nonlocal refresh
         if step and step % 100 == 0:  # keep the data fresh: replace a few phantoms
             for _ in range(2):
                 pool[int(rng.integers(pool_size))] = _seg_sample(data_seed + refresh)
@@ -150,14 +148,10 @@ def train_segmentation(seed: int, steps: int | None, *, resume: bool = False) ->
         batch = [_crop(rng, *pool[int(rng.integers(pool_size))], crop) for _ in range(batch_size)]
         x = torch.stack([b[0] for b in batch])
         y = torch.stack([b[1] for b in batch])
-        opt.zero_grad()
-        loss = loss_fn(net(x), y)
-        loss.backward()
-        opt.step()
-        sched.step()
-        if step % 100 == 0 or step == steps - 1:
-            _log(f"seg step {step} loss {loss.item():.4f} t={time.perf_counter() - t0:.0f}s")
-    net.eval()
+        loss: torch.Tensor = loss_fn(net(x), y)
+        return loss
+
+    net = loop.fit(net, objective, steps=steps, lr=max_lr, tag="seg")
     state = {k: v.detach().clone() for k, v in net.state_dict().items()}
     model = seg.LungNoduleSegmentation()
     model._net._net = net  # evaluate the freshly trained network through the real predict()
@@ -225,44 +219,98 @@ def evaluate_detection(model: Any, seeds: list[int]) -> dict[str, float]:
     }
 
 
-def calibrate_detection(seed: int, steps: int | None) -> TrainResult:  # noqa: ARG001
-    """Choose the operating point (minimum score) on training-seed phantoms, then evaluate.
+def _fit_logistic(x: np.ndarray, y: np.ndarray, *, l2: float = 1e-2) -> tuple[np.ndarray, float]:
+    """L2-regularised logistic regression by Newton's method (x standardised); (weights, bias)."""
+    xb = np.hstack([x, np.ones((len(x), 1))])
+    w = np.zeros(xb.shape[1])
+    reg = np.full(xb.shape[1], l2)
+    reg[-1] = 0.0
+    for _ in range(50):
+        p = 1.0 / (1.0 + np.exp(-np.clip(xb @ w, -50, 50)))
+        grad = xb.T @ (p - y) + reg * w
+        hess = (xb * (p * (1 - p))[:, None]).T @ xb + np.diag(reg + 1e-9)
+        step = np.linalg.solve(hess, grad)
+        w -= step
+        if float(np.abs(step).max()) < 1e-8:
+            break
+    return w[:-1], float(w[-1])
 
-    The lowest score threshold keeping false positives at or below 0.5 per scan is chosen (half
-    the issue's 1 FP/scan budget, leaving room for held-out variation).
-    """
-    import json
 
-    from node.models.builtin import lung_nodule_detect as det
-    from node.models.builtin._common import ASSETS
+def _detection_candidates(model: Any, seeds: list[int]) -> tuple[list[Any], list[bool], int]:
+    """Candidates on phantoms of ``seeds``, whether each hits a nodule, and the nodule count."""
     from node.models.demo.volumes import ct_volume
 
-    model = det.LungNoduleDetection()
-    seeds = [seed * 100_000 + 70_000 + i for i in range(16)]
-    scored: list[tuple[float, bool]] = []
+    cands: list[Any] = []
+    hits: list[bool] = []
+    nodules = 0
     for s in seeds:
         ph = make_chest_ct(s)
-        cands, _ = model.candidates(ct_volume(ph, seed=s))
-        matched, _ = _match(cands, ph.nodules, ph.spacing)
-        scored.extend(matched)
-    fps = sorted((sc for sc, hit in scored if not hit), reverse=True)
-    budget = int(0.5 * len(seeds))
-    min_score = 0.5 if len(fps) <= budget else max(0.5, fps[budget] + 1e-4)
-    op = {"min_score": round(min_score, 4), "min_volume_mm3": model.min_volume_mm3}
-    model.min_score = op["min_score"]
-    heldout = evaluate_detection(model, heldout_seeds(seed, 16))
+        found, _ = model.candidates(ct_volume(ph, seed=s))
+        sp = np.asarray(ph.spacing)
+        for c in found:
+            pos = np.asarray(c.center_index) * sp
+            cands.append(c)
+            hits.append(
+                any(
+                    float(np.linalg.norm(pos - np.asarray(n.center_mm))) <= n.radius_mm + 3.0
+                    for n in ph.nodules
+                )
+            )
+        nodules += len(ph.nodules)
+    return cands, hits, nodules
+
+
+def calibrate_detection(seed: int, steps: int | None) -> TrainResult:  # noqa: ARG001
+    """Fit the candidate scorer on training-seed phantoms, choose the operating point on a
+    validation set, then evaluate on the held-out set.
+
+    The scorer is a logistic regression on the candidate features (``lung_nodule_detect.FEATURES``)
+    of 32 training phantoms.  The operating point is the lowest score keeping false positives at
+    or below 0.5 per scan on 24 validation phantoms (half the issue's 1 FP/scan budget, leaving
+    room for held-out variation).
+    """
+    from node.models.builtin import lung_nodule_detect as det
+
+    model = det.LungNoduleDetection()
+    # features of every candidate: score with a constant scorer (keeps all candidates)
+    n_feat = len(det.FEATURES)
+    model.scorer = det.CandidateScorer(
+        mean=(0.0,) * n_feat, scale=(1.0,) * n_feat, weights=(0.0,) * n_feat, bias=0.0
+    )
+    t0 = time.perf_counter()
+    train_seeds = [seed * 100_000 + 70_000 + i for i in range(32)]
+    cands, hits, _ = _detection_candidates(model, train_seeds)
+    _log(f"detect: {len(cands)} training candidates in {time.perf_counter() - t0:.0f}s")
+    x = np.asarray([c.features for c in cands], dtype=np.float64)
+    mean, scale = x.mean(axis=0), x.std(axis=0) + 1e-6
+    weights, bias = _fit_logistic((x - mean) / scale, np.asarray(hits, dtype=np.float64))
+    model.scorer = det.CandidateScorer(
+        mean=tuple(mean.tolist()),
+        scale=tuple(scale.tolist()),
+        weights=tuple(weights.tolist()),
+        bias=bias,
+    )
+    val_seeds = [seed * 100_000 + 80_000 + i for i in range(24)]
+    val, val_hits, val_nodules = _detection_candidates(model, val_seeds)
+    fps = sorted((c.score for c, hit in zip(val, val_hits, strict=True) if not hit), reverse=True)
+    budget = int(0.5 * len(val_seeds))
+    min_score = 0.05 if len(fps) <= budget else max(0.05, fps[budget] + 1e-4)
+    model.min_score = round(min_score, 4)
+    val_tp = sum(1 for c, hit in zip(val, val_hits, strict=True) if hit and c.score >= min_score)
+    _log(f"detect: validation sensitivity ~{val_tp / max(val_nodules, 1):.3f} at {min_score:.4f}")
+    op = {"min_score": model.min_score, "min_volume_mm3": model.min_volume_mm3}
+    heldout = evaluate_detection(model, heldout_seeds(seed, 32))
     _log(f"detect operating point {op} held-out {heldout}")
-    # the operating point is read by the model from metrics.json; train() rewrites it with these
-    folder = ASSETS / det.NAME
-    folder.mkdir(parents=True, exist_ok=True)
     return TrainResult(
         state_dict=None,
         heldout=heldout,
         facts={
             "steps": 0,
-            "calibration_scans": len(seeds),
-            "candidates": len(scored),
-            "operating_point": json.loads(json.dumps(op)),
+            "training_scans": len(train_seeds),
+            "training_candidates": len(cands),
+            "validation_scans": len(val_seeds),
+            "operating_point": op,
+            "scorer": model.scorer.to_json(),
         },
     )
 
@@ -288,14 +336,48 @@ def _crop_patch(
     return patch, mask[1] > (0.0 + 150.0) / 850.0
 
 
-def _augment(x: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
+def _augment(
+    x: torch.Tensor, mask: torch.Tensor, rng: np.random.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random 90-degree rotation and flips of (N, 3, H, W) patches and their (N, H, W) masks."""
     k = int(rng.integers(4))
-    x = torch.rot90(x, k, dims=(2, 3))
+    x, mask = torch.rot90(x, k, dims=(2, 3)), torch.rot90(mask, k, dims=(1, 2))
     if rng.random() < 0.5:
-        x = x.flip(3)
+        x, mask = x.flip(3), mask.flip(2)
     if rng.random() < 0.5:
         x = x.flip(1)  # swap the +-2 mm planes
-    return x
+    return x, mask
+
+
+def _classification_metrics(probs: np.ndarray, labels: list[bool]) -> dict[str, float]:
+    """AUC, accuracy, precision and recall at 0.5 of positive-class probabilities."""
+    y = np.asarray(labels, dtype=bool)
+    pred = np.asarray(probs) >= 0.5
+    tp = float((pred & y).sum())
+    return {
+        "auc": ev.auc(np.asarray(probs).tolist(), labels),
+        "accuracy": float((pred == y).mean()),
+        "precision": tp / max(1.0, float(pred.sum())),
+        "recall": tp / max(1.0, float(y.sum())),
+    }
+
+
+def _localisation_metrics(cams: np.ndarray, masks: list[np.ndarray]) -> dict[str, float]:
+    """Grad-CAM pointing game (peak within 2 pixels of the lesion) and share of heat inside it."""
+    from scipy import ndimage
+
+    hits, shares, areas = [], [], []
+    for cam, m in zip(cams, masks, strict=True):
+        tol = ndimage.binary_dilation(m, iterations=2)
+        peak = np.unravel_index(int(np.argmax(cam)), cam.shape)
+        hits.append(bool(tol[peak]))
+        shares.append(float(cam[m].sum() / max(float(cam.sum()), 1e-9)))
+        areas.append(float(m.mean()))
+    return {
+        "gradcam_pointing_game": float(np.mean(hits)),
+        "gradcam_heat_in_lesion": float(np.mean(shares)),
+        "gradcam_uniform_baseline": float(np.mean(areas)),
+    }
 
 
 def evaluate_classifier(
@@ -307,8 +389,6 @@ def evaluate_classifier(
     pointing game cannot be won by always pointing at the centre.  ``chest_seeds`` adds nodules of
     full chest phantoms (4 each) to check the classifier there too.
     """
-    from scipy import ndimage
-
     from node.models.builtin.lung_nodule_classify import extract_patch
     from node.models.demo.phantoms import make_nodule_crop
 
@@ -321,28 +401,9 @@ def evaluate_classifier(
         masks.append(m)
         labels.append(crop.nodule.is_malignant)
     x = np.stack(patches)
-    probs = model.classify_patches(x)
-    y = np.asarray(labels)
-    pred = probs >= 0.5
-    tp = float((pred & y).sum())
-    out = {
-        "auc": ev.auc(probs.tolist(), labels),
-        "accuracy": float((pred == y).mean()),
-        "precision": tp / max(1.0, float(pred.sum())),
-        "recall": tp / max(1.0, float(y.sum())),
-        "nodules": float(len(seeds)),
-    }
-    cams = model.gradcam(x)
-    hits, shares, areas = [], [], []
-    for cam, m in zip(cams, masks, strict=True):
-        tol = ndimage.binary_dilation(m, iterations=2)  # 2 mm tolerance
-        peak = np.unravel_index(int(np.argmax(cam)), cam.shape)
-        hits.append(bool(tol[peak]))
-        shares.append(float(cam[m].sum() / max(cam.sum(), 1e-9)))
-        areas.append(float(m.mean()))
-    out["gradcam_pointing_game"] = float(np.mean(hits))
-    out["gradcam_heat_in_lesion"] = float(np.mean(shares))
-    out["gradcam_uniform_baseline"] = float(np.mean(areas))
+    out = _classification_metrics(model.classify_patches(x), labels)
+    out["nodules"] = float(len(seeds))
+    out.update(_localisation_metrics(model.gradcam(x), masks))
     # nodules of full chest phantoms (classifier only, at the true centres)
     cp, cl = [], []
     for s in chest_seeds:
@@ -356,7 +417,11 @@ def evaluate_classifier(
 
 
 def train_classifier(seed: int, steps: int | None) -> TrainResult:
-    """VGG-like patch CNN, cross-entropy, Adam, on nodule crops with jittered centres."""
+    """VGG-like patch CNN, cross-entropy + evidence localisation loss, Adam, on nodule crops.
+
+    Patch centres are jittered by up to 6 mm.  The localisation term asks the true class's
+    evidence to lie inside the nodule mask (see ``loop.localisation_loss``).
+    """
     from node.models.builtin import lung_nodule_classify as cls
     from node.models.demo.phantoms import make_nodule_crop
 
@@ -364,32 +429,31 @@ def train_classifier(seed: int, steps: int | None) -> TrainResult:
     rng = np.random.default_rng(seed)
     t0 = time.perf_counter()
     n_crops = int(os.environ.get("AINODE_DEMO_CROPS", "2000"))
-    xs, ys = [], []
+    xs, ms, ys = [], [], []
     for i in range(n_crops):
         crop = make_nodule_crop(seed * 100_000 + 50_000 + i)
         for _ in range(2):
-            p, _ = _crop_patch(crop, rng, jitter_mm=6.0)
+            p, m = _crop_patch(crop, rng, jitter_mm=6.0)
             xs.append(p)
+            ms.append(m)
             ys.append(int(crop.nodule.is_malignant))
     x_all = torch.from_numpy(np.stack(xs))
+    m_all = torch.from_numpy(np.stack(ms))
     y_all = torch.tensor(ys)
     _log(f"classify: {len(xs)} patches in {time.perf_counter() - t0:.0f}s")
-    net = cls.build_network()
-    opt = torch.optim.Adam(net.parameters(), lr=2e-3)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=2e-3, total_steps=steps, pct_start=0.1)
-    loss_fn = torch.nn.CrossEntropyLoss()
-    net.train()
-    for step in range(steps):
+    ce = torch.nn.CrossEntropyLoss()
+
+    def objective(net: torch.nn.Module, step: int) -> torch.Tensor:  # noqa: ARG001
         idx = torch.from_numpy(rng.integers(0, len(xs), size=64))
-        xb = _augment(x_all[idx], rng)
-        opt.zero_grad()
-        loss = loss_fn(net(xb), y_all[idx])
-        loss.backward()
-        opt.step()
-        sched.step()
-        if step % 100 == 0 or step == steps - 1:
-            _log(f"classify step {step} loss {loss.item():.4f} t={time.perf_counter() - t0:.0f}s")
-    net.eval()
+        xb, mb = _augment(x_all[idx], m_all[idx], rng)
+        yb = y_all[idx]
+        maps, logits = loop.evidence_maps(net, xb)
+        loss: torch.Tensor = ce(logits, yb) + loop.localisation_loss(
+            maps, yb, mb, torch.ones_like(yb, dtype=torch.bool)
+        )
+        return loss
+
+    net = loop.fit(cls.build_network(), objective, steps=steps, lr=2e-3, tag="classify")
     state = {k: v.detach().clone() for k, v in net.state_dict().items()}
     model = cls.LungNoduleClassifier()
     model._net._net = net
@@ -405,6 +469,7 @@ def train_classifier(seed: int, steps: int | None) -> TrainResult:
             "patches": len(xs),
             "parameters": sum(p.numel() for p in net.parameters()),
             "gradcam_layer": cls.GRADCAM_LAYER,
+            "loss": "cross-entropy + evidence localisation",
         },
     )
 
@@ -475,12 +540,9 @@ def train_denoiser(seed: int, steps: int | None) -> TrainResult:
     t0 = time.perf_counter()
     pool = [_clean_ct(seed * 100_000 + 30_000 + i)[0] for i in range(16)]
     _log(f"denoise: {len(pool)} phantoms in {time.perf_counter() - t0:.0f}s")
-    net = dn.build_network()
-    opt = torch.optim.Adam(net.parameters(), lr=2e-3)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=2e-3, total_steps=steps, pct_start=0.1)
-    net.train()
     size = 96
-    for step in range(steps):
+
+    def objective(net: torch.nn.Module, step: int) -> torch.Tensor:  # noqa: ARG001
         clean_b, noisy_b = [], []
         for _ in range(8):
             vol = pool[int(rng.integers(len(pool)))]
@@ -488,19 +550,13 @@ def train_denoiser(seed: int, steps: int | None) -> TrainResult:
             y = int(rng.integers(0, vol.shape[1] - size + 1))
             x = int(rng.integers(0, vol.shape[2] - size + 1))
             c = vol[z, y : y + size, x : x + size]
-            n = c + _low_dose_noise(rng, c.shape, float(rng.uniform(40.0, 140.0)))
             clean_b.append(c)
-            noisy_b.append(n)
+            noisy_b.append(c + _low_dose_noise(rng, c.shape, float(rng.uniform(40.0, 140.0))))
         clean_t = torch.from_numpy(np.clip(np.stack(clean_b), -1024, 3071) / 1000.0).unsqueeze(1)
         noisy_t = torch.from_numpy(np.clip(np.stack(noisy_b), -1024, 3071) / 1000.0).unsqueeze(1)
-        opt.zero_grad()
-        loss = torch.nn.functional.l1_loss(net(noisy_t.float()), clean_t.float())
-        loss.backward()  # type: ignore[no-untyped-call]  # torch stub gap
-        opt.step()
-        sched.step()
-        if step % 100 == 0 or step == steps - 1:
-            _log(f"denoise step {step} loss {loss.item():.4f} t={time.perf_counter() - t0:.0f}s")
-    net.eval()
+        return F.l1_loss(net(noisy_t.float()), clean_t.float())
+
+    net = loop.fit(dn.build_network(), objective, steps=steps, lr=2e-3, tag="denoise")
     state = {k: v.detach().clone() for k, v in net.state_dict().items()}
     model = dn.CtDenoiser()
     model._net._net = net
@@ -513,96 +569,68 @@ def train_denoiser(seed: int, steps: int | None) -> TrainResult:
     )
 
 
-def evaluate_cxr(model: Any, seeds: list[int]) -> dict[str, float]:
-    """AUC/accuracy and Grad-CAM pointing game (opacity-positive images) on radiographs."""
-    from scipy import ndimage
-
-    from node.models.builtin.cxr_classify import preprocess
+def _cxr_sample(seed: int) -> tuple[torch.Tensor, bool, torch.Tensor]:
+    """Preprocessed radiograph (1, 128, 128), its label and its opacity mask on the 128 grid."""
+    from node.models.builtin.cxr_classify import SIZE, preprocess
     from node.models.demo.phantoms import make_radiograph
 
-    xs: list[torch.Tensor] = []
-    labels: list[bool] = []
-    masks: list[np.ndarray] = []
-    for s in seeds:
-        r = make_radiograph(s)
-        x, place = preprocess(r.image)
-        xs.append(x[0])
-        labels.append(r.has_opacity)
-        canvas = torch.zeros(128, 128)
-        top, left, nh, nw = place
-        sub = torch.nn.functional.interpolate(
-            torch.from_numpy(r.opacity_mask.astype(np.float32))[None, None],
-            size=(nh, nw),
-            mode="bilinear",
-            align_corners=False,
-        )[0, 0]
-        canvas[top : top + nh, left : left + nw] = sub
-        masks.append(canvas.numpy() > 0.5)
-    batch = torch.stack(xs)
+    r = make_radiograph(seed)
+    x, (top, left, nh, nw) = preprocess(r.image)
+    canvas = torch.zeros(SIZE, SIZE)
+    canvas[top : top + nh, left : left + nw] = F.interpolate(
+        torch.from_numpy(r.opacity_mask.astype(np.float32))[None, None],
+        size=(nh, nw),
+        mode="bilinear",
+        align_corners=False,
+    )[0, 0]
+    return x[0], r.has_opacity, canvas > 0.5
+
+
+def evaluate_cxr(model: Any, seeds: list[int]) -> dict[str, float]:
+    """AUC/accuracy and Grad-CAM pointing game (opacity-positive images) on radiographs."""
+    samples = [_cxr_sample(s) for s in seeds]
+    batch = torch.stack([x for x, _, _ in samples])
+    labels = [y for _, y, _ in samples]
     probs = model.probabilities(batch)
-    y = np.asarray(labels)
-    pred = probs >= 0.5
-    tp = float((pred & y).sum())
-    out = {
-        "auc": ev.auc(probs.tolist(), labels),
-        "accuracy": float((pred == y).mean()),
-        "precision": tp / max(1.0, float(pred.sum())),
-        "recall": tp / max(1.0, float(y.sum())),
-        "images": float(len(seeds)),
-    }
+    out = _classification_metrics(probs, labels)
+    out["images"] = float(len(seeds))
     pos = [i for i, v in enumerate(labels) if v]
     cams = model.gradcam(batch[pos])
-    hits, shares, areas = [], [], []
-    for cam, i in zip(cams, pos, strict=True):
-        m = masks[i]
-        tol = ndimage.binary_dilation(m, iterations=2)
-        peak = np.unravel_index(int(np.argmax(cam)), cam.shape)
-        hits.append(bool(tol[peak]))
-        shares.append(float(cam[m].sum() / max(cam.sum(), 1e-9)))
-        areas.append(float(m.mean()))
-    out["gradcam_pointing_game"] = float(np.mean(hits))
-    out["gradcam_heat_in_lesion"] = float(np.mean(shares))
-    out["gradcam_uniform_baseline"] = float(np.mean(areas))
+    out.update(_localisation_metrics(cams, [samples[i][2].numpy() for i in pos]))
     return out
 
 
 def train_cxr(seed: int, steps: int | None) -> TrainResult:
-    """Radiograph CNN, cross-entropy, Adam, on projection phantoms with/without an opacity."""
+    """Radiograph CNN, cross-entropy + evidence localisation loss, Adam, on projection phantoms.
+
+    The localisation term (``loop.localisation_loss``) asks the opacity evidence to lie inside
+    the phantom's opacity mask; with cross-entropy alone the evidence peaked at the opacity's
+    upper edge and the Grad-CAM pointing game scored 0.0 (2x uniform heat in the opacity).
+    """
     from node.models.builtin import cxr_classify as cx
-    from node.models.builtin.cxr_classify import preprocess
-    from node.models.demo.phantoms import make_radiograph
 
     steps = steps or 500
     rng = np.random.default_rng(seed)
     t0 = time.perf_counter()
     n_images = int(os.environ.get("AINODE_DEMO_CXR", "700"))
-    xs, ys = [], []
-    for i in range(n_images):
-        r = make_radiograph(seed * 100_000 + 20_000 + i)
-        xs.append(preprocess(r.image)[0][0])
-        ys.append(int(r.has_opacity))
-    x_all = torch.stack(xs)
-    y_all = torch.tensor(ys)
+    samples = [_cxr_sample(seed * 100_000 + 20_000 + i) for i in range(n_images)]
+    x_all = torch.stack([x for x, _, _ in samples])
+    y_all = torch.tensor([int(y) for _, y, _ in samples])
+    m_all = torch.stack([m for _, _, m in samples])
     _log(f"cxr: {n_images} radiographs in {time.perf_counter() - t0:.0f}s")
-    net = cx.build_network()
-    opt = torch.optim.Adam(net.parameters(), lr=2e-3)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=2e-3, total_steps=steps, pct_start=0.1)
-    loss_fn = torch.nn.CrossEntropyLoss()
-    net.train()
-    for step in range(steps):
+    ce = torch.nn.CrossEntropyLoss()
+
+    def objective(net: torch.nn.Module, step: int) -> torch.Tensor:  # noqa: ARG001
         idx = torch.from_numpy(rng.integers(0, n_images, size=32))
-        xb = x_all[idx]
+        xb, mb, yb = x_all[idx], m_all[idx], y_all[idx]
         if rng.random() < 0.5:
-            xb = xb.flip(3)
+            xb, mb = xb.flip(3), mb.flip(2)
         xb = xb * float(rng.uniform(0.9, 1.1)) + float(rng.uniform(-0.05, 0.05))
-        opt.zero_grad()
-        loss = loss_fn(net(xb), y_all[idx])
-        loss.backward()
-        opt.step()
-        sched.step()
-        if step % 100 == 0 or step == steps - 1:
-            _log(f"cxr step {step} loss {loss.item():.4f} t={time.perf_counter() - t0:.0f}s")
-    net.eval()
+        maps, logits = loop.evidence_maps(net, xb)
+        loss: torch.Tensor = ce(logits, yb) + loop.localisation_loss(maps, yb, mb, yb == 1)
+        return loss
+
+    net = loop.fit(cx.build_network(), objective, steps=steps, lr=2e-3, tag="cxr")
     state = {k: v.detach().clone() for k, v in net.state_dict().items()}
     model = cx.CxrClassifier()
     model._net._net = net
@@ -615,6 +643,8 @@ def train_cxr(seed: int, steps: int | None) -> TrainResult:
             "steps": steps,
             "images": n_images,
             "parameters": sum(p.numel() for p in net.parameters()),
+            "gradcam_layer": cx.GRADCAM_LAYER,
+            "loss": "cross-entropy + evidence localisation",
         },
     )
 
@@ -635,7 +665,7 @@ def reevaluate(name: str, seed: int) -> dict[str, float]:
     if name == "lung-nodule-seg":
         return evaluate_segmentation(LungNoduleSegmentation(), heldout_seeds(seed, 8))
     if name == "lung-nodule-detect":
-        return evaluate_detection(LungNoduleDetection(), heldout_seeds(seed, 16))
+        return evaluate_detection(LungNoduleDetection(), heldout_seeds(seed, 32))
     if name == "lung-nodule-classify":
         return evaluate_classifier(
             LungNoduleClassifier(),
