@@ -11,14 +11,17 @@ token) to ``/console/login``.  The cookie holds ``base64(kind, name, issued).HMA
 SameSite=Strict, ``auth.session_hours``); the role is looked up in the config on every request.
 Pages need ``viewer``; retry and echo buttons ``operator``; saving rules ``admin`` (else a 403
 page).  Forms are CSRF-safe: each carries ``csrf`` = HMAC(process secret, session cookie),
-checked on every POST (with SameSite=Strict cookies as a second layer).  Failed logins are
-rate-limited per client address and user name and audited (never the password).
+checked on every POST (with SameSite=Strict cookies as a second layer); the login form, before
+any session exists, is bound the same way to a random pre-session cookie (``LOGIN_COOKIE``).
+Failed logins are rate-limited per client address and user name and audited (never the
+password).
 """
 
 from __future__ import annotations
 
 import hmac
 import json
+import secrets
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -116,10 +119,46 @@ Session = Depends(session)
 
 
 # ----------------------------------------------------------------------------------- login
+#: Pre-session cookie of the login form (login CSRF): a random nonce set with the form; the
+#: form's ``csrf`` field is HMAC(process secret, nonce).  SameSite=Strict keeps a cross-site
+#: page from sending the cookie, so it cannot post a valid login form (and cannot lock users
+#: out through the failure limiter either: a refused form does not count as a failure).
+LOGIN_COOKIE = "ainode_login"
+
+
+def _login_csrf(request: Request, nonce: str) -> str:
+    return _auth(request).sign("login:" + nonce)
+
+
+def _login_form(
+    request: Request, *, status_code: int = 200, headers: dict[str, str] | None = None, **ctx: Any
+) -> HTMLResponse:
+    """The login page with a fresh (or the browser's current) pre-session nonce."""
+    nonce = request.cookies.get(LOGIN_COOKIE) or secrets.token_urlsafe(24)
+    response = page(
+        request,
+        "login.html",
+        status_code=status_code,
+        headers=headers,
+        login_csrf=_login_csrf(request, nonce),
+        **ctx,
+    )
+    response.set_cookie(
+        LOGIN_COOKIE,
+        nonce,
+        max_age=3600,
+        httponly=True,
+        samesite="strict",
+        secure=request.url.scheme == "https",
+        path="/console",
+    )
+    return response
+
+
 @router.get("/login")
 def login_page(request: Request, error: str | None = None) -> HTMLResponse:
     """The login form: user name and password, or a machine token as the password."""
-    return page(request, "login.html", error=error)
+    return _login_form(request, error=error)
 
 
 def _wants_html(request: Request) -> bool:
@@ -132,6 +171,7 @@ def login(
     user: Annotated[str, Form()] = "",
     password: Annotated[str, Form()] = "",
     token: Annotated[str, Form()] = "",
+    csrf: Annotated[str, Form()] = "",
 ) -> Response:
     """Check the credentials; on success set the session cookie and go to the studies page.
 
@@ -143,6 +183,14 @@ def login(
     if authenticator.is_open:
         return RedirectResponse("/console/studies", status_code=303)
     user = user.strip()
+    nonce = request.cookies.get(LOGIN_COOKIE, "")
+    if not nonce or not hmac.compare_digest(csrf, _login_csrf(request, nonce)):
+        audit(request, "login.failed", outcome="failure", user=user, reason="login form not ours")
+        if not _wants_html(request):
+            raise HTTPException(403, "post the login form of this console (GET /console/login)")
+        return _login_form(
+            request, status_code=403, error="the login form was stale; please log in again"
+        )
     secret = password or token
     key = f"{client_of(request)}|{user.lower()}"
     wait = authenticator.limiter.retry_after(key)
@@ -154,12 +202,8 @@ def login(
         exc = too_many(wait)
         if not _wants_html(request):
             raise exc
-        return page(
-            request,
-            "login.html",
-            status_code=429,
-            error=str(exc.detail),
-            headers=dict(exc.headers or {}),
+        return _login_form(
+            request, status_code=429, error=str(exc.detail), headers=dict(exc.headers or {})
         )
     principal = (
         authenticator.check_password(user, secret) if user else authenticator.from_token(secret)
@@ -170,7 +214,7 @@ def login(
         authenticator.limiter.failed(key)
         audit(request, "login.failed", outcome="failure", user=user or "(token)")
         error = "wrong user name or password" if user else "wrong token"
-        return page(request, "login.html", status_code=401, error=error, user=user)
+        return _login_form(request, status_code=401, error=error, user=user)
     authenticator.limiter.succeeded(key)
     response = RedirectResponse("/console/studies", status_code=303)
     response.set_cookie(

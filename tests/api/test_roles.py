@@ -143,9 +143,18 @@ def _console(ops: OpsNode) -> httpx.Client:
     return httpx.Client(base_url=str(ops.http.base_url), follow_redirects=False, timeout=30)
 
 
+def _login_csrf(c: httpx.Client) -> str:
+    """The login form's token (GET sets the pre-session cookie the token is bound to)."""
+    m = re.search(r'name="csrf" value="([0-9a-f]{64})"', c.get("/console/login").text)
+    assert m is not None
+    return m.group(1)
+
+
 def _login(c: httpx.Client, user: str, password: str) -> httpx.Response:
     return c.post(
-        "/console/login", data={"user": user, "password": password}, headers={"Accept": "text/html"}
+        "/console/login",
+        data={"user": user, "password": password, "csrf": _login_csrf(c)},
+        headers={"Accept": "text/html"},
     )
 
 
@@ -159,7 +168,7 @@ def test_console_users_and_roles(ops: OpsNode) -> None:
     with _console(ops) as c:
         bad = _login(c, "vera", "nope")
         assert bad.status_code == 401 and "wrong user name or password" in bad.text
-        assert "set-cookie" not in bad.headers
+        assert "ainode_session" not in bad.headers.get("set-cookie", "")  # no session
         ok = _login(c, "vera", PASSWORDS["vera"])
         assert ok.status_code == 303 and "httponly" in ok.headers["set-cookie"].lower()
         page = c.get(f"/console/studies/{ops.ct_study}")
@@ -217,7 +226,10 @@ def test_login_is_rate_limited_per_client_and_user(ops: OpsNode) -> None:
     with _console(ops) as c:
         for _ in range(3):  # login_max_failures = 3
             assert _login(c, "otto", "wrong").status_code == 401
-        blocked = c.post("/console/login", data={"user": "otto", "password": PASSWORDS["otto"]})
+        blocked = c.post(
+            "/console/login",
+            data={"user": "otto", "password": PASSWORDS["otto"], "csrf": _login_csrf(c)},
+        )
         assert blocked.status_code == 429
         assert blocked.headers["content-type"] == "application/problem+json"
         assert int(blocked.headers["retry-after"]) >= 1
@@ -330,3 +342,27 @@ def test_client_token_for_local_cli(tmp_path: Path) -> None:
     }
     assert client_token(AuthConfig(tokens=tokens)) == "o-token"
     assert client_token(AuthConfig(tokens={"a-viewer": tokens["a-viewer"]})) is None
+
+
+def test_login_form_is_bound_to_its_pre_session_cookie(ops: OpsNode) -> None:
+    """Login CSRF: a post without the form's cookie, or with another browser's token, is refused
+    before the password is checked, and does not count towards the failure limit."""
+    with _console(ops) as attacker:
+        forged = _login_csrf(attacker)  # a token the attacker can get for their own cookie
+    with _console(ops) as victim:
+        no_cookie = victim.post(
+            "/console/login", data={"user": "ada", "password": PASSWORDS["ada"], "csrf": forged}
+        )
+        assert no_cookie.status_code == 403
+        assert no_cookie.headers["content-type"] == "application/problem+json"
+        victim.get("/console/login")  # the victim's own cookie, the attacker's token
+        crossed = victim.post(
+            "/console/login",
+            data={"user": "ada", "password": PASSWORDS["ada"], "csrf": forged},
+            headers={"Accept": "text/html"},
+        )
+        assert crossed.status_code == 403 and "stale" in crossed.text
+        assert "ainode_session" not in crossed.headers.get("set-cookie", "")
+        for _ in range(5):  # refused forms are not failures: no lock-out by forged posts
+            victim.post("/console/login", data={"user": "ada", "password": "x", "csrf": forged})
+        assert _login(victim, "ada", PASSWORDS["ada"]).status_code == 303

@@ -28,7 +28,9 @@ def _client(ops: OpsNode) -> httpx.Client:
 
 
 def _login(c: httpx.Client) -> None:
-    r = c.post("/console/login", data={"token": TOKEN})
+    m = re.search(r'name="csrf" value="([0-9a-f]{64})"', c.get("/console/login").text)
+    assert m is not None
+    r = c.post("/console/login", data={"token": TOKEN, "csrf": m.group(1)})
     assert r.status_code == 303 and r.headers["location"] == "/console/studies"
     cookie = r.headers["set-cookie"].lower()
     assert "httponly" in cookie and "samesite=strict" in cookie
