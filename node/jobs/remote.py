@@ -177,6 +177,23 @@ class ModelProcess:
         child.close()
         self._conn = parent
 
+    def _await_ready(self, deadline: float) -> str | None:
+        """Wait for the new child's ``("ready", pid)`` (``_child_main``); the failure, or None."""
+        while time.monotonic() < deadline:
+            try:
+                if self._conn.poll(0.2):
+                    kind, payload = self._conn.recv()
+                    if kind == "ready":
+                        return None
+                    self.kill()
+                    return f"the model process did not start: {payload}"
+            except (EOFError, OSError):
+                return self._death()
+            if not self._proc.is_alive():
+                return self._death()
+        self.kill()
+        return "the model process did not start in time (killed)"
+
     def kill(self) -> None:
         """Kill the child (a new one is spawned for the next job)."""
         if self._conn is not None:
@@ -188,14 +205,17 @@ class ModelProcess:
 
     def call(self, task: Mapping[str, Any], *, timeout: float) -> tuple[bool, Any]:
         """Run ``task`` in the child: (True, outputs) or (False, reason)."""
+        deadline = time.monotonic() + timeout
         if self._proc is None or not self._proc.is_alive():
             self._spawn()
+            failure = self._await_ready(deadline)
+            if failure is not None:
+                return False, failure
         try:
             self._conn.send(dict(task))
         except OSError:
             self.kill()
             return False, "the model process was not reachable"
-        deadline = time.monotonic() + timeout
         while True:
             try:
                 ready = self._conn.poll(0.2)

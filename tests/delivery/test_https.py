@@ -104,10 +104,10 @@ def test_stow_over_https_trusted_ca_untrusted_and_verify_off(
         study_uid = box.list()[0].study_uid
         assert _stored_sops(receiver.data_dir, study_uid) == delivered
         # the destination check (POST /api/destinations/{name}/echo) trusts the same CA
-        # (the receiving node has no QIDO-RS, so its GET gets 405: the handshake is what counts)
+        # (the receiving node answers QIDO-RS itself, so a trusted handshake gets HTTP 200)
         echo = _echo(tmp_path / "echo", dests)
-        assert "HTTP 405" in echo["trusted"]["detail"], echo
-        assert "HTTP 405" in echo["insecure"]["detail"], echo
+        assert echo["trusted"]["ok"] and "HTTP 200" in echo["trusted"]["detail"], echo
+        assert echo["insecure"]["ok"] and "HTTP 200" in echo["insecure"]["detail"], echo
         assert (
             not echo["untrusted"]["ok"]
             and "CERTIFICATE_VERIFY_FAILED" in echo["untrusted"]["detail"]
