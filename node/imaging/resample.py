@@ -14,7 +14,6 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from scipy import ndimage
 
 from node.types import Volume
 
@@ -68,6 +67,8 @@ def resample_array(
     if out_shape == array.shape and np.allclose(scale, 1.0):
         return array.copy() if order == 0 else array.astype(np.float32)
     # images interpolate from their stored dtype straight into float32: no float copy of the input
+    from scipy import ndimage  # imported on first use: the SCP process never resamples
+
     out: npt.NDArray[Any] = ndimage.affine_transform(
         array,
         scale,

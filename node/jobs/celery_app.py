@@ -18,11 +18,12 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import asdict
-from typing import Any
-
-from celery import Celery
+from typing import TYPE_CHECKING, Any
 
 from node.types import Job
+
+if TYPE_CHECKING:  # celery is imported by make_celery only: the embedded engine never needs it
+    from celery import Celery
 
 __all__ = [
     "STAT_QUEUE",
@@ -101,6 +102,8 @@ def make_celery(
     connect_timeout_seconds:
         Socket connect timeout towards Redis (a down broker fails publication fast).
     """
+    from celery import Celery
+
     app = Celery("ainode", broker=broker_url, set_as_current=False)
     app.conf.update(
         task_acks_late=True,
