@@ -32,52 +32,14 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import numpy as np
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from tests.ingest.synthetic import write_ct_series  # noqa: E402
 from tests.peers.dcmtk import start_storescp, tool  # noqa: E402
 from tests.util import free_port, wait_until  # noqa: E402
 
 ENV = dict(os.environ, TCP_NODELAY="1")
-
-
-def generate(out_dir: Path, count: int, size: int) -> list[Path]:
-    """Write ``count`` CT slices of ``size``x``size`` int16 pixels (one series)."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(7)
-    study, series = generate_uid(), generate_uid()
-    base = rng.integers(-1000, 1500, (size, size), dtype=np.int16)
-    paths = []
-    for i in range(count):
-        ds = Dataset()
-        ds.file_meta = FileMetaDataset()
-        ds.file_meta.MediaStorageSOPClassUID = CTImageStorage
-        ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        ds.SOPClassUID = CTImageStorage
-        ds.SOPInstanceUID = generate_uid()
-        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-        ds.StudyInstanceUID, ds.SeriesInstanceUID = study, series
-        ds.Modality, ds.BodyPartExamined = "CT", "CHEST"
-        ds.PatientName, ds.PatientID = "Bench^Synthetic", "BENCH1"
-        ds.InstanceNumber = i + 1
-        ds.ImagePositionPatient = [0.0, 0.0, float(i)]
-        ds.ImageOrientationPatient = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
-        ds.PixelSpacing = [0.7, 0.7]
-        ds.SliceThickness = 1.0
-        ds.Rows = ds.Columns = size
-        ds.SamplesPerPixel = 1
-        ds.PhotometricInterpretation = "MONOCHROME2"
-        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
-        ds.RescaleIntercept, ds.RescaleSlope = -1024, 1
-        ds.PixelData = np.roll(base, i, axis=0).tobytes()
-        path = out_dir / f"{i:05d}.dcm"
-        ds.save_as(path, enforce_file_format=True)
-        paths.append(path)
-    return paths
 
 
 def peak_rss_mb(pid: int) -> float:
@@ -212,8 +174,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="ainode-bench-") as tmp:
         base = Path(tmp)
         print(f"generating {args.slices} CT slices and {args.small} small instances ...")
-        ct = generate(base / "ct", args.slices, 512)
-        small = generate(base / "small", args.small, 64)
+        ct = write_ct_series(base / "ct", args.slices, size=512, seed=7)
+        small = write_ct_series(base / "small", args.small, size=64, seed=8)
         scenarios = {
             "CT 1 assoc": (ct, 1),
             "small 1 assoc": (small, 1),

@@ -24,7 +24,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 
 from node.api.deps import NodeView, get_node
 from node.errors import NotFoundError
-from node.types import Instance
+from node.types import Instance, Study
 
 __all__ = ["router"]
 
@@ -112,6 +112,14 @@ def search_studies(
     return _json(out)
 
 
+def _study(node: NodeView, study_uid: str) -> Study:
+    """The indexed study, or a 404 problem."""
+    study = node.index.get_study(study_uid)
+    if study is None:
+        raise NotFoundError(f"no study {study_uid} on this node")
+    return study
+
+
 @router.get("/dicom-web/studies/{study_uid}/series", response_class=_DicomJsonResponse)
 def search_series(
     study_uid: str, request: Request, node: Annotated[NodeView, Depends(get_node)]
@@ -123,9 +131,7 @@ def search_series(
     NotFoundError
         Unknown study (404 problem).
     """
-    study = node.index.get_study(study_uid)
-    if study is None:
-        raise NotFoundError(f"no study {study_uid} on this node")
+    study = _study(node, study_uid)
     out = []
     for s in study.series:
         item = _pick(dict(s.header), _SERIES_TAGS)
@@ -210,9 +216,7 @@ def retrieve_study(study_uid: str, node: Annotated[NodeView, Depends(get_node)])
     NotFoundError
         Unknown study (404 problem).
     """
-    study = node.index.get_study(study_uid)
-    if study is None:
-        raise NotFoundError(f"no study {study_uid} on this node")
+    study = _study(node, study_uid)
     instances = [i for s in study.series for i in node.index.series_instances(s.series_uid)]
     return _multipart(instances)
 

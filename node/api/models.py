@@ -29,31 +29,7 @@ def model_rows(request: Request, node: NodeView) -> list[dict[str, Any]]:
 
         registry = discover(node.config.models, device=node.config.inference.device)
         device = str(registry.device)
-        rows: list[dict[str, Any]] = []
-        for entry in registry.entries():
-            info = entry.info
-            row: dict[str, Any] = {
-                "name": entry.name,
-                "source": entry.source,
-                "location": entry.location,
-                "ok": entry.is_ok,
-                "error": entry.error,
-                "device": device if entry.is_ok else None,
-            }
-            if info is not None:
-                row.update(
-                    version=info.version,
-                    task=info.task.value,
-                    outputs=[o.value for o in info.outputs],
-                    modalities=list(info.modalities),
-                    body_parts=list(info.body_parts),
-                    dims=list(info.dims),
-                    is_demo=info.is_demo,
-                    description=info.description,
-                    card=info.card,
-                    metrics=dict(info.metrics),
-                )
-            rows.append(row)
+        rows = [entry.as_json(device) for entry in registry.entries()]
         request.app.state.models = rows
         return rows
 

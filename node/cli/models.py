@@ -21,7 +21,7 @@ from node.errors import ModelError
 from node.log import configure as configure_logging
 
 if TYPE_CHECKING:  # torch, pydicom and scipy load only when a command below runs
-    from node.models.registry import ModelEntry, Registry
+    from node.models.registry import Registry
     from node.types import Prediction, Volume
 
 __all__ = [
@@ -64,32 +64,6 @@ def card_summary(card: str, limit: int = 160) -> str:
     return ""
 
 
-def _entry_json(entry: ModelEntry, device: str) -> dict[str, Any]:
-    info = entry.info
-    out: dict[str, Any] = {
-        "name": entry.name,
-        "source": entry.source,
-        "location": entry.location,
-        "ok": entry.is_ok,
-        "error": entry.error,
-        "device": device if entry.is_ok else None,
-    }
-    if info is not None:
-        out.update(
-            version=info.version,
-            task=info.task.value,
-            outputs=[o.value for o in info.outputs],
-            modalities=list(info.modalities),
-            body_parts=list(info.body_parts),
-            dims=list(info.dims),
-            is_demo=info.is_demo,
-            description=info.description,
-            card=card_summary(info.card),
-            metrics=dict(info.metrics),
-        )
-    return out
-
-
 @models_app.command("list")
 def list_models(
     config: ConfigOption = Path("ainode.yaml"),
@@ -99,7 +73,7 @@ def list_models(
     cfg = _config(config)
     registry = _registry(cfg)
     device = str(registry.device)
-    rows = [_entry_json(e, device) for e in registry.entries()]
+    rows = [e.as_json(device, card=card_summary) for e in registry.entries()]
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
         return

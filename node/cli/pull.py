@@ -208,14 +208,7 @@ def _pull_via_node(cfg: Config, source: str, query: PullQuery, *, quiet: bool) -
         if r.status_code != 202:
             raise AinodeError(f"the node refused the pull ({r.status_code}): {_problem(r)}")
         record: dict[str, Any] = r.json()
-        with Progress(
-            TextColumn("[bold]pull"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            transient=True,
-            disable=quiet,
-        ) as bar:
+        with _progress(quiet) as bar:
             task = bar.add_task("pull", total=None)
             while record["state"] in ("queued", "running"):
                 time.sleep(0.25)  # a status poll, not a wait for an event we could block on
@@ -243,6 +236,18 @@ def _pull_via_node(cfg: Config, source: str, query: PullQuery, *, quiet: bool) -
     }
 
 
+def _progress(quiet: bool) -> Progress:
+    """The pull's progress bar (instances received of those announced), hidden by --quiet."""
+    return Progress(
+        TextColumn("[bold]pull"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        transient=True,
+        disable=quiet,
+    )
+
+
 def _announce(cfg: Config, study_uid: str) -> bool:
     """Tell a running node the pulled study is complete; False when no node answers."""
     import httpx
@@ -266,14 +271,7 @@ def _run(
 ) -> PullResult:
     from node.ingest.pull import pull
 
-    with Progress(
-        TextColumn("[bold]pull"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        transient=True,
-        disable=quiet,
-    ) as bar:
+    with _progress(quiet) as bar:
         task = bar.add_task("pull", total=None)
 
         def report(done: int, total: int | None) -> None:

@@ -23,6 +23,7 @@ import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -54,6 +55,36 @@ class ModelEntry:
     def is_ok(self) -> bool:
         """True when the model can be instantiated."""
         return self.error is None and self.factory is not None
+
+    def as_json(self, device: str, *, card: Callable[[str], str] | None = None) -> dict[str, Any]:
+        """The entry as JSON (``ainode models list --json``, ``GET /api/models``).
+
+        ``card`` shortens the model card (the CLI prints a one-line summary); the full card
+        otherwise.
+        """
+        out: dict[str, Any] = {
+            "name": self.name,
+            "source": self.source,
+            "location": self.location,
+            "ok": self.is_ok,
+            "error": self.error,
+            "device": device if self.is_ok else None,
+        }
+        info = self.info
+        if info is not None:
+            out.update(
+                version=info.version,
+                task=info.task.value,
+                outputs=[o.value for o in info.outputs],
+                modalities=list(info.modalities),
+                body_parts=list(info.body_parts),
+                dims=list(info.dims),
+                is_demo=info.is_demo,
+                description=info.description,
+                card=card(info.card) if card is not None else info.card,
+                metrics=dict(info.metrics),
+            )
+        return out
 
 
 class Registry:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import shutil
-import signal
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -16,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.peers.process import sigkill, terminate
 from tests.util import free_port, port_open, wait_until
 
 __all__ = ["RedisServer", "start_redis"]
@@ -66,18 +66,10 @@ class RedisServer:
 
     def kill(self) -> None:
         """SIGKILL (no shutdown save: the AOF is all that remains)."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(timeout=10)
+        sigkill(self.proc)
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=5)
+        terminate(self.proc)
 
     def log_text(self) -> str:
         p = self.workdir / "redis.log"

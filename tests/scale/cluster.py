@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import sqlite3
 import subprocess
 import sys
@@ -22,6 +21,7 @@ import numpy as np
 from node.samples.writers import write_ct_series
 from tests.models.builders import write_body_model
 from tests.peers.node import ROOT
+from tests.peers.process import sigkill, terminate
 from tests.util import wait_until
 
 MODEL = "tiny-body"
@@ -121,18 +121,10 @@ class WorkerProcess:
 
     def kill(self) -> None:
         """SIGKILL the worker's main process (its model child exits when the pipe closes)."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(timeout=10)
+        sigkill(self.proc)
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=5)
+        terminate(self.proc, grace=15)
 
     def log_text(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
