@@ -196,6 +196,12 @@ class RetentionConfig(_Strict):
         default=None, ge=0, description="...until this headroom (default: the low watermark)"
     )
     interval_seconds: float = Field(default=300.0, gt=0)
+    quarantine_days: float | None = Field(
+        default=None,
+        ge=0,
+        description="remove refused files from data_dir/quarantine this long after they came "
+        "(default: retention.days)",
+    )
 
 
 class CeleryConfig(_Strict):

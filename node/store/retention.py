@@ -15,6 +15,10 @@ Ingest itself refuses new instances with 0xA700 at the *high* watermark (``node.
 reached or less than ``node.min_free_bytes`` free), so a full disk is never written to; retention
 makes room again.  A study with pending work is never removed.
 
+Files refused at ingest (``data_dir/quarantine``, each with a JSON reason) are removed
+``retention.quarantine_days`` (default: ``retention.days``) after they arrived, each with a
+``quarantine_removed`` event; without an age rule they are kept for the administrator.
+
 Removal of one study is one SQLite transaction: the eligibility check, the deletion of its
 instance, series and study rows, its jobs (and their events), routings and outbox rows, and a
 ``removed`` event (reason, bytes, counts) in the index's ``events`` table.  The files are
@@ -191,6 +195,7 @@ class Retention:
                             r = self._remove(conn, uid, "age", now)
                             if r is not None:
                                 removed.append(r)
+                self._expire_quarantine(conn, now)
                 low = self._config.low_watermark_bytes
                 if low is not None and self.headroom_bytes() < low:
                     target = max(self._config.free_target_bytes or low, low)
@@ -279,6 +284,43 @@ class Retention:
         if self._on_removed is not None:
             self._on_removed(removal)
         return removal
+
+    def _expire_quarantine(self, conn: sqlite3.Connection, now: float) -> int:
+        """Remove quarantined files older than the quarantine age; return how many."""
+        days = self._config.quarantine_days
+        if days is None:
+            days = self._config.days
+        folder = self._data_dir / "quarantine"
+        if days is None or not folder.is_dir():
+            return 0
+        limit = now - days * _DAY
+        removed = 0
+        for path in sorted(folder.glob("*.dcm")):
+            reason_file = path.with_suffix(".json")
+            try:
+                reason = json.loads(reason_file.read_text())
+                arrived = float(reason["received_at"])
+            except (OSError, ValueError, KeyError, TypeError):
+                reason, arrived = {}, path.stat().st_mtime  # a reason file lost or damaged
+            if arrived > limit:
+                continue
+            size = path.stat().st_size
+            conn.execute(
+                "INSERT INTO events(ts, kind, study_uid, sop_uid, detail) VALUES (?,?,?,?,?)",
+                (
+                    now,
+                    "quarantine_removed",
+                    reason.get("study_uid"),
+                    reason.get("sop_uid"),
+                    json.dumps({"file": path.name, "bytes": size, "quarantined_at": arrived}),
+                ),
+            )
+            path.unlink(missing_ok=True)
+            reason_file.unlink(missing_ok=True)
+            removed += 1
+        if removed:
+            log.info("retention.quarantine_removed", extra={"files": removed})
+        return removed
 
     def _prune(self, folder: Path) -> None:
         """Remove empty folders up to (not including) the data directory's top level."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import sqlite3
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,7 +13,7 @@ import pytest
 
 from node.config import FolderDestination, RetentionConfig
 from node.delivery.outbox import Outbox
-from node.errors import OutOfResourcesError
+from node.errors import IngestError, OutOfResourcesError
 from node.ingest.spool import Spool
 from node.jobs.store import JobStore
 from node.samples.writers import write_ct_series
@@ -227,3 +229,38 @@ def test_node_runs_retention_in_the_background(tmp_path: Path) -> None:
         assert node.spool.store(files[0].read_bytes(), calling_aet="T", source="dimse")
     finally:
         node.stop()
+
+
+def test_quarantined_files_expire_with_an_event(site: Site) -> None:
+    good = site.files(1)[0].read_bytes()
+    broken = good[:200]  # the preamble and a cut file meta: refused and quarantined
+    with pytest.raises(IngestError):
+        site.spool.store(broken, calling_aet="T", source="dimse")
+    [old] = sorted((site.data / "quarantine").glob("*.dcm"))
+    assert old.with_suffix(".json").is_file()
+    now = time.time()
+    later = Retention(site.data, RetentionConfig(days=30, quarantine_days=1), clock=lambda: now)
+    assert later.run_once() == [] and old.is_file()
+
+    # a second refusal, stamped a day later, must outlive the first
+    with pytest.raises(IngestError):
+        site.spool.store(good[:300], calling_aet="T", source="dimse")
+    [young] = [p for p in (site.data / "quarantine").glob("*.dcm") if p != old]
+    reason = json.loads(young.with_suffix(".json").read_text())
+    reason["received_at"] = now + DAY
+    young.with_suffix(".json").write_text(json.dumps(reason))
+
+    expire = Retention(site.data, RetentionConfig(quarantine_days=1), clock=lambda: now + 1.5 * DAY)
+    assert expire.run_once() == []
+    assert not old.exists() and not old.with_suffix(".json").exists()
+    assert young.is_file() and young.with_suffix(".json").is_file()
+    db = sqlite3.connect(site.data / "index.sqlite")
+    try:
+        rows = db.execute("SELECT detail FROM events WHERE kind = 'quarantine_removed'").fetchall()
+    finally:
+        db.close()
+    assert [json.loads(d)["file"] for (d,) in rows] == [old.name]
+
+    # without any age rule the quarantine is kept for the administrator
+    assert Retention(site.data, RetentionConfig(), clock=lambda: now + 99 * DAY).run_once() == []
+    assert young.is_file()
