@@ -322,7 +322,7 @@ class LungNoduleDetection(Model):
             return [], {}
         seg = self._seg.segment(volume)
         t0 = time.perf_counter()
-        labels = seg.grid.labels_to_input(seg.probabilities)
+        labels = self._seg.input_labels(volume, seg)
         voxels = np.asarray(volume.voxels)
         cands = find_nodules(
             labels, seg, volume.spacing, min_volume_mm3=self.min_volume_mm3, voxels=voxels
