@@ -269,10 +269,13 @@ class ModelGrid:
         idx = [_axis_weights(a) for a in self.axes]
         (z0, z1, wz), (y0, y1, wy), (x0, x1, wx) = idx
         p = probs.numpy()
+        # the lower model index is non-decreasing along each axis: repeating cells is indexing
+        y_counts = np.bincount(y0, minlength=cells.shape[1])
+        x_counts = np.bincount(x0, minlength=cells.shape[2])
         out = np.empty((len(z0), len(y0), len(x0)), dtype=np.uint8)
         for start in range(0, len(z0), chunk):
             sl = slice(start, start + chunk)
-            block = cells[np.ix_(z0[sl], y0, x0)]
+            block = np.repeat(np.repeat(cells[z0[sl]], y_counts, axis=1), x_counts, axis=2)
             mixed = np.nonzero(block == _MIXED)
             if len(mixed[0]):
                 zi, yi, xi = mixed[0] + start, mixed[1], mixed[2]
