@@ -151,15 +151,22 @@ def refine_nodules(
     numpy.ndarray
         ``labels``.
     """
-    comps, n = ndimage.label(labels == 2, structure=np.ones((3, 3, 3), dtype=bool))
-    if n == 0:
+    nodules = labels == 2
+    present = [np.flatnonzero(nodules.any(axis=other)) for other in ((1, 2), (0, 2), (0, 1))]
+    if not len(present[0]):
         return labels
+    # label only the box holding all nodule voxels (a small part of a 512 x 512 CT)
+    crop = tuple(slice(int(p[0]), int(p[-1]) + 1) for p in present)
+    comps, n = ndimage.label(nodules[crop], structure=np.ones((3, 3, 3), dtype=bool))
     sp = np.asarray(spacing, dtype=np.float64)
     voxel_mm3 = float(np.prod(sp))
     sizes = np.bincount(comps.ravel(), minlength=n + 1)
-    for i, bbox in enumerate(ndimage.find_objects(comps), start=1):
-        if bbox is None:
+    for i, local in enumerate(ndimage.find_objects(comps), start=1):
+        if local is None:
             continue
+        bbox = tuple(
+            slice(s.start + c.start, s.stop + c.start) for s, c in zip(local, crop, strict=True)
+        )
         radius = (3.0 * float(sizes[i]) * voxel_mm3 / (4.0 * math.pi)) ** (1.0 / 3.0)
         reach = min(max(GROW_MM, SPICULE_REACH * radius), SPICULE_MAX_MM)
         pad = [int(math.ceil(reach / max(s, 1e-3))) + 1 for s in spacing]
@@ -168,7 +175,16 @@ def refine_nodules(
             slice(max(0, bbox[1].start - pad[1]), min(labels.shape[1], bbox[1].stop + pad[1])),
             slice(max(0, bbox[2].start - pad[2]), min(labels.shape[2], bbox[2].stop + pad[2])),
         )
-        comp = comps[box] == i
+        comp = np.zeros(tuple(b.stop - b.start for b in box), dtype=bool)
+        inner = tuple(
+            slice(max(b.start, c.start) - b.start, min(b.stop, c.stop) - b.start)
+            for b, c in zip(box, crop, strict=True)
+        )
+        from_crop = tuple(
+            slice(max(b.start, c.start) - c.start, min(b.stop, c.stop) - c.start)
+            for b, c in zip(box, crop, strict=True)
+        )
+        comp[inner] = comps[from_crop] == i
         solid = np.asarray(hu[box]) > SOLID_HU
         core = comp & solid
         if core.sum() < MIN_SOLID_SHARE * comp.sum():
