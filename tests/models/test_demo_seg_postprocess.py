@@ -89,5 +89,7 @@ def test_refinement_leaves_a_ground_glass_nodule_as_drawn() -> None:
     hu[ggo] = -600.0  # ground glass: below the solid threshold
     labels = np.ones(shape, dtype=np.uint8)
     labels[_ball(shape, (20, 20, 20), 5.0)] = 2
-    refined = refine_nodules(labels.copy(), hu, (1.0, 1.0, 1.0), lambda b: np.ones(hu[b].shape))
+    refined = refine_nodules(
+        labels.copy(), hu, (1.0, 1.0, 1.0), lambda b: np.ones(hu[b].shape, dtype=np.float32)
+    )
     assert np.array_equal(refined, labels)
