@@ -178,6 +178,49 @@ def _argmax0(t: torch.Tensor) -> torch.Tensor:
     return idx
 
 
+_MIXED = 255
+
+
+def _cell_labels(labels: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint8]:
+    """Per model cell (point i and the next one on each axis): common label, else ``_MIXED``."""
+    lo = labels
+    hi = labels
+    for axis in range(3):
+        n = labels.shape[axis]
+        nxt = np.minimum(np.arange(n) + 1, n - 1)
+        lo = np.minimum(lo, np.take(lo, nxt, axis=axis))
+        hi = np.maximum(hi, np.take(hi, nxt, axis=axis))
+    return np.where(lo == hi, labels, np.uint8(_MIXED)).astype(np.uint8)
+
+
+def _axis_weights(
+    axis: AxisGrid,
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.float32]]:
+    """For each input index: lower and upper model point and the weight of the upper one."""
+    n = axis.size
+    c = np.clip(axis.input_coords_in_model(), 0.0, n - 1)
+    i0 = np.floor(c).astype(np.int64)
+    i1 = np.minimum(i0 + 1, n - 1)
+    return i0, i1, (c - i0).astype(np.float32)
+
+
+def _trilinear(
+    p: npt.NDArray[np.float32],
+    z: tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.float32]],
+    y: tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.float32]],
+    x: tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.float32]],
+) -> npt.NDArray[np.float32]:
+    """``(C, N)`` values of ``p`` (C, z, y, x) at N points, interpolated z, then y, then x."""
+
+    def along_z(yi: npt.NDArray[np.int64], xi: npt.NDArray[np.int64]) -> npt.NDArray[np.float32]:
+        return p[:, z[0], yi, xi] * (1 - z[2]) + p[:, z[1], yi, xi] * z[2]
+
+    def along_zy(xi: npt.NDArray[np.int64]) -> npt.NDArray[np.float32]:
+        return along_z(y[0], xi) * (1 - y[2]) + along_z(y[1], xi) * y[2]
+
+    return along_zy(x[0]) * (1 - x[2]) + along_zy(x[1]) * x[2]
+
+
 @dataclass(frozen=True, slots=True)
 class ModelGrid:
     """The resampling between an input volume grid and an isotropic model grid (3 axes)."""
@@ -212,19 +255,43 @@ class ModelGrid:
         return t
 
     def labels_to_input(self, probs: torch.Tensor, *, chunk: int = 16) -> npt.NDArray[np.uint8]:
-        """Resample ``(C, z, y, x)`` model-grid probabilities to the input grid and take argmax.
+        """Argmax of ``(C, z, y, x)`` model-grid probabilities linearly resampled to the input grid.
 
-        Works slab by slab so a 300 x 512 x 512 output never holds C float copies at once.
+        Resamples only where the answer is not already known: each input voxel lies in a model
+        cell of up to 2 x 2 x 2 model points, and its probabilities are a convex combination of
+        theirs.  "Class c wins" is a set of linear inequalities, so when all corners of the cell
+        have the same argmax the voxel has it too; only voxels of mixed cells (near a label
+        boundary) are interpolated.  Same result as resampling every class everywhere, at a
+        fraction of the cost on a 512 x 512 CT.  Ties go to the lowest class index.
         """
-        zc = self.axes[0].input_coords_in_model()
-        yc = self.axes[1].input_coords_in_model()
-        xc = self.axes[2].input_coords_in_model()
-        along_z = _interp_axis(probs, 1, zc)
-        out = np.zeros((len(zc), len(yc), len(xc)), dtype=np.uint8)
-        for start in range(0, len(zc), chunk):
-            sub = _interp_axis(_interp_axis(along_z[:, start : start + chunk], 2, yc), 3, xc)
-            out[start : start + chunk] = _argmax0(sub).numpy()
+        model_labels = _argmax0(probs).numpy()
+        cells = _cell_labels(model_labels)
+        idx = [_axis_weights(a) for a in self.axes]
+        (z0, z1, wz), (y0, y1, wy), (x0, x1, wx) = idx
+        p = probs.numpy()
+        # the lower model index is non-decreasing along each axis: repeating cells is indexing
+        y_counts = np.bincount(y0, minlength=cells.shape[1])
+        x_counts = np.bincount(x0, minlength=cells.shape[2])
+        out = np.empty((len(z0), len(y0), len(x0)), dtype=np.uint8)
+        for start in range(0, len(z0), chunk):
+            sl = slice(start, start + chunk)
+            block = np.repeat(np.repeat(cells[z0[sl]], y_counts, axis=1), x_counts, axis=2)
+            mixed = np.nonzero(block == _MIXED)
+            if len(mixed[0]):
+                zi, yi, xi = mixed[0] + start, mixed[1], mixed[2]
+                values = _trilinear(
+                    p, (z0[zi], z1[zi], wz[zi]), (y0[yi], y1[yi], wy[yi]), (x0[xi], x1[xi], wx[xi])
+                )
+                block[mixed] = _argmax0(torch.from_numpy(values)).numpy()
+            out[sl] = block
         return out
+
+    def values_in_box(self, values: torch.Tensor, box: tuple[slice, slice, slice]) -> torch.Tensor:
+        """Resample one ``(z, y, x)`` model-grid map to the input-grid box ``box`` only."""
+        t = values.unsqueeze(0)
+        for dim, (axis, sl) in enumerate(zip(self.axes, box, strict=True), start=1):
+            t = _interp_axis(t, dim, axis.input_coords_in_model()[sl])
+        return t.squeeze(0)
 
     def values_to_input(self, values: torch.Tensor) -> torch.Tensor:
         """Resample one ``(z, y, x)`` model-grid map (e.g. a probability) to the input grid."""

@@ -191,17 +191,27 @@ def _components(
     min_volume_mm3: float,
     max_volume_mm3: float = math.inf,
 ) -> list[tuple[npt.NDArray[np.bool_], tuple[slice, slice, slice]]]:
-    """26-connected components of ``binary`` within the volume range, as (mask, bbox) pairs."""
-    comps, n = ndimage.label(binary, structure=np.ones((3, 3, 3), dtype=bool))
-    if n == 0:
+    """26-connected components of ``binary`` within the volume range, as (mask, bbox) pairs.
+
+    Only the box holding every set voxel is labelled (nodules fill a small part of a CT).
+    """
+    present = [np.flatnonzero(binary.any(axis=other)) for other in ((1, 2), (0, 2), (0, 1))]
+    if not len(present[0]):
         return []
+    z, y, x = (slice(int(p[0]), int(p[-1]) + 1) for p in present)
+    comps, n = ndimage.label(binary[z, y, x], structure=np.ones((3, 3, 3), dtype=bool))
     voxel_mm3 = float(np.prod(spacing))
     sizes = np.bincount(comps.ravel(), minlength=n + 1) * voxel_mm3
     out = []
     for i, bbox in enumerate(ndimage.find_objects(comps), start=1):
         if bbox is None or not (min_volume_mm3 <= sizes[i] <= max_volume_mm3):
             continue
-        out.append((comps[bbox] == i, (bbox[0], bbox[1], bbox[2])))
+        whole = (
+            slice(bbox[0].start + z.start, bbox[0].stop + z.start),
+            slice(bbox[1].start + y.start, bbox[1].stop + y.start),
+            slice(bbox[2].start + x.start, bbox[2].stop + x.start),
+        )
+        out.append((comps[bbox] == i, whole))
     return out
 
 
@@ -322,7 +332,7 @@ class LungNoduleDetection(Model):
             return [], {}
         seg = self._seg.segment(volume)
         t0 = time.perf_counter()
-        labels = seg.grid.labels_to_input(seg.probabilities)
+        labels = self._seg.input_labels(volume, seg)
         voxels = np.asarray(volume.voxels)
         cands = find_nodules(
             labels, seg, volume.spacing, min_volume_mm3=self.min_volume_mm3, voxels=voxels

@@ -3,13 +3,18 @@
 The input volume is resampled to 2.5 mm isotropic voxels, normalised (HU clipped to
 [-1000, 500]) and run through a small 3D UNet by sliding-window inference; class probabilities are
 resampled back to the input grid and the argmax becomes the label map (0 background, 1 lung,
-2 nodule).  Segment codes come from CID 7150/7151 (PS3.16): "Anatomical Structure"/"Lung" and
+2 nodule).  Nodules are only a few model voxels across, so each nodule is then refined at the
+input resolution (``refine_nodules``): its voxels are the solid (soft-tissue) voxels within one
+model voxel (2.5 mm) of the network's nodule that the network does not rule out.  Segment codes
+come from CID 7150/7151 (PS3.16): "Anatomical Structure"/"Lung" and
 "Morphologically Abnormal Structure"/"Nodule".
 """
 
 from __future__ import annotations
 
+import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -29,10 +34,17 @@ from node.models.builtin._common import (
 )
 from node.types import Code, Prediction, SegmentDescription, Volume
 
-__all__ = ["LUNG", "NODULE", "LungNoduleSegmentation", "SegmentationOutput", "build_network"]
+__all__ = [
+    "LUNG",
+    "NODULE",
+    "LungNoduleSegmentation",
+    "SegmentationOutput",
+    "build_network",
+    "refine_nodules",
+]
 
 NAME = "lung-nodule-seg"
-VERSION = "1.0.0"
+VERSION = "1.1.0"
 MODEL_SPACING_MM = 2.5
 #: Fewer slices than this is not a 3D series: ``accepts`` refuses it.  If ``predict`` is called
 #: anyway, a single slice is repeated into a 40 mm slab and the middle slice is returned.
@@ -40,6 +52,22 @@ MIN_SLICES = 4
 _SLAB_MM = 40.0
 #: Voxels above this HU form the body outline (skin, fat, table are all denser).
 _BODY_HU = -400.0
+
+#: Nodule refinement (``refine_nodules``).  Solid nodules are soft tissue (about -100..+100 HU,
+#: calcified up to several hundred) in lung parenchyma (about -900..-700 HU): -400 HU splits them.
+SOLID_HU = -400.0
+#: Within this distance (mm) of the network's nodule (one model voxel), solid voxels the network
+#: gives at least ``GROW_MIN_PROBABILITY`` of nodule join it: keeps vessels passing by out.
+GROW_MM = MODEL_SPACING_MM
+GROW_MIN_PROBABILITY = 0.1
+#: Spicules and lobules thinner than the model grid get no nodule probability at all; solid
+#: structures connected to the nodule join it up to this share of its equivalent-sphere radius
+#: (at most ``SPICULE_MAX_MM``).
+SPICULE_REACH = 0.75
+SPICULE_MAX_MM = 10.0
+#: A nodule with fewer solid voxels than this share (e.g. a ground-glass nodule) is left as the
+#: network drew it.
+MIN_SOLID_SHARE = 0.3
 
 #: Largest window run in one piece; bigger model grids use overlapping sliding windows.
 MAX_ROI = (112, 160, 160)
@@ -87,6 +115,90 @@ def body_mask(hu: npt.NDArray[np.float32]) -> npt.NDArray[np.bool_]:
     body = comps == (int(np.argmax(sizes)) + 1)
     filled = np.stack([ndimage.binary_fill_holes(sl) for sl in body])
     return np.asarray(filled, dtype=bool)
+
+
+def refine_nodules(
+    labels: npt.NDArray[np.uint8],
+    hu: npt.NDArray[np.floating],
+    spacing: tuple[float, float, float],
+    nodule_probability: Callable[[tuple[slice, slice, slice]], npt.NDArray[np.float32]],
+) -> npt.NDArray[np.uint8]:
+    """Redraw each nodule of an input-grid label map at the input resolution (in place).
+
+    Per 26-connected nodule component C with equivalent-sphere radius r: the new nodule is the
+    6-connected set of solid voxels (above ``SOLID_HU``) that touches C's solid voxels, where a
+    voxel may join when it is in C, or within ``GROW_MM`` of C with a nodule probability of at
+    least ``GROW_MIN_PROBABILITY``, or farther but within ``SPICULE_REACH`` x r of C (at most
+    ``SPICULE_MAX_MM``): spicules the 2.5 mm grid cannot see, and the part of a juxtapleural
+    nodule the network took for chest wall.  A nodule touching the chest wall or mediastinum
+    may therefore take in a rim of adjacent soft tissue (at most that far).  C's voxels left out
+    become lung.  A component with less than ``MIN_SOLID_SHARE`` solid
+    voxels (ground glass, or not a dense structure at all) is left unchanged.
+
+    Parameters
+    ----------
+    labels
+        Label map on the input grid (0 background, 1 lung, 2 nodule); modified and returned.
+    hu
+        CT numbers on the same grid.
+    spacing
+        Voxel spacing (slice, row, column) in mm.
+    nodule_probability
+        The network's nodule probability resampled to an input-grid box.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``labels``.
+    """
+    nodules = labels == 2
+    present = [np.flatnonzero(nodules.any(axis=other)) for other in ((1, 2), (0, 2), (0, 1))]
+    if not len(present[0]):
+        return labels
+    # label only the box holding all nodule voxels (a small part of a 512 x 512 CT)
+    crop = tuple(slice(int(p[0]), int(p[-1]) + 1) for p in present)
+    comps, n = ndimage.label(nodules[crop], structure=np.ones((3, 3, 3), dtype=bool))
+    sp = np.asarray(spacing, dtype=np.float64)
+    voxel_mm3 = float(np.prod(sp))
+    sizes = np.bincount(comps.ravel(), minlength=n + 1)
+    for i, local in enumerate(ndimage.find_objects(comps), start=1):
+        if local is None:
+            continue
+        bbox = tuple(
+            slice(s.start + c.start, s.stop + c.start) for s, c in zip(local, crop, strict=True)
+        )
+        radius = (3.0 * float(sizes[i]) * voxel_mm3 / (4.0 * math.pi)) ** (1.0 / 3.0)
+        reach = min(max(GROW_MM, SPICULE_REACH * radius), SPICULE_MAX_MM)
+        pad = [int(math.ceil(reach / max(s, 1e-3))) + 1 for s in spacing]
+        box = (
+            slice(max(0, bbox[0].start - pad[0]), min(labels.shape[0], bbox[0].stop + pad[0])),
+            slice(max(0, bbox[1].start - pad[1]), min(labels.shape[1], bbox[1].stop + pad[1])),
+            slice(max(0, bbox[2].start - pad[2]), min(labels.shape[2], bbox[2].stop + pad[2])),
+        )
+        comp = np.zeros(tuple(b.stop - b.start for b in box), dtype=bool)
+        inner = tuple(
+            slice(max(b.start, c.start) - b.start, min(b.stop, c.stop) - b.start)
+            for b, c in zip(box, crop, strict=True)
+        )
+        from_crop = tuple(
+            slice(max(b.start, c.start) - c.start, min(b.stop, c.stop) - c.start)
+            for b, c in zip(box, crop, strict=True)
+        )
+        comp[inner] = comps[from_crop] == i
+        solid = np.asarray(hu[box]) > SOLID_HU
+        core = comp & solid
+        if core.sum() < MIN_SOLID_SHARE * comp.sum():
+            continue
+        sub = labels[box]
+        dist = ndimage.distance_transform_edt(~comp, sampling=sp)
+        near = (dist <= GROW_MM) & (nodule_probability(box) >= GROW_MIN_PROBABILITY)
+        far = dist <= reach
+        grown, _ = ndimage.label(solid & (comp | near | far))
+        keep = np.unique(grown[core])
+        nodule = np.isin(grown, keep[keep > 0])
+        sub[comp & ~nodule] = 1
+        sub[nodule] = 2
+    return labels
 
 
 def _single_slice_slab(volume: Volume) -> tuple[npt.NDArray[np.float32], int]:
@@ -169,6 +281,16 @@ class LungNoduleSegmentation(Model):
             timings_seconds={"load": t1 - t0, "preprocess": t2 - t1, "forward": t3 - t2},
         )
 
+    def input_labels(self, volume: Volume, out: SegmentationOutput) -> npt.NDArray[np.uint8]:
+        """The label map on ``volume``'s grid: resampled argmax, nodules refined."""
+        labels = out.grid.labels_to_input(out.probabilities)
+        nodule = out.probabilities[2]
+
+        def nodule_probability(box: tuple[slice, slice, slice]) -> npt.NDArray[np.float32]:
+            return np.asarray(out.grid.values_in_box(nodule, box).numpy())
+
+        return refine_nodules(labels, volume.voxels, volume.spacing, nodule_probability)
+
     def label_map(self, volume: Volume) -> tuple[npt.NDArray[np.uint8], dict[str, float]]:
         """Label map on the input grid and the timings."""
         middle: int | None = None
@@ -177,7 +299,7 @@ class LungNoduleSegmentation(Model):
             volume = replace(volume, voxels=slab)
         out = self.segment(volume)
         t0 = time.perf_counter()
-        labels = out.grid.labels_to_input(out.probabilities)
+        labels = self.input_labels(volume, out)
         if middle is not None:
             labels = labels[middle : middle + 1]
         timings = dict(out.timings_seconds)
