@@ -155,7 +155,8 @@ def build_seg(
         raise ResultError(f"labels {sorted(undescribed)} in the label map have no description")
     if not present:
         raise ResultError("label map is empty: no segment has any voxel")
-    if all(label == number for label, number in numbers.items()):
+    seg_labels: npt.NDArray[Any]
+    if label_map.dtype == np.uint8 and all(label == n for label, n in numbers.items()):
         seg_labels = label_map  # labels are already the segment numbers 1..n: no 10^8 lookup
     else:
         lut_size = max(max(numbers), len(counts) - 1) + 1
