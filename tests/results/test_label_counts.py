@@ -23,7 +23,7 @@ from node.types import label_counts
 )
 def test_label_counts_equal_bincount(shape: tuple[int, ...], highest: int, dtype: type) -> None:
     rng = np.random.default_rng(20261207)
-    labels = rng.integers(0, highest + 1, size=shape).astype(dtype)
+    labels: np.ndarray = rng.integers(0, highest + 1, size=shape).astype(dtype)
     if labels.ndim == 3 and labels.shape[0] > 2:
         labels[1] = 0  # an empty slice among full ones
         labels[2, :2] = highest  # the highest label only in one slice's corner
