@@ -186,6 +186,47 @@ class Prediction:
     timings_seconds: Mapping[str, float] = field(default_factory=dict)
 
 
+#: Slices whose highest label is at most this are counted label by label (vectorised compares);
+#: above it, ``np.bincount`` per slice is cheaper.
+_COMPARE_MAX_LABEL = 32
+
+
+def label_counts(label_map: npt.NDArray[Any]) -> npt.NDArray[np.int64]:
+    """Voxels per label value of a label map (``counts[v]`` = voxels equal to ``v``).
+
+    Same result as ``np.bincount(label_map.ravel())``, ~10x faster on a typical 3D label map
+    (few labels, many empty slices): empty slices are skipped, and a slice with few labels is
+    counted with compares instead of a 64-bit histogram (``np.bincount`` first copies its input
+    to 8-byte integers: 600 MiB for a 300 x 512 x 512 map).
+
+    Parameters
+    ----------
+    label_map
+        Non-negative integer labels; any shape (the first axis is iterated).
+
+    Returns
+    -------
+    numpy.ndarray
+        int64 counts, length ``label_map.max() + 1`` (1 for an empty or all-zero map).
+    """
+    if label_map.ndim == 0 or label_map.size == 0:
+        return np.bincount(label_map.ravel(), minlength=1).astype(np.int64)
+    flat = label_map.reshape(label_map.shape[0], -1)
+    if np.issubdtype(flat.dtype, np.signedinteger) and int(flat.min()) < 0:
+        raise ValueError("label map has negative values")
+    highest = flat.max(axis=1)
+    counts = np.zeros(int(highest.max()) + 1, dtype=np.int64)
+    for k in np.flatnonzero(highest):
+        row, top = flat[k], int(highest[k])
+        if top <= _COMPARE_MAX_LABEL:
+            for value in range(1, top + 1):
+                counts[value] += np.count_nonzero(row == value)
+        else:
+            counts[: top + 1] += np.bincount(row, minlength=top + 1)[: top + 1]
+    counts[0] = flat.size - int(counts[1:].sum())
+    return counts
+
+
 # ---------------------------------------------------------------- results
 class ResultKind(enum.StrEnum):
     """Kinds of result objects ainode writes."""

@@ -144,25 +144,21 @@ def write_result_objects(
 ) -> list[Path]:
     """Write the result DICOM objects (SEG, SR, SC) of ``prediction`` into ``out_dir``.
 
-    The objects come from ``node.results.build_results`` (which runs the conformance gate);
+    The objects come from ``node.results.build_result_files`` (which runs the conformance gate);
     their UIDs derive from the model, its version and the input files, so predicting the same
     files again writes the same objects.  Files are ``out_dir/<n>-<modality>.dcm``.
     """
     import hashlib
 
     from node.jobs.pipeline import write_durably
-    from node.results import build_results
+    from node.results import build_result_files
 
     key = "\x1f".join([prediction.model_name, prediction.model_version, *sorted(map(str, files))])
     job_id = "predict-" + hashlib.sha256(key.encode()).hexdigest()[:20]
     paths = []
-    for n, ds in enumerate(build_results(prediction, volume, files, job_id=job_id)):
-        path = out_dir / f"{n:03d}-{str(ds.Modality).lower()}.dcm"
-        from io import BytesIO
-
-        buf = BytesIO()
-        ds.save_as(buf, enforce_file_format=True)
-        write_durably(path, buf.getvalue())
+    for n, result in enumerate(build_result_files(prediction, volume, files, job_id=job_id)):
+        path = out_dir / f"{n:03d}-{str(result.dataset.Modality).lower()}.dcm"
+        write_durably(path, result.data)
         paths.append(path)
     return paths
 

@@ -268,7 +268,7 @@ class CeleryEngine:
             return []
         datasets = [pydicom.dcmread(io.BytesIO(p)) for p in parts]
         sources = list(self._series_paths(job.series_uids[0]))
-        check_results(datasets, sources)
+        check_results(datasets, sources, encoded=parts)
         out_dir = self._data_dir / "results" / job.job_id
         objects: list[dict[str, str]] = []
         for n, (ds, data) in enumerate(zip(datasets, parts, strict=True)):

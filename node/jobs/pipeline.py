@@ -182,7 +182,7 @@ def run_series(
         The model refuses the series.
     """
     from node.models.summary import prediction_summary
-    from node.results import build_results
+    from node.results import build_result_files
 
     timings = dict(timings or {})
     model = _registry(context).get(job.model)
@@ -201,7 +201,7 @@ def run_series(
     t = time.perf_counter()
     created = float(job.parameters.get("_created_at", 0.0)) or time.time()
     when = dt.datetime.fromtimestamp(int(created), tz=dt.UTC)
-    datasets = build_results(
+    files = build_result_files(
         prediction,
         volume,
         sources,
@@ -210,13 +210,10 @@ def run_series(
         series_number_base=int(job.parameters.get("_series_number_base", 9000)),
     )
     objects = []
-    for n, ds in enumerate(datasets):
-        from io import BytesIO
-
-        buf = BytesIO()
-        ds.save_as(buf, enforce_file_format=True)
+    for n, result in enumerate(files):
+        ds = result.dataset
         name = f"{n:03d}-{str(ds.Modality).lower()}.dcm"
-        write_durably(out_dir / name, buf.getvalue())
+        write_durably(out_dir / name, result.data)
         objects.append(
             {
                 "path": str((out_dir / name).relative_to(relative_to)),

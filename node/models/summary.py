@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from node.types import Prediction
+from node.types import Prediction, label_counts
 
 __all__ = ["prediction_summary"]
 
@@ -18,7 +18,9 @@ def prediction_summary(
     voxel_mm3 = float(np.prod(spacing))
     labels = []
     if prediction.label_map is not None:
-        counts = np.bincount(prediction.label_map.ravel(), minlength=256)
+        found = label_counts(prediction.label_map)
+        counts = np.zeros(max(256, len(found)), dtype=np.int64)
+        counts[: len(found)] = found
         names = {s.label: s for s in prediction.segments}
         for value in sorted(set(names) | {int(v) for v in np.flatnonzero(counts)} - {0}):
             seg = names.get(value)

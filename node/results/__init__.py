@@ -13,7 +13,9 @@ Prediction                             objects
 ``derived_voxels``                     derived CT/MR series (DERIVED\\SECONDARY), else SC series
 =====================================  ==========================================================
 
-Every object passes ``check_results`` (the gate) before it is returned.
+Every object passes ``check_results`` (the gate) before it is returned.  ``build_result_files``
+also returns each object's file bytes: the gate encodes the objects anyway (it parses them back
+from their bytes), so writers need not encode them a second time.
 """
 
 from __future__ import annotations
@@ -21,12 +23,13 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from pydicom.dataset import Dataset
 
 from node.results.derived import build_derived_series, can_derive
-from node.results.gate import check_results
+from node.results.gate import check_results, encode
 from node.results.identity import ResultContext
 from node.results.sc import build_gray_sc, build_heatmap_sc
 from node.results.seg import build_seg, segment_numbers
@@ -35,7 +38,15 @@ from node.results.sr import build_sr
 from node.results.uids import result_uid
 from node.types import Prediction, ResultKind, Volume
 
-__all__ = ["build_results", "check_results", "load_sources", "result_kind", "result_uid"]
+__all__ = [
+    "ResultFile",
+    "build_result_files",
+    "build_results",
+    "check_results",
+    "load_sources",
+    "result_kind",
+    "result_uid",
+]
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +61,42 @@ def result_kind(ds: Dataset) -> ResultKind:
     if str(ds.get("SOPClassUID", "")) == "1.2.840.10008.5.1.4.1.1.7":
         return ResultKind.SC
     return ResultKind.DERIVED
+
+
+@dataclass(frozen=True, slots=True)
+class ResultFile:
+    """One result object and its DICOM file bytes (PS3.10), ready to be written or sent."""
+
+    dataset: Dataset
+    data: bytes
+
+
+def build_result_files(
+    prediction: Prediction,
+    volume: Volume,
+    source_paths: Sequence[Path] | SourceSet,
+    *,
+    job_id: str,
+    content_datetime: dt.datetime | None = None,
+    series_number_base: int = 9000,
+) -> list[ResultFile]:
+    """``build_results`` (gate included) plus the file bytes of every object, encoded once.
+
+    Parameters and errors as ``build_results``; the bytes are what the gate parsed back.
+    """
+    sources = source_paths if isinstance(source_paths, SourceSet) else load_sources(source_paths)
+    datasets = build_results(
+        prediction,
+        volume,
+        sources,
+        job_id=job_id,
+        content_datetime=content_datetime,
+        check=False,
+        series_number_base=series_number_base,
+    )
+    files = [encode(ds) for ds in datasets]
+    check_results(datasets, sources, encoded=files)
+    return [ResultFile(dataset=ds, data=data) for ds, data in zip(datasets, files, strict=True)]
 
 
 def build_results(

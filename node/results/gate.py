@@ -10,24 +10,27 @@ Checks (a failing object raises ``ResultError`` with the reason; nothing is sent
   (or to another result of the same batch) with the same SOP Class, frame numbers in range;
 * frames and geometry: SEG frame count = per-frame items = pixel data length, frame positions
   on source planes; image pixel data length = rows x columns x samples x frames;
-* highdicom can parse the SEG and SR back.
+* highdicom can parse the SEG and SR back from their encoded file bytes (the bytes that are
+  written and sent, so an object that does not encode is blocked too).
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Iterator, Sequence
+from io import BytesIO
 from pathlib import Path
 from typing import Any
 
 import highdicom as hd
 import numpy as np
+import pydicom
 from pydicom.dataset import Dataset
 
 from node.errors import ResultError
 from node.results.sources import SourceSet, load_sources, quiet_highdicom
 
-__all__ = ["check_results"]
+__all__ = ["check_results", "encode"]
 
 log = logging.getLogger(__name__)
 
@@ -129,6 +132,27 @@ class _Known:
                 )
 
 
+def encode(ds: Dataset) -> bytes:
+    """The DICOM file (PS3.10: preamble, File Meta Information, data set) of ``ds`` as bytes.
+
+    Raises
+    ------
+    ResultError
+        ``ds`` cannot be encoded (e.g. a value that does not fit its VR).
+    """
+    buf = BytesIO()
+    try:
+        ds.save_as(buf, enforce_file_format=True)
+    except (ValueError, AttributeError, KeyError, TypeError, OverflowError) as exc:
+        raise ResultError(f"{_name(ds)} cannot be encoded: {exc}") from exc
+    return buf.getvalue()
+
+
+def _read_back(data: bytes) -> Dataset:
+    """A fresh data set parsed from encoded bytes (highdicom may then convert it in place)."""
+    return pydicom.dcmread(BytesIO(data))
+
+
 def _walk(items: Sequence[Dataset]) -> Iterator[Dataset]:
     for item in items:
         yield item
@@ -197,7 +221,7 @@ def _source_position(src: Dataset, frame: int | None) -> Any:
     return None
 
 
-def _check_seg(ds: Dataset, known: _Known, sources: SourceSet) -> None:
+def _check_seg(ds: Dataset, data: bytes, known: _Known, sources: SourceSet) -> None:
     n = int(ds.NumberOfFrames)
     per_frame = ds.PerFrameFunctionalGroupsSequence
     if len(per_frame) != n:
@@ -249,12 +273,12 @@ def _check_seg(ds: Dataset, known: _Known, sources: SourceSet) -> None:
                     )
     with quiet_highdicom():
         try:
-            hd.seg.Segmentation.from_dataset(ds, copy=True)
+            hd.seg.Segmentation.from_dataset(_read_back(data), copy=False)
         except (ValueError, AttributeError, KeyError, TypeError) as exc:
             raise ResultError(f"{_name(ds)} does not parse as a Segmentation: {exc}") from exc
 
 
-def _check_sr(ds: Dataset, known: _Known) -> None:
+def _check_sr(ds: Dataset, data: bytes, known: _Known) -> None:
     evidence: set[str] = set()
     for study in ds.CurrentRequestedProcedureEvidenceSequence:
         for series in study.ReferencedSeriesSequence:
@@ -272,7 +296,7 @@ def _check_sr(ds: Dataset, known: _Known) -> None:
                     )
     with quiet_highdicom():
         try:
-            hd.sr.Comprehensive3DSR.from_dataset(ds, copy=True)
+            hd.sr.Comprehensive3DSR.from_dataset(_read_back(data), copy=False)
         except (ValueError, AttributeError, KeyError, TypeError) as exc:
             raise ResultError(f"{_name(ds)} does not parse as an SR: {exc}") from exc
 
@@ -285,7 +309,12 @@ def _check_image(ds: Dataset, known: _Known) -> None:
         known.check(f"{_name(ds)} source image", item, _frame_numbers(item))
 
 
-def check_results(datasets: Sequence[Dataset], source_paths: Sequence[Path] | SourceSet) -> None:
+def check_results(
+    datasets: Sequence[Dataset],
+    source_paths: Sequence[Path] | SourceSet,
+    *,
+    encoded: Sequence[bytes] | None = None,
+) -> None:
     """Block any object that is not conformant; return quietly when all pass.
 
     Parameters
@@ -294,6 +323,9 @@ def check_results(datasets: Sequence[Dataset], source_paths: Sequence[Path] | So
         The result objects of one job (they may reference each other, e.g. SR -> SEG).
     source_paths
         The stored source instances (or their already loaded headers).
+    encoded
+        The objects' file bytes (``encode``), in the order of ``datasets``, when the caller has
+        them already (they are what gets written); default: encoded here.
 
     Raises
     ------
@@ -304,9 +336,11 @@ def check_results(datasets: Sequence[Dataset], source_paths: Sequence[Path] | So
     if not sources.by_uid:
         raise ResultError("no source instances to check the results against")
     first = next(iter(sources.by_uid.values()))
+    if encoded is not None and len(encoded) != len(datasets):
+        raise ResultError(f"{len(encoded)} encoded objects given for {len(datasets)} results")
     known = _Known(sources, datasets)
     seen: set[str] = set()
-    for ds in datasets:
+    for n, ds in enumerate(datasets):
         _require(ds, _COMMON)
         if ds.SOPInstanceUID in seen:
             raise ResultError(f"{_name(ds)} appears twice in the results")
@@ -315,10 +349,10 @@ def check_results(datasets: Sequence[Dataset], source_paths: Sequence[Path] | So
         cls = str(ds.SOPClassUID)
         if cls == SEG_CLASS:
             _require(ds, _REQUIRED[SEG_CLASS])
-            _check_seg(ds, known, sources)
+            _check_seg(ds, encoded[n] if encoded is not None else encode(ds), known, sources)
         elif cls in SR_CLASSES:
             _require(ds, _SR)
-            _check_sr(ds, known)
+            _check_sr(ds, encoded[n] if encoded is not None else encode(ds), known)
         else:
             _require(ds, _REQUIRED.get(cls, _IMAGE))
             _check_image(ds, known)

@@ -20,7 +20,7 @@ from pydicom.sr.codedict import codes
 from node.errors import ResultError
 from node.results.identity import DEMO_STATEMENT, ResultContext
 from node.results.sources import SourceSet, quiet_highdicom
-from node.types import Prediction, SegmentDescription, Volume
+from node.types import Prediction, SegmentDescription, Volume, label_counts
 
 __all__ = ["build_seg", "segment_numbers"]
 
@@ -148,18 +148,22 @@ def build_seg(
     numbers = segment_numbers(prediction)
     if not numbers:
         raise ResultError("prediction has a label map but no segment descriptions")
-    counts = np.bincount(label_map.ravel())  # much faster than np.unique on 10^8 voxels
+    counts = label_counts(label_map)
     present = {int(v) for v in np.flatnonzero(counts)} - {0}
     undescribed = present - set(numbers)
     if undescribed:
         raise ResultError(f"labels {sorted(undescribed)} in the label map have no description")
-    lut_size = max(max(numbers), len(counts) - 1) + 1
-    lut = np.zeros(lut_size, dtype=np.uint8 if len(numbers) < 256 else np.uint16)
-    for label, number in numbers.items():
-        lut[label] = number
-    seg_labels = lut[label_map]
-    if not seg_labels.any():
+    if not present:
         raise ResultError("label map is empty: no segment has any voxel")
+    seg_labels: npt.NDArray[Any]
+    if label_map.dtype == np.uint8 and all(label == n for label, n in numbers.items()):
+        seg_labels = label_map  # labels are already the segment numbers 1..n: no 10^8 lookup
+    else:
+        lut_size = max(max(numbers), len(counts) - 1) + 1
+        lut = np.zeros(lut_size, dtype=np.uint8 if len(numbers) < 256 else np.uint16)
+        for label, number in numbers.items():
+            lut[label] = number
+        seg_labels = lut[label_map]
     images, array = _frames(volume, sources, seg_labels)
     by_label = {s.label: s for s in prediction.segments}
     descriptions = [_description(by_label[label], n, ctx) for label, n in numbers.items()]

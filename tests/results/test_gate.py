@@ -11,7 +11,7 @@ import pytest
 from pydicom.dataset import Dataset
 
 from node.errors import ResultError
-from node.results import build_results, check_results, result_uid
+from node.results import build_result_files, build_results, check_results, result_uid
 from tests.results.conftest import WHEN, Case
 
 
@@ -98,6 +98,33 @@ def test_rebuild_is_byte_identical_and_uids_depend_on_job(chest_case: Case) -> N
         content_datetime=WHEN,
     )
     assert not {d.SOPInstanceUID for d in other} & {d.SOPInstanceUID for d in again}
+
+
+def test_result_files_are_the_objects_bytes(chest_case: Case) -> None:
+    files = build_result_files(
+        chest_case.prediction,
+        chest_case.volume,
+        chest_case.sources,
+        job_id="job-chest",
+        content_datetime=WHEN,
+    )
+    assert [f.data for f in files] == [p.read_bytes() for p in chest_case.files]
+    assert [f.dataset.SOPInstanceUID for f in files] == [
+        d.SOPInstanceUID for d in chest_case.results
+    ]
+
+
+def test_gate_parses_seg_and_sr_back_from_the_given_bytes(chest_case: Case) -> None:
+    (seg,) = chest_case.of("SEG")
+    (sr,) = chest_case.of("SR")
+    good = [_bytes(seg), _bytes(sr)]
+    check_results([seg, sr], chest_case.sources, encoded=good)
+    broken = pydicom.dcmread(io.BytesIO(good[0]))
+    del broken.SegmentSequence[0].SegmentNumber  # highdicom cannot read this back
+    with pytest.raises(ResultError, match="does not parse as a Segmentation"):
+        check_results([seg, sr], chest_case.sources, encoded=[_bytes(broken), good[1]])
+    with pytest.raises(ResultError, match="1 encoded objects given for 2 results"):
+        check_results([seg, sr], chest_case.sources, encoded=good[:1])
 
 
 def test_result_uid_is_a_valid_deterministic_uid() -> None:
