@@ -114,15 +114,17 @@ def _stored_range(ds: Dataset) -> tuple[int, int]:
     return 0, (1 << bits) - 1
 
 
-def read_instance(path: Path) -> InstanceHeader:
+def read_instance(path: Path, read: tuple[Dataset, int | None] | None = None) -> InstanceHeader:
     """Read the header of one file (no pixel data) into per-frame facts.
+
+    ``read`` is what ``read_header(path)`` returned when the caller already read it.
 
     Raises
     ------
     ImagingError
         Not DICOM, no image (no Rows/Columns), or invalid values (the message names them).
     """
-    ds, pixel_offset = read_header(path)
+    ds, pixel_offset = read if read is not None else read_header(path)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")  # pydicom converts values lazily and warns on bad VRs
         try:

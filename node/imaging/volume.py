@@ -27,12 +27,13 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
+from pydicom.dataset import Dataset
 
 from node.errors import ImagingError
 from node.imaging.decode import decode_frame
@@ -183,7 +184,12 @@ def _is_integral(value: float) -> bool:
     return float(value).is_integer()
 
 
-def load_volume(paths: Sequence[Path], *, dtype: Literal["auto", "float32"] = "auto") -> Volume:
+def load_volume(
+    paths: Sequence[Path],
+    *,
+    dtype: Literal["auto", "float32"] = "auto",
+    read: Mapping[Path, tuple[Dataset, int | None]] | None = None,
+) -> Volume:
     """Load one series (single-frame files or enhanced multi-frame instances) as a ``Volume``.
 
     Parameters
@@ -193,6 +199,10 @@ def load_volume(paths: Sequence[Path], *, dtype: Literal["auto", "float32"] = "a
     dtype:
         ``"auto"``: int16 when rescaling is exact in int16 (typical CT, in HU), else float32.
         ``"float32"``: always float32.
+    read:
+        Headers the caller already read with ``node.imaging.decode.read_header``, by path (the
+        job pipeline reads them once for the volume and the result objects); the others are read
+        here. A single-frame file's pixel data is decoded from the file either way.
 
     Returns
     -------
@@ -211,7 +221,8 @@ def load_volume(paths: Sequence[Path], *, dtype: Literal["auto", "float32"] = "a
     """
     if not paths:
         raise ImagingError("no files given")
-    headers = [read_instance(Path(p)) for p in paths]
+    known = read or {}
+    headers = [read_instance(Path(p), known.get(Path(p))) for p in paths]
     series_uid = _one({h.series_uid for h in headers}, "Series Instance UID")
     study_uid = _one({h.study_uid for h in headers}, "Study Instance UID")
     frames = [f for h in headers for f in h.frames]

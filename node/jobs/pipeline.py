@@ -94,17 +94,25 @@ def _series(key: tuple[str, ...] | None, paths: Sequence[Path]) -> tuple[Any, An
     global _LAST_SERIES
     from dataclasses import replace
 
-    from node.imaging import load_volume
-    from node.results.sources import load_sources
-
     if key is None:
-        return load_volume(paths), load_sources(paths)
+        return _read_series(paths)
     if _LAST_SERIES is None or _LAST_SERIES[0] != key:
         _LAST_SERIES = None  # free the previous series before reading the next
-        volume = load_volume(paths)
-        _LAST_SERIES = (key, volume, load_sources(paths))
+        _LAST_SERIES = (key, *_read_series(paths))
     _, volume, sources = _LAST_SERIES
     return replace(volume, voxels=volume.voxels.copy()), sources
+
+
+def _read_series(paths: Sequence[Path]) -> tuple[Any, Any]:
+    """Volume and source headers, each file's header parsed once for both."""
+    from node.imaging import load_volume
+    from node.imaging.decode import read_header
+    from node.results.sources import load_sources
+
+    read = {Path(p): read_header(Path(p)) for p in paths}
+    volume = load_volume(paths, read=read)
+    # the volume is built: its reader is done with these datasets, the sources may sanitise them
+    return volume, load_sources(paths, datasets={p: ds for p, (ds, _) in read.items()})
 
 
 def run_job(job: Job, context: Mapping[str, Any]) -> dict[str, Any]:

@@ -10,7 +10,7 @@ import contextlib
 import copy
 import logging
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -84,13 +84,18 @@ def _sanitise(ds: Dataset) -> Dataset:
     return ds
 
 
-def load_sources(paths: Sequence[Path]) -> SourceSet:
+def load_sources(
+    paths: Sequence[Path], *, datasets: Mapping[Path, Dataset] | None = None
+) -> SourceSet:
     """Read the headers of the source instances (pixel data is not loaded).
 
     Parameters
     ----------
     paths
         Files of the source series (at least those the Volume references).
+    datasets
+        Headers already read (without pixel data), by path; they are sanitised in place, so
+        pass only copies the caller no longer uses otherwise. The other paths are read here.
 
     Returns
     -------
@@ -103,11 +108,14 @@ def load_sources(paths: Sequence[Path]) -> SourceSet:
         A file is not readable DICOM or lacks a SOP Instance UID.
     """
     by_uid: dict[str, Dataset] = {}
+    known = datasets or {}
     for path in paths:
-        try:
-            ds = pydicom.dcmread(path, stop_before_pixels=True)
-        except (InvalidDicomError, OSError) as exc:
-            raise ResultError(f"source file {path.name} is not readable DICOM: {exc}") from exc
+        ds = known.get(Path(path))
+        if ds is None:
+            try:
+                ds = pydicom.dcmread(path, stop_before_pixels=True)
+            except (InvalidDicomError, OSError) as exc:
+                raise ResultError(f"source file {path.name} is not readable DICOM: {exc}") from exc
         uid = ds.get("SOPInstanceUID")
         if not uid:
             raise ResultError(f"source file {path.name} has no SOP Instance UID")
