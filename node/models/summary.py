@@ -18,20 +18,19 @@ def prediction_summary(
     voxel_mm3 = float(np.prod(spacing))
     labels = []
     if prediction.label_map is not None:
-        found = label_counts(prediction.label_map)
-        counts = np.zeros(max(256, len(found)), dtype=np.int64)
-        counts[: len(found)] = found
+        counts = label_counts(prediction.label_map)
         names = {s.label: s for s in prediction.segments}
         for value in sorted(set(names) | {int(v) for v in np.flatnonzero(counts)} - {0}):
             seg = names.get(value)
+            voxels = int(counts[value]) if value < len(counts) else 0  # a described, empty label
             labels.append(
                 {
                     "label": value,
                     "name": seg.name if seg else f"label {value}",
                     "category": seg.category.meaning if seg else None,
                     "type": seg.property_type.meaning if seg else None,
-                    "voxels": int(counts[value]),
-                    "volume_ml": round(int(counts[value]) * voxel_mm3 / 1000.0, 3),
+                    "voxels": voxels,
+                    "volume_ml": round(voxels * voxel_mm3 / 1000.0, 3),
                 }
             )
     return {

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import math
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -221,6 +221,30 @@ def _trilinear(
     return along_zy(x[0]) * (1 - x[2]) + along_zy(x[1]) * x[2]
 
 
+Box = tuple[slice, slice, slice]
+
+
+def components_in_box(
+    mask: npt.NDArray[np.bool_],
+) -> tuple[npt.NDArray[np.int32], int, Box] | None:
+    """26-connected components of a 3D ``mask``, labelled only inside the box holding every set
+    voxel (nodules fill a small part of a CT): (labels of the box, count, box), None if empty."""
+    from scipy import ndimage
+
+    present = [np.flatnonzero(mask.any(axis=other)) for other in ((1, 2), (0, 2), (0, 1))]
+    if not len(present[0]):
+        return None
+    z, y, x = (slice(int(p[0]), int(p[-1]) + 1) for p in present)
+    comps, n = ndimage.label(mask[z, y, x], structure=np.ones((3, 3, 3), dtype=bool))
+    return comps, int(n), (z, y, x)
+
+
+def shift_box(local: Sequence[slice], box: Box) -> Box:
+    """``local`` (slices within ``box``) as slices of the whole volume."""
+    z, y, x = (slice(s.start + b.start, s.stop + b.start) for s, b in zip(local, box, strict=True))
+    return z, y, x
+
+
 @dataclass(frozen=True, slots=True)
 class ModelGrid:
     """The resampling between an input volume grid and an isotropic model grid (3 axes)."""
@@ -295,10 +319,8 @@ class ModelGrid:
 
     def values_to_input(self, values: torch.Tensor) -> torch.Tensor:
         """Resample one ``(z, y, x)`` model-grid map (e.g. a probability) to the input grid."""
-        t = values.unsqueeze(0)
-        for dim, axis in enumerate(self.axes, start=1):
-            t = _interp_axis(t, dim, axis.input_coords_in_model())
-        return t.squeeze(0)
+        whole = slice(None)
+        return self.values_in_box(values, (whole, whole, whole))
 
     def model_to_input_index(self, idx: tuple[float, float, float]) -> tuple[float, float, float]:
         """Input-grid index of a model-grid point."""

@@ -26,7 +26,14 @@ import numpy.typing as npt
 from scipy import ndimage
 
 from node.models.base import Model, ModelInfo, OutputKind, Task
-from node.models.builtin._common import heldout_metrics, load_card, load_metrics, voxel_to_patient
+from node.models.builtin._common import (
+    components_in_box,
+    heldout_metrics,
+    load_card,
+    load_metrics,
+    shift_box,
+    voxel_to_patient,
+)
 from node.models.builtin.lung_nodule_seg import (
     MIN_SLICES,
     MORPHOLOGICALLY_ABNORMAL,
@@ -195,23 +202,17 @@ def _components(
 
     Only the box holding every set voxel is labelled (nodules fill a small part of a CT).
     """
-    present = [np.flatnonzero(binary.any(axis=other)) for other in ((1, 2), (0, 2), (0, 1))]
-    if not len(present[0]):
+    found = components_in_box(binary)
+    if found is None:
         return []
-    z, y, x = (slice(int(p[0]), int(p[-1]) + 1) for p in present)
-    comps, n = ndimage.label(binary[z, y, x], structure=np.ones((3, 3, 3), dtype=bool))
+    comps, n, box = found
     voxel_mm3 = float(np.prod(spacing))
     sizes = np.bincount(comps.ravel(), minlength=n + 1) * voxel_mm3
     out = []
     for i, bbox in enumerate(ndimage.find_objects(comps), start=1):
         if bbox is None or not (min_volume_mm3 <= sizes[i] <= max_volume_mm3):
             continue
-        whole = (
-            slice(bbox[0].start + z.start, bbox[0].stop + z.start),
-            slice(bbox[1].start + y.start, bbox[1].stop + y.start),
-            slice(bbox[2].start + x.start, bbox[2].stop + x.start),
-        )
-        out.append((comps[bbox] == i, whole))
+        out.append((comps[bbox] == i, shift_box(bbox, box)))
     return out
 
 

@@ -28,9 +28,11 @@ from node.models.base import Model, ModelInfo, OutputKind, Task
 from node.models.builtin._common import (
     LazyNet,
     ModelGrid,
+    components_in_box,
     heldout_metrics,
     hu_normalise,
     load_card,
+    shift_box,
 )
 from node.types import Code, Prediction, SegmentDescription, Volume
 
@@ -151,22 +153,17 @@ def refine_nodules(
     numpy.ndarray
         ``labels``.
     """
-    nodules = labels == 2
-    present = [np.flatnonzero(nodules.any(axis=other)) for other in ((1, 2), (0, 2), (0, 1))]
-    if not len(present[0]):
+    found = components_in_box(labels == 2)
+    if found is None:
         return labels
-    # label only the box holding all nodule voxels (a small part of a 512 x 512 CT)
-    crop = tuple(slice(int(p[0]), int(p[-1]) + 1) for p in present)
-    comps, n = ndimage.label(nodules[crop], structure=np.ones((3, 3, 3), dtype=bool))
+    comps, n, crop = found
     sp = np.asarray(spacing, dtype=np.float64)
     voxel_mm3 = float(np.prod(sp))
     sizes = np.bincount(comps.ravel(), minlength=n + 1)
     for i, local in enumerate(ndimage.find_objects(comps), start=1):
         if local is None:
             continue
-        bbox = tuple(
-            slice(s.start + c.start, s.stop + c.start) for s, c in zip(local, crop, strict=True)
-        )
+        bbox = shift_box(local, crop)
         radius = (3.0 * float(sizes[i]) * voxel_mm3 / (4.0 * math.pi)) ** (1.0 / 3.0)
         reach = min(max(GROW_MM, SPICULE_REACH * radius), SPICULE_MAX_MM)
         pad = [int(math.ceil(reach / max(s, 1e-3))) + 1 for s in spacing]
