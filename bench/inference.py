@@ -138,7 +138,7 @@ def _window_reference(model: Any, volume: Any) -> dict[str, Any]:
 
 # ---------------------------------------------------------------- parent
 def _chest_pixels(slices: int, size: int) -> Callable[[int, int, int], Any]:
-    """Slices of a demo chest phantom (``node.models.demo.phantoms``) for ``write_ct_series``.
+    """Slices of a demo chest phantom (``node.samples.phantoms``) for ``write_ct_series``.
 
     The scene is rendered once at 2.8 mm (cheap) and each 0.7 mm slice is interpolated from it
     with fresh 15 HU noise, so a 300 x 512 x 512 series is written without a 1 GiB render.
@@ -146,7 +146,7 @@ def _chest_pixels(slices: int, size: int) -> Callable[[int, int, int], Any]:
     import numpy as np
     from scipy import ndimage
 
-    from node.models.demo.phantoms import make_chest_scene, render_scene
+    from node.samples.phantoms import make_chest_scene, render_scene
 
     rng = np.random.default_rng(7)
     scene = make_chest_scene(rng, n_nodules=4)

@@ -39,7 +39,6 @@ from node.cli.models import models_app, predict  # noqa: E402
 app.add_typer(models_app, name="models")
 app.command("predict")(predict)
 from node.cli import deliveries, pull  # noqa: E402, F401, I001 - registers deliveries, pull
-from node.cli import train as _train  # noqa: E402,F401  (registers `ainode train`)
 
 
 def main() -> None:

@@ -11,9 +11,9 @@ import torch
 from node.models.base import Model, Task
 from node.models.builtin import BUILTIN_NAMES, builtin_models
 from node.models.builtin._common import ASSETS, load_metrics
-from node.models.demo import cards
-from node.models.demo.phantoms import make_radiograph
-from node.models.demo.volumes import radiograph_volume
+from training import cards
+from node.samples.phantoms import make_radiograph
+from training.volumes import radiograph_volume
 
 
 def test_builtin_models_are_the_six_demo_models_and_load_no_weights() -> None:

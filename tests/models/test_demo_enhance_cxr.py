@@ -8,9 +8,9 @@ import pytest
 from node.models.builtin._common import load_metrics
 from node.models.builtin.ct_denoise import CtDenoiser
 from node.models.builtin.cxr_classify import CxrClassifier
-from node.models.demo.phantoms import make_chest_ct, make_radiograph
-from node.models.demo.train_models import evaluate_cxr, evaluate_denoiser
-from node.models.demo.volumes import ct_volume, radiograph_volume
+from node.samples.phantoms import make_chest_ct, make_radiograph
+from training.train_models import evaluate_cxr, evaluate_denoiser
+from training.volumes import ct_volume, radiograph_volume
 
 
 def _assert_meets(name: str, measured: dict[str, float]) -> None:

@@ -10,7 +10,7 @@ import torch
 from node.models.builtin._common import ASSETS
 from node.models.builtin.cxr_classify import CxrNet
 from node.models.builtin.lung_nodule_detect import FEATURES, CandidateScorer
-from node.models.demo import loop
+from training import loop
 
 
 def _maps(hot: tuple[int, int]) -> torch.Tensor:

@@ -6,15 +6,15 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from node.models.demo import evaluate as ev
-from node.models.demo.phantoms import (
+from training import evaluate as ev
+from node.samples.phantoms import (
     LABEL_LUNG,
     LABEL_NODULE,
     make_chest_ct,
     make_nodule_crop,
     make_radiograph,
 )
-from node.models.demo.volumes import ct_volume, radiograph_volume
+from training.volumes import ct_volume, radiograph_volume
 
 
 def test_chest_phantom_is_deterministic_per_seed() -> None:

@@ -1,4 +1,4 @@
-"""``ainode train``: wired into the CLI, clear failure for an unknown model (no training in CI)."""
+"""``python -m training``: the demo trainer lives outside the runtime package (no training in CI)."""
 
 from __future__ import annotations
 
@@ -13,37 +13,39 @@ ROOT = Path(__file__).resolve().parents[2]
 def _run(*args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     return subprocess.run(
-        [sys.executable, "-m", "node", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-        cwd=ROOT,
+        [sys.executable, *args], capture_output=True, text=True, env=env, timeout=120, cwd=ROOT
     )
 
 
-def test_train_help_lists_options() -> None:
-    out = _run("train", "--help")
+def test_training_help_lists_options() -> None:
+    out = _run("-m", "training", "--help")
     assert out.returncode == 0, out.stderr
-    assert "--seed" in out.stdout and "--steps" in out.stdout
-
-
-def test_train_unknown_model_fails_with_one_line() -> None:
-    out = _run("train", "no-such-model")
-    assert out.returncode == 2
-    assert out.stderr.strip().startswith("ainode: error: no demo model 'no-such-model'")
-    assert "lung-nodule-seg" in out.stderr
+    for option in ("--seed", "--steps", "--threads", "--data"):
+        assert option in out.stdout
 
 
 def test_module_entry_point_rejects_unknown_model() -> None:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    out = subprocess.run(
-        [sys.executable, "-m", "node.models.demo.train", "no-such-model"],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-        cwd=ROOT,
-    )
+    out = _run("-m", "training", "no-such-model")
+    assert out.returncode == 2
+    assert "unknown demo model 'no-such-model'" in out.stderr
+    assert "lung-nodule-seg" in out.stderr
+
+
+def test_shipped_cli_has_no_train_command() -> None:
+    """Training is a developer task: the installed ``ainode`` does not offer it."""
+    out = _run("-m", "node", "train", "--help")
     assert out.returncode != 0
-    assert "unknown demo model" in out.stderr
+    assert "No such command 'train'" in out.stderr
+
+
+def test_runtime_package_holds_no_training_code() -> None:
+    """``node/`` keeps the model code and weights; trainers and cards live in ``training/``."""
+    node = ROOT / "node"
+    assert not (node / "models" / "demo").exists()
+    offenders = [
+        str(p.relative_to(ROOT))
+        for p in node.rglob("*.py")
+        if "import training" in p.read_text(encoding="utf-8")
+        or "from training" in p.read_text(encoding="utf-8")
+    ]
+    assert offenders == []

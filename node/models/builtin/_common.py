@@ -2,7 +2,7 @@
 
 Each model keeps its files in ``assets/<model-name>/``: ``weights.pt`` (a ``state_dict`` read with
 ``torch.load(..., weights_only=True)``), ``metrics.json`` (held-out metrics and the test thresholds,
-written by ``python -m node.models.demo.train``) and ``MODEL_CARD.md``.
+written by ``python -m training``) and ``MODEL_CARD.md``.
 """
 
 from __future__ import annotations
@@ -96,7 +96,7 @@ class LazyNet:
                 if not path.is_file():
                     raise ModelError(
                         f"weights of built-in model '{self._name}' missing at {path}; "
-                        f"run 'ainode train {self._name}'"
+                        f"run 'python -m training {self._name}' from a checkout"
                     )
                 try:
                     state = torch.load(path, map_location="cpu", weights_only=True)
@@ -104,7 +104,7 @@ class LazyNet:
                 except (RuntimeError, OSError, ValueError) as exc:
                     raise ModelError(
                         f"weights of built-in model '{self._name}' do not load ({exc}); "
-                        f"retrain with 'ainode train {self._name}'"
+                        f"retrain with 'python -m training {self._name}' from a checkout"
                     ) from exc
                 net.eval()
                 self._net = net

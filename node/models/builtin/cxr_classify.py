@@ -4,7 +4,7 @@ The projection image is resized (aspect ratio kept, zero padding) to 128 x 128, 
 and 99th percentiles, and classified by a small VGG-style CNN whose last layer gives per-location
 class evidence (16 x 16 cells); the logits are its global maxima.  The Grad-CAM map of the
 predicted class on that layer (``monai.visualize.GradCAM``) is mapped back to the input pixel grid.
-Training adds a localisation term to the cross-entropy (``node.models.demo.loop``): trained on
+Training adds a localisation term to the cross-entropy (``training.loop``): trained on
 image labels alone, the evidence peaked at the opacity's upper edge, just outside the lesion.
 """
 

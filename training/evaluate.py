@@ -1,6 +1,6 @@
 """Held-out evaluation of the demo models on freshly generated phantoms.
 
-Used by ``node.models.demo.train`` (to write the metrics into the model cards) and by the tests
+Used by ``training`` (to write the metrics into the model cards) and by the tests
 (to check committed weights against the thresholds the cards state).  Every function takes the
 seeds of the phantoms it generates, so a caller chooses a set disjoint from the training seeds.
 """

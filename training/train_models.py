@@ -1,8 +1,7 @@
-"""The training loops of the demo models (called through ``node.models.demo.train``)."""
+"""The training loops of the demo models (called through ``training``)."""
 
 from __future__ import annotations
 
-import os
 import time
 from typing import Any
 
@@ -11,10 +10,10 @@ import torch
 import torch.nn.functional as F  # noqa: N812
 
 from node.models.builtin._common import ModelGrid, hu_normalise
-from node.models.demo import evaluate as ev
-from node.models.demo import loop
-from node.models.demo.phantoms import make_chest_ct
-from node.models.demo.train import TrainResult, heldout_seeds
+from training import evaluate as ev
+from training import loop
+from node.samples.phantoms import make_chest_ct
+from training.train import TrainResult, heldout_seeds
 
 __all__ = [
     "calibrate_detection",
@@ -90,7 +89,7 @@ def evaluate_segmentation(model: Any, seeds: list[int]) -> dict[str, float]:
     ``nodule_dice`` pools all nodule voxels of the set; ``nodule_dice_mean`` averages per scan
     (scans without nodules count 1.0 when nothing is predicted, else 0.0).
     """
-    from node.models.demo.volumes import ct_volume
+    from training.volumes import ct_volume
 
     lung, nod_mean = [], []
     inter = total = 0.0
@@ -110,7 +109,9 @@ def evaluate_segmentation(model: Any, seeds: list[int]) -> dict[str, float]:
     }
 
 
-def train_segmentation(seed: int, steps: int | None, *, resume: bool = False) -> TrainResult:
+def train_segmentation(
+    seed: int, steps: int | None, *, resume: bool = False, data: int | None = None
+) -> TrainResult:
     """3D UNet, DiceCE loss, Adam; crops centred on a nodule two times in three.
 
     Stage 1 trains from scratch on 48^3 crops (batch 2); with ``resume`` a second stage starts
@@ -132,7 +133,7 @@ def train_segmentation(seed: int, steps: int | None, *, resume: bool = False) ->
     data_seed = seed * 100_000 + 25_000 * (stage - 1)  # every stage sees fresh phantoms
     rng = np.random.default_rng(seed + 1000 * (stage - 1))
     crop, batch_size = ((64, 64, 64), 1) if resume else ((48, 48, 48), 2)
-    pool_size = int(os.environ.get("AINODE_DEMO_POOL", "24"))
+    pool_size = data or 24
     t0 = time.perf_counter()
     pool = [_seg_sample(data_seed + i) for i in range(pool_size)]
     _log(f"seg: {pool_size} phantoms in {time.perf_counter() - t0:.0f}s")
@@ -206,7 +207,7 @@ def _match(
 
 def evaluate_detection(model: Any, seeds: list[int]) -> dict[str, float]:
     """Sensitivity and false positives per scan of ``model`` (a LungNoduleDetection)."""
-    from node.models.demo.volumes import ct_volume
+    from training.volumes import ct_volume
 
     tp = fp = total = 0
     for s in seeds:
@@ -243,7 +244,7 @@ def _fit_logistic(x: np.ndarray, y: np.ndarray, *, l2: float = 1e-2) -> tuple[np
 
 def _detection_candidates(model: Any, seeds: list[int]) -> tuple[list[Any], list[bool], int]:
     """Candidates on phantoms of ``seeds``, whether each hits a nodule, and the nodule count."""
-    from node.models.demo.volumes import ct_volume
+    from training.volumes import ct_volume
 
     cands: list[Any] = []
     hits: list[bool] = []
@@ -395,7 +396,7 @@ def evaluate_classifier(
     full chest phantoms (4 each) to check the classifier there too.
     """
     from node.models.builtin.lung_nodule_classify import extract_patch
-    from node.models.demo.phantoms import make_nodule_crop
+    from node.samples.phantoms import make_nodule_crop
 
     rng = np.random.default_rng(seeds[0] if seeds else 0)
     patches, masks, labels = [], [], []
@@ -421,19 +422,19 @@ def evaluate_classifier(
     return out
 
 
-def train_classifier(seed: int, steps: int | None) -> TrainResult:
+def train_classifier(seed: int, steps: int | None, *, data: int | None = None) -> TrainResult:
     """VGG-like patch CNN, cross-entropy + evidence localisation loss, Adam, on nodule crops.
 
     Patch centres are jittered by up to 6 mm.  The localisation term asks the true class's
     evidence to lie inside the nodule mask (see ``loop.localisation_loss``).
     """
     from node.models.builtin import lung_nodule_classify as cls
-    from node.models.demo.phantoms import make_nodule_crop
+    from node.samples.phantoms import make_nodule_crop
 
     steps = steps or 900
     rng = np.random.default_rng(seed)
     t0 = time.perf_counter()
-    n_crops = int(os.environ.get("AINODE_DEMO_CROPS", "2000"))
+    n_crops = data or 2000
     xs, ms, ys = [], [], []
     for i in range(n_crops):
         crop = make_nodule_crop(seed * 100_000 + 50_000 + i)
@@ -488,7 +489,7 @@ def _low_dose_noise(rng: np.random.Generator, shape: tuple[int, ...], sigma: flo
 
 
 def _clean_ct(seed: int) -> tuple[np.ndarray, tuple[float, float, float]]:
-    from node.models.demo.phantoms import make_chest_scene, render_scene
+    from node.samples.phantoms import make_chest_scene, render_scene
 
     rng = np.random.default_rng(seed)
     scene = make_chest_scene(rng)
@@ -503,8 +504,8 @@ def evaluate_denoiser(model: Any, seeds: list[int]) -> dict[str, float]:
     Each held-out phantom is rendered noise-free (the reference) and with low-dose noise of
     60-120 HU; metrics are averaged over phantoms (SSIM over 8 evenly spaced axial slices).
     """
-    from node.models.demo.phantoms import ChestPhantom
-    from node.models.demo.volumes import ct_volume
+    from node.samples.phantoms import ChestPhantom
+    from training.volumes import ct_volume
 
     rng = np.random.default_rng(seeds[0] if seeds else 0)
     p_in, p_out, s_in, s_out = [], [], [], []
@@ -577,7 +578,7 @@ def train_denoiser(seed: int, steps: int | None) -> TrainResult:
 def _cxr_sample(seed: int) -> tuple[torch.Tensor, bool, torch.Tensor]:
     """Preprocessed radiograph (1, 128, 128), its label and its opacity mask on the 128 grid."""
     from node.models.builtin.cxr_classify import SIZE, preprocess
-    from node.models.demo.phantoms import make_radiograph
+    from node.samples.phantoms import make_radiograph
 
     r = make_radiograph(seed)
     x, (top, left, nh, nw) = preprocess(r.image)
@@ -605,7 +606,7 @@ def evaluate_cxr(model: Any, seeds: list[int]) -> dict[str, float]:
     return out
 
 
-def train_cxr(seed: int, steps: int | None) -> TrainResult:
+def train_cxr(seed: int, steps: int | None, *, data: int | None = None) -> TrainResult:
     """Radiograph CNN, cross-entropy + evidence localisation loss, Adam, on projection phantoms.
 
     The localisation term (``loop.localisation_loss``) asks the opacity evidence to lie inside
@@ -617,7 +618,7 @@ def train_cxr(seed: int, steps: int | None) -> TrainResult:
     steps = steps or 500
     rng = np.random.default_rng(seed)
     t0 = time.perf_counter()
-    n_images = int(os.environ.get("AINODE_DEMO_CXR", "700"))
+    n_images = data or 700
     samples = [_cxr_sample(seed * 100_000 + 20_000 + i) for i in range(n_images)]
     x_all = torch.stack([x for x, _, _ in samples])
     y_all = torch.tensor([int(y) for _, y, _ in samples])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from node.models.demo.phantoms import ChestPhantom, RadiographPhantom
+from node.samples.phantoms import ChestPhantom, RadiographPhantom
 from node.types import SourceRef, Volume
 
 __all__ = ["ct_volume", "radiograph_volume"]

@@ -1,6 +1,7 @@
 """Train the built-in demo models on freshly generated phantoms and write weights + model cards.
 
-``python -m node.models.demo.train NAME|all [--seed N] [--steps N] [--threads N]``
+``python -m training NAME|all [--seed N] [--steps N] [--threads N] [--data N]``, from a checkout
+(``training/`` is not installed with ainode).
 
 Training is deterministic for a given seed and thread count (default 1 CPU thread).  After
 training, the model is evaluated on a separate held-out set generated from different seeds, and
@@ -22,7 +23,7 @@ import numpy as np
 import torch
 
 from node.models.builtin._common import ASSETS
-from node.models.demo import cards
+from training import cards
 
 __all__ = ["MODELS", "heldout_seeds", "main", "reevaluate", "rewrite_card", "train"]
 
@@ -71,7 +72,7 @@ def _save(
 
 
 def _trainers() -> dict[str, Callable[[int, int | None], TrainResult]]:
-    from node.models.demo import train_models
+    from training import train_models
 
     return {
         "lung-nodule-seg": train_models.train_segmentation,
@@ -82,6 +83,9 @@ def _trainers() -> dict[str, Callable[[int, int | None], TrainResult]]:
         "report-text": train_models.evaluate_report,
     }
 
+
+#: Trainers whose training-set size ``--data`` sets.
+_SIZED = frozenset({"lung-nodule-seg", "lung-nodule-classify", "cxr-classify"})
 
 MODELS = (
     "lung-nodule-seg",
@@ -94,7 +98,13 @@ MODELS = (
 
 
 def train(
-    name: str, *, seed: int = 0, steps: int | None = None, threads: int = 1, resume: bool = False
+    name: str,
+    *,
+    seed: int = 0,
+    steps: int | None = None,
+    threads: int = 1,
+    resume: bool = False,
+    data: int | None = None,
 ) -> Path:
     """Train (or calibrate) one demo model, evaluate it on held-out phantoms, write its assets.
 
@@ -111,6 +121,9 @@ def train(
         against other processes and ran 8x slower per step than one (measured).
     resume
         Continue from the committed weights (second training stage; lung-nodule-seg only).
+    data
+        Size of the generated training set (phantoms for lung-nodule-seg, nodule crops for
+        lung-nodule-classify, radiographs for cxr-classify); None: the model's default.
 
     Returns
     -------
@@ -126,9 +139,11 @@ def train(
     np.random.seed(seed)
     t0 = time.perf_counter()
     if resume:
-        from node.models.demo import train_models
+        from training import train_models
 
-        result = train_models.train_segmentation(seed, steps, resume=True)
+        result = train_models.train_segmentation(seed, steps, resume=True, data=data)
+    elif data is not None and name in _SIZED:
+        result = _trainers()[name](seed, steps, data=data)  # type: ignore[call-arg]  # sized ones
     else:
         result = _trainers()[name](seed, steps)
     seconds = time.perf_counter() - t0
@@ -144,7 +159,7 @@ def reevaluate(name: str, *, seed: int = 0, threads: int = 1) -> Path:
 
     Training facts (steps, time, operating point) are kept from the existing metrics.json.
     """
-    from node.models.demo import train_models
+    from training import train_models
 
     torch.set_num_threads(threads)
     folder = ASSETS / name
@@ -177,11 +192,17 @@ def rewrite_card(name: str) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point."""
-    parser = argparse.ArgumentParser(prog="python -m node.models.demo.train", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m training", description=__doc__)
     parser.add_argument("name", help="model name or 'all'")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--steps", type=int, default=None)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument(
+        "--data",
+        type=int,
+        default=None,
+        help="training-set size (phantoms, nodule crops or radiographs; default: the model's)",
+    )
     parser.add_argument(
         "--evaluate-only",
         action="store_true",
@@ -209,7 +230,12 @@ def main(argv: list[str] | None = None) -> int:
             folder = reevaluate(name, seed=args.seed, threads=args.threads)
         else:
             folder = train(
-                name, seed=args.seed, steps=args.steps, threads=args.threads, resume=args.resume
+                name,
+                seed=args.seed,
+                steps=args.steps,
+                threads=args.threads,
+                resume=args.resume,
+                data=args.data,
             )
         metrics = json.loads((folder / "metrics.json").read_text(encoding="utf-8"))
         print(f"{name}: {json.dumps(metrics['heldout'])}", flush=True)
