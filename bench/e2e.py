@@ -33,7 +33,7 @@ from pydicom.uid import generate_uid
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from node.samples.studies import CT_SPACING, _chest_ct_phantom  # noqa: E402
+from node.samples.studies import CT_SPACING, sample_chest_ct  # noqa: E402
 from node.samples.writers import write_ct_series  # noqa: E402
 from tests.models.builders import write_body_model  # noqa: E402
 from tests.peers.dcmtk import storescu  # noqa: E402
@@ -47,10 +47,10 @@ STABLE = 2.0
 def chest_ct(out: Path, slices: int, size: int = 512) -> list[Path]:
     """The sample chest phantom resampled to ``slices`` x ``size`` x ``size`` (nearest), fresh UIDs.
 
-    The phantom is 128 x 128 in-plane; ``size`` 512 repeats each pixel 4 x 4 with a quarter of
+    The phantom is ~126 x 126 in-plane; ``size`` 512 repeats each pixel ~4 x 4 with a quarter of
     the pixel spacing, so the anatomy keeps its size in mm and the files are a real CT's size.
     """
-    vol = _chest_ct_phantom()
+    vol = sample_chest_ct().hu
     idx = np.linspace(0, vol.shape[0] - 1, slices).round().astype(int)
     rows = np.linspace(0, vol.shape[1] - 1, size).round().astype(int)
     cols = np.linspace(0, vol.shape[2] - 1, size).round().astype(int)

@@ -8,13 +8,7 @@ import pydicom
 import pytest
 
 from node.samples import write_ct_series, write_projection, write_sample_studies
-from node.samples.studies import (
-    CT_SHAPE,
-    CT_SPACING,
-    NODULES_MM,
-    _chest_ct_phantom,
-    _chest_radiograph_phantom,
-)
+from node.samples.studies import CT_SPACING, sample_chest_ct, sample_radiograph
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +20,7 @@ def test_sample_studies_pass_dciodvfy(
     samples: list[Path], checker_tools: Path, tmp_path: Path
 ) -> None:
     root = samples[0].parent.parent
-    cr = write_projection(_chest_radiograph_phantom(), out_dir=tmp_path / "cr", modality="CR")
+    cr = write_projection(sample_radiograph().image, out_dir=tmp_path / "cr", modality="CR")
     proc = subprocess.run(
         [str(checker_tools / "check-dicom"), str(root), str(cr)], capture_output=True, text=True
     )
@@ -40,7 +34,7 @@ def test_two_studies_with_realistic_headers(samples: list[Path]) -> None:
     headers = [pydicom.dcmread(p, stop_before_pixels=True) for p in samples]
     ct = [h for h in headers if h.Modality == "CT"]
     dx = [h for h in headers if h.Modality == "DX"]
-    assert len(ct) == CT_SHAPE[0] and len(dx) == 1
+    assert len(ct) == sample_chest_ct().hu.shape[0] and len(dx) == 1
     assert 64 <= len(ct) <= 96
     assert len({h.StudyInstanceUID for h in ct}) == 1
     assert ct[0].StudyInstanceUID != dx[0].StudyInstanceUID
@@ -67,11 +61,14 @@ def test_ct_phantom_has_lungs_and_nodules_in_hu(samples: list[Path]) -> None:
     vol = np.stack(
         [pydicom.dcmread(p).pixel_array.astype(np.float32) for p in samples[:-1]]
     ) + float(pydicom.dcmread(samples[0], stop_before_pixels=True).RescaleIntercept)
-    assert vol.shape == CT_SHAPE
+    phantom = sample_chest_ct()
+    assert vol.shape == phantom.hu.shape
     lungish = (vol > -900) & (vol < -700)
     assert 0.05 < lungish.mean() < 0.4
-    for (z, y, x), _radius in NODULES_MM:
-        assert -50 < vol[z, y, x] < 110  # a solid nodule inside aerated lung
+    assert len(phantom.nodules) == 3 == len(phantom.nodule_masks)
+    for mask in phantom.nodule_masks:
+        z, y, x = (int(round(float(c))) for c in np.argwhere(mask).mean(axis=0))
+        assert -100 < vol[z, y, x] < 150  # a solid nodule inside aerated lung
         assert vol[z, y, x] - np.median(vol[z, y - 12 : y + 13, x - 12 : x + 13]) > 300
 
 
@@ -89,8 +86,8 @@ def test_written_pixels_round_trip(tmp_path: Path) -> None:
 
 
 def test_phantom_is_deterministic_per_seed() -> None:
-    assert np.array_equal(_chest_ct_phantom(3), _chest_ct_phantom(3))
-    assert not np.array_equal(_chest_ct_phantom(3), _chest_ct_phantom(4))
+    assert np.array_equal(sample_chest_ct(3).hu, sample_chest_ct(3).hu)
+    assert not np.array_equal(sample_chest_ct(3).hu, sample_chest_ct(4).hu)
 
 
 def test_wrong_dimensions_are_refused(tmp_path: Path) -> None:
