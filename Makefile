@@ -14,8 +14,8 @@ install-dev:
 	deploy/install.sh --dev
 
 lint:
-	.venv/bin/ruff check node dicom_rules tests bench
-	.venv/bin/ruff format --check node dicom_rules tests bench
+	.venv/bin/ruff check node dicom_rules training tests bench
+	.venv/bin/ruff format --check node dicom_rules training tests bench
 
 typecheck:
 	.venv/bin/mypy

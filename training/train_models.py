@@ -10,9 +10,9 @@ import torch
 import torch.nn.functional as F  # noqa: N812
 
 from node.models.builtin._common import ModelGrid, hu_normalise
+from node.samples.phantoms import make_chest_ct
 from training import evaluate as ev
 from training import loop
-from node.samples.phantoms import make_chest_ct
 from training.train import TrainResult, heldout_seeds
 
 __all__ = [

@@ -11,8 +11,8 @@ import torch
 from node.models.base import Model, Task
 from node.models.builtin import BUILTIN_NAMES, builtin_models
 from node.models.builtin._common import ASSETS, load_metrics
-from training import cards
 from node.samples.phantoms import make_radiograph
+from training import cards
 from training.volumes import radiograph_volume
 
 

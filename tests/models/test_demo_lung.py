@@ -14,13 +14,13 @@ from node.models.builtin.lung_nodule_classify import LungNoduleClassifier
 from node.models.builtin.lung_nodule_detect import LungNoduleDetection
 from node.models.builtin.lung_nodule_seg import LungNoduleSegmentation
 from node.samples.phantoms import make_chest_ct
+from node.types import Volume
 from training.train_models import (
     evaluate_classifier,
     evaluate_detection,
     evaluate_segmentation,
 )
 from training.volumes import ct_volume
-from node.types import Volume
 
 SEG_SEEDS = [5_000_000 + i for i in range(16)]  # pooled nodule Dice varies between small sets
 DET_SEEDS = [5_100_000 + i for i in range(16)]

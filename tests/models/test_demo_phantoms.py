@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from training import evaluate as ev
 from node.samples.phantoms import (
     LABEL_LUNG,
     LABEL_NODULE,
@@ -14,6 +13,7 @@ from node.samples.phantoms import (
     make_nodule_crop,
     make_radiograph,
 )
+from training import evaluate as ev
 from training.volumes import ct_volume, radiograph_volume
 
 

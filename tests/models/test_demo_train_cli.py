@@ -1,4 +1,4 @@
-"""``python -m training``: the demo trainer lives outside the runtime package (no training in CI)."""
+"""``python -m training``: the demo trainer lives outside the runtime package (no CI training)."""
 
 from __future__ import annotations
 
