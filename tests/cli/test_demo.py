@@ -10,9 +10,12 @@ from pathlib import Path
 
 import pytest
 
+from node.samples.studies import sample_chest_ct
 from node.store.index import Index
 
 ROOT = Path(__file__).resolve().parents[2]
+#: Slices of the demo chest CT (the shared phantom generator decides its extent).
+N_CT = sample_chest_ct().hu.shape[0]
 
 
 def _ainode(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -34,11 +37,13 @@ def test_demo_receives_both_sample_studies(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stdout + proc.stderr
     report = json.loads(proc.stdout)
     assert report["ok"] is True
-    assert report["sent"] == report["files_written"] == report["verified_byte_identical"] == 81
+    assert (
+        report["sent"] == report["files_written"] == report["verified_byte_identical"] == N_CT + 1
+    )
     assert report["forced_completion"] == [] and report["errors"] == []
     studies = report["studies"]
     assert [[s["modality"] for s in st["series"]] for st in studies] == [["CT"], ["DX"]]
-    assert [st["instance_count"] for st in studies] == [80, 1]
+    assert [st["instance_count"] for st in studies] == [N_CT, 1]
     assert {st["state"] for st in studies} == {"complete"}
     # routed by the default rules, run by the demo models, delivered to the PACS and the folder
     ct, dx = (report["pipeline"][st["study_uid"]] for st in studies)
@@ -69,7 +74,7 @@ def test_demo_receives_both_sample_studies(tmp_path: Path) -> None:
         index.close()
     assert set(rows) == {st["study_uid"] for st in studies}
     assert {r["state"] for r in rows.values()} == {"complete"}
-    assert "[3/7] sent 81/81 instances over C-STORE" in proc.stderr
+    assert f"[3/7] sent {N_CT + 1}/{N_CT + 1} instances over C-STORE" in proc.stderr
 
 
 def test_demo_fails_when_a_study_does_not_complete(tmp_path: Path) -> None:
@@ -119,7 +124,7 @@ def test_demo_text_summary_then_keep_running_serves_the_api_until_interrupted(
             raise AssertionError("".join(lines))
         out = "".join(lines)
         assert "CT study" in out and "DX study" in out
-        assert 'CT CHEST "Chest phantom 2.5mm" 80 instances' in out
+        assert f'CT CHEST "Chest phantom 2.5mm" {N_CT} instances' in out
         assert 'DX CHEST "Chest PA" 1 instances' in out
         assert "rules matched: chest-ct-lung-nodules" in out
         assert "model lung-nodule-seg: succeeded" in out
@@ -129,7 +134,7 @@ def test_demo_text_summary_then_keep_running_serves_the_api_until_interrupted(
         assert work.parent == tmp_path  # a new temporary folder
         url = line.split("browse ")[1].split()[0]
         studies = httpx.get(url, timeout=10).json()["studies"]
-        assert sorted(s["instance_count"] for s in studies) == [1, 80]
+        assert sorted(s["instance_count"] for s in studies) == [1, N_CT]
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=30) == 0
         assert proc.stdout.read().strip() == "stopping"
