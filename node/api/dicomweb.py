@@ -23,27 +23,14 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from node.api.deps import NodeView, get_node
+from node.api.media import DicomJsonResponse, MultipartDicomResponse
 from node.errors import NotFoundError
 from node.types import Instance, Study
+from node.web.multipart import related_content_type
 
 __all__ = ["router"]
 
 router = APIRouter(tags=["dicomweb"])
-
-_DICOM_JSON = "application/dicom+json"
-
-
-class _DicomJsonResponse(JSONResponse):
-    """JSON with the DICOM JSON media type (PS3.18 F.2), for the OpenAPI description."""
-
-    media_type = _DICOM_JSON
-
-
-class _MultipartDicomResponse(StreamingResponse):
-    """``multipart/related; type="application/dicom"`` (PS3.18 8.6.1.2), for OpenAPI."""
-
-    media_type = 'multipart/related; type="application/dicom"'
-
 
 _CHUNK = 1 << 20
 #: Study-level attributes copied from the stored series header (PS3.18 Table 10.6.3-3).
@@ -78,10 +65,10 @@ def _base(request: Request) -> str:
 
 def _json(items: list[dict[str, Any]]) -> JSONResponse:
     # PS3.18 10.6.3: no match is 204 for some servers; an empty array is what clients expect
-    return _DicomJsonResponse(items)
+    return DicomJsonResponse(items)
 
 
-@router.get("/dicom-web/studies", response_class=_DicomJsonResponse)
+@router.get("/dicom-web/studies", response_class=DicomJsonResponse)
 def search_studies(
     request: Request,
     node: Annotated[NodeView, Depends(get_node)],
@@ -120,7 +107,7 @@ def _study(node: NodeView, study_uid: str) -> Study:
     return study
 
 
-@router.get("/dicom-web/studies/{study_uid}/series", response_class=_DicomJsonResponse)
+@router.get("/dicom-web/studies/{study_uid}/series", response_class=DicomJsonResponse)
 def search_series(
     study_uid: str, request: Request, node: Annotated[NodeView, Depends(get_node)]
 ) -> JSONResponse:
@@ -156,7 +143,7 @@ def _series(node: NodeView, study_uid: str, series_uid: str) -> list[Instance]:
 
 @router.get(
     "/dicom-web/studies/{study_uid}/series/{series_uid}/instances",
-    response_class=_DicomJsonResponse,
+    response_class=DicomJsonResponse,
 )
 def search_instances(
     study_uid: str,
@@ -203,11 +190,11 @@ def _multipart(instances: Sequence[Instance]) -> StreamingResponse:
             yield b"\r\n"
         yield f"--{boundary}--\r\n".encode("ascii")
 
-    media = f'multipart/related; type="application/dicom"; boundary={boundary}'
+    media = related_content_type(boundary)
     return StreamingResponse(body(), media_type=media)
 
 
-@router.get("/dicom-web/studies/{study_uid}", response_class=_MultipartDicomResponse)
+@router.get("/dicom-web/studies/{study_uid}", response_class=MultipartDicomResponse)
 def retrieve_study(study_uid: str, node: Annotated[NodeView, Depends(get_node)]) -> Any:
     """WADO-RS Retrieve Study (PS3.18 10.4.1): every stored instance, as stored.
 
@@ -222,7 +209,7 @@ def retrieve_study(study_uid: str, node: Annotated[NodeView, Depends(get_node)])
 
 
 @router.get(
-    "/dicom-web/studies/{study_uid}/series/{series_uid}", response_class=_MultipartDicomResponse
+    "/dicom-web/studies/{study_uid}/series/{series_uid}", response_class=MultipartDicomResponse
 )
 def retrieve_series(
     study_uid: str, series_uid: str, node: Annotated[NodeView, Depends(get_node)]
@@ -239,7 +226,7 @@ def retrieve_series(
 
 @router.get(
     "/dicom-web/studies/{study_uid}/series/{series_uid}/instances/{sop_uid}",
-    response_class=_MultipartDicomResponse,
+    response_class=MultipartDicomResponse,
 )
 def retrieve_instance(
     study_uid: str,

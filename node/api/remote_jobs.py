@@ -20,13 +20,12 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Request
 from pydantic import BaseModel, Field
-from python_multipart.multipart import parse_options_header
 
 from node.api.auditing import audit
 from node.api.deps import NodeView, get_node
-from node.api.stow import _PartCollector
 from node.jobs.celery_app import job_message
 from node.jobs.distributed import CeleryEngine
+from node.web.multipart import PartCollector, boundary_of
 
 __all__ = ["router"]
 
@@ -86,11 +85,10 @@ async def job_results(
 ) -> dict[str, str]:
     """Take a job's result objects (idempotent): gate, store, queue deliveries, succeed."""
     engine = _engine(node)
-    media, params = parse_options_header(request.headers.get("content-type", ""))
-    boundary = params.get(b"boundary")
-    if media.lower() != b"multipart/related" or not boundary:
+    media, boundary = boundary_of(request.headers.get("content-type"))
+    if media != "multipart/related" or boundary is None:
         raise HTTPException(415, "send multipart/related with a boundary")
-    collector = _PartCollector(boundary)
+    collector = PartCollector(boundary)
     async for chunk in request.stream():
         collector.write(chunk)
     if not collector.ended:
@@ -98,7 +96,7 @@ async def job_results(
     dicom: list[bytes] = []
     meta: dict[str, Any] = {}
     for part in collector.take():
-        kind = part.headers.get("content-type", "application/dicom").split(";")[0].strip()
+        kind = part.media_type or "application/dicom"
         if kind == "application/json":
             meta = json.loads(bytes(part.data))
         elif kind == "application/dicom":

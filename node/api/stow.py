@@ -26,23 +26,22 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
-import re
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 import pydicom
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import JSONResponse
 from pydicom.dataset import Dataset
 from python_multipart.exceptions import FormParserError
-from python_multipart.multipart import MultipartParser, parse_options_header
+from python_multipart.multipart import parse_options_header
 from starlette.concurrency import run_in_threadpool
 
 from node.api.deps import NodeView, get_node
+from node.api.media import DICOM_JSON, DicomJsonResponse
 from node.errors import IngestError
-
-if TYPE_CHECKING:
-    from python_multipart.multipart import MultipartCallbacks
+from node.ingest.header import is_valid_uid
+from node.web.multipart import Part, PartCollector
 
 __all__ = [
     "DICOM_JSON",
@@ -54,7 +53,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["dicomweb"])
 
-DICOM_JSON = "application/dicom+json"
 _DICOM = "application/dicom"
 
 #: PS3.18 Table 10.5.3-2 / PS3.4 C-STORE status: "cannot understand".
@@ -63,68 +61,8 @@ REASON_CANNOT_UNDERSTAND = 0xC000
 REASON_STUDY_MISMATCH = 0xA901
 #: PS3.4 Annex B: "processing failure", for errors that are not the instance's fault.
 REASON_PROCESSING_FAILURE = 0x0110
-_UID = re.compile(r"[0-9]+(\.[0-9]+)*")
 #: Parts of one request stored at the same time (bounds memory and worker threads).
 _PARTS_IN_FLIGHT = 16
-
-
-@dataclass
-class _Part:
-    headers: dict[str, str] = field(default_factory=dict)
-    data: bytearray = field(default_factory=bytearray)
-
-
-class _PartCollector:
-    """Feeds body chunks to ``MultipartParser``; completed parts queue up in ``ready``."""
-
-    def __init__(self, boundary: bytes) -> None:
-        self.ready: list[_Part] = []
-        self.ended = False
-        self._part = _Part()
-        self._field = bytearray()
-        self._value = bytearray()
-        callbacks: MultipartCallbacks = {
-            "on_part_begin": self._begin,
-            "on_part_data": self._data,
-            "on_part_end": self._end,
-            "on_header_field": self._header_field,
-            "on_header_value": self._header_value,
-            "on_header_end": self._header_end,
-            "on_end": self._finish,
-        }
-        self.parser = MultipartParser(boundary, callbacks)
-
-    def _begin(self) -> None:
-        self._part = _Part()
-
-    def _data(self, data: bytes, start: int, end: int) -> None:
-        self._part.data += data[start:end]
-
-    def _end(self) -> None:
-        self.ready.append(self._part)
-        self._part = _Part()
-
-    def _header_field(self, data: bytes, start: int, end: int) -> None:
-        self._field += data[start:end]
-
-    def _header_value(self, data: bytes, start: int, end: int) -> None:
-        self._value += data[start:end]
-
-    def _header_end(self) -> None:
-        name = self._field.decode("latin-1").strip().lower()
-        self._part.headers[name] = self._value.decode("latin-1").strip()
-        self._field.clear()
-        self._value.clear()
-
-    def _finish(self) -> None:
-        self.ended = True
-
-    def write(self, chunk: bytes) -> None:
-        self.parser.write(chunk)
-
-    def take(self) -> list[_Part]:
-        parts, self.ready = self.ready, []
-        return parts
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,16 +121,12 @@ def _identify(data: bytes) -> tuple[str | None, str | None, str | None]:
     return text("StudyInstanceUID"), text("SOPClassUID"), text("SOPInstanceUID")
 
 
-def _is_uid(value: str | None) -> bool:
-    return value is not None and len(value) <= 64 and _UID.fullmatch(value) is not None
-
-
 def _failed_item(sop_class: str | None, sop_uid: str | None, reason: int) -> Dataset:
     """A FailedSOPSequence item; UIDs that are absent or not valid UIDs (PS3.5 9.1) are left out."""
     item = Dataset()
-    if _is_uid(sop_class):
+    if is_valid_uid(sop_class):
         item.ReferencedSOPClassUID = sop_class
-    if _is_uid(sop_uid):
+    if is_valid_uid(sop_uid):
         item.ReferencedSOPInstanceUID = sop_uid
     item.FailureReason = reason
     return item
@@ -202,7 +136,7 @@ def _study_url(base: str, study_uid: str) -> str:
     return f"{base}dicom-web/studies/{study_uid}"
 
 
-def _store_part(node: NodeView, part: _Part, *, target_study: str | None, base: str) -> _Result:
+def _store_part(node: NodeView, part: Part, *, target_study: str | None, base: str) -> _Result:
     """Check one part and store it through the spool (blocking: runs in a worker thread)."""
     data = bytes(part.data)
     # the UIDs are read here only when needed: the spool parses the header anyway
@@ -245,12 +179,6 @@ def _store_part(node: NodeView, part: _Part, *, target_study: str | None, base: 
         f"{_study_url(base, inst.study_uid)}/series/{inst.series_uid}/instances/{inst.sop_uid}"
     )
     return _Result(item, True, inst.study_uid)
-
-
-class _DicomJsonResponse(JSONResponse):
-    """JSON with the DICOM JSON media type (PS3.18 F.2), for the OpenAPI description."""
-
-    media_type = DICOM_JSON
 
 
 _ACCEPTABLE = {"*/*", "application/*", DICOM_JSON, "application/json"}
@@ -304,7 +232,7 @@ async def _stow(request: Request, node: NodeView, target_study: str | None) -> J
     limit = node.config.node.stow_max_bytes
     boundary = _check_request(request, limit)
     try:
-        collector = _PartCollector(boundary)
+        collector = PartCollector(boundary)
     except FormParserError as exc:  # e.g. a boundary longer than the parser allows
         raise HTTPException(400, f"unusable multipart boundary: {exc}") from exc
     base = str(request.base_url)
@@ -313,7 +241,7 @@ async def _stow(request: Request, node: NodeView, target_study: str | None) -> J
     slots = asyncio.Semaphore(_PARTS_IN_FLIGHT)
     tasks: list[asyncio.Task[_Result]] = []
 
-    async def store(part: _Part) -> _Result:
+    async def store(part: Part) -> _Result:
         try:
             return await run_in_threadpool(
                 _store_part, node, part, target_study=target_study, base=base
@@ -392,7 +320,7 @@ _STOW_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
-@router.post("/dicom-web/studies", responses=_STOW_RESPONSES, response_class=_DicomJsonResponse)
+@router.post("/dicom-web/studies", responses=_STOW_RESPONSES, response_class=DicomJsonResponse)
 async def store_instances(
     request: Request, node: Annotated[NodeView, Depends(get_node)]
 ) -> JSONResponse:
@@ -401,7 +329,7 @@ async def store_instances(
 
 
 @router.post(
-    "/dicom-web/studies/{study_uid}", responses=_STOW_RESPONSES, response_class=_DicomJsonResponse
+    "/dicom-web/studies/{study_uid}", responses=_STOW_RESPONSES, response_class=DicomJsonResponse
 )
 async def store_study_instances(
     study_uid: str, request: Request, node: Annotated[NodeView, Depends(get_node)]

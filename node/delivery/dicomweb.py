@@ -17,40 +17,19 @@ from collections.abc import Sequence
 
 import pydicom
 import requests
-from dicomweb_client.api import DICOMwebClient
 from pydicom.dataset import Dataset
 
-from node.config import DicomwebDestination, DicomwebSource
+from node.config import DicomwebDestination
 from node.delivery.base import Outcome, OutcomeKind, Parcel, Sender, SenderContext, register
-from node.delivery.https import TlsSession, tls_reason, verify_setting
 from node.errors import DestinationError
+from node.web.peers import make_client, make_session, tls_reason
 
-__all__ = ["DicomwebSender", "make_client", "make_session"]
+__all__ = ["DicomwebSender"]
 
 log = logging.getLogger(__name__)
 
 #: STOW-RS failure reasons meaning "this server will never take this object" (PS3.18 I.2.2).
 _PERMANENT = frozenset({0x0122, 0xA900, 0xC122})
-
-
-def make_session(config: DicomwebDestination | DicomwebSource) -> requests.Session:
-    """A ``requests`` session with the configured authentication and TLS verification."""
-    session = TlsSession()
-    if config.auth == "basic":
-        session.auth = requests.auth.HTTPBasicAuth(config.username or "", config.password or "")
-    elif config.auth == "bearer":
-        session.headers["Authorization"] = f"Bearer {config.token or ''}"
-    session.verify = verify_setting(verify_tls=config.verify_tls, ca=config.ca)
-    return session
-
-
-def make_client(
-    config: DicomwebDestination | DicomwebSource, session: requests.Session | None = None
-) -> DICOMwebClient:
-    """A dicomweb-client for ``config.url`` that leaves retrying to the caller."""
-    client = DICOMwebClient(url=config.url.rstrip("/"), session=session or make_session(config))
-    client.set_http_retry_params(retry=False)
-    return client
 
 
 @register("dicomweb")

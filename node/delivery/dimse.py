@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 import socket
-import ssl
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -28,7 +27,7 @@ from pydicom.uid import (
 from pynetdicom import AE, _config
 from pynetdicom.association import Association
 
-from node.config import DimseDestination, TlsConfig
+from node.config import DimseDestination
 from node.delivery.base import (
     BatchError,
     Outcome,
@@ -39,8 +38,9 @@ from node.delivery.base import (
     register,
 )
 from node.errors import DestinationError
+from node.web.peers import ssl_context
 
-__all__ = ["DimseSender", "candidate_syntaxes", "classify_status", "ssl_context"]
+__all__ = ["DimseSender", "candidate_syntaxes", "classify_status"]
 
 log = logging.getLogger(__name__)
 
@@ -85,19 +85,6 @@ def classify_status(status: int) -> OutcomeKind:
     if status in _PERMANENT:
         return OutcomeKind.REFUSED
     return OutcomeKind.RETRY
-
-
-def ssl_context(
-    tls: TlsConfig, *, purpose: ssl.Purpose = ssl.Purpose.SERVER_AUTH
-) -> ssl.SSLContext:
-    """A TLS context for a DICOM client (PS3.15 B.1): verifies the peer against ``tls.ca``.
-
-    A client certificate is presented when ``cert`` and ``key`` are set.
-    """
-    ctx = ssl.create_default_context(purpose, cafile=str(tls.ca) if tls.ca else None)
-    if tls.cert is not None and tls.key is not None:
-        ctx.load_cert_chain(str(tls.cert), str(tls.key))
-    return ctx
 
 
 @register("dimse")

@@ -29,8 +29,8 @@ from node.delivery.base import (
     SenderContext,
     register,
 )
-from node.delivery.https import TlsSession, tls_reason, verify_setting
 from node.errors import DestinationError
+from node.web.peers import TlsSession, tls_reason, verify_setting
 
 __all__ = ["OrthancSender", "has_labels"]
 

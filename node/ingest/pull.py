@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Any, Protocol
@@ -33,11 +33,12 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]  # generated at
     StudyRootQueryRetrieveInformationModelGet,
     StudyRootQueryRetrieveInformationModelMove,
 )
+from python_multipart.exceptions import FormParserError
 
 from node.config import DicomwebSource, DimseSource
-from node.delivery.dicomweb import make_client, make_session
-from node.delivery.dimse import ssl_context
 from node.errors import DestinationError, IngestError
+from node.web.multipart import iter_related
+from node.web.peers import make_client, make_session, ssl_context
 
 __all__ = ["InstanceSink", "Progress", "PullQuery", "PullResult", "find_studies", "pull"]
 
@@ -378,7 +379,15 @@ def _pull_wado(
                 result.failed += 1
                 result.errors.append(f"WADO-RS {sop_uid}: {exc}")
                 continue
-            for part in _multipart_parts(r.content, r.headers.get("Content-Type", "")):
+            try:
+                parts = [
+                    bytes(p.data) for p in iter_related(r.content, r.headers.get("Content-Type"))
+                ]
+            except FormParserError as exc:
+                result.failed += 1
+                result.errors.append(f"WADO-RS {sop_uid}: malformed multipart/related body: {exc}")
+                continue
+            for part in parts:
                 try:
                     sink.store(part, calling_aet=None, source="wado-rs")
                 except IngestError as exc:
@@ -389,30 +398,3 @@ def _pull_wado(
                 report(result.received, len(refs))
     finally:
         session.close()
-
-
-def _multipart_parts(body: bytes, content_type: str) -> Iterator[bytes]:
-    """The bodies of a ``multipart/related`` message (RFC 2387), or the body itself."""
-    params = _content_type_params(content_type)
-    boundary = params.get("boundary")
-    if not content_type.lower().startswith("multipart/") or not boundary:
-        yield body
-        return
-    delimiter = b"--" + boundary.encode()
-    for chunk in body.split(delimiter)[1:]:
-        if chunk.startswith(b"--"):
-            break
-        head, sep, payload = chunk.partition(b"\r\n\r\n")
-        if not sep:
-            continue
-        if payload.endswith(b"\r\n"):
-            payload = payload[:-2]
-        yield payload
-
-
-def _content_type_params(value: str) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for piece in value.split(";")[1:]:
-        key, _, val = piece.strip().partition("=")
-        out[key.strip().lower()] = val.strip().strip('"')
-    return out

@@ -22,7 +22,6 @@ from __future__ import annotations
 import json
 import logging
 import multiprocessing as mp
-import secrets
 import shutil
 import time
 from collections.abc import Mapping
@@ -34,6 +33,7 @@ import httpx
 
 from node.errors import AinodeError, NotFoundError
 from node.jobs.celery_app import job_from_message
+from node.web.multipart import PartCollector, boundary_of, encode_related
 
 __all__ = ["ModelProcess", "WorkerSettings", "fetch_series", "handle_job", "run_in_child"]
 
@@ -92,8 +92,6 @@ def fetch_series(
     httpx.HTTPError
         The node could not be reached or answered an error.
     """
-    from node.api.stow import _PartCollector
-
     url = f"{node_url.rstrip('/')}/dicom-web/studies/{study_uid}/series/{series_uid}"
     out_dir.mkdir(parents=True, exist_ok=True)
     paths: list[Path] = []
@@ -102,8 +100,13 @@ def fetch_series(
         if resp.status_code == 404:
             raise NotFoundError(f"the node has no series {series_uid}")
         resp.raise_for_status()
-        boundary = resp.headers["content-type"].split("boundary=", 1)[1].split(";")[0].strip('"')
-        collector = _PartCollector(boundary.encode("latin-1"))
+        media, boundary = boundary_of(resp.headers.get("content-type"))
+        if media != "multipart/related" or boundary is None:
+            raise AinodeError(
+                f"the node answered WADO-RS for series {series_uid} with {media or 'no'} "
+                "content instead of multipart/related; is node_url the node's HTTP address?"
+            )
+        collector = PartCollector(boundary)
         for chunk in resp.iter_bytes(1 << 20):
             collector.write(chunk)
             for part in collector.take():
@@ -271,19 +274,14 @@ class _Node:
 
 
 def _results_body(scratch: Path, outputs: Mapping[str, Any], worker: str) -> tuple[bytes, str]:
-    boundary = secrets.token_hex(16)
-    parts: list[bytes] = []
     meta = {
         "worker": worker,
         "outputs": {k: v for k, v in outputs.items() if k not in ("objects",)},
     }
-    parts.append(b"Content-Type: application/json\r\n\r\n" + json.dumps(meta).encode("utf-8"))
+    parts = [("application/json", json.dumps(meta).encode("utf-8"))]
     for obj in outputs.get("objects", []):
-        data = (scratch / obj["path"]).read_bytes()
-        parts.append(b"Content-Type: application/dicom\r\n\r\n" + data)
-    sep = f"--{boundary}\r\n".encode("ascii")
-    body = b"".join(sep + p + b"\r\n" for p in parts) + f"--{boundary}--\r\n".encode("ascii")
-    return body, f'multipart/related; type="application/dicom"; boundary={boundary}'
+        parts.append(("application/dicom", (scratch / obj["path"]).read_bytes()))
+    return encode_related(parts)
 
 
 def handle_job(body: Mapping[str, Any], *, settings: WorkerSettings, model: ModelProcess) -> str:

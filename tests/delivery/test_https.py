@@ -28,10 +28,10 @@ from node.config import (
     load_config,
 )
 from node.delivery import Outbox
-from node.delivery.dicomweb import make_session
 from node.errors import ConfigError
 from node.store.index import Index
 from node.types import DeliveryState
+from node.web.peers import make_session
 from tests.delivery.conftest import SimClock
 from tests.delivery.pki import make_pki
 from tests.peers.node import start_node

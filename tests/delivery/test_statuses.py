@@ -132,7 +132,7 @@ def test_stow_response_maps_to_outcomes() -> None:
 
 def test_dicomweb_sessions_verify_tls_unless_told_not_to() -> None:
     from node.config import DicomwebDestination
-    from node.delivery.dicomweb import make_session
+    from node.web.peers import make_session
 
     cfg = DicomwebDestination(type="dicomweb", url="https://pacs.example/dicom-web")
     assert make_session(cfg).verify is True

@@ -10,19 +10,10 @@ import pytest
 
 from node.config import DicomwebSource, DimseSource
 from node.errors import DestinationError
-from node.ingest.pull import PullQuery, _multipart_parts, find_studies, pull
+from node.ingest.pull import PullQuery, find_studies, pull
 from tests.delivery.storescp import start_storescp
 from tests.pull.conftest import Archive, Received, check_equal
 from tests.pull.sink import spool_in, stored_study
-
-
-def test_multipart_parser_splits_parts() -> None:
-    body = b"--b1\r\nContent-Type: application/dicom\r\n\r\nAAA\r\n--b1\r\n\r\nBB\r\n--b1--\r\n"
-    assert list(_multipart_parts(body, 'multipart/related; type="x"; boundary=b1')) == [
-        b"AAA",
-        b"BB",
-    ]
-    assert list(_multipart_parts(b"raw", "application/dicom")) == [b"raw"]
 
 
 def test_query_dates_and_empty_query() -> None:
