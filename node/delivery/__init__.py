@@ -10,10 +10,9 @@ from node.delivery.base import (
     Parcel,
     Sender,
     SenderContext,
-    make_sender,
-    register,
 )
 from node.delivery.outbox import FORWARD, Delivery, Outbox
+from node.delivery.senders import make_sender
 
 __all__ = [
     "FORWARD",
@@ -26,5 +25,4 @@ __all__ = [
     "Sender",
     "SenderContext",
     "make_sender",
-    "register",
 ]

@@ -14,7 +14,6 @@ import enum
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
 
 from node.errors import DestinationError
 
@@ -25,8 +24,6 @@ __all__ = [
     "Parcel",
     "Sender",
     "SenderContext",
-    "make_sender",
-    "register",
 ]
 
 
@@ -103,42 +100,3 @@ class BatchError(DestinationError):
     def __init__(self, message: str, partial: Sequence[Outcome] = ()) -> None:
         super().__init__(message)
         self.partial = list(partial)
-
-
-_S = TypeVar("_S", bound=type[Sender])
-_FACTORIES: dict[str, Callable[[Any, SenderContext], Sender]] = {}
-
-
-def register(kind: str) -> Callable[[_S], _S]:
-    """Class decorator: ``@register("dimse")`` makes ``make_sender`` build it for that type."""
-
-    def deco(cls: _S) -> _S:
-        _FACTORIES[kind] = cls
-        return cls
-
-    return deco
-
-
-def make_sender(config: Any, context: SenderContext) -> Sender:
-    """Build the sender for a destination config (its ``type`` field picks the class).
-
-    Raises
-    ------
-    DestinationError
-        No sender is registered for that type.
-    """
-    _load_builtin()
-    kind = str(getattr(config, "type", ""))
-    try:
-        factory = _FACTORIES[kind]
-    except KeyError:
-        raise DestinationError(
-            f"destination '{context.name}' has type '{kind}', for which no sender exists; "
-            f"known types: {', '.join(sorted(_FACTORIES))}"
-        ) from None
-    return factory(config, context)
-
-
-def _load_builtin() -> None:
-    # importing the modules runs their @register decorators
-    from node.delivery import dicomweb, dimse, folder, orthanc  # noqa: F401

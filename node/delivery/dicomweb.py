@@ -20,7 +20,7 @@ import requests
 from pydicom.dataset import Dataset
 
 from node.config import DicomwebDestination
-from node.delivery.base import Outcome, OutcomeKind, Parcel, Sender, SenderContext, register
+from node.delivery.base import Outcome, OutcomeKind, Parcel, Sender, SenderContext
 from node.errors import DestinationError
 from node.web.peers import make_client, make_session, tls_reason
 
@@ -32,7 +32,6 @@ log = logging.getLogger(__name__)
 _PERMANENT = frozenset({0x0122, 0xA900, 0xC122})
 
 
-@register("dicomweb")
 class DicomwebSender(Sender):
     """STOW-RS to one DICOMweb destination."""
 

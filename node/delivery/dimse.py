@@ -35,7 +35,6 @@ from node.delivery.base import (
     Parcel,
     Sender,
     SenderContext,
-    register,
 )
 from node.errors import DestinationError
 from node.web.peers import ssl_context
@@ -87,7 +86,6 @@ def classify_status(status: int) -> OutcomeKind:
     return OutcomeKind.RETRY
 
 
-@register("dimse")
 class DimseSender(Sender):
     """C-STORE SCU to one DIMSE destination."""
 

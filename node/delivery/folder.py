@@ -12,13 +12,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from node.config import FolderDestination
-from node.delivery.base import Outcome, OutcomeKind, Parcel, Sender, SenderContext, register
+from node.delivery.base import Outcome, OutcomeKind, Parcel, Sender, SenderContext
 from node.errors import DestinationError
 
 __all__ = ["FolderSender"]
 
 
-@register("folder")
 class FolderSender(Sender):
     """Writes parcels under a folder, one file per SOP instance."""
 

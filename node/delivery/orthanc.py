@@ -27,7 +27,6 @@ from node.delivery.base import (
     Parcel,
     Sender,
     SenderContext,
-    register,
 )
 from node.errors import DestinationError
 from node.web.peers import TlsSession, tls_reason, verify_setting
@@ -55,7 +54,6 @@ def has_labels(version: str) -> bool | None:
     return (major, minor) >= LABELS_SINCE
 
 
-@register("orthanc")
 class OrthancSender(Sender):
     """Uploads parcels to an Orthanc over its REST API, then attaches metadata and labels."""
 

@@ -30,7 +30,6 @@ from node.delivery.base import (
     Parcel,
     Sender,
     SenderContext,
-    make_sender,
 )
 from node.delivery.rows import (
     COLUMNS,
@@ -42,6 +41,7 @@ from node.delivery.rows import (
     read_header,
     row_to_delivery,
 )
+from node.delivery.senders import DestinationConfig, make_sender
 from node.errors import DestinationError, NotFoundError, ResultError
 from node.types import DeliveryState
 
@@ -74,7 +74,7 @@ class Outbox:
     def __init__(
         self,
         db_path: Path,
-        destinations: Mapping[str, Any],
+        destinations: Mapping[str, DestinationConfig],
         *,
         clock: Callable[[], float] = time.time,
         policy: DeliveryConfig | None = None,

@@ -13,6 +13,7 @@ import pytest
 
 from node.config import DeliveryConfig, DimseDestination, FolderDestination
 from node.delivery import FORWARD, Outbox
+from node.delivery.senders import DestinationConfig
 from node.errors import NotFoundError, ResultError
 from node.types import DeliveryState
 from tests.delivery.conftest import SimClock
@@ -169,7 +170,7 @@ def test_one_hour_outage_loses_nothing(
 
 def test_down_destination_blocks_no_other(tmp_path: Path, chest_ct: list[Path]) -> None:
     """Real threads and real time: a DIMSE destination nobody listens on, and a folder."""
-    dests = {
+    dests: dict[str, DestinationConfig] = {
         "down": DimseDestination(host="127.0.0.1", port=free_port(), ae_title="NOBODY"),
         "f": FolderDestination(type="folder", path=tmp_path / "out"),
     }
@@ -202,23 +203,32 @@ def test_schema_is_migrated_once_and_survives_reopen(
     conn.close()
 
 
-def test_registry_builds_each_type_and_names_unknown_ones(tmp_path: Path) -> None:
+def test_each_destination_type_has_its_sender_and_unknown_types_stop_at_the_config(
+    tmp_path: Path,
+) -> None:
+    from node.config import parse_config
     from node.delivery import SenderContext, make_sender
+    from node.delivery.dicomweb import DicomwebSender
     from node.delivery.dimse import DimseSender
     from node.delivery.folder import FolderSender
-    from node.errors import DestinationError
+    from node.delivery.orthanc import OrthancSender
+    from node.errors import ConfigError
 
     ctx = SenderContext("d", "AINODE", 5.0, lambda a, b: None, frozenset)
-    folder = FolderDestination(type="folder", path=tmp_path)
-    assert isinstance(make_sender(folder, ctx), FolderSender)
-    dimse = DimseDestination(host="127.0.0.1", port=104)
-    assert isinstance(make_sender(dimse, ctx), DimseSender)
-
-    class Odd:
-        type = "carrier-pigeon"
-
-    with pytest.raises(DestinationError, match="carrier-pigeon"):
-        make_sender(Odd(), ctx)
+    cfg = parse_config(
+        "destinations:\n"
+        "  a: {type: folder, path: out}\n"
+        "  b: {type: dimse, host: 127.0.0.1, port: 104}\n"
+        "  c: {type: dicomweb, url: 'http://127.0.0.1:1/dicom-web'}\n"
+        "  d: {type: orthanc, url: 'http://127.0.0.1:1'}\n",
+        base_dir=tmp_path,
+    )
+    built = {name: type(make_sender(dest, ctx)) for name, dest in cfg.destinations.items()}
+    assert built == {"a": FolderSender, "b": DimseSender, "c": DicomwebSender, "d": OrthancSender}
+    # a type without a sender cannot get past the config: the error names the known ones
+    with pytest.raises(ConfigError, match="carrier-pigeon") as err:
+        parse_config("destinations: {x: {type: carrier-pigeon}}\n", base_dir=tmp_path)
+    assert "dimse" in str(err.value)
 
 
 def test_from_config_uses_the_node_index_and_policy(tmp_path: Path, chest_ct: list[Path]) -> None:
