@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import Any, Protocol
 
-from node.jobs.store import JobRecord, JobStore
+from node.jobs.store import JobStore
 from node.types import Job, JobState
 
 __all__ = ["EmbeddedEngine", "JobEngine", "Runner"]
@@ -380,9 +380,3 @@ class EmbeddedEngine:
                 name = str(-code)
             return f"worker process was killed by {name} while running the model"
         return f"worker process exited with status {code} while running the model"
-
-
-def record_summary(record: JobRecord) -> str:
-    """One line describing a job for logs and the CLI."""
-    j = record.job
-    return f"{j.job_id} {j.model} {record.state.value} ({record.reason or ''})"

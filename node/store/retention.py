@@ -59,12 +59,6 @@ class Removal:
     ended_at: float
 
 
-@dataclass(frozen=True, slots=True)
-class _Candidate:
-    study_uid: str
-    ended_at: float
-
-
 def _table_exists(conn: sqlite3.Connection, name: str) -> bool:
     row = conn.execute(
         "SELECT 1 FROM sqlite_master WHERE type='table' AND name=?", (name,)
