@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-CORPUS = ROOT.parent / "shared" / "corpus"
+CORPUS = ROOT / "tests" / "corpus"
 TOOLS = ROOT.parent / "shared" / "tools"
 
 # Debian's dcmtk and Orthanc leave Nagle on unless this is set (else ~40 ms stall per instance).
@@ -18,9 +18,11 @@ os.environ.setdefault("TCP_NODELAY", "1")
 
 @pytest.fixture(scope="session")
 def corpus() -> Path:
-    """The shared real-DICOM corpus (../shared/corpus); its absence is a failure, not a skip."""
+    """The real-DICOM test corpus in the repository (tests/corpus, see its MANIFEST.md).
+
+    Its absence is a failure, not a skip."""
     if not (CORPUS / "MANIFEST.md").is_file():
-        pytest.fail(f"the DICOM corpus is missing at {CORPUS}")
+        pytest.fail(f"the DICOM corpus is missing at {CORPUS} (it is part of the repository)")
     return CORPUS
 
 
