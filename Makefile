@@ -13,9 +13,11 @@ install:
 install-dev:
 	deploy/install.sh --dev
 
+PY_CHECKERS = tools/checkers/check-dicom tools/checkers/check-sr tools/checkers/check-refs
+
 lint:
-	.venv/bin/ruff check node dicom_rules tests bench
-	.venv/bin/ruff format --check node dicom_rules tests bench
+	.venv/bin/ruff check node dicom_rules tests bench tools $(PY_CHECKERS)
+	.venv/bin/ruff format --check node dicom_rules tests bench tools $(PY_CHECKERS)
 
 typecheck:
 	.venv/bin/mypy
