@@ -1,5 +1,5 @@
 # The two set-up commands of README.md:  `make demo`  and  `make test`.
-.PHONY: demo test install install-dev lint typecheck bench
+.PHONY: demo test install install-dev lint typecheck bench fresh-clone-test
 
 demo: install
 	.venv/bin/ainode demo
@@ -21,3 +21,7 @@ lint:
 
 typecheck:
 	.venv/bin/mypy
+
+# A clone of HEAD into an empty folder runs `make demo` and `make test` (what .ci/run does).
+fresh-clone-test:
+	tools/fresh-clone-test
