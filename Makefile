@@ -1,5 +1,5 @@
 # The two set-up commands of README.md:  `make demo`  and  `make test`.
-.PHONY: demo test install install-dev lint typecheck bench
+.PHONY: demo test install install-dev lint typecheck bench fresh-clone-test
 
 demo: install
 	.venv/bin/ainode demo
@@ -13,9 +13,15 @@ install:
 install-dev:
 	deploy/install.sh --dev
 
+PY_CHECKERS = tools/checkers/check-dicom tools/checkers/check-sr tools/checkers/check-refs
+
 lint:
-	.venv/bin/ruff check node dicom_rules training tests bench
-	.venv/bin/ruff format --check node dicom_rules training tests bench
+	.venv/bin/ruff check node dicom_rules training tests bench tools $(PY_CHECKERS)
+	.venv/bin/ruff format --check node dicom_rules training tests bench tools $(PY_CHECKERS)
 
 typecheck:
 	.venv/bin/mypy
+
+# A clone of HEAD into an empty folder runs `make demo` and `make test` (what .ci/run does).
+fresh-clone-test:
+	tools/fresh-clone-test

@@ -94,7 +94,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--instances", type=int, default=300)
     ap.add_argument("--rounds", type=int, default=2, help="interleaved rounds; best is reported")
-    ap.add_argument("--corpus", type=Path, default=ROOT.parent / "shared" / "corpus")
+    ap.add_argument("--corpus", type=Path, default=ROOT / "tests" / "corpus")
     args = ap.parse_args()
     src = sorted((args.corpus / CHEST).glob("*.dcm"))
     n = args.instances

@@ -1,7 +1,7 @@
 """Benchmark: series x rule evaluations per second of dicom_rules on the corpus headers.
 
 200 generated rules (equals / in / matches / contains / numeric / nested / private / body_part,
-under all / any / not) x every readable header of ../shared/corpus.  Three figures:
+under all / any / not) x every readable header of tests/corpus.  Three figures:
 
 * ``route``   - RuleSet.route with the full explanation (what the node runs per study;
   reasons are formatted lazily), and the same plus ``to_json()`` (every reason formatted);
@@ -31,7 +31,7 @@ import dicom_rules  # noqa: E402
 from dicom_rules import SeriesInput  # noqa: E402
 from node.routing.headers import header_from_file  # noqa: E402
 
-CORPUS = ROOT.parent / "shared" / "corpus"
+CORPUS = ROOT / "tests" / "corpus"
 MODALITIES = ["CT", "MR", "CR", "DX", "PT", "US", "NM", "XA", "SR", "SEG", "MG", "OT"]
 PARTS = ["CHEST", "HEAD", "ABDOMEN", "BRAIN", "PELVIS", "LSPINE", "KNEE", "WHOLEBODY"]
 

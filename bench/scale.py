@@ -201,7 +201,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--studies", type=int, default=8)
     ap.add_argument("--slices", type=int, default=300)
-    ap.add_argument("--corpus", type=Path, default=ROOT.parent / "shared" / "corpus")
+    ap.add_argument("--corpus", type=Path, default=ROOT / "tests" / "corpus")
     ap.add_argument("--skip", default="", help="comma list of: overhead,throughput,fetch")
     args = ap.parse_args()
     # SIGTERM unwinds the context managers, so no node, worker or redis-server is left behind

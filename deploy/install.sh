@@ -23,8 +23,9 @@ if [ "${#missing[@]}" -gt 0 ]; then
 fi
 # The Debian orthanc package starts a system Orthanc on 4242/8042; ainode never uses it.
 
-if [ "$dev" = 1 ] && [ -x ../shared/tools/install-checkers ]; then
-  ../shared/tools/install-checkers
+if [ "$dev" = 1 ]; then
+  # the independent DICOM checkers the tests run (pinned; cached, offline once installed)
+  tools/checkers/install
 fi
 
 py=${PYTHON:-python3}

@@ -2,33 +2,63 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-CORPUS = ROOT.parent / "shared" / "corpus"
-TOOLS = ROOT.parent / "shared" / "tools"
+CORPUS = ROOT / "tests" / "corpus"
+TOOLS = ROOT / "tools" / "checkers"
+INSTALL_CHECKERS = "tools/checkers/install (or: make install-dev)"
+CHECKERS_CACHE = Path(
+    os.environ.get("AINODE_CHECKERS_CACHE", Path.home() / ".cache" / "ainode-checkers")
+)
 
 # Debian's dcmtk and Orthanc leave Nagle on unless this is set (else ~40 ms stall per instance).
 os.environ.setdefault("TCP_NODELAY", "1")
+# The Python checkers (check-refs, check-sr) run with this interpreter, which has pydicom.
+os.environ.setdefault("AINODE_PYTHON", sys.executable)
+
+
+def checker_node_modules() -> Path:
+    """node_modules of the checkers' npm pieces (dcmjs, Cornerstone adapters, playwright-core).
+
+    ``tools/checkers/install`` puts them in a folder named after the hash of its package-lock.json.
+    """
+    lock = hashlib.sha256((TOOLS / "package-lock.json").read_bytes()).hexdigest()[:16]
+    return CHECKERS_CACHE / f"npm-{lock}" / "node_modules"
 
 
 @pytest.fixture(scope="session")
 def corpus() -> Path:
-    """The shared real-DICOM corpus (../shared/corpus); its absence is a failure, not a skip."""
+    """The real-DICOM test corpus in the repository (tests/corpus, see its MANIFEST.md).
+
+    Its absence is a failure, not a skip."""
     if not (CORPUS / "MANIFEST.md").is_file():
-        pytest.fail(f"the DICOM corpus is missing at {CORPUS}")
+        pytest.fail(f"the DICOM corpus is missing at {CORPUS} (it is part of the repository)")
     return CORPUS
 
 
 @pytest.fixture(scope="session")
 def checker_tools() -> Path:
-    """The independent conformance checkers (../shared/tools)."""
-    if not (TOOLS / "check-dicom").is_file():
-        pytest.fail(f"the conformance checkers are missing at {TOOLS}")
+    """The folder of the independent conformance checkers (tools/checkers): check-dicom,
+    check-sr, check-dcmjs, check-refs and ohif-snapshot.
+
+    A checker whose pieces are not installed fails the test, naming the command that installs it.
+    """
+    proc = subprocess.run(
+        [str(TOOLS / "install"), "--check"], capture_output=True, text=True, check=False
+    )
+    if proc.returncode != 0:
+        pytest.fail(
+            f"the conformance checkers are not installed; run {INSTALL_CHECKERS}:\n"
+            + proc.stderr[-2000:]
+        )
     return TOOLS
 
 

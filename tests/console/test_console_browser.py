@@ -20,15 +20,14 @@ import pytest
 from node.api.auth import hash_password
 from node.config import AuthConfig, UserConfig
 from tests.api.opsnode import OpsNode, start_ops_node
-from tests.conftest import require_tool
+from tests.conftest import INSTALL_CHECKERS, checker_node_modules, require_tool
 from tests.console.results import add_preview_results
 
 TOKEN = "console-test-token"
 ADMIN = {"user": "ada", "password": "ada-admin-password"}
 VIEWER = {"user": "vera", "password": "vera-viewer-password"}
 HERE = Path(__file__).parent
-CACHE = Path(os.environ.get("AINODE_CHECKERS_CACHE", Path.home() / ".cache/ainode-checkers"))
-MODULES = CACHE / "node" / "node_modules"
+MODULES = checker_node_modules()
 
 
 @pytest.fixture(scope="module")
@@ -50,9 +49,7 @@ def test_console_in_headless_chromium(ops: OpsNode, tmp_path: Path) -> None:
     node_js = require_tool("node")
     require_tool("chromium")
     if not (MODULES / "playwright-core").is_dir():
-        pytest.fail(
-            f"playwright-core is missing under {MODULES}; run ../shared/tools/install-checkers"
-        )
+        pytest.fail(f"playwright-core is missing under {MODULES}; run {INSTALL_CHECKERS}")
     add_preview_results(ops)
     shots = (
         HERE.parents[1] / "docs" / "images"

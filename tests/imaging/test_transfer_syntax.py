@@ -18,8 +18,8 @@ import pytest
 
 from node.errors import ImagingError
 from node.imaging import load_volume
+from tests.conftest import CORPUS
 
-CORPUS = Path(__file__).resolve().parents[2].parent / "shared" / "corpus"
 FILES = sorted(p for d in CORPUS.glob("transfer-syntax*") for p in d.rglob("*.dcm"))
 REFERENCE_SYNTAX = "1.2.840.10008.1.2.1"
 LOSSY = {
