@@ -107,6 +107,22 @@ class SourceRef:
     frame_number: int | None = None
 
 
+class NotApplicable(enum.StrEnum):
+    """Why a rule's model is not run on a series (no job, no failure): a closed set, used as the
+    ``reason`` label of ``ainode_series_not_applicable_total``."""
+
+    MODALITY = "modality"  # the model reads other modalities
+    DIMENSIONS = "dimensions"  # 2D series for a 3D model or the reverse
+    SLICES = "slices"  # too few or too many slices
+    SLICE_SPACING = "slice_spacing"  # slices too far apart
+    ORIENTATION = "orientation"  # not a plane the model reads
+    LOCALIZER = "localizer"  # localizer / survey images
+    GEOMETRY = "geometry"  # missing slices, frames without positions, non-uniform spacing
+    UNDECODABLE = "undecodable"  # instances whose pixel data cannot be decoded
+    NO_IMAGE = "no_image"  # nothing in the series is an image
+    NO_VOLUME = "no_volume"  # the rule's volume selection chose none
+
+
 @dataclass(frozen=True, slots=True)
 class SeriesVolume:
     """One volume of a series, from headers only (``node.imaging.split``): what routing checks.

@@ -1,4 +1,4 @@
-"""Series -> volumes: ainode's header-only split against dcm2niix on every image series of the corpus.
+"""ainode's header-only split of series into volumes against dcm2niix (corpus + constructed).
 
 Both tools get the same files of one series.  dcm2niix writes one NIfTI per volume group and says
 ``Convert N DICOM as NAME (XxYxZxT)``: that is T volumes of X x Y x Z.  ainode's
