@@ -10,7 +10,7 @@
     │   └── OutOfResourcesError    (DICOM 0xA700 / http 507: disk or quota full)
     ├── NotFoundError              (http 404) a study/job/model that does not exist
     ├── ImagingError               (http 422) a series cannot become a Volume (gaps, mixed sizes...)
-    │   └── InputError             a job's input turned out unreadable at load (failed once, no retry)
+    │   └── InputError             a job's input is unreadable at load (fails once, no retry)
     ├── ModelError                 (http 500) a model failed to load or to predict
     ├── ResultError                (http 500) a result object failed the gate before delivery
     └── DestinationError           (http 502) a destination refused or could not be reached
