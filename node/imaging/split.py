@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from pydicom.datadict import tag_for_keyword
 from pydicom.dataset import Dataset
 from pydicom.uid import UID
 
@@ -71,6 +72,22 @@ _LOCALIZER_TEXT = re.compile(
     r"|tri[-_ ]?pilot|(^|[^a-z])loc([^a-z]|$))",
     re.IGNORECASE,
 )
+#: What the split reads of each header (pydicom skips the rest): image geometry and pixel
+#: description (node/imaging/frames.py), the distinguishing values, GE's private diffusion tags.
+HEADER_TAGS: tuple[int | str, ...] = (
+    "SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID", "Modality",
+    "BodyPartExamined", "FrameOfReferenceUID", "Manufacturer", "SeriesDescription",
+    "ProtocolName", "ImageType", "InstanceNumber", "AcquisitionNumber", "EchoNumbers",
+    "EchoTime", "TriggerTime", "TemporalPositionIdentifier", "DiffusionBValue",
+    "DiffusionGradientOrientation", "ImagePositionPatient", "ImageOrientationPatient",
+    "PixelSpacing", "ImagerPixelSpacing", "SliceThickness", "SequenceOfUltrasoundRegions",
+    "Rows", "Columns", "NumberOfFrames", "SamplesPerPixel", "PhotometricInterpretation",
+    "BitsAllocated", "BitsStored", "HighBit", "PixelRepresentation", "RescaleSlope",
+    "RescaleIntercept", "SharedFunctionalGroupsSequence", "PerFrameFunctionalGroupsSequence",
+    "DimensionIndexSequence",
+    0x00190010, 0x001910BB, 0x001910BC, 0x001910BD, 0x00430010, 0x00431039,
+)  # fmt: skip
+_TAGS = tuple(t if isinstance(t, int) else int(tag_for_keyword(t) or 0) for t in HEADER_TAGS)
 #: Transfer syntaxes no installed decoder reads (see node/imaging/decode.py).
 _UNDECODABLE_SYNTAXES = {
     "1.2.840.10008.1.2.4.53": "JPEG Spectral Selection (retired)",
@@ -226,7 +243,8 @@ def _facts(ds: Dataset, frame: FrameHeader, pf: Dataset | None, shared: Dataset 
     if vec is not None and len(vec) == 3:
         direction = tuple(float(v) for v in vec)
     if b is None or direction is None:
-        ge_b, ge_dir = _ge_diffusion(ds) if "Manufacturer" in ds else (None, None)
+        is_ge = str(ds.get("Manufacturer") or "").upper().startswith("GE")
+        ge_b, ge_dir = _ge_diffusion(ds) if is_ge else (None, None)
         b = b if b is not None else ge_b
         direction = direction if direction is not None else ge_dir
     if b is not None:
@@ -293,13 +311,20 @@ def _pixel_problem(path: Path, ds: Dataset, offset: int | None) -> str | None:
         return f"transfer syntax {_UNDECODABLE_SYNTAXES[ts]} ({ts}) has no installed decoder"
     if offset is None:
         return None
+    uid = UID(ts) if ts else UID("1.2.840.10008.1.2")
+    if uid.is_compressed:
+        return None  # fragments are checked by the decoder
     try:
-        uid = UID(ts) if ts else UID("1.2.840.10008.1.2")
+        size = path.stat().st_size
+        rows, cols = int(ds.get("Rows") or 0), int(ds.get("Columns") or 0)
+        need = rows * cols * int(_num(ds.get("NumberOfFrames")) or 1)
+        need = need * int(ds.get("SamplesPerPixel") or 1) * int(ds.get("BitsAllocated") or 16) // 8
+        if size >= offset + 12 + need:
+            return None  # the bytes are there: no need to read the element header
         with path.open("rb") as fp:
             fp.seek(offset)
             head = fp.read(12)
-        size = path.stat().st_size
-    except (OSError, ValueError):
+    except (OSError, ValueError, TypeError):
         return None
     if len(head) < 8:
         return "the file ends before its Pixel Data"
@@ -491,7 +516,7 @@ def split_series(
     for path in paths:
         path = Path(path)
         try:
-            ds, offset = known.get(path) or read_header(path)
+            ds, offset = known.get(path) or read_header(path, specific_tags=_TAGS)
             inst = read_instance(path, (ds, offset))
         except ImagingError as exc:
             dropped.append(DroppedInstance(path.name, str(exc)))
