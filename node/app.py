@@ -142,6 +142,7 @@ class Node:
         )
         self._routing_lock = threading.Lock()
         self._refusals: dict[str, Refusal] | None = None
+        self._refusals_lock = threading.Lock()
         self.add_study_listener(self.route)
         n = config.node
         self._listener = DicomListener(
@@ -325,14 +326,23 @@ class Node:
     @property
     def _model_refusals(self) -> dict[str, Refusal]:
         """Each discovered model's check of a volume (discovered once; torch is imported)."""
-        if self._refusals is None:
-            from node.models.registry import discover
+        with self._refusals_lock:
+            if self._refusals is None:
+                from node.models.registry import discover
 
-            registry = discover(self._config.models, device=self._config.inference.device)
-            self._refusals = {
-                e.name: e.info.refusal for e in registry.entries() if e.info is not None
-            }
-        return self._refusals
+                registry = discover(self._config.models, device=self._config.inference.device)
+                self._refusals = {
+                    e.name: e.info.refusal for e in registry.entries() if e.info is not None
+                }
+            return self._refusals
+
+    def _warm_models(self) -> None:
+        """Discover the models' requirements in the background at start (imports torch), so
+        the first routed study does not wait for it."""
+        try:
+            self._model_refusals  # noqa: B018 - the property caches the discovery
+        except Exception:  # noqa: BLE001 - routing retries the discovery and reports it
+            log.exception("models.discovery_failed")
 
     def _job_succeeded(self, job: Job, outputs: Mapping[str, Any]) -> None:
         """Queue a finished job's objects for its destinations (before it is marked done)."""
@@ -375,6 +385,7 @@ class Node:
         self._outbox.start()
         self._engine.start()
         self._rules.start()
+        threading.Thread(target=self._warm_models, name="models-warm", daemon=True).start()
         self._route_unrouted()
         self._tracker.start()
         self._retention.start()

@@ -223,7 +223,8 @@ def _qualify(
             continue
         for uid in d.series_uids:
             q = qualifier.choose(d, uid)
-            chosen.append({"rule": d.rule, "model": d.model, "series_uid": uid, **q.to_json()})
+            if q is not None:
+                chosen.append({"rule": d.rule, "model": d.model, "series_uid": uid, **q.to_json()})
     return {
         "volumes": qualifier.volumes_json(),
         "qualified": chosen,

@@ -12,6 +12,7 @@ accepts wins; when it accepts none, the reason is the best candidate's refusal.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,8 @@ from dicom_rules import VolumeSelect
 from node.types import NotApplicable, SeriesVolume
 
 __all__ = ["Qualified", "Refusal", "SeriesQualifier", "choose_volume"]
+
+log = logging.getLogger(__name__)
 
 #: A model's check of one volume: None when it can read it, else (reason, sentence).
 Refusal = Callable[[SeriesVolume], "tuple[NotApplicable, str] | None"]
@@ -180,9 +183,14 @@ class SeriesQualifier:
             self._splits[series_uid] = self._split(list(self._paths(series_uid)))
         return self._splits[series_uid]
 
-    def choose(self, decision: Any, series_uid: str) -> Qualified:
-        """The volume ``decision.model`` gets on ``series_uid``, or why none."""
-        split = self.split(series_uid)
+    def choose(self, decision: Any, series_uid: str) -> Qualified | None:
+        """The volume ``decision.model`` gets on ``series_uid``, or why none (None: the series
+        could not be split; the job then loads the whole series as before)."""
+        try:
+            split = self.split(series_uid)
+        except Exception:  # noqa: BLE001 - a bug here must not stop the study's routing
+            log.exception("routing.split_failed", extra={"series_uid": series_uid})
+            return None
         return choose_volume(
             split.volumes,
             dropped=[(d.sop_uid, d.reason) for d in split.dropped],
