@@ -257,4 +257,10 @@ def run_series(
     write_durably(out_dir / "prediction.json", json.dumps(summary, indent=2).encode())
     timings["write"] = time.perf_counter() - t
     log.info("job.results_written", extra={"job_id": job.job_id, "objects": len(objects)})
-    return {"objects": objects, "timings_seconds": timings, "summary": summary}
+    out: dict[str, Any] = {"objects": objects, "timings_seconds": timings, "summary": summary}
+    if volume_id:
+        out["volume_id"] = str(volume_id)
+    if job.parameters.get("_dropped"):
+        # partial: allow - the instances left out are named with the result (issue 24)
+        out["dropped_instances"] = list(job.parameters["_dropped"])
+    return out
