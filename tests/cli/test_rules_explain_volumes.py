@@ -1,4 +1,4 @@
-"""``ainode rules explain`` says what the live router does with volumes: chosen or not applicable."""
+"""`ainode rules explain` says what the live router does with volumes: chosen or not applicable."""
 
 from __future__ import annotations
 
