@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import UID, CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
 
 def ct_phantom_slice(k: int, rows: int, cols: int) -> npt.NDArray[np.int16]:
@@ -86,7 +86,7 @@ def write_mr_frames(
     """
     folder.mkdir(parents=True, exist_ok=True)
     study, series, frame_uid = generate_uid(), generate_uid(), generate_uid()
-    sop_class = "1.2.840.10008.5.1.4.1.1.4" if modality == "MR" else CTImageStorage
+    sop_class = UID("1.2.840.10008.5.1.4.1.1.4") if modality == "MR" else CTImageStorage
     paths = []
     for k, item in enumerate(frames):
         meta = FileMetaDataset()
@@ -150,12 +150,16 @@ def constructed_series() -> dict[str, list[dict[str, object]]]:
 
     gap = [f for k, f in enumerate(stack(20)) if k != 9]
     big_gap = [f for k, f in enumerate(stack(20)) if not 5 <= k < 12]
-    tilt = [{"position": (-8.0, -8.0 + k * 2.0 * 0.2679, k * 2.0), "tilt": 15.0} for k in range(12)]
-    survey = (
-        [{"position": (-8.0, -8.0, z), "orientation": axial} for z in (-10.0, 0.0, 10.0)]
-        + [{"position": (x, -8.0, 8.0), "orientation": sag} for x in (-10.0, 0.0, 10.0)]
-        + [{"position": (-8.0, y, 8.0), "orientation": cor} for y in (-10.0, 0.0, 10.0)]
-    )
+    tilt: list[dict[str, object]] = [
+        {"position": (-8.0, -8.0 + k * 2.0 * 0.2679, k * 2.0), "tilt": 15.0} for k in range(12)
+    ]
+    survey: list[dict[str, object]] = []
+    for v in (-10.0, 0.0, 10.0):
+        survey.append({"position": (-8.0, -8.0, v), "orientation": axial})
+    for v in (-10.0, 0.0, 10.0):
+        survey.append({"position": (v, -8.0, 8.0), "orientation": sag})
+    for v in (-10.0, 0.0, 10.0):
+        survey.append({"position": (-8.0, v, 8.0), "orientation": cor})
     return {
         "multi-echo": stack(10, echo=1, echo_time=5.0) + stack(10, echo=2, echo_time=15.0),
         "magnitude-phase": stack(8) + stack(8, image_type=["ORIGINAL", "PRIMARY", "P", "ND"]),
