@@ -111,6 +111,9 @@ class SeriesSplit:
     volumes: tuple[SeriesVolume, ...]
     dropped: tuple[DroppedInstance, ...] = ()
     frames: Mapping[str, tuple[FrameHeader, ...]] = field(default_factory=dict, repr=False)
+    #: instances that are no image (an SR or a document filed in an image series): not part of
+    #: any volume, and no reason to refuse the series
+    not_images: tuple[DroppedInstance, ...] = ()
 
     def volume(self, volume_id: str) -> SeriesVolume:
         """The volume called ``volume_id`` (ImagingError if the series has none of that id)."""
@@ -509,6 +512,7 @@ def split_series(
     """
     known = read or {}
     dropped: list[DroppedInstance] = []
+    not_images: list[DroppedInstance] = []
     frames: list[_Frame] = []
     seen: set[tuple[str, int | None]] = set()
     series_uid = ""
@@ -517,6 +521,10 @@ def split_series(
         path = Path(path)
         try:
             ds, offset = known.get(path) or read_header(path, specific_tags=_TAGS)
+            if "Rows" not in ds or "Columns" not in ds:
+                sop = str(ds.get("SOPInstanceUID") or path.name)
+                not_images.append(DroppedInstance(sop, "no image (no Rows/Columns)"))
+                continue
             inst = read_instance(path, (ds, offset))
         except ImagingError as exc:
             dropped.append(DroppedInstance(path.name, str(exc)))
@@ -543,7 +551,7 @@ def split_series(
             )
             frames.append(_facts(ds, fh, pf, shared))
     if not frames:
-        return SeriesSplit(series_uid, (), tuple(dropped))
+        return SeriesSplit(series_uid, (), tuple(dropped), not_images=tuple(not_images))
     # group: size + orientation + distinguishing values
     clusters = _cluster_orientations(frames)
     groups: dict[tuple[Any, ...], list[_Frame]] = {}
@@ -585,6 +593,7 @@ def split_series(
         tuple(v for v, _ in volumes),
         tuple(dropped),
         frames={v.volume_id: tuple(f.header for f in fs) for v, fs in volumes},
+        not_images=tuple(not_images),
     )
 
 

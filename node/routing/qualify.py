@@ -204,6 +204,7 @@ class SeriesQualifier:
             uid: {
                 "volumes": [v.to_json() for v in split.volumes],
                 "dropped": [{"instance": d.sop_uid, "reason": d.reason} for d in split.dropped],
+                "not_images": [d.sop_uid for d in split.not_images],
             }
             for uid, split in self._splits.items()
         }

@@ -117,6 +117,7 @@ def test_every_corpus_series_gets_a_result_or_a_reason(tmp_path: Path, corpus: P
             elif done:
                 outcomes[series_uid] = f"{done[0].state.value}: {done[0].reason}"
             elif decided and all(d["ignored"] or d["model"] is None for d in decided):
+                # on purpose: non-image objects, or no model for this kind of series
                 outcomes[series_uid] = "ignored by rule " + decided[0]["rule"]
             else:
                 outcomes[series_uid] = "NO OUTCOME"
@@ -125,4 +126,14 @@ def test_every_corpus_series_gets_a_result_or_a_reason(tmp_path: Path, corpus: P
             print(f"  {n:3d}  {k}")
         print(json.dumps(table, sort_keys=True))
         assert "NO OUTCOME" not in outcomes.values(), outcomes
+        # MR never reaches a CT-only model; single slices never reach a 3D model
+        with sqlite3.connect(index) as conn:
+            modality = dict(conn.execute("SELECT series_uid, modality FROM series"))
+        ct_only = {"ct-denoise", "lung-nodule-seg", "lung-nodule-detect", "lung-nodule-classify"}
+        wrong = [
+            (j.job.model, modality.get(j.job.series_uids[0]))
+            for j in jobs
+            if j.job.model in ct_only and modality.get(j.job.series_uids[0]) != "CT"
+        ]
+        assert wrong == []
         assert table.get("succeeded", 0) >= 5  # the chest CT's four models and more

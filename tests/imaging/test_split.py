@@ -78,3 +78,12 @@ def test_undecodable_instances_are_named_from_headers(corpus: Path) -> None:
     split = split_series([corpus / "malformed" / "MR_truncated.dcm"])
     assert split.volumes == ()
     assert "Pixel Data" in split.dropped[0].reason or "truncated" in split.dropped[0].reason
+
+
+def test_non_image_instance_in_an_image_series_is_set_aside(corpus: Path) -> None:
+    # highdicom's test SR shares the Series Instance UID of its CT image
+    folder = corpus / "reference-results" / "highdicom"
+    split = split_series([folder / "ct_image.dcm", folder / "sr_document.dcm"])
+    assert len(split.volumes) == 1
+    assert split.dropped == ()
+    assert [d.reason for d in split.not_images] == ["no image (no Rows/Columns)"]
