@@ -87,3 +87,17 @@ def test_non_image_instance_in_an_image_series_is_set_aside(corpus: Path) -> Non
     assert len(split.volumes) == 1
     assert split.dropped == ()
     assert [d.reason for d in split.not_images] == ["no image (no Rows/Columns)"]
+
+
+def test_partial_series_loads_the_decodable_rest(tmp_path: Path) -> None:
+    paths = _series(tmp_path, "plain-stack")
+    broken = paths[5]
+    broken.write_bytes(broken.read_bytes()[:-100])  # pixel data cut short, as MR_truncated
+    split = split_series(paths)
+    (dropped,) = split.dropped
+    assert "truncated" in dropped.reason or "Pixel Data" in dropped.reason
+    (v,) = split.volumes
+    assert (v.slices, v.filled_slices) == (24, 1)  # the hole is filled, and said
+    vol = load_volume(paths, volume_id=v.volume_id)
+    assert vol.voxels.shape[0] == 24
+    assert broken.is_file()  # the original stays stored as received
