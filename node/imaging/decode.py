@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import warnings
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -42,9 +41,7 @@ def transfer_syntax_name(uid: str) -> str:
     return f"{name} ({uid})" if name != uid else uid
 
 
-def read_header(
-    path: Path, *, specific_tags: Sequence[int] | None = None
-) -> tuple[Dataset, int | None]:
+def read_header(path: Path) -> tuple[Dataset, int | None]:
     """Read one file's header without its pixel data; also where the Pixel Data element starts.
 
     The offset (None for deflated files, or when Pixel Data is not the next element) lets
@@ -62,11 +59,7 @@ def read_header(
         warnings.simplefilter("always")
         try:
             with path.open("rb") as fp:
-                ds = pydicom.dcmread(
-                    fp,
-                    stop_before_pixels=True,
-                    specific_tags=list(specific_tags) if specific_tags else None,
-                )
+                ds = pydicom.dcmread(fp, stop_before_pixels=True)
                 offset: int | None = fp.tell()  # pydicom stops at the Pixel Data tag
                 if fp.read(4) not in (_PIXEL_TAG_LE, _PIXEL_TAG_BE):
                     offset = None

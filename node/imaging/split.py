@@ -38,7 +38,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pydicom.datadict import tag_for_keyword
 from pydicom.dataset import Dataset
 from pydicom.uid import UID
 
@@ -72,22 +71,6 @@ _LOCALIZER_TEXT = re.compile(
     r"|tri[-_ ]?pilot|(^|[^a-z])loc([^a-z]|$))",
     re.IGNORECASE,
 )
-#: What the split reads of each header (pydicom skips the rest): image geometry and pixel
-#: description (node/imaging/frames.py), the distinguishing values, GE's private diffusion tags.
-HEADER_TAGS: tuple[int | str, ...] = (
-    "SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID", "Modality",
-    "BodyPartExamined", "FrameOfReferenceUID", "Manufacturer", "SeriesDescription",
-    "ProtocolName", "ImageType", "InstanceNumber", "AcquisitionNumber", "EchoNumbers",
-    "EchoTime", "TriggerTime", "TemporalPositionIdentifier", "DiffusionBValue",
-    "DiffusionGradientOrientation", "ImagePositionPatient", "ImageOrientationPatient",
-    "PixelSpacing", "ImagerPixelSpacing", "SliceThickness", "SequenceOfUltrasoundRegions",
-    "Rows", "Columns", "NumberOfFrames", "SamplesPerPixel", "PhotometricInterpretation",
-    "BitsAllocated", "BitsStored", "HighBit", "PixelRepresentation", "RescaleSlope",
-    "RescaleIntercept", "SharedFunctionalGroupsSequence", "PerFrameFunctionalGroupsSequence",
-    "DimensionIndexSequence",
-    0x00190010, 0x001910BB, 0x001910BC, 0x001910BD, 0x00430010, 0x00431039,
-)  # fmt: skip
-_TAGS = tuple(t if isinstance(t, int) else int(tag_for_keyword(t) or 0) for t in HEADER_TAGS)
 #: Transfer syntaxes no installed decoder reads (see node/imaging/decode.py).
 _UNDECODABLE_SYNTAXES = {
     "1.2.840.10008.1.2.4.53": "JPEG Spectral Selection (retired)",
@@ -520,7 +503,7 @@ def split_series(
     for path in paths:
         path = Path(path)
         try:
-            ds, offset = known.get(path) or read_header(path, specific_tags=_TAGS)
+            ds, offset = known.get(path) or read_header(path)
             if "Rows" not in ds or "Columns" not in ds:
                 sop = str(ds.get("SOPInstanceUID") or path.name)
                 not_images.append(DroppedInstance(sop, "no image (no Rows/Columns)"))
