@@ -11,7 +11,7 @@ dev=0
 sudo_cmd=""
 [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
 
-apt_pkgs=(dcmtk orthanc orthanc-dicomweb dicom3tools redis-server python3-venv openssl)
+apt_pkgs=(dcmtk dcm2niix orthanc orthanc-dicomweb dicom3tools redis-server python3-venv openssl)
 missing=()
 for p in "${apt_pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -33,6 +33,7 @@ from dicom_rules.model import (
     Scope,
     Select,
     SeriesInput,
+    VolumeSelect,
 )
 from dicom_rules.parse import load, parse
 from dicom_rules.paths import parse_path
@@ -66,6 +67,7 @@ __all__ = [
     "SeriesInput",
     "Status",
     "Verdict",
+    "VolumeSelect",
     "load",
     "parse",
     "parse_path",

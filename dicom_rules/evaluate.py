@@ -186,6 +186,7 @@ class Plan:
                     action.send_to,
                     rule.priority,
                     action.ignore,
+                    volume=None if rule.select is None else rule.select.volume,
                 )
                 decisions.append(((-rule.priority, rule.name, uids, ai), d))
                 note = cr.notes[ai]

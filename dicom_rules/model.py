@@ -38,7 +38,24 @@ __all__ = [
     "Scope",
     "Select",
     "SeriesInput",
+    "VolumeSelect",
 ]
+
+#: Orders of ``select.volume.prefer`` (applied by the node to the volumes of a series).
+VOLUME_PREFERENCES = (
+    "thinnest",
+    "thickest",
+    "most_slices",
+    "fewest_slices",
+    "lowest_echo",
+    "highest_echo",
+    "lowest_b",
+    "highest_b",
+    "first",
+    "last",
+)
+#: Values of ``select.volume.orientation``.
+VOLUME_ORIENTATIONS = ("AXIAL", "CORONAL", "SAGITTAL", "OBLIQUE")
 
 #: A value in a rule: a string or a number (never a bool).
 Scalar = str | int | float
@@ -197,12 +214,33 @@ class Preference:
 
 
 @dataclass(frozen=True, slots=True)
+class VolumeSelect:
+    """Which volume of a series the model gets (a series may hold several: echoes, time
+    points, b-values, planes...).  ``dicom_rules`` only parses and explains it; the node applies
+    it to the volumes it finds in the headers (docs/rules.md, "Choosing a volume").
+
+    ``orientation``: allowed planes (empty: any); ``echo``: echo number; ``uniform``: only volumes
+    loaded as acquired (no filled gap, no tilt); ``prefer``: orders from ``VOLUME_PREFERENCES``,
+    first wins; ``partial``: run on the decodable instances when some are not (``allow``).
+    """
+
+    orientation: tuple[str, ...] = ()
+    echo: int | None = None
+    uniform: bool = False
+    prefer: tuple[str, ...] = ()
+    partial: bool = False
+    position: Position = _pos()
+
+
+@dataclass(frozen=True, slots=True)
 class Select:
-    """Which of a study rule's matching series the model gets."""
+    """Which of a study rule's matching series the model gets (``where``/``prefer``/``count``,
+    study scope only), and which volume of each series (``volume``, any scope)."""
 
     where: Condition | None = None
     prefer: tuple[Preference, ...] = ()
     count: int | None = 1
+    volume: VolumeSelect | None = None
     position: Position = _pos()
 
 
@@ -276,6 +314,7 @@ class RouteDecision:
     priority: int
     ignored: bool = False
     explanation: Explanation | None = field(default=None, compare=False, repr=False)
+    volume: VolumeSelect | None = None
 
 
 @dataclass(frozen=True, slots=True)

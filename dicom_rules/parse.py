@@ -16,6 +16,8 @@ from ruamel.yaml.events import AliasEvent
 
 from dicom_rules.errors import Problem, RuleError
 from dicom_rules.model import (
+    VOLUME_ORIENTATIONS,
+    VOLUME_PREFERENCES,
     Action,
     Defaults,
     Position,
@@ -26,6 +28,7 @@ from dicom_rules.model import (
     Scalar,
     Scope,
     Select,
+    VolumeSelect,
 )
 from dicom_rules.parse_conditions import ConditionParser, hint, is_scalar, plain
 
@@ -46,7 +49,8 @@ _RULE_KEYS = (
 )
 _ACTION_KEYS = ("model", "parameters", "deliver", "send_to", "ignore")
 _DEFAULT_KEYS = ("deliver", "priority", "scope")
-_SELECT_KEYS = ("where", "prefer", "count")
+_SELECT_KEYS = ("where", "prefer", "count", "volume")
+_VOLUME_KEYS = ("orientation", "echo", "uniform", "prefer", "partial")
 _PREFER_KEYS = ("lowest", "highest", "matching")
 
 
@@ -249,7 +253,10 @@ class _Parser(ConditionParser):
         select = None
         if "select" in node:
             select = self.parse_select(node, where)
-            if scope is not Scope.STUDY:
+            only_volume = isinstance(node["select"], CommentedMap) and set(node["select"]) == {
+                "volume"
+            }
+            if scope is not Scope.STUDY and not only_volume:
                 self.err(
                     self.key_pos(node, "select"),
                     f"{where}: 'select' needs 'scope: study' (it chooses among a study's series)",
@@ -414,7 +421,77 @@ class _Parser(ConditionParser):
                 self.err(self.value_pos(m, "count"), "'count' must be a positive number or 'all'")
         elif not prefer:
             count = None
-        return Select(where=sel_where, prefer=tuple(prefer), count=count, position=pos)
+        volume = None
+        if "volume" in m:
+            volume = self.parse_volume(m["volume"], self.value_pos(m, "volume"), where)
+        return Select(
+            where=sel_where, prefer=tuple(prefer), count=count, volume=volume, position=pos
+        )
+
+    def parse_volume(self, m: Any, pos: Position, where: str) -> VolumeSelect | None:
+        if not isinstance(m, CommentedMap):
+            self.err(pos, f"{where}: 'select.volume' must be a mapping ({', '.join(_VOLUME_KEYS)})")
+            return None
+        self.check_keys(m, _VOLUME_KEYS, f"the select.volume of {where}")
+        orientation: tuple[str, ...] = ()
+        if "orientation" in m:
+            o = m["orientation"]
+            items = [o] if isinstance(o, str) else o
+            if not isinstance(items, list) or not all(isinstance(i, str) for i in items):
+                self.err(
+                    self.value_pos(m, "orientation"), "'orientation' must be a plane or a list"
+                )
+                items = []
+            for i in items:
+                if i.upper() not in VOLUME_ORIENTATIONS:
+                    self.err(
+                        self.value_pos(m, "orientation"),
+                        f"unknown orientation '{i}'{hint(i.upper(), VOLUME_ORIENTATIONS)} "
+                        f"(one of {', '.join(VOLUME_ORIENTATIONS)})",
+                    )
+            orientation = tuple(i.upper() for i in items)
+        echo = None
+        if "echo" in m:
+            e = m["echo"]
+            if isinstance(e, int) and not isinstance(e, bool) and e >= 1:
+                echo = int(e)
+            else:
+                self.err(self.value_pos(m, "echo"), "'echo' must be an echo number (1, 2...)")
+        uniform = False
+        if "uniform" in m:
+            if isinstance(m["uniform"], bool):
+                uniform = m["uniform"]
+            else:
+                self.err(self.value_pos(m, "uniform"), "'uniform' must be true or false")
+        prefer: tuple[str, ...] = ()
+        if "prefer" in m:
+            p = m["prefer"]
+            items = [p] if isinstance(p, str) else p
+            if not isinstance(items, list) or not all(isinstance(i, str) for i in items):
+                self.err(self.value_pos(m, "prefer"), "'prefer' must be a list of orders")
+                items = []
+            for i in items:
+                if i not in VOLUME_PREFERENCES:
+                    self.err(
+                        self.value_pos(m, "prefer"),
+                        f"unknown volume order '{i}'{hint(i, VOLUME_PREFERENCES)} "
+                        f"(one of {', '.join(VOLUME_PREFERENCES)})",
+                    )
+            prefer = tuple(items)
+        partial = False
+        if "partial" in m:
+            if m["partial"] in ("allow", "refuse"):
+                partial = m["partial"] == "allow"
+            else:
+                self.err(self.value_pos(m, "partial"), "'partial' must be 'allow' or 'refuse'")
+        return VolumeSelect(
+            orientation=orientation,
+            echo=echo,
+            uniform=uniform,
+            prefer=prefer,
+            partial=partial,
+            position=pos,
+        )
 
     # ---------------------------------------------------------------- whole-file checks
     def check_reachability(self, rules: list[Rule]) -> None:

@@ -80,7 +80,22 @@ def _select(s: Select) -> dict[str, Any]:
                 assert p.path is not None
                 prefs.append({p.kind: format_path(p.path)})
         out["prefer"] = prefs
-    out["count"] = "all" if s.count is None else s.count
+    if s.where is not None or s.prefer or s.count is not None:
+        out["count"] = "all" if s.count is None else s.count
+    if s.volume is not None:
+        v = s.volume
+        vol: dict[str, Any] = {}
+        if v.orientation:
+            vol["orientation"] = list(v.orientation)
+        if v.echo is not None:
+            vol["echo"] = v.echo
+        if v.uniform:
+            vol["uniform"] = True
+        if v.prefer:
+            vol["prefer"] = list(v.prefer)
+        if v.partial:
+            vol["partial"] = "allow"
+        out["volume"] = vol
     return out
 
 

@@ -20,6 +20,7 @@ import ssl
 import threading
 import time
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 from node.assembly.tracker import StudyTracker
@@ -35,6 +36,7 @@ from node.jobs.engine import EmbeddedEngine
 from node.jobs.store import JobStore
 from node.routing import DEFAULT_RULES
 from node.routing.dispatch import route_study
+from node.routing.qualify import Refusal, SeriesQualifier
 from node.routing.reload import RuleHolder
 from node.store.index import Index
 from node.store.retention import Removal, Retention
@@ -139,6 +141,8 @@ class Node:
             timeout_seconds=config.node.network_timeout_seconds,
         )
         self._routing_lock = threading.Lock()
+        self._refusals: dict[str, Refusal] | None = None
+        self._refusals_lock = threading.Lock()
         self.add_study_listener(self.route)
         n = config.node
         self._listener = DicomListener(
@@ -243,8 +247,15 @@ class Node:
         with self._routing_lock:
             rules = self._rules.rules
             decisions = route_study(rules, study, destinations=list(self._config.destinations))
+            qualifier = SeriesQualifier(
+                paths=self._series_paths,
+                refusals=self._model_refusals if any(d.model for d in decisions) else {},
+            )
             plan = plan_jobs(
-                study.study_uid, decisions, series_instances=self._index.series_instances
+                study.study_uid,
+                decisions,
+                series_instances=self._index.series_instances,
+                choose=qualifier.choose,
             )
             for destination, series_uid in plan.forwards:
                 paths = [i.path for i in self._index.series_instances(series_uid)]
@@ -269,8 +280,29 @@ class Node:
                         for d in decisions
                     ],
                     "explanation": explanation.to_json() if explanation is not None else None,
+                    "not_applicable": [
+                        {
+                            "rule": rule,
+                            "model": model,
+                            "series_uid": series_uid,
+                            "reason": reason,
+                            "detail": detail,
+                        }
+                        for rule, model, series_uid, reason, detail in plan.not_applicable
+                    ],
+                    "volumes": qualifier.volumes_json(),
                 },
             )
+            for rule, model, _, reason, _ in plan.not_applicable:
+                log.info(
+                    "series.not_applicable",
+                    extra={
+                        "study_uid": study.study_uid,
+                        "rule": rule,
+                        "model": model,
+                        "reason": reason,
+                    },
+                )
         log.info(
             "study.jobs_queued",
             extra={
@@ -283,6 +315,34 @@ class Node:
         )
         if new:
             self._engine.wake()
+
+    def _series_paths(self, series_uid: str) -> list[Path]:
+        data_dir = self._config.node.data_dir
+        return [
+            i.path if i.path.is_absolute() else data_dir / i.path
+            for i in self._index.series_instances(series_uid)
+        ]
+
+    @property
+    def _model_refusals(self) -> dict[str, Refusal]:
+        """Each discovered model's check of a volume (discovered once; torch is imported)."""
+        with self._refusals_lock:
+            if self._refusals is None:
+                from node.models.registry import discover
+
+                registry = discover(self._config.models, device=self._config.inference.device)
+                self._refusals = {
+                    e.name: e.info.refusal for e in registry.entries() if e.info is not None
+                }
+            return self._refusals
+
+    def _warm_models(self) -> None:
+        """Discover the models' requirements in the background at start (imports torch), so
+        the first routed study does not wait for it."""
+        try:
+            self._model_refusals  # noqa: B018 - the property caches the discovery
+        except Exception:  # noqa: BLE001 - routing retries the discovery and reports it
+            log.exception("models.discovery_failed")
 
     def _job_succeeded(self, job: Job, outputs: Mapping[str, Any]) -> None:
         """Queue a finished job's objects for its destinations (before it is marked done)."""
@@ -325,6 +385,7 @@ class Node:
         self._outbox.start()
         self._engine.start()
         self._rules.start()
+        threading.Thread(target=self._warm_models, name="models-warm", daemon=True).start()
         self._route_unrouted()
         self._tracker.start()
         self._retention.start()

@@ -10,6 +10,7 @@
     │   └── OutOfResourcesError    (DICOM 0xA700 / http 507: disk or quota full)
     ├── NotFoundError              (http 404) a study/job/model that does not exist
     ├── ImagingError               (http 422) a series cannot become a Volume (gaps, mixed sizes...)
+    │   └── InputError             a job's input is unreadable at load (fails once, no retry)
     ├── ModelError                 (http 500) a model failed to load or to predict
     ├── ResultError                (http 500) a result object failed the gate before delivery
     └── DestinationError           (http 502) a destination refused or could not be reached
@@ -81,6 +82,11 @@ class ImagingError(AinodeError):
 
     http_status = 422
     type = "imaging-failed"
+
+
+class InputError(ImagingError):
+    """A job's stored input cannot be loaded (undecodable pixels...): the job fails once with
+    reason ``input`` and is not retried, since retrying does not change the bytes."""
 
 
 class ModelError(AinodeError):

@@ -107,6 +107,84 @@ class SourceRef:
     frame_number: int | None = None
 
 
+class NotApplicable(enum.StrEnum):
+    """Why a rule's model is not run on a series (no job, no failure): a closed set, used as the
+    ``reason`` label of ``ainode_series_not_applicable_total``."""
+
+    MODALITY = "modality"  # the model reads other modalities
+    DIMENSIONS = "dimensions"  # 2D series for a 3D model or the reverse
+    SLICES = "slices"  # too few or too many slices
+    SLICE_SPACING = "slice_spacing"  # slices too far apart
+    ORIENTATION = "orientation"  # not a plane the model reads
+    LOCALIZER = "localizer"  # localizer / survey images
+    GEOMETRY = "geometry"  # missing slices, frames without positions, non-uniform spacing
+    UNDECODABLE = "undecodable"  # instances whose pixel data cannot be decoded
+    NO_IMAGE = "no_image"  # nothing in the series is an image
+    NO_VOLUME = "no_volume"  # the rule's volume selection chose none
+
+
+@dataclass(frozen=True, slots=True)
+class SeriesVolume:
+    """One volume of a series, from headers only (``node.imaging.split``): what routing checks.
+
+    A series may hold several volumes (echoes, time points, b-values, stacks, the planes of a
+    survey, repeated acquisitions).  ``volume_id`` is the series UID, plus ``/`` and the
+    distinguishing values (``label``) when the series holds more than one volume; it is stable
+    across re-sends of the same instances.  ``sources`` are (SOP Instance UID, 1-based frame
+    number or None) in slice order.  ``problem`` says why the volume cannot be loaded as a regular
+    grid (missing slices, frames without plane positions...); None when it can.
+    """
+
+    volume_id: str
+    series_uid: str
+    label: tuple[tuple[str, str], ...]
+    modality: str | None
+    body_part: str | None
+    orientation: str  # AXIAL | CORONAL | SAGITTAL | OBLIQUE | NONE (no plane geometry)
+    rows: int
+    columns: int
+    slices: int
+    pixel_spacing: tuple[float, float] | None
+    slice_spacing: float | None
+    slice_thickness: float | None
+    image_type: tuple[str, ...] = ()
+    echo_number: int | None = None
+    b_value: float | None = None
+    is_localizer: bool = False
+    localizer_reason: str | None = None
+    tilt_degrees: float = 0.0
+    filled_slices: int = 0  # small gap: slices interpolated onto a uniform grid
+    problem: str | None = None
+    sources: tuple[tuple[str, int | None], ...] = ()
+
+    @property
+    def is_3d(self) -> bool:
+        """More than one slice on a plane geometry."""
+        return self.slices > 1 and self.orientation != "NONE"
+
+    @property
+    def is_uniform(self) -> bool:
+        """Loadable as acquired: no interpolated slice, no tilt, no problem."""
+        return self.problem is None and self.filled_slices == 0 and self.tilt_degrees == 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        """The volume as JSON (routing records, API, ``rules explain``), sources left out."""
+        return {
+            "volume_id": self.volume_id,
+            "label": dict(self.label),
+            "orientation": self.orientation,
+            "size": [self.columns, self.rows, self.slices],
+            "pixel_spacing": list(self.pixel_spacing) if self.pixel_spacing else None,
+            "slice_spacing": self.slice_spacing,
+            "slice_thickness": self.slice_thickness,
+            "is_localizer": self.is_localizer,
+            "localizer_reason": self.localizer_reason,
+            "tilt_degrees": self.tilt_degrees,
+            "filled_slices": self.filled_slices,
+            "problem": self.problem,
+        }
+
+
 @dataclass(frozen=True, slots=True, eq=False)
 class Volume:
     """Voxels in physical units plus geometry and per-slice source references.

@@ -311,6 +311,7 @@ def study_page(request: Request, study_uid: str, node: Node) -> HTMLResponse:
         explained=explained,
         is_live=is_live,
         decisions=((routing or {}).get("decisions") or {}).get("decisions", []),
+        not_applicable=((routing or {}).get("decisions") or {}).get("not_applicable", []),
         jobs=jobs,
         results=results,
         deliveries=deliveries,

@@ -33,6 +33,11 @@ def present_job(row: dict[str, Any]) -> dict[str, Any]:
         round(finished - started, 3) if started is not None and finished is not None else None
     )
     out["url"] = f"/api/jobs/{row['job_id']}"
+    # an unreadable input is the sender's problem, not the model's (issue 24)
+    reason = str(row.get("reason") or "")
+    out["problem"] = (
+        "source" if reason.startswith("input:") else "model" if row.get("state") == "dead" else None
+    )
     return out
 
 

@@ -132,17 +132,32 @@ class _IndexCollector(Collector):
             "ainode_rule_matches", "Routing decisions that queued work, by rule", labels=["rule"]
         )
         counts: dict[str, int] = {}
+        reasons: dict[str, int] = {}
         for (decisions,) in self._rows(conn, "SELECT decisions FROM routings"):
             try:
-                items = json.loads(decisions).get("decisions", [])
+                record = json.loads(decisions)
+                items = record.get("decisions", [])
+                skipped = record.get("not_applicable") or []
             except (ValueError, AttributeError):
                 continue
             for d in items:
                 if d.get("rule") and not d.get("ignored"):
                     counts[d["rule"]] = counts.get(d["rule"], 0) + 1
+            for na in skipped:
+                if isinstance(na, dict) and na.get("reason"):
+                    reasons[na["reason"]] = reasons.get(na["reason"], 0) + 1
         for rule, n in sorted(counts.items()):
             matches.add_metric([rule], n)
         yield matches
+        not_applicable = CounterMetricFamily(
+            "ainode_series_not_applicable",
+            "Model decisions that created no job because the model cannot read the series "
+            "(headers only, before any job), by reason",
+            labels=["reason"],
+        )
+        for reason, n in sorted(reasons.items()):
+            not_applicable.add_metric([reason], n)
+        yield not_applicable
         latency = HistogramMetricFamily(
             "ainode_model_run_seconds", "Run time of succeeded jobs by model", labels=["model"]
         )

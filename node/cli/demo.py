@@ -241,7 +241,7 @@ def _wait_pipeline(
     """Wait until every routed job has ended and every result delivery is done; record them."""
     from node.types import DeliveryState, JobState
 
-    ended = {JobState.SUCCEEDED, JobState.DEAD, JobState.CANCELLED}
+    ended = {JobState.SUCCEEDED, JobState.FAILED, JobState.DEAD, JobState.CANCELLED}
     t0 = time.monotonic()
     deadline = t0 + timeout_seconds
     echo("[6/7] routing with the default rules and running the demo models")

@@ -170,6 +170,68 @@ def _stored_study(config: Config, study_uid: str) -> list[SeriesInput]:
     return series_inputs(study)
 
 
+def _files_by_series(paths: list[Path]) -> dict[str, list[Path]]:
+    """Series UID -> its files under ``paths`` (headers only)."""
+    from node.imaging.volume import dicom_files
+    from node.routing.headers import header_from_file
+
+    out: dict[str, list[Path]] = defaultdict(list)
+    for f in dicom_files(paths):
+        try:
+            uid = _header_uid(header_from_file(f), _SERIES_UID)
+        except Exception:  # noqa: BLE001 - unreadable files are listed by collect_studies
+            continue
+        if uid:
+            out[uid].append(f)
+    return dict(out)
+
+
+def _stored_paths(config: Config, study_uid: str) -> dict[str, list[Path]]:
+    from node.store.index import Index
+
+    data_dir = Path(config.node.data_dir)
+    index = Index(data_dir / "index.sqlite")
+    try:
+        out: dict[str, list[Path]] = defaultdict(list)
+        for inst in index.study_instances(study_uid):
+            path = inst.path if inst.path.is_absolute() else data_dir / inst.path
+            out[inst.series_uid].append(path)
+        return dict(out)
+    finally:
+        index.close()
+
+
+def _model_refusals(config: Config | None) -> dict[str, Any]:
+    """Each discovered model's volume check (imports torch: only when a rule names a model)."""
+    from node.models.registry import discover
+
+    cfg = config or Config()
+    registry = discover(cfg.models, device=cfg.inference.device)
+    return {e.name: e.info.refusal for e in registry.entries() if e.info is not None}
+
+
+def _qualify(
+    decisions: Any, files: dict[str, list[Path]], refusals: dict[str, Any]
+) -> dict[str, Any]:
+    """What the live router does next (node.routing.qualify): volumes and not-applicable."""
+    from node.routing.qualify import SeriesQualifier
+
+    qualifier = SeriesQualifier(paths=lambda uid: files.get(uid, []), refusals=refusals)
+    chosen: list[dict[str, Any]] = []
+    for d in decisions:
+        if d.model is None or d.ignored:
+            continue
+        for uid in d.series_uids:
+            q = qualifier.choose(d, uid)
+            if q is not None:
+                chosen.append({"rule": d.rule, "model": d.model, "series_uid": uid, **q.to_json()})
+    return {
+        "volumes": qualifier.volumes_json(),
+        "qualified": chosen,
+        "not_applicable": [c for c in chosen if c["reason"] is not None],
+    }
+
+
 @app.command("explain")
 def explain(
     paths: Annotated[
@@ -205,9 +267,19 @@ def explain(
     else:
         _fail(["ainode: error: give DICOM files/folders or --study UID"])
     out: dict[str, Any] = {"rules": str(rules_file), "studies": []}
+    if study is not None:
+        assert cfg is not None
+        files = _stored_paths(cfg, study)
+    else:
+        files = _files_by_series(paths or [])
+    refusals: dict[str, Any] | None = None
     for study_uid, series in sorted(studies.items()):
         explanation = rules.explain(series, destinations=destinations)
-        out["studies"].append({"study_uid": study_uid, **explanation.to_json()})
+        entry = {"study_uid": study_uid, **explanation.to_json()}
+        if refusals is None and any(d.model for d in explanation.decisions):
+            refusals = _model_refusals(cfg)
+        entry.update(_qualify(explanation.decisions, files, refusals or {}))
+        out["studies"].append(entry)
     out["unreadable"] = unreadable
     json.dump(out, sys.stdout, indent=2)
     sys.stdout.write("\n")

@@ -36,8 +36,8 @@ import numpy.typing as npt
 from pydicom.dataset import Dataset
 
 from node.errors import ImagingError
-from node.imaging.decode import decode_frame
-from node.imaging.frames import MAX_VOLUME_VOXELS, FrameHeader, read_instance
+from node.imaging.decode import decode_frame, read_header
+from node.imaging.frames import MAX_VOLUME_VOXELS, FrameHeader, InstanceHeader, read_instance
 from node.types import SourceRef, Volume
 
 __all__ = ["dicom_files", "load_volume"]
@@ -189,6 +189,7 @@ def load_volume(
     *,
     dtype: Literal["auto", "float32"] = "auto",
     read: Mapping[Path, tuple[Dataset, int | None]] | None = None,
+    volume_id: str | None = None,
 ) -> Volume:
     """Load one series (single-frame files or enhanced multi-frame instances) as a ``Volume``.
 
@@ -203,6 +204,12 @@ def load_volume(
         Headers the caller already read with ``node.imaging.decode.read_header``, by path (the
         job pipeline reads them once for the volume and the result objects); the others are read
         here. A single-frame file's pixel data is decoded from the file either way.
+    volume_id:
+        Load only this volume of the series (``node.imaging.split.split_series``): the series may
+        hold several (echoes, time points...); a small gap is filled by linear interpolation
+        between its neighbours (each filled slice refers to the nearer acquired one) and a
+        gantry tilt is kept as a sheared grid (the third direction row is the slice step).
+        None: the whole series must be one regular volume.
 
     Returns
     -------
@@ -222,9 +229,11 @@ def load_volume(
     if not paths:
         raise ImagingError("no files given")
     known = read or {}
+    if volume_id is not None:
+        return _load_split_volume(paths, dtype=dtype, read=known, volume_id=volume_id)
     headers = [read_instance(Path(p), known.get(Path(p))) for p in paths]
     series_uid = _one({h.series_uid for h in headers}, "Series Instance UID")
-    study_uid = _one({h.study_uid for h in headers}, "Study Instance UID")
+    _one({h.study_uid for h in headers}, "Study Instance UID")
     frames = [f for h in headers for f in h.frames]
     _check_uniform(frames)
     has_geometry = [f.position is not None and f.orientation is not None for f in frames]
@@ -248,6 +257,19 @@ def load_volume(
             f"{len(frames)} frames without plane positions (cine loop or several projection "
             "images) do not form a volume; send one image"
         )
+    voxels = _decode_into(frames, ordered, dtype=dtype, series_uid=series_uid)
+    h0 = headers[0]
+    return _volume(voxels, ordered, spacing, origin, direction, h0, is_3d=is_3d)
+
+
+def _decode_into(
+    frames: Sequence[FrameHeader],
+    ordered: Sequence[FrameHeader],
+    *,
+    dtype: Literal["auto", "float32"],
+    series_uid: str,
+) -> npt.NDArray[Any]:
+    """Decode ``frames`` (file order) into an array in the order of ``ordered``."""
     first = ordered[0]
     exact = all(
         f.samples_per_pixel == 1 and _is_integral(f.slope) and _is_integral(f.intercept)
@@ -284,11 +306,24 @@ def load_volume(
         else:
             voxels[k] = gray.astype(np.float32) * np.float32(f.slope) + np.float32(f.intercept)
         del raw, gray
-    h0 = headers[0]
     log.debug(
         "imaging.volume_loaded",
         extra={"series_uid": series_uid, "slices": len(ordered), "dtype": str(voxels.dtype)},
     )
+    return voxels
+
+
+def _volume(
+    voxels: npt.NDArray[Any],
+    ordered: Sequence[FrameHeader],
+    spacing: tuple[float, float, float],
+    origin: Sequence[float],
+    direction: npt.NDArray[np.float64],
+    h0: InstanceHeader,
+    *,
+    is_3d: bool,
+) -> Volume:
+    study_uid, series_uid = h0.study_uid, h0.series_uid
     return Volume(
         voxels=voxels,
         spacing=(float(spacing[0]), float(spacing[1]), float(spacing[2])),
@@ -308,4 +343,68 @@ def load_volume(
         body_part=h0.body_part,
         frame_of_reference_uid=h0.frame_of_reference_uid,
         is_3d=is_3d,
+    )
+
+
+def _load_split_volume(
+    paths: Sequence[Path],
+    *,
+    dtype: Literal["auto", "float32"],
+    read: Mapping[Path, tuple[Dataset, int | None]],
+    volume_id: str,
+) -> Volume:
+    from node.imaging.split import frames_of, split_series
+
+    known = dict(read)
+    for p in paths:
+        if Path(p) not in known:
+            try:
+                known[Path(p)] = read_header(Path(p))
+            except ImagingError:
+                continue  # named among the split's dropped instances
+    split = split_series(paths, read=known)
+    chosen = split.volume(volume_id)
+    if chosen.problem is not None:
+        raise ImagingError(f"volume {volume_id}: {chosen.problem}")
+    ordered = list(frames_of(split, volume_id))
+    first = ordered[0]
+    h0 = read_instance(Path(first.path), known.get(Path(first.path)))
+    file_order = sorted(ordered, key=lambda f: (str(f.path), f.frame_index or 0))
+    voxels = _decode_into(file_order, ordered, dtype=dtype, series_uid=split.series_uid)
+    row_sp, col_sp = first.pixel_spacing or (1.0, 1.0)
+    if first.position is None or first.orientation is None:
+        spacing = (first.slice_thickness or 1.0, row_sp, col_sp)
+        return _volume(voxels, ordered, spacing, (0.0, 0.0, 0.0), np.eye(3), h0, is_3d=False)
+    ori = np.asarray(first.orientation, dtype=np.float64)
+    normal = np.cross(ori[:3], ori[3:])
+    normal /= np.linalg.norm(normal)
+    if len(ordered) == 1:
+        spacing = (first.slice_thickness or 1.0, row_sp, col_sp)
+        direction = np.stack([ori[:3], ori[3:], normal])
+        return _volume(voxels, ordered, spacing, first.position, direction, h0, is_3d=False)
+    pos = np.asarray([f.position for f in ordered], dtype=np.float64)
+    dist = (pos - pos[0]) @ normal
+    step_along = float(chosen.slice_spacing or (dist[-1] / (len(ordered) - 1)))
+    # the slice axis: the mean step between positions (tilted when they drift off the normal)
+    axis = (pos[-1] - pos[0]) / float(dist[-1]) * step_along
+    if chosen.filled_slices:
+        target = np.arange(chosen.slices, dtype=np.float64) * step_along
+        idx = np.clip(np.searchsorted(dist, target - 1e-6), 1, len(ordered) - 1)
+        lo, hi = idx - 1, idx
+        w = (target - dist[lo]) / (dist[hi] - dist[lo])
+        w = np.clip(w, 0.0, 1.0)
+        filled = (
+            voxels[lo].astype(np.float32) * (1 - w)[:, None, None]
+            + voxels[hi].astype(np.float32) * w[:, None, None]
+        )
+        voxels = filled if voxels.dtype == np.float32 else np.rint(filled).astype(voxels.dtype)
+        ordered = [ordered[int(lo[k] if w[k] < 0.5 else hi[k])] for k in range(len(target))]
+        log.info(
+            "imaging.gap_filled",
+            extra={"series_uid": split.series_uid, "filled_slices": chosen.filled_slices},
+        )
+    spacing_slice = float(np.linalg.norm(axis))
+    direction = np.stack([ori[:3], ori[3:], axis / spacing_slice])
+    return _volume(
+        voxels, ordered, (spacing_slice, row_sp, col_sp), first.position, direction, h0, is_3d=True
     )

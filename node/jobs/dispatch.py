@@ -52,6 +52,17 @@ class _Decision(Protocol):
     def ignored(self) -> bool: ...
 
 
+class _Choice(Protocol):
+    @property
+    def volume_id(self) -> str | None: ...
+    @property
+    def reason(self) -> object: ...
+    @property
+    def detail(self) -> str | None: ...
+    @property
+    def dropped(self) -> tuple[str, ...]: ...
+
+
 @dataclass(frozen=True, slots=True)
 class Plan:
     """What one routing of a study asks for."""
@@ -59,6 +70,8 @@ class Plan:
     jobs: tuple[Job, ...] = ()
     forwards: tuple[tuple[str, str], ...] = ()  # (destination, series_uid)
     ignored_rules: tuple[str, ...] = field(default=())
+    #: (rule, model, series_uid, reason, detail) of model decisions that create no job
+    not_applicable: tuple[tuple[str, str, str, str, str], ...] = ()
 
 
 def _fingerprint(instances: Sequence[Instance]) -> str:
@@ -74,6 +87,7 @@ def plan_jobs(
     *,
     series_instances: Callable[[str], Sequence[Instance]],
     now: float | None = None,
+    choose: Callable[[_Decision, str], _Choice | None] | None = None,
 ) -> Plan:
     """Turn routing decisions into jobs and forwards.
 
@@ -87,11 +101,15 @@ def plan_jobs(
         Stored instances of a series (``Index.series_instances``).
     now:
         Creation time frozen into the job (and so into its result objects' content date).
+    choose:
+        The volume a decision's model gets on a series (``node.routing.qualify``): a volume id
+        goes into the job (``_volume``); a reason means "not applicable": no job.
     """
     created = time.time() if now is None else now
     jobs: list[Job] = []
     forwards: list[tuple[str, str]] = []
     ignored: list[str] = []
+    not_applicable: list[tuple[str, str, str, str, str]] = []
     for d in decisions:
         if d.ignored:
             ignored.append(d.rule)
@@ -101,8 +119,19 @@ def plan_jobs(
                 forwards.append((d.send_to, series_uid))
             if d.model is None:
                 continue
+            choice = choose(d, series_uid) if choose is not None else None
+            if choice is not None and choice.reason is not None:
+                not_applicable.append(
+                    (d.rule, d.model, series_uid, str(choice.reason), choice.detail or "")
+                )
+                continue
             fp = series_uid + ":" + _fingerprint(series_instances(series_uid))
             params = dict(d.parameters) if isinstance(d.parameters, dict) else {}
+            if choice is not None and choice.volume_id is not None:
+                params["_volume"] = choice.volume_id
+                fp += ":" + choice.volume_id
+                if choice.dropped:
+                    params["_dropped"] = list(choice.dropped)
             params["_created_at"] = int(created)
             params["_series_number_base"] = series_number_base(len(jobs))
             jobs.append(
@@ -119,4 +148,9 @@ def plan_jobs(
                     priority=d.priority,
                 )
             )
-    return Plan(jobs=tuple(jobs), forwards=tuple(forwards), ignored_rules=tuple(ignored))
+    return Plan(
+        jobs=tuple(jobs),
+        forwards=tuple(forwards),
+        ignored_rules=tuple(ignored),
+        not_applicable=tuple(not_applicable),
+    )

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import Any, Protocol
 
+from node.errors import InputError
 from node.jobs.store import JobStore
 from node.types import Job, JobState
 
@@ -78,6 +79,8 @@ def _child_main(
             return
         try:
             reply: tuple[str, Any] = ("ok", dict(runner(job, context)))
+        except InputError as exc:
+            reply = ("input", str(exc))
         except BaseException as exc:  # noqa: BLE001 - every failure becomes the job's reason
             reply = ("error", f"{type(exc).__name__}: {exc}")
         try:
@@ -305,7 +308,10 @@ class EmbeddedEngine:
                     except Exception as exc:
                         ok, reason = False, f"after the model ran: {type(exc).__name__}: {exc}"
                         log.exception("jobs.on_success_failed", extra={"job_id": job.job_id})
-                state = self._store.finish(job.job_id, ok=ok, reason=reason, outputs=outputs)
+                final = bool(outputs.pop("final", False)) if not ok else False
+                state = self._store.finish(
+                    job.job_id, ok=ok, reason=reason, outputs=outputs or None, final=final
+                )
                 log.info(
                     "job.finished",
                     extra={"job_id": job.job_id, "model": job.model, "state": state.value},
@@ -346,6 +352,8 @@ class EmbeddedEngine:
                     return False, self._death_reason(slot), {}
                 if kind == "ok":
                     return True, "done", dict(payload)
+                if kind == "input":
+                    return False, str(payload), {"final": True}
                 return False, str(payload), {}
             if not proc.is_alive():
                 return False, self._death_reason(slot), {}

@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from node.errors import ModelError, NotFoundError
+from node.errors import ImagingError, InputError, ModelError, NotFoundError
 from node.types import Instance, Job
 
 __all__ = ["prepare", "run_job", "run_series", "write_durably"]
@@ -84,7 +84,9 @@ def write_durably(path: Path, data: bytes) -> None:
         os.close(dir_fd)
 
 
-def _series(key: tuple[str, ...] | None, paths: Sequence[Path]) -> tuple[Any, Any]:
+def _series(
+    key: tuple[str, ...] | None, paths: Sequence[Path], volume_id: str | None = None
+) -> tuple[Any, Any]:
     """Volume and source headers of a series, read once per worker while it is unchanged.
 
     ``key`` identifies the series' content (None: do not cache).  The model gets its own copy of
@@ -95,22 +97,36 @@ def _series(key: tuple[str, ...] | None, paths: Sequence[Path]) -> tuple[Any, An
     from dataclasses import replace
 
     if key is None:
-        return _read_series(paths)
+        return _read_series(paths, volume_id)
+    key = (*key, volume_id or "")
     if _LAST_SERIES is None or _LAST_SERIES[0] != key:
         _LAST_SERIES = None  # free the previous series before reading the next
-        _LAST_SERIES = (key, *_read_series(paths))
+        _LAST_SERIES = (key, *_read_series(paths, volume_id))
     _, volume, sources = _LAST_SERIES
     return replace(volume, voxels=volume.voxels.copy()), sources
 
 
-def _read_series(paths: Sequence[Path]) -> tuple[Any, Any]:
+def _read_series(paths: Sequence[Path], volume_id: str | None = None) -> tuple[Any, Any]:
     """Volume and source headers, each file's header parsed once for both."""
     from node.imaging import load_volume
     from node.imaging.decode import read_header
     from node.results.sources import load_sources
 
-    read = {Path(p): read_header(Path(p)) for p in paths}
-    volume = load_volume(paths, read=read)
+    if volume_id is not None:
+        read = {}
+        for p in paths:
+            try:
+                read[Path(p)] = read_header(Path(p))
+            except ImagingError:
+                continue  # named among the split's dropped instances
+        paths = [p for p in paths if Path(p) in read]
+    else:
+        read = {Path(p): read_header(Path(p)) for p in paths}
+    volume = load_volume(paths, read=read, volume_id=volume_id)
+    if volume_id is not None:
+        used = {s.sop_uid for s in volume.sources}
+        read = {p: r for p, r in read.items() if str(r[0].get("SOPInstanceUID", "")) in used}
+        paths = [p for p in paths if Path(p) in read]
     # the volume is built: its reader is done with these datasets, the sources may sanitise them
     return volume, load_sources(paths, datasets={p: ds for p, (ds, _) in read.items()})
 
@@ -196,7 +212,12 @@ def run_series(
     model = _registry(context).get(job.model)
 
     t = time.perf_counter()
-    volume, sources = _series(cache_key, paths)
+    volume_id = job.parameters.get("_volume")
+    try:
+        volume, sources = _series(cache_key, paths, str(volume_id) if volume_id else None)
+    except ImagingError as exc:
+        # the bytes will not change on a retry: the job fails once, as a source problem
+        raise InputError(f"input: {exc}") from exc
     timings["load"] = time.perf_counter() - t
     refusal = model.accepts(volume)
     if refusal is not None:
@@ -236,4 +257,10 @@ def run_series(
     write_durably(out_dir / "prediction.json", json.dumps(summary, indent=2).encode())
     timings["write"] = time.perf_counter() - t
     log.info("job.results_written", extra={"job_id": job.job_id, "objects": len(objects)})
-    return {"objects": objects, "timings_seconds": timings, "summary": summary}
+    out: dict[str, Any] = {"objects": objects, "timings_seconds": timings, "summary": summary}
+    if volume_id:
+        out["volume_id"] = str(volume_id)
+    if job.parameters.get("_dropped"):
+        # partial: allow - the instances left out are named with the result (issue 24)
+        out["dropped_instances"] = list(job.parameters["_dropped"])
+    return out

@@ -262,8 +262,13 @@ class JobStore:
         ok: bool,
         reason: str | None = None,
         outputs: Mapping[str, Any] | None = None,
+        final: bool = False,
     ) -> JobState:
-        """Record the end of a run: succeeded, or failed (re-queued while attempts remain)."""
+        """Record the end of a run: succeeded, or failed (re-queued while attempts remain).
+
+        ``final``: the failure cannot change on a retry (an unreadable input): the job ends
+        ``failed`` at once instead of being re-queued or ending ``dead``.
+        """
         now = time.time()
         conn = self._conn()
         with self._lock:
@@ -281,6 +286,8 @@ class JobStore:
                     return JobState(state)
                 if ok:
                     new = JobState.SUCCEEDED
+                elif final:
+                    new = JobState.FAILED
                 elif attempts < max_attempts:
                     new = JobState.QUEUED
                 else:

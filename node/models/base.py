@@ -10,7 +10,7 @@ import abc
 import enum
 from dataclasses import dataclass, field
 
-from node.types import Prediction, Volume
+from node.types import NotApplicable, Prediction, SeriesVolume, Volume
 
 __all__ = ["Model", "ModelInfo", "OutputKind", "Task"]
 
@@ -52,6 +52,60 @@ class ModelInfo:
     card: str = ""  # MODEL_CARD.md text
     source: str = "builtin"  # builtin | entry-point | bundle | torchscript
     metrics: dict[str, float] = field(default_factory=dict)
+    # what the model can read, checked by the router on headers before a job exists (issue 24)
+    min_slices: int = 1
+    max_slices: int | None = None
+    max_slice_spacing_mm: float | None = None
+    orientations: tuple[str, ...] = ()  # AXIAL, CORONAL, SAGITTAL, OBLIQUE; empty = any
+    accepts_localizers: bool = False
+    accepts_filled_gaps: bool = True  # small gaps filled by interpolation (node/imaging/split)
+
+    def refusal(self, volume: SeriesVolume) -> tuple[NotApplicable, str] | None:
+        """Why this model cannot read ``volume`` (reason and a sentence), or None when it can.
+
+        Checked on headers only (``node.imaging.split``), so a series the model cannot read
+        never becomes a job.
+        """
+        modality = (volume.modality or "").upper()
+        if self.modalities and modality not in self.modalities:
+            return NotApplicable.MODALITY, (
+                f"modality {volume.modality!r} not in {list(self.modalities)}"
+            )
+        if volume.is_localizer and not self.accepts_localizers:
+            return NotApplicable.LOCALIZER, f"localizer ({volume.localizer_reason})"
+        if volume.problem is not None:
+            return NotApplicable.GEOMETRY, volume.problem
+        if volume.filled_slices and not self.accepts_filled_gaps:
+            return NotApplicable.GEOMETRY, f"{volume.filled_slices} missing slice(s) filled"
+        dim = 3 if volume.is_3d else 2
+        if dim not in self.dims:
+            return NotApplicable.DIMENSIONS, (
+                f"model takes {'/'.join(map(str, sorted(self.dims)))}D input, volume is {dim}D "
+                f"({volume.slices} slice{'s' if volume.slices != 1 else ''})"
+            )
+        if dim == 3 and volume.slices < self.min_slices:
+            return NotApplicable.SLICES, (
+                f"{volume.slices} slices, the model needs at least {self.min_slices}"
+            )
+        if self.max_slices is not None and volume.slices > self.max_slices:
+            return NotApplicable.SLICES, (
+                f"{volume.slices} slices, the model reads at most {self.max_slices}"
+            )
+        if (
+            dim == 3
+            and self.max_slice_spacing_mm is not None
+            and volume.slice_spacing is not None
+            and volume.slice_spacing > self.max_slice_spacing_mm + 1e-6
+        ):
+            return NotApplicable.SLICE_SPACING, (
+                f"slices {volume.slice_spacing:g} mm apart, the model reads at most "
+                f"{self.max_slice_spacing_mm:g} mm"
+            )
+        if self.orientations and volume.orientation not in self.orientations:
+            return NotApplicable.ORIENTATION, (
+                f"{volume.orientation} slices, the model reads {list(self.orientations)}"
+            )
+        return None
 
 
 class Model(abc.ABC):

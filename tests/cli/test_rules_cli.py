@@ -114,7 +114,7 @@ def test_explain_corpus_files(corpus: Path) -> None:
         "ignore-localizers": "not matched",
         "chest-ct-lung-nodules": "matched",
         "chest-radiograph": "not matched",
-        "ct-mr-enhance": "skipped",
+        "ct-enhance": "skipped",
         "no-model-applies": "not needed",
     }
     head = next(s for _, s in by_series.values() if s["body_part"]["value"] == "HEAD")

@@ -11,7 +11,8 @@ def test_dicom_rules_exports() -> None:
         "Action", "AllOf", "AnyOf", "AttributePath", "BodyPart", "BodyPartTable", "Compare",
         "Condition", "Defaults", "DeliverSource", "Explanation", "Not", "Op", "Preference",
         "PrivateTag", "Problem", "RouteDecision", "Rule", "RuleError", "RuleKind", "RuleSet",
-        "Scope", "Select", "SeriesExplanation", "SeriesInput", "Status", "Verdict", "load",
+        "Scope", "Select", "SeriesExplanation", "SeriesInput", "Status", "Verdict", "VolumeSelect",
+        "load",
         "parse", "parse_path", "render",
     ]  # fmt: skip
     for name in dicom_rules.__all__:

@@ -20,6 +20,10 @@ def run(job: Job, context: Mapping[str, Any]) -> Mapping[str, Any]:
         return {"model": job.model, "pid": os.getpid()}
     if job.model == "raise":
         raise ValueError("model exploded on purpose")
+    if job.model == "bad-input":
+        from node.errors import InputError
+
+        raise InputError("input: cannot decode pixel data of SOP instance 1.2.3.4")
     if job.model == "hang":
         time.sleep(3600)
     if job.model == "segv":

@@ -1,0 +1,689 @@
+"""Series -> volumes, from headers only (no pixel is read), by the evidence dcm2niix uses.
+
+A DICOM series often holds more than one volume.  Frames are grouped by what distinguishes
+volumes in practice (and in dcm2niix, the field's reference converter):
+
+* image size and orientation (Image Orientation (Patient), PS3.3 C.7.6.2.1.1), clustered within
+  1e-3;
+* echo number, else echo time (multi-echo);
+* image type / frame type (magnitude vs phase, original vs derived);
+* diffusion b-value and gradient direction (PS3.3 C.8.13.5.9; GE's private b-value and
+  direction tags too);
+* temporal position and, for enhanced multi-frame, stack ID and the dimension index values other
+  than the in-stack position (PS3.3 C.7.6.17).
+
+Within one group, a slice position that occurs more than once (a second acquisition at the same
+positions, time points without a temporal tag, diffusion directions without a readable
+direction) starts one volume per repetition, in acquisition order (Acquisition Number,
+temporal position, trigger time, Instance Number).
+
+Then each volume's geometry is checked: slices sorted along the normal; positions that drift
+linearly off the normal are a gantry tilt (kept as a sheared grid, the angle reported); a gap of
+whole missing slices is filled by interpolation when it is small (at most
+``MAX_FILLED_PER_GAP`` per gap and ``MAX_FILLED_SHARE`` of the volume), otherwise it is the
+volume's ``problem`` ("missing slices").  Localizers are recognised by Image Type (LOCALIZER,
+SCOUT...), by their description, and as multi-planar surveys (several orthogonal planes of a few
+slices each) even when Image Type does not say so.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+import struct
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydicom.dataset import Dataset
+from pydicom.uid import UID
+
+from node.errors import ImagingError
+from node.imaging.decode import read_header
+from node.imaging.frames import FrameHeader, read_instance
+from node.types import SeriesVolume
+
+__all__ = [
+    "MAX_FILLED_PER_GAP",
+    "MAX_FILLED_SHARE",
+    "DroppedInstance",
+    "SeriesSplit",
+    "orientation_name",
+    "split_series",
+]
+
+log = logging.getLogger(__name__)
+
+#: A gap of at most this many missing slices in a row is filled by interpolation...
+MAX_FILLED_PER_GAP = 2
+#: ...when all filled slices together are at most this share of the volume.
+MAX_FILLED_SHARE = 0.1
+_ORIENTATION_TOLERANCE = 1e-3
+_POSITION_TOLERANCE_MM = 1e-3
+#: A multi-planar survey: 2+ mutually orthogonal planes, each with at most this many slices.
+_SURVEY_MAX_SLICES = 11
+_LOCALIZER_TYPES = frozenset({"LOCALIZER", "SCOUT", "TOPOGRAM", "SCANOGRAM", "SURVEY"})
+_LOCALIZER_TEXT = re.compile(
+    r"(localiz|localis|scout|survey|topogram|scanogram|surview|3[-_ ]?plane|three[-_ ]?plane"
+    r"|tri[-_ ]?pilot|(^|[^a-z])loc([^a-z]|$))",
+    re.IGNORECASE,
+)
+#: Transfer syntaxes no installed decoder reads (see node/imaging/decode.py).
+_UNDECODABLE_SYNTAXES = {
+    "1.2.840.10008.1.2.4.53": "JPEG Spectral Selection (retired)",
+    "1.2.840.10008.1.2.4.55": "JPEG Full Progression (retired)",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class DroppedInstance:
+    """An instance left out of every volume, and why (the file stays stored as received)."""
+
+    sop_uid: str  # the file name when the header has no SOP Instance UID
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class SeriesSplit:
+    """The volumes of one series and the instances that are in none of them."""
+
+    series_uid: str
+    volumes: tuple[SeriesVolume, ...]
+    dropped: tuple[DroppedInstance, ...] = ()
+    frames: Mapping[str, tuple[FrameHeader, ...]] = field(default_factory=dict, repr=False)
+    #: instances that are no image (an SR or a document filed in an image series): not part of
+    #: any volume, and no reason to refuse the series
+    not_images: tuple[DroppedInstance, ...] = ()
+
+    def volume(self, volume_id: str) -> SeriesVolume:
+        """The volume called ``volume_id`` (ImagingError if the series has none of that id)."""
+        for v in self.volumes:
+            if v.volume_id == volume_id:
+                return v
+        known = ", ".join(v.volume_id for v in self.volumes) or "none"
+        raise ImagingError(f"series {self.series_uid} has no volume {volume_id!r} (it has {known})")
+
+
+@dataclass(slots=True)
+class _Frame:
+    header: FrameHeader
+    instance_number: int
+    facts: dict[str, str]  # distinguishing values (strings: they become the volume id)
+    order: tuple[float, ...]  # acquisition order of repetitions
+    image_type: tuple[str, ...]
+    echo_number: int | None
+    b_value: float | None
+    text: str  # series description + protocol name, for localizer recognition
+
+
+def orientation_name(orientation: Sequence[float] | None) -> str:
+    """AXIAL, CORONAL or SAGITTAL when the slice normal is within ~35 degrees of that axis,
+    else OBLIQUE; NONE without orientation (the same classes as ``dicom_rules``)."""
+    if orientation is None or len(orientation) != 6:
+        return "NONE"
+    normal = np.cross(np.asarray(orientation[:3]), np.asarray(orientation[3:]))
+    n = float(np.linalg.norm(normal))
+    if n < 1e-6:
+        return "NONE"
+    axis = int(np.argmax(np.abs(normal)))
+    if abs(normal[axis]) / n < 0.8:
+        return "OBLIQUE"
+    return ("SAGITTAL", "CORONAL", "AXIAL")[axis]
+
+
+# ---------------------------------------------------------------- header facts
+def _item(ds: Dataset | None, keyword: str) -> Dataset | None:
+    if ds is None:
+        return None
+    seq = ds.get(keyword)
+    return seq[0] if seq else None
+
+
+def _group_value(pf: Dataset | None, shared: Dataset | None, seq: str, keyword: str) -> Any:
+    for group in (pf, shared):
+        item = _item(group, seq)
+        if item is not None and keyword in item and item.get(keyword) not in (None, ""):
+            return item.get(keyword)
+    return None
+
+
+def _num(value: Any) -> float | None:
+    if value is None or value == "":
+        return None
+    if isinstance(value, list | tuple) or type(value).__name__ == "MultiValue":
+        value = value[0] if len(value) else None
+        if value is None:
+            return None
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        return None
+    return out if math.isfinite(out) else None
+
+
+def _fmt(value: float) -> str:
+    return f"{value:g}"
+
+
+def _private(ds: Dataset, group: int, creator: str, element: int) -> Any:
+    try:
+        block = ds.private_block(group, creator)
+        return block[element].value if element in block else None
+    except (KeyError, ValueError):
+        return None
+
+
+def _ge_diffusion(ds: Dataset) -> tuple[float | None, tuple[float, float, float] | None]:
+    """GE's b-value (0043,1039)[0] modulo 1e9 and direction (0019,10BB-BD)."""
+    b = None
+    slop = _private(ds, 0x0043, "GEMS_PARM_01", 0x39)
+    if slop is not None:
+        first = _num(slop)
+        if first is not None:
+            b = float(first % 1e9)
+    parts = [_num(_private(ds, 0x0019, "GEMS_ACQU_01", e)) for e in (0xBB, 0xBC, 0xBD)]
+    direction = None
+    if all(p is not None for p in parts):
+        direction = (float(parts[0]), float(parts[1]), float(parts[2]))  # type: ignore[arg-type]
+    return b, direction
+
+
+def _facts(ds: Dataset, frame: FrameHeader, pf: Dataset | None, shared: Dataset | None) -> _Frame:
+    facts: dict[str, str] = {}
+    # echo
+    echo_number: int | None = None
+    en = _num(ds.get("EchoNumbers"))
+    if en is not None:
+        echo_number = int(en)
+    te = _num(_group_value(pf, shared, "MREchoSequence", "EffectiveEchoTime"))
+    if te is None:
+        te = _num(ds.get("EchoTime"))
+    if echo_number is not None:
+        facts["echo"] = str(echo_number)
+    elif te is not None:
+        facts["te"] = _fmt(round(te, 2))
+    # image type
+    ftype = None
+    for seq in ("MRImageFrameTypeSequence", "CTImageFrameTypeSequence", "FrameTypeSequence"):
+        ftype = _group_value(pf, shared, seq, "FrameType")
+        if ftype is not None:
+            break
+    raw_type = ftype if ftype is not None else ds.get("ImageType")
+    if isinstance(raw_type, str):
+        raw_type = raw_type.split("\\")
+    image_type = tuple(str(v).strip().upper() for v in (raw_type or ()) if str(v).strip())
+    facts["type"] = "\\".join(image_type)
+    # diffusion
+    b = _num(_group_value(pf, shared, "MRDiffusionSequence", "DiffusionBValue"))
+    if b is None:
+        b = _num(ds.get("DiffusionBValue"))
+    direction = None
+    diff = _item(pf, "MRDiffusionSequence") or _item(shared, "MRDiffusionSequence")
+    grad = _item(diff, "DiffusionGradientDirectionSequence")
+    vec = grad.get("DiffusionGradientOrientation") if grad is not None else None
+    if vec is None:
+        vec = ds.get("DiffusionGradientOrientation")
+    if vec is not None and len(vec) == 3:
+        direction = tuple(float(v) for v in vec)
+    if b is None or direction is None:
+        is_ge = str(ds.get("Manufacturer") or "").upper().startswith("GE")
+        ge_b, ge_dir = _ge_diffusion(ds) if is_ge else (None, None)
+        b = b if b is not None else ge_b
+        direction = direction if direction is not None else ge_dir
+    if b is not None:
+        facts["b"] = _fmt(round(b, 1))
+        if direction is not None and b > 0:
+            facts["dir"] = ",".join(_fmt(round(c, 3)) for c in direction)
+    # enhanced multi-frame: stack, temporal position, other dimension indices
+    content = _item(pf, "FrameContentSequence")
+    temporal = None
+    if content is not None:
+        if content.get("StackID") not in (None, ""):
+            facts["stack"] = str(content.StackID)
+        temporal = _num(content.get("TemporalPositionIndex"))
+        dims = content.get("DimensionIndexValues")
+        if dims is not None and not isinstance(dims, list | tuple):
+            dims = [dims] if type(dims).__name__ != "MultiValue" else list(dims)
+        pointers = [
+            int(item.get("DimensionIndexPointer") or 0)
+            for item in ds.get("DimensionIndexSequence") or ()
+        ]
+        if dims is not None and pointers and len(pointers) == len(list(dims)):
+            skip = {0x00209057, 0x00200032, 0x00209056, 0x00209128}  # position, stack, time
+            extra = [str(v) for v, p in zip(dims, pointers, strict=True) if p not in skip]
+            if extra:
+                facts["dim"] = ",".join(extra)
+    if temporal is None:
+        temporal = _num(ds.get("TemporalPositionIdentifier"))
+    if temporal is not None:
+        facts["time"] = _fmt(temporal)
+    trigger = _num(
+        _group_value(pf, shared, "CardiacSynchronizationSequence", "NominalCardiacTriggerDelayTime")
+    )
+    if trigger is None:
+        trigger = _num(ds.get("TriggerTime"))
+    acq = _num(content.get("FrameAcquisitionNumber") if content is not None else None)
+    if acq is None:
+        acq = _num(ds.get("AcquisitionNumber"))
+    inst = _num(ds.get("InstanceNumber")) or 0.0
+    text = " ".join(str(ds.get(k) or "") for k in ("SeriesDescription", "ProtocolName"))
+    order = (
+        acq if acq is not None else 0.0,
+        temporal if temporal is not None else 0.0,
+        trigger if trigger is not None else 0.0,
+        inst,
+        float(frame.frame_index or 0),
+    )
+    return _Frame(
+        header=frame,
+        instance_number=int(inst),
+        facts=facts,
+        order=order,
+        image_type=image_type,
+        echo_number=echo_number,
+        b_value=b,
+        text=text,
+    )
+
+
+# ---------------------------------------------------------------- pixel data, headers only
+def _pixel_problem(path: Path, ds: Dataset, offset: int | None) -> str | None:
+    """Why the pixel data of this file cannot be decoded, as far as the header shows."""
+    ts = str(getattr(ds.file_meta, "TransferSyntaxUID", "") or "")
+    if ts in _UNDECODABLE_SYNTAXES:
+        return f"transfer syntax {_UNDECODABLE_SYNTAXES[ts]} ({ts}) has no installed decoder"
+    if offset is None:
+        return None
+    uid = UID(ts) if ts else UID("1.2.840.10008.1.2")
+    if uid.is_compressed:
+        return None  # fragments are checked by the decoder
+    try:
+        size = path.stat().st_size
+        rows, cols = int(ds.get("Rows") or 0), int(ds.get("Columns") or 0)
+        need = rows * cols * int(_num(ds.get("NumberOfFrames")) or 1)
+        need = need * int(ds.get("SamplesPerPixel") or 1) * int(ds.get("BitsAllocated") or 16) // 8
+        if size >= offset + 12 + need:
+            return None  # the bytes are there: no need to read the element header
+        with path.open("rb") as fp:
+            fp.seek(offset)
+            head = fp.read(12)
+    except (OSError, ValueError, TypeError):
+        return None
+    if len(head) < 8:
+        return "the file ends before its Pixel Data"
+    endian = "<" if uid.is_little_endian else ">"
+    if uid.is_implicit_VR:
+        length, start = struct.unpack(endian + "I", head[4:8])[0], offset + 8
+    elif head[4:6] in (b"OB", b"OW", b"OF", b"OD", b"OL", b"OV", b"UN"):
+        if len(head) < 12:
+            return "the file ends before its Pixel Data"
+        length, start = struct.unpack(endian + "I", head[8:12])[0], offset + 12
+    else:
+        length, start = struct.unpack(endian + "H", head[6:8])[0], offset + 8
+    if length == 0xFFFFFFFF:  # encapsulated: fragments are checked by the decoder
+        return None
+    if uid.is_compressed:
+        return None
+    rows, cols = int(ds.get("Rows") or 0), int(ds.get("Columns") or 0)
+    frames = int(_num(ds.get("NumberOfFrames")) or 1)
+    samples = int(ds.get("SamplesPerPixel") or 1)
+    bits = int(ds.get("BitsAllocated") or 16)
+    expected = rows * cols * frames * samples * bits // 8 if bits != 1 else 0
+    if expected and length < expected:
+        return f"Pixel Data holds {length} bytes where the header needs {expected}"
+    if start + min(length, expected or length) > size:
+        return f"the file is truncated: Pixel Data needs {length} bytes, {size - start} are there"
+    return None
+
+
+# ---------------------------------------------------------------- geometry
+def _cluster_orientations(frames: Sequence[_Frame]) -> list[int]:
+    reps: list[np.ndarray[Any, Any]] = []
+    out = []
+    for f in frames:
+        ori = f.header.orientation
+        if ori is None:
+            out.append(-1)
+            continue
+        v = np.asarray(ori, dtype=np.float64)
+        for k, r in enumerate(reps):
+            if float(np.max(np.abs(v - r))) <= _ORIENTATION_TOLERANCE:
+                out.append(k)
+                break
+        else:
+            reps.append(v)
+            out.append(len(reps) - 1)
+    return out
+
+
+def _normal(ori: Sequence[float]) -> np.ndarray[Any, Any]:
+    o = np.asarray(ori, dtype=np.float64)
+    n = np.cross(o[:3], o[3:])
+    norm = float(np.linalg.norm(n))
+    return n / norm if norm > 1e-6 else n
+
+
+@dataclass(slots=True)
+class _Geometry:
+    ordered: list[_Frame]
+    slice_spacing: float | None
+    tilt_degrees: float = 0.0
+    filled: int = 0
+    problem: str | None = None
+
+
+def _geometry(frames: list[_Frame]) -> _Geometry:
+    first = frames[0].header
+    if first.orientation is None or any(f.header.position is None for f in frames):
+        if len(frames) == 1:
+            return _Geometry(frames, first.slice_thickness)
+        return _Geometry(
+            frames,
+            None,
+            problem=f"{len(frames)} frames without plane positions (cine or projection images) "
+            "are not a volume",
+        )
+    normal = _normal(first.orientation)
+    if float(np.linalg.norm(normal)) < 0.5:
+        return _Geometry(frames, None, problem="ImageOrientationPatient is not two cosines")
+    positions = np.asarray([f.header.position for f in frames], dtype=np.float64)
+    dist = positions @ normal
+    order = np.argsort(dist, kind="stable")
+    ordered = [frames[i] for i in order]
+    if len(frames) == 1:
+        return _Geometry(ordered, first.slice_thickness)
+    dist = dist[order]
+    steps = np.diff(dist)
+    if float(np.min(steps)) < _POSITION_TOLERANCE_MM:
+        return _Geometry(ordered, None, problem="duplicate slice positions")
+    base = float(np.min(steps))
+    ratios = steps / base
+    tol = 0.01 + 0.02 / base
+    geo = _Geometry(ordered, base)
+    if float(np.max(np.abs(ratios - 1.0))) > tol:
+        whole = np.rint(ratios)
+        if float(np.max(np.abs(ratios - whole))) > max(tol, 0.05):
+            geo.problem = (
+                f"non-uniform slice spacing ({base:.3f} to {float(np.max(steps)):.3f} mm between "
+                "slices)"
+            )
+            return geo
+        missing = int(np.sum(whole - 1))
+        total = len(frames) + missing
+        if int(np.max(whole)) - 1 <= MAX_FILLED_PER_GAP and missing <= MAX_FILLED_SHARE * total:
+            geo.filled = missing
+        else:
+            k = int(np.argmax(whole))
+            geo.problem = (
+                f"missing slices: {missing} of {total} absent (largest gap "
+                f"{float(steps[k]):.2f} mm after slice {k + 1}, spacing {base:.2f} mm)"
+            )
+            return geo
+    # gantry tilt: positions drift off the normal linearly with the distance along it
+    p = positions[order]
+    inplane = p - p[0] - np.outer(dist - dist[0], normal)
+    drift = float(np.max(np.linalg.norm(inplane, axis=1)))
+    span = float(dist[-1] - dist[0])
+    if drift > 0.01 * span + 0.1:
+        shear = inplane[-1] / span
+        fit = np.outer(dist - dist[0], shear)
+        if float(np.max(np.linalg.norm(inplane - fit, axis=1))) > 0.05 * drift + 0.1:
+            geo.problem = "slice positions do not lie on a line (curved or mixed acquisition)"
+            return geo
+        geo.tilt_degrees = round(math.degrees(math.atan(float(np.linalg.norm(shear)))), 2)
+    return geo
+
+
+# ---------------------------------------------------------------- the split
+def _distinct_positions(frames: Sequence[_Frame]) -> bool:
+    seen: set[tuple[int, int, int]] = set()
+    for f in frames:
+        pos = f.header.position
+        if pos is None:
+            return len(frames) == 1
+        key = tuple(int(round(c / _POSITION_TOLERANCE_MM / 10)) for c in pos)
+        if key in seen:
+            return False
+        seen.add(key)  # type: ignore[arg-type]
+    return True
+
+
+def _repetitions(frames: list[_Frame]) -> list[list[_Frame]]:
+    """Split frames whose positions repeat into one list per repetition, in acquisition order."""
+    if all(f.header.position is None for f in frames) or _distinct_positions(frames):
+        return [frames]
+    count: dict[tuple[int, ...], int] = {}
+    reps: list[list[_Frame]] = []
+    for f in sorted(frames, key=lambda f: f.order):
+        pos = f.header.position
+        key = (
+            tuple(int(round(c / _POSITION_TOLERANCE_MM / 10)) for c in pos)
+            if pos is not None
+            else (-1,)
+        )
+        k = count.get(key, 0)
+        count[key] = k + 1
+        while len(reps) <= k:
+            reps.append([])
+        reps[k].append(f)
+    return reps
+
+
+def split_series(
+    paths: Sequence[Path],
+    *,
+    read: Mapping[Path, tuple[Dataset, int | None]] | None = None,
+) -> SeriesSplit:
+    """Split the files of one series into volumes, reading headers only.
+
+    Parameters
+    ----------
+    paths:
+        The stored files of one series.
+    read:
+        Headers already read with ``node.imaging.decode.read_header``, by path.
+
+    Returns
+    -------
+    SeriesSplit
+        The volumes (in a stable order: orientation group, then distinguishing values, then
+        repetition) and the instances left out (unreadable header, undecodable pixel data as far
+        as the header shows, duplicate SOP Instance UID).
+    """
+    known = read or {}
+    dropped: list[DroppedInstance] = []
+    not_images: list[DroppedInstance] = []
+    frames: list[_Frame] = []
+    seen: set[tuple[str, int | None]] = set()
+    series_uid = ""
+    modality = body_part = None
+    for path in paths:
+        path = Path(path)
+        try:
+            ds, offset = known.get(path) or read_header(path)
+            if "Rows" not in ds or "Columns" not in ds:
+                sop = str(ds.get("SOPInstanceUID") or path.name)
+                not_images.append(DroppedInstance(sop, "no image (no Rows/Columns)"))
+                continue
+            inst = read_instance(path, (ds, offset))
+        except ImagingError as exc:
+            dropped.append(DroppedInstance(path.name, str(exc)))
+            continue
+        sop = inst.frames[0].sop_uid if inst.frames else path.name
+        problem = _pixel_problem(path, ds, offset)
+        if problem is not None:
+            dropped.append(DroppedInstance(sop, problem))
+            continue
+        series_uid = series_uid or inst.series_uid
+        modality = modality or inst.modality
+        body_part = body_part or inst.body_part
+        shared = _item(ds, "SharedFunctionalGroupsSequence")
+        per_frame = ds.get("PerFrameFunctionalGroupsSequence")
+        for fh in inst.frames:
+            if (fh.sop_uid, fh.frame_index) in seen:
+                dropped.append(DroppedInstance(fh.sop_uid, f"{path.name}: same SOP instance twice"))
+                break
+            seen.add((fh.sop_uid, fh.frame_index))
+            pf = (
+                per_frame[fh.frame_index]
+                if per_frame is not None and fh.frame_index is not None
+                else None
+            )
+            frames.append(_facts(ds, fh, pf, shared))
+    if not frames:
+        return SeriesSplit(series_uid, (), tuple(dropped), not_images=tuple(not_images))
+    # group: size + orientation + distinguishing values
+    clusters = _cluster_orientations(frames)
+    groups: dict[tuple[Any, ...], list[_Frame]] = {}
+    for f, c in zip(frames, clusters, strict=True):
+        key = (
+            f.header.rows,
+            f.header.columns,
+            f.header.samples_per_pixel,
+            c,
+            *sorted(f.facts.items()),
+        )
+        groups.setdefault(key, []).append(f)
+    raw: list[tuple[dict[str, str], list[_Frame], int]] = []
+    ranked: list[tuple[tuple[Any, ...], list[_Frame]]] = sorted(
+        groups.items(), key=lambda kv: (kv[0][3], min(f.order for f in kv[1]), _sort_key(kv[0]))
+    )
+    for gkey, members in ranked:
+        cluster = int(gkey[3])
+        reps = _repetitions(members)
+        for r, rep in enumerate(reps):
+            label = dict(rep[0].facts)
+            if len(reps) > 1:
+                acqs = {int(f.order[0]) for f in rep}
+                label["rep"] = str(r + 1)
+                if len(acqs) == 1 and len({int(f.order[0]) for f in members}) == len(reps):
+                    label.pop("rep")
+                    label["acq"] = str(next(iter(acqs)))
+            if (rep[0].header.rows, rep[0].header.columns) != (
+                frames[0].header.rows,
+                frames[0].header.columns,
+            ):
+                label["size"] = f"{rep[0].header.columns}x{rep[0].header.rows}"
+            raw.append((label, rep, cluster))
+    # orientation distinguishes only when the series has several
+    n_clusters = len({c for _, _, c in raw})
+    volumes = _volumes(series_uid, modality, body_part, raw, n_clusters)
+    return SeriesSplit(
+        series_uid,
+        tuple(v for v, _ in volumes),
+        tuple(dropped),
+        frames={v.volume_id: tuple(f.header for f in fs) for v, fs in volumes},
+        not_images=tuple(not_images),
+    )
+
+
+def _sort_key(key: tuple[Any, ...]) -> tuple[Any, ...]:
+    out: list[Any] = list(key[:4])
+    for k, v in key[4:]:
+        n = _num(v.split(",")[0]) if isinstance(v, str) else None
+        out.append((k, 0 if n is not None else 1, n if n is not None else 0.0, v))
+    return tuple(out)
+
+
+def _volumes(
+    series_uid: str,
+    modality: str | None,
+    body_part: str | None,
+    raw: list[tuple[dict[str, str], list[_Frame], int]],
+    n_clusters: int,
+) -> list[tuple[SeriesVolume, list[_Frame]]]:
+    orient = {c: orientation_name(fs[0].header.orientation) for _, fs, c in raw}
+    labels = []
+    for label, _fs, c in raw:
+        lab = dict(label)
+        if n_clusters > 1:
+            ori = orient[c]
+            same = [k for k, v in orient.items() if v == ori]
+            lab = {"plane": ori if len(same) == 1 else f"{ori}{same.index(c) + 1}", **lab}
+        labels.append(lab)
+    # keep only the keys whose values differ between volumes (the identity stays short)
+    varying = {k for lab in labels for k in lab if len({str(x.get(k)) for x in labels}) > 1}
+    survey = _is_survey(raw, orient)
+    out: list[tuple[SeriesVolume, list[_Frame]]] = []
+    for (_, fs, c), lab in zip(raw, labels, strict=True):
+        ident = tuple((k, v) for k, v in lab.items() if k in varying)
+        geo = _geometry(fs)
+        h = geo.ordered[0].header
+        localizer = _localizer_reason(geo.ordered[0], survey)
+        vid = series_uid if not ident else series_uid + "/" + ";".join(f"{k}={v}" for k, v in ident)
+        vol = SeriesVolume(
+            volume_id=vid,
+            series_uid=series_uid,
+            label=ident,
+            modality=modality,
+            body_part=body_part,
+            orientation=orient[c],
+            rows=h.rows,
+            columns=h.columns,
+            slices=len(fs) + geo.filled,
+            pixel_spacing=h.pixel_spacing,
+            slice_spacing=geo.slice_spacing,
+            slice_thickness=h.slice_thickness,
+            image_type=geo.ordered[0].image_type,
+            echo_number=geo.ordered[0].echo_number,
+            b_value=geo.ordered[0].b_value,
+            is_localizer=localizer is not None,
+            localizer_reason=localizer,
+            tilt_degrees=geo.tilt_degrees,
+            filled_slices=geo.filled,
+            problem=geo.problem,
+            sources=tuple(
+                (
+                    f.header.sop_uid,
+                    None if f.header.frame_index is None else f.header.frame_index + 1,
+                )
+                for f in geo.ordered
+            ),
+        )
+        out.append((vol, geo.ordered))
+    return out
+
+
+def _is_survey(
+    raw: list[tuple[dict[str, str], list[_Frame], int]], orient: Mapping[int, str]
+) -> bool:
+    """Several mutually orthogonal planes of a few slices each: a multi-planar survey."""
+    planes = {c for _, _, c in raw if c >= 0}
+    if len(planes) < 2:
+        return False
+    normals = {}
+    for _, fs, c in raw:
+        if c >= 0:
+            if len(fs) > _SURVEY_MAX_SLICES:
+                return False
+            ori = fs[0].header.orientation
+            assert ori is not None
+            normals[c] = _normal(ori)
+    keys = sorted(normals)
+    orthogonal = any(
+        abs(float(normals[a] @ normals[b])) < 0.3 for i, a in enumerate(keys) for b in keys[i + 1 :]
+    )
+    return orthogonal
+
+
+def _localizer_reason(f: _Frame, survey: bool) -> str | None:
+    hit = _LOCALIZER_TYPES.intersection(f.image_type)
+    if hit:
+        return f"ImageType {sorted(hit)[0]}"
+    if survey:
+        return "multi-planar survey (orthogonal planes of a few slices each)"
+    if f.text.strip() and _LOCALIZER_TEXT.search(f.text):
+        return "described as a localizer"
+    return None
+
+
+def frames_of(split: SeriesSplit, volume_id: str) -> tuple[FrameHeader, ...]:
+    """The frame headers of one volume of ``split``, in slice order."""
+    try:
+        return split.frames[volume_id]
+    except KeyError:
+        split.volume(volume_id)  # raises with the known ids
+        raise

@@ -1,0 +1,210 @@
+"""Which volume of a series a routed model gets, or why it gets none ("not applicable").
+
+Runs on headers only, before any job exists: the volumes come from
+``node.imaging.split.split_series`` (wired by ``node/app.py`` and ``ainode rules explain``, so the
+live router and the explanation agree), the model's requirements from its ``ModelInfo.refusal``.
+
+Order of choice: the rule's ``select.volume`` filters (orientation, echo, uniform) and orders
+(``prefer``); then non-localizer before localizer, loadable before problematic, axial before other
+planes, more slices, thinner slices, and the split's own order.  The first candidate the model
+accepts wins; when it accepts none, the reason is the best candidate's refusal.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from dicom_rules import VolumeSelect
+from node.types import NotApplicable, SeriesVolume
+
+__all__ = ["Qualified", "Refusal", "SeriesQualifier", "choose_volume"]
+
+log = logging.getLogger(__name__)
+
+#: A model's check of one volume: None when it can read it, else (reason, sentence).
+Refusal = Callable[[SeriesVolume], "tuple[NotApplicable, str] | None"]
+
+
+@dataclass(frozen=True, slots=True)
+class Qualified:
+    """The outcome for one (rule, model, series): a volume, or a not-applicable reason."""
+
+    volume_id: str | None
+    reason: NotApplicable | None = None
+    detail: str | None = None
+    dropped: tuple[str, ...] = ()  # instances left out (``partial: allow``), "SOP: reason"
+
+    def to_json(self) -> dict[str, Any]:
+        """As recorded with the study's routing."""
+        return {
+            "volume_id": self.volume_id,
+            "reason": None if self.reason is None else self.reason.value,
+            "detail": self.detail,
+            "dropped": list(self.dropped),
+        }
+
+
+def _prefer_key(name: str, v: SeriesVolume) -> float:
+    thick = v.slice_spacing or v.slice_thickness or 0.0
+    echo = float(v.echo_number or 0)
+    b = float(v.b_value or 0.0)
+    return {
+        "thinnest": thick,
+        "thickest": -thick,
+        "most_slices": -float(v.slices),
+        "fewest_slices": float(v.slices),
+        "lowest_echo": echo,
+        "highest_echo": -echo,
+        "lowest_b": b,
+        "highest_b": -b,
+        "first": 0.0,
+        "last": 0.0,
+    }.get(name, 0.0)
+
+
+def _ranked(volumes: Sequence[SeriesVolume], select: VolumeSelect | None) -> list[SeriesVolume]:
+    prefer = select.prefer if select is not None else ()
+    indexed = list(enumerate(volumes))
+    if "last" in prefer and prefer.index("last") == 0:
+        indexed = [(len(volumes) - 1 - i, v) for i, v in indexed]
+
+    def key(item: tuple[int, SeriesVolume]) -> tuple[Any, ...]:
+        i, v = item
+        return (
+            *(_prefer_key(p, v) for p in prefer),
+            v.is_localizer,
+            v.problem is not None,
+            v.orientation != "AXIAL",
+            -v.slices,
+            v.slice_spacing or v.slice_thickness or 0.0,
+            i,
+        )
+
+    return [v for _, v in sorted(indexed, key=key)]
+
+
+def choose_volume(
+    volumes: Sequence[SeriesVolume],
+    *,
+    dropped: Sequence[tuple[str, str]] = (),
+    select: VolumeSelect | None = None,
+    refusal: Refusal | None = None,
+) -> Qualified:
+    """Choose the volume a model runs on, or say why none qualifies.
+
+    Parameters
+    ----------
+    volumes:
+        The volumes of the series (``SeriesSplit.volumes``).
+    dropped:
+        (SOP Instance UID or file, reason) of instances in no volume (undecodable...).
+    select:
+        The rule's ``select.volume`` (None: default order).
+    refusal:
+        The model's check (``ModelInfo.refusal``); None when the model is unknown here (the job
+        then reports it).
+    """
+    names = tuple(f"{sop}: {reason}" for sop, reason in dropped)
+    if dropped and not (select is not None and select.partial and volumes):
+        sop, reason = dropped[0]
+        more = f" (and {len(dropped) - 1} more)" if len(dropped) > 1 else ""
+        if not volumes:
+            return Qualified(None, NotApplicable.UNDECODABLE, f"instance {sop}: {reason}{more}")
+        return Qualified(
+            None,
+            NotApplicable.UNDECODABLE,
+            f"instance {sop}: {reason}{more}; the rule does not allow partial series "
+            "(select.volume.partial: allow)",
+        )
+    if not volumes:
+        return Qualified(None, NotApplicable.NO_IMAGE, "no image in the series")
+    candidates = list(volumes)
+    if select is not None:
+        if select.orientation:
+            candidates = [v for v in candidates if v.orientation in select.orientation]
+        if select.echo is not None:
+            candidates = [v for v in candidates if (v.echo_number or 1) == select.echo]
+        if select.uniform:
+            candidates = [v for v in candidates if v.is_uniform]
+        if not candidates:
+            found = ", ".join(sorted({v.orientation for v in volumes}))
+            return Qualified(
+                None,
+                NotApplicable.NO_VOLUME,
+                f"select.volume chose none of {len(volumes)} volume(s) ({found})",
+            )
+    ranked = _ranked(candidates, select)
+    if refusal is None:
+        return Qualified(ranked[0].volume_id, dropped=names)
+    first: tuple[NotApplicable, str] | None = None
+    for v in ranked:
+        why = refusal(v)
+        if why is None:
+            return Qualified(v.volume_id, dropped=names)
+        first = first or why
+    assert first is not None
+    reason, detail = first
+    if len(ranked) > 1:
+        detail = f"{detail} (best of {len(ranked)} volumes)"
+    return Qualified(None, reason, detail)
+
+
+class SeriesQualifier:
+    """Splits each routed series once (headers only) and qualifies decisions against it.
+
+    Shared by the live router (``node/app.py``) and ``ainode rules explain``, so both say the
+    same.  ``split`` is ``node.imaging.split.split_series`` (passed in: routing does not import
+    the imaging stage).
+    """
+
+    def __init__(
+        self,
+        *,
+        paths: Callable[[str], Sequence[Path]],
+        refusals: Mapping[str, Refusal],
+        split: Callable[[Sequence[Path]], Any] | None = None,
+    ) -> None:
+        if split is None:
+            from node.imaging.split import split_series
+
+            split = split_series
+        self._paths = paths
+        self._refusals = refusals
+        self._split = split
+        self._splits: dict[str, Any] = {}
+
+    def split(self, series_uid: str) -> Any:
+        """The ``SeriesSplit`` of a series (read once)."""
+        if series_uid not in self._splits:
+            self._splits[series_uid] = self._split(list(self._paths(series_uid)))
+        return self._splits[series_uid]
+
+    def choose(self, decision: Any, series_uid: str) -> Qualified | None:
+        """The volume ``decision.model`` gets on ``series_uid``, or why none (None: the series
+        could not be split; the job then loads the whole series as before)."""
+        try:
+            split = self.split(series_uid)
+        except Exception:  # noqa: BLE001 - a bug here must not stop the study's routing
+            log.exception("routing.split_failed", extra={"series_uid": series_uid})
+            return None
+        return choose_volume(
+            split.volumes,
+            dropped=[(d.sop_uid, d.reason) for d in split.dropped],
+            select=getattr(decision, "volume", None),
+            refusal=self._refusals.get(decision.model) if self._refusals else None,
+        )
+
+    def volumes_json(self) -> dict[str, Any]:
+        """Every split series: its volumes and dropped instances (for the routing record)."""
+        return {
+            uid: {
+                "volumes": [v.to_json() for v in split.volumes],
+                "dropped": [{"instance": d.sop_uid, "reason": d.reason} for d in split.dropped],
+                "not_images": [d.sop_uid for d in split.not_images],
+            }
+            for uid, split in self._splits.items()
+        }

@@ -1,0 +1,139 @@
+"""Real PACS traffic: every file of the corpus through a real node with the shipped rules.
+
+storescu sends each file in its own transfer syntax; the node stores, completes, routes with
+``node/routing/default_rules.yaml`` (the same rules as ``deploy/rules.example.yaml``) and runs
+the built-in models.  Afterwards:
+
+* no job ends ``dead`` or ``failed`` for a reason the router could have known from the headers
+  (modality, dimensions, geometry, localizer): those are "not applicable" records instead;
+* every stored image series has an outcome: a result, a "not applicable" reason, or a rule that
+  ignored it on purpose (non-image objects, no model for that kind of series);
+* the test prints the table of jobs per final state.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from collections import Counter
+from pathlib import Path
+
+import pydicom
+import pytest
+
+from node.jobs.store import JobStore
+from node.types import JobState
+from tests.peers.dcmtk import storescu, storescu_config
+from tests.peers.node import start_node
+from tests.util import wait_until
+
+_FINAL = (JobState.SUCCEEDED, JobState.FAILED, JobState.DEAD, JobState.CANCELLED)
+_KNOWABLE = ("modality", "model takes", "slices", "duplicate slice", "mixed orientation",
+             "non-uniform", "missing slices", "localizer", "plane positions")  # fmt: skip
+
+
+def _corpus_files(corpus: Path) -> list[tuple[Path, str, str]]:
+    out = []
+    for p in sorted(corpus.rglob("*")):
+        if not p.is_file() or p.suffix in (".md", ".csv", ".txt") or "LICENSES" in p.parts:
+            continue
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                ds = pydicom.dcmread(p, stop_before_pixels=True)
+                sop_class = str(ds.file_meta.MediaStorageSOPClassUID)
+                ts = str(ds.file_meta.TransferSyntaxUID)
+            except Exception:  # noqa: BLE001 - storescu cannot send what has no file meta
+                continue
+        out.append((p, sop_class, ts))
+    return out
+
+
+@pytest.mark.slow
+def test_every_corpus_series_gets_a_result_or_a_reason(tmp_path: Path, corpus: Path) -> None:
+    files = _corpus_files(corpus)
+    with start_node(
+        tmp_path / "node",
+        study={"stable_seconds": 1},
+        destinations={"archive": {"type": "folder", "path": str(tmp_path / "archive")}},
+    ) as node:
+        extra = storescu_config(tmp_path, [(c, t) for _, c, t in files])
+        sent = storescu(node.dicom_port, [p for p, _, _ in files], extra=extra, timeout=600)
+        assert sent.acknowledged, sent.output[-3000:]
+        store = JobStore(node.data_dir / "index.sqlite")
+        index = node.data_dir / "index.sqlite"
+
+        import sqlite3
+
+        def studies() -> list[str]:
+            with sqlite3.connect(index) as conn:
+                return [r[0] for r in conn.execute("SELECT study_uid FROM studies")]
+
+        def all_routed() -> bool:
+            uids = studies()
+            return bool(uids) and all(store.routed_generation(u) >= 1 for u in uids)
+
+        wait_until(all_routed, timeout=300, what="every study routed")
+
+        def jobs_final() -> bool:
+            return all(j.state in _FINAL for j in store.list_jobs())
+
+        wait_until(jobs_final, timeout=900, what="every job finished")
+        jobs = store.list_jobs()
+        table = Counter(j.state.value for j in jobs)
+        print("\njobs per final state:")
+        for state in JobState:
+            print(f"  {state.value:10s} {table.get(state.value, 0)}")
+        for j in jobs:
+            print(
+                f"  {j.state.value:10s} {j.job.model:22s} {j.job.rule:24s} {j.reason or ''}"[:160]
+            )
+
+        # 1. nothing the router could have known ends dead or failed
+        bad = [
+            (j.job.model, j.reason)
+            for j in jobs
+            if j.state is JobState.DEAD
+            or (j.state is JobState.FAILED and not (j.reason or "").startswith("input:"))
+            or (j.state is JobState.FAILED and any(k in (j.reason or "") for k in _KNOWABLE))
+        ]
+        assert bad == [], bad
+
+        # 2. every stored image series has an outcome
+        outcomes: dict[str, str] = {}
+        with sqlite3.connect(index) as conn:
+            series_rows = list(conn.execute("SELECT DISTINCT study_uid, series_uid FROM instances"))
+        for study_uid, series_uid in series_rows:
+            routing = store.routing(study_uid)
+            assert routing is not None
+            record = routing["decisions"]
+            na = [n for n in record.get("not_applicable", []) if n["series_uid"] == series_uid]
+            decided = [d for d in record["decisions"] if series_uid in d["series_uids"]]
+            done = [j for j in jobs if series_uid in j.job.series_uids and j.state in _FINAL]
+            if any(j.state is JobState.SUCCEEDED for j in done):
+                outcomes[series_uid] = "result"
+            elif na:
+                outcomes[series_uid] = "not applicable: " + na[0]["reason"]
+            elif done:
+                outcomes[series_uid] = f"{done[0].state.value}: {done[0].reason}"
+            elif decided and all(d["ignored"] or d["model"] is None for d in decided):
+                # on purpose: non-image objects, or no model for this kind of series
+                outcomes[series_uid] = "ignored by rule " + decided[0]["rule"]
+            else:
+                outcomes[series_uid] = "NO OUTCOME"
+        print("series outcomes:")
+        for k, n in sorted(Counter(outcomes.values()).items()):
+            print(f"  {n:3d}  {k}")
+        print(json.dumps(table, sort_keys=True))
+        assert "NO OUTCOME" not in outcomes.values(), outcomes
+        # MR never reaches a CT-only model; single slices never reach a 3D model
+        with sqlite3.connect(index) as conn:
+            modality = dict(conn.execute("SELECT series_uid, modality FROM series"))
+        ct_only = {"ct-denoise", "lung-nodule-seg", "lung-nodule-detect", "lung-nodule-classify"}
+        wrong = [
+            (j.job.model, modality.get(j.job.series_uids[0]))
+            for j in jobs
+            if j.job.model in ct_only and modality.get(j.job.series_uids[0]) != "CT"
+        ]
+        assert wrong == []
+        assert table.get("succeeded", 0) >= 5  # the chest CT's four models and more

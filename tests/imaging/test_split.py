@@ -1,0 +1,103 @@
+"""Series -> volumes on headers only, and loading one chosen volume."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from node.errors import ImagingError
+from node.imaging import load_volume
+from node.imaging.split import split_series
+from tests.imaging.synthetic import constructed_series, write_mr_frames
+
+
+def _series(tmp_path: Path, name: str) -> list[Path]:
+    frames = constructed_series()[name]
+    return write_mr_frames(
+        tmp_path / name, frames, modality="CT" if name == "gantry-tilt" else "MR"
+    )
+
+
+def test_multi_echo_volumes_have_stable_ids_and_load_one_by_one(tmp_path: Path) -> None:
+    paths = _series(tmp_path, "multi-echo")
+    split = split_series(paths)
+    ids = [v.volume_id for v in split.volumes]
+    assert [v.label for v in split.volumes] == [(("echo", "1"),), (("echo", "2"),)]
+    assert ids == [split.series_uid + "/echo=1", split.series_uid + "/echo=2"]
+    assert [v.volume_id for v in split_series(list(reversed(paths))).volumes] == ids
+    vol = load_volume(paths, volume_id=ids[1])
+    assert vol.voxels.shape == (10, 16, 16)
+    assert {s.sop_uid for s in vol.sources} == {sop for sop, _ in split.volumes[1].sources}
+    with pytest.raises(ImagingError, match="duplicate slice position"):
+        load_volume(paths)  # the whole series is not one volume
+    with pytest.raises(ImagingError, match="has no volume"):
+        load_volume(paths, volume_id=split.series_uid + "/echo=9")
+
+
+def test_survey_without_localizer_image_type_is_a_localizer(tmp_path: Path) -> None:
+    split = split_series(_series(tmp_path, "three-plane-survey"))
+    assert [v.orientation for v in split.volumes] == ["AXIAL", "SAGITTAL", "CORONAL"]
+    assert all(v.is_localizer for v in split.volumes)
+    assert "survey" in (split.volumes[0].localizer_reason or "")
+    plain = split_series(_series(tmp_path, "plain-stack"))
+    assert not plain.volumes[0].is_localizer
+
+
+def test_small_gap_is_filled_and_said(tmp_path: Path) -> None:
+    paths = _series(tmp_path, "small-gap")
+    (v,) = split_series(paths).volumes
+    assert (v.slices, v.filled_slices, v.problem, v.is_uniform) == (20, 1, None, False)
+    vol = load_volume(paths, volume_id=v.volume_id)
+    assert vol.voxels.shape[0] == 20
+    assert vol.spacing[0] == pytest.approx(2.0)
+    # the filled slice lies between its neighbours
+    mid = vol.voxels[9].astype(float)
+    assert np.allclose(mid, (vol.voxels[8].astype(float) + vol.voxels[10]) / 2, atol=1)
+
+
+def test_large_gap_is_missing_slices(tmp_path: Path) -> None:
+    paths = _series(tmp_path, "missing-slices")
+    (v,) = split_series(paths).volumes
+    assert v.problem is not None and v.problem.startswith("missing slices: 7 of 20")
+    with pytest.raises(ImagingError, match="missing slices"):
+        load_volume(paths, volume_id=v.volume_id)
+
+
+def test_gantry_tilt_is_measured_and_loaded_as_a_sheared_grid(tmp_path: Path) -> None:
+    paths = _series(tmp_path, "gantry-tilt")
+    (v,) = split_series(paths).volumes
+    assert v.tilt_degrees == pytest.approx(15.0, abs=0.1)
+    vol = load_volume(paths, volume_id=v.volume_id)
+    step = vol.direction[2] * vol.spacing[0]
+    assert step == pytest.approx([0.0, 2.0 * 0.2679, 2.0], abs=1e-3)
+
+
+def test_undecodable_instances_are_named_from_headers(corpus: Path) -> None:
+    split = split_series([corpus / "malformed" / "MR_truncated.dcm"])
+    assert split.volumes == ()
+    assert "Pixel Data" in split.dropped[0].reason or "truncated" in split.dropped[0].reason
+
+
+def test_non_image_instance_in_an_image_series_is_set_aside(corpus: Path) -> None:
+    # highdicom's test SR shares the Series Instance UID of its CT image
+    folder = corpus / "reference-results" / "highdicom"
+    split = split_series([folder / "ct_image.dcm", folder / "sr_document.dcm"])
+    assert len(split.volumes) == 1
+    assert split.dropped == ()
+    assert [d.reason for d in split.not_images] == ["no image (no Rows/Columns)"]
+
+
+def test_partial_series_loads_the_decodable_rest(tmp_path: Path) -> None:
+    paths = _series(tmp_path, "plain-stack")
+    broken = paths[5]
+    broken.write_bytes(broken.read_bytes()[:-100])  # pixel data cut short, as MR_truncated
+    split = split_series(paths)
+    (dropped,) = split.dropped
+    assert "truncated" in dropped.reason or "Pixel Data" in dropped.reason
+    (v,) = split.volumes
+    assert (v.slices, v.filled_slices) == (24, 1)  # the hole is filled, and said
+    vol = load_volume(paths, volume_id=v.volume_id)
+    assert vol.voxels.shape[0] == 24
+    assert broken.is_file()  # the original stays stored as received
