@@ -103,6 +103,7 @@ def predict_files(
     instances/frames for the result objects) and the node-side timings.
     """
     from node.imaging import load_volume
+    from node.models.identity import stamp
     from node.models.registry import discover
     from node.models.runtime import configure_threads
 
@@ -119,7 +120,7 @@ def predict_files(
     if reason is not None:
         raise ModelError(f"model {name!r} cannot run on this series: {reason}")
     start = time.perf_counter()
-    prediction = model.predict(volume)
+    prediction = stamp(model.predict(volume), model.info)
     timings["predict"] = time.perf_counter() - start
     return prediction, volume, timings
 
