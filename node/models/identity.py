@@ -1,6 +1,6 @@
 """What identifies a model: the SHA-256 of its files, its weights hash and its Device UID.
 
-A model's **Device UID** is a DICOM UID (2.25 root, UUID-derived, PS3.5 B.2) computed from its
+A model's **Device UID** is a DICOM UID (2.25 root, name-based UUID, PS3.5 B.2) computed from its
 name, version and weights hash, so the same model gives the same UID on every node and a
 retrained model (new weights, same name and version) is visibly a different device.  It goes
 into every result the model writes (IHE AI Results: Contributing Equipment Sequence, TID 1004).
@@ -26,11 +26,10 @@ import dataclasses
 import hashlib
 import importlib.metadata
 import json
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-
-from pydicom.uid import generate_uid
 
 from node.errors import ModelError
 
@@ -92,9 +91,17 @@ def weights_sha256(hashes: dict[str, str]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+#: Namespace of the name-based (RFC 9562 version 5) UUIDs behind Device UIDs.
+_DEVICE_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "urn:ainode:model-device")
+
+
 def device_uid(name: str, version: str, weights: str) -> str:
-    """The Device UID of (name, version, weights hash): ``2.25.<UUID as integer>``."""
-    return str(generate_uid(prefix=None, entropy_srcs=["ainode-model", name, version, weights]))
+    """The Device UID of (name, version, weights hash): ``2.25.<UUID as integer>`` (PS3.5 B.2).
+
+    The UUID is name-based (version 5) over the three values, so it is the same on every node.
+    """
+    key = "\0".join((name, version, weights))
+    return f"2.25.{uuid.uuid5(_DEVICE_NAMESPACE, key).int}"
 
 
 def _spec_files(sidecar: Path) -> list[Path]:
