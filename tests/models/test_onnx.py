@@ -80,11 +80,12 @@ def test_ainode_predict_runs_onnx(
     onnx_dir: Path, corpus: Path, chest_reference: tuple[Volume, Prediction], tmp_path: Path
 ) -> None:
     (tmp_path / "ainode.yaml").write_text(
-        f"models: [{onnx_dir}]\ninference: {{device: cpu, torch_threads: 2}}\n"
+        f"models: [{onnx_dir}]\ninference: {{device: cuda, torch_threads: 2}}\n"
     )
     out = tmp_path / "out"
     result = subprocess.run(
-        [sys.executable, "-m", "node", "predict", "--model", "lung-onnx", "--out", str(out)]
+        [sys.executable, "-m", "node", "predict", "--model", "lung-onnx", "--device", "cpu"]
+        + ["--out", str(out)]
         + [str(corpus / CHEST)],
         cwd=tmp_path,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
