@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import sys
 import time
 from pathlib import Path
 
@@ -16,7 +17,12 @@ from node.models.identity import device_uid, identify, stamp, weights_sha256
 from node.models.inventory import inventory_rows, routes_by_model, usage_by_model
 from node.models.registry import discover
 from node.types import Job, Prediction
-from tests.models.builders import Threshold3d, write_body_model, write_torchscript
+from tests.models.builders import (
+    Threshold3d,
+    write_body_model,
+    write_entry_point_package,
+    write_torchscript,
+)
 
 
 def test_device_uid_is_a_stable_2_25_uid_per_name_version_weights() -> None:
@@ -114,3 +120,36 @@ def test_routes_by_model() -> None:
 def test_unreadable_model_files_are_a_model_error(tmp_path: Path) -> None:
     with pytest.raises(ModelError, match="cannot hash"):
         identify(name="x", version="1", source="torchscript", location=str(tmp_path / "no.yaml"))
+
+
+def test_entry_point_identity_from_its_distribution(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    site = tmp_path / "site"
+    write_entry_point_package(site)
+    dist = site / "ainode_test_models-0.1.dist-info"
+    (dist / "RECORD").write_text(
+        "ainode_test_models/__init__.py,,\nainode_test_models-0.1.dist-info/METADATA,,\n"
+        "ainode_test_models-0.1.dist-info/RECORD,,\n"
+    )
+    monkeypatch.syspath_prepend(str(site))
+    try:
+        registry = discover([], device="cpu", builtins=False)
+        model = registry.get("mean-intensity")
+        [entry] = [e for e in registry.entries() if e.name == "mean-intensity"]
+        assert entry.info is not None
+        one = identify(
+            name=entry.name, version="2.0", source="entry-point", location=entry.location
+        )
+        source = site / "ainode_test_models" / "__init__.py"
+        assert one.files["ainode_test_models/__init__.py"] == (
+            hashlib.sha256(source.read_bytes()).hexdigest()
+        )
+        assert "RECORD" not in " ".join(one.files) and model.info.device_uid == one.device_uid
+        source.write_text(source.read_text() + "\n# retrained\n")
+        two = identify(
+            name=entry.name, version="2.0", source="entry-point", location=entry.location
+        )
+        assert two.device_uid != one.device_uid
+    finally:
+        sys.modules.pop("ainode_test_models", None)
