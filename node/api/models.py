@@ -44,7 +44,11 @@ def model_rows(request: Request, node: NodeView) -> list[dict[str, Any]]:
     routes = routes_by_model(node.rules.rules)
     usage = usage_by_model(lambda since: node.jobs.model_runs(since=since))
     return inventory_rows(
-        registry.entries(), device=str(registry.device), routes=routes, usage=usage
+        registry.entries(),
+        device=str(registry.device),
+        routes=routes,
+        usage=usage,
+        preference=node.config.inference.device,
     )
 
 

@@ -82,6 +82,7 @@ def _inventory(config: Config, registry: Registry) -> list[dict[str, Any]]:
         routes=routes,
         usage=usage,
         card=card_summary,
+        preference=config.inference.device,
     )
 
 

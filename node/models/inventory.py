@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from node.errors import ModelError
+from node.models.devices import describe_device
 from node.models.identity import admission_for, identify
 
 __all__ = ["WINDOWS", "inventory_rows", "routes_by_model", "usage_by_model"]
@@ -98,14 +99,21 @@ def inventory_rows(
     routes: Mapping[str, list[str]] | None = None,
     usage: Mapping[str, dict[str, dict[str, Any]]] | None = None,
     card: Callable[[str], str] | None = None,
+    preference: str | None = None,
 ) -> list[dict[str, Any]]:
     """The inventory row of every registry entry (``ModelEntry``), broken ones included.
 
-    Hashing reads every model file (cached per process while files are unchanged).
+    ``device`` is the torch device of the registry; with ``preference`` (``inference.device``)
+    an ONNX model's ``device`` names the onnxruntime provider it would use.  Hashing reads
+    every model file (cached per process while files are unchanged).
     """
     rows = []
+    onnx_device = device
+    if preference is not None:
+        providers = describe_device(preference).get("onnxruntime") or []
+        onnx_device = f"onnxruntime:{providers[0]}" if providers else device
     for entry in entries:
-        row = entry.as_json(device, card=card)
+        row = entry.as_json(onnx_device if entry.source == "onnx" else device, card=card)
         row["format"] = entry.source
         row["rules"] = list((routes or {}).get(entry.name, []))
         row["usage"] = dict((usage or {}).get(entry.name) or _empty_usage())

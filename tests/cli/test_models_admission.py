@@ -112,6 +112,7 @@ def test_add_onnx_zip(node_dir: Path) -> None:
     assert added.stdout.startswith("admitted lung-onnx v2.0 (onnx)")
     row = _rows(node_dir)["lung-onnx"]
     assert row["status"] == "admitted" and row["format"] == "onnx"
+    assert row["device"] == "onnxruntime:CPUExecutionProvider"  # config: device cpu
     assert set(row["files"]) == {"lung-onnx.yaml", "lung-onnx.onnx"}
 
 
