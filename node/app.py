@@ -34,6 +34,7 @@ from node.jobs.dispatch import plan_jobs
 from node.jobs.distributed import CeleryEngine
 from node.jobs.engine import EmbeddedEngine
 from node.jobs.store import JobStore
+from node.models.admission import model_paths
 from node.routing import DEFAULT_RULES
 from node.routing.dispatch import route_study
 from node.routing.qualify import Refusal, SeriesQualifier
@@ -119,7 +120,9 @@ class Node:
                 prepare="node.jobs.pipeline:prepare",
                 context={
                     "data_dir": str(data_dir),
-                    "model_paths": [str(p) for p in config.models],
+                    "model_paths": [
+                        str(p) for p in model_paths(config.models, config.node.data_dir)
+                    ],
                     "device": inference.device,
                     "torch_threads": inference.torch_threads,
                 },

@@ -1,7 +1,9 @@
-"""``GET /api/models``: the models this node can run, with their cards and held-out metrics.
+"""``GET /api/models``: the model inventory of this node (node/models/inventory.py).
 
-The registry imports torch, which is slow to import; it is imported on the first request and
-the discovered registry is cached on the app.
+Each model with its identity (version, format, file hashes, Device UID, device), what was
+checked, the rules that route to it, its runs, failures and latency over 24 h and 30 days, and
+its model card.  The registry imports torch, which is slow to import; it is discovered on the
+first request and cached on the app; usage and routes are read on every request.
 """
 
 from __future__ import annotations
@@ -19,22 +21,38 @@ router = APIRouter(tags=["models"])
 _lock = threading.Lock()
 
 
-def model_rows(request: Request, node: NodeView) -> list[dict[str, Any]]:
-    """Every discovered model as JSON (discovered once per app, then cached)."""
+def _registry(request: Request, node: NodeView) -> Any:
     with _lock:
-        cached: list[dict[str, Any]] | None = getattr(request.app.state, "models", None)
-        if cached is not None:
-            return cached
-        from node.models.registry import discover  # heavy: torch
+        registry = getattr(request.app.state, "model_registry", None)
+        if registry is None:
+            from node.models.admission import model_paths
+            from node.models.registry import discover  # heavy: torch
 
-        registry = discover(node.config.models, device=node.config.inference.device)
-        device = str(registry.device)
-        rows = [entry.as_json(device) for entry in registry.entries()]
-        request.app.state.models = rows
-        return rows
+            config = node.config
+            registry = discover(
+                model_paths(config.models, config.node.data_dir), device=config.inference.device
+            )
+            request.app.state.model_registry = registry
+        return registry
+
+
+def model_rows(request: Request, node: NodeView) -> list[dict[str, Any]]:
+    """The inventory row of every discovered model (broken ones with their ``error``)."""
+    from node.models.inventory import inventory_rows, routes_by_model, usage_by_model
+
+    registry = _registry(request, node)
+    routes = routes_by_model(node.rules.rules)
+    usage = usage_by_model(lambda since: node.jobs.model_runs(since=since))
+    return inventory_rows(
+        registry.entries(),
+        device=str(registry.device),
+        routes=routes,
+        usage=usage,
+        preference=node.config.inference.device,
+    )
 
 
 @router.get("/api/models")
 def list_models(request: Request, node: Annotated[NodeView, Depends(get_node)]) -> dict[str, Any]:
-    """Every discovered model (broken ones with their ``error``), with its card (Markdown)."""
+    """The model inventory: identity, checks, routing rules, usage and card of every model."""
     return {"models": model_rows(request, node)}

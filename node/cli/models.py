@@ -48,11 +48,42 @@ def _config(path: Path) -> Config:
 
 
 def _registry(config: Config) -> Registry:
+    from node.models.admission import model_paths
     from node.models.registry import discover
     from node.models.runtime import configure_threads
 
     configure_threads(config.inference.torch_threads)
-    return discover(config.models, device=config.inference.device)
+    return discover(
+        model_paths(config.models, config.node.data_dir), device=config.inference.device
+    )
+
+
+def _inventory(config: Config, registry: Registry) -> list[dict[str, Any]]:
+    """Inventory rows: routes from the config's rule file, usage from the node's job store."""
+    import dicom_rules
+    from node.models.inventory import inventory_rows, routes_by_model, usage_by_model
+
+    routes: dict[str, list[str]] = {}
+    if config.rules is not None and config.rules.is_file():
+        try:
+            routes = routes_by_model(dicom_rules.load(config.rules))
+        except dicom_rules.RuleError as exc:
+            typer.echo(f"warning: rules not shown: {exc}", err=True)
+    usage: dict[str, Any] = {}
+    db = config.node.data_dir / "index.sqlite"
+    if db.is_file():
+        from node.jobs.store import JobStore
+
+        store = JobStore(db)
+        usage = usage_by_model(lambda since: store.model_runs(since=since))
+    return inventory_rows(
+        registry.entries(),
+        device=str(registry.device),
+        routes=routes,
+        usage=usage,
+        card=card_summary,
+        preference=config.inference.device,
+    )
 
 
 def card_summary(card: str, limit: int = 160) -> str:
@@ -69,11 +100,14 @@ def list_models(
     config: ConfigOption = Path("ainode.yaml"),
     as_json: Annotated[bool, typer.Option("--json", help="One JSON array on stdout.")] = False,
 ) -> None:
-    """List every model (built-in, entry point, bundle, TorchScript); broken ones with why."""
+    """The model inventory: every model, what was checked, Device UID, rules and usage.
+
+    A model is ``admitted`` (loaded and run once by `ainode models add`, hashes recorded),
+    ``described`` (only its files were read: never loaded), ``changed`` or ``broken``.
+    """
     cfg = _config(config)
     registry = _registry(cfg)
-    device = str(registry.device)
-    rows = [e.as_json(device, card=card_summary) for e in registry.entries()]
+    rows = _inventory(cfg, registry)
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
         return
@@ -81,17 +115,91 @@ def list_models(
         typer.echo("no models found (built-ins, 'ainode.models' entry points, config 'models')")
         return
     for row in rows:
-        if not row["ok"]:
-            typer.echo(f"{row['name']:<28} {row['source']:<12} BROKEN  {row['error']}")
+        if row["status"] in ("broken", "changed"):
+            typer.echo(
+                f"{row['name']:<28} {row['source']:<12} {row['status'].upper()}  {row['error']}"
+            )
             continue
         demo = " demo" if row.get("is_demo") else ""
+        day = row["usage"]["24h"]
         typer.echo(
-            f"{row['name']:<28} {row['source']:<12} {row['device']:<6} "
+            f"{row['name']:<28} {row['source']:<12} {row['status']:<9} {row['device']:<6} "
             f"v{row['version']} {row['task']}{demo} "
-            f"[{','.join(row['modalities']) or 'any'}; {'/'.join(map(str, row['dims']))}D]"
+            f"[{','.join(row['modalities']) or 'any'}; {'/'.join(map(str, row['dims']))}D] "
+            f"rules: {','.join(row['rules']) or '-'}; 24h: {day['runs']} runs, "
+            f"{day['failures']} failed"
         )
+        typer.echo(f"    checked: {row['checked']}")
+        typer.echo(f"    device UID {row['device_uid']}")
         if row.get("card"):
             typer.echo(f"    {row['card']}")
+
+
+@models_app.command("add")
+def add(
+    path: Annotated[Path, typer.Argument(help="Model folder, zip, or sidecar/network file.")],
+    config: ConfigOption = Path("ainode.yaml"),
+    replace: Annotated[
+        bool, typer.Option("--replace", help="Admit it in place of a model of that name.")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the admission record.")] = False,
+) -> None:
+    """Admit a model into DATA_DIR/models after loading it and running it once in isolation."""
+    from node.models.admission import add_model
+
+    cfg = _config(config)
+    registry = _registry(cfg)
+    existing = [e.name for e in registry.entries() if e.is_ok]
+    if replace:  # the admitted model being replaced does not clash with itself
+        existing = [
+            e.name
+            for e in registry.entries()
+            if e.is_ok and not str(e.location).startswith(str(cfg.node.data_dir / "models"))
+        ]
+    record = add_model(
+        path,
+        data_dir=cfg.node.data_dir,
+        existing=existing,
+        device=cfg.inference.device,
+        timeout_seconds=cfg.inference.job_timeout_seconds,
+        replace=replace,
+    )
+    if as_json:
+        typer.echo(json.dumps(record, indent=2))
+        return
+    trial = record["checks"]["isolated_load_and_run"]
+    typer.echo(
+        f"admitted {record['name']} v{record['version']} ({record['format']}): "
+        f"ran on a synthetic {trial['modality']} input {trial['input_shape']} in "
+        f"{trial['seconds']} s; {len(record['files'])} files hashed; "
+        f"device UID {record['device_uid']}"
+    )
+
+
+@models_app.command("verify")
+def verify(
+    names: Annotated[
+        list[str] | None, typer.Argument(metavar="[NAME]...", help="Admitted models (default all).")
+    ] = None,
+    config: ConfigOption = Path("ainode.yaml"),
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON array on stdout.")] = False,
+) -> None:
+    """Re-check the SHA-256 of every admitted model's files; exit 1 if any changed."""
+    from node.models.admission import verify_models
+
+    cfg = _config(config)
+    rows = verify_models(cfg.node.data_dir, names or ())
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+    elif not rows:
+        typer.echo(f"no admitted models in {cfg.node.data_dir / 'models'}")
+    for row in rows if not as_json else ():
+        if row["ok"]:
+            typer.echo(f"{row['name']:<28} ok: {row['files']} files match their admission hashes")
+        else:
+            typer.echo(f"{row['name']:<28} CHANGED: {'; '.join(row['problems'])}")
+    if any(not row["ok"] for row in rows):
+        raise typer.Exit(1)
 
 
 def predict_files(
@@ -103,6 +211,7 @@ def predict_files(
     instances/frames for the result objects) and the node-side timings.
     """
     from node.imaging import load_volume
+    from node.models.identity import stamp
     from node.models.registry import discover
     from node.models.runtime import configure_threads
 
@@ -119,7 +228,7 @@ def predict_files(
     if reason is not None:
         raise ModelError(f"model {name!r} cannot run on this series: {reason}")
     start = time.perf_counter()
-    prediction = model.predict(volume)
+    prediction = stamp(model.predict(volume), model.info)
     timings["predict"] = time.perf_counter() - start
     return prediction, volume, timings
 
@@ -171,6 +280,10 @@ def predict(
     model: Annotated[str, typer.Option("--model", help="Model name (see `ainode models list`).")],
     out: Annotated[Path, typer.Option("--out", help="Folder for prediction.json and results.")],
     config: ConfigOption = Path("ainode.yaml"),
+    device: Annotated[
+        str | None,
+        typer.Option("--device", help="auto, cpu, cuda or cuda:N (default: inference.device)."),
+    ] = None,
     isolate: Annotated[
         bool,
         typer.Option(
@@ -187,7 +300,10 @@ def predict(
     cfg = _config(config)
     files = dicom_files(paths)
     started = time.perf_counter()
-    args = (model, files, list(cfg.models), cfg.inference.device, cfg.inference.torch_threads)
+    from node.models.admission import model_paths
+
+    paths_ = model_paths(cfg.models, cfg.node.data_dir)
+    args = (model, files, paths_, device or cfg.inference.device, cfg.inference.torch_threads)
     if isolate:
         prediction, volume, timings = run_isolated(
             predict_files,

@@ -18,7 +18,7 @@ from typing import Annotated
 import typer
 
 from node.cli import app
-from node.errors import ConfigError
+from node.errors import ConfigError, ModelError
 
 __all__ = ["worker"]
 
@@ -47,6 +47,9 @@ def worker(
     from node.jobs.celery_app import STAT_QUEUE, TASK_NAME, make_celery, model_queue
     from node.jobs.remote import ModelProcess, NodeUnreachable, WorkerSettings, handle_job
     from node.log import configure
+    from node.models.admission import model_paths
+    from node.models.devices import onnx_providers, parse_device
+    from node.models.runtime import select_device
 
     cfg = config_from(config)
     if not cfg.queue.startswith(("redis://", "rediss://")):
@@ -56,8 +59,12 @@ def worker(
     warnings.filterwarnings("ignore", module=r"pydicom(\.|$)")
     c = cfg.celery
     dev = device or cfg.inference.device
-    if dev == "auto":
-        dev = "cpu"
+    try:  # refuse an unusable device now, with the reason, not in the first job
+        select_device(dev)
+        if parse_device(dev)[0] == "cuda":
+            onnx_providers(dev)
+    except ModelError as exc:
+        raise ConfigError([f"--device: {exc}"]) from exc
     name = c.worker_name or f"{socket.gethostname()}-{os.getpid()}"
     node_url = c.node_url or f"http://{cfg.node.host}:{cfg.node.http_port}"
     settings = WorkerSettings(
@@ -66,7 +73,7 @@ def worker(
         node_url=node_url,
         token=client_token(cfg.auth),
         scratch=cfg.node.data_dir / "worker-scratch",
-        model_paths=tuple(str(p) for p in cfg.models),
+        model_paths=tuple(str(p) for p in model_paths(cfg.models, cfg.node.data_dir)),
         torch_threads=cfg.inference.torch_threads,
         job_timeout_seconds=cfg.inference.job_timeout_seconds,
         callback_timeout_seconds=c.callback_timeout_seconds,

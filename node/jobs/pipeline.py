@@ -205,6 +205,7 @@ def run_series(
     ModelError
         The model refuses the series.
     """
+    from node.models.identity import stamp
     from node.models.summary import prediction_summary
     from node.results import build_result_files
 
@@ -224,7 +225,7 @@ def run_series(
         raise ModelError(f"model {job.model!r} cannot run on this series: {refusal}")
 
     t = time.perf_counter()
-    prediction = model.predict(volume)
+    prediction = stamp(model.predict(volume), model.info)  # + the model's Device UID
     timings["model"] = time.perf_counter() - t
 
     t = time.perf_counter()

@@ -553,6 +553,33 @@ class JobStore:
         rows = self._conn().execute("SELECT state, COUNT(*) FROM jobs GROUP BY state")
         return {s: int(n) for s, n in rows}
 
+    def model_runs(self, *, since: float) -> list[tuple[str, bool, float | None]]:
+        """Every run (attempt) that ended at or after ``since``: (model, ok, seconds).
+
+        A run starts with a ``running`` event and ends with the next ``succeeded`` (ok),
+        ``failed`` or ``dead`` event of the same job; seconds is None when its start is older
+        than the event history kept.  Used for the model inventory (runs, failures, latency).
+        """
+        rows = self._conn().execute(
+            "SELECT e.job_id, j.model, e.ts, e.state FROM job_events e JOIN jobs j USING(job_id)"
+            " WHERE e.job_id IN (SELECT job_id FROM job_events WHERE ts >= ?"
+            " AND state IN ('succeeded', 'failed', 'dead')) ORDER BY e.job_id, e.id",
+            (since,),
+        )
+        out: list[tuple[str, bool, float | None]] = []
+        started: dict[str, float | None] = {}
+        for job_id, model, ts, state in rows:
+            if state == JobState.RUNNING.value:
+                started[job_id] = ts
+            elif state in (JobState.SUCCEEDED.value, JobState.FAILED.value, JobState.DEAD.value):
+                if job_id not in started:
+                    continue  # dead without a run (e.g. cancelled); not a model run
+                start = started.pop(job_id)
+                if ts >= since:
+                    ok = state == JobState.SUCCEEDED.value
+                    out.append((model, ok, None if start is None else ts - start))
+        return out
+
     # ----------------------------------------------------------------------------- internals
     @staticmethod
     def _event(

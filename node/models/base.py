@@ -50,8 +50,9 @@ class ModelInfo:
     is_demo: bool = False
     description: str = ""
     card: str = ""  # MODEL_CARD.md text
-    source: str = "builtin"  # builtin | entry-point | bundle | torchscript
+    source: str = "builtin"  # builtin | entry-point | bundle | torchscript | onnx
     metrics: dict[str, float] = field(default_factory=dict)
+    device_uid: str | None = None  # set by the registry on load (node/models/identity.py)
     # what the model can read, checked by the router on headers before a job exists (issue 24)
     min_slices: int = 1
     max_slices: int | None = None

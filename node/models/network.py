@@ -42,6 +42,7 @@ from ruamel.yaml.error import YAMLError
 from node.errors import ModelError
 from node.imaging.normalise import percentile_scale, window, zscore
 from node.imaging.resample import resample_array
+from node.models.anatomy import canonical_body_parts
 from node.models.base import Model, ModelInfo, OutputKind, Task
 from node.models.runtime import sliding_window, stage_timer
 from node.types import Code, Prediction, SegmentDescription, Volume
@@ -140,7 +141,7 @@ def spec_info(spec: ModelSpec, *, source: str, card: str = "") -> ModelInfo:
         task=spec.task,
         outputs=_outputs(spec.task),
         modalities=tuple(m.upper() for m in spec.modalities),
-        body_parts=tuple(spec.body_parts),
+        body_parts=canonical_body_parts(spec.body_parts, where=f"model {spec.name!r}"),
         dims=tuple(spec.dims),
         is_demo=spec.is_demo,
         description=spec.description,

@@ -1,4 +1,4 @@
-"""Model discovery: built-ins, ``ainode.models`` entry points, MONAI bundles, TorchScript files.
+"""Model discovery: built-ins, ``ainode.models`` entry points, MONAI bundles, TorchScript, ONNX.
 
 Sources, in order (the first model of a name wins; a later one is reported as a duplicate):
 
@@ -6,7 +6,7 @@ Sources, in order (the first model of a name wins; a later one is reported as a 
 2. Python entry points in group ``ainode.models``: each names a ``Model`` subclass (with a class
    attribute ``info``), a ``Model`` instance, or a no-argument factory returning one, so a third
    party can ``pip install`` a model;
-3. each path of the ``models`` config key: a MONAI bundle folder, a TorchScript sidecar
+3. each path of the ``models`` config key: a MONAI bundle folder, a TorchScript or ONNX sidecar
    (``*.yaml``) or network file with one, or a folder holding several of those.
 
 Nothing here loads network weights: entries are described at discovery and instantiated by
@@ -21,7 +21,7 @@ import logging
 import stat
 import threading
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,8 @@ import torch
 from node.errors import AinodeError, ModelError, NotFoundError
 from node.models.base import Model, ModelInfo
 from node.models.bundle import is_bundle, load_bundle
+from node.models.identity import Identity, identify
+from node.models.onnx import is_onnx_sidecar, load_onnx
 from node.models.runtime import select_device
 from node.models.torchscript import SIDECAR_SUFFIXES, load_torchscript
 
@@ -45,7 +47,7 @@ class ModelEntry:
     """One discovered model, or one thing that failed to become a model (``error`` set)."""
 
     name: str
-    source: str  # builtin | entry-point | bundle | torchscript
+    source: str  # builtin | entry-point | bundle | torchscript | onnx
     location: str  # module path, entry point or file/folder
     info: ModelInfo | None = None
     error: str | None = None
@@ -141,6 +143,7 @@ class Registry:
                 known = ", ".join(sorted(self._by_name)) or "none"
                 raise NotFoundError(f"no model named {name!r} (known: {known})")
             assert entry.factory is not None
+            identity = _identify(entry)  # an admitted model whose files changed is refused here
             try:
                 model = entry.factory()
             except AinodeError:
@@ -149,8 +152,18 @@ class Registry:
                 raise ModelError(f"model {name!r} failed to initialise: {exc}") from exc
             if not isinstance(model, Model):
                 raise ModelError(f"model {name!r} factory returned {type(model).__name__}")
+            if identity is not None and model.info.device_uid != identity.device_uid:
+                model.info = replace(model.info, device_uid=identity.device_uid)
             self._models[name] = model
             return model
+
+
+def _identify(entry: ModelEntry) -> Identity | None:
+    if entry.info is None:
+        return None
+    return identify(
+        name=entry.name, version=entry.info.version, source=entry.source, location=entry.location
+    )
 
 
 def _constant(model: Model) -> Callable[[], Model]:
@@ -203,8 +216,6 @@ def _entry_point_entry(ep: importlib.metadata.EntryPoint) -> ModelEntry:
 
 
 def _with_source(info: ModelInfo, source: str) -> ModelInfo:
-    from dataclasses import replace
-
     return info if info.source == source else replace(info, source=source)
 
 
@@ -213,16 +224,19 @@ def _entry_point_entries() -> list[ModelEntry]:
     return [_entry_point_entry(ep) for ep in sorted(eps, key=lambda e: e.name)]
 
 
-def _describe(path: Path, kind: str, device: torch.device) -> ModelEntry:
+def _describe(path: Path, kind: str, device: torch.device, preference: str = "auto") -> ModelEntry:
+    if kind == "torchscript" and is_onnx_sidecar(path):
+        kind = "onnx"
     try:
-        model = (
-            load_bundle(path, device=device)
-            if kind == "bundle"
-            else load_torchscript(path, device=device)
-        )
+        if kind == "bundle":
+            model = load_bundle(path, device=device)
+        elif kind == "onnx":
+            model = load_onnx(path, device=device, preference=preference)
+        else:
+            model = load_torchscript(path, device=device)
     except AinodeError as exc:
         return ModelEntry(
-            path.stem if kind == "torchscript" else path.name, kind, str(path), error=str(exc)
+            path.name if kind == "bundle" else path.stem, kind, str(path), error=str(exc)
         )
     return ModelEntry(model.info.name, kind, str(path), info=model.info, factory=_constant(model))
 
@@ -263,7 +277,7 @@ def untrusted_reason(path: Path) -> str | None:
     return None
 
 
-def _folder_entries(path: Path, device: torch.device) -> list[ModelEntry]:
+def _folder_entries(path: Path, device: torch.device, preference: str = "auto") -> list[ModelEntry]:
     if not path.exists():
         return [ModelEntry(path.name, "folder", str(path), error=f"{path}: no such file or folder")]
     reason = untrusted_reason(path)
@@ -271,7 +285,7 @@ def _folder_entries(path: Path, device: torch.device) -> list[ModelEntry]:
         return [ModelEntry(path.name, "folder", str(path), error=reason)]
     if path.is_file():
         if path.suffix in SIDECAR_SUFFIXES:
-            return [_describe(path, "torchscript", device)]
+            return [_describe(path, "torchscript", device, preference)]
         sidecar = _sidecar_for(path)
         if sidecar is None:
             return [
@@ -282,7 +296,7 @@ def _folder_entries(path: Path, device: torch.device) -> list[ModelEntry]:
                     error=f"{path}: no YAML sidecar ({path.stem}.yaml) describing it",
                 )
             ]
-        return [_describe(sidecar, "torchscript", device)]
+        return [_describe(sidecar, "torchscript", device, preference)]
     if is_bundle(path):
         return [_describe(path, "bundle", device)]
     entries: list[ModelEntry] = []
@@ -302,7 +316,7 @@ def _folder_entries(path: Path, device: torch.device) -> list[ModelEntry]:
                     )
                 )
         elif child.suffix in SIDECAR_SUFFIXES:
-            entries.append(_describe(child, "torchscript", device))
+            entries.append(_describe(child, "torchscript", device, preference))
     return entries
 
 
@@ -336,7 +350,7 @@ def discover(
     if entry_points:
         entries.extend(_entry_point_entries())
     for path in model_paths:
-        entries.extend(_folder_entries(Path(path), dev))
+        entries.extend(_folder_entries(Path(path), dev, device))
     for e in entries:
         if e.error:
             log.warning("models.broken", extra={"model": e.name, "source": e.source})

@@ -33,23 +33,31 @@ log = logging.getLogger(__name__)
 def select_device(preference: str = "auto") -> torch.device:
     """The torch device for inference: ``auto`` = first CUDA device when available, else CPU.
 
+    ``preference`` is ``auto``, ``cpu``, ``cuda`` or ``cuda:N`` (node/models/devices.py).
+
     Raises
     ------
     ModelError
-        A CUDA device was asked for explicitly but is not available.
+        Not one of those, or a CUDA device was asked for explicitly but is not available.
     """
-    pref = preference.strip().lower()
-    if pref in ("", "auto"):
+    from node.models.devices import parse_device
+
+    kind, index = parse_device(preference)
+    if kind == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if pref.startswith("cuda") and not torch.cuda.is_available():
+    if kind == "cpu":
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
         raise ModelError(
-            f"inference.device is {preference!r} but no CUDA device is available; "
+            f"inference.device is {preference!r} but torch sees no CUDA device; "
             "set inference.device to 'auto' or 'cpu'"
         )
-    try:
-        return torch.device(pref)
-    except RuntimeError as exc:
-        raise ModelError(f"inference.device {preference!r} is not a torch device") from exc
+    if index is not None and index >= torch.cuda.device_count():
+        raise ModelError(
+            f"inference.device is {preference!r} but torch sees only "
+            f"{torch.cuda.device_count()} CUDA device(s)"
+        )
+    return torch.device("cuda", index) if index is not None else torch.device("cuda")
 
 
 def load_torchscript_file(path: Path, device: torch.device) -> torch.nn.Module:

@@ -40,6 +40,7 @@ def prediction_summary(
             "task": prediction.task,
             "is_demo": prediction.is_demo,
         },
+        "device_uid": prediction.device_uid,
         "labels": labels,
         "probabilities": dict(prediction.class_probabilities),
         "detections": [

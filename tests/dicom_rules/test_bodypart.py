@@ -77,7 +77,10 @@ def test_enhanced_functional_groups() -> None:
 
 def test_how_it_was_derived_is_explained() -> None:
     bp = BodyPartTable().derive(make(BodyPartExamined="THORAX"))
-    assert bp.how == "BodyPartExamined 'THORAX' is a synonym of CHEST"
+    assert bp.how == (
+        "BodyPartExamined 'THORAX' is a synonym of CHEST; "
+        "PS3.16 Annex L term CHEST = SCT 816094009 'Chest'"
+    )
     bp = BodyPartTable().derive(make(StudyDescription="CT THORAX"))
     assert bp.how == "no BodyPartExamined; StudyDescription 'CT THORAX' contains 'THORAX' -> CHEST"
     assert bp.to_json()["synonym"] == "THORAX"

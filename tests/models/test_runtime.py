@@ -18,7 +18,7 @@ def test_select_device() -> None:
     expected = "cuda" if torch.cuda.is_available() else "cpu"
     assert select_device("auto").type == expected
     assert select_device("cpu") == torch.device("cpu")
-    with pytest.raises(ModelError, match="not a torch device"):
+    with pytest.raises(ModelError, match="not one of auto, cpu, cuda, cuda:N"):
         select_device("quantum")
 
 
