@@ -8,8 +8,10 @@ pixels (30 slices, 8 mm) to keep CPU time practical; both sides read that same f
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+import numpy as np
 import pydicom
 import pytest
 
@@ -33,6 +35,12 @@ def chest_crop(corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return crop_series(corpus / CHEST, tmp_path_factory.mktemp("series") / "chest", size=256)
 
 
+@pytest.fixture(scope="module")
+def chest_crop_small(corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """128 x 128 x 30: the 3D ResNet-50 RetinaNet takes ~30 s per run on it here."""
+    return crop_series(corpus / CHEST, tmp_path_factory.mktemp("series") / "chest", size=128)
+
+
 def _check_dicom(checker_tools: Path, *files: Path) -> str:
     import subprocess
 
@@ -45,6 +53,15 @@ def _check_dicom(checker_tools: Path, *files: Path) -> str:
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-6000:]
     return out
+
+
+def _monai_boxes(out: Path) -> list[tuple[list[float], float]]:
+    """(cccwhd box, score) pairs of the zoo detector's own JSON output (DetectionSaver)."""
+    [path] = sorted(out.rglob("*.json"))
+    data = json.loads(path.read_text())
+    items = data if isinstance(data, list) else [i for v in data.values() for i in v]
+    [item] = items
+    return list(zip(item["box"], item["label_scores"], strict=True))
 
 
 def test_spleen_bundle_matches_monai_run(
@@ -75,4 +92,37 @@ def test_spleen_bundle_matches_monai_run(
     assert segment.SegmentedPropertyCategoryCodeSequence[0].CodeValue == "91723000"
     algorithm = segment.SegmentationAlgorithmIdentificationSequence[0]
     assert (algorithm.AlgorithmName, algorithm.AlgorithmVersion) == (bundle.name, "0.5.9")
+    print(f"wall: ainode {ours['wall_seconds']:.1f} s, MONAI {theirs['wall_seconds']:.1f} s")
+
+
+def test_lung_nodule_bundle_matches_monai_run(
+    chest_crop_small: Path, tmp_path: Path, checker_tools: Path
+) -> None:
+    bundle = bundle_copy(
+        "lung_nodule_ct_detection",
+        tmp_path / "models",
+        ainode_yaml="classes: [nodule]\nbody_parts: [CHEST]\n",
+    )
+    ours = run_ainode_predict(bundle, chest_crop_small, tmp_path / "ainode", model=bundle.name)
+    theirs = run_monai_bundle(bundle, chest_crop_small, tmp_path / "monai", detection=True)
+    assert ours["prediction"]["model"]["task"] == "detection"
+    found = ours["prediction"]["detections"]
+    expected = sorted(_monai_boxes(tmp_path / "monai"), key=lambda b: -b[1])
+    print(f"detection: ainode {len(found)} boxes, MONAI {len(expected)}")
+    assert 3 <= len(expected) < 300  # non-trivial: a handful of boxes, not none or the cap
+    assert len(found) == len(expected)
+    worst_mm, worst_score = 0.0, 0.0
+    for f, (box, score) in zip(found, expected, strict=True):
+        # MONAI's boxes are cccwhd in world coordinates, LPS (affine_lps_to_ras: true)
+        worst_mm = max(worst_mm, float(np.linalg.norm(np.subtract(f["center_xyz_mm"], box[:3]))))
+        worst_score = max(worst_score, abs(f["score"] - score))
+        assert f["diameter_mm"] == pytest.approx(float(np.mean(box[3:])), abs=0.1)
+        assert f["type"] == "Nodule"
+    print(f"detection: centres within {worst_mm:.4f} mm, scores within {worst_score:.6f}")
+    assert worst_mm <= 2.0 and worst_score <= 0.01
+    [sr_file] = sorted((tmp_path / "ainode").glob("*-sr.dcm"))
+    out = _check_dicom(checker_tools, sr_file)
+    assert "0 error(s)" in out.splitlines()[-1]
+    sr = pydicom.dcmread(sr_file)
+    assert sr.SOPClassUID == "1.2.840.10008.5.1.4.1.1.88.34"  # Comprehensive 3D SR
     print(f"wall: ainode {ours['wall_seconds']:.1f} s, MONAI {theirs['wall_seconds']:.1f} s")

@@ -151,7 +151,7 @@ def run_monai_bundle(
             str(bundle),
             *overrides,
         ],
-        cwd=out,
+        cwd=bundle,  # as the zoo's README runs it: `scripts.*` targets import from there
         timeout=timeout,
     )
     assert run["returncode"] == 0, run["output"][-4000:]
