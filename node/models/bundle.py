@@ -1,36 +1,50 @@
-"""MONAI bundle folders: ``configs/inference.json|yaml`` + ``models/model.ts|model.pt``.
+"""MONAI bundle folders (``configs/inference.json`` + ``models/model.pt``), run as MONAI runs them.
 
 Loaded from a local folder only, without ``monai.bundle.load``/``download`` (network; and ``load``
-defaults to the train workflow) and without ``verify_metadata`` (downloads a JSON schema):
+defaults to the train workflow) and without ``verify_metadata`` (downloads a JSON schema).
 
-* identity comes from ``configs/metadata.json`` (plain JSON, nothing evaluated): ``version``,
-  ``description``, and label names from ``network_data_format.outputs.pred.channel_def``;
-* an optional ``ainode.yaml`` in the bundle (a ``ModelSpec`` without ``file``) overrides them
-  and says what the model accepts (modalities, body parts, spacing, normalisation...);
-* ``models/model.ts`` is loaded with ``torch.jit.load``; otherwise ``network_def`` of the
-  inference config is instantiated with ``monai.bundle.ConfigParser`` (``bundle_root`` set to
-  the folder, not the current directory) and ``models/model.pt`` is read with
-  ``torch.load(weights_only=True)``.
+Description (``ainode models list``; nothing is evaluated):
+
+* identity from ``configs/metadata.json``: ``version``, ``description``, the task (from
+  ``network_data_format.outputs``: ``format: segmentation`` -> segmentation, a ``dict``/``object``
+  output -> detection, ``format: classification`` -> classification), the modality of the
+  input (``network_data_format.inputs.<key>.modality``), segment names from the output's
+  ``channel_def``;
+* an optional ``ainode.yaml`` in the bundle (a ``ModelSpec`` without ``file``) overrides any of
+  these and adds what metadata.json does not state: body parts for routing, label codes/colours,
+  detection class names.  Its pipeline keys (``spacing``, ``normalise``, ``roi_size``) are not
+  used for bundles: the bundle's own transforms run.
+
+Prediction (node/models/bundle_run.py, bundle_input.py, bundle_outputs.py): the ``Volume``
+becomes the ``MetaTensor`` MONAI's ``PydicomReader`` would load, the bundle's own
+``preprocessing`` (minus its loader), ``network``, ``inferer`` and ``postprocessing`` (minus its
+savers, with its ``Invertd``) run on it, and the output becomes a label map on the source grid,
+findings in patient coordinates, or class probabilities.  ``models/model.ts`` (TorchScript)
+bundles run their config the same way, with the TorchScript module as ``network``.
 
 Bundle configs are code (``$`` expressions, ``_target_``): only folders listed in the node's
-``models`` configuration are ever parsed.  The bundle's own pre/post-processing transforms expect
-files on disk, so ainode applies its spec pipeline around ``network_def`` instead.
+``models`` configuration are ever parsed.
 """
 
 from __future__ import annotations
 
 import json
+import pickle
 import re
+import threading
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from node.errors import ModelError
-from node.models.network import ModelSpec, NetworkModel, read_spec, spec_info
-from node.models.runtime import load_torchscript_file
+from node.models.base import Model, ModelInfo, OutputKind, Task
+from node.models.bundle_codes import segment_codes
+from node.models.network import ModelSpec, read_spec
+from node.models.runtime import stage_timer
+from node.types import Code, Prediction, SegmentDescription, Volume
 
-__all__ = ["is_bundle", "load_bundle"]
+__all__ = ["BundleModel", "is_bundle", "load_bundle"]
 
 _CONFIG_NAMES = ("inference.json", "inference.yaml", "inference.yml")
 
@@ -52,54 +66,71 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-._") or "bundle"
 
 
-def _metadata_defaults(folder: Path) -> dict[str, Any]:
-    defaults: dict[str, Any] = {"name": _slug(folder.name)}
+def _metadata(folder: Path) -> dict[str, Any]:
     meta_path = folder / "configs" / "metadata.json"
     if not meta_path.is_file():
-        return defaults
+        return {}
     try:
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise ModelError(f"{meta_path}: invalid JSON: {exc}") from exc
     if not isinstance(meta, dict):
         raise ModelError(f"{meta_path}: metadata must be a JSON object")
+    return meta
+
+
+def _first(mapping: Any) -> dict[str, Any]:
+    if isinstance(mapping, dict) and mapping:
+        value = next(iter(mapping.values()))
+        return value if isinstance(value, dict) else {}
+    return {}
+
+
+def _task(meta: dict[str, Any]) -> Task:
+    out = _first(meta.get("network_data_format", {}).get("outputs"))
+    kind, fmt = str(out.get("type", "")).lower(), str(out.get("format", "")).lower()
+    if fmt == "segmentation":
+        return Task.SEGMENTATION
+    if fmt in ("classification", "probabilities") or kind in ("probabilities", "label"):
+        return Task.CLASSIFICATION
+    if kind == "object" or fmt == "dict" or "detection" in str(meta.get("task", "")).lower():
+        return Task.DETECTION
+    return Task.SEGMENTATION
+
+
+def _metadata_defaults(folder: Path) -> dict[str, Any]:
+    defaults: dict[str, Any] = {"name": _slug(folder.name)}
+    meta = _metadata(folder)
     if meta.get("version"):
         defaults["version"] = str(meta["version"])
     if meta.get("description"):
         defaults["description"] = str(meta["description"])
-    channels = (
-        meta.get("network_data_format", {}).get("outputs", {}).get("pred", {}).get("channel_def")
-    )
-    if isinstance(channels, dict):
-        labels = {
-            int(k): {"name": str(v)}
-            for k, v in channels.items()
-            if str(k).isdigit() and int(k) > 0 and str(v).lower() != "background"
-        }
+    defaults["task"] = _task(meta).value
+    data_format = meta.get("network_data_format", {})
+    modality = _first(data_format.get("inputs")).get("modality")
+    if isinstance(modality, str) and modality:
+        defaults["modalities"] = [modality.upper()]
+    channels = _first(data_format.get("outputs")).get("channel_def")
+    if isinstance(channels, dict) and defaults["task"] == Task.SEGMENTATION.value:
+        labels = {}
+        for k, v in channels.items():
+            if not str(k).isdigit() or int(k) == 0 or str(v).lower() == "background":
+                continue
+            category, property_type, _ = segment_codes(str(v))
+            labels[int(k)] = {
+                "name": str(v),
+                "category": (category.value, category.scheme, category.meaning),
+                "type": (property_type.value, property_type.scheme, property_type.meaning),
+            }
         if labels:
             defaults["labels"] = labels
+    elif isinstance(channels, dict) and defaults["task"] == Task.CLASSIFICATION.value:
+        defaults["classes"] = [str(channels[k]) for k in sorted(channels, key=str)]
     return defaults
-
-
-def _raw_roi_size(config_file: Path) -> list[int] | None:
-    """``inferer.roi_size`` when it is a literal list of ints (never evaluated)."""
-    if config_file.suffix != ".json":
-        return None
-    try:
-        raw = json.loads(config_file.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise ModelError(f"{config_file}: invalid JSON: {exc}") from exc
-    roi = raw.get("inferer", {}).get("roi_size") if isinstance(raw, dict) else None
-    if isinstance(roi, list) and roi and all(isinstance(v, int) for v in roi):
-        return roi
-    return None
 
 
 def _spec(folder: Path) -> ModelSpec:
     defaults = _metadata_defaults(folder)
-    roi = _raw_roi_size(_config_file(folder))
-    if roi is not None:
-        defaults["roi_size"] = roi
     override = folder / "ainode.yaml"
     if override.is_file():
         return read_spec(override, defaults=defaults)
@@ -109,41 +140,127 @@ def _spec(folder: Path) -> ModelSpec:
         raise ModelError(f"{folder}: cannot describe bundle: {exc}") from exc
 
 
-def _load_network(folder: Path, device: torch.device) -> torch.nn.Module:
-    ts = folder / "models" / "model.ts"
-    if ts.is_file():
-        return load_torchscript_file(ts, device)
-    weights = folder / "models" / "model.pt"
-    if not weights.is_file():
-        raise ModelError(f"{folder}: no models/model.ts or models/model.pt")
-    from monai.bundle.config_parser import ConfigParser
+class BundleModel(Model):
+    """A MONAI bundle run by its own config items (see the module docstring)."""
 
-    parser = ConfigParser()
-    parser.read_config(str(_config_file(folder)))
-    meta = folder / "configs" / "metadata.json"
-    if meta.is_file():
-        parser.read_meta(str(meta))
-    parser["bundle_root"] = str(folder)  # not the current directory
-    if "network_def" not in parser:
-        raise ModelError(f"{folder}: inference config has no 'network_def'")
-    try:
-        network = parser.get_parsed_content("network_def", instantiate=True)
-    except Exception as exc:  # noqa: BLE001 - bundle code may raise anything; report it
-        raise ModelError(f"{folder}: cannot instantiate network_def: {exc}") from exc
-    if not isinstance(network, torch.nn.Module):
-        raise ModelError(f"{folder}: network_def is not a torch module")
-    # weights_only: a pickle that asks for anything but tensors and containers is refused
-    # (pickle.UnpicklingError, reported by NetworkModel.load) instead of running its code
-    state = torch.load(weights, map_location=device, weights_only=True)
-    if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
-        state = state["model"]  # checkpoints saved as {"model": state_dict, ...}
-    if not isinstance(state, dict):
-        raise ModelError(f"{weights}: expected a state dict")
-    network.load_state_dict(state)
-    return network.to(device)
+    def __init__(
+        self, info: ModelInfo, spec: ModelSpec, folder: Path, *, device: torch.device
+    ) -> None:
+        self.info = info
+        self.spec = spec
+        self.folder = folder
+        self.device = device
+        self._run: Any = None
+        self._lock = threading.Lock()
+
+    def load(self) -> Any:
+        """Parse the config and instantiate its items now (otherwise the first ``predict`` does)."""
+        from node.models.bundle_run import BundleRun
+        from node.models.torchvision_compat import ensure_detection_support
+
+        with self._lock:
+            if self._run is None:
+                if self.info.task is Task.DETECTION:
+                    ensure_detection_support()
+                try:
+                    config = _config_file(self.folder)
+                    self._run = BundleRun(self.folder, config, device=self.device)
+                except pickle.UnpicklingError as exc:
+                    raise ModelError(
+                        f"model {self.info.name!r} refused: its weights file is not a plain "
+                        f"state dict ({exc.__class__.__name__}); only tensors are loaded"
+                    ) from exc
+                except (RuntimeError, OSError, ValueError, KeyError, TypeError) as exc:
+                    raise ModelError(f"model {self.info.name!r} failed to load: {exc}") from exc
+            return self._run
+
+    def predict(self, volume: Volume) -> Prediction:
+        """Run the bundle on ``volume``; timings: load (1st call), input, bundle, outputs.
+
+        Raises
+        ------
+        ModelError
+            The volume is not accepted, or the bundle fails to load or to run (the message
+            names the config item).
+        """
+        from node.models.bundle_input import volume_metatensor
+
+        reason = self.accepts(volume)
+        if reason is not None:
+            raise ModelError(f"model {self.info.name!r} cannot run on this series: {reason}")
+        timings: dict[str, float] = {}
+        if self._run is None:
+            with stage_timer(timings, "load"):
+                self.load()
+        run = self.load()
+        with stage_timer(timings, "input"):
+            image = volume_metatensor(volume)
+        with stage_timer(timings, "bundle"):
+            result = run(image)
+        with stage_timer(timings, "outputs"):
+            fields = self._fields(run, result, image, volume)
+        return Prediction(
+            model_name=self.info.name,
+            model_version=self.info.version,
+            task=self.info.task.value,
+            is_demo=self.info.is_demo,
+            timings_seconds=timings,
+            **fields,
+        )
+
+    def _fields(
+        self, run: Any, result: dict[str, Any], image: Any, volume: Volume
+    ) -> dict[str, Any]:
+        from node.models import bundle_outputs as outputs
+
+        spec = self.spec
+        task = self.info.task
+        if task is Task.DETECTION:
+            detector = getattr(run.inferer, "detector", None)
+            label_key = str(getattr(detector, "target_label_key", "label"))
+            types = {i: segment_codes(name)[1] for i, name in enumerate(spec.classes)}
+            return {
+                "findings": outputs.findings(
+                    result,
+                    space=outputs.box_space(run.postprocessing),
+                    volume=volume,
+                    box_key=str(getattr(detector, "target_box_key", "box")),
+                    label_key=label_key,
+                    score_key=str(getattr(detector, "pred_score_key", f"{label_key}_scores")),
+                    types=types,
+                    default_type=Code("52988006", "SCT", "Lesion"),
+                )
+            }
+        if run.output_key not in result:
+            raise ModelError(
+                f"model {self.info.name!r}: the bundle's postprocessing gave no "
+                f"'{run.output_key}' (keys: {sorted(map(str, result))})"
+            )
+        pred = result[run.output_key]
+        if task is Task.CLASSIFICATION:
+            return {"class_probabilities": outputs.probabilities(pred, list(spec.classes))}
+        labels = outputs.label_map(pred, image, volume)
+        segments = tuple(
+            SegmentDescription(
+                label=value,
+                name=label.name,
+                category=Code(*label.category),
+                property_type=Code(*label.type),
+                color_rgb=label.color,
+            )
+            for value, label in sorted(spec.labels.items())
+        )
+        return {"label_map": labels, "segments": segments}
 
 
-def load_bundle(folder: Path, *, device: torch.device) -> NetworkModel:
+_OUTPUTS = {
+    Task.SEGMENTATION: (OutputKind.LABEL_MAP,),
+    Task.DETECTION: (OutputKind.FINDINGS,),
+    Task.CLASSIFICATION: (OutputKind.PROBABILITIES,),
+}
+
+
+def load_bundle(folder: Path, *, device: torch.device) -> BundleModel:
     """Describe (not load) the model of one MONAI bundle folder.
 
     Raises
@@ -151,20 +268,28 @@ def load_bundle(folder: Path, *, device: torch.device) -> NetworkModel:
     ModelError
         The folder is not a bundle, has no weights, or its metadata/spec is invalid.
     """
-    config = _config_file(folder)
-    if not (
-        (folder / "models" / "model.ts").is_file() or (folder / "models" / "model.pt").is_file()
-    ):
+    _config_file(folder)
+    if not any((folder / "models" / n).is_file() for n in ("model.pt", "model.ts")):
         raise ModelError(f"{folder}: bundle has no models/model.ts or models/model.pt")
     spec = _spec(folder)
+    if spec.task not in _OUTPUTS:
+        raise ModelError(f"{folder}: bundles of task {spec.task.value!r} are not supported")
     card = ""
     for name in ("MODEL_CARD.md", "docs/README.md"):
         if (folder / name).is_file():
             card = (folder / name).read_text(encoding="utf-8", errors="replace")
             break
-    del config
-
-    def loader(dev: torch.device) -> torch.nn.Module:
-        return _load_network(folder, dev)
-
-    return NetworkModel(spec_info(spec, source="bundle", card=card), spec, loader, device=device)
+    info = ModelInfo(
+        name=spec.name,
+        version=spec.version,
+        task=spec.task,
+        outputs=_OUTPUTS[spec.task],
+        modalities=tuple(m.upper() for m in spec.modalities),
+        body_parts=tuple(spec.body_parts),
+        dims=tuple(spec.dims),
+        is_demo=spec.is_demo,
+        description=spec.description,
+        card=card,
+        source="bundle",
+    )
+    return BundleModel(info, spec, folder, device=device)

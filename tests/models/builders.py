@@ -97,7 +97,30 @@ UNET_CONFIG = {
         "num_res_units": 0,
     },
     "model_dir": "$@bundle_root + '/models'",
+    "preprocessing": {
+        "_target_": "Compose",
+        "transforms": [
+            {"_target_": "LoadImaged", "keys": "image"},
+            {"_target_": "EnsureChannelFirstd", "keys": "image"},
+            {
+                "_target_": "ScaleIntensityRanged",
+                "keys": "image",
+                "a_min": -1000,
+                "a_max": 400,
+                "b_min": 0,
+                "b_max": 1,
+                "clip": True,
+            },
+        ],
+    },
     "inferer": {"_target_": "SlidingWindowInferer", "roi_size": [16, 16, 16], "sw_batch_size": 1},
+    "postprocessing": {
+        "_target_": "Compose",
+        "transforms": [
+            {"_target_": "AsDiscreted", "keys": "pred", "argmax": True},
+            {"_target_": "SaveImaged", "keys": "pred", "output_dir": "/nonexistent/ainode"},
+        ],
+    },
 }
 
 
