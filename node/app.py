@@ -25,6 +25,7 @@ from typing import Any
 from node.assembly.tracker import StudyTracker
 from node.config import Config
 from node.delivery.outbox import Outbox
+from node.edge import check_edge
 from node.errors import ConfigError
 from node.ingest.pulls import PullRunner
 from node.ingest.scp import DicomListener, ListenerSettings, allowed, tls_server_context
@@ -150,6 +151,7 @@ class Node:
                 max_associations=n.max_associations,
                 max_pdu=n.max_pdu,
                 network_timeout_seconds=n.network_timeout_seconds,
+                max_instance_bytes=n.max_instance_bytes,
             ),
             self._spool,
             on_association=self._association,
@@ -157,6 +159,8 @@ class Node:
         self.dicom_port: int | None = None
         self.tls_port: int | None = None
         self.http_port: int | None = None
+        #: What the console's dashboard shows about exposure (node.edge.check_edge)
+        self.edge_warnings: list[str] = []
         self._http_server: Any = None
         self._http_thread: threading.Thread | None = None
 
@@ -320,7 +324,13 @@ class Node:
 
     # ------------------------------------------------------------ life cycle
     def start(self) -> None:
-        """Start every part; raise ConfigError when a port or TLS file cannot be used."""
+        """Start every part; raise ConfigError when a port or TLS file cannot be used, or when
+        the HTTP face would be open to the network without credentials (``node.edge``)."""
+        try:
+            self.edge_warnings = check_edge(self._config, serve_http=self._serve_http)
+        except ConfigError:
+            self.stop()
+            raise
         self._spool.start()
         self._outbox.start()
         self._engine.start()

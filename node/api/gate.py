@@ -76,9 +76,7 @@ def guarded_routes(app: Any) -> list[tuple[GuardedRoute | None, re.Pattern[str],
         guard: Guard | None = (
             "api" if authorize in calls else "console" if session in calls else None
         )
-        entry = (
-            GuardedRoute(str(route.path), methods, guard, regex) if guard is not None else None
-        )
+        entry = GuardedRoute(str(route.path), methods, guard, regex) if guard is not None else None
         out.append((entry, regex, methods))
     return out
 
