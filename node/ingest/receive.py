@@ -26,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import shutil
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,6 +66,7 @@ class ReceivedFile:
     dataset_offset: int
     sha256: str
     dataset_sha256: str
+    free_before: int  # free bytes on the file system when the file was started
 
 
 class InstanceWriter:
@@ -85,6 +87,8 @@ class InstanceWriter:
         self._meta_len = len(meta)
         self._file_hash = hashlib.sha256(meta)
         self._ds_hash = hashlib.sha256()
+        # the spool's free-space check must not count root's reserved blocks this file may use
+        self.free_before = shutil.disk_usage(tmp_dir).free
         self._fd: int | None = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
         self.error: OSError | None = None
         self._write(meta)
@@ -149,6 +153,7 @@ class InstanceWriter:
             dataset_offset=self._meta_len,
             sha256=self._file_hash.hexdigest(),
             dataset_sha256=self._ds_hash.hexdigest(),
+            free_before=self.free_before,
         )
 
 
@@ -188,11 +193,11 @@ class StreamingDimse(DIMSEServiceProvider):
                 writer.write(memoryview(data)[1:])
                 if data[0] & 2:  # last fragment: let pynetdicom finish the message
                     one = P_DATA()
-                    one.presentation_data_value_list = [(context_id, data[:1])]
+                    one.presentation_data_value_list = [[context_id, data[:1]]]  # type: ignore[list-item]
                     super().receive_primitive(one)
                 continue
             one = P_DATA()
-            one.presentation_data_value_list = [(context_id, data)]
+            one.presentation_data_value_list = [[context_id, data]]  # type: ignore[list-item]
             super().receive_primitive(one)
             self._maybe_start_writer(context_id)
 
