@@ -105,6 +105,10 @@ class NodeConfig(_Strict):
     quota_bytes: int | None = Field(default=None, ge=1, description="refuse ingest above this size")
     min_free_bytes: int = Field(default=512 * 1024**2, ge=0, description="refuse ingest below this")
     ingest_sync: Literal["auto", "full"] = "auto"
+    receivers: Literal["auto"] | Annotated[int, Field(ge=1, le=64)] = Field(
+        default=1,
+        description="DICOM receiver processes on dicom_port; auto = one per CPU (at most 8)",
+    )
     tls: TlsConfig = Field(default_factory=TlsConfig)
     http_tls: HttpTlsConfig = Field(default_factory=HttpTlsConfig)
     shutdown_grace_seconds: float = Field(

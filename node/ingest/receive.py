@@ -77,8 +77,8 @@ class InstanceWriter:
     renamed the file, and that unlink finds nothing.
     """
 
-    def __init__(self, tmp_dir: Path, meta: bytes, *, limit: int) -> None:
-        self.path = tmp_dir / f"{uuid.uuid4().hex}.part"
+    def __init__(self, tmp_dir: Path, meta: bytes, *, limit: int, prefix: str = "") -> None:
+        self.path = tmp_dir / f"{prefix}{uuid.uuid4().hex}.part"
         self.name = str(self.path)
         self.file = self  # pynetdicom calls ``_data_set_file.file.flush()``
         self.limit = limit
@@ -166,6 +166,7 @@ class StreamingDimse(DIMSEServiceProvider):
 
     _ainode_tmp_dir: Path
     _ainode_limit: int
+    _ainode_prefix: str
 
     def _writer(self) -> InstanceWriter | None:
         msg = self.message
@@ -220,7 +221,9 @@ class StreamingDimse(DIMSEServiceProvider):
         except (KeyError, AttributeError, UnicodeError, ValueError, IndexError):
             return  # not ours to judge here: pynetdicom keeps it in memory and refuses it
         try:
-            writer = InstanceWriter(self._ainode_tmp_dir, meta, limit=self._ainode_limit)
+            writer = InstanceWriter(
+                self._ainode_tmp_dir, meta, limit=self._ainode_limit, prefix=self._ainode_prefix
+            )
         except OSError as exc:
             log.warning("store.tmp_unwritable", extra={"error": exc.strerror})
             return
@@ -234,7 +237,9 @@ class StreamingDimse(DIMSEServiceProvider):
             writer.discard()
 
 
-def install_streaming(assoc: Any, *, tmp_dir: Path, limit: int, max_pdu: int) -> None:
+def install_streaming(
+    assoc: Any, *, tmp_dir: Path, limit: int, max_pdu: int, prefix: str = ""
+) -> None:
     """Make ``assoc`` (an acceptor, before it starts) stream C-STORE data sets to ``tmp_dir``.
 
     Also bounds the PDUs it reads: longer than ``max_pdu`` (what the node offers; at least
@@ -245,6 +250,7 @@ def install_streaming(assoc: Any, *, tmp_dir: Path, limit: int, max_pdu: int) ->
     dimse.__class__ = StreamingDimse
     dimse._ainode_tmp_dir = tmp_dir
     dimse._ainode_limit = limit
+    dimse._ainode_prefix = prefix
     if max_pdu <= 0:
         return
     sock = assoc.dul.socket

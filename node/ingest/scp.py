@@ -194,6 +194,44 @@ class DicomListener:
         )
         return bound
 
+    def start_on(self, sock: socket.socket) -> None:
+        """Serve on an already listening socket inherited from the main process (receivers)."""
+        listening = sock
+
+        class _Inherited(ThreadedAssociationServer):
+            def server_bind(self) -> None:
+                if self.socket is not None:
+                    self.socket.close()
+                self.socket = listening
+                if self.ae.network_timeout is not None:
+                    self.socket.settimeout(self.ae.network_timeout)
+                self.server_address = self.socket.getsockname()
+
+            def server_activate(self) -> None:
+                pass  # listening already (the main process called listen)
+
+        server = self.ae.make_server(
+            (self.settings.host, 0), evt_handlers=self._handlers(), server_class=_Inherited
+        )
+        server.contexts = _AcceptorContexts(server.contexts)
+        thread = threading.Thread(target=server.serve_forever, name="AcceptorServer", daemon=True)
+        thread.start()
+        self.ae._servers.append(server)
+        with self._lock:
+            self._servers.append(server)
+        log.info("dicom.listening", extra={"port": int(server.server_address[1]), "tls": False})
+
+    def stop_accepting(self) -> None:
+        """Stop accepting new associations; open ones go on (a drain)."""
+        with self._lock:
+            servers, self._servers = self._servers, []
+        for server in servers:
+            server.shutdown()
+
+    def open_associations(self) -> list[Any]:
+        """The associations still running."""
+        return [a for a in self.ae.active_associations if a.is_alive()]
+
     def stop(self) -> None:
         """Stop every server and abort open associations."""
         with self._lock:
@@ -216,6 +254,7 @@ class DicomListener:
             tmp_dir=self.spool.tmp_dir,
             limit=self.settings.max_instance_bytes,
             max_pdu=self.settings.max_pdu,
+            prefix=str(getattr(self.spool, "tmp_prefix", "")),
         )
         if self.callers.restricts_hosts:
             _check_caller_host(assoc, self.callers)

@@ -288,6 +288,50 @@ class Spool:
         finally:
             path.unlink(missing_ok=True)  # still in tmp/: refused or failed (renamed if stored)
 
+    def commit_received(
+        self,
+        header: Header,
+        received: ReceivedFile,
+        *,
+        series_header: DicomJson | None,
+        calling_aet: str | None,
+        source: str,
+    ) -> StoreOutcome:
+        """The main process's half of ``store_received`` for a receiver process
+        (``node.ingest.receivers``): the receiver parsed the header, hashed the file and synced
+        its data; this deduplicates, reserves space and group-commits it.  The file is gone
+        from ``tmp/`` when this returns or raises."""
+        received_at = time.time()
+        path, size = received.path, received.size
+        try:
+            prev = self.index.lookup(header.sop_uid)
+            dataset_sha = received.dataset_sha256
+            if prev is not None and prev.dataset_sha256 == dataset_sha and prev.path.is_file():
+                path.unlink(missing_ok=True)
+                job = self._job(
+                    header, None, size, received.sha256, dataset_sha, calling_aet, source
+                )
+                job.received_at = received_at
+                return self._submit(job)
+            if not path.is_file():
+                raise IngestError("the received file is gone; send the instance again")
+            self._reserve(size, free_before=received.free_before)
+            try:
+                job = self._job(
+                    header, path, size, received.sha256, dataset_sha, calling_aet, source
+                )
+                if header.series_uid not in self._series_seen and not self.index.has_series(
+                    header.series_uid
+                ):
+                    job.series_header = series_header
+                job.received_at = received_at
+                return self._submit(job)
+            finally:
+                with self._lock:
+                    self._reserved -= size
+        finally:
+            path.unlink(missing_ok=True)
+
     def _sync_received(self, path: Path, fd: int | None) -> None:
         own = fd is None
         try:
