@@ -165,6 +165,7 @@ class CommitServer:
             target=self._server.serve_forever, name="commit-server", daemon=True
         )
         self._inflight: dict[str, int] = {}
+        self._ready: set[str] = set()
         self._cond = threading.Condition()
 
     def start(self) -> None:
@@ -186,6 +187,17 @@ class CommitServer:
             self._inflight[generation] -= 1
             self._cond.notify_all()
 
+    def ready(self, generation: str) -> None:
+        """A receiver of ``generation`` accepts associations."""
+        with self._cond:
+            self._ready.add(generation)
+            self._cond.notify_all()
+
+    def wait_ready(self, generations: list[str], timeout: float) -> bool:
+        """Wait until every receiver of ``generations`` accepts associations."""
+        with self._cond:
+            return self._cond.wait_for(lambda: self._ready.issuperset(generations), timeout)
+
     def wait_idle(self, generation: str, timeout: float) -> bool:
         """Wait until no request of ``generation`` is being committed."""
         with self._cond:
@@ -198,6 +210,9 @@ class CommitServer:
                 return self._store(message)
             if op == "quarantine":
                 self._quarantine(message)
+                return {"ok": True}
+            if op == "ready":
+                self.ready(str(message.get("generation", "")))
                 return {"ok": True}
             if op == "association":
                 if self.on_association is not None:
@@ -347,9 +362,21 @@ class ReceiverPool:
             self._generations[slot] = generation
         log.info("receivers.started", extra={"slot": slot, "pid": proc.pid})
 
-    def start(self) -> None:
+    def start(self, *, timeout: float = 120.0) -> None:
+        """Start every receiver and return once each accepts associations.
+
+        Raises
+        ------
+        OSError
+            A receiver did not get ready within ``timeout`` seconds.
+        """
         for slot in range(self.count):
             self._spawn(slot)
+        with self._lock:
+            generations = list(self._generations)
+        if not self.commit.wait_ready(generations, timeout):
+            self.stop()
+            raise OSError(f"the DICOM receiver processes did not start within {timeout:.0f} s")
         self._watcher.start()
 
     def _watch(self) -> None:
@@ -435,6 +462,10 @@ class RemoteSpool:
                 err.dicom_status = int(reply["status"])
             raise err
         return reply
+
+    def ready(self) -> None:
+        """Tell the main process this receiver accepts associations."""
+        self._ask({"op": "ready"})
 
     def tell_association(self, outcome: str, facts: dict[str, Any]) -> None:
         try:
@@ -592,6 +623,10 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     listen = socket.socket(fileno=args.listen_fd)
     listener.start_on(listen)
+    try:
+        spool.ready()
+    except IngestError:
+        return 1  # the main process is gone
     while not stop.wait(1.0):
         if not args.commit.exists():  # the main process is gone
             break
