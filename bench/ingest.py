@@ -13,9 +13,10 @@ sends the same files with dcmtk ``storescu`` to each receiver in the same run:
                      its RSS is the total of the main process and every receiver
 
 Scenarios: CT and small instances, each over one association and split over 4 parallel
-associations.  Every run line carries the machine's 1-minute load average.  Prints instances/s, MB/s, the receiver's peak RSS and ratios; with
-``--repeat N`` every scenario runs N times (receivers interleaved) and the median ratio and its
-range are printed.  Run from the repository root::
+associations.  Every run line carries the machine's 1-minute load average.  Prints
+instances/s, MB/s, the receiver's peak RSS and ratios; with ``--repeat N`` every scenario runs
+N times (receivers interleaved) and the median ratio and its range are printed.
+Run from the repository root::
 
     PYTHONPATH=$PWD .venv/bin/python bench/ingest.py [--slices 300] [--small 2000] [--repeat 3]
 """
