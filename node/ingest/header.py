@@ -219,6 +219,8 @@ def read_header_file(path: Path, size: int) -> Header:
     with path.open("rb") as f:
         ds = _parse(f, stop_before_pixels=True, defer_size=_DEFER)
         rest = f.tell()
+        if rest > size:  # pydicom seeked past the end over a deferred (large) value
+            raise MalformedInstanceError("truncated: a value ends past the end of the file")
         tsuid = _transfer_syntax(ds)
         for tag in list(ds.keys()):
             raw = ds.get_item(tag)
