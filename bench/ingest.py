@@ -9,11 +9,14 @@ sends the same files with dcmtk ``storescu`` to each receiver in the same run:
 * ``pynetdicom``     a do-nothing pynetdicom SCP (``bench/pynetdicom_scp.py``): the Python floor
 * ``ainode``         ``python -m node serve`` (durable before every ack, see
                      docs/ingest-performance.md)
+* ``ainode-rx``      the same with ``node.receivers: auto`` (one receiver process per CPU);
+                     its RSS is the total of the main process and every receiver
 
-Scenarios: CT over one association, small instances over one association, CT split over 4
-parallel associations.  Prints instances/s, MB/s, the receiver's peak RSS and ratios; with
-``--repeat N`` every scenario runs N times (receivers interleaved) and the median ratio and its
-range are printed.  Run from the repository root::
+Scenarios: CT and small instances, each over one association and split over 4 parallel
+associations.  Every run line carries the machine's 1-minute load average.  Prints
+instances/s, MB/s, the receiver's peak RSS and ratios; with ``--repeat N`` every scenario runs
+N times (receivers interleaved) and the median ratio and its range are printed.
+Run from the repository root::
 
     PYTHONPATH=$PWD .venv/bin/python bench/ingest.py [--slices 300] [--small 2000] [--repeat 3]
 """
@@ -42,8 +45,7 @@ from tests.util import free_port, wait_until  # noqa: E402
 ENV = dict(os.environ, TCP_NODELAY="1")
 
 
-def peak_rss_mb(pid: int) -> float:
-    """VmHWM (peak resident set) of a live process, in MB."""
+def _hwm(pid: int) -> float:
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
             if line.startswith("VmHWM:"):
@@ -53,8 +55,34 @@ def peak_rss_mb(pid: int) -> float:
     return float("nan")
 
 
+def _children(pid: int) -> list[int]:
+    try:
+        return [
+            int(c)
+            for t in os.listdir(f"/proc/{pid}/task")
+            for c in Path(f"/proc/{pid}/task/{t}/children").read_text().split()
+        ]
+    except OSError:
+        return []
+
+
+def peak_rss_mb(pid: int, *, with_receivers: bool = False) -> float:
+    """VmHWM (peak resident set) of a live process, in MB; with its receiver processes
+    (``node.receivers``) added when asked: the total of every ainode ingest process."""
+    total = _hwm(pid)
+    if with_receivers:
+        for child in _children(pid):
+            try:
+                cmd = Path(f"/proc/{child}/cmdline").read_bytes()
+            except OSError:
+                continue
+            if b"node.ingest.receivers" in cmd:
+                total += _hwm(child)
+    return total
+
+
 @contextlib.contextmanager
-def ainode(workdir: Path) -> Iterator[tuple[int, int]]:
+def ainode(workdir: Path, *, receivers: int | str = 1) -> Iterator[tuple[int, int]]:
     """Start ``python -m node serve`` with a fresh data dir; yield (port, pid)."""
     port, http = free_port(), free_port()
     cfg = workdir / "ainode.yaml"
@@ -67,6 +95,7 @@ def ainode(workdir: Path) -> Iterator[tuple[int, int]]:
                     "data_dir": str(workdir / "data"),
                     "min_free_bytes": 0,
                     "max_associations": 16,
+                    "receivers": receivers,
                 },
                 "study": {"stable_seconds": 3600},
             }
@@ -180,6 +209,7 @@ def main() -> None:
             "CT 1 assoc": (ct, 1),
             "small 1 assoc": (small, 1),
             f"CT {args.parallel} assoc": (ct, args.parallel),
+            f"small {args.parallel} assoc": (small, args.parallel),
         }
         receivers: dict[str, tuple[Receiver, str]] = {
             "storescp": (lambda d: storescp(d, sync=False), "STORESCP"),
@@ -187,6 +217,7 @@ def main() -> None:
             "orthanc": (orthanc, "ORTHANC"),
             "pynetdicom": (bare_pynetdicom, "PYNETDICOM"),
             "ainode": (ainode, "AINODE"),
+            "ainode-rx": (lambda d: ainode(d, receivers="auto"), "AINODE"),
         }
         runs: dict[tuple[str, str], list[tuple[float, float, float]]] = {}
         for rep in range(args.repeat):
@@ -199,13 +230,14 @@ def main() -> None:
                     work.mkdir()
                     with factory(work) as (port, pid):
                         seconds = send(port, files, parallel, aet)
-                        rss = peak_rss_mb(pid)
+                        rss = peak_rss_mb(pid, with_receivers=name == "ainode-rx")
+                    load = os.getloadavg()[0]
                     runs.setdefault((scen, name), []).append(
                         (len(files) / seconds, total_mb / seconds, rss)
                     )
                     print(
                         f"run {rep + 1}: {scen:14} {name:14} {len(files) / seconds:8.1f} inst/s "
-                        f"{total_mb / seconds:7.1f} MB/s  peak RSS {rss:6.1f} MB",
+                        f"{total_mb / seconds:7.1f} MB/s  peak RSS {rss:6.1f} MB  load {load:.1f}",
                         flush=True,
                     )
                     subprocess.run(["rm", "-rf", str(work)], check=False)
@@ -213,8 +245,8 @@ def main() -> None:
             "\nratios (inst/s of ainode / reference in the same run; "
             f"median [min-max] of {args.repeat}):"
         )
-        for scen in scenarios:
-            mine = runs.get((scen, "ainode"))
+        for scen, mode in [(s, m) for s in scenarios for m in ("ainode", "ainode-rx")]:
+            mine = runs.get((scen, mode))
             if mine is None:
                 continue
             parts = []
@@ -227,8 +259,8 @@ def main() -> None:
                     f"{statistics.median(ratios):.2f}x {ref} [{min(ratios):.2f}-{max(ratios):.2f}]"
                 )
             peaks = [m[2] for m in mine]
-            print(f"  {scen:14} " + ", ".join(parts))
-            print(f"  {'':14} ainode peak RSS {min(peaks):.0f}-{max(peaks):.0f} MB")
+            print(f"  {scen:14} {mode:9} " + ", ".join(parts))
+            print(f"  {'':14} {mode} peak RSS {min(peaks):.0f}-{max(peaks):.0f} MB")
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ The bounded version of this run is ``tests/ingest/test_load.py``.
 from __future__ import annotations
 
 import argparse
+import os
 import sqlite3
 import sys
 import tempfile
@@ -35,7 +36,10 @@ def main() -> None:
     ap.add_argument("--per-association", type=int, default=2000)
     ap.add_argument("--stow-clients", type=int, default=50)
     ap.add_argument("--stow-per-request", type=int, default=4)
+    ap.add_argument("--receivers", default="1", help="node.receivers: auto or N (RSS is summed)")
     args = ap.parse_args()
+    receivers: int | str = args.receivers if args.receivers == "auto" else int(args.receivers)
+    print(f"load average at the start: {os.getloadavg()}", flush=True)
 
     with tempfile.TemporaryDirectory(prefix="ainode-load-") as tmp:
         base = Path(tmp)
@@ -54,7 +58,7 @@ def main() -> None:
         print(f"generated the instances in {time.perf_counter() - t:.0f} s", flush=True)
         with start_node(
             base / "node",
-            node={"max_associations": args.associations + 4},
+            node={"max_associations": args.associations + 4, "receivers": receivers},
             study={"stable_seconds": 3600},
         ) as node:
             assert node.proc is not None
@@ -97,6 +101,7 @@ def main() -> None:
     for line in result.failed[:10]:
         print(f"  {line}")
     print(f"indexed: {indexed} of {result.sent}; stored more than once: {multiple}")
+    print(f"load average at the end: {os.getloadavg()}")
     print(f"node RSS: {before:.0f} MiB before, {after:.0f} MiB after; over time (s: MiB):")
     step = max(1, len(result.rss_samples) // 20)
     print("  " + ", ".join(f"{t:.1f}: {r:.0f}" for t, r in result.rss_samples[::step]))

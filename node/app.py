@@ -26,8 +26,10 @@ from typing import Any
 from node.assembly.tracker import StudyTracker
 from node.config import Config
 from node.delivery.outbox import Outbox
+from node.edge import check_edge
 from node.errors import ConfigError
 from node.ingest.pulls import PullRunner
+from node.ingest.receivers import CommitServer, ReceiverPool, receiver_count
 from node.ingest.scp import DicomListener, ListenerSettings, allowed, tls_server_context
 from node.ingest.spool import Spool, StoreOutcome
 from node.jobs.dispatch import plan_jobs
@@ -157,6 +159,7 @@ class Node:
                 max_associations=n.max_associations,
                 max_pdu=n.max_pdu,
                 network_timeout_seconds=n.network_timeout_seconds,
+                max_instance_bytes=n.max_instance_bytes,
             ),
             self._spool,
             on_association=self._association,
@@ -164,7 +167,11 @@ class Node:
         self.dicom_port: int | None = None
         self.tls_port: int | None = None
         self.http_port: int | None = None
+        #: What the console's dashboard shows about exposure (node.edge.check_edge)
+        self.edge_warnings: list[str] = []
         self._http_server: Any = None
+        self._commit: CommitServer | None = None
+        self._receivers: ReceiverPool | None = None
         self._http_thread: threading.Thread | None = None
 
     # ------------------------------------------------------------ what the API uses
@@ -383,7 +390,13 @@ class Node:
 
     # ------------------------------------------------------------ life cycle
     def start(self) -> None:
-        """Start every part; raise ConfigError when a port or TLS file cannot be used."""
+        """Start every part; raise ConfigError when a port or TLS file cannot be used, or when
+        the HTTP face would be open to the network without credentials (``node.edge``)."""
+        try:
+            self.edge_warnings = check_edge(self._config, serve_http=self._serve_http)
+        except ConfigError:
+            self.stop()
+            raise
         self._spool.start()
         self._outbox.start()
         self._engine.start()
@@ -393,7 +406,7 @@ class Node:
         self._tracker.start()
         self._retention.start()
         try:
-            self.dicom_port = self._listener.start()
+            self.dicom_port = self._start_dicom()
         except OSError as exc:
             self.stop()
             raise ConfigError(
@@ -428,6 +441,33 @@ class Node:
             },
         )
 
+    def _start_dicom(self) -> int:
+        """The plain DICOM port: in this process, or ``node.receivers`` receiver processes."""
+        n = self._config.node
+        count = receiver_count(n.receivers)
+        if count <= 1:
+            return self._listener.start()
+        self._commit = CommitServer(self._spool, on_association=self._association)
+        self._commit.start()
+        self._receivers = ReceiverPool(
+            config_path=None,
+            config_json=n.model_dump_json(),
+            host=n.host,
+            port=n.dicom_port,
+            count=count,
+            commit=self._commit,
+            sync_mode=self._spool.sync_mode,
+            tmp_dir=self._spool.tmp_dir,
+        )
+        self._receivers.start()
+        log.info("dicom.receivers", extra={"receivers": count, "port": self._receivers.port})
+        return self._receivers.port
+
+    @property
+    def receivers(self) -> ReceiverPool | None:
+        """The receiver processes (``node.receivers`` > 1), else None."""
+        return self._receivers
+
     def _drain(self, grace_seconds: float) -> None:
         deadline = time.monotonic() + grace_seconds
 
@@ -437,6 +477,8 @@ class Node:
         running_jobs = list(self._engine.running())
         # 1) refuse new work: no job claims, no new association, no new HTTP connection
         self._engine.drain(0.0)
+        if self._receivers is not None:
+            self._receivers.stop(grace_seconds)  # each drains its own associations
         self._listener.stop()
         associations = [a for a in self._listener.ae.active_associations if a.is_alive()]
         if self._http_server is not None:
@@ -553,6 +595,12 @@ class Node:
                 self._http_thread.join(timeout=10)
             self._http_server = None
         self._pulls.stop()
+        if self._receivers is not None:
+            self._receivers.stop()
+            self._receivers = None
+        if self._commit is not None:
+            self._commit.stop()
+            self._commit = None
         self._listener.stop()
         self._retention.stop()
         self._tracker.stop()

@@ -18,6 +18,7 @@ from ruamel.yaml.reader import ReaderError
 from node.errors import ConfigError
 
 __all__ = [
+    "AllowedCaller",
     "AuthConfig",
     "CeleryConfig",
     "Config",
@@ -67,20 +68,47 @@ class HttpTlsConfig(_Strict):
     require_client_cert: bool = False
 
 
+class AllowedCaller(_Strict):
+    """A calling AE title allowed only from listed hosts (IP address, CIDR or host name)."""
+
+    ae_title: str = Field(min_length=1, max_length=16)
+    hosts: list[str] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _hosts_not_blank(self) -> AllowedCaller:
+        if any(not h.strip() for h in self.hosts):
+            raise ValueError("hosts: an entry is empty")
+        return self
+
+
 class NodeConfig(_Strict):
     ae_title: str = Field(default="AINODE", min_length=1, max_length=16)
     host: str = "127.0.0.1"
     dicom_port: int = Field(default=11112, ge=0, le=65535)
     http_port: int = Field(default=8080, ge=0, le=65535)
     data_dir: Path = Path("ainode-data")
-    allowed_calling_aets: list[str] = Field(default_factory=list)
+    allowed_calling_aets: list[str | AllowedCaller] = Field(
+        default_factory=list,
+        description="AE titles (any address) or {ae_title, hosts}; empty = every AE",
+    )
     max_associations: int = Field(default=16, ge=1, le=512)
-    max_pdu: int = Field(default=0, ge=0, description="0 = unlimited")
+    max_pdu: int = Field(
+        default=1024 * 1024,
+        ge=0,
+        description="largest P-DATA PDU we receive; longer PDUs abort; 0 = unlimited (unsafe)",
+    )
+    max_instance_bytes: int = Field(
+        default=4 * 1024**3, ge=1024, description="refuse (0xA700) a larger received instance"
+    )
     network_timeout_seconds: float = Field(default=60.0, gt=0)
     stow_max_bytes: int = Field(default=2 * 1024**3, ge=1)
     quota_bytes: int | None = Field(default=None, ge=1, description="refuse ingest above this size")
     min_free_bytes: int = Field(default=512 * 1024**2, ge=0, description="refuse ingest below this")
     ingest_sync: Literal["auto", "full"] = "auto"
+    receivers: Literal["auto"] | Annotated[int, Field(ge=1, le=64)] = Field(
+        default=1,
+        description="DICOM receiver processes on dicom_port; auto = one per CPU (at most 8)",
+    )
     tls: TlsConfig = Field(default_factory=TlsConfig)
     http_tls: HttpTlsConfig = Field(default_factory=HttpTlsConfig)
     shutdown_grace_seconds: float = Field(
@@ -253,6 +281,10 @@ class TokenConfig(_Strict):
 
 
 class AuthConfig(_Strict):
+    allow_anonymous: bool = Field(
+        default=False,
+        description="serve HTTP on a non-loopback host with no users or tokens (anyone = admin)",
+    )
     token: str | None = Field(default=None, repr=False)
     token_file: Path | None = None
     users: dict[str, UserConfig] = Field(default_factory=dict)

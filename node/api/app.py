@@ -32,6 +32,7 @@ from node.api import (
 from node.api.auth import Authenticator, authorize
 from node.api.console import install_console
 from node.api.deps import NodeView
+from node.api.gate import AuthGate
 from node.api.problems import PROBLEM_RESPONSES, install_problem_handler
 from node.audit import AuditLog, JobEventFollower
 
@@ -84,6 +85,7 @@ def create_app(node: NodeView) -> FastAPI:
     app.state.audit = audit_log
     app.state.metrics = metrics.NodeMetrics(node)
     _audit_node_events(node, audit_log)
+    app.add_middleware(AuthGate)  # inside the problem middleware: its refusals are problems too
     install_problem_handler(app)
     protected = [Depends(authorize)]
     app.include_router(health.router)

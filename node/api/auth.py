@@ -97,6 +97,9 @@ _POLICY: dict[tuple[str, str], Role] = {
     ("POST", "/api/rules/validate"): Role.VIEWER,
     ("POST", "/api/rules/dry-run"): Role.VIEWER,
     ("GET", "/api/audit"): Role.ADMIN,
+    ("POST", "/console/logout"): Role.VIEWER,
+    # the rule editor's form checks (viewer) or saves (admin: checked by the page per action)
+    ("POST", "/console/rules"): Role.VIEWER,
 }
 
 
@@ -404,8 +407,10 @@ def authorize(request: Request) -> Principal:
         401 (with ``WWW-Authenticate: Bearer``) without valid credentials; 403 when the
         principal's role is below ``required_role`` for this route.
     """
-    authenticator: Authenticator = request.app.state.auth
-    principal = authenticator.resolve(request)
+    principal: Principal | None = getattr(request.state, "principal", None)
+    if principal is None:  # node.api.gate.AuthGate resolves it first; direct use resolves here
+        authenticator: Authenticator = request.app.state.auth
+        principal = authenticator.resolve(request)
     if principal is None:
         log.info("http.unauthorized", extra={"path": request.url.path})
         raise HTTPException(

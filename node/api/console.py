@@ -38,7 +38,16 @@ from node.api.models import model_rows
 from node.api.previews import SC_CLASSES, SEG_CLASS
 from node.routing.dispatch import series_inputs
 
-__all__ = ["SESSION_COOKIE", "Session", "check_csrf", "need", "page", "router", "session"]
+__all__ = [
+    "SESSION_COOKIE",
+    "Session",
+    "check_csrf",
+    "forbidden_page",
+    "need",
+    "page",
+    "router",
+    "session",
+]
 
 router = APIRouter(prefix="/console", include_in_schema=False)
 templates = Jinja2Templates(directory=str(Path(__file__).with_name("templates")))
@@ -431,6 +440,20 @@ def echo(request: Request, name: str, node: Node, csrf: Annotated[str, Form()]) 
     return page(request, "destinations.html", destinations=rows, echo=result)
 
 
+def forbidden_page(request: Request, principal: Principal, needed: Role) -> HTMLResponse:
+    """The 403 page (audited as ``access.denied``): ``principal``'s role is below ``needed``."""
+    request.state.principal = principal
+    audit(request, "access.denied", outcome="failure", path=request.url.path)
+    return page(
+        request,
+        "forbidden.html",
+        status_code=403,
+        actor=principal.actor,
+        role=principal.role.value,
+        needed=needed.value,
+    )
+
+
 def install_console(app: Any) -> None:
     """Add the console routes and send not-logged-in visitors to the login page."""
 
@@ -439,15 +462,7 @@ def install_console(app: Any) -> None:
 
     async def forbidden(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, _Forbidden)
-        audit(request, "access.denied", outcome="failure", path=request.url.path)
-        return page(
-            request,
-            "forbidden.html",
-            status_code=403,
-            actor=exc.principal.actor,
-            role=exc.principal.role.value,
-            needed=exc.needed.value,
-        )
+        return forbidden_page(request, exc.principal, exc.needed)
 
     from node.api import console_activity, console_rules
 

@@ -58,6 +58,7 @@ def dashboard_page(request: Request, node: Node) -> HTMLResponse:
         jobs=activity.jobs_by_state,
         deliveries=activity.deliveries_by_state,
         dead_by_destination=activity.dead_deliveries_by_destination,
+        edge_warnings=list(getattr(node, "edge_warnings", [])),
     )
 
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 import io
 import re
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import Any, BinaryIO, Literal
 
 import pydicom
 from pydicom.dataelem import RawDataElement
@@ -21,12 +22,14 @@ from node.errors import MalformedInstanceError, MissingAttributeError
 from node.types import DicomJson
 
 __all__ = [
+    "IN_MEMORY_BYTES",
     "Header",
     "dataset_offset",
     "file_meta_bytes",
     "header_json",
     "is_valid_uid",
     "read_header",
+    "read_header_file",
 ]
 
 #: PS3.5 9.1: digits and dots, at most 64 characters.  Leading zeros in components are accepted
@@ -125,6 +128,181 @@ def _describe(exc: BaseException) -> str:
     if len(text) > _MAX_DETAIL:
         text = text[: _MAX_DETAIL - 3] + "..."
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _parse(source: Any, **kwargs: Any) -> Dataset:
+    try:
+        return pydicom.dcmread(source, force=False, **kwargs)
+    except InvalidDicomError as exc:
+        raise MalformedInstanceError(f"not a DICOM PS3.10 file: {exc}") from exc
+    except RecursionError as exc:
+        raise MalformedInstanceError(
+            "unreadable DICOM data: sequences nested too deeply to parse"
+        ) from exc
+    except Exception as exc:  # noqa: BLE001 - any parser failure means "cannot understand"
+        raise MalformedInstanceError(f"unreadable DICOM data: {_describe(exc)}") from exc
+
+
+def _transfer_syntax(ds: Dataset) -> str:
+    tsuid = str(ds.file_meta.get("TransferSyntaxUID", "") or "").strip()
+    if not tsuid:
+        raise MalformedInstanceError("file meta has no Transfer Syntax UID (0002,0010)")
+    if not is_valid_uid(tsuid):
+        raise MalformedInstanceError("file meta has an invalid Transfer Syntax UID")
+    return tsuid
+
+
+def _identify(ds: Dataset, tsuid: str) -> Header:
+    try:
+        uids = {
+            kw: _raw_text(ds, kw)
+            for kw in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "SOPClassUID")
+        }
+    except Exception as exc:  # noqa: BLE001
+        raise MalformedInstanceError(f"unreadable DICOM data: {_describe(exc)}") from exc
+    missing = [kw for kw, v in uids.items() if not v]
+    if missing:
+        raise MissingAttributeError(f"required attribute(s) absent or empty: {', '.join(missing)}")
+    for kw, v in uids.items():
+        if not is_valid_uid(v):
+            raise MalformedInstanceError(f"{kw} is not a valid UID (PS3.5 9.1)")
+    return Header(
+        study_uid=str(uids["StudyInstanceUID"]),
+        series_uid=str(uids["SeriesInstanceUID"]),
+        sop_uid=str(uids["SOPInstanceUID"]),
+        sop_class_uid=str(uids["SOPClassUID"]),
+        transfer_syntax_uid=tsuid,
+        modality=_raw_text(ds, "Modality"),
+        body_part=_raw_text(ds, "BodyPartExamined"),
+        series_description=_text(ds, "SeriesDescription"),
+        dataset=ds,
+    )
+
+
+#: Files up to this size are parsed in memory (``read_header``); larger ones from the file,
+#: with bulk values skipped and their completeness checked by seeking (``read_header_file``).
+IN_MEMORY_BYTES = 64 * 1024 * 1024
+_DEFER = 1024 * 1024
+_ITEM, _ITEM_END, _SEQ_END = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
+_LONG_VRS = {
+    b"OB",
+    b"OD",
+    b"OF",
+    b"OL",
+    b"OV",
+    b"OW",
+    b"SQ",
+    b"SV",
+    b"UC",
+    b"UN",
+    b"UR",
+    b"UT",
+    b"UV",
+}
+
+
+def read_header_file(path: Path, size: int) -> Header:
+    """``read_header`` for a received file of ``size`` bytes at ``path``, in bounded memory.
+
+    Up to ``IN_MEMORY_BYTES`` the file is read and parsed exactly as ``read_header`` does.
+    Larger files are parsed up to the pixel data with values over 1 MiB left unread; then every
+    remaining top-level element (pixel data fragments included) is walked by its length fields
+    to check that the file is complete.
+
+    Raises
+    ------
+    MalformedInstanceError, MissingAttributeError
+        As ``read_header``.
+    """
+    if size <= IN_MEMORY_BYTES:
+        return read_header(path.read_bytes())
+    with path.open("rb") as f:
+        ds = _parse(f, stop_before_pixels=True, defer_size=_DEFER)
+        rest = f.tell()
+        if rest > size:  # pydicom seeked past the end over a deferred (large) value
+            raise MalformedInstanceError("truncated: a value ends past the end of the file")
+        tsuid = _transfer_syntax(ds)
+        for tag in list(ds.keys()):
+            raw = ds.get_item(tag)
+            if isinstance(raw, RawDataElement) and raw.length != _UNDEFINED:
+                have = len(raw.value) if isinstance(raw.value, bytes) else None
+                if raw.value is None and raw.value_tell + raw.length > size:
+                    raise MalformedInstanceError(
+                        f"truncated: element {tag} declares {raw.length} bytes past the end"
+                    )
+                if have is not None and have != raw.length:
+                    raise MalformedInstanceError(
+                        f"truncated: element {tag} declares {raw.length} bytes but {have} "
+                        "were received"
+                    )
+        if tsuid != pydicom.uid.DeflatedExplicitVRLittleEndian:
+            syntax = pydicom.uid.UID(tsuid)
+            implicit = syntax == pydicom.uid.ImplicitVRLittleEndian
+            little = syntax != pydicom.uid.ExplicitVRBigEndian
+            _walk(f, rest, size, implicit=implicit, little=little)
+    return _identify(ds, tsuid)
+
+
+def _walk(f: BinaryIO, pos: int, size: int, *, implicit: bool, little: bool) -> None:
+    """Check by their length fields that the elements from ``pos`` to the end are complete."""
+    order: Literal["little", "big"] = "little" if little else "big"
+
+    def read(at: int, n: int) -> bytes:
+        f.seek(at)
+        data = f.read(n)
+        if len(data) != n:
+            raise MalformedInstanceError("truncated: the data set ends inside an element header")
+        return data
+
+    def tag_at(at: int) -> int:
+        b = read(at, 4)
+        return (int.from_bytes(b[:2], order) << 16) | int.from_bytes(b[2:4], order)
+
+    def element(at: int, depth: int) -> int:
+        """Skip one element (or item/delimiter) at ``at``; return the position after it."""
+        if depth > 64:
+            raise MalformedInstanceError("unreadable DICOM data: sequences nested too deeply")
+        tag = tag_at(at)
+        if tag >> 16 == 0xFFFE:
+            length = int.from_bytes(read(at + 4, 4), order)
+            start = at + 8
+            if tag == _ITEM and length == _UNDEFINED:
+                return until(start, _ITEM_END, depth + 1)
+        elif implicit:
+            length = int.from_bytes(read(at + 4, 4), order)
+            start = at + 8
+        else:
+            vr = read(at + 4, 2)
+            if vr in _LONG_VRS:
+                length = int.from_bytes(read(at + 8, 4), order)
+                start = at + 12
+            else:
+                length = int.from_bytes(read(at + 6, 2), order)
+                start = at + 8
+        if length == _UNDEFINED:
+            return until(start, _SEQ_END, depth + 1)
+        end = start + length
+        if end > size:
+            raise MalformedInstanceError(
+                f"truncated: element ({tag >> 16:04X},{tag & 0xFFFF:04X}) declares {length} "
+                f"bytes but {max(0, size - start)} were received"
+            )
+        return end
+
+    def until(at: int, delimiter: int, depth: int) -> int:
+        while True:
+            if at + 8 > size:
+                raise MalformedInstanceError(
+                    "truncated: an undefined-length value has no delimitation item"
+                )
+            if tag_at(at) == delimiter:
+                return at + 8
+            at = element(at, depth)
+
+    while pos < size:
+        if pos + 8 > size:
+            raise MalformedInstanceError("truncated: the data set ends inside an element header")
+        pos = element(pos, 0)
 
 
 def read_header(data: bytes) -> Header:

@@ -2,13 +2,18 @@
 
 Every storage SOP class (and, with the unrestricted storage service, any other proposed abstract
 syntax) is accepted with every transfer syntax pydicom knows.  The received data set is never
-decoded: its encoded bytes plus the file meta built from the association (PS3.10 7.1) are handed
-to ``Spool.store``, and success (0x0000) is answered only after that returns (PS3.4 B.2.3).
+decoded: it is written, behind the file meta built from the association (PS3.10 7.1), to a file
+in the spool's ``tmp/`` as its PDUs arrive (``node.ingest.receive``, installed per association,
+bounded by ``node.max_instance_bytes`` and ``node.max_pdu``), and that file is handed to
+``Spool.store_received``; success (0x0000) is answered only after that returns (PS3.4 B.2.3).
+Calling AE titles are checked by pynetdicom and, for entries bound to hosts, against the peer's
+address (``node.edge.CallerPolicy``).
 """
 
 from __future__ import annotations
 
 import copy
+import errno
 import logging
 import socket
 import ssl
@@ -31,8 +36,11 @@ from pynetdicom.presentation import AllStoragePresentationContexts
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from pynetdicom.transport import ThreadedAssociationServer
 
+from node.config import AllowedCaller
+from node.edge import CallerPolicy
 from node.errors import IngestError, OutOfResourcesError
 from node.ingest.header import file_meta_bytes
+from node.ingest.receive import InstanceWriter, StreamingDimse, install_streaming
 from node.ingest.spool import Spool
 
 __all__ = ["DicomListener", "ListenerSettings", "tls_server_context"]
@@ -57,10 +65,11 @@ class ListenerSettings:
     ae_title: str = "AINODE"
     host: str = "127.0.0.1"
     port: int = 11112
-    allowed_calling_aets: tuple[str, ...] = ()
+    allowed_calling_aets: tuple[str | AllowedCaller, ...] = ()
     max_associations: int = 16
-    max_pdu: int = 0
+    max_pdu: int = 1024 * 1024
     network_timeout_seconds: float = 60.0
+    max_instance_bytes: int = 4 * 1024**3
 
 
 class _DeferredHandshakeContext(ssl.SSLContext):
@@ -135,6 +144,7 @@ class DicomListener:
         self.on_association = on_association
         self._servers: list[ThreadedAssociationServer] = []
         self._lock = threading.Lock()
+        self.callers = CallerPolicy(settings.allowed_calling_aets)
         self.ae = self._make_ae()
 
     def _make_ae(self) -> AE:
@@ -150,8 +160,8 @@ class DicomListener:
         ae.network_timeout = s.network_timeout_seconds
         ae.acse_timeout = s.network_timeout_seconds
         ae.dimse_timeout = s.network_timeout_seconds
-        if s.allowed_calling_aets:
-            ae.require_calling_aet = list(s.allowed_calling_aets)
+        if self.callers.titles:
+            ae.require_calling_aet = list(self.callers.titles)
         return ae
 
     def _handlers(self) -> list[Any]:
@@ -159,6 +169,7 @@ class DicomListener:
             (evt.EVT_C_STORE, self._on_store),
             (evt.EVT_C_ECHO, self._on_echo),
             (evt.EVT_CONN_OPEN, self._on_connect),
+            (evt.EVT_CONN_CLOSE, self._on_close),
             (evt.EVT_REJECTED, self._on_rejected),
             (evt.EVT_ACCEPTED, self._on_accepted),
         ]
@@ -183,6 +194,44 @@ class DicomListener:
         )
         return bound
 
+    def start_on(self, sock: socket.socket) -> None:
+        """Serve on an already listening socket inherited from the main process (receivers)."""
+        listening = sock
+
+        class _Inherited(ThreadedAssociationServer):
+            def server_bind(self) -> None:
+                if self.socket is not None:
+                    self.socket.close()
+                self.socket = listening
+                if self.ae.network_timeout is not None:
+                    self.socket.settimeout(self.ae.network_timeout)
+                self.server_address = self.socket.getsockname()
+
+            def server_activate(self) -> None:
+                pass  # listening already (the main process called listen)
+
+        server = self.ae.make_server(
+            (self.settings.host, 0), evt_handlers=self._handlers(), server_class=_Inherited
+        )
+        server.contexts = _AcceptorContexts(server.contexts)
+        thread = threading.Thread(target=server.serve_forever, name="AcceptorServer", daemon=True)
+        thread.start()
+        self.ae._servers.append(server)
+        with self._lock:
+            self._servers.append(server)
+        log.info("dicom.listening", extra={"port": int(server.server_address[1]), "tls": False})
+
+    def stop_accepting(self) -> None:
+        """Stop accepting new associations; open ones go on (a drain)."""
+        with self._lock:
+            servers, self._servers = self._servers, []
+        for server in servers:
+            server.shutdown()
+
+    def open_associations(self) -> list[Any]:
+        """The associations still running."""
+        return [a for a in self.ae.active_associations if a.is_alive()]
+
     def stop(self) -> None:
         """Stop every server and abort open associations."""
         with self._lock:
@@ -191,15 +240,30 @@ class DicomListener:
             server.shutdown()
 
     # ------------------------------------------------------------ handlers
-    @staticmethod
-    def _on_connect(event: evt.Event) -> None:
+    def _on_connect(self, event: evt.Event) -> None:
+        assoc = event.assoc
         # Our responses are small PDUs: never let Nagle hold them back (dcmtk peers wait on them)
         try:
-            sock = event.assoc.dul.socket.socket  # type: ignore[union-attr]
+            sock = assoc.dul.socket.socket  # type: ignore[union-attr]
             if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         except (AttributeError, OSError):
             pass
+        install_streaming(
+            assoc,
+            tmp_dir=self.spool.tmp_dir,
+            limit=self.settings.max_instance_bytes,
+            max_pdu=self.settings.max_pdu,
+            prefix=str(getattr(self.spool, "tmp_prefix", "")),
+        )
+        if self.callers.restricts_hosts:
+            _check_caller_host(assoc, self.callers)
+
+    @staticmethod
+    def _on_close(event: evt.Event) -> None:
+        dimse = event.assoc.dimse
+        if isinstance(dimse, StreamingDimse):
+            dimse.abandon()
 
     def _on_rejected(self, event: evt.Event) -> None:
         log.warning(
@@ -232,13 +296,45 @@ class DicomListener:
 
     def _on_store(self, event: evt.Event) -> int | Dataset:
         calling = event.assoc.requestor.ae_title.strip() or None
+        writer = getattr(event.request, "_dataset_file", None)
         try:
-            data = _encoded_file(event)
-        except Exception:  # noqa: BLE001
-            log.exception("store.no_dataset")
-            return 0xC000
+            if isinstance(writer, InstanceWriter):
+                return self._store_streamed(writer, calling)
+            try:
+                data = _encoded_file(event)
+            except Exception:  # noqa: BLE001
+                log.exception("store.no_dataset")
+                return 0xC000
+            return self._answer(lambda: self.spool.store(data, calling_aet=calling, source="dimse"))
+        finally:
+            if isinstance(writer, InstanceWriter):
+                writer.close()
+
+    def _store_streamed(self, writer: InstanceWriter, calling: str | None) -> int | Dataset:
+        if writer.over_limit:
+            writer.discard()
+            log.warning(
+                "store.refused",
+                extra={"error": "too-large", "bytes": writer.size, "limit": writer.limit},
+            )
+            return _status(0xA700, f"instance over node.max_instance_bytes ({writer.limit} bytes)")
+        if writer.error is not None:
+            writer.discard()
+            full = writer.error.errno in (errno.ENOSPC, errno.EDQUOT)
+            log.warning("store.refused", extra={"error": "write-failed"})
+            if full:
+                return _status(0xA700, "disk full while writing the instance")
+            return _status(_PROCESSING_FAILURE, "cannot write the instance")
+        received = writer.result()
+        fd = writer.fd
+        return self._answer(
+            lambda: self.spool.store_received(received, fd, calling_aet=calling, source="dimse")
+        )
+
+    @staticmethod
+    def _answer(store: Callable[[], Any]) -> int | Dataset:
         try:
-            outcome = self.spool.store(data, calling_aet=calling, source="dimse")
+            outcome = store()
         except OutOfResourcesError as exc:
             log.warning("store.refused", extra={"error": exc.type})
             return _status(0xA700, str(exc))
@@ -280,6 +376,39 @@ def _status(code: int, comment: str) -> Dataset:
     return ds
 
 
-def allowed(aets: Sequence[str]) -> tuple[str, ...]:
-    """Normalise configured AE titles (strip spaces)."""
-    return tuple(a.strip() for a in aets if a.strip())
+def allowed(aets: Sequence[str | AllowedCaller]) -> tuple[str | AllowedCaller, ...]:
+    """Normalise configured callers (strip spaces of bare AE titles, drop empty ones)."""
+    out: list[str | AllowedCaller] = []
+    for a in aets:
+        if isinstance(a, str):
+            if a.strip():
+                out.append(a.strip())
+        else:
+            out.append(a)
+    return tuple(out)
+
+
+def _check_caller_host(assoc: Any, callers: CallerPolicy) -> None:
+    """Reject (A-ASSOCIATE-RJ, calling AE title not recognised: PS3.8 9.3.4) an allowed AE
+    title that calls from an address its ``node.allowed_calling_aets`` entry does not list.
+
+    pynetdicom checks the AE title alone (``AE.require_calling_aet``); the address check wraps
+    this association's acceptor negotiation, before any presentation context is accepted.
+    """
+    acse = assoc.acse
+    negotiate = acse.negotiate_association
+
+    def checked() -> None:
+        rq = acse.requestor.primitive
+        calling = str(getattr(rq, "calling_ae_title", "") or "").strip()
+        peer = assoc.requestor.address
+        if assoc.is_acceptor and calling in callers.titles and not callers.allows(calling, peer):
+            acse.requestor.ae_title = calling
+            log.warning("association.wrong_host", extra={"calling_aet": calling})
+            acse.send_reject(0x01, 0x01, 0x03)
+            evt.trigger(assoc, evt.EVT_REJECTED, {})
+            assoc.kill()
+            return
+        negotiate()
+
+    acse.negotiate_association = checked

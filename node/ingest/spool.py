@@ -33,8 +33,15 @@ from typing import Literal
 
 from node.errors import IngestError, OutOfResourcesError
 from node.ingest.durable import SyncMode, fsync_dir, fsync_path, resolve_mode, write_back
-from node.ingest.header import Header, dataset_offset, header_json, read_header
+from node.ingest.header import (
+    Header,
+    dataset_offset,
+    header_json,
+    read_header,
+    read_header_file,
+)
 from node.ingest.quarantine import quarantine
+from node.ingest.receive import ReceivedFile
 from node.ingest.reconcile import reconcile
 from node.store.index import Index, IngestRecord, StoredRef
 from node.types import DicomJson, Instance
@@ -222,6 +229,128 @@ class Spool:
             with self._lock:
                 self._reserved -= size
 
+    def store_received(
+        self, received: ReceivedFile, fd: int | None, *, calling_aet: str | None, source: str
+    ) -> StoreOutcome:
+        """``store`` for an instance already written to ``tmp/`` as it arrived (C-STORE).
+
+        The file (file meta + data set, ``node.ingest.receive``) is synced here through ``fd``
+        (still open; closed by the caller), its header parsed from the file, and it is renamed
+        into place by the group commit: no copy.  The file is gone from ``tmp/`` when this
+        returns or raises (stored, deduplicated, quarantined or removed).
+
+        Raises
+        ------
+        As ``store``.
+        """
+        received_at = time.time()
+        path, size = received.path, received.size
+        try:
+            try:
+                header = read_header_file(path, size)
+            except IngestError as exc:
+                quarantine(
+                    self.quarantine_dir,
+                    self.index,
+                    path,
+                    exc,
+                    calling_aet=calling_aet,
+                    source=source,
+                    min_free_bytes=self.min_free_bytes,
+                )
+                raise
+            prev = self.index.lookup(header.sop_uid)
+            dataset_sha = received.dataset_sha256
+            if prev is not None and prev.dataset_sha256 == dataset_sha and prev.path.is_file():
+                path.unlink(missing_ok=True)
+                job = self._job(
+                    header, None, size, received.sha256, dataset_sha, calling_aet, source
+                )
+                job.received_at = received_at
+                return self._submit(job)
+            self._reserve(size, free_before=received.free_before)
+            try:
+                self._sync_received(path, fd)
+                series_header = None
+                if header.series_uid not in self._series_seen and not self.index.has_series(
+                    header.series_uid
+                ):
+                    series_header = header_json(header.dataset)
+                job = self._job(
+                    header, path, size, received.sha256, dataset_sha, calling_aet, source
+                )
+                job.series_header = series_header
+                job.received_at = received_at
+                return self._submit(job)
+            finally:
+                with self._lock:
+                    self._reserved -= size
+        finally:
+            path.unlink(missing_ok=True)  # still in tmp/: refused or failed (renamed if stored)
+
+    def commit_received(
+        self,
+        header: Header,
+        received: ReceivedFile,
+        *,
+        series_header: DicomJson | None,
+        calling_aet: str | None,
+        source: str,
+    ) -> StoreOutcome:
+        """The main process's half of ``store_received`` for a receiver process
+        (``node.ingest.receivers``): the receiver parsed the header, hashed the file and synced
+        its data; this deduplicates, reserves space and group-commits it.  The file is gone
+        from ``tmp/`` when this returns or raises."""
+        received_at = time.time()
+        path, size = received.path, received.size
+        try:
+            prev = self.index.lookup(header.sop_uid)
+            dataset_sha = received.dataset_sha256
+            if prev is not None and prev.dataset_sha256 == dataset_sha and prev.path.is_file():
+                path.unlink(missing_ok=True)
+                job = self._job(
+                    header, None, size, received.sha256, dataset_sha, calling_aet, source
+                )
+                job.received_at = received_at
+                return self._submit(job)
+            if not path.is_file():
+                raise IngestError("the received file is gone; send the instance again")
+            self._reserve(size, free_before=received.free_before)
+            try:
+                job = self._job(
+                    header, path, size, received.sha256, dataset_sha, calling_aet, source
+                )
+                if header.series_uid not in self._series_seen and not self.index.has_series(
+                    header.series_uid
+                ):
+                    job.series_header = series_header
+                job.received_at = received_at
+                return self._submit(job)
+            finally:
+                with self._lock:
+                    self._reserved -= size
+        finally:
+            path.unlink(missing_ok=True)
+
+    def _sync_received(self, path: Path, fd: int | None) -> None:
+        own = fd is None
+        try:
+            if own:
+                fd = os.open(path, os.O_RDONLY)
+            assert fd is not None
+            try:
+                if self.sync_mode == "journal":
+                    write_back(fd)
+                else:
+                    os.fdatasync(fd)
+            finally:
+                if own:
+                    os.close(fd)
+        except OSError as exc:
+            if _is_full(exc):
+                raise OutOfResourcesError("disk full while writing the instance") from exc
+            raise IngestError(f"cannot write the instance: {exc.strerror}") from exc
+
     @staticmethod
     def _job(
         header: Header,
@@ -251,7 +380,9 @@ class Spool:
             self._durable_dirs = set()
             self._series_seen = set()
 
-    def _reserve(self, size: int) -> None:
+    def _reserve(self, size: int, *, free_before: int | None = None) -> None:
+        """Count ``size`` bytes against the quota and free space (``free_before``: the file is
+        already on disk; the free space when it was started, before it used any)."""
         with self._lock:
             if self.quota_bytes is not None and (
                 self._used + self._reserved + size > self.quota_bytes
@@ -261,6 +392,8 @@ class Spool:
                     "node.quota_bytes"
                 )
             free = shutil.disk_usage(self.data_dir).free
+            if free_before is not None:
+                free = min(free_before, free + size)
             if free - self._reserved - size < self.min_free_bytes:
                 raise OutOfResourcesError(
                     f"only {free} bytes free under the data directory (node.min_free_bytes = "

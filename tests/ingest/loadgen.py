@@ -45,12 +45,29 @@ class LoadResult:
     rss_samples: list[tuple[float, float]] = field(default_factory=list)  # (t, MiB)
 
 
-def rss_mib(pid: int) -> float:
-    """Resident set size of a live process, in MiB."""
+def _vmrss(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     raise RuntimeError(f"no VmRSS for pid {pid}")
+
+
+def rss_mib(pid: int) -> float:
+    """Resident set size of a live node, in MiB: its main process plus its DICOM receiver
+    processes (``node.receivers``), not its inference workers."""
+    total = _vmrss(pid)
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            children = (task / "children").read_text().split()
+        except OSError:
+            continue
+        for child in children:
+            try:
+                if b"node.ingest.receivers" in Path(f"/proc/{child}/cmdline").read_bytes():
+                    total += _vmrss(int(child))
+            except (OSError, RuntimeError):
+                continue
+    return total
 
 
 def percentile(values: Sequence[float], q: float) -> float:

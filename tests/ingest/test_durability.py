@@ -29,12 +29,19 @@ PER_ROUND = 150
 
 
 @pytest.mark.slow
-def test_acknowledged_instances_survive_kill_9(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "sync,receivers",
+    [("auto", 1), ("full", 1), ("auto", 2)],
+    ids=["journal-mode", "full-sync", "receivers"],
+)
+def test_acknowledged_instances_survive_kill_9(tmp_path: Path, sync: str, receivers: int) -> None:
+    """Both ``node.ingest_sync`` modes (``auto`` is journal mode on ext4/XFS), and the main
+    process of a node with receiver processes (they die with it)."""
     seed = int.from_bytes(os.urandom(4), "little")
     print(f"durability seed {seed}")
     rng = random.Random(seed)
     files = write_ct_series(tmp_path / "in", ROUNDS * PER_ROUND, size=64)
-    cfg = write_config(tmp_path / "node")
+    cfg = write_config(tmp_path / "node", node={"ingest_sync": sync, "receivers": receivers})
     import json
 
     n = json.loads(cfg.read_text())["node"]
