@@ -236,4 +236,8 @@ def run_series(
     write_durably(out_dir / "prediction.json", json.dumps(summary, indent=2).encode())
     timings["write"] = time.perf_counter() - t
     log.info("job.results_written", extra={"job_id": job.job_id, "objects": len(objects)})
-    return {"objects": objects, "timings_seconds": timings, "summary": summary}
+    outputs: dict[str, Any] = {"objects": objects, "timings_seconds": timings, "summary": summary}
+    if sources.repairs:
+        # what sanitising changed in the copied source headers (keywords and reasons, no values)
+        outputs["source_repairs"] = list(sources.repairs)
+    return outputs

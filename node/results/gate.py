@@ -11,7 +11,11 @@ Checks (a failing object raises ``ResultError`` with the reason; nothing is sent
 * frames and geometry: SEG frame count = per-frame items = pixel data length, frame positions
   on source planes; image pixel data length = rows x columns x samples x frames;
 * highdicom can parse the SEG and SR back from their encoded file bytes (the bytes that are
-  written and sent, so an object that does not encode is blocked too).
+  written and sent, so an object that does not encode is blocked too);
+* attribute level, as dciodvfy checks it (``node.results.modules.conformance_problems``): every
+  element's VR, VM and value, private elements with their creator, Specific Character Set terms,
+  Type 1 / 2 attributes of the patient, study, equipment and SOP Common modules and of every item
+  of their sequences (Contributing Equipment, copied code and reference sequences).
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ import pydicom
 from pydicom.dataset import Dataset
 
 from node.errors import ResultError
+from node.results.modules import conformance_problems
 from node.results.sources import SourceSet, load_sources, quiet_highdicom
 
 __all__ = ["check_results", "encode"]
@@ -346,6 +351,10 @@ def check_results(
             raise ResultError(f"{_name(ds)} appears twice in the results")
         seen.add(str(ds.SOPInstanceUID))
         _identity(ds, sources, first)
+        problems = conformance_problems(ds)
+        if problems:
+            more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
+            raise ResultError(f"{_name(ds)} is not conformant: {'; '.join(problems[:3])}{more}")
         cls = str(ds.SOPClassUID)
         if cls == SEG_CLASS:
             _require(ds, _REQUIRED[SEG_CLASS])
