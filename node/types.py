@@ -184,6 +184,7 @@ class Prediction:
     derived_voxels: npt.NDArray[Any] | None = None
     text: str | None = None
     timings_seconds: Mapping[str, float] = field(default_factory=dict)
+    device_uid: str | None = None
 
 
 #: Slices whose highest label is at most this are counted label by label (vectorised compares);
