@@ -46,6 +46,7 @@ SR_CLASSES = {
     "1.2.840.10008.5.1.4.1.1.88.33",
 }
 SC_CLASS = "1.2.840.10008.5.1.4.1.1.7"
+KOS_CLASS = "1.2.840.10008.5.1.4.1.1.88.59"
 
 _COMMON = (
     "SOPClassUID",
@@ -99,6 +100,13 @@ _SR = (
     "ContentSequence",
     "CompletionFlag",
     "VerificationFlag",
+    "CurrentRequestedProcedureEvidenceSequence",
+    "ContentTemplateSequence",
+)
+_KOS = (
+    "ValueType",
+    "ConceptNameCodeSequence",
+    "ContentSequence",
     "CurrentRequestedProcedureEvidenceSequence",
     "ContentTemplateSequence",
 )
@@ -306,6 +314,25 @@ def _check_sr(ds: Dataset, data: bytes, known: _Known) -> None:
             raise ResultError(f"{_name(ds)} does not parse as an SR: {exc}") from exc
 
 
+def _check_kos(ds: Dataset, data: bytes, known: _Known) -> None:
+    """Key Object Selection (PS3.3 A.35.4): every flagged object is evidence and is known."""
+    evidence: set[str] = set()
+    for study in ds.CurrentRequestedProcedureEvidenceSequence:
+        for series in study.ReferencedSeriesSequence:
+            for item in series.ReferencedSOPSequence:
+                known.check(f"{_name(ds)} evidence", item)
+                evidence.add(str(item.ReferencedSOPInstanceUID))
+    for item in _walk(ds.ContentSequence):
+        for ref in item.get("ReferencedSOPSequence", []):
+            if str(ref.ReferencedSOPInstanceUID) not in evidence:
+                raise ResultError(f"{_name(ds)} flags {ref.ReferencedSOPInstanceUID}, not evidence")
+    with quiet_highdicom():
+        try:
+            hd.ko.KeyObjectSelectionDocument.from_dataset(_read_back(data))
+        except (ValueError, AttributeError, KeyError, TypeError) as exc:
+            raise ResultError(f"{_name(ds)} does not parse as a KOS: {exc}") from exc
+
+
 def _check_image(ds: Dataset, known: _Known) -> None:
     _pixel_length(ds, int(ds.get("NumberOfFrames", 1) or 1))
     if "SourceImageSequence" not in ds:
@@ -362,6 +389,9 @@ def check_results(
         elif cls in SR_CLASSES:
             _require(ds, _SR)
             _check_sr(ds, encoded[n] if encoded is not None else encode(ds), known)
+        elif cls == KOS_CLASS:
+            _require(ds, _KOS)
+            _check_kos(ds, encoded[n] if encoded is not None else encode(ds), known)
         else:
             _require(ds, _REQUIRED.get(cls, _IMAGE))
             _check_image(ds, known)
