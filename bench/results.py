@@ -1,6 +1,9 @@
 """Benchmark: build + write time and size of SEG (3 segments, 300x512x512), SR (10 findings), SC.
 
-Run: PYTHONPATH=. python bench/results.py [--slices 300]
+Run: PYTHONPATH=. python bench/results.py [--slices 300] [--combined]
+``--combined`` (issue 18): four models' predictions (segmentation, detection, classification with
+a heat-map, report text) merged into one SEG + SR + SC + KOS and gated (encode + check_results):
+target <= 3 s excluding model time, peak RSS <= 1.5 GB.
 Sources are synthetic in-memory CT headers (no corpus needed). Reference in the same run: the
 encoding floor of the SEG (numpy bit-packing of the same non-empty frames), so the ratio shows
 what highdicom's bookkeeping costs on top. Targets (issue 6): SEG <= 3 s, SR <= 1 s, one core.
@@ -129,12 +132,68 @@ def _write(ds: Dataset) -> tuple[float, int]:
     return time.perf_counter() - t, len(buf.getvalue())
 
 
+def _combined(sources: SourceSet, volume: Volume, pred: Prediction) -> None:
+    import resource
+    from dataclasses import replace
+
+    from node.results.combine import build_combined_results
+    from node.results.gate import check_results, encode
+
+    assert pred.label_map is not None
+    seg = replace(pred, model_name="seg", findings=(), heatmaps=(), text=None)
+    detect = replace(
+        pred,
+        model_name="detect",
+        label_map=np.where(pred.label_map == 3, 3, 0).astype(np.uint8),
+        segments=pred.segments[2:],
+        findings=tuple(replace(f, malignancy_probability=None) for f in pred.findings),
+        heatmaps=(),
+        text=None,
+    )
+    classify = replace(
+        pred,
+        model_name="classify",
+        label_map=None,
+        segments=(),
+        findings=tuple(replace(f, segment_label=None) for f in pred.findings),
+        class_probabilities={"nodule": 0.9, "normal": 0.1},
+        text=None,
+    )
+    report = Prediction(
+        model_name="report", model_version="1", task="report", is_demo=True, text=pred.text
+    )
+    t, c = time.perf_counter(), time.process_time()
+    out = build_combined_results(
+        [seg, detect, classify, report],
+        volume,
+        sources,
+        job_id="bench-combined",
+        rule="bench",
+        content_datetime=dt.datetime(2026, 1, 1),
+    )
+    built = time.perf_counter() - t
+    data = [encode(ds) for ds in out]
+    check_results(out, sources, encoded=data)
+    total, cpu = time.perf_counter() - t, time.process_time() - c
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(
+        f"combined (4 models -> {', '.join(str(d.Modality) for d in out)}): build {built:5.2f} s,"
+        f" build+encode+gate {total:5.2f} s [{cpu:5.2f} CPU]  (target <= 3 s); "
+        f"peak RSS {rss:6.0f} MB (target <= 1536 MB); "
+        f"{sum(len(d) for d in data) / 1e6:6.2f} MB written"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--slices", type=int, default=300)
     parser.add_argument("--findings", type=int, default=10)
+    parser.add_argument("--combined", action="store_true", help="four models, one result set")
     args = parser.parse_args()
     sources, volume = _sources(args.slices, 512, 512)
+    if args.combined:
+        _combined(sources, volume, _prediction(volume, args.findings))
+        return
     pred = _prediction(volume, args.findings)
     ctx = ResultContext.from_prediction(
         pred, job_id="bench", content_datetime=dt.datetime(2026, 1, 1)

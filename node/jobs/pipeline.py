@@ -264,4 +264,7 @@ def run_series(
     if job.parameters.get("_dropped"):
         # partial: allow - the instances left out are named with the result (issue 24)
         out["dropped_instances"] = list(job.parameters["_dropped"])
+    if sources.repairs:
+        # what sanitising changed in the copied source headers (keywords and reasons, no values)
+        out["source_repairs"] = list(sources.repairs)
     return out

@@ -11,7 +11,11 @@ Checks (a failing object raises ``ResultError`` with the reason; nothing is sent
 * frames and geometry: SEG frame count = per-frame items = pixel data length, frame positions
   on source planes; image pixel data length = rows x columns x samples x frames;
 * highdicom can parse the SEG and SR back from their encoded file bytes (the bytes that are
-  written and sent, so an object that does not encode is blocked too).
+  written and sent, so an object that does not encode is blocked too);
+* attribute level, as dciodvfy checks it (``node.results.modules.conformance_problems``): every
+  element's VR, VM and value, private elements with their creator, Specific Character Set terms,
+  Type 1 / 2 attributes of the patient, study, equipment and SOP Common modules and of every item
+  of their sequences (Contributing Equipment, copied code and reference sequences).
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ import pydicom
 from pydicom.dataset import Dataset
 
 from node.errors import ResultError
+from node.results.modules import conformance_problems
 from node.results.sources import SourceSet, load_sources, quiet_highdicom
 
 __all__ = ["check_results", "encode"]
@@ -41,6 +46,7 @@ SR_CLASSES = {
     "1.2.840.10008.5.1.4.1.1.88.33",
 }
 SC_CLASS = "1.2.840.10008.5.1.4.1.1.7"
+KOS_CLASS = "1.2.840.10008.5.1.4.1.1.88.59"
 
 _COMMON = (
     "SOPClassUID",
@@ -94,6 +100,13 @@ _SR = (
     "ContentSequence",
     "CompletionFlag",
     "VerificationFlag",
+    "CurrentRequestedProcedureEvidenceSequence",
+    "ContentTemplateSequence",
+)
+_KOS = (
+    "ValueType",
+    "ConceptNameCodeSequence",
+    "ContentSequence",
     "CurrentRequestedProcedureEvidenceSequence",
     "ContentTemplateSequence",
 )
@@ -301,6 +314,25 @@ def _check_sr(ds: Dataset, data: bytes, known: _Known) -> None:
             raise ResultError(f"{_name(ds)} does not parse as an SR: {exc}") from exc
 
 
+def _check_kos(ds: Dataset, data: bytes, known: _Known) -> None:
+    """Key Object Selection (PS3.3 A.35.4): every flagged object is evidence and is known."""
+    evidence: set[str] = set()
+    for study in ds.CurrentRequestedProcedureEvidenceSequence:
+        for series in study.ReferencedSeriesSequence:
+            for item in series.ReferencedSOPSequence:
+                known.check(f"{_name(ds)} evidence", item)
+                evidence.add(str(item.ReferencedSOPInstanceUID))
+    for item in _walk(ds.ContentSequence):
+        for ref in item.get("ReferencedSOPSequence", []):
+            if str(ref.ReferencedSOPInstanceUID) not in evidence:
+                raise ResultError(f"{_name(ds)} flags {ref.ReferencedSOPInstanceUID}, not evidence")
+    with quiet_highdicom():
+        try:
+            hd.ko.KeyObjectSelectionDocument.from_dataset(_read_back(data))
+        except (ValueError, AttributeError, KeyError, TypeError) as exc:
+            raise ResultError(f"{_name(ds)} does not parse as a KOS: {exc}") from exc
+
+
 def _check_image(ds: Dataset, known: _Known) -> None:
     _pixel_length(ds, int(ds.get("NumberOfFrames", 1) or 1))
     if "SourceImageSequence" not in ds:
@@ -346,6 +378,10 @@ def check_results(
             raise ResultError(f"{_name(ds)} appears twice in the results")
         seen.add(str(ds.SOPInstanceUID))
         _identity(ds, sources, first)
+        problems = conformance_problems(ds)
+        if problems:
+            more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
+            raise ResultError(f"{_name(ds)} is not conformant: {'; '.join(problems[:3])}{more}")
         cls = str(ds.SOPClassUID)
         if cls == SEG_CLASS:
             _require(ds, _REQUIRED[SEG_CLASS])
@@ -353,6 +389,9 @@ def check_results(
         elif cls in SR_CLASSES:
             _require(ds, _SR)
             _check_sr(ds, encoded[n] if encoded is not None else encode(ds), known)
+        elif cls == KOS_CLASS:
+            _require(ds, _KOS)
+            _check_kos(ds, encoded[n] if encoded is not None else encode(ds), known)
         else:
             _require(ds, _REQUIRED.get(cls, _IMAGE))
             _check_image(ds, known)

@@ -12,13 +12,14 @@ import datetime as dt
 from dataclasses import dataclass
 
 from pydicom.dataset import Dataset
+from pydicom.sequence import Sequence as DicomSequence
 from pydicom.valuerep import DA, DT, TM
 
 from node import __version__
-from node.results.uids import result_uid
-from node.types import Prediction
+from node.results.uids import algorithm_device_uid, result_uid
+from node.types import Code, Prediction
 
-__all__ = ["DEMO_STATEMENT", "MANUFACTURER", "ResultContext"]
+__all__ = ["DEMO_STATEMENT", "MANUFACTURER", "PROCESSING_ALGORITHM", "ResultContext"]
 
 MANUFACTURER = "ainode"
 #: Plain-ASCII statement written into headers of demo results (burned-in banners use an em dash).
@@ -60,6 +61,14 @@ _UNPAIRED = frozenset(
     }
 )
 
+#: Purpose of Reference of the algorithm's Contributing Equipment item (IHE RAD TF Supplement
+#: "AI Results (AIR)", Rev. 1.1 Trial Implementation, 6.5.3.x: Evidence Creator SOP Common
+#: requirements).  The supplement still publishes the placeholder code value ``Newcode1`` in the
+#: 99IHE scheme; the same triplet is what the maintained MONAI Deploy App SDK
+#: (monai/deploy/operators/dicom_seg_writer_operator.py) and MONAI Label
+#: (monailabel/datastore/utils/convert.py) write.  Change it here when IHE assigns the final code.
+PROCESSING_ALGORITHM = Code("Newcode1", "99IHE", "Processing Algorithm")
+
 _KIND_LABEL = {"seg": "SEG", "sr": "SR", "sc": "SC", "derived": "DERIVED"}
 
 
@@ -73,6 +82,7 @@ class ResultContext:
     is_demo: bool
     content_datetime: dt.datetime
     series_number_base: int = 9000
+    device_uid: str = ""
 
     @classmethod
     def from_prediction(
@@ -91,6 +101,10 @@ class ResultContext:
             is_demo=prediction.is_demo,
             content_datetime=content_datetime,
             series_number_base=series_number_base,
+            device_uid=prediction.device_uid
+            or algorithm_device_uid(
+                model_name=prediction.model_name, model_version=prediction.model_version
+            ),
         )
 
     def uid(self, index: int, role: str) -> str:
@@ -169,6 +183,7 @@ class ResultContext:
         for item in ds.get("ContributingEquipmentSequence", []):
             if "ContributionDateTime" in item:  # highdicom records itself with "now"
                 item.ContributionDateTime = DT(self.content_datetime.replace(microsecond=0))
+        self.add_algorithm_equipment(ds)
         if "DateOfSecondaryCapture" in ds:
             ds.DateOfSecondaryCapture = self.content_date
             ds.TimeOfSecondaryCapture = self.content_time
@@ -191,6 +206,31 @@ class ResultContext:
             if self.is_demo:
                 comment = f"{DEMO_STATEMENT}. {comment}"
             ds.ImageComments = comment
+
+    def algorithm_equipment(self) -> Dataset:
+        """Contributing Equipment item of the model (IHE AIR; PS3.3 C.12.1 Table C.12-1)."""
+        code = Dataset()
+        code.CodeValue = PROCESSING_ALGORITHM.value
+        code.CodingSchemeDesignator = PROCESSING_ALGORITHM.scheme
+        code.CodeMeaning = PROCESSING_ALGORITHM.meaning
+        item = Dataset()
+        item.Manufacturer = MANUFACTURER
+        item.ManufacturerModelName = self.model_name[:64]
+        item.SoftwareVersions = self.software_versions
+        item.DeviceUID = self.device_uid
+        item.ContributionDateTime = DT(self.content_datetime.replace(microsecond=0))
+        item.ContributionDescription = (
+            f"AI algorithm {self.model_name} {self.model_version} that produced this result"
+        )[:1024]
+        item.PurposeOfReferenceCodeSequence = DicomSequence([code])
+        return item
+
+    def add_algorithm_equipment(self, ds: Dataset) -> None:
+        """Append the model's Contributing Equipment item to ``ds`` (once per Device UID)."""
+        items = list(ds.get("ContributingEquipmentSequence", []))
+        if any(str(i.get("DeviceUID", "")) == self.device_uid for i in items):
+            return
+        ds.ContributingEquipmentSequence = DicomSequence([*items, self.algorithm_equipment()])
 
 
 def _set_laterality(ds: Dataset, source: Dataset) -> None:

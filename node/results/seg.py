@@ -9,6 +9,7 @@ Derivation Image Sequence); frames without any segment are omitted.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 import highdicom as hd
@@ -34,7 +35,7 @@ def segment_numbers(prediction: Prediction) -> dict[int, int]:
 
 
 def _description(
-    sd: SegmentDescription, number: int, ctx: ResultContext
+    sd: SegmentDescription, number: int, ctx: ResultContext, *, tracking_uid: str | None = None
 ) -> hd.seg.SegmentDescription:
     algorithm = hd.AlgorithmIdentificationSequence(
         name=ctx.model_name[:64],
@@ -55,7 +56,7 @@ def _description(
         algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
         algorithm_identification=algorithm,
         tracking_id=tracking_id[:64],
-        tracking_uid=ctx.tracking_uid(tracking_id),
+        tracking_uid=tracking_uid or ctx.tracking_uid(tracking_id),
         display_color=hd.color.CIELabColor.from_rgb(*sd.color_rgb),
     )
 
@@ -110,6 +111,7 @@ def build_seg(
     *,
     index: int,
     workers: int = 0,
+    segment_contexts: Mapping[int, ResultContext] | None = None,
 ) -> Dataset:
     """Build the Segmentation of ``prediction.label_map``.
 
@@ -127,6 +129,9 @@ def build_seg(
         Index of this object among the job's results (drives its UIDs).
     workers
         Passed to highdicom (parallel frame encoding; 0 = in this thread).
+    segment_contexts
+        Label -> identity of the model that made that segment (combined results): its
+        algorithm identification and Contributing Equipment item; default: ``ctx`` for all.
 
     Returns
     -------
@@ -166,7 +171,18 @@ def build_seg(
         seg_labels = lut[label_map]
     images, array = _frames(volume, sources, seg_labels)
     by_label = {s.label: s for s in prediction.segments}
-    descriptions = [_description(by_label[label], n, ctx) for label, n in numbers.items()]
+    own = segment_contexts or {}
+    descriptions = [
+        _description(
+            by_label[label],
+            n,
+            own.get(label, ctx),
+            tracking_uid=ctx.tracking_uid(
+                by_label[label].tracking_id or f"{by_label[label].name} {label}"
+            ),
+        )
+        for label, n in numbers.items()
+    ]
     with quiet_highdicom():
         seg = hd.seg.Segmentation(
             source_images=images,
@@ -193,6 +209,8 @@ def build_seg(
         )
     _freeze_dimension_uid(seg, ctx.uid(index, "dimension-organization"))
     ctx.finish(seg, images[0], kind="seg", image=True)
+    for other in own.values():
+        other.add_algorithm_equipment(seg)
     log.info(
         "results.seg_built",
         extra={

@@ -1,7 +1,8 @@
 """Source headers for result building: read once, sanitised copies, ordered like the Volume.
 
-Received originals are never modified: every fix (empty Specific Character Set, ...) is applied to
-the in-memory copy read here.
+Received originals are never modified: every fix (empty or misspelt Specific Character Set, broken
+values, incomplete sequence items, private elements; ``node.results.modules.sanitise_header``) is
+applied to the in-memory copy read here, and listed in ``SourceSet.repairs`` for the job record.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import copy
 import logging
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pydicom
@@ -19,6 +20,7 @@ from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
 from node.errors import ResultError
+from node.results.modules import sanitise_header
 from node.types import SourceRef, Volume
 
 __all__ = ["SourceSet", "load_sources", "quiet_highdicom"]
@@ -28,9 +30,13 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True, slots=True)
 class SourceSet:
-    """Sanitised source headers (no pixel data) keyed by SOP Instance UID."""
+    """Sanitised source headers (no pixel data) keyed by SOP Instance UID.
+
+    ``repairs`` says what sanitising changed (distinct messages, attribute keywords only).
+    """
 
     by_uid: dict[str, Dataset]
+    repairs: tuple[str, ...] = field(default=())
 
     def header(self, ref: SourceRef) -> Dataset:
         """The header of the instance ``ref`` points to; ResultError when it was not given."""
@@ -71,13 +77,13 @@ def _hoist_shared_groups(ds: Dataset) -> None:
             shared[0][keyword] = copy.deepcopy(first)
 
 
-def _sanitise(ds: Dataset) -> Dataset:
-    """Fix header values that make highdicom refuse an otherwise usable source (copy only)."""
-    charset = ds.get("SpecificCharacterSet")
-    if charset is not None and (charset == "" or (isinstance(charset, list) and not any(charset))):
-        # An empty value makes highdicom raise "'' is not a valid SpecificCharacterSetValues";
-        # the default repertoire is a subset of ISO_IR 100 (PS3.3 C.12.1.1.2).
-        ds.SpecificCharacterSet = "ISO_IR 100"
+def _sanitise(ds: Dataset, repairs: dict[str, None]) -> Dataset:
+    """Make the copy usable and valid for what results copy from it (see the module doc)."""
+    with warnings.catch_warnings():
+        # pydicom warns about the very values being repaired here; they are reported instead
+        warnings.simplefilter("ignore", UserWarning)
+        for message in sanitise_header(ds):
+            repairs.setdefault(message, None)
     _hoist_shared_groups(ds)
     if "BodyPartExamined" in ds and not ds.BodyPartExamined:
         del ds.BodyPartExamined
@@ -105,9 +111,11 @@ def load_sources(
     Raises
     ------
     ResultError
-        A file is not readable DICOM or lacks a SOP Instance UID.
+        A file is not readable DICOM, lacks a SOP Instance UID, or has an identifying attribute
+        that is not valid DICOM (results would not match their patient).
     """
     by_uid: dict[str, Dataset] = {}
+    repairs: dict[str, None] = {}
     known = datasets or {}
     for path in paths:
         ds = known.get(Path(path))
@@ -119,9 +127,11 @@ def load_sources(
         uid = ds.get("SOPInstanceUID")
         if not uid:
             raise ResultError(f"source file {path.name} has no SOP Instance UID")
-        by_uid[str(uid)] = _sanitise(ds)
+        by_uid[str(uid)] = _sanitise(ds, repairs)
     log.debug("results.sources_loaded", extra={"instances": len(by_uid)})
-    return SourceSet(by_uid=by_uid)
+    if repairs:
+        log.info("results.sources_repaired", extra={"repairs": len(repairs)})
+    return SourceSet(by_uid=by_uid, repairs=tuple(repairs))
 
 
 @contextlib.contextmanager

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import highdicom as hd
@@ -33,7 +34,7 @@ from node.results.identity import DEMO_STATEMENT, ResultContext
 from node.results.sources import SourceSet, quiet_highdicom
 from node.types import Code, Finding, HeatMap, Prediction, Volume
 
-__all__ = ["build_sr", "malignancy_category"]
+__all__ = ["build_sr", "malignancy_category", "procedure_reported"]
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +44,36 @@ _MODERATE = PdCode("6736007", "SCT", "Moderate")
 _LOW = PdCode("62482003", "SCT", "Low")
 _CLINICAL_FINDING = PdCode("404684003", "SCT", "Clinical finding")
 _NO_UNITS = codes.UCUM.NoUnits
+
+
+#: Procedure Reported by modality (TID 1500 row 4, CID 100 Quantitative Diagnostic Imaging
+#: Procedures) when the source names no procedure code.
+_PROCEDURE_BY_MODALITY = {
+    "CT": codes.cid100.CTUnspecifiedBodyRegion,
+    "MR": codes.cid100.MRIUnspecifiedBodyRegion,
+    "PT": codes.cid100.PETUnspecifiedBodyRegion,
+    "NM": codes.cid100.NMUnspecifiedBodyRegion,
+    "CR": codes.cid100.XRUnspecifiedBodyRegion,
+    "DX": codes.cid100.XRUnspecifiedBodyRegion,
+    "DR": codes.cid100.XRUnspecifiedBodyRegion,
+}
+
+
+def procedure_reported(source: Dataset) -> hd.sr.CodedConcept:
+    """The imaging procedure the report is about (IHE AIR: the procedure, not the algorithm).
+
+    The source's own Procedure Code Sequence (sanitised, so complete) when it has one, else the
+    unspecified-region procedure of its modality (CID 100), else "Imaging procedure".
+    """
+    for item in source.get("ProcedureCodeSequence", []):
+        if item.get("CodeValue") and item.get("CodingSchemeDesignator") and item.get("CodeMeaning"):
+            return hd.sr.CodedConcept(
+                str(item.CodeValue), str(item.CodingSchemeDesignator), str(item.CodeMeaning)[:64]
+            )
+    code = _PROCEDURE_BY_MODALITY.get(str(source.get("Modality", "")).upper())
+    if code is None:
+        code = codes.SCT.ImagingProcedure
+    return hd.sr.CodedConcept(code.value, code.scheme_designator, code.meaning)
 
 
 def malignancy_category(probability: float) -> PdCode:
@@ -143,6 +174,7 @@ def _finding_groups(
     seg: Dataset | None,
     seg_numbers: dict[int, int],
     algorithm: hd.sr.AlgorithmIdentification,
+    scorer: hd.sr.AlgorithmIdentification | None = None,
 ) -> list[Any]:
     k, r, c = finding.center_voxel
     where = _Slice(volume, sources, k)
@@ -161,6 +193,7 @@ def _finding_groups(
             tracking_identifier=tracking,
             referenced_region=where.region(_outline((r, c), radius_px)),
             finding_type=finding_type,
+            algorithm_id=algorithm,
             finding_sites=sites,
         )
     ]
@@ -170,6 +203,7 @@ def _finding_groups(
                 tracking_identifier=tracking,
                 referenced_region=where.region(_long_axis(finding, mask, where.spacing)),
                 finding_type=finding_type,
+                algorithm_id=algorithm,
                 measurements=[
                     hd.sr.Measurement(
                         name=codes.SCT.LongAxis,
@@ -198,7 +232,7 @@ def _finding_groups(
                 name=codes.DCM.ProbabilityOfCancer,
                 value=round(p, 4),
                 unit=_NO_UNITS,
-                algorithm_id=algorithm,
+                algorithm_id=scorer or algorithm,
             )
         )
         evaluations.append(
@@ -214,6 +248,7 @@ def _finding_groups(
                 source_series=hd.sr.SourceSeriesForSegmentation(volume.series_uid),
             ),
             finding_type=finding_type,
+            algorithm_id=algorithm,
             finding_sites=sites,
             measurements=measurements,
             qualitative_evaluations=evaluations,
@@ -231,6 +266,7 @@ def _finding_groups(
                 source_series=hd.sr.SourceSeriesForSegmentation(volume.series_uid),
             ),
             finding_type=finding_type,
+            algorithm_id=algorithm,
             finding_sites=sites,
             measurements=measurements,
             qualitative_evaluations=evaluations,
@@ -275,6 +311,7 @@ def _classification_group(
         ),
         referenced_region=where.region(box),
         finding_type=_CLINICAL_FINDING,
+        algorithm_id=algorithm,
         measurements=[
             hd.sr.Measurement(
                 name=codes.DCM.CertaintyOfFinding,
@@ -286,7 +323,17 @@ def _classification_group(
     )
 
 
-def _text_items(prediction: Prediction, ctx: ResultContext) -> list[hd.sr.TextContentItem]:
+def _algorithm(ctx: ResultContext) -> hd.sr.AlgorithmIdentification:
+    """TID 4019 Algorithm Identification of the model of ``ctx``."""
+    return hd.sr.AlgorithmIdentification(name=ctx.model_name[:64], version=ctx.model_version[:64])
+
+
+def _text_items(
+    prediction: Prediction,
+    ctx: ResultContext,
+    notes: Sequence[str] = (),
+    models: Sequence[ResultContext] = (),
+) -> list[hd.sr.TextContentItem]:
     items = []
     if prediction.text:
         items.append(
@@ -307,7 +354,16 @@ def _text_items(prediction: Prediction, ctx: ResultContext) -> list[hd.sr.TextCo
                 relationship_type=hd.sr.RelationshipTypeValues.CONTAINS,
             )
         )
-    statement = f"Produced by {ctx.model_name} {ctx.model_version} (ainode)"
+    for note in notes:
+        items.append(
+            hd.sr.TextContentItem(
+                name=codes.DCM.Comment,
+                value=note,
+                relationship_type=hd.sr.RelationshipTypeValues.CONTAINS,
+            )
+        )
+    named = ", ".join(f"{m.model_name} {m.model_version}" for m in (models or [ctx]))
+    statement = f"Produced by {named} (ainode)"
     if ctx.is_demo:
         statement = f"{DEMO_STATEMENT}. {statement}"
     items.append(
@@ -329,6 +385,9 @@ def build_sr(
     index: int,
     seg: Dataset | None = None,
     seg_numbers: dict[int, int] | None = None,
+    finding_contexts: Mapping[str, tuple[ResultContext, ResultContext | None]] | None = None,
+    notes: Sequence[str] = (),
+    statement_models: Sequence[ResultContext] = (),
 ) -> Dataset:
     """Build the TID 1500 Measurement Report of ``prediction``.
 
@@ -346,6 +405,14 @@ def build_sr(
         Index of this object among the job's results.
     seg, seg_numbers
         The job's SEG and label → segment number, when findings reference segments.
+    finding_contexts
+        Tracking id -> (model that found the finding, model that scored it) for combined
+        results: each group and NUM names its own model (TID 4019); default: ``ctx``.
+    notes
+        Further TEXT items (class probabilities of several models, models that did not run).
+    statement_models
+        Every model of combined results (named in the "Produced by" statement and given a
+        Contributing Equipment item); default: ``ctx`` alone.
 
     Returns
     -------
@@ -359,13 +426,12 @@ def build_sr(
         Nothing to report, or a finding points outside the volume.
     """
     seg_numbers = seg_numbers or {}
-    algorithm = hd.sr.AlgorithmIdentification(
-        name=ctx.model_name[:64], version=ctx.model_version[:64]
-    )
+    algorithm = _algorithm(ctx)
+    contexts = finding_contexts or {}
     observer = hd.sr.ObserverContext(
         observer_type=codes.DCM.Device,
         observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
-            uid=ctx.uid(-1, "device"),
+            uid=ctx.device_uid,  # the Contributing Equipment item's Device UID (IHE AIR)
             name=ctx.model_name[:64],
             manufacturer_name="ainode",
             model_name=f"{ctx.model_name} {ctx.model_version}"[:64],
@@ -373,8 +439,17 @@ def build_sr(
     )
     groups: list[Any] = []
     for finding in prediction.findings:
+        found_by, scored_by = contexts.get(finding.tracking_id, (ctx, None))
         groups += _finding_groups(
-            finding, prediction, volume, sources, ctx, seg, seg_numbers, algorithm
+            finding,
+            prediction,
+            volume,
+            sources,
+            ctx,
+            seg,
+            seg_numbers,
+            _algorithm(found_by),
+            _algorithm(scored_by) if scored_by is not None else None,
         )
     if not prediction.findings and prediction.class_probabilities:
         groups.append(_classification_group(prediction, volume, sources, ctx, algorithm))
@@ -390,18 +465,21 @@ def build_sr(
                 ),
                 referenced_region=_Slice(volume, sources, k).region(box),
                 finding_type=_CLINICAL_FINDING,
+                algorithm_id=algorithm,
             )
         )
     report = hd.sr.MeasurementReport(
         observation_context=hd.sr.ObservationContext(observer_device_context=observer),
-        procedure_reported=codes.SCT.ImagingProcedure,
+        procedure_reported=procedure_reported(sources.first(volume)),
         imaging_measurements=groups,
     )
     container = hd.sr.ContainerContentItem(
         name=_QUALITATIVE_EVALUATIONS,
         relationship_type=hd.sr.RelationshipTypeValues.CONTAINS,
     )
-    container.ContentSequence = hd.sr.ContentSequence(_text_items(prediction, ctx))
+    container.ContentSequence = hd.sr.ContentSequence(
+        _text_items(prediction, ctx, notes, statement_models)
+    )
     report[0].ContentSequence.append(container)
     evidence = sources.ordered(volume)
     if seg is not None:
@@ -423,6 +501,8 @@ def build_sr(
             series_time=ctx.content_time,
         )
     ctx.finish(sr, evidence[0], kind="sr", image=False)
+    for other in statement_models:
+        other.add_algorithm_equipment(sr)
     log.info(
         "results.sr_built",
         extra={"sop_uid": sr.SOPInstanceUID, "findings": len(prediction.findings)},

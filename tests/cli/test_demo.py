@@ -8,10 +8,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pydicom
 import pytest
 
 from node.samples.studies import sample_chest_ct
 from node.store.index import Index
+from tests.results.air import assert_air
 
 ROOT = Path(__file__).resolve().parents[2]
 #: Slices of the demo chest CT (the shared phantom generator decides its extent).
@@ -65,6 +67,8 @@ def test_demo_receives_both_sample_studies(tmp_path: Path) -> None:
             assert set(states) == {"delivered"}
     produced = sum(len(j["objects"]) for j in ct["jobs"] + dx["jobs"])
     assert len(list((work / "results").rglob("*.dcm"))) == produced
+    for path in (work / "results").rglob("*.dcm"):
+        assert_air(pydicom.dcmread(path))  # IHE AI Results points on every demo object
     assert report["pacs_url"].startswith("http://127.0.0.1:")
     # the node's own data folder agrees after the demo stopped it
     index = Index(work / "data" / "index.sqlite")

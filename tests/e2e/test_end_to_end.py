@@ -14,6 +14,7 @@ from node.types import JobState
 from tests.peers.dcmtk import storescu
 from tests.peers.node import start_node
 from tests.peers.orthanc import start_orthanc
+from tests.results.air import assert_air
 from tests.util import wait_until
 
 _FINAL = (JobState.SUCCEEDED, JobState.DEAD, JobState.CANCELLED)
@@ -80,6 +81,7 @@ def test_sample_studies_flow_through_models_into_orthanc(
             check=False,
         )
         assert check.returncode == 0, check.stdout + check.stderr
+        _assert_air_per_model(archive)
 
         # results sent back to ainode never trigger AI on themselves
         before = len(store.list_jobs())
@@ -93,6 +95,17 @@ def test_sample_studies_flow_through_models_into_orthanc(
             what="re-completion routed",
         )
         assert len(store.list_jobs()) == before
+
+
+def _assert_air_per_model(files: list[Path]) -> None:
+    """Every delivered object carries the IHE AIR points; one Device UID per model version."""
+    by_model: dict[str, set[str]] = {}
+    for path in files:
+        ds = pydicom.dcmread(path)
+        uid = assert_air(ds)
+        by_model.setdefault(str(ds.ManufacturerModelName), set()).add(uid)
+    assert all(len(uids) == 1 for uids in by_model.values()), by_model
+    assert len({u for uids in by_model.values() for u in uids}) == len(by_model)
 
 
 def _run_checker(tool: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -147,6 +160,7 @@ def test_real_chest_ct_results_pass_every_checker(
         assert len(delivered) == len(produced)
         kinds = {p: pydicom.dcmread(p, stop_before_pixels=True).Modality for p in delivered}
         assert {"SEG", "SR"} <= set(kinds.values())
+        _assert_air_per_model(delivered)
         srs = [str(p) for p, m in kinds.items() if m == "SR"]
         segs_and_srs = [str(p) for p, m in kinds.items() if m in ("SEG", "SR")]
         all_files = [str(p) for p in delivered]
