@@ -319,18 +319,26 @@ def add_model(
             },
         }
         store = store_root(data_dir) / name
-        store.parent.mkdir(parents=True, exist_ok=True)
-        incoming = Path(tempfile.mkdtemp(dir=store.parent, prefix=f".{name}-"))
-        shutil.copytree(staged, incoming / "files")
-        for p in (incoming, *incoming.rglob("*")):
-            p.chmod(p.stat().st_mode & ~stat.S_IWOTH)
-        _write_json(incoming / ADMISSION_FILE, record)
-        if store.exists():
-            old = store.with_name(f".{name}-replaced-{int(time.time())}")
-            store.rename(old)
-            shutil.rmtree(old)
-        incoming.rename(store)
+        try:
+            _install(staged, store, record)
+        except OSError as exc:
+            raise ModelError(f"model {name!r}: cannot write {store}: {exc}") from exc
         return record
+
+
+def _install(staged: Path, store: Path, record: dict[str, Any]) -> None:
+    """Move the staged files and the record into ``store`` (replacing it) in one rename."""
+    store.parent.mkdir(parents=True, exist_ok=True)
+    incoming = Path(tempfile.mkdtemp(dir=store.parent, prefix=f".{store.name}-"))
+    shutil.copytree(staged, incoming / "files")
+    for p in (incoming, *incoming.rglob("*")):
+        p.chmod(p.stat().st_mode & ~stat.S_IWOTH)
+    _write_json(incoming / ADMISSION_FILE, record)
+    if store.exists():
+        old = store.with_name(f".{store.name}-replaced-{int(time.time())}")
+        store.rename(old)
+        shutil.rmtree(old)
+    incoming.rename(store)
 
 
 def verify_models(data_dir: Path, names: Iterable[str] = ()) -> list[dict[str, Any]]:

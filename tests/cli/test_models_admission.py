@@ -49,7 +49,7 @@ def _rows(node_dir: Path) -> dict[str, dict]:  # type: ignore[type-arg]
     return {row["name"]: row for row in json.loads(listed.stdout)}
 
 
-@pytest.mark.slow  # three CLI runs, one isolated trial run, one predict: ~30 s on CI
+@pytest.mark.slow  # ten CLI runs, two isolated trial runs, two predicts: ~60 s on CI
 def test_add_list_predict_verify_refuse(node_dir: Path, corpus: Path) -> None:
     write_body_model(node_dir / "incoming")
     added = ainode("models", "add", "incoming", "--json", cwd=node_dir)
@@ -98,6 +98,14 @@ def test_add_list_predict_verify_refuse(node_dir: Path, corpus: Path) -> None:
     assert refused.returncode == 2
     assert "refused: its files differ from those admitted" in refused.stderr
     assert "tiny-body.ts changed" in refused.stderr
+
+    again = ainode("models", "add", "incoming", cwd=node_dir)  # the name is taken now
+    assert again.returncode == 2 and "use --replace" in again.stderr
+    replaced = ainode("models", "add", "incoming", "--replace", "--json", cwd=node_dir)
+    assert replaced.returncode == 0, replaced.stderr
+    assert json.loads(replaced.stdout)["device_uid"] == record["device_uid"]  # same weights
+    assert ainode("models", "verify", cwd=node_dir).returncode == 0
+    assert not [p for p in store.parent.iterdir() if p.name.startswith(".")]  # no leftovers
 
 
 @pytest.mark.slow  # export + isolated trial run of a 3D UNet: ~15 s on CI

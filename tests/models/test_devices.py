@@ -56,6 +56,7 @@ def _ainode(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.slow  # three CLI runs that import torch: ~10 s on CI
 @pytest.mark.skipif(torch.cuda.is_available(), reason=NO_GPU)
 def test_predict_and_worker_refuse_a_missing_gpu(tmp_path: Path, corpus: Path) -> None:
     dx = corpus / "other-modalities/dx/dx_image.dcm"
