@@ -4,9 +4,11 @@ The way MONAI Deploy's ``MonaiBundleInferenceOperator`` does it, with two differ
 output type; a precise error naming the config item a bundle cannot run without):
 
 1. ``configs/inference.json|yaml`` and ``configs/metadata.json`` are parsed with
-   ``monai.bundle.ConfigParser``; ``bundle_root`` is the bundle folder, ``device`` ainode's device,
-   and the bundle folder goes on ``sys.path`` (as ``monai.bundle run`` does) so ``scripts.*``
-   targets resolve.
+   ``monai.bundle.ConfigParser``; the image goes under the config's ``image_key`` (else the first
+   key of ``network_data_format.inputs``), the output is read under the first key of
+   ``network_data_format.outputs`` (``pred``); ``bundle_root`` is the bundle folder, ``device``
+   ainode's device, and the bundle folder goes on ``sys.path`` (as ``monai.bundle run`` does)
+   so ``scripts.*`` targets resolve.
 2. ``preprocessing`` (a ``Compose``) loses its file loaders (``LoadImage``/``LoadImaged``): its
    input is ``{image_key: MetaTensor}`` from node/models/bundle_input.py.  ``postprocessing``
    loses its savers (``Save*``, ``*Saver``, ``*Writer``).  Both edits are made in the config
@@ -106,8 +108,10 @@ class BundleRun:
             self.metadata = json.loads(meta.read_text(encoding="utf-8"))
         parser["bundle_root"] = str(folder)
         parser["device"] = device
-        self.image_key = str(parser.get("image_key", "image"))
-        outputs = self.metadata.get("network_data_format", {}).get("outputs", {})
+        data_format = self.metadata.get("network_data_format", {})
+        inputs, outputs = data_format.get("inputs", {}), data_format.get("outputs", {})
+        first_input = next(iter(inputs), "image") if isinstance(inputs, dict) else "image"
+        self.image_key = str(parser.get("image_key", first_input))
         self.output_key = next(iter(outputs), "pred") if isinstance(outputs, dict) else "pred"
         self._strip(parser)
         self.parser = parser

@@ -180,3 +180,62 @@ def test_intermediate_layer_getter_contract() -> None:
         assert validate_trainable_layers(False, 2, 5, 3) == 5
     with pytest.raises(ValueError, match="within 0..5"):
         validate_trainable_layers(True, 7, 5, 3)
+
+
+def test_classification_bundle_gives_probabilities(tmp_path: Path) -> None:
+    from monai.networks.nets.classifier import Classifier
+
+    folder = tmp_path / "cls"
+    (folder / "configs").mkdir(parents=True)
+    (folder / "models").mkdir()
+    network = {
+        "_target_": "Classifier",
+        "in_shape": [1, 16, 16, 16],
+        "classes": 2,
+        "channels": [4],
+        "strides": [2],
+    }
+    config = {
+        "network_def": network,
+        "preprocessing": {
+            "_target_": "Compose",
+            "transforms": [
+                {"_target_": "LoadImaged", "keys": "image"},
+                {"_target_": "EnsureChannelFirstd", "keys": "image"},
+                {"_target_": "ScaleIntensityd", "keys": "image"},
+            ],
+        },
+        "inferer": {"_target_": "SimpleInferer"},
+        "postprocessing": {
+            "_target_": "Compose",
+            "transforms": [{"_target_": "Activationsd", "keys": "pred", "softmax": True}],
+        },
+    }
+    meta = {
+        "version": "1.0",
+        "network_data_format": {
+            "inputs": {"image": {"type": "image", "modality": "CT"}},
+            "outputs": {
+                "pred": {
+                    "type": "probabilities",
+                    "format": "classification",
+                    "channel_def": {"0": "normal", "1": "abnormal"},
+                }
+            },
+        },
+    }
+    (folder / "configs" / "inference.json").write_text(json.dumps(config), encoding="utf-8")
+    (folder / "configs" / "metadata.json").write_text(json.dumps(meta), encoding="utf-8")
+    torch.manual_seed(1)
+    net = Classifier(in_shape=(1, 16, 16, 16), classes=2, channels=(4,), strides=(2,)).eval()
+    torch.save(net.state_dict(), folder / "models" / "model.pt")
+    model = discover([folder], device="cpu", builtins=False, entry_points=False).get("cls")
+    assert model.info.task.value == "classification" and model.info.modalities == ("CT",)
+    volume = ct_volume((16, 16, 16))
+    got = model.predict(volume).class_probabilities
+    x = volume.voxels.astype(np.float32).transpose(2, 1, 0)
+    x = (x - x.min()) / (x.max() - x.min())
+    with torch.no_grad():
+        expected = torch.softmax(net(torch.from_numpy(x.copy())[None, None])[0], dim=0)
+    assert list(got) == ["normal", "abnormal"]
+    assert [got["normal"], got["abnormal"]] == pytest.approx(expected.tolist(), abs=1e-5)
