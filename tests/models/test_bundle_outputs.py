@@ -239,3 +239,27 @@ def test_classification_bundle_gives_probabilities(tmp_path: Path) -> None:
         expected = torch.softmax(net(torch.from_numpy(x.copy())[None, None])[0], dim=0)
     assert list(got) == ["normal", "abnormal"]
     assert [got["normal"], got["abnormal"]] == pytest.approx(expected.tolist(), abs=1e-5)
+
+
+def test_zoo_bundles_are_described_from_their_metadata(tmp_path: Path) -> None:
+    import shutil
+
+    from node.models.bundle import BundleModel
+    from tests.models.bundle_weights import HERE
+
+    for name in ("spleen_ct_segmentation", "lung_nodule_ct_detection"):
+        shutil.copytree(HERE / name, tmp_path / name)
+        (tmp_path / name / "models").mkdir()
+        (tmp_path / name / "models" / "model.pt").write_bytes(b"")  # described, never loaded
+    (tmp_path / "lung_nodule_ct_detection" / "ainode.yaml").write_text("body_parts: [CHEST]\n")
+    registry = discover([tmp_path], device="cpu", builtins=False, entry_points=False)
+    spleen = registry.get("spleen_ct_segmentation")
+    nodules = registry.get("lung_nodule_ct_detection")
+    assert isinstance(spleen, BundleModel) and isinstance(nodules, BundleModel)
+    assert (spleen.info.task.value, spleen.info.version) == ("segmentation", "0.5.9")
+    assert spleen.info.modalities == ("CT",) and spleen.info.body_parts == ()
+    [label] = spleen.spec.labels.values()
+    assert (label.name, label.type[0]) == ("spleen", "78961009")
+    assert (nodules.info.task.value, nodules.info.version) == ("detection", "0.6.8")
+    assert [o.value for o in nodules.info.outputs] == ["findings"]
+    assert nodules.info.modalities == ("CT",) and nodules.info.body_parts == ("CHEST",)
