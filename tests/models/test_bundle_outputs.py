@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from node.errors import ModelError
+from node.models.bundle import BundleModel
 from node.models.bundle_codes import segment_codes
 from node.models.bundle_input import lps_affine, volume_metatensor
 from node.models.bundle_outputs import BoxSpace, findings, label_map, probabilities
@@ -244,7 +245,6 @@ def test_classification_bundle_gives_probabilities(tmp_path: Path) -> None:
 def test_zoo_bundles_are_described_from_their_metadata(tmp_path: Path) -> None:
     import shutil
 
-    from node.models.bundle import BundleModel
     from tests.models.bundle_weights import HERE
 
     for name in ("spleen_ct_segmentation", "lung_nodule_ct_detection"):
@@ -263,3 +263,20 @@ def test_zoo_bundles_are_described_from_their_metadata(tmp_path: Path) -> None:
     assert (nodules.info.task.value, nodules.info.version) == ("detection", "0.6.8")
     assert [o.value for o in nodules.info.outputs] == ["findings"]
     assert nodules.info.modalities == ("CT",) and nodules.info.body_parts == ("CHEST",)
+
+
+def test_ainode_yaml_labels_override_label_by_label(tmp_path: Path) -> None:
+    folder = write_bundle(
+        tmp_path / "b",
+        ainode_yaml="""\
+        labels:
+          2: {name: cyst, category: ["49755003", SCT, Morphologically Abnormal Structure],
+              type: ["367643001", SCT, Cyst]}
+        """,
+    )
+    model = discover([folder], device="cpu", builtins=False, entry_points=False).get("b")
+    assert isinstance(model, BundleModel)
+    spec = model.spec
+    assert sorted(spec.labels) == [1, 2]
+    assert spec.labels[1].name == "lesion" and spec.labels[1].type[0] == "52988006"
+    assert spec.labels[2].type == ("367643001", "SCT", "Cyst")
