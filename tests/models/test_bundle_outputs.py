@@ -280,3 +280,35 @@ def test_ainode_yaml_labels_override_label_by_label(tmp_path: Path) -> None:
     assert sorted(spec.labels) == [1, 2]
     assert spec.labels[1].name == "lesion" and spec.labels[1].type[0] == "52988006"
     assert spec.labels[2].type == ("367643001", "SCT", "Cyst")
+
+
+def test_bundles_keep_their_own_scripts_package(tmp_path: Path) -> None:
+    """Two bundles with a ``scripts`` package each, loaded in one process (a job worker)."""
+    folders = {}
+    for name, factor in (("a", 1.0), ("b", 0.0)):
+        folder = write_bundle(tmp_path / name)
+        (folder / "scripts").mkdir()
+        (folder / "scripts" / "__init__.py").write_text("")
+        (folder / "scripts" / "tweak.py").write_text(
+            "class Scaled:\n"
+            "    def __init__(self, keys):\n"
+            "        self.keys = keys\n"
+            "    def __call__(self, d):\n"
+            f"        return {{**d, self.keys: d[self.keys] * {factor}}}\n"
+        )
+        config = json.loads(json.dumps(UNET_CONFIG))
+        config["preprocessing"]["transforms"].append(
+            {"_target_": "scripts.tweak.Scaled", "keys": "image"}
+        )
+        (folder / "configs" / "inference.json").write_text(json.dumps(config))
+        folders[name] = folder
+    registry = discover(list(folders.values()), device="cpu", builtins=False, entry_points=False)
+    volume = ct_volume((16, 16, 16))
+    first_a = registry.get("a").predict(volume).label_map
+    b = registry.get("b").predict(volume).label_map
+    again_a = registry.get("a").predict(volume).label_map
+    assert first_a is not None and b is not None
+    np.testing.assert_array_equal(first_a, again_a)
+    assert len(np.unique(first_a)) > 1
+    assert len(np.unique(b)) == 1  # b zeroes its input: one constant answer
+    assert not np.array_equal(first_a, b)
