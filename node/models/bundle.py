@@ -11,8 +11,9 @@ Description (``ainode models list``; nothing is evaluated):
   input (``network_data_format.inputs.<key>.modality``), segment names from the output's
   ``channel_def``;
 * an optional ``ainode.yaml`` in the bundle (a ``ModelSpec`` without ``file``) overrides any of
-  these and adds what metadata.json does not state: body parts for routing, label codes/colours,
-  detection class names.  Its pipeline keys (``spacing``, ``normalise``, ``roi_size``) are not
+  these and adds what metadata.json does not state: body parts for routing, label codes/colours
+  (``labels`` entries replace the derived ones label by label, and may add labels), detection
+  class names.  Its pipeline keys (``spacing``, ``normalise``, ``roi_size``) are not
   used for bundles: the bundle's own transforms run.
 
 Prediction (node/models/bundle_run.py, bundle_input.py, bundle_outputs.py): the ``Volume``
@@ -40,7 +41,7 @@ import torch
 from node.errors import ModelError
 from node.models.base import Model, ModelInfo, OutputKind, Task
 from node.models.bundle_codes import segment_codes
-from node.models.network import ModelSpec, read_spec
+from node.models.network import LabelSpec, ModelSpec, read_spec
 from node.models.runtime import stage_timer
 from node.types import Code, Prediction, SegmentDescription, Volume
 
@@ -133,7 +134,10 @@ def _spec(folder: Path) -> ModelSpec:
     defaults = _metadata_defaults(folder)
     override = folder / "ainode.yaml"
     if override.is_file():
-        return read_spec(override, defaults=defaults)
+        spec = read_spec(override, defaults=defaults)
+        # ainode.yaml labels extend/override the channel_def ones label by label
+        derived = {k: LabelSpec.model_validate(v) for k, v in defaults.get("labels", {}).items()}
+        return spec.model_copy(update={"labels": {**derived, **spec.labels}})
     try:
         return ModelSpec.model_validate(defaults)
     except ValueError as exc:

@@ -65,7 +65,7 @@ def label_map(pred: Any, source: Any, volume: Volume) -> npt.NDArray[np.uint8]:
         )
     if tensor.shape[0] > 1:
         tensor = torch.argmax(tensor, dim=0, keepdim=True)
-    else:
+    elif tensor.is_floating_point():
         tensor = torch.round(tensor)
     src_affine = np.asarray(source.affine, dtype=np.float64)
     on_grid = tuple(tensor.shape[1:]) == spatial
@@ -83,10 +83,11 @@ def label_map(pred: Any, source: Any, volume: Volume) -> npt.NDArray[np.uint8]:
         tensor = SpatialResample(mode="nearest", padding_mode="zeros")(
             tensor.float(), dst_affine=torch.as_tensor(src_affine), spatial_size=spatial
         )
-    labels = _numpy(tensor[0])
-    if labels.min() < 0 or labels.max() > 255:
-        raise ModelError(f"segmentation labels {labels.min()}..{labels.max()} do not fit 0..255")
-    labels = labels.astype(np.uint8)
+    plain = tensor.as_tensor() if isinstance(tensor, MetaTensor) else tensor
+    low, high = torch.aminmax(plain[0])
+    if low < 0 or high > 255:
+        raise ModelError(f"segmentation labels {low}..{high} do not fit 0..255")
+    labels = _numpy(plain[0].to(torch.uint8))
     if volume.is_3d:
         return np.ascontiguousarray(labels.transpose(2, 1, 0))
     return np.ascontiguousarray(labels.T[None])

@@ -4,9 +4,12 @@ The way MONAI Deploy's ``MonaiBundleInferenceOperator`` does it, with two differ
 output type; a precise error naming the config item a bundle cannot run without):
 
 1. ``configs/inference.json|yaml`` and ``configs/metadata.json`` are parsed with
-   ``monai.bundle.ConfigParser``; ``bundle_root`` is the bundle folder, ``device`` ainode's device,
-   and the bundle folder goes on ``sys.path`` (as ``monai.bundle run`` does) so ``scripts.*``
-   targets resolve.
+   ``monai.bundle.ConfigParser``; the image goes under the config's ``image_key`` (else the first
+   key of ``network_data_format.inputs``), the output is read under the first key of
+   ``network_data_format.outputs`` (``pred``); ``bundle_root`` is the bundle folder, ``device``
+   ainode's device, and the bundle folder goes on ``sys.path`` (as ``monai.bundle run`` does)
+   so ``scripts.*`` targets resolve; each bundle's own ``scripts`` modules are swapped into
+   ``sys.modules`` only while it is built or run, so bundles sharing a worker never mix them.
 2. ``preprocessing`` (a ``Compose``) loses its file loaders (``LoadImage``/``LoadImaged``): its
    input is ``{image_key: MetaTensor}`` from node/models/bundle_input.py.  ``postprocessing``
    loses its savers (``Save*``, ``*Saver``, ``*Writer``).  Both edits are made in the config
@@ -37,6 +40,7 @@ import json
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import torch
@@ -62,14 +66,15 @@ def _is_saver(name: str) -> bool:
     return name.startswith("Save") or name.endswith(("Saver", "Saverd", "Writer", "Writerd"))
 
 
-@contextlib.contextmanager
-def _on_path(folder: Path) -> Iterator[None]:
-    sys.path.insert(1, str(folder))
-    try:
-        yield
-    finally:
-        with contextlib.suppress(ValueError):
-            sys.path.remove(str(folder))
+def _top_names(folder: Path) -> frozenset[str]:
+    """Top-level module names a bundle folder provides (``scripts`` and any ``*.py``)."""
+    names = {p.name for p in folder.iterdir() if p.is_dir() and (p / "__init__.py").is_file()}
+    names |= {p.stem for p in folder.glob("*.py")}
+    return frozenset(names)
+
+
+def _take(names: frozenset[str]) -> dict[str, ModuleType]:
+    return {k: sys.modules.pop(k) for k in list(sys.modules) if k.split(".")[0] in names}
 
 
 class BundleRun:
@@ -106,12 +111,16 @@ class BundleRun:
             self.metadata = json.loads(meta.read_text(encoding="utf-8"))
         parser["bundle_root"] = str(folder)
         parser["device"] = device
-        self.image_key = str(parser.get("image_key", "image"))
-        outputs = self.metadata.get("network_data_format", {}).get("outputs", {})
+        data_format = self.metadata.get("network_data_format", {})
+        inputs, outputs = data_format.get("inputs", {}), data_format.get("outputs", {})
+        first_input = next(iter(inputs), "image") if isinstance(inputs, dict) else "image"
+        self.image_key = str(parser.get("image_key", first_input))
         self.output_key = next(iter(outputs), "pred") if isinstance(outputs, dict) else "pred"
         self._strip(parser)
         self.parser = parser
-        with _on_path(folder):
+        self._names = _top_names(folder)
+        self._modules: dict[str, ModuleType] = {}
+        with self._own_modules():
             self.network = self._network()
             self._requires()
             self.preprocessing = self._parsed("preprocessing")
@@ -124,6 +133,26 @@ class BundleRun:
         evaluator = parser.get("evaluator", {})
         amp = evaluator.get("amp", False) if isinstance(evaluator, dict) else False
         self.amp = bool(self._value(amp))
+
+    @contextlib.contextmanager
+    def _own_modules(self) -> Iterator[None]:
+        """This bundle's ``scripts.*`` (and other top-level) modules, for the duration.
+
+        Zoo bundles all call their code ``scripts``; a worker keeps several bundles loaded, so
+        each bundle's modules are swapped into ``sys.modules`` (and its folder onto
+        ``sys.path``, as ``monai.bundle run`` puts it) only while that bundle is instantiated
+        or run, and another bundle's ``scripts`` is never picked up.
+        """
+        saved = _take(self._names)
+        sys.modules.update(self._modules)
+        sys.path.insert(1, str(self.folder))
+        try:
+            yield
+        finally:
+            with contextlib.suppress(ValueError):
+                sys.path.remove(str(self.folder))
+            self._modules = _take(self._names)
+            sys.modules.update(saved)
 
     # ------------------------------------------------------------ config edits
     def _strip(self, parser: Any) -> None:
@@ -222,6 +251,10 @@ class BundleRun:
             The postprocessed item: the output under the metadata's output key (``pred``) or the
             keys of a dict output (``box``, ``label``, ``label_scores``...), and the image.
         """
+        with self._own_modules():
+            return self._run(image)
+
+    def _run(self, image: Any) -> dict[str, Any]:
         from monai.data.utils import decollate_batch, list_data_collate
 
         try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -16,7 +17,7 @@ CHEST = "ct/chest-ct-siemens-sensation10-b40f-30sl"
 
 
 def _reader_image(folder: Path):  # type: ignore[no-untyped-def]
-    from monai.transforms import LoadImage
+    from monai.transforms.io.array import LoadImage
 
     with warnings.catch_warnings():
         # MONAI warns that the optional nvImageCodec decoder plugin is absent (CPU machine)
@@ -25,7 +26,7 @@ def _reader_image(folder: Path):  # type: ignore[no-untyped-def]
 
 
 def test_metatensor_equals_pydicom_reader(corpus: Path) -> None:
-    from monai.transforms import Orientation
+    from monai.transforms.spatial.array import Orientation
 
     folder = corpus / CHEST
     theirs = _reader_image(folder)
@@ -38,7 +39,8 @@ def test_metatensor_equals_pydicom_reader(corpus: Path) -> None:
     np.testing.assert_allclose(ours.meta["spacing"], theirs.meta["spacing"])
     # the same image in patient space: identical after both are put in RAS order...
     orient = Orientation("RAS", labels=None)  # labels from the image's "space" (RAS)
-    a, b = orient(ours[None]), orient(theirs[None])
+    a: Any = orient(ours[None])
+    b: Any = orient(theirs[None])
     np.testing.assert_allclose(a.affine.numpy(), b.affine.numpy(), atol=1e-4)
     np.testing.assert_array_equal(a.numpy(), b.numpy())
     # ...and voxel for voxel: each index maps to the same RAS point on both sides

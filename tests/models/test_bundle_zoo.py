@@ -41,18 +41,25 @@ def chest_crop_small(corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     return crop_series(corpus / CHEST, tmp_path_factory.mktemp("series") / "chest", size=128)
 
 
-def _check_dicom(checker_tools: Path, *files: Path) -> str:
+def _tool(checker_tools: Path, name: str, *args: object) -> str:
     import subprocess
 
     proc = subprocess.run(
-        [str(checker_tools / "check-dicom"), *map(str, files)],
-        capture_output=True,
-        text=True,
-        timeout=240,
+        [str(checker_tools / name), *map(str, args)], capture_output=True, text=True, timeout=240
     )
     out = proc.stdout + proc.stderr
-    assert proc.returncode == 0, out[-6000:]
+    assert proc.returncode == 0, f"{name}: {out[-6000:]}"
     return out
+
+
+def _check_all(checker_tools: Path, sources: Path, *files: Path, is_sr: bool = False) -> None:
+    """dciodvfy (check-dicom), references to the sources, dcmjs (what OHIF uses), SR tools."""
+    out = _tool(checker_tools, "check-dicom", *files)
+    assert "0 error(s)" in out.splitlines()[-1]
+    _tool(checker_tools, "check-refs", "--sources", sources, *files)
+    _tool(checker_tools, "check-dcmjs", "--strict", "--sources", sources, *files)
+    if is_sr:
+        _tool(checker_tools, "check-sr", "--quiet", *files)
 
 
 def _monai_boxes(out: Path) -> list[tuple[list[float], float]]:
@@ -82,8 +89,7 @@ def test_spleen_bundle_matches_monai_run(
     print(f"spleen: Dice {score:.5f}, MONAI {marked} voxels, ainode {int((got == 1).sum())}")
     assert score >= 0.99
     assert ours["prediction"]["model"]["version"] == "0.5.9"
-    out = _check_dicom(checker_tools, seg_file)
-    assert "0 error(s)" in out.splitlines()[-1]
+    _check_all(checker_tools, chest_crop, seg_file)
     # one segment per channel_def entry, SNOMED CT codes, the bundle as the algorithm
     seg = pydicom.dcmread(seg_file)
     [segment] = seg.SegmentSequence
@@ -121,8 +127,7 @@ def test_lung_nodule_bundle_matches_monai_run(
     print(f"detection: centres within {worst_mm:.4f} mm, scores within {worst_score:.6f}")
     assert worst_mm <= 2.0 and worst_score <= 0.01
     [sr_file] = sorted((tmp_path / "ainode").glob("*-sr.dcm"))
-    out = _check_dicom(checker_tools, sr_file)
-    assert "0 error(s)" in out.splitlines()[-1]
+    _check_all(checker_tools, chest_crop_small, sr_file, is_sr=True)
     sr = pydicom.dcmread(sr_file)
     assert sr.SOPClassUID == "1.2.840.10008.5.1.4.1.1.88.34"  # Comprehensive 3D SR
     print(f"wall: ainode {ours['wall_seconds']:.1f} s, MONAI {theirs['wall_seconds']:.1f} s")

@@ -167,7 +167,7 @@ def monai_label_map(nifti: Path, volume: Volume) -> npt.NDArray[np.uint8]:
     """MONAI's saved label image resampled (index mapping, no interpolation) onto ``volume``."""
     import nibabel as nib
 
-    img = nib.load(str(nifti))
+    img: Any = nib.load(str(nifti))
     data = np.asarray(img.dataobj)
     data = data.reshape(data.shape[:3])
     mapping = np.linalg.inv(img.affine) @ ras_affine(volume)

@@ -1,0 +1,139 @@
+"""Benchmark: a MONAI zoo bundle on one CT series, in ainode and in ``monai.bundle run``.
+
+Both runs are fresh processes on the same DICOM folder with the same generated weights
+(tests/models/bundle_weights.py; the configs are the zoo's, tests/models/bundles):
+
+* ainode: ``ainode predict --model <bundle> --out DIR SERIES`` with the bundle under ``models``
+  (series -> Volume -> MetaTensor -> the bundle's own items -> DICOM-SEG / SR written);
+* MONAI: ``python -m monai.bundle run`` with its datalist pointed at the folder and its
+  ``LoadImaged`` reader set to ``PydicomReader`` (NIfTI / JSON written by its own savers).
+
+Printed: wall seconds, peak RSS (MiB) and their ratios, and ainode's overhead: its wall time
+minus the time inside the bundle's own items (``model.bundle`` of prediction.json: preprocessing,
+inferer, postprocessing), as a share of MONAI's wall time (issue 16 target: <= 10 %; peak RSS
+within 1.2x); and the part of it only ainode does (reading the series into a Volume and
+MetaTensor, outputs to a Prediction, writing the SEG/SR), since process start and importing
+torch/MONAI are paid by MONAI's run as well.
+
+The series is the sample chest phantom of node/samples as bench/e2e.py writes it (``--slices``
+x ``--size`` x ``--size``, anatomy kept in mm) or ``--series FOLDER``.
+
+Run: ``PYTHONPATH=. .venv/bin/python bench/bundles.py [--bundle spleen_ct_segmentation]
+[--slices 300] [--size 512]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+from pydicom.uid import generate_uid  # noqa: E402
+
+from node.samples.studies import CT_SPACING, _chest_ct_phantom  # noqa: E402
+from node.samples.writers import write_ct_series  # noqa: E402
+from tests.models.bundle_weights import bundle_copy  # noqa: E402
+from tests.models.zoo import run_ainode_predict, run_monai_bundle  # noqa: E402
+
+
+def chest_ct(out: Path, slices: int, size: int) -> None:
+    """The sample chest phantom at ``slices`` x ``size`` x ``size`` (as bench/e2e.py makes it)."""
+    vol = _chest_ct_phantom()
+    idx = np.linspace(0, vol.shape[0] - 1, slices).round().astype(int)
+    rows = np.linspace(0, vol.shape[1] - 1, size).round().astype(int)
+    cols = np.linspace(0, vol.shape[2] - 1, size).round().astype(int)
+    spacing = (
+        CT_SPACING[0] * vol.shape[0] / slices,
+        CT_SPACING[1] * vol.shape[1] / size,
+        CT_SPACING[2] * vol.shape[2] / size,
+    )
+    voxels = vol[idx][:, rows][:, :, cols]
+    write_ct_series(voxels, spacing=spacing, out_dir=out, study_uid=generate_uid())
+
+
+def _row(name: str, run: dict[str, Any]) -> str:
+    return f"{name:<28} {run['wall_seconds']:>9.1f} s {run['peak_rss_mib']:>9.0f} MiB"
+
+
+def main() -> None:
+    """Run both sides once and print the figures."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--bundle",
+        default="spleen_ct_segmentation",
+        choices=["spleen_ct_segmentation", "lung_nodule_ct_detection"],
+    )
+    parser.add_argument("--series", type=Path, help="a DICOM series folder (default: synthetic)")
+    parser.add_argument("--slices", type=int, default=300)
+    parser.add_argument("--size", type=int, default=512, help="rows = columns of the synthetic CT")
+    parser.add_argument("--json", action="store_true", help="print the figures as JSON too")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="ainode-bench-bundles-") as tmp:
+        root = Path(tmp)
+        series = args.series
+        if series is None:
+            series = root / "series"
+            chest_ct(series, args.slices, args.size)
+        files = len([p for p in series.iterdir() if p.is_file()])
+        yaml = "classes: [nodule]\n" if args.bundle == "lung_nodule_ct_detection" else None
+        bundle = bundle_copy(args.bundle, root / "models", ainode_yaml=yaml)
+        ours = run_ainode_predict(bundle, series, root / "ainode", model=bundle.name)
+        theirs = run_monai_bundle(
+            bundle,
+            series,
+            root / "monai",
+            detection=args.bundle == "lung_nodule_ct_detection",
+        )
+    timings = ours["prediction"]["timings_seconds"]
+    inside = float(timings.get("model.bundle", 0.0))
+    overhead = ours["wall_seconds"] - inside
+    write = timings["total"] - timings["discover"] - timings["load_volume"] - timings["predict"]
+    # what only ainode does: DICOM -> Volume -> MetaTensor, outputs -> Prediction, SEG/SR written
+    own = timings["load_volume"] + timings["model.input"] + timings["model.outputs"] + write
+    figures = {
+        "bundle": args.bundle,
+        "series_files": files,
+        "threads": os.cpu_count(),
+        "load_average": os.getloadavg()[0],
+        "ainode_wall_seconds": round(ours["wall_seconds"], 2),
+        "monai_wall_seconds": round(theirs["wall_seconds"], 2),
+        "wall_ratio": round(ours["wall_seconds"] / theirs["wall_seconds"], 3),
+        "ainode_bundle_items_seconds": round(inside, 2),
+        "ainode_overhead_seconds": round(overhead, 2),
+        "overhead_share_of_monai": round(overhead / theirs["wall_seconds"], 3),
+        "ainode_own_stages_seconds": round(own, 2),
+        "own_stages_share_of_monai": round(own / theirs["wall_seconds"], 3),
+        "ainode_write_results_seconds": round(write, 2),
+        "ainode_peak_rss_mib": round(ours["peak_rss_mib"]),
+        "monai_peak_rss_mib": round(theirs["peak_rss_mib"]),
+        "rss_ratio": round(ours["peak_rss_mib"] / theirs["peak_rss_mib"], 3),
+        "ainode_timings_seconds": timings,
+    }
+    print(f"{args.bundle} on {files} files (load average {figures['load_average']:.1f})")
+    print(_row("ainode predict", ours))
+    print(_row("python -m monai.bundle run", theirs))
+    print(
+        f"ratios: wall {figures['wall_ratio']:.2f}x, peak RSS {figures['rss_ratio']:.2f}x; "
+        f"ainode overhead {overhead:.1f} s = {100 * figures['overhead_share_of_monai']:.1f} % "
+        "of MONAI's run"
+    )
+    print(
+        f"ainode's own stages (series -> MetaTensor, outputs -> SEG/SR written): {own:.1f} s = "
+        f"{100 * figures['own_stages_share_of_monai']:.1f} % of MONAI's run; the rest of the "
+        "overhead is process start and importing torch/MONAI, which MONAI's run pays too"
+    )
+    print("ainode stages: " + ", ".join(f"{k} {v:.2f}" for k, v in timings.items()))
+    if args.json:
+        print(json.dumps(figures, indent=2))
+
+
+if __name__ == "__main__":
+    main()
