@@ -47,15 +47,12 @@ _NO_UNITS = codes.UCUM.NoUnits
 
 
 #: Procedure Reported by modality (TID 1500 row 4, CID 100 Quantitative Diagnostic Imaging
-#: Procedures) when the source names no procedure code.
+#: Procedures) when the source names no procedure code. Only entries that validators built on
+#: older editions also know (PixelMed 20220618 lacks "XR unspecified body region"); other
+#: modalities get the generic "Imaging procedure" of the same context group.
 _PROCEDURE_BY_MODALITY = {
     "CT": codes.cid100.CTUnspecifiedBodyRegion,
     "MR": codes.cid100.MRIUnspecifiedBodyRegion,
-    "PT": codes.cid100.PETUnspecifiedBodyRegion,
-    "NM": codes.cid100.NMUnspecifiedBodyRegion,
-    "CR": codes.cid100.XRUnspecifiedBodyRegion,
-    "DX": codes.cid100.XRUnspecifiedBodyRegion,
-    "DR": codes.cid100.XRUnspecifiedBodyRegion,
 }
 
 
