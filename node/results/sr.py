@@ -56,17 +56,24 @@ _PROCEDURE_BY_MODALITY = {
 }
 
 
+#: (value, scheme) of every CID 100 member: TID 1500 row 4 takes its Procedure Reported from it.
+_CID100 = frozenset(
+    (getattr(codes.cid100, k).value, getattr(codes.cid100, k).scheme_designator)
+    for k in codes.cid100.dir()
+)
+
+
 def procedure_reported(source: Dataset) -> hd.sr.CodedConcept:
     """The imaging procedure the report is about (IHE AIR: the procedure, not the algorithm).
 
-    The source's own Procedure Code Sequence (sanitised, so complete) when it has one, else the
-    unspecified-region procedure of its modality (CID 100), else "Imaging procedure".
+    The source's own Procedure Code Sequence item when it is a member of CID 100 (the context
+    group TID 1500 defines for it; local codes are not), else the unspecified-region procedure
+    of its modality, else "Imaging procedure".
     """
     for item in source.get("ProcedureCodeSequence", []):
-        if item.get("CodeValue") and item.get("CodingSchemeDesignator") and item.get("CodeMeaning"):
-            return hd.sr.CodedConcept(
-                str(item.CodeValue), str(item.CodingSchemeDesignator), str(item.CodeMeaning)[:64]
-            )
+        key = (str(item.get("CodeValue", "")), str(item.get("CodingSchemeDesignator", "")))
+        if key in _CID100 and item.get("CodeMeaning"):
+            return hd.sr.CodedConcept(key[0], key[1], str(item.CodeMeaning)[:64])
     code = _PROCEDURE_BY_MODALITY.get(str(source.get("Modality", "")).upper())
     if code is None:
         code = codes.SCT.ImagingProcedure
