@@ -28,9 +28,11 @@ from pathlib import Path
 
 from pydicom.dataset import Dataset
 
+from node.results.combine import build_combined_results
 from node.results.derived import build_derived_series, can_derive
 from node.results.gate import check_results, encode
 from node.results.identity import ResultContext
+from node.results.rejection import build_rejection_note
 from node.results.sc import build_gray_sc, build_heatmap_sc
 from node.results.seg import build_seg, segment_numbers
 from node.results.sources import SourceSet, load_sources
@@ -40,6 +42,8 @@ from node.types import Prediction, ResultKind, Volume
 
 __all__ = [
     "ResultFile",
+    "build_combined_results",
+    "build_rejection_note",
     "build_result_files",
     "build_results",
     "check_results",

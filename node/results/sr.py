@@ -47,29 +47,33 @@ _NO_UNITS = codes.UCUM.NoUnits
 
 
 #: Procedure Reported by modality (TID 1500 row 4, CID 100 Quantitative Diagnostic Imaging
-#: Procedures) when the source names no procedure code.
+#: Procedures) when the source names no procedure code. Only entries that validators built on
+#: older editions also know (PixelMed 20220618 lacks "XR unspecified body region"); other
+#: modalities get the generic "Imaging procedure" of the same context group.
 _PROCEDURE_BY_MODALITY = {
     "CT": codes.cid100.CTUnspecifiedBodyRegion,
     "MR": codes.cid100.MRIUnspecifiedBodyRegion,
-    "PT": codes.cid100.PETUnspecifiedBodyRegion,
-    "NM": codes.cid100.NMUnspecifiedBodyRegion,
-    "CR": codes.cid100.XRUnspecifiedBodyRegion,
-    "DX": codes.cid100.XRUnspecifiedBodyRegion,
-    "DR": codes.cid100.XRUnspecifiedBodyRegion,
 }
+
+
+#: (value, scheme) of every CID 100 member: TID 1500 row 4 takes its Procedure Reported from it.
+_CID100 = frozenset(
+    (getattr(codes.cid100, k).value, getattr(codes.cid100, k).scheme_designator)
+    for k in codes.cid100.dir()
+)
 
 
 def procedure_reported(source: Dataset) -> hd.sr.CodedConcept:
     """The imaging procedure the report is about (IHE AIR: the procedure, not the algorithm).
 
-    The source's own Procedure Code Sequence (sanitised, so complete) when it has one, else the
-    unspecified-region procedure of its modality (CID 100), else "Imaging procedure".
+    The source's own Procedure Code Sequence item when it is a member of CID 100 (the context
+    group TID 1500 defines for it; local codes are not), else the unspecified-region procedure
+    of its modality, else "Imaging procedure".
     """
     for item in source.get("ProcedureCodeSequence", []):
-        if item.get("CodeValue") and item.get("CodingSchemeDesignator") and item.get("CodeMeaning"):
-            return hd.sr.CodedConcept(
-                str(item.CodeValue), str(item.CodingSchemeDesignator), str(item.CodeMeaning)[:64]
-            )
+        key = (str(item.get("CodeValue", "")), str(item.get("CodingSchemeDesignator", "")))
+        if key in _CID100 and item.get("CodeMeaning"):
+            return hd.sr.CodedConcept(key[0], key[1], str(item.CodeMeaning)[:64])
     code = _PROCEDURE_BY_MODALITY.get(str(source.get("Modality", "")).upper())
     if code is None:
         code = codes.SCT.ImagingProcedure

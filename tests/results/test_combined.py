@@ -216,7 +216,12 @@ def test_combined_results_pass_every_checker(
     run_tool(checker_tools, "check-refs", "--sources", folder, *combined.files)
     seg_sr = [p for p in combined.files if p.stem.endswith(("SEG", "SR"))]
     run_tool(checker_tools, "check-dcmjs", "--strict", "--sources", folder, *seg_sr)
-    run_tool(checker_tools, "check-sr", *[p for p in combined.files if p.stem.endswith("SR")])
+    run_tool(
+        checker_tools,
+        "check-sr",
+        *[p for p in combined.files if p.stem.endswith("SR")],
+        timeout=600,
+    )
 
 
 def test_series_numbers_avoid_the_source_study(
