@@ -60,7 +60,24 @@ class NodeProcess:
         return f"http://127.0.0.1:{self.http_port}"
 
     def start(self, timeout: float = 60.0) -> None:
-        """Start (or restart) the node and wait until its DICOM and HTTP ports answer."""
+        """Start (or restart) the node and wait until its DICOM and HTTP ports answer.
+
+        A restart reuses the node's ports.  On a shared machine another process may have taken
+        one of them since the node stopped; the node then refuses to start ("Address already in
+        use") and is started once more on fresh free ports (``dicom_port``/``http_port`` follow).
+        """
+        try:
+            self._start(timeout)
+        except RuntimeError as exc:
+            if "Address already in use" not in str(exc) or self.tls_port is not None:
+                raise
+            cfg = json.loads(self.config_path.read_text())
+            cfg["node"]["dicom_port"] = self.dicom_port = free_port()
+            cfg["node"]["http_port"] = self.http_port = free_port()
+            self.config_path.write_text(json.dumps(cfg, indent=2))
+            self._start(timeout)
+
+    def _start(self, timeout: float) -> None:
         env = dict(os.environ, PYTHONPATH=str(ROOT), TCP_NODELAY="1")
         offset = self.log.stat().st_size if self.log.exists() else 0
         with self.log.open("ab") as fh:
@@ -77,7 +94,8 @@ class NodeProcess:
             # wait for the node's own "started" record: polling the DICOM port would open
             # connections that each hold an association slot until the ACSE timeout
             if proc.poll() is not None:
-                raise RuntimeError(f"node exited with {proc.returncode}:\n{self.log_text()}")
+                log = self.log_text()
+                raise RuntimeError(f"node exited with {proc.returncode}:\n{log}")
             with self.log.open("rb") as fh:
                 fh.seek(offset)
                 return b'"event": "node.started"' in fh.read()
