@@ -227,6 +227,7 @@ def _entry_point_entries() -> list[ModelEntry]:
 def _describe(path: Path, kind: str, device: torch.device, preference: str = "auto") -> ModelEntry:
     if kind == "torchscript" and is_onnx_sidecar(path):
         kind = "onnx"
+    model: Model
     try:
         if kind == "bundle":
             model = load_bundle(path, device=device)
