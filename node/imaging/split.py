@@ -164,6 +164,32 @@ def _num(value: Any) -> float | None:
     return out if math.isfinite(out) else None
 
 
+def _text(ds: Dataset, tag: int) -> str | None:
+    """A text element's value (backslash-joined when multi-valued) without pydicom's conversion
+    (the split reads ~15 values of every instance; converting them costs more than reading)."""
+    try:
+        elem = ds.get_item(tag)
+    except (KeyError, ValueError):
+        return None
+    if elem is None:
+        return None
+    value = elem.value
+    if isinstance(value, bytes):
+        text = value.decode("latin-1").strip(" \x00")
+    elif value is None:
+        return None
+    elif isinstance(value, str | int | float):
+        text = str(value).strip()
+    else:
+        text = "\\".join(str(v).strip() for v in value)
+    return text or None
+
+
+def _tnum(ds: Dataset, tag: int) -> float | None:
+    text = _text(ds, tag)
+    return None if text is None else _num(text.split("\\")[0])
+
+
 def _fmt(value: float) -> str:
     return f"{value:g}"
 
@@ -195,12 +221,12 @@ def _facts(ds: Dataset, frame: FrameHeader, pf: Dataset | None, shared: Dataset 
     facts: dict[str, str] = {}
     # echo
     echo_number: int | None = None
-    en = _num(ds.get("EchoNumbers"))
+    en = _tnum(ds, 0x00180086)
     if en is not None:
         echo_number = int(en)
     te = _num(_group_value(pf, shared, "MREchoSequence", "EffectiveEchoTime"))
     if te is None:
-        te = _num(ds.get("EchoTime"))
+        te = _tnum(ds, 0x00180081)
     if echo_number is not None:
         facts["echo"] = str(echo_number)
     elif te is not None:
@@ -211,7 +237,7 @@ def _facts(ds: Dataset, frame: FrameHeader, pf: Dataset | None, shared: Dataset 
         ftype = _group_value(pf, shared, seq, "FrameType")
         if ftype is not None:
             break
-    raw_type = ftype if ftype is not None else ds.get("ImageType")
+    raw_type = ftype if ftype is not None else _text(ds, 0x00080008)
     if isinstance(raw_type, str):
         raw_type = raw_type.split("\\")
     image_type = tuple(str(v).strip().upper() for v in (raw_type or ()) if str(v).strip())
@@ -219,7 +245,7 @@ def _facts(ds: Dataset, frame: FrameHeader, pf: Dataset | None, shared: Dataset 
     # diffusion
     b = _num(_group_value(pf, shared, "MRDiffusionSequence", "DiffusionBValue"))
     if b is None:
-        b = _num(ds.get("DiffusionBValue"))
+        b = _num(ds.get(0x00189087).value) if 0x00189087 in ds else None
     direction = None
     diff = _item(pf, "MRDiffusionSequence") or _item(shared, "MRDiffusionSequence")
     grad = _item(diff, "DiffusionGradientDirectionSequence")
@@ -229,7 +255,7 @@ def _facts(ds: Dataset, frame: FrameHeader, pf: Dataset | None, shared: Dataset 
     if vec is not None and len(vec) == 3:
         direction = tuple(float(v) for v in vec)
     if b is None or direction is None:
-        is_ge = str(ds.get("Manufacturer") or "").upper().startswith("GE")
+        is_ge = (_text(ds, 0x00080070) or "").upper().startswith("GE")
         ge_b, ge_dir = _ge_diffusion(ds) if is_ge else (None, None)
         b = b if b is not None else ge_b
         direction = direction if direction is not None else ge_dir
@@ -257,19 +283,19 @@ def _facts(ds: Dataset, frame: FrameHeader, pf: Dataset | None, shared: Dataset 
             if extra:
                 facts["dim"] = ",".join(extra)
     if temporal is None:
-        temporal = _num(ds.get("TemporalPositionIdentifier"))
+        temporal = _tnum(ds, 0x00200100)
     if temporal is not None:
         facts["time"] = _fmt(temporal)
     trigger = _num(
         _group_value(pf, shared, "CardiacSynchronizationSequence", "NominalCardiacTriggerDelayTime")
     )
     if trigger is None:
-        trigger = _num(ds.get("TriggerTime"))
+        trigger = _tnum(ds, 0x00181060)
     acq = _num(content.get("FrameAcquisitionNumber") if content is not None else None)
     if acq is None:
-        acq = _num(ds.get("AcquisitionNumber"))
-    inst = _num(ds.get("InstanceNumber")) or 0.0
-    text = " ".join(str(ds.get(k) or "") for k in ("SeriesDescription", "ProtocolName"))
+        acq = _tnum(ds, 0x00200012)
+    inst = _tnum(ds, 0x00200013) or 0.0
+    text = " ".join(_text(ds, t) or "" for t in (0x0008103E, 0x00181030))
     order = (
         acq if acq is not None else 0.0,
         temporal if temporal is not None else 0.0,
