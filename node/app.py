@@ -249,7 +249,7 @@ class Node:
             decisions = route_study(rules, study, destinations=list(self._config.destinations))
             qualifier = SeriesQualifier(
                 paths=self._series_paths,
-                refusals=self._model_refusals if any(d.model for d in decisions) else {},
+                refusals=self._refusals_or_none() if any(d.model for d in decisions) else {},
             )
             plan = plan_jobs(
                 study.study_uid,
@@ -335,6 +335,15 @@ class Node:
                     e.name: e.info.refusal for e in registry.entries() if e.info is not None
                 }
             return self._refusals
+
+    def _refusals_or_none(self) -> dict[str, Refusal]:
+        """The models' checks; empty (jobs report what the router could not check) when the
+        models cannot be discovered, so that routing never stops on it."""
+        try:
+            return self._model_refusals
+        except Exception:  # noqa: BLE001 - discovery failing must not stop routing
+            log.exception("models.discovery_failed")
+            return {}
 
     def _warm_models(self) -> None:
         """Discover the models' requirements in the background at start (imports torch), so
