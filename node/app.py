@@ -340,7 +340,11 @@ class Node:
                 # a child process imports torch, not the node (node/models/describe.py)
                 from node.models.describe import describe_models
 
-                infos = describe_models(self._config.models, device=self._config.inference.device)
+                infos = describe_models(
+                    self._config.models,
+                    device=self._config.inference.device,
+                    cache=self._config.node.data_dir / "models-described.json",
+                )
                 self._refusals = {name: info.refusal for name, info in infos.items()}
             return self._refusals
 

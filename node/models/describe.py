@@ -55,16 +55,55 @@ def info_from_json(data: dict[str, Any]) -> ModelInfo:
     return ModelInfo(**kwargs)
 
 
+def _cache_key(paths: Sequence[Path], device: str) -> str:
+    """What the description depends on: ainode's model code, installed entry points, and the
+    configured model files (path, size, modification time)."""
+    import hashlib
+    import importlib.metadata
+
+    import node.models as models_pkg
+
+    h = hashlib.sha256(f"{sys.executable}\n{device}\n".encode())
+    code = Path(models_pkg.__file__).parent
+    for f in sorted(code.rglob("*.py")):
+        st = f.stat()
+        h.update(f"{f}:{st.st_size}:{st.st_mtime_ns}\n".encode())
+    for ep in sorted(importlib.metadata.entry_points(group="ainode.models"), key=str):
+        h.update(f"ep:{ep.name}={ep.value}\n".encode())
+    for root in paths:
+        files = sorted(Path(root).rglob("*")) if Path(root).is_dir() else [Path(root)]
+        for f in files:
+            if f.is_file():
+                st = f.stat()
+                h.update(f"{f}:{st.st_size}:{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()
+
+
 def describe_models(
-    paths: Sequence[Path], *, device: str = "auto", timeout_seconds: float = 600.0
+    paths: Sequence[Path],
+    *,
+    device: str = "auto",
+    timeout_seconds: float = 600.0,
+    cache: Path | None = None,
 ) -> dict[str, ModelInfo]:
     """Every model a registry with ``paths`` would discover, by name, from a child process.
+
+    ``cache``: a JSON file remembering the answer while nothing it depends on changed (the model
+    code, entry points, the configured model files), so a restarted node routes at once.
 
     Raises
     ------
     ModelError
         The child failed or did not answer in time.
     """
+    key = _cache_key(paths, device) if cache is not None else ""
+    if cache is not None:
+        try:
+            stored = json.loads(cache.read_text(encoding="utf-8"))
+            if stored.get("key") == key:
+                return {d["name"]: info_from_json(d) for d in stored["models"]}
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            pass  # absent or unreadable: describe again
     cmd = [sys.executable, "-m", "node.models.describe", "--device", device, *map(str, paths)]
     try:
         run = subprocess.run(
@@ -75,7 +114,15 @@ def describe_models(
     if run.returncode != 0:
         last = (run.stderr.strip().splitlines() or ["no output"])[-1]
         raise ModelError(f"describing the models failed: {last}")
-    return {d["name"]: info_from_json(d) for d in json.loads(run.stdout)}
+    models = json.loads(run.stdout)
+    if cache is not None:
+        tmp = cache.with_name(cache.name + ".tmp")
+        try:
+            tmp.write_text(json.dumps({"key": key, "models": models}), encoding="utf-8")
+            tmp.replace(cache)
+        except OSError:
+            pass  # a cache only
+    return {d["name"]: info_from_json(d) for d in models}
 
 
 def main(argv: Sequence[str] | None = None) -> None:
