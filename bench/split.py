@@ -31,9 +31,7 @@ def _study(root: Path) -> list[list[Path]]:
         kind = s % 5
         if kind == 0:  # two echoes x 25 slices
             frames = [
-                {"position": (-8.0, -8.0, k * 2.0), "echo": e}
-                for e in (1, 2)
-                for k in range(25)
+                {"position": (-8.0, -8.0, k * 2.0), "echo": e} for e in (1, 2) for k in range(25)
             ]
         elif kind == 1:  # 5 time points x 10 slices
             frames = [

@@ -119,7 +119,7 @@ class Explanation:
 
 def decision_json(d: RouteDecision) -> dict[str, Any]:
     """JSON form of a decision (without the explanation)."""
-    return {
+    out: dict[str, Any] = {
         "rule": d.rule,
         "model": d.model,
         "parameters": dict(d.parameters),
@@ -130,3 +130,13 @@ def decision_json(d: RouteDecision) -> dict[str, Any]:
         "priority": d.priority,
         "ignored": d.ignored,
     }
+    if d.volume is not None:  # select.volume: the node applies it to the series' volumes
+        v = d.volume
+        out["volume"] = {
+            "orientation": list(v.orientation),
+            "echo": v.echo,
+            "uniform": v.uniform,
+            "prefer": list(v.prefer),
+            "partial": "allow" if v.partial else "refuse",
+        }
+    return out

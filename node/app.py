@@ -148,6 +148,7 @@ class Node:
         self._routing_lock = threading.Lock()
         self._refusals: dict[str, Refusal] | None = None
         self._refusals_lock = threading.Lock()
+        self._describing = threading.Event()
         self.add_study_listener(self.route)
         n = config.node
         self._listener = DicomListener(
@@ -244,6 +245,13 @@ class Node:
 
     def _instance_stored(self, outcome: StoreOutcome) -> None:
         self._tracker.instance_stored(outcome.instance)
+        if self._refusals is None and not self._describing.is_set():
+            # the first instance starts describing the models (a child process), so that the
+            # study's routing, a stable window later, finds them ready
+            self._describing.set()
+            threading.Thread(
+                target=self._refusals_or_none, name="models-describe", daemon=True
+            ).start()
 
     def _study_complete(self, study: Study) -> None:
         for callback in self._study_listeners:
@@ -259,7 +267,7 @@ class Node:
             decisions = route_study(rules, study, destinations=list(self._config.destinations))
             qualifier = SeriesQualifier(
                 paths=self._series_paths,
-                refusals=self._model_refusals if any(d.model for d in decisions) else {},
+                refusals=self._refusals_or_none() if any(d.model for d in decisions) else {},
             )
             plan = plan_jobs(
                 study.study_uid,
@@ -335,24 +343,31 @@ class Node:
 
     @property
     def _model_refusals(self) -> dict[str, Refusal]:
-        """Each discovered model's check of a volume (discovered once; torch is imported)."""
+        """Each discovered model's check of a volume (described once, by a child process, at
+        the first routing that names a model)."""
         with self._refusals_lock:
             if self._refusals is None:
-                from node.models.registry import discover
+                # a child process imports torch, not the node (node/models/describe.py)
+                from node.models.describe import describe_models
 
-                registry = discover(self._config.models, device=self._config.inference.device)
-                self._refusals = {
-                    e.name: e.info.refusal for e in registry.entries() if e.info is not None
-                }
+                infos = describe_models(
+                    self._config.models,
+                    device=self._config.inference.device,
+                    cache=self._config.node.data_dir / "models-described.json",
+                )
+                self._refusals = {name: info.refusal for name, info in infos.items()}
             return self._refusals
 
-    def _warm_models(self) -> None:
-        """Discover the models' requirements in the background at start (imports torch), so
-        the first routed study does not wait for it."""
+    def _refusals_or_none(self) -> dict[str, Refusal]:
+        """The models' checks; empty (jobs report what the router could not check) when the
+        models cannot be discovered, so that routing never stops on it."""
         try:
-            self._model_refusals  # noqa: B018 - the property caches the discovery
-        except Exception:  # noqa: BLE001 - routing retries the discovery and reports it
+            return self._model_refusals
+        except Exception:  # noqa: BLE001 - discovery failing must not stop routing
             log.exception("models.discovery_failed")
+            with self._refusals_lock:
+                self._refusals = {}  # not retried at every routing; jobs report the models
+            return {}
 
     def _job_succeeded(self, job: Job, outputs: Mapping[str, Any]) -> None:
         """Queue a finished job's objects for its destinations (before it is marked done)."""
@@ -401,7 +416,6 @@ class Node:
         self._outbox.start()
         self._engine.start()
         self._rules.start()
-        threading.Thread(target=self._warm_models, name="models-warm", daemon=True).start()
         self._route_unrouted()
         self._tracker.start()
         self._retention.start()

@@ -31,7 +31,6 @@ from __future__ import annotations
 import logging
 import math
 import re
-import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,10 +38,10 @@ from typing import Any
 
 import numpy as np
 from pydicom.dataset import Dataset
-from pydicom.uid import UID
 
 from node.errors import ImagingError
 from node.imaging.decode import read_header
+from node.imaging.evidence import FrameEvidence, frame_evidence, pixel_problem
 from node.imaging.frames import FrameHeader, read_instance
 from node.types import SeriesVolume
 
@@ -71,11 +70,6 @@ _LOCALIZER_TEXT = re.compile(
     r"|tri[-_ ]?pilot|(^|[^a-z])loc([^a-z]|$))",
     re.IGNORECASE,
 )
-#: Transfer syntaxes no installed decoder reads (see node/imaging/decode.py).
-_UNDECODABLE_SYNTAXES = {
-    "1.2.840.10008.1.2.4.53": "JPEG Spectral Selection (retired)",
-    "1.2.840.10008.1.2.4.55": "JPEG Full Progression (retired)",
-}
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,18 +101,6 @@ class SeriesSplit:
         raise ImagingError(f"series {self.series_uid} has no volume {volume_id!r} (it has {known})")
 
 
-@dataclass(slots=True)
-class _Frame:
-    header: FrameHeader
-    instance_number: int
-    facts: dict[str, str]  # distinguishing values (strings: they become the volume id)
-    order: tuple[float, ...]  # acquisition order of repetitions
-    image_type: tuple[str, ...]
-    echo_number: int | None
-    b_value: float | None
-    text: str  # series description + protocol name, for localizer recognition
-
-
 def orientation_name(orientation: Sequence[float] | None) -> str:
     """AXIAL, CORONAL or SAGITTAL when the slice normal is within ~35 degrees of that axis,
     else OBLIQUE; NONE without orientation (the same classes as ``dicom_rules``)."""
@@ -134,213 +116,8 @@ def orientation_name(orientation: Sequence[float] | None) -> str:
     return ("SAGITTAL", "CORONAL", "AXIAL")[axis]
 
 
-# ---------------------------------------------------------------- header facts
-def _item(ds: Dataset | None, keyword: str) -> Dataset | None:
-    if ds is None:
-        return None
-    seq = ds.get(keyword)
-    return seq[0] if seq else None
-
-
-def _group_value(pf: Dataset | None, shared: Dataset | None, seq: str, keyword: str) -> Any:
-    for group in (pf, shared):
-        item = _item(group, seq)
-        if item is not None and keyword in item and item.get(keyword) not in (None, ""):
-            return item.get(keyword)
-    return None
-
-
-def _num(value: Any) -> float | None:
-    if value is None or value == "":
-        return None
-    if isinstance(value, list | tuple) or type(value).__name__ == "MultiValue":
-        value = value[0] if len(value) else None
-        if value is None:
-            return None
-    try:
-        out = float(value)
-    except (TypeError, ValueError):
-        return None
-    return out if math.isfinite(out) else None
-
-
-def _fmt(value: float) -> str:
-    return f"{value:g}"
-
-
-def _private(ds: Dataset, group: int, creator: str, element: int) -> Any:
-    try:
-        block = ds.private_block(group, creator)
-        return block[element].value if element in block else None
-    except (KeyError, ValueError):
-        return None
-
-
-def _ge_diffusion(ds: Dataset) -> tuple[float | None, tuple[float, float, float] | None]:
-    """GE's b-value (0043,1039)[0] modulo 1e9 and direction (0019,10BB-BD)."""
-    b = None
-    slop = _private(ds, 0x0043, "GEMS_PARM_01", 0x39)
-    if slop is not None:
-        first = _num(slop)
-        if first is not None:
-            b = float(first % 1e9)
-    parts = [_num(_private(ds, 0x0019, "GEMS_ACQU_01", e)) for e in (0xBB, 0xBC, 0xBD)]
-    direction = None
-    if all(p is not None for p in parts):
-        direction = (float(parts[0]), float(parts[1]), float(parts[2]))  # type: ignore[arg-type]
-    return b, direction
-
-
-def _facts(ds: Dataset, frame: FrameHeader, pf: Dataset | None, shared: Dataset | None) -> _Frame:
-    facts: dict[str, str] = {}
-    # echo
-    echo_number: int | None = None
-    en = _num(ds.get("EchoNumbers"))
-    if en is not None:
-        echo_number = int(en)
-    te = _num(_group_value(pf, shared, "MREchoSequence", "EffectiveEchoTime"))
-    if te is None:
-        te = _num(ds.get("EchoTime"))
-    if echo_number is not None:
-        facts["echo"] = str(echo_number)
-    elif te is not None:
-        facts["te"] = _fmt(round(te, 2))
-    # image type
-    ftype = None
-    for seq in ("MRImageFrameTypeSequence", "CTImageFrameTypeSequence", "FrameTypeSequence"):
-        ftype = _group_value(pf, shared, seq, "FrameType")
-        if ftype is not None:
-            break
-    raw_type = ftype if ftype is not None else ds.get("ImageType")
-    if isinstance(raw_type, str):
-        raw_type = raw_type.split("\\")
-    image_type = tuple(str(v).strip().upper() for v in (raw_type or ()) if str(v).strip())
-    facts["type"] = "\\".join(image_type)
-    # diffusion
-    b = _num(_group_value(pf, shared, "MRDiffusionSequence", "DiffusionBValue"))
-    if b is None:
-        b = _num(ds.get("DiffusionBValue"))
-    direction = None
-    diff = _item(pf, "MRDiffusionSequence") or _item(shared, "MRDiffusionSequence")
-    grad = _item(diff, "DiffusionGradientDirectionSequence")
-    vec = grad.get("DiffusionGradientOrientation") if grad is not None else None
-    if vec is None:
-        vec = ds.get("DiffusionGradientOrientation")
-    if vec is not None and len(vec) == 3:
-        direction = tuple(float(v) for v in vec)
-    if b is None or direction is None:
-        is_ge = str(ds.get("Manufacturer") or "").upper().startswith("GE")
-        ge_b, ge_dir = _ge_diffusion(ds) if is_ge else (None, None)
-        b = b if b is not None else ge_b
-        direction = direction if direction is not None else ge_dir
-    if b is not None:
-        facts["b"] = _fmt(round(b, 1))
-        if direction is not None and b > 0:
-            facts["dir"] = ",".join(_fmt(round(c, 3)) for c in direction)
-    # enhanced multi-frame: stack, temporal position, other dimension indices
-    content = _item(pf, "FrameContentSequence")
-    temporal = None
-    if content is not None:
-        if content.get("StackID") not in (None, ""):
-            facts["stack"] = str(content.StackID)
-        temporal = _num(content.get("TemporalPositionIndex"))
-        dims = content.get("DimensionIndexValues")
-        if dims is not None and not isinstance(dims, list | tuple):
-            dims = [dims] if type(dims).__name__ != "MultiValue" else list(dims)
-        pointers = [
-            int(item.get("DimensionIndexPointer") or 0)
-            for item in ds.get("DimensionIndexSequence") or ()
-        ]
-        if dims is not None and pointers and len(pointers) == len(list(dims)):
-            skip = {0x00209057, 0x00200032, 0x00209056, 0x00209128}  # position, stack, time
-            extra = [str(v) for v, p in zip(dims, pointers, strict=True) if p not in skip]
-            if extra:
-                facts["dim"] = ",".join(extra)
-    if temporal is None:
-        temporal = _num(ds.get("TemporalPositionIdentifier"))
-    if temporal is not None:
-        facts["time"] = _fmt(temporal)
-    trigger = _num(
-        _group_value(pf, shared, "CardiacSynchronizationSequence", "NominalCardiacTriggerDelayTime")
-    )
-    if trigger is None:
-        trigger = _num(ds.get("TriggerTime"))
-    acq = _num(content.get("FrameAcquisitionNumber") if content is not None else None)
-    if acq is None:
-        acq = _num(ds.get("AcquisitionNumber"))
-    inst = _num(ds.get("InstanceNumber")) or 0.0
-    text = " ".join(str(ds.get(k) or "") for k in ("SeriesDescription", "ProtocolName"))
-    order = (
-        acq if acq is not None else 0.0,
-        temporal if temporal is not None else 0.0,
-        trigger if trigger is not None else 0.0,
-        inst,
-        float(frame.frame_index or 0),
-    )
-    return _Frame(
-        header=frame,
-        instance_number=int(inst),
-        facts=facts,
-        order=order,
-        image_type=image_type,
-        echo_number=echo_number,
-        b_value=b,
-        text=text,
-    )
-
-
-# ---------------------------------------------------------------- pixel data, headers only
-def _pixel_problem(path: Path, ds: Dataset, offset: int | None) -> str | None:
-    """Why the pixel data of this file cannot be decoded, as far as the header shows."""
-    ts = str(getattr(ds.file_meta, "TransferSyntaxUID", "") or "")
-    if ts in _UNDECODABLE_SYNTAXES:
-        return f"transfer syntax {_UNDECODABLE_SYNTAXES[ts]} ({ts}) has no installed decoder"
-    if offset is None:
-        return None
-    uid = UID(ts) if ts else UID("1.2.840.10008.1.2")
-    if uid.is_compressed:
-        return None  # fragments are checked by the decoder
-    try:
-        size = path.stat().st_size
-        rows, cols = int(ds.get("Rows") or 0), int(ds.get("Columns") or 0)
-        need = rows * cols * int(_num(ds.get("NumberOfFrames")) or 1)
-        need = need * int(ds.get("SamplesPerPixel") or 1) * int(ds.get("BitsAllocated") or 16) // 8
-        if size >= offset + 12 + need:
-            return None  # the bytes are there: no need to read the element header
-        with path.open("rb") as fp:
-            fp.seek(offset)
-            head = fp.read(12)
-    except (OSError, ValueError, TypeError):
-        return None
-    if len(head) < 8:
-        return "the file ends before its Pixel Data"
-    endian = "<" if uid.is_little_endian else ">"
-    if uid.is_implicit_VR:
-        length, start = struct.unpack(endian + "I", head[4:8])[0], offset + 8
-    elif head[4:6] in (b"OB", b"OW", b"OF", b"OD", b"OL", b"OV", b"UN"):
-        if len(head) < 12:
-            return "the file ends before its Pixel Data"
-        length, start = struct.unpack(endian + "I", head[8:12])[0], offset + 12
-    else:
-        length, start = struct.unpack(endian + "H", head[6:8])[0], offset + 8
-    if length == 0xFFFFFFFF:  # encapsulated: fragments are checked by the decoder
-        return None
-    if uid.is_compressed:
-        return None
-    rows, cols = int(ds.get("Rows") or 0), int(ds.get("Columns") or 0)
-    frames = int(_num(ds.get("NumberOfFrames")) or 1)
-    samples = int(ds.get("SamplesPerPixel") or 1)
-    bits = int(ds.get("BitsAllocated") or 16)
-    expected = rows * cols * frames * samples * bits // 8 if bits != 1 else 0
-    if expected and length < expected:
-        return f"Pixel Data holds {length} bytes where the header needs {expected}"
-    if start + min(length, expected or length) > size:
-        return f"the file is truncated: Pixel Data needs {length} bytes, {size - start} are there"
-    return None
-
-
 # ---------------------------------------------------------------- geometry
-def _cluster_orientations(frames: Sequence[_Frame]) -> list[int]:
+def _cluster_orientations(frames: Sequence[FrameEvidence]) -> list[int]:
     reps: list[np.ndarray[Any, Any]] = []
     out = []
     for f in frames:
@@ -368,14 +145,14 @@ def _normal(ori: Sequence[float]) -> np.ndarray[Any, Any]:
 
 @dataclass(slots=True)
 class _Geometry:
-    ordered: list[_Frame]
+    ordered: list[FrameEvidence]
     slice_spacing: float | None
     tilt_degrees: float = 0.0
     filled: int = 0
     problem: str | None = None
 
 
-def _geometry(frames: list[_Frame]) -> _Geometry:
+def _geometry(frames: list[FrameEvidence]) -> _Geometry:
     first = frames[0].header
     if first.orientation is None or any(f.header.position is None for f in frames):
         if len(frames) == 1:
@@ -438,7 +215,7 @@ def _geometry(frames: list[_Frame]) -> _Geometry:
 
 
 # ---------------------------------------------------------------- the split
-def _distinct_positions(frames: Sequence[_Frame]) -> bool:
+def _distinct_positions(frames: Sequence[FrameEvidence]) -> bool:
     seen: set[tuple[int, int, int]] = set()
     for f in frames:
         pos = f.header.position
@@ -451,12 +228,12 @@ def _distinct_positions(frames: Sequence[_Frame]) -> bool:
     return True
 
 
-def _repetitions(frames: list[_Frame]) -> list[list[_Frame]]:
+def _repetitions(frames: list[FrameEvidence]) -> list[list[FrameEvidence]]:
     """Split frames whose positions repeat into one list per repetition, in acquisition order."""
     if all(f.header.position is None for f in frames) or _distinct_positions(frames):
         return [frames]
     count: dict[tuple[int, ...], int] = {}
-    reps: list[list[_Frame]] = []
+    reps: list[list[FrameEvidence]] = []
     for f in sorted(frames, key=lambda f: f.order):
         pos = f.header.position
         key = (
@@ -496,7 +273,7 @@ def split_series(
     known = read or {}
     dropped: list[DroppedInstance] = []
     not_images: list[DroppedInstance] = []
-    frames: list[_Frame] = []
+    frames: list[FrameEvidence] = []
     seen: set[tuple[str, int | None]] = set()
     series_uid = ""
     modality = body_part = None
@@ -513,14 +290,15 @@ def split_series(
             dropped.append(DroppedInstance(path.name, str(exc)))
             continue
         sop = inst.frames[0].sop_uid if inst.frames else path.name
-        problem = _pixel_problem(path, ds, offset)
+        problem = pixel_problem(path, ds, offset)
         if problem is not None:
             dropped.append(DroppedInstance(sop, problem))
             continue
         series_uid = series_uid or inst.series_uid
         modality = modality or inst.modality
         body_part = body_part or inst.body_part
-        shared = _item(ds, "SharedFunctionalGroupsSequence")
+        shared_seq = ds.get("SharedFunctionalGroupsSequence")
+        shared = shared_seq[0] if shared_seq else None
         per_frame = ds.get("PerFrameFunctionalGroupsSequence")
         for fh in inst.frames:
             if (fh.sop_uid, fh.frame_index) in seen:
@@ -532,12 +310,12 @@ def split_series(
                 if per_frame is not None and fh.frame_index is not None
                 else None
             )
-            frames.append(_facts(ds, fh, pf, shared))
+            frames.append(frame_evidence(ds, fh, pf, shared))
     if not frames:
         return SeriesSplit(series_uid, (), tuple(dropped), not_images=tuple(not_images))
     # group: size + orientation + distinguishing values
     clusters = _cluster_orientations(frames)
-    groups: dict[tuple[Any, ...], list[_Frame]] = {}
+    groups: dict[tuple[Any, ...], list[FrameEvidence]] = {}
     for f, c in zip(frames, clusters, strict=True):
         key = (
             f.header.rows,
@@ -547,8 +325,8 @@ def split_series(
             *sorted(f.facts.items()),
         )
         groups.setdefault(key, []).append(f)
-    raw: list[tuple[dict[str, str], list[_Frame], int]] = []
-    ranked: list[tuple[tuple[Any, ...], list[_Frame]]] = sorted(
+    raw: list[tuple[dict[str, str], list[FrameEvidence], int]] = []
+    ranked: list[tuple[tuple[Any, ...], list[FrameEvidence]]] = sorted(
         groups.items(), key=lambda kv: (kv[0][3], min(f.order for f in kv[1]), _sort_key(kv[0]))
     )
     for gkey, members in ranked:
@@ -583,7 +361,10 @@ def split_series(
 def _sort_key(key: tuple[Any, ...]) -> tuple[Any, ...]:
     out: list[Any] = list(key[:4])
     for k, v in key[4:]:
-        n = _num(v.split(",")[0]) if isinstance(v, str) else None
+        try:
+            n: float | None = float(v.split(",")[0]) if isinstance(v, str) else None
+        except ValueError:
+            n = None
         out.append((k, 0 if n is not None else 1, n if n is not None else 0.0, v))
     return tuple(out)
 
@@ -592,9 +373,9 @@ def _volumes(
     series_uid: str,
     modality: str | None,
     body_part: str | None,
-    raw: list[tuple[dict[str, str], list[_Frame], int]],
+    raw: list[tuple[dict[str, str], list[FrameEvidence], int]],
     n_clusters: int,
-) -> list[tuple[SeriesVolume, list[_Frame]]]:
+) -> list[tuple[SeriesVolume, list[FrameEvidence]]]:
     orient = {c: orientation_name(fs[0].header.orientation) for _, fs, c in raw}
     labels = []
     for label, _fs, c in raw:
@@ -607,7 +388,7 @@ def _volumes(
     # keep only the keys whose values differ between volumes (the identity stays short)
     varying = {k for lab in labels for k in lab if len({str(x.get(k)) for x in labels}) > 1}
     survey = _is_survey(raw, orient)
-    out: list[tuple[SeriesVolume, list[_Frame]]] = []
+    out: list[tuple[SeriesVolume, list[FrameEvidence]]] = []
     for (_, fs, c), lab in zip(raw, labels, strict=True):
         ident = tuple((k, v) for k, v in lab.items() if k in varying)
         geo = _geometry(fs)
@@ -648,7 +429,7 @@ def _volumes(
 
 
 def _is_survey(
-    raw: list[tuple[dict[str, str], list[_Frame], int]], orient: Mapping[int, str]
+    raw: list[tuple[dict[str, str], list[FrameEvidence], int]], orient: Mapping[int, str]
 ) -> bool:
     """Several mutually orthogonal planes of a few slices each: a multi-planar survey."""
     planes = {c for _, _, c in raw if c >= 0}
@@ -669,7 +450,7 @@ def _is_survey(
     return orthogonal
 
 
-def _localizer_reason(f: _Frame, survey: bool) -> str | None:
+def _localizer_reason(f: FrameEvidence, survey: bool) -> str | None:
     hit = _LOCALIZER_TYPES.intersection(f.image_type)
     if hit:
         return f"ImageType {sorted(hit)[0]}"

@@ -129,7 +129,8 @@ def plan_jobs(
             params = dict(d.parameters) if isinstance(d.parameters, dict) else {}
             if choice is not None and choice.volume_id is not None:
                 params["_volume"] = choice.volume_id
-                fp += ":" + choice.volume_id
+                if choice.volume_id != series_uid:  # one volume of several: its own job id
+                    fp += ":" + choice.volume_id
                 if choice.dropped:
                     params["_dropped"] = list(choice.dropped)
             params["_created_at"] = int(created)

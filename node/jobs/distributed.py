@@ -213,7 +213,12 @@ class CeleryEngine:
 
     def fail(self, job_id: str, *, worker: str, reason: str) -> JobState:
         """A worker could not run ``job_id``: failed (queued again while attempts remain)."""
-        state = self._store.finish(job_id, ok=False, reason=f"on {worker}: {reason}")
+        if reason.startswith("input:"):  # unreadable input: fails once, not retried (issue 24)
+            state = self._store.finish(
+                job_id, ok=False, reason=f"{reason} (on {worker})", final=True
+            )
+        else:
+            state = self._store.finish(job_id, ok=False, reason=f"on {worker}: {reason}")
         log.info("job.finished", extra={"job_id": job_id, "state": state.value, "worker": worker})
         if state is JobState.QUEUED:
             self._wake.set()

@@ -94,6 +94,15 @@ class ModelSpec(_Strict):
     overlap: float = Field(default=0.25, ge=0, lt=1)
     labels: dict[int, LabelSpec] = Field(default_factory=dict)
     classes: list[str] = Field(default_factory=list)
+    # what the model can read, checked by the router before a job exists (issue 24)
+    min_slices: int = Field(default=1, ge=1)
+    max_slices: int | None = Field(default=None, ge=1)
+    max_slice_spacing_mm: float | None = Field(default=None, gt=0)
+    orientations: list[Literal["AXIAL", "CORONAL", "SAGITTAL", "OBLIQUE"]] = Field(
+        default_factory=list
+    )
+    accepts_localizers: bool = False
+    accepts_filled_gaps: bool = True
 
 
 def read_spec(path: Path, *, defaults: dict[str, Any] | None = None) -> ModelSpec:
@@ -147,6 +156,12 @@ def spec_info(spec: ModelSpec, *, source: str, card: str = "") -> ModelInfo:
         description=spec.description,
         card=card,
         source=source,
+        min_slices=spec.min_slices,
+        max_slices=spec.max_slices,
+        max_slice_spacing_mm=spec.max_slice_spacing_mm,
+        orientations=tuple(spec.orientations),
+        accepts_localizers=spec.accepts_localizers,
+        accepts_filled_gaps=spec.accepts_filled_gaps,
     )
 
 

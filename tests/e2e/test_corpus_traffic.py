@@ -14,10 +14,13 @@ the built-in models.  Afterwards:
 from __future__ import annotations
 
 import json
+import re
+import sqlite3
 import warnings
 from collections import Counter
 from pathlib import Path
 
+import httpx
 import pydicom
 import pytest
 
@@ -27,6 +30,7 @@ from tests.peers.dcmtk import storescu, storescu_config
 from tests.peers.node import start_node
 from tests.util import wait_until
 
+TOKEN = "corpus-traffic-token"
 _FINAL = (JobState.SUCCEEDED, JobState.FAILED, JobState.DEAD, JobState.CANCELLED)
 _KNOWABLE = ("modality", "model takes", "slices", "duplicate slice", "mixed orientation",
              "non-uniform", "missing slices", "localizer", "plane positions")  # fmt: skip
@@ -54,6 +58,7 @@ def test_every_corpus_series_gets_a_result_or_a_reason(tmp_path: Path, corpus: P
     files = _corpus_files(corpus)
     with start_node(
         tmp_path / "node",
+        auth={"token": TOKEN},
         study={"stable_seconds": 1},
         destinations={"archive": {"type": "folder", "path": str(tmp_path / "archive")}},
     ) as node:
@@ -62,8 +67,6 @@ def test_every_corpus_series_gets_a_result_or_a_reason(tmp_path: Path, corpus: P
         assert sent.acknowledged, sent.output[-3000:]
         store = JobStore(node.data_dir / "index.sqlite")
         index = node.data_dir / "index.sqlite"
-
-        import sqlite3
 
         def studies() -> list[str]:
             with sqlite3.connect(index) as conn:
@@ -137,3 +140,26 @@ def test_every_corpus_series_gets_a_result_or_a_reason(tmp_path: Path, corpus: P
         ]
         assert wrong == []
         assert table.get("succeeded", 0) >= 5  # the chest CT's four models and more
+
+        # 3. "not applicable" is visible: metric, API, console study page
+        metrics = httpx.get(f"{node.url}/metrics", timeout=30).text
+        assert 'ainode_series_not_applicable_total{reason="dimensions"}' in metrics
+        na_study = next(
+            uid
+            for uid in studies()
+            if any(
+                n["reason"] == "dimensions"
+                for n in (store.routing(uid) or {})["decisions"].get("not_applicable", [])
+            )
+        )
+        auth = {"Authorization": f"Bearer {TOKEN}"}
+        api = httpx.get(f"{node.url}/api/studies/{na_study}", headers=auth, timeout=30).json()
+        listed = api["routing"]["decisions"]["not_applicable"]
+        assert {n["reason"] for n in listed} == {"dimensions"}
+        with httpx.Client(base_url=node.url, timeout=30) as c:
+            login = c.get("/console/login").text
+            m = re.search(r'name="csrf" value="([0-9a-f]{64})"', login)
+            assert m is not None
+            c.post("/console/login", data={"token": TOKEN, "csrf": m.group(1)})
+            page = c.get(f"/console/studies/{na_study}").text
+        assert 'id="not-applicable"' in page and "volume is 2D (1 slice)" in page
