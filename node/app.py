@@ -464,7 +464,6 @@ class Node:
         self._commit = CommitServer(self._spool, on_association=self._association)
         self._commit.start()
         self._receivers = ReceiverPool(
-            config_path=None,
             config_json=n.model_dump_json(),
             host=n.host,
             port=n.dicom_port,

@@ -51,6 +51,9 @@ class StudyTracker:
         self._cond = threading.Condition()
         self._heap: list[tuple[float, str]] = []
         self._last: dict[str, float] = {}
+        #: studies with an entry in ``_heap`` (one each: an instance moves ``_last``, not the
+        #: heap; an entry popped before its study is due is pushed back at the new deadline)
+        self._queued: set[str] = set()
         self._thread: threading.Thread | None = None
         self._stopping = False
 
@@ -84,8 +87,11 @@ class StudyTracker:
     def _schedule(self, study_uid: str, last: float) -> None:
         with self._cond:
             self._last[study_uid] = max(last, self._last.get(study_uid, 0.0))
-            heapq.heappush(self._heap, (self._last[study_uid] + self.stable_seconds, study_uid))
-            self._cond.notify_all()
+            if study_uid not in self._queued:
+                self._queued.add(study_uid)
+                deadline = self._last[study_uid] + self.stable_seconds
+                heapq.heappush(self._heap, (deadline, study_uid))
+                self._cond.notify_all()
 
     def complete(self, study_uid: str) -> int | None:
         """Force completion now; return the new generation, or None if already complete.
@@ -128,9 +134,14 @@ class StudyTracker:
                 while self._heap and self._heap[0][0] <= now:
                     _, uid = heapq.heappop(self._heap)
                     last = self._last.get(uid)
-                    if last is not None and last + self.stable_seconds <= now:
+                    if last is None:  # completed meanwhile (forced)
+                        self._queued.discard(uid)
+                    elif last + self.stable_seconds <= now:
                         due.append((uid, last))
                         self._last.pop(uid, None)
+                        self._queued.discard(uid)
+                    else:  # newer instances arrived: wait for the new deadline
+                        heapq.heappush(self._heap, (last + self.stable_seconds, uid))
                 if not due:
                     timeout = (self._heap[0][0] - now) if self._heap else None
                     self._cond.wait(timeout=None if timeout is None else max(timeout, 0.01))

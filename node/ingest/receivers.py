@@ -289,8 +289,8 @@ class ReceiverPool:
 
     Parameters
     ----------
-    config_path:
-        The node's config file (receivers read their listener settings from it).
+    config_json:
+        The node's ``node`` config section as JSON (receivers read their settings from it).
     host, port:
         Where to listen (port 0: any free port; ``port`` is then the one bound).
     count:
@@ -306,7 +306,6 @@ class ReceiverPool:
     def __init__(
         self,
         *,
-        config_path: Path | None,
         config_json: str,
         host: str,
         port: int,
@@ -316,7 +315,6 @@ class ReceiverPool:
         tmp_dir: Path,
     ) -> None:
         self.config_json = config_json
-        self.config_path = config_path
         self.count = count
         self.commit = commit
         self.sync_mode = sync_mode

@@ -84,6 +84,7 @@ def _count(node: NodeProcess) -> int:
         conn.close()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sync", ["auto", "full"])
 def test_receivers_share_one_port_and_one_spool(tmp_path: Path, sync: str) -> None:
     studies = [write_ct_series(tmp_path / f"in{i}", 40, size=64) for i in range(4)]

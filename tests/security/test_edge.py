@@ -88,6 +88,7 @@ def test_credentials_or_loopback_start_without_the_warning(
     assert not [r for r in caplog.records if r.name == "node.edge"]
 
 
+@pytest.mark.slow
 def test_allow_anonymous_starts_and_warns_every_time(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
