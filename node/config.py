@@ -122,20 +122,19 @@ class StudyConfig(_Strict):
     stable_seconds: float = Field(default=30.0, ge=0)
 
 
-class DimseDestination(_Strict):
-    type: Literal["dimse"] = "dimse"
+class _DimsePeer(_Strict):
+    """What every DICOM (DIMSE) peer needs: where it listens and who we are to it."""
+
     host: str
     port: int = Field(ge=1, le=65535)
     ae_title: str = Field(default="ANY-SCP", max_length=16)
     calling_ae_title: str | None = Field(default=None, max_length=16)
     tls: TlsConfig | None = None
-    sop_classes: list[str] | None = None
-    transfer_syntaxes: list[str] | None = None
-    sc_fallback: bool = False
 
 
-class DicomwebDestination(_Strict):
-    type: Literal["dicomweb"]
+class _DicomwebPeer(_Strict):
+    """What every DICOMweb peer needs: its base URL, authentication and TLS trust."""
+
     url: str
     auth: Literal["none", "basic", "bearer"] = "none"
     username: str | None = None
@@ -143,6 +142,17 @@ class DicomwebDestination(_Strict):
     token: str | None = None
     verify_tls: bool = True
     ca: Path | None = Field(default=None, description="PEM CA bundle trusted for HTTPS")
+
+
+class DimseDestination(_DimsePeer):
+    type: Literal["dimse"] = "dimse"
+    sop_classes: list[str] | None = None
+    transfer_syntaxes: list[str] | None = None
+    sc_fallback: bool = False
+
+
+class DicomwebDestination(_DicomwebPeer):
+    type: Literal["dicomweb"]
     sop_classes: list[str] | None = None
     sc_fallback: bool = False
 
@@ -171,25 +181,13 @@ Destination = Annotated[
 ]
 
 
-class DimseSource(_Strict):
+class DimseSource(_DimsePeer):
     type: Literal["dimse"] = "dimse"
-    host: str
-    port: int = Field(ge=1, le=65535)
-    ae_title: str = Field(default="ANY-SCP", max_length=16)
-    calling_ae_title: str | None = Field(default=None, max_length=16)
-    tls: TlsConfig | None = None
     method: Literal["c-move", "c-get"] = "c-move"
 
 
-class DicomwebSource(_Strict):
+class DicomwebSource(_DicomwebPeer):
     type: Literal["dicomweb"]
-    url: str
-    auth: Literal["none", "basic", "bearer"] = "none"
-    username: str | None = None
-    password: str | None = None
-    token: str | None = None
-    verify_tls: bool = True
-    ca: Path | None = Field(default=None, description="PEM CA bundle trusted for HTTPS")
 
 
 Source = Annotated[DimseSource | DicomwebSource, Field(discriminator="type")]

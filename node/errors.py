@@ -13,7 +13,8 @@
     │   └── InputError             a job's input is unreadable at load (fails once, no retry)
     ├── ModelError                 (http 500) a model failed to load or to predict
     ├── ResultError                (http 500) a result object failed the gate before delivery
-    └── DestinationError           (http 502) a destination refused or could not be reached
+    ├── DestinationError           (http 502) a destination refused or could not be reached
+    └── SourceError                (http 502) a pull source refused, failed or could not be reached
 
 Each edge translates once: ingest -> DICOM status + quarantine; CLI -> one line and exit 2;
 HTTP -> RFC 9457 problem JSON built from ``http_status`` and ``type``.
@@ -106,3 +107,10 @@ class DestinationError(AinodeError):
 
     http_status = 502
     type = "destination-failed"
+
+
+class SourceError(AinodeError):
+    """A pull source (``sources.NAME``) refused a query or retrieve, or could not be reached."""
+
+    http_status = 502
+    type = "source-failed"

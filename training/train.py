@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from node.models.builtin import BUILTIN_NAMES
 from node.models.builtin._common import ASSETS
 from training import cards
 
@@ -87,14 +88,8 @@ def _trainers() -> dict[str, Callable[[int, int | None], TrainResult]]:
 #: Trainers whose training-set size ``--data`` sets.
 _SIZED = frozenset({"lung-nodule-seg", "lung-nodule-classify", "cxr-classify"})
 
-MODELS = (
-    "lung-nodule-seg",
-    "lung-nodule-detect",
-    "lung-nodule-classify",
-    "ct-denoise",
-    "cxr-classify",
-    "report-text",
-)
+#: Every built-in demo model is trained (or calibrated) here.
+MODELS = BUILTIN_NAMES
 
 
 def train(

@@ -36,7 +36,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]  # generated at
 from python_multipart.exceptions import FormParserError
 
 from node.config import DicomwebSource, DimseSource
-from node.errors import DestinationError, IngestError
+from node.errors import IngestError, SourceError
 from node.web.multipart import iter_related
 from node.web.peers import make_client, make_session, ssl_context
 
@@ -103,13 +103,16 @@ def find_studies(
 
     Raises
     ------
-    DestinationError
+    SourceError
         The source cannot be reached or refused the query.
     """
     if query.study_uid:
         return [query.study_uid]
     if query.is_empty():
-        raise DestinationError("refusing to pull without a study UID, patient ID or date range")
+        raise SourceError(
+            "refusing to pull without a study UID, patient ID or date range: it would "
+            "retrieve the whole archive; give --study, --patient-id or --from-date/--to-date"
+        )
     if isinstance(source, DimseSource):
         ds = Dataset()
         ds.QueryRetrieveLevel = "STUDY"
@@ -128,7 +131,7 @@ def find_studies(
     try:
         found = make_client(source).search_for_studies(search_filters=filters)
     except requests.RequestException as exc:
-        raise DestinationError(f"QIDO-RS search at {source.url} failed: {exc}") from exc
+        raise SourceError(f"QIDO-RS search at {source.url} failed: {exc}") from exc
     return sorted({str(s["0020000D"]["Value"][0]) for s in found if "0020000D" in s})
 
 
@@ -158,7 +161,7 @@ def pull(
 
     Raises
     ------
-    DestinationError
+    SourceError
         The source cannot be reached, or refused the retrieve.
     """
     result = PullResult(studies=find_studies(source, query, node_ae_title=node_ae_title))
@@ -196,7 +199,7 @@ def _associate(ae: AE, source: DimseSource, **kwargs: Any) -> Association:
         source.host, source.port, ae_title=source.ae_title, tls_args=tls_args, **kwargs
     )
     if not assoc.is_established:
-        raise DestinationError(
+        raise SourceError(
             f"source {source.host}:{source.port} (AE '{source.ae_title}') refused or did not "
             f"answer the association from AE '{ae.ae_title}'; check that it knows this node"
         )
@@ -216,7 +219,7 @@ def _c_find(source: DimseSource, identifier: Dataset, node_ae_title: str) -> lis
             if code in (0xFF00, 0xFF01) and ident is not None:
                 out.append(ident)
             elif code != 0x0000:
-                raise DestinationError(
+                raise SourceError(
                     f"C-FIND at {source.host}:{source.port} failed with status 0x{code:04X}"
                 )
     finally:
@@ -262,7 +265,7 @@ def _pull_c_move(
             StudyRootQueryRetrieveInformationModelMove,
         ):
             if not status:
-                raise DestinationError(
+                raise SourceError(
                     f"C-MOVE of study {study_uid}: the source dropped the association; does it "
                     f"know AE '{node_ae_title}' (calling AE and move destination)?"
                 )
@@ -285,10 +288,13 @@ def _pull_c_move(
     result.failed += failed
     result.expected = (result.expected or 0) + done + warned + failed
     if code not in (0x0000, 0xB000):
-        msg = f"C-MOVE of study {study_uid} ended with status 0x{code:04X}"
+        msg = (
+            f"C-MOVE of study {study_uid} from {source.host}:{source.port} ended with status "
+            f"0x{code:04X} (PS3.4 C.4.2.3)"
+        )
         if code == 0xA801:
             msg += f"; the source does not know the move destination AE '{node_ae_title}'"
-        raise DestinationError(msg)
+        raise SourceError(msg)
     if failed:
         result.errors.append(f"{failed} sub-operations failed (status 0x{code:04X})")
 
@@ -333,7 +339,10 @@ def _pull_c_get(
             _retrieve_identifier(study_uid), StudyRootQueryRetrieveInformationModelGet
         ):
             if not status:
-                raise DestinationError("C-GET: the source dropped the association")
+                raise SourceError(
+                    f"C-GET of study {study_uid} from {source.host}:{source.port}: the source "
+                    "dropped the association; if it does not offer C-GET, set method: c-move"
+                )
             final = status
     finally:
         if assoc.is_established:
@@ -344,7 +353,10 @@ def _pull_c_get(
     result.failed += failed
     result.expected = (result.expected or 0) + (total or 0)
     if code not in (0x0000, 0xB000):
-        raise DestinationError(f"C-GET of study {study_uid} ended with status 0x{code:04X}")
+        raise SourceError(
+            f"C-GET of study {study_uid} from {source.host}:{source.port} ended with status "
+            f"0x{code:04X} (PS3.4 C.4.3.3)"
+        )
 
 
 # ---------------------------------------------------------------- DICOMweb
@@ -361,7 +373,7 @@ def _pull_wado(
     try:
         found = client.search_for_instances(study_instance_uid=study_uid)
     except requests.RequestException as exc:
-        raise DestinationError(f"QIDO-RS at {base} failed: {exc}") from exc
+        raise SourceError(f"QIDO-RS at {base} failed: {exc}") from exc
     refs = [
         (str(i["0020000E"]["Value"][0]), str(i["00080018"]["Value"][0]))
         for i in found

@@ -9,7 +9,7 @@ import pydicom
 import pytest
 
 from node.config import DicomwebSource, DimseSource
-from node.errors import DestinationError
+from node.errors import SourceError
 from node.ingest.pull import PullQuery, find_studies, pull
 from tests.delivery.storescp import start_storescp
 from tests.pull.conftest import Archive, Received, check_equal
@@ -22,7 +22,7 @@ def test_query_dates_and_empty_query() -> None:
     assert PullQuery(date_from=date(2007, 4, 25), date_to=date(2007, 4, 25)).study_date() == (
         "20070425"
     )
-    with pytest.raises(DestinationError, match="refusing"):
+    with pytest.raises(SourceError, match="refusing"):
         find_studies(DimseSource(host="127.0.0.1", port=1), PullQuery(), node_ae_title="A")
 
 
@@ -88,7 +88,7 @@ def test_pull_by_c_move_to_a_storescp_move_destination(tmp_path: Path, archive: 
 def test_c_move_to_unknown_destination_is_a_clear_error(tmp_path: Path, archive: Archive) -> None:
     uid, orthanc = archive.study_uid, archive.orthanc
     src = DimseSource(host="127.0.0.1", port=orthanc.dicom_port, ae_title="ORTHANC")
-    with spool_in(tmp_path / "data") as spool, pytest.raises(DestinationError, match="STRANGER"):
+    with spool_in(tmp_path / "data") as spool, pytest.raises(SourceError, match="STRANGER"):
         pull(src, PullQuery(study_uid=uid), sink=spool, node_ae_title="STRANGER")
 
 
