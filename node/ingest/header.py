@@ -344,31 +344,11 @@ def read_header(data: bytes) -> Header:
         raise MalformedInstanceError("file meta has an invalid Transfer Syntax UID")
     try:
         _check_complete(data, ds, is_deflated=tsuid == pydicom.uid.DeflatedExplicitVRLittleEndian)
-        uids = {
-            kw: _raw_text(ds, kw)
-            for kw in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "SOPClassUID")
-        }
     except MalformedInstanceError:
         raise
     except Exception as exc:  # noqa: BLE001
         raise MalformedInstanceError(f"unreadable DICOM data: {_describe(exc)}") from exc
-    missing = [kw for kw, v in uids.items() if not v]
-    if missing:
-        raise MissingAttributeError(f"required attribute(s) absent or empty: {', '.join(missing)}")
-    for kw, v in uids.items():
-        if not is_valid_uid(v):
-            raise MalformedInstanceError(f"{kw} is not a valid UID (PS3.5 9.1)")
-    return Header(
-        study_uid=str(uids["StudyInstanceUID"]),
-        series_uid=str(uids["SeriesInstanceUID"]),
-        sop_uid=str(uids["SOPInstanceUID"]),
-        sop_class_uid=str(uids["SOPClassUID"]),
-        transfer_syntax_uid=tsuid,
-        modality=_raw_text(ds, "Modality"),
-        body_part=_raw_text(ds, "BodyPartExamined"),
-        series_description=_text(ds, "SeriesDescription"),
-        dataset=ds,
-    )
+    return _identify(ds, tsuid)
 
 
 def _strip_bulk(obj: dict[str, Any]) -> dict[str, Any]:

@@ -167,6 +167,7 @@ class StreamingDimse(DIMSEServiceProvider):
     _ainode_tmp_dir: Path
     _ainode_limit: int
     _ainode_prefix: str
+    _ainode_aborted: bool = False
 
     def _writer(self) -> InstanceWriter | None:
         msg = self.message
@@ -189,7 +190,12 @@ class StreamingDimse(DIMSEServiceProvider):
                         extra={"limit": writer.limit, "received": writer.received},
                     )
                     writer.discard()
-                    self.dul.event_queue.put("Evt19")  # A-ABORT, close (PS3.8 9.2 AA-8)
+                    self.dul.event_queue.put("Evt19")  # A-ABORT (PS3.8 9.2 AA-8)
+                    # AA-8 leaves the association waiting (Sta13) for the peer to close, and
+                    # pynetdicom keeps reading (and ignoring) until its ARTIM timer expires: a
+                    # fast sender could push hundreds of MiB more.  The next read fails
+                    # instead, which closes the connection (Sta13 + Evt17, AR-5).
+                    self._ainode_aborted = True
                     return
                 writer.write(memoryview(data)[1:])
                 if data[0] & 2:  # last fragment: let pynetdicom finish the message
@@ -244,21 +250,21 @@ def install_streaming(
 
     Also bounds the PDUs it reads: longer than ``max_pdu`` (what the node offers; at least
     1 MiB for association PDUs) closes the connection without reading the body.  ``max_pdu``
-    0 leaves PDUs unbounded.
+    0 leaves PDUs unbounded.  After an oversize abort no further byte is read.
     """
     dimse = assoc.dimse
     dimse.__class__ = StreamingDimse
     dimse._ainode_tmp_dir = tmp_dir
     dimse._ainode_limit = limit
     dimse._ainode_prefix = prefix
-    if max_pdu <= 0:
-        return
     sock = assoc.dul.socket
-    cap = max(max_pdu, _MIN_PDU_CAP) + 6
+    cap = max(max_pdu, _MIN_PDU_CAP) + 6 if max_pdu > 0 else 0
     recv = sock.recv
 
     def bounded_recv(nr_bytes: int) -> bytearray:
-        if nr_bytes > cap:
+        if dimse._ainode_aborted:
+            raise OSError("association aborted: the sender streamed far past the limit")
+        if cap and nr_bytes > cap:
             log.warning("association.pdu_too_large", extra={"bytes": nr_bytes, "limit": cap})
             raise OSError(f"PDU of {nr_bytes} bytes is longer than the {cap} offered")
         data: bytearray = recv(nr_bytes)

@@ -47,7 +47,7 @@ rules:
     then:
       model: cxr-classify
     stop: true
-  - name: mr-enhance
+  - name: mr-to-a-ct-model  # ct-denoise reads CT only: the MR series is "not applicable"
     priority: 10
     when:
       Modality: {equals: MR}
@@ -82,7 +82,12 @@ def _phi_values(files: list[Path]) -> set[str]:
                 values.add(value)
             if keyword == "PatientName":
                 values.update(p for p in re.split(r"[\^=]", value) if len(p.strip()) >= 4)
-    return {v.strip() for v in values if v.strip()}
+    return {v.strip() for v in values if v.strip() and v.strip() not in _MARKERS}
+
+
+#: The synthetic sample patient is "DEMO^CHEST PHANTOM": its surname is the marker the node
+#: prints on purpose in every demo model's card and description (the whole name still counts).
+_MARKERS = {"DEMO"}
 
 
 def _pattern(value: str) -> re.Pattern[str]:
@@ -178,12 +183,13 @@ def test_a_full_run_logs_no_patient_data(tmp_path: Path, corpus: Path) -> None:
 
             def done() -> bool:
                 states = jobs()
-                return len(states) >= 2 and all(s in _FINAL for s in states.values())
+                return bool(states) and all(s in _FINAL for s in states.values())
 
             wait_until(done, timeout=300, what="jobs finished")
             final = jobs()
             assert final.get("cxr-classify") == "succeeded", final
-            assert "ct-denoise" in final, final
+            assert "ct-denoise" not in final, final  # the not-applicable path ran (and logged)
+            assert '"event": "series.not_applicable"' in node.log.read_text(), "not applicable"
             wait_until(lambda: any(archive.rglob("*.dcm")), timeout=120, what="delivery")
             wait_until(
                 lambda: any((tmp_path / "pacs").rglob("*")), timeout=120, what="pacs delivery"
