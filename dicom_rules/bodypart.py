@@ -143,6 +143,9 @@ class StandardBodyPart:
     meaning: str
     srt: str | None = None
     cid4031: bool = False
+    term_from: str = ""
+    #: other CID 4031 codes that find this term (see tools/generate_body_parts.py)
+    also_codes: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         """JSON form used by ``explain``."""
@@ -150,12 +153,21 @@ class StandardBodyPart:
 
 
 def _load_standard() -> dict[str, StandardBodyPart]:
+    """Every entry, DCMTK's Table L-1 terms first: where two terms share a code or a meaning
+    (UPPERARM and ARM), the code and the meaning find the first."""
     text = resources.files("dicom_rules").joinpath("body_parts.json").read_text(encoding="utf-8")
+    entries = sorted(json.loads(text)["entries"], key=lambda e: e.get("term_from") != "dcmtk")
     return {
         e["term"]: StandardBodyPart(
-            e["term"], e["code"], e["meaning"], e.get("srt"), bool(e.get("cid4031"))
+            e["term"],
+            e["code"],
+            e["meaning"],
+            e.get("srt"),
+            bool(e.get("cid4031")),
+            str(e.get("term_from", "")),
+            tuple(str(a["code"]) for a in e.get("also_codes", ())),
         )
-        for e in json.loads(text)["entries"]
+        for e in entries
     }
 
 
@@ -237,8 +249,9 @@ _TEXT_FIELDS: tuple[tuple[str, str, AttributePath], ...] = (
 
 def _all_codes() -> dict[str, str]:
     codes: dict[str, str] = {}
-    for term, std in STANDARD.items():
+    for term, std in reversed(STANDARD.items()):  # the first term of a code wins
         codes[std.code] = term
+        codes.update(dict.fromkeys(std.also_codes, term))
         if std.srt:
             codes[std.srt] = term
     codes.update(BUILTIN_CODES)  # ainode's code mapping on top (Lung -> CHEST)

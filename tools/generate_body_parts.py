@@ -10,14 +10,26 @@ Sources
   ``pydicom.sr._concepts_dict.concepts``, which pydicom generates from the DICOM standard's own
   PS3.16 tables.  Nothing is typed in for these.
 * **PS3.16 Annex L** (Correspondence of Anatomic Region Codes and Body Part Examined Defined
-  Terms): the Body Part Examined term of a concept is its code meaning in upper case with every
-  non-alphanumeric removed, cut to 16 characters (the CS VR limit), except where Annex L chose a
-  shorter or different term; those exceptions are listed in ``ANNEX_L_TERMS`` (keyed by SNOMED CT
-  code) and Annex L terms for regions outside CID 4031 in ``ANNEX_L_EXTRA`` (keyed by the code
-  meaning, whose code is looked up in pydicom's concept dictionary, never typed in).  Both lists
-  were transcribed from Annex L; the standard's XML could not be downloaded where this was
-  written, so each entry records ``term_from`` ("annex-l" transcribed, "meaning" derived by the
-  rule) for a later check against the published table.
+  Terms), in this order, the first source of a term winning:
+
+  1. ``tools/data/dcmtk-annex-l.tsv``: DCMTK's mapping of Annex L Table L-1 terms to CID 4031
+     concepts (maintained by OFFIS; see tools/extract_dcmtk_body_parts.py for its provenance).
+     97 terms, ``term_from: "dcmtk"``.
+  2. ``ANNEX_L_TERMS``: terms of CID 4031 concepts that DCMTK's table does not list, transcribed
+     here from Annex L (``term_from: "annex-l"``).
+  3. ``ANNEX_L_EXTRA``: Annex L terms of regions outside CID 4031, transcribed here (keyed by the
+     code meaning, whose code is looked up in pydicom's concept dictionary, never typed in;
+     ``term_from: "annex-l"``).
+  4. A CID 4031 concept that still has no term gets its code meaning in upper case without
+     punctuation, cut to 16 characters (``term_from: "meaning"``): an alias no scanner is known
+     to write, so a region code or meaning still finds a term.  Where that alias is already a
+     term (the concept "Hip", while Table L-1's HIP is the hip joint), the code is listed in
+     that term's ``also_codes``.
+
+  The transcribed terms (2, 3) were checked on 2026-12-07 against PixelMed's anatomy
+  dictionaries (libpixelmed-java 20220618, ``com.pixelmed.anatproc``): all but HIPJOINT, FACE
+  and TIBIA are Body Part Examined terms there too (those three are newer than that release
+  or unconfirmed).
 """
 
 from __future__ import annotations
@@ -34,42 +46,13 @@ from pydicom.sr._concepts_dict import concepts
 from pydicom.sr._snomed_dict import mapping as snomed_to_srt
 
 OUT = Path(__file__).resolve().parents[1] / "dicom_rules" / "body_parts.json"
+DCMTK = Path(__file__).resolve().parent / "data" / "dcmtk-annex-l.tsv"
 
-#: SNOMED CT code -> Annex L Body Part Examined term, where it is not the upper-cased meaning.
+#: SNOMED CT code -> Annex L term of a CID 4031 concept that DCMTK's table does not have.
 ANNEX_L_TERMS: dict[str, str] = {
-    "818982008": "ABDOMENPELVIS",  # Abdomen and Pelvis
-    "85856004": "ACJOINT",  # Acromioclavicular joint
-    "70258002": "ANKLE",  # Ankle joint
-    "40983000": "ARM",  # Upper arm
-    "28273000": "BILEDUCT",  # Bile duct
-    "89837001": "BLADDER",  # Bladder
-    "122494005": "CSPINE",  # Cervical spine
-    "1217257000": "CTSPINE",  # Cervico-thoracic spine
-    "416550000": "CHESTABDOMEN",  # Chest and Abdomen
-    "416775004": "CHESTABDPELVIS",  # Chest, Abdomen and Pelvis
-    "16953009": "ELBOW",  # Elbow joint
-    "38266002": "WHOLEBODY",  # Entire body
-    "774007": "HEADNECK",  # Head and Neck
-    "24136001": "HIPJOINT",  # Hip joint
-    "361078006": "IAC",  # Internal Auditory Canal
-    "661005": "JAW",  # Jaw region
-    "30021000": "LEG",  # Lower leg
-    "122496007": "LSPINE",  # Lumbar spine
-    "1217253001": "LSSPINE",  # Lumbo-sacral spine
-    "417437006": "NECKCHEST",  # Neck and Chest
-    "416152001": "NECKCHESTABDOMEN",  # Neck, Chest and Abdomen
-    "416319003": "NECKCHESTABDPELV",  # Neck, Chest, Abdomen and Pelvis
-    "363654007": "ORBIT",  # Orbital structure
-    "45289007": "PAROTID",  # Parotid gland
-    "1217254007": "SSPINE",  # Sacro-coccygeal Spine
-    "39723000": "SIJOINT",  # Sacroiliac joint
-    "42575006": "SELLA",  # Sella turcica
-    "7844006": "SCJOINT",  # Sternoclavicular joint
-    "54019009": "SUBMANDIBULAR",  # Submandibular gland
-    "53620006": "TMJ",  # Temporomandibular joint
-    "122495006": "TSPINE",  # Thoracic spine
-    "1217256009": "TLSPINE",  # Thoraco-lumbar spine
-    "74670003": "WRIST",  # Wrist joint
+    "40983000": "ARM",  # Upper arm (DCMTK: UPPERARM; PixelMed: ARM)
+    "30021000": "LEG",  # Lower leg (DCMTK: LOWERLEG; PixelMed: LEG)
+    "24136001": "HIPJOINT",  # Hip joint (DCMTK and PixelMed: HIP; unconfirmed)
 }
 
 #: Annex L terms of regions outside CID 4031: term -> SNOMED CT code meaning (code looked up).
@@ -99,6 +82,8 @@ ANNEX_L_EXTRA: dict[str, str] = {
     "OVARY": "Ovary",
     "PENIS": "Penis",
     "PHARYNX": "Pharynx",
+    "RADIUS": "Radius",  # from PixelMed's table (not transcribed before)
+    "RADIUSULNA": "Radius and ulna",  # from PixelMed's table (not transcribed before)
     "SCALP": "Scalp",
     "SCLERA": "Sclera",
     "SCROTUM": "Scrotum",
@@ -130,21 +115,43 @@ def _sct_by_meaning() -> dict[str, tuple[str, str]]:
     return out
 
 
+def dcmtk_terms() -> list[tuple[str, str, str]]:
+    """(term, SNOMED CT code, meaning) rows of tools/data/dcmtk-annex-l.tsv."""
+    rows = []
+    for line in DCMTK.read_text(encoding="utf-8").splitlines():
+        if line and not line.startswith("#") and line != "term\tcode\tmeaning":
+            term, code, meaning = line.split("\t")
+            rows.append((term, code, meaning))
+    return rows
+
+
 def build() -> dict[str, object]:
     """The data file's content."""
-    entries: dict[str, dict[str, object]] = {}
+    cid: dict[str, str] = {}  # CID 4031 code -> meaning (pydicom's)
     for keyword in cid_concepts[4031]["SCT"]:
         for code, (meaning, _cids) in concepts["SCT"][keyword].items():
-            annex = ANNEX_L_TERMS.get(code)
-            term = annex or _term(meaning)
-            entries[code] = {
+            cid[code] = meaning
+    entries: dict[str, dict[str, object]] = {}  # term -> entry
+
+    def add(term: str, code: str, meaning: str, term_from: str) -> None:
+        entries.setdefault(
+            term,
+            {
                 "term": term,
                 "code": code,
                 "scheme": "SCT",
                 "meaning": meaning,
-                "cid4031": True,
-                "term_from": "annex-l" if annex else "meaning",
-            }
+                "cid4031": code in cid,
+                "term_from": term_from,
+            },
+        )
+
+    for term, code, _meaning in dcmtk_terms():
+        if code not in cid:
+            raise SystemExit(f"{term}: DCMTK's code {code} is not in pydicom's CID 4031")
+        add(term, code, cid[code], "dcmtk")
+    for code, term in ANNEX_L_TERMS.items():
+        add(term, code, cid[code], "annex-l")
     by_meaning = _sct_by_meaning()
     missing = []
     for term, meaning in ANNEX_L_EXTRA.items():
@@ -153,27 +160,24 @@ def build() -> dict[str, object]:
             missing.append(meaning)
             continue
         code, exact = hit
-        entries.setdefault(
-            code,
-            {
-                "term": term,
-                "code": code,
-                "scheme": "SCT",
-                "meaning": exact,
-                "cid4031": False,
-                "term_from": "annex-l",
-            },
-        )
+        add(term, code, exact, "annex-l")
+    have_term = {str(e["code"]) for e in entries.values()}
+    for code, meaning in cid.items():  # CID 4031 concepts no source gives a term: an alias
+        if code in have_term:
+            continue
+        alias = _term(meaning)
+        if alias in entries:  # e.g. "Hip" (29836001), while Table L-1's HIP is the hip joint
+            also = entries[alias].setdefault("also_codes", [])
+            assert isinstance(also, list)
+            also.append({"code": code, "meaning": meaning})
+        else:
+            add(alias, code, meaning, "meaning")
     for entry in entries.values():  # legacy SNOMED RT codes (PS3.16 Annex O), where known
         srt = snomed_to_srt["SCT"].get(str(entry["code"]))
         if srt:
             entry["srt"] = srt
     if missing:
         raise SystemExit(f"not in pydicom's SNOMED CT concepts: {', '.join(missing)}")
-    terms = [e["term"] for e in entries.values()]
-    dupes = sorted({t for t in terms if terms.count(t) > 1})
-    if dupes:
-        raise SystemExit(f"Body Part Examined terms used twice: {', '.join(map(str, dupes))}")
     return {
         "provenance": {
             "standard": "DICOM PS3.16: CID 4031 "
@@ -182,8 +186,10 @@ def build() -> dict[str, object]:
             "pydicom.sr._concepts_dict, pydicom.sr._snomed_dict; generated by pydicom from "
             "the standard's tables; MIT licence)",
             "generator": "tools/generate_body_parts.py",
-            "term_from": "annex-l: transcribed from PS3.16 Annex L; meaning: the code meaning "
-            "upper-cased without punctuation, cut to 16 characters",
+            "term_from": "dcmtk: DCMTK's Annex L Table L-1 mapping (tools/data/dcmtk-annex-l.tsv, "
+            "its provenance in that file); annex-l: transcribed from PS3.16 Annex L, checked "
+            "against PixelMed 20220618; meaning: an alias, the code meaning upper-cased without "
+            "punctuation, cut to 16 characters",
         },
         "entries": sorted(entries.values(), key=lambda e: str(e["term"])),
     }
