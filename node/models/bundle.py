@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from pydicom.sr.codedict import codes as sr_codes
 
 from node.errors import ModelError
 from node.models.base import Model, ModelInfo, OutputKind, Task
@@ -222,19 +223,29 @@ class BundleModel(Model):
         if task is Task.DETECTION:
             detector = getattr(run.inferer, "detector", None)
             label_key = str(getattr(detector, "target_label_key", "label"))
-            types = {i: segment_codes(name)[1] for i, name in enumerate(spec.classes)}
-            return {
-                "findings": outputs.findings(
-                    result,
-                    space=outputs.box_space(run.postprocessing),
-                    volume=volume,
-                    box_key=str(getattr(detector, "target_box_key", "box")),
-                    label_key=label_key,
-                    score_key=str(getattr(detector, "pred_score_key", f"{label_key}_scores")),
-                    types=types,
-                    default_type=Code("52988006", "SCT", "Lesion"),
-                )
-            }
+            codes = {i: segment_codes(name) for i, name in enumerate(spec.classes)}
+            types = {i: c[1] for i, c in codes.items()}
+            found, boxes = outputs.findings_and_boxes(
+                result,
+                space=outputs.box_space(run.postprocessing),
+                volume=volume,
+                box_key=str(getattr(detector, "target_box_key", "box")),
+                label_key=label_key,
+                score_key=str(getattr(detector, "pred_score_key", f"{label_key}_scores")),
+                types=types,
+                default_type=_LESION,
+                with_boxes=spec.box_segments,
+            )
+            if not spec.box_segments or not found:
+                return {"findings": found}
+            labels, segments, found = outputs.box_label_map(
+                found,
+                boxes,
+                volume,
+                categories={c[1].value: c[0] for c in codes.values()},
+                default_category=_ABNORMAL,
+            )
+            return {"findings": found, "label_map": labels, "segments": segments}
         if run.output_key not in result:
             raise ModelError(
                 f"model {self.info.name!r}: the bundle's postprocessing gave no "
@@ -256,6 +267,13 @@ class BundleModel(Model):
         )
         return {"label_map": labels, "segments": segments}
 
+
+def _sct(concept: Any) -> Code:
+    return Code(concept.value, concept.scheme_designator, concept.meaning)
+
+
+_LESION = _sct(sr_codes.SCT.Lesion)
+_ABNORMAL = _sct(sr_codes.SCT.MorphologicallyAbnormalStructure)
 
 _OUTPUTS = {
     Task.SEGMENTATION: (OutputKind.LABEL_MAP,),
@@ -287,7 +305,8 @@ def load_bundle(folder: Path, *, device: torch.device) -> BundleModel:
         name=spec.name,
         version=spec.version,
         task=spec.task,
-        outputs=_OUTPUTS[spec.task],
+        outputs=_OUTPUTS[spec.task]
+        + ((OutputKind.LABEL_MAP,) if spec.box_segments and spec.task is Task.DETECTION else ()),
         modalities=tuple(m.upper() for m in spec.modalities),
         body_parts=tuple(spec.body_parts),
         dims=tuple(spec.dims),

@@ -10,13 +10,18 @@
   after ``AffineBoxToWorldCoordinated`` (LPS when its ``affine_lps_to_ras`` is true, RAS
   otherwise), else voxel indices of the preprocessed image, mapped through its affine).  Each
   box gives a ``Finding``: centre in LPS mm, the nearest source voxel, diameter = mean of the
-  three box extents in mm, score.
+  three box extents in mm, score.  With ``box_segments: true`` in the bundle's spec, each box
+  also becomes a segment of a label map on the source grid (:func:`box_label_map`): the source
+  voxels whose centres lie inside the box (its eight corners mapped to the source grid, so an
+  oblique input is handled), highest score on top where boxes overlap, for the optional SEG.
 * **classification**: a vector of class scores; softmax-ed unless it already is a probability
   vector.
 """
 
 from __future__ import annotations
 
+import itertools
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -24,9 +29,17 @@ import numpy.typing as npt
 
 from node.errors import ModelError
 from node.models.bundle_input import lps_affine
-from node.types import Code, Finding, Volume
+from node.types import Code, Finding, SegmentDescription, Volume
 
-__all__ = ["BoxSpace", "box_space", "findings", "label_map", "probabilities"]
+__all__ = [
+    "BoxSpace",
+    "box_label_map",
+    "box_space",
+    "findings",
+    "findings_and_boxes",
+    "label_map",
+    "probabilities",
+]
 
 _RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
@@ -139,6 +152,90 @@ def _corners_lps(
     return np.stack([pts.min(axis=1), pts.max(axis=1)], axis=1)
 
 
+#: Index ranges (slice, row, column), inclusive-exclusive, of one box on the source grid.
+VoxelBox = tuple[tuple[int, int], tuple[int, int], tuple[int, int]]
+
+_CORNERS = np.array(list(itertools.product((0, 1), repeat=3)))  # (8, 3): lo/hi per axis
+
+
+def _voxel_boxes(
+    boxes: npt.NDArray[np.float64],
+    space: BoxSpace,
+    image_affine: npt.NDArray[np.float64],
+    volume: Volume,
+) -> list[VoxelBox]:
+    """The source voxels whose centres lie inside each box (at least the voxel nearest to its
+    centre), from the box's eight corners mapped onto ``volume``'s grid."""
+    import torch
+    from monai.data.box_utils import convert_box_mode
+
+    std = _numpy(
+        convert_box_mode(torch.as_tensor(boxes), src_mode=space.mode, dst_mode="xyzxyz")
+    ).astype(np.float64)
+    lo, hi = std[:, None, :3], std[:, None, 3:]
+    corners = np.where(_CORNERS[None] == 0, lo, hi)  # (N, 8, 3) in the box's own space
+    homo = np.concatenate([corners, np.ones((*corners.shape[:2], 1))], axis=2)
+    if space.is_world:
+        to_lps = np.eye(4) if space.is_lps else _RAS_TO_LPS
+    else:
+        to_lps = _RAS_TO_LPS @ image_affine
+    to_voxel = np.linalg.inv(lps_affine(volume)) @ to_lps
+    ijk = (homo @ to_voxel.T)[..., :3][..., ::-1]  # (column, row, slice) -> (slice, row, column)
+    shape = np.asarray(volume.voxels.shape)
+    out: list[VoxelBox] = []
+    for pts in ijk:
+        first = np.ceil(pts.min(axis=0) - 1e-6).astype(int)
+        last = np.floor(pts.max(axis=0) + 1e-6).astype(int)
+        centre = np.rint(pts.mean(axis=0)).astype(int)
+        first, last = np.minimum(first, centre), np.maximum(last, centre)
+        first = np.clip(first, 0, shape - 1)
+        last = np.clip(last, 0, shape - 1)
+        k, r, c = zip(first.tolist(), (last + 1).tolist(), strict=True)
+        out.append((k, r, c))
+    return out
+
+
+def box_label_map(
+    found: tuple[Finding, ...],
+    boxes: list[VoxelBox],
+    volume: Volume,
+    *,
+    categories: dict[str, Code],
+    default_category: Code,
+) -> tuple[npt.NDArray[np.uint8], tuple[SegmentDescription, ...], tuple[Finding, ...]]:
+    """One segment per box (at most 255, highest scores first), painted on the source grid.
+
+    ``found`` and ``boxes`` are in the same (score) order, as :func:`findings_and_boxes` gives
+    them.  A higher-scored box is painted over a lower one; a box left with no voxel of its own
+    gets no segment.  Returns the label map, the segments and the findings with their
+    ``segment_label`` set.
+    """
+    labels = np.zeros(volume.voxels.shape, dtype=np.uint8)
+    n = min(len(found), 255)
+    for i in reversed(range(n)):
+        (k0, k1), (r0, r1), (c0, c1) = boxes[i]
+        labels[k0:k1, r0:r1, c0:c1] = i + 1
+    present = set(np.unique(labels).tolist()) - {0}
+    segments = []
+    out = []
+    for i, f in enumerate(found):
+        if i + 1 not in present:
+            out.append(f)
+            continue
+        segments.append(
+            SegmentDescription(
+                label=i + 1,
+                name=f"{f.finding_type.meaning} {f.tracking_id}"[:64],
+                category=categories.get(f.finding_type.value, default_category),
+                property_type=f.finding_type,
+                color_rgb=(230, 159, 0),
+                tracking_id=f.tracking_id,
+            )
+        )
+        out.append(replace(f, segment_label=i + 1))
+    return labels, tuple(segments), tuple(out)
+
+
 def findings(
     result: dict[str, Any],
     *,
@@ -151,6 +248,33 @@ def findings(
     default_type: Code,
 ) -> tuple[Finding, ...]:
     """Detector boxes -> ``Finding``s in LPS patient coordinates (``volume``'s frame)."""
+    found, _ = findings_and_boxes(
+        result,
+        space=space,
+        volume=volume,
+        box_key=box_key,
+        label_key=label_key,
+        score_key=score_key,
+        types=types,
+        default_type=default_type,
+        with_boxes=False,
+    )
+    return found
+
+
+def findings_and_boxes(
+    result: dict[str, Any],
+    *,
+    space: BoxSpace,
+    volume: Volume,
+    box_key: str = "box",
+    label_key: str = "label",
+    score_key: str | None = None,
+    types: dict[int, Code],
+    default_type: Code,
+    with_boxes: bool = True,
+) -> tuple[tuple[Finding, ...], list[VoxelBox]]:
+    """``findings`` (highest score first) and, with ``with_boxes``, each box's source voxels."""
     if box_key not in result:
         raise ModelError(
             f"detection output has no '{box_key}' key (keys: {sorted(map(str, result))})"
@@ -170,6 +294,7 @@ def findings(
     shape = volume.voxels.shape
     out = []
     order = np.argsort(-scores, kind="stable")
+    voxel_boxes = _voxel_boxes(boxes[order], space, affine, volume) if with_boxes else []
     for n, i in enumerate(order, start=1):
         lo, hi = corners[i]
         centre = (lo + hi) / 2.0
@@ -189,7 +314,7 @@ def findings(
                 diameter_mm=float(np.mean(hi - lo)),
             )
         )
-    return tuple(out)
+    return tuple(out), voxel_boxes
 
 
 def probabilities(pred: Any, names: list[str]) -> dict[str, float]:

@@ -94,6 +94,8 @@ class ModelSpec(_Strict):
     overlap: float = Field(default=0.25, ge=0, lt=1)
     labels: dict[int, LabelSpec] = Field(default_factory=dict)
     classes: list[str] = Field(default_factory=list)
+    #: detection bundles: also write the boxes as a SEG (one segment per box) beside the SR
+    box_segments: bool = False
     # what the model can read, checked by the router before a job exists (issue 24)
     min_slices: int = Field(default=1, ge=1)
     max_slices: int | None = Field(default=None, ge=1)

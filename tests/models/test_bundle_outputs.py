@@ -312,3 +312,72 @@ def test_bundles_keep_their_own_scripts_package(tmp_path: Path) -> None:
     assert len(np.unique(first_a)) > 1
     assert len(np.unique(b)) == 1  # b zeroes its input: one constant answer
     assert not np.array_equal(first_a, b)
+
+
+def test_boxes_become_segments_on_the_source_grid() -> None:
+    """box_segments: each box paints the source voxels whose centres lie inside it; the higher
+    score wins an overlap; a box left without voxels of its own gets no segment."""
+    from node.models.bundle_outputs import box_label_map, findings_and_boxes
+
+    volume = _oblique_volume()  # (6, 10, 12), not aligned with any patient axis
+    image = volume_metatensor(volume)
+    boxes = np.array(
+        [
+            [3.0, 2.0, 1.0, 5.0, 4.0, 3.0],  # columns 3-5, rows 2-4, slices 1-3
+            [3.2, 2.2, 1.2, 4.8, 3.8, 2.8],  # inside the first, lower score: nothing of its own
+            [7.0, 6.0, 2.0, 10.0, 8.0, 4.0],  # columns 7-10, rows 6-8, slices 2-4
+        ]
+    )
+    result = {
+        "box": boxes,
+        "label": np.array([0, 0, 0]),
+        "label_scores": np.array([0.9, 0.5, 0.7]),
+        "image": image,
+    }
+    found, voxel_boxes = findings_and_boxes(
+        result,
+        space=BoxSpace(mode="xyzxyz", is_world=False, is_lps=False),
+        volume=volume,
+        types={0: NODULE},
+        default_type=NODULE,
+    )
+    assert [f.score for f in found] == pytest.approx([0.9, 0.7, 0.5])
+    abnormal = Code("49755003", "SCT", "Morphologically Abnormal Structure")
+    labels, segments, tagged = box_label_map(
+        found, voxel_boxes, volume, categories={}, default_category=abnormal
+    )
+    expected = np.zeros(volume.voxels.shape, dtype=np.uint8)
+    expected[2:5, 6:9, 7:11] = 2
+    expected[1:4, 2:5, 3:6] = 1
+    np.testing.assert_array_equal(labels, expected)
+    assert [s.label for s in segments] == [1, 2]
+    assert [f.segment_label for f in tagged] == [1, 2, None]
+    assert all(s.property_type == NODULE and s.category == abnormal for s in segments)
+    assert [s.tracking_id for s in segments] == [f.tracking_id for f in tagged[:2]]
+    # the segment holds the finding's own centre voxel, which the SR measures on
+    for f in tagged[:2]:
+        assert labels[f.center_voxel] == f.segment_label
+
+
+def test_world_boxes_become_segments_through_their_corners() -> None:
+    """An LPS world box: painted where the source grid's voxel centres fall inside it."""
+    from node.models.bundle_outputs import box_label_map, findings_and_boxes
+
+    volume = ct_volume((6, 10, 12))
+    affine = lps_affine(volume)
+    lo, hi = (affine @ [2.0, 3.0, 1.0, 1.0])[:3], (affine @ [5.0, 6.0, 3.0, 1.0])[:3]
+    box = np.concatenate([np.minimum(lo, hi), np.maximum(lo, hi)])[None]
+    found, voxel_boxes = findings_and_boxes(
+        {"box": box, "label_scores": np.array([0.8])},
+        space=BoxSpace(mode="xyzxyz", is_world=True, is_lps=True),
+        volume=volume,
+        types={},
+        default_type=NODULE,
+    )
+    labels, segments, _ = box_label_map(
+        found, voxel_boxes, volume, categories={}, default_category=NODULE
+    )
+    expected = np.zeros(volume.voxels.shape, dtype=np.uint8)
+    expected[1:4, 3:7, 2:6] = 1
+    np.testing.assert_array_equal(labels, expected)
+    assert len(segments) == 1

@@ -107,7 +107,7 @@ def test_lung_nodule_bundle_matches_monai_run(
     bundle = bundle_copy(
         "lung_nodule_ct_detection",
         tmp_path / "models",
-        ainode_yaml="classes: [nodule]\nbody_parts: [CHEST]\n",
+        ainode_yaml="classes: [nodule]\nbody_parts: [CHEST]\nbox_segments: true\n",
     )
     ours = run_ainode_predict(bundle, chest_crop_small, tmp_path / "ainode", model=bundle.name)
     theirs = run_monai_bundle(bundle, chest_crop_small, tmp_path / "monai", detection=True)
@@ -127,7 +127,37 @@ def test_lung_nodule_bundle_matches_monai_run(
     print(f"detection: centres within {worst_mm:.4f} mm, scores within {worst_score:.6f}")
     assert worst_mm <= 2.0 and worst_score <= 0.01
     [sr_file] = sorted((tmp_path / "ainode").glob("*-sr.dcm"))
-    _check_all(checker_tools, chest_crop_small, sr_file, is_sr=True)
+    [seg_file] = sorted((tmp_path / "ainode").glob("*-seg.dcm"))  # box_segments: true
+    _check_all(checker_tools, chest_crop_small, seg_file, sr_file, is_sr=False)
+    _tool(checker_tools, "check-sr", "--quiet", sr_file)
     sr = pydicom.dcmread(sr_file)
     assert sr.SOPClassUID == "1.2.840.10008.5.1.4.1.1.88.34"  # Comprehensive 3D SR
+    # the SEG of the boxes: on the source grid, each box's centre voxel is in its segment, or
+    # in that of a higher-scored box painted over it (segments are numbered by score)
+    volume = load_volume(dicom_files([chest_crop_small]))
+    labels = seg_on_grid(seg_file, volume)
+    seg = pydicom.dcmread(seg_file)
+    numbers = {int(s.SegmentNumber): s.TrackingID for s in seg.SegmentSequence}
+    assert numbers and set(np.unique(labels).tolist()) - {0} == set(numbers)
+    by_id = {f["tracking_id"]: f for f in found}
+    for number, tracking_id in numbers.items():
+        f = by_id[tracking_id]
+        assert 1 <= labels[tuple(f["center_voxel"])] <= number, tracking_id
+    referenced = {
+        str(item.ReferencedSegmentNumber)
+        for item in _content_items(sr)
+        if "ReferencedSegmentNumber" in item
+    }
+    assert referenced == {str(n) for n in numbers}  # the SR's volumetric groups point at them
     print(f"wall: ainode {ours['wall_seconds']:.1f} s, MONAI {theirs['wall_seconds']:.1f} s")
+
+
+def _content_items(ds: pydicom.Dataset) -> list[pydicom.Dataset]:
+    """Every item below ``ds`` (content tree, referenced SOP items), depth first."""
+    out = []
+    for elem in ds:
+        if elem.VR == "SQ":
+            for item in elem.value:
+                out.append(item)
+                out.extend(_content_items(item))
+    return out
