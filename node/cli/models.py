@@ -207,13 +207,20 @@ def predict_files(
 ) -> tuple[Prediction, Volume, dict[str, float]]:
     """Load ``files`` as one series and run model ``name``; picklable so it can run in a worker.
 
+    The model gets the volume of the series the node's router would give it
+    (``node.imaging.split`` then ``node.routing.qualify.choose_volume`` with the model's own
+    refusal): a multi-echo series gives its first echo, a gantry-tilted one its sheared grid; a
+    series the model cannot read is refused with the router's reason.
+
     Returns the prediction, the input volume (its ``sources`` map label-map slices to SOP
     instances/frames for the result objects) and the node-side timings.
     """
     from node.imaging import load_volume
+    from node.imaging.split import split_series
     from node.models.identity import stamp
     from node.models.registry import discover
     from node.models.runtime import configure_threads
+    from node.routing.qualify import choose_volume
 
     configure_threads(threads)
     timings: dict[str, float] = {}
@@ -222,7 +229,15 @@ def predict_files(
     model = registry.get(name)
     timings["discover"] = time.perf_counter() - start
     start = time.perf_counter()
-    volume = load_volume(files)
+    split = split_series(files)
+    chosen = choose_volume(
+        split.volumes,
+        dropped=[(d.sop_uid, d.reason) for d in split.dropped],
+        refusal=model.info.refusal,
+    )
+    if chosen.volume_id is None:
+        raise ModelError(f"model {name!r} cannot run on this series: {chosen.detail}")
+    volume = load_volume(files, volume_id=chosen.volume_id)
     timings["load_volume"] = time.perf_counter() - start
     reason = model.accepts(volume)
     if reason is not None:

@@ -15,7 +15,7 @@ import pytest
 from typer.testing import CliRunner
 
 from node.cli import app
-from node.errors import ImagingError, ModelError
+from node.errors import ModelError
 from tests.models.builders import write_body_model
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -133,5 +133,39 @@ def test_predict_refuses_wrong_input(node_dir: Path, corpus: Path) -> None:
     files = sorted((corpus / CHEST).iterdir())
     gap = [str(f) for f in files[:3] + files[4:6]]
     result = runner.invoke(app, ["predict", "--model", "tiny-body", "--out", "o", *gap, *config])
-    assert isinstance(result.exception, ImagingError)
-    assert "non-uniform slice spacing" in str(result.exception)
+    # refused as the node's router refuses it (node.routing.qualify), with the same reason
+    assert isinstance(result.exception, ModelError)
+    assert "cannot run on this series: missing slices: 1 of 6 absent" in str(result.exception)
+
+
+def test_predict_runs_a_gantry_tilted_series_as_the_node_does(
+    node_dir: Path, tmp_path: Path
+) -> None:
+    """``ainode predict`` picks the volume the router would (node.routing.qualify): a tilted
+    series is a sheared grid, not refused, and the SEG it writes is on the tilted slices."""
+    from tests.imaging.synthetic import constructed_series, write_mr_frames
+
+    frames = constructed_series()["gantry-tilt"]
+    paths = write_mr_frames(tmp_path / "tilt", frames, rows=32, cols=32, modality="CT")
+    for p in paths:  # CT values the body model thresholds: air outside, soft tissue inside
+        ds = pydicom.dcmread(p)
+        pixels = np.full((32, 32), -1000, dtype=np.int16)
+        pixels[8:24, 8:24] = 40
+        ds.PixelData = pixels.tobytes()
+        ds.save_as(p)
+    config = ["--config", str(node_dir / "ainode.yaml")]
+    out = tmp_path / "out"
+    result = CliRunner().invoke(
+        app, ["predict", "--model", "tiny-body", "--out", str(out), str(tmp_path / "tilt"), *config]
+    )
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    [seg_file] = sorted(out.glob("*-seg.dcm"))
+    seg = pydicom.dcmread(seg_file)
+    positions = [
+        tuple(float(v) for v in fg.PlanePositionSequence[0].ImagePositionPatient)
+        for fg in seg.PerFrameFunctionalGroupsSequence
+    ]
+    sources = np.array([f["position"] for f in frames], dtype=np.float64)
+    assert positions  # each frame sits on a tilted source slice
+    for p in positions:
+        assert np.min(np.linalg.norm(sources - np.asarray(p), axis=1)) < 1e-3, p
