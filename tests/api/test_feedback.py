@@ -9,6 +9,7 @@ data directory still has them.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -211,6 +212,11 @@ def test_the_inventory_shows_acceptance_per_model_version(node: Node) -> None:
             "modified",
         ),
         ({"job_id": "j-feedback", "sop_uid": SEG_UID, "verdict": "accept", "user": "x"}, "user"),
+        (
+            {"job_id": "j-feedback", "sop_uid": SEG_UID, "verdict": "reject", "comment": "\ud800"},
+            "comment",
+        ),
+        ({"job_id": "j-\udfff", "sop_uid": SEG_UID, "verdict": "reject"}, "job_id"),
     ],
 )
 def test_invalid_bodies_are_422_naming_the_field(
@@ -218,7 +224,9 @@ def test_invalid_bodies_are_422_naming_the_field(
 ) -> None:
     with _client(node, "reviewer") as http:
         before = len(http.get("/api/feedback").json()["feedback"])
-        resp = http.post("/api/feedback", json=body)
+        # json.dumps escapes lone surrogates as \ud800 (httpx's json= cannot encode them)
+        raw = json.dumps(body)
+        resp = http.post("/api/feedback", content=raw, headers={"Content-Type": "application/json"})
         assert resp.status_code == 422, resp.text
         assert resp.headers["content-type"] == "application/problem+json"
         problem = resp.json()
