@@ -1,20 +1,20 @@
 """The operator console: server-rendered pages (Jinja2) under ``/console``.
 
-Pages here: login, studies (auto-refreshing list), one study (series, routing explanation,
-jobs, results with previews, deliveries with a retry button), models (cards, held-out metrics,
-demo badge) and destinations (outbox counts, echo).  The rule editor is ``console_rules``; the
-dashboard, deliveries list and result previews are ``console_activity``.
+Pages here: login, studies (auto-refreshing list), one study (series, routing explanation, jobs,
+results with previews and feedback forms, findings, deliveries with a retry button), models
+(cards, held-out metrics, demo badge) and destinations (outbox counts, echo). The rule editor is
+``console_rules``; the dashboard, deliveries list and result previews are ``console_activity``.
 
-Authentication (``node.api.auth``): when users or tokens are configured every page but the
-login page needs a session cookie, obtained by posting a user name and password (or a machine
-token) to ``/console/login``.  The cookie holds ``base64(kind, name, issued).HMAC`` (HttpOnly,
+Authentication (``node.api.auth``): when users or tokens are configured every page but the login
+page needs a session cookie, obtained by posting a user name and password (or a machine token)
+to ``/console/login``. The cookie holds ``base64(kind, name, issued).HMAC`` (HttpOnly,
 SameSite=Strict, ``auth.session_hours``); the role is looked up in the config on every request.
-Pages need ``viewer``; retry and echo buttons ``operator``; saving rules ``admin`` (else a 403
-page).  Forms are CSRF-safe: each carries ``csrf`` = HMAC(process secret, session cookie),
-checked on every POST (with SameSite=Strict cookies as a second layer); the login form, before
-any session exists, is bound the same way to a random pre-session cookie (``LOGIN_COOKIE``).
-Failed logins are rate-limited per client address and user name and audited (never the
-password).
+Pages need ``viewer``; the study page's feedback forms ``reviewer`` (``node.api.feedback``);
+retry and echo buttons ``operator``; saving rules ``admin`` (else a 403 page). Forms are
+CSRF-safe: each carries ``csrf`` = HMAC(process secret, session cookie), checked on every POST
+(with SameSite=Strict cookies as a second layer); the login form, before any session exists, is
+bound the same way to a random pre-session cookie (``LOGIN_COOKIE``). Failed logins are
+rate-limited per client address and user name and audited (never the password).
 """
 
 from __future__ import annotations
