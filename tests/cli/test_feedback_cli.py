@@ -9,6 +9,8 @@ from typer.testing import CliRunner
 
 from node.cli import app
 from node.store.feedback import FeedbackStore
+from tests.cli.test_models_cli import ainode
+from tests.models.builders import write_body_model
 
 
 def test_feedback_list_filters_and_prints_json(tmp_path: Path) -> None:
@@ -42,3 +44,33 @@ def test_feedback_list_filters_and_prints_json(tmp_path: Path) -> None:
     bad = runner.invoke(app, ["feedback", "list", "-c", str(cfg), "--verdict", "maybe"])
     assert bad.exit_code == 2 and "--verdict must be one of" in bad.output
     assert store.counts() == {("m", "1"): {"accept": 1}, ("m", "2"): {"reject": 1}}
+
+
+def test_models_list_json_shows_acceptance_per_version(tmp_path: Path) -> None:
+    write_body_model(tmp_path / "models")  # tiny-body, version 1.2
+    (tmp_path / "ainode.yaml").write_text("node: {data_dir: data}\nmodels: [models]\n")
+    store = FeedbackStore(tmp_path / "data" / "index.sqlite")
+    for version, verdict in [
+        ("1.2", "accept"),
+        ("1.2", "reject"),
+        ("1.2", "accept"),
+        ("0.9", "modify"),
+    ]:
+        store.add(
+            actor="user:rita",
+            study_uid="1.2.1",
+            job_id="j-1",
+            model="tiny-body",
+            model_version=version,
+            device_uid=None,
+            sop_uid="2.25.1",
+            verdict=verdict,
+        )
+    result = ainode("models", "list", "--json", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    body = {row["name"]: row for row in json.loads(result.stdout)}["tiny-body"]
+    assert body["version"] == "1.2"
+    this = {"accept": 2, "reject": 1, "modify": 0, "total": 3, "acceptance_rate": 0.6667}
+    assert body["feedback"] == this
+    older = {"accept": 0, "reject": 0, "modify": 1, "total": 1, "acceptance_rate": 0.0}
+    assert body["feedback_by_version"] == {"0.9": older, "1.2": this}
