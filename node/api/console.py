@@ -1,20 +1,21 @@
 """The operator console: server-rendered pages (Jinja2) under ``/console``.
 
-Pages here: login, studies (auto-refreshing list), one study (series, routing explanation, jobs,
-results with previews and feedback forms, findings, deliveries with a retry button), models
-(cards, held-out metrics, demo badge) and destinations (outbox counts, echo). The rule editor is
-``console_rules``; the dashboard, deliveries list and result previews are ``console_activity``.
+Pages here: login, studies (auto-refreshing list), one study (series, routing explanation,
+jobs, results with previews, findings, feedback forms, deliveries with a retry button), models
+(cards, held-out metrics, demo badge) and destinations (outbox counts, echo).  The rule editor
+is ``console_rules``; the dashboard, deliveries list and result previews are
+``console_activity``; the feedback form posts to ``node.api.feedback``.
 
-Authentication (``node.api.auth``): when users or tokens are configured every page but the login
-page needs a session cookie, obtained by posting a user name and password (or a machine token)
-to ``/console/login``. The cookie holds ``base64(kind, name, issued).HMAC`` (HttpOnly,
+Authentication (``node.api.auth``): when users or tokens are configured every page but the
+login page needs a session cookie, obtained by posting a user name and password (or a machine
+token) to ``/console/login``.  The cookie holds ``base64(kind, name, issued).HMAC`` (HttpOnly,
 SameSite=Strict, ``auth.session_hours``); the role is looked up in the config on every request.
-Pages need ``viewer``; the study page's feedback forms ``reviewer`` (``node.api.feedback``);
-retry and echo buttons ``operator``; saving rules ``admin`` (else a 403 page). Forms are
-CSRF-safe: each carries ``csrf`` = HMAC(process secret, session cookie), checked on every POST
-(with SameSite=Strict cookies as a second layer); the login form, before any session exists, is
-bound the same way to a random pre-session cookie (``LOGIN_COOKIE``). Failed logins are
-rate-limited per client address and user name and audited (never the password).
+Pages need ``viewer``; feedback forms ``reviewer``; retry and echo buttons ``operator``; saving
+rules ``admin`` (else a 403 page).  Forms are CSRF-safe: each carries ``csrf`` = HMAC(process
+secret, session cookie), checked on every POST (with SameSite=Strict cookies as a second
+layer); the login form, before any session exists, is bound the same way to a random
+pre-session cookie (``LOGIN_COOKIE``).  Failed logins are rate-limited per client address and
+user name and audited (never the password).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from node.api.jobs import iso, present_job
 from node.api.models import model_rows
 from node.api.previews import SC_CLASSES, SEG_CLASS
 from node.routing.dispatch import series_inputs
+from node.store.feedback import VERDICTS
 
 __all__ = [
     "SESSION_COOKIE",
@@ -343,9 +345,7 @@ def study_page(request: Request, study_uid: str, node: Node) -> HTMLResponse:
     given: dict[tuple[str, str, str | None], list[dict[str, Any]]] = {}
     store = getattr(request.app.state, "feedback", None)
     for f in store.list(study_uid=study_uid, limit=1000) if store is not None else []:
-        given.setdefault((f.job_id, f.sop_uid, f.finding_id), []).append(
-            {**f.to_json(), "created_at": f.created_at}
-        )
+        given.setdefault((f.job_id, f.sop_uid, f.finding_id), []).append(f.to_json())
     explained = _series_explanations(routing)
     is_live = not explained
     if is_live:  # not routed yet, or nothing matched: show what the active rules would do
@@ -367,7 +367,7 @@ def study_page(request: Request, study_uid: str, node: Node) -> HTMLResponse:
         results=results,
         findings=findings,
         feedback=given,
-        verdicts=("accept", "reject", "modify"),
+        verdicts=VERDICTS,
         deliveries=deliveries,
     )
 
