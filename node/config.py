@@ -254,7 +254,7 @@ class CeleryConfig(_Strict):
     )
 
 
-Role = Literal["viewer", "operator", "admin"]
+Role = Literal["viewer", "reviewer", "operator", "admin"]
 
 
 class UserConfig(_Strict):

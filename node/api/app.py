@@ -19,6 +19,7 @@ from node.api import (
     deliveries,
     destinations,
     dicomweb,
+    feedback,
     health,
     jobs,
     metrics,
@@ -35,6 +36,7 @@ from node.api.deps import NodeView
 from node.api.gate import AuthGate
 from node.api.problems import PROBLEM_RESPONSES, install_problem_handler
 from node.audit import AuditLog, JobEventFollower
+from node.store.feedback import FeedbackStore
 
 __all__ = ["create_app"]
 
@@ -83,6 +85,7 @@ def create_app(node: NodeView) -> FastAPI:
     app.state.node = node
     app.state.auth = authenticator
     app.state.audit = audit_log
+    app.state.feedback = FeedbackStore(data_dir / "index.sqlite")
     app.state.metrics = metrics.NodeMetrics(node)
     _audit_node_events(node, audit_log)
     app.add_middleware(AuthGate)  # inside the problem middleware: its refusals are problems too
@@ -99,6 +102,7 @@ def create_app(node: NodeView) -> FastAPI:
         destinations.router,
         pulls.router,
         audit.router,
+        feedback.router,
         stow.router,
         dicomweb.router,
         remote_jobs.router,

@@ -5,8 +5,9 @@ token (``Authorization: Bearer``, RFC 6750) or a console session cookie.  An OID
 be one more branch there, mapping its claims to a role.
 
 Roles are ordered: ``viewer`` (every page and read API, PHI-bearing study pages included)
-< ``operator`` (retry/cancel jobs and deliveries, force completion, pull, echo, STOW-RS)
-< ``admin`` (rule changes, the audit trail).  :func:`required_role` is the policy table.
+< ``reviewer`` (plus feedback on results: accept / reject / modify) < ``operator``
+(retry/cancel jobs and deliveries, force completion, pull, echo, STOW-RS) < ``admin`` (rule
+changes, the audit trail).  :func:`required_role` is the policy table.
 
 Credentials (config ``auth``):
 
@@ -64,6 +65,7 @@ class Role(enum.Enum):
     """What a principal may do; each role includes the ones before it."""
 
     VIEWER = "viewer"
+    REVIEWER = "reviewer"
     OPERATOR = "operator"
     ADMIN = "admin"
 
@@ -72,7 +74,7 @@ class Role(enum.Enum):
         return _RANK[self] >= _RANK[needed]
 
 
-_RANK = {Role.VIEWER: 0, Role.OPERATOR: 1, Role.ADMIN: 2}
+_RANK = {Role.VIEWER: 0, Role.REVIEWER: 1, Role.OPERATOR: 2, Role.ADMIN: 3}
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +100,9 @@ _POLICY: dict[tuple[str, str], Role] = {
     ("POST", "/api/rules/dry-run"): Role.VIEWER,
     ("GET", "/api/audit"): Role.ADMIN,
     ("POST", "/console/logout"): Role.VIEWER,
+    # radiologist feedback on results (accept / reject / modify): reviewer, not operator
+    ("POST", "/api/feedback"): Role.REVIEWER,
+    ("POST", "/console/jobs/{job_id}/feedback"): Role.REVIEWER,
     # the rule editor's form checks (viewer) or saves (admin: checked by the page per action)
     ("POST", "/console/rules"): Role.VIEWER,
 }

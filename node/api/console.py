@@ -1,20 +1,21 @@
 """The operator console: server-rendered pages (Jinja2) under ``/console``.
 
 Pages here: login, studies (auto-refreshing list), one study (series, routing explanation,
-jobs, results with previews, deliveries with a retry button), models (cards, held-out metrics,
-demo badge) and destinations (outbox counts, echo).  The rule editor is ``console_rules``; the
-dashboard, deliveries list and result previews are ``console_activity``.
+jobs, results with previews, findings, feedback forms, deliveries with a retry button), models
+(cards, held-out metrics, demo badge) and destinations (outbox counts, echo).  The rule editor
+is ``console_rules``; the dashboard, deliveries list and result previews are
+``console_activity``; the feedback form posts to ``node.api.feedback``.
 
 Authentication (``node.api.auth``): when users or tokens are configured every page but the
 login page needs a session cookie, obtained by posting a user name and password (or a machine
 token) to ``/console/login``.  The cookie holds ``base64(kind, name, issued).HMAC`` (HttpOnly,
 SameSite=Strict, ``auth.session_hours``); the role is looked up in the config on every request.
-Pages need ``viewer``; retry and echo buttons ``operator``; saving rules ``admin`` (else a 403
-page).  Forms are CSRF-safe: each carries ``csrf`` = HMAC(process secret, session cookie),
-checked on every POST (with SameSite=Strict cookies as a second layer); the login form, before
-any session exists, is bound the same way to a random pre-session cookie (``LOGIN_COOKIE``).
-Failed logins are rate-limited per client address and user name and audited (never the
-password).
+Pages need ``viewer``; feedback forms ``reviewer``; retry and echo buttons ``operator``; saving
+rules ``admin`` (else a 403 page).  Forms are CSRF-safe: each carries ``csrf`` = HMAC(process
+secret, session cookie), checked on every POST (with SameSite=Strict cookies as a second
+layer); the login form, before any session exists, is bound the same way to a random
+pre-session cookie (``LOGIN_COOKIE``).  Failed logins are rate-limited per client address and
+user name and audited (never the password).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from node.api.jobs import iso, present_job
 from node.api.models import model_rows
 from node.api.previews import SC_CLASSES, SEG_CLASS
 from node.routing.dispatch import series_inputs
+from node.store.feedback import VERDICTS
 
 __all__ = [
     "SESSION_COOKIE",
@@ -114,6 +116,7 @@ def page(
         has_login=not _auth(request).is_open,
         has_users=_auth(request).has_users,
         principal=principal,
+        can_review=principal is not None and principal.role.allows(Role.REVIEWER),
         can_operate=principal is not None and principal.role.allows(Role.OPERATOR),
         can_admin=principal is not None and principal.role.allows(Role.ADMIN),
         node_ae=request.app.state.node.config.node.ae_title,
@@ -280,6 +283,40 @@ def _series_explanations(routing: dict[str, Any] | None) -> list[dict[str, Any]]
     return list(explanation.get("series", []))
 
 
+def _findings(jobs: list[dict[str, Any]], results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The findings of the study's succeeded jobs (``summary.detections``), each with the result
+    object its feedback form targets (the job's SR, else its first object)."""
+    from node.api.feedback import job_findings
+
+    out: list[dict[str, Any]] = []
+    for j in jobs:
+        if j["state"] != "succeeded":
+            continue
+        objects = [r for r in results if r["job_id"] == j["job_id"]]
+        if not objects:
+            continue
+        target = next((o for o in objects if o.get("modality") == "SR"), objects[0])
+        uids = job_findings(j["job_id"], j["outputs"])
+        detections = (j["outputs"].get("summary") or {}).get("detections") or []
+        for det in detections:
+            tid = det.get("tracking_id")
+            if tid not in uids:
+                continue
+            out.append(
+                {
+                    "job_id": j["job_id"],
+                    "model": j["model"],
+                    "tracking_id": tid,
+                    "tracking_uid": uids[tid],
+                    "type": det.get("type"),
+                    "score": det.get("score"),
+                    "diameter_mm": det.get("diameter_mm"),
+                    "sop_uid": target["sop_uid"],
+                }
+            )
+    return out
+
+
 @router.get("/studies/{study_uid}", dependencies=[Session])
 def study_page(request: Request, study_uid: str, node: Node) -> HTMLResponse:
     """One study: series, why rules matched or not, jobs, results, deliveries."""
@@ -304,6 +341,11 @@ def study_page(request: Request, study_uid: str, node: Node) -> HTMLResponse:
         if j["state"] == "succeeded"
         for n, o in enumerate(j["outputs"].get("objects", []))
     ]
+    findings = _findings(jobs, results)
+    given: dict[tuple[str, str, str | None], list[dict[str, Any]]] = {}
+    store = getattr(request.app.state, "feedback", None)
+    for f in store.list(study_uid=study_uid, limit=1000) if store is not None else []:
+        given.setdefault((f.job_id, f.sop_uid, f.finding_id), []).append(f.to_json())
     explained = _series_explanations(routing)
     is_live = not explained
     if is_live:  # not routed yet, or nothing matched: show what the active rules would do
@@ -323,6 +365,9 @@ def study_page(request: Request, study_uid: str, node: Node) -> HTMLResponse:
         not_applicable=((routing or {}).get("decisions") or {}).get("not_applicable", []),
         jobs=jobs,
         results=results,
+        findings=findings,
+        feedback=given,
+        verdicts=VERDICTS,
         deliveries=deliveries,
     )
 
@@ -464,10 +509,11 @@ def install_console(app: Any) -> None:
         assert isinstance(exc, _Forbidden)
         return forbidden_page(request, exc.principal, exc.needed)
 
-    from node.api import console_activity, console_rules
+    from node.api import console_activity, console_rules, feedback
 
     app.add_exception_handler(_LoginRequired, to_login)
     app.add_exception_handler(_Forbidden, forbidden)
     app.include_router(router)
     app.include_router(console_rules.router)
     app.include_router(console_activity.router)
+    app.include_router(feedback.console_router)

@@ -5,9 +5,9 @@ a spool listener since the process started.  Everything else is read from the SQ
 scrape time by one custom collector (a read-only connection per scrape, a handful of
 ``GROUP BY`` queries), so the numbers survive restarts and cost nothing between scrapes:
 studies completed, quarantined instances, rule matches, jobs by model and state, model run time
-histogram, delivery rows/attempts/failures/queue depth by destination, job queue depth and
-free disk.  Association requests (by calling AE title and outcome) and failed console logins are
-counted by listeners too.
+histogram, delivery rows/attempts/failures/queue depth by destination, job queue depth,
+radiologist feedback by model and verdict, and free disk.  Association requests (by calling AE
+title and outcome) and failed console logins are counted by listeners too.
 Each app has its own ``CollectorRegistry`` (no process-global state).
 """
 
@@ -63,6 +63,7 @@ class _IndexCollector(Collector):
             yield from self._index_metrics(conn)
             yield from self._job_metrics(conn)
             yield from self._delivery_metrics(conn)
+            yield self._feedback_metric(conn)
         finally:
             conn.close()
         disk = GaugeMetricFamily("ainode_disk_free_bytes", "Free bytes on the data_dir volume")
@@ -173,6 +174,18 @@ class _IndexCollector(Collector):
             buckets.append(("+Inf", len(values)))
             latency.add_metric([model], buckets, sum_value=sum(values))
         yield latency
+
+    def _feedback_metric(self, conn: sqlite3.Connection) -> Metric:
+        feedback = CounterMetricFamily(
+            "ainode_feedback",
+            "Radiologist verdicts on results (accept, reject, modify), by model",
+            labels=["model", "verdict"],
+        )
+        for model, verdict, n in self._rows(
+            conn, "SELECT model, verdict, COUNT(*) FROM feedback GROUP BY model, verdict"
+        ):
+            feedback.add_metric([model, verdict], n)
+        return feedback
 
     def _delivery_metrics(self, conn: sqlite3.Connection) -> Iterator[Metric]:
         rows = GaugeMetricFamily(

@@ -43,12 +43,14 @@ def model_rows(request: Request, node: NodeView) -> list[dict[str, Any]]:
     registry = _registry(request, node)
     routes = routes_by_model(node.rules.rules)
     usage = usage_by_model(lambda since: node.jobs.model_runs(since=since))
+    store = getattr(request.app.state, "feedback", None)
     return inventory_rows(
         registry.entries(),
         device=str(registry.device),
         routes=routes,
         usage=usage,
         preference=node.config.inference.device,
+        feedback=store.counts() if store is not None else None,
     )
 
 

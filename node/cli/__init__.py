@@ -62,4 +62,7 @@ app.add_typer(_jobs.app, name="jobs")
 from node.cli import users as _users  # noqa: E402
 
 app.add_typer(_users.app, name="users")
+from node.cli import feedback as _feedback  # noqa: E402
+
+app.add_typer(_feedback.app, name="feedback")
 from node.cli import worker as _worker  # noqa: E402,F401  (registers `ainode worker`)

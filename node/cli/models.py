@@ -70,12 +70,15 @@ def _inventory(config: Config, registry: Registry) -> list[dict[str, Any]]:
         except dicom_rules.RuleError as exc:
             typer.echo(f"warning: rules not shown: {exc}", err=True)
     usage: dict[str, Any] = {}
+    feedback: dict[tuple[str, str | None], dict[str, int]] = {}
     db = config.node.data_dir / "index.sqlite"
     if db.is_file():
         from node.jobs.store import JobStore
+        from node.store.feedback import FeedbackStore
 
         store = JobStore(db)
         usage = usage_by_model(lambda since: store.model_runs(since=since))
+        feedback = FeedbackStore(db).counts()
     return inventory_rows(
         registry.entries(),
         device=str(registry.device),
@@ -83,6 +86,7 @@ def _inventory(config: Config, registry: Registry) -> list[dict[str, Any]]:
         usage=usage,
         card=card_summary,
         preference=config.inference.device,
+        feedback=feedback,
     )
 
 

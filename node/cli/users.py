@@ -20,7 +20,8 @@ _MIN_LENGTH = 8
 @app.command("hash-password")
 def hash_password_cmd(
     role: str = typer.Option(
-        "", help="Also print a config snippet with this role (viewer, operator or admin)."
+        "",
+        help="Also print a config snippet with this role (viewer, reviewer, operator or admin).",
     ),
     user: str = typer.Option("USER", help="User name for the snippet."),
 ) -> None:
@@ -32,8 +33,8 @@ def hash_password_cmd(
     if len(password) < _MIN_LENGTH:
         typer.echo(f"ainode: error: the password needs at least {_MIN_LENGTH} characters", err=True)
         raise typer.Exit(2)
-    if role and role not in ("viewer", "operator", "admin"):
-        typer.echo("ainode: error: --role must be viewer, operator or admin", err=True)
+    if role and role not in ("viewer", "reviewer", "operator", "admin"):
+        typer.echo("ainode: error: --role must be viewer, reviewer, operator or admin", err=True)
         raise typer.Exit(2)
     digest = hash_password(password)
     if role:

@@ -13,6 +13,9 @@ a site to keep):
 * ``rules``: the rules of the node's rule file whose actions run it;
 * ``usage``: runs, failures and latency p50/p95 over the last 24 hours and 30 days, from the
   job store (``JobStore.model_runs``);
+* ``feedback``: radiologists' verdicts on this version's results (accept / reject / modify,
+  ``acceptance_rate`` = accept / all verdicts) and ``feedback_by_version`` for every version
+  that received any (``node.store.feedback``);
 * the model card.
 """
 
@@ -25,8 +28,9 @@ from typing import Any
 from node.errors import ModelError
 from node.models.devices import describe_device
 from node.models.identity import admission_for, identify
+from node.store.feedback import acceptance
 
-__all__ = ["WINDOWS", "inventory_rows", "routes_by_model", "usage_by_model"]
+__all__ = ["WINDOWS", "feedback_columns", "inventory_rows", "routes_by_model", "usage_by_model"]
 
 #: Usage windows: name -> seconds.
 WINDOWS: dict[str, float] = {"24h": 86_400.0, "30d": 30 * 86_400.0}
@@ -92,6 +96,26 @@ def _empty_usage() -> dict[str, dict[str, Any]]:
     }
 
 
+def feedback_columns(
+    name: str,
+    version: str | None,
+    counts: Mapping[tuple[str, str | None], Mapping[str, int]] | None,
+) -> dict[str, Any]:
+    """The ``feedback`` and ``feedback_by_version`` of model ``name`` at ``version``.
+
+    ``counts`` is ``{(model, version): {verdict: n}}`` (``FeedbackStore.counts``); a verdict
+    whose result named no model version is listed under the version ``"unknown"``.
+    """
+    mine = {v: c for (m, v), c in (counts or {}).items() if m == name}
+    return {
+        "feedback": acceptance(mine.get(version, {}) if version is not None else {}),
+        "feedback_by_version": {
+            (v if v is not None else "unknown"): acceptance(c)
+            for v, c in sorted(mine.items(), key=lambda kv: str(kv[0]))
+        },
+    }
+
+
 def inventory_rows(
     entries: Iterable[Any],
     *,
@@ -100,12 +124,14 @@ def inventory_rows(
     usage: Mapping[str, dict[str, dict[str, Any]]] | None = None,
     card: Callable[[str], str] | None = None,
     preference: str | None = None,
+    feedback: Mapping[tuple[str, str | None], Mapping[str, int]] | None = None,
 ) -> list[dict[str, Any]]:
     """The inventory row of every registry entry (``ModelEntry``), broken ones included.
 
     ``device`` is the torch device of the registry; with ``preference`` (``inference.device``)
     an ONNX model's ``device`` names the onnxruntime provider it would use.  Hashing reads
-    every model file (cached per process while files are unchanged).
+    every model file (cached per process while files are unchanged).  ``feedback``:
+    radiologist verdicts per (model, version) (``FeedbackStore.counts``).
     """
     rows = []
     onnx_device = device
@@ -117,6 +143,8 @@ def inventory_rows(
         row["format"] = entry.source
         row["rules"] = list((routes or {}).get(entry.name, []))
         row["usage"] = dict((usage or {}).get(entry.name) or _empty_usage())
+        version = None if row.get("version") is None else str(row["version"])
+        row.update(feedback_columns(entry.name, version, feedback))
         row.update(files={}, weights_sha256=None, device_uid=None, admitted_at=None)
         if not entry.is_ok:
             row.update(status="broken", checked=f"not usable: {entry.error}")
