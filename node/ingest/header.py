@@ -2,7 +2,7 @@
 
 The bytes are parsed once with pydicom (PS3.10 file format); pixel data is read as raw bytes only
 to check that it is complete, never decoded.  The header travels on as the DICOM JSON model
-(PS3.18 F.2) with bulk data removed.
+(PS3.18 F.2) with bulk data removed, built by ``node.imaging.dicom_json.header_from_dataset``.
 """
 
 from __future__ import annotations
@@ -19,14 +19,12 @@ from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
 from node.errors import MalformedInstanceError, MissingAttributeError
-from node.types import DicomJson
 
 __all__ = [
     "IN_MEMORY_BYTES",
     "Header",
     "dataset_offset",
     "file_meta_bytes",
-    "header_json",
     "is_valid_uid",
     "read_header",
     "read_header_file",
@@ -37,8 +35,6 @@ __all__ = [
 _UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")
 _SEQ_DELIMITER = b"\xfe\xff\xdd\xe0\x00\x00\x00\x00"
 _UNDEFINED = 0xFFFFFFFF
-_BULK_VRS = {"OB", "OD", "OF", "OL", "OV", "OW", "UN"}
-_BULK_THRESHOLD = 1024
 
 
 def is_valid_uid(value: object) -> bool:
@@ -349,45 +345,6 @@ def read_header(data: bytes) -> Header:
     except Exception as exc:  # noqa: BLE001
         raise MalformedInstanceError(f"unreadable DICOM data: {_describe(exc)}") from exc
     return _identify(ds, tsuid)
-
-
-def _strip_bulk(obj: dict[str, Any]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for tag, element in obj.items():
-        if not isinstance(element, dict) or "BulkDataURI" in element:
-            continue
-        if "InlineBinary" in element and len(str(element["InlineBinary"])) > _BULK_THRESHOLD:
-            continue
-        values = element.get("Value")
-        if element.get("vr") == "SQ" and isinstance(values, list):
-            element = dict(element, Value=[_strip_bulk(v) for v in values if isinstance(v, dict)])
-        out[tag] = element
-    return out
-
-
-def header_json(ds: Dataset) -> DicomJson:
-    """The DICOM JSON model (PS3.18 F.2) of ``ds`` without pixel data or other bulk data.
-
-    Elements whose value cannot be converted (bad VR content) are left out rather than failing.
-    """
-    result: DicomJson = {}
-    for tag in list(ds.keys()):
-        if tag == 0x7FE00010 or tag.group in (0x7FE0, 0xFFFE):
-            continue
-        try:
-            # converting a raw element can fail (wrong length for its VR, unknown VR)
-            element = ds[tag]
-            if element.VR in _BULK_VRS and element.VR != "SQ":
-                value = element.value
-                if isinstance(value, bytes) and len(value) > _BULK_THRESHOLD:
-                    continue
-            encoded = element.to_json_dict(
-                bulk_data_element_handler=lambda _e: "", bulk_data_threshold=_BULK_THRESHOLD
-            )
-        except Exception:  # noqa: BLE001 - one bad value must not lose the whole header
-            continue
-        result[f"{element.tag:08X}"] = encoded
-    return _strip_bulk(result)
 
 
 def dataset_offset(data: bytes) -> int:

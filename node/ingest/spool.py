@@ -32,11 +32,11 @@ from pathlib import Path
 from typing import Literal
 
 from node.errors import IngestError, OutOfResourcesError
+from node.imaging.dicom_json import header_from_dataset
 from node.ingest.durable import SyncMode, fsync_dir, fsync_path, resolve_mode, write_back
 from node.ingest.header import (
     Header,
     dataset_offset,
-    header_json,
     read_header,
     read_header_file,
 )
@@ -220,7 +220,7 @@ class Spool:
             if header.series_uid not in self._series_seen and not self.index.has_series(
                 header.series_uid
             ):
-                series_header = header_json(header.dataset)
+                series_header = header_from_dataset(header.dataset)
             job = self._job(header, tmp, size, file_sha, dataset_sha, calling_aet, source)
             job.series_header = series_header
             job.received_at = received_at
@@ -275,7 +275,7 @@ class Spool:
                 if header.series_uid not in self._series_seen and not self.index.has_series(
                     header.series_uid
                 ):
-                    series_header = header_json(header.dataset)
+                    series_header = header_from_dataset(header.dataset)
                 job = self._job(
                     header, path, size, received.sha256, dataset_sha, calling_aet, source
                 )

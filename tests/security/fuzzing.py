@@ -20,7 +20,8 @@ from pydicom.uid import ImplicitVRLittleEndian
 import dicom_rules
 from node.config import parse_config
 from node.errors import ConfigError, IngestError, MalformedInstanceError, MissingAttributeError
-from node.ingest.header import dataset_offset, header_json, is_valid_uid, read_header
+from node.imaging.dicom_json import header_from_dataset
+from node.ingest.header import dataset_offset, is_valid_uid, read_header
 from tests.security import hostile
 
 __all__ = [
@@ -166,7 +167,7 @@ def check_header(data: bytes) -> None:
         for uid in (header.study_uid, header.series_uid, header.sop_uid, header.sop_class_uid):
             assert is_valid_uid(uid), uid
         assert "/" not in header.study_uid + header.series_uid + header.sop_uid
-        header_json(header.dataset)  # never raises on what read_header accepted
+        header_from_dataset(header.dataset)  # never raises on what read_header accepted
         with contextlib.suppress(IngestError):
             assert 132 <= dataset_offset(data) <= len(data)
 
