@@ -26,8 +26,8 @@ __all__ = [
     "dataset_offset",
     "file_meta_bytes",
     "is_valid_uid",
-    "read_header",
-    "read_header_file",
+    "parse_received",
+    "parse_received_file",
 ]
 
 #: PS3.5 9.1: digits and dots, at most 64 characters.  Leading zeros in components are accepted
@@ -175,8 +175,8 @@ def _identify(ds: Dataset, tsuid: str) -> Header:
     )
 
 
-#: Files up to this size are parsed in memory (``read_header``); larger ones from the file,
-#: with bulk values skipped and their completeness checked by seeking (``read_header_file``).
+#: Files up to this size are parsed in memory (``parse_received``); larger ones from the file,
+#: with bulk values skipped and their completeness checked by seeking (``parse_received_file``).
 IN_MEMORY_BYTES = 64 * 1024 * 1024
 _DEFER = 1024 * 1024
 _ITEM, _ITEM_END, _SEQ_END = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
@@ -197,10 +197,10 @@ _LONG_VRS = {
 }
 
 
-def read_header_file(path: Path, size: int) -> Header:
-    """``read_header`` for a received file of ``size`` bytes at ``path``, in bounded memory.
+def parse_received_file(path: Path, size: int) -> Header:
+    """``parse_received`` for a received file of ``size`` bytes at ``path``, in bounded memory.
 
-    Up to ``IN_MEMORY_BYTES`` the file is read and parsed exactly as ``read_header`` does.
+    Up to ``IN_MEMORY_BYTES`` the file is read and parsed exactly as ``parse_received`` does.
     Larger files are parsed up to the pixel data with values over 1 MiB left unread; then every
     remaining top-level element (pixel data fragments included) is walked by its length fields
     to check that the file is complete.
@@ -208,10 +208,10 @@ def read_header_file(path: Path, size: int) -> Header:
     Raises
     ------
     MalformedInstanceError, MissingAttributeError
-        As ``read_header``.
+        As ``parse_received``.
     """
     if size <= IN_MEMORY_BYTES:
-        return read_header(path.read_bytes())
+        return parse_received(path.read_bytes())
     with path.open("rb") as f:
         ds = _parse(f, stop_before_pixels=True, defer_size=_DEFER)
         rest = f.tell()
@@ -301,7 +301,7 @@ def _walk(f: BinaryIO, pos: int, size: int, *, implicit: bool, little: bool) -> 
         pos = element(pos, 0)
 
 
-def read_header(data: bytes) -> Header:
+def parse_received(data: bytes) -> Header:
     """Parse a PS3.10 file held in ``data`` and return its identity and key fields.
 
     Parameters

@@ -49,7 +49,7 @@ from pydicom.dataset import Dataset
 from node.errors import IngestError, MalformedInstanceError, OutOfResourcesError
 from node.imaging.dicom_json import header_from_dataset
 from node.ingest.durable import SyncMode, write_back
-from node.ingest.header import Header, read_header_file
+from node.ingest.header import Header, parse_received_file
 from node.ingest.receive import ReceivedFile
 from node.types import DicomJson
 
@@ -480,7 +480,7 @@ class RemoteSpool:
         base = {"file": file, "calling_aet": calling_aet, "source": source}
         try:
             try:
-                header = read_header_file(received.path, received.size)
+                header = parse_received_file(received.path, received.size)
             except IngestError as exc:
                 why = {"op": "quarantine", "error": type(exc).__name__, "message": str(exc)}
                 self._ask(why | base)

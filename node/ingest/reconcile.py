@@ -16,7 +16,7 @@ from pathlib import Path
 
 from node.errors import IngestError
 from node.imaging.dicom_json import header_from_dataset
-from node.ingest.header import dataset_offset, is_valid_uid, read_header
+from node.ingest.header import dataset_offset, is_valid_uid, parse_received
 from node.store.index import Index, IngestRecord
 from node.types import Instance
 
@@ -67,7 +67,7 @@ def reconcile(studies_dir: Path, index: Index) -> int:
 def _record(path: Path, index: Index, obsolete: list[Path]) -> IngestRecord | None:
     try:
         data = path.read_bytes()
-        header = read_header(data)
+        header = parse_received(data)
         offset = dataset_offset(data)
     except (OSError, IngestError):
         log.exception("index.reconcile_unreadable", extra={"file": path.name})

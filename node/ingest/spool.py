@@ -37,8 +37,8 @@ from node.ingest.durable import SyncMode, fsync_dir, fsync_path, resolve_mode, w
 from node.ingest.header import (
     Header,
     dataset_offset,
-    read_header,
-    read_header_file,
+    parse_received,
+    parse_received_file,
 )
 from node.ingest.quarantine import quarantine
 from node.ingest.receive import ReceivedFile
@@ -191,7 +191,7 @@ class Spool:
         """
         received_at = time.time()
         try:
-            header = read_header(data)
+            header = parse_received(data)
             offset = dataset_offset(data)
         except IngestError as exc:
             quarantine(
@@ -247,7 +247,7 @@ class Spool:
         path, size = received.path, received.size
         try:
             try:
-                header = read_header_file(path, size)
+                header = parse_received_file(path, size)
             except IngestError as exc:
                 quarantine(
                     self.quarantine_dir,
@@ -483,7 +483,7 @@ class Spool:
                 self._leading = False
 
     def _final_dir(self, header: Header) -> Path:
-        # UIDs were validated by read_header: digits and dots only, never a separator or '..'
+        # UIDs were validated by parse_received: digits and dots only, never a separator or '..'
         return self.studies_dir / header.study_uid / header.series_uid
 
     def _make_dirs(self, final_dir: Path, to_sync: set[Path]) -> None:

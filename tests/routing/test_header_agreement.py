@@ -1,6 +1,6 @@
 """``ainode rules explain FILE`` and the live router see the same header on every corpus file.
 
-The live path is the node's own: ingest parses the received file (``read_header_file``), builds
+The live path is the node's own: ingest parses the received file (``parse_received_file``), builds
 the series header, the index stores it as JSON, and the router evaluates ``series_inputs`` of the
 study read back from the index.  The dry-run path is ``collect_studies``, what ``rules explain
 FILE`` evaluates.  Both must give equal inputs, decisions and explanations, for the shipped rules
@@ -32,7 +32,7 @@ from dicom_rules import SeriesInput
 from node.cli.rules import collect_studies
 from node.errors import IngestError
 from node.imaging.dicom_json import BULK_THRESHOLD, header_from_dataset, header_from_file
-from node.ingest.header import read_header_file
+from node.ingest.header import parse_received_file
 from node.routing import DEFAULT_RULES, series_inputs
 from node.store.index import Index, IngestRecord
 from node.types import Instance
@@ -66,7 +66,7 @@ def _corpus_files(corpus: Path) -> list[Path]:
 def _live(path: Path, db: Path) -> list[SeriesInput] | None:
     """What the router evaluates once ``path`` is received (None: ingest refuses the file)."""
     try:
-        header = read_header_file(path, path.stat().st_size)
+        header = parse_received_file(path, path.stat().st_size)
     except IngestError:
         return None
     data = path.read_bytes()
