@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT))
 
 import dicom_rules  # noqa: E402
 from dicom_rules import SeriesInput  # noqa: E402
-from node.routing.headers import header_from_file  # noqa: E402
+from node.imaging.dicom_json import header_from_file  # noqa: E402
 
 CORPUS = ROOT / "tests" / "corpus"
 MODALITIES = ["CT", "MR", "CR", "DX", "PT", "US", "NM", "XA", "SR", "SEG", "MG", "OT"]

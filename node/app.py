@@ -28,6 +28,7 @@ from node.config import Config
 from node.delivery.outbox import Outbox
 from node.edge import check_edge
 from node.errors import ConfigError
+from node.imaging.sop_classes import SC_CLASSES as _SC_CLASSES
 from node.ingest.pulls import PullRunner
 from node.ingest.receivers import CommitServer, ReceiverPool, receiver_count
 from node.ingest.scp import DicomListener, ListenerSettings, allowed, tls_server_context
@@ -44,9 +45,6 @@ from node.routing.reload import RuleHolder
 from node.store.index import Index
 from node.store.retention import Removal, Retention
 from node.types import Job, Study
-
-_SC_CLASSES = {"1.2.840.10008.5.1.4.1.1.7", "1.2.840.10008.5.1.4.1.1.7.4"}
-
 
 __all__ = ["Node"]
 

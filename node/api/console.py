@@ -36,7 +36,8 @@ from node.api.deliveries import present_delivery
 from node.api.deps import NodeView, get_node
 from node.api.jobs import iso, present_job
 from node.api.models import model_rows
-from node.api.previews import SC_CLASSES, SEG_CLASS
+from node.api.previews import SEG_CLASS
+from node.imaging.sop_classes import SC_CLASSES
 from node.routing.dispatch import series_inputs
 from node.store.feedback import VERDICTS
 

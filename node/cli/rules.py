@@ -123,7 +123,7 @@ def collect_studies(
         and the files that could not be read, with the reason.
     """
     if read is None:
-        from node.routing.headers import header_from_file
+        from node.imaging.dicom_json import header_from_file
 
         read = header_from_file
     files: list[Path] = []
@@ -172,8 +172,8 @@ def _stored_study(config: Config, study_uid: str) -> list[SeriesInput]:
 
 def _files_by_series(paths: list[Path]) -> dict[str, list[Path]]:
     """Series UID -> its files under ``paths`` (headers only)."""
+    from node.imaging.dicom_json import header_from_file
     from node.imaging.volume import dicom_files
-    from node.routing.headers import header_from_file
 
     out: dict[str, list[Path]] = defaultdict(list)
     for f in dicom_files(paths):

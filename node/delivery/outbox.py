@@ -38,7 +38,7 @@ from node.delivery.rows import (
     STEPS,
     Delivery,
     connect,
-    read_header,
+    read_object_uids,
     row_to_delivery,
 )
 from node.delivery.senders import DestinationConfig, make_sender
@@ -173,7 +173,7 @@ class Outbox:
                 f"{', '.join(self._destinations) or 'none'} (see 'destinations' in the config)"
             )
         fallbacks = list(fallback_paths) if fallback_paths is not None else [None] * len(paths)
-        headers = [read_header(Path(p)) for p in paths]
+        headers = [read_object_uids(Path(p)) for p in paths]
         now = self._clock()
         ids: list[int] = []
         with self._lock, self._conn:
@@ -491,7 +491,7 @@ class Outbox:
                 )
         if use_fallback and row.fallback_path is not None:
             try:
-                h = read_header(row.fallback_path)
+                h = read_object_uids(row.fallback_path)
             except ResultError as exc:
                 return None, Outcome(row.id, OutcomeKind.REFUSED, detail=str(exc))
             return (

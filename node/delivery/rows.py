@@ -21,7 +21,7 @@ __all__ = [
     "STEPS",
     "Delivery",
     "connect",
-    "read_header",
+    "read_object_uids",
     "row_to_delivery",
 ]
 
@@ -162,7 +162,7 @@ def connect(db_path: Path) -> sqlite3.Connection:
 
 
 @dataclass(frozen=True, slots=True)
-class Header:
+class ObjectUids:
     sop_uid: str
     sop_class_uid: str
     study_uid: str
@@ -170,7 +170,7 @@ class Header:
     transfer_syntax_uid: str
 
 
-def read_header(path: Path) -> Header:
+def read_object_uids(path: Path) -> ObjectUids:
     try:
         ds = pydicom.dcmread(
             path,
@@ -183,7 +183,7 @@ def read_header(path: Path) -> Header:
             ],
         )
         meta = ds.file_meta
-        return Header(
+        return ObjectUids(
             sop_uid=str(ds.SOPInstanceUID),
             sop_class_uid=str(ds.SOPClassUID),
             study_uid=str(ds.StudyInstanceUID),

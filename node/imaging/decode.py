@@ -30,7 +30,7 @@ _PIXEL_TAG = 0x7FE00010
 _PIXEL_TAG_LE = b"\xe0\x7f\x10\x00"
 _PIXEL_TAG_BE = b"\x7f\xe0\x00\x10"
 
-__all__ = ["decode_frame", "read_header", "transfer_syntax_name"]
+__all__ = ["decode_frame", "read_before_pixels", "transfer_syntax_name"]
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +41,7 @@ def transfer_syntax_name(uid: str) -> str:
     return f"{name} ({uid})" if name != uid else uid
 
 
-def read_header(path: Path) -> tuple[Dataset, int | None]:
+def read_before_pixels(path: Path) -> tuple[Dataset, int | None]:
     """Read one file's header without its pixel data; also where the Pixel Data element starts.
 
     The offset (None for deflated files, or when Pixel Data is not the next element) lets
@@ -106,8 +106,8 @@ def decode_frame(
     sop_uid, transfer_syntax_uid:
         Used in error messages only.
     header, pixel_offset:
-        From ``read_header`` for a single-frame file: only the Pixel Data element is read, and
-        it is dropped from ``header`` again once decoded.
+        From ``read_before_pixels`` for a single-frame file: only the Pixel Data element is
+        read, and it is dropped from ``header`` again once decoded.
 
     Raises
     ------

@@ -20,7 +20,7 @@ from pydicom.dataset import Dataset
 from pydicom.errors import BytesLengthException
 
 from node.errors import ImagingError
-from node.imaging.decode import read_header
+from node.imaging.decode import read_before_pixels
 
 __all__ = [
     "MAX_FRAME_PIXELS",
@@ -117,14 +117,14 @@ def _stored_range(ds: Dataset) -> tuple[int, int]:
 def read_instance(path: Path, read: tuple[Dataset, int | None] | None = None) -> InstanceHeader:
     """Read the header of one file (no pixel data) into per-frame facts.
 
-    ``read`` is what ``read_header(path)`` returned when the caller already read it.
+    ``read`` is what ``read_before_pixels(path)`` returned when the caller already read it.
 
     Raises
     ------
     ImagingError
         Not DICOM, no image (no Rows/Columns), or invalid values (the message names them).
     """
-    ds, pixel_offset = read if read is not None else read_header(path)
+    ds, pixel_offset = read if read is not None else read_before_pixels(path)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")  # pydicom converts values lazily and warns on bad VRs
         try:

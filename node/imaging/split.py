@@ -40,7 +40,7 @@ import numpy as np
 from pydicom.dataset import Dataset
 
 from node.errors import ImagingError
-from node.imaging.decode import read_header
+from node.imaging.decode import read_before_pixels
 from node.imaging.evidence import FrameEvidence, frame_evidence, pixel_problem
 from node.imaging.frames import FrameHeader, read_instance
 from node.types import SeriesVolume
@@ -261,7 +261,7 @@ def split_series(
     paths:
         The stored files of one series.
     read:
-        Headers already read with ``node.imaging.decode.read_header``, by path.
+        Headers already read with ``node.imaging.decode.read_before_pixels``, by path.
 
     Returns
     -------
@@ -280,7 +280,7 @@ def split_series(
     for path in paths:
         path = Path(path)
         try:
-            ds, offset = known.get(path) or read_header(path)
+            ds, offset = known.get(path) or read_before_pixels(path)
             if "Rows" not in ds or "Columns" not in ds:
                 sop = str(ds.get("SOPInstanceUID") or path.name)
                 not_images.append(DroppedInstance(sop, "no image (no Rows/Columns)"))

@@ -36,7 +36,7 @@ import numpy.typing as npt
 from pydicom.dataset import Dataset
 
 from node.errors import ImagingError
-from node.imaging.decode import decode_frame, read_header
+from node.imaging.decode import decode_frame, read_before_pixels
 from node.imaging.frames import MAX_VOLUME_VOXELS, FrameHeader, InstanceHeader, read_instance
 from node.types import SourceRef, Volume
 
@@ -201,9 +201,9 @@ def load_volume(
         ``"auto"``: int16 when rescaling is exact in int16 (typical CT, in HU), else float32.
         ``"float32"``: always float32.
     read:
-        Headers the caller already read with ``node.imaging.decode.read_header``, by path (the
-        job pipeline reads them once for the volume and the result objects); the others are read
-        here. A single-frame file's pixel data is decoded from the file either way.
+        Headers the caller already read with ``node.imaging.decode.read_before_pixels``, by path
+        (the job pipeline reads them once for the volume and the result objects); the others are
+        read here. A single-frame file's pixel data is decoded from the file either way.
     volume_id:
         Load only this volume of the series (``node.imaging.split.split_series``): the series may
         hold several (echoes, time points...); a small gap is filled by linear interpolation
@@ -359,7 +359,7 @@ def _load_split_volume(
     for p in paths:
         if Path(p) not in known:
             try:
-                known[Path(p)] = read_header(Path(p))
+                known[Path(p)] = read_before_pixels(Path(p))
             except ImagingError:
                 continue  # named among the split's dropped instances
     split = split_series(paths, read=known)

@@ -2,7 +2,7 @@
 
 The bytes are parsed once with pydicom (PS3.10 file format); pixel data is read as raw bytes only
 to check that it is complete, never decoded.  The header travels on as the DICOM JSON model
-(PS3.18 F.2) with bulk data removed.
+(PS3.18 F.2) with bulk data removed, built by ``node.imaging.dicom_json.header_from_dataset``.
 """
 
 from __future__ import annotations
@@ -19,17 +19,15 @@ from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
 from node.errors import MalformedInstanceError, MissingAttributeError
-from node.types import DicomJson
 
 __all__ = [
     "IN_MEMORY_BYTES",
     "Header",
     "dataset_offset",
     "file_meta_bytes",
-    "header_json",
     "is_valid_uid",
-    "read_header",
-    "read_header_file",
+    "parse_received",
+    "parse_received_file",
 ]
 
 #: PS3.5 9.1: digits and dots, at most 64 characters.  Leading zeros in components are accepted
@@ -37,8 +35,6 @@ __all__ = [
 _UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")
 _SEQ_DELIMITER = b"\xfe\xff\xdd\xe0\x00\x00\x00\x00"
 _UNDEFINED = 0xFFFFFFFF
-_BULK_VRS = {"OB", "OD", "OF", "OL", "OV", "OW", "UN"}
-_BULK_THRESHOLD = 1024
 
 
 def is_valid_uid(value: object) -> bool:
@@ -179,8 +175,8 @@ def _identify(ds: Dataset, tsuid: str) -> Header:
     )
 
 
-#: Files up to this size are parsed in memory (``read_header``); larger ones from the file,
-#: with bulk values skipped and their completeness checked by seeking (``read_header_file``).
+#: Files up to this size are parsed in memory (``parse_received``); larger ones from the file,
+#: with bulk values skipped and their completeness checked by seeking (``parse_received_file``).
 IN_MEMORY_BYTES = 64 * 1024 * 1024
 _DEFER = 1024 * 1024
 _ITEM, _ITEM_END, _SEQ_END = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
@@ -201,10 +197,10 @@ _LONG_VRS = {
 }
 
 
-def read_header_file(path: Path, size: int) -> Header:
-    """``read_header`` for a received file of ``size`` bytes at ``path``, in bounded memory.
+def parse_received_file(path: Path, size: int) -> Header:
+    """``parse_received`` for a received file of ``size`` bytes at ``path``, in bounded memory.
 
-    Up to ``IN_MEMORY_BYTES`` the file is read and parsed exactly as ``read_header`` does.
+    Up to ``IN_MEMORY_BYTES`` the file is read and parsed exactly as ``parse_received`` does.
     Larger files are parsed up to the pixel data with values over 1 MiB left unread; then every
     remaining top-level element (pixel data fragments included) is walked by its length fields
     to check that the file is complete.
@@ -212,10 +208,10 @@ def read_header_file(path: Path, size: int) -> Header:
     Raises
     ------
     MalformedInstanceError, MissingAttributeError
-        As ``read_header``.
+        As ``parse_received``.
     """
     if size <= IN_MEMORY_BYTES:
-        return read_header(path.read_bytes())
+        return parse_received(path.read_bytes())
     with path.open("rb") as f:
         ds = _parse(f, stop_before_pixels=True, defer_size=_DEFER)
         rest = f.tell()
@@ -305,7 +301,7 @@ def _walk(f: BinaryIO, pos: int, size: int, *, implicit: bool, little: bool) -> 
         pos = element(pos, 0)
 
 
-def read_header(data: bytes) -> Header:
+def parse_received(data: bytes) -> Header:
     """Parse a PS3.10 file held in ``data`` and return its identity and key fields.
 
     Parameters
@@ -349,45 +345,6 @@ def read_header(data: bytes) -> Header:
     except Exception as exc:  # noqa: BLE001
         raise MalformedInstanceError(f"unreadable DICOM data: {_describe(exc)}") from exc
     return _identify(ds, tsuid)
-
-
-def _strip_bulk(obj: dict[str, Any]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for tag, element in obj.items():
-        if not isinstance(element, dict) or "BulkDataURI" in element:
-            continue
-        if "InlineBinary" in element and len(str(element["InlineBinary"])) > _BULK_THRESHOLD:
-            continue
-        values = element.get("Value")
-        if element.get("vr") == "SQ" and isinstance(values, list):
-            element = dict(element, Value=[_strip_bulk(v) for v in values if isinstance(v, dict)])
-        out[tag] = element
-    return out
-
-
-def header_json(ds: Dataset) -> DicomJson:
-    """The DICOM JSON model (PS3.18 F.2) of ``ds`` without pixel data or other bulk data.
-
-    Elements whose value cannot be converted (bad VR content) are left out rather than failing.
-    """
-    result: DicomJson = {}
-    for tag in list(ds.keys()):
-        if tag == 0x7FE00010 or tag.group in (0x7FE0, 0xFFFE):
-            continue
-        try:
-            # converting a raw element can fail (wrong length for its VR, unknown VR)
-            element = ds[tag]
-            if element.VR in _BULK_VRS and element.VR != "SQ":
-                value = element.value
-                if isinstance(value, bytes) and len(value) > _BULK_THRESHOLD:
-                    continue
-            encoded = element.to_json_dict(
-                bulk_data_element_handler=lambda _e: "", bulk_data_threshold=_BULK_THRESHOLD
-            )
-        except Exception:  # noqa: BLE001 - one bad value must not lose the whole header
-            continue
-        result[f"{element.tag:08X}"] = encoded
-    return _strip_bulk(result)
 
 
 def dataset_offset(data: bytes) -> int:

@@ -47,8 +47,9 @@ from typing import Any
 from pydicom.dataset import Dataset
 
 from node.errors import IngestError, MalformedInstanceError, OutOfResourcesError
+from node.imaging.dicom_json import header_from_dataset
 from node.ingest.durable import SyncMode, write_back
-from node.ingest.header import Header, header_json, read_header_file
+from node.ingest.header import Header, parse_received_file
 from node.ingest.receive import ReceivedFile
 from node.types import DicomJson
 
@@ -479,7 +480,7 @@ class RemoteSpool:
         base = {"file": file, "calling_aet": calling_aet, "source": source}
         try:
             try:
-                header = read_header_file(received.path, received.size)
+                header = parse_received_file(received.path, received.size)
             except IngestError as exc:
                 why = {"op": "quarantine", "error": type(exc).__name__, "message": str(exc)}
                 self._ask(why | base)
@@ -489,7 +490,7 @@ class RemoteSpool:
             with self._seen_lock:
                 first = header.series_uid not in self._series_seen
             if first:
-                series_header = header_json(header.dataset)
+                series_header = header_from_dataset(header.dataset)
             h = {
                 "study_uid": header.study_uid,
                 "series_uid": header.series_uid,

@@ -15,7 +15,8 @@ import logging
 from pathlib import Path
 
 from node.errors import IngestError
-from node.ingest.header import dataset_offset, header_json, is_valid_uid, read_header
+from node.imaging.dicom_json import header_from_dataset
+from node.ingest.header import dataset_offset, is_valid_uid, parse_received
 from node.store.index import Index, IngestRecord
 from node.types import Instance
 
@@ -66,7 +67,7 @@ def reconcile(studies_dir: Path, index: Index) -> int:
 def _record(path: Path, index: Index, obsolete: list[Path]) -> IngestRecord | None:
     try:
         data = path.read_bytes()
-        header = read_header(data)
+        header = parse_received(data)
         offset = dataset_offset(data)
     except (OSError, IngestError):
         log.exception("index.reconcile_unreadable", extra={"file": path.name})
@@ -99,6 +100,8 @@ def _record(path: Path, index: Index, obsolete: list[Path]) -> IngestRecord | No
         "reconcile",
         mtime,
         series_description=header.series_description,
-        series_header=None if index.has_series(header.series_uid) else header_json(header.dataset),
+        series_header=None
+        if index.has_series(header.series_uid)
+        else header_from_dataset(header.dataset),
         previous=prev,
     )

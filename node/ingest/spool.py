@@ -32,13 +32,13 @@ from pathlib import Path
 from typing import Literal
 
 from node.errors import IngestError, OutOfResourcesError
+from node.imaging.dicom_json import header_from_dataset
 from node.ingest.durable import SyncMode, fsync_dir, fsync_path, resolve_mode, write_back
 from node.ingest.header import (
     Header,
     dataset_offset,
-    header_json,
-    read_header,
-    read_header_file,
+    parse_received,
+    parse_received_file,
 )
 from node.ingest.quarantine import quarantine
 from node.ingest.receive import ReceivedFile
@@ -191,7 +191,7 @@ class Spool:
         """
         received_at = time.time()
         try:
-            header = read_header(data)
+            header = parse_received(data)
             offset = dataset_offset(data)
         except IngestError as exc:
             quarantine(
@@ -220,7 +220,7 @@ class Spool:
             if header.series_uid not in self._series_seen and not self.index.has_series(
                 header.series_uid
             ):
-                series_header = header_json(header.dataset)
+                series_header = header_from_dataset(header.dataset)
             job = self._job(header, tmp, size, file_sha, dataset_sha, calling_aet, source)
             job.series_header = series_header
             job.received_at = received_at
@@ -247,7 +247,7 @@ class Spool:
         path, size = received.path, received.size
         try:
             try:
-                header = read_header_file(path, size)
+                header = parse_received_file(path, size)
             except IngestError as exc:
                 quarantine(
                     self.quarantine_dir,
@@ -275,7 +275,7 @@ class Spool:
                 if header.series_uid not in self._series_seen and not self.index.has_series(
                     header.series_uid
                 ):
-                    series_header = header_json(header.dataset)
+                    series_header = header_from_dataset(header.dataset)
                 job = self._job(
                     header, path, size, received.sha256, dataset_sha, calling_aet, source
                 )
@@ -483,7 +483,7 @@ class Spool:
                 self._leading = False
 
     def _final_dir(self, header: Header) -> Path:
-        # UIDs were validated by read_header: digits and dots only, never a separator or '..'
+        # UIDs were validated by parse_received: digits and dots only, never a separator or '..'
         return self.studies_dir / header.study_uid / header.series_uid
 
     def _make_dirs(self, final_dir: Path, to_sync: set[Path]) -> None:

@@ -109,19 +109,19 @@ def _series(
 def _read_series(paths: Sequence[Path], volume_id: str | None = None) -> tuple[Any, Any]:
     """Volume and source headers, each file's header parsed once for both."""
     from node.imaging import load_volume
-    from node.imaging.decode import read_header
+    from node.imaging.decode import read_before_pixels
     from node.results.sources import load_sources
 
     if volume_id is not None:
         read = {}
         for p in paths:
             try:
-                read[Path(p)] = read_header(Path(p))
+                read[Path(p)] = read_before_pixels(Path(p))
             except ImagingError:
                 continue  # named among the split's dropped instances
         paths = [p for p in paths if Path(p) in read]
     else:
-        read = {Path(p): read_header(Path(p)) for p in paths}
+        read = {Path(p): read_before_pixels(Path(p)) for p in paths}
     volume = load_volume(paths, read=read, volume_id=volume_id)
     if volume_id is not None:
         used = {s.sop_uid for s in volume.sources}

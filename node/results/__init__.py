@@ -28,6 +28,7 @@ from pathlib import Path
 
 from pydicom.dataset import Dataset
 
+from node.imaging.sop_classes import SC_CLASS
 from node.results.combine import build_combined_results
 from node.results.derived import build_derived_series, can_derive
 from node.results.gate import check_results, encode
@@ -62,7 +63,7 @@ def result_kind(ds: Dataset) -> ResultKind:
         return ResultKind.SEG
     if modality == "SR":
         return ResultKind.SR
-    if str(ds.get("SOPClassUID", "")) == "1.2.840.10008.5.1.4.1.1.7":
+    if str(ds.get("SOPClassUID", "")) == SC_CLASS:
         return ResultKind.SC
     return ResultKind.DERIVED
 

@@ -32,6 +32,7 @@ import pydicom
 from pydicom.dataset import Dataset
 
 from node.errors import ResultError
+from node.imaging.sop_classes import SC_CLASS
 from node.results.modules import conformance_problems
 from node.results.sources import SourceSet, load_sources, quiet_highdicom
 
@@ -45,7 +46,6 @@ SR_CLASSES = {
     "1.2.840.10008.5.1.4.1.1.88.22",
     "1.2.840.10008.5.1.4.1.1.88.33",
 }
-SC_CLASS = "1.2.840.10008.5.1.4.1.1.7"
 KOS_CLASS = "1.2.840.10008.5.1.4.1.1.88.59"
 
 _COMMON = (

@@ -2,8 +2,8 @@
 
 from pathlib import Path
 
+from node.imaging.dicom_json import header_from_dataset, header_from_file
 from node.routing.dispatch import route_study, series_inputs
-from node.routing.headers import header_from_dataset, header_from_file
 from node.routing.reload import RuleHolder, RuleStatus
 
 #: The packaged copy of deploy/rules.example.yaml (for `ainode demo` and configs without

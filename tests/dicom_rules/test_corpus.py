@@ -11,7 +11,7 @@ import pytest
 import dicom_rules
 from dicom_rules import SeriesInput, Status
 from node.cli.rules import collect_studies
-from node.routing.headers import header_from_file
+from node.imaging.dicom_json import header_from_file
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "deploy" / "rules.example.yaml"

@@ -1,8 +1,8 @@
-"""``read_header_file``: the header of a received file, parsed in bounded memory.
+"""``parse_received_file``: the header of a received file, parsed in bounded memory.
 
 Files above ``IN_MEMORY_BYTES`` are parsed up to the pixel data and the rest is walked by its
 length fields.  The threshold is lowered here so small synthetic files take that path; each
-case is checked against ``read_header`` on the same bytes (the in-memory path).
+case is checked against ``parse_received`` on the same bytes (the in-memory path).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from pydicom.uid import (
 
 from node.errors import MalformedInstanceError
 from node.ingest import header as header_module
-from node.ingest.header import read_header, read_header_file
+from node.ingest.header import parse_received, parse_received_file
 
 
 @pytest.fixture(autouse=True)
@@ -66,8 +66,8 @@ def _file(tmp_path: Path, *, syntax: str = ExplicitVRLittleEndian, encapsulated:
 def _check(tmp_path: Path, data: bytes) -> None:
     path = tmp_path / "f.dcm"
     path.write_bytes(data)
-    got = read_header_file(path, len(data))
-    want = read_header(data)
+    got = parse_received_file(path, len(data))
+    want = parse_received(data)
     assert (got.study_uid, got.series_uid, got.sop_uid, got.sop_class_uid) == (
         want.study_uid,
         want.series_uid,
@@ -97,11 +97,11 @@ def test_complete_files_parse_like_in_memory(tmp_path: Path, kwargs: dict[str, o
 def test_truncated_files_are_malformed(tmp_path: Path, kwargs: dict[str, object], cut: int) -> None:
     data = _file(tmp_path, **kwargs)[:-cut]  # type: ignore[arg-type]
     with pytest.raises(MalformedInstanceError):
-        read_header(data)  # the in-memory path agrees
+        parse_received(data)  # the in-memory path agrees
     path = tmp_path / "cut.dcm"
     path.write_bytes(data)
     with pytest.raises(MalformedInstanceError, match="truncated|delimitation"):
-        read_header_file(path, len(data))
+        parse_received_file(path, len(data))
 
 
 def test_encapsulated_pixel_data_without_its_delimiter_is_malformed(tmp_path: Path) -> None:
@@ -111,7 +111,7 @@ def test_encapsulated_pixel_data_without_its_delimiter_is_malformed(tmp_path: Pa
     path = tmp_path / "nodelim.dcm"
     path.write_bytes(data)
     with pytest.raises(MalformedInstanceError, match="delimit"):
-        read_header_file(path, len(data))
+        parse_received_file(path, len(data))
 
 
 def test_a_deferred_value_cut_before_the_pixels_is_malformed(tmp_path: Path) -> None:
@@ -121,7 +121,7 @@ def test_a_deferred_value_cut_before_the_pixels_is_malformed(tmp_path: Path) -> 
     path = tmp_path / "short.dcm"
     path.write_bytes(data)
     with pytest.raises(MalformedInstanceError, match="truncated"):
-        read_header_file(path, len(data))
+        parse_received_file(path, len(data))
 
 
 def test_a_pixel_length_past_the_end_is_malformed(tmp_path: Path) -> None:
@@ -131,5 +131,5 @@ def test_a_pixel_length_past_the_end_is_malformed(tmp_path: Path) -> None:
     path = tmp_path / "huge.dcm"
     path.write_bytes(bytes(data))
     with pytest.raises(MalformedInstanceError, match="truncated"):
-        read_header_file(path, len(data))
+        parse_received_file(path, len(data))
     assert pydicom  # imported for the save_as/encapsulate helpers above

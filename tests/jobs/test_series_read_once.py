@@ -9,7 +9,7 @@ import numpy as np
 from pydicom.valuerep import PersonName
 
 from node.imaging import load_volume
-from node.imaging.decode import read_header
+from node.imaging.decode import read_before_pixels
 from node.jobs.pipeline import _read_series
 from node.results.sources import load_sources
 from tests.ingest.synthetic import write_ct_series
@@ -27,7 +27,7 @@ def test_read_series_matches_separate_reads(tmp_path: Path) -> None:
 
 def test_given_headers_are_used_not_read_again(tmp_path: Path) -> None:
     paths = write_ct_series(tmp_path / "ct", 4, size=16, seed=5)
-    read = {p: read_header(p) for p in paths}
+    read = {p: read_before_pixels(p) for p in paths}
     shifted = {p: (copy.deepcopy(ds), off) for p, (ds, off) in read.items()}
     for ds, _ in shifted.values():
         ds.RescaleIntercept = int(ds.RescaleIntercept) + 100

@@ -1,4 +1,4 @@
-"""node.routing.headers: DICOM JSON headers without bulk data, originals untouched."""
+"""The DICOM JSON header builder (node.imaging.dicom_json, re-exported by node.routing)."""
 
 from __future__ import annotations
 

@@ -20,7 +20,8 @@ from pydicom.uid import ImplicitVRLittleEndian
 import dicom_rules
 from node.config import parse_config
 from node.errors import ConfigError, IngestError, MalformedInstanceError, MissingAttributeError
-from node.ingest.header import dataset_offset, header_json, is_valid_uid, read_header
+from node.imaging.dicom_json import header_from_dataset
+from node.ingest.header import dataset_offset, is_valid_uid, parse_received
 from tests.security import hostile
 
 __all__ = [
@@ -155,18 +156,18 @@ def mutated_text(seed: str) -> st.SearchStrategy[str]:
 
 
 def check_header(data: bytes) -> None:
-    """read_header: a Header with valid UIDs, or MalformedInstance/MissingAttribute errors."""
+    """parse_received: a Header with valid UIDs, or MalformedInstance/MissingAttribute errors."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # pydicom warns on odd values; serve ignores them too
         try:
-            header = read_header(data)
+            header = parse_received(data)
         except (MalformedInstanceError, MissingAttributeError) as exc:
             assert str(exc) and exc.dicom_status in (0xC000, 0xA900), exc
             return
         for uid in (header.study_uid, header.series_uid, header.sop_uid, header.sop_class_uid):
             assert is_valid_uid(uid), uid
         assert "/" not in header.study_uid + header.series_uid + header.sop_uid
-        header_json(header.dataset)  # never raises on what read_header accepted
+        header_from_dataset(header.dataset)  # never raises on what parse_received accepted
         with contextlib.suppress(IngestError):
             assert 132 <= dataset_offset(data) <= len(data)
 

@@ -50,10 +50,10 @@ def test_seeds_are_valid() -> None:
     """The mutations start from inputs each parser accepts (else the fuzzing proves little)."""
     import dicom_rules
     from node.config import parse_config
-    from node.ingest.header import read_header
+    from node.ingest.header import parse_received
 
     for seed in SEEDS:
-        read_header(seed)
+        parse_received(seed)
     dicom_rules.parse(fuzzing.RULES_SEED)
     parse_config(fuzzing.CONFIG_SEED)
 
