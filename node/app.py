@@ -3,7 +3,9 @@
 This is the only module that joins the stages.  A completed study is routed with the active
 rules (``node.routing``), its decisions become jobs (``node.jobs.dispatch``) run by the
 embedded engine's worker processes (``node.jobs.pipeline``), and each job's result objects are
-queued in the outbox (``node.delivery``) before the job is marked succeeded.  A study whose
+queued in the outbox (``node.delivery``) before the job is marked succeeded.  The model jobs of a
+rule with several models deliver nothing themselves: the rule's ``_combine`` job delivers their
+one result set (``results.combine``, docs/results.md).  A study whose
 completion was not yet routed when the node stopped is routed again at start (job ids are
 deterministic, so nothing runs twice).
 

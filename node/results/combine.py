@@ -240,6 +240,9 @@ def _kos(images: Sequence[Dataset], ctx: ResultContext, *, index: int) -> Datase
             instance_number=1,
             manufacturer="ainode",
         )
+    equipment: Dataset = kos  # (highdicom types SoftwareVersions as one string)
+    equipment.ManufacturerModelName = ctx.model_name[:64]  # as the set's other objects
+    equipment.SoftwareVersions = ctx.software_versions
     kos.ContentDate = ctx.content_date
     kos.ContentTime = ctx.content_time
     kos.SeriesDate = ctx.content_date

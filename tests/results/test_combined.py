@@ -113,6 +113,7 @@ def test_one_seg_one_sr_one_key_image_series_and_a_kos(combined: CombinedCase) -
     numbers = [int(ds.SeriesNumber) for ds in combined.results]
     assert sorted(set(numbers)) == [9001, 9002, 9003, 9004]
     for ds in combined.results:
+        assert ds.Manufacturer == "ainode" and ds.ManufacturerModelName  # the KOS too
         assert ds.SeriesDescription.startswith("AI results ")
         assert "chest-ct-lung-nodules" in ds.SeriesDescription
     (kos,) = combined.of("KO")
