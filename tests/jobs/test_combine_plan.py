@@ -128,3 +128,14 @@ def test_model_inventory_does_not_count_combine_jobs(tmp_path: Path) -> None:
         store.finish(job.job_id, ok=True)
     runs = store.model_runs(since=0)
     assert sorted(m for m, _, _ in runs) == ["cxr", "detect", "report", "seg"]
+
+
+def test_a_rules_results_options_reach_its_decisions_and_explain() -> None:
+    from dicom_rules.explain import decision_json
+
+    rules = dicom_rules.parse(RULES, destinations={"pacs", "viewer"})
+    chest, *_, xr = rules.route(_study(), destinations=["pacs", "viewer"])
+    assert (chest.combine, chest.prefer) == (None, ("detect",))  # None: the node's default
+    assert decision_json(chest)["results"] == {"combine": None, "prefer": ["detect"]}
+    assert "results" not in decision_json(xr)
+    assert dicom_rules.parse(dicom_rules.render(rules)) == rules
