@@ -196,20 +196,22 @@ def _combine_jobs(
     created: float,
     taken: Collection[int],
 ) -> list[Job]:
-    """One combine job per (rule, series, volume) whose rule combines two or more models; the
-    model jobs it combines (in ``jobs``) get ``_combined_by``."""
-    members: dict[tuple[str, str, str], list[int]] = {}
-    for n, (job, key) in enumerate(zip(jobs, job_group, strict=True)):
+    """One combine job per (rule, series) whose rule combines two or more models; the model
+    jobs it combines (in ``jobs``) get ``_combined_by``.  Models that got different volumes of
+    the series cannot share one SEG: they keep their own results."""
+    members: dict[tuple[str, str], list[int]] = {}
+    for n, key in enumerate(job_group):
         if key is None:
             continue
         wanted, _, count, _ = groups[key]
         if wanted and count >= 2:
-            volume = str(job.parameters.get("_volume", ""))
-            members.setdefault((*key, volume), []).append(n)
+            members.setdefault(key, []).append(n)
     out: list[Job] = []
-    for (rule, series_uid, _), indices in members.items():
+    for (rule, series_uid), indices in members.items():
         _, prefer, _, not_run = groups[(rule, series_uid)]
         group = [jobs[n] for n in indices]
+        if len({str(j.parameters.get("_volume", "")) for j in group}) > 1:
+            continue
         ids = [j.job_id for j in group]
         combine_id = job_id_for(
             study_uid=study_uid,

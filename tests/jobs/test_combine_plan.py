@@ -139,3 +139,14 @@ def test_a_rules_results_options_reach_its_decisions_and_explain() -> None:
     assert decision_json(chest)["results"] == {"combine": None, "prefer": ["detect"]}
     assert "results" not in decision_json(xr)
     assert dicom_rules.parse(dicom_rules.render(rules)) == rules
+
+
+def test_models_on_different_volumes_keep_their_own_results() -> None:
+    def choose(d: object, series_uid: str) -> _Choice:
+        # e.g. one model refuses the series' first volume and gets the second
+        second = getattr(d, "model", None) == "detect"
+        return _Choice(volume_id=f"{series_uid}/echo={2 if second else 1}")
+
+    plan = _plan(combine=True, choose=choose)
+    assert COMBINE_MODEL not in [j.model for j in plan.jobs]
+    assert not any("_combined_by" in j.parameters for j in plan.jobs)
