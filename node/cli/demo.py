@@ -240,6 +240,7 @@ def _wait_pipeline(
     echo: Callable[[str], None],
 ) -> None:
     """Wait until every routed job has ended and every result delivery is done; record them."""
+    from node.jobs.store import COMBINE_MODEL
     from node.types import DeliveryState, JobState
 
     ended = {JobState.SUCCEEDED, JobState.FAILED, JobState.DEAD, JobState.CANCELLED}
@@ -253,7 +254,12 @@ def _wait_pipeline(
         for j in jobs:
             if seen.get(j.job.job_id) != j.state.value:
                 seen[j.job.job_id] = j.state.value
-                echo(f"      {j.job.model}: {j.state.value}")
+                what = (
+                    f"combined results of {j.job.rule}"
+                    if j.job.model == COMBINE_MODEL
+                    else j.job.model
+                )
+                echo(f"      {what}: {j.state.value}")
         if routed and all(j.state in ended for j in jobs):
             break
         if time.monotonic() > deadline:
