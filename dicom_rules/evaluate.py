@@ -187,6 +187,8 @@ class Plan:
                     rule.priority,
                     action.ignore,
                     volume=None if rule.select is None else rule.select.volume,
+                    combine=None if rule.results is None else rule.results.combine,
+                    prefer=() if rule.results is None else rule.results.prefer,
                 )
                 decisions.append(((-rule.priority, rule.name, uids, ai), d))
                 note = cr.notes[ai]

@@ -139,4 +139,6 @@ def decision_json(d: RouteDecision) -> dict[str, Any]:
             "prefer": list(v.prefer),
             "partial": "allow" if v.partial else "refuse",
         }
+    if d.combine is not None or d.prefer:  # the rule's results: {combine, prefer}
+        out["results"] = {"combine": d.combine, "prefer": list(d.prefer)}
     return out

@@ -30,6 +30,7 @@ __all__ = [
     "Position",
     "Preference",
     "PrivateTag",
+    "ResultsOptions",
     "RouteDecision",
     "Rule",
     "RuleKind",
@@ -257,6 +258,16 @@ class Action:
 
 
 @dataclass(frozen=True, slots=True)
+class ResultsOptions:
+    """A rule's ``results``: combine its models' results into one set (None: the node's
+    ``results.combine``), and whose segments win when two models segment the same structure."""
+
+    combine: bool | None = None
+    prefer: tuple[str, ...] = ()
+    position: Position = _pos()
+
+
+@dataclass(frozen=True, slots=True)
 class Rule:
     """One named rule."""
 
@@ -270,6 +281,7 @@ class Rule:
     stop: bool = False
     kind: RuleKind = RuleKind.ROUTE
     position: Position = _pos()
+    results: ResultsOptions | None = None
 
     @property
     def is_ignore(self) -> bool:
@@ -315,6 +327,9 @@ class RouteDecision:
     ignored: bool = False
     explanation: Explanation | None = field(default=None, compare=False, repr=False)
     volume: VolumeSelect | None = None
+    #: the rule's ``results.combine`` (None: the node's default) and ``results.prefer``
+    combine: bool | None = None
+    prefer: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,6 +22,7 @@ from dicom_rules.model import (
     Defaults,
     Position,
     Preference,
+    ResultsOptions,
     Rule,
     RuleKind,
     RuleSet,
@@ -46,12 +47,14 @@ _RULE_KEYS = (
     "select",
     "then",
     "stop",
+    "results",
 )
 _ACTION_KEYS = ("model", "parameters", "deliver", "send_to", "ignore")
 _DEFAULT_KEYS = ("deliver", "priority", "scope")
 _SELECT_KEYS = ("where", "prefer", "count", "volume")
 _VOLUME_KEYS = ("orientation", "echo", "uniform", "prefer", "partial")
 _PREFER_KEYS = ("lowest", "highest", "matching")
+_RESULTS_KEYS = ("combine", "prefer")
 
 
 class _Parser(ConditionParser):
@@ -266,6 +269,7 @@ class _Parser(ConditionParser):
             self.err(pos, f"{where} needs 'then' (model, send_to or ignore)")
         else:
             actions = self.parse_actions(node, where)
+        results = self.parse_results(node, where, actions) if "results" in node else None
         return Rule(
             name=name,
             actions=actions,
@@ -277,7 +281,43 @@ class _Parser(ConditionParser):
             stop=stop,
             kind=kind,
             position=pos,
+            results=results,
         )
+
+    def parse_results(
+        self, node: CommentedMap, where: str, actions: tuple[Action, ...]
+    ) -> ResultsOptions | None:
+        m = node["results"]
+        pos = self.value_pos(node, "results")
+        if not isinstance(m, CommentedMap):
+            self.err(pos, f"{where}: 'results' must be a mapping (combine/prefer)")
+            return None
+        self.check_keys(m, _RESULTS_KEYS, f"the results of {where}")
+        combine: bool | None = None
+        if "combine" in m:
+            if not isinstance(m["combine"], bool):
+                self.err(self.value_pos(m, "combine"), "'combine' must be true or false")
+            else:
+                combine = m["combine"]
+        prefer: tuple[str, ...] = ()
+        if "prefer" in m:
+            v = m["prefer"]
+            vpos = self.value_pos(m, "prefer")
+            if isinstance(v, str):
+                v = [v]
+            if not isinstance(v, list) or not all(isinstance(x, str) and x.strip() for x in v):
+                self.err(vpos, "'prefer' must be a list of model names")
+            else:
+                own = [a.model for a in actions if a.model is not None]
+                for i, name in enumerate(v):
+                    if name not in own:
+                        self.err(
+                            self.item_pos(v, i, vpos) if isinstance(v, CommentedSeq) else vpos,
+                            f"{where}: 'prefer' names '{name}', which is not a model of this"
+                            f" rule{hint(name, own)} (its models: {', '.join(own) or 'none'})",
+                        )
+                prefer = tuple(str(x) for x in v)
+        return ResultsOptions(combine=combine, prefer=prefer, position=pos)
 
     def parse_actions(self, node: CommentedMap, where: str) -> tuple[Action, ...]:
         v = node["then"]

@@ -130,6 +130,13 @@ def to_data(ruleset: RuleSet) -> dict[str, Any]:
             out["then"] = [_action(a) for a in r.actions]
         if r.stop:
             out["stop"] = True
+        if r.results is not None:
+            res: dict[str, Any] = {}
+            if r.results.combine is not None:
+                res["combine"] = r.results.combine
+            if r.results.prefer:
+                res["prefer"] = list(r.results.prefer)
+            out["results"] = res
         rules.append(out)
     data["rules"] = rules
     return data

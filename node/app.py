@@ -3,7 +3,9 @@
 This is the only module that joins the stages.  A completed study is routed with the active
 rules (``node.routing``), its decisions become jobs (``node.jobs.dispatch``) run by the
 embedded engine's worker processes (``node.jobs.pipeline``), and each job's result objects are
-queued in the outbox (``node.delivery``) before the job is marked succeeded.  A study whose
+queued in the outbox (``node.delivery``) before the job is marked succeeded.  The model jobs of a
+rule with several models deliver nothing themselves: the rule's ``_combine`` job delivers their
+one result set (``results.combine``, docs/results.md).  A study whose
 completion was not yet routed when the node stopped is routed again at start (job ids are
 deterministic, so nothing runs twice).
 
@@ -15,6 +17,7 @@ set).  ``stop()`` undoes it in reverse.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import ssl
 import threading
@@ -47,6 +50,19 @@ from node.store.retention import Removal, Retention
 from node.types import Job, Study
 
 __all__ = ["Node"]
+
+
+def _series_numbers(study: Study) -> list[int]:
+    """Series Numbers (0020,0011) of the study's series, from their DICOM JSON headers."""
+    out = []
+    for series in study.series:
+        values = series.header.get("00200011", {}).get("Value") or []
+        try:
+            out += [int(values[0])] if values else []
+        except (TypeError, ValueError):
+            continue
+    return out
+
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +115,14 @@ class Node:
             config.rules or DEFAULT_RULES, destinations=set(config.destinations)
         )
         inference = config.inference
+        #: results of a rule's models combined into one set (embedded engine only, see
+        #: docs/results.md); False turns it off for every rule
+        self._combine = config.queue == "embedded"
+        if not self._combine and config.results.combine:
+            log.warning(
+                "results.combine_unavailable",
+                extra={"reason": "combining needs the embedded queue; results are per model"},
+            )
         self._engine: EmbeddedEngine | CeleryEngine
         if config.queue.startswith(("redis://", "rediss://")):
             self._engine = CeleryEngine(
@@ -263,6 +287,9 @@ class Node:
         with self._routing_lock:
             rules = self._rules.rules
             decisions = route_study(rules, study, destinations=list(self._config.destinations))
+            if not self._combine:
+                # remote workers keep no predictions for a combine job: per-model results
+                decisions = [dataclasses.replace(d, combine=False) for d in decisions]
             qualifier = SeriesQualifier(
                 paths=self._series_paths,
                 refusals=self._refusals_or_none() if any(d.model for d in decisions) else {},
@@ -272,6 +299,8 @@ class Node:
                 decisions,
                 series_instances=self._index.series_instances,
                 choose=qualifier.choose,
+                combine=self._config.results.combine,
+                taken_series_numbers=_series_numbers(study),
             )
             for destination, series_uid in plan.forwards:
                 paths = [i.path for i in self._index.series_instances(series_uid)]
@@ -370,6 +399,9 @@ class Node:
     def _job_succeeded(self, job: Job, outputs: Mapping[str, Any]) -> None:
         """Queue a finished job's objects for its destinations (before it is marked done)."""
         objects = list(outputs.get("objects", []))
+        if job.parameters.get("_combined_by"):
+            # its prediction is part of the rule's one result set (the combine job delivers)
+            return
         if not objects or not job.destinations:
             return
         data_dir = self._config.node.data_dir

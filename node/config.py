@@ -32,6 +32,7 @@ __all__ = [
     "InferenceConfig",
     "NodeConfig",
     "OrthancDestination",
+    "ResultsConfig",
     "RetentionConfig",
     "StudyConfig",
     "TlsConfig",
@@ -211,6 +212,16 @@ class InferenceConfig(_Strict):
     max_attempts: int = Field(default=3, ge=1, le=100, description="runs of a job before dead")
 
 
+class ResultsConfig(_Strict):
+    """How a rule's results are delivered (docs/results.md, "One result set per study and rule")."""
+
+    combine: bool = Field(
+        default=True,
+        description="one SEG/SR/key images/KOS per study and rule with several models "
+        "(a rule's results.combine overrides it)",
+    )
+
+
 class RetentionConfig(_Strict):
     """Removal of finished studies (``node.store.retention``); nothing is removed by default."""
 
@@ -304,6 +315,7 @@ class Config(_Strict):
     models: list[Path] = Field(default_factory=list)
     queue: str = "embedded"
     inference: InferenceConfig = Field(default_factory=InferenceConfig)
+    results: ResultsConfig = Field(default_factory=ResultsConfig)
     retention: RetentionConfig = Field(default_factory=RetentionConfig)
     auth: AuthConfig = Field(default_factory=AuthConfig)
     celery: CeleryConfig = Field(default_factory=CeleryConfig)

@@ -89,6 +89,7 @@ def test_configuration_doc_names_every_key() -> None:
         cfg.DimseSource,
         cfg.DicomwebSource,
         cfg.InferenceConfig,
+        cfg.ResultsConfig,
         cfg.RetentionConfig,
         cfg.AuthConfig,
         cfg.DeliveryConfig,

@@ -5,8 +5,9 @@ Debian's ``orthanc`` is installed) and a node on free loopback ports, writes the
 studies (a chest CT phantom and a chest radiograph), sends them over C-STORE like a scanner would,
 waits for the stable window to declare them complete, checks that every instance was stored byte
 for byte, waits while the default rules route the series to the demo models and the result
-objects (SEG, SR, Secondary Capture) are delivered to the PACS and a results folder, and prints,
-per study, which rules matched, which models ran, what they produced and where it went.
+objects are delivered to the PACS and a results folder (for the chest CT rule's four models one
+combined SEG, SR, key-image series and KOS, see docs/results.md), and prints, per study, which
+rules matched, which models ran, what they produced and where it went.
 Exit status 0 only when every step succeeded.
 """
 
@@ -239,6 +240,7 @@ def _wait_pipeline(
     echo: Callable[[str], None],
 ) -> None:
     """Wait until every routed job has ended and every result delivery is done; record them."""
+    from node.jobs.store import COMBINE_MODEL
     from node.types import DeliveryState, JobState
 
     ended = {JobState.SUCCEEDED, JobState.FAILED, JobState.DEAD, JobState.CANCELLED}
@@ -252,7 +254,12 @@ def _wait_pipeline(
         for j in jobs:
             if seen.get(j.job.job_id) != j.state.value:
                 seen[j.job.job_id] = j.state.value
-                echo(f"      {j.job.model}: {j.state.value}")
+                what = (
+                    f"combined results of {j.job.rule}"
+                    if j.job.model == COMBINE_MODEL
+                    else j.job.model
+                )
+                echo(f"      {what}: {j.state.value}")
         if routed and all(j.state in ended for j in jobs):
             break
         if time.monotonic() > deadline:
@@ -293,6 +300,8 @@ def _wait_pipeline(
                         if k in ("load", "model", "write")
                     },
                     "objects": [o["modality"] for o in j.outputs.get("objects", [])],
+                    # its prediction is part of the rule's combined result set
+                    "combined": bool(j.outputs.get("combined_by")),
                 }
                 for j in sorted(jobs, key=lambda r: r.created_at)
             ],
@@ -364,6 +373,8 @@ def _verify(node: Any, files: list[Path], report: DemoReport) -> None:
 
 def format_summary(report: DemoReport) -> str:
     """The human-readable summary printed at the end of ``ainode demo``."""
+    from node.jobs.store import COMBINE_MODEL
+
     lines = ["", "Received studies"]
     for n, study in enumerate(report.studies, start=1):
         modalities = ", ".join(sorted({s["modality"] or "?" for s in study.get("series", [])}))
@@ -388,8 +399,15 @@ def format_summary(report: DemoReport) -> str:
             t = job["timings_seconds"]
             split = ", ".join(f"{k} {v:.1f} s" for k, v in t.items())
             took = f" in {job['seconds']:.1f} s ({split})" if job["seconds"] is not None else ""
-            objects = ", ".join(job["objects"]) or "no objects"
-            lines.append(f"       model {job['model']}: {job['state']}{took} -> {objects}")
+            objects = ", ".join(job["objects"]) or (
+                "into the combined results" if job.get("combined") else "no objects"
+            )
+            what = (
+                f"combined results of {job['rule']}"
+                if job["model"] == COMBINE_MODEL
+                else f"model {job['model']}"
+            )
+            lines.append(f"       {what}: {job['state']}{took} -> {objects}")
             if job["reason"]:
                 lines.append(f"         reason: {job['reason']}")
         for dest, states in pipe.get("deliveries", {}).items():

@@ -8,17 +8,25 @@ of different jobs in one study never share a Series Number.
 A job's id comes from study, rule, model, series and the exact stored instances of that series
 (SOP UID + content hash), so a study that completes again unchanged creates no new work, and a
 late instance creates a new job that supersedes the previous one (``JobStore.submit``).
+
+Combining (``combine``, a rule's ``results.combine``): when a rule runs two or more models on a
+series, its model jobs carry ``_combined_by`` (their own objects are not delivered) and one more
+job, of "model" ``COMBINE_MODEL``, lists them in ``_combine_of`` (rule order).  It runs once they
+are all final and delivers one SEG, SR, key-image series and KOS (``node.jobs.pipeline``).  Its
+id comes from the ids it combines, so a re-routing with the same inputs adds nothing; its Series
+Numbers start at the base of the rule's first model job.  A rule with one model delivers that
+model's objects as they are.
 """
 
 from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Protocol
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, Protocol
 
-from node.jobs.store import job_id_for
+from node.jobs.store import COMBINE_MODEL, job_id_for
 from node.types import Instance, Job
 
 __all__ = ["Plan", "plan_jobs", "series_number_base"]
@@ -88,6 +96,8 @@ def plan_jobs(
     series_instances: Callable[[str], Sequence[Instance]],
     now: float | None = None,
     choose: Callable[[_Decision, str], _Choice | None] | None = None,
+    combine: bool = False,
+    taken_series_numbers: Collection[int] = (),
 ) -> Plan:
     """Turn routing decisions into jobs and forwards.
 
@@ -104,12 +114,20 @@ def plan_jobs(
     choose:
         The volume a decision's model gets on a series (``node.routing.qualify``): a volume id
         goes into the job (``_volume``); a reason means "not applicable": no job.
+    combine:
+        Combine the results of a rule's models (the node's ``results.combine``), for rules that
+        do not say (their ``results.combine``).
+    taken_series_numbers:
+        Series Numbers of the study's own series (a combined set avoids them).
     """
     created = time.time() if now is None else now
     jobs: list[Job] = []
     forwards: list[tuple[str, str]] = []
     ignored: list[str] = []
     not_applicable: list[tuple[str, str, str, str, str]] = []
+    #: (rule, series) -> [combine, prefer, model count, {model: why it did not run}]
+    groups: dict[tuple[str, str], list[Any]] = {}
+    job_group: list[tuple[str, str] | None] = []
     for d in decisions:
         if d.ignored:
             ignored.append(d.rule)
@@ -119,11 +137,19 @@ def plan_jobs(
                 forwards.append((d.send_to, series_uid))
             if d.model is None:
                 continue
+            wanted = getattr(d, "combine", None)
+            group = groups.setdefault(
+                (d.rule, series_uid),
+                [combine if wanted is None else bool(wanted), getattr(d, "prefer", ()), 0, {}],
+            )
+            group[2] += 1
             choice = choose(d, series_uid) if choose is not None else None
             if choice is not None and choice.reason is not None:
                 not_applicable.append(
                     (d.rule, d.model, series_uid, str(choice.reason), choice.detail or "")
                 )
+                why = f"not applicable: {choice.reason}"
+                group[3][d.model] = why + (f" ({choice.detail})" if choice.detail else "")
                 continue
             fp = series_uid + ":" + _fingerprint(series_instances(series_uid))
             params = dict(d.parameters) if isinstance(d.parameters, dict) else {}
@@ -149,9 +175,79 @@ def plan_jobs(
                     priority=d.priority,
                 )
             )
+            job_group.append((d.rule, series_uid))
+    jobs += _combine_jobs(
+        study_uid, jobs, job_group, groups, created=created, taken=taken_series_numbers
+    )
     return Plan(
         jobs=tuple(jobs),
         forwards=tuple(forwards),
         ignored_rules=tuple(ignored),
         not_applicable=tuple(not_applicable),
     )
+
+
+def _combine_jobs(
+    study_uid: str,
+    jobs: list[Job],
+    job_group: Sequence[tuple[str, str] | None],
+    groups: dict[tuple[str, str], list[Any]],
+    *,
+    created: float,
+    taken: Collection[int],
+) -> list[Job]:
+    """One combine job per (rule, series) whose rule combines two or more models; the model
+    jobs it combines (in ``jobs``) get ``_combined_by``.  Models that got different volumes of
+    the series cannot share one SEG: they keep their own results."""
+    members: dict[tuple[str, str], list[int]] = {}
+    for n, key in enumerate(job_group):
+        if key is None:
+            continue
+        wanted, _, count, _ = groups[key]
+        if wanted and count >= 2:
+            members.setdefault(key, []).append(n)
+    out: list[Job] = []
+    for (rule, series_uid), indices in members.items():
+        _, prefer, _, not_run = groups[(rule, series_uid)]
+        group = [jobs[n] for n in indices]
+        if len({str(j.parameters.get("_volume", "")) for j in group}) > 1:
+            continue
+        ids = [j.job_id for j in group]
+        combine_id = job_id_for(
+            study_uid=study_uid,
+            rule=rule,
+            model=COMBINE_MODEL,
+            input_fingerprint="\x1e".join(ids),
+        )
+        first = group[0].parameters
+        params: dict[str, Any] = {
+            "_combine_of": ids,
+            "_prefer": list(prefer),
+            "_not_run": dict(sorted(not_run.items())),
+            "_created_at": int(created),
+            "_series_number_base": int(first["_series_number_base"]),
+            "_taken_series_numbers": sorted({int(n) for n in taken}),
+        }
+        for name in ("_volume", "_dropped"):
+            if name in first:
+                params[name] = first[name]
+        destinations: list[str] = []
+        for j in group:
+            destinations += [d for d in j.destinations if d not in destinations]
+        out.append(
+            Job(
+                job_id=combine_id,
+                study_uid=study_uid,
+                series_uids=(series_uid,),
+                model=COMBINE_MODEL,
+                rule=rule,
+                parameters=params,
+                destinations=tuple(destinations),
+                priority=max(j.priority for j in group),
+            )
+        )
+        for n in indices:
+            jobs[n] = replace(
+                jobs[n], parameters={**jobs[n].parameters, "_combined_by": combine_id}
+            )
+    return out

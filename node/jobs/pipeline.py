@@ -13,6 +13,7 @@ import datetime as dt
 import json
 import logging
 import os
+import pickle
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
@@ -20,9 +21,13 @@ from pathlib import Path
 from typing import Any
 
 from node.errors import ImagingError, InputError, ModelError, NotFoundError
-from node.types import Instance, Job
+from node.types import Instance, Job, JobState
 
-__all__ = ["prepare", "run_job", "run_series", "write_durably"]
+__all__ = ["PREDICTION_FILE", "prepare", "run_combine", "run_job", "run_series", "write_durably"]
+
+#: What a model job whose results are combined keeps for the combine job (its ``Prediction``,
+#: pickled; written by the node's own worker into its data directory, read back only there).
+PREDICTION_FILE = "prediction.pkl"
 
 log = logging.getLogger(__name__)
 
@@ -138,8 +143,11 @@ def run_job(job: Job, context: Mapping[str, Any]) -> dict[str, Any]:
     ``created_at`` per job id (the job's creation time, frozen into the objects so that a rerun
     is byte-identical).
     """
+    from node.jobs.store import COMBINE_MODEL
     from node.store.index import Index
 
+    if job.model == COMBINE_MODEL:
+        return run_combine(job, context)
     data_dir = Path(context["data_dir"])
     t0 = time.perf_counter()
     index = Index(data_dir / "index.sqlite")
@@ -229,16 +237,48 @@ def run_series(
     timings["model"] = time.perf_counter() - t
 
     t = time.perf_counter()
+    combined_by = job.parameters.get("_combined_by")
+    objects: list[dict[str, Any]] = []
+    if combined_by:
+        # the combine job writes this model's part of the rule's one result set
+        write_durably(out_dir / PREDICTION_FILE, pickle.dumps(prediction))
+    else:
+        files = build_result_files(
+            prediction,
+            volume,
+            sources,
+            job_id=job.job_id,
+            content_datetime=_content_datetime(job),
+            series_number_base=int(job.parameters.get("_series_number_base", 9000)),
+        )
+        objects = _write_objects(files, out_dir, relative_to)
+    summary = prediction_summary(prediction, volume.spacing)
+    summary["timings_seconds"] = {**prediction.timings_seconds, **timings}
+    write_durably(out_dir / "prediction.json", json.dumps(summary, indent=2).encode())
+    timings["write"] = time.perf_counter() - t
+    log.info("job.results_written", extra={"job_id": job.job_id, "objects": len(objects)})
+    out: dict[str, Any] = {"objects": objects, "timings_seconds": timings, "summary": summary}
+    if combined_by:
+        out["combined_by"] = str(combined_by)
+    if volume_id:
+        out["volume_id"] = str(volume_id)
+    if job.parameters.get("_dropped"):
+        # partial: allow - the instances left out are named with the result (issue 24)
+        out["dropped_instances"] = list(job.parameters["_dropped"])
+    if sources.repairs:
+        # what sanitising changed in the copied source headers (keywords and reasons, no values)
+        out["source_repairs"] = list(sources.repairs)
+    return out
+
+
+def _content_datetime(job: Job) -> dt.datetime:
+    """The job's frozen creation time (so that a rerun is byte-identical)."""
     created = float(job.parameters.get("_created_at", 0.0)) or time.time()
-    when = dt.datetime.fromtimestamp(int(created), tz=dt.UTC)
-    files = build_result_files(
-        prediction,
-        volume,
-        sources,
-        job_id=job.job_id,
-        content_datetime=when,
-        series_number_base=int(job.parameters.get("_series_number_base", 9000)),
-    )
+    return dt.datetime.fromtimestamp(int(created), tz=dt.UTC)
+
+
+def _write_objects(files: Sequence[Any], out_dir: Path, relative_to: Path) -> list[dict[str, Any]]:
+    """Write each ``ResultFile`` durably as ``NNN-<modality>.dcm``; what the outputs list."""
     objects = []
     for n, result in enumerate(files):
         ds = result.dataset
@@ -253,18 +293,93 @@ def run_series(
                 "modality": str(ds.Modality),
             }
         )
-    summary = prediction_summary(prediction, volume.spacing)
-    summary["timings_seconds"] = {**prediction.timings_seconds, **timings}
-    write_durably(out_dir / "prediction.json", json.dumps(summary, indent=2).encode())
+    return objects
+
+
+def run_combine(job: Job, context: Mapping[str, Any]) -> dict[str, Any]:
+    """Run a combine job: the predictions of the model jobs in ``_combine_of`` (all final) ->
+    one SEG, SR, key-image series and KOS under ``data_dir/results/<job_id>/``.
+
+    A model job that did not succeed (failed, dead, cancelled) or was not applicable
+    (``_not_run``) is named in the SR: "model X did not run: reason".  The UIDs derive from the
+    combine job's id (itself derived from the jobs it combines) and the content date-time is
+    frozen, so a rerun after a crash writes the same bytes.
+
+    Raises
+    ------
+    InputError
+        No model of the rule produced a prediction: nothing to combine (a final failure).
+    """
+    from node.jobs.store import JobStore
+    from node.results import build_combined_files
+    from node.store.index import Index
+
+    data_dir = Path(context["data_dir"])
+    t0 = time.perf_counter()
+    store = JobStore(data_dir / "index.sqlite")
+    predictions = []
+    failed: dict[str, str] = {str(k): str(v) for k, v in job.parameters.get("_not_run", {}).items()}
+    models = []
+    for job_id in job.parameters.get("_combine_of", []):
+        record = store.get(str(job_id))
+        model = record.job.model
+        if record.state is not JobState.SUCCEEDED:
+            failed[model] = record.reason or record.state.value
+            continue
+        path = data_dir / "results" / record.job.job_id / PREDICTION_FILE
+        try:
+            predictions.append(pickle.loads(path.read_bytes()))  # written by this node's workers
+        except FileNotFoundError:
+            failed[model] = "its prediction was not kept (it ran before results were combined)"
+            continue
+        models.append(model)
+    if not predictions:
+        reasons = "; ".join(f"{m}: {r}" for m, r in sorted(failed.items())) or "no model job"
+        raise InputError(
+            f"nothing to combine for rule {job.rule!r}: no model succeeded ({reasons})"
+        )
+    index = Index(data_dir / "index.sqlite")
+    try:
+        instances = index.series_instances(job.series_uids[0])
+    finally:
+        index.close()
+    if not instances:
+        raise NotFoundError(f"series {job.series_uids[0]} has no stored instances")
+    paths = [i.path if i.path.is_absolute() else data_dir / i.path for i in instances]
+    volume_id = job.parameters.get("_volume")
+    try:
+        volume, sources = _series(
+            _content_key(job.series_uids[0], instances),
+            paths,
+            str(volume_id) if volume_id else None,
+        )
+    except ImagingError as exc:
+        raise InputError(f"input: {exc}") from exc
+    timings = {"load": time.perf_counter() - t0}
+    t = time.perf_counter()
+    files = build_combined_files(
+        predictions,
+        volume,
+        sources,
+        job_id=job.job_id,
+        rule=job.rule,
+        content_datetime=_content_datetime(job),
+        series_number_base=int(job.parameters.get("_series_number_base", 9000)),
+        prefer=[str(m) for m in job.parameters.get("_prefer", [])],
+        failed=failed,
+        taken_series_numbers=[int(n) for n in job.parameters.get("_taken_series_numbers", [])],
+    )
+    objects = _write_objects(files, data_dir / "results" / job.job_id, data_dir)
     timings["write"] = time.perf_counter() - t
-    log.info("job.results_written", extra={"job_id": job.job_id, "objects": len(objects)})
-    out: dict[str, Any] = {"objects": objects, "timings_seconds": timings, "summary": summary}
-    if volume_id:
-        out["volume_id"] = str(volume_id)
-    if job.parameters.get("_dropped"):
-        # partial: allow - the instances left out are named with the result (issue 24)
-        out["dropped_instances"] = list(job.parameters["_dropped"])
+    log.info(
+        "job.combined_written",
+        extra={"job_id": job.job_id, "models": len(models), "objects": len(objects)},
+    )
+    out: dict[str, Any] = {
+        "objects": objects,
+        "timings_seconds": timings,
+        "combined": {"models": models, "not_run": dict(sorted(failed.items()))},
+    }
     if sources.repairs:
-        # what sanitising changed in the copied source headers (keywords and reasons, no values)
         out["source_repairs"] = list(sources.repairs)
     return out

@@ -21,7 +21,11 @@ from node.errors import NotFoundError
 from node.store.migrate import migrate
 from node.types import Job, JobState
 
-__all__ = ["JobRecord", "JobStore", "job_id_for"]
+__all__ = ["COMBINE_MODEL", "JobRecord", "JobStore", "job_id_for"]
+
+#: The "model" of a combine job: it runs once every model job it lists in ``_combine_of`` is
+#: final and writes their predictions as one result set (no real model name starts with "_").
+COMBINE_MODEL = "_combine"
 
 _STEPS = [
     """
@@ -229,14 +233,16 @@ class JobStore:
             conn.execute("BEGIN IMMEDIATE")
             try:
                 rows = conn.execute(
-                    "SELECT job_id, model FROM jobs WHERE state=? ORDER BY priority DESC,"
-                    " created_at, job_id",
+                    "SELECT job_id, model, parameters FROM jobs WHERE state=? ORDER BY"
+                    " priority DESC, created_at, job_id",
                     (JobState.QUEUED.value,),
                 ).fetchall()
                 chosen = None
-                for job_id, model in rows:
+                for job_id, model, parameters in rows:
                     if model in limits and busy.get(model, 0) >= limits[model]:
                         continue
+                    if model == COMBINE_MODEL and self._inputs_active(conn, parameters):
+                        continue  # waits until every model job it combines is final
                     chosen = job_id
                     break
                 if chosen is None:
@@ -563,8 +569,9 @@ class JobStore:
         rows = self._conn().execute(
             "SELECT e.job_id, j.model, e.ts, e.state FROM job_events e JOIN jobs j USING(job_id)"
             " WHERE e.job_id IN (SELECT job_id FROM job_events WHERE ts >= ?"
-            " AND state IN ('succeeded', 'failed', 'dead')) ORDER BY e.job_id, e.id",
-            (since,),
+            " AND state IN ('succeeded', 'failed', 'dead')) AND j.model <> ?"
+            " ORDER BY e.job_id, e.id",
+            (since, COMBINE_MODEL),
         )
         out: list[tuple[str, bool, float | None]] = []
         started: dict[str, float | None] = {}
@@ -581,6 +588,19 @@ class JobStore:
         return out
 
     # ----------------------------------------------------------------------------- internals
+    @staticmethod
+    def _inputs_active(conn: sqlite3.Connection, parameters: str) -> bool:
+        """A combine job's model jobs are not all final yet (queued or running)."""
+        ids = list(json.loads(parameters).get("_combine_of", []))
+        if not ids:
+            return False
+        row = conn.execute(
+            f"SELECT COUNT(*) FROM jobs WHERE job_id IN ({','.join('?' * len(ids))})"
+            " AND state IN (?,?)",
+            (*ids, *_ACTIVE),
+        ).fetchone()
+        return bool(row[0])
+
     @staticmethod
     def _event(
         conn: sqlite3.Connection, job_id: str, state: JobState, reason: str | None, ts: float

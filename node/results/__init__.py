@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,6 +43,7 @@ from node.types import Prediction, ResultKind, Volume
 
 __all__ = [
     "ResultFile",
+    "build_combined_files",
     "build_combined_results",
     "build_rejection_note",
     "build_result_files",
@@ -98,6 +99,45 @@ def build_result_files(
         content_datetime=content_datetime,
         check=False,
         series_number_base=series_number_base,
+    )
+    files = [encode(ds) for ds in datasets]
+    check_results(datasets, sources, encoded=files)
+    return [ResultFile(dataset=ds, data=data) for ds, data in zip(datasets, files, strict=True)]
+
+
+def build_combined_files(
+    predictions: Sequence[Prediction],
+    volume: Volume,
+    sources: SourceSet,
+    *,
+    job_id: str,
+    rule: str,
+    content_datetime: dt.datetime,
+    series_number_base: int = 9000,
+    prefer: Sequence[str] = (),
+    failed: Mapping[str, str] | None = None,
+    taken_series_numbers: Collection[int] = (),
+) -> list[ResultFile]:
+    """``build_combined_results`` through the gate, with each object's file bytes (encoded once).
+
+    Parameters as ``build_combined_results``.
+
+    Raises
+    ------
+    ResultError
+        Nothing to combine, or an object fails the gate.
+    """
+    datasets = build_combined_results(
+        predictions,
+        volume,
+        sources,
+        job_id=job_id,
+        rule=rule,
+        content_datetime=content_datetime,
+        series_number_base=series_number_base,
+        prefer=prefer,
+        failed=failed,
+        taken_series_numbers=taken_series_numbers,
     )
     files = [encode(ds) for ds in datasets]
     check_results(datasets, sources, encoded=files)

@@ -31,6 +31,7 @@ import numpy as np
 import numpy.typing as npt
 from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
+from pydicom.valuerep import DT
 
 from node.errors import ResultError
 from node.results.identity import ResultContext
@@ -239,10 +240,19 @@ def _kos(images: Sequence[Dataset], ctx: ResultContext, *, index: int) -> Datase
             instance_number=1,
             manufacturer="ainode",
         )
+    equipment: Dataset = kos  # (highdicom types SoftwareVersions as one string)
+    equipment.ManufacturerModelName = ctx.model_name[:64]  # as the set's other objects
+    equipment.SoftwareVersions = ctx.software_versions
     kos.ContentDate = ctx.content_date
     kos.ContentTime = ctx.content_time
     kos.SeriesDate = ctx.content_date
     kos.SeriesTime = ctx.content_time
+    # highdicom stamps "now": frozen, so a rebuilt set is byte-identical (and delivered once)
+    kos.InstanceCreationDate = ctx.content_date
+    kos.InstanceCreationTime = ctx.content_time
+    for item in kos.get("ContributingEquipmentSequence", []):
+        if "ContributionDateTime" in item:
+            item.ContributionDateTime = DT(ctx.content_datetime.replace(microsecond=0))
     return kos
 
 
@@ -290,8 +300,9 @@ def build_combined_results(
     Returns
     -------
     list[pydicom.Dataset]
-        SEG (when any model segmented), SR, heat-map SCs (one series), KOS (when there are key
-        images). Not yet gated: pass them to ``check_results``.
+        SEG (when any model segmented), SR (when there are findings, text or notes), heat-map
+        SCs (one series), KOS (when there are key images). Not yet gated: pass them to
+        ``check_results``.
     """
     taken = set(taken_series_numbers)
     while taken & set(range(series_number_base + 1, series_number_base + 5)):
@@ -316,23 +327,25 @@ def build_combined_results(
         )
         _name_series(seg, "SEG", rule=rule, is_demo=pred.is_demo)
         out.append(seg)
-    sr = build_sr(
-        pred,
-        volume,
-        sources,
-        main,
-        index=1,
-        seg=seg,
-        seg_numbers={s.label: s.label for s in pred.segments} if seg is not None else None,
-        finding_contexts={
-            t: (contexts[a], contexts[b] if b is not None else None)
-            for t, (a, b) in combined.finding_models.items()
-        },
-        notes=combined.notes,
-        statement_models=list(contexts.values()),
-    )
-    _name_series(sr, "SR", rule=rule, is_demo=pred.is_demo)
-    out.append(sr)
+    # an SR when there is something to say; segmentations alone (every model ran): the SEG
+    if pred.findings or pred.text or combined.notes:
+        sr = build_sr(
+            pred,
+            volume,
+            sources,
+            main,
+            index=1,
+            seg=seg,
+            seg_numbers={s.label: s.label for s in pred.segments} if seg is not None else None,
+            finding_contexts={
+                t: (contexts[a], contexts[b] if b is not None else None)
+                for t, (a, b) in combined.finding_models.items()
+            },
+            notes=combined.notes,
+            statement_models=list(contexts.values()),
+        )
+        _name_series(sr, "SR", rule=rule, is_demo=pred.is_demo)
+        out.append(sr)
     images = []
     for n, (heatmap, model) in enumerate(
         zip(pred.heatmaps, combined.heatmap_models, strict=True), start=1

@@ -458,7 +458,7 @@ def build_sr(
     if not prediction.findings and prediction.class_probabilities:
         groups.append(_classification_group(prediction, volume, sources, ctx, algorithm))
     if not groups:
-        if not prediction.text:
+        if not prediction.text and not notes:
             raise ResultError("prediction has no findings, probabilities or text for an SR")
         k = len(volume.sources) // 2
         box = _hot_region(volume, None)[1]

@@ -11,6 +11,7 @@ from pathlib import Path
 import pydicom
 import pytest
 
+from node.jobs.store import COMBINE_MODEL
 from node.samples.studies import sample_chest_ct
 from node.store.index import Index
 from tests.results.air import assert_air
@@ -51,6 +52,7 @@ def test_demo_receives_both_sample_studies(tmp_path: Path) -> None:
     ct, dx = (report["pipeline"][st["study_uid"]] for st in studies)
     assert ct["rules"] == ["chest-ct-lung-nodules"] and dx["rules"] == ["chest-radiograph"]
     assert sorted(j["model"] for j in ct["jobs"]) == [
+        COMBINE_MODEL,
         "lung-nodule-classify",
         "lung-nodule-detect",
         "lung-nodule-seg",
@@ -58,9 +60,17 @@ def test_demo_receives_both_sample_studies(tmp_path: Path) -> None:
     ]
     assert [j["model"] for j in dx["jobs"]] == ["cxr-classify"]
     for job in ct["jobs"] + dx["jobs"]:
-        assert job["state"] == "succeeded" and job["objects"], job
-    seg_job = next(j for j in ct["jobs"] if j["model"] == "lung-nodule-seg")
-    assert "SEG" in seg_job["objects"]
+        assert job["state"] == "succeeded", job
+    # the chest CT rule's four models: one combined SEG, SR, key-image series and KOS
+    for job in ct["jobs"]:
+        if job["model"] == COMBINE_MODEL:
+            assert not job["combined"], job
+        else:  # held for the combined set, nothing delivered on its own
+            assert job["combined"] and job["objects"] == [], job
+    (combined,) = (j for j in ct["jobs"] if j["model"] == COMBINE_MODEL)
+    assert sorted(set(combined["objects"])) == ["KO", "OT", "SEG", "SR"]
+    assert combined["objects"].count("SEG") == combined["objects"].count("SR") == 1
+    assert dx["jobs"][0]["objects"] and not dx["jobs"][0]["combined"]
     for pipe in (ct, dx):
         assert set(pipe["deliveries"]) == {"pacs", "results-folder"}
         for states in pipe["deliveries"].values():

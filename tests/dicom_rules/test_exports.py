@@ -10,7 +10,8 @@ def test_dicom_rules_exports() -> None:
     assert dicom_rules.__all__ == [
         "Action", "AllOf", "AnyOf", "AttributePath", "BodyPart", "BodyPartTable", "Compare",
         "Condition", "Defaults", "DeliverSource", "Explanation", "Not", "Op", "Preference",
-        "PrivateTag", "Problem", "RouteDecision", "Rule", "RuleError", "RuleKind", "RuleSet",
+        "PrivateTag", "Problem", "ResultsOptions", "RouteDecision", "Rule", "RuleError", "RuleKind",
+        "RuleSet",
         "Scope", "Select", "SeriesExplanation", "SeriesInput", "Status", "Verdict", "VolumeSelect",
         "load",
         "parse", "parse_path", "render",

@@ -8,7 +8,7 @@ from pathlib import Path
 import pydicom
 import pytest
 
-from node.jobs.store import JobStore
+from node.jobs.store import COMBINE_MODEL, JobStore
 from node.samples import write_sample_studies
 from node.types import JobState
 from tests.peers.dcmtk import storescu
@@ -50,14 +50,16 @@ def test_sample_studies_flow_through_models_into_orthanc(
         sent = storescu(node.dicom_port, files)
         assert len(sent.acknowledged) == len(files), sent.output[-2000:]
         store = JobStore(node.data_dir / "index.sqlite")
-        # chest CT: seg, detect, classify, report; radiograph: cxr-classify
-        wait_until(lambda: _jobs_final(store, 5), timeout=600, what="all jobs finished")
+        # chest CT: seg, detect, classify, report and their combined result set;
+        # radiograph: cxr-classify
+        wait_until(lambda: _jobs_final(store, 6), timeout=600, what="all jobs finished")
         jobs = {j.job.model: j for j in store.list_jobs()}
         assert set(jobs) == {
             "lung-nodule-seg",
             "lung-nodule-detect",
             "lung-nodule-classify",
             "report-text",
+            COMBINE_MODEL,
             "cxr-classify",
         }
         failed = {m: j.reason for m, j in jobs.items() if j.state is not JobState.SUCCEEDED}
@@ -141,13 +143,14 @@ def test_real_chest_ct_results_pass_every_checker(
         sent = storescu(node.dicom_port, files)
         assert len(sent.acknowledged) == len(files), sent.output[-2000:]
         store = JobStore(node.data_dir / "index.sqlite")
-        wait_until(lambda: _jobs_final(store, 4), timeout=600, what="all jobs finished")
+        wait_until(lambda: _jobs_final(store, 5), timeout=600, what="all jobs finished")
         jobs = {j.job.model: j for j in store.list_jobs()}
         assert set(jobs) == {
             "lung-nodule-seg",
             "lung-nodule-detect",
             "lung-nodule-classify",
             "report-text",
+            COMBINE_MODEL,  # the rule's one result set (docs/results.md)
         }
         assert {m: j.reason for m, j in jobs.items() if j.state is not JobState.SUCCEEDED} == {}
         produced = [node.data_dir / o["path"] for j in jobs.values() for o in j.outputs["objects"]]

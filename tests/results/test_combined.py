@@ -113,6 +113,7 @@ def test_one_seg_one_sr_one_key_image_series_and_a_kos(combined: CombinedCase) -
     numbers = [int(ds.SeriesNumber) for ds in combined.results]
     assert sorted(set(numbers)) == [9001, 9002, 9003, 9004]
     for ds in combined.results:
+        assert ds.Manufacturer == "ainode" and ds.ManufacturerModelName  # the KOS too
         assert ds.SeriesDescription.startswith("AI results ")
         assert "chest-ct-lung-nodules" in ds.SeriesDescription
     (kos,) = combined.of("KO")
@@ -239,3 +240,52 @@ def test_series_numbers_avoid_the_source_study(
         taken_series_numbers={2, 9002, 10003},
     )
     assert [int(ds.SeriesNumber) for ds in out] == [11002]  # SR = base + 2, clear of all
+
+
+def test_a_rebuild_is_byte_identical(
+    chest_sources: list[Path], chest_volume: Volume, combined: CombinedCase
+) -> None:
+    """The node reruns a combine after a crash: same bytes, so the outbox delivers it once
+    (highdicom stamps the KOS and its own equipment item with "now"; ainode freezes them)."""
+    again = build_combined_results(
+        combined.predictions,
+        chest_volume,
+        load_sources(chest_sources),
+        job_id="combined-chest",
+        rule="chest-ct-lung-nodules",
+        content_datetime=WHEN,
+        series_number_base=9000,
+        failed={"lung-lobes": "timed out after 1800 s"},
+    )
+    assert [encode(ds) for ds in again] == [p.read_bytes() for p in combined.files]
+
+
+def test_segmentations_alone_need_no_sr(
+    chest_sources: list[Path], chest_volume: Volume, combined: CombinedCase
+) -> None:
+    seg_only = [
+        replace(p, findings=(), text=None, class_probabilities={}, heatmaps=())
+        for p in combined.predictions
+        if p.label_map is not None
+    ]
+    assert seg_only
+    out = build_combined_results(
+        seg_only,
+        chest_volume,
+        load_sources(chest_sources),
+        job_id="seg-only",
+        rule="r",
+        content_datetime=WHEN,
+    )
+    assert [ds.Modality for ds in out] == ["SEG"]
+    # a model that did not run is still said, in an SR
+    out = build_combined_results(
+        seg_only,
+        chest_volume,
+        load_sources(chest_sources),
+        job_id="seg-only",
+        rule="r",
+        content_datetime=WHEN,
+        failed={"lung-lobes": "worker process was killed by SIGKILL while running the model"},
+    )
+    assert [ds.Modality for ds in out] == ["SEG", "SR"]

@@ -10,6 +10,7 @@ from tests.results.conftest import Case
 def test_all_is_pinned() -> None:
     assert sorted(node.results.__all__) == [
         "ResultFile",
+        "build_combined_files",
         "build_combined_results",
         "build_rejection_note",
         "build_result_files",
