@@ -466,6 +466,67 @@ class Index:
             header=header,
         )
 
+    def studies_received(self, since: float, until: float) -> list[tuple[Study, float]]:
+        """Every study whose last instance arrived in ``[since, until)``, with that time.
+
+        Oldest first; the same ``Study`` values as ``get_study`` (stored headers only), read
+        in one query (rule replay over thousands of studies).
+        """
+        rows = (
+            self._conn()
+            .execute(
+                "SELECT s.study_uid, s.generation, s.last_received, r.series_uid, r.modality,"
+                " r.body_part, r.series_description, r.header_json,"
+                " (SELECT COUNT(*) FROM instances i WHERE i.series_uid = r.series_uid) AS n"
+                " FROM studies s LEFT JOIN series r ON r.study_uid = s.study_uid"
+                " WHERE s.last_received >= ? AND s.last_received < ?"
+                " ORDER BY s.last_received, s.study_uid, r.first_received, r.series_uid",
+                (since, until),
+            )
+            .fetchall()
+        )
+        out: list[tuple[Study, float]] = []
+        current: str | None = None
+        series: list[Series] = []
+        last: tuple[str, int, float] | None = None
+
+        def flush() -> None:
+            if last is None:
+                return
+            uid, generation, received = last
+            header = dict(series[0].header) if series else {}
+            out.append(
+                (
+                    Study(
+                        study_uid=uid,
+                        series=tuple(series),
+                        generation=generation,
+                        header=header,
+                    ),
+                    received,
+                )
+            )
+
+        for r in rows:
+            if r["study_uid"] != current:
+                flush()
+                current = r["study_uid"]
+                last = (r["study_uid"], int(r["generation"]), float(r["last_received"]))
+                series = []
+            if r["series_uid"] is not None:
+                series.append(
+                    Series(
+                        series_uid=r["series_uid"],
+                        modality=r["modality"],
+                        body_part=r["body_part"],
+                        series_description=r["series_description"],
+                        instance_count=int(r["n"]),
+                        header=json.loads(r["header_json"]),
+                    )
+                )
+        flush()
+        return out
+
     def series_instances(self, series_uid: str) -> list[Instance]:
         """Every stored instance of a series (absolute paths), in arrival order."""
         rows = (
