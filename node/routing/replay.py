@@ -26,13 +26,20 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from dicom_rules import RuleSet
 from node.routing.dispatch import series_inputs
-from node.store.index import Index
+from node.types import Study
 
-__all__ = ["Replay", "Routing", "StudyReplay", "parse_since", "replay"]
+__all__ = ["Replay", "Routing", "StoredStudies", "StudyReplay", "parse_since", "replay"]
+
+
+class StoredStudies(Protocol):
+    """The index query replay reads (``node.store.index.Index.studies_received``)."""
+
+    def studies_received(self, since: float, until: float) -> list[tuple[Study, float]]: ...
+
 
 _SINCE = re.compile(r"^\s*(\d+)\s*([dhm])\s*$")
 _UNIT = {"d": 86400, "h": 3600, "m": 60}
@@ -131,7 +138,7 @@ def _routing(
 
 def _from_rules(
     rules: RuleSet,
-    study: Any,
+    study: Study,
     destinations: Sequence[str] | None,
     not_applicable: frozenset[tuple[str, str]],
 ) -> Routing:
@@ -315,7 +322,7 @@ def _days(since: float, until: float) -> tuple[str, ...]:
 
 
 def replay(
-    index: Index,
+    index: StoredStudies,
     rules: RuleSet,
     *,
     since: float,
