@@ -241,7 +241,7 @@ def replay_rules(
         since=since,
         until=until,
         current_rules=node.rules.rules,
-        stored=node.jobs.routing,
+        stored=node.jobs.routing_decisions,
         destinations=sorted(node.config.destinations),
     )
     return {

@@ -386,7 +386,7 @@ def replay_cmd(
             since=start,
             until=end,
             current_rules=active,
-            stored=jobs.routing,
+            stored=jobs.routing_decisions,
             destinations=sorted(cfg.destinations),
         )
     finally:

@@ -174,7 +174,7 @@ def test_replay_diffs_current_against_new(stored: Stored) -> None:
         dicom_rules.parse(NEW),
         since=stored.now - 7 * DAY,
         current_rules=dicom_rules.parse(OLD),
-        stored=jobs.routing,
+        stored=jobs.routing_decisions,
         destinations=["pacs", "viewer", "archive"],
     ).to_json()
     by_uid = {s["study_uid"]: s for s in out["studies"]}
