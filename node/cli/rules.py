@@ -1,4 +1,5 @@
-"""``ainode rules check|explain``: validate a rule file; dry-run it on files or a stored study.
+"""``ainode rules check|explain|replay``: validate a rule file; dry-run it on files or a stored
+study; replay it on the stored studies of a window (``node.routing.replay``).
 
 ``check`` exits 0 when the file is valid, else prints one ``FILE:LINE:COL: message`` line per
 problem on stderr and exits 2.  ``explain`` prints JSON: per study, the decisions and, per
