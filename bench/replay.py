@@ -10,7 +10,9 @@ rules too.  The candidate rules are the shipped rules plus two
 head CT models and the chest radiograph rule turned into ``ignore``.
 
 Timed: ``node.routing.replay.replay`` (read every header in one query, evaluate both rule
-sets, diff) and ``Replay.to_json`` (the per-study JSON, as the API answers).  Target: <= 10 s.
+sets, diff) and ``Replay.to_json`` (the per-study JSON, as the API answers): wall time, and
+the process's CPU time (what an idle core needs; the development box is shared).  Target:
+<= 10 s.
 
 Run:  PYTHONPATH=. python bench/replay.py [--studies 10000]
 """
@@ -166,6 +168,7 @@ def main() -> None:
         candidate = dicom_rules.parse(NEW_RULES)
         load_before = os.getloadavg()
         t0 = time.perf_counter()
+        c0 = time.process_time()
         result = replay(
             index,
             candidate,
@@ -178,6 +181,7 @@ def main() -> None:
         replay_s = time.perf_counter() - t0
         out = result.to_json(changed_only=False)
         total_s = time.perf_counter() - t0
+        cpu_s = time.process_time() - c0
         load_after = os.getloadavg()
         index.close()
     t = out["totals"]
@@ -185,7 +189,8 @@ def main() -> None:
     print(f"filled {args.studies} studies ({3 * args.studies} series) in {fill_s:.1f} s")
     print(
         f"replay: {replay_s:.2f} s; with the JSON of every study: {total_s:.2f} s "
-        f"(target <= 10 s) -> {'OK' if total_s <= 10 else 'OVER'}"
+        f"(target <= 10 s) -> {'OK' if total_s <= 10 else 'OVER'}; "
+        f"CPU {cpu_s:.2f} s (what an idle core needs)"
     )
     print(
         f"totals: changed {t['changed']}, runs {t['current_runs']} -> {t['new_runs']} "
