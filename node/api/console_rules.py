@@ -21,7 +21,7 @@ from node.api.auth import Role
 from node.api.console import Session, check_csrf, need, page
 from node.api.deps import NodeView, get_node
 from node.routing.dispatch import series_inputs
-from node.routing.replay import parse_since, replay
+from node.routing.replay import default_workers, parse_since, replay
 
 __all__ = ["router"]
 
@@ -122,6 +122,7 @@ def rules_replay(
         current_rules=holder.rules,
         stored=node.jobs.routing_decisions,
         destinations=sorted(node.config.destinations),
+        workers=default_workers(),
     ).to_json(limit=_REPLAY_LISTED)
     t = result["totals"]
     return _rules_view(

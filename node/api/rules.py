@@ -23,7 +23,7 @@ from node.api.deps import NodeView, get_node
 from node.api.problems import PROBLEM_MEDIA_TYPE, problem_type
 from node.errors import NotFoundError
 from node.routing.dispatch import series_inputs
-from node.routing.replay import parse_since, replay
+from node.routing.replay import default_workers, parse_since, replay
 
 __all__ = ["router"]
 
@@ -243,6 +243,7 @@ def replay_rules(
         current_rules=node.rules.rules,
         stored=node.jobs.routing_decisions,
         destinations=sorted(node.config.destinations),
+        workers=default_workers(),
     )
     return {
         "rules_sha256": _sha(body.text),

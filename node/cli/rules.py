@@ -347,6 +347,12 @@ def replay_cmd(
     limit: Annotated[
         int | None, typer.Option("--limit", min=0, help="List at most this many studies.")
     ] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            "--workers", min=1, help="Processes for 2,000+ studies (default: CPUs, at most 4)."
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the replay as JSON.")] = False,
 ) -> None:
     """What a rule file would have done to the stored studies of a window (nothing is queued).
@@ -357,7 +363,7 @@ def replay_cmd(
     """
     from node.jobs.store import JobStore
     from node.routing import DEFAULT_RULES
-    from node.routing.replay import parse_since, replay
+    from node.routing.replay import default_workers, parse_since, replay
     from node.store.index import Index
 
     cfg = _config(config)
@@ -389,6 +395,7 @@ def replay_cmd(
             current_rules=active,
             stored=jobs.routing_decisions,
             destinations=sorted(cfg.destinations),
+            workers=workers or default_workers(),
         )
     finally:
         index.close()

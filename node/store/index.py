@@ -24,7 +24,30 @@ from node.store.migrate import migrate
 from node.store.schema import STEPS
 from node.types import DicomJson, Instance, Series, Study
 
-__all__ = ["STEPS", "Index", "IngestRecord", "StoredRef"]
+__all__ = ["STEPS", "Index", "IngestRecord", "ReceivedStudy", "StoredRef", "decode_received"]
+
+#: A stored study as ``Index.studies_received_raw`` reads it (series headers as JSON text).
+ReceivedStudy = tuple[
+    str, int, float, list[tuple[str, str | None, str | None, str | None, str, int]]
+]
+
+
+def decode_received(raw: ReceivedStudy) -> tuple[Study, float]:
+    """The ``Study`` (as ``Index.get_study`` builds it) and time of a ``ReceivedStudy``."""
+    uid, generation, received, rows = raw
+    series = tuple(
+        Series(
+            series_uid=series_uid,
+            modality=modality,
+            body_part=body_part,
+            series_description=description,
+            instance_count=n,
+            header=json.loads(header_json),
+        )
+        for series_uid, modality, body_part, description, header_json, n in rows
+    )
+    header = dict(series[0].header) if series else {}
+    return Study(study_uid=uid, series=series, generation=generation, header=header), received
 
 
 Status = Literal["stored", "duplicate", "replaced"]
@@ -472,6 +495,12 @@ class Index:
         Oldest first; the same ``Study`` values as ``get_study`` (stored headers only), read
         in one query (rule replay over thousands of studies).
         """
+        return [decode_received(raw) for raw in self.studies_received_raw(since, until)]
+
+    def studies_received_raw(self, since: float, until: float) -> list[ReceivedStudy]:
+        """``studies_received`` with each series header still JSON text (decoded elsewhere,
+        e.g. in another process): ``(study_uid, generation, last_received, series)``, series
+        = ``(series_uid, modality, body_part, series_description, header_json, instances)``."""
         rows = (
             self._conn()
             .execute(
@@ -485,46 +514,21 @@ class Index:
             )
             .fetchall()
         )
-        out: list[tuple[Study, float]] = []
-        current: str | None = None
-        series: list[Series] = []
-        last: tuple[str, int, float] | None = None
-
-        def flush() -> None:
-            if last is None:
-                return
-            uid, generation, received = last
-            header = dict(series[0].header) if series else {}
-            out.append(
-                (
-                    Study(
-                        study_uid=uid,
-                        series=tuple(series),
-                        generation=generation,
-                        header=header,
-                    ),
-                    received,
-                )
-            )
-
+        out: list[ReceivedStudy] = []
         for r in rows:
-            if r["study_uid"] != current:
-                flush()
-                current = r["study_uid"]
-                last = (r["study_uid"], int(r["generation"]), float(r["last_received"]))
-                series = []
+            if not out or out[-1][0] != r["study_uid"]:
+                out.append((r["study_uid"], int(r["generation"]), float(r["last_received"]), []))
             if r["series_uid"] is not None:
-                series.append(
-                    Series(
-                        series_uid=r["series_uid"],
-                        modality=r["modality"],
-                        body_part=r["body_part"],
-                        series_description=r["series_description"],
-                        instance_count=int(r["n"]),
-                        header=json.loads(r["header_json"]),
+                out[-1][3].append(
+                    (
+                        r["series_uid"],
+                        r["modality"],
+                        r["body_part"],
+                        r["series_description"],
+                        r["header_json"],
+                        int(r["n"]),
                     )
                 )
-        flush()
         return out
 
     def series_instances(self, series_uid: str) -> list[Instance]:

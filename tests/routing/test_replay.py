@@ -238,3 +238,25 @@ def test_parse_since() -> None:
         parse_since("last week")
     with pytest.raises(ValueError, match="positive"):
         parse_since("0d")
+
+
+def test_worker_processes_give_the_same_replay(stored: Stored) -> None:
+    args = {
+        "since": stored.now - 60 * DAY,
+        "until": stored.now + 1,
+        "current_rules": dicom_rules.parse(OLD),
+        "stored": stored.jobs.routing_decisions,
+        "destinations": ["pacs", "viewer", "archive"],
+    }
+    serial = replay(stored.index, dicom_rules.parse(NEW), **args).to_json(changed_only=False)  # type: ignore[arg-type]
+    parallel = replay(
+        stored.index,
+        dicom_rules.parse(NEW),
+        workers=2,
+        parallel_min=2,
+        **args,  # type: ignore[arg-type]
+    ).to_json(changed_only=False)
+    assert len(serial["studies"]) == 4
+    for out in (serial, parallel):
+        out.pop("seconds")
+    assert parallel == serial
