@@ -183,6 +183,41 @@ def _stored_not_applicable(record: Mapping[str, Any] | None) -> frozenset[tuple[
     )
 
 
+def _diff(cur: Routing, new: Routing) -> dict[str, Any]:
+    """Models added/removed, destinations changed, forwards and ignored series changed."""
+    added = [
+        {"series_uid": s, "model": m, "deliver": list(new.runs[(s, m)])}
+        for s, m in sorted(new.runs.keys() - cur.runs.keys())
+    ]
+    removed = [
+        {"series_uid": s, "model": m, "deliver": list(cur.runs[(s, m)])}
+        for s, m in sorted(cur.runs.keys() - new.runs.keys())
+    ]
+    changed = [
+        {
+            "series_uid": s,
+            "model": m,
+            "before": list(cur.runs[(s, m)]),
+            "after": list(new.runs[(s, m)]),
+        }
+        for s, m in sorted(cur.runs.keys() & new.runs.keys())
+        if cur.runs[(s, m)] != new.runs[(s, m)]
+    ]
+    return {
+        "models_added": added,
+        "models_removed": removed,
+        "destinations_changed": changed,
+        "forwards_added": [
+            {"series_uid": s, "destination": d} for s, d in sorted(new.forwards - cur.forwards)
+        ],
+        "forwards_removed": [
+            {"series_uid": s, "destination": d} for s, d in sorted(cur.forwards - new.forwards)
+        ],
+        "newly_ignored": sorted(new.ignored - cur.ignored),
+        "no_longer_ignored": sorted(cur.ignored - new.ignored),
+    }
+
+
 @dataclass(frozen=True, slots=True)
 class StudyReplay:
     """One study: its current and new routing and the difference."""
@@ -192,47 +227,19 @@ class StudyReplay:
     current_source: str  # "stored" (the routing record) or "rules" (the active rules)
     current: Routing
     new: Routing
-
-    @property
-    def diff(self) -> dict[str, Any]:
-        """Models added/removed, destinations changed, forwards and ignored series changed."""
-        cur, new = self.current, self.new
-        added = [
-            {"series_uid": s, "model": m, "deliver": list(new.runs[(s, m)])}
-            for s, m in sorted(new.runs.keys() - cur.runs.keys())
-        ]
-        removed = [
-            {"series_uid": s, "model": m, "deliver": list(cur.runs[(s, m)])}
-            for s, m in sorted(cur.runs.keys() - new.runs.keys())
-        ]
-        changed = [
-            {
-                "series_uid": s,
-                "model": m,
-                "before": list(cur.runs[(s, m)]),
-                "after": list(new.runs[(s, m)]),
-            }
-            for s, m in sorted(cur.runs.keys() & new.runs.keys())
-            if cur.runs[(s, m)] != new.runs[(s, m)]
-        ]
-        return {
-            "models_added": added,
-            "models_removed": removed,
-            "destinations_changed": changed,
-            "forwards_added": [
-                {"series_uid": s, "destination": d} for s, d in sorted(new.forwards - cur.forwards)
-            ],
-            "forwards_removed": [
-                {"series_uid": s, "destination": d} for s, d in sorted(cur.forwards - new.forwards)
-            ],
-            "newly_ignored": sorted(new.ignored - cur.ignored),
-            "no_longer_ignored": sorted(cur.ignored - new.ignored),
-        }
+    diff: Mapping[str, Any]
 
     @property
     def changed(self) -> bool:
         """True when anything in ``diff`` is not empty."""
         return any(self.diff.values())
+
+    @classmethod
+    def of(
+        cls, study_uid: str, received: float, source: str, current: Routing, new: Routing
+    ) -> StudyReplay:
+        """The replay of one study, its diff computed once."""
+        return cls(study_uid, received, source, current, new, _diff(current, new))
 
     @property
     def extra_runs(self) -> int:
@@ -241,7 +248,7 @@ class StudyReplay:
 
     def to_json(self) -> dict[str, Any]:
         """The JSON of one study (UIDs, date, names: no patient data)."""
-        diff = self.diff
+        diff = dict(self.diff)
         return {
             "study_uid": self.study_uid,
             "received": _iso(self.received),
@@ -290,9 +297,9 @@ class Replay:
             for d, r in sorted(rows.items())
         ]
 
-    def totals(self) -> dict[str, Any]:
+    def totals(self, days: list[dict[str, Any]] | None = None) -> dict[str, Any]:
         """Over the window: studies, changed, current/new/extra runs, and per-day averages."""
-        days = self.per_day()
+        days = self.per_day() if days is None else days
         cur = sum(d["current_runs"] for d in days)
         new = sum(d["new_runs"] for d in days)
         n_days = max(len(days), 1)
@@ -312,12 +319,13 @@ class Replay:
         """The whole replay; ``studies`` paged by ``limit``/``offset`` (totals cover all)."""
         listed = [s for s in self.studies if s.changed] if changed_only else list(self.studies)
         page = listed[offset:] if limit is None else listed[offset : offset + limit]
+        per_day = self.per_day()
         return {
             "since": _iso(self.since),
             "until": _iso(self.until),
             "seconds": round(self.seconds, 3),
-            "totals": self.totals(),
-            "per_day": self.per_day(),
+            "totals": self.totals(per_day),
+            "per_day": per_day,
             "listed": len(listed),
             "offset": offset,
             "limit": limit,
@@ -357,7 +365,7 @@ def _replay_chunk(
             current = Routing(runs={}, forwards=frozenset(), ignored=frozenset())
             source = "none"
         new = _from_rules(rules, study, destinations, na)
-        out.append(StudyReplay(study.study_uid, received, source, current, new))
+        out.append(StudyReplay.of(study.study_uid, received, source, current, new))
     return out
 
 
