@@ -123,7 +123,7 @@ def rules_replay(
         stored=node.jobs.routing_decisions,
         destinations=sorted(node.config.destinations),
         workers=default_workers(),
-    ).to_json(limit=_REPLAY_LISTED)
+    ).to_json(limit=_REPLAY_LISTED, changed_only=True)
     t = result["totals"]
     return _rules_view(
         request,
