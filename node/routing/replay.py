@@ -8,7 +8,7 @@ The diff lists, per study, the models added and removed per series, the destinat
 the forwards added and removed and the series newly ignored or no longer ignored; the totals
 count the model runs (one per model and series) per day, before and after.
 
-Stored headers only: the studies come from the index (``Index.studies_received``); no instance
+Stored headers only: the studies come from the index (``Index.studies_received_raw``); no instance
 file is opened, so the volume qualification of the live router (``node.routing.qualify``,
 which reads the instances' headers and asks the model registry) is *not* re-run.  A (model,
 series) pair that the stored routing found "not applicable" stays not applicable in the new
@@ -20,6 +20,7 @@ no patient data.
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
 import os
 import re
@@ -53,6 +54,8 @@ class StoredStudies(Protocol):
 
     def studies_received_raw(self, since: float, until: float) -> list[ReceivedStudy]: ...
 
+
+log = logging.getLogger(__name__)
 
 _SINCE = re.compile(r"^\s*(\d+)\s*([dhm])\s*$")
 _UNIT = {"d": 86400, "h": 3600, "m": 60}
@@ -428,10 +431,20 @@ def replay(
         out = [s for part in parts for s in part]
     else:
         out = _replay_chunk((items, rules, current_rules, destinations))
-    return Replay(
+    result = Replay(
         since=since,
         until=until,
         studies=tuple(out),
         seconds=time.perf_counter() - start,
         days=_days(since, until),
     )
+    log.info(  # counts only: no UID, no header value
+        "rules.replayed",
+        extra={
+            "studies": len(out),
+            "changed": sum(1 for s in out if s.changed),
+            "seconds": round(result.seconds, 3),
+            "workers": workers if len(items) >= max(parallel_min, 2) else 1,
+        },
+    )
+    return result

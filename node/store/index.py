@@ -489,18 +489,12 @@ class Index:
             header=header,
         )
 
-    def studies_received(self, since: float, until: float) -> list[tuple[Study, float]]:
-        """Every study whose last instance arrived in ``[since, until)``, with that time.
-
-        Oldest first; the same ``Study`` values as ``get_study`` (stored headers only), read
-        in one query (rule replay over thousands of studies).
-        """
-        return [decode_received(raw) for raw in self.studies_received_raw(since, until)]
-
     def studies_received_raw(self, since: float, until: float) -> list[ReceivedStudy]:
-        """``studies_received`` with each series header still JSON text (decoded elsewhere,
-        e.g. in another process): ``(study_uid, generation, last_received, series)``, series
-        = ``(series_uid, modality, body_part, series_description, header_json, instances)``."""
+        """Every study whose last instance arrived in ``[since, until)``, oldest first, in one
+        query (rule replay over thousands of studies), each series header still JSON text
+        (``decode_received`` gives the ``Study`` of ``get_study``; replay decodes in worker
+        processes): ``(study_uid, generation, last_received, series)``, series =
+        ``(series_uid, modality, body_part, series_description, header_json, instances)``."""
         rows = (
             self._conn()
             .execute(
