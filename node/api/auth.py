@@ -98,6 +98,10 @@ _POLICY: dict[tuple[str, str], Role] = {
     ("PUT", "/api/rules"): Role.ADMIN,
     ("POST", "/api/rules/validate"): Role.VIEWER,
     ("POST", "/api/rules/dry-run"): Role.VIEWER,
+    # replay reads the stored headers of every study in a window (seconds of CPU for 10,000):
+    # operator, like other node-wide work; its output holds UIDs and dates, no patient data
+    ("POST", "/api/rules/replay"): Role.OPERATOR,
+    ("POST", "/console/rules/replay"): Role.OPERATOR,
     ("GET", "/api/audit"): Role.ADMIN,
     ("POST", "/console/logout"): Role.VIEWER,
     # radiologist feedback on results (accept / reject / modify): reviewer, not operator

@@ -21,6 +21,7 @@ from node.api.auth import Role
 from node.api.console import Session, check_csrf, need, page
 from node.api.deps import NodeView, get_node
 from node.routing.dispatch import series_inputs
+from node.routing.replay import default_workers, parse_since, replay
 
 __all__ = ["router"]
 
@@ -55,6 +56,8 @@ def _rules_view(
     dry_run: dict[str, Any] | None = None,
     diff: str | None = None,
     study_uid: str | None = None,
+    replay_result: dict[str, Any] | None = None,
+    since: str = "7d",
 ) -> HTMLResponse:
     status = node.rules.status()
     recent = [r.to_json() for r in request.app.state.audit.list(event="rules.changed", limit=5)]
@@ -72,6 +75,66 @@ def _rules_view(
         study_uid=study_uid,
         changes=recent,
         is_editable=node.config.rules is not None,
+        replay=replay_result,
+        since=since,
+        replay_listed=_REPLAY_LISTED,
+    )
+
+
+#: How many changed studies the console lists (the totals and per-day rows cover all of them).
+_REPLAY_LISTED = 200
+
+
+@router.post("/rules/replay", dependencies=[Session])
+def rules_replay(
+    request: Request,
+    node: Node,
+    csrf: Annotated[str, Form()],
+    text: Annotated[str, Form()],
+    since: Annotated[str, Form()] = "7d",
+) -> HTMLResponse:
+    """Replay the edited text on the stored studies of the last ``since`` (operator): the diff
+    per changed study and the model runs per day; nothing is queued or saved."""
+    check_csrf(request, csrf)
+    text = text.replace("\r\n", "\n")
+    holder = node.rules
+    try:
+        rules = dicom_rules.parse(
+            text, source=str(holder.path), models=holder.models, destinations=holder.destinations
+        )
+    except RuleError as exc:
+        return _rules_view(
+            request,
+            node,
+            text=text,
+            problems=list(exc.problems),
+            message=f"{len(exc.problems)} problem(s); nothing was replayed",
+            since=since,
+        )
+    try:
+        start = parse_since(since)
+    except ValueError as exc:
+        return _rules_view(request, node, text=text, message=str(exc), since=since)
+    result = replay(
+        node.index,
+        rules,
+        since=start,
+        current_rules=holder.rules,
+        stored=node.jobs.routing_decisions,
+        destinations=sorted(node.config.destinations),
+        workers=default_workers(),
+    ).to_json(limit=_REPLAY_LISTED, changed_only=True)
+    t = result["totals"]
+    return _rules_view(
+        request,
+        node,
+        text=text,
+        replay_result=result,
+        since=since,
+        message=(
+            f"replayed on {t['studies']} stored studies since {result['since']}: "
+            f"{t['changed']} would change, {t['extra_runs']:+d} model runs; nothing was queued"
+        ),
     )
 
 

@@ -15,6 +15,7 @@ from node.config import Config
 from node.delivery.outbox import Outbox
 from node.jobs.store import JobStore
 from node.routing.reload import RuleHolder
+from node.store.index import ReceivedStudy
 from node.types import Instance, Study
 
 __all__ = ["IndexView", "NodeView", "SpoolView", "StoredView", "TrackerView", "get_node"]
@@ -28,6 +29,8 @@ class IndexView(Protocol):
     def study_row(self, study_uid: str) -> dict[str, Any] | None: ...
 
     def get_study(self, study_uid: str) -> Study | None: ...
+
+    def studies_received_raw(self, since: float, until: float) -> list[ReceivedStudy]: ...
 
     def events(self, study_uid: str) -> list[dict[str, Any]]: ...
 

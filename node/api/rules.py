@@ -14,7 +14,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, HTTPException, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 import dicom_rules
 from dicom_rules import RuleError, RuleSet
@@ -23,6 +23,7 @@ from node.api.deps import NodeView, get_node
 from node.api.problems import PROBLEM_MEDIA_TYPE, problem_type
 from node.errors import NotFoundError
 from node.routing.dispatch import series_inputs
+from node.routing.replay import default_workers, parse_since, replay
 
 __all__ = ["router"]
 
@@ -42,6 +43,18 @@ class DryRun(BaseModel):
     model_config = ConfigDict(extra="forbid")
     study_uid: str
     text: str | None = None
+
+
+class ReplayRequest(BaseModel):
+    """Replay rule text on the stored studies of a window; the studies listed are paged."""
+
+    model_config = ConfigDict(extra="forbid")
+    text: str
+    since: str = "7d"
+    until: str | None = None
+    limit: int = Field(default=100, ge=0, le=10_000)
+    offset: int = Field(default=0, ge=0)
+    changed_only: bool = True
 
 
 def _sha(text: str) -> str:
@@ -184,4 +197,56 @@ def dry_run(
         "rules_sha256": _sha(text),
         "active": body.text is None,
         **explanation.to_json(),
+    }
+
+
+def _bad_window(request: Request, field: str, message: str) -> JSONResponse:
+    body = {
+        "type": problem_type("invalid-window"),
+        "title": "Invalid window",
+        "status": 422,
+        "detail": message,
+        "instance": request.url.path,
+        "errors": [{"field": field, "message": message}],
+    }
+    return JSONResponse(body, status_code=422, media_type=PROBLEM_MEDIA_TYPE)
+
+
+@router.post("/api/rules/replay", response_model=None)
+def replay_rules(
+    body: ReplayRequest, request: Request, node: Annotated[NodeView, Depends(get_node)]
+) -> dict[str, Any] | JSONResponse:
+    """What the submitted rules would have done to the studies stored in the window.
+
+    Per study (UID and date received only): the current routing (the stored routing record,
+    else the active rules) beside the new one and their diff; totals and per-day model runs
+    over the whole window.  Stored headers only; nothing is queued.  Invalid rules: the 422
+    problem of ``validate``; a bad ``since``/``until``: a 422 ``invalid-window`` problem.
+    """
+    try:
+        rules = _parse(node, body.text)
+    except RuleError as exc:
+        return _invalid(request, exc)
+    try:
+        since = parse_since(body.since)
+    except ValueError as exc:
+        return _bad_window(request, "since", str(exc))
+    try:
+        until = parse_since(body.until) if body.until is not None else None
+    except ValueError as exc:
+        return _bad_window(request, "until", str(exc).replace("since", "until", 1))
+    result = replay(
+        node.index,
+        rules,
+        since=since,
+        until=until,
+        current_rules=node.rules.rules,
+        stored=node.jobs.routing_decisions,
+        destinations=sorted(node.config.destinations),
+        workers=default_workers(),
+    )
+    return {
+        "rules_sha256": _sha(body.text),
+        "active_sha256": node.rules.sha256,
+        **result.to_json(limit=body.limit, offset=body.offset, changed_only=body.changed_only),
     }

@@ -1,4 +1,5 @@
-"""``ainode rules check|explain``: validate a rule file; dry-run it on files or a stored study.
+"""``ainode rules check|explain|replay``: validate a rule file; dry-run it on files or a stored
+study; replay it on the stored studies of a window (``node.routing.replay``).
 
 ``check`` exits 0 when the file is valid, else prints one ``FILE:LINE:COL: message`` line per
 problem on stderr and exits 2.  ``explain`` prints JSON: per study, the decisions and, per
@@ -283,3 +284,129 @@ def explain(
     out["unreadable"] = unreadable
     json.dump(out, sys.stdout, indent=2)
     sys.stdout.write("\n")
+
+
+def _replay_lines(out: dict[str, Any]) -> list[str]:
+    """The human table of a replay: changed studies, then the model runs per day."""
+    lines: list[str] = []
+    for s in out["studies"]:
+        d = s["diff"]
+        parts = (
+            [f"+{a['model']} on {a['series_uid']}" for a in d["models_added"]]
+            + [f"-{a['model']} on {a['series_uid']}" for a in d["models_removed"]]
+            + [
+                f"{c['model']} on {c['series_uid']}: deliver {','.join(c['before']) or '-'}"
+                f" -> {','.join(c['after']) or '-'}"
+                for c in d["destinations_changed"]
+            ]
+            + [f"+send {f['series_uid']} to {f['destination']}" for f in d["forwards_added"]]
+            + [f"-send {f['series_uid']} to {f['destination']}" for f in d["forwards_removed"]]
+            + [f"newly ignored {u}" for u in d["newly_ignored"]]
+            + [f"no longer ignored {u}" for u in d["no_longer_ignored"]]
+        )
+        lines.append(
+            f"{s['received']}  {s['study_uid']}  ({s['current_source']})  "
+            f"runs {s['current']['model_runs']} -> {s['new']['model_runs']}"
+        )
+        lines.extend(f"    {p}" for p in parts or ["(no change)"])
+    t = out["totals"]
+    lines.append("")
+    lines.append(f"{'day':<10}  {'studies':>7}  {'changed':>7}  {'runs now':>8}  {'new':>6}  extra")
+    for day in out["per_day"]:
+        lines.append(
+            f"{day['day']:<10}  {day['studies']:>7}  {day['changed']:>7}  "
+            f"{day['current_runs']:>8}  {day['new_runs']:>6}  {day['extra_runs']:+d}"
+        )
+    lines.append(
+        f"{'total':<10}  {t['studies']:>7}  {t['changed']:>7}  {t['current_runs']:>8}  "
+        f"{t['new_runs']:>6}  {t['extra_runs']:+d}  ({t['extra_runs_per_day']:+} per day)"
+    )
+    lines.append(
+        f"{out['since']} .. {out['until']}: {t['studies']} studies replayed in "
+        f"{out['seconds']} s; nothing was queued"
+    )
+    return lines
+
+
+@app.command("replay")
+def replay_cmd(
+    rules_file: Annotated[Path, typer.Option("--rules", help="The candidate rule file (YAML).")],
+    since: Annotated[
+        str, typer.Option("--since", help="Window start: 7d, 24h, 90m ago, or an ISO date.")
+    ] = "7d",
+    until: Annotated[
+        str | None, typer.Option("--until", help="Window end (default: now), same forms.")
+    ] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option("--config", help="The node's config (index, destinations, active rules)."),
+    ] = None,
+    show_all: Annotated[
+        bool, typer.Option("--all", help="List unchanged studies too (default: changed only).")
+    ] = False,
+    limit: Annotated[
+        int | None, typer.Option("--limit", min=0, help="List at most this many studies.")
+    ] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            "--workers", min=1, help="Processes for 2,000+ studies (default: CPUs, at most 4)."
+        ),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the replay as JSON.")] = False,
+) -> None:
+    """What a rule file would have done to the stored studies of a window (nothing is queued).
+
+    Per study: the current routing (the stored routing record, else the active rules) beside
+    the new one, the models added or removed, destinations changed and series newly ignored;
+    then the model runs per day.  Stored headers only: no instance file is read.
+    """
+    from node.jobs.store import JobStore
+    from node.routing import DEFAULT_RULES
+    from node.routing.replay import default_workers, parse_since, replay
+    from node.store.index import Index
+
+    cfg = _config(config)
+    if cfg is None:
+        cfg = _config(Path("ainode.yaml")) if Path("ainode.yaml").is_file() else Config()
+    assert cfg is not None
+    rules = _load_rules(rules_file, cfg)
+    try:
+        start = parse_since(since)
+        end = parse_since(until) if until is not None else None
+    except ValueError as exc:
+        _fail([f"ainode: error: {exc}"])
+    active_path = cfg.rules or DEFAULT_RULES
+    try:
+        active = dicom_rules.load(active_path, destinations=set(cfg.destinations) or None)
+    except (RuleError, OSError):
+        active = None  # studies without a routing record then show an empty current routing
+    db_path = Path(cfg.node.data_dir) / "index.sqlite"
+    if not db_path.is_file():
+        _fail([f"ainode: error: no study index at {db_path} (is --config the node's config?)"])
+    index = Index(db_path)
+    jobs = JobStore(db_path)
+    try:
+        result = replay(
+            index,
+            rules,
+            since=start,
+            until=end,
+            current_rules=active,
+            stored=jobs.routing_decisions,
+            destinations=sorted(cfg.destinations),
+            workers=workers or default_workers(),
+        )
+    finally:
+        index.close()
+    out = {
+        "rules": str(rules_file),
+        "active_rules": str(active_path) if active is not None else None,
+        **result.to_json(limit=limit, changed_only=not show_all),
+    }
+    if as_json:
+        json.dump(out, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    else:
+        for line in _replay_lines(out):
+            typer.echo(line)

@@ -520,6 +520,33 @@ class JobStore:
             "decisions": json.loads(row[3]),
         }
 
+    def routing_decisions(self, study_uid: str) -> dict[str, Any] | None:
+        """``routing`` without the explanation and volumes (rule replay reads thousands):
+        ``{"generation", "routed_at", "rules_sha256", "decisions": {"decisions",
+        "not_applicable"}}``, the two lists extracted by SQLite."""
+        row = (
+            self._conn()
+            .execute(
+                "SELECT generation, routed_at, rules_sha256,"
+                " json_extract(decisions, '$.decisions'),"
+                " json_extract(decisions, '$.not_applicable') FROM routings"
+                " WHERE study_uid=? ORDER BY generation DESC LIMIT 1",
+                (study_uid,),
+            )
+            .fetchone()
+        )
+        if row is None:
+            return None
+        return {
+            "generation": row[0],
+            "routed_at": row[1],
+            "rules_sha256": row[2],
+            "decisions": {
+                "decisions": json.loads(row[3]) if row[3] is not None else None,
+                "not_applicable": json.loads(row[4]) if row[4] is not None else [],
+            },
+        }
+
     # ----------------------------------------------------------------------------- reading
     def get(self, job_id: str) -> JobRecord:
         """One job; NotFoundError when unknown."""

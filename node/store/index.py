@@ -24,7 +24,30 @@ from node.store.migrate import migrate
 from node.store.schema import STEPS
 from node.types import DicomJson, Instance, Series, Study
 
-__all__ = ["STEPS", "Index", "IngestRecord", "StoredRef"]
+__all__ = ["STEPS", "Index", "IngestRecord", "ReceivedStudy", "StoredRef", "decode_received"]
+
+#: A stored study as ``Index.studies_received_raw`` reads it (series headers as JSON text).
+ReceivedStudy = tuple[
+    str, int, float, list[tuple[str, str | None, str | None, str | None, str, int]]
+]
+
+
+def decode_received(raw: ReceivedStudy) -> tuple[Study, float]:
+    """The ``Study`` (as ``Index.get_study`` builds it) and time of a ``ReceivedStudy``."""
+    uid, generation, received, rows = raw
+    series = tuple(
+        Series(
+            series_uid=series_uid,
+            modality=modality,
+            body_part=body_part,
+            series_description=description,
+            instance_count=n,
+            header=json.loads(header_json),
+        )
+        for series_uid, modality, body_part, description, header_json, n in rows
+    )
+    header = dict(series[0].header) if series else {}
+    return Study(study_uid=uid, series=series, generation=generation, header=header), received
 
 
 Status = Literal["stored", "duplicate", "replaced"]
@@ -465,6 +488,42 @@ class Index:
             generation=int(srow["generation"]),
             header=header,
         )
+
+    def studies_received_raw(self, since: float, until: float) -> list[ReceivedStudy]:
+        """Every study whose last instance arrived in ``[since, until)``, oldest first, in one
+        query (rule replay over thousands of studies), each series header still JSON text
+        (``decode_received`` gives the ``Study`` of ``get_study``; replay decodes in worker
+        processes): ``(study_uid, generation, last_received, series)``, series =
+        ``(series_uid, modality, body_part, series_description, header_json, instances)``."""
+        rows = (
+            self._conn()
+            .execute(
+                "SELECT s.study_uid, s.generation, s.last_received, r.series_uid, r.modality,"
+                " r.body_part, r.series_description, r.header_json,"
+                " (SELECT COUNT(*) FROM instances i WHERE i.series_uid = r.series_uid) AS n"
+                " FROM studies s LEFT JOIN series r ON r.study_uid = s.study_uid"
+                " WHERE s.last_received >= ? AND s.last_received < ?"
+                " ORDER BY s.last_received, s.study_uid, r.first_received, r.series_uid",
+                (since, until),
+            )
+            .fetchall()
+        )
+        out: list[ReceivedStudy] = []
+        for r in rows:
+            if not out or out[-1][0] != r["study_uid"]:
+                out.append((r["study_uid"], int(r["generation"]), float(r["last_received"]), []))
+            if r["series_uid"] is not None:
+                out[-1][3].append(
+                    (
+                        r["series_uid"],
+                        r["modality"],
+                        r["body_part"],
+                        r["series_description"],
+                        r["header_json"],
+                        int(r["n"]),
+                    )
+                )
+        return out
 
     def series_instances(self, series_uid: str) -> list[Instance]:
         """Every stored instance of a series (absolute paths), in arrival order."""

@@ -77,6 +77,15 @@ const { chromium } = require('playwright-core');
     out.changes = await page.$$eval('#changes tr', (rows) => rows.length - 1);
     await shot('console-rules-saved.png');
 
+    // replay the saved text on the stored studies of the last day: the DX forward moved
+    await page.fill('#since', '1d');
+    await Promise.all([page.waitForLoadState(), page.click('#replay')]);
+    out.replay_message = (await page.textContent('#message')).trim();
+    out.replay_days = await page.$$eval('#replay-days tr', (rows) => rows.length - 2);
+    out.replay_studies = (await page.textContent('#replay-studies')).replace(/\s+/g, ' ').trim();
+    await page.locator('#replay-result').scrollIntoViewIfNeeded();
+    await shot('console-rules-replay.png');
+
     // retry the dead delivery of the DX study
     await page.goto(`${base}/console/studies/${dxStudy}`);
     const row = page.locator('tr.delivery').first();

@@ -2,9 +2,9 @@
 
 Logs in as a local user (a wrong password first), reads a study's routing explanation and its
 SEG / heat-map previews, opens the dashboard, edits a rule with an error and sees the inline
-message, dry-runs, saves, retries a dead delivery, then logs in as a viewer whose save is
-refused with a 403 page.  Screenshots go to ``docs/images/`` when ``AINODE_SCREENSHOTS=1``,
-else to a temporary folder.
+message, dry-runs, saves, replays the saved rules on the stored studies, retries a dead
+delivery, then logs in as a viewer whose save is refused with a 403 page.  Screenshots go to
+``docs/images/`` when ``AINODE_SCREENSHOTS=1``, else to a temporary folder.
 """
 
 from __future__ import annotations
@@ -102,6 +102,13 @@ def test_console_in_headless_chromium(ops: OpsNode, tmp_path: Path) -> None:
     assert "+    then: {send_to: archive}" in out["diff"]
     assert out["changes"] == 1
     assert "send_to: archive" in ops.rules_path.read_text(encoding="utf-8").split("dx-to-silent")[1]
+
+    # replay of the saved rules: the DX study was routed (recorded) with the old ones
+    assert out["replay_message"].startswith("replayed on 2 stored studies since ")
+    assert "1 would change, +0 model runs; nothing was queued" in out["replay_message"]
+    assert out["replay_days"] == 2  # yesterday and today (UTC)
+    assert ops.dx_study in out["replay_studies"] and ops.ct_study not in out["replay_studies"]
+    assert "to silent" in out["replay_studies"] and "to archive" in out["replay_studies"]
 
     assert out["delivery_before"] == "dead"
     assert out["delivery_after"] == "pending"  # the silent peer holds the new attempt
