@@ -38,6 +38,7 @@ from node.api.jobs import iso, present_job
 from node.api.models import model_rows
 from node.api.previews import SEG_CLASS
 from node.imaging.sop_classes import SC_CLASSES
+from node.jobs.store import COMBINE_MODEL
 from node.routing.dispatch import series_inputs
 from node.store.feedback import VERDICTS
 
@@ -284,10 +285,12 @@ def _series_explanations(routing: dict[str, Any] | None) -> list[dict[str, Any]]
     return list(explanation.get("series", []))
 
 
-def _findings(jobs: list[dict[str, Any]], results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _findings(
+    jobs: list[dict[str, Any]], results: list[dict[str, Any]], data_dir: Path | None = None
+) -> list[dict[str, Any]]:
     """The findings of the study's succeeded jobs (``summary.detections``), each with the result
     object its feedback form targets (the job's SR, else its first object)."""
-    from node.api.feedback import job_findings
+    from node.api.feedback import combined_findings, job_findings
 
     out: list[dict[str, Any]] = []
     for j in jobs:
@@ -297,6 +300,21 @@ def _findings(jobs: list[dict[str, Any]], results: list[dict[str, Any]]) -> list
         if not objects:
             continue
         target = next((o for o in objects if o.get("modality") == "SR"), objects[0])
+        if j["model"] == COMBINE_MODEL and data_dir is not None:  # one set, several models
+            for tid, found in combined_findings(j["outputs"], data_dir).items():
+                out.append(
+                    {
+                        "job_id": j["job_id"],
+                        "model": found.model or j["model"],
+                        "tracking_id": tid,
+                        "tracking_uid": found.tracking_uid,
+                        "type": found.finding_type,
+                        "score": None,
+                        "diameter_mm": None,
+                        "sop_uid": target["sop_uid"],
+                    }
+                )
+            continue
         uids = job_findings(j["job_id"], j["outputs"])
         detections = (j["outputs"].get("summary") or {}).get("detections") or []
         for det in detections:
@@ -342,7 +360,7 @@ def study_page(request: Request, study_uid: str, node: Node) -> HTMLResponse:
         if j["state"] == "succeeded"
         for n, o in enumerate(j["outputs"].get("objects", []))
     ]
-    findings = _findings(jobs, results)
+    findings = _findings(jobs, results, node.config.node.data_dir)
     given: dict[tuple[str, str, str | None], list[dict[str, Any]]] = {}
     store = getattr(request.app.state, "feedback", None)
     for f in store.list(study_uid=study_uid, limit=1000) if store is not None else []:

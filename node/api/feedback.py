@@ -13,11 +13,16 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Annotated, Any
 
+import pydicom
 from fastapi import APIRouter, Depends, Form, HTTPException, Query, Request
 from fastapi.responses import RedirectResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
 
 from node.api.auditing import actor_of, audit
 from node.api.auth import Role
@@ -25,11 +30,20 @@ from node.api.console import Session, check_csrf, need
 from node.api.deps import NodeView, get_node
 from node.api.jobs import iso
 from node.errors import NotFoundError
-from node.jobs.store import JobStore
+from node.jobs.store import COMBINE_MODEL, JobStore
 from node.results.uids import result_uid
 from node.store.feedback import COMMENT_MAX, FeedbackRecord, FeedbackStore, Verdict
 
-__all__ = ["FeedbackIn", "console_router", "job_findings", "record_feedback", "router"]
+__all__ = [
+    "FeedbackIn",
+    "SrFinding",
+    "combined_findings",
+    "console_router",
+    "job_findings",
+    "record_feedback",
+    "router",
+    "sr_findings",
+]
 
 log = logging.getLogger(__name__)
 
@@ -101,8 +115,76 @@ def job_findings(job_id: str, outputs: Mapping[str, Any]) -> dict[str, str | Non
     return out
 
 
+@dataclass(frozen=True, slots=True)
+class SrFinding:
+    """A finding of a (combined) TID 1500 SR: its tracking UID and the algorithm that made it
+    (TID 4019 in its measurement group), and its finding type's meaning."""
+
+    tracking_uid: str | None
+    model: str | None
+    version: str | None
+    finding_type: str | None
+
+
+def _code_value(item: Dataset, seq: str = "ConceptNameCodeSequence") -> str | None:
+    codes = item.get(seq)
+    return str(codes[0].CodeValue) if codes else None
+
+
+def sr_findings(path: Path) -> dict[str, SrFinding]:
+    """``{tracking id: SrFinding}`` of the measurement groups (DCM 125007) of an SR file; the
+    first group of a tracking id names its finder.  A file that cannot be read gives ``{}``."""
+    try:
+        sr = pydicom.dcmread(path, stop_before_pixels=True)
+    except (OSError, InvalidDicomError, ValueError):
+        return {}
+    out: dict[str, SrFinding] = {}
+
+    def walk(items: Any) -> None:
+        for item in items or ():
+            if item.get("ValueType") == "CONTAINER" and _code_value(item) == "125007":
+                values: dict[str, str] = {}
+                ftype = None
+                for child in item.get("ContentSequence") or ():
+                    code = _code_value(child)
+                    if child.get("ValueType") == "TEXT" and code:
+                        values.setdefault(code, str(child.TextValue))
+                    elif child.get("ValueType") == "UIDREF" and code:
+                        values.setdefault(code, str(child.UID))
+                    elif child.get("ValueType") == "CODE" and code == "121071":  # Finding
+                        ftype = str(child.ConceptCodeSequence[0].CodeMeaning)
+                tid = values.get("112039")  # Tracking Identifier
+                if tid and tid not in out:
+                    out[tid] = SrFinding(
+                        tracking_uid=values.get("112040"),  # Tracking Unique Identifier
+                        model=values.get("111001"),  # Algorithm Name
+                        version=values.get("111003"),  # Algorithm Version
+                        finding_type=ftype,
+                    )
+            walk(item.get("ContentSequence"))
+
+    walk(sr.get("ContentSequence"))
+    return out
+
+
+def combined_findings(outputs: Mapping[str, Any], data_dir: Path) -> dict[str, SrFinding]:
+    """The findings of a combined result set (a ``_combine`` job): read from its SR object(s),
+    each naming the model that found it."""
+    out: dict[str, SrFinding] = {}
+    for obj in outputs.get("objects") or []:
+        if obj.get("modality") == "SR" and obj.get("path"):
+            for tid, found in sr_findings(data_dir / str(obj["path"])).items():
+                out.setdefault(tid, found)
+    return out
+
+
 def record_feedback(
-    store: FeedbackStore, jobs: JobStore, body: FeedbackIn, *, actor: str
+    store: FeedbackStore,
+    jobs: JobStore,
+    body: FeedbackIn,
+    *,
+    actor: str,
+    data_dir: Path | None = None,
 ) -> FeedbackRecord:
     """Check that the target belongs to the job, then store the verdict.
 
@@ -118,7 +200,25 @@ def record_feedback(
         raise NotFoundError(f"job {body.job_id} has no result object {body.sop_uid}")
     finding_id: str | None = None
     finding_uid: str | None = None
-    if body.finding is not None:
+    summary = outputs.get("summary") or {}
+    model = record.job.model
+    model_version = (summary.get("model") or {}).get("version")
+    device_uid = summary.get("device_uid")
+    if body.finding is not None and model == COMBINE_MODEL and data_dir is not None:
+        # one result set of several models: the finding's own model, from its SR group
+        combined = combined_findings(outputs, data_dir)
+        for tid, found in combined.items():
+            if body.finding in (tid, found.tracking_uid):
+                finding_id, finding_uid = tid, found.tracking_uid
+                model = found.model or model
+                model_version, device_uid = found.version, None
+                break
+        else:
+            raise NotFoundError(
+                f"job {body.job_id} has no finding {body.finding!r} "
+                f"(its findings: {', '.join(sorted(combined)) or 'none'})"
+            )
+    elif body.finding is not None:
         findings = job_findings(body.job_id, outputs)
         for tid, uid in findings.items():
             if body.finding in (tid, uid):
@@ -129,14 +229,13 @@ def record_feedback(
                 f"job {body.job_id} has no finding {body.finding!r} "
                 f"(its findings: {', '.join(sorted(findings)) or 'none'})"
             )
-    summary = outputs.get("summary") or {}
     stored = store.add(
         actor=actor,
         study_uid=record.job.study_uid,
         job_id=body.job_id,
-        model=record.job.model,
-        model_version=(summary.get("model") or {}).get("version"),
-        device_uid=summary.get("device_uid"),
+        model=model,
+        model_version=model_version,
+        device_uid=device_uid,
         sop_uid=body.sop_uid,
         finding_id=finding_id,
         finding_uid=finding_uid,
@@ -179,7 +278,9 @@ def post_feedback(request: Request, body: FeedbackIn, node: Node, store: Store) 
     Needs the ``reviewer`` role.  ``404`` when the job, the object or the finding is unknown;
     ``422`` names the offending field.  Answers the stored verdict with its ``id``.
     """
-    record = record_feedback(store, node.jobs, body, actor=actor_of(request))
+    record = record_feedback(
+        store, node.jobs, body, actor=actor_of(request), data_dir=node.config.node.data_dir
+    )
     _audit(request, record)
     return present_feedback(record)
 
@@ -230,7 +331,9 @@ def console_feedback(
             f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
         )
         raise HTTPException(422, f"feedback not recorded: {problems}") from exc
-    record = record_feedback(store, node.jobs, body, actor=actor_of(request))
+    record = record_feedback(
+        store, node.jobs, body, actor=actor_of(request), data_dir=node.config.node.data_dir
+    )
     _audit(request, record)
     anchor = "findings" if record.finding_id is not None else "results"
     return RedirectResponse(f"/console/studies/{record.study_uid}#{anchor}", status_code=303)

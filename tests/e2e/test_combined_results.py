@@ -121,6 +121,20 @@ def test_chest_ct_rule_delivers_one_result_set(tmp_path: Path, checker_tools: Pa
         run_tool(checker_tools, "check-dcmjs", "--strict", "--sources", src, *seg_sr)
         run_tool(checker_tools, "check-sr", *[p for p, ds in delivered if ds.Modality == "SR"])
 
+        # feedback on a finding of the combined SR is counted for the model that found it
+        from node.api.feedback import FeedbackIn, combined_findings, record_feedback
+        from node.store.feedback import FeedbackStore
+
+        found = combined_findings(combine.outputs, node.data_dir)
+        assert found and {f.model for f in found.values()} <= CHEST_MODELS, found
+        tid, first = next(iter(found.items()))
+        sr_uid = next(o["sop_uid"] for o in produced if o["modality"] == "SR")
+        body = FeedbackIn(job_id=combine.job.job_id, sop_uid=sr_uid, finding=tid, verdict="accept")
+        feedback = FeedbackStore(node.data_dir / "index.sqlite")
+        stored = record_feedback(feedback, store, body, actor="test", data_dir=node.data_dir)
+        assert (stored.model, stored.finding_uid) == (first.model, first.tracking_uid)
+        assert stored.model_version == jobs[str(first.model)].outputs["summary"]["model"]["version"]
+
         # a rerun of the combine writes the same bytes; the outbox delivers nothing twice
         before = {p.name: p.read_bytes() for p in paths}
         written = {o["path"]: (node.data_dir / o["path"]).read_bytes() for o in produced}
