@@ -15,6 +15,7 @@ from node.config import Config
 from node.delivery.outbox import Outbox
 from node.jobs.store import JobStore
 from node.routing.reload import RuleHolder
+from node.store.index import StudyQuery
 from node.types import Instance, Study
 
 __all__ = ["IndexView", "NodeView", "SpoolView", "StoredView", "TrackerView", "get_node"]
@@ -24,6 +25,10 @@ class IndexView(Protocol):
     """The index queries the API uses (``node.store.Index``)."""
 
     def list_studies(self, *, limit: int = 100, offset: int = 0) -> list[dict[str, Any]]: ...
+
+    def search_studies(
+        self, query: StudyQuery, *, limit: int = 100, offset: int = 0
+    ) -> tuple[list[dict[str, Any]], int]: ...
 
     def study_row(self, study_uid: str) -> dict[str, Any] | None: ...
 
