@@ -17,8 +17,16 @@ from fastapi import HTTPException, Request
 
 from node.api.auditing import audit
 from node.api.auth import Principal
+from node.store.index import StudyQuery
 
-__all__ = ["PHI_FIELDS", "audit_phi_view", "mask", "phi_allowed", "refuse_phi_search"]
+__all__ = [
+    "PHI_FIELDS",
+    "audit_phi_view",
+    "mask",
+    "phi_allowed",
+    "phi_filters",
+    "refuse_phi_search",
+]
 
 PHI_FIELDS = ("patient_id", "patient_name", "accession")
 
@@ -35,6 +43,11 @@ def phi_allowed(request: Request) -> bool:
 def mask(row: dict[str, Any]) -> dict[str, Any]:
     """``row`` with its PHI fields set to None."""
     return {**row, **dict.fromkeys(PHI_FIELDS)} if any(k in row for k in PHI_FIELDS) else row
+
+
+def phi_filters(query: StudyQuery) -> list[str]:
+    """Names of the PHI filters ``query`` uses (for the refusal and the audit; no values)."""
+    return [name for name in PHI_FIELDS if getattr(query, name) is not None]
 
 
 def refuse_phi_search(request: Request, used: list[str]) -> None:

@@ -16,7 +16,14 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from node.api.deliveries import present_delivery
 from node.api.deps import NodeView, get_node
 from node.api.jobs import present_job
-from node.api.phi import PHI_FIELDS, audit_phi_view, mask, phi_allowed, refuse_phi_search
+from node.api.phi import (
+    PHI_FIELDS,
+    audit_phi_view,
+    mask,
+    phi_allowed,
+    phi_filters,
+    refuse_phi_search,
+)
 from node.errors import NotFoundError
 from node.store.index import StudyQuery
 
@@ -98,11 +105,6 @@ def study_query(
     if sort in PHI_FIELDS:
         refuse_phi_search(request, [f"sort={sort}"])
     return query
-
-
-def phi_filters(query: StudyQuery) -> list[str]:
-    """Names of the PHI filters ``query`` uses (for the refusal and the audit; no values)."""
-    return [name for name in PHI_FIELDS if getattr(query, name) is not None]
 
 
 def present_studies(
