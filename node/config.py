@@ -308,6 +308,14 @@ class ConsoleConfig(_Strict):
             " refused a search by it (403). Each view is audited (phi.viewed)"
         ),
     )
+    stuck_minutes: float = Field(
+        default=60.0,
+        gt=0,
+        description=(
+            "the dashboard lists studies in one state longer than this: open past the stable"
+            " window, a job queued or running, a delivery pending (GET /api/stuck-studies)"
+        ),
+    )
     viewer_url: str | None = Field(
         default=None,
         description=(

@@ -38,6 +38,7 @@ from node.api.auth import Authenticator, Principal, Role, client_of, too_many
 from node.api.deliveries import present_delivery
 from node.api.deps import NodeView, get_node
 from node.api.jobs import iso, present_job
+from node.api.lifecycle import lifecycle
 from node.api.models import model_rows
 from node.api.phi import PHI_FIELDS, audit_phi_view, mask, phi_allowed, phi_filters
 from node.api.previews import SEG_CLASS
@@ -450,6 +451,7 @@ def study_page(request: Request, study_uid: str, node: Node) -> HTMLResponse:
             series_inputs(study), destinations=sorted(node.config.destinations)
         )
         explained = [s.to_json() for s in live.series]
+    steps = lifecycle(row, routing, jobs, deliveries)
     shown = phi_allowed(request)
     if shown:
         audit_phi_view(request, [study_uid], purpose="console study page")
@@ -459,6 +461,7 @@ def study_page(request: Request, study_uid: str, node: Node) -> HTMLResponse:
         study=row if shown else mask(row),
         phi_shown=shown,
         viewer_link=_viewer_link(request),
+        lifecycle=steps,
         series=study.series,
         routing=routing,
         explained=explained,

@@ -16,6 +16,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from node.api.deliveries import present_delivery
 from node.api.deps import NodeView, get_node
 from node.api.jobs import present_job
+from node.api.lifecycle import lifecycle, stuck_studies
 from node.api.phi import (
     PHI_FIELDS,
     audit_phi_view,
@@ -152,6 +153,29 @@ def list_studies(
     }
 
 
+@router.get("/api/stuck-studies")
+def list_stuck(
+    node: Annotated[NodeView, Depends(get_node)],
+    minutes: Annotated[
+        float | None, Query(gt=0, description="threshold (default console.stuck_minutes)")
+    ] = None,
+) -> dict[str, Any]:
+    """Studies in one state longer than the threshold, longest first (``stuck_studies``).
+
+    Returns ``{"minutes", "studies": [{"study_uid", "state", "since", "detail", "url"}]}``;
+    ``state`` is ``open``, ``job queued``, ``job running`` or ``delivery pending``; ``detail``
+    the model or destination.  No patient data.
+    """
+    threshold = minutes if minutes is not None else node.config.console.stuck_minutes
+    rows = stuck_studies(node, threshold_seconds=threshold * 60)
+    return {
+        "minutes": threshold,
+        "studies": [
+            {**r, "since": _iso(r["since"]), "url": f"/api/studies/{r['study_uid']}"} for r in rows
+        ],
+    }
+
+
 def _detail(node: NodeView, study_uid: str, *, events_limit: int = 200) -> dict[str, Any]:
     row = node.index.study_row(study_uid)
     study = node.index.get_study(study_uid)
@@ -169,10 +193,16 @@ def _detail(node: NodeView, study_uid: str, *, events_limit: int = 200) -> dict[
         for s in study.series
     ]
     routing = node.jobs.routing(study_uid)
+    raw_deliveries = [d.to_json() for d in node.outbox.list(study_uid=study_uid, limit=1000)]
+    job_json = [r.to_json() for r in node.jobs.list_jobs(study_uid=study_uid, limit=1000)]
+    out["lifecycle"] = [
+        {**step, "at": _iso(step["at"])} if step.get("at") is not None else step
+        for step in lifecycle(row, routing, job_json, raw_deliveries)
+    ]
     if routing is not None:
         routing = {**routing, "routed_at": _iso(routing["routed_at"])}
     out["routing"] = routing
-    job_rows = [r.to_json() for r in node.jobs.list_jobs(study_uid=study_uid, limit=1000)]
+    job_rows = job_json
     out["jobs"] = [present_job(j) for j in job_rows]
     out["results"] = [
         {"job_id": j["job_id"], "model": j["model"], **obj}
@@ -180,9 +210,7 @@ def _detail(node: NodeView, study_uid: str, *, events_limit: int = 200) -> dict[
         if j["state"] == "succeeded"
         for obj in j["outputs"].get("objects", [])
     ]
-    out["deliveries"] = [
-        present_delivery(d.to_json()) for d in node.outbox.list(study_uid=study_uid, limit=1000)
-    ]
+    out["deliveries"] = [present_delivery(d) for d in raw_deliveries]
     events = node.index.events(study_uid)
     out["event_count"] = len(events)
     out["events"] = [_present(e) for e in events[-events_limit:]] if events_limit else []
