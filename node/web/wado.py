@@ -7,27 +7,20 @@ from pathlib import Path
 from typing import Any
 
 import pydicom
-from pydicom.dataelem import DataElement
 
 from node.errors import NotFoundError
 
 __all__ = ["instance_frames", "instance_metadata"]
 
-_BULK_BYTES = 1024
-_PIXEL_TAGS = {0x7FE00010, 0x7FE00008, 0x7FE00009}
+#: binary values up to this size are inline; the stored headers hold none larger
+_INLINE_BYTES = 64 << 20
 
 
 def instance_metadata(path: Path, instance_url: str) -> dict[str, Any]:
     """The data set of ``path`` as DICOM JSON; Pixel Data points at ``instance_url``/frames/1..N
-    (as ``BulkDataURI``), other values over 1 KiB at ``instance_url``/bulk/TAG."""
+    (as ``BulkDataURI``), every other value is inline (binary ones as ``InlineBinary``)."""
     ds = pydicom.dcmread(path, stop_before_pixels=True)
-
-    def bulk(element: DataElement) -> str:
-        return f"{instance_url}/bulk/{element.tag:08X}"
-
-    out: dict[str, Any] = ds.to_json_dict(
-        bulk_data_threshold=_BULK_BYTES, bulk_data_element_handler=bulk
-    )
+    out: dict[str, Any] = ds.to_json_dict(bulk_data_threshold=_INLINE_BYTES)
     frames = int(ds.get("NumberOfFrames", 1) or 1)
     out["7FE00010"] = {
         "vr": "OB" if ds.file_meta.TransferSyntaxUID.is_compressed else "OW",
