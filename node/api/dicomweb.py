@@ -23,7 +23,12 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from node.api.deps import NodeView, get_node
-from node.api.media import DicomJsonResponse, MultipartDicomResponse
+from node.api.media import (
+    MULTIPART_FRAMES,
+    DicomJsonResponse,
+    MultipartDicomResponse,
+    MultipartFramesResponse,
+)
 from node.errors import NotFoundError
 from node.types import Instance, Study
 from node.web.multipart import related_content_type
@@ -285,6 +290,7 @@ def series_metadata(
 
 @router.get(
     "/dicom-web/studies/{study_uid}/series/{series_uid}/instances/{sop_uid}/frames/{frames}",
+    response_class=MultipartFramesResponse,
 )
 def retrieve_frames(
     study_uid: str,
@@ -320,5 +326,4 @@ def retrieve_frames(
             yield b"\r\n"
         yield f"--{boundary}--\r\n".encode("ascii")
 
-    media = f'multipart/related; type="application/octet-stream"; boundary={boundary}'
-    return StreamingResponse(body(), media_type=media)
+    return StreamingResponse(body(), media_type=f"{MULTIPART_FRAMES}; boundary={boundary}")
