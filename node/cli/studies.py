@@ -155,8 +155,10 @@ def list_(
 
 @studies_app.command("show")
 def show(study_uid: str, config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
-    """Show one study: state, series and events."""
-    index = _index(config_from(config))
+    """Show one study: state, series and events (``--json``: with its patient columns, audited as
+    ``phi.viewed``)."""
+    cfg = config_from(config)
+    index = _index(cfg)
     try:
         row = index.study_row(study_uid)
         study = index.get_study(study_uid)
@@ -176,6 +178,7 @@ def show(study_uid: str, config: ConfigOpt = None, as_json: JsonOpt = False) -> 
         for s in study.series
     ]
     if as_json:
+        _audit_phi(cfg, [study_uid], "ainode studies show", [])
         typer.echo(json.dumps(dict(row, series=series, events=events), indent=2))
         return
     typer.echo(f"study {study_uid}: {row['state']} (generation {row['generation']})")

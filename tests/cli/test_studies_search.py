@@ -34,9 +34,12 @@ def test_list_filters_json_and_audit(tmp_path: Path) -> None:
     assert table.exit_code == 0 and "Roe^Richard" in table.output and "1 of 1" in table.output
     bad = runner.invoke(app, ["studies", "list", "--config", str(cfg), "--since", "2024-99-01"])
     assert bad.exit_code != 0 and "YYYY-MM-DD" in bad.output
+    shown = runner.invoke(app, ["studies", "show", uids[1], "--config", str(cfg), "--json"])
+    assert shown.exit_code == 0 and json.loads(shown.output)["patient_id"] == "P-2"
     audit = (tmp_path / "data" / "audit.log").read_text(encoding="utf-8")
     records = [json.loads(line) for line in audit.splitlines()]
     assert all(r["event"] == "phi.viewed" and r["actor"].startswith("cli:") for r in records)
-    assert len(records) == 6 and records[1]["filters"] == ["patient_id"]
+    assert len(records) == 7 and records[1]["filters"] == ["patient_id"]
+    assert records[-1]["study_uid"] == uids[1] and records[-1]["purpose"] == "ainode studies show"
     for pid, name, acc, *_ in PATIENTS:
         assert pid not in audit and name not in audit and acc not in audit
