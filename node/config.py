@@ -22,6 +22,7 @@ __all__ = [
     "AuthConfig",
     "CeleryConfig",
     "Config",
+    "ConsoleConfig",
     "DicomwebDestination",
     "DeliveryConfig",
     "DicomwebSource",
@@ -303,6 +304,52 @@ class AuthConfig(_Strict):
     session_hours: float = Field(default=12.0, gt=0)
 
 
+def _phi_roles() -> list[Role]:
+    return ["reviewer", "operator", "admin"]
+
+
+class ConsoleConfig(_Strict):
+    """The console and the studies list/search (``/console``, ``/api/studies``)."""
+
+    phi_roles: list[Role] = Field(
+        default_factory=_phi_roles,
+        description=(
+            "roles that see and search patient data (Patient ID, Patient's Name, Accession"
+            " Number) in the studies list and study pages; other roles see it masked and are"
+            " refused a search by it (403). Each view is audited (phi.viewed)"
+        ),
+    )
+    stuck_minutes: float = Field(
+        default=60.0,
+        gt=0,
+        description=(
+            "the dashboard lists studies in one state longer than this: open past the stable"
+            " window, a job queued or running, a delivery pending (GET /api/stuck-studies)"
+        ),
+    )
+    viewer_url: str | None = Field(
+        default=None,
+        description=(
+            "URL template of an image viewer with {study_uid} (URL-encoded on use), e.g."
+            " https://ohif.example/viewer?StudyInstanceUIDs={study_uid}: an 'Open in viewer'"
+            " link on every study and result"
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _template(self) -> ConsoleConfig:
+        if self.viewer_url is not None and "{study_uid}" not in self.viewer_url:
+            raise ValueError("viewer_url must contain {study_uid}")
+        if self.viewer_url is not None:
+            try:
+                self.viewer_url.format(study_uid="x")
+            except (KeyError, IndexError, ValueError) as exc:
+                raise ValueError(
+                    f"viewer_url: only {{study_uid}} may be in braces ({exc})"
+                ) from exc
+        return self
+
+
 class Config(_Strict):
     """The whole configuration file."""
 
@@ -319,6 +366,7 @@ class Config(_Strict):
     retention: RetentionConfig = Field(default_factory=RetentionConfig)
     auth: AuthConfig = Field(default_factory=AuthConfig)
     celery: CeleryConfig = Field(default_factory=CeleryConfig)
+    console: ConsoleConfig = Field(default_factory=ConsoleConfig)
 
 
 def _position(data: Any, loc: Sequence[int | str]) -> tuple[int, int]:

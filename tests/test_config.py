@@ -93,6 +93,7 @@ def test_configuration_doc_names_every_key() -> None:
         cfg.RetentionConfig,
         cfg.AuthConfig,
         cfg.DeliveryConfig,
+        cfg.ConsoleConfig,
     ):
         assert issubclass(model, BaseModel)
         for name in model.model_fields:

@@ -20,11 +20,14 @@ user name and audited (never the password).
 
 from __future__ import annotations
 
+import datetime as dt
 import hmac
 import json
 import secrets
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import quote, urlencode
 
 from fastapi import APIRouter, Depends, Form, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -35,12 +38,15 @@ from node.api.auth import Authenticator, Principal, Role, client_of, too_many
 from node.api.deliveries import present_delivery
 from node.api.deps import NodeView, get_node
 from node.api.jobs import iso, present_job
+from node.api.lifecycle import lifecycle
 from node.api.models import model_rows
+from node.api.phi import PHI_FIELDS, audit_phi_view, mask, phi_allowed, phi_filters
 from node.api.previews import SEG_CLASS
 from node.imaging.sop_classes import SC_CLASSES
 from node.jobs.store import COMBINE_MODEL
 from node.routing.dispatch import series_inputs
 from node.store.feedback import VERDICTS
+from node.store.index import AI_STATUSES, SORT_KEYS, STUDY_STATES, StudyQuery
 
 __all__ = [
     "SESSION_COOKIE",
@@ -261,21 +267,112 @@ def home() -> Response:
     return RedirectResponse("/console/studies", status_code=303)
 
 
+_PAGE = 50
+_FILTERS = ("patient_id", "patient_name", "accession", "description", "modality", "from", "to")
+
+
+def _console_query(params: Mapping[str, str]) -> tuple[StudyQuery, list[str]]:
+    """The studies search of the console's form (blank fields ignored) and its problems."""
+    values = {k: params.get(k, "").strip()[:64] or None for k in _FILTERS}
+    problems: list[str] = []
+    dates: dict[str, dt.date | None] = {}
+    for key in ("from", "to"):
+        raw = values.pop(key)
+        try:
+            dates[key] = dt.date.fromisoformat(raw) if raw else None
+        except ValueError:
+            problems.append(f"'{key}' must be a date (YYYY-MM-DD), not {raw!r}")
+            dates[key] = None
+    status = params.get("status") or None
+    if status is not None and status not in STUDY_STATES + AI_STATUSES:
+        problems.append(f"unknown status {status!r}")
+        status = None
+    sort = params.get("sort") or "received"
+    if sort not in SORT_KEYS:
+        problems.append(f"unknown sort {sort!r}")
+        sort = "received"
+    modality = values.pop("modality")
+    query = StudyQuery(
+        patient_id=values["patient_id"],
+        patient_name=values["patient_name"],
+        accession=values["accession"],
+        description=values["description"],
+        modality=modality.upper() if modality else None,
+        date_from=dates["from"],
+        date_to=dates["to"],
+        status=status,
+        sort=sort,
+        descending=params.get("order", "desc") != "asc",
+    )
+    return query, problems
+
+
 @router.get("/studies", dependencies=[Session])
 def studies_page(request: Request, node: Node, offset: int = 0) -> HTMLResponse:
-    """Studies, newest first, with a dashboard strip (queue, failures); refreshes itself."""
-    rows = node.index.list_studies(limit=51, offset=max(0, offset))
+    """Studies with search, filters, server-side sort and paging, and a dashboard strip.
+
+    Patient columns are masked unless the role is in ``console.phi_roles``; such a role may not
+    search or sort by them (403 page).  A page that shows patient data is audited.
+    """
+    query, problems = _console_query(request.query_params)
+    shown = phi_allowed(request)
+    used = phi_filters(query) + ([f"sort={query.sort}"] if query.sort in PHI_FIELDS else [])
+    status_code = 200
+    if used and not shown:
+        problems.append(f"your role may not search or sort by patient data ({', '.join(used)})")
+        query, status_code = StudyQuery(), 403
+    offset = max(0, offset)
+    rows, total = node.index.search_studies(query, limit=_PAGE, offset=offset)
+    if shown:
+        audit_phi_view(
+            request,
+            [r["study_uid"] for r in rows],
+            purpose="console studies list",
+            filters=phi_filters(query),
+        )
+    else:
+        rows = [mask(r) for r in rows]
     counts = node.jobs.counts()
     dead_deliveries = sum(c.get("dead", 0) for c in node.outbox.counts().values())
+    kept = {k: v for k, v in request.query_params.items() if v and k != "offset"}
+    if status_code == 403:  # a refused search is dropped, not carried into the links
+        kept = {}
+
+    def link(**changes: Any) -> str:
+        merged = {**kept, **{k: str(v) for k, v in changes.items()}}
+        return "?" + urlencode(merged)
+
     return page(
         request,
         "studies.html",
-        studies=rows[:50],
+        status_code=status_code,
+        studies=rows,
+        total=total,
         offset=offset,
-        has_more=len(rows) > 50,
+        page_size=_PAGE,
+        has_more=offset + _PAGE < total,
         job_counts=counts,
         dead_deliveries=dead_deliveries,
+        phi_shown=shown,
+        problems=problems,
+        form=kept,
+        query=query,
+        link=link,
+        statuses=STUDY_STATES + AI_STATUSES,
+        viewer_link=_viewer_link(request),
     )
+
+
+def _viewer_link(request: Request) -> Callable[[str], str | None]:
+    """``link(study_uid)``: the ``console.viewer_url`` template filled in (UID URL-encoded)."""
+    template: str | None = request.app.state.node.config.console.viewer_url
+
+    def link(study_uid: str) -> str | None:
+        if template is None:
+            return None
+        return template.format(study_uid=quote(study_uid, safe=""))
+
+    return link
 
 
 def _series_explanations(routing: dict[str, Any] | None) -> list[dict[str, Any]]:
@@ -372,10 +469,17 @@ def study_page(request: Request, study_uid: str, node: Node) -> HTMLResponse:
             series_inputs(study), destinations=sorted(node.config.destinations)
         )
         explained = [s.to_json() for s in live.series]
+    steps = lifecycle(row, routing, jobs, deliveries)
+    shown = phi_allowed(request)
+    if shown:
+        audit_phi_view(request, [study_uid], purpose="console study page")
     return page(
         request,
         "study.html",
-        study=row,
+        study=row if shown else mask(row),
+        phi_shown=shown,
+        viewer_link=_viewer_link(request),
+        lifecycle=steps,
         series=study.series,
         routing=routing,
         explained=explained,

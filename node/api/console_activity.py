@@ -18,6 +18,7 @@ from node.api.console import Session, page
 from node.api.dashboard import bar_chart_svg, read_activity
 from node.api.deliveries import present_delivery
 from node.api.deps import NodeView, get_node
+from node.api.lifecycle import stuck_studies
 from node.api.previews import PreviewError, render_preview
 from node.errors import NotFoundError
 from node.types import DeliveryState
@@ -59,6 +60,8 @@ def dashboard_page(request: Request, node: Node) -> HTMLResponse:
         deliveries=activity.deliveries_by_state,
         dead_by_destination=activity.dead_deliveries_by_destination,
         edge_warnings=list(getattr(node, "edge_warnings", [])),
+        stuck=stuck_studies(node, threshold_seconds=node.config.console.stuck_minutes * 60),
+        stuck_minutes=node.config.console.stuck_minutes,
     )
 
 

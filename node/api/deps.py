@@ -15,7 +15,7 @@ from node.config import Config
 from node.delivery.outbox import Outbox
 from node.jobs.store import JobStore
 from node.routing.reload import RuleHolder
-from node.store.index import ReceivedStudy
+from node.store.index import ReceivedStudy, StudyQuery
 from node.types import Instance, Study
 
 __all__ = ["IndexView", "NodeView", "SpoolView", "StoredView", "TrackerView", "get_node"]
@@ -26,7 +26,13 @@ class IndexView(Protocol):
 
     def list_studies(self, *, limit: int = 100, offset: int = 0) -> list[dict[str, Any]]: ...
 
+    def search_studies(
+        self, query: StudyQuery, *, limit: int = 100, offset: int = 0
+    ) -> tuple[list[dict[str, Any]], int]: ...
+
     def study_row(self, study_uid: str) -> dict[str, Any] | None: ...
+
+    def open_studies(self) -> list[tuple[str, float]]: ...
 
     def get_study(self, study_uid: str) -> Study | None: ...
 

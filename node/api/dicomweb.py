@@ -23,10 +23,16 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from node.api.deps import NodeView, get_node
-from node.api.media import DicomJsonResponse, MultipartDicomResponse
+from node.api.media import (
+    MULTIPART_FRAMES,
+    DicomJsonResponse,
+    MultipartDicomResponse,
+    MultipartFramesResponse,
+)
 from node.errors import NotFoundError
 from node.types import Instance, Study
 from node.web.multipart import related_content_type
+from node.web.wado import instance_frames, instance_metadata
 
 __all__ = ["router"]
 
@@ -245,3 +251,79 @@ def retrieve_instance(
     if not found:
         raise NotFoundError(f"no instance {sop_uid} in series {series_uid} on this node")
     return _multipart(found)
+
+
+def _instance(node: NodeView, study_uid: str, series_uid: str, sop_uid: str) -> Instance:
+    found = [i for i in _series(node, study_uid, series_uid) if i.sop_uid == sop_uid]
+    if not found:
+        raise NotFoundError(f"no instance {sop_uid} in series {series_uid} on this node")
+    return found[0]
+
+
+@router.get(
+    "/dicom-web/studies/{study_uid}/series/{series_uid}/metadata",
+    response_class=DicomJsonResponse,
+)
+def series_metadata(
+    study_uid: str,
+    series_uid: str,
+    request: Request,
+    node: Annotated[NodeView, Depends(get_node)],
+) -> JSONResponse:
+    """WADO-RS Retrieve Series Metadata (PS3.18 10.4.1.1.2): each instance's data set as DICOM
+    JSON, bulk data (Pixel Data and values over 1 KiB) as ``BulkDataURI`` -- the pixel data's
+    is the instance's ``frames`` resource, which viewers such as OHIF read.
+
+    Raises
+    ------
+    NotFoundError
+        Unknown study or series (404 problem).
+    """
+    base = f"{_base(request)}/studies/{study_uid}/series/{series_uid}/instances"
+    return _json(
+        [
+            instance_metadata(inst.path, f"{base}/{inst.sop_uid}")
+            for inst in _series(node, study_uid, series_uid)
+        ]
+    )
+
+
+@router.get(
+    "/dicom-web/studies/{study_uid}/series/{series_uid}/instances/{sop_uid}/frames/{frames}",
+    response_class=MultipartFramesResponse,
+)
+def retrieve_frames(
+    study_uid: str,
+    series_uid: str,
+    sop_uid: str,
+    frames: str,
+    node: Annotated[NodeView, Depends(get_node)],
+) -> StreamingResponse:
+    """WADO-RS Retrieve Frames (PS3.18 10.4.1.1.3): the listed frames (1-based, comma
+    separated) of a native (uncompressed) instance, ``application/octet-stream`` parts.
+
+    Raises
+    ------
+    NotFoundError
+        Unknown instance or frame number (404 problem).
+    """
+    inst = _instance(node, study_uid, series_uid, sop_uid)
+    try:
+        numbers = [int(n) for n in frames.split(",")]
+    except ValueError:
+        raise NotFoundError(f"frame list {frames!r} is not comma-separated numbers") from None
+    parts = instance_frames(inst.path, numbers)
+    boundary = secrets.token_hex(16)
+
+    def body() -> Iterator[bytes]:
+        for data in parts:
+            yield (
+                f"--{boundary}\r\nContent-Type: application/octet-stream; "
+                f"transfer-syntax={inst.transfer_syntax_uid}\r\n"
+                f"Content-Length: {len(data)}\r\n\r\n"
+            ).encode("ascii")
+            yield data
+            yield b"\r\n"
+        yield f"--{boundary}--\r\n".encode("ascii")
+
+    return StreamingResponse(body(), media_type=f"{MULTIPART_FRAMES}; boundary={boundary}")

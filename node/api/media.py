@@ -8,12 +8,21 @@ from __future__ import annotations
 
 from fastapi.responses import JSONResponse, StreamingResponse
 
-__all__ = ["DICOM_JSON", "MULTIPART_DICOM", "DicomJsonResponse", "MultipartDicomResponse"]
+__all__ = [
+    "DICOM_JSON",
+    "MULTIPART_DICOM",
+    "MULTIPART_FRAMES",
+    "DicomJsonResponse",
+    "MultipartDicomResponse",
+    "MultipartFramesResponse",
+]
 
 #: PS3.18 F.2: the DICOM JSON model's media type.
 DICOM_JSON = "application/dicom+json"
 #: PS3.18 8.6.1.2: a ``multipart/related`` body of PS3.10 instances (boundary added per body).
 MULTIPART_DICOM = 'multipart/related; type="application/dicom"'
+#: PS3.18 8.7.3.3.2: native frames, ``application/octet-stream`` parts.
+MULTIPART_FRAMES = 'multipart/related; type="application/octet-stream"'
 
 
 class DicomJsonResponse(JSONResponse):
@@ -26,3 +35,9 @@ class MultipartDicomResponse(StreamingResponse):
     """``multipart/related; type="application/dicom"`` (PS3.18 8.6.1.2), for OpenAPI."""
 
     media_type = MULTIPART_DICOM
+
+
+class MultipartFramesResponse(StreamingResponse):
+    """``multipart/related; type="application/octet-stream"`` (PS3.18 8.7.3.3.2), for OpenAPI."""
+
+    media_type = MULTIPART_FRAMES

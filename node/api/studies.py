@@ -9,14 +9,24 @@ study's event history.
 from __future__ import annotations
 
 import datetime as dt
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
 
 from node.api.deliveries import present_delivery
 from node.api.deps import NodeView, get_node
 from node.api.jobs import present_job
+from node.api.lifecycle import lifecycle, stuck_studies
+from node.api.phi import (
+    PHI_FIELDS,
+    audit_phi_view,
+    mask,
+    phi_allowed,
+    phi_filters,
+    refuse_phi_search,
+)
 from node.errors import NotFoundError
+from node.store.index import StudyQuery
 
 __all__ = ["router"]
 
@@ -42,28 +52,127 @@ def _summary(row: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+StatusParam = Literal[
+    "open", "complete", "none", "queued", "running", "failed", "succeeded", "cancelled"
+]
+SortParam = Literal[
+    "received", "study_date", "patient_id", "patient_name", "accession", "study_uid"
+]
+
+
+def study_query(
+    request: Request,
+    patient_id: Annotated[str | None, Query(min_length=1, max_length=64)] = None,
+    patient_name: Annotated[
+        str | None, Query(min_length=1, max_length=64, description="substring, any case")
+    ] = None,
+    accession: Annotated[str | None, Query(min_length=1, max_length=64)] = None,
+    description: Annotated[
+        str | None, Query(min_length=1, max_length=64, description="substring, any case")
+    ] = None,
+    modality: Annotated[str | None, Query(min_length=1, max_length=16)] = None,
+    date_from: Annotated[
+        dt.date | None, Query(alias="from", description="Study Date on or after (YYYY-MM-DD)")
+    ] = None,
+    date_to: Annotated[
+        dt.date | None, Query(alias="to", description="Study Date on or before (YYYY-MM-DD)")
+    ] = None,
+    status: Annotated[
+        StatusParam | None, Query(description="study state or AI status (its jobs)")
+    ] = None,
+    sort: SortParam = "received",
+    order: Literal["asc", "desc"] = "desc",
+) -> StudyQuery:
+    """The search of ``GET /api/studies`` (and the console's list) from the query string.
+
+    Raises
+    ------
+    HTTPException
+        403 when a role without PHI rights searches by a PHI field (``console.phi_roles``).
+    """
+    query = StudyQuery(
+        patient_id=patient_id,
+        patient_name=patient_name,
+        accession=accession,
+        description=description,
+        modality=modality.upper() if modality else None,
+        date_from=date_from,
+        date_to=date_to,
+        status=status,
+        sort=sort,
+        descending=order == "desc",
+    )
+    refuse_phi_search(request, phi_filters(query))
+    if sort in PHI_FIELDS:
+        refuse_phi_search(request, [f"sort={sort}"])
+    return query
+
+
+def present_studies(
+    request: Request, rows: list[dict[str, Any]], *, purpose: str, query: StudyQuery
+) -> tuple[list[dict[str, Any]], bool]:
+    """Summaries of ``rows``, masked or shown (and audited) per the caller's role."""
+    shown = phi_allowed(request)
+    out = [_summary(r if shown else mask(r)) for r in rows]
+    if shown:
+        audit_phi_view(
+            request, [r["study_uid"] for r in rows], purpose=purpose, filters=phi_filters(query)
+        )
+    return out, shown
+
+
 @router.get("/api/studies")
 def list_studies(
     request: Request,
     node: Annotated[NodeView, Depends(get_node)],
+    query: Annotated[StudyQuery, Depends(study_query)],
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> dict[str, Any]:
-    """Studies, most recently received first, one page at a time.
+    """Studies matching the filters, sorted and paged in SQL (newest received first).
 
-    Returns ``{"studies": [...], "limit", "offset", "next"}``; ``next`` is the URL of the
-    following page, or null on the last page.
+    Returns ``{"studies": [...], "limit", "offset", "next", "total", "phi"}``; ``next`` is the
+    URL of the following page (same filters), or null on the last page; ``total`` counts every
+    match; ``phi`` is ``shown`` or ``masked`` (``console.phi_roles``).  Dates are validated
+    (422 problem JSON).
     """
-    rows = node.index.list_studies(limit=limit + 1, offset=offset)
-    has_more = len(rows) > limit
+    if query.date_from and query.date_to and query.date_from > query.date_to:
+        raise HTTPException(422, "'from' is after 'to'")
+    rows, total = node.index.search_studies(query, limit=limit, offset=offset)
     next_url = None
-    if has_more:
+    if offset + limit < total:
         next_url = str(request.url.include_query_params(limit=limit, offset=offset + limit))
+    studies, shown = present_studies(request, rows, purpose="GET /api/studies", query=query)
     return {
-        "studies": [_summary(r) for r in rows[:limit]],
+        "studies": studies,
         "limit": limit,
         "offset": offset,
         "next": next_url,
+        "total": total,
+        "phi": "shown" if shown else "masked",
+    }
+
+
+@router.get("/api/stuck-studies")
+def list_stuck(
+    node: Annotated[NodeView, Depends(get_node)],
+    minutes: Annotated[
+        float | None, Query(gt=0, description="threshold (default console.stuck_minutes)")
+    ] = None,
+) -> dict[str, Any]:
+    """Studies in one state longer than the threshold, longest first (``stuck_studies``).
+
+    Returns ``{"minutes", "studies": [{"study_uid", "state", "since", "detail", "url"}]}``;
+    ``state`` is ``open``, ``job queued``, ``job running`` or ``delivery pending``; ``detail``
+    the model or destination.  No patient data.
+    """
+    threshold = minutes if minutes is not None else node.config.console.stuck_minutes
+    rows = stuck_studies(node, threshold_seconds=threshold * 60)
+    return {
+        "minutes": threshold,
+        "studies": [
+            {**r, "since": _iso(r["since"]), "url": f"/api/studies/{r['study_uid']}"} for r in rows
+        ],
     }
 
 
@@ -84,10 +193,16 @@ def _detail(node: NodeView, study_uid: str, *, events_limit: int = 200) -> dict[
         for s in study.series
     ]
     routing = node.jobs.routing(study_uid)
+    raw_deliveries = [d.to_json() for d in node.outbox.list(study_uid=study_uid, limit=1000)]
+    job_json = [r.to_json() for r in node.jobs.list_jobs(study_uid=study_uid, limit=1000)]
+    out["lifecycle"] = [
+        {**step, "at": _iso(step["at"])} if step.get("at") is not None else step
+        for step in lifecycle(row, routing, job_json, raw_deliveries)
+    ]
     if routing is not None:
         routing = {**routing, "routed_at": _iso(routing["routed_at"])}
     out["routing"] = routing
-    job_rows = [r.to_json() for r in node.jobs.list_jobs(study_uid=study_uid, limit=1000)]
+    job_rows = job_json
     out["jobs"] = [present_job(j) for j in job_rows]
     out["results"] = [
         {"job_id": j["job_id"], "model": j["model"], **obj}
@@ -95,9 +210,7 @@ def _detail(node: NodeView, study_uid: str, *, events_limit: int = 200) -> dict[
         if j["state"] == "succeeded"
         for obj in j["outputs"].get("objects", [])
     ]
-    out["deliveries"] = [
-        present_delivery(d.to_json()) for d in node.outbox.list(study_uid=study_uid, limit=1000)
-    ]
+    out["deliveries"] = [present_delivery(d) for d in raw_deliveries]
     events = node.index.events(study_uid)
     out["event_count"] = len(events)
     out["events"] = [_present(e) for e in events[-events_limit:]] if events_limit else []
@@ -106,6 +219,7 @@ def _detail(node: NodeView, study_uid: str, *, events_limit: int = 200) -> dict[
 
 @router.get("/api/studies/{study_uid}")
 def show_study(
+    request: Request,
     study_uid: str,
     node: Annotated[NodeView, Depends(get_node)],
     events: Annotated[int, Query(ge=0, le=100_000, description="latest events to list")] = 200,
@@ -117,11 +231,15 @@ def show_study(
     NotFoundError
         No instance of ``study_uid`` was ever received (404 problem).
     """
-    return _detail(node, study_uid, events_limit=events)
+    return _guarded(
+        request, _detail(node, study_uid, events_limit=events), "GET /api/studies/{uid}"
+    )
 
 
 @router.post("/api/studies/{study_uid}/complete")
-def complete_study(study_uid: str, node: Annotated[NodeView, Depends(get_node)]) -> dict[str, Any]:
+def complete_study(
+    request: Request, study_uid: str, node: Annotated[NodeView, Depends(get_node)]
+) -> dict[str, Any]:
     """Force completion of a study now, without waiting for the stable window.
 
     Completing an already complete study changes nothing (``"changed": false``).
@@ -136,4 +254,12 @@ def complete_study(study_uid: str, node: Annotated[NodeView, Depends(get_node)])
     generation = node.tracker.complete(study_uid)
     out = _detail(node, study_uid)
     out["changed"] = generation is not None
-    return out
+    return _guarded(request, out, "POST /api/studies/{uid}/complete")
+
+
+def _guarded(request: Request, detail: dict[str, Any], purpose: str) -> dict[str, Any]:
+    """``detail`` with its PHI masked, or shown and audited, per the caller's role."""
+    if phi_allowed(request):
+        audit_phi_view(request, [detail["study_uid"]], purpose=purpose)
+        return {**detail, "phi": "shown"}
+    return {**mask(detail), "phi": "masked"}

@@ -20,6 +20,7 @@ from node.cli import app
 from node.cli.serve import config_from
 from node.config import Config
 from node.errors import AinodeError, NotFoundError
+from node.store.index import AI_STATUSES, SORT_KEYS, STUDY_STATES
 
 __all__ = ["studies_app"]
 
@@ -47,34 +48,117 @@ def _when(epoch: float | None) -> str:
     return dt.datetime.fromtimestamp(epoch, dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
+def _date(value: str | None, option: str) -> dt.date | None:
+    if value is None:
+        return None
+    try:
+        return dt.date.fromisoformat(value)
+    except ValueError:
+        raise typer.BadParameter(
+            f"{value!r} is not a date (YYYY-MM-DD)", param_hint=option
+        ) from None
+
+
+def _audit_phi(cfg: Config, study_uids: list[str], purpose: str, filters: list[str]) -> None:
+    """A ``phi.viewed`` audit record for what the command printed (actor ``cli:OS-USER``)."""
+    if not study_uids:
+        return
+    import getpass
+
+    from node.audit import AuditLog
+
+    one: dict[str, Any] = (
+        {"study_uid": study_uids[0]} if len(study_uids) == 1 else {"study_uids": study_uids}
+    )
+    log = AuditLog(cfg.node.data_dir)
+    try:
+        log.record(
+            "phi.viewed", actor=f"cli:{getpass.getuser()}", purpose=purpose, filters=filters, **one
+        )
+    finally:
+        log.close()
+
+
 @studies_app.command("list")
 def list_(
     config: ConfigOpt = None,
     as_json: JsonOpt = False,
     limit: Annotated[int, typer.Option(min=1)] = 100,
     offset: Annotated[int, typer.Option(min=0)] = 0,
+    patient_id: Annotated[str | None, typer.Option(help="exact Patient ID")] = None,
+    patient_name: Annotated[str | None, typer.Option(help="Patient's Name substring")] = None,
+    accession: Annotated[str | None, typer.Option(help="exact Accession Number")] = None,
+    description: Annotated[str | None, typer.Option(help="Study Description substring")] = None,
+    modality: Annotated[str | None, typer.Option(help="a series' modality, e.g. CT")] = None,
+    since: Annotated[
+        str | None, typer.Option("--since", "--from", help="Study Date on or after (YYYY-MM-DD)")
+    ] = None,
+    until: Annotated[
+        str | None, typer.Option("--until", "--to", help="Study Date on or before (YYYY-MM-DD)")
+    ] = None,
+    status: Annotated[
+        str | None,
+        typer.Option(help=f"study state or AI status: {', '.join(STUDY_STATES + AI_STATUSES)}"),
+    ] = None,
+    sort: Annotated[str, typer.Option(help=f"one of {', '.join(SORT_KEYS)}")] = "received",
+    asc: Annotated[bool, typer.Option("--asc", help="ascending (default: descending)")] = False,
 ) -> None:
-    """List received studies, most recent first."""
-    index = _index(config_from(config))
+    """List received studies (newest first), filtered as ``GET /api/studies`` is.
+
+    Reads the index directly, as the owner of the data folder: patient data is printed, and
+    each listing is audited (``phi.viewed``, actor ``cli:OS-USER``; never the values).
+    """
+    from node.store.index import StudyQuery
+
+    if status is not None and status not in STUDY_STATES + AI_STATUSES:
+        raise typer.BadParameter(f"unknown status {status!r}", param_hint="--status")
+    if sort not in SORT_KEYS:
+        raise typer.BadParameter(f"unknown sort key {sort!r}", param_hint="--sort")
+    query = StudyQuery(
+        patient_id=patient_id,
+        patient_name=patient_name,
+        accession=accession,
+        description=description,
+        modality=modality.upper() if modality else None,
+        date_from=_date(since, "--since"),
+        date_to=_date(until, "--until"),
+        status=status,
+        sort=sort,
+        descending=not asc,
+    )
+    cfg = config_from(config)
+    index = _index(cfg)
     try:
-        rows = index.list_studies(limit=limit, offset=offset)
+        rows, total = index.search_studies(query, limit=limit, offset=offset)
     finally:
         index.close()
+    used = [k for k in ("patient_id", "patient_name", "accession") if getattr(query, k)]
+    _audit_phi(cfg, [r["study_uid"] for r in rows], "ainode studies list", used)
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
         return
-    typer.echo(f"{'STUDY UID':64}  {'STATE':8}  {'SER':>3}  {'INST':>5}  LAST RECEIVED (UTC)")
+    typer.echo(
+        f"{'STUDY UID':64}  {'PATIENT ID':16}  {'PATIENT NAME':24}  {'ACCESSION':16}  "
+        f"{'DATE':8}  {'MOD':7}  {'STATE':8}  {'AI':9}  {'SER':>3}  {'INST':>5}  "
+        "LAST RECEIVED (UTC)  DESCRIPTION"
+    )
     for r in rows:
         typer.echo(
-            f"{r['study_uid']:64}  {r['state']:8}  {r['series_count']:>3}  "
-            f"{r['instance_count']:>5}  {_when(r['last_received'])}"
+            f"{r['study_uid']:64}  {r['patient_id'] or '-':16}  {r['patient_name'] or '-':24}  "
+            f"{r['accession'] or '-':16}  {r['study_date'] or '-':8}  "
+            f"{'/'.join(r['modalities']) or '-':7}  {r['state']:8}  {r['ai_status'] or '-':9}  "
+            f"{r['series_count']:>3}  {r['instance_count']:>5}  {_when(r['last_received'])}  "
+            f"{r['study_description'] or ''}"
         )
+    typer.echo(f"{len(rows)} of {total} matching, from {offset}")
 
 
 @studies_app.command("show")
 def show(study_uid: str, config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
-    """Show one study: state, series and events."""
-    index = _index(config_from(config))
+    """Show one study: state, series and events (``--json``: with its patient columns, audited as
+    ``phi.viewed``)."""
+    cfg = config_from(config)
+    index = _index(cfg)
     try:
         row = index.study_row(study_uid)
         study = index.get_study(study_uid)
@@ -94,6 +178,7 @@ def show(study_uid: str, config: ConfigOpt = None, as_json: JsonOpt = False) -> 
         for s in study.series
     ]
     if as_json:
+        _audit_phi(cfg, [study_uid], "ainode studies show", [])
         typer.echo(json.dumps(dict(row, series=series, events=events), indent=2))
         return
     typer.echo(f"study {study_uid}: {row['state']} (generation {row['generation']})")

@@ -10,6 +10,7 @@ relative to the data directory.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import queue
 import sqlite3
@@ -24,7 +25,18 @@ from node.store.migrate import migrate
 from node.store.schema import STEPS
 from node.types import DicomJson, Instance, Series, Study
 
-__all__ = ["STEPS", "Index", "IngestRecord", "ReceivedStudy", "StoredRef", "decode_received"]
+__all__ = [
+    "AI_STATUSES",
+    "SORT_KEYS",
+    "STEPS",
+    "STUDY_STATES",
+    "Index",
+    "IngestRecord",
+    "ReceivedStudy",
+    "StoredRef",
+    "StudyQuery",
+    "decode_received",
+]
 
 #: A stored study as ``Index.studies_received_raw`` reads it (series headers as JSON text).
 ReceivedStudy = tuple[
@@ -82,6 +94,65 @@ class IngestRecord:
 
 _POOL = 8
 
+#: What ``StudyQuery.status`` accepts: the study's state, or its AI status (its jobs).
+STUDY_STATES = ("open", "complete")
+AI_STATUSES = ("none", "queued", "running", "failed", "succeeded", "cancelled")
+
+#: Sort keys of ``search_studies`` and their columns (a whitelist: never user text in SQL).
+_SORTS: dict[str, tuple[str, ...]] = {
+    "received": ("s.last_received",),
+    "study_date": ("s.study_date", "s.study_time"),
+    "patient_id": ("s.patient_id",),
+    "patient_name": ("s.patient_name",),
+    "accession": ("s.accession",),
+    "study_uid": ("s.study_uid",),
+}
+SORT_KEYS = tuple(_SORTS)
+
+
+@dataclass(frozen=True, slots=True)
+class StudyQuery:
+    """Filters and order of a studies search; None means "any".
+
+    ``patient_id``, ``accession`` and ``modality`` match exactly; ``patient_name`` and
+    ``description`` are case-insensitive substrings; ``date_from``/``date_to`` bound the Study
+    Date (inclusive); ``status`` is one of ``STUDY_STATES`` or ``AI_STATUSES``.
+    """
+
+    patient_id: str | None = None
+    patient_name: str | None = None
+    accession: str | None = None
+    description: str | None = None
+    modality: str | None = None
+    date_from: dt.date | None = None
+    date_to: dt.date | None = None
+    status: str | None = None
+    sort: str = "received"
+    descending: bool = True
+
+
+def _like(text: str) -> str:
+    """``text`` with LIKE's wildcards escaped (escape character ``!``)."""
+    return text.replace("!", "!!").replace("%", "!%").replace("_", "!_")
+
+
+#: Patient ID, Patient's Name, Accession Number, Study Date, Study Time, Study Description.
+_STUDY_TAGS = ("00100020", "00100010", "00080050", "00080020", "00080030", "00081030")
+
+
+def _first(header: DicomJson, tag: str) -> str | None:
+    """The first value of ``tag`` in a DICOM JSON header as text (a PN's Alphabetic group)."""
+    element = header.get(tag)
+    if not isinstance(element, dict):
+        return None
+    values = element.get("Value")
+    if not isinstance(values, list) or not values:
+        return None
+    value = values[0]
+    if isinstance(value, dict):
+        value = value.get("Alphabetic")
+    return None if value is None or value == "" else str(value)
+
 
 class _Result:
     """Rows of one query, fetched before the connection went back to the pool."""
@@ -122,6 +193,7 @@ class Index:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self._idle: queue.LifoQueue[sqlite3.Connection] = queue.LifoQueue(maxsize=_POOL)
         self._closed = False
+        self._has_jobs = False
         with self._use() as conn:
             conn.execute("PRAGMA journal_mode=WAL")
             migrate(conn, "index", STEPS)
@@ -322,10 +394,33 @@ class Index:
                         now,
                     ),
                 )
+                self._describe_study(conn, inst, rec.series_header)
                 if rec.previous is not None:
                     detail["previous_sha256"] = rec.previous.sha256
                 self._event(conn, rec.status, inst, detail, now)
         return reopened
+
+    @staticmethod
+    def _describe_study(conn: sqlite3.Connection, inst: Instance, header: DicomJson | None) -> None:
+        """Fill the study's search columns from a series header (first known value wins) and
+        add the instance's modality to the study's modalities."""
+        if header:
+            conn.execute(
+                "UPDATE studies SET patient_id = COALESCE(patient_id, ?),"
+                " patient_name = COALESCE(patient_name, ?), accession = COALESCE(accession, ?),"
+                " study_date = COALESCE(study_date, ?), study_time = COALESCE(study_time, ?),"
+                " study_description = COALESCE(study_description, ?) WHERE study_uid = ?",
+                (*(_first(header, tag) for tag in _STUDY_TAGS), inst.study_uid),
+            )
+        if inst.modality:
+            conn.execute(
+                "UPDATE studies SET modalities = (SELECT group_concat(m, '\\') FROM"
+                " (SELECT DISTINCT r.modality AS m FROM series r WHERE r.study_uid = ?"
+                " AND r.modality IS NOT NULL ORDER BY r.modality))"
+                " WHERE study_uid = ? AND (modalities IS NULL"
+                " OR instr('\\' || modalities || '\\', '\\' || ? || '\\') = 0)",
+                (inst.study_uid, inst.study_uid, inst.modality),
+            )
 
     @staticmethod
     def _event(
@@ -416,16 +511,46 @@ class Index:
         return generation
 
     # ------------------------------------------------------------ queries
-    def _summaries(self, where: str, params: tuple[Any, ...]) -> list[dict[str, Any]]:
+    def _ai_status_sql(self) -> str:
+        """SQL of a study's AI status (jobs not superseded), or NULL when no jobs table."""
+        if not self._has_jobs:
+            rows = (
+                self._conn()
+                .execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'jobs'")
+                .fetchall()
+            )
+            self._has_jobs = bool(rows)
+        if not self._has_jobs:
+            return "NULL"
+
+        def has(states: str) -> str:
+            return (
+                "EXISTS (SELECT 1 FROM jobs j WHERE j.study_uid = s.study_uid"
+                f" AND j.superseded_by IS NULL AND j.state IN ({states}))"
+            )
+
+        steps = [
+            (has("'running'"), "running"),
+            (has("'queued'"), "queued"),
+            (has("'failed', 'dead'"), "failed"),
+            (has("'succeeded'"), "succeeded"),
+            (has("'cancelled'"), "cancelled"),
+        ]
+        whens = " ".join(f"WHEN {cond} THEN '{status}'" for cond, status in steps)
+        return f"CASE {whens} ELSE 'none' END"
+
+    def _summaries(self, where: str, params: Sequence[Any]) -> list[dict[str, Any]]:
         rows = (
             self._conn()
             .execute(
                 "SELECT s.study_uid, s.state, s.generation, s.first_received, s.last_received,"
-                " s.completed_at,"
+                " s.completed_at, s.patient_id, s.patient_name, s.accession, s.study_date,"
+                " s.study_time, s.study_description, s.modalities,"
                 " (SELECT COUNT(*) FROM instances i WHERE i.study_uid = s.study_uid) AS n_inst,"
                 " (SELECT COUNT(*) FROM series r WHERE r.study_uid = s.study_uid) AS n_series,"
                 " (SELECT COALESCE(SUM(size_bytes), 0) FROM instances i"
-                "  WHERE i.study_uid = s.study_uid) AS n_bytes"
+                "  WHERE i.study_uid = s.study_uid) AS n_bytes,"
+                f" {self._ai_status_sql()} AS ai_status"
                 f" FROM studies s {where}",
                 params,
             )
@@ -442,6 +567,14 @@ class Index:
                 "first_received": float(r["first_received"]),
                 "last_received": float(r["last_received"]),
                 "completed_at": None if r["completed_at"] is None else float(r["completed_at"]),
+                "patient_id": r["patient_id"],
+                "patient_name": r["patient_name"],
+                "accession": r["accession"],
+                "study_date": r["study_date"],
+                "study_time": r["study_time"],
+                "study_description": r["study_description"],
+                "modalities": r["modalities"].split("\\") if r["modalities"] else [],
+                "ai_status": r["ai_status"],
             }
             for r in rows
         ]
@@ -450,11 +583,58 @@ class Index:
         """Studies, most recently received first, as plain dicts.
 
         Keys: study_uid, state ("open"/"complete"), generation, instance_count, series_count,
-        size_bytes, first_received, last_received, completed_at (epoch seconds or None).
+        size_bytes, first_received, last_received, completed_at (epoch seconds or None),
+        patient_id, patient_name, accession, study_date (DICOM DA), study_time (TM),
+        study_description, modalities (list), ai_status (``AI_STATUSES`` or None without jobs).
         """
-        return self._summaries(
-            "ORDER BY s.last_received DESC, s.study_uid LIMIT ? OFFSET ?", (limit, offset)
+        return self.search_studies(StudyQuery(), limit=limit, offset=offset)[0]
+
+    def search_studies(
+        self, query: StudyQuery, *, limit: int = 100, offset: int = 0
+    ) -> tuple[list[dict[str, Any]], int]:
+        """One page of the studies matching ``query``, sorted in SQL; and how many match.
+
+        Every value is a bound parameter; the sort column comes from a fixed whitelist.
+        """
+        clauses: list[str] = []
+        params: list[Any] = []
+        if query.patient_id is not None:
+            clauses.append("s.patient_id = ?")
+            params.append(query.patient_id)
+        if query.accession is not None:
+            clauses.append("s.accession = ?")
+            params.append(query.accession)
+        if query.patient_name is not None:
+            clauses.append("s.patient_name LIKE ? ESCAPE '!'")
+            params.append(f"%{_like(query.patient_name)}%")
+        if query.description is not None:
+            clauses.append("s.study_description LIKE ? ESCAPE '!'")
+            params.append(f"%{_like(query.description)}%")
+        if query.date_from is not None:
+            clauses.append("s.study_date >= ?")
+            params.append(query.date_from.strftime("%Y%m%d"))
+        if query.date_to is not None:
+            clauses.append("s.study_date <= ?")
+            params.append(query.date_to.strftime("%Y%m%d"))
+        if query.modality is not None:
+            clauses.append("s.study_uid IN (SELECT study_uid FROM series WHERE modality = ?)")
+            params.append(query.modality)
+        if query.status in ("open", "complete"):
+            clauses.append("s.state = ?")
+            params.append(query.status)
+        elif query.status is not None:
+            clauses.append(f"({self._ai_status_sql()}) = ?")
+            params.append(query.status)
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        column = _SORTS[query.sort]
+        direction = "DESC" if query.descending else "ASC"
+        order = ", ".join(f"{c} {direction}" for c in column)
+        rows = self._summaries(
+            f"{where} ORDER BY {order}, s.study_uid {direction} LIMIT ? OFFSET ?",
+            (*params, limit, offset),
         )
+        total = self._conn().execute(f"SELECT COUNT(*) FROM studies s {where}", params).fetchall()
+        return rows, int(total[0][0])
 
     def get_study(self, study_uid: str) -> Study | None:
         """The study with its series (one DICOM JSON header each), or None if unknown."""

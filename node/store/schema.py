@@ -54,4 +54,42 @@ STEPS: tuple[str, ...] = (
     );
     CREATE INDEX events_study ON events(study_uid, id)
     """,
+    # 2: the study columns people search by (issue 22), backfilled from the stored series
+    # headers (DICOM JSON); kept up to date by ``Index.commit``.
+    """
+    ALTER TABLE studies ADD COLUMN patient_id TEXT;
+    ALTER TABLE studies ADD COLUMN patient_name TEXT;
+    ALTER TABLE studies ADD COLUMN accession TEXT;
+    ALTER TABLE studies ADD COLUMN study_date TEXT;
+    ALTER TABLE studies ADD COLUMN study_time TEXT;
+    ALTER TABLE studies ADD COLUMN study_description TEXT;
+    ALTER TABLE studies ADD COLUMN modalities TEXT;
+    UPDATE studies SET
+        patient_id = (SELECT json_extract(r.header_json, '$."00100020".Value[0]') FROM series r
+            WHERE r.study_uid = studies.study_uid AND r.header_json != '{}'
+            ORDER BY r.first_received LIMIT 1),
+        patient_name = (SELECT json_extract(r.header_json, '$."00100010".Value[0].Alphabetic')
+            FROM series r WHERE r.study_uid = studies.study_uid AND r.header_json != '{}'
+            ORDER BY r.first_received LIMIT 1),
+        accession = (SELECT json_extract(r.header_json, '$."00080050".Value[0]') FROM series r
+            WHERE r.study_uid = studies.study_uid AND r.header_json != '{}'
+            ORDER BY r.first_received LIMIT 1),
+        study_date = (SELECT json_extract(r.header_json, '$."00080020".Value[0]') FROM series r
+            WHERE r.study_uid = studies.study_uid AND r.header_json != '{}'
+            ORDER BY r.first_received LIMIT 1),
+        study_time = (SELECT json_extract(r.header_json, '$."00080030".Value[0]') FROM series r
+            WHERE r.study_uid = studies.study_uid AND r.header_json != '{}'
+            ORDER BY r.first_received LIMIT 1),
+        study_description = (SELECT json_extract(r.header_json, '$."00081030".Value[0]')
+            FROM series r WHERE r.study_uid = studies.study_uid AND r.header_json != '{}'
+            ORDER BY r.first_received LIMIT 1),
+        modalities = (SELECT group_concat(m, '\\') FROM (SELECT DISTINCT r.modality AS m
+            FROM series r WHERE r.study_uid = studies.study_uid AND r.modality IS NOT NULL
+            ORDER BY r.modality));
+    CREATE INDEX studies_received ON studies(last_received, study_uid);
+    CREATE INDEX studies_patient_id ON studies(patient_id);
+    CREATE INDEX studies_accession ON studies(accession);
+    CREATE INDEX studies_date ON studies(study_date, study_time);
+    CREATE INDEX series_modality ON series(modality, study_uid)
+    """,
 )
