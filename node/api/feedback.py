@@ -31,7 +31,6 @@ from node.api.deps import NodeView, get_node
 from node.api.jobs import iso
 from node.errors import NotFoundError
 from node.jobs.store import COMBINE_MODEL, JobStore
-from node.results.uids import result_uid
 from node.store.feedback import COMMENT_MAX, FeedbackRecord, FeedbackStore, Verdict
 
 __all__ = [
@@ -99,6 +98,10 @@ def job_findings(job_id: str, outputs: Mapping[str, Any]) -> dict[str, str | Non
     The Tracking UID is the one the SEG and SR carry (``node.results.identity``: job id, model
     version, ``tracking/<id>``); None when the summary names no model version.
     """
+    # imported here: the node.results package loads highdicom and scipy, which the serving
+    # process must not carry (tests/ingest/test_footprint.py)
+    from node.results.uids import result_uid
+
     summary = outputs.get("summary") or {}
     version = (summary.get("model") or {}).get("version")
     out: dict[str, str | None] = {}
