@@ -13,7 +13,6 @@ import datetime as dt
 import json
 import logging
 import os
-import pickle
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
@@ -21,13 +20,14 @@ from pathlib import Path
 from typing import Any
 
 from node.errors import ImagingError, InputError, ModelError, NotFoundError
+from node.jobs.prediction_file import dump_prediction, load_prediction
 from node.types import Instance, Job, JobState
 
 __all__ = ["PREDICTION_FILE", "prepare", "run_combine", "run_job", "run_series", "write_durably"]
 
-#: What a model job whose results are combined keeps for the combine job (its ``Prediction``,
-#: pickled; written by the node's own worker into its data directory, read back only there).
-PREDICTION_FILE = "prediction.pkl"
+#: What a model job whose results are combined keeps for the combine job: its ``Prediction`` as
+#: an ``.npz`` archive (``node.jobs.prediction_file``; never a pickle, which would run code).
+PREDICTION_FILE = "prediction.npz"
 
 log = logging.getLogger(__name__)
 
@@ -241,7 +241,7 @@ def run_series(
     objects: list[dict[str, Any]] = []
     if combined_by:
         # the combine job writes this model's part of the rule's one result set
-        write_durably(out_dir / PREDICTION_FILE, pickle.dumps(prediction))
+        write_durably(out_dir / PREDICTION_FILE, dump_prediction(prediction))
     else:
         files = build_result_files(
             prediction,
@@ -328,7 +328,7 @@ def run_combine(job: Job, context: Mapping[str, Any]) -> dict[str, Any]:
             continue
         path = data_dir / "results" / record.job.job_id / PREDICTION_FILE
         try:
-            predictions.append(pickle.loads(path.read_bytes()))  # written by this node's workers
+            predictions.append(load_prediction(path.read_bytes()))
         except FileNotFoundError:
             failed[model] = "its prediction was not kept (it ran before results were combined)"
             continue
