@@ -495,6 +495,19 @@ class Spool:
                 to_sync.add(d.parent)
         self._durable_dirs.add(final_dir)
 
+    def _place(self, tmp: Path, path: Path, to_sync: set[Path]) -> None:
+        """Rename a received file into its series folder.  Retention removes the folders of a
+        study it removed (after its commit), so a folder known here may have gone when the
+        same study is sent again: make it again and rename once more."""
+        try:
+            os.replace(tmp, path)
+        except FileNotFoundError:
+            if not tmp.exists():
+                raise
+            self._durable_dirs.discard(path.parent)
+            self._make_dirs(path.parent, to_sync)
+            os.replace(tmp, path)
+
     def _commit(self, batch: list[_Job]) -> None:
         pending: dict[str, StoredRef] = {}
         records: list[IngestRecord] = []
@@ -529,7 +542,7 @@ class Spool:
                 path = final_dir / f"{h.sop_uid}.dcm"
                 if prev is not None and prev.path == path:
                     path = final_dir / f"{h.sop_uid}.{job.sha256[:12]}.dcm"
-                os.replace(job.tmp, path)
+                self._place(job.tmp, path, to_sync)
                 last_renamed = path
                 job.tmp = None
                 to_sync.add(final_dir)
