@@ -29,6 +29,7 @@ from typing import Any
 from node.assembly.tracker import StudyTracker
 from node.config import Config
 from node.delivery.outbox import Outbox
+from node.delivery.queries import DELIVERY_ROWS
 from node.edge import check_edge
 from node.errors import ConfigError
 from node.imaging.sop_classes import SC_CLASSES as _SC_CLASSES
@@ -39,6 +40,7 @@ from node.ingest.spool import Spool, StoreOutcome
 from node.jobs.dispatch import plan_jobs
 from node.jobs.distributed import CeleryEngine
 from node.jobs.engine import EmbeddedEngine
+from node.jobs.queries import JOB_ROWS
 from node.jobs.store import JobStore
 from node.models.admission import model_paths
 from node.routing import DEFAULT_RULES
@@ -159,6 +161,7 @@ class Node:
             config.retention,
             quota_bytes=config.node.quota_bytes,
             on_removed=self._study_removed,
+            study_rows=(JOB_ROWS, DELIVERY_ROWS),
         )
         self._pulls = PullRunner(
             config.sources,

@@ -36,6 +36,7 @@ from node.api.deps import NodeView
 from node.api.gate import AuthGate
 from node.api.problems import PROBLEM_RESPONSES, install_problem_handler
 from node.audit import AuditLog, JobEventFollower
+from node.jobs.queries import JobEventReader
 from node.store.feedback import FeedbackStore
 
 __all__ = ["create_app"]
@@ -63,7 +64,7 @@ def create_app(node: NodeView) -> FastAPI:
     authenticator = Authenticator(node.config.auth)
     data_dir = node.config.node.data_dir
     audit_log = AuditLog(data_dir)
-    follower = JobEventFollower(audit_log, data_dir / "index.sqlite")
+    follower = JobEventFollower(audit_log, JobEventReader(data_dir / "index.sqlite"))
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:

@@ -9,35 +9,24 @@ from __future__ import annotations
 import math
 import sqlite3
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from html import escape
 from pathlib import Path
-from typing import Any
+
+from node.delivery import queries as delivery_queries
+from node.jobs import queries as job_queries
+from node.store import queries as store_queries
 
 __all__ = ["Activity", "bar_chart_svg", "read_activity"]
 
-#: series name -> (SQL returning one timestamp column, what it counts)
-_SERIES: dict[str, tuple[str, str]] = {
-    "studies_received": (
-        "SELECT first_received FROM studies WHERE first_received >= ?",
-        "studies first received",
-    ),
-    "studies_completed": (
-        "SELECT ts FROM events WHERE kind = 'study-completed' AND ts >= ?",
-        "study completions",
-    ),
-    "jobs_succeeded": (
-        "SELECT finished_at FROM jobs WHERE state = 'succeeded' AND finished_at >= ?",
-        "jobs succeeded",
-    ),
-    "jobs_failed": (
-        "SELECT ts FROM job_events WHERE state IN ('failed', 'dead') AND ts >= ?",
-        "job failures (failed or dead)",
-    ),
-    "deliveries_delivered": (
-        "SELECT delivered_at FROM outbox WHERE state = 'delivered' AND delivered_at >= ?",
-        "objects delivered",
-    ),
+#: series name -> (the owning component's query of timestamps since a time, what it counts)
+_SERIES: dict[str, tuple[Callable[[sqlite3.Connection, float], list[float]], str]] = {
+    "studies_received": (store_queries.study_arrival_times, "studies first received"),
+    "studies_completed": (store_queries.completion_times, "study completions"),
+    "jobs_succeeded": (job_queries.succeeded_times, "jobs succeeded"),
+    "jobs_failed": (job_queries.failure_times, "job failures (failed or dead)"),
+    "deliveries_delivered": (delivery_queries.delivered_times, "objects delivered"),
 }
 
 
@@ -51,13 +40,6 @@ class Activity:
     jobs_by_state: dict[str, int]
     deliveries_by_state: dict[str, int]
     dead_deliveries_by_destination: dict[str, int]
-
-
-def _rows(conn: sqlite3.Connection, sql: str, args: tuple[Any, ...] = ()) -> list[Any]:
-    try:
-        return conn.execute(sql, args).fetchall()
-    except sqlite3.OperationalError:  # that component's table does not exist yet
-        return []
 
 
 def read_activity(db_path: Path, *, hours: int = 24, now: float | None = None) -> Activity:
@@ -78,24 +60,16 @@ def read_activity(db_path: Path, *, hours: int = 24, now: float | None = None) -
     series: dict[str, list[int]] = {}
     conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=10)
     try:
-        for name, (sql, _) in _SERIES.items():
+        for name, (query, _) in _SERIES.items():
             counts = [0] * hours
-            for (ts,) in _rows(conn, sql, (starts[0],)):
+            for ts in query(conn, starts[0]):
                 slot = int((float(ts) - starts[0]) // 3600)
                 if 0 <= slot < hours:
                     counts[slot] += 1
             series[name] = counts
-        jobs = {s: int(n) for s, n in _rows(conn, "SELECT state, COUNT(*) FROM jobs GROUP BY 1")}
-        deliveries = {
-            s: int(n) for s, n in _rows(conn, "SELECT state, COUNT(*) FROM outbox GROUP BY 1")
-        }
-        dead = {
-            d: int(n)
-            for d, n in _rows(
-                conn,
-                "SELECT destination, COUNT(*) FROM outbox WHERE state = 'dead' GROUP BY 1",
-            )
-        }
+        jobs = job_queries.count_by_state(conn)
+        deliveries = delivery_queries.count_by_state(conn)
+        dead = delivery_queries.dead_by_destination(conn)
     finally:
         conn.close()
     return Activity(

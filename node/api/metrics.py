@@ -14,7 +14,6 @@ Each app has its own ``CollectorRegistry`` (no process-global state).
 from __future__ import annotations
 
 import contextlib
-import json
 import shutil
 import sqlite3
 from collections.abc import Iterator
@@ -33,6 +32,9 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from node.api.deps import NodeView
+from node.delivery import queries as delivery_queries
+from node.jobs import queries as job_queries
+from node.store import queries as store_queries
 
 __all__ = ["LATENCY_BUCKETS", "NodeMetrics", "router"]
 
@@ -71,35 +73,25 @@ class _IndexCollector(Collector):
             disk.add_metric([], float(shutil.disk_usage(self._data_dir).free))
         yield disk
 
-    @staticmethod
-    def _rows(conn: sqlite3.Connection, sql: str) -> list[Any]:
-        try:
-            return conn.execute(sql).fetchall()
-        except sqlite3.OperationalError:  # table not created yet (component never started)
-            return []
-
     def _index_metrics(self, conn: sqlite3.Connection) -> Iterator[Metric]:
         studies = GaugeMetricFamily(
             "ainode_studies", "Studies in the index by state", labels=["state"]
         )
-        for state, n in self._rows(conn, "SELECT state, COUNT(*) FROM studies GROUP BY state"):
+        for state, n in store_queries.studies_by_state(conn):
             studies.add_metric([state], n)
         yield studies
         completed = CounterMetricFamily(
             "ainode_studies_completed", "Study completions (each generation counts)"
         )
-        rows = self._rows(conn, "SELECT COUNT(*) FROM events WHERE kind = 'study-completed'")
-        completed.add_metric([], rows[0][0] if rows else 0)
+        completed.add_metric([], store_queries.count_events(conn, "study-completed"))
         yield completed
         quarantined = CounterMetricFamily(
             "ainode_instances_quarantined", "Instances that could not be stored"
         )
-        rows = self._rows(conn, "SELECT COUNT(*) FROM events WHERE kind = 'quarantined'")
-        quarantined.add_metric([], rows[0][0] if rows else 0)
+        quarantined.add_metric([], store_queries.count_events(conn, "quarantined"))
         yield quarantined
         stored = GaugeMetricFamily("ainode_stored_bytes", "Bytes of stored instances")
-        rows = self._rows(conn, "SELECT COALESCE(SUM(size_bytes), 0) FROM instances")
-        stored.add_metric([], rows[0][0] if rows else 0)
+        stored.add_metric([], store_queries.stored_bytes(conn))
         yield stored
 
     def _job_metrics(self, conn: sqlite3.Connection) -> Iterator[Metric]:
@@ -107,9 +99,7 @@ class _IndexCollector(Collector):
             "ainode_jobs", "Jobs by model and state", labels=["model", "state"]
         )
         depth = 0
-        for model, state, n in self._rows(
-            conn, "SELECT model, state, COUNT(*) FROM jobs GROUP BY model, state"
-        ):
+        for model, state, n in job_queries.count_by_model_and_state(conn):
             jobs.add_metric([model, state], n)
             if state == "queued":
                 depth += n
@@ -122,11 +112,7 @@ class _IndexCollector(Collector):
             "Running jobs by worker (NAME/DEVICE for remote workers)",
             labels=["worker"],
         )
-        for worker, n in self._rows(
-            conn,
-            "SELECT COALESCE(worker, ''), COUNT(*) FROM jobs WHERE state = 'running'"
-            " GROUP BY worker",
-        ):
+        for worker, n in job_queries.running_by_worker(conn):
             running.add_metric([worker], n)
         yield running
         matches = CounterMetricFamily(
@@ -134,15 +120,11 @@ class _IndexCollector(Collector):
         )
         counts: dict[str, int] = {}
         reasons: dict[str, int] = {}
-        for (decisions,) in self._rows(conn, "SELECT decisions FROM routings"):
-            try:
-                record = json.loads(decisions)
-                items = record.get("decisions", [])
-                skipped = record.get("not_applicable") or []
-            except (ValueError, AttributeError):
-                continue
+        for record in job_queries.routing_records(conn):
+            items = record.get("decisions") or []
+            skipped = record.get("not_applicable") or []
             for d in items:
-                if d.get("rule") and not d.get("ignored"):
+                if isinstance(d, dict) and d.get("rule") and not d.get("ignored"):
                     counts[d["rule"]] = counts.get(d["rule"], 0) + 1
             for na in skipped:
                 if isinstance(na, dict) and na.get("reason"):
@@ -163,12 +145,8 @@ class _IndexCollector(Collector):
             "ainode_model_run_seconds", "Run time of succeeded jobs by model", labels=["model"]
         )
         per_model: dict[str, list[float]] = {}
-        for model, seconds in self._rows(
-            conn,
-            "SELECT model, finished_at - started_at FROM jobs WHERE state = 'succeeded'"
-            " AND started_at IS NOT NULL AND finished_at IS NOT NULL",
-        ):
-            per_model.setdefault(model, []).append(max(0.0, float(seconds)))
+        for model, seconds in job_queries.run_seconds(conn):
+            per_model.setdefault(model, []).append(seconds)
         for model, values in sorted(per_model.items()):
             buckets = [(str(b), sum(v <= b for v in values)) for b in LATENCY_BUCKETS]
             buckets.append(("+Inf", len(values)))
@@ -181,9 +159,7 @@ class _IndexCollector(Collector):
             "Radiologist verdicts on results (accept, reject, modify), by model",
             labels=["model", "verdict"],
         )
-        for model, verdict, n in self._rows(
-            conn, "SELECT model, verdict, COUNT(*) FROM feedback GROUP BY model, verdict"
-        ):
+        for model, verdict, n in store_queries.feedback_by_model_and_verdict(conn):
             feedback.add_metric([model, verdict], n)
         return feedback
 
@@ -207,18 +183,13 @@ class _IndexCollector(Collector):
             labels=["destination"],
         )
         per_dest: dict[str, list[int]] = {}
-        for dest, state, n, tried, failed in self._rows(
-            conn,
-            "SELECT destination, state, COUNT(*), COALESCE(SUM(attempts), 0),"
-            " SUM(CASE WHEN last_error IS NOT NULL AND state <> 'delivered' THEN 1 ELSE 0 END)"
-            " FROM outbox GROUP BY destination, state",
-        ):
-            rows.add_metric([dest, state], n)
-            acc = per_dest.setdefault(dest, [0, 0, 0])
-            if state == "pending":
-                acc[2] += int(n)
-            acc[0] += int(tried) + (int(n) if state == "delivered" and not tried else 0)
-            acc[1] += int(failed or 0)
+        for c in delivery_queries.count_by_destination_and_state(conn):
+            rows.add_metric([c.destination, c.state], c.rows)
+            acc = per_dest.setdefault(c.destination, [0, 0, 0])
+            if c.state == "pending":
+                acc[2] += c.rows
+            acc[0] += c.attempts + (c.rows if c.state == "delivered" and not c.attempts else 0)
+            acc[1] += c.failing
         for dest, (tried, failed, waiting) in sorted(per_dest.items()):
             attempts.add_metric([dest], tried)
             failures.add_metric([dest], failed)

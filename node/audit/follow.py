@@ -12,16 +12,43 @@ from __future__ import annotations
 import logging
 import sqlite3
 import threading
-from pathlib import Path
+from collections.abc import Sequence
+from typing import Protocol
 
 from node.audit.log import AuditLog
 
-__all__ = ["JobEventFollower"]
+__all__ = ["JobEventFollower", "JobEventSource", "JobTransition"]
 
 log = logging.getLogger(__name__)
 
 _CURSOR = "job_events"
 _BATCH = 500
+
+
+class JobTransition(Protocol):
+    """One row of ``job_events`` with its job's identity (``node.jobs.queries.JobEvent``)."""
+
+    @property
+    def event_id(self) -> int: ...
+    @property
+    def job_id(self) -> str: ...
+    @property
+    def state(self) -> str: ...
+    @property
+    def study_uid(self) -> str | None: ...
+    @property
+    def rule(self) -> str | None: ...
+    @property
+    def model(self) -> str | None: ...
+
+
+class JobEventSource(Protocol):
+    """Reads transitions after an event id (``node.jobs.queries.JobEventReader``): the job
+    queue owns ``job_events``, the follower only reads through it."""
+
+    def __call__(self, after: int, limit: int) -> Sequence[JobTransition]: ...
+
+    def close(self) -> None: ...
 
 
 class JobEventFollower:
@@ -31,51 +58,34 @@ class JobEventFollower:
     ----------
     audit:
         Where records go (and where the cursor is kept).
-    db_path:
-        The node's index (``data_dir/index.sqlite``) holding ``jobs`` and ``job_events``.
+    events:
+        Where the transitions are read (``node.jobs.queries.JobEventReader`` on the index).
     poll_seconds:
         Pause between polls when there is nothing new.
     """
 
-    def __init__(self, audit: AuditLog, db_path: Path, *, poll_seconds: float = 1.0) -> None:
+    def __init__(
+        self, audit: AuditLog, events: JobEventSource, *, poll_seconds: float = 1.0
+    ) -> None:
         self._audit = audit
-        self._db_path = db_path
+        self._events = events
         self._poll_seconds = poll_seconds
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._conn: sqlite3.Connection | None = None
-
-    def _connection(self) -> sqlite3.Connection:
-        if self._conn is None:
-            self._conn = sqlite3.connect(self._db_path, timeout=30, check_same_thread=False)
-            self._conn.execute("PRAGMA busy_timeout=30000")
-        return self._conn
 
     def poll_once(self) -> int:
         """Audit the transitions after the cursor (at most one batch); return how many."""
         cursor = self._audit.cursor(_CURSOR) or 0
-        try:
-            rows = (
-                self._connection()
-                .execute(
-                    "SELECT e.id, e.job_id, e.state, j.study_uid, j.rule, j.model"
-                    " FROM job_events e LEFT JOIN jobs j ON j.job_id = e.job_id"
-                    " WHERE e.id > ? ORDER BY e.id LIMIT ?",
-                    (cursor, _BATCH),
-                )
-                .fetchall()
-            )
-        except sqlite3.OperationalError:  # the job store has not created its tables yet
-            return 0
-        for event_id, job_id, state, study_uid, rule, model in rows:
+        rows = self._events(cursor, _BATCH)
+        for e in rows:
             self._audit.record(
-                f"job.{state}",
-                study_uid=study_uid,
-                job_id=job_id,
-                rule=rule,
-                model=model,
+                f"job.{e.state}",
+                study_uid=e.study_uid,
+                job_id=e.job_id,
+                rule=e.rule,
+                model=e.model,
             )
-            self._audit.set_cursor(_CURSOR, int(event_id))
+            self._audit.set_cursor(_CURSOR, int(e.event_id))
         return len(rows)
 
     def start(self) -> None:
@@ -106,6 +116,4 @@ class JobEventFollower:
                 self.poll_once()
             except sqlite3.Error:
                 log.exception("audit.follow_failed")
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
+        self._events.close()

@@ -24,6 +24,11 @@ instance, series and study rows, its jobs (and their events), routings and outbo
 ``removed`` event (reason, bytes, counts) in the index's ``events`` table.  The files are
 unlinked after the commit; a crash in between leaves unreferenced files only.  The removed
 study can be received again and is then treated as new.
+
+Retention owns none of the job or outbox tables: the components that do are handed in as
+``study_rows`` (``StudyRows``: ``node.jobs.queries.JOB_ROWS`` and
+``node.delivery.queries.DELIVERY_ROWS``), each answering "may this study go, and when was its
+last activity?" and deleting its own rows inside retention's transaction.
 """
 
 from __future__ import annotations
@@ -34,13 +39,14 @@ import shutil
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 from node.config import RetentionConfig
 
-__all__ = ["Removal", "Retention", "study_candidates"]
+__all__ = ["Purged", "Removal", "Retention", "StudyHold", "StudyRows", "study_candidates"]
 
 log = logging.getLogger(__name__)
 
@@ -59,18 +65,41 @@ class Removal:
     ended_at: float
 
 
-def _table_exists(conn: sqlite3.Connection, name: str) -> bool:
-    row = conn.execute(
-        "SELECT 1 FROM sqlite_master WHERE type='table' AND name=?", (name,)
-    ).fetchone()
-    return row is not None
+@dataclass(frozen=True, slots=True)
+class StudyHold:
+    """What one owner of study rows says about a study."""
+
+    keep: bool
+    """Work is not finished (not routed yet, a job queued or running, a delivery pending)."""
+    last_activity: float | None = None
+    """When the owner's rows of the study last changed."""
 
 
-def study_candidates(conn: sqlite3.Connection) -> list[tuple[str, float]]:
+@dataclass(frozen=True, slots=True)
+class Purged:
+    """What one owner deleted of a study."""
+
+    job_ids: list[str] = field(default_factory=list)
+    """Jobs removed; their result folders ``data_dir/results/<job_id>`` go too."""
+    result_objects: int = 0
+
+
+class StudyRows(Protocol):
+    """A component that keeps rows of a study in the index (the job queue, the outbox)."""
+
+    def hold(self, conn: sqlite3.Connection, study_uid: str, generation: int) -> StudyHold:
+        """Whether the study (at completion ``generation``) must stay, and its last activity."""
+        ...
+
+    def purge(self, conn: sqlite3.Connection, study_uid: str) -> Purged:
+        """Delete the study's rows inside the caller's transaction."""
+        ...
+
+
+def study_candidates(
+    conn: sqlite3.Connection, study_rows: Sequence[StudyRows] = ()
+) -> list[tuple[str, float]]:
     """Finished studies as (study_uid, ended_at), oldest end first (see the module doc)."""
-    has_jobs = _table_exists(conn, "jobs")
-    has_outbox = _table_exists(conn, "outbox")
-    has_routings = _table_exists(conn, "routings")
     out: list[tuple[str, float]] = []
     rows = conn.execute(
         "SELECT study_uid, generation, last_received, COALESCE(completed_at, 0) FROM studies"
@@ -78,31 +107,15 @@ def study_candidates(conn: sqlite3.Connection) -> list[tuple[str, float]]:
     ).fetchall()
     for study_uid, generation, last_received, completed_at in rows:
         ended = max(float(last_received), float(completed_at))
-        if has_routings:
-            routed = conn.execute(
-                "SELECT COALESCE(MAX(generation), 0) FROM routings WHERE study_uid=?",
-                (study_uid,),
-            ).fetchone()[0]
-            if int(routed) < int(generation):
-                continue
-        if has_jobs:
-            active, last_job = conn.execute(
-                "SELECT SUM(state IN ('queued','running')), MAX(COALESCE(finished_at,"
-                " updated_at)) FROM jobs WHERE study_uid=?",
-                (study_uid,),
-            ).fetchone()
-            if active:
-                continue
-            ended = max(ended, float(last_job or 0.0))
-        if has_outbox:
-            pending, last_delivery = conn.execute(
-                "SELECT SUM(state = 'pending'), MAX(updated_at) FROM outbox WHERE study_uid=?",
-                (study_uid,),
-            ).fetchone()
-            if pending:
-                continue
-            ended = max(ended, float(last_delivery or 0.0))
-        out.append((str(study_uid), ended))
+        keep = False
+        for owner in study_rows:
+            hold = owner.hold(conn, str(study_uid), int(generation))
+            if hold.keep:
+                keep = True
+                break
+            ended = max(ended, float(hold.last_activity or 0.0))
+        if not keep:
+            out.append((str(study_uid), ended))
     out.sort(key=lambda c: (c[1], c[0]))
     return out
 
@@ -124,6 +137,9 @@ class Retention:
         Free bytes of the file system holding ``data_dir``; injectable for tests.
     on_removed:
         Called after each removal (the node refreshes the spool's usage counter).
+    study_rows:
+        The owners of the other tables holding rows of a study (job queue, outbox); a study is
+        removed only when none of them holds it, and each deletes its own rows.
     """
 
     def __init__(
@@ -135,8 +151,10 @@ class Retention:
         clock: Callable[[], float] = time.time,
         free_bytes: Callable[[Path], int] | None = None,
         on_removed: Callable[[Removal], None] | None = None,
+        study_rows: Sequence[StudyRows],
     ) -> None:
         self._data_dir = Path(data_dir)
+        self._study_rows = tuple(study_rows)
         self._db = self._data_dir / "index.sqlite"
         self._config = config
         self._quota = quota_bytes
@@ -181,7 +199,7 @@ class Retention:
             conn = self._connect()
             try:
                 now = self._clock()
-                candidates = study_candidates(conn)
+                candidates = study_candidates(conn, self._study_rows)
                 if self._config.days is not None:
                     limit = now - self._config.days * _DAY
                     for uid, ended in candidates:
@@ -194,7 +212,7 @@ class Retention:
                 if low is not None and self.headroom_bytes() < low:
                     target = max(self._config.free_target_bytes or low, low)
                     gone = {r.study_uid for r in removed}
-                    for uid, _ended in study_candidates(conn):
+                    for uid, _ended in study_candidates(conn, self._study_rows):
                         if uid in gone:
                             continue
                         if self.headroom_bytes() >= target:
@@ -217,7 +235,7 @@ class Retention:
         conn.execute("BEGIN IMMEDIATE")
         try:
             # check again inside the write lock: work may have arrived since the listing
-            ended = dict(study_candidates(conn)).get(study_uid)
+            ended = dict(study_candidates(conn, self._study_rows)).get(study_uid)
             if ended is None:
                 conn.execute("ROLLBACK")
                 return None
@@ -229,18 +247,10 @@ class Retention:
             ]
             job_ids: list[str] = []
             objects = 0
-            if _table_exists(conn, "jobs"):
-                for job_id, outputs in conn.execute(
-                    "SELECT job_id, outputs FROM jobs WHERE study_uid=?", (study_uid,)
-                ).fetchall():
-                    job_ids.append(str(job_id))
-                    if outputs:
-                        objects += len(json.loads(outputs).get("objects", []))
-                conn.executemany("DELETE FROM job_events WHERE job_id=?", [(j,) for j in job_ids])
-                conn.execute("DELETE FROM jobs WHERE study_uid=?", (study_uid,))
-                conn.execute("DELETE FROM routings WHERE study_uid=?", (study_uid,))
-            if _table_exists(conn, "outbox"):
-                conn.execute("DELETE FROM outbox WHERE study_uid=?", (study_uid,))
+            for owner in self._study_rows:
+                purged = owner.purge(conn, study_uid)
+                job_ids.extend(purged.job_ids)
+                objects += purged.result_objects
             for table in ("instances", "series", "studies"):
                 conn.execute(f"DELETE FROM {table} WHERE study_uid=?", (study_uid,))  # noqa: S608
             result_dirs = [self._data_dir / "results" / j for j in job_ids]

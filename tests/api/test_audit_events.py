@@ -14,6 +14,7 @@ import pytest
 from node.app import Node
 from node.audit import AuditLog, JobEventFollower
 from node.config import Config, NodeConfig, StudyConfig
+from node.jobs.queries import JobEventReader
 from node.jobs.store import JobStore
 from node.types import Job
 from tests.api.opsnode import OpsNode, start_ops_node
@@ -83,7 +84,7 @@ def test_job_transitions_are_followed_once(tmp_path: Path) -> None:
     for reason in ("model crashed: patient DOE^JOHN", "again"):
         assert store.claim("w1") is not None
         store.finish(job.job_id, ok=False, reason=reason)
-    follower = JobEventFollower(audit, db)
+    follower = JobEventFollower(audit, JobEventReader(db))
     assert follower.poll_once() == len(store.events(job.job_id))
     follower.stop()
     events = [r.event for r in reversed(audit.list(study_uid="1.2.3"))]
@@ -99,7 +100,7 @@ def test_job_transitions_are_followed_once(tmp_path: Path) -> None:
     assert rec.actor == "node" and rec.detail == {"job_id": "j-audit", "rule": "r", "model": "m"}
     # a new follower (node restart) resumes after the cursor: nothing twice
     store.retry(job.job_id)
-    again = JobEventFollower(audit, db)
+    again = JobEventFollower(audit, JobEventReader(db))
     assert again.poll_once() == 1
     again.stop()
     assert [r.event for r in audit.list(study_uid="1.2.3", limit=1)] == ["job.queued"]

@@ -13,13 +13,21 @@ import pytest
 
 from node.config import FolderDestination, RetentionConfig
 from node.delivery.outbox import Outbox
+from node.delivery.queries import DELIVERY_ROWS
 from node.errors import IngestError, OutOfResourcesError
 from node.ingest.spool import Spool
+from node.jobs.queries import JOB_ROWS
 from node.jobs.store import JobStore
 from node.samples.writers import write_ct_series
 from node.store.index import Index
 from node.store.retention import Removal, Retention
 from node.types import Job
+
+
+def _retention(*args: object, **kwargs: object) -> Retention:
+    """Retention as the node wires it: the job queue and the outbox own their rows."""
+    return Retention(*args, study_rows=(JOB_ROWS, DELIVERY_ROWS), **kwargs)  # type: ignore[arg-type]
+
 
 DAY = 86400.0
 
@@ -117,10 +125,10 @@ def test_age_removes_only_finished_studies(site: Site) -> None:
 
     now = time.time()
     config = RetentionConfig(days=2)
-    early = Retention(site.data, config, clock=lambda: now + 1.9 * DAY)
+    early = _retention(site.data, config, clock=lambda: now + 1.9 * DAY)
     assert early.run_once() == []
 
-    late = Retention(site.data, config, clock=lambda: now + 2.1 * DAY)
+    late = _retention(site.data, config, clock=lambda: now + 2.1 * DAY)
     removed = late.run_once()
     assert [(r.study_uid, r.reason, r.instances, r.result_objects) for r in removed] == [
         (done, "age", 3, 1)
@@ -157,7 +165,7 @@ def test_low_watermark_removes_oldest_finished_first_and_ingest_resumes(tmp_path
             site.spool.refresh_usage()
 
         free = int(one_study * 1.6)  # headroom wanted: more than one study's worth
-        retention = Retention(
+        retention = _retention(
             site.data,
             RetentionConfig(low_watermark_bytes=free),
             quota_bytes=int(one_study * 4.5),
@@ -183,10 +191,10 @@ def test_low_watermark_removes_oldest_finished_first_and_ingest_resumes(tmp_path
 
 
 def test_disabled_by_default_and_background_thread(site: Site) -> None:
-    assert not Retention(site.data, RetentionConfig()).enabled
+    assert not _retention(site.data, RetentionConfig()).enabled
     uid = site.study()
     now = time.time()
-    retention = Retention(
+    retention = _retention(
         site.data, RetentionConfig(days=0, interval_seconds=0.05), clock=lambda: now + 1
     )
     retention.start()
@@ -239,7 +247,7 @@ def test_quarantined_files_expire_with_an_event(site: Site) -> None:
     [old] = sorted((site.data / "quarantine").glob("*.dcm"))
     assert old.with_suffix(".json").is_file()
     now = time.time()
-    later = Retention(site.data, RetentionConfig(days=30, quarantine_days=1), clock=lambda: now)
+    later = _retention(site.data, RetentionConfig(days=30, quarantine_days=1), clock=lambda: now)
     assert later.run_once() == [] and old.is_file()
 
     # a second refusal, stamped a day later, must outlive the first
@@ -250,7 +258,9 @@ def test_quarantined_files_expire_with_an_event(site: Site) -> None:
     reason["received_at"] = now + DAY
     young.with_suffix(".json").write_text(json.dumps(reason))
 
-    expire = Retention(site.data, RetentionConfig(quarantine_days=1), clock=lambda: now + 1.5 * DAY)
+    expire = _retention(
+        site.data, RetentionConfig(quarantine_days=1), clock=lambda: now + 1.5 * DAY
+    )
     assert expire.run_once() == []
     assert not old.exists() and not old.with_suffix(".json").exists()
     assert young.is_file() and young.with_suffix(".json").is_file()
@@ -262,5 +272,21 @@ def test_quarantined_files_expire_with_an_event(site: Site) -> None:
     assert [json.loads(d)["file"] for (d,) in rows] == [old.name]
 
     # without any age rule the quarantine is kept for the administrator
-    assert Retention(site.data, RetentionConfig(), clock=lambda: now + 99 * DAY).run_once() == []
+    assert _retention(site.data, RetentionConfig(), clock=lambda: now + 99 * DAY).run_once() == []
     assert young.is_file()
+
+
+def test_a_removed_study_sent_again_is_stored_again(site: Site) -> None:
+    """Retention deletes the series folders of a study it removes; the spool had them marked
+    as made, so the same study sent again failed to store until the node restarted."""
+    files = site.files()
+    uid = site.receive(files)
+    assert site.index.mark_complete(uid, forced=True) is not None
+    site.jobs.record_routing(uid, 1, rules_sha256="t", decisions={})
+    series_dir = site.index.study_instances(uid)[0].path.parent
+    now = time.time()
+    [removal] = _retention(site.data, RetentionConfig(days=0), clock=lambda: now + 1).run_once()
+    assert removal.study_uid == uid and not series_dir.exists()
+    assert site.receive(files) == uid
+    again = site.index.study_instances(uid)
+    assert len(again) == len(files) and all(i.path.is_file() for i in again)
