@@ -66,7 +66,7 @@ class SpoolView(Protocol):
 class TrackerView(Protocol):
     """Study assembly (``node.assembly.tracker.Tracker``)."""
 
-    def complete(self, study_uid: str) -> int | None: ...
+    def complete(self, study_uid: str, *, background: bool = False) -> int | None: ...
 
 
 class NodeView(Protocol):

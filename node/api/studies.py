@@ -242,7 +242,9 @@ def complete_study(
 ) -> dict[str, Any]:
     """Force completion of a study now, without waiting for the stable window.
 
-    Completing an already complete study changes nothing (``"changed": false``).
+    Completing an already complete study changes nothing (``"changed": false``).  The
+    completion is durable when this answers; routing follows in the background (the study's
+    ``lifecycle`` shows it once done).
 
     Raises
     ------
@@ -251,7 +253,7 @@ def complete_study(
     """
     if node.index.study_row(study_uid) is None:
         raise NotFoundError(f"study {study_uid} is not known to this node")
-    generation = node.tracker.complete(study_uid)
+    generation = node.tracker.complete(study_uid, background=True)
     out = _detail(node, study_uid)
     out["changed"] = generation is not None
     return _guarded(request, out, "POST /api/studies/{uid}/complete")

@@ -93,8 +93,13 @@ class StudyTracker:
                 heapq.heappush(self._heap, (deadline, study_uid))
                 self._cond.notify_all()
 
-    def complete(self, study_uid: str) -> int | None:
+    def complete(self, study_uid: str, *, background: bool = False) -> int | None:
         """Force completion now; return the new generation, or None if already complete.
+
+        With ``background`` the completion is recorded before returning and the consumers
+        (routing) run on a thread of their own: an HTTP request is not held while routing waits
+        for the models to be described.  A node stopped before routing ran routes the study
+        at its next start (it is complete and not routed).
 
         Raises
         ------
@@ -103,9 +108,16 @@ class StudyTracker:
         """
         if self.index.study_row(study_uid) is None:
             raise NotFoundError(f"study {study_uid} is not known to this node")
-        return self._complete(study_uid, forced=True, idle_since=None)
+        return self._complete(study_uid, forced=True, idle_since=None, background=background)
 
-    def _complete(self, study_uid: str, *, forced: bool, idle_since: float | None) -> int | None:
+    def _complete(
+        self,
+        study_uid: str,
+        *,
+        forced: bool,
+        idle_since: float | None,
+        background: bool = False,
+    ) -> int | None:
         generation = self.index.mark_complete(study_uid, forced=forced, if_idle_since=idle_since)
         if generation is None:
             return None
@@ -117,11 +129,19 @@ class StudyTracker:
             extra={"study_uid": study_uid, "generation": generation, "forced": forced},
         )
         if study is not None:
-            try:
-                self.on_complete(study)
-            except Exception:  # noqa: BLE001 - a consumer's failure must not stop assembly
-                log.exception("study.on_complete_failed", extra={"study_uid": study_uid})
+            if background:
+                threading.Thread(
+                    target=self._notify, args=(study,), name="study-complete", daemon=True
+                ).start()
+            else:
+                self._notify(study)
         return generation
+
+    def _notify(self, study: Study) -> None:
+        try:
+            self.on_complete(study)
+        except Exception:  # noqa: BLE001 - a consumer's failure must not stop assembly
+            log.exception("study.on_complete_failed", extra={"study_uid": study.study_uid})
 
     # ------------------------------------------------------------ timer thread
     def _run(self) -> None:

@@ -23,6 +23,7 @@ __all__ = [
     "JobEvent",
     "JobEventReader",
     "StudyJobs",
+    "ai_status_sql",
     "count_by_model_and_state",
     "count_by_state",
     "events_after",
@@ -48,6 +49,31 @@ def _has_table(conn: sqlite3.Connection, name: str) -> bool:
         "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)
     ).fetchone()
     return row is not None
+
+
+def ai_status_sql(study_uid_column: str = "s.study_uid") -> str:
+    """SQL expression of a study's AI status from its jobs that are not superseded: running,
+    queued, failed (failed or dead), succeeded, cancelled (the first that applies) or none.
+
+    The index sorts, filters and pages its study list in SQL with it
+    (``node.store.index.Index(ai_status_sql=...)``); the jobs table must exist.
+    """
+
+    def has(states: str) -> str:
+        return (
+            f"EXISTS (SELECT 1 FROM jobs j WHERE j.study_uid = {study_uid_column}"
+            f" AND j.superseded_by IS NULL AND j.state IN ({states}))"
+        )
+
+    steps = [
+        (has("'running'"), "running"),
+        (has("'queued'"), "queued"),
+        (has("'failed', 'dead'"), "failed"),
+        (has("'succeeded'"), "succeeded"),
+        (has("'cancelled'"), "cancelled"),
+    ]
+    whens = " ".join(f"WHEN {cond} THEN '{status}'" for cond, status in steps)
+    return f"CASE {whens} ELSE 'none' END"
 
 
 def count_by_model_and_state(conn: sqlite3.Connection) -> list[tuple[str, str, int]]:

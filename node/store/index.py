@@ -185,10 +185,15 @@ class Index:
     ----------
     db_path:
         The database file; its directory is the data directory that stored paths are relative to.
+    ai_status_sql:
+        The job queue's SQL expression of a study's AI status over ``s.study_uid``
+        (``node.jobs.queries.ai_status_sql()``); without it the study list's ``ai_status`` is
+        None and the AI status filters match nothing.
     """
 
-    def __init__(self, db_path: Path) -> None:
+    def __init__(self, db_path: Path, *, ai_status_sql: str | None = None) -> None:
         self.db_path = Path(db_path)
+        self._ai_status = ai_status_sql
         self.data_dir = self.db_path.parent
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self._idle: queue.LifoQueue[sqlite3.Connection] = queue.LifoQueue(maxsize=_POOL)
@@ -512,7 +517,10 @@ class Index:
 
     # ------------------------------------------------------------ queries
     def _ai_status_sql(self) -> str:
-        """SQL of a study's AI status (jobs not superseded), or NULL when no jobs table."""
+        """SQL of a study's AI status (given by the job queue, its owner), or NULL when none was
+        given or the jobs table does not exist yet."""
+        if self._ai_status is None:
+            return "NULL"
         if not self._has_jobs:
             rows = (
                 self._conn()
@@ -520,24 +528,7 @@ class Index:
                 .fetchall()
             )
             self._has_jobs = bool(rows)
-        if not self._has_jobs:
-            return "NULL"
-
-        def has(states: str) -> str:
-            return (
-                "EXISTS (SELECT 1 FROM jobs j WHERE j.study_uid = s.study_uid"
-                f" AND j.superseded_by IS NULL AND j.state IN ({states}))"
-            )
-
-        steps = [
-            (has("'running'"), "running"),
-            (has("'queued'"), "queued"),
-            (has("'failed', 'dead'"), "failed"),
-            (has("'succeeded'"), "succeeded"),
-            (has("'cancelled'"), "cancelled"),
-        ]
-        whens = " ".join(f"WHEN {cond} THEN '{status}'" for cond, status in steps)
-        return f"CASE {whens} ELSE 'none' END"
+        return self._ai_status if self._has_jobs else "NULL"
 
     def _summaries(self, where: str, params: Sequence[Any]) -> list[dict[str, Any]]:
         rows = (

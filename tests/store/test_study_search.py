@@ -12,6 +12,7 @@ import pydicom
 import pytest
 
 from node.ingest.spool import Spool
+from node.jobs.queries import ai_status_sql
 from node.jobs.store import JobStore
 from node.store.index import STEPS, Index, StudyQuery
 from node.store.migrate import migrate
@@ -46,7 +47,8 @@ def _store(tmp_path: Path, index: Index) -> list[str]:
 
 @pytest.fixture
 def index(tmp_path: Path) -> Index:
-    return Index(tmp_path / "data" / "index.sqlite")
+    """The index as the node opens it: the job queue gives the AI status expression."""
+    return Index(tmp_path / "data" / "index.sqlite", ai_status_sql=ai_status_sql())
 
 
 def test_columns_written_at_ingest(tmp_path: Path, index: Index) -> None:
