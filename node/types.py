@@ -121,6 +121,10 @@ class NotApplicable(enum.StrEnum):
     UNDECODABLE = "undecodable"  # instances whose pixel data cannot be decoded
     NO_IMAGE = "no_image"  # nothing in the series is an image
     NO_VOLUME = "no_volume"  # the rule's volume selection chose none
+    # an image series that no rule sends to a model (only a fallback ``ignore`` rule, or no
+    # rule, matched it): the first when an installed model could read it, the second when none
+    NO_RULE = "no_rule"  # no rule routes this series to a model
+    NO_MODEL = "no_model"  # no installed model can read it (e.g. accepts its modality)
 
 
 @dataclass(frozen=True, slots=True)
