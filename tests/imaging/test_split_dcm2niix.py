@@ -9,7 +9,9 @@ the test too (so that the list stays true).
 
 dcm2niix as packaged by Debian has no JPEG-LS decoder and refuses some fragmented JPEG 2000
 files, so compressed files are first decompressed with pydicom (the same decoders ainode uses)
-when it can; that compares how series are split, not which codecs each build carries.
+when it can; that compares how series are split, not which codecs each build carries.  The
+decompressed copy keeps its SOP Instance UID (pydicom would mint a new one by default, and
+dcm2niix would then see distinct instances where the sender sent copies of one).
 """
 
 from __future__ import annotations
@@ -30,22 +32,25 @@ from tests.imaging.synthetic import constructed_series, write_mr_frames
 
 DCM2NIIX = shutil.which("dcm2niix")
 
-#: Modalities that are not images a model reads (results, RT dose grids, documents); their
-#: series are listed as excluded, with this reason.
-NON_IMAGE = {"SEG": "a segmentation result", "RTDOSE": "a dose grid (GridFrameOffsetVector)"}
+#: Modalities that are not images a model reads (results); their series are listed as excluded,
+#: with this reason.  (RT Dose grids are compared: both tools make one volume of them.)
+NON_IMAGE = {"SEG": "a segmentation result"}
 
 #: Series (by folder / first file) where the two tools differ, and why.
 KNOWN_DIFFERENCES = {
-    "transfer-syntax/ge-ct-slice-15-syntaxes/CTImage.dcm": (
-        "16 copies of ONE slice (7 SOP Instance UIDs; 2 in retired JPEG syntaxes neither tool "
-        "decodes): dcm2niix removes copies with identical time/instance values and stacks the "
-        "rest by its own rules; ainode keeps one copy per SOP Instance UID and makes one volume "
-        "per repetition at the same position, by Image Type (ORIGINAL vs DERIVED re-encodings)"
+    "malformed/badVR.dcm": (
+        "an RT Dose grid whose Number of Frames is '1A' (not an Integer String, PS3.5 6.2); its "
+        "Pixel Data holds 6000 bytes = 15 frames of 10 x 10 x 32 bits.  dcm2niix reads '1A' as "
+        "1 and converts one frame of the 15; ainode refuses to guess and names the instance "
+        "('invalid image header'), so the series is not applicable: undecodable"
     ),
     "other-modalities/xa/XA1_JPLY.dcm": (
-        "12-bit lossy JPEG that no decoder of either tool reads: dcm2niix converts nothing; "
-        "ainode's split reads headers only and sees one image, whose load then fails once as an "
-        "input problem (JPEG Extended is a supported syntax, so the header cannot tell)"
+        "12-bit lossy JPEG whose stream is malformed (SOF1 extended sequential frame, but its scan "
+        "says Ss=0 Se=0, which ISO 10918-1 allows only for lossless): no decoder of either tool "
+        "reads it, so dcm2niix converts nothing; ainode's split reads headers only and sees one "
+        "image (JPEG Extended is a supported syntax, so the header cannot tell).  The object is "
+        "a Secondary Capture, which the shipped rules ignore; a rule that sent it to a model "
+        "would see its load fail once as an input problem"
     ),
 }
 
@@ -84,7 +89,7 @@ def _decompressed_copy(paths: list[Path], folder: Path) -> None:
             try:
                 ds = pydicom.dcmread(p)
                 if ds.file_meta.TransferSyntaxUID.is_compressed:
-                    ds.decompress()
+                    ds.decompress(generate_instance_uid=False)  # the same instance
                     ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
                 ds.save_as(target, enforce_file_format=False)
                 continue
