@@ -53,9 +53,16 @@ def test_small_gap_is_filled_and_said(tmp_path: Path) -> None:
     vol = load_volume(paths, volume_id=v.volume_id)
     assert vol.voxels.shape[0] == 20
     assert vol.spacing[0] == pytest.approx(2.0)
-    # the filled slice lies between its neighbours
+    # the filled slice lies between its neighbours, and the volume says which one it is
+    assert vol.filled_slices == (9,)
     mid = vol.voxels[9].astype(float)
     assert np.allclose(mid, (vol.voxels[8].astype(float) + vol.voxels[10]) / 2, atol=1)
+
+
+def test_a_volume_without_a_gap_names_no_filled_slice(tmp_path: Path) -> None:
+    paths = _series(tmp_path, "plain-stack")
+    (v,) = split_series(paths).volumes
+    assert load_volume(paths, volume_id=v.volume_id).filled_slices == ()
 
 
 def test_large_gap_is_missing_slices(tmp_path: Path) -> None:
