@@ -140,3 +140,20 @@ def test_rt_dose_grid_is_one_volume_placed_by_grid_frame_offsets(
     ds.save_as(absolute)
     vol2 = load_volume([absolute])
     assert np.allclose(vol2.origin, vol.origin) and np.allclose(vol2.voxels, vol.voxels)
+
+
+def test_malformed_jpeg_stream_is_named_before_any_pixel_is_decoded(corpus: Path) -> None:
+    """XA1_JPLY's stream declares a sequential DCT frame (SOF1) but its scan spans 0..0: no
+    decoder reads it (dcm2niix converts nothing either).  The split names it from the stream's
+    first bytes, so routing can say "undecodable" instead of a job failing at load."""
+    path = corpus / "other-modalities" / "xa" / "XA1_JPLY.dcm"
+    split = split_series([path])
+    assert split.volumes == ()
+    (dropped,) = split.dropped
+    assert "sequential DCT frame (SOF1)" in dropped.reason and "0..0, not 0..63" in dropped.reason
+    with pytest.raises(ImagingError, match="decode"):
+        load_volume([path])  # the decoders agree
+    # a valid JPEG Extended stream of the same kind passes the check
+    ok = corpus / "transfer-syntax" / "ge-ct-slice-15-syntaxes"
+    ext = next(ok.glob("*JPEGProcess2_4*"))
+    assert split_series([ext]).dropped == ()

@@ -44,14 +44,6 @@ KNOWN_DIFFERENCES = {
         "1 and converts one frame of the 15; ainode refuses to guess and names the instance "
         "('invalid image header'), so the series is not applicable: undecodable"
     ),
-    "other-modalities/xa/XA1_JPLY.dcm": (
-        "12-bit lossy JPEG whose stream is malformed (SOF1 extended sequential frame, but its scan "
-        "says Ss=0 Se=0, which ISO 10918-1 allows only for lossless): no decoder of either tool "
-        "reads it, so dcm2niix converts nothing; ainode's split reads headers only and sees one "
-        "image (JPEG Extended is a supported syntax, so the header cannot tell).  The object is "
-        "a Secondary Capture, which the shipped rules ignore; a rule that sent it to a model "
-        "would see its load fail once as an input problem"
-    ),
 }
 
 _CONVERT = re.compile(r"Convert \d+ DICOM as .* \((\d+)x(\d+)x(\d+)x(\d+)\)")
