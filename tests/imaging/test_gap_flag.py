@@ -80,3 +80,46 @@ def test_interpolated_slice_is_flagged_in_seg_sr(
     }
     assert round(gap_z, 3) in plain_z  # segmented there when the slice was acquired
     assert not any("interpolated" in t for d in plain if d.Modality == "SR" for t in _texts(d))
+
+
+def test_job_outputs_name_the_interpolated_slices(tmp_path: Path) -> None:
+    """A real job (a small MONAI-bundle model) on a CT series missing one slice: its outputs list
+    the interpolated slice and its SEG says so."""
+    import numpy as np
+
+    from node.jobs.pipeline import run_series
+    from node.samples.writers import write_ct_series
+    from node.types import Job
+    from tests.models.builders import write_body_model
+
+    write_body_model(tmp_path / "models", name="tiny-body", roi="[8, 32, 32]")
+    voxels = np.full((12, 32, 32), -1000.0, dtype=np.float32)
+    voxels[2:10, 8:24, 8:24] = 40.0  # a "body" the model labels
+    paths = write_ct_series(voxels, spacing=(2.5, 1.0, 1.0), out_dir=tmp_path / "ct")
+    by_z = sorted(
+        paths, key=lambda p: float(pydicom.dcmread(p, stop_before_pixels=True).SliceLocation)
+    )
+    by_z[6].unlink()
+    kept = [p for p in paths if p.exists()]
+    (v,) = split_series(kept).volumes
+    assert v.filled_slices == 1
+    ds = pydicom.dcmread(kept[0], stop_before_pixels=True)
+    job = Job(
+        job_id="gap-1",
+        study_uid=str(ds.StudyInstanceUID),
+        series_uids=(str(ds.SeriesInstanceUID),),
+        model="tiny-body",
+        rule="ct",
+        parameters={"_volume": v.volume_id},
+    )
+    out = run_series(
+        job,
+        kept,
+        context={"model_paths": [str(tmp_path / "models")], "device": "cpu"},
+        out_dir=tmp_path / "results",
+        relative_to=tmp_path,
+    )
+    assert out["interpolated_slices"] == [6]
+    written = [pydicom.dcmread(tmp_path / o["path"]) for o in out["objects"]]
+    segs = [d for d in written if d.Modality == "SEG"]
+    assert segs and "1 of 12 slices were interpolated" in segs[0].DerivationDescription
