@@ -162,7 +162,7 @@ def test_a_series_without_any_rule_is_unrouted_with_no_rule_name(tmp_path: Path)
     rules = dicom_rules.parse(
         "version: 1\nrules:\n  - name: ct\n    when: {Modality: {equals: CT}}\n"
         "    then: {model: m}\n",
-        models=["m"],
+        models={"m"},
     )
     files = _by_series(write_mr_frames(tmp_path / "mr", constructed_series()["plain-stack"]))
     decisions = rules.route(_study(files), destinations=["pacs"])
