@@ -2,7 +2,8 @@
 
 Writes the study with pydicom (20 series x 50 single-frame MR instances: multi-echo, time series,
 DWI, surveys, plain stacks), then times ``split_series`` + ``choose_volume`` against a 3D model's
-requirements for every series, as the router does before it creates any job.  Also times
+requirements for every series, as the router does before it creates any job, and the reason a
+series no rule routes gets (``no_model_reason`` against a CT and an MR model).  Also times
 dcm2niix's own pass over the same files (``-b n`` without writing volumes is not available, so
 it converts; the figure is for reference only).
 
@@ -21,7 +22,7 @@ from pathlib import Path
 
 from node.imaging.split import split_series
 from node.models.base import ModelInfo, OutputKind, Task
-from node.routing.qualify import choose_volume
+from node.routing.qualify import choose_volume, no_model_reason
 from tests.imaging.synthetic import write_mr_frames
 
 
@@ -71,6 +72,13 @@ def main() -> None:
         modalities=("MR",),
         min_slices=8,
     )
+    ct_info = ModelInfo(
+        name="ct-3d",
+        version="1",
+        task=Task.SEGMENTATION,
+        outputs=(OutputKind.LABEL_MAP,),
+        modalities=("CT",),
+    )
     best = best_cpu = float("inf")
     for _ in range(3):
         t, c = time.perf_counter(), time.process_time()
@@ -83,6 +91,8 @@ def main() -> None:
                 dropped=[(d.sop_uid, d.reason) for d in split.dropped],
                 refusal=info.refusal,
             )
+            # the shipped rules send MR to no model: the router says why (no_rule / no_model)
+            no_model_reason(split.volumes, {"ct-3d": ct_info.refusal, "mr-3d": info.refusal})
         best = min(best, time.perf_counter() - t)
         best_cpu = min(best_cpu, time.process_time() - c)
     print(f"instances: {n}, series: {len(series)}, volumes: {volumes}")

@@ -22,10 +22,11 @@ import logging
 import ssl
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from dicom_rules import RuleSet
 from node.assembly.tracker import StudyTracker
 from node.config import Config
 from node.delivery.outbox import Outbox
@@ -45,7 +46,7 @@ from node.jobs.store import JobStore
 from node.models.admission import model_paths
 from node.routing import DEFAULT_RULES
 from node.routing.dispatch import route_study
-from node.routing.qualify import Refusal, SeriesQualifier
+from node.routing.qualify import Refusal, SeriesQualifier, qualify_study, unrouted_series
 from node.routing.reload import RuleHolder
 from node.store.index import Index
 from node.store.retention import Removal, Retention
@@ -293,9 +294,13 @@ class Node:
             if not self._combine:
                 # remote workers keep no predictions for a combine job: per-model results
                 decisions = [dataclasses.replace(d, combine=False) for d in decisions]
+            series_uids = [s.series_uid for s in study.series]
+            unrouted = unrouted_series(rules, decisions, series_uids)
             qualifier = SeriesQualifier(
                 paths=self._series_paths,
-                refusals=self._refusals_or_none() if any(d.model for d in decisions) else {},
+                refusals=(
+                    self._refusals_or_none() if unrouted or any(d.model for d in decisions) else {}
+                ),
             )
             plan = plan_jobs(
                 study.study_uid,
@@ -305,6 +310,10 @@ class Node:
                 combine=self._config.results.combine,
                 taken_series_numbers=_series_numbers(study),
             )
+            not_applicable = [
+                *plan.not_applicable,
+                *qualifier.unrouted_records(rules, decisions, series_uids),
+            ]
             for destination, series_uid in plan.forwards:
                 paths = [i.path for i in self._index.series_instances(series_uid)]
                 if paths:
@@ -336,12 +345,12 @@ class Node:
                             "reason": reason,
                             "detail": detail,
                         }
-                        for rule, model, series_uid, reason, detail in plan.not_applicable
+                        for rule, model, series_uid, reason, detail in not_applicable
                     ],
                     "volumes": qualifier.volumes_json(),
                 },
             )
-            for rule, model, _, reason, _ in plan.not_applicable:
+            for rule, model, _, reason, _ in not_applicable:
                 log.info(
                     "series.not_applicable",
                     extra={
@@ -363,6 +372,22 @@ class Node:
         )
         if new:
             self._engine.wake()
+
+    def qualify(self, rules: RuleSet, study: Study, decisions: Sequence[Any]) -> dict[str, Any]:
+        """What routing ``study`` with ``rules`` would record after the rules (volumes,
+        not-applicable reasons), queueing nothing: the dry runs' half of ``route``."""
+        series_uids = [s.series_uid for s in study.series]
+        qualifier = SeriesQualifier(
+            paths=self._series_paths,
+            refusals=(
+                self._refusals_or_none()
+                if unrouted_series(rules, decisions, series_uids) or any(d.model for d in decisions)
+                else {}
+            ),
+        )
+        return qualify_study(
+            rules=rules, decisions=decisions, series_uids=series_uids, qualifier=qualifier
+        )
 
     def _series_paths(self, series_uid: str) -> list[Path]:
         data_dir = self._config.node.data_dir

@@ -121,6 +121,10 @@ class NotApplicable(enum.StrEnum):
     UNDECODABLE = "undecodable"  # instances whose pixel data cannot be decoded
     NO_IMAGE = "no_image"  # nothing in the series is an image
     NO_VOLUME = "no_volume"  # the rule's volume selection chose none
+    # an image series that no rule sends to a model (only a fallback ``ignore`` rule, or no
+    # rule, matched it): the first when an installed model could read it, the second when none
+    NO_RULE = "no_rule"  # no rule routes this series to a model
+    NO_MODEL = "no_model"  # no installed model can read it (e.g. accepts its modality)
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,7 +197,9 @@ class Volume:
     (slice, row, column) in mm.  ``origin`` is the patient position (x, y, z, mm) of the first voxel
     of the first slice, ``direction`` a 3x3 matrix whose rows are the row direction cosine, the
     column direction cosine and the slice normal (PS3.3 C.7.6.2.1.1).  ``sources[i]`` is the
-    instance (and frame) that slice ``i`` came from.
+    instance (and frame) that slice ``i`` came from.  ``filled_slices`` are the indices of slices
+    interpolated to fill a small gap (``sources`` names the nearer acquired slice for them);
+    results say so (``node.results``).
     """
 
     voxels: npt.NDArray[Any]
@@ -207,6 +213,7 @@ class Volume:
     body_part: str | None = None
     frame_of_reference_uid: str | None = None
     is_3d: bool = True
+    filled_slices: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -184,7 +184,10 @@ def rules_action(
             request,
             node,
             text=text,
-            dry_run=explanation.to_json(),
+            dry_run={
+                **explanation.to_json(),
+                **node.qualify(rules, study, explanation.decisions),
+            },
             message=f"dry run on study {study_uid}: nothing was queued",
             study_uid=study_uid,
         )

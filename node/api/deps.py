@@ -7,10 +7,12 @@ stays in one place (``node/app.py``) and the routers can be served by any object
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Protocol
 
 from fastapi import Request
 
+from dicom_rules import RuleSet
 from node.config import Config
 from node.delivery.outbox import Outbox
 from node.jobs.store import JobStore
@@ -98,6 +100,10 @@ class NodeView(Protocol):
 
     @property
     def rules(self) -> RuleHolder: ...
+
+    def qualify(self, rules: RuleSet, study: Study, decisions: Sequence[Any]) -> dict[str, Any]:
+        """Volumes and not-applicable reasons of routing ``study`` (``Node.qualify``)."""
+        ...
 
 
 def get_node(request: Request) -> NodeView:

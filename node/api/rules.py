@@ -174,7 +174,8 @@ def dry_run(
     node: Annotated[NodeView, Depends(get_node)],
 ) -> dict[str, Any] | JSONResponse:
     """Route a stored study with the submitted (or active) rules and return the explanation
-    (the JSON of ``ainode rules explain``); nothing is queued.
+    with the volumes and not-applicable reasons (the JSON of ``ainode rules explain``); nothing
+    is queued.
 
     Raises
     ------
@@ -197,6 +198,7 @@ def dry_run(
         "rules_sha256": _sha(text),
         "active": body.text is None,
         **explanation.to_json(),
+        **node.qualify(rules, study, explanation.decisions),
     }
 
 

@@ -212,25 +212,19 @@ def _model_refusals(config: Config | None) -> dict[str, Any]:
 
 
 def _qualify(
-    decisions: Any, files: dict[str, list[Path]], refusals: dict[str, Any]
+    rules: Any,
+    decisions: Any,
+    series_uids: list[str],
+    files: dict[str, list[Path]],
+    refusals: dict[str, Any],
 ) -> dict[str, Any]:
     """What the live router does next (node.routing.qualify): volumes and not-applicable."""
-    from node.routing.qualify import SeriesQualifier
+    from node.routing.qualify import SeriesQualifier, qualify_study
 
     qualifier = SeriesQualifier(paths=lambda uid: files.get(uid, []), refusals=refusals)
-    chosen: list[dict[str, Any]] = []
-    for d in decisions:
-        if d.model is None or d.ignored:
-            continue
-        for uid in d.series_uids:
-            q = qualifier.choose(d, uid)
-            if q is not None:
-                chosen.append({"rule": d.rule, "model": d.model, "series_uid": uid, **q.to_json()})
-    return {
-        "volumes": qualifier.volumes_json(),
-        "qualified": chosen,
-        "not_applicable": [c for c in chosen if c["reason"] is not None],
-    }
+    return qualify_study(
+        rules=rules, decisions=decisions, series_uids=series_uids, qualifier=qualifier
+    )
 
 
 @app.command("explain")
@@ -251,6 +245,8 @@ def explain(
     ] = None,
 ) -> None:
     """Route DICOM files (or a stored study) with a rule file and print why, as JSON."""
+    from node.routing.qualify import unrouted_series
+
     cfg = _config(config)
     rules = _load_rules(rules_file, cfg)
     destinations = sorted(cfg.destinations) if cfg is not None else None
@@ -277,9 +273,13 @@ def explain(
     for study_uid, series in sorted(studies.items()):
         explanation = rules.explain(series, destinations=destinations)
         entry = {"study_uid": study_uid, **explanation.to_json()}
-        if refusals is None and any(d.model for d in explanation.decisions):
+        uids = [s.series_uid for s in series]
+        if refusals is None and (
+            any(d.model for d in explanation.decisions)
+            or unrouted_series(rules, explanation.decisions, uids)
+        ):
             refusals = _model_refusals(cfg)
-        entry.update(_qualify(explanation.decisions, files, refusals or {}))
+        entry.update(_qualify(rules, explanation.decisions, uids, files, refusals or {}))
         out["studies"].append(entry)
     out["unreadable"] = unreadable
     json.dump(out, sys.stdout, indent=2)

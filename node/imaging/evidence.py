@@ -5,7 +5,8 @@ image / frame type, diffusion b-value and gradient direction (standard tags, the
 ones), temporal position, stack ID and dimension index values (PS3.3 C.7.6.17), plus the
 acquisition order of repetitions.  ``pixel_problem`` says when the header already shows that the
 pixel data cannot be decoded (no decoder for the transfer syntax; fewer bytes than Rows x Columns
-x bits).  Used by ``node.imaging.split``.
+x bits; a JPEG DCT stream whose own frame and scan headers contradict each other, read from the
+first bytes of its first fragment, no pixel decoded).  Used by ``node.imaging.split``.
 """
 
 from __future__ import annotations
@@ -28,6 +29,11 @@ _UNDECODABLE_SYNTAXES = {
     "1.2.840.10008.1.2.4.53": "JPEG Spectral Selection (retired)",
     "1.2.840.10008.1.2.4.55": "JPEG Full Progression (retired)",
 }
+
+
+#: JPEG sequential DCT syntaxes (Baseline, Extended) whose stream headers are checked.
+_JPEG_DCT_SYNTAXES = frozenset({"1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.4.51"})
+_ITEM_TAG = b"\xfe\xff\x00\xe0"  # (FFFE,E000) little endian: encapsulated data is explicit LE
 
 
 @dataclass(slots=True)
@@ -238,7 +244,7 @@ def pixel_problem(path: Path, ds: Dataset, offset: int | None) -> str | None:
         return None
     uid = UID(ts) if ts else UID("1.2.840.10008.1.2")
     if uid.is_compressed:
-        return None  # fragments are checked by the decoder
+        return _jpeg_stream_problem(path, offset) if ts in _JPEG_DCT_SYNTAXES else None
     try:
         size = path.stat().st_size
         rows, cols = int(ds.get("Rows") or 0), int(ds.get("Columns") or 0)
@@ -275,4 +281,53 @@ def pixel_problem(path: Path, ds: Dataset, offset: int | None) -> str | None:
         return f"Pixel Data holds {length} bytes where the header needs {expected}"
     if start + min(length, expected or length) > size:
         return f"the file is truncated: Pixel Data needs {length} bytes, {size - start} are there"
+    return None
+
+
+def _jpeg_stream_problem(path: Path, offset: int) -> str | None:
+    """Why the first JPEG stream of an encapsulated Pixel Data cannot be decoded, as its own
+    headers show (ISO/IEC 10918-1 B.2): a sequential DCT frame (SOF0/SOF1) whose first scan does
+    not span the spectral range 0..63 (what libjpeg refuses: "scan start must be zero and scan
+    stop must be 63 for the sequential operating modes").  Reads the element, offset-table and
+    first-fragment headers and at most 4 KiB of the stream; None when nothing is wrong or the
+    layout is not the expected one (the decoder then has the last word)."""
+    try:
+        with path.open("rb") as fp:
+            fp.seek(offset + 12)  # tag, VR, reserved, undefined length
+            item = fp.read(8)
+            if len(item) < 8 or item[:4] != _ITEM_TAG:
+                return None
+            fp.seek(struct.unpack("<I", item[4:8])[0], 1)  # the Basic Offset Table
+            item = fp.read(8)
+            if len(item) < 8 or item[:4] != _ITEM_TAG:
+                return None
+            head = fp.read(min(struct.unpack("<I", item[4:8])[0], 4096))
+    except OSError:
+        return None
+    if head[:2] != b"\xff\xd8":
+        return None
+    i, sof = 2, None
+    while i + 4 <= len(head):
+        if head[i] != 0xFF:
+            return None
+        marker = head[i + 1]
+        if marker == 0xFF:  # fill byte
+            i += 1
+            continue
+        length = int.from_bytes(head[i + 2 : i + 4], "big")
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+            sof = marker - 0xC0
+        elif marker == 0xDA:
+            n = head[i + 4] if i + 4 < len(head) else 0
+            at = i + 5 + 2 * n
+            if sof is None or sof > 1 or at + 1 >= len(head):
+                return None
+            ss, se = head[at], head[at + 1]
+            if (ss, se) != (0, 63):
+                return (
+                    f"JPEG stream: a sequential DCT frame (SOF{sof}) whose scan has spectral "
+                    f"selection {ss}..{se}, not 0..63 (ISO/IEC 10918-1 B.2.3); no decoder reads it"
+                )
+            return None
+        i += 2 + length
     return None

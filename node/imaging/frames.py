@@ -165,6 +165,36 @@ def _check_size(sop_uid: str, *, rows: int, columns: int, frames: int, samples: 
         )
 
 
+def _grid_positions(ds: Dataset, sop_uid: str, n_frames: int) -> list[tuple[float, ...]] | None:
+    """Frame positions of a multi-frame grid placed by Grid Frame Offset Vector (RT Dose).
+
+    PS3.3 C.8.8.3.2: when the first offset is 0 the offsets are distances along the normal of
+    the image plane from Image Position (Patient) (relative); otherwise they are the frames' z
+    coordinates, which the standard allows only for axial planes (absolute).  None when the
+    instance has no such vector (or it does not hold one offset per frame: the frames then keep
+    the single position, and the split reports them).
+    """
+    vector = ds.get("GridFrameOffsetVector")
+    if vector is None or n_frames < 2:
+        return None
+    values = [vector] if isinstance(vector, float | int) else list(vector)
+    if len(values) != n_frames:
+        return None
+    offsets = _floats(values, n_frames, "GridFrameOffsetVector", sop_uid)
+    origin = _floats(ds.get("ImagePositionPatient"), 3, "ImagePositionPatient", sop_uid)
+    ori = _floats(ds.get("ImageOrientationPatient"), 6, "ImageOrientationPatient", sop_uid)
+    if offsets is None or origin is None or ori is None:
+        return None
+    if offsets[0] == 0.0:
+        normal = (
+            ori[1] * ori[5] - ori[2] * ori[4],
+            ori[2] * ori[3] - ori[0] * ori[5],
+            ori[0] * ori[4] - ori[1] * ori[3],
+        )
+        return [tuple(o + d * n for o, n in zip(origin, normal, strict=True)) for d in offsets]
+    return [(origin[0], origin[1], d) for d in offsets]
+
+
 def _parse_instance(path: Path, ds: Dataset, pixel_offset: int | None) -> InstanceHeader:
     sop_uid = str(ds.get("SOPInstanceUID") or "")
     if not sop_uid:
@@ -204,6 +234,8 @@ def _parse_instance(path: Path, ds: Dataset, pixel_offset: int | None) -> Instan
                 float(region.PhysicalDeltaY) * 10.0,
                 float(region.PhysicalDeltaX) * 10.0,
             ]
+    grid = _grid_positions(ds, sop_uid, n_frames) if per_frames is None else None
+    dose_scaling = ds.get("DoseGridScaling") if "RescaleSlope" not in ds else None
     frames: list[FrameHeader] = []
     for i in range(n_frames):
         pf = per_frames[i] if per_frames is not None else None
@@ -216,6 +248,10 @@ def _parse_instance(path: Path, ds: Dataset, pixel_offset: int | None) -> Instan
             icpt = _from_groups(pf, shared, "PixelValueTransformationSequence", "RescaleIntercept")
         else:
             pos = ori = psp = thk = slope = icpt = None
+        if pos is None and grid is not None:
+            pos = grid[i]
+        if slope is None and dose_scaling not in (None, ""):
+            slope = dose_scaling  # RT Dose: dose = stored value x Dose Grid Scaling (C.8.8.3)
         pos = pos if pos is not None else ds.get("ImagePositionPatient")
         ori = ori if ori is not None else ds.get("ImageOrientationPatient")
         psp = psp if psp is not None else top_spacing

@@ -28,6 +28,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -387,6 +388,7 @@ def _load_split_volume(
     step_along = float(chosen.slice_spacing or (dist[-1] / (len(ordered) - 1)))
     # the slice axis: the mean step between positions (tilted when they drift off the normal)
     axis = (pos[-1] - pos[0]) / float(dist[-1]) * step_along
+    filled_at: tuple[int, ...] = ()
     if chosen.filled_slices:
         target = np.arange(chosen.slices, dtype=np.float64) * step_along
         idx = np.clip(np.searchsorted(dist, target - 1e-6), 1, len(ordered) - 1)
@@ -399,12 +401,16 @@ def _load_split_volume(
         )
         voxels = filled if voxels.dtype == np.float32 else np.rint(filled).astype(voxels.dtype)
         ordered = [ordered[int(lo[k] if w[k] < 0.5 else hi[k])] for k in range(len(target))]
+        # a target slice more than 1 % of a step from every acquired one is interpolated
+        nearest = np.min(np.abs(target[:, None] - dist[None, :]), axis=1)
+        filled_at = tuple(int(k) for k in np.flatnonzero(nearest > 0.01 * abs(step_along)))
         log.info(
             "imaging.gap_filled",
             extra={"series_uid": split.series_uid, "filled_slices": chosen.filled_slices},
         )
     spacing_slice = float(np.linalg.norm(axis))
     direction = np.stack([ori[:3], ori[3:], axis / spacing_slice])
-    return _volume(
+    volume = _volume(
         voxels, ordered, (spacing_slice, row_sp, col_sp), first.position, direction, h0, is_3d=True
     )
+    return replace(volume, filled_slices=filled_at) if filled_at else volume

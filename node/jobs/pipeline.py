@@ -265,6 +265,9 @@ def run_series(
     if job.parameters.get("_dropped"):
         # partial: allow - the instances left out are named with the result (issue 24)
         out["dropped_instances"] = list(job.parameters["_dropped"])
+    if volume.filled_slices:
+        # slices interpolated to fill a small gap (0-based, volume order); the results say so
+        out["interpolated_slices"] = list(volume.filled_slices)
     if sources.repairs:
         # what sanitising changed in the copied source headers (keywords and reasons, no values)
         out["source_repairs"] = list(sources.repairs)
@@ -380,6 +383,8 @@ def run_combine(job: Job, context: Mapping[str, Any]) -> dict[str, Any]:
         "timings_seconds": timings,
         "combined": {"models": models, "not_run": dict(sorted(failed.items()))},
     }
+    if volume.filled_slices:
+        out["interpolated_slices"] = list(volume.filled_slices)
     if sources.repairs:
         out["source_repairs"] = list(sources.repairs)
     return out

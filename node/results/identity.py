@@ -17,9 +17,15 @@ from pydicom.valuerep import DA, DT, TM
 
 from node import __version__
 from node.results.uids import algorithm_device_uid, result_uid
-from node.types import Code, Prediction
+from node.types import Code, Prediction, Volume
 
-__all__ = ["DEMO_STATEMENT", "MANUFACTURER", "PROCESSING_ALGORITHM", "ResultContext"]
+__all__ = [
+    "DEMO_STATEMENT",
+    "MANUFACTURER",
+    "PROCESSING_ALGORITHM",
+    "ResultContext",
+    "interpolation_note",
+]
 
 MANUFACTURER = "ainode"
 #: Plain-ASCII statement written into headers of demo results (burned-in banners use an em dash).
@@ -245,3 +251,22 @@ def _set_laterality(ds: Dataset, source: Dataset) -> None:
             del ds.Laterality
     else:
         ds.Laterality = ""
+
+
+def interpolation_note(volume: Volume) -> str | None:
+    """The sentence results carry when the model read interpolated slices, else None.
+
+    A small gap in the source series is filled by interpolation before the model runs
+    (``node.imaging.split``); the radiologist must know which slices hold no acquired image.
+    SEG writes it as Derivation Description (General Reference Module, PS3.3 C.12.4), the SR as
+    a Comment in its Qualitative Evaluations; job outputs list the indices.
+    """
+    filled = volume.filled_slices
+    if not filled:
+        return None
+    shown = ", ".join(str(k + 1) for k in filled[:20]) + (" ..." if len(filled) > 20 else "")
+    return (
+        f"{len(filled)} of {len(volume.sources)} slices were interpolated by ainode to fill a "
+        f"gap in the source series (slice {shown}, counted from the first slice of the volume); "
+        "no image was acquired there and results on them rest on interpolated data"
+    )

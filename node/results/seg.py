@@ -19,7 +19,7 @@ from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
 
 from node.errors import ResultError
-from node.results.identity import DEMO_STATEMENT, ResultContext
+from node.results.identity import DEMO_STATEMENT, ResultContext, interpolation_note
 from node.results.sources import SourceSet, quiet_highdicom
 from node.types import Prediction, SegmentDescription, Volume, label_counts
 
@@ -72,6 +72,12 @@ def _frames(
         )
     images = sources.ordered(volume)
     multi = [ds for ds in images if int(ds.get("NumberOfFrames", 1) or 1) > 1]
+    if not multi and volume.filled_slices:
+        # an interpolated slice has no acquired image to refer to: no SEG frame for it (the
+        # Derivation Description says so)
+        filled = set(volume.filled_slices)
+        keep = [i for i in range(len(refs)) if i not in filled]
+        refs, seg_labels = tuple(refs[i] for i in keep), seg_labels[keep]
     if not multi:
         if len(images) != len(refs):
             raise ResultError("two volume slices refer to the same single-frame source instance")
@@ -211,6 +217,10 @@ def build_seg(
     ctx.finish(seg, images[0], kind="seg", image=True)
     for other in own.values():
         other.add_algorithm_equipment(seg)
+    note = interpolation_note(volume)
+    if note is not None:
+        # General Reference Module, Type 3 (ST)
+        seg.DerivationDescription = f"{note}; this segmentation has no frame on them"
     log.info(
         "results.seg_built",
         extra={

@@ -30,7 +30,7 @@ from pydicom.sr.coding import Code as PdCode
 from scipy import ndimage
 
 from node.errors import ResultError
-from node.results.identity import DEMO_STATEMENT, ResultContext
+from node.results.identity import DEMO_STATEMENT, ResultContext, interpolation_note
 from node.results.sources import SourceSet, quiet_highdicom
 from node.types import Code, Finding, HeatMap, Prediction, Volume
 
@@ -481,8 +481,9 @@ def build_sr(
         name=_QUALITATIVE_EVALUATIONS,
         relationship_type=hd.sr.RelationshipTypeValues.CONTAINS,
     )
+    note = interpolation_note(volume)
     container.ContentSequence = hd.sr.ContentSequence(
-        _text_items(prediction, ctx, notes, statement_models)
+        _text_items(prediction, ctx, [*notes, *([note] if note else [])], statement_models)
     )
     report[0].ContentSequence.append(container)
     evidence = sources.ordered(volume)

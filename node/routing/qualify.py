@@ -8,6 +8,14 @@ Order of choice: the rule's ``select.volume`` filters (orientation, echo, unifor
 (``prefer``); then non-localizer before localizer, loadable before problematic, axial before other
 planes, more slices, thinner slices, and the split's own order.  The first candidate the model
 accepts wins; when it accepts none, the reason is the best candidate's refusal.
+
+An image series that no rule sends to a model (only a ``fallback`` rule that ignores, or no rule
+at all, matched it) is "not applicable" too, with ``no_rule`` (an installed model could read it:
+the rules do not send it there) or ``no_model`` (no installed model can read it, e.g. none
+accepts its modality).  A series an explicit (``route``) rule ignores keeps that rule as its
+reason; a series with no image in it (SR, SEG...) gets no record.  ``qualify_study`` is the one
+code path of ``ainode rules explain`` and the console's dry run; the live router records the
+same through ``plan_jobs`` plus ``SeriesQualifier.unrouted``.
 """
 
 from __future__ import annotations
@@ -18,10 +26,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dicom_rules import VolumeSelect
+from dicom_rules import RuleKind, RuleSet, VolumeSelect
 from node.types import NotApplicable, SeriesVolume
 
-__all__ = ["Qualified", "Refusal", "SeriesQualifier", "choose_volume"]
+__all__ = [
+    "Qualified",
+    "Refusal",
+    "SeriesQualifier",
+    "choose_volume",
+    "no_model_reason",
+    "qualify_study",
+    "unrouted_series",
+]
 
 log = logging.getLogger(__name__)
 
@@ -153,6 +169,79 @@ def choose_volume(
     return Qualified(None, reason, detail)
 
 
+def no_model_reason(volumes: Sequence[SeriesVolume], refusals: Mapping[str, Refusal]) -> Qualified:
+    """Why an image series that no rule sends to a model runs none: ``no_rule`` or ``no_model``.
+
+    Parameters
+    ----------
+    volumes:
+        The series' volumes (``SeriesSplit.volumes``; empty when every instance was dropped).
+    refusals:
+        Every installed model's check (``ModelInfo.refusal``); empty when the models could not
+        be discovered (the reason is then ``no_rule``: the rules are what is known).
+    """
+    rule_sentence = "no rule routes this series to a model"
+    if not refusals or not volumes:
+        return Qualified(None, NotApplicable.NO_RULE, rule_sentence)
+    readers: list[str] = []
+    refused: list[tuple[str, NotApplicable, str]] = []
+    for name in sorted(refusals):
+        whys = [refusals[name](v) for v in volumes]
+        if any(w is None for w in whys):
+            readers.append(name)
+            continue
+        reason, detail = next(w for w in whys if w is not None)
+        refused.append((name, reason, detail))
+    if readers:
+        return Qualified(
+            None, NotApplicable.NO_RULE, f"{rule_sentence} ({', '.join(readers)} could read it)"
+        )
+    if all(reason is NotApplicable.MODALITY for _, reason, _ in refused):
+        modalities = ", ".join(sorted({repr(v.modality) for v in volumes}))
+        return Qualified(
+            None,
+            NotApplicable.NO_MODEL,
+            f"no model accepts modality {modalities} ({len(refused)} model(s) installed)",
+        )
+    name, reason, detail = next(r for r in refused if r[1] is not NotApplicable.MODALITY)
+    return Qualified(
+        None,
+        NotApplicable.NO_MODEL,
+        f"no installed model can read this series ({name}: {reason}: {detail})",
+    )
+
+
+def unrouted_series(
+    rules: RuleSet, decisions: Sequence[Any], series_uids: Sequence[str]
+) -> list[tuple[str | None, str]]:
+    """The series of a study that no rule sends to a model, forwards or ignores on purpose.
+
+    Parameters
+    ----------
+    rules:
+        The rule set that made ``decisions`` (to tell ``fallback`` rules from ``route`` rules).
+    decisions:
+        ``RouteDecision``s of the study.
+    series_uids:
+        Every series of the study.
+
+    Returns
+    -------
+    list[tuple[str | None, str]]
+        (the fallback rule that ignored it, or None when no rule matched it; series UID).
+    """
+    fallback = {r.name for r in rules.rules if r.kind is RuleKind.FALLBACK}
+    purposeful: set[str] = set()
+    by_fallback: dict[str, str] = {}
+    for d in decisions:
+        for uid in d.series_uids:
+            if d.ignored and d.rule in fallback:
+                by_fallback.setdefault(uid, d.rule)
+            else:
+                purposeful.add(uid)
+    return [(by_fallback.get(uid), uid) for uid in series_uids if uid not in purposeful]
+
+
 class SeriesQualifier:
     """Splits each routed series once (headers only) and qualifies decisions against it.
 
@@ -198,6 +287,30 @@ class SeriesQualifier:
             refusal=self._refusals.get(decision.model) if self._refusals else None,
         )
 
+    def unrouted(self, series_uid: str) -> Qualified | None:
+        """Why a series no rule sends to a model runs none (``no_model_reason``); None when it
+        holds no image (nothing to explain) or could not be split."""
+        try:
+            split = self.split(series_uid)
+        except Exception:  # noqa: BLE001 - a bug here must not stop the study's routing
+            log.exception("routing.split_failed", extra={"series_uid": series_uid})
+            return None
+        if not split.volumes and not split.dropped:
+            return None
+        return no_model_reason(split.volumes, self._refusals)
+
+    def unrouted_records(
+        self, rules: RuleSet, decisions: Sequence[Any], series_uids: Sequence[str]
+    ) -> list[tuple[str | None, None, str, str, str]]:
+        """(rule, model None, series UID, reason, detail) of the study's image series that no
+        rule sends to a model (the live router adds these to ``Plan.not_applicable``)."""
+        out: list[tuple[str | None, None, str, str, str]] = []
+        for rule, uid in unrouted_series(rules, decisions, series_uids):
+            q = self.unrouted(uid)
+            if q is not None and q.reason is not None:
+                out.append((rule, None, uid, q.reason.value, q.detail or ""))
+        return out
+
     def volumes_json(self) -> dict[str, Any]:
         """Every split series: its volumes and dropped instances (for the routing record)."""
         return {
@@ -208,3 +321,52 @@ class SeriesQualifier:
             }
             for uid, split in self._splits.items()
         }
+
+
+def qualify_study(
+    *,
+    rules: RuleSet,
+    decisions: Sequence[Any],
+    series_uids: Sequence[str],
+    qualifier: SeriesQualifier,
+) -> dict[str, Any]:
+    """What the live router decides after the rules, without queueing anything: the volume each
+    model decision gets, the not-applicable records (model decisions and unrouted image series)
+    and every split series' volumes.  ``ainode rules explain`` and the console's dry run print it.
+
+    Parameters
+    ----------
+    rules:
+        The rule set that made ``decisions``.
+    decisions:
+        ``RouteDecision``s of the study (``Explanation.decisions``).
+    series_uids:
+        Every series of the study.
+    qualifier:
+        Reads the series' headers and holds the models' checks.
+
+    Returns
+    -------
+    dict
+        ``{"volumes": ..., "qualified": [...], "not_applicable": [...]}``; a not-applicable
+        record is ``{"rule", "model", "series_uid", "volume_id", "reason", "detail",
+        "dropped"}`` (``model`` is None for a series no rule sends to a model).
+    """
+    chosen: list[dict[str, Any]] = []
+    for d in decisions:
+        if d.model is None or d.ignored:
+            continue
+        for uid in d.series_uids:
+            q = qualifier.choose(d, uid)
+            if q is not None:
+                chosen.append({"rule": d.rule, "model": d.model, "series_uid": uid, **q.to_json()})
+    unrouted: list[dict[str, Any]] = []
+    for rule, uid in unrouted_series(rules, decisions, series_uids):
+        q = qualifier.unrouted(uid)
+        if q is not None:
+            unrouted.append({"rule": rule, "model": None, "series_uid": uid, **q.to_json()})
+    return {
+        "volumes": qualifier.volumes_json(),
+        "qualified": chosen,
+        "not_applicable": [c for c in chosen if c["reason"] is not None] + unrouted,
+    }

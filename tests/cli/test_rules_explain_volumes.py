@@ -35,3 +35,17 @@ def test_explain_shows_volumes_and_not_applicable(corpus: Path) -> None:
     assert {q["volume_id"] for q in ct} == {ct[0]["series_uid"]} and not any(
         q["reason"] for q in ct
     )
+
+
+@pytest.mark.slow  # discovers the built-in models (imports torch)
+def test_explain_gives_a_reason_for_an_image_series_no_rule_routes(corpus: Path) -> None:
+    """The shipped rules send MR to no model (only the fallback matches it): explain says why,
+    from the installed models, as the live router records it."""
+    mr = next((corpus / "mr" / "ge-signa-dwi-brain-14").iterdir())
+    result = CliRunner().invoke(app, ["rules", "explain", "--rules", str(EXAMPLE), str(mr)])
+    assert result.exit_code == 0, result.output
+    (study,) = json.loads(result.stdout)["studies"]
+    assert study["qualified"] == []
+    (na,) = study["not_applicable"]
+    assert (na["rule"], na["model"], na["reason"]) == ("no-model-applies", None, "no_model")
+    assert na["detail"].startswith("no model accepts modality 'MR' (")

@@ -6,13 +6,15 @@ the built-in models.  Afterwards:
 
 * no job ends ``dead`` or ``failed`` for a reason the router could have known from the headers
   (modality, dimensions, geometry, localizer): those are "not applicable" records instead;
-* every stored image series has an outcome: a result, a "not applicable" reason, or a rule that
-  ignored it on purpose (non-image objects, no model for that kind of series);
+* every stored image series has an outcome: a result, or a "not applicable" reason (also when no
+  rule sends it to a model: ``no_rule`` / ``no_model``); only non-image objects and localizers
+  are ignored on purpose, by a named rule (never only by the fallback);
 * the test prints the table of jobs per final state.
 """
 
 from __future__ import annotations
 
+import html
 import json
 import re
 import sqlite3
@@ -124,14 +126,33 @@ def test_every_corpus_series_gets_a_result_or_a_reason(tmp_path: Path, corpus: P
                 outcomes[series_uid] = "ignored by rule " + decided[0]["rule"]
             else:
                 outcomes[series_uid] = "NO OUTCOME"
+        with sqlite3.connect(index) as conn:
+            modality = dict(conn.execute("SELECT series_uid, modality FROM series"))
         print("series outcomes:")
         for k, n in sorted(Counter(outcomes.values()).items()):
             print(f"  {n:3d}  {k}")
+        print("series outcomes by modality:")
+        for (mod, k), n in sorted(
+            Counter((modality.get(u) or "?", o) for u, o in outcomes.items()).items()
+        ):
+            print(f"  {mod:6s} {n:3d}  {k}")
         print(json.dumps(table, sort_keys=True))
         assert "NO OUTCOME" not in outcomes.values(), outcomes
+        # an image series that no rule sends to a model carries a reason, not the fallback's
+        # name: only non-image objects and localizers are ignored on purpose by a named rule
+        fallback_only = {u: modality.get(u) for u, o in outcomes.items() if "no-model-applies" in o}
+        assert fallback_only == {}, fallback_only
+        ignored_rules = {o for o in outcomes.values() if o.startswith("ignored by rule")}
+        assert ignored_rules <= {
+            "ignored by rule ignore-non-images",
+            "ignored by rule ignore-localizers",
+        }, ignored_rules
+        # MR, PET, US and XA images reach no model with the shipped rules: each says why
+        # (XA1_JPLY and NM1_JLSL are Secondary Capture objects: ignored by ignore-non-images)
+        for mod in ("MR", "PT", "US", "XA"):
+            mod_outcomes = {o for u, o in outcomes.items() if modality.get(u) == mod}
+            assert "not applicable: no_model" in mod_outcomes, (mod, mod_outcomes)
         # MR never reaches a CT-only model; single slices never reach a 3D model
-        with sqlite3.connect(index) as conn:
-            modality = dict(conn.execute("SELECT series_uid, modality FROM series"))
         ct_only = {"ct-denoise", "lung-nodule-seg", "lung-nodule-detect", "lung-nodule-classify"}
         wrong = [
             (j.job.model, modality.get(j.job.series_uids[0]))
@@ -163,3 +184,45 @@ def test_every_corpus_series_gets_a_result_or_a_reason(tmp_path: Path, corpus: P
             c.post("/console/login", data={"token": TOKEN, "csrf": m.group(1)})
             page = c.get(f"/console/studies/{na_study}").text
         assert 'id="not-applicable"' in page and "volume is 2D (1 slice)" in page
+
+        # 4. an MR study: no rule sends it to a model, and no installed model reads MR; the
+        # record, the metric, the API's dry run and the console's dry run all say so
+        assert 'ainode_series_not_applicable_total{reason="no_model"}' in metrics
+        mr_series = next(u for u, o in outcomes.items() if modality.get(u) == "MR")
+        mr_study = next(s for s, u in series_rows if u == mr_series)
+        recorded = [
+            n
+            for n in (store.routing(mr_study) or {})["decisions"]["not_applicable"]
+            if n["series_uid"] == mr_series
+        ]
+        assert [(n["rule"], n["model"], n["reason"]) for n in recorded] == [
+            ("no-model-applies", None, "no_model")
+        ]
+        assert recorded[0]["detail"].startswith("no model accepts modality 'MR'")
+        dry = httpx.post(
+            f"{node.url}/api/rules/dry-run", headers=auth, json={"study_uid": mr_study}, timeout=60
+        ).json()
+        assert [
+            (n["series_uid"], n["reason"], n["detail"])
+            for n in dry["not_applicable"]
+            if n["series_uid"] == mr_series
+        ] == [(mr_series, "no_model", recorded[0]["detail"])]
+        with httpx.Client(base_url=node.url, timeout=60) as c:
+            m = re.search(r'name="csrf" value="([0-9a-f]{64})"', c.get("/console/login").text)
+            assert m is not None
+            c.post("/console/login", data={"token": TOKEN, "csrf": m.group(1)})
+            rules_page = c.get("/console/rules").text
+            m = re.search(r'name="csrf" value="([0-9a-f]{64})"', rules_page)
+            text = re.search(r"<textarea[^>]*>(.*?)</textarea>", rules_page, re.S)
+            assert m is not None and text is not None
+            page = c.post(
+                "/console/rules",
+                data={
+                    "csrf": m.group(1),
+                    "text": html.unescape(text.group(1)),
+                    "action": "dry-run",
+                    "study_uid": mr_study,
+                },
+            ).text
+        assert 'id="dry-run-not-applicable"' in page, page[-2000:]
+        assert mr_series in page and "no model accepts modality &#39;MR&#39;" in page

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pydicom
 import pytest
 
 from node.errors import ImagingError
@@ -52,9 +53,16 @@ def test_small_gap_is_filled_and_said(tmp_path: Path) -> None:
     vol = load_volume(paths, volume_id=v.volume_id)
     assert vol.voxels.shape[0] == 20
     assert vol.spacing[0] == pytest.approx(2.0)
-    # the filled slice lies between its neighbours
+    # the filled slice lies between its neighbours, and the volume says which one it is
+    assert vol.filled_slices == (9,)
     mid = vol.voxels[9].astype(float)
     assert np.allclose(mid, (vol.voxels[8].astype(float) + vol.voxels[10]) / 2, atol=1)
+
+
+def test_a_volume_without_a_gap_names_no_filled_slice(tmp_path: Path) -> None:
+    paths = _series(tmp_path, "plain-stack")
+    (v,) = split_series(paths).volumes
+    assert load_volume(paths, volume_id=v.volume_id).filled_slices == ()
 
 
 def test_large_gap_is_missing_slices(tmp_path: Path) -> None:
@@ -101,3 +109,51 @@ def test_partial_series_loads_the_decodable_rest(tmp_path: Path) -> None:
     vol = load_volume(paths, volume_id=v.volume_id)
     assert vol.voxels.shape[0] == 24
     assert broken.is_file()  # the original stays stored as received
+
+
+def test_rt_dose_grid_is_one_volume_placed_by_grid_frame_offsets(
+    tmp_path: Path, corpus: Path
+) -> None:
+    """An RT Dose grid is one multi-frame instance whose frames share Image Position (Patient);
+    Grid Frame Offset Vector places them (PS3.3 C.8.8.3.2), relative (first offset 0: along
+    the plane normal) or absolute (z coordinates).  Voxels are dose (x Dose Grid Scaling)."""
+    path = corpus / "other-modalities" / "rt" / "rtdose.dcm"
+    ds = pydicom.dcmread(path)
+    offsets = [float(v) for v in ds.GridFrameOffsetVector]
+    assert offsets[0] == 0.0 and len(offsets) == int(ds.NumberOfFrames) == 15  # relative
+    split = split_series([path])
+    assert [(v.slices, v.slice_spacing, v.orientation, v.problem) for v in split.volumes] == [
+        (15, 5.0, "AXIAL", None)
+    ]
+    vol = load_volume([path])
+    assert vol.voxels.shape == (15, 10, 10) and vol.spacing == (5.0, 10.0, 10.0)
+    x, y, z = (float(v) for v in ds.ImagePositionPatient)
+    assert np.allclose(vol.origin, (x, y, z))
+    dose = ds.pixel_array.astype(np.float64) * float(ds.DoseGridScaling)
+    assert np.allclose(vol.voxels, dose, atol=1e-6)
+    assert float(vol.voxels.max()) > 1.0  # scaled to Gy, not the stored integers
+
+    # the same grid with absolute offsets (the frames' z), written in reverse order
+    ds.GridFrameOffsetVector = [z + 5.0 * k for k in reversed(range(15))]
+    ds.PixelData = np.ascontiguousarray(ds.pixel_array[::-1]).tobytes()
+    absolute = tmp_path / "rtdose-absolute.dcm"
+    ds.save_as(absolute)
+    vol2 = load_volume([absolute])
+    assert np.allclose(vol2.origin, vol.origin) and np.allclose(vol2.voxels, vol.voxels)
+
+
+def test_malformed_jpeg_stream_is_named_before_any_pixel_is_decoded(corpus: Path) -> None:
+    """XA1_JPLY's stream declares a sequential DCT frame (SOF1) but its scan spans 0..0: no
+    decoder reads it (dcm2niix converts nothing either).  The split names it from the stream's
+    first bytes, so routing can say "undecodable" instead of a job failing at load."""
+    path = corpus / "other-modalities" / "xa" / "XA1_JPLY.dcm"
+    split = split_series([path])
+    assert split.volumes == ()
+    (dropped,) = split.dropped
+    assert "sequential DCT frame (SOF1)" in dropped.reason and "0..0, not 0..63" in dropped.reason
+    with pytest.raises(ImagingError, match="decode"):
+        load_volume([path])  # the decoders agree
+    # a valid JPEG Extended stream of the same kind passes the check
+    ok = corpus / "transfer-syntax" / "ge-ct-slice-15-syntaxes"
+    ext = next(ok.glob("*JPEGProcess2_4*"))
+    assert split_series([ext]).dropped == ()

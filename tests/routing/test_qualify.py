@@ -4,10 +4,21 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from dicom_rules import VolumeSelect
+import pydicom
+
+import dicom_rules
+from dicom_rules import SeriesInput, VolumeSelect
+from node.imaging.dicom_json import header_from_file
 from node.imaging.split import split_series
 from node.models.base import ModelInfo, OutputKind, Task
-from node.routing.qualify import choose_volume
+from node.routing import DEFAULT_RULES
+from node.routing.qualify import (
+    SeriesQualifier,
+    choose_volume,
+    no_model_reason,
+    qualify_study,
+    unrouted_series,
+)
 from node.types import NotApplicable
 from tests.imaging.synthetic import constructed_series, write_mr_frames
 
@@ -76,3 +87,83 @@ def test_undecodable_instance_named_unless_partial_allowed(tmp_path: Path, corpu
         split.volumes, dropped=dropped, select=VolumeSelect(partial=True), refusal=refusal
     )
     assert q.volume_id is not None and q.dropped == (f"1.2.3.4: {dropped[0][1]}",)
+
+
+def _study(groups: dict[str, list[Path]]) -> list[SeriesInput]:
+    return [
+        SeriesInput(series_uid=uid, header=header_from_file(files[0]), instance_count=len(files))
+        for uid, files in groups.items()
+    ]
+
+
+def _by_series(paths: list[Path]) -> dict[str, list[Path]]:
+    out: dict[str, list[Path]] = {}
+    for p in paths:
+        out.setdefault(
+            str(pydicom.dcmread(p, stop_before_pixels=True).SeriesInstanceUID), []
+        ).append(p)
+    return out
+
+
+def test_an_image_series_no_rule_routes_carries_a_reason(tmp_path: Path, corpus: Path) -> None:
+    """The shipped rules send MR and PET to no model: each gets "no_model" (no installed model
+    reads the modality) or "no_rule" (one could), never a silent fallback; SR and a routed CT
+    get no such record."""
+    mr = write_mr_frames(tmp_path / "mr", constructed_series()["plain-stack"])
+    pet = [corpus / "other-modalities" / "pt" / "GH184.dcm"]
+    sr = [corpus / "other-modalities" / "sr-text" / "test-SR.dcm"]
+    ct = [corpus / "ct" / "single-slices" / "CT_small.dcm"]
+    files = _by_series(mr + pet + sr + ct)
+    rules = dicom_rules.load(DEFAULT_RULES)
+    series = _study(files)
+    decisions = rules.route(series, destinations=["pacs"])
+    mr_uid, pet_uid, sr_uid, ct_uid = (_by_series(f).popitem()[0] for f in (mr, pet, sr, ct))
+    unrouted = unrouted_series(rules, decisions, list(files))
+    assert sorted(unrouted) == sorted([("no-model-applies", mr_uid), ("no-model-applies", pet_uid)])
+
+    ct_only = {"ct-model": _info(modalities=("CT",)).refusal}
+    qualifier = SeriesQualifier(paths=lambda uid: files[uid], refusals=ct_only)
+    out = qualify_study(
+        rules=rules, decisions=decisions, series_uids=list(files), qualifier=qualifier
+    )
+    na = {n["series_uid"]: n for n in out["not_applicable"]}
+    assert set(na) == {mr_uid, pet_uid}  # the CT went to ct-denoise, unknown here: no verdict
+    assert na[mr_uid]["model"] is None and na[mr_uid]["rule"] == "no-model-applies"
+    assert na[mr_uid]["reason"] == "no_model"
+    assert na[mr_uid]["detail"] == "no model accepts modality 'MR' (1 model(s) installed)"
+    assert na[pet_uid]["detail"].startswith("no model accepts modality 'PT'")
+    assert sr_uid not in na and ct_uid not in na
+
+    # an installed model could read the MR: the rules are what is missing
+    mr_reader = {**ct_only, "mr-model": _info(modalities=("MR",)).refusal}
+    q = SeriesQualifier(paths=lambda uid: files[uid], refusals=mr_reader).unrouted(mr_uid)
+    assert q is not None and q.reason is NotApplicable.NO_RULE
+    assert q.detail == "no rule routes this series to a model (mr-model could read it)"
+    # the models could not be discovered: what is known is the rules
+    q = SeriesQualifier(paths=lambda uid: files[uid], refusals={}).unrouted(mr_uid)
+    assert q is not None and (q.reason, q.detail) == (
+        NotApplicable.NO_RULE,
+        "no rule routes this series to a model",
+    )
+    # a series with no image gets no record (the SR is ignored on purpose anyway)
+    assert SeriesQualifier(paths=lambda uid: files[uid], refusals=ct_only).unrouted(sr_uid) is None
+
+
+def test_no_model_names_the_refusal_when_the_modality_fits(tmp_path: Path) -> None:
+    split = _split(tmp_path, "plain-stack")
+    q = no_model_reason(split.volumes, {"mr-3d": _info(modalities=("MR",), min_slices=99).refusal})
+    assert q.reason is NotApplicable.NO_MODEL
+    assert q.detail is not None and q.detail.startswith(
+        "no installed model can read this series (mr-3d: slices:"
+    )
+
+
+def test_a_series_without_any_rule_is_unrouted_with_no_rule_name(tmp_path: Path) -> None:
+    rules = dicom_rules.parse(
+        "version: 1\nrules:\n  - name: ct\n    when: {Modality: {equals: CT}}\n"
+        "    then: {model: m}\n",
+        models={"m"},
+    )
+    files = _by_series(write_mr_frames(tmp_path / "mr", constructed_series()["plain-stack"]))
+    decisions = rules.route(_study(files), destinations=["pacs"])
+    assert unrouted_series(rules, decisions, list(files)) == [(None, next(iter(files)))]
