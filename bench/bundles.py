@@ -38,7 +38,7 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 from pydicom.uid import generate_uid  # noqa: E402
 
-from node.samples.studies import CT_SPACING, _chest_ct_phantom  # noqa: E402
+from node.samples.studies import CT_SPACING, sample_chest_ct  # noqa: E402
 from node.samples.writers import write_ct_series  # noqa: E402
 from tests.models.bundle_weights import bundle_copy  # noqa: E402
 from tests.models.zoo import run_ainode_predict, run_monai_bundle  # noqa: E402
@@ -46,7 +46,7 @@ from tests.models.zoo import run_ainode_predict, run_monai_bundle  # noqa: E402
 
 def chest_ct(out: Path, slices: int, size: int) -> None:
     """The sample chest phantom at ``slices`` x ``size`` x ``size`` (as bench/e2e.py makes it)."""
-    vol = _chest_ct_phantom()
+    vol = sample_chest_ct().hu
     idx = np.linspace(0, vol.shape[0] - 1, slices).round().astype(int)
     rows = np.linspace(0, vol.shape[1] - 1, size).round().astype(int)
     cols = np.linspace(0, vol.shape[2] - 1, size).round().astype(int)
