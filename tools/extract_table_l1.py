@@ -1,9 +1,8 @@
 """Extract PS3.16 Annex L Table L-1 (Body Part Examined terms) into tools/data/table-l1.tsv.
 
-pydicom and DCMTK carry CID 4031 but not the whole of Table L-1 ("Correspondence of Anatomic
-Region Codes and Body Part Examined Defined Terms"), whose terms also name arteries, veins,
-organs and regions outside CID 4031.  Two independently maintained public copies are read here
-and only what they agree on is written (data, not code):
+The body-part table takes Table L-1 from highdicom (tools/generate_body_parts.py); this file is
+an independent cross-check of highdicom's copy (tests/dicom_rules/test_bodypart_standard.py).
+Two other public copies are read here and only what they agree on is written (data, not code):
 
 * the table itself, one row per term with its SNOMED CT code and the table's code meaning:
   ``allowedBodyParts`` in ``anonymize.cxx`` of mmiv-center/DICOMAnonymizer (H. Bartsch; public
