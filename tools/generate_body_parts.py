@@ -15,21 +15,24 @@ Sources
   1. ``tools/data/dcmtk-annex-l.tsv``: DCMTK's mapping of Annex L Table L-1 terms to CID 4031
      concepts (maintained by OFFIS; see tools/extract_dcmtk_body_parts.py for its provenance).
      97 terms, ``term_from: "dcmtk"``.
-  2. ``ANNEX_L_TERMS``: terms of CID 4031 concepts that DCMTK's table does not list, transcribed
-     here from Annex L (``term_from: "annex-l"``).
-  3. ``ANNEX_L_EXTRA``: Annex L terms of regions outside CID 4031, transcribed here (keyed by the
-     code meaning, whose code is looked up in pydicom's concept dictionary, never typed in;
-     ``term_from: "annex-l"``).
+  2. highdicom's copy of the whole of Table L-1 (``highdicom/_standard/anatomic_regions.json``,
+     read through ``highdicom._standard_utils.get_anatomic_region_map``; MIT licence); the
+     table's own code meaning is kept, and codes that pydicom's SNOMED CT concepts do not have
+     (LOWERTRUNK, UPPERTRUNK: in no CID yet) are listed under ``codes_not_in_pydicom``.
+     ``term_from: "highdicom"``.  ``tools/data/table-l1.tsv`` (tools/extract_table_l1.py) holds
+     the rows on which two other public copies agree, as an independent cross-check
+     (tests/dicom_rules/test_bodypart_standard.py).
+  3. ``ANNEX_L_TERMS``: two older spellings kept for headers that still carry them (ARM, LEG),
+     transcribed here (``term_from: "annex-l"``).
   4. A CID 4031 concept that still has no term gets its code meaning in upper case without
      punctuation, cut to 16 characters (``term_from: "meaning"``): an alias no scanner is known
      to write, so a region code or meaning still finds a term.  Where that alias is already a
      term (the concept "Hip", while Table L-1's HIP is the hip joint), the code is listed in
      that term's ``also_codes``.
 
-  The transcribed terms (2, 3) were checked on 2026-12-07 against PixelMed's anatomy
-  dictionaries (libpixelmed-java 20220618, ``com.pixelmed.anatproc``): all but HIPJOINT, FACE
-  and TIBIA are Body Part Examined terms there too (those three are newer than that release
-  or unconfirmed).
+  Checked on 2026-12-07: HIPJOINT, transcribed here before, is in none of the three copies of
+  Table L-1 (all give HIP for the hip joint, as DCMTK does) and was removed; FACE and TIBIA are
+  in all three.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ import re
 import sys
 from pathlib import Path
 
+import highdicom
 import pydicom
 from pydicom.sr._cid_dict import cid_concepts, name_for_cid
 from pydicom.sr._concepts_dict import concepts
@@ -47,56 +51,13 @@ from pydicom.sr._snomed_dict import mapping as snomed_to_srt
 
 OUT = Path(__file__).resolve().parents[1] / "dicom_rules" / "body_parts.json"
 DCMTK = Path(__file__).resolve().parent / "data" / "dcmtk-annex-l.tsv"
+TABLE_L1 = Path(__file__).resolve().parent / "data" / "table-l1.tsv"
 
-#: SNOMED CT code -> Annex L term of a CID 4031 concept that DCMTK's table does not have.
+#: SNOMED CT code -> older Annex L spelling of a CID 4031 concept (Table L-1 now has UPPERARM and
+#: LOWERLEG; PixelMed and dcm4chee-arc-light still list LEG, PixelMed and DICOMAnonymizer ARM).
 ANNEX_L_TERMS: dict[str, str] = {
-    "40983000": "ARM",  # Upper arm (DCMTK: UPPERARM; PixelMed: ARM)
-    "30021000": "LEG",  # Lower leg (DCMTK: LOWERLEG; PixelMed: LEG)
-    "24136001": "HIPJOINT",  # Hip joint (DCMTK and PixelMed: HIP; unconfirmed)
-}
-
-#: Annex L terms of regions outside CID 4031: term -> SNOMED CT code meaning (code looked up).
-ANNEX_L_EXTRA: dict[str, str] = {
-    "ADRENAL": "Adrenal gland",
-    "AORTA": "Aorta",
-    "AXILLA": "Axilla",
-    "BACK": "Back",
-    "BRAIN": "Brain",
-    "BUTTOCK": "Buttock",
-    "CALF": "Structure of calf of leg (body structure)",
-    "CAROTID": "Carotid Artery",
-    "CEREBELLUM": "Cerebellum",
-    "CERVIX": "Cervix",
-    "CHEEK": "Cheek",
-    "CIRCLEOFWILLIS": "Circle of Willis",
-    "CORNEA": "Cornea",
-    "CORONARYARTERY": "Coronary artery",
-    "EAR": "Ear",
-    "EYELID": "Eyelid",
-    "FACE": "Face",
-    "KIDNEY": "Kidney",
-    "LIVER": "Liver",
-    "LUNG": "Lung",
-    "MOUTH": "Mouth",
-    "NOSE": "Nose",
-    "OVARY": "Ovary",
-    "PENIS": "Penis",
-    "PHARYNX": "Pharynx",
-    "RADIUS": "Radius",  # from PixelMed's table (not transcribed before)
-    "RADIUSULNA": "Radius and ulna",  # from PixelMed's table (not transcribed before)
-    "SCALP": "Scalp",
-    "SCLERA": "Sclera",
-    "SCROTUM": "Scrotum",
-    "SPLEEN": "Spleen",
-    "TESTIS": "Testis",
-    "THYMUS": "Thymus",
-    "THYROID": "Thyroid",
-    "TIBIA": "Tibia",
-    "TONGUE": "Tongue",
-    "ULNA": "Ulna",
-    "UTERUS": "Uterus",
-    "VAGINA": "Vagina",
-    "VULVA": "Vulva",
+    "40983000": "ARM",  # Upper arm
+    "30021000": "LEG",  # Lower leg
 }
 
 _NON_ALNUM = re.compile(r"[^0-9A-Z]+")
@@ -106,22 +67,34 @@ def _term(meaning: str) -> str:
     return _NON_ALNUM.sub("", meaning.upper())[:16]
 
 
-def _sct_by_meaning() -> dict[str, tuple[str, str]]:
-    """lower-case meaning -> (code, meaning) over pydicom's SNOMED CT concepts."""
-    out: dict[str, tuple[str, str]] = {}
-    for entries in concepts["SCT"].values():
-        for code, (meaning, _cids) in entries.items():
-            out.setdefault(meaning.lower(), (code, meaning))
-    return out
+def _tsv(path: Path) -> list[tuple[str, str, str]]:
+    rows = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line and not line.startswith("#") and line != "term\tcode\tmeaning":
+            term, code, meaning = line.split("\t")
+            rows.append((term, code, meaning))
+    return rows
 
 
 def dcmtk_terms() -> list[tuple[str, str, str]]:
     """(term, SNOMED CT code, meaning) rows of tools/data/dcmtk-annex-l.tsv."""
+    return _tsv(DCMTK)
+
+
+def table_l1_terms() -> list[tuple[str, str, str]]:
+    """(term, SNOMED CT code, Table L-1 meaning) rows of tools/data/table-l1.tsv."""
+    return _tsv(TABLE_L1)
+
+
+def highdicom_terms() -> list[tuple[str, str, str]]:
+    """(term, code, meaning) of Table L-1 as highdicom carries it, in term order."""
+    from highdicom._standard_utils import get_anatomic_region_map
+
     rows = []
-    for line in DCMTK.read_text(encoding="utf-8").splitlines():
-        if line and not line.startswith("#") and line != "term\tcode\tmeaning":
-            term, code, meaning = line.split("\t")
-            rows.append((term, code, meaning))
+    for term, (concept, _paired) in sorted(get_anatomic_region_map().items()):
+        if concept.scheme_designator != "SCT":
+            raise SystemExit(f"{term}: highdicom gives scheme {concept.scheme_designator}")
+        rows.append((term, str(concept.value), str(concept.meaning)))
     return rows
 
 
@@ -150,17 +123,14 @@ def build() -> dict[str, object]:
         if code not in cid:
             raise SystemExit(f"{term}: DCMTK's code {code} is not in pydicom's CID 4031")
         add(term, code, cid[code], "dcmtk")
+    known = {code for entries in concepts["SCT"].values() for code in entries}
+    only_highdicom = []  # newer Table L-1 codes that no PS3.16 CID (so no pydicom table) has yet
+    for term, code, meaning in highdicom_terms():
+        if code not in known:
+            only_highdicom.append(f"{term} {code}")
+        add(term, code, meaning, "highdicom")
     for code, term in ANNEX_L_TERMS.items():
         add(term, code, cid[code], "annex-l")
-    by_meaning = _sct_by_meaning()
-    missing = []
-    for term, meaning in ANNEX_L_EXTRA.items():
-        hit = by_meaning.get(meaning.lower())
-        if hit is None:
-            missing.append(meaning)
-            continue
-        code, exact = hit
-        add(term, code, exact, "annex-l")
     have_term = {str(e["code"]) for e in entries.values()}
     for code, meaning in cid.items():  # CID 4031 concepts no source gives a term: an alias
         if code in have_term:
@@ -176,8 +146,6 @@ def build() -> dict[str, object]:
         srt = snomed_to_srt["SCT"].get(str(entry["code"]))
         if srt:
             entry["srt"] = srt
-    if missing:
-        raise SystemExit(f"not in pydicom's SNOMED CT concepts: {', '.join(missing)}")
     return {
         "provenance": {
             "standard": "DICOM PS3.16: CID 4031 "
@@ -186,9 +154,13 @@ def build() -> dict[str, object]:
             "pydicom.sr._concepts_dict, pydicom.sr._snomed_dict; generated by pydicom from "
             "the standard's tables; MIT licence)",
             "generator": "tools/generate_body_parts.py",
+            "codes_not_in_pydicom": only_highdicom,
             "term_from": "dcmtk: DCMTK's Annex L Table L-1 mapping (tools/data/dcmtk-annex-l.tsv, "
-            "its provenance in that file); annex-l: transcribed from PS3.16 Annex L, checked "
-            "against PixelMed 20220618; meaning: an alias, the code meaning upper-cased without "
+            "its provenance in that file); highdicom: Table L-1 as highdicom "
+            f"{highdicom.__version__} carries it (highdicom/_standard/anatomic_regions.json; "
+            "MIT licence; cross-checked against tools/data/table-l1.tsv); annex-l: an older "
+            "Annex L "
+            "spelling (ARM, LEG); meaning: an alias, the code meaning upper-cased without "
             "punctuation, cut to 16 characters",
         },
         "entries": sorted(entries.values(), key=lambda e: str(e["term"])),

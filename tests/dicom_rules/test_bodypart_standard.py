@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,7 @@ from pydicom.sr._concepts_dict import concepts
 
 import dicom_rules
 from dicom_rules import BodyPartTable
-from dicom_rules.bodypart import STANDARD
+from dicom_rules.bodypart import BUILTIN_CODES, STANDARD, StandardBodyPart, normalise
 from tests.dicom_rules.headers import make, series
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -25,13 +26,17 @@ TERM_ON_TOP = {
     "LIVER": "ABDOMEN",
     "LUNG": "CHEST",
     "SKULL": "HEAD",
+    "THORAX": "CHEST",
+    "LUMBAR": "LSPINE",
 }
 MEANING_ON_TOP = {"LIVER": "ABDOMEN", "LUNG": "CHEST", "SKULL": "HEAD"}
-CODE_ON_TOP = {"LUNG": "CHEST"}
 
 
 def test_every_cid_4031_concept_has_a_term_and_code() -> None:
-    codes = {c: term for term, s in STANDARD.items() for c in (s.code, *s.also_codes)}
+    codes: dict[str, str] = {}  # the first term of a code, as the table finds it (DCMTK's first)
+    for term, s in STANDARD.items():
+        for c in (s.code, *s.also_codes):
+            codes.setdefault(c, term)
     for keyword in cid_concepts[4031]["SCT"]:
         for code, (meaning, _) in concepts["SCT"][keyword].items():
             assert code in codes, f"CID 4031 {code} {meaning!r} missing"
@@ -43,14 +48,19 @@ def test_every_cid_4031_concept_has_a_term_and_code() -> None:
         assert term.isalnum() and term.isupper() and len(term) <= 16
 
 
-def _first_term(term: str) -> str:
-    """The term a code or meaning of ``term`` finds: DCMTK's Table L-1 term for the same code
-    where there is one (ARM and UPPERARM share "Upper arm"), else the term itself."""
-    std = STANDARD[term]
-    for other, o in STANDARD.items():
-        if o.term_from == "dcmtk" and o.code == std.code:
-            return other
-    return term
+def _first(matches: Callable[[StandardBodyPart], bool]) -> str:
+    """The first term (in the table's order: DCMTK's Table L-1 terms first) that ``matches``:
+    where terms share a code (ARM and UPPERARM, ENDOURETERIC and URETER) the code finds it."""
+    return next(t for t, s in STANDARD.items() if matches(s))
+
+
+def _by_meaning(std: StandardBodyPart) -> str:
+    """The term a header carrying ``std.meaning`` finds: a term spelt like the meaning, else
+    the first term with that meaning."""
+    key = normalise(std.meaning)
+    if key.replace(" ", "") in STANDARD:
+        return key.replace(" ", "")
+    return _first(lambda s: normalise(s.meaning) == key)
 
 
 @pytest.mark.parametrize("term", sorted(STANDARD))
@@ -59,14 +69,17 @@ def test_term_code_and_meaning_all_derive_the_term(term: str) -> None:
     table = BodyPartTable()
     assert table.derive(make(BodyPartExamined=term)).value == TERM_ON_TOP.get(term, term)
     by_meaning = table.derive(make(BodyPartExamined=std.meaning))
-    first = _first_term(term)
+    first = _by_meaning(std)
+    if normalise(std.meaning).replace(" ", "") == first:  # the meaning is spelt like a term
+        first = TERM_ON_TOP.get(first, first)
     assert by_meaning.value == MEANING_ON_TOP.get(first, first)
     for code, scheme in ((std.code, "SCT"), (std.srt, "SRT")):
         if code is None:
             continue
         item = {"CodeValue": code, "CodingSchemeDesignator": scheme, "CodeMeaning": std.meaning}
         coded = table.derive(make(AnatomicRegionSequence=[item]))
-        assert coded.value == CODE_ON_TOP.get(first, first), (code, scheme)
+        first = _first(lambda s, c=code: c in (s.code, s.srt, *s.also_codes))
+        assert coded.value == BUILTIN_CODES.get(code, first), (code, scheme)
 
 
 def test_real_studies_the_issue_names() -> None:
@@ -141,3 +154,35 @@ def test_table_l1_terms_are_dcmtks() -> None:
     assert len(rows) >= 90
     for term, code, _meaning in rows:
         assert STANDARD[term].code == code and STANDARD[term].term_from == "dcmtk", term
+
+
+def test_every_table_l1_term_is_in_the_table_and_two_other_copies_agree() -> None:
+    """Table L-1 as highdicom carries it is in the table, each term with highdicom's code where
+    DCMTK does not give one first.  Two other public copies (DICOMAnonymizer's transcription,
+    dcm4chee-arc-light's list) agree on 311 of its terms, with the same codes but where highdicom
+    has the newer one; HIPJOINT is in none of them and is gone, FACE and TIBIA are in all."""
+    sys.path.insert(0, str(ROOT / "tools"))
+    try:
+        from generate_body_parts import TABLE_L1, highdicom_terms, table_l1_terms
+    finally:
+        sys.path.remove(str(ROOT / "tools"))
+    table = {term: code for term, code, _meaning in highdicom_terms()}
+    assert len(table) >= 300
+    for term, code in table.items():
+        std = STANDARD[term]
+        assert std.code == code or std.term_from == "dcmtk", term
+    head = TABLE_L1.read_text(encoding="utf-8")
+    assert "mmiv-center/DICOMAnonymizer" in head and "Unlicense" in head
+    assert "dcm4che/dcm4chee-arc-light" in head and "MPL 1.1" in head
+    assert head.count(" commit ") == 2
+    rows = table_l1_terms()
+    assert len(rows) >= 300
+    newer = {"CHEST": "816094009", "THORAX": "816094009", "DESCAORTA": "281130003"}
+    for term, code, _meaning in rows:
+        assert table[term] == newer.get(term, code), term
+    for term, code in (("FACE", "89545001"), ("TIBIA", "12611008"), ("HIP", "24136001")):
+        assert STANDARD[term].code == code and table[term] == code, term
+    assert "HIPJOINT" not in STANDARD and "HIPJOINT" not in table
+    assert "HIPJOINT" not in {term for term, _, _ in rows}
+    # terms outside CID 4031 that a real study carries now have their standard code
+    assert STANDARD["ACA"].code == "60176003" and STANDARD["SELLA"].code == "42575006"
