@@ -20,13 +20,15 @@ no patient data.
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import logging
 import multiprocessing
 import os
 import re
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -56,6 +58,30 @@ class StoredStudies(Protocol):
 
 
 log = logging.getLogger(__name__)
+
+#: While a replay runs, the cyclic collector's oldest generation is examined this rarely.
+_FULL_COLLECTION_THRESHOLD = 1000
+
+
+@contextlib.contextmanager
+def _rare_full_collections() -> Iterator[None]:
+    """Make full (generation 2) garbage collections rare while a replay builds its result.
+
+    A replay keeps tens of thousands of small objects alive (one ``StudyReplay`` per study)
+    while it allocates many short-lived ones (decoded headers, explanations); with CPython's
+    default thresholds each full collection walks everything kept so far, which cost about
+    40 % of a 10,000-study replay (bench/replay.py).  Young generations are still collected
+    (the explanations ``RuleSet.route`` builds are reference cycles), so memory stays flat;
+    the previous thresholds come back afterwards.  Process-wide while it lasts: the serving
+    process's other threads see only fewer full collections for those seconds.
+    """
+    before = gc.get_threshold()
+    gc.set_threshold(before[0], before[1], max(before[2], _FULL_COLLECTION_THRESHOLD))
+    try:
+        yield
+    finally:
+        gc.set_threshold(*before)
+
 
 _SINCE = re.compile(r"^\s*(\d+)\s*([dhm])\s*$")
 _UNIT = {"d": 86400, "h": 3600, "m": 60}
@@ -320,6 +346,10 @@ class Replay:
         self, *, limit: int | None = None, offset: int = 0, changed_only: bool = False
     ) -> dict[str, Any]:
         """The whole replay; ``studies`` paged by ``limit``/``offset`` (totals cover all)."""
+        with _rare_full_collections():
+            return self._to_json(limit=limit, offset=offset, changed_only=changed_only)
+
+    def _to_json(self, *, limit: int | None, offset: int, changed_only: bool) -> dict[str, Any]:
         listed = [s for s in self.studies if s.changed] if changed_only else list(self.studies)
         page = listed[offset:] if limit is None else listed[offset : offset + limit]
         per_day = self.per_day()
@@ -352,7 +382,16 @@ def _replay_chunk(
     args: tuple[list[_Item], RuleSet, RuleSet | None, Sequence[str] | None],
 ) -> list[StudyReplay]:
     """Decode and route one run of studies (in this process or a worker process)."""
-    items, rules, current_rules, destinations = args
+    with _rare_full_collections():
+        return _replay_items(*args)
+
+
+def _replay_items(
+    items: list[_Item],
+    rules: RuleSet,
+    current_rules: RuleSet | None,
+    destinations: Sequence[str] | None,
+) -> list[StudyReplay]:
     out: list[StudyReplay] = []
     for raw, record in items:
         study, received = decode_received(raw)
@@ -415,6 +454,32 @@ def replay(
         and routed in that many worker processes (spawned; the index and the routing records
         are read here, once); the result is the same, in the same order.
     """
+    with _rare_full_collections():
+        return _replay(
+            index,
+            rules,
+            since=since,
+            until=until,
+            current_rules=current_rules,
+            stored=stored,
+            destinations=destinations,
+            workers=workers,
+            parallel_min=parallel_min,
+        )
+
+
+def _replay(
+    index: StoredStudies,
+    rules: RuleSet,
+    *,
+    since: float,
+    until: float | None,
+    current_rules: RuleSet | None,
+    stored: Callable[[str], Mapping[str, Any] | None] | None,
+    destinations: Sequence[str] | None,
+    workers: int,
+    parallel_min: int,
+) -> Replay:
     start = time.perf_counter()
     until = time.time() if until is None else until
     raws = index.studies_received_raw(since, until)

@@ -7,6 +7,7 @@ files are removed before the replay, so it can only have used the stored headers
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import time
 from dataclasses import dataclass
@@ -260,3 +261,20 @@ def test_worker_processes_give_the_same_replay(stored: Stored) -> None:
     for out in (serial, parallel):
         out.pop("seconds")
     assert parallel == serial
+
+
+class _FailingIndex:
+    """An index whose query fails (a locked or corrupt database)."""
+
+    def studies_received_raw(self, since: float, until: float) -> list[object]:
+        raise RuntimeError("database is locked")
+
+
+def test_replay_puts_back_the_garbage_collector_thresholds(stored: Stored) -> None:
+    before = gc.get_threshold()
+    result = replay(stored.index, dicom_rules.parse(NEW), since=stored.now - 60 * DAY)
+    result.to_json()
+    assert gc.get_threshold() == before
+    with pytest.raises(RuntimeError, match="locked"):
+        replay(_FailingIndex(), dicom_rules.parse(NEW), since=0.0)  # type: ignore[arg-type]
+    assert gc.get_threshold() == before
