@@ -115,7 +115,7 @@ def rules_replay(
         start = parse_since(since)
     except ValueError as exc:
         return _rules_view(request, node, text=text, message=str(exc), since=since)
-    result = replay(
+    replayed = replay(
         node.index,
         rules,
         since=start,
@@ -123,7 +123,16 @@ def rules_replay(
         stored=node.jobs.routing_decisions,
         destinations=sorted(node.config.destinations),
         workers=default_workers(),
-    ).to_json(limit=_REPLAY_LISTED, changed_only=True)
+    )
+    audit(
+        request,
+        "rules.replayed",
+        via="console",
+        rules_sha256=hashlib.sha256(text.encode("utf-8")).hexdigest(),
+        active_sha256=holder.sha256,
+        **replayed.audit_detail(),
+    )
+    result = replayed.to_json(limit=_REPLAY_LISTED, changed_only=True)
     t = result["totals"]
     return _rules_view(
         request,

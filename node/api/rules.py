@@ -245,6 +245,14 @@ def replay_rules(
         destinations=sorted(node.config.destinations),
         workers=default_workers(),
     )
+    audit(
+        request,
+        "rules.replayed",
+        via="api",
+        rules_sha256=_sha(body.text),
+        active_sha256=node.rules.sha256,
+        **result.audit_detail(),
+    )
     return {
         "rules_sha256": _sha(body.text),
         "active_sha256": node.rules.sha256,

@@ -342,6 +342,21 @@ class Replay:
             "extra_runs_per_day": round((new - cur) / n_days, 2),
         }
 
+    def audit_detail(self) -> dict[str, Any]:
+        """The fields of the ``rules.replayed`` audit record: the window and the counts only
+        (no UID, no header value; the caller adds who, the rule files' sha256 and the face)."""
+        t = self.totals()
+        return {
+            "since": _iso(self.since),
+            "until": _iso(self.until),
+            "studies": t["studies"],
+            "changed": t["changed"],
+            "current_runs": t["current_runs"],
+            "new_runs": t["new_runs"],
+            "extra_runs": t["extra_runs"],
+            "seconds": round(self.seconds, 3),
+        }
+
     def to_json(
         self, *, limit: int | None = None, offset: int = 0, changed_only: bool = False
     ) -> dict[str, Any]:
