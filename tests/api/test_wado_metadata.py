@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
 from email.parser import BytesParser
 from email.policy import HTTP
 from pathlib import Path
@@ -9,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pydicom.encaps
+import pytest
 
 from node.samples import write_ct_series
 from tests.api.conftest import RunningNode
@@ -149,3 +152,35 @@ def test_frames_no_decoder_can_decompress(running: RunningNode, corpus: Path) ->
     assert _parts(r.headers["content-type"], r.content) == [
         pydicom.encaps.get_frame(stored.PixelData, 0, number_of_frames=1)
     ]
+
+
+@pytest.mark.slow
+def test_ohif_shows_a_compressed_instance_from_the_node(
+    running: RunningNode, corpus: Path, checker_tools: Path, tmp_path: Path
+) -> None:
+    """OHIF 3 (prebuilt, headless Chromium) backed by the node's DICOMweb renders the JPEG 2000
+    slice: ``ohif-snapshot`` fails unless a viewport shows non-black pixels."""
+    _store(running, corpus / _J2K)
+    study = str(pydicom.dcmread(corpus / _J2K, stop_before_pixels=True).StudyInstanceUID)
+    shot = tmp_path / "ohif.png"
+    proc = subprocess.run(
+        [
+            str(checker_tools / "ohif-snapshot"),
+            "--out",
+            str(shot),
+            "--timeout",
+            "150",
+            "--study",
+            study,
+            "--dicomweb",
+            f"{running.url}/dicom-web",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=400,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    report = json.loads(proc.stdout[proc.stdout.index("{") :])
+    assert report["ok"] and report["study"] == study
+    assert shot.stat().st_size > 20_000
