@@ -79,7 +79,14 @@ const { chromium } = require('playwright-core');
 
     // replay the saved text on the stored studies of the last day: the DX forward moved
     await page.fill('#since', '1d');
+    // what the progress indicator showed when the form left (kept across the navigation)
+    await page.evaluate(() => document.addEventListener('submit', () => {
+      const busy = document.getElementById('busy');
+      sessionStorage.setItem('busy', busy.hidden ? 'hidden' : document.getElementById('busy-text').textContent);
+    }));
     await Promise.all([page.waitForLoadState(), page.click('#replay')]);
+    out.replay_progress = await page.evaluate(() => sessionStorage.getItem('busy'));
+    out.busy_after = await page.evaluate(() => document.getElementById('busy').hidden);
     out.replay_message = (await page.textContent('#message')).trim();
     out.replay_days = await page.$$eval('#replay-days tr', (rows) => rows.length - 2);
     out.replay_studies = (await page.textContent('#replay-studies')).replace(/\s+/g, ' ').trim();

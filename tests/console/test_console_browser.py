@@ -105,6 +105,8 @@ def test_console_in_headless_chromium(ops: OpsNode, tmp_path: Path) -> None:
 
     # replay of the saved rules: the DX study was routed (recorded) with the old ones
     assert out["replay_message"].startswith("replayed on 2 stored studies since ")
+    assert out["replay_progress"] == "Replay on stored studies…", out["replay_progress"]
+    assert out["busy_after"] is True  # the answer page starts without it
     assert "1 would change, +0 model runs; nothing was queued" in out["replay_message"]
     assert out["replay_days"] == 2  # yesterday and today (UTC)
     assert ops.dx_study in out["replay_studies"] and ops.ct_study not in out["replay_studies"]
