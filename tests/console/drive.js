@@ -56,6 +56,13 @@ const { chromium } = require('playwright-core');
     await page.locator('#previews').scrollIntoViewIfNeeded();
     await shot('console-study.png');
 
+    // a failed model's step on the lifecycle line: state, reason and its retry button
+    const failed = page.locator('#lifecycle li[data-model="no-such-model"]');
+    out.failed_line = (await failed.textContent()).replace(/\s+/g, ' ').trim();
+    out.failed_reason_link = await failed.locator('a').getAttribute('href');
+    await Promise.all([page.waitForURL('**#jobs'), failed.locator('button.retry').click()]);
+    out.failed_after_url = new URL(page.url()).pathname;
+
     // rules: an error shows inline with its line number; dry run; save
     await page.goto(`${base}/console/rules`);
     const good = await page.inputValue('#rules-text');
