@@ -1,9 +1,10 @@
 """The console in a real headless browser (Debian chromium driven by playwright-core).
 
 Logs in as a local user (a wrong password first), reads a study's routing explanation and its
-SEG / heat-map previews, a failed model's status line (reason, retry) and retries it, opens the dashboard, edits a rule with an error and sees the inline
-message, dry-runs, saves, replays the saved rules on the stored studies, retries a dead
-delivery, then logs in as a viewer whose save is refused with a 403 page.  Screenshots go to
+SEG / heat-map previews, a failed model's status line (reason, retry) and retries it, opens the
+dashboard, edits a rule with an error and sees the inline message, dry-runs, saves, replays the
+saved rules on the stored studies (with its progress indicator), retries a dead delivery, then
+logs in as a viewer whose save is refused with a 403 page.  Screenshots go to
 ``docs/images/`` when ``AINODE_SCREENSHOTS=1``, else to a temporary folder.
 """
 
