@@ -23,7 +23,9 @@ def _parts(content_type: str, body: bytes) -> list[bytes]:
     msg = BytesParser(policy=HTTP).parsebytes(
         f"Content-Type: {content_type}\r\n\r\n".encode() + body
     )
-    return [p.get_payload(decode=True) for p in msg.iter_parts()]
+    parts = [p.get_payload(decode=True) for p in msg.iter_parts()]
+    assert all(isinstance(p, bytes) for p in parts)
+    return [bytes(p) for p in parts if isinstance(p, bytes)]
 
 
 def test_metadata_and_frames(running: RunningNode, tmp_path: Path) -> None:
