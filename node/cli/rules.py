@@ -373,7 +373,7 @@ def replay_cmd(
     workers: Annotated[
         int | None,
         typer.Option(
-            "--workers", min=1, help="Processes for 2,000+ studies (default: CPUs, at most 4)."
+            "--workers", min=1, help="Processes for 20,000+ studies (default: CPUs, at most 4)."
         ),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the replay as JSON.")] = False,

@@ -431,8 +431,11 @@ def default_workers() -> int:
     return max(1, min(os.cpu_count() or 1, 4))
 
 
-#: Below this many studies a replay runs in the calling process (a worker start costs ~1 s).
-PARALLEL_MIN = 2000
+#: Below this many studies a replay runs in the calling process.  Each spawned worker costs
+#: about 1-1.5 s of CPU to start (imports) and the header text is pickled to it; on the shared
+#: 2-core box a 10,000-study replay took 4.5-4.7 s of CPU in one process against 7.2-8.7 s
+#: with two workers, and more wall time under load (bench/replay.py, docs/benchmarks.md).
+PARALLEL_MIN = 20_000
 
 
 def replay(
