@@ -176,7 +176,7 @@ def main() -> None:
             since=now - 8 * 86400,
             until=now + 1,
             current_rules=active,
-            stored=jobs.routing_decisions,
+            stored_many=jobs.routing_decisions_many,
             destinations=["pacs"],
             workers=args.workers,
         )

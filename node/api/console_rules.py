@@ -120,7 +120,7 @@ def rules_replay(
         rules,
         since=start,
         current_rules=holder.rules,
-        stored=node.jobs.routing_decisions,
+        stored_many=node.jobs.routing_decisions_many,
         destinations=sorted(node.config.destinations),
         workers=default_workers(),
     )

@@ -241,7 +241,7 @@ def replay_rules(
         since=since,
         until=until,
         current_rules=node.rules.rules,
-        stored=node.jobs.routing_decisions,
+        stored_many=node.jobs.routing_decisions_many,
         destinations=sorted(node.config.destinations),
         workers=default_workers(),
     )

@@ -416,7 +416,7 @@ def replay_cmd(
             since=start,
             until=end,
             current_rules=active,
-            stored=jobs.routing_decisions,
+            stored_many=jobs.routing_decisions_many,
             destinations=sorted(cfg.destinations),
             workers=workers or default_workers(),
         )

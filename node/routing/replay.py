@@ -446,6 +446,7 @@ def replay(
     until: float | None = None,
     current_rules: RuleSet | None = None,
     stored: Callable[[str], Mapping[str, Any] | None] | None = None,
+    stored_many: Callable[[Sequence[str]], Mapping[str, Mapping[str, Any]]] | None = None,
     destinations: Sequence[str] | None = None,
     workers: int = 1,
     parallel_min: int = PARALLEL_MIN,
@@ -465,6 +466,9 @@ def replay(
         (without them, such a study's current routing is empty).
     stored:
         The stored routing record of a study (``JobStore.routing_decisions``), or None.
+    stored_many:
+        The same for many studies at once (``JobStore.routing_decisions_many``: study UID ->
+        record, absent when none); read once for the window, used instead of ``stored``.
     destinations:
         The config's destinations (where results go when neither rule nor defaults say).
     workers, parallel_min:
@@ -480,6 +484,7 @@ def replay(
             until=until,
             current_rules=current_rules,
             stored=stored,
+            stored_many=stored_many,
             destinations=destinations,
             workers=workers,
             parallel_min=parallel_min,
@@ -494,6 +499,7 @@ def _replay(
     until: float | None,
     current_rules: RuleSet | None,
     stored: Callable[[str], Mapping[str, Any] | None] | None,
+    stored_many: Callable[[Sequence[str]], Mapping[str, Mapping[str, Any]]] | None,
     destinations: Sequence[str] | None,
     workers: int,
     parallel_min: int,
@@ -501,7 +507,11 @@ def _replay(
     start = time.perf_counter()
     until = time.time() if until is None else until
     raws = index.studies_received_raw(since, until)
-    items: list[_Item] = [(raw, stored(raw[0]) if stored is not None else None) for raw in raws]
+    if stored_many is not None:
+        records = stored_many([raw[0] for raw in raws])
+        items: list[_Item] = [(raw, records.get(raw[0])) for raw in raws]
+    else:
+        items = [(raw, stored(raw[0]) if stored is not None else None) for raw in raws]
     if workers > 1 and len(items) >= max(parallel_min, 2):
         size = -(-len(items) // workers)
         chunks = [items[i : i + size] for i in range(0, len(items), size)]

@@ -278,3 +278,41 @@ def test_replay_puts_back_the_garbage_collector_thresholds(stored: Stored) -> No
     with pytest.raises(RuntimeError, match="locked"):
         replay(_FailingIndex(), dicom_rules.parse(NEW), since=0.0)  # type: ignore[arg-type]
     assert gc.get_threshold() == before
+
+
+def test_routing_records_read_at_once_give_the_same_replay(stored: Stored) -> None:
+    """``JobStore.routing_decisions_many`` (one query per 500 studies) equals the per-study
+    read, also for a study routed twice (its newest generation counts)."""
+    jobs = stored.jobs
+    first = jobs.routing_decisions(stored.chest)
+    assert first is not None
+    jobs.record_routing(
+        stored.chest,
+        2,
+        rules_sha256="newer",
+        decisions={**first["decisions"], "decisions": []},  # the second completion: nothing
+    )
+    uids = [stored.chest, stored.head, stored.dx, stored.old, "1.2.3.unknown"]
+    many = jobs.routing_decisions_many(uids)
+    assert set(many) == {stored.chest}
+    assert many[stored.chest] == jobs.routing_decisions(stored.chest)
+    assert many[stored.chest]["generation"] == 2 and many[stored.chest]["rules_sha256"] == "newer"
+    args = {
+        "since": stored.now - 60 * DAY,
+        "until": stored.now + 1,
+        "current_rules": dicom_rules.parse(OLD),
+        "destinations": ["pacs", "viewer", "archive"],
+    }
+    one = replay(stored.index, dicom_rules.parse(NEW), stored=jobs.routing_decisions, **args)  # type: ignore[arg-type]
+    batch = replay(
+        stored.index,
+        dicom_rules.parse(NEW),
+        stored_many=jobs.routing_decisions_many,
+        **args,  # type: ignore[arg-type]
+    )
+    a, b = one.to_json(), batch.to_json()
+    a.pop("seconds")
+    b.pop("seconds")
+    assert a == b
+    chest = next(s for s in b["studies"] if s["study_uid"] == stored.chest)
+    assert chest["current_source"] == "stored" and chest["current"]["model_runs"] == 0
