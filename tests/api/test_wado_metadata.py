@@ -186,3 +186,37 @@ def test_ohif_shows_a_compressed_instance_from_the_node(
     report = json.loads(proc.stdout[proc.stdout.index("{") :])
     assert report["ok"] and report["study"] == study
     assert shot.stat().st_size > 20_000
+
+
+def test_frame_media_negotiation() -> None:
+    """``choose`` on Accept headers clients send (PS3.18 8.7.3.5), for a native and a JPEG-LS
+    instance."""
+    from node.errors import NotAcceptableError
+    from node.web.frames import choose
+
+    native, jls = "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.4.80"
+    octet = 'multipart/related; type="application/octet-stream"'
+    for accept in (None, "", "*/*", "multipart/related", octet, f"{octet}; transfer-syntax=*"):
+        got = choose(accept, native)
+        assert (got.media_type, got.transfer_syntax) == (_OCTET, native), accept
+    assert choose(None, jls).transfer_syntax == native and not choose(None, jls).as_stored
+    as_stored = choose(f"{octet}; transfer-syntax=*", jls)
+    assert (as_stored.media_type, as_stored.transfer_syntax, as_stored.as_stored) == (
+        _OCTET,
+        jls,
+        True,
+    )
+    assert choose('multipart/related; type="image/jls"', jls).media_type == "image/jls"
+    assert choose(f"{octet}; transfer-syntax={jls}", jls).as_stored
+    # q=0 excludes a range; the next acceptable one wins
+    both = f'multipart/related; type="image/jls"; q=0, {octet}'
+    assert choose(both, jls).transfer_syntax == native
+    for refused in (
+        'multipart/related; type="image/jp2"',
+        'multipart/related; type="image/jls"; transfer-syntax=1.2.840.10008.1.2.4.81',
+        f"{octet}; transfer-syntax=1.2.840.10008.1.2.4.50",
+    ):
+        with pytest.raises(NotAcceptableError, match="stored as 1.2.840.10008.1.2.4.80"):
+            choose(refused, jls)
+    with pytest.raises(NotAcceptableError):
+        choose('multipart/related; type="image/jls"', native)
