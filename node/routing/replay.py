@@ -26,6 +26,7 @@ import logging
 import multiprocessing
 import os
 import re
+import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -63,6 +64,11 @@ log = logging.getLogger(__name__)
 _FULL_COLLECTION_THRESHOLD = 1000
 
 
+_gc_lock = threading.Lock()
+_gc_users = 0
+_gc_saved: tuple[int, ...] = ()
+
+
 @contextlib.contextmanager
 def _rare_full_collections() -> Iterator[None]:
     """Make full (generation 2) garbage collections rare while a replay builds its result.
@@ -71,16 +77,25 @@ def _rare_full_collections() -> Iterator[None]:
     while it allocates many short-lived ones (decoded headers, explanations); with CPython's
     default thresholds each full collection walks everything kept so far, which cost about
     40 % of a 10,000-study replay (bench/replay.py).  Young generations are still collected
-    (the explanations ``RuleSet.route`` builds are reference cycles), so memory stays flat;
-    the previous thresholds come back afterwards.  Process-wide while it lasts: the serving
-    process's other threads see only fewer full collections for those seconds.
+    (the explanations ``RuleSet.route`` builds are reference cycles), so memory stays flat.
+    Process-wide while it lasts: the serving process's other threads see only fewer full
+    collections for those seconds.  Counted, so that overlapping replays (two API requests)
+    put the previous thresholds back only when the last one ends.
     """
-    before = gc.get_threshold()
-    gc.set_threshold(before[0], before[1], max(before[2], _FULL_COLLECTION_THRESHOLD))
+    global _gc_users, _gc_saved
+    with _gc_lock:
+        if _gc_users == 0:
+            _gc_saved = gc.get_threshold()
+            t0, t1, t2 = _gc_saved
+            gc.set_threshold(t0, t1, max(t2, _FULL_COLLECTION_THRESHOLD))
+        _gc_users += 1
     try:
         yield
     finally:
-        gc.set_threshold(*before)
+        with _gc_lock:
+            _gc_users -= 1
+            if _gc_users == 0:
+                gc.set_threshold(*_gc_saved)
 
 
 _SINCE = re.compile(r"^\s*(\d+)\s*([dhm])\s*$")

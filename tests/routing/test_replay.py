@@ -278,6 +278,19 @@ def test_replay_puts_back_the_garbage_collector_thresholds(stored: Stored) -> No
     with pytest.raises(RuntimeError, match="locked"):
         replay(_FailingIndex(), dicom_rules.parse(NEW), since=0.0)  # type: ignore[arg-type]
     assert gc.get_threshold() == before
+    # two replays overlapping (two API requests): the first to end does not restore early,
+    # the last one restores what was there before either
+    from node.routing.replay import _rare_full_collections
+
+    first, second = _rare_full_collections(), _rare_full_collections()
+    first.__enter__()
+    during = gc.get_threshold()
+    assert during[2] >= 1000
+    second.__enter__()
+    first.__exit__(None, None, None)
+    assert gc.get_threshold() == during
+    second.__exit__(None, None, None)
+    assert gc.get_threshold() == before
 
 
 def test_routing_records_read_at_once_give_the_same_replay(stored: Stored) -> None:
