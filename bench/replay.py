@@ -38,7 +38,7 @@ from node.imaging.dicom_json import header_from_file  # noqa: E402
 from node.jobs.store import JobStore  # noqa: E402
 from node.routing import DEFAULT_RULES  # noqa: E402
 from node.routing.dispatch import series_inputs  # noqa: E402
-from node.routing.replay import default_workers, replay  # noqa: E402
+from node.routing.replay import PARALLEL_MIN, default_workers, replay  # noqa: E402
 from node.samples import write_ct_series, write_projection  # noqa: E402
 from node.store.index import Index, IngestRecord  # noqa: E402
 from node.types import Instance  # noqa: E402
@@ -176,7 +176,7 @@ def main() -> None:
             since=now - 8 * 86400,
             until=now + 1,
             current_rules=active,
-            stored=jobs.routing_decisions,
+            stored_many=jobs.routing_decisions_many,
             destinations=["pacs"],
             workers=args.workers,
         )
@@ -190,11 +190,13 @@ def main() -> None:
         index.close()
     t = out["totals"]
     assert t["studies"] == args.studies, t
+    used = args.workers if args.studies >= PARALLEL_MIN else 1
     print(f"filled {args.studies} studies ({3 * args.studies} series) in {fill_s:.1f} s")
     print(
         f"replay: {replay_s:.2f} s; with the JSON of every study: {total_s:.2f} s "
         f"(target <= 10 s) -> {'OK' if total_s <= 10 else 'OVER'}; "
-        f"CPU {cpu_s:.2f} s here + {child_s:.2f} s in {args.workers} worker process(es)"
+        f"CPU {cpu_s:.2f} s here + {child_s:.2f} s in worker processes ({used} process(es) "
+        f"routed; workers from {PARALLEL_MIN} studies)"
     )
     print(
         f"totals: changed {t['changed']}, runs {t['current_runs']} -> {t['new_runs']} "

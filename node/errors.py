@@ -9,6 +9,7 @@
     │   ├── MissingAttributeError  (DICOM 0xA900: Study/Series/SOP UID or SOP Class absent)
     │   └── OutOfResourcesError    (DICOM 0xA700 / http 507: disk or quota full)
     ├── NotFoundError              (http 404) a study/job/model that does not exist
+    ├── NotAcceptableError         (http 406) no representation the client accepts (WADO-RS)
     ├── ImagingError               (http 422) a series cannot become a Volume (gaps, mixed sizes...)
     │   └── InputError             a job's input is unreadable at load (fails once, no retry)
     ├── ModelError                 (http 500) a model failed to load or to predict
@@ -76,6 +77,13 @@ class NotFoundError(AinodeError):
 
     http_status = 404
     type = "not-found"
+
+
+class NotAcceptableError(AinodeError):
+    """The resource exists, but in no media type or transfer syntax the client accepts."""
+
+    http_status = 406
+    type = "not-acceptable"
 
 
 class ImagingError(AinodeError):

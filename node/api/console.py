@@ -32,6 +32,7 @@ from urllib.parse import quote, urlencode
 from fastapi import APIRouter, Depends, Form, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
+from markupsafe import Markup
 
 from node.api.auditing import audit
 from node.api.auth import Authenticator, Principal, Role, client_of, too_many
@@ -62,6 +63,20 @@ __all__ = [
 router = APIRouter(prefix="/console", include_in_schema=False)
 templates = Jinja2Templates(directory=str(Path(__file__).with_name("templates")))
 templates.env.filters["iso"] = lambda v: (iso(v) or "")[:19].replace("T", " ") if v else ""
+
+
+def _when(epoch: float | None) -> Markup:
+    """A time as ``<time class="ts">``: UTC in the page, the viewer's zone after the page's
+    script ran (absolute and relative); empty for None."""
+    if not epoch:
+        return Markup("")
+    text = iso(epoch) or ""
+    return Markup('<time class="ts" datetime="{}Z">{} UTC</time>').format(
+        text.replace("+00:00", ""), text[:19].replace("T", " ")
+    )
+
+
+templates.env.filters["when"] = _when
 
 SESSION_COOKIE = "ainode_session"
 

@@ -115,15 +115,24 @@ def rules_replay(
         start = parse_since(since)
     except ValueError as exc:
         return _rules_view(request, node, text=text, message=str(exc), since=since)
-    result = replay(
+    replayed = replay(
         node.index,
         rules,
         since=start,
         current_rules=holder.rules,
-        stored=node.jobs.routing_decisions,
+        stored_many=node.jobs.routing_decisions_many,
         destinations=sorted(node.config.destinations),
         workers=default_workers(),
-    ).to_json(limit=_REPLAY_LISTED, changed_only=True)
+    )
+    audit(
+        request,
+        "rules.replayed",
+        via="console",
+        rules_sha256=hashlib.sha256(text.encode("utf-8")).hexdigest(),
+        active_sha256=holder.sha256,
+        **replayed.audit_detail(),
+    )
+    result = replayed.to_json(limit=_REPLAY_LISTED, changed_only=True)
     t = result["totals"]
     return _rules_view(
         request,

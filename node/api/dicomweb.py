@@ -24,15 +24,15 @@ from fastapi.responses import JSONResponse, StreamingResponse
 
 from node.api.deps import NodeView, get_node
 from node.api.media import (
-    MULTIPART_FRAMES,
     DicomJsonResponse,
     MultipartDicomResponse,
     MultipartFramesResponse,
 )
 from node.errors import NotFoundError
 from node.types import Instance, Study
+from node.web.frames import choose, instance_frames
 from node.web.multipart import related_content_type
-from node.web.wado import instance_frames, instance_metadata
+from node.web.wado import instance_metadata
 
 __all__ = ["router"]
 
@@ -297,33 +297,42 @@ def retrieve_frames(
     series_uid: str,
     sop_uid: str,
     frames: str,
+    request: Request,
     node: Annotated[NodeView, Depends(get_node)],
 ) -> StreamingResponse:
     """WADO-RS Retrieve Frames (PS3.18 10.4.1.1.3): the listed frames (1-based, comma
-    separated) of a native (uncompressed) instance, ``application/octet-stream`` parts.
+    separated), one part each, in the representation the ``Accept`` header asks for
+    (``node.web.frames.choose``): native bytes by default (compressed instances decompressed),
+    the stored bitstream with ``transfer-syntax=*`` or the matching ``image/*`` type.
 
     Raises
     ------
     NotFoundError
         Unknown instance or frame number (404 problem).
+    NotAcceptableError
+        No accepted representation can be served (406 problem).
     """
     inst = _instance(node, study_uid, series_uid, sop_uid)
     try:
         numbers = [int(n) for n in frames.split(",")]
     except ValueError:
         raise NotFoundError(f"frame list {frames!r} is not comma-separated numbers") from None
-    parts = instance_frames(inst.path, numbers)
+    media = choose(request.headers.get("accept"), inst.transfer_syntax_uid)
+    parts = instance_frames(inst.path, numbers, media)
     boundary = secrets.token_hex(16)
 
     def body() -> Iterator[bytes]:
         for data in parts:
             yield (
-                f"--{boundary}\r\nContent-Type: application/octet-stream; "
-                f"transfer-syntax={inst.transfer_syntax_uid}\r\n"
+                f"--{boundary}\r\nContent-Type: {media.media_type}; "
+                f"transfer-syntax={media.transfer_syntax}\r\n"
                 f"Content-Length: {len(data)}\r\n\r\n"
             ).encode("ascii")
             yield data
             yield b"\r\n"
         yield f"--{boundary}--\r\n".encode("ascii")
 
-    return StreamingResponse(body(), media_type=f"{MULTIPART_FRAMES}; boundary={boundary}")
+    return StreamingResponse(
+        body(),
+        media_type=f'multipart/related; type="{media.media_type}"; boundary={boundary}',
+    )

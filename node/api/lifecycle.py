@@ -6,7 +6,8 @@ per model: its job's state and reason; results built; delivered, per destination
 dead or cancelled job and a dead delivery carry the URL of their retry action.
 
 ``stuck_studies`` lists studies that stayed in one state longer than a threshold: open past the
-stable window, a job queued or running, a delivery pending.
+stable window, complete but never routed (the router failed on it), a job queued or running, a
+delivery pending.
 """
 
 from __future__ import annotations
@@ -109,9 +110,10 @@ def stuck_studies(
 ) -> list[dict[str, Any]]:
     """Studies in one state for longer than ``threshold_seconds``, longest first.
 
-    Each: ``study_uid``, ``state`` (``open``, ``job queued``, ``job running``, ``delivery
-    pending``), ``since`` (epoch seconds), ``detail`` (model or destination).  An open study
-    counts once it is idle for the stable window plus the threshold.
+    Each: ``study_uid``, ``state`` (``open``, ``not routed``, ``job queued``, ``job running``,
+    ``delivery pending``), ``since`` (epoch seconds), ``detail`` (model or destination).  An
+    open study counts once it is idle for the stable window plus the threshold; a complete
+    study without a routing record for its completion once it is complete for the threshold.
     """
     now = time.time() if now is None else now
     cutoff = now - threshold_seconds
@@ -120,6 +122,15 @@ def stuck_studies(
     for study_uid, last in node.index.open_studies():
         if last < open_cutoff:
             out.append({"study_uid": study_uid, "state": "open", "since": last, "detail": ""})
+    for study_uid, completed in node.index.unrouted_studies(completed_before=cutoff, limit=limit):
+        out.append(
+            {
+                "study_uid": study_uid,
+                "state": "not routed",
+                "since": completed,
+                "detail": "complete, never routed",
+            }
+        )
     for rec in node.jobs.list_jobs(states=[JobState.QUEUED, JobState.RUNNING], limit=limit):
         running = rec.state is JobState.RUNNING and rec.started_at is not None
         since = rec.started_at if running and rec.started_at is not None else rec.updated_at

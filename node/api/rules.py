@@ -243,9 +243,17 @@ def replay_rules(
         since=since,
         until=until,
         current_rules=node.rules.rules,
-        stored=node.jobs.routing_decisions,
+        stored_many=node.jobs.routing_decisions_many,
         destinations=sorted(node.config.destinations),
         workers=default_workers(),
+    )
+    audit(
+        request,
+        "rules.replayed",
+        via="api",
+        rules_sha256=_sha(body.text),
+        active_sha256=node.rules.sha256,
+        **result.audit_detail(),
     )
     return {
         "rules_sha256": _sha(body.text),

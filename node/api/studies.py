@@ -163,7 +163,8 @@ def list_stuck(
     """Studies in one state longer than the threshold, longest first (``stuck_studies``).
 
     Returns ``{"minutes", "studies": [{"study_uid", "state", "since", "detail", "url"}]}``;
-    ``state`` is ``open``, ``job queued``, ``job running`` or ``delivery pending``; ``detail``
+    ``state`` is ``open``, ``not routed``, ``job queued``, ``job running`` or ``delivery
+    pending``; ``detail``
     the model or destination.  No patient data.
     """
     threshold = minutes if minutes is not None else node.config.console.stuck_minutes

@@ -547,6 +547,38 @@ class JobStore:
             },
         }
 
+    def routing_decisions_many(self, study_uids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """``routing_decisions`` of many studies in a few queries (rule replay): study UID ->
+        the same dict, for the studies that have a routing record."""
+        out: dict[str, dict[str, Any]] = {}
+        uids = list(dict.fromkeys(study_uids))
+        for i in range(0, len(uids), 500):
+            chunk = uids[i : i + 500]
+            rows = (
+                self._conn()
+                .execute(
+                    "SELECT r.study_uid, r.generation, r.routed_at, r.rules_sha256,"
+                    " json_extract(r.decisions, '$.decisions'),"
+                    " json_extract(r.decisions, '$.not_applicable') FROM routings r"
+                    f" WHERE r.study_uid IN ({','.join('?' * len(chunk))})"
+                    " AND r.generation = (SELECT MAX(g.generation) FROM routings g"
+                    " WHERE g.study_uid = r.study_uid)",
+                    chunk,
+                )
+                .fetchall()
+            )
+            for row in rows:
+                out[row[0]] = {
+                    "generation": row[1],
+                    "routed_at": row[2],
+                    "rules_sha256": row[3],
+                    "decisions": {
+                        "decisions": json.loads(row[4]) if row[4] is not None else None,
+                        "not_applicable": json.loads(row[5]) if row[5] is not None else [],
+                    },
+                }
+        return out
+
     # ----------------------------------------------------------------------------- reading
     def get(self, job_id: str) -> JobRecord:
         """One job; NotFoundError when unknown."""

@@ -20,13 +20,16 @@ no patient data.
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import logging
 import multiprocessing
 import os
 import re
+import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -56,6 +59,44 @@ class StoredStudies(Protocol):
 
 
 log = logging.getLogger(__name__)
+
+#: While a replay runs, the cyclic collector's oldest generation is examined this rarely.
+_FULL_COLLECTION_THRESHOLD = 1000
+
+
+_gc_lock = threading.Lock()
+_gc_users = 0
+_gc_saved: tuple[int, ...] = ()
+
+
+@contextlib.contextmanager
+def _rare_full_collections() -> Iterator[None]:
+    """Make full (generation 2) garbage collections rare while a replay builds its result.
+
+    A replay keeps tens of thousands of small objects alive (one ``StudyReplay`` per study)
+    while it allocates many short-lived ones (decoded headers, explanations); with CPython's
+    default thresholds each full collection walks everything kept so far, which cost about
+    40 % of a 10,000-study replay (bench/replay.py).  Young generations are still collected
+    (the explanations ``RuleSet.route`` builds are reference cycles), so memory stays flat.
+    Process-wide while it lasts: the serving process's other threads see only fewer full
+    collections for those seconds.  Counted, so that overlapping replays (two API requests)
+    put the previous thresholds back only when the last one ends.
+    """
+    global _gc_users, _gc_saved
+    with _gc_lock:
+        if _gc_users == 0:
+            _gc_saved = gc.get_threshold()
+            t0, t1, t2 = _gc_saved
+            gc.set_threshold(t0, t1, max(t2, _FULL_COLLECTION_THRESHOLD))
+        _gc_users += 1
+    try:
+        yield
+    finally:
+        with _gc_lock:
+            _gc_users -= 1
+            if _gc_users == 0:
+                gc.set_threshold(*_gc_saved)
+
 
 _SINCE = re.compile(r"^\s*(\d+)\s*([dhm])\s*$")
 _UNIT = {"d": 86400, "h": 3600, "m": 60}
@@ -316,10 +357,29 @@ class Replay:
             "extra_runs_per_day": round((new - cur) / n_days, 2),
         }
 
+    def audit_detail(self) -> dict[str, Any]:
+        """The fields of the ``rules.replayed`` audit record: the window and the counts only
+        (no UID, no header value; the caller adds who, the rule files' sha256 and the face)."""
+        t = self.totals()
+        return {
+            "since": _iso(self.since),
+            "until": _iso(self.until),
+            "studies": t["studies"],
+            "changed": t["changed"],
+            "current_runs": t["current_runs"],
+            "new_runs": t["new_runs"],
+            "extra_runs": t["extra_runs"],
+            "seconds": round(self.seconds, 3),
+        }
+
     def to_json(
         self, *, limit: int | None = None, offset: int = 0, changed_only: bool = False
     ) -> dict[str, Any]:
         """The whole replay; ``studies`` paged by ``limit``/``offset`` (totals cover all)."""
+        with _rare_full_collections():
+            return self._to_json(limit=limit, offset=offset, changed_only=changed_only)
+
+    def _to_json(self, *, limit: int | None, offset: int, changed_only: bool) -> dict[str, Any]:
         listed = [s for s in self.studies if s.changed] if changed_only else list(self.studies)
         page = listed[offset:] if limit is None else listed[offset : offset + limit]
         per_day = self.per_day()
@@ -352,7 +412,16 @@ def _replay_chunk(
     args: tuple[list[_Item], RuleSet, RuleSet | None, Sequence[str] | None],
 ) -> list[StudyReplay]:
     """Decode and route one run of studies (in this process or a worker process)."""
-    items, rules, current_rules, destinations = args
+    with _rare_full_collections():
+        return _replay_items(*args)
+
+
+def _replay_items(
+    items: list[_Item],
+    rules: RuleSet,
+    current_rules: RuleSet | None,
+    destinations: Sequence[str] | None,
+) -> list[StudyReplay]:
     out: list[StudyReplay] = []
     for raw, record in items:
         study, received = decode_received(raw)
@@ -377,8 +446,11 @@ def default_workers() -> int:
     return max(1, min(os.cpu_count() or 1, 4))
 
 
-#: Below this many studies a replay runs in the calling process (a worker start costs ~1 s).
-PARALLEL_MIN = 2000
+#: Below this many studies a replay runs in the calling process.  Each spawned worker costs
+#: about 1-1.5 s of CPU to start (imports) and the header text is pickled to it; on the shared
+#: 2-core box a 10,000-study replay took 4.5-4.7 s of CPU in one process against 7.2-8.7 s
+#: with two workers, and more wall time under load (bench/replay.py, docs/benchmarks.md).
+PARALLEL_MIN = 20_000
 
 
 def replay(
@@ -389,6 +461,7 @@ def replay(
     until: float | None = None,
     current_rules: RuleSet | None = None,
     stored: Callable[[str], Mapping[str, Any] | None] | None = None,
+    stored_many: Callable[[Sequence[str]], Mapping[str, Mapping[str, Any]]] | None = None,
     destinations: Sequence[str] | None = None,
     workers: int = 1,
     parallel_min: int = PARALLEL_MIN,
@@ -408,6 +481,9 @@ def replay(
         (without them, such a study's current routing is empty).
     stored:
         The stored routing record of a study (``JobStore.routing_decisions``), or None.
+    stored_many:
+        The same for many studies at once (``JobStore.routing_decisions_many``: study UID ->
+        record, absent when none); read once for the window, used instead of ``stored``.
     destinations:
         The config's destinations (where results go when neither rule nor defaults say).
     workers, parallel_min:
@@ -415,10 +491,42 @@ def replay(
         and routed in that many worker processes (spawned; the index and the routing records
         are read here, once); the result is the same, in the same order.
     """
+    with _rare_full_collections():
+        return _replay(
+            index,
+            rules,
+            since=since,
+            until=until,
+            current_rules=current_rules,
+            stored=stored,
+            stored_many=stored_many,
+            destinations=destinations,
+            workers=workers,
+            parallel_min=parallel_min,
+        )
+
+
+def _replay(
+    index: StoredStudies,
+    rules: RuleSet,
+    *,
+    since: float,
+    until: float | None,
+    current_rules: RuleSet | None,
+    stored: Callable[[str], Mapping[str, Any] | None] | None,
+    stored_many: Callable[[Sequence[str]], Mapping[str, Mapping[str, Any]]] | None,
+    destinations: Sequence[str] | None,
+    workers: int,
+    parallel_min: int,
+) -> Replay:
     start = time.perf_counter()
     until = time.time() if until is None else until
     raws = index.studies_received_raw(since, until)
-    items: list[_Item] = [(raw, stored(raw[0]) if stored is not None else None) for raw in raws]
+    if stored_many is not None:
+        records = stored_many([raw[0] for raw in raws])
+        items: list[_Item] = [(raw, records.get(raw[0])) for raw in raws]
+    else:
+        items = [(raw, stored(raw[0]) if stored is not None else None) for raw in raws]
     if workers > 1 and len(items) >= max(parallel_min, 2):
         size = -(-len(items) // workers)
         chunks = [items[i : i + size] for i in range(0, len(items), size)]

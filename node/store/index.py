@@ -476,6 +476,35 @@ class Index:
         )
         return [(r[0], float(r[1])) for r in rows]
 
+    def unrouted_studies(
+        self, *, completed_before: float, limit: int = 1000
+    ) -> list[tuple[str, float]]:
+        """(study_uid, completed_at) of complete studies whose current completion generation
+        has no routing record (``routings``, written by ``JobStore.record_routing`` in the same
+        database), completed before ``completed_before``, oldest first: the router failed on
+        them or the node stopped in between.  Without a routings table no study was routed."""
+        has_routings = bool(
+            self._conn()
+            .execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'routings'")
+            .fetchall()
+        )
+        routed = (
+            " AND NOT EXISTS (SELECT 1 FROM routings r WHERE r.study_uid = s.study_uid"
+            " AND r.generation >= s.generation)"
+            if has_routings
+            else ""
+        )
+        rows = (
+            self._conn()
+            .execute(
+                "SELECT s.study_uid, s.completed_at FROM studies s WHERE s.state = 'complete'"
+                f" AND s.completed_at < ?{routed} ORDER BY s.completed_at LIMIT ?",
+                (completed_before, limit),
+            )
+            .fetchall()
+        )
+        return [(r[0], float(r[1])) for r in rows]
+
     def study_row(self, study_uid: str) -> dict[str, Any] | None:
         """The study's summary row (as in ``list_studies``), or None."""
         rows = self._summaries("WHERE s.study_uid = ?", (study_uid,))

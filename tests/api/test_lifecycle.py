@@ -160,3 +160,55 @@ def test_stuck_studies_on_the_dashboard(ops: OpsNode, tmp_path: Path) -> None:
         with conn:
             conn.execute("DELETE FROM jobs WHERE job_id = 'stuck-job'")
         conn.close()
+
+
+def test_complete_but_never_routed_is_stuck(ops: OpsNode) -> None:
+    """A study complete for two hours without a routing record for its completion (the router
+    failed on it, or the node stopped in between) is listed as stuck, on the API and the
+    dashboard; once its completion is routed it is not."""
+    import sqlite3
+
+    db = ops.data_dir / "index.sqlite"
+    conn = sqlite3.connect(db)
+    with conn:
+        (completed, generation) = conn.execute(
+            "SELECT completed_at, generation FROM studies WHERE study_uid = ?", (ops.ct_study,)
+        ).fetchone()
+        routings = conn.execute(
+            "SELECT * FROM routings WHERE study_uid = ?", (ops.ct_study,)
+        ).fetchall()
+        assert routings, "the CT study was routed by the test node"
+        conn.execute("DELETE FROM routings WHERE study_uid = ?", (ops.ct_study,))
+        conn.execute(
+            "UPDATE studies SET completed_at = ? WHERE study_uid = ?",
+            (time.time() - 7200, ops.ct_study),
+        )
+    try:
+        body = ops.http.get("/api/stuck-studies").json()
+        assert [(s["study_uid"], s["state"]) for s in body["studies"]] == [
+            (ops.ct_study, "not routed")
+        ]
+        assert body["studies"][0]["detail"] == "complete, never routed"
+        page = ops.http.get("/console/dashboard").text
+        row = '<tr class="stuck" data-state="not routed"><td class="mono">'
+        assert f'{row}<a href="/console/studies/{ops.ct_study}">' in page
+        # a record of an earlier completion only: the current one is still not routed
+        with conn:
+            conn.execute(
+                "INSERT INTO routings VALUES (?,?,?,?,?)",
+                (ops.ct_study, generation - 1, time.time(), "old", "{}"),
+            )
+        body = ops.http.get("/api/stuck-studies").json()
+        assert [s["study_uid"] for s in body["studies"]] == [ops.ct_study]
+    finally:
+        with conn:
+            conn.execute("DELETE FROM routings WHERE study_uid = ?", (ops.ct_study,))
+            conn.executemany(
+                "INSERT INTO routings VALUES (?,?,?,?,?)", [tuple(r) for r in routings]
+            )
+            conn.execute(
+                "UPDATE studies SET completed_at = ? WHERE study_uid = ?",
+                (completed, ops.ct_study),
+            )
+        conn.close()
+    assert ops.http.get("/api/stuck-studies").json()["studies"] == []

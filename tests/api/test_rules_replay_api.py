@@ -105,3 +105,27 @@ def test_a_bad_window_is_a_precise_422(ops: OpsNode) -> None:
     r = ops.http.post("/api/rules/replay", json={"text": RULES, "until": "soon"})
     assert r.status_code == 422 and r.json()["errors"][0]["field"] == "until"
     assert ops.http.post("/api/rules/replay", json={"text": RULES, "limit": -1}).status_code == 422
+
+
+def test_a_replay_is_audited_without_patient_data(ops: OpsNode) -> None:
+    """Who, when, the rule files' sha256 and the counts: no UID of a study, no header value."""
+    r = ops.http.post("/api/rules/replay", json={"text": NEW, "since": "1d"})
+    assert r.status_code == 200
+    out = r.json()
+    (rec, *_) = ops.http.get("/api/audit", params={"event": "rules.replayed"}).json()["records"]
+    assert rec["via"] == "api" and rec["outcome"] == "success" and rec["ts"]
+    assert rec["actor"] == "anonymous"  # the test node is open on loopback (no credentials)
+    assert rec["rules_sha256"] == out["rules_sha256"]
+    assert rec["active_sha256"] == ops.node.rules.sha256
+    assert rec["since"] == out["since"] and rec["until"] == out["until"]
+    t = out["totals"]
+    assert (rec["studies"], rec["changed"], rec["extra_runs"]) == (2, 2, t["extra_runs"])
+    assert (rec["current_runs"], rec["new_runs"]) == (t["current_runs"], t["new_runs"])
+    assert rec["study_uid"] is None
+    text = str(rec)
+    assert ops.ct_study not in text and ops.dx_study not in text and "Patient" not in text
+    # a refused rule file replays nothing and so is not a replay
+    before = len(ops.http.get("/api/audit", params={"event": "rules.replayed"}).json()["records"])
+    assert ops.http.post("/api/rules/replay", json={"text": BAD, "since": "1d"}).status_code == 422
+    after = len(ops.http.get("/api/audit", params={"event": "rules.replayed"}).json()["records"])
+    assert after == before

@@ -82,3 +82,27 @@ def test_replay_errors(stored: Stored, tmp_path: Path) -> None:  # noqa: F811
         ],
     )
     assert result.exit_code == 2 and "give a duration" in result.stderr
+
+
+def test_replay_is_audited(stored: Stored, tmp_path: Path) -> None:  # noqa: F811
+    """``rules.replayed`` in the node's audit log: the OS user, both files' sha256, counts."""
+    import getpass
+    import hashlib
+
+    from node.audit import AuditLog
+
+    config = _config(tmp_path)
+    args = ["rules", "replay", "--rules", str(tmp_path / "new.yaml"), "--config", str(config)]
+    assert runner.invoke(app, [*args, "--since", "7d", "--json"]).exit_code == 0
+    log = AuditLog(tmp_path)
+    try:
+        (rec,) = log.list(event="rules.replayed", limit=10)
+    finally:
+        log.close()
+    assert rec.actor == f"cli:{getpass.getuser()}" and rec.study_uid is None
+    d = rec.detail
+    assert d["via"] == "cli"
+    assert d["rules_sha256"] == hashlib.sha256(NEW.encode("utf-8")).hexdigest()
+    assert d["active_sha256"] == hashlib.sha256(OLD.encode("utf-8")).hexdigest()
+    assert (d["studies"], d["changed"], d["extra_runs"]) == (3, 2, 0)
+    assert stored.chest not in str(d) and stored.dx not in str(d)

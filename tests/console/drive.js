@@ -56,6 +56,13 @@ const { chromium } = require('playwright-core');
     await page.locator('#previews').scrollIntoViewIfNeeded();
     await shot('console-study.png');
 
+    // a failed model's step on the lifecycle line: state, reason and its retry button
+    const failed = page.locator('#lifecycle li[data-model="no-such-model"]');
+    out.failed_line = (await failed.textContent()).replace(/\s+/g, ' ').trim();
+    out.failed_reason_link = await failed.locator('a').getAttribute('href');
+    await Promise.all([page.waitForURL('**#jobs'), failed.locator('button.retry').click()]);
+    out.failed_after_url = new URL(page.url()).pathname;
+
     // rules: an error shows inline with its line number; dry run; save
     await page.goto(`${base}/console/rules`);
     const good = await page.inputValue('#rules-text');
@@ -79,7 +86,14 @@ const { chromium } = require('playwright-core');
 
     // replay the saved text on the stored studies of the last day: the DX forward moved
     await page.fill('#since', '1d');
+    // what the progress indicator showed when the form left (kept across the navigation)
+    await page.evaluate(() => document.addEventListener('submit', () => {
+      const busy = document.getElementById('busy');
+      sessionStorage.setItem('busy', busy.hidden ? 'hidden' : document.getElementById('busy-text').textContent);
+    }));
     await Promise.all([page.waitForLoadState(), page.click('#replay')]);
+    out.replay_progress = await page.evaluate(() => sessionStorage.getItem('busy'));
+    out.busy_after = await page.evaluate(() => document.getElementById('busy').hidden);
     out.replay_message = (await page.textContent('#message')).trim();
     out.replay_days = await page.$$eval('#replay-days tr', (rows) => rows.length - 2);
     out.replay_studies = (await page.textContent('#replay-studies')).replace(/\s+/g, ' ').trim();

@@ -1,9 +1,10 @@
 """The console in a real headless browser (Debian chromium driven by playwright-core).
 
 Logs in as a local user (a wrong password first), reads a study's routing explanation and its
-SEG / heat-map previews, opens the dashboard, edits a rule with an error and sees the inline
-message, dry-runs, saves, replays the saved rules on the stored studies, retries a dead
-delivery, then logs in as a viewer whose save is refused with a 403 page.  Screenshots go to
+SEG / heat-map previews, a failed model's status line (reason, retry) and retries it, opens the
+dashboard, edits a rule with an error and sees the inline message, dry-runs, saves, replays the
+saved rules on the stored studies (with its progress indicator), retries a dead delivery, then
+logs in as a viewer whose save is refused with a 403 page.  Screenshots go to
 ``docs/images/`` when ``AINODE_SCREENSHOTS=1``, else to a temporary folder.
 """
 
@@ -19,9 +20,11 @@ import pytest
 
 from node.api.auth import hash_password
 from node.config import AuthConfig, UserConfig
+from node.types import Job, JobState
 from tests.api.opsnode import OpsNode, start_ops_node
 from tests.conftest import INSTALL_CHECKERS, checker_node_modules, require_tool
 from tests.console.results import add_preview_results
+from tests.util import wait_until
 
 TOKEN = "console-test-token"
 ADMIN = {"user": "ada", "password": "ada-admin-password"}
@@ -51,6 +54,24 @@ def test_console_in_headless_chromium(ops: OpsNode, tmp_path: Path) -> None:
     if not (MODULES / "playwright-core").is_dir():
         pytest.fail(f"playwright-core is missing under {MODULES}; run {INSTALL_CHECKERS}")
     add_preview_results(ops)
+    # a job for a model the node does not have: the engine fails it, with a reason
+    ct = ops.node.index.get_study(ops.ct_study)
+    assert ct is not None
+    failed = Job(
+        job_id="console-missing-model",
+        study_uid=ops.ct_study,
+        series_uids=(ct.series[0].series_uid,),
+        model="no-such-model",
+        rule="chest-ct-archive",
+    )
+    ops.node.jobs.submit([failed], max_attempts=1)
+    wait_until(
+        lambda: ops.node.jobs.get(failed.job_id).state in (JobState.FAILED, JobState.DEAD),
+        timeout=60,
+        what="the engine to fail the job",
+    )
+    reason = ops.node.jobs.get(failed.job_id).reason
+    assert reason
     shots = (
         HERE.parents[1] / "docs" / "images"
         if os.environ.get("AINODE_SCREENSHOTS") == "1"
@@ -84,6 +105,13 @@ def test_console_in_headless_chromium(ops: OpsNode, tmp_path: Path) -> None:
     charts = dict(out["charts"])
     assert charts["chart-studies_received"] == "2" and charts["chart-jobs_succeeded"] == "1"
 
+    assert out["failed_line"].startswith("no-such-model: ")
+    assert f"({reason})" in out["failed_line"] and out["failed_line"].endswith("Retry")
+    assert out["failed_reason_link"] == f"#job-{failed.job_id}"
+    assert out["failed_after_url"] == f"/console/studies/{ops.ct_study}"
+    retried = ops.http.get("/api/audit", params={"event": "job.retry"}).json()["records"]
+    assert [(r["job_id"], r["actor"]) for r in retried] == [(failed.job_id, "user:ada")]
+
     verdicts = {row[0]: (row[1], row[2]) for row in out["verdicts"]}
     assert verdicts["chest-ct-archive"][0] == "matched"
     assert verdicts["dx-to-silent"] == ("not matched", "Modality equals 'DX': seen 'CT'")
@@ -105,6 +133,8 @@ def test_console_in_headless_chromium(ops: OpsNode, tmp_path: Path) -> None:
 
     # replay of the saved rules: the DX study was routed (recorded) with the old ones
     assert out["replay_message"].startswith("replayed on 2 stored studies since ")
+    assert out["replay_progress"] == "Replay on stored studies…", out["replay_progress"]
+    assert out["busy_after"] is True  # the answer page starts without it
     assert "1 would change, +0 model runs; nothing was queued" in out["replay_message"]
     assert out["replay_days"] == 2  # yesterday and today (UTC)
     assert ops.dx_study in out["replay_studies"] and ops.ct_study not in out["replay_studies"]

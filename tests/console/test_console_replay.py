@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Iterator
 
@@ -69,3 +70,19 @@ def test_replay_form_errors(ops: OpsNode, console: tuple[httpx.Client, str]) -> 
     assert "give a duration" in r.text and 'id="replay-result"' not in r.text
     r = c.post("/console/rules/replay", data={"csrf": "0" * 64, "text": RULES, "since": "7d"})
     assert r.status_code == 403
+
+
+def test_replay_form_is_audited(ops: OpsNode, console: tuple[httpx.Client, str]) -> None:
+    c, csrf = console
+    r = c.post(
+        "/console/rules/replay",
+        data={"csrf": csrf, "text": NEW, "since": "1d", "action": "validate", "study_uid": ""},
+    )
+    assert r.status_code == 200
+    records = ops.http.get("/api/audit", params={"event": "rules.replayed"}).json()["records"]
+    rec = records[0]
+    assert rec["via"] == "console" and rec["actor"].startswith("token:")
+    assert rec["rules_sha256"] == hashlib.sha256(NEW.encode("utf-8")).hexdigest()
+    assert rec["active_sha256"] == ops.node.rules.sha256
+    assert (rec["studies"], rec["changed"]) == (2, 2)
+    assert ops.ct_study not in str(rec) and ops.dx_study not in str(rec)

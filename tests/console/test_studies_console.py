@@ -4,6 +4,7 @@ the 'Open in viewer' link; over plain HTTP and in headless Chromium (``drive_stu
 
 from __future__ import annotations
 
+import datetime as dt
 import html
 import json
 import os
@@ -14,6 +15,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
+from zoneinfo import ZoneInfo
 
 import httpx
 import pydicom
@@ -203,6 +205,8 @@ def test_search_and_paging_in_headless_chromium(console: ConsoleNode, tmp_path: 
         "base": console.base,
         "user": "rita",
         "password": USERS["rita"][0],
+        "viewer": {"user": "vera", "password": USERS["vera"][0]},
+        "accession": _patient(5)[2],
         "shots": str(shots),
         "profile": str(tmp_path / "profile"),
     }
@@ -229,3 +233,27 @@ def test_search_and_paging_in_headless_chromium(console: ConsoleNode, tmp_path: 
     dates = out["sorted_dates"]
     assert dates == sorted(dates) and len(dates) == len(expected)
     assert (shots / "console-studies-search.png").stat().st_size > 5000
+
+    newest_uid = newest[0]
+    assert out["viewer_link"] == VIEWER_URL.format(study_uid=newest_uid)
+    t = out["time"]
+    when = dt.datetime.fromisoformat(t["datetime"].replace("Z", "+00:00"))
+    local = when.astimezone(ZoneInfo("Asia/Tokyo")).strftime("%Y-%m-%d %H:%M:%S")
+    assert t["zone"] == "Asia/Tokyo" and t["text"].startswith(f"{local} (")
+    assert t["text"].endswith(")") and ("ago" in t["text"] or "now" in t["text"]), t
+    assert t["title"] == f"{when.strftime('%Y-%m-%d %H:%M:%S')} UTC · shown in Asia/Tokyo"
+
+    assert out["by_accession"] == [console.uids[5]] and out["by_accession_cells"] == ["ACC-005"]
+
+    assert out["first_tab"] == "Skip to content" and out["after_skip"] == "main"
+    assert out["keyboard_field"] == "patient_id" and out["keyboard_outline"] == "solid"
+    assert set(out["keyboard_search"]) == {"PID-1"}
+    assert len(out["keyboard_search"]) == sum(1 for i in range(COUNT) if i % 4 == 1)
+
+    assert out["narrow"]["page"] <= out["narrow"]["view"] == 768, out["narrow"]
+    assert out["narrow"]["search_visible"]
+    assert (shots / "console-studies-narrow.png").stat().st_size > 5000
+
+    assert out["viewer_masked"].startswith("Patient data is hidden for your role")
+    assert out["viewer_phi_inputs"] == 0 and out["viewer_cells"] == ["—"]
+    assert out["viewer_rows"] == 50

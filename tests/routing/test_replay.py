@@ -7,6 +7,7 @@ files are removed before the replay, so it can only have used the stored headers
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import time
 from dataclasses import dataclass
@@ -260,3 +261,71 @@ def test_worker_processes_give_the_same_replay(stored: Stored) -> None:
     for out in (serial, parallel):
         out.pop("seconds")
     assert parallel == serial
+
+
+class _FailingIndex:
+    """An index whose query fails (a locked or corrupt database)."""
+
+    def studies_received_raw(self, since: float, until: float) -> list[object]:
+        raise RuntimeError("database is locked")
+
+
+def test_replay_puts_back_the_garbage_collector_thresholds(stored: Stored) -> None:
+    before = gc.get_threshold()
+    result = replay(stored.index, dicom_rules.parse(NEW), since=stored.now - 60 * DAY)
+    result.to_json()
+    assert gc.get_threshold() == before
+    with pytest.raises(RuntimeError, match="locked"):
+        replay(_FailingIndex(), dicom_rules.parse(NEW), since=0.0)  # type: ignore[arg-type]
+    assert gc.get_threshold() == before
+    # two replays overlapping (two API requests): the first to end does not restore early,
+    # the last one restores what was there before either
+    from node.routing.replay import _rare_full_collections
+
+    first, second = _rare_full_collections(), _rare_full_collections()
+    first.__enter__()
+    during = gc.get_threshold()
+    assert during[2] >= 1000
+    second.__enter__()
+    first.__exit__(None, None, None)
+    assert gc.get_threshold() == during
+    second.__exit__(None, None, None)
+    assert gc.get_threshold() == before
+
+
+def test_routing_records_read_at_once_give_the_same_replay(stored: Stored) -> None:
+    """``JobStore.routing_decisions_many`` (one query per 500 studies) equals the per-study
+    read, also for a study routed twice (its newest generation counts)."""
+    jobs = stored.jobs
+    first = jobs.routing_decisions(stored.chest)
+    assert first is not None
+    jobs.record_routing(
+        stored.chest,
+        2,
+        rules_sha256="newer",
+        decisions={**first["decisions"], "decisions": []},  # the second completion: nothing
+    )
+    uids = [stored.chest, stored.head, stored.dx, stored.old, "1.2.3.unknown"]
+    many = jobs.routing_decisions_many(uids)
+    assert set(many) == {stored.chest}
+    assert many[stored.chest] == jobs.routing_decisions(stored.chest)
+    assert many[stored.chest]["generation"] == 2 and many[stored.chest]["rules_sha256"] == "newer"
+    args = {
+        "since": stored.now - 60 * DAY,
+        "until": stored.now + 1,
+        "current_rules": dicom_rules.parse(OLD),
+        "destinations": ["pacs", "viewer", "archive"],
+    }
+    one = replay(stored.index, dicom_rules.parse(NEW), stored=jobs.routing_decisions, **args)  # type: ignore[arg-type]
+    batch = replay(
+        stored.index,
+        dicom_rules.parse(NEW),
+        stored_many=jobs.routing_decisions_many,
+        **args,  # type: ignore[arg-type]
+    )
+    a, b = one.to_json(), batch.to_json()
+    a.pop("seconds")
+    b.pop("seconds")
+    assert a == b
+    chest = next(s for s in b["studies"] if s["study_uid"] == stored.chest)
+    assert chest["current_source"] == "stored" and chest["current"]["model_runs"] == 0
