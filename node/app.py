@@ -41,7 +41,7 @@ from node.ingest.spool import Spool, StoreOutcome
 from node.jobs.dispatch import plan_jobs
 from node.jobs.distributed import CeleryEngine
 from node.jobs.engine import EmbeddedEngine
-from node.jobs.queries import JOB_ROWS, ai_status_sql
+from node.jobs.queries import JOB_ROWS, ai_status_sql, routed_sql
 from node.jobs.store import JobStore
 from node.models.admission import model_paths
 from node.routing import DEFAULT_RULES
@@ -90,7 +90,9 @@ class Node:
         self._serve_http = serve_http
         data_dir = config.node.data_dir
         data_dir.mkdir(parents=True, exist_ok=True)
-        self._index = Index(data_dir / "index.sqlite", ai_status_sql=ai_status_sql())
+        self._index = Index(
+            data_dir / "index.sqlite", ai_status_sql=ai_status_sql(), routed_sql=routed_sql()
+        )
         self._spool = Spool(
             data_dir,
             self._index,

@@ -34,13 +34,13 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON")]
 
 
 def _index(cfg: Config) -> Any:
-    from node.jobs.queries import ai_status_sql
+    from node.jobs.queries import ai_status_sql, routed_sql
     from node.store.index import Index
 
     db = cfg.node.data_dir / "index.sqlite"
     if not db.is_file():
         raise NotFoundError(f"no index at {db}: has this node received anything yet?")
-    return Index(db, ai_status_sql=ai_status_sql())
+    return Index(db, ai_status_sql=ai_status_sql(), routed_sql=routed_sql())
 
 
 def _when(epoch: float | None) -> str:

@@ -29,6 +29,7 @@ __all__ = [
     "events_after",
     "failure_times",
     "purge_study",
+    "routed_sql",
     "routing_records",
     "run_seconds",
     "running_by_worker",
@@ -74,6 +75,16 @@ def ai_status_sql(study_uid_column: str = "s.study_uid") -> str:
     ]
     whens = " ".join(f"WHEN {cond} THEN '{status}'" for cond, status in steps)
     return f"CASE {whens} ELSE 'none' END"
+
+
+def routed_sql(study_alias: str = "s") -> str:
+    """SQL condition over a ``studies`` row ``study_alias``: its current completion generation
+    has a routing record (the index lists the complete studies that were not routed with it,
+    ``node.store.index.Index(routed_sql=...)``); the routings table must exist."""
+    return (
+        f"EXISTS (SELECT 1 FROM routings r WHERE r.study_uid = {study_alias}.study_uid"
+        f" AND r.generation >= {study_alias}.generation)"
+    )
 
 
 def count_by_model_and_state(conn: sqlite3.Connection) -> list[tuple[str, str, int]]:

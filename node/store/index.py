@@ -189,11 +189,22 @@ class Index:
         The job queue's SQL expression of a study's AI status over ``s.study_uid``
         (``node.jobs.queries.ai_status_sql()``); without it the study list's ``ai_status`` is
         None and the AI status filters match nothing.
+    routed_sql:
+        The job queue's SQL condition "the current completion of ``s`` was routed"
+        (``node.jobs.queries.routed_sql()``); without it ``unrouted_studies`` counts every
+        complete study.
     """
 
-    def __init__(self, db_path: Path, *, ai_status_sql: str | None = None) -> None:
+    def __init__(
+        self,
+        db_path: Path,
+        *,
+        ai_status_sql: str | None = None,
+        routed_sql: str | None = None,
+    ) -> None:
         self.db_path = Path(db_path)
         self._ai_status = ai_status_sql
+        self._routed = routed_sql
         self.data_dir = self.db_path.parent
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self._idle: queue.LifoQueue[sqlite3.Connection] = queue.LifoQueue(maxsize=_POOL)
@@ -480,20 +491,15 @@ class Index:
         self, *, completed_before: float, limit: int = 1000
     ) -> list[tuple[str, float]]:
         """(study_uid, completed_at) of complete studies whose current completion generation
-        has no routing record (``routings``, written by ``JobStore.record_routing`` in the same
-        database), completed before ``completed_before``, oldest first: the router failed on
-        them or the node stopped in between.  Without a routings table no study was routed."""
-        has_routings = bool(
+        has no routing record (the job queue's ``routed_sql``), completed before
+        ``completed_before``, oldest first: the router failed on them or the node stopped in
+        between.  Without a routings table no study was routed."""
+        has_routings = self._routed is not None and bool(
             self._conn()
             .execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'routings'")
             .fetchall()
         )
-        routed = (
-            " AND NOT EXISTS (SELECT 1 FROM routings r WHERE r.study_uid = s.study_uid"
-            " AND r.generation >= s.generation)"
-            if has_routings
-            else ""
-        )
+        routed = f" AND NOT ({self._routed})" if has_routings else ""
         rows = (
             self._conn()
             .execute(
