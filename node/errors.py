@@ -9,6 +9,7 @@
     │   ├── MissingAttributeError  (DICOM 0xA900: Study/Series/SOP UID or SOP Class absent)
     │   └── OutOfResourcesError    (DICOM 0xA700 / http 507: disk or quota full)
     ├── NotFoundError              (http 404) a study/job/model that does not exist
+    ├── ConflictError              (http 409) the action does not fit the target's state
     ├── ImagingError               (http 422) a series cannot become a Volume (gaps, mixed sizes...)
     │   └── InputError             a job's input is unreadable at load (fails once, no retry)
     ├── ModelError                 (http 500) a model failed to load or to predict
@@ -76,6 +77,13 @@ class NotFoundError(AinodeError):
 
     http_status = 404
     type = "not-found"
+
+
+class ConflictError(AinodeError):
+    """The action does not fit the target's state (e.g. retrying a withdrawn delivery)."""
+
+    http_status = 409
+    type = "conflict"
 
 
 class ImagingError(AinodeError):
