@@ -41,6 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from node.delivery.rows import FORWARD
 from node.errors import ConflictError, NotFoundError, ResultError
 from node.store.migrate import migrate
 from node.types import DeliveryState, RejectionKind
@@ -420,15 +421,31 @@ class Rejections:
             ).fetchall()
         return {str(j): str(n) for j, n in rows}
 
-    def note_for(self, sop_uid: str) -> Path | None:
-        """The rejection note covering ``sop_uid``, when one does and it is written."""
+    def retractable(self, study_uid: str) -> tuple[str, ...]:
+        """Jobs of ``study_uid`` with delivered or queued objects that no rejection covers."""
+        rows = [
+            r
+            for r in self._outbox.list(study_uid=study_uid, limit=100_000)
+            if r.job_id != FORWARD and not r.job_id.startswith("r-")
+        ]
         with self._lock:
-            row = self._conn.execute(
-                "SELECT r.note_path FROM rejected_objects o JOIN rejections r"
-                " ON r.note_id = o.note_id WHERE o.sop_uid = ?",
-                (sop_uid,),
-            ).fetchone()
-        return Path(row[0]) if row and row[0] else None
+            covered = {
+                str(s[0])
+                for s in self._conn.execute(
+                    "SELECT o.sop_uid FROM rejected_objects o JOIN rejections r"
+                    " ON r.note_id = o.note_id WHERE r.study_uid = ?",
+                    (study_uid,),
+                )
+            }
+        return tuple(
+            sorted(
+                {
+                    r.job_id
+                    for r in rows
+                    if r.sop_uid not in covered and r.state is not DeliveryState.WITHDRAWN
+                }
+            )
+        )
 
 
 def notes_for(conn: sqlite3.Connection, sop_uids: Sequence[str]) -> Mapping[str, str]:

@@ -15,6 +15,7 @@ from pydicom.uid import generate_uid
 from node.config import DicomwebDestination, DimseDestination, OrthancDestination
 from node.delivery import Outbox
 from node.delivery.rejections import Rejections
+from node.delivery.senders import DestinationConfig
 from node.errors import ConflictError, NotFoundError
 from node.types import DeliveryState, RejectionKind
 from tests.delivery.conftest import SimClock
@@ -83,7 +84,7 @@ def test_superseded_set_is_flagged_by_note_and_deleted_by_rest(
 ) -> None:
     new_set = _copies(old_set, tmp_path / "new")
     with start_orthanc(tmp_path / "rest-orthanc") as rest:
-        dests = {
+        dests: dict[str, DestinationConfig] = {
             "pacs": DimseDestination(host="127.0.0.1", port=orthanc.dicom_port, ae_title="X"),
             "web": DicomwebDestination(type="dicomweb", url=orthanc.dicomweb_url),
             "rest": OrthancDestination(type="orthanc", url=rest.url, delete_rejected=True),
