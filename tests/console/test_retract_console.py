@@ -35,7 +35,7 @@ def ops(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OpsNode]:
     (tmp / "viewer").write_text(VIEWER_TOKEN + "\n")
     auth = AuthConfig(
         token=TOKEN,
-        tokens={"reader": TokenConfig(token_file=tmp / "viewer", role="viewer")},  # type: ignore[arg-type]
+        tokens={"reader": TokenConfig(token_file=tmp / "viewer", role="viewer")},
         users={
             OPERATOR["user"]: UserConfig(
                 password_hash=hash_password(OPERATOR["password"]), role="operator"
@@ -81,7 +81,7 @@ def _form(page: str) -> dict[str, str] | None:
 
 
 def _notes_in_archive(ops: OpsNode) -> list[pydicom.Dataset]:
-    out = []
+    out: list[pydicom.Dataset] = []
     for p in sorted(ops.archive.rglob("*.dcm")):
         ds = pydicom.dcmread(p, stop_before_pixels=True)
         if "ConceptNameCodeSequence" in ds and ds.ConceptNameCodeSequence[0].CodeValue == "113001":
