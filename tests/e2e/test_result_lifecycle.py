@@ -107,7 +107,7 @@ def test_late_instance_supersedes_retract_and_retry_leave_one_live_copy(
         study_uid=str(first.StudyInstanceUID),
         series_uid=str(first.SeriesInstanceUID),
         frame_of_reference_uid=str(first.FrameOfReferenceUID),
-        origin=(-23.5, -23.5, 2.5 * SLICES),
+        origin=(-23.5, -23.5, 2.5),  # one slice above the first (z goes down)
     )
     with (
         start_orthanc(tmp_path / "pacs") as pacs,
