@@ -216,25 +216,32 @@ class Rejections:
         study_uids = {r.study_uid for r in self._outbox.list_for_jobs(jobs)}
         now = self._clock()
         with self._lock:
-            self._conn.execute(
-                "INSERT OR IGNORE INTO rejections (note_id, study_uid, kind, reason, actor,"
-                " job_ids, superseded_by, rejected, created_at) VALUES (?,?,?,?,?,?,?,?,?)",
-                (
-                    note_id,
-                    min(study_uids) if study_uids else "",
-                    kind.value,
-                    reason[:REASON_MAX],
-                    actor,
-                    json.dumps(sorted({t.job_id for t in targets})),
-                    superseded_by,
-                    json.dumps(sop_uids),
-                    now,
-                ),
-            )
-            self._conn.executemany(
-                "INSERT OR IGNORE INTO rejected_objects (sop_uid, note_id, job_id) VALUES (?,?,?)",
-                [(t.sop_uid, note_id, t.job_id) for t in targets],
-            )
+            self._conn.execute("BEGIN IMMEDIATE")  # the record and its objects, or neither
+            try:
+                self._conn.execute(
+                    "INSERT OR IGNORE INTO rejections (note_id, study_uid, kind, reason, actor,"
+                    " job_ids, superseded_by, rejected, created_at) VALUES (?,?,?,?,?,?,?,?,?)",
+                    (
+                        note_id,
+                        min(study_uids) if study_uids else "",
+                        kind.value,
+                        reason[:REASON_MAX],
+                        actor,
+                        json.dumps(sorted({t.job_id for t in targets})),
+                        superseded_by,
+                        json.dumps(sop_uids),
+                        now,
+                    ),
+                )
+                self._conn.executemany(
+                    "INSERT OR IGNORE INTO rejected_objects (sop_uid, note_id, job_id)"
+                    " VALUES (?,?,?)",
+                    [(t.sop_uid, note_id, t.job_id) for t in targets],
+                )
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
         self._finish(self.get(note_id), targets)
         return self.get(note_id)
 
