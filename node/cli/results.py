@@ -20,7 +20,7 @@ from rich.table import Table
 
 from node.cli.deliveries import config_from, open_outbox
 
-app = typer.Typer(
+app: typer.Typer = typer.Typer(
     help="Result lifecycle: retract result sets, list rejections (same as /api/results).",
     no_args_is_help=True,
 )
@@ -45,7 +45,7 @@ def retract(
     as_json: Annotated[bool, typer.Option("--json", help="Print the rejection as JSON.")] = False,
 ) -> None:
     """Retract a result set: an IOCM rejection note to every destination that received it,
-    REST delete on Orthancs with ``delete_rejected``; queued copies are never sent."""
+    REST delete on Orthancs with delete_rejected; queued copies are never sent."""
     from node.audit import AuditLog
     from node.delivery.rejections import REASON_MAX, Rejections
 
