@@ -86,12 +86,20 @@ _COLS = (
 )
 
 
+#: Key Object Selection Document Storage (PS3.4 B.5): the SOP class of a rejection note
+KOS_CLASS = "1.2.840.10008.5.1.4.1.1.88.59"
+
+
 def accepts_notes(config: Any) -> bool:
-    """Whether a destination gets rejection notes: it takes them (``rejection_notes``) or it
-    deletes rejected results on receiving one (Orthanc ``delete_rejected``)."""
-    return bool(getattr(config, "rejection_notes", True)) or bool(
-        getattr(config, "delete_rejected", False)
-    )
+    """Whether a destination gets rejection notes: it deletes rejected results on receiving one
+    (Orthanc ``delete_rejected``), or it takes them (``rejection_notes``) and its
+    ``sop_classes``, when listed, include Key Object Selection."""
+    if getattr(config, "delete_rejected", False):
+        return True
+    if not getattr(config, "rejection_notes", True):
+        return False
+    allowed = getattr(config, "sop_classes", None)
+    return allowed is None or KOS_CLASS in allowed
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,9 +12,14 @@ import pydicom
 import pytest
 from pydicom.uid import generate_uid
 
-from node.config import DicomwebDestination, DimseDestination, OrthancDestination
+from node.config import (
+    DicomwebDestination,
+    DimseDestination,
+    FolderDestination,
+    OrthancDestination,
+)
 from node.delivery import Outbox
-from node.delivery.rejections import Rejections
+from node.delivery.rejections import Rejections, accepts_notes
 from node.delivery.senders import DestinationConfig
 from node.errors import ConflictError, NotFoundError
 from node.types import DeliveryState, RejectionKind
@@ -217,3 +222,18 @@ def test_interrupted_rejection_is_finished_at_start_with_the_same_note(
     finally:
         rejections.close()
         box.close()
+
+
+def test_which_destinations_take_rejection_notes(tmp_path: Path) -> None:
+    dimse = DimseDestination(host="127.0.0.1", port=104)
+    assert accepts_notes(dimse)
+    assert not accepts_notes(dimse.model_copy(update={"rejection_notes": False}))
+    ct_only = dimse.model_copy(update={"sop_classes": ["1.2.840.10008.5.1.4.1.1.2"]})
+    assert not accepts_notes(ct_only)  # it would refuse the KOS: no dead note rows
+    assert accepts_notes(ct_only.model_copy(update={"sop_classes": [KOS_CLASS]}))
+    rest = OrthancDestination(type="orthanc", url="http://127.0.0.1:8042")
+    assert accepts_notes(rest)
+    quiet = rest.model_copy(update={"rejection_notes": False})
+    assert not accepts_notes(quiet)
+    assert accepts_notes(quiet.model_copy(update={"delete_rejected": True}))
+    assert accepts_notes(FolderDestination(type="folder", path=tmp_path))
