@@ -24,8 +24,10 @@ from node.delivery.senders import DestinationConfig
 from node.errors import ConflictError, NotFoundError
 from node.types import DeliveryState, RejectionKind
 from tests.delivery.conftest import SimClock
+from tests.delivery.storescp import start_storescp
 from tests.peers.orthanc import OrthancPeer, start_orthanc
 from tests.results.conftest import run_tool
+from tests.util import wait_until
 
 KOS_CLASS = "1.2.840.10008.5.1.4.1.1.88.59"
 
@@ -237,3 +239,40 @@ def test_which_destinations_take_rejection_notes(tmp_path: Path) -> None:
     assert not accepts_notes(quiet)
     assert accepts_notes(quiet.model_copy(update={"delete_rejected": True}))
     assert accepts_notes(FolderDestination(type="folder", path=tmp_path))
+
+
+def test_an_object_withdrawn_while_it_is_sent_gets_its_note(
+    tmp_path: Path, old_set: list[Path]
+) -> None:
+    # storescp sleeps during each C-STORE: the rejection happens while the batch is on the wire
+    with start_storescp(tmp_path / "scp", args=["-v", "--sleep-during", "2"]) as scp:
+        dests = {"scp": DimseDestination(host="127.0.0.1", port=scp.port, ae_title=scp.aet)}
+        box = Outbox(tmp_path / "index.sqlite", dests, poll_seconds=0.1)
+        rejections = Rejections(box, data_dir=tmp_path)
+        box.start()
+        try:
+            box.enqueue_many(old_set, destinations=["scp"], job_id="j-old")
+            wait_until(
+                lambda: "Received Store Request" in scp.log.read_text(errors="replace"),
+                timeout=30,
+                what="storescp receiving the first object",
+            )
+            done = rejections.retract("j-old", reason="wrong study", actor="user:op")
+            assert done.destinations == ()  # nothing was delivered yet when it was recorded
+
+            def noted() -> bool:
+                rows = box.list(job_id=done.note_id)
+                return [r.state for r in rows] == [DeliveryState.DELIVERED]
+
+            wait_until(noted, timeout=60, what="the note sent after the in-flight objects")
+            states = {r.sop_uid: r.state for r in box.list(job_id="j-old")}
+            received = _uids(scp.files())
+            assert str(done.note_sop_uid) in received
+            # what reached the peer is flagged; what did not reach it stays withdrawn
+            for uid, state in states.items():
+                assert (state is DeliveryState.DELIVERED) == (uid in received), states
+            assert DeliveryState.DELIVERED in states.values()
+        finally:
+            box.stop()
+            rejections.close()
+            box.close()
