@@ -360,7 +360,8 @@ class Rejections:
         if not path.is_file():
             _write_durably(path, _encode(note))
         sops = [t.sop_uid for t in targets]
-        why = f"{rejection.kind.value}: {rejection.reason}"
+        # the note id, not the reason: the reason is free text and delivery rows are widely read
+        why = f"{rejection.kind.value}, rejection {rejection.note_id}"
         receiving = self._outbox.withdraw(sops, reason=why)
         destinations = [d for d in receiving if accepts_notes(self._outbox.config_of(d))]
         if destinations:

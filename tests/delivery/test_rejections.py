@@ -172,7 +172,7 @@ def test_retraction_withdraws_unsent_rows_for_good(
         assert done.destinations == ()  # nothing had gone out: no note needed
         rows = box.list(job_id="j-queued")
         assert {r.state for r in rows} == {DeliveryState.WITHDRAWN}
-        assert all("retracted: wrong side" in str(r.last_error) for r in rows)
+        assert all(r.last_error == f"withdrawn: retracted, rejection {done.note_id}" for r in rows)
         # never sent: not by the worker, not by a retry, not by a re-enqueue
         assert box.run_once() == 0
         with pytest.raises(ConflictError, match="withdrawn"):
