@@ -7,18 +7,24 @@ The ops node's CT study gets real result objects (``add_preview_results``), queu
 
 from __future__ import annotations
 
+import json
+import os
 import re
+import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import httpx
 import pydicom
 import pytest
+from pydicom.uid import generate_uid
 
 from node.api.auth import hash_password
 from node.config import AuthConfig, TokenConfig, UserConfig
 from node.types import DeliveryState
 from tests.api.opsnode import OpsNode, start_ops_node
+from tests.conftest import INSTALL_CHECKERS, checker_node_modules, require_tool
 from tests.console.results import add_preview_results
 from tests.util import wait_until
 
@@ -26,6 +32,9 @@ TOKEN = "retract-console-admin-token"
 VIEWER_TOKEN = "retract-console-viewer-token"
 OPERATOR = {"user": "otto", "password": "otto-operator-password"}
 VIEWER = {"user": "vera", "password": "vera-viewer-password"}
+SECOND = "j-second-set"
+HERE = Path(__file__).parent
+MODULES = checker_node_modules()
 REASON = "left and right swapped for patient Doe"  # free text: never in the audit trail
 
 
@@ -56,7 +65,27 @@ def ops(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OpsNode]:
             return states == {DeliveryState.DELIVERED}
 
         wait_until(delivered, timeout=60, what="preview results delivered to the archive")
+        # a second set of the same study, queued for a destination that never answers: the
+        # browser test retracts it (its rows are withdrawn before they go out)
+        second = _copies(paths, running.data_dir / "results" / SECOND)
+        outbox.enqueue_many(second, destinations=["blocked"], job_id=SECOND)
         yield running
+
+
+def _copies(sources: list[Path], out: Path) -> list[Path]:
+    """The same objects as another result set: fresh series and SOP Instance UIDs."""
+    out.mkdir(parents=True, exist_ok=True)
+    series: dict[str, str] = {}
+    paths = []
+    for n, src in enumerate(sources):
+        ds = pydicom.dcmread(src)
+        ds.SeriesInstanceUID = series.setdefault(str(ds.SeriesInstanceUID), generate_uid())
+        ds.SOPInstanceUID = generate_uid()
+        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+        path = out / f"{n:03d}.dcm"
+        ds.save_as(path, enforce_file_format=True)
+        paths.append(path)
+    return paths
 
 
 @contextmanager
@@ -114,7 +143,7 @@ def test_api_checks_the_role_before_reading_the_body(ops: OpsNode) -> None:
 def test_a_viewer_gets_no_form_and_cannot_post_it(ops: OpsNode) -> None:
     with _session(ops, OPERATOR) as operator:
         form = _form(operator.get(f"/console/studies/{ops.ct_study}").text)
-    assert form is not None and form["options"] == "j-preview"
+    assert form is not None and form["options"] == f"j-preview,{SECOND}"
     with _session(ops, VIEWER) as c:
         page = c.get(f"/console/studies/{ops.ct_study}").text
         assert 'class="retract-form"' not in page and 'id="rejections"' in page
@@ -152,7 +181,8 @@ def test_the_form_retracts_with_the_session_csrf_and_is_audited(ops: OpsNode) ->
         assert str(note.SOPInstanceUID) == done["note_sop_uid"]
 
         page = c.get(study_page).text
-        assert _form(page) is None  # nothing left to retract
+        left = _form(page)
+        assert left is None or "j-preview" not in left["options"]  # retracted: not offered
         assert re.search(r'<tr class="rejection"><td>[^<]+</td><td>retracted</td>', page)
 
     audit = ops.http.get("/api/audit", params={"event": "results.retracted"}).json()
@@ -161,3 +191,48 @@ def test_the_form_retracts_with_the_session_csrf_and_is_audited(ops: OpsNode) ->
     assert len(ok) == 1 and ok[0]["actor"] == "user:otto"
     assert ok[0]["study_uid"] == ops.ct_study
     assert "Doe" not in str(audit) and REASON not in str(audit)
+
+
+@pytest.mark.slow
+def test_the_retract_form_in_headless_chromium(ops: OpsNode, tmp_path: Path) -> None:
+    node_js = require_tool("node")
+    require_tool("chromium")
+    if not (MODULES / "playwright-core").is_dir():
+        pytest.fail(f"playwright-core is missing under {MODULES}; run {INSTALL_CHECKERS}")
+    shots = (
+        HERE.parents[1] / "docs" / "images"
+        if os.environ.get("AINODE_SCREENSHOTS") == "1"
+        else tmp_path / "shots"
+    )
+    shots.mkdir(parents=True, exist_ok=True)
+    before = len(ops.http.get("/api/results/rejections").json()["rejections"])
+    args = {
+        "base": str(ops.http.base_url).rstrip("/"),
+        "operator": OPERATOR,
+        "study": ops.ct_study,
+        "job": SECOND,
+        "shots": str(shots),
+        "profile": str(tmp_path / "profile"),
+    }
+    proc = subprocess.run(
+        [node_js, str(HERE / "drive_retract.js"), json.dumps(args)],
+        env={**os.environ, "NODE_PATH": str(MODULES)},
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["forms"] == 1 and SECOND in out["options"]
+    assert out["empty_valid"] is False  # the reason is required before anything is sent
+    assert out["after_url"] == f"/console/studies/{ops.ct_study}#rejections"
+    assert out["rows_after"] == out["rows_before"] + 1
+    assert "retracted" in out["row"] and "user:otto" in out["row"]
+    assert "model ran on the scout series" in out["row"]
+    rejections = ops.http.get("/api/results/rejections", params={"job_id": SECOND}).json()
+    (done,) = rejections["rejections"]
+    assert len(ops.http.get("/api/results/rejections").json()["rejections"]) == before + 1
+    assert done["destinations"] == []  # nothing had reached 'blocked': no note is needed
+    rows = ops.node.outbox.list(job_id=SECOND)
+    assert rows and {r.state for r in rows} == {DeliveryState.WITHDRAWN}
