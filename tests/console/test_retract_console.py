@@ -236,3 +236,6 @@ def test_the_retract_form_in_headless_chromium(ops: OpsNode, tmp_path: Path) -> 
     assert done["destinations"] == []  # nothing had reached 'blocked': no note is needed
     rows = ops.node.outbox.list(job_id=SECOND)
     assert rows and {r.state for r in rows} == {DeliveryState.WITHDRAWN}
+    steps = ops.http.get(f"/api/studies/{ops.ct_study}").json()["lifecycle"]
+    (blocked,) = [s for s in steps if s.get("destination") == "blocked"]
+    assert blocked["state"] == "withdrawn" and blocked["delivered"] == 0
