@@ -36,7 +36,7 @@ import sqlite3
 import tempfile
 import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -183,12 +183,18 @@ class Rejections:
         self._data_dir = Path(data_dir)
         self._clock = clock
         self._lock = threading.Lock()
+        self._listeners: list[Callable[[Rejection], None]] = []
         self._conn = sqlite3.connect(
             str(outbox.db_path), timeout=10.0, check_same_thread=False, isolation_level=None
         )
         self._conn.execute("PRAGMA busy_timeout=10000")
         self._conn.execute("PRAGMA synchronous=FULL")
         migrate(self._conn, "rejections", STEPS)
+
+    def add_listener(self, callback: Callable[[Rejection], None]) -> None:
+        """Call ``callback(rejection)`` once a new rejection is queued (the audit log subscribes
+        here); a failing callback is logged and ignored."""
+        self._listeners.append(callback)
 
     def close(self) -> None:
         """Close the database connection."""
@@ -251,7 +257,13 @@ class Rejections:
                 raise
             self._conn.execute("COMMIT")
         self._finish(self.get(note_id), targets)
-        return self.get(note_id)
+        done = self.get(note_id)
+        for callback in self._listeners:
+            try:
+                callback(done)
+            except Exception:  # noqa: BLE001 - a listener must not undo a rejection
+                log.exception("rejections.listener_failed", extra={"note_id": note_id})
+        return done
 
     def retract(self, uid: str, *, reason: str, actor: str) -> Rejection:
         """Retract a result set: ``uid`` is a job id, or the SOP Instance UID or Series Instance

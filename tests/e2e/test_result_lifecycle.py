@@ -158,6 +158,10 @@ def test_late_instance_supersedes_retract_and_retry_leave_one_live_copy(
         assert superseded["kind"] == "superseded" and superseded["superseded_by"] == new_job
         assert set(superseded["rejected_sop_uids"]) == old
         assert superseded["destinations"] == ["pacs", "rest"]
+        audited = http.get("/api/audit", params={"event": "results.superseded"}).json()
+        (record,) = audited["records"]
+        assert record["actor"] == "node" and record["study_uid"] == first.StudyInstanceUID
+        assert record["superseded_by"] == new_job and record["job_ids"] == [old_job]
 
         # 2) the operator retracts the new set by its SEG's SOP Instance UID
         refused = http.post("/api/results/retract", json={"uid": sorted(new)[0]})
