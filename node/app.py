@@ -31,8 +31,9 @@ from node.assembly.tracker import StudyTracker
 from node.config import Config
 from node.delivery.outbox import Outbox
 from node.delivery.queries import DELIVERY_ROWS
+from node.delivery.rejections import Rejections
 from node.edge import check_edge
-from node.errors import ConfigError
+from node.errors import ConfigError, ResultError
 from node.imaging.sop_classes import SC_CLASSES as _SC_CLASSES
 from node.ingest.pulls import PullRunner
 from node.ingest.receivers import CommitServer, ReceiverPool, receiver_count
@@ -50,7 +51,7 @@ from node.routing.qualify import Refusal, SeriesQualifier, qualify_study, unrout
 from node.routing.reload import RuleHolder
 from node.store.index import Index
 from node.store.retention import Removal, Retention
-from node.types import Job, Study
+from node.types import Job, RejectionKind, Study
 
 __all__ = ["Node"]
 
@@ -116,6 +117,7 @@ class Node:
             policy=config.delivery,
             node_ae_title=config.node.ae_title,
         )
+        self._rejections = Rejections(self._outbox, data_dir=data_dir)
         self._rules = RuleHolder(
             config.rules or DEFAULT_RULES, destinations=set(config.destinations)
         )
@@ -233,6 +235,11 @@ class Node:
     def outbox(self) -> Outbox:
         """Deliveries of result objects and forwarded originals."""
         return self._outbox
+
+    @property
+    def rejections(self) -> Rejections:
+        """Rejections of superseded and retracted results (IOCM notes through the outbox)."""
+        return self._rejections
 
     @property
     def engine(self) -> EmbeddedEngine | CeleryEngine:
@@ -427,23 +434,53 @@ class Node:
             return {}
 
     def _job_succeeded(self, job: Job, outputs: Mapping[str, Any]) -> None:
-        """Queue a finished job's objects for its destinations (before it is marked done)."""
+        """Queue a finished job's objects for its destinations (before it is marked done), then
+        reject what the jobs it superseded delivered (docs/results.md, "Lifecycle").
+
+        A job superseded while it ran (a late instance arrived) delivers nothing: a newer job
+        delivers for the same study, rule and model.  Objects of a job whose results were
+        retracted stay withdrawn or delivered-and-rejected when it is retried (same UIDs, the
+        outbox keeps one row per object and destination), so a retry makes no second copy.
+        """
         objects = list(outputs.get("objects", []))
         if job.parameters.get("_combined_by"):
             # its prediction is part of the rule's one result set (the combine job delivers)
             return
-        if not objects or not job.destinations:
+        newer = self._jobs.get(job.job_id).superseded_by
+        if newer is not None:
+            log.info("job.stale_not_delivered", extra={"job_id": job.job_id, "newer": newer})
             return
-        data_dir = self._config.node.data_dir
-        paths = [data_dir / o["path"] for o in objects]
-        sc = next(
-            (p for p, o in zip(paths, objects, strict=True) if o["sop_class_uid"] in _SC_CLASSES),
-            None,
-        )
-        fallbacks = [sc if o["modality"] in ("SEG", "SR") else None for o in objects]
-        self._outbox.enqueue_many(
-            paths, destinations=list(job.destinations), job_id=job.job_id, fallback_paths=fallbacks
-        )
+        if objects and job.destinations:
+            data_dir = self._config.node.data_dir
+            paths = [data_dir / o["path"] for o in objects]
+            sc = next(
+                (
+                    p
+                    for p, o in zip(paths, objects, strict=True)
+                    if o["sop_class_uid"] in _SC_CLASSES
+                ),
+                None,
+            )
+            fallbacks = [sc if o["modality"] in ("SEG", "SR") else None for o in objects]
+            self._outbox.enqueue_many(
+                paths,
+                destinations=list(job.destinations),
+                job_id=job.job_id,
+                fallback_paths=fallbacks,
+            )
+        older = self._jobs.predecessors(job)
+        if older:
+            try:
+                self._rejections.reject(
+                    older,
+                    kind=RejectionKind.SUPERSEDED,
+                    reason=f"superseded by job {job.job_id} (the study changed or was re-run)",
+                    actor="node",
+                    superseded_by=job.job_id,
+                )
+            except ResultError:
+                # e.g. the old objects were removed by retention: nothing left to reject with
+                log.exception("results.rejection_failed", extra={"job_id": job.job_id})
 
     def _study_pulled(self, study_uid: str) -> bool:
         """A pull brought instances of ``study_uid``: complete (and so route) it now."""
@@ -474,6 +511,7 @@ class Node:
             raise
         self._spool.start()
         self._outbox.start()
+        self._rejections.resume()
         self._engine.start()
         self._rules.start()
         self._route_unrouted()
@@ -680,6 +718,7 @@ class Node:
         self._rules.stop()
         self._engine.stop()
         self._outbox.stop()
+        self._rejections.close()
         self._spool.stop()
         self._index.close()
         log.info("node.stopped")

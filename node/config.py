@@ -151,12 +151,20 @@ class DimseDestination(_DimsePeer):
     sop_classes: list[str] | None = None
     transfer_syntaxes: list[str] | None = None
     sc_fallback: bool = False
+    rejection_notes: bool = Field(
+        default=True,
+        description="send IOCM rejection notes (KOS) for superseded or retracted results",
+    )
 
 
 class DicomwebDestination(_DicomwebPeer):
     type: Literal["dicomweb"]
     sop_classes: list[str] | None = None
     sc_fallback: bool = False
+    rejection_notes: bool = Field(
+        default=True,
+        description="send IOCM rejection notes (KOS) for superseded or retracted results",
+    )
 
 
 class OrthancDestination(_Strict):
@@ -170,11 +178,23 @@ class OrthancDestination(_Strict):
     )
     verify_tls: bool = True
     ca: Path | None = Field(default=None, description="PEM CA bundle trusted for HTTPS")
+    rejection_notes: bool = Field(
+        default=True,
+        description="send IOCM rejection notes (KOS) for superseded or retracted results",
+    )
+    delete_rejected: bool = Field(
+        default=False,
+        description="delete superseded or retracted results from this Orthanc (REST DELETE)",
+    )
 
 
 class FolderDestination(_Strict):
     type: Literal["folder"]
     path: Path
+    rejection_notes: bool = Field(
+        default=True,
+        description="send IOCM rejection notes (KOS) for superseded or retracted results",
+    )
 
 
 Destination = Annotated[

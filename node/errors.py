@@ -10,6 +10,7 @@
     │   └── OutOfResourcesError    (DICOM 0xA700 / http 507: disk or quota full)
     ├── NotFoundError              (http 404) a study/job/model that does not exist
     ├── NotAcceptableError         (http 406) no representation the client accepts (WADO-RS)
+    ├── ConflictError              (http 409) the action does not fit the target's state
     ├── ImagingError               (http 422) a series cannot become a Volume (gaps, mixed sizes...)
     │   └── InputError             a job's input is unreadable at load (fails once, no retry)
     ├── ModelError                 (http 500) a model failed to load or to predict
@@ -84,6 +85,13 @@ class NotAcceptableError(AinodeError):
 
     http_status = 406
     type = "not-acceptable"
+
+
+class ConflictError(AinodeError):
+    """The action does not fit the target's state (e.g. retrying a withdrawn delivery)."""
+
+    http_status = 409
+    type = "conflict"
 
 
 class ImagingError(AinodeError):

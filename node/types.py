@@ -329,3 +329,12 @@ class DeliveryState(enum.StrEnum):
     PENDING = "pending"
     DELIVERED = "delivered"
     DEAD = "dead"
+    #: never to be sent: the result was superseded or retracted before it went out
+    WITHDRAWN = "withdrawn"
+
+
+class RejectionKind(enum.StrEnum):
+    """Why results were rejected (an IOCM rejection note, docs/results.md "Lifecycle")."""
+
+    SUPERSEDED = "superseded"  # a newer job of the same study, rule and model delivered
+    RETRACTED = "retracted"  # an operator withdrew them (CLI, API, console)

@@ -26,6 +26,7 @@ from node.api import (
     models,
     pulls,
     remote_jobs,
+    results,
     rules,
     stow,
     studies,
@@ -104,6 +105,7 @@ def create_app(node: NodeView) -> FastAPI:
         pulls.router,
         audit.router,
         feedback.router,
+        results.router,
         stow.router,
         dicomweb.router,
         remote_jobs.router,
@@ -185,3 +187,21 @@ def _audit_node_events(node: NodeView, audit_log: AuditLog) -> None:
     add_completed = getattr(node, "add_study_listener", None)
     if add_completed is not None:
         add_completed(completed)
+
+    def superseded(rejection: Any) -> None:
+        # retractions are audited where they are asked for (API, console, CLI), with the actor
+        if rejection.kind.value != "superseded":
+            return
+        audit_log.record(
+            "results.superseded",
+            study_uid=rejection.study_uid,
+            note_id=rejection.note_id,
+            job_ids=list(rejection.job_ids),
+            superseded_by=rejection.superseded_by,
+            objects=len(rejection.rejected_sop_uids),
+            destinations=list(rejection.destinations),
+        )
+
+    rejections = getattr(node, "rejections", None)
+    if rejections is not None:
+        rejections.add_listener(superseded)

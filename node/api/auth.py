@@ -107,6 +107,9 @@ _POLICY: dict[tuple[str, str], Role] = {
     # radiologist feedback on results (accept / reject / modify): reviewer, not operator
     ("POST", "/api/feedback"): Role.REVIEWER,
     ("POST", "/console/jobs/{job_id}/feedback"): Role.REVIEWER,
+    # retracting a result set (IOCM rejection note, REST delete): operator
+    ("POST", "/api/results/retract"): Role.OPERATOR,
+    ("POST", "/console/studies/{study_uid}/retract"): Role.OPERATOR,
     # the rule editor's form checks (viewer) or saves (admin: checked by the page per action)
     ("POST", "/console/rules"): Role.VIEWER,
 }

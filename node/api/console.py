@@ -507,6 +507,8 @@ def study_page(request: Request, study_uid: str, node: Node) -> HTMLResponse:
         feedback=given,
         verdicts=VERDICTS,
         deliveries=deliveries,
+        rejections=[r.to_json() for r in node.rejections.list(study_uid=study_uid)],
+        retractable=node.rejections.retractable(study_uid),
     )
 
 
@@ -647,7 +649,7 @@ def install_console(app: Any) -> None:
         assert isinstance(exc, _Forbidden)
         return forbidden_page(request, exc.principal, exc.needed)
 
-    from node.api import console_activity, console_rules, feedback
+    from node.api import console_activity, console_rules, feedback, results
 
     app.add_exception_handler(_LoginRequired, to_login)
     app.add_exception_handler(_Forbidden, forbidden)
@@ -655,3 +657,4 @@ def install_console(app: Any) -> None:
     app.include_router(console_rules.router)
     app.include_router(console_activity.router)
     app.include_router(feedback.console_router)
+    app.include_router(results.console_router)

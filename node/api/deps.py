@@ -15,6 +15,7 @@ from fastapi import Request
 from dicom_rules import RuleSet
 from node.config import Config
 from node.delivery.outbox import Outbox
+from node.delivery.rejections import Rejections
 from node.jobs.store import JobStore
 from node.routing.reload import RuleHolder
 from node.store.index import ReceivedStudy, StudyQuery
@@ -100,6 +101,9 @@ class NodeView(Protocol):
 
     @property
     def outbox(self) -> Outbox: ...
+
+    @property
+    def rejections(self) -> Rejections: ...
 
     @property
     def rules(self) -> RuleHolder: ...

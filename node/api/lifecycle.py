@@ -34,7 +34,7 @@ def lifecycle(
 
     ``row`` is the index summary (epoch times), ``jobs`` and ``deliveries`` are JSON rows.
     States: ``done``/``waiting`` for received, complete, routed and results; the job state per
-    model; ``delivered``/``pending``/``dead`` per destination.
+    model; ``delivered``/``pending``/``dead``/``withdrawn`` per destination.
     """
     steps: list[dict[str, Any]] = [
         {
@@ -91,6 +91,8 @@ def lifecycle(
         states = [str(d["state"]) for d in rows]
         dead = [d for d in rows if d["state"] == "dead"]
         state = "dead" if dead else "pending" if "pending" in states else "delivered"
+        if set(states) == {"withdrawn"}:  # a rejected result set that never went out
+            state = "withdrawn"
         step = {
             "step": "delivered",
             "destination": destination,

@@ -212,6 +212,8 @@ def _detail(node: NodeView, study_uid: str, *, events_limit: int = 200) -> dict[
         for obj in j["outputs"].get("objects", [])
     ]
     out["deliveries"] = [present_delivery(d) for d in raw_deliveries]
+    # superseded and retracted result sets (docs/results.md "Lifecycle")
+    out["rejections"] = [r.to_json() for r in node.rejections.list(study_uid=study_uid)]
     events = node.index.events(study_uid)
     out["event_count"] = len(events)
     out["events"] = [_present(e) for e in events[-events_limit:]] if events_limit else []

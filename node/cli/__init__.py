@@ -65,4 +65,7 @@ app.add_typer(_users.app, name="users")
 from node.cli import feedback as _feedback  # noqa: E402
 
 app.add_typer(_feedback.app, name="feedback")
+from node.cli import results as _results  # noqa: E402
 from node.cli import worker as _worker  # noqa: E402,F401  (registers `ainode worker`)
+
+app.add_typer(_results.app, name="results")

@@ -8,16 +8,24 @@ all is read once from ``GET /system`` (``Version``).  A metadata name Orthanc do
 labels on an Orthanc without them, never fail the delivery: the instance is stored, the row is
 marked delivered with a note saying what was not attached and why, and the node logs it once.
 Orthanc keys instances by their UIDs, so re-sending the same object keeps one copy.
+
+Orthanc does not act on IOCM rejection notes itself.  With ``delete_rejected`` the sender
+deletes the instances a rejection note references (``DELETE /instances/{id}``, found by
+``POST /tools/lookup``) before storing the note; with ``rejection_notes: false`` it deletes
+without storing the note.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from io import BytesIO
 
+import pydicom
 import requests
 from orthanc_api_client import OrthancApiClient
 from orthanc_api_client.exceptions import HttpError, OrthancApiException
+from pydicom.errors import InvalidDicomError
 
 from node.config import OrthancDestination
 from node.delivery.base import (
@@ -31,9 +39,14 @@ from node.delivery.base import (
 from node.errors import DestinationError
 from node.web.peers import TlsSession, tls_reason, verify_setting
 
-__all__ = ["OrthancSender", "has_labels"]
+__all__ = ["OrthancSender", "has_labels", "rejected_by"]
 
 log = logging.getLogger(__name__)
+
+#: Key Object Selection Document Storage (PS3.4 B.5)
+KOS_CLASS = "1.2.840.10008.5.1.4.1.1.88.59"
+#: CID 7011 "Rejected for Quality Reasons": the title of an IOCM rejection note
+REJECTION_TITLE = ("113001", "DCM")
 
 #: The first Orthanc release with labels (``/studies/{id}/labels``).
 LABELS_SINCE = (1, 12)
@@ -85,9 +98,16 @@ class OrthancSender(Sender):
             except OSError as exc:
                 outcomes.append(Outcome(p.row_id, OutcomeKind.RETRY, detail=f"cannot read: {exc}"))
                 continue
+            rejected = rejected_by(data) if p.sop_class_uid == KOS_CLASS else None
             try:
-                ids = self._api.upload(data)
-                notes = self._annotate(ids[0], labelled) if ids else []
+                notes = []
+                if rejected is not None and self._config.delete_rejected:
+                    notes.append(self._delete(rejected))
+                if rejected is not None and not self._config.rejection_notes:
+                    ids = []
+                else:
+                    ids = self._api.upload(data)
+                notes += self._annotate(ids[0], labelled) if ids else []
             except HttpError as exc:
                 code = int(exc.http_status_code or 0)
                 if code >= 500 or code == 0:
@@ -108,6 +128,25 @@ class OrthancSender(Sender):
                 )
             )
         return outcomes
+
+    def _delete(self, sop_uids: Sequence[str]) -> str:
+        """Delete the instances ``sop_uids`` (REST ``DELETE /instances/{id}``); one already gone
+        counts as deleted, so a re-sent note deletes nothing twice.  Raises ``HttpError`` or
+        ``requests.RequestException`` (the batch is retried)."""
+        deleted = 0
+        for sop_uid in sop_uids:
+            for orthanc_id in self._api.lookup(sop_uid, filter="Instance"):
+                try:
+                    self._api.instances.delete(orthanc_id=orthanc_id)
+                except HttpError as exc:
+                    if int(exc.http_status_code or 0) != 404:
+                        raise
+                deleted += 1
+        log.info(
+            "orthanc.rejected_deleted",
+            extra={"destination": self._context.name, "instances": deleted},
+        )
+        return f"deleted {deleted} rejected instance(s) of {len(sop_uids)}"
 
     # ------------------------------------------------------------ metadata and labels
     def _annotate(self, instance_id: str, labelled: set[str]) -> list[str]:
@@ -178,6 +217,25 @@ class OrthancSender(Sender):
 
     def close(self) -> None:
         self._api._http_session.close()
+
+
+def rejected_by(data: bytes) -> list[str] | None:
+    """The SOP Instance UIDs an IOCM rejection note withdraws (its Current Requested Procedure
+    Evidence Sequence), or None when ``data`` is not a KOS titled "Rejected for Quality
+    Reasons" (DCM 113001, CID 7011)."""
+    try:
+        ds = pydicom.dcmread(BytesIO(data), stop_before_pixels=True)
+        title = ds.ConceptNameCodeSequence[0]
+        if (str(title.CodeValue), str(title.CodingSchemeDesignator)) != REJECTION_TITLE:
+            return None
+        return [
+            str(sop.ReferencedSOPInstanceUID)
+            for study in ds.CurrentRequestedProcedureEvidenceSequence
+            for series in study.ReferencedSeriesSequence
+            for sop in series.ReferencedSOPSequence
+        ]
+    except (AttributeError, IndexError, KeyError, InvalidDicomError):
+        return None
 
 
 def _why(exc: BaseException) -> str:

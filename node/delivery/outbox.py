@@ -37,12 +37,13 @@ from node.delivery.rows import (
     REFUSAL_TTL_SECONDS,
     STEPS,
     Delivery,
+    ObjectUids,
     connect,
     read_object_uids,
     row_to_delivery,
 )
 from node.delivery.senders import DestinationConfig, make_sender
-from node.errors import DestinationError, NotFoundError, ResultError
+from node.errors import ConflictError, DestinationError, NotFoundError, ResultError
 from node.types import DeliveryState
 
 __all__ = ["FORWARD", "STEPS", "Delivery", "Outbox", "connect"]
@@ -123,6 +124,97 @@ class Outbox:
         """Names of the configured destinations."""
         return tuple(self._destinations)
 
+    @property
+    def db_path(self) -> Path:
+        """The SQLite file holding the outbox (the node's index)."""
+        return self._db_path
+
+    def config_of(self, destination: str) -> DestinationConfig:
+        """The configuration of one destination.
+
+        Raises
+        ------
+        NotFoundError
+            Not a configured destination.
+        """
+        try:
+            return self._destinations[destination]
+        except KeyError:
+            raise NotFoundError(f"unknown destination {destination!r}") from None
+
+    def list_for_jobs(self, job_ids: Sequence[str]) -> list[Delivery]:
+        """The rows of the objects made by ``job_ids`` (every destination and state)."""
+        if not job_ids:
+            return []
+        marks = ",".join("?" * len(job_ids))
+        with self._lock:
+            rows = self._conn.execute(
+                f"SELECT {COLUMNS} FROM outbox WHERE job_id IN ({marks}) ORDER BY id",
+                list(job_ids),
+            ).fetchall()
+        return [row_to_delivery(r) for r in rows]
+
+    def job_ids_of(self, uid: str) -> list[str]:
+        """Jobs whose queued or delivered objects ``uid`` names: a job id, or the SOP Instance
+        UID or Series Instance UID of one of its objects (forwards and notes excluded)."""
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT DISTINCT job_id FROM outbox WHERE (job_id = ? OR sop_uid = ? OR"
+                " series_uid = ? OR sent_sop_uid = ?) AND job_id <> ? AND job_id NOT LIKE 'r-%'"
+                " ORDER BY job_id",
+                (uid, uid, uid, uid, FORWARD),
+            ).fetchall()
+        return [str(r[0]) for r in rows]
+
+    def paths_of(self, sop_uids: Sequence[str]) -> dict[str, Path]:
+        """SOP Instance UID -> file, for objects of ``sop_uids`` the outbox holds (also SC
+        renderings sent in their place)."""
+        if not sop_uids:
+            return {}
+        marks = ",".join("?" * len(sop_uids))
+        out: dict[str, Path] = {}
+        with self._lock:
+            for sop, path in self._conn.execute(
+                f"SELECT sop_uid, path FROM outbox WHERE sop_uid IN ({marks})", list(sop_uids)
+            ):
+                out.setdefault(str(sop), Path(path))
+            for sop, path in self._conn.execute(
+                f"SELECT sent_sop_uid, fallback_path FROM outbox WHERE sent_sop_uid IN ({marks})"
+                " AND fallback_path IS NOT NULL",
+                list(sop_uids),
+            ):
+                out.setdefault(str(sop), Path(path))
+        return out
+
+    def withdraw(self, sop_uids: Sequence[str], *, reason: str) -> list[str]:
+        """Withdraw the rows of ``sop_uids`` that did not go out (state ``withdrawn``: never
+        sent, not revived by a retry or an enqueue); return the destinations that received
+        one of them (rows ``delivered``, also of an SC rendering sent in their place).
+
+        A row that a worker is sending at this moment ends ``delivered`` and the worker queues
+        the object's rejection note for its destination (``_record``).
+        """
+        if not sop_uids:
+            return []
+        marks = ",".join("?" * len(sop_uids))
+        now = self._clock()
+        with self._lock, self._conn:
+            received = [
+                str(r[0])
+                for r in self._conn.execute(
+                    "SELECT DISTINCT destination FROM outbox WHERE state = 'delivered' AND"
+                    f" (sop_uid IN ({marks}) OR sent_sop_uid IN ({marks})) ORDER BY destination",
+                    [*sop_uids, *sop_uids],
+                )
+            ]
+            n = self._conn.execute(
+                "UPDATE outbox SET state = 'withdrawn', updated_at = ?, last_error = ?"
+                f" WHERE state IN ('pending', 'dead') AND sop_uid IN ({marks})",
+                (now, f"withdrawn: {reason}"[:1024], *sop_uids),
+            ).rowcount
+        log.info("outbox.withdrawn", extra={"rows": n, "received_by": len(received)})
+        return received
+
     def enqueue(
         self,
         path: Path,
@@ -179,39 +271,17 @@ class Outbox:
         with self._lock, self._conn:
             for path, header, fallback in zip(paths, headers, fallbacks, strict=True):
                 for dest in destinations:
-                    self._conn.execute(
-                        "INSERT INTO outbox (destination, sop_uid, sop_class_uid, study_uid,"
-                        " series_uid, transfer_syntax_uid, path, fallback_path, job_id, state,"
-                        " next_attempt_at, created_at, updated_at)"
-                        " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)"
-                        " ON CONFLICT (sop_uid, destination) DO UPDATE SET"
-                        " state = excluded.state, attempts = 0,"
-                        " next_attempt_at = excluded.created_at,"
-                        " updated_at = excluded.created_at, path = excluded.path,"
-                        " fallback_path = excluded.fallback_path, use_fallback = 0,"
-                        " job_id = excluded.job_id, last_error = NULL, last_status = NULL"
-                        " WHERE outbox.state = 'dead'",
-                        (
+                    ids.append(
+                        _insert(
+                            self._conn,
                             dest,
-                            header.sop_uid,
-                            header.sop_class_uid,
-                            header.study_uid,
-                            header.series_uid,
-                            header.transfer_syntax_uid,
-                            str(Path(path).resolve()),
-                            str(Path(fallback).resolve()) if fallback else None,
-                            job_id or FORWARD,
-                            DeliveryState.PENDING.value,
-                            now,
-                            now,
-                            now,
-                        ),
+                            path,
+                            header,
+                            fallback=fallback,
+                            job_id=job_id or FORWARD,
+                            now=now,
+                        )
                     )
-                    row = self._conn.execute(
-                        "SELECT id FROM outbox WHERE sop_uid = ? AND destination = ?",
-                        (header.sop_uid, dest),
-                    ).fetchone()
-                    ids.append(int(row[0]))
         for dest in destinations:
             self._wake[dest].set()
         log.debug("outbox.enqueued", extra={"rows": len(ids), "job_id": job_id or FORWARD})
@@ -273,8 +343,14 @@ class Outbox:
         ------
         NotFoundError
             No such row.
+        ConflictError
+            The row was withdrawn (its result was rejected).
         """
-        self.get(row_id)
+        if self.get(row_id).state is DeliveryState.WITHDRAWN:
+            raise ConflictError(
+                f"delivery {row_id} was withdrawn (its result was superseded or retracted) and "
+                "is never sent; see 'ainode results list'"
+            )
         now = self._clock()
         with self._lock, self._conn:
             self._conn.execute(
@@ -539,8 +615,18 @@ class Outbox:
         lost: list[Delivery] = []
         held_dead: Sequence[int] = ()
         with self._lock if conn is self._conn else contextlib.nullcontext(), conn:
+            marks = ",".join("?" * len(rows))
+            withdrawn = {
+                int(r[0])
+                for r in conn.execute(
+                    f"SELECT id FROM outbox WHERE state = 'withdrawn' AND id IN ({marks})",
+                    [r.id for r in rows],
+                )
+            }
             for row in rows:
                 o = outcomes.get(row.id)
+                if row.id in withdrawn and (o is None or o.kind is not OutcomeKind.DELIVERED):
+                    continue  # withdrawn meanwhile and not sent: it stays withdrawn
                 if row.id in retry_with_fallback:
                     conn.execute(
                         "UPDATE outbox SET use_fallback = 1, next_attempt_at = ?, updated_at = ?,"
@@ -606,6 +692,11 @@ class Outbox:
                         lost.append(row)
                     else:
                         retried += 1
+            sent_late = [r for r in done if r.id in withdrawn]
+            if sent_late:
+                # withdrawn while this batch was sending it: the destination has it now, so it
+                # gets the rejection note as well
+                self._queue_notes(conn, name, sent_late, now)
             if failure is not None:
                 # the destination itself failed: every other due row waits as long as this batch
                 held_dead = self._hold_others(conn, name, {r.id for r in rows}, now, failure)
@@ -626,6 +717,24 @@ class Outbox:
                     callback(name, done, lost)
                 except Exception:  # noqa: BLE001 - a listener must not stop deliveries
                     log.exception("outbox.listener_failed", extra={"destination": name})
+
+    def _queue_notes(
+        self, conn: sqlite3.Connection, name: str, rows: Sequence[Delivery], now: float
+    ) -> None:
+        from node.delivery.rejections import accepts_notes, notes_for
+
+        if not accepts_notes(self._destinations[name]):
+            return
+        notes = notes_for(conn, [r.sop_uid for r in rows])
+        for note in sorted(set(notes.values())):
+            path = Path(note)
+            try:
+                header = read_object_uids(path)
+            except ResultError:
+                log.exception("outbox.rejection_note_unreadable", extra={"destination": name})
+                continue
+            _insert(conn, name, path, header, fallback=None, job_id=path.stem, now=now)
+            log.info("outbox.rejection_note_queued_late", extra={"destination": name})
 
     def _hold_others(
         self, conn: sqlite3.Connection, name: str, done: set[int], now: float, failure: str
@@ -656,3 +765,49 @@ def _err(o: Outcome | None, default: str) -> str:
         return default
     code = f"status 0x{o.status:04X}: " if o.status is not None else ""
     return f"{code}{o.detail or default}"
+
+
+def _insert(
+    conn: sqlite3.Connection,
+    dest: str,
+    path: Path,
+    header: ObjectUids,
+    *,
+    fallback: Path | None,
+    job_id: str,
+    now: float,
+) -> int:
+    """Insert one (object, destination) row, or revive it when it is dead; return its id."""
+    conn.execute(
+        "INSERT INTO outbox (destination, sop_uid, sop_class_uid, study_uid,"
+        " series_uid, transfer_syntax_uid, path, fallback_path, job_id, state,"
+        " next_attempt_at, created_at, updated_at)"
+        " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)"
+        " ON CONFLICT (sop_uid, destination) DO UPDATE SET"
+        " state = excluded.state, attempts = 0,"
+        " next_attempt_at = excluded.created_at,"
+        " updated_at = excluded.created_at, path = excluded.path,"
+        " fallback_path = excluded.fallback_path, use_fallback = 0,"
+        " job_id = excluded.job_id, last_error = NULL, last_status = NULL"
+        " WHERE outbox.state = 'dead'",
+        (
+            dest,
+            header.sop_uid,
+            header.sop_class_uid,
+            header.study_uid,
+            header.series_uid,
+            header.transfer_syntax_uid,
+            str(Path(path).resolve()),
+            str(Path(fallback).resolve()) if fallback else None,
+            job_id,
+            DeliveryState.PENDING.value,
+            now,
+            now,
+            now,
+        ),
+    )
+    row = conn.execute(
+        "SELECT id FROM outbox WHERE sop_uid = ? AND destination = ?",
+        (header.sop_uid, dest),
+    ).fetchone()
+    return int(row[0])

@@ -20,6 +20,7 @@ __all__ = [
     "REFUSAL_TTL_SECONDS",
     "STEPS",
     "Delivery",
+    "ObjectUids",
     "connect",
     "read_object_uids",
     "row_to_delivery",

@@ -480,6 +480,26 @@ class JobStore:
                 conn.execute("UPDATE jobs SET finished_at=? WHERE job_id=?", (now, job_id))
             conn.execute("COMMIT")
 
+    def predecessors(self, job: Job) -> list[str]:
+        """Ids of the superseded jobs of ``job``'s study, rule, model and series (older inputs:
+        their results, if any were delivered, are to be rejected once ``job`` delivers)."""
+        rows = (
+            self._conn()
+            .execute(
+                "SELECT job_id FROM jobs WHERE study_uid=? AND rule=? AND model=? AND"
+                " series_uids=? AND job_id<>? AND superseded_by IS NOT NULL ORDER BY created_at",
+                (
+                    job.study_uid,
+                    job.rule,
+                    job.model,
+                    json.dumps(list(job.series_uids)),
+                    job.job_id,
+                ),
+            )
+            .fetchall()
+        )
+        return [str(r[0]) for r in rows]
+
     def record_routing(
         self, study_uid: str, generation: int, *, rules_sha256: str, decisions: Any
     ) -> None:

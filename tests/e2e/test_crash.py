@@ -11,11 +11,14 @@ restarted each time; unacknowledged files are sent again. After a final restart 
 - per (study, series, model) exactly one current (not superseded) job succeeded, on the final
   inputs, and no job recorded success twice;
 - result SOP Instance UIDs are unique and deterministic (the files on disk are the outputs);
-- the outbox holds one delivered row per (SOP UID, destination) and the folder one copy each.
+- the outbox holds one row per (SOP UID, destination): current results delivered, superseded
+  ones never queued, withdrawn, or delivered and rejected by an IOCM note (issue 18 §4) that
+  was itself delivered once; the folder holds one copy of each delivered object.
 """
 
 from __future__ import annotations
 
+import json
 import random
 import sqlite3
 import subprocess
@@ -149,7 +152,12 @@ def _quiet(node: NodeProcess, index: Index, store: JobStore, n_studies: int) -> 
         return False
     if any(j.state not in _FINAL for j in store.list_jobs()):
         return False
-    return _count(node, "SELECT COUNT(*) FROM outbox WHERE state<>'delivered'") == 0
+    if _count(node, "SELECT COUNT(*) FROM rejections WHERE queued_at IS NULL"):
+        return False
+    return (
+        _count(node, "SELECT COUNT(*) FROM outbox WHERE state NOT IN ('delivered', 'withdrawn')")
+        == 0
+    )
 
 
 @pytest.mark.slow
@@ -305,12 +313,15 @@ def _check(
             " GROUP BY job_id HAVING COUNT(*) > 1"
         ).fetchall()
         assert twice == []
-        rows = conn.execute("SELECT sop_uid, destination, state, path FROM outbox").fetchall()
+        rows = conn.execute("SELECT sop_uid, destination, state, job_id FROM outbox").fetchall()
+        rejections = conn.execute("SELECT note_id, note_sop_uid, rejected FROM rejections")
+        notes = {str(n): (str(uid), set(json.loads(rej))) for n, uid, rej in rejections}
     finally:
         conn.close()
 
     # result objects: unique, deterministic UIDs; files on disk are what the job reported
     produced: dict[str, Path] = {}
+    current_objects: set[str] = set()
     for rec in jobs:
         if rec.state is not JobState.SUCCEEDED:
             continue
@@ -322,14 +333,32 @@ def _check(
                 == (obj["sop_uid"])
             )
             produced[obj["sop_uid"]] = path
-    assert produced
+            if rec.superseded_by is None:
+                current_objects.add(obj["sop_uid"])
+    assert produced and current_objects
 
-    # delivered exactly once: one delivered outbox row per object, one copy in the folder
-    assert Counter((r[0], r[1]) for r in rows) == Counter({(u, "archive"): 1 for u in produced})
-    assert all(r[2] == "delivered" for r in rows)
+    # delivered exactly once: one outbox row per (object, destination); every current object
+    # delivered; a superseded job's objects were never queued (it was superseded while it ran),
+    # withdrawn before they went out, or delivered and rejected by a delivered IOCM note
+    assert all(n == 1 for n in Counter((r[0], r[1]) for r in rows).values())
+    state = {r[0]: r[2] for r in rows if not str(r[3]).startswith("r-")}
+    assert set(state) <= set(produced)
+    assert all(state.get(u) == "delivered" for u in current_objects), state
+    rejected = {u for _, refs in notes.values() for u in refs}
+    assert not rejected & current_objects
+    for uid in set(produced) - current_objects:
+        assert state.get(uid) in (None, "withdrawn", "delivered"), state.get(uid)
+        if state.get(uid) == "delivered":
+            assert uid in rejected, f"superseded object {uid} delivered without a rejection"
+    note_rows = {r[0]: r[2] for r in rows if str(r[3]).startswith("r-")}
+    expected_notes = {
+        uid for uid, refs in notes.values() if any(state.get(u) == "delivered" for u in refs)
+    }
+    assert set(note_rows) == expected_notes and set(note_rows.values()) <= {"delivered"}
+    delivered = {u for u, s in state.items() if s == "delivered"} | set(note_rows)
     copies = Counter(
         str(pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID)
         for p in archive.rglob("*.dcm")
     )
-    assert copies == Counter(dict.fromkeys(produced, 1))
+    assert copies == Counter(dict.fromkeys(delivered, 1))
     assert not list(archive.rglob("*.tmp"))
