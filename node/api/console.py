@@ -4,7 +4,8 @@ Pages here: login, studies (auto-refreshing list), one study (series, routing ex
 jobs, results with previews, findings, feedback forms, deliveries with a retry button), models
 (cards, held-out metrics, demo badge) and destinations (outbox counts, echo).  The rule editor
 is ``console_rules``; the dashboard, deliveries list and result previews are
-``console_activity``; the feedback form posts to ``node.api.feedback``.
+``console_activity``; pulls with their progress are ``console_pulls``; the feedback form posts to
+``node.api.feedback``.
 
 Authentication (``node.api.auth``): when users or tokens are configured every page but the
 login page needs a session cookie, obtained by posting a user name and password (or a machine
@@ -649,12 +650,13 @@ def install_console(app: Any) -> None:
         assert isinstance(exc, _Forbidden)
         return forbidden_page(request, exc.principal, exc.needed)
 
-    from node.api import console_activity, console_rules, feedback, results
+    from node.api import console_activity, console_pulls, console_rules, feedback, results
 
     app.add_exception_handler(_LoginRequired, to_login)
     app.add_exception_handler(_Forbidden, forbidden)
     app.include_router(router)
     app.include_router(console_rules.router)
     app.include_router(console_activity.router)
+    app.include_router(console_pulls.router)
     app.include_router(feedback.console_router)
     app.include_router(results.console_router)
