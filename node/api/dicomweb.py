@@ -10,6 +10,10 @@ browse the node too.  Behind the API's authentication like every other route.
 * ``GET /dicom-web/studies/{study}[/series/{series}[/instances/{sop}]]``: WADO-RS
   (PS3.18 10.4) ``multipart/related; type="application/dicom"``, the stored bytes as received
   (each part names its transfer syntax; no transcoding), streamed file by file.
+
+Every answer carries patient data (the stored DICOM, or its patient-level attributes), so every
+route needs a role of ``console.phi_roles`` besides the API's authentication (403 problem
+otherwise), and each answer but pixel frames is audited as ``phi.viewed`` with its study UIDs.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ import secrets
 from collections.abc import Iterator, Sequence
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from node.api.deps import NodeView, get_node
@@ -28,6 +32,7 @@ from node.api.media import (
     MultipartDicomResponse,
     MultipartFramesResponse,
 )
+from node.api.phi import audit_phi_view, phi_allowed
 from node.errors import NotFoundError
 from node.types import Instance, Study
 from node.web.frames import choose, instance_frames
@@ -36,7 +41,20 @@ from node.web.wado import instance_metadata
 
 __all__ = ["router"]
 
-router = APIRouter(tags=["dicomweb"])
+
+def phi_reader(request: Request) -> None:
+    """Refuse (403) a caller whose role may not see patient data (``console.phi_roles``)."""
+    if not phi_allowed(request):
+        principal = getattr(request.state, "principal", None)
+        who = f"{principal.actor} has role {principal.role.value}" if principal else "this caller"
+        raise HTTPException(
+            403,
+            f"{who}; DICOMweb answers carry patient data, which console.phi_roles allows only "
+            f"to {', '.join(request.app.state.node.config.console.phi_roles)}",
+        )
+
+
+router = APIRouter(tags=["dicomweb"], dependencies=[Depends(phi_reader)])
 
 _CHUNK = 1 << 20
 #: Study-level attributes copied from the stored series header (PS3.18 Table 10.6.3-3).
@@ -102,6 +120,9 @@ def search_studies(
         item["00201208"] = _attr("IS", sum(s.instance_count for s in study.series))
         item["00081190"] = _attr("UR", f"{_base(request)}/studies/{uid}")
         out.append(item)
+    audit_phi_view(
+        request, [str(i["0020000D"]["Value"][0]) for i in out], purpose="GET /dicom-web/studies"
+    )
     return _json(out)
 
 
@@ -201,7 +222,9 @@ def _multipart(instances: Sequence[Instance]) -> StreamingResponse:
 
 
 @router.get("/dicom-web/studies/{study_uid}", response_class=MultipartDicomResponse)
-def retrieve_study(study_uid: str, node: Annotated[NodeView, Depends(get_node)]) -> Any:
+def retrieve_study(
+    study_uid: str, request: Request, node: Annotated[NodeView, Depends(get_node)]
+) -> Any:
     """WADO-RS Retrieve Study (PS3.18 10.4.1): every stored instance, as stored.
 
     Raises
@@ -211,6 +234,7 @@ def retrieve_study(study_uid: str, node: Annotated[NodeView, Depends(get_node)])
     """
     study = _study(node, study_uid)
     instances = [i for s in study.series for i in node.index.series_instances(s.series_uid)]
+    audit_phi_view(request, [study_uid], purpose="GET /dicom-web/studies/{uid}")
     return _multipart(instances)
 
 
@@ -218,7 +242,10 @@ def retrieve_study(study_uid: str, node: Annotated[NodeView, Depends(get_node)])
     "/dicom-web/studies/{study_uid}/series/{series_uid}", response_class=MultipartDicomResponse
 )
 def retrieve_series(
-    study_uid: str, series_uid: str, node: Annotated[NodeView, Depends(get_node)]
+    study_uid: str,
+    series_uid: str,
+    request: Request,
+    node: Annotated[NodeView, Depends(get_node)],
 ) -> Any:
     """WADO-RS Retrieve Series (PS3.18 10.4.1).
 
@@ -227,7 +254,9 @@ def retrieve_series(
     NotFoundError
         Unknown study or series (404 problem).
     """
-    return _multipart(_series(node, study_uid, series_uid))
+    instances = _series(node, study_uid, series_uid)
+    audit_phi_view(request, [study_uid], purpose="GET /dicom-web/studies/{uid}/series/{uid}")
+    return _multipart(instances)
 
 
 @router.get(
@@ -238,6 +267,7 @@ def retrieve_instance(
     study_uid: str,
     series_uid: str,
     sop_uid: str,
+    request: Request,
     node: Annotated[NodeView, Depends(get_node)],
 ) -> Any:
     """WADO-RS Retrieve Instance (PS3.18 10.4.1).
@@ -250,6 +280,7 @@ def retrieve_instance(
     found = [i for i in _series(node, study_uid, series_uid) if i.sop_uid == sop_uid]
     if not found:
         raise NotFoundError(f"no instance {sop_uid} in series {series_uid} on this node")
+    audit_phi_view(request, [study_uid], purpose="GET /dicom-web/.../instances/{uid}")
     return _multipart(found)
 
 
@@ -280,12 +311,9 @@ def series_metadata(
         Unknown study or series (404 problem).
     """
     base = f"{_base(request)}/studies/{study_uid}/series/{series_uid}/instances"
-    return _json(
-        [
-            instance_metadata(inst.path, f"{base}/{inst.sop_uid}")
-            for inst in _series(node, study_uid, series_uid)
-        ]
-    )
+    instances = _series(node, study_uid, series_uid)
+    audit_phi_view(request, [study_uid], purpose="GET /dicom-web/.../series/{uid}/metadata")
+    return _json([instance_metadata(inst.path, f"{base}/{inst.sop_uid}") for inst in instances])
 
 
 @router.get(

@@ -127,10 +127,26 @@ def test_machine_tokens_have_their_roles(ops: OpsNode) -> None:
         r = anon.put("/api/rules", json={"text": rules_text}, headers=pacs)
         assert r.status_code == 403
         assert anon.get("/api/audit", headers=pacs).status_code == 403
+        # DICOMweb answers carry patient data: only the roles of console.phi_roles, audited
+        r = anon.get("/dicom-web/studies", headers=monitor)
+        assert r.status_code == 403 and "console.phi_roles" in r.json()["detail"]
+        series = ops.node.index.get_study(ops.ct_study).series[0].series_uid  # type: ignore[union-attr]
+        meta = f"/dicom-web/studies/{ops.ct_study}/series/{series}/metadata"
+        assert anon.get(meta, headers=monitor).status_code == 403
+        assert anon.get("/dicom-web/studies", headers=pacs).status_code == 200
+        assert anon.get(meta, headers=pacs).status_code == 200
         # the single token of earlier versions is an admin
         assert anon.put("/api/rules", json={"text": rules_text}, headers=legacy).status_code == 200
         records = anon.get("/api/audit", headers=legacy).json()["records"]
     actors = {(r["event"], r["actor"]) for r in records}
+    dicomweb_views = {
+        r["purpose"] for r in records if r["event"] == "phi.viewed" and r["actor"] == "token:pacs"
+    }
+    assert dicomweb_views >= {
+        "GET /dicom-web/studies",
+        "GET /dicom-web/.../series/{uid}/metadata",
+    }, dicomweb_views
+    assert not any(r["event"] == "phi.viewed" and r["actor"] == "token:monitor" for r in records)
     assert ("delivery.retry", "token:pacs") in actors
     assert ("rules.changed", "token:token") in actors
     # no secret ever reaches the audit trail
