@@ -125,6 +125,9 @@ class NotApplicable(enum.StrEnum):
     # rule, matched it): the first when an installed model could read it, the second when none
     NO_RULE = "no_rule"  # no rule routes this series to a model
     NO_MODEL = "no_model"  # no installed model can read it (e.g. accepts its modality)
+    # an image series a named (``route``) rule ignores on purpose: ``localizer`` when every volume
+    # is a localizer or survey, else this
+    IGNORED = "ignored"
 
 
 @dataclass(frozen=True, slots=True)

@@ -135,7 +135,8 @@ class _IndexCollector(Collector):
         not_applicable = CounterMetricFamily(
             "ainode_series_not_applicable",
             "Model decisions that created no job because the model cannot read the series, and "
-            "image series no rule sends to a model (no_rule, no_model); headers only, by reason",
+            "image series no rule sends to a model (no_rule, no_model) or a named rule ignores "
+            "(localizer, ignored); headers only, by reason",
             labels=["reason"],
         )
         for reason, n in sorted(reasons.items()):

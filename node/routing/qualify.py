@@ -12,10 +12,11 @@ accepts wins; when it accepts none, the reason is the best candidate's refusal.
 An image series that no rule sends to a model (only a ``fallback`` rule that ignores, or no rule
 at all, matched it) is "not applicable" too, with ``no_rule`` (an installed model could read it:
 the rules do not send it there) or ``no_model`` (no installed model can read it, e.g. none
-accepts its modality).  A series an explicit (``route``) rule ignores keeps that rule as its
-reason; a series with no image in it (SR, SEG...) gets no record.  ``qualify_study`` is the one
-code path of ``ainode rules explain`` and the console's dry run; the live router records the
-same through ``plan_jobs`` plus ``SeriesQualifier.unrouted``.
+accepts its modality).  An image series an explicit (``route``) rule ignores on purpose is
+"not applicable" with ``localizer`` (every volume is a localizer or survey) or ``ignored``, and
+names that rule; a series with no image in it (SR, SEG...) gets no record.  ``qualify_study``
+is the one code path of ``ainode rules explain`` and the console's dry run; the live router
+records the same through ``plan_jobs`` plus ``SeriesQualifier.unrouted_records``.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ __all__ = [
     "Refusal",
     "SeriesQualifier",
     "choose_volume",
+    "ignored_series",
     "no_model_reason",
     "qualify_study",
     "unrouted_series",
@@ -242,6 +244,36 @@ def unrouted_series(
     return [(by_fallback.get(uid), uid) for uid in series_uids if uid not in purposeful]
 
 
+def ignored_series(
+    rules: RuleSet, decisions: Sequence[Any], series_uids: Sequence[str]
+) -> list[tuple[str, str]]:
+    """The series of a study that named (``route``) rules only ignore: (the first such rule,
+    series UID).  A series some rule sends to a model or forwards is not among them, nor one
+    only a ``fallback`` rule matched (``unrouted_series``)."""
+    fallback = {r.name for r in rules.rules if r.kind is RuleKind.FALLBACK}
+    first: dict[str, str] = {}
+    acted: set[str] = set()
+    for d in decisions:
+        for uid in d.series_uids:
+            if not d.ignored:
+                acted.add(uid)
+            elif d.rule not in fallback:
+                first.setdefault(uid, d.rule)
+    return [(first[uid], uid) for uid in series_uids if uid in first and uid not in acted]
+
+
+def ignored_reason(volumes: Sequence[SeriesVolume], rule: str) -> Qualified:
+    """Why an image series a named rule ignores runs no model: ``localizer`` or ``ignored``."""
+    if volumes and all(v.is_localizer for v in volumes):
+        why = next((v.localizer_reason for v in volumes if v.localizer_reason), None)
+        return Qualified(
+            None,
+            NotApplicable.LOCALIZER,
+            f"localizer or survey images{f' ({why})' if why else ''}: rule {rule} ignores them",
+        )
+    return Qualified(None, NotApplicable.IGNORED, f"rule {rule} ignores this series on purpose")
+
+
 class SeriesQualifier:
     """Splits each routed series once (headers only) and qualifies decisions against it.
 
@@ -299,16 +331,33 @@ class SeriesQualifier:
             return None
         return no_model_reason(split.volumes, self._refusals)
 
+    def ignored(self, series_uid: str, rule: str) -> Qualified | None:
+        """Why a series a named rule ignores runs no model (``ignored_reason``); None when it
+        holds no image (nothing to explain) or could not be split."""
+        try:
+            split = self.split(series_uid)
+        except Exception:  # noqa: BLE001 - a bug here must not stop the study's routing
+            log.exception("routing.split_failed", extra={"series_uid": series_uid})
+            return None
+        if not split.volumes and not split.dropped:
+            return None
+        return ignored_reason(split.volumes, rule)
+
     def unrouted_records(
         self, rules: RuleSet, decisions: Sequence[Any], series_uids: Sequence[str]
     ) -> list[tuple[str | None, None, str, str, str]]:
         """(rule, model None, series UID, reason, detail) of the study's image series that no
-        rule sends to a model (the live router adds these to ``Plan.not_applicable``)."""
+        rule sends to a model, or that a named rule ignores (the live router adds these to
+        ``Plan.not_applicable``)."""
         out: list[tuple[str | None, None, str, str, str]] = []
         for rule, uid in unrouted_series(rules, decisions, series_uids):
             q = self.unrouted(uid)
             if q is not None and q.reason is not None:
                 out.append((rule, None, uid, q.reason.value, q.detail or ""))
+        for named, uid in ignored_series(rules, decisions, series_uids):
+            q = self.ignored(uid, named)
+            if q is not None and q.reason is not None:
+                out.append((named, None, uid, q.reason.value, q.detail or ""))
         return out
 
     def volumes_json(self) -> dict[str, Any]:
@@ -365,6 +414,10 @@ def qualify_study(
         q = qualifier.unrouted(uid)
         if q is not None:
             unrouted.append({"rule": rule, "model": None, "series_uid": uid, **q.to_json()})
+    for named, uid in ignored_series(rules, decisions, series_uids):
+        q = qualifier.ignored(uid, named)
+        if q is not None:
+            unrouted.append({"rule": named, "model": None, "series_uid": uid, **q.to_json()})
     return {
         "volumes": qualifier.volumes_json(),
         "qualified": chosen,
