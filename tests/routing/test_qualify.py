@@ -15,6 +15,8 @@ from node.routing import DEFAULT_RULES
 from node.routing.qualify import (
     SeriesQualifier,
     choose_volume,
+    ignored_reason,
+    ignored_series,
     no_model_reason,
     qualify_study,
     unrouted_series,
@@ -167,3 +169,38 @@ def test_a_series_without_any_rule_is_unrouted_with_no_rule_name(tmp_path: Path)
     files = _by_series(write_mr_frames(tmp_path / "mr", constructed_series()["plain-stack"]))
     decisions = rules.route(_study(files), destinations=["pacs"])
     assert unrouted_series(rules, decisions, list(files)) == [(None, next(iter(files)))]
+
+
+def test_an_image_series_a_named_rule_ignores_says_why(tmp_path: Path) -> None:
+    """A localizer or survey a rule ignores is "not applicable: localizer", another image series
+    a named rule ignores is "not applicable: ignored"; both name the rule.  A series some rule
+    sends to a model is not "ignored", nor one only the fallback matched."""
+    survey = _split(tmp_path, "three-plane-survey")
+    assert survey.volumes and all(v.is_localizer for v in survey.volumes)
+    q = ignored_reason(survey.volumes, "ignore-localizers")
+    assert q.reason is NotApplicable.LOCALIZER and q.volume_id is None
+    assert (q.detail or "").endswith(": rule ignore-localizers ignores them")
+    plain = _split(tmp_path, "plain-stack")
+    q = ignored_reason(plain.volumes, "ignore-mr")
+    assert (q.reason, q.detail) == (
+        NotApplicable.IGNORED,
+        "rule ignore-mr ignores this series on purpose",
+    )
+
+    rules = dicom_rules.parse(
+        "version: 1\nrules:\n"
+        "  - {name: ignore-mr, when: {Modality: MR}, then: ignore}\n"
+        "  - {name: seg-ct, when: {Modality: CT}, then: {model: m}}\n"
+        "  - {name: rest, type: fallback, then: ignore}\n"
+    )
+    mr = write_mr_frames(tmp_path / "mr", constructed_series()["plain-stack"])
+    ct = write_mr_frames(tmp_path / "ct", constructed_series()["plain-stack"], modality="CT")
+    files = _by_series(mr + ct)
+    decisions = rules.route(_study(files))
+    mr_uid, ct_uid = (_by_series(f).popitem()[0] for f in (mr, ct))
+    assert ignored_series(rules, decisions, list(files)) == [("ignore-mr", mr_uid)]
+    qualifier = SeriesQualifier(paths=lambda uid: files[uid], refusals={})
+    records = qualifier.unrouted_records(rules, decisions, list(files))
+    assert records == [
+        ("ignore-mr", None, mr_uid, "ignored", "rule ignore-mr ignores this series on purpose")
+    ]
