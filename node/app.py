@@ -468,6 +468,7 @@ class Node:
                 job_id=job.job_id,
                 fallback_paths=fallbacks,
             )
+        self._reject_earlier_run(job, objects)
         older = self._jobs.predecessors(job)
         if older:
             try:
@@ -481,6 +482,26 @@ class Node:
             except ResultError:
                 # e.g. the old objects were removed by retention: nothing left to reject with
                 log.exception("results.rejection_failed", extra={"job_id": job.job_id})
+
+    def _reject_earlier_run(self, job: Job, objects: Sequence[Mapping[str, Any]]) -> None:
+        """A job run again (operator retry after a new model version...) whose result set has
+        other SOP Instance UIDs than its earlier run: reject the earlier objects, so the
+        destinations never hold two live result sets of one job.  Same UIDs (the usual retry)
+        overwrite in place and reject nothing."""
+        current = {str(o.get("sop_uid") or "") for o in objects}
+        if not objects or "" in current:
+            return  # nothing new, or objects not identified: never reject on a guess
+        try:
+            self._rejections.reject(
+                [job.job_id],
+                kind=RejectionKind.SUPERSEDED,
+                reason=f"replaced by a new run of job {job.job_id} (new result objects)",
+                actor="node",
+                superseded_by=job.job_id,
+                keep=current,
+            )
+        except ResultError:
+            log.exception("results.rejection_failed", extra={"job_id": job.job_id})
 
     def _study_pulled(self, study_uid: str) -> bool:
         """A pull brought instances of ``study_uid``: complete (and so route) it now."""

@@ -210,8 +210,11 @@ class Rejections:
         reason: str,
         actor: str,
         superseded_by: str | None = None,
+        keep: Iterable[str] = (),
     ) -> Rejection | None:
-        """Reject what the jobs ``job_ids`` delivered or queued and no rejection covers yet.
+        """Reject what the jobs ``job_ids`` delivered or queued and no rejection covers yet,
+        except the objects whose SOP Instance UIDs are in ``keep`` (a job run again whose new
+        result set has other UIDs, e.g. a new model version: its earlier objects go).
 
         Returns the rejection, or None when nothing of theirs is left to reject.
 
@@ -222,7 +225,8 @@ class Rejections:
         """
         kind = RejectionKind(kind)
         jobs = sorted(set(job_ids))
-        targets = self._targets(jobs)
+        kept = set(keep)
+        targets = [t for t in self._targets(jobs) if t.sop_uid not in kept]
         if not targets:
             return None
         sop_uids = sorted(t.sop_uid for t in targets)

@@ -276,3 +276,51 @@ def test_an_object_withdrawn_while_it_is_sent_gets_its_note(
             box.stop()
             rejections.close()
             box.close()
+
+
+def test_a_job_run_again_with_new_objects_rejects_its_earlier_ones(
+    tmp_path: Path, clock: SimClock, old_set: list[Path]
+) -> None:
+    """An operator retry after a new model version: the same job id, other SOP Instance UIDs.
+    The earlier objects are rejected (note to the destination that has them), the new ones are
+    kept; a retry with the same UIDs (the usual case) rejects nothing."""
+    new_set = _copies(old_set, tmp_path / "new")
+    dests = {"archive": FolderDestination(type="folder", path=tmp_path / "archive")}
+    box = Outbox(tmp_path / "index.sqlite", dests, clock=clock)
+    rejections = Rejections(box, data_dir=tmp_path, clock=clock)
+    try:
+        box.enqueue_many(old_set, destinations=["archive"], job_id="j-1")
+        box.run_once()
+        old, new = _uids(old_set), _uids(new_set)
+        # the same objects again: nothing to reject
+        assert (
+            rejections.reject(["j-1"], kind="superseded", reason="r", actor="n", keep=old) is None
+        )
+        box.enqueue_many(new_set, destinations=["archive"], job_id="j-1")
+        box.run_once()
+        done = rejections.reject(
+            ["j-1"],
+            kind="superseded",
+            reason="new run",
+            actor="node",
+            superseded_by="j-1",
+            keep=new,
+        )
+        assert done is not None and set(done.rejected_sop_uids) == old
+        box.run_once()
+        note = box.list(job_id=done.note_id)
+        assert [(r.destination, r.state) for r in note] == [("archive", DeliveryState.DELIVERED)]
+        stored = {
+            str(pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID): p
+            for p in (tmp_path / "archive").rglob("*")
+            if p.is_file()
+        }
+        assert old | new | {str(done.note_sop_uid)} <= set(stored)
+        # the new objects stay live: nothing rejects them, again or later
+        assert not new & set(done.rejected_sop_uids)
+        assert (
+            rejections.reject(["j-1"], kind="superseded", reason="r", actor="n", keep=new) is None
+        )
+    finally:
+        rejections.close()
+        box.close()
