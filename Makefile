@@ -4,8 +4,11 @@
 demo: install
 	.venv/bin/ainode demo
 
+# The suite on TEST_WORKERS pytest-xdist workers, one test file per worker at a time (files share
+# module fixtures; long files go first, tests/conftest.py).  Serially: make test TEST_WORKERS=0
+TEST_WORKERS ?= 3
 test: install-dev
-	.venv/bin/python -m pytest -q
+	.venv/bin/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 install:
 	deploy/install.sh

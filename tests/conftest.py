@@ -25,6 +25,46 @@ os.environ.setdefault("TCP_NODELAY", "1")
 os.environ.setdefault("AINODE_PYTHON", sys.executable)
 
 
+#: The test files that take longest (``pytest --durations``, CONTRIBUTING.md), longest first.
+#: Under pytest-xdist (``make test``) files are handed to workers in collection order, so these
+#: start first and the run does not end waiting on one long file started last.
+LONGEST_FIRST = (
+    "tests/e2e/test_crash.py",
+    "tests/e2e/test_end_to_end.py",
+    "tests/scale/test_cluster.py",
+    "tests/models/test_bundle_zoo.py",
+    "tests/results/test_sr.py",
+    "tests/e2e/test_misbehaving_models.py",
+    "tests/models/test_demo_lung.py",
+    "tests/security/test_phi_in_logs.py",
+    "tests/models/test_demo_enhance_cxr.py",
+    "tests/cli/test_demo.py",
+    "tests/results/test_ohif.py",
+    "tests/e2e/test_drain.py",
+    "tests/security/test_openapi_schemathesis.py",
+    "tests/cli/test_models_admission.py",
+    "tests/cli/test_serve_send.py",
+    "tests/checkers/test_checkers.py",
+)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Run long files first: those in LONGEST_FIRST in that order, then other files with a test
+    marked ``slow``, then the rest.  Files keep their tests together and in their own order."""
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    slow_files = {item.path for item in items if item.get_closest_marker("slow") is not None}
+    first_seen: dict[Path, int] = {}
+    for item in items:
+        first_seen.setdefault(item.path, len(first_seen))
+
+    def key(item: pytest.Item) -> tuple[int, int]:
+        name = item.path.relative_to(ROOT).as_posix() if item.path.is_relative_to(ROOT) else ""
+        group = rank.get(name, len(rank) + (0 if item.path in slow_files else 1))
+        return group, first_seen[item.path]
+
+    items.sort(key=key)  # stable: a file's tests stay in collection order
+
+
 def checker_node_modules() -> Path:
     """node_modules of the checkers' npm pieces (dcmjs, Cornerstone adapters, playwright-core).
 
@@ -68,6 +108,22 @@ def require_tool(name: str) -> str:
     if path is None:
         pytest.fail(f"required tool '{name}' is not installed (deploy/install.sh installs it)")
     return path
+
+
+@pytest.fixture(scope="session")
+def run_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder shared by every test of this run, for generated inputs that are costly to make
+    (e.g. trained test weights), kept under content-hash names.
+
+    Under pytest-xdist each worker has its own base temporary folder (``.../popen-gwN``); their
+    parent is the run's, so all workers share this folder.  Writers must write a temporary
+    file and rename it into place (readers then see a whole file or none).
+    """
+    base = tmp_path_factory.getbasetemp()
+    root = base.parent if base.name.startswith("popen-gw") else base
+    folder = root / "run-cache"
+    folder.mkdir(exist_ok=True)
+    return folder
 
 
 @pytest.fixture

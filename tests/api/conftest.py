@@ -51,7 +51,10 @@ def running(tmp_path: Path) -> Iterator[RunningNode]:
     node = start_node(tmp_path / "data")
     url = f"http://127.0.0.1:{node.http_port}"
     try:
-        with httpx.Client(base_url=url, timeout=30) as http:
+        # a deadline, not a wait: completing a study routes it inside the request, and the first
+        # routing describes the models in a child process that imports torch (35 s and more on
+        # a loaded machine, issue 19)
+        with httpx.Client(base_url=url, timeout=120) as http:
             yield RunningNode(node=node, url=url, http=http)
     finally:
         node.stop()

@@ -36,9 +36,9 @@ _FINAL = (JobState.SUCCEEDED, JobState.DEAD, JobState.CANCELLED)
 
 
 @pytest.mark.slow
-def test_spleen_bundle_runs_in_the_node(tmp_path: Path, corpus: Path) -> None:
+def test_spleen_bundle_runs_in_the_node(tmp_path: Path, corpus: Path, run_cache: Path) -> None:
     series = crop_series(corpus / CHEST, tmp_path / "series", size=192)
-    bundle = bundle_copy("spleen_ct_segmentation", tmp_path / "models")
+    bundle = bundle_copy("spleen_ct_segmentation", tmp_path / "models", cache=run_cache)
     rules = tmp_path / "rules.yaml"
     rules.write_text(_RULES, encoding="utf-8")
     archive = tmp_path / "archive"

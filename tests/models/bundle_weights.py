@@ -20,7 +20,9 @@ Both are deterministic on one machine (fixed seeds, one thread while training).
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -119,14 +121,52 @@ def detector_weights(bundle: Path) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in net.state_dict().items()}
 
 
-def bundle_copy(name: str, dest: Path, *, ainode_yaml: str | None = None) -> Path:
-    """Copy bundle ``name`` to ``dest/name`` with generated ``models/model.pt``."""
+def _weights_key(src: Path) -> str:
+    """Hash of everything the generated weights depend on: this module, the bundle's configs
+    and the torch/MONAI versions (a different build may train to different numbers)."""
+    import monai
+
+    h = hashlib.sha256(Path(__file__).read_bytes())
+    for path in sorted((src / "configs").rglob("*")):
+        if path.is_file():
+            h.update(path.relative_to(src).as_posix().encode() + b"\0" + path.read_bytes())
+    h.update(f"{torch.__version__} {monai.__version__}".encode())
+    return h.hexdigest()[:16]
+
+
+def _write_weights(name: str, src: Path, target: Path, cache: Path | None) -> None:
+    """Generate the weights of bundle ``name`` into ``target``, or copy them from ``cache``.
+
+    ``cache`` is a folder shared by the tests of one run (all xdist workers): the spleen
+    weights take ~10-20 s of training, so they are made once per run, keyed by content.  A
+    cached file is written whole and then renamed, so a concurrent reader sees all or nothing.
+    """
+    if cache is None:
+        weights = spleen_weights(src) if name == "spleen_ct_segmentation" else detector_weights(src)
+        torch.save(weights, target)
+        return
+    cached = cache / f"{name}-{_weights_key(src)}.pt"
+    if not cached.is_file():
+        cache.mkdir(parents=True, exist_ok=True)
+        tmp = cached.with_name(f"{cached.name}.{os.getpid()}.tmp")
+        _write_weights(name, src, tmp, None)
+        os.replace(tmp, cached)
+    shutil.copyfile(cached, target)
+
+
+def bundle_copy(
+    name: str, dest: Path, *, ainode_yaml: str | None = None, cache: Path | None = None
+) -> Path:
+    """Copy bundle ``name`` to ``dest/name`` with generated ``models/model.pt``.
+
+    ``cache``: a folder where the generated weights are kept for the rest of the test run
+    (the ``run_cache`` fixture); None generates them afresh.
+    """
     src = HERE / name
     folder = dest / name
     shutil.copytree(src, folder)
     (folder / "models").mkdir()
-    weights = spleen_weights(src) if name == "spleen_ct_segmentation" else detector_weights(src)
-    torch.save(weights, folder / "models" / "model.pt")
+    _write_weights(name, src, folder / "models" / "model.pt", cache)
     if ainode_yaml is not None:
         (folder / "ainode.yaml").write_text(ainode_yaml, encoding="utf-8")
     return folder

@@ -72,9 +72,9 @@ def _monai_boxes(out: Path) -> list[tuple[list[float], float]]:
 
 
 def test_spleen_bundle_matches_monai_run(
-    chest_crop: Path, tmp_path: Path, checker_tools: Path
+    chest_crop: Path, tmp_path: Path, checker_tools: Path, run_cache: Path
 ) -> None:
-    bundle = bundle_copy("spleen_ct_segmentation", tmp_path / "models")
+    bundle = bundle_copy("spleen_ct_segmentation", tmp_path / "models", cache=run_cache)
     ours = run_ainode_predict(bundle, chest_crop, tmp_path / "ainode", model=bundle.name)
     theirs = run_monai_bundle(bundle, chest_crop, tmp_path / "monai", detection=False)
     volume = load_volume(dicom_files([chest_crop]))

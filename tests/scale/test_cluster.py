@@ -28,6 +28,13 @@ from tests.util import wait_until
 pytestmark = pytest.mark.slow
 
 
+#: Deadlines (not waits: polling ends as soon as the condition holds).  On a loaded shared
+#: machine the node's first routing, which describes the models in a child process importing
+#: torch and MONAI, took 74 s (load average 20, 3 xdist workers), so a step may take minutes.
+STEP_SECONDS = 240
+RUN_SECONDS = 360
+
+
 def _send(port: int, files: list[Path]) -> None:
     out = subprocess.run(
         [tool("storescu"), "-v", "-nh", "-aet", "STORESCU", "-aec", "AINODE", "127.0.0.1",
@@ -112,7 +119,7 @@ def test_multi_study_run_with_redis_killed_mid_run_delivers_once(tmp_path: Path)
         _send(node.dicom_port, [f for s in sets[:3] for f in s])
         wait_until(
             lambda: bool(db_rows(node.data_dir, "SELECT 1 FROM job_publications")),
-            timeout=60,
+            timeout=STEP_SECONDS,
             what="a job in Redis",
         )
         redis.kill()  # SIGKILL: only the append-only file survives
@@ -120,7 +127,7 @@ def test_multi_study_run_with_redis_killed_mid_run_delivers_once(tmp_path: Path)
         _send(node.dicom_port, [f for s in sets[3:] for f in s])
         wait_until(
             lambda: len(db_rows(node.data_dir, "SELECT 1 FROM jobs")) == 5,
-            timeout=60,
+            timeout=STEP_SECONDS,
             what="jobs of the studies sent while Redis was down",
         )
         unpublished = db_rows(
@@ -129,7 +136,9 @@ def test_multi_study_run_with_redis_killed_mid_run_delivers_once(tmp_path: Path)
         )
         assert unpublished[0][0] >= 1
         redis.start()
-        wait_until(lambda: _finished(node, 5), timeout=150, what="all jobs done and delivered")
+        wait_until(
+            lambda: _finished(node, 5), timeout=RUN_SECONDS, what="all jobs done and delivered"
+        )
         claims = _check_once(node, tmp_path / "archive", 5)
         names = {f"{p.name}/cpu" for p in procs}
         assert {r.split(" ")[2] for rs in claims.values() for r in rs} <= names
@@ -154,7 +163,7 @@ def test_worker_kill_9_and_node_restart(tmp_path: Path) -> None:
             )
             return bool(running)
 
-        wait_until(one_running, timeout=90, what="a job running on a worker")
+        wait_until(one_running, timeout=STEP_SECONDS, what="a job running on a worker")
         victim_job, victim = running[0]
         by_name = {f"{p.name}/cpu": p for p in procs}
         by_name[victim].kill()
@@ -166,7 +175,9 @@ def test_worker_kill_9_and_node_restart(tmp_path: Path) -> None:
             rows = db_rows(node.data_dir, "SELECT state FROM jobs WHERE job_id=?", (victim_job,))
             return rows == [("succeeded",)]
 
-        wait_until(redone, timeout=90, what="the killed worker's job redelivered and done")
+        wait_until(
+            redone, timeout=STEP_SECONDS, what="the killed worker's job redelivered and done"
+        )
         redelivery = time.monotonic() - t_kill
         events = [
             r[0]
@@ -182,8 +193,10 @@ def test_worker_kill_9_and_node_restart(tmp_path: Path) -> None:
 
         # node restart (SIGKILL) while the survivor runs jobs: nothing lost or duplicated
         _send(node.dicom_port, [f for s in sets[2:] for f in s])
-        wait_until(one_running, timeout=90, what="a job running before the node restart")
+        wait_until(one_running, timeout=STEP_SECONDS, what="a job running before the node restart")
         node.kill()
         node.start()
-        wait_until(lambda: _finished(node, 4), timeout=150, what="all jobs done and delivered")
+        wait_until(
+            lambda: _finished(node, 4), timeout=RUN_SECONDS, what="all jobs done and delivered"
+        )
         _check_once(node, tmp_path / "archive", 4)
