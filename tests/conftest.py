@@ -32,6 +32,7 @@ LONGEST_FIRST = (
     "tests/e2e/test_crash.py",
     "tests/e2e/test_end_to_end.py",
     "tests/scale/test_cluster.py",
+    "tests/e2e/test_result_lifecycle.py",
     "tests/models/test_bundle_zoo.py",
     "tests/results/test_sr.py",
     "tests/e2e/test_misbehaving_models.py",
@@ -45,6 +46,7 @@ LONGEST_FIRST = (
     "tests/cli/test_models_admission.py",
     "tests/cli/test_serve_send.py",
     "tests/checkers/test_checkers.py",
+    "tests/pull/test_pull_console.py",
 )
 
 

@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 import httpx
+import pytest
 
 from tests.peers.node import start_node
 from tests.pull.conftest import Archive
@@ -25,6 +26,7 @@ def _row(page: str) -> str:
     return m.group(0)
 
 
+@pytest.mark.slow
 def test_pull_from_the_console_shows_its_progress(tmp_path: Path, archive: Archive) -> None:
     o = archive.orthanc
     sources = {
