@@ -278,8 +278,8 @@ def write_result_objects(
     """
     import hashlib
 
-    from node.jobs.pipeline import write_durably
     from node.results import build_result_files
+    from node.store.durable import write_durably
 
     key = "\x1f".join([prediction.model_name, prediction.model_version, *sorted(map(str, files))])
     job_id = "predict-" + hashlib.sha256(key.encode()).hexdigest()[:20]

@@ -31,9 +31,7 @@ import datetime as dt
 import hashlib
 import json
 import logging
-import os
 import sqlite3
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -43,6 +41,7 @@ from typing import Any
 
 from node.delivery.rows import FORWARD
 from node.errors import ConflictError, NotFoundError, ResultError
+from node.store.durable import write_durably
 from node.store.migrate import migrate
 from node.types import DeliveryState, RejectionKind
 
@@ -374,7 +373,7 @@ class Rejections:
             content_datetime=dt.datetime.fromtimestamp(int(rejection.created_at), tz=dt.UTC),
         )
         if not path.is_file():
-            _write_durably(path, _encode(note))
+            write_durably(path, _encode(note))
         sops = [t.sop_uid for t in targets]
         # the note id, not the reason: the reason is free text and delivery rows are widely read
         why = f"{rejection.kind.value}, rejection {rejection.note_id}"
@@ -507,23 +506,3 @@ def _encode(note: Any) -> bytes:
     from node.results.gate import encode
 
     return encode(note)
-
-
-def _write_durably(path: Path, data: bytes) -> None:
-    """Temp file, fsync, rename, fsync of the folder (a crash leaves the old file or the new)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)

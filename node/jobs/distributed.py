@@ -38,8 +38,8 @@ from node.jobs.celery_app import (
     model_queue,
     redis_priority,
 )
-from node.jobs.pipeline import write_durably
 from node.jobs.store import JobRecord, JobStore
+from node.store.durable import write_durably
 from node.types import Job, JobState
 
 __all__ = ["CeleryEngine"]

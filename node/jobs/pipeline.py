@@ -12,8 +12,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-import os
-import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -21,9 +19,10 @@ from typing import Any
 
 from node.errors import ImagingError, InputError, ModelError, NotFoundError
 from node.jobs.prediction_file import dump_prediction, load_prediction
+from node.store.durable import write_durably
 from node.types import Instance, Job, JobState
 
-__all__ = ["PREDICTION_FILE", "prepare", "run_combine", "run_job", "run_series", "write_durably"]
+__all__ = ["PREDICTION_FILE", "prepare", "run_combine", "run_job", "run_series"]
 
 #: What a model job whose results are combined keeps for the combine job: its ``Prediction`` as
 #: an ``.npz`` archive (``node.jobs.prediction_file``; never a pickle, which would run code).
@@ -67,26 +66,6 @@ def prepare(context: Mapping[str, Any]) -> None:
     import node.results  # noqa: F401
 
     _registry(context)
-
-
-def write_durably(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically: temp file, fsync, rename, fsync of the folder."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
 
 
 def _series(
