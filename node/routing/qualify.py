@@ -319,9 +319,9 @@ class SeriesQualifier:
             refusal=self._refusals.get(decision.model) if self._refusals else None,
         )
 
-    def unrouted(self, series_uid: str) -> Qualified | None:
-        """Why a series no rule sends to a model runs none (``no_model_reason``); None when it
-        holds no image (nothing to explain) or could not be split."""
+    def _image_volumes(self, series_uid: str) -> Sequence[SeriesVolume] | None:
+        """The series' volumes; None when it holds no image (nothing to explain) or could not be
+        split."""
         try:
             split = self.split(series_uid)
         except Exception:  # noqa: BLE001 - a bug here must not stop the study's routing
@@ -329,19 +329,19 @@ class SeriesQualifier:
             return None
         if not split.volumes and not split.dropped:
             return None
-        return no_model_reason(split.volumes, self._refusals)
+        return split.volumes
+
+    def unrouted(self, series_uid: str) -> Qualified | None:
+        """Why a series no rule sends to a model runs none (``no_model_reason``); None when it
+        holds no image (nothing to explain) or could not be split."""
+        volumes = self._image_volumes(series_uid)
+        return None if volumes is None else no_model_reason(volumes, self._refusals)
 
     def ignored(self, series_uid: str, rule: str) -> Qualified | None:
         """Why a series a named rule ignores runs no model (``ignored_reason``); None when it
         holds no image (nothing to explain) or could not be split."""
-        try:
-            split = self.split(series_uid)
-        except Exception:  # noqa: BLE001 - a bug here must not stop the study's routing
-            log.exception("routing.split_failed", extra={"series_uid": series_uid})
-            return None
-        if not split.volumes and not split.dropped:
-            return None
-        return ignored_reason(split.volumes, rule)
+        volumes = self._image_volumes(series_uid)
+        return None if volumes is None else ignored_reason(volumes, rule)
 
     def unrouted_records(
         self, rules: RuleSet, decisions: Sequence[Any], series_uids: Sequence[str]
