@@ -329,7 +329,8 @@ class SeriesQualifier:
             return None
         if not split.volumes and not split.dropped:
             return None
-        return split.volumes
+        volumes: Sequence[SeriesVolume] = split.volumes
+        return volumes
 
     def unrouted(self, series_uid: str) -> Qualified | None:
         """Why a series no rule sends to a model runs none (``no_model_reason``); None when it
