@@ -1,4 +1,4 @@
-"""The node's configuration: one YAML file validated by pydantic (see ../shared/DESIGN.md).
+"""The node's configuration: one YAML file validated by pydantic (docs/configuration.md).
 
 Every key has a default, so an empty file (or no file) gives a working node on loopback.
 Unknown keys are errors reported as ``FILE:LINE:COL: message``.

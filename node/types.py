@@ -1,4 +1,4 @@
-"""Plain data types handed from one stage to the next (see ../shared/DESIGN.md).
+"""Plain data types handed from one stage to the next (docs/architecture.md).
 
 Nothing here holds a ``pydicom.Dataset``.  Headers travel as the DICOM JSON model (PS3.18 F.2):
 a ``dict`` keyed by 8-hex-digit tags (``"00080060"``) whose values are

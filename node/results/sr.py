@@ -1,6 +1,6 @@
 """TID 1500 Measurement Report (Comprehensive 3D SR, PS3.3 A.35.13) built with highdicom.
 
-Layout (the one OHIF 3.13.2 displays and every checker passes, see ../shared/tools/README.md):
+Layout (the one OHIF 3.13.2 displays and every checker passes, see docs/results.md):
 per finding, groups that share ONE Tracking Identifier and Tracking UID:
 
 1. TID 1410 planar group: closed POLYLINE outline on the key slice, finding type/site;
