@@ -50,6 +50,7 @@ __all__ = ["Spool", "StoreOutcome"]
 
 log = logging.getLogger(__name__)
 
+_FOLDER_RACE_TRIES = 8  # retention pruning a folder while it is being filled again
 _MAX_BATCH = 512
 
 
@@ -487,26 +488,37 @@ class Spool:
         return self.studies_dir / header.study_uid / header.series_uid
 
     def _make_dirs(self, final_dir: Path, to_sync: set[Path]) -> None:
+        """Make the study and series folders.  Retention prunes empty folders of studies it
+        removed without holding the spool's lock, so a folder seen here may go before the
+        next one is made inside it: make the levels again, a bounded number of times."""
         if final_dir in self._durable_dirs:
             return
-        for d in (final_dir.parent, final_dir):
-            if not d.is_dir():
-                d.mkdir(exist_ok=True)
-                to_sync.add(d.parent)
+        for attempt in range(_FOLDER_RACE_TRIES):
+            try:
+                for d in (final_dir.parent, final_dir):
+                    if not d.is_dir():
+                        d.mkdir(exist_ok=True)
+                        to_sync.add(d.parent)
+                break
+            except FileNotFoundError:
+                if attempt == _FOLDER_RACE_TRIES - 1:
+                    raise
         self._durable_dirs.add(final_dir)
 
     def _place(self, tmp: Path, path: Path, to_sync: set[Path]) -> None:
         """Rename a received file into its series folder.  Retention removes the folders of a
         study it removed (after its commit), so a folder known here may have gone when the
-        same study is sent again: make it again and rename once more."""
-        try:
-            os.replace(tmp, path)
-        except FileNotFoundError:
-            if not tmp.exists():
-                raise
-            self._durable_dirs.discard(path.parent)
-            self._make_dirs(path.parent, to_sync)
-            os.replace(tmp, path)
+        same study is sent again, or go between making it and the rename: make it again and
+        rename once more.  A folder holding a file is never pruned, so this ends."""
+        for attempt in range(_FOLDER_RACE_TRIES):
+            try:
+                os.replace(tmp, path)
+                return
+            except FileNotFoundError:
+                if not tmp.exists() or attempt == _FOLDER_RACE_TRIES - 1:
+                    raise
+                self._durable_dirs.discard(path.parent)
+                self._make_dirs(path.parent, to_sync)
 
     def _commit(self, batch: list[_Job]) -> None:
         pending: dict[str, StoredRef] = {}

@@ -239,6 +239,50 @@ def test_node_runs_retention_in_the_background(tmp_path: Path) -> None:
         node.stop()
 
 
+def test_a_folder_pruned_while_an_instance_is_placed_is_made_again(
+    site: Site, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Retention prunes the empty folders of a study it removed without the spool's lock; an
+    instance of the same study arriving then must land, not fail with 'No such file'."""
+    import os
+
+    import node.ingest.spool as spool_mod
+
+    files = site.files(2)
+    study_uid = site.receive(files[:1])
+    study_dir = next((site.data / "studies").iterdir())
+    assert study_dir.name == study_uid
+    gen = site.index.mark_complete(study_uid, forced=True)
+    assert gen is not None
+    site.jobs.record_routing(study_uid, gen, rules_sha256="t", decisions={})
+    [removed] = _retention(site.data, RetentionConfig(days=0)).run_once()
+    assert removed.study_uid == study_uid and not study_dir.exists()
+    site.spool.refresh_usage()
+
+    real_replace, real_mkdir = os.replace, Path.mkdir
+    pruned = {"replace": 0, "mkdir": 0}
+
+    def prune_then_replace(src: object, dst: object) -> None:
+        if pruned["replace"] == 0:  # the pruner wins the first rename: both levels go
+            pruned["replace"] += 1
+            Path(dst).parent.rmdir()  # type: ignore[arg-type]
+            Path(dst).parent.parent.rmdir()  # type: ignore[arg-type]
+        real_replace(src, dst)  # type: ignore[arg-type]
+
+    def prune_then_mkdir(self: Path, *args: object, **kwargs: object) -> None:
+        if self.parent == study_dir and pruned["mkdir"] == 0:  # and the study folder again,
+            pruned["mkdir"] += 1  # between its check and the series folder's mkdir
+            study_dir.rmdir()
+        real_mkdir(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(spool_mod.os, "replace", prune_then_replace)
+    monkeypatch.setattr(Path, "mkdir", prune_then_mkdir)
+    out = site.spool.store(files[1].read_bytes(), calling_aet="T", source="dimse")
+    assert pruned == {"replace": 1, "mkdir": 1}
+    assert out.status == "stored" and out.instance.path.is_file()
+    assert out.instance.path.read_bytes() == files[1].read_bytes()
+
+
 def test_quarantined_files_expire_with_an_event(site: Site) -> None:
     good = site.files(1)[0].read_bytes()
     broken = good[:200]  # the preamble and a cut file meta: refused and quarantined
