@@ -43,8 +43,7 @@ from node.api.jobs import iso, present_job
 from node.api.lifecycle import lifecycle
 from node.api.models import model_rows
 from node.api.phi import PHI_FIELDS, audit_phi_view, mask, phi_allowed, phi_filters
-from node.api.previews import SEG_CLASS
-from node.imaging.sop_classes import SC_CLASSES
+from node.imaging.sop_classes import SC_CLASSES, SEG_CLASS
 from node.jobs.store import COMBINE_MODEL
 from node.routing.dispatch import series_inputs
 from node.store.feedback import VERDICTS
