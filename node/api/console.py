@@ -35,6 +35,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 from markupsafe import Markup
 
+import dicom_rules
 from node.api.auditing import audit
 from node.api.auth import Authenticator, Principal, Role, client_of, too_many
 from node.api.deliveries import present_delivery
@@ -480,8 +481,8 @@ def study_page(request: Request, study_uid: str, node: Node) -> HTMLResponse:
     explained = _series_explanations(routing)
     is_live = not explained
     if is_live:  # not routed yet, or nothing matched: show what the active rules would do
-        live = node.rules.rules.explain(
-            series_inputs(study), destinations=sorted(node.config.destinations)
+        live = dicom_rules.explain(
+            node.rules.rules, series_inputs(study), destinations=sorted(node.config.destinations)
         )
         explained = [s.to_json() for s in live.series]
     steps = lifecycle(row, routing, jobs, deliveries)
