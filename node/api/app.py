@@ -30,6 +30,7 @@ from node.api import (
     rules,
     stow,
     studies,
+    workitems,
 )
 from node.api.auth import Authenticator, authorize
 from node.api.console import install_console
@@ -39,6 +40,7 @@ from node.api.problems import PROBLEM_RESPONSES, install_problem_handler
 from node.audit import AuditLog, JobEventFollower
 from node.jobs.queries import JobEventReader
 from node.store.feedback import FeedbackStore
+from node.store.workitems import WorkitemStore
 
 __all__ = ["create_app"]
 
@@ -88,6 +90,7 @@ def create_app(node: NodeView) -> FastAPI:
     app.state.auth = authenticator
     app.state.audit = audit_log
     app.state.feedback = FeedbackStore(data_dir / "index.sqlite")
+    app.state.workitems = WorkitemStore(data_dir / "index.sqlite")
     app.state.metrics = metrics.NodeMetrics(node)
     _audit_node_events(node, audit_log)
     app.add_middleware(AuthGate)  # inside the problem middleware: its refusals are problems too
@@ -109,6 +112,7 @@ def create_app(node: NodeView) -> FastAPI:
         stow.router,
         dicomweb.router,
         remote_jobs.router,
+        workitems.router,
     ):
         app.include_router(router, dependencies=protected)
     install_console(app)
