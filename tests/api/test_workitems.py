@@ -9,6 +9,7 @@ requirements of PS3.4 Table CC.2.5-3 (``node.store.ups.REQUIREMENTS``, whose tag
 from __future__ import annotations
 
 import json
+import re
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -438,3 +439,25 @@ def test_workitems_survive_kill_9(tmp_path: Path) -> None:
         _refused(_state(node, http, claimed, "IN PROGRESS", f"{ROOT}.95.2"), 409, "C302")
         assert _update(node, http, claimed, PERFORMED, transaction=txn).status_code == 200
         assert _state(node, http, claimed, "COMPLETED", txn).status_code == 200
+
+
+def test_the_console_lists_workitems_with_their_state(
+    manager: NodeProcess, http: requests.Session
+) -> None:
+    label = f"console check {next(_counter)}"
+    uid = _create(manager, http, t00741204={"vr": "LO", "Value": [label]})
+    assert _state(manager, http, uid, "IN PROGRESS", f"{ROOT}.94.1").status_code == 200
+    page = http.get(f"{manager.url}/console/workitems")
+    assert page.status_code == 200, page.text
+    row = re.search(
+        rf'<tr class="workitem" data-uid="{re.escape(uid)}"[^>]*>.*?</tr>', page.text, re.S
+    )
+    assert row is not None
+    assert 'data-state="IN PROGRESS"' in row.group(0) and label in row.group(0)
+    assert "LUNG-AI (Lung nodule detection)" in row.group(0)
+    assert "Doe^Jane" not in page.text and "PID-0007" not in page.text
+    only = http.get(f"{manager.url}/console/workitems", params={"state": "SCHEDULED"}).text
+    assert uid not in only
+    assert uid in http.get(f"{manager.url}/console/workitems", params={"state": "IN PROGRESS"}).text
+    with _session(VIEWER) as viewer:  # a work queue without patient data: any role sees it
+        assert viewer.get(f"{manager.url}/console/workitems").status_code == 200
