@@ -30,6 +30,7 @@ from node.api import (
     rules,
     stow,
     studies,
+    workitem_events,
     workitems,
 )
 from node.api.auth import Authenticator, authorize
@@ -91,6 +92,7 @@ def create_app(node: NodeView) -> FastAPI:
     app.state.audit = audit_log
     app.state.feedback = FeedbackStore(data_dir / "index.sqlite")
     app.state.workitems = WorkitemStore(data_dir / "index.sqlite")
+    app.state.workitem_events = workitem_events.EventHub()
     app.state.metrics = metrics.NodeMetrics(node)
     _audit_node_events(node, audit_log)
     app.add_middleware(AuthGate)  # inside the problem middleware: its refusals are problems too
@@ -98,6 +100,7 @@ def create_app(node: NodeView) -> FastAPI:
     protected = [Depends(authorize)]
     app.include_router(health.router)
     app.include_router(metrics.router)
+    app.include_router(workitem_events.router)  # authenticates in the handshake itself
     for router in (
         studies.router,
         jobs.router,

@@ -40,6 +40,14 @@ from node.api.dicomweb import phi_reader
 from node.api.media import DICOM_JSON, DicomJsonResponse
 from node.api.phi import audit_phi_view
 from node.api.problems import warning_header
+from node.api.workitem_events import (
+    CANCEL_REQUESTED,
+    PROGRESS_REPORT,
+    STATE_REPORT,
+    EventHub,
+    event_message,
+    publish,
+)
 from node.errors import NotFoundError, WorkitemError
 from node.store.ups import (
     FILTERED_SUBSCRIPTION_UID,
@@ -167,6 +175,7 @@ async def create_workitem(request: Request, store: Store, node: Node) -> Respons
     item = await run_in_threadpool(store.create, uid, ds, worklist_label=node.config.node.ae_title)
     log.info("workitem.created", extra={"workitem_uid": uid})
     audit(request, "workitem.created", study_uid=_study(item), workitem_uid=uid)
+    await publish(request, item, STATE_REPORT)
     url = _url(request, uid)
     return Response(status_code=201, headers={"Location": url, "Content-Location": url})
 
@@ -241,6 +250,8 @@ async def _update(request: Request, uid: str, store: WorkitemStore) -> Response:
         workitem_uid=uid,
         attributes=sorted(changes),
     )
+    if TAGS["ProcedureStepProgressInformationSequence"] in changes:
+        await publish(request, item, PROGRESS_REPORT)
     return Response(status_code=200)
 
 
@@ -305,6 +316,7 @@ async def change_state(request: Request, uid: str, store: Store) -> Response:
             workitem_uid=uid,
             state=wanted,
         )
+        await publish(request, item, STATE_REPORT)
     return Response(status_code=200, headers=headers)
 
 
@@ -332,6 +344,10 @@ async def request_cancel(request: Request, uid: str, store: Store) -> Response:
         workitem_uid=uid,
         canceled=outcome.canceled,
     )
+    if outcome.canceled:
+        await publish(request, outcome.workitem, STATE_REPORT)
+    else:
+        await publish(request, outcome.workitem, CANCEL_REQUESTED, reason=reason)
     return Response(status_code=202)
 
 
@@ -367,10 +383,14 @@ def subscribe(request: Request, uid: str, aet: str, store: Store) -> Response:
         raise _bad(
             f"only the filtered global subscription ({FILTERED_SUBSCRIPTION_UID}) takes a filter"
         )
+    item = None
     if uid not in (GLOBAL_SUBSCRIPTION_UID, FILTERED_SUBSCRIPTION_UID):
-        store.get(uid)  # 404 for an unknown workitem (PS3.4 0xC307)
+        item = store.get(uid)  # 404 for an unknown workitem (PS3.4 0xC307)
     store.subscribe(aet, uid, deletion_lock=lock_text == "true", filter=flt)
     audit(request, "workitem.subscribed", workitem_uid=uid, aet=aet)
+    hub: EventHub | None = getattr(request.app.state, "workitem_events", None)
+    if item is not None and hub is not None:  # PS3.4 CC.2.3.2: the current state, at once
+        hub.send({aet}, event_message(item, STATE_REPORT))
     return Response(status_code=201)
 
 

@@ -18,6 +18,8 @@ from typing import Any
 import pydicom
 import pytest
 import requests
+import websockets.exceptions
+import websockets.sync.client
 from dicomweb_client.session_utils import create_session
 
 from node.store.ups import REQUIREMENTS, UPS_PUSH_SOP_CLASS_UID, UpsState, check_final
@@ -461,3 +463,55 @@ def test_the_console_lists_workitems_with_their_state(
     assert uid in http.get(f"{manager.url}/console/workitems", params={"state": "IN PROGRESS"}).text
     with _session(VIEWER) as viewer:  # a work queue without patient data: any role sees it
         assert viewer.get(f"{manager.url}/console/workitems").status_code == 200
+
+
+def _channel(node: NodeProcess, aet: str, token: str | None = OPERATOR) -> Any:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    ws_url = node.url.replace("http://", "ws://") + f"/dicom-web/subscribers/{aet}"
+    return websockets.sync.client.connect(ws_url, additional_headers=headers, open_timeout=30)
+
+
+def _event(ws: Any) -> dict[str, Any]:
+    message: dict[str, Any] = json.loads(ws.recv(timeout=30))
+    pydicom.Dataset.from_json(message)  # a DICOM JSON dataset
+    return message
+
+
+def test_the_event_channel_reports_to_subscribers(
+    manager: NodeProcess, http: requests.Session
+) -> None:
+    base = f"{manager.url}/dicom-web/workitems"
+    with pytest.raises(websockets.exceptions.InvalidStatus) as refused:
+        _channel(manager, "NO-TOKEN", token=None)
+    assert refused.value.response.status_code == 403
+    glob = "1.2.840.10008.5.1.4.34.5"
+    with _channel(manager, "WATCHER") as watcher:
+        assert http.post(f"{base}/{glob}/subscribers/WATCHER").status_code == 201
+        uid = _create(manager, http)
+        event = _event(watcher)
+        assert (_value(event, "00001000"), _value(event, "00001002")) == (uid, 1)
+        assert _value(event, "00741000") == "SCHEDULED"
+        assert _state(manager, http, uid, "IN PROGRESS", f"{ROOT}.93.1").status_code == 200
+        assert _value(_event(watcher), "00741000") == "IN PROGRESS"
+        progress = {"00741004": {"vr": "DS", "Value": [50]}}
+        changes = {"00741002": {"vr": "SQ", "Value": [progress]}}
+        assert _update(manager, http, uid, changes, transaction=f"{ROOT}.93.1").status_code == 200
+        event = _event(watcher)
+        assert _value(event, "00001002") == 3
+        assert _value(event, "00741002")["00741004"]["Value"] == [50]
+        reason = {"00741238": {"vr": "LT", "Value": ["not needed"]}}
+        resp = http.post(f"{base}/{uid}/cancelrequest", data=json.dumps(reason), headers=JSON_TYPE)
+        assert resp.status_code == 202
+        event = _event(watcher)
+        assert _value(event, "00001002") == 2 and _value(event, "00741238") == "not needed"
+        # a subscription to one workitem starts with a report of its current state
+        with _channel(manager, "ONE-ITEM") as one:
+            assert http.post(f"{base}/{uid}/subscribers/ONE-ITEM").status_code == 201
+            event = _event(one)
+            assert (_value(event, "00001000"), _value(event, "00741000")) == (uid, "IN PROGRESS")
+        assert http.delete(f"{base}/{glob}/subscribers/WATCHER").status_code == 200
+        other = _create(manager, http)
+        assert _state(manager, http, uid, "IN PROGRESS", f"{ROOT}.93.2").status_code == 409
+        with pytest.raises(TimeoutError):  # unsubscribed: nothing about the new workitem
+            watcher.recv(timeout=1)
+        assert other
