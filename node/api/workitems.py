@@ -132,6 +132,8 @@ async def _dataset(request: Request) -> dict[str, Any]:
         data = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise _bad(f"the body is not JSON: {exc}") from None
+    except RecursionError:
+        raise _bad("the body's JSON is nested too deeply") from None
     if isinstance(data, list):
         if len(data) != 1:
             raise _bad(f"the body holds {len(data)} datasets; a workitem request holds one")

@@ -203,6 +203,14 @@ def test_creation_refuses_what_table_cc_2_5_3_forbids(
         (b'{"00100010": {"Value": []}}', "application/dicom+json", 400, "with a 'vr'"),
         (b'{"00100010": {"vr": "PN", "Value": 3}}', "application/json", 400, "must be an array"),
         (b"{}", "text/plain", 415, "application/dicom+json"),
+        (b"[" * 100_000 + b"]" * 100_000, "application/dicom+json", 400, "nested too deeply"),
+        (
+            b'{"00741002": {"vr": "SQ", "Value": [' * 20 + b"{}" + b"]}}" * 20,
+            "application/json",
+            400,
+            "nested deeper",
+        ),
+        (b" " * (1 << 20) + b"{}", "application/dicom+json", 413, "larger than 1048576 bytes"),
     ],
 )
 def test_malformed_bodies_get_a_precise_problem(
