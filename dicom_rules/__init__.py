@@ -35,6 +35,7 @@ from dicom_rules.model import (
     Select,
     SeriesInput,
     VolumeSelect,
+    WorkitemRequest,
 )
 from dicom_rules.parse import load, parse
 from dicom_rules.paths import parse_path
@@ -70,6 +71,7 @@ __all__ = [
     "Status",
     "Verdict",
     "VolumeSelect",
+    "WorkitemRequest",
     "load",
     "parse",
     "parse_path",
