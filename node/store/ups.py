@@ -39,6 +39,7 @@ __all__ = [
     "check_create",
     "check_final",
     "check_update",
+    "scheduled_workitem",
     "matches",
     "parse_search",
     "strip_transaction",
@@ -530,3 +531,95 @@ def matches(ds: Mapping[str, Any], query: Sequence[tuple[str, str]]) -> bool:
         if not ok:
             return False
     return True
+
+
+# --- workitems scheduled by routing rules (issue 23: ``then: {workitem: ...}``) -----------------
+
+_PATIENT_TAGS = (("00100010", "PN"), ("00100020", "LO"), ("00100030", "DA"), ("00100040", "CS"))
+
+
+def _code(value: str, scheme: str, meaning: str | None) -> dict[str, Any]:
+    return {
+        "00080100": {"vr": "SH", "Value": [value]},
+        "00080102": {"vr": "SH", "Value": [scheme]},
+        "00080104": {"vr": "LO", "Value": [meaning or value]},
+    }
+
+
+def scheduled_workitem(
+    *,
+    code: str,
+    scheme: str,
+    meaning: str | None,
+    station: str | None,
+    priority: str,
+    label: str,
+    header: Mapping[str, Any],
+    study_uid: str,
+    series_uid: str,
+    instances: Sequence[tuple[str, str]],
+    start: str,
+) -> dict[str, Any]:
+    """The DICOM JSON of a workitem that a routing rule schedules for one series.
+
+    Parameters
+    ----------
+    code, scheme, meaning:
+        The Scheduled Workitem Code Sequence item (0040,4018).
+    station:
+        Code Value of the Scheduled Station Name Code Sequence (0040,4025; same scheme), or
+        None for an empty sequence (any performer).
+    priority, label, start:
+        Scheduled Procedure Step Priority, Procedure Step Label and Start DateTime.
+    header:
+        The series' stored header (DICOM JSON): the patient attributes and the accession
+        number are copied from it (empty type 2 attributes when it has none).
+    study_uid, series_uid, instances:
+        The input: one Input Information Sequence item (0040,4021) with the series and its
+        ``(SOP Class UID, SOP Instance UID)`` pairs (Referenced SOP Sequence).
+    """
+    ds: dict[str, Any] = {
+        "00080005": {"vr": "CS", "Value": ["ISO_IR 192"]},
+        TAGS["ProcedureStepState"]: {"vr": "CS", "Value": [UpsState.SCHEDULED.value]},
+        TAGS["ScheduledProcedureStepPriority"]: {"vr": "CS", "Value": [priority]},
+        TAGS["ProcedureStepLabel"]: {"vr": "LO", "Value": [label[:64]]},
+        TAGS["ScheduledProcedureStepStartDateTime"]: {"vr": "DT", "Value": [start]},
+        TAGS["InputReadinessState"]: {"vr": "CS", "Value": ["READY"]},
+        TAGS["ScheduledWorkitemCodeSequence"]: {
+            "vr": "SQ",
+            "Value": [_code(code, scheme, meaning)],
+        },
+        TAGS["ScheduledStationNameCodeSequence"]: {
+            "vr": "SQ",
+            "Value": [_code(station, scheme, None)] if station else [],
+        },
+        TAGS["StudyInstanceUID"]: {"vr": "UI", "Value": [study_uid]},
+        TAGS["InputInformationSequence"]: {
+            "vr": "SQ",
+            "Value": [
+                {
+                    "0020000D": {"vr": "UI", "Value": [study_uid]},
+                    "0020000E": {"vr": "UI", "Value": [series_uid]},
+                    "00081199": {  # Referenced SOP Sequence
+                        "vr": "SQ",
+                        "Value": [
+                            {
+                                "00081150": {"vr": "UI", "Value": [sop_class]},
+                                "00081155": {"vr": "UI", "Value": [sop_uid]},
+                            }
+                            for sop_class, sop_uid in instances
+                        ],
+                    },
+                }
+            ],
+        },
+    }
+    for tag, vr in _PATIENT_TAGS:
+        attr = header.get(tag)
+        ds[tag] = {"vr": vr, "Value": attr["Value"]} if attr and attr.get("Value") else {"vr": vr}
+    accession = header.get("00080050")
+    request: dict[str, Any] = {}
+    if accession and accession.get("Value"):
+        request["00080050"] = {"vr": "SH", "Value": accession["Value"]}
+    ds[TAGS["ReferencedRequestSequence"]] = {"vr": "SQ", "Value": [request] if request else []}
+    return ds
