@@ -131,6 +131,8 @@ class EventHub:
         for sub in store.subscriptions():
             if sub.aet not in online:
                 continue
+            if sub.suspended_at is not None and item.created_at >= sub.suspended_at:
+                continue
             if (
                 sub.target in (item.uid, GLOBAL_SUBSCRIPTION_UID)
                 or sub.target == FILTERED_SUBSCRIPTION_UID

@@ -406,3 +406,25 @@ def unsubscribe(request: Request, uid: str, aet: str, store: Store) -> Response:
         raise NotFoundError(f"AE {aet} has no subscription to {uid}")
     audit(request, "workitem.unsubscribed", workitem_uid=uid, aet=aet)
     return Response(status_code=200)
+
+
+@router.post(
+    "/dicom-web/workitems/{uid}/subscribers/{aet}/suspend",
+    status_code=200,
+    response_class=Response,
+)
+def suspend_subscription(request: Request, uid: str, aet: str, store: Store) -> Response:
+    """Suspend Global Subscription (PS3.18 11.12, PS3.4 CC.2.3.3): the AE stays subscribed
+    to the workitems that exist, not to later ones.  404 when it has no such subscription."""
+    _no_params(request, set())
+    aet = _aet(aet)
+    if uid not in (GLOBAL_SUBSCRIPTION_UID, FILTERED_SUBSCRIPTION_UID):
+        raise _bad(
+            f"only a global subscription ({GLOBAL_SUBSCRIPTION_UID} or "
+            f"{FILTERED_SUBSCRIPTION_UID}) is suspended; unsubscribe from a workitem instead",
+            0xC314,
+        )
+    if not store.suspend(aet, uid):
+        raise NotFoundError(f"AE {aet} has no subscription to {uid}")
+    audit(request, "workitem.subscription_suspended", workitem_uid=uid, aet=aet)
+    return Response(status_code=200)

@@ -56,6 +56,8 @@ _STEPS = (
         PRIMARY KEY (aet, target)
     )
     """,
+    # Suspend Global Subscription (PS3.4 CC.2.3.3): no workitem created after this time
+    "ALTER TABLE workitem_subscriptions ADD COLUMN suspended_at REAL",
 )
 
 _COLS = "uid, state, transaction_uid, dataset, created_at, updated_at, cancel_requested_at"
@@ -87,6 +89,8 @@ class Subscription:
     deletion_lock: bool
     filter: list[tuple[str, str]] | None
     created_at: float
+    #: a suspended global subscription covers only workitems created before this time
+    suspended_at: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -405,7 +409,8 @@ class WorkitemStore:
             conn.execute(
                 "INSERT INTO workitem_subscriptions(aet, target, deletion_lock, filter, created_at)"
                 " VALUES (?, ?, ?, ?, ?) ON CONFLICT(aet, target) DO UPDATE SET"
-                " deletion_lock = excluded.deletion_lock, filter = excluded.filter",
+                " deletion_lock = excluded.deletion_lock, filter = excluded.filter,"
+                " suspended_at = NULL",
                 (aet, target, int(deletion_lock), json.dumps(filter) if filter else None, ts),
             )
         return Subscription(aet, target, deletion_lock, filter, ts)
@@ -418,19 +423,33 @@ class WorkitemStore:
             )
             return cur.rowcount > 0
 
+    def suspend(self, aet: str, target: str, *, now: float | None = None) -> bool:
+        """Suspend ``aet``'s (filtered) global subscription ``target`` (PS3.4 CC.2.3.3): it
+        keeps covering the workitems that exist now, no later one.  False when there is none."""
+        ts = time.time() if now is None else now
+        with self._write() as conn:
+            cur = conn.execute(
+                "UPDATE workitem_subscriptions SET suspended_at = COALESCE(suspended_at, ?)"
+                " WHERE aet = ? AND target = ?",
+                (ts, aet, target),
+            )
+            return cur.rowcount > 0
+
     def subscriptions(self, *, target: str | None = None) -> list[Subscription]:
         """Every subscription (to ``target``), oldest first."""
-        sql = "SELECT aet, target, deletion_lock, filter, created_at FROM workitem_subscriptions"
+        sql = (
+            "SELECT aet, target, deletion_lock, filter, created_at, suspended_at"
+            " FROM workitem_subscriptions"
+        )
         args: tuple[Any, ...] = ()
         if target is not None:
             sql += " WHERE target = ?"
             args = (target,)
         out = []
-        for aet, tgt, lock, flt, created in self._conn().execute(
-            sql + " ORDER BY created_at", args
-        ):
+        rows = self._conn().execute(sql + " ORDER BY created_at", args)
+        for aet, tgt, lock, flt, created, suspended in rows:
             parsed = [(str(k), str(v)) for k, v in json.loads(flt)] if flt else None
-            out.append(Subscription(aet, tgt, bool(lock), parsed, created))
+            out.append(Subscription(aet, tgt, bool(lock), parsed, created, suspended))
         return out
 
     def close(self) -> None:

@@ -523,3 +523,25 @@ def test_the_event_channel_reports_to_subscribers(
         with pytest.raises(TimeoutError):  # unsubscribed: nothing about the new workitem
             watcher.recv(timeout=1)
         assert other
+
+
+def test_a_suspended_global_subscription_covers_only_existing_workitems(
+    manager: NodeProcess, http: requests.Session
+) -> None:
+    base = f"{manager.url}/dicom-web/workitems"
+    glob = "1.2.840.10008.5.1.4.34.5"
+    assert http.post(f"{base}/{glob}/subscribers/SUSPENDER/suspend").status_code == 404
+    with _channel(manager, "SUSPENDER") as channel:
+        assert http.post(f"{base}/{glob}/subscribers/SUSPENDER").status_code == 201
+        before = _create(manager, http)
+        assert _value(_event(channel), "00001000") == before
+        assert http.post(f"{base}/{glob}/subscribers/SUSPENDER/suspend").status_code == 200
+        _refused(http.post(f"{base}/{before}/subscribers/SUSPENDER/suspend"), 400, "C314")
+        after = _create(manager, http)
+        assert _state(manager, http, after, "IN PROGRESS", f"{ROOT}.92.1").status_code == 200
+        assert _state(manager, http, before, "IN PROGRESS", f"{ROOT}.92.2").status_code == 200
+        event = _event(channel)  # the existing workitem still reports; the later one does not
+        assert (_value(event, "00001000"), _value(event, "00741000")) == (before, "IN PROGRESS")
+        with pytest.raises(TimeoutError):
+            channel.recv(timeout=1)
+        assert http.delete(f"{base}/{glob}/subscribers/SUSPENDER").status_code == 200
