@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 from typing import Any, cast
 
 from fastapi import APIRouter, Request, WebSocket, WebSocketDisconnect
@@ -83,34 +84,44 @@ def event_message(item: Workitem, event_type: int, *, reason: str | None = None)
 
 
 class EventHub:
-    """The open event channels of this process, per subscriber AE title."""
+    """The open event channels of this process, per subscriber AE title.
+
+    ``open``, ``close`` and ``send`` run on the event loop (the queues are asyncio's); other
+    threads call ``connected`` and ``recipients`` only, and hand ``send`` to the loop.
+    """
 
     def __init__(self) -> None:
         self._channels: dict[str, set[asyncio.Queue[dict[str, Any] | None]]] = {}
+        self._lock = threading.Lock()
 
     def open(self, aet: str) -> asyncio.Queue[dict[str, Any] | None]:
         """A new channel for ``aet`` (call from the event loop)."""
         queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(maxsize=QUEUE_MAX)
-        self._channels.setdefault(aet, set()).add(queue)
+        with self._lock:
+            self._channels.setdefault(aet, set()).add(queue)
         return queue
 
     def close(self, aet: str, queue: asyncio.Queue[dict[str, Any] | None]) -> None:
         """Forget a channel."""
-        queues = self._channels.get(aet)
-        if queues is not None:
-            queues.discard(queue)
-            if not queues:
-                del self._channels[aet]
+        with self._lock:
+            queues = self._channels.get(aet)
+            if queues is not None:
+                queues.discard(queue)
+                if not queues:
+                    del self._channels[aet]
 
     def connected(self) -> set[str]:
         """AE titles with an open channel."""
-        return set(self._channels)
+        with self._lock:
+            return set(self._channels)
 
     def send(self, aets: set[str], message: dict[str, Any]) -> int:
         """Queue ``message`` on every channel of ``aets``; returns how many channels got it."""
         sent = 0
         for aet in aets:
-            for queue in list(self._channels.get(aet, ())):
+            with self._lock:
+                queues = list(self._channels.get(aet, ()))
+            for queue in queues:
                 try:
                     queue.put_nowait(message)
                     sent += 1

@@ -392,7 +392,10 @@ def subscribe(request: Request, uid: str, aet: str, store: Store) -> Response:
     audit(request, "workitem.subscribed", workitem_uid=uid, aet=aet)
     hub: EventHub | None = getattr(request.app.state, "workitem_events", None)
     if item is not None and hub is not None:  # PS3.4 CC.2.3.2: the current state, at once
-        hub.send({aet}, event_message(item, STATE_REPORT))
+        message = event_message(item, STATE_REPORT)
+        loop = getattr(request.app.state, "loop", None)  # this handler runs in a worker thread
+        if loop is not None:
+            loop.call_soon_threadsafe(hub.send, {aet}, message)
     return Response(status_code=201)
 
 
