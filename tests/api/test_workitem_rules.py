@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pydicom
+import pytest
 import requests
 import websockets.sync.client
 from dicomweb_client.session_utils import create_session
@@ -31,6 +32,7 @@ rules:
 """
 
 
+@pytest.mark.slow  # a node process and a study routed
 def test_a_rule_schedules_a_workitem_an_external_performer_completes(tmp_path: Path) -> None:
     (tmp_path / "rules.yaml").write_text(RULES)
     yy, xx = np.mgrid[-16:16, -16:16]

@@ -436,6 +436,7 @@ def test_changes_are_audited_without_patient_data(
     assert uid in log and "Doe^Jane" not in log and "PID-0007" not in log
 
 
+@pytest.mark.slow  # starts nodes (twice: kill -9 and restart)
 def test_workitems_survive_kill_9(tmp_path: Path) -> None:
     with start_node(tmp_path, auth=_auth(tmp_path)) as node, _session() as http:
         claimed, scheduled = _create(node, http), _create(node, http)
