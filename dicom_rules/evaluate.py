@@ -17,6 +17,8 @@ false and say so in their reason.
 from __future__ import annotations
 
 import copy
+import threading
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -31,7 +33,7 @@ from dicom_rules.conditions import (
     table_for,
     text_of,
 )
-from dicom_rules.explain import Explanation, SeriesExplanation, Status, Verdict
+from dicom_rules.explanation import Explanation, SeriesExplanation, Status, Verdict
 from dicom_rules.model import (
     Action,
     AttributePath,
@@ -47,7 +49,7 @@ from dicom_rules.model import (
     Select,
 )
 
-__all__ = ["Plan", "compile_ruleset"]
+__all__ = ["Plan", "compile_ruleset", "explain", "route"]
 
 _NOT_MATCHED = Status.NOT_MATCHED
 _MATCHED = Status.MATCHED
@@ -322,5 +324,63 @@ def _series_of(s: Any) -> tuple[str, Any, int]:
 
 
 def compile_ruleset(ruleset: RuleSet) -> Plan:
-    """Compile ``ruleset`` (called once per RuleSet by ``RuleSet.route``)."""
+    """Compile ``ruleset`` (``route`` and ``explain`` do it once per RuleSet object)."""
     return Plan(ruleset)
+
+
+#: Compiled plans by RuleSet object (its id, checked through a weak reference): a rule set is
+#: compiled once however often it routes, and its plan goes when the rule set does.
+_PLANS: dict[int, tuple[weakref.ReferenceType[RuleSet], Plan]] = {}
+_PLANS_LOCK = threading.Lock()
+
+
+def _plan_of(ruleset: RuleSet) -> Plan:
+    key = id(ruleset)
+    with _PLANS_LOCK:
+        hit = _PLANS.get(key)
+    if hit is not None and hit[0]() is ruleset:
+        return hit[1]
+    plan = compile_ruleset(ruleset)
+
+    def forget(ref: weakref.ReferenceType[RuleSet]) -> None:
+        with _PLANS_LOCK:
+            if key in _PLANS and _PLANS[key][0] is ref:
+                del _PLANS[key]
+
+    with _PLANS_LOCK:
+        _PLANS[key] = (weakref.ref(ruleset, forget), plan)
+    return plan
+
+
+def route(
+    ruleset: RuleSet, study: Sequence[Any], *, destinations: Sequence[str] | None = None
+) -> list[RouteDecision]:
+    """Decide what to do with a study under ``ruleset``.
+
+    Parameters
+    ----------
+    ruleset:
+        A validated rule file (``dicom_rules.load`` / ``parse``).
+    study:
+        The series: ``SeriesInput`` objects, or any objects/mappings with ``series_uid``,
+        ``header`` (DICOM JSON, PS3.18 F.2) and ``instance_count``.
+    destinations:
+        Every destination in the config, used when neither the rule nor ``defaults`` has a
+        ``deliver`` list (default: the rule set's ``destinations``, given to ``load``).
+
+    Returns
+    -------
+    list[RouteDecision]
+        Ordered by priority (high first), rule name, series UIDs.  Never raises on header
+        content: absent, empty or malformed values make comparisons false.
+    """
+    decisions, _ = _plan_of(ruleset).run(ruleset, study, destinations)
+    return decisions
+
+
+def explain(
+    ruleset: RuleSet, study: Sequence[Any], *, destinations: Sequence[str] | None = None
+) -> Explanation:
+    """Route ``study`` as ``route`` does and return the full explanation (decisions included)."""
+    _, explanation = _plan_of(ruleset).run(ruleset, study, destinations)
+    return explanation

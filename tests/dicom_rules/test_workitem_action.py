@@ -7,7 +7,7 @@ import pytest
 
 import dicom_rules
 from dicom_rules import RuleError, WorkitemRequest
-from dicom_rules.explain import decision_json
+from dicom_rules.explanation import decision_json
 from tests.dicom_rules.headers import series
 
 
@@ -25,7 +25,7 @@ def test_a_workitem_alone_or_beside_a_model() -> None:
       - {model: m}
 """
     )
-    ds = rs.route([series("1", Modality="CT")])
+    ds = dicom_rules.route(rs, [series("1", Modality="CT")])
     assert [(d.model, d.workitem) for d in ds] == [
         (None, WorkitemRequest("LUNG-AI", "Lung nodules", "99AINODE", "AINODE-2", "HIGH")),
         ("m", None),
