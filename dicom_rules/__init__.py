@@ -36,6 +36,7 @@ from dicom_rules.model import (
     Select,
     SeriesInput,
     VolumeSelect,
+    WorkitemRequest,
 )
 from dicom_rules.parse import load, parse
 from dicom_rules.paths import parse_path
@@ -71,6 +72,7 @@ __all__ = [
     "Status",
     "Verdict",
     "VolumeSelect",
+    "WorkitemRequest",
     "explain",
     "load",
     "parse",

@@ -64,6 +64,8 @@ def _note(rule: str, action: Action) -> str:
         parts.append(f"model '{action.model}' by '{rule}'")
     if action.send_to is not None:
         parts.append(f"forwarded to '{action.send_to}' by '{rule}'")
+    if action.workitem is not None:
+        parts.append(f"workitem '{action.workitem.code}' scheduled by '{rule}'")
     return "; ".join(parts)
 
 
@@ -191,6 +193,7 @@ class Plan:
                     volume=None if rule.select is None else rule.select.volume,
                     combine=None if rule.results is None else rule.results.combine,
                     prefer=() if rule.results is None else rule.results.prefer,
+                    workitem=action.workitem,
                 )
                 decisions.append(((-rule.priority, rule.name, uids, ai), d))
                 note = cr.notes[ai]

@@ -39,6 +39,8 @@ __all__ = [
     "Select",
     "SeriesInput",
     "VolumeSelect",
+    "WORKITEM_PRIORITIES",
+    "WorkitemRequest",
 ]
 
 #: Orders of ``select.volume.prefer`` (applied by the node to the volumes of a series).
@@ -244,9 +246,30 @@ class Select:
     position: Position = _pos()
 
 
+#: Scheduled Procedure Step Priority (0074,1200) enumerated values (PS3.3 C.30.1).
+WORKITEM_PRIORITIES = ("HIGH", "MEDIUM", "LOW")
+
+
+@dataclass(frozen=True, slots=True)
+class WorkitemRequest:
+    """A rule's ``workitem``: schedule a UPS workitem for an external performer (issue 23).
+
+    ``code`` / ``scheme`` / ``meaning`` become the Scheduled Workitem Code Sequence, ``station``
+    the Scheduled Station Name Code Sequence (same scheme), ``priority`` the Scheduled Procedure
+    Step Priority.  The default scheme ``99AINODE`` is a local one (PS3.16 8.2: ``99`` prefix).
+    """
+
+    code: str
+    meaning: str | None = None
+    scheme: str = "99AINODE"
+    station: str | None = None
+    priority: str = "MEDIUM"
+
+
 @dataclass(frozen=True, slots=True)
 class Action:
-    """What a matching rule does: run a model, forward originals, or ignore the series."""
+    """What a matching rule does: run a model, forward originals, schedule a workitem, or
+    ignore the series."""
 
     model: str | None = None
     parameters: Mapping[str, Any] = field(default_factory=dict)
@@ -254,6 +277,7 @@ class Action:
     send_to: str | None = None
     ignore: bool = False
     position: Position = _pos()
+    workitem: WorkitemRequest | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -329,6 +353,8 @@ class RouteDecision:
     #: the rule's ``results.combine`` (None: the node's default) and ``results.prefer``
     combine: bool | None = None
     prefer: tuple[str, ...] = ()
+    #: the action's ``workitem``: a UPS workitem to schedule on the node's worklist
+    workitem: WorkitemRequest | None = None
 
 
 @dataclass(frozen=True, slots=True, weakref_slot=True)

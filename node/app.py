@@ -48,8 +48,10 @@ from node.routing import DEFAULT_RULES
 from node.routing.dispatch import route_study
 from node.routing.qualify import Refusal, SeriesQualifier, qualify_study, unrouted_series
 from node.routing.reload import RuleHolder
+from node.routing.worklist import Worklist
 from node.store.index import Index
 from node.store.retention import Removal, Retention
+from node.store.workitems import WorkitemStore
 from node.types import Job, RejectionKind, Study
 
 if TYPE_CHECKING:
@@ -113,6 +115,7 @@ class Node:
         self._spool.add_listener(self._instance_stored)
         db_path = data_dir / "index.sqlite"
         self._jobs = JobStore(db_path)
+        self._worklist = Worklist(WorkitemStore(db_path), worklist_label=config.node.ae_title)
         self._outbox = Outbox(
             db_path,
             config.destinations,
@@ -262,6 +265,11 @@ class Node:
         """Background pulls from the configured sources (``POST /api/pull``)."""
         return self._pulls
 
+    @property
+    def worklist(self) -> Worklist:
+        """The workitems routing rules schedule (``then: {workitem: ...}``) and their table."""
+        return self._worklist
+
     def add_study_listener(self, callback: Callable[[Study], None]) -> None:
         """Call ``callback(study)`` on every study completion (routing subscribes here)."""
         self._study_listeners.append(callback)
@@ -328,6 +336,10 @@ class Node:
                 paths = [i.path for i in self._index.series_instances(series_uid)]
                 if paths:
                     self._outbox.enqueue_many(paths, destinations=[destination], job_id=None)
+            if plan.workitems:
+                self._worklist.schedule(
+                    study, plan.workitems, series_instances=self._index.series_instances
+                )
             new = self._jobs.submit(plan.jobs, max_attempts=self._config.inference.max_attempts)
             explanation = decisions[0].explanation if decisions else None
             self._jobs.record_routing(
@@ -343,6 +355,7 @@ class Node:
                             "deliver": list(d.deliver),
                             "send_to": d.send_to,
                             "ignored": d.ignored,
+                            **({"workitem": d.workitem.code} if d.workitem else {}),
                         }
                         for d in decisions
                     ],

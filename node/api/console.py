@@ -650,7 +650,14 @@ def install_console(app: Any) -> None:
         assert isinstance(exc, _Forbidden)
         return forbidden_page(request, exc.principal, exc.needed)
 
-    from node.api import console_activity, console_pulls, console_rules, feedback, results
+    from node.api import (
+        console_activity,
+        console_pulls,
+        console_rules,
+        console_workitems,
+        feedback,
+        results,
+    )
 
     app.add_exception_handler(_LoginRequired, to_login)
     app.add_exception_handler(_Forbidden, forbidden)
@@ -658,5 +665,6 @@ def install_console(app: Any) -> None:
     app.include_router(console_rules.router)
     app.include_router(console_activity.router)
     app.include_router(console_pulls.router)
+    app.include_router(console_workitems.router)
     app.include_router(feedback.console_router)
     app.include_router(results.console_router)

@@ -13,6 +13,7 @@ def test_dicom_rules_exports() -> None:
         "PrivateTag", "Problem", "ResultsOptions", "RouteDecision", "Rule", "RuleError", "RuleKind",
         "RuleSet",
         "Scope", "Select", "SeriesExplanation", "SeriesInput", "Status", "Verdict", "VolumeSelect",
+        "WorkitemRequest",
         "explain", "load",
         "parse", "parse_path", "render", "route",
     ]  # fmt: skip

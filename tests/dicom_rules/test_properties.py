@@ -27,6 +27,7 @@ from dicom_rules import (
     Select,
     SeriesInput,
     Status,
+    WorkitemRequest,
 )
 from dicom_rules.paths import parse_path
 
@@ -98,6 +99,24 @@ conditions = st.recursive(
 param_values = st.one_of(scalars, st.booleans(), st.lists(scalars, max_size=3))
 
 
+short = st.text(
+    alphabet=st.characters(min_codepoint=33, max_codepoint=126, exclude_characters="\\"),
+    min_size=1,
+    max_size=16,
+)
+
+
+@st.composite
+def workitems(draw: st.DrawFn) -> WorkitemRequest:
+    return WorkitemRequest(
+        code=draw(short),
+        meaning=draw(st.one_of(st.none(), short)),
+        scheme=draw(st.sampled_from(["99AINODE", "DCM", "99LOCAL"])),
+        station=draw(st.one_of(st.none(), short)),
+        priority=draw(st.sampled_from(["HIGH", "MEDIUM", "LOW"])),
+    )
+
+
 @st.composite
 def actions(draw: st.DrawFn) -> tuple[Action, ...]:
     if draw(st.integers(0, 5)) == 0:
@@ -108,7 +127,12 @@ def actions(draw: st.DrawFn) -> tuple[Action, ...]:
         send_to = draw(nonempty) if model is None else draw(st.one_of(st.none(), nonempty))
         params = draw(st.dictionaries(nonempty, param_values, max_size=3)) if model else {}
         deliver = draw(st.one_of(st.none(), st.lists(nonempty, max_size=3).map(tuple)))
-        out.append(Action(model=model, parameters=params, deliver=deliver, send_to=send_to))
+        workitem = draw(st.one_of(st.none(), workitems()))
+        out.append(
+            Action(
+                model=model, parameters=params, deliver=deliver, send_to=send_to, workitem=workitem
+            )
+        )
     return tuple(out)
 
 
