@@ -155,141 +155,16 @@ class Plan:
         self, ruleset: RuleSet, study: Sequence[Any], destinations: Sequence[str] | None
     ) -> tuple[list[RouteDecision], Explanation]:
         """Route ``study``; see the module docstring for the algorithm."""
-        all_dest = tuple(sorted(destinations if destinations is not None else ruleset.destinations))
-        defaults_deliver = ruleset.defaults.deliver
         npaths = len(self._paths)
         ctxs = [
             Context(i, uid, header, count, npaths, self.table)
             for i, (uid, header, count) in enumerate(_series_of(s) for s in study)
         ]
-        nrules = len(self.order)
-        verdicts: list[list[Any]] = [[None] * nrules for _ in ctxs]
-        outcomes: list[list[str]] = [[] for _ in ctxs]
-        claimed: dict[int, str] = {}
-        matched: dict[int, str] = {}
-        decisions: list[tuple[tuple[Any, ...], RouteDecision]] = []
-
-        def decide(cr: _CompiledRule, group: list[Context]) -> None:
-            rule = cr.rule
-            uids = (group[0].uid,) if len(group) == 1 else tuple(sorted(c.uid for c in group))
-            for ai, action in enumerate(rule.actions):
-                if action.deliver is not None:
-                    deliver, src = action.deliver, DeliverSource.RULE
-                elif defaults_deliver is not None:
-                    deliver, src = defaults_deliver, DeliverSource.DEFAULTS
-                else:
-                    deliver, src = all_dest, DeliverSource.CONFIG
-                params = action.parameters
-                d = RouteDecision(
-                    rule.name,
-                    action.model,
-                    copy.deepcopy(dict(params)) if params else {},
-                    uids,
-                    () if action.ignore else deliver,
-                    src,
-                    action.send_to,
-                    rule.priority,
-                    action.ignore,
-                    volume=None if rule.select is None else rule.select.volume,
-                    combine=None if rule.results is None else rule.results.combine,
-                    prefer=() if rule.results is None else rule.results.prefer,
-                    workitem=action.workitem,
-                )
-                decisions.append(((-rule.priority, rule.name, uids, ai), d))
-                note = cr.notes[ai]
-                for c in group:
-                    outcomes[c.index].append(note)
-
-        def level_pass(levels: list[list[_CompiledRule]], pool: list[Context]) -> None:
-            for level in levels:
-                active = [c for c in pool if c.index not in claimed]
-                newly: dict[int, str] = {}
-                for cr in level:
-                    rule = cr.rule
-                    name = rule.name
-                    pos = cr.pos
-                    prio = rule.priority
-                    if claimed:
-                        for c in pool:
-                            if c.index in claimed:
-                                verdicts[c.index][pos] = Verdict(
-                                    name,
-                                    Status.SKIPPED,
-                                    f"claimed by rule '{claimed[c.index]}' (higher priority, "
-                                    "stop or ignore)",
-                                    prio,
-                                )
-                    hits = []
-                    when = cr.when
-                    for c in active:
-                        if when.test(c):
-                            hits.append(c)
-                        else:
-                            verdicts[c.index][pos] = Verdict(
-                                name, _NOT_MATCHED, None, prio, ("", when, c)
-                            )
-                    if not hits:
-                        continue
-                    if rule.scope is Scope.SERIES:
-                        for c in hits:
-                            verdicts[c.index][pos] = Verdict(name, _MATCHED, "matched", prio)
-                            decide(cr, [c])
-                    else:
-                        chosen = self._select(cr, hits)
-                        if not chosen:
-                            for c in hits:
-                                verdicts[c.index][pos] = Verdict(
-                                    name,
-                                    _NOT_MATCHED,
-                                    None,
-                                    prio,
-                                    ("select found no series: ", cr.where, c),
-                                )
-                            continue
-                        chosen_ids = {c.index for c in chosen}
-                        others = "matched, but select preferred " + ", ".join(s.uid for s in chosen)
-                        for c in hits:
-                            verdicts[c.index][pos] = (
-                                Verdict(name, _MATCHED, "matched and selected", prio)
-                                if c.index in chosen_ids
-                                else Verdict(name, Status.NOT_SELECTED, others, prio)
-                            )
-                        decide(cr, chosen)
-                    for c in hits:
-                        matched.setdefault(c.index, name)
-                        if cr.claims:
-                            newly.setdefault(c.index, name)
-                claimed.update(newly)
-
-        level_pass(self.levels, ctxs)
-        for c in ctxs:
-            if c.index in matched:
-                reason = f"fallback not needed: rule '{matched[c.index]}' matched"
-                for lv in self.fallback_levels:
-                    for cr in lv:
-                        verdicts[c.index][cr.pos] = Verdict(
-                            cr.rule.name, Status.NOT_NEEDED, reason, cr.rule.priority
-                        )
-        level_pass(self.fallback_levels, [c for c in ctxs if c.index not in matched])
-
-        decisions.sort(key=lambda kd: kd[0])
-        final = [d for _, d in decisions]
-        series_expl = tuple(
-            SeriesExplanation(
-                series_uid=c.uid,
-                instance_count=c.count,
-                modality=_first_text(c.values(self._modality, MODALITY)),
-                body_part=c.body,
-                orientation=c.orientation,
-                verdicts=tuple(verdicts[c.index]),
-                outcome="; ".join(outcomes[c.index]) or "no rule acted on this series",
-            )
-            for c in ctxs
-        )
-        explanation = Explanation(ruleset.source, series_expl, tuple(final))
-        for d in final:  # built once; the explanation is attached afterwards (it lists them)
-            object.__setattr__(d, "explanation", explanation)
-        return final, explanation
+        run = _Run(self, ruleset, ctxs, destinations)
+        run.level_pass(self.levels, ctxs)
+        run.fallback_not_needed(self.fallback_levels)
+        run.level_pass(self.fallback_levels, [c for c in ctxs if c.index not in run.matched])
+        return run.result(ruleset.source, self._modality)
 
     def _select(self, cr: _CompiledRule, hits: list[Context]) -> list[Context]:
         pool = [c for c in hits if cr.where.test(c)]
@@ -298,6 +173,153 @@ class Plan:
         pool.sort(key=cr.sort_key)
         count = cr.select.count
         return pool if count is None else pool[:count]
+
+
+class _Run:
+    """One evaluation of a plan on one study: the verdicts, outcomes and decisions so far."""
+
+    def __init__(
+        self,
+        plan: Plan,
+        ruleset: RuleSet,
+        ctxs: list[Context],
+        destinations: Sequence[str] | None,
+    ) -> None:
+        self.plan = plan
+        self.ctxs = ctxs
+        self.all_dest = tuple(
+            sorted(destinations if destinations is not None else ruleset.destinations)
+        )
+        self.defaults_deliver = ruleset.defaults.deliver
+        self.verdicts: list[list[Any]] = [[None] * len(plan.order) for _ in ctxs]
+        self.outcomes: list[list[str]] = [[] for _ in ctxs]
+        self.claimed: dict[int, str] = {}
+        self.matched: dict[int, str] = {}
+        self.decisions: list[tuple[tuple[Any, ...], RouteDecision]] = []
+
+    def decide(self, cr: _CompiledRule, group: list[Context]) -> None:
+        """One decision per action of ``cr`` for ``group`` (one series, or a study's choice)."""
+        rule = cr.rule
+        uids = (group[0].uid,) if len(group) == 1 else tuple(sorted(c.uid for c in group))
+        for ai, action in enumerate(rule.actions):
+            if action.deliver is not None:
+                deliver, src = action.deliver, DeliverSource.RULE
+            elif self.defaults_deliver is not None:
+                deliver, src = self.defaults_deliver, DeliverSource.DEFAULTS
+            else:
+                deliver, src = self.all_dest, DeliverSource.CONFIG
+            params = action.parameters
+            d = RouteDecision(
+                rule.name,
+                action.model,
+                copy.deepcopy(dict(params)) if params else {},
+                uids,
+                () if action.ignore else deliver,
+                src,
+                action.send_to,
+                rule.priority,
+                action.ignore,
+                volume=None if rule.select is None else rule.select.volume,
+                combine=None if rule.results is None else rule.results.combine,
+                prefer=() if rule.results is None else rule.results.prefer,
+                workitem=action.workitem,
+            )
+            self.decisions.append(((-rule.priority, rule.name, uids, ai), d))
+            note = cr.notes[ai]
+            for c in group:
+                self.outcomes[c.index].append(note)
+
+    def level_pass(self, levels: list[list[_CompiledRule]], pool: list[Context]) -> None:
+        """Run priority levels in order; what a level claims, lower levels skip."""
+        for level in levels:
+            active = [c for c in pool if c.index not in self.claimed]
+            newly: dict[int, str] = {}
+            for cr in level:
+                self._skip_claimed(cr, pool)
+                hits = self._apply(cr, active)
+                for c in hits:
+                    self.matched.setdefault(c.index, cr.rule.name)
+                    if cr.claims:
+                        newly.setdefault(c.index, cr.rule.name)
+            self.claimed.update(newly)
+
+    def _skip_claimed(self, cr: _CompiledRule, pool: list[Context]) -> None:
+        rule = cr.rule
+        for c in pool:
+            if c.index in self.claimed:
+                self.verdicts[c.index][cr.pos] = Verdict(
+                    rule.name,
+                    Status.SKIPPED,
+                    f"claimed by rule '{self.claimed[c.index]}' (higher priority, stop or ignore)",
+                    rule.priority,
+                )
+
+    def _apply(self, cr: _CompiledRule, active: list[Context]) -> list[Context]:
+        """Test ``cr`` on the active series, record verdicts and decisions; the series whose
+        ``when`` matched (selected or not)."""
+        rule = cr.rule
+        name, pos, prio, when = rule.name, cr.pos, rule.priority, cr.when
+        hits = []
+        for c in active:
+            if when.test(c):
+                hits.append(c)
+            else:
+                self.verdicts[c.index][pos] = Verdict(name, _NOT_MATCHED, None, prio, ("", when, c))
+        if not hits:
+            return hits
+        if rule.scope is Scope.SERIES:
+            for c in hits:
+                self.verdicts[c.index][pos] = Verdict(name, _MATCHED, "matched", prio)
+                self.decide(cr, [c])
+            return hits
+        chosen = self.plan._select(cr, hits)
+        if not chosen:
+            for c in hits:
+                self.verdicts[c.index][pos] = Verdict(
+                    name, _NOT_MATCHED, None, prio, ("select found no series: ", cr.where, c)
+                )
+            return []
+        chosen_ids = {c.index for c in chosen}
+        others = "matched, but select preferred " + ", ".join(s.uid for s in chosen)
+        for c in hits:
+            self.verdicts[c.index][pos] = (
+                Verdict(name, _MATCHED, "matched and selected", prio)
+                if c.index in chosen_ids
+                else Verdict(name, Status.NOT_SELECTED, others, prio)
+            )
+        self.decide(cr, chosen)
+        return hits
+
+    def fallback_not_needed(self, fallback_levels: list[list[_CompiledRule]]) -> None:
+        for c in self.ctxs:
+            if c.index in self.matched:
+                reason = f"fallback not needed: rule '{self.matched[c.index]}' matched"
+                for lv in fallback_levels:
+                    for cr in lv:
+                        self.verdicts[c.index][cr.pos] = Verdict(
+                            cr.rule.name, Status.NOT_NEEDED, reason, cr.rule.priority
+                        )
+
+    def result(self, source: str, modality: int) -> tuple[list[RouteDecision], Explanation]:
+        """The decisions in order, and the explanation that lists them."""
+        self.decisions.sort(key=lambda kd: kd[0])
+        final = [d for _, d in self.decisions]
+        series_expl = tuple(
+            SeriesExplanation(
+                series_uid=c.uid,
+                instance_count=c.count,
+                modality=_first_text(c.values(modality, MODALITY)),
+                body_part=c.body,
+                orientation=c.orientation,
+                verdicts=tuple(self.verdicts[c.index]),
+                outcome="; ".join(self.outcomes[c.index]) or "no rule acted on this series",
+            )
+            for c in self.ctxs
+        )
+        explanation = Explanation(source, series_expl, tuple(final))
+        for d in final:  # built once; the explanation is attached afterwards (it lists them)
+            object.__setattr__(d, "explanation", explanation)
+        return final, explanation
 
 
 def _first_text(vals: list[Any] | None) -> str | None:
