@@ -287,50 +287,55 @@ def _wait_pipeline(
             break
         time.sleep(0.25)
     for uid in study_uids:
-        routing = node.jobs.routing(uid) or {}
-        decisions = (routing.get("decisions") or {}).get("decisions", [])
-        jobs = node.jobs.list_jobs(study_uid=uid)
-        deliveries = node.outbox.list(study_uid=uid, limit=100000)
-        by_dest: dict[str, dict[str, int]] = {}
-        for d in deliveries:
-            by_dest.setdefault(d.destination, {}).setdefault(d.state.value, 0)
-            by_dest[d.destination][d.state.value] += 1
-        report.pipeline[uid] = {
-            "rules": sorted({d["rule"] for d in decisions if not d.get("ignored")}),
-            "ignored_by": sorted({d["rule"] for d in decisions if d.get("ignored")}),
-            "jobs": [
-                {
-                    "model": j.job.model,
-                    "rule": j.job.rule,
-                    "state": j.state.value,
-                    "reason": j.reason if j.state is not JobState.SUCCEEDED else None,
-                    "seconds": None
-                    if j.finished_at is None or j.started_at is None
-                    else round(j.finished_at - j.started_at, 2),
-                    "timings_seconds": {
-                        k: round(float(v), 3)
-                        for k, v in j.outputs.get("timings_seconds", {}).items()
-                        if k in ("load", "model", "write")
-                    },
-                    "objects": [o["modality"] for o in j.outputs.get("objects", [])],
-                    # its prediction is part of the rule's combined result set
-                    "combined": bool(j.outputs.get("combined_by")),
-                }
-                for j in sorted(jobs, key=lambda r: r.created_at)
-            ],
-            "deliveries": by_dest,
-        }
-        for j in jobs:
-            if j.state is not JobState.SUCCEEDED:
-                report.errors.append(
-                    f"job {j.job.model} on study {uid}: {j.state.value}: {j.reason}"
-                )
-        for dest, states in by_dest.items():
-            bad = {k: v for k, v in states.items() if k != DeliveryState.DELIVERED.value}
-            if bad:
-                report.errors.append(f"deliveries to {dest} for study {uid} not done: {bad}")
+        _record_study(node, uid, report)
     if not any(p["jobs"] for p in report.pipeline.values()):
         report.errors.append("no model ran on the sample studies (check the default rules)")
+
+
+def _record_study(node: Any, uid: str, report: DemoReport) -> None:
+    """Put one study's rules, jobs and deliveries in the report, and what went wrong."""
+    from node.types import DeliveryState, JobState
+
+    routing = node.jobs.routing(uid) or {}
+    decisions = (routing.get("decisions") or {}).get("decisions", [])
+    jobs = node.jobs.list_jobs(study_uid=uid)
+    deliveries = node.outbox.list(study_uid=uid, limit=100000)
+    by_dest: dict[str, dict[str, int]] = {}
+    for d in deliveries:
+        by_dest.setdefault(d.destination, {}).setdefault(d.state.value, 0)
+        by_dest[d.destination][d.state.value] += 1
+    report.pipeline[uid] = {
+        "rules": sorted({d["rule"] for d in decisions if not d.get("ignored")}),
+        "ignored_by": sorted({d["rule"] for d in decisions if d.get("ignored")}),
+        "jobs": [
+            {
+                "model": j.job.model,
+                "rule": j.job.rule,
+                "state": j.state.value,
+                "reason": j.reason if j.state is not JobState.SUCCEEDED else None,
+                "seconds": None
+                if j.finished_at is None or j.started_at is None
+                else round(j.finished_at - j.started_at, 2),
+                "timings_seconds": {
+                    k: round(float(v), 3)
+                    for k, v in j.outputs.get("timings_seconds", {}).items()
+                    if k in ("load", "model", "write")
+                },
+                "objects": [o["modality"] for o in j.outputs.get("objects", [])],
+                # its prediction is part of the rule's combined result set
+                "combined": bool(j.outputs.get("combined_by")),
+            }
+            for j in sorted(jobs, key=lambda r: r.created_at)
+        ],
+        "deliveries": by_dest,
+    }
+    for j in jobs:
+        if j.state is not JobState.SUCCEEDED:
+            report.errors.append(f"job {j.job.model} on study {uid}: {j.state.value}: {j.reason}")
+    for dest, states in by_dest.items():
+        bad = {k: v for k, v in states.items() if k != DeliveryState.DELIVERED.value}
+        if bad:
+            report.errors.append(f"deliveries to {dest} for study {uid} not done: {bad}")
 
 
 def _wait_complete(
