@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -428,24 +429,10 @@ def render_scene(
     hcz, hcy, hcx = scene.heart_center_mm
     haz, hay, hax = scene.heart_axes_mm
     heart = ((z - hcz) / haz) ** 2 + ((y - hcy) / hay) ** 2 + ((x - hcx) / hax) ** 2 <= 1.0
-    # lungs
-    lung_mask = np.zeros(shape, dtype=bool)
-    wall = scene.fat_mm + 10.0  # fat, then muscle and ribs around the lungs
-    lung_space = ((y / (by - wall)) ** 2 + (x / (bx - wall)) ** 2) <= 1.0
-    texture_rng = np.random.default_rng(scene.texture_seed)
-    for lung in scene.lungs:
-        cz, cy, cx = lung.center_mm
-        az, ay, ax = lung.axes_mm
-        r2 = ((y - cy) / ay) ** 2 + ((x - cx) / ax) ** 2
-        inside = (r2 + ((z - cz) / az) ** 2 <= 1.0) & (
-            z > cz - az * 0.55 + lung.dome_mm * np.clip(1.0 - r2, 0.0, None)
-        )
-        inside &= ~heart
-        inside &= lung_space  # lungs stay inside the chest wall
-        hu[inside] = lung.hu
-        lung_mask |= inside
+    lung_mask = _render_lungs(scene, hu, heart, (z, y, x))
     hu[heart & ~lung_mask & np.broadcast_to(inner2d, shape)] = 45.0
     if detail:
+        texture_rng = np.random.default_rng(scene.texture_seed)
         texture = ndimage.gaussian_filter(
             texture_rng.normal(size=shape).astype(np.float32), sigma=3.0 / np.array(spacing)
         )
@@ -473,6 +460,61 @@ def render_scene(
         blob = ((z - oz) ** 2 + (y - oy) ** 2 * 1.3 + (x - ox) ** 2) <= orad**2
         opacity_mask = blob & lung_mask
         hu[opacity_mask] = np.maximum(hu[opacity_mask], -80.0)
+    masks = _render_nodules(scene, hu, labels, lung_mask, spacing, (z, y, x))
+    # scanner blur, then noise
+    if detail:
+        hu = ndimage.gaussian_filter(hu, sigma=0.6 / np.array(spacing)).astype(np.float32)
+    sigma = math.hypot(scene.noise_hu, extra_noise_hu)
+    if rng is not None and sigma > 0:
+        noise = ndimage.gaussian_filter(rng.normal(size=shape).astype(np.float32), sigma=0.5)
+        noise *= sigma / (float(noise.std()) + 1e-6)
+        hu += noise
+    return ChestPhantom(
+        hu=hu,
+        labels=labels,
+        spacing=spacing,
+        nodules=scene.nodules,
+        nodule_masks=tuple(masks),
+        scene=scene,
+    )
+
+
+def _render_lungs(
+    scene: ChestScene, hu: npt.NDArray[np.float32], heart: npt.NDArray[np.bool_], grid: Any
+) -> npt.NDArray[np.bool_]:
+    """Draw the lungs (inside the chest wall, outside the heart) into ``hu``; their mask."""
+    z, y, x = grid
+    shape = hu.shape
+    by, bx = scene.body_axes_mm
+    # lungs
+    lung_mask = np.zeros(shape, dtype=bool)
+    wall = scene.fat_mm + 10.0  # fat, then muscle and ribs around the lungs
+    lung_space = ((y / (by - wall)) ** 2 + (x / (bx - wall)) ** 2) <= 1.0
+    for lung in scene.lungs:
+        cz, cy, cx = lung.center_mm
+        az, ay, ax = lung.axes_mm
+        r2 = ((y - cy) / ay) ** 2 + ((x - cx) / ax) ** 2
+        inside = (r2 + ((z - cz) / az) ** 2 <= 1.0) & (
+            z > cz - az * 0.55 + lung.dome_mm * np.clip(1.0 - r2, 0.0, None)
+        )
+        inside &= ~heart
+        inside &= lung_space  # lungs stay inside the chest wall
+        hu[inside] = lung.hu
+        lung_mask |= inside
+    return lung_mask
+
+
+def _render_nodules(
+    scene: ChestScene,
+    hu: npt.NDArray[np.float32],
+    labels: npt.NDArray[np.uint8],
+    lung_mask: npt.NDArray[np.bool_],
+    spacing: tuple[float, float, float],
+    grid: Any,
+) -> list[npt.NDArray[np.bool_]]:
+    """Draw the nodules (inside the lungs) into ``hu`` and ``labels``; one mask per nodule."""
+    z, y, x = grid
+    shape = hu.shape
     # nodules
     masks = []
     for nod in scene.nodules:
@@ -496,22 +538,7 @@ def render_scene(
             full[box] = m
             labels[full] = LABEL_NODULE
         masks.append(full)
-    # scanner blur, then noise
-    if detail:
-        hu = ndimage.gaussian_filter(hu, sigma=0.6 / np.array(spacing)).astype(np.float32)
-    sigma = math.hypot(scene.noise_hu, extra_noise_hu)
-    if rng is not None and sigma > 0:
-        noise = ndimage.gaussian_filter(rng.normal(size=shape).astype(np.float32), sigma=0.5)
-        noise *= sigma / (float(noise.std()) + 1e-6)
-        hu += noise
-    return ChestPhantom(
-        hu=hu,
-        labels=labels,
-        spacing=spacing,
-        nodules=scene.nodules,
-        nodule_masks=tuple(masks),
-        scene=scene,
-    )
+    return masks
 
 
 def make_chest_ct(
