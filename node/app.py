@@ -124,7 +124,9 @@ class Node:
         )
         self._rejections = Rejections(self._outbox, data_dir=data_dir)
         self._rules = RuleHolder(
-            config.rules or DEFAULT_RULES, destinations=set(config.destinations)
+            config.rules or DEFAULT_RULES,
+            destinations=set(config.destinations),
+            sources=set(config.sources),
         )
         inference = config.inference
         #: results of a rule's models combined into one set (embedded engine only, see
