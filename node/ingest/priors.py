@@ -167,6 +167,9 @@ class PriorFetcher:
         Calling AE title and C-MOVE destination.
     on_resolved:
         Called with ``(study_uid, rule, outcome)`` once per request.
+    on_study_pulled:
+        Called with each prior study retrieved (the node completes it at once, as after a
+        pull; being a prior, it is then recorded as not routed).
     retry_seconds:
         Pause between attempts while the source fails.
     timeout_seconds:
@@ -181,6 +184,7 @@ class PriorFetcher:
         sink: InstanceSink,
         node_ae_title: str,
         on_resolved: Callable[[str, str, PriorOutcome], None],
+        on_study_pulled: Callable[[str], object] | None = None,
         retry_seconds: float = 10.0,
         timeout_seconds: float = 60.0,
         workers: int = 2,
@@ -190,6 +194,7 @@ class PriorFetcher:
         self._sink = sink
         self._node_ae_title = node_ae_title
         self._on_resolved = on_resolved
+        self._on_study_pulled = on_study_pulled
         self._retry_seconds = retry_seconds
         self._timeout_seconds = timeout_seconds
         self._workers = workers
@@ -317,6 +322,8 @@ class PriorFetcher:
                 )
                 raise AinodeError(f"retrieving series {prior.series_uid}: {why}")
             self._wait_indexed(prior.series_uid, result.received)
+            if self._on_study_pulled is not None:
+                self._on_study_pulled(prior.study_uid)
         return PriorOutcome(PriorState.FETCHED, series=tuple(chosen))
 
     def _wait_indexed(self, series_uid: str, count: int, timeout: float = 30.0) -> None:
