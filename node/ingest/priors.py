@@ -13,7 +13,8 @@ A ``PriorRequest`` names the current study, the rule, the source and what a prio
 3. each chosen series is retrieved with the existing pull code (C-MOVE, C-GET or WADO-RS,
    ``node.ingest.pull``) into the node's ingest, after its study is marked as a prior in the
    index (``Index.mark_prior``) so that it is stored like any instance but never routed.  A
-   series already stored in the node is not retrieved again.
+   series the node already holds every instance of (as many as the source counts) is not
+   retrieved again; a partly stored one is retrieved again (the spool keeps one copy).
 
 The outcome (``PriorOutcome``: fetched series, "no prior available", or "prior could not be
 retrieved: reason") goes to ``on_resolved``.  While the source cannot be reached the fetch is
@@ -111,8 +112,9 @@ def choose_priors(
     request: PriorRequest,
     studies: list[DicomJson],
     series_of: Callable[[str], list[DicomJson]],
-) -> tuple[list[PriorSeries], list[str]]:
-    """The prior series to retrieve, newest study first, and why candidates were passed over.
+) -> tuple[list[tuple[PriorSeries, int]], list[str]]:
+    """The prior series to retrieve, newest study first, each with its number of instances as
+    the source answered it (0: not answered), and why candidates were passed over.
 
     ``studies`` are the study-level answers; ``series_of(study_uid)`` queries a study's series.
     """
@@ -129,7 +131,7 @@ def choose_priors(
                 continue
         dated.append((when or date.min, _text(s, "00080030") or "", uid, _text(s, "00080020")))
     dated.sort(reverse=True)
-    chosen: list[PriorSeries] = []
+    chosen: list[tuple[PriorSeries, int]] = []
     passed: list[str] = []
     for _, _, uid, study_date in dated:
         best: tuple[int, str, str | None] | None = None
@@ -146,7 +148,7 @@ def choose_priors(
             if best is None or n > best[0]:
                 best = (n, series_uid, body_part)
         if best is not None:
-            chosen.append(PriorSeries(uid, best[1], study_date, best[2]))
+            chosen.append((PriorSeries(uid, best[1], study_date, best[2]), best[0]))
             if len(chosen) >= request.max_studies:
                 break
     return chosen, passed
@@ -300,10 +302,10 @@ class PriorFetcher:
                 },
             )
             return PriorOutcome(PriorState.NONE, reason=NO_PRIOR)
-        for prior in chosen:
+        for prior, expected in chosen:
             if self._stop.is_set():
                 return None
-            if self._index.series_count(prior.series_uid):
+            if expected and self._index.series_count(prior.series_uid) >= expected:
                 continue  # stored here already (received before, or fetched for another rule)
             if self._index.study_row(prior.study_uid) is None:
                 self._index.mark_prior(
@@ -324,7 +326,7 @@ class PriorFetcher:
             self._wait_indexed(prior.series_uid, result.received)
             if self._on_study_pulled is not None:
                 self._on_study_pulled(prior.study_uid)
-        return PriorOutcome(PriorState.FETCHED, series=tuple(chosen))
+        return PriorOutcome(PriorState.FETCHED, series=tuple(p for p, _ in chosen))
 
     def _wait_indexed(self, series_uid: str, count: int, timeout: float = 30.0) -> None:
         """C-MOVE returns when the source has sent; wait until the SCP's instances are indexed."""
