@@ -198,6 +198,7 @@ class Node:
             sink=self._spool,
             node_ae_title=config.node.ae_title,
             on_resolved=self._prior_resolved,
+            on_failure=self._jobs.note_prior_failure,
             on_study_pulled=self._study_pulled,
             retry_seconds=config.priors.retry_seconds,
             timeout_seconds=config.node.network_timeout_seconds,

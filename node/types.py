@@ -102,7 +102,8 @@ class PriorSeries:
 class PriorOutcome:
     """The prior of a job: fetched series (newest first), or why there is none.
 
-    ``reason`` is ``NO_PRIOR`` or ``"prior could not be retrieved: <why>"`` when no series came.
+    ``reason`` is ``NO_PRIOR`` or ``"prior could not be retrieved: <why>"`` when no series came;
+    while ``WAITING``, the last failed attempt so far (None: none failed).
     """
 
     state: PriorState

@@ -169,6 +169,9 @@ class PriorFetcher:
         Calling AE title and C-MOVE destination.
     on_resolved:
         Called with ``(study_uid, rule, outcome)`` once per request.
+    on_failure:
+        Called with ``(study_uid, rule, reason)`` after each failed attempt (the node keeps the
+        reason with the waiting jobs, in case the timeout ends their wait first).
     on_study_pulled:
         Called with each prior study retrieved (the node completes it at once, as after a
         pull; being a prior, it is then recorded as not routed).
@@ -186,6 +189,7 @@ class PriorFetcher:
         sink: InstanceSink,
         node_ae_title: str,
         on_resolved: Callable[[str, str, PriorOutcome], None],
+        on_failure: Callable[[str, str, str], None] | None = None,
         on_study_pulled: Callable[[str], object] | None = None,
         retry_seconds: float = 10.0,
         timeout_seconds: float = 60.0,
@@ -197,6 +201,7 @@ class PriorFetcher:
         self._node_ae_title = node_ae_title
         self._on_resolved = on_resolved
         self._on_study_pulled = on_study_pulled
+        self._on_failure = on_failure
         self._retry_seconds = retry_seconds
         self._timeout_seconds = timeout_seconds
         self._workers = workers
@@ -273,6 +278,8 @@ class PriorFetcher:
                 return self._attempt(request, source)
             except AinodeError as exc:
                 last = str(exc)
+            if self._on_failure is not None:
+                self._on_failure(request.study_uid, request.rule, f"{PRIOR_FAILED}: {last}")
             left = request.deadline - time.time()
             log.info(
                 "prior.attempt_failed",

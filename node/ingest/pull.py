@@ -192,7 +192,8 @@ def query_studies(
             search_filters=dict(filters), fields=list(_STUDY_KEYS)
         )
     except requests.RequestException as exc:
-        raise SourceError(f"QIDO-RS search at {source.url} failed: {exc}") from exc
+        # the exception's text may hold the request URL, whose query holds the Patient ID
+        raise SourceError(f"QIDO-RS search at {source.url} failed: {_without_url(exc)}") from None
     return [dict(s) for s in found]
 
 
@@ -222,6 +223,14 @@ def find_series(
     except requests.RequestException as exc:
         raise SourceError(f"QIDO-RS search at {source.url} failed: {exc}") from exc
     return [dict(s) for s in found]
+
+
+def _without_url(exc: requests.RequestException) -> str:
+    """What went wrong, without the request URL (its query may carry patient identifiers)."""
+    response = exc.response
+    if response is not None:
+        return f"HTTP {response.status_code} {response.reason or ''}".strip()
+    return type(exc).__name__
 
 
 def _json_of(ds: Dataset) -> DicomJson:

@@ -547,18 +547,30 @@ class JobStore:
         )
         return [(str(a), str(b), float(c), tuple(json.loads(d))) for a, b, c, d in rows]
 
+    def note_prior_failure(self, study_uid: str, rule: str, reason: str) -> None:
+        """Remember the last failure of a prior fetch in the jobs still waiting for it: if the
+        timeout ends the wait before the fetcher does, the jobs run with this reason."""
+        with self._lock:
+            self._conn().execute(
+                "UPDATE jobs SET prior=json_set(prior, '$.reason', ?) WHERE study_uid=? AND"
+                " rule=? AND prior_deadline IS NOT NULL AND prior IS NOT NULL",
+                (reason, study_uid, rule),
+            )
+
     def _expire_waits(self, conn: sqlite3.Connection, now: float) -> None:
-        """Jobs still waiting for a prior whose deadline passed run without it, saying so
-        (inside the caller's transaction)."""
+        """Jobs still waiting for a prior whose deadline passed run without it, saying why (the
+        fetch's last failure, else the timeout) (inside the caller's transaction)."""
         rows = conn.execute(
-            "SELECT job_id, prior_deadline - created_at FROM jobs WHERE prior_deadline IS NOT"
-            " NULL AND prior_deadline <= ?",
+            "SELECT job_id, prior_deadline - created_at, json_extract(prior, '$.reason') FROM"
+            " jobs WHERE prior_deadline IS NOT NULL AND prior_deadline <= ?",
             (now,),
         ).fetchall()
-        for job_id, waited in rows:
+        for job_id, waited, last in rows:
             outcome = PriorOutcome(
                 PriorState.FAILED,
-                reason=f"{PRIOR_FAILED}: not retrieved within the priors timeout "
+                reason=str(last)
+                if last
+                else f"{PRIOR_FAILED}: not retrieved within the priors timeout "
                 f"({float(waited):.0f} s)",
             )
             conn.execute(

@@ -18,6 +18,7 @@ from node.types import (
     PriorSeries,
     PriorState,
 )
+from tests.util import wait_until
 
 
 def _job(job_id: str, *, rule: str = "chest", wait_until: float | None = None) -> Job:
@@ -61,6 +62,32 @@ def test_deadline_passed_runs_the_job_with_the_timeout_reason(tmp_path: Path) ->
     assert job.prior.reason.startswith(f"{PRIOR_FAILED}: not retrieved within the priors timeout")
     assert store.get("j-late").state is JobState.RUNNING
     assert store.waiting_priors() == []
+
+
+def test_deadline_passed_after_failures_runs_the_job_with_the_last_failure(
+    tmp_path: Path,
+) -> None:
+    store = JobStore(tmp_path / "index.sqlite")
+    store.submit([_job("j-fail", wait_until=time.time() + 0.5)])
+    store.note_prior_failure("1.2.3", "chest", f"{PRIOR_FAILED}: source refused")
+    waiting = store.get("j-fail").job.prior
+    assert waiting is not None and waiting.state is PriorState.WAITING
+    assert waiting.reason == f"{PRIOR_FAILED}: source refused"
+    assert store.claim("w1") is None  # still waiting
+    claimed: list[Job] = []
+
+    def claim() -> bool:
+        job = store.claim("w1")
+        claimed.extend([job] if job is not None else [])
+        return bool(claimed)
+
+    wait_until(claim, timeout=30, what="the job claimed once its wait ended")
+    job = claimed[0]
+    assert job.prior is not None
+    assert (job.prior.state, job.prior.reason) == (
+        PriorState.FAILED,
+        f"{PRIOR_FAILED}: source refused",
+    )
 
 
 def test_prior_travels_in_the_task_message() -> None:

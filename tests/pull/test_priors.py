@@ -50,9 +50,13 @@ rules:
     then: {model: prior-probe}
     priors: {from: web, max: 2, within_days: 1095, match: {Modality: CT, body_part: CHEST}}
   - name: via-down
-    when: {StudyDescription: {contains: down}}
+    when: {StudyDescription: {contains: unreachable-dimse}}
     then: {model: prior-probe}
     priors: {from: down}
+  - name: via-down-web
+    when: {StudyDescription: {contains: unreachable-qido}}
+    then: {model: prior-probe}
+    priors: {from: down-web}
 """
 
 
@@ -136,6 +140,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
                     "get": {"type": "dimse", "method": "c-get", **dimse},
                     "web": {"type": "dicomweb", "url": orthanc.dicomweb_url},
                     "down": {"type": "dimse", "host": "127.0.0.1", "port": free_port()},
+                    "down-web": {"type": "dicomweb", "url": f"http://127.0.0.1:{free_port()}/"},
                 },
                 "priors": {"timeout_seconds": TIMEOUT_SECONDS, "retry_seconds": 1},
                 "inference": {"max_attempts": 1},
@@ -240,14 +245,23 @@ def test_no_prior(site: Site, via: str) -> None:
 @pytest.mark.slow
 def test_source_down_jobs_wait_for_the_timeout_then_run_with_the_reason(site: Site) -> None:
     started = time.time()
-    study_uid = _send_current(site, "PRI-NONE", "down")
-    waiting = _job(site, study_uid)
-    assert waiting.state is JobState.QUEUED
-    assert waiting.job.prior is not None and waiting.job.prior.state is PriorState.WAITING
-    rec = _resolved(site, study_uid, timeout=TIMEOUT_SECONDS + 60)
-    prior = rec.job.prior
-    assert prior is not None and prior.state is PriorState.FAILED
-    assert prior.reason is not None and prior.reason.startswith(f"{PRIOR_FAILED}: ")
-    assert "refused or did not answer" in prior.reason, prior.reason
-    assert rec.started_at is not None and rec.started_at >= started + TIMEOUT_SECONDS - 1
-    assert rec.attempts == 1
+    studies = {
+        via: _send_current(site, "PRI-NONE", f"unreachable-{via}") for via in ("dimse", "qido")
+    }
+    for study_uid in studies.values():
+        waiting = _job(site, study_uid)
+        assert waiting.state is JobState.QUEUED
+        assert waiting.job.prior is not None and waiting.job.prior.state is PriorState.WAITING
+    expected = {
+        "dimse": "refused or did not answer the association",
+        "qido": "QIDO-RS search at http://127.0.0.1:",
+    }
+    for via, study_uid in studies.items():
+        rec = _resolved(site, study_uid, timeout=TIMEOUT_SECONDS + 60)
+        prior = rec.job.prior
+        assert prior is not None and prior.state is PriorState.FAILED
+        assert prior.reason is not None and prior.reason.startswith(f"{PRIOR_FAILED}: ")
+        assert expected[via] in prior.reason, prior.reason
+        assert "PRI-NONE" not in prior.reason  # no patient identifier in what the job says
+        assert rec.started_at is not None and rec.started_at >= started + TIMEOUT_SECONDS - 1
+        assert rec.attempts == 1
