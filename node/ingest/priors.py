@@ -41,7 +41,14 @@ from node.errors import AinodeError
 from node.ingest.pull import InstanceSink, PullQuery, find_series, pull, query_studies
 from node.types import NO_PRIOR, PRIOR_FAILED, DicomJson, PriorOutcome, PriorSeries, PriorState
 
-__all__ = ["PriorFetcher", "PriorIndex", "PriorRequest", "choose_priors", "dicom_date"]
+__all__ = [
+    "PriorFetcher",
+    "PriorIndex",
+    "PriorRequest",
+    "choose_priors",
+    "dicom_date",
+    "study_filters",
+]
 
 log = logging.getLogger(__name__)
 
