@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 import dicom_rules
-from dicom_rules.explain import decision_json
+from dicom_rules.explanation import decision_json
 
 RULES = """version: 1
 body_parts:
@@ -35,7 +35,9 @@ def test_priors_parse_render_and_reach_the_model_decision_only() -> None:
     assert priors is not None
     assert (priors.source, priors.max, priors.within_days) == ("pacs", 2, 1095)
     assert dicom_rules.parse(dicom_rules.render(rules)) == rules
-    decisions = rules.route([dicom_rules.SeriesInput("1.2.3", _header("CT", "CHEST"), 10)])
+    decisions = dicom_rules.route(
+        rules, [dicom_rules.SeriesInput("1.2.3", _header("CT", "CHEST"), 10)]
+    )
     by_rule = {d.rule: d for d in decisions}
     assert by_rule["chest"].priors == priors
     assert by_rule["forward"].priors is None
