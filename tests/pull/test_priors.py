@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pydicom
 import pytest
@@ -34,6 +35,7 @@ from tests.pull.conftest import load_into
 from tests.util import free_port, wait_until
 
 TIMEOUT_SECONDS = 20.0  # priors.timeout_seconds of the node under test
+TOKEN = "prior-reviewer-0123456789"
 
 RULES = """version: 1
 rules:
@@ -94,6 +96,16 @@ class Site:
     tmp: Path
     priors: dict[str, tuple[str, str]]  # name -> (study UID, series UID) in the archive
 
+    def api(self, path: str) -> dict:
+        r = httpx.get(
+            f"http://127.0.0.1:{self.node.http_port}{path}",
+            headers={"Authorization": f"Bearer {TOKEN}"},
+            timeout=30,
+        )
+        r.raise_for_status()
+        out: dict = r.json()
+        return out
+
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
@@ -119,6 +131,8 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     )  # fmt: skip
     rules = tmp / "rules.yaml"
     rules.write_text(RULES)
+    env = pytest.MonkeyPatch()
+    env.setenv("AINODE_TEST_PRIORS_TOKEN", TOKEN)
     with start_orthanc(
         tmp / "orthanc", modalities={"ainode": ("AINODE", "127.0.0.1", node_port)}
     ) as orthanc:
@@ -144,14 +158,20 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
                 },
                 "priors": {"timeout_seconds": TIMEOUT_SECONDS, "retry_seconds": 1},
                 "inference": {"max_attempts": 1},
+                "auth": {
+                    "tokens": {
+                        "reviewer": {"token_env": "AINODE_TEST_PRIORS_TOKEN", "role": "reviewer"}
+                    }
+                },
             }
         )
-        node = Node(config, serve_http=False)
+        node = Node(config)
         node.start()
         try:
             yield Site(node, orthanc, tmp, {k: _uids(v) for k, v in archive.items()})
         finally:
             node.stop()
+            env.undo()
 
 
 def _send_current(site: Site, patient_id: str, description: str) -> str:
@@ -203,6 +223,12 @@ def _check_fetched(site: Site, study_uid: str, patient_id: str, rule: str) -> No
     routing = site.node.jobs.routing(prior_study)
     assert routing is not None and routing["decisions"]["prior_of"] == study_uid
     assert site.node.jobs.list_jobs(study_uid=prior_study) == []
+    # what the HTTP API says: the prior study's origin, the job's prior
+    assert site.api(f"/api/studies/{prior_study}")["prior_of"] == study_uid
+    assert site.api(f"/api/studies/{study_uid}")["prior_of"] is None
+    job = site.api(f"/api/jobs/{rec.job.job_id}")
+    assert job["prior"]["state"] == "fetched"
+    assert job["prior"]["series"][0]["series_uid"] == prior_series
     # only the chosen series came: not the newer abdomen study, not the one outside the window
     for other in ("abdomen", "old"):
         assert index.study_row(site.priors[f"{patient_id}-{other}"][0]) is None
