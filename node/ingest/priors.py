@@ -130,6 +130,9 @@ def choose_priors(
         uid = _text(s, "0020000D")
         if not uid or uid == request.study_uid:
             continue
+        issuer = _text(s, "00100021")
+        if request.issuer and issuer and issuer != request.issuer:
+            continue  # the same Patient ID in another issuer's domain: another patient
         when = dicom_date(_text(s, "00080020"))
         if request.study_date is not None and when is not None:
             if when > request.study_date:

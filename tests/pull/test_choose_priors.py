@@ -83,6 +83,15 @@ def test_newest_studies_first_best_series_each_max_and_window() -> None:
     assert [p.study_uid for p, _ in wide] == ["a", "c", "d"]
 
 
+def test_another_issuers_patient_is_never_a_prior() -> None:
+    other = _study("a", "20251201")
+    other["00100021"] = {"vr": "LO", "Value": ["ELSEWHERE"]}
+    same = _study("c", "20250601")
+    same["00100021"] = {"vr": "LO", "Value": ["HOSP"]}
+    chosen, _ = choose_priors(_request(2), [other, same], lambda uid: SERIES[uid])
+    assert [p.study_uid for p, _ in chosen] == ["c"]
+
+
 def test_query_keys_and_dates() -> None:
     assert study_filters(_request(1, within_days=10)) == {
         "PatientID": "P",

@@ -63,7 +63,14 @@ rules:
 
 
 def _write(
-    out: Path, *, patient_id: str, date: str, body_part: str, description: str, slices: int = 3
+    out: Path,
+    *,
+    patient_id: str,
+    date: str,
+    body_part: str,
+    description: str,
+    slices: int = 3,
+    issuer: str | None = None,
 ) -> list[Path]:
     """A small synthetic CT study of ``patient_id`` on ``date``."""
     files = write_ct_series(
@@ -79,6 +86,8 @@ def _write(
     for f in files:
         ds = pydicom.dcmread(f)
         ds.PatientID, ds.PatientName = patient_id, f"Test^{patient_id}"
+        if issuer is not None:
+            ds.IssuerOfPatientID = issuer
         ds.StudyDate = ds.SeriesDate = ds.ContentDate = date
         ds.save_as(f)
     return files
@@ -124,6 +133,12 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
         archive[f"{pid}-old"] = _write(
             tmp / pid / "old", patient_id=pid, date="20200101", body_part="CHEST",
             description="CT chest",
+        )  # fmt: skip
+    for issuer, day in (("HOSP-A", "20240301"), ("HOSP-B", "20250301")):
+        # the same Patient ID in two issuers' domains: two patients; HOSP-B's study is newer
+        archive[f"PRI-ISS-{issuer}"] = _write(
+            tmp / "iss" / issuer, patient_id="PRI-ISS", date=day, body_part="CHEST",
+            description="CT chest", issuer=issuer,
         )  # fmt: skip
     archive["PRI-ABD-abdomen"] = _write(
         tmp / "abd" / "abd", patient_id="PRI-ABD", date="20250601", body_part="ABDOMEN",
@@ -174,7 +189,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
             env.undo()
 
 
-def _send_current(site: Site, patient_id: str, description: str) -> str:
+def _send_current(site: Site, patient_id: str, description: str, issuer: str | None = None) -> str:
     """Store the current chest CT of ``patient_id`` in the node and complete (route) it."""
     files = _write(
         site.tmp / "current" / f"{patient_id}-{description}",
@@ -182,6 +197,7 @@ def _send_current(site: Site, patient_id: str, description: str) -> str:
         date="20260110",
         body_part="CHEST",
         description=f"CT chest {description}",
+        issuer=issuer,
     )
     for f in files:
         site.node.spool.store(f.read_bytes(), calling_aet="TEST", source="test")
@@ -247,6 +263,16 @@ def test_prior_fetched_with_qido_and_wado(site: Site) -> None:
 def test_prior_fetched_with_c_get(site: Site) -> None:
     study_uid = _send_current(site, "PRI-GET", "get")
     _check_fetched(site, study_uid, "PRI-GET", "via-get")
+
+
+@pytest.mark.parametrize("via", ["move", "web"])
+def test_issuer_of_patient_id_decides_whose_prior(site: Site, via: str) -> None:
+    study_uid = _send_current(site, "PRI-ISS", via, issuer="HOSP-A")
+    rec = _resolved(site, study_uid)
+    prior = rec.job.prior
+    assert prior is not None and prior.state is PriorState.FETCHED, rec.to_json()
+    assert [s.series_uid for s in prior.series] == [site.priors["PRI-ISS-HOSP-A"][1]]
+    assert site.node.index.study_row(site.priors["PRI-ISS-HOSP-B"][0]) is None
 
 
 @pytest.mark.parametrize("via", ["move", "web"])
