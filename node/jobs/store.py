@@ -19,6 +19,7 @@ from typing import Any
 
 from node.errors import NotFoundError
 from node.store.migrate import migrate
+from node.store.sqlite import ThreadConnections
 from node.types import PRIOR_FAILED, Job, JobState, PriorOutcome, PriorState
 
 __all__ = ["COMBINE_MODEL", "JobRecord", "JobStore", "job_id_for"]
@@ -145,22 +146,13 @@ class JobStore:
     """Jobs and their transitions in the node's SQLite index file."""
 
     def __init__(self, db_path: Path) -> None:
-        self._path = db_path
-        self._local = threading.local()
+        self._db = ThreadConnections(db_path)
         self._lock = threading.Lock()
         with self._lock:
             migrate(self._conn(), "jobs", _STEPS)
 
     def _conn(self) -> sqlite3.Connection:
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is None:
-            self._path.parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(self._path, timeout=30, isolation_level=None)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=FULL")
-            conn.execute("PRAGMA busy_timeout=30000")
-            self._local.conn = conn
-        return conn
+        return self._db.conn()
 
     # ----------------------------------------------------------------------------- writing
     def submit(self, jobs: Iterable[Job], *, max_attempts: int = 3) -> list[str]:
