@@ -251,33 +251,78 @@ def make_chest_scene(
         )
     heart_c = (zc - _u(rng, 25.0, 40.0), _u(rng, -30.0, -15.0), _u(rng, 10.0, 22.0))
     heart_axes = (_u(rng, 45.0, 55.0), _u(rng, 45.0, 55.0), _u(rng, 50.0, 62.0))
-    vessels: list[_Tube] = []
-    for lung in lungs:
-        cz, cy, cx = lung.center_mm
-        hilum = (
-            cz + _u(rng, -5, 10),
-            cy + _u(rng, -5, 5),
-            cx - math.copysign(lung.axes_mm[2] * 0.55, cx),
-        )
-        for _ in range(int(rng.integers(8, 14))):
-            d = np.array(_unit(rng))
-            d[2] = math.copysign(abs(d[2]) + 0.3, cx)
-            d /= np.linalg.norm(d)
-            length = _u(rng, 35.0, 80.0)
-            end = tuple(float(h + length * c) for h, c in zip(hilum, d, strict=True))
-            r0 = _u(rng, 1.2, 2.6)
-            vessels.append(_Tube(hilum, (end[0], end[1], end[2]), r0))
-            mid = tuple(float(h + 0.6 * length * c) for h, c in zip(hilum, d, strict=True))
-            d2 = np.array(_unit(rng)) * 0.6 + d
-            d2 /= np.linalg.norm(d2)
-            end2 = tuple(float(m + _u(rng, 20.0, 45.0) * c) for m, c in zip(mid, d2, strict=True))
-            vessels.append(_Tube((mid[0], mid[1], mid[2]), (end2[0], end2[1], end2[2]), r0 * 0.6))
+    vessels = [tube for lung in lungs for tube in _vessel_tree(rng, lung)]
     top = fov[0] + 10.0
     trachea = _Tube(
         (lungs[0].center_mm[0] + 40.0, -20.0, 0.0), (top, -25.0, 0.0), _u(rng, 7.0, 9.0)
     )
     if n_nodules is None:
         n_nodules = int(rng.choice([0, 1, 1, 2, 2, 3, 3, 4]))
+    nodules = _place_nodules(rng, lungs, n_nodules, body_axes=(by, bx), wall=wall)
+    opacity = None
+    if with_opacity:
+        lung = lungs[int(rng.integers(0, 2))]
+        cz, cy, cx = lung.center_mm
+        opacity = (
+            cz + _u(rng, -35.0, 25.0),
+            cy + _u(rng, -20.0, 20.0),
+            cx + _u(rng, -20.0, 20.0),
+            _u(rng, 18.0, 38.0),
+        )
+    return ChestScene(
+        fov_mm=fov,
+        body_axes_mm=(by, bx),
+        fat_mm=fat,
+        lungs=(lungs[0], lungs[1]),
+        heart_center_mm=heart_c,
+        heart_axes_mm=heart_axes,
+        vessels=tuple(vessels),
+        trachea=trachea,
+        nodules=tuple(nodules),
+        rib_period_mm=_u(rng, 22.0, 28.0),
+        rib_phase_mm=_u(rng, 0.0, 20.0),
+        noise_hu=_u(rng, 8.0, 25.0) if noise_hu is None else noise_hu,
+        texture_seed=int(rng.integers(0, 2**31 - 1)),
+        opacity=opacity,
+    )
+
+
+def _vessel_tree(rng: np.random.Generator, lung: _Lung) -> list[_Tube]:
+    """Vessels from the lung's hilum: 8-13 branches, each with one side branch."""
+    vessels: list[_Tube] = []
+    cz, cy, cx = lung.center_mm
+    hilum = (
+        cz + _u(rng, -5, 10),
+        cy + _u(rng, -5, 5),
+        cx - math.copysign(lung.axes_mm[2] * 0.55, cx),
+    )
+    for _ in range(int(rng.integers(8, 14))):
+        d = np.array(_unit(rng))
+        d[2] = math.copysign(abs(d[2]) + 0.3, cx)
+        d /= np.linalg.norm(d)
+        length = _u(rng, 35.0, 80.0)
+        end = tuple(float(h + length * c) for h, c in zip(hilum, d, strict=True))
+        r0 = _u(rng, 1.2, 2.6)
+        vessels.append(_Tube(hilum, (end[0], end[1], end[2]), r0))
+        mid = tuple(float(h + 0.6 * length * c) for h, c in zip(hilum, d, strict=True))
+        d2 = np.array(_unit(rng)) * 0.6 + d
+        d2 /= np.linalg.norm(d2)
+        end2 = tuple(float(m + _u(rng, 20.0, 45.0) * c) for m, c in zip(mid, d2, strict=True))
+        vessels.append(_Tube((mid[0], mid[1], mid[2]), (end2[0], end2[1], end2[2]), r0 * 0.6))
+    return vessels
+
+
+def _place_nodules(
+    rng: np.random.Generator,
+    lungs: list[_Lung],
+    n_nodules: int,
+    *,
+    body_axes: tuple[float, float],
+    wall: float,
+) -> list[NoduleSpec]:
+    """Up to ``n_nodules`` nodules inside the lungs, clear of the chest wall and of each other
+    (400 tries at most)."""
+    by, bx = body_axes
     nodules: list[NoduleSpec] = []
     attempts = 0
     while len(nodules) < n_nodules and attempts < 400:
@@ -314,32 +359,7 @@ def make_chest_scene(
                 axes=nod.axes,
             )
         )
-    opacity = None
-    if with_opacity:
-        lung = lungs[int(rng.integers(0, 2))]
-        cz, cy, cx = lung.center_mm
-        opacity = (
-            cz + _u(rng, -35.0, 25.0),
-            cy + _u(rng, -20.0, 20.0),
-            cx + _u(rng, -20.0, 20.0),
-            _u(rng, 18.0, 38.0),
-        )
-    return ChestScene(
-        fov_mm=fov,
-        body_axes_mm=(by, bx),
-        fat_mm=fat,
-        lungs=(lungs[0], lungs[1]),
-        heart_center_mm=heart_c,
-        heart_axes_mm=heart_axes,
-        vessels=tuple(vessels),
-        trachea=trachea,
-        nodules=tuple(nodules),
-        rib_period_mm=_u(rng, 22.0, 28.0),
-        rib_phase_mm=_u(rng, 0.0, 20.0),
-        noise_hu=_u(rng, 8.0, 25.0) if noise_hu is None else noise_hu,
-        texture_seed=int(rng.integers(0, 2**31 - 1)),
-        opacity=opacity,
-    )
+    return nodules
 
 
 def _tube_mask(tube: _Tube, z: FloatArray, y: FloatArray, x: FloatArray) -> npt.NDArray[np.bool_]:
