@@ -34,6 +34,10 @@ RULES: dict[str, dict[str, tuple[float | None, float, bool]]] = {
         "auc": (0.95, 0.03, True),
         "gradcam_pointing_game": (0.80, 0.1, True),
     },
+    "chest-ct-register": {
+        "tre_median_mm": (2.0, 0.5, False),
+        "tre_p95_mm": (None, 1.5, False),
+    },
 }
 
 _PURPOSE = {
@@ -114,6 +118,29 @@ _PURPOSE = {
         "(monai.visualize, min-max normalised) of the predicted class on the evidence layer, "
         "upsampled bilinearly and mapped back to the image grid."
     ),
+    "chest-ct-register": (
+        "Affine registration of a prior chest CT onto the current one (prior -> current, patient "
+        "mm). MONAI GlobalNet (convolutional encoder, 4 initial channels, depth 3, affine head) "
+        "reads both CTs resampled onto 48 x 48 x 48 grids (HU clipped to [-1000, 500], block "
+        "averaged then trilinear) and returns the affine between the grids. Inference is a "
+        "coarse-to-fine cascade of three passes: a coarse pass over the whole chest (5 x 7.5 x "
+        "7.5 mm grid, 240 x 360 x 360 mm, each grid centred on its volume), then two fine passes "
+        "(3 x 4 x 4 mm, 144 x 192 x 192 mm around the current volume's centre); each pass "
+        "resamples the prior through the estimate so far and adds the network's residual. "
+        "Trained supervised by the known transforms: mean squared error (mm) between the "
+        "network's displacement field and the true one, Adam with cosine decay, batch 4, random "
+        "residual motions (rotation up to 4/4/8 degrees, shift up to 20/20/25 mm, "
+        "antero-posterior and cranio-caudal breathing-like scaling up to 5/9 %, global scale up "
+        "to 4 %; a quarter of that for the fine passes). The output becomes a DICOM Spatial "
+        "Registration (Frame of Reference Transformation Matrix, type RIGID / RIGID_SCALE / "
+        "AFFINE by the matrix). Baseline beside it (`baseline_*` metrics, same pairs): SimpleITK "
+        "affine registration, Mattes mutual information, regular-step gradient descent, "
+        "3-level pyramid on 3 mm resampled volumes (`training/baseline_register.py`). TRE: "
+        "distance between each prior landmark mapped by the registration and the same landmark "
+        "in the current study, over all landmarks (nodule centres present in both studies, "
+        "heart centre, lower end of the trachea, centre and dome top of each lung) of the "
+        "held-out pairs; `tre_before_median_mm` is the distance before registration."
+    ),
     "report-text": (
         "Turns lung-nodule findings (size, side, malignancy probability) into a short, "
         "deterministic plain-language impression with a fixed template (no learned language "
@@ -134,6 +161,11 @@ _DATA = {
     "cxr-classify": "frontal projections of coarse chest CT phantoms (Beer-Lambert), half with a "
     "consolidation-like opacity of 18-38 mm radius in one lung",
     "report-text": "none (template)",
+    "chest-ct-register": "pairs of chest CT phantoms of one patient (the scenes of "
+    "lung-nodule-seg, 2-4 nodules): the current study in place, the prior with the first nodule "
+    "smaller (it grows), the second absent (it is new), placed by a known affine (training: "
+    "the prior anatomy sampled through a random motion on the network grid; evaluation: "
+    "`node/samples/followup.py`, the whole prior image rendered through it)",
 }
 
 
