@@ -89,7 +89,7 @@ def evaluate_registration(
 
 
 def _learned_and_baseline(model: cr.ChestCtRegistration, seeds: Sequence[int]) -> dict[str, float]:
-    """Held-out metrics of ``model`` and, beside them (``baseline_*``), of the SimpleITK baseline."""
+    """Held-out metrics of ``model`` and (``baseline_*``) of the SimpleITK baseline."""
     from training.baseline_register import register_baseline
 
     def learned(moving: Volume, fixed: Volume) -> FloatMatrix:
