@@ -62,7 +62,10 @@ def tre_mm(
 
 
 def evaluate_registration(
-    register: Callable[[Volume, Volume], FloatMatrix], seeds: Sequence[int]
+    register: Callable[[Volume, Volume], FloatMatrix],
+    seeds: Sequence[int],
+    *,
+    spacing: tuple[float, float, float] = (2.5, 2.0, 2.0),
 ) -> dict[str, float]:
     """Median and 95th-percentile TRE (mm) over every landmark of the pairs of ``seeds``.
 
@@ -72,7 +75,7 @@ def evaluate_registration(
     before: list[FloatMatrix] = []
     seconds = 0.0
     for seed in seeds:
-        moving, fixed, _, prior_pts, current_pts = pair_volumes(seed)
+        moving, fixed, _, prior_pts, current_pts = pair_volumes(seed, spacing=spacing)
         t0 = time.perf_counter()
         matrix = register(moving, fixed)
         seconds += time.perf_counter() - t0
