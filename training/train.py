@@ -129,13 +129,17 @@ def train(
     """
     if name not in MODELS:
         raise ValueError(f"unknown demo model '{name}'; choose from {', '.join(MODELS)}")
-    if resume and name != "lung-nodule-seg":
-        raise ValueError("--resume is only supported for lung-nodule-seg")
+    if resume and name not in ("lung-nodule-seg", "chest-ct-register"):
+        raise ValueError("--resume is only supported for lung-nodule-seg and chest-ct-register")
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
     np.random.seed(seed)
     t0 = time.perf_counter()
-    if resume:
+    if resume and name == "chest-ct-register":
+        from training import train_registration
+
+        result = train_registration.train_registration(seed, steps, resume=True)
+    elif resume:
         from training import train_models
 
         result = train_models.train_segmentation(seed, steps, resume=True, data=data)

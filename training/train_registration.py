@@ -176,24 +176,30 @@ def _pool(seed: int, size: int) -> list[tuple[Volume, Volume]]:
     return out
 
 
-def train_registration(seed: int, steps: int | None) -> TrainResult:
-    """Train GlobalNet on the scene pool; evaluate model and baseline on held-out pairs."""
+def train_registration(seed: int, steps: int | None, *, resume: bool = False) -> TrainResult:
+    """Train the network on the scene pool; evaluate model and baseline on held-out pairs.
+
+    ``resume``: a second stage from the committed weights, on coarse passes only (what the
+    inference cascade runs), with a fresh scene pool and a lower learning rate.
+    """
     from training.train import heldout_seeds
 
     n_steps = _STEPS if steps is None else steps
     t0 = time.perf_counter()
-    pool = _pool(seed, _POOL)
+    pool = _pool(seed + 1 if resume else seed, _POOL)
     t_data = time.perf_counter() - t0
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(seed + 1 if resume else seed)
     net = cr.build_network()
-    opt = torch.optim.Adam(net.parameters(), lr=_LR)
+    if resume:
+        net.load_state_dict(torch.load(cr.weights_path(), map_location="cpu", weights_only=True))
+    opt = torch.optim.Adam(net.parameters(), lr=_LR * 0.3 if resume else _LR)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, n_steps)
     net.train()
     for step in range(n_steps):
         movings, fixeds, targets, scales = [], [], [], []
         for _ in range(_BATCH):
             current, prior = pool[int(rng.integers(0, len(pool)))]
-            fine = bool(rng.random() < 0.5)
+            fine = not resume and bool(rng.random() < 0.5)
             spacing = cr.FINE_SPACING if fine else cr.COARSE_SPACING
             g_fixed = cr.grid_to_patient(current, spacing)
             centre = g_fixed @ np.append((np.asarray(cr.GRID_SHAPE) - 1) / 2.0, 1.0)
@@ -222,6 +228,7 @@ def train_registration(seed: int, steps: int | None) -> TrainResult:
         heldout=heldout,
         facts={
             "steps": n_steps,
+            "stage": 2 if resume else 1,
             "batch": _BATCH,
             "training_scenes": _POOL,
             "data_seconds": round(t_data, 1),

@@ -41,6 +41,9 @@ class FollowupPair:
     point of the prior image onto the same anatomical point of the current image.
     ``landmarks_prior[i]`` and ``landmarks_current[i]`` are the same point (``landmark_names``).
     ``nodule_changes`` says per current nodule ``grown``, ``new`` or ``stable``.
+    ``prior.nodules`` (and ``prior.scene``) describe the prior anatomy before its placement, in
+    the current study's coordinates; in the prior image a nodule lies at
+    ``inv(prior_to_current)`` applied to its centre.  ``prior.nodule_masks`` is empty.
     """
 
     prior: ChestPhantom

@@ -1,15 +1,14 @@
 """``chest-ct-register``: learned affine registration of a prior chest CT onto the current one.
 
-MONAI's ``GlobalNet`` (Hu et al. 2018: a convolutional encoder and an affine head) reads the
-prior ("moving") and current ("fixed") CT, both resampled onto a 48 x 48 x 48 grid, and
-returns the 12 parameters of an affine map from fixed-grid to moving-grid indices.  Inference is
-a coarse-to-fine cascade (``STAGES``): the first pass sees the whole chest (grids of 5 mm slices
-and 7.5 mm pixels, 240 x 360 x 360 mm, centred on each volume), the next passes a finer grid
-(3 x 4 x 4 mm, 144 x 192 x 192 mm) around the current volume's centre.  Each pass resamples the
-prior through the estimate so far and the network returns the residual, which is composed onto
-it.  The result is a 4 x 4 matrix mapping prior patient
-coordinates (mm) onto current patient coordinates: what a DICOM Spatial Registration's Frame of
-Reference Transformation Matrix holds (PS3.3 C.20.2.1.1).
+A keypoint network (``KeypointAffine``, after KeyMorph) reads the prior ("moving") and the
+current ("fixed") CT, each resampled onto a 48 x 48 x 48 grid of 5 mm slices and 7.5 mm pixels
+(240 x 360 x 360 mm) centred on its own volume, and returns the affine between the two grids.
+``register`` can run a cascade of passes (``stages``: each pass resamples the prior through the
+estimate so far and composes the network's residual onto it); the default is the single coarse
+pass, because on validation pairs the finer passes (3 x 4 x 4 mm grids) made the estimate
+worse with the committed weights (docs/followup.md).  The result is a 4 x 4 matrix mapping
+prior patient coordinates (mm) onto current patient coordinates: what a DICOM Spatial
+Registration's Frame of Reference Transformation Matrix holds (PS3.3 C.20.2.1.1).
 
 Trained in the repository on synthetic follow-up pairs with known transforms
 (``python -m training chest-ct-register``); not for clinical use.
@@ -18,6 +17,7 @@ Trained in the repository on synthetic follow-up pairs with known transforms
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
@@ -26,7 +26,7 @@ import torch.nn.functional as F  # noqa: N812
 from monai.networks.nets.unet import UNet
 
 from node.errors import ModelError
-from node.models.builtin._common import LazyNet, load_card
+from node.models.builtin._common import ASSETS, LazyNet, load_card
 from node.types import Registration, Volume
 
 __all__ = [
@@ -45,6 +45,7 @@ __all__ = [
     "network_input",
     "predict_theta",
     "sample_on_grid",
+    "weights_path",
 ]
 
 NAME = "chest-ct-register"
@@ -55,7 +56,7 @@ GRID_SHAPE = (48, 48, 48)
 COARSE_SPACING = (5.0, 7.5, 7.5)
 FINE_SPACING = (3.0, 4.0, 4.0)
 #: Grid spacing of each cascaded pass at inference.
-STAGES = (COARSE_SPACING, FINE_SPACING, FINE_SPACING)
+STAGES = (COARSE_SPACING,)
 #: Keypoints per image.
 N_KEYPOINTS = 24
 
@@ -218,6 +219,11 @@ def matrix_type(matrix: FloatMatrix, *, tolerance: float = 1e-4) -> str:
     if np.linalg.det(lin) > 0 and np.allclose(gram, np.eye(3) * scale2, atol=tolerance * scale2):
         return "RIGID" if abs(scale2 - 1.0) <= tolerance else "RIGID_SCALE"
     return "AFFINE"
+
+
+def weights_path() -> Path:
+    """Where the committed weights live."""
+    return ASSETS / NAME / "weights.pt"
 
 
 class ChestCtRegistration:
