@@ -1,9 +1,8 @@
 """chest-ct-register on freshly generated held-out follow-up pairs, and its input checks.
 
 The seeds differ from the training scenes (seed * 100_000 + i) and from the card's held-out
-pairs (900_000 + ...), so every run registers unseen pairs.  The pairs are rendered coarser than
-the card's (3 x 2.5 x 2.5 mm instead of 2.5 x 2 x 2 mm) to keep the test to seconds; the
-network sees both on its own grids.
+pairs (900_000 + ...), so every run registers unseen pairs (four, rendered like the card's,
+2.5 x 2 x 2 mm; a few seconds each).
 """
 
 from __future__ import annotations
@@ -34,7 +33,6 @@ def test_tre_on_fresh_pairs_meets_card(model: ChestCtRegistration) -> None:
     measured = evaluate_registration(
         lambda moving, fixed: model.register(moving, fixed).moving_to_fixed,
         SEEDS,
-        spacing=(3.0, 2.5, 2.5),
     )
     failures = [
         f"{metric} = {measured[metric]:.3f} (threshold {limit})"
@@ -42,22 +40,24 @@ def test_tre_on_fresh_pairs_meets_card(model: ChestCtRegistration) -> None:
         if measured[metric] > limit
     ]
     assert not failures, f"{failures}; all: {measured}"
-    # registration helps: far closer than the unregistered pair
-    assert measured["tre_median_mm"] < measured["tre_before_median_mm"] / 3
+    # registration helps: closer than the unregistered pair by half at least
+    assert measured["tre_median_mm"] < measured["tre_before_median_mm"] / 2
 
 
 def test_registration_is_deterministic_and_direction_aware(model: ChestCtRegistration) -> None:
-    moving, fixed, truth, _, _ = pair_volumes(SEEDS[0], spacing=(3.0, 2.5, 2.5))
+    moving, fixed, _, _, _ = pair_volumes(SEEDS[0])
     first = model.register(moving, fixed)
     again = model.register(moving, fixed)
     np.testing.assert_array_equal(first.moving_to_fixed, again.moving_to_fixed)
     assert first.is_demo and first.model_name == "chest-ct-register"
     assert first.matrix_type in ("RIGID", "RIGID_SCALE", "AFFINE")
-    # registering the other way round gives (about) the inverse map
+    # registering the other way round gives about the inverse map (within the card's median TRE
+    # threshold, twice: each direction may err by that much)
     back = model.register(fixed, moving).moving_to_fixed
+    limit = load_metrics("chest-ct-register")["thresholds"]["tre_median_mm"]
     centre = np.array([0.0, 0.0, 100.0, 1.0])
     roundtrip = back @ first.moving_to_fixed @ centre
-    assert np.linalg.norm(roundtrip[:3] - centre[:3]) < 5.0
+    assert np.linalg.norm(roundtrip[:3] - centre[:3]) < 2 * limit
 
 
 def test_refuses_what_it_cannot_register(model: ChestCtRegistration) -> None:

@@ -149,8 +149,8 @@ def test_model_registration_as_dicom_passes_dciodvfy_and_maps_landmarks(
     before = _mapped_tre(np.eye(4), written.pair)
     tre = _mapped_tre(matrix, written.pair)
     limit = load_metrics("chest-ct-register")["thresholds"]["tre_p95_mm"]
-    assert np.median(tre) < np.median(before) / 3, (tre, before)
-    assert np.max(tre) <= 2 * limit, (written.pair.landmark_names, tre)
+    assert np.median(tre) < np.median(before) / 2, (tre, before)
+    assert np.max(tre) <= 1.5 * limit, (written.pair.landmark_names, tre)
 
 
 def test_known_transform_round_trips_through_the_object(written: Written) -> None:

@@ -4,10 +4,10 @@ A keypoint network (``KeypointAffine``, after KeyMorph) reads the prior ("moving
 current ("fixed") CT, each resampled onto a 48 x 48 x 48 grid of 5 mm slices and 7.5 mm pixels
 (240 x 360 x 360 mm) centred on its own volume, and returns the affine between the two grids.
 ``register`` can run a cascade of passes (``stages``: each pass resamples the prior through the
-estimate so far and composes the network's residual onto it); the default is the single coarse
-pass, because on validation pairs the finer passes (3 x 4 x 4 mm grids) made the estimate
-worse with the committed weights (docs/followup.md).  The result is a 4 x 4 matrix mapping
-prior patient coordinates (mm) onto current patient coordinates: what a DICOM Spatial
+estimate so far and composes the network's residual onto it); the default is two coarse
+passes: on validation pairs the finer passes (3 x 4 x 4 mm grids) made the estimate worse with
+the committed weights, a second coarse pass better (docs/followup.md).  The result is a 4 x 4
+matrix mapping prior patient coordinates (mm) onto current patient coordinates: what a DICOM Spatial
 Registration's Frame of Reference Transformation Matrix holds (PS3.3 C.20.2.1.1).
 
 Trained in the repository on synthetic follow-up pairs with known transforms
@@ -56,7 +56,7 @@ GRID_SHAPE = (48, 48, 48)
 COARSE_SPACING = (5.0, 7.5, 7.5)
 FINE_SPACING = (3.0, 4.0, 4.0)
 #: Grid spacing of each cascaded pass at inference.
-STAGES = (COARSE_SPACING,)
+STAGES = (COARSE_SPACING, COARSE_SPACING)
 #: Keypoints per image.
 N_KEYPOINTS = 24
 
