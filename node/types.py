@@ -352,6 +352,24 @@ class Prediction:
     device_uid: str | None = None
 
 
+@dataclass(frozen=True, slots=True, eq=False)
+class Registration:
+    """An affine registration of a moving (prior) series onto a fixed (current) one.
+
+    ``moving_to_fixed`` (4 x 4) maps homogeneous patient coordinates (mm) of the moving series'
+    Frame of Reference onto those of the fixed series.  ``matrix_type`` is the Frame of Reference
+    Transformation Matrix Type (PS3.3 C.20.2.1.2): ``RIGID``, ``RIGID_SCALE`` or ``AFFINE``.
+    """
+
+    moving_to_fixed: npt.NDArray[np.float64]
+    matrix_type: str
+    model_name: str
+    model_version: str
+    is_demo: bool
+    timings_seconds: Mapping[str, float] = field(default_factory=dict)
+    device_uid: str | None = None
+
+
 #: Slices whose highest label is at most this are counted label by label (vectorised compares);
 #: above it, ``np.bincount`` per slice is cheaper.
 _COMPARE_MAX_LABEL = 32

@@ -75,7 +75,7 @@ _UNPAIRED = frozenset(
 #: (monailabel/datastore/utils/convert.py) write.  Change it here when IHE assigns the final code.
 PROCESSING_ALGORITHM = Code("Newcode1", "99IHE", "Processing Algorithm")
 
-_KIND_LABEL = {"seg": "SEG", "sr": "SR", "sc": "SC", "derived": "DERIVED"}
+_KIND_LABEL = {"seg": "SEG", "sr": "SR", "sc": "SC", "derived": "DERIVED", "reg": "REG"}
 
 
 @dataclass(frozen=True, slots=True)
