@@ -296,7 +296,8 @@ class _Stored(Protocol):
 class Stale:
     """What a re-routing of a study no longer asks for (``no_longer_routed``)."""
 
-    #: jobs whose delivered or queued results are to be rejected
+    #: jobs whose delivered or queued results, if they have any, are to be rejected (a job
+    #: part of a combined set delivers none of its own: nothing of it is in the outbox)
     reject: tuple[str, ...] = ()
     #: jobs not routed any more at all: not to run, not to deliver (``JobStore.retire``)
     retire: tuple[str, ...] = ()
