@@ -43,7 +43,7 @@ from node.jobs.dispatch import no_longer_routed, plan_jobs, with_model_versions
 from node.jobs.distributed import CeleryEngine
 from node.jobs.engine import EmbeddedEngine
 from node.jobs.queries import JOB_ROWS, ai_status_sql, routed_sql
-from node.jobs.store import JobStore
+from node.jobs.store import RETIRED_PREFIX, JobStore
 from node.models.admission import model_paths
 from node.routing import DEFAULT_RULES
 from node.routing.dispatch import route_study
@@ -441,7 +441,7 @@ class Node:
         stale = no_longer_routed(stored, planned)
         if not stale.reject:
             return None
-        marker = f"rerouted:{self._rules.sha256[:12]}"
+        marker = f"{RETIRED_PREFIX}{self._rules.sha256[:12]}"
         self._jobs.retire(stale.retire, by=marker)
         try:
             done = self._rejections.reject(

@@ -246,7 +246,7 @@ def run_series(
             prediction,
             volume,
             sources,
-            job_id=job.job_id,
+            job_id=_uid_key(job),
             content_datetime=_content_datetime(job),
             series_number_base=int(job.parameters.get("_series_number_base", 9000)),
         )
@@ -304,6 +304,14 @@ def _write_objects(files: Sequence[Any], out_dir: Path, relative_to: Path) -> li
             }
         )
     return objects
+
+
+def _uid_key(job: Job) -> str:
+    """What a job's result UIDs derive from (with the model version): its id, plus its
+    revision once a re-routing brought it back after it was retired (its earlier objects were
+    rejected, and a PACS that applied the note must not receive their UIDs again)."""
+    revision = int(job.parameters.get("_revision", 0) or 0)
+    return job.job_id if revision == 0 else f"{job.job_id}/r{revision}"
 
 
 def _other_bytes(path: Path, data: bytes) -> bool:
@@ -381,7 +389,7 @@ def run_combine(job: Job, context: Mapping[str, Any]) -> dict[str, Any]:
         predictions,
         volume,
         sources,
-        job_id=job.job_id,
+        job_id=_uid_key(job),
         rule=job.rule,
         content_datetime=_content_datetime(job),
         series_number_base=int(job.parameters.get("_series_number_base", 9000)),

@@ -21,7 +21,7 @@ from node.errors import NotFoundError
 from node.store.migrate import migrate
 from node.types import Job, JobState
 
-__all__ = ["COMBINE_MODEL", "JobRecord", "JobStore", "job_id_for", "rerun_reason"]
+__all__ = ["COMBINE_MODEL", "RETIRED_PREFIX", "JobRecord", "JobStore", "job_id_for", "rerun_reason"]
 
 #: The "model" of a combine job: it runs once every model job it lists in ``_combine_of`` is
 #: final and writes their predictions as one result set (no real model name starts with "_").
@@ -89,6 +89,9 @@ def job_id_for(*, study_uid: str, rule: str, model: str, input_fingerprint: str)
     key = "\x1f".join([study_uid, rule, model, input_fingerprint]).encode()
     return "j-" + hashlib.sha256(key).hexdigest()[:20]
 
+
+#: ``superseded_by`` of a job that a re-routing no longer asked for (``JobStore.retire``)
+RETIRED_PREFIX = "rerouted:"
 
 #: Job parameters that, when a re-routing changes them, make a finished job of the same id run
 #: again: the model version(s) it ran with and its place in a combined result set.
@@ -252,18 +255,27 @@ class JobStore:
         other work under the same id (``rerun_reason``): another model version, another role in
         a combined result set, other rule parameters.  The new parameters replace the old."""
         row = conn.execute(
-            "SELECT state, parameters FROM jobs WHERE job_id=?", (job.job_id,)
+            "SELECT state, parameters, superseded_by FROM jobs WHERE job_id=?", (job.job_id,)
         ).fetchone()
         if row is None or row[0] in _ACTIVE:
             return False
-        why = rerun_reason(json.loads(row[1]), dict(job.parameters))
+        stored = json.loads(row[1])
+        parameters = dict(job.parameters)
+        revision = int(stored.get("_revision", 0) or 0)
+        why = rerun_reason(stored, parameters)
+        if str(row[2] or "").startswith(RETIRED_PREFIX):
+            # retired by an earlier re-routing (its results were rejected), routed again now:
+            # it runs again as a new revision, whose objects get new UIDs
+            why, revision = "routed again after it was retired", revision + 1
         if why is None:
             return False
+        if revision:
+            parameters["_revision"] = revision
         conn.execute(
             "UPDATE jobs SET parameters=?, destinations=?, attempts=0, finished_at=NULL,"
             " superseded_by=NULL WHERE job_id=?",
             (
-                json.dumps(dict(job.parameters), sort_keys=True),
+                json.dumps(parameters, sort_keys=True),
                 json.dumps(list(job.destinations)),
                 job.job_id,
             ),
@@ -272,8 +284,9 @@ class JobStore:
         return True
 
     def retire(self, job_ids: Iterable[str], *, by: str) -> list[str]:
-        """Mark jobs that a re-routing no longer asks for: ``superseded_by = by`` (a running
-        one then delivers nothing) and a queued one cancelled.  Returns the ids marked now."""
+        """Mark jobs that a re-routing no longer asks for: ``superseded_by = by`` (it starts
+        with ``RETIRED_PREFIX``; a running one then delivers nothing) and a queued one
+        cancelled.  Returns the ids marked now."""
         now = time.time()
         done: list[str] = []
         conn = self._conn()

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from node.jobs.dispatch import no_longer_routed, with_model_versions
-from node.jobs.store import COMBINE_MODEL, JobStore, rerun_reason
+from node.jobs.store import COMBINE_MODEL, RETIRED_PREFIX, JobStore, rerun_reason
 from node.types import Job, JobState
 
 STUDY = "1.2.3"
@@ -131,3 +131,24 @@ def test_retired_jobs_do_not_run_or_deliver(tmp_path: Path) -> None:
     queued = "j-r" if running.job_id == "j-q" else "j-q"
     assert states[queued] == (JobState.CANCELLED, "rerouted:abc")
     assert states[running.job_id] == (JobState.RUNNING, "rerouted:abc")
+
+
+def test_retired_job_routed_again_runs_as_a_new_revision(tmp_path: Path) -> None:
+    store = JobStore(tmp_path / "index.sqlite")
+    store.submit([_job("j-a", _model_version="1")])
+    _finish(store, "j-a")
+    assert store.retire(["j-a"], by=f"{RETIRED_PREFIX}abc") == ["j-a"]
+    # the rule comes back unchanged: the job runs again, as revision 1 (new result UIDs)
+    assert store.submit([_job("j-a", _model_version="1")]) == ["j-a"]
+    record = store.get("j-a")
+    assert record.state is JobState.QUEUED and record.superseded_by is None
+    assert record.job.parameters["_revision"] == 1
+    assert store.events("j-a")[-1]["reason"] == "re-routed: routed again after it was retired"
+    _finish(store, "j-a")
+    # a later re-run for a new version keeps the revision (never back to revision 0's UIDs)
+    assert store.submit([_job("j-a", _model_version="2")]) == ["j-a"]
+    assert store.get("j-a").job.parameters["_revision"] == 1
+    # superseded by a newer job of the same work (late instance): not a retired job
+    store.submit([_job("j-b", _model_version="2")])
+    assert store.get("j-a").superseded_by == "j-b"
+    assert store.submit([_job("j-a", _model_version="2")]) == []
