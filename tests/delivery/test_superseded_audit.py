@@ -6,12 +6,16 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import httpx
+import pytest
+
 from node.audit import AuditLog, SupersededAuditor
 from node.config import FolderDestination
 from node.delivery import Outbox
 from node.delivery.rejections import Rejections
 from node.types import RejectionKind
 from tests.delivery.conftest import SimClock
+from tests.peers.node import start_node
 
 
 def _records(audit: AuditLog) -> list[dict[str, object]]:
@@ -63,3 +67,41 @@ def test_superseded_record_lost_in_a_crash_is_re_derived_once(
     finally:
         rejections.close()
         box.close()
+
+
+@pytest.mark.slow  # two node starts
+def test_a_started_node_records_what_a_kill_left_unrecorded(
+    tmp_path: Path, clock: SimClock, corpus: Path
+) -> None:
+    """The state a ``kill -9`` right after a supersede leaves (rejection queued, no audit
+    record): the node records it when it starts, and not again at the next start."""
+    ref = corpus / "reference-results" / "highdicom"
+    workdir = tmp_path / "node"
+    data = workdir / "data"
+    data.mkdir(parents=True)
+    archive = tmp_path / "archive"
+    dests = {"archive": FolderDestination(type="folder", path=archive)}
+    box = Outbox(data / "index.sqlite", dests, clock=clock)
+    rejections = Rejections(box, data_dir=data, clock=clock)
+    try:
+        box.enqueue_many([ref / "seg_image_ct_binary.dcm"], destinations=["archive"], job_id="j-1")
+        box.run_once()
+        done = rejections.reject(
+            ["j-1"], kind="superseded", reason="superseded", actor="node", superseded_by="j-2"
+        )
+        assert done is not None
+    finally:
+        rejections.close()
+        box.close()
+    with start_node(
+        workdir, destinations={"archive": {"type": "folder", "path": str(archive)}}
+    ) as node:
+        http = httpx.Client(base_url=node.url, timeout=60)
+        audited = http.get("/api/audit", params={"event": "results.superseded"}).json()
+        (record,) = audited["records"]
+        assert record["note_id"] == done.note_id and record["superseded_by"] == "j-2"
+        node.stop()
+        node.start()
+        audited = http.get("/api/audit", params={"event": "results.superseded"}).json()
+        assert [r["note_id"] for r in audited["records"]] == [done.note_id]
+        http.close()
