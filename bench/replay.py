@@ -28,12 +28,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+import dicom_rules
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 
-import dicom_rules  # noqa: E402
 from node.imaging.dicom_json import header_from_file  # noqa: E402
 from node.jobs.store import JobStore  # noqa: E402
 from node.routing import DEFAULT_RULES  # noqa: E402
@@ -124,7 +125,7 @@ def fill(db: Path, n: int, now: float) -> None:
     for uid in routed:
         study_obj = index.get_study(uid)
         assert study_obj is not None
-        decisions = rules.route(series_inputs(study_obj), destinations=["pacs"])
+        decisions = dicom_rules.route(rules, series_inputs(study_obj), destinations=["pacs"])
         jobs.record_routing(
             uid,
             1,

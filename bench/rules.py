@@ -24,10 +24,11 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+import dicom_rules
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import dicom_rules  # noqa: E402
 from dicom_rules import SeriesInput  # noqa: E402
 from node.imaging.dicom_json import header_from_file  # noqa: E402
 
@@ -159,11 +160,11 @@ def main() -> None:
 
     def route() -> None:
         for st in studies:
-            rules.route(st)
+            dicom_rules.route(rules, st)
 
     def route_json() -> None:
         for st in studies:
-            rules.explain(st).to_json()
+            dicom_rules.explain(rules, st).to_json()
 
     plan = rules._compiled()
     from dicom_rules.conditions import Context

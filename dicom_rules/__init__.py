@@ -3,7 +3,7 @@
 Load a rule file, then route a study (its series' DICOM JSON headers)::
 
     rules = dicom_rules.load("rules.yaml", destinations={"pacs"})
-    for decision in rules.route(series):
+    for decision in dicom_rules.route(rules, series):
         ...
 
 See docs/rules.md for the language.  Nothing here performs I/O besides reading the rule file, and
@@ -12,7 +12,8 @@ nothing in a rule file can execute code.
 
 from dicom_rules.bodypart import BodyPart, BodyPartTable
 from dicom_rules.errors import Problem, RuleError
-from dicom_rules.explain import Explanation, SeriesExplanation, Status, Verdict
+from dicom_rules.evaluate import explain, route
+from dicom_rules.explanation import Explanation, SeriesExplanation, Status, Verdict
 from dicom_rules.model import (
     Action,
     AllOf,
@@ -35,6 +36,7 @@ from dicom_rules.model import (
     Select,
     SeriesInput,
     VolumeSelect,
+    WorkitemRequest,
 )
 from dicom_rules.parse import load, parse
 from dicom_rules.paths import parse_path
@@ -70,8 +72,11 @@ __all__ = [
     "Status",
     "Verdict",
     "VolumeSelect",
+    "WorkitemRequest",
+    "explain",
     "load",
     "parse",
     "parse_path",
     "render",
+    "route",
 ]

@@ -7,13 +7,12 @@ excluded from equality, so that ``parse(render(rules)) == rules`` compares meani
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from dicom_rules.evaluate import Plan
-    from dicom_rules.explain import Explanation
+    from dicom_rules.explanation import Explanation
 
 __all__ = [
     "SPECIAL_ATTRIBUTES",
@@ -40,6 +39,8 @@ __all__ = [
     "Select",
     "SeriesInput",
     "VolumeSelect",
+    "WORKITEM_PRIORITIES",
+    "WorkitemRequest",
 ]
 
 #: Orders of ``select.volume.prefer`` (applied by the node to the volumes of a series).
@@ -245,9 +246,30 @@ class Select:
     position: Position = _pos()
 
 
+#: Scheduled Procedure Step Priority (0074,1200) enumerated values (PS3.3 C.30.1).
+WORKITEM_PRIORITIES = ("HIGH", "MEDIUM", "LOW")
+
+
+@dataclass(frozen=True, slots=True)
+class WorkitemRequest:
+    """A rule's ``workitem``: schedule a UPS workitem for an external performer (issue 23).
+
+    ``code`` / ``scheme`` / ``meaning`` become the Scheduled Workitem Code Sequence, ``station``
+    the Scheduled Station Name Code Sequence (same scheme), ``priority`` the Scheduled Procedure
+    Step Priority.  The default scheme ``99AINODE`` is a local one (PS3.16 8.2: ``99`` prefix).
+    """
+
+    code: str
+    meaning: str | None = None
+    scheme: str = "99AINODE"
+    station: str | None = None
+    priority: str = "MEDIUM"
+
+
 @dataclass(frozen=True, slots=True)
 class Action:
-    """What a matching rule does: run a model, forward originals, or ignore the series."""
+    """What a matching rule does: run a model, forward originals, schedule a workitem, or
+    ignore the series."""
 
     model: str | None = None
     parameters: Mapping[str, Any] = field(default_factory=dict)
@@ -255,6 +277,7 @@ class Action:
     send_to: str | None = None
     ignore: bool = False
     position: Position = _pos()
+    workitem: WorkitemRequest | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -330,11 +353,14 @@ class RouteDecision:
     #: the rule's ``results.combine`` (None: the node's default) and ``results.prefer``
     combine: bool | None = None
     prefer: tuple[str, ...] = ()
+    #: the action's ``workitem``: a UPS workitem to schedule on the node's worklist
+    workitem: WorkitemRequest | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, weakref_slot=True)
 class RuleSet:
-    """A validated rule file.  ``route`` and ``explain`` evaluate it on a study.
+    """A validated rule file: plain data.  ``dicom_rules.route`` and ``dicom_rules.explain``
+    (``dicom_rules.evaluate``) evaluate it on a study.
 
     ``source`` and ``destinations`` (the config's destinations, used when neither the rule nor
     ``defaults`` says where results go) are not part of equality.
@@ -347,52 +373,6 @@ class RuleSet:
     body_parts: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     source: str = field(default="<rules>", compare=False)
     destinations: tuple[str, ...] = field(default=(), compare=False)
-    _plan: Any = field(default=None, compare=False, repr=False)
-
-    def _compiled(self) -> Plan:
-        plan: Plan | None = self._plan
-        if plan is None:
-            from dicom_rules.evaluate import compile_ruleset
-
-            plan = compile_ruleset(self)
-            object.__setattr__(self, "_plan", plan)
-        return plan
-
-    def route(
-        self,
-        study: Sequence[Any],
-        *,
-        destinations: Sequence[str] | None = None,
-    ) -> list[RouteDecision]:
-        """Decide what to do with a study.
-
-        Parameters
-        ----------
-        study:
-            The series: ``SeriesInput`` objects, or any objects/mappings with ``series_uid``,
-            ``header`` (DICOM JSON, PS3.18 F.2) and ``instance_count``.
-        destinations:
-            Every destination in the config, used when neither the rule nor ``defaults`` has a
-            ``deliver`` list (default: the ``destinations`` given to ``load``).
-
-        Returns
-        -------
-        list[RouteDecision]
-            Ordered by priority (high first), rule name, series UIDs.  Never raises on header
-            content: absent, empty or malformed values make comparisons false.
-        """
-        decisions, _ = self._compiled().run(self, study, destinations)
-        return decisions
-
-    def explain(
-        self,
-        study: Sequence[Any],
-        *,
-        destinations: Sequence[str] | None = None,
-    ) -> Explanation:
-        """Route ``study`` and return the full explanation (decisions included)."""
-        _, explanation = self._compiled().run(self, study, destinations)
-        return explanation
 
     def rule(self, name: str) -> Rule:
         """The rule called ``name`` (KeyError if none)."""

@@ -18,6 +18,7 @@ from dicom_rules.errors import Problem, RuleError
 from dicom_rules.model import (
     VOLUME_ORIENTATIONS,
     VOLUME_PREFERENCES,
+    WORKITEM_PRIORITIES,
     Action,
     Defaults,
     Position,
@@ -30,6 +31,7 @@ from dicom_rules.model import (
     Scope,
     Select,
     VolumeSelect,
+    WorkitemRequest,
 )
 from dicom_rules.parse_conditions import ConditionParser, hint, is_scalar, plain
 
@@ -49,7 +51,10 @@ _RULE_KEYS = (
     "stop",
     "results",
 )
-_ACTION_KEYS = ("model", "parameters", "deliver", "send_to", "ignore")
+_ACTION_KEYS = ("model", "parameters", "deliver", "send_to", "ignore", "workitem")
+_WORKITEM_KEYS = ("code", "meaning", "scheme", "station", "priority")
+#: Longest Code Value (SH: 16) / Code Meaning (LO: 64) / Coding Scheme Designator (SH: 16).
+_WORKITEM_LENGTHS = {"code": 16, "meaning": 64, "scheme": 16, "station": 16}
 _DEFAULT_KEYS = ("deliver", "priority", "scope")
 _SELECT_KEYS = ("where", "prefer", "count", "volume")
 _VOLUME_KEYS = ("orientation", "echo", "uniform", "prefer", "partial")
@@ -266,7 +271,7 @@ class _Parser(ConditionParser):
                 )
         actions: tuple[Action, ...] = ()
         if "then" not in node:
-            self.err(pos, f"{where} needs 'then' (model, send_to or ignore)")
+            self.err(pos, f"{where} needs 'then' (model, send_to, workitem or ignore)")
         else:
             actions = self.parse_actions(node, where)
         results = self.parse_results(node, where, actions) if "results" in node else None
@@ -333,7 +338,7 @@ class _Parser(ConditionParser):
             self.err(
                 pos,
                 f"{where}: 'then' must be 'ignore', an action mapping "
-                "(model/parameters/deliver/send_to) or a list of them",
+                "(model/parameters/deliver/send_to/workitem) or a list of them",
             )
             return ()
         out = []
@@ -393,12 +398,20 @@ class _Parser(ConditionParser):
             if model is None and "model" not in m:
                 self.err(self.key_pos(m, "parameters"), "'parameters' needs a 'model'")
         deliver = self.parse_deliver(m) if "deliver" in m else None
-        if ignore and (model is not None or send_to is not None or deliver is not None):
-            self.err(pos, f"{where}: 'ignore' cannot be combined with model/send_to/deliver")
+        workitem = self.parse_workitem(m, where) if "workitem" in m else None
+        if ignore and (
+            model is not None or send_to is not None or deliver is not None or workitem is not None
+        ):
+            self.err(
+                pos, f"{where}: 'ignore' cannot be combined with model/send_to/deliver/workitem"
+            )
             return None
-        if not ignore and model is None and send_to is None:
-            if "model" not in m and "send_to" not in m and not quiet:
-                self.err(pos, f"{where}: an action needs 'model', 'send_to' or 'ignore: true'")
+        if not ignore and model is None and send_to is None and workitem is None:
+            if "model" not in m and "send_to" not in m and "workitem" not in m and not quiet:
+                self.err(
+                    pos,
+                    f"{where}: an action needs 'model', 'send_to', 'workitem' or 'ignore: true'",
+                )
             return None
         return Action(
             model=model,
@@ -407,6 +420,54 @@ class _Parser(ConditionParser):
             send_to=send_to,
             ignore=ignore,
             position=pos,
+            workitem=workitem,
+        )
+
+    def parse_workitem(self, m: CommentedMap, where: str) -> WorkitemRequest | None:
+        """``workitem: {code, meaning?, scheme?, station?, priority?}`` (issue 23)."""
+        w = m["workitem"]
+        pos = self.value_pos(m, "workitem")
+        if not isinstance(w, CommentedMap):
+            self.err(pos, f"{where}: 'workitem' must be a mapping with at least 'code'")
+            return None
+        before = len(self.problems)
+        self.check_keys(w, _WORKITEM_KEYS, f"the workitem of {where}")
+        values: dict[str, str] = {}
+        for key in _WORKITEM_KEYS:
+            if key not in w:
+                continue
+            v = w[key]
+            if not isinstance(v, str) or not v.strip():
+                self.err(self.value_pos(w, key), f"workitem '{key}' must be a non-empty text")
+                continue
+            limit = _WORKITEM_LENGTHS.get(key)
+            if limit is not None and len(v) > limit:
+                self.err(
+                    self.value_pos(w, key),
+                    f"workitem '{key}' is longer than {limit} characters (its DICOM VR allows "
+                    f"{limit})",
+                )
+                continue
+            if "\\" in v:
+                self.err(self.value_pos(w, key), f"workitem '{key}' must not contain a backslash")
+                continue
+            values[key] = v.strip()
+        if "code" not in w:
+            self.err(pos, f"{where}: 'workitem' needs a 'code' (Scheduled Workitem Code Value)")
+        priority = values.get("priority", "MEDIUM")
+        if priority not in WORKITEM_PRIORITIES:
+            self.err(
+                self.value_pos(w, "priority"),
+                f"workitem 'priority' must be one of {', '.join(WORKITEM_PRIORITIES)}",
+            )
+        if len(self.problems) > before or "code" not in values:
+            return None
+        return WorkitemRequest(
+            code=values["code"],
+            meaning=values.get("meaning"),
+            scheme=values.get("scheme", "99AINODE"),
+            station=values.get("station"),
+            priority=priority,
         )
 
     def parse_select(self, node: CommentedMap, where: str) -> Select | None:

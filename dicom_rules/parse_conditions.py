@@ -383,49 +383,15 @@ class ConditionParser:
                 f"('{name}.CodeMeaning') or use exists/missing",
             )
             return None
-        alias = None
         if op in PRESENCE_OPS:
             if not isinstance(value, bool):
                 self.err(vpos, f"'{op}' takes true or false")
                 return None
             return Compare(path, op, bool(value), case, position=kpos)
         if op in LIST_OPS:
-            if isinstance(value, str) and value.startswith("$"):
-                alias = value[1:]
-                if alias not in self.aliases:
-                    self.err(vpos, f"unknown alias '${alias}'{hint(alias, self.aliases)}")
-                    return None
-                items = self.aliases[alias]
-            elif isinstance(value, list) and all(is_scalar(x) for x in value) and value:
-                items = tuple(plain(x) for x in value)
-            else:
-                self.err(vpos, f"'{op}' takes a non-empty list of values or an alias like '$name'")
-                return None
-            self.check_special_values(path, items, vpos)
-            return Compare(path, op, tuple(items), case, alias=alias, position=kpos)
+            return self._list_compare(path, op, value, case, kpos, vpos)
         if op in NUMERIC_OPS:
-            if vr is not None and vr not in _NUMERIC_VRS:
-                self.err(kpos, f"'{op}' compares numbers but '{name}' has VR {vr}")
-                return None
-            if path.special in ("body_part", "orientation"):
-                self.err(kpos, f"'{op}' compares numbers but '{name}' is text")
-                return None
-            if op == Op.BETWEEN:
-                if (
-                    not isinstance(value, list)
-                    or len(value) != 2
-                    or not all(is_number(x) for x in value)
-                ):
-                    self.err(vpos, "'between' takes [low, high] (two numbers, inclusive)")
-                    return None
-                if value[0] > value[1]:
-                    self.err(vpos, f"'between' low {value[0]} is above high {value[1]}")
-                    return None
-                return Compare(path, op, (plain(value[0]), plain(value[1])), case, position=kpos)
-            if not is_number(value):
-                self.err(vpos, f"'{op}' takes a number, not {value!r}")
-                return None
-            return Compare(path, op, plain(value), case, position=kpos)
+            return self._numeric_compare(path, op, value, case, vr, kpos, vpos)
         if op == Op.EQUALS:
             if not is_scalar(value):
                 self.err(vpos, "'equals' takes one string or number (use 'in' for a list)")
@@ -445,6 +411,60 @@ class ConditionParser:
                 return None
         assert op in STRING_OPS
         return Compare(path, op, str(value), case, position=kpos)
+
+    def _list_compare(
+        self, path: AttributePath, op: Op, value: Any, case: bool, kpos: Position, vpos: Position
+    ) -> Compare | None:
+        """``in`` / ``not_in``: a non-empty list of scalars or an alias (``$name``)."""
+        alias = None
+        if isinstance(value, str) and value.startswith("$"):
+            alias = value[1:]
+            if alias not in self.aliases:
+                self.err(vpos, f"unknown alias '${alias}'{hint(alias, self.aliases)}")
+                return None
+            items = self.aliases[alias]
+        elif isinstance(value, list) and all(is_scalar(x) for x in value) and value:
+            items = tuple(plain(x) for x in value)
+        else:
+            self.err(vpos, f"'{op}' takes a non-empty list of values or an alias like '$name'")
+            return None
+        self.check_special_values(path, items, vpos)
+        return Compare(path, op, tuple(items), case, alias=alias, position=kpos)
+
+    def _numeric_compare(
+        self,
+        path: AttributePath,
+        op: Op,
+        value: Any,
+        case: bool,
+        vr: str | None,
+        kpos: Position,
+        vpos: Position,
+    ) -> Compare | None:
+        """``gt`` / ``lt`` / ... / ``between``: numbers, on attributes of a numeric VR."""
+        name = format_path(path)
+        if vr is not None and vr not in _NUMERIC_VRS:
+            self.err(kpos, f"'{op}' compares numbers but '{name}' has VR {vr}")
+            return None
+        if path.special in ("body_part", "orientation"):
+            self.err(kpos, f"'{op}' compares numbers but '{name}' is text")
+            return None
+        if op == Op.BETWEEN:
+            if (
+                not isinstance(value, list)
+                or len(value) != 2
+                or not all(is_number(x) for x in value)
+            ):
+                self.err(vpos, "'between' takes [low, high] (two numbers, inclusive)")
+                return None
+            if value[0] > value[1]:
+                self.err(vpos, f"'between' low {value[0]} is above high {value[1]}")
+                return None
+            return Compare(path, op, (plain(value[0]), plain(value[1])), case, position=kpos)
+        if not is_number(value):
+            self.err(vpos, f"'{op}' takes a number, not {value!r}")
+            return None
+        return Compare(path, op, plain(value), case, position=kpos)
 
     def check_special_values(
         self, path: AttributePath, items: Iterable[Any], pos: Position

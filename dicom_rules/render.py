@@ -63,6 +63,18 @@ def _action(a: Action) -> dict[str, Any]:
         out["deliver"] = list(a.deliver)
     if a.send_to is not None:
         out["send_to"] = a.send_to
+    if a.workitem is not None:
+        w = a.workitem
+        item: dict[str, Any] = {"code": w.code}
+        if w.meaning is not None:
+            item["meaning"] = w.meaning
+        if w.scheme != "99AINODE":
+            item["scheme"] = w.scheme
+        if w.station is not None:
+            item["station"] = w.station
+        if w.priority != "MEDIUM":
+            item["priority"] = w.priority
+        out["workitem"] = item
     return out
 
 

@@ -19,12 +19,11 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import ssl
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dicom_rules import RuleSet
 from node.assembly.tracker import StudyTracker
@@ -49,9 +48,14 @@ from node.routing import DEFAULT_RULES
 from node.routing.dispatch import route_study
 from node.routing.qualify import Refusal, SeriesQualifier, qualify_study, unrouted_series
 from node.routing.reload import RuleHolder
+from node.routing.worklist import Worklist
 from node.store.index import Index
 from node.store.retention import Removal, Retention
+from node.store.workitems import WorkitemStore
 from node.types import Job, RejectionKind, Study
+
+if TYPE_CHECKING:
+    from node.api.server import HttpServer
 
 __all__ = ["Node"]
 
@@ -111,6 +115,7 @@ class Node:
         self._spool.add_listener(self._instance_stored)
         db_path = data_dir / "index.sqlite"
         self._jobs = JobStore(db_path)
+        self._worklist = Worklist(WorkitemStore(db_path), worklist_label=config.node.ae_title)
         self._outbox = Outbox(
             db_path,
             config.destinations,
@@ -202,10 +207,9 @@ class Node:
         self.http_port: int | None = None
         #: What the console's dashboard shows about exposure (node.edge.check_edge)
         self.edge_warnings: list[str] = []
-        self._http_server: Any = None
+        self._http: HttpServer | None = None
         self._commit: CommitServer | None = None
         self._receivers: ReceiverPool | None = None
-        self._http_thread: threading.Thread | None = None
 
     # ------------------------------------------------------------ what the API uses
     @property
@@ -262,6 +266,11 @@ class Node:
     def pulls(self) -> PullRunner:
         """Background pulls from the configured sources (``POST /api/pull``)."""
         return self._pulls
+
+    @property
+    def worklist(self) -> Worklist:
+        """The workitems routing rules schedule (``then: {workitem: ...}``) and their table."""
+        return self._worklist
 
     def add_study_listener(self, callback: Callable[[Study], object]) -> None:
         """Call ``callback(study)`` on every study completion (routing subscribes here)."""
@@ -334,6 +343,10 @@ class Node:
                 paths = [i.path for i in self._index.series_instances(series_uid)]
                 if paths:
                     self._outbox.enqueue_many(paths, destinations=[destination], job_id=None)
+            if plan.workitems:
+                self._worklist.schedule(
+                    study, plan.workitems, series_instances=self._index.series_instances
+                )
             planned = with_model_versions(plan.jobs, self._model_versions)
             new = self._jobs.submit(planned, max_attempts=self._config.inference.max_attempts)
             # before the routing is recorded: a crash in between routes (and rejects) again
@@ -352,6 +365,7 @@ class Node:
                             "deliver": list(d.deliver),
                             "send_to": d.send_to,
                             "ignored": d.ignored,
+                            **({"workitem": d.workitem.code} if d.workitem else {}),
                         }
                         for d in decisions
                     ],
@@ -689,8 +703,8 @@ class Node:
             self._receivers.stop(grace_seconds)  # each drains its own associations
         self._listener.stop()
         associations = [a for a in self._listener.ae.active_associations if a.is_alive()]
-        if self._http_server is not None:
-            self._http_server.should_exit = True
+        if self._http is not None:
+            self._http.stop_accepting()
         log.info(
             "node.draining",
             extra={
@@ -705,8 +719,8 @@ class Node:
         cut = [a for a in associations if a.is_alive()]
         for assoc in cut:
             assoc.abort()
-        if self._http_thread is not None:
-            self._http_thread.join(timeout=left())
+        if self._http is not None:
+            self._http.thread.join(timeout=left())
         unfinished = self._engine.drain(left())
         log.info(
             "node.drained",
@@ -718,72 +732,18 @@ class Node:
         )
 
     def _start_http(self) -> None:
-        try:
-            from node.api import create_app  # type: ignore[attr-defined,unused-ignore]
-        except ImportError:
-            log.warning("http.unavailable", extra={"reason": "node.api has no create_app"})
-            return
-        import uvicorn
+        from node.api import create_app
+        from node.api.server import start_http_server
 
+        node = self._config.node
         try:
-            app = create_app(self)
+            self._http = start_http_server(
+                create_app(self), host=node.host, port=node.http_port, tls=node.http_tls
+            )
         except Exception:
             self.stop()
             raise
-        cfg = uvicorn.Config(
-            app,
-            host=self._config.node.host,
-            port=self._config.node.http_port,
-            log_config=None,
-            access_log=False,
-            lifespan="on",
-            **self._https_options(),
-        )
-        server = uvicorn.Server(cfg)
-        thread = threading.Thread(target=server.run, name="http", daemon=True)
-        thread.start()
-        deadline = threading.Event()
-        for _ in range(1000):
-            if server.started or not thread.is_alive():
-                break
-            deadline.wait(0.01)
-        if not server.started:
-            server.should_exit = True
-            self.stop()
-            raise ConfigError(
-                [f"node.http_port: cannot serve HTTP on {self._config.node.http_port}"]
-            )
-        self._http_server, self._http_thread = server, thread
-        sockets = [s for srv in server.servers for s in srv.sockets]
-        self.http_port = int(sockets[0].getsockname()[1]) if sockets else None
-
-    def _https_options(self) -> dict[str, Any]:
-        """uvicorn's TLS options from ``node.http_tls`` (empty: plain HTTP); files are checked
-        here so a bad certificate is a ConfigError, not a silently dead HTTP thread."""
-        tls = self._config.node.http_tls
-        if tls.cert is None:
-            if tls.key is not None or tls.ca is not None or tls.require_client_cert:
-                self.stop()
-                raise ConfigError(["node.http_tls: cert is missing (HTTPS is on when cert is set)"])
-            return {}
-        if tls.require_client_cert and tls.ca is None:
-            self.stop()
-            raise ConfigError(["node.http_tls: require_client_cert needs ca to verify clients"])
-        key = tls.key or tls.cert  # the key may sit in the certificate's PEM file
-        try:
-            tls_server_context(
-                cert=tls.cert, key=key, ca=tls.ca, require_client_cert=tls.require_client_cert
-            )
-        except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
-            self.stop()
-            raise ConfigError([f"node.http_tls: cannot load the certificate: {exc}"]) from exc
-        options: dict[str, Any] = {"ssl_certfile": str(tls.cert), "ssl_keyfile": str(key)}
-        if tls.ca is not None:
-            options["ssl_ca_certs"] = str(tls.ca)
-            options["ssl_cert_reqs"] = (
-                ssl.CERT_REQUIRED if tls.require_client_cert else ssl.CERT_OPTIONAL
-            )
-        return options
+        self.http_port = self._http.port
 
     def stop(self, *, grace_seconds: float = 0.0) -> None:
         """Stop accepting, finish what is being committed, close the index.
@@ -797,11 +757,9 @@ class Node:
         """
         if grace_seconds > 0:
             self._drain(grace_seconds)
-        if self._http_server is not None:
-            self._http_server.should_exit = True
-            if self._http_thread is not None:
-                self._http_thread.join(timeout=10)
-            self._http_server = None
+        if self._http is not None:
+            self._http.stop()
+            self._http = None
         self._pulls.stop()
         if self._receivers is not None:
             self._receivers.stop()

@@ -11,6 +11,7 @@
     ├── NotFoundError              (http 404) a study/job/model that does not exist
     ├── NotAcceptableError         (http 406) no representation the client accepts (WADO-RS)
     ├── ConflictError              (http 409) the action does not fit the target's state
+    ├── WorkitemError              (http 400/404/409) a UPS-RS request the PS3.4 CC rules refuse
     ├── ImagingError               (http 422) a series cannot become a Volume (gaps, mixed sizes...)
     │   └── InputError             a job's input is unreadable at load (fails once, no retry)
     ├── ModelError                 (http 500) a model failed to load or to predict
@@ -92,6 +93,22 @@ class ConflictError(AinodeError):
 
     http_status = 409
     type = "conflict"
+
+
+class WorkitemError(AinodeError):
+    """A UPS-RS request that the Unified Procedure Step rules refuse (PS3.4 Annex CC).
+
+    ``http_status`` is the PS3.18 section 11 status of the refusal and ``dicom_status`` the
+    PS3.4 CC.2 status whose meaning it carries (``0xC301``: the correct Transaction UID was not
+    provided...); the HTTP answer names both in its ``Warning`` header.
+    """
+
+    type = "workitem-refused"
+
+    def __init__(self, message: str, *, http_status: int, dicom_status: int) -> None:
+        super().__init__(message)
+        self.http_status = http_status
+        self.dicom_status = dicom_status
 
 
 class ImagingError(AinodeError):

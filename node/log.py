@@ -65,4 +65,10 @@ def configure(*, json_lines: bool, level: str = "INFO") -> None:
     root.setLevel(level)
     # pynetdicom logs dataset contents at DEBUG; keep it quiet (no PHI in logs)
     logging.getLogger("pynetdicom").setLevel(logging.WARNING)
+    # Its "standard" event handlers format every PDU and DIMSE message for those DEBUG records
+    # all the same: ~5 % of the CPU of a small C-STORE, and what they would print can hold PHI.
+    # Its own warnings and errors are still logged.
+    from pynetdicom import _config as pynetdicom_config
+
+    pynetdicom_config.LOG_HANDLER_LEVEL = "none"
     logging.getLogger("uvicorn.access").setLevel(logging.WARNING)

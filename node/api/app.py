@@ -6,7 +6,8 @@ One router per resource (``health``, ``studies``, ``stow``); one exception handl
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -30,6 +31,8 @@ from node.api import (
     rules,
     stow,
     studies,
+    workitem_events,
+    workitems,
 )
 from node.api.auth import Authenticator, authorize
 from node.api.console import install_console
@@ -39,6 +42,8 @@ from node.api.problems import PROBLEM_RESPONSES, install_problem_handler
 from node.audit import AuditLog, JobEventFollower, SupersededAuditor
 from node.jobs.queries import JobEventReader
 from node.store.feedback import FeedbackStore
+from node.store.ups import text_value
+from node.store.workitems import WorkitemStore
 
 __all__ = ["create_app"]
 
@@ -70,6 +75,7 @@ def create_app(node: NodeView) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         follower.start()
+        app.state.loop = asyncio.get_running_loop()  # events of rule-scheduled workitems
         yield
         follower.stop()
         audit_log.close()
@@ -88,6 +94,13 @@ def create_app(node: NodeView) -> FastAPI:
     app.state.auth = authenticator
     app.state.audit = audit_log
     app.state.feedback = FeedbackStore(data_dir / "index.sqlite")
+    worklist = getattr(node, "worklist", None)
+    app.state.workitems = (
+        worklist.store if worklist is not None else WorkitemStore(data_dir / "index.sqlite")
+    )
+    app.state.workitem_events = workitem_events.EventHub()
+    if worklist is not None:
+        worklist.add_listener(_scheduled_listener(app, audit_log))
     app.state.metrics = metrics.NodeMetrics(node)
     _audit_node_events(node, audit_log)
     app.add_middleware(AuthGate)  # inside the problem middleware: its refusals are problems too
@@ -95,6 +108,7 @@ def create_app(node: NodeView) -> FastAPI:
     protected = [Depends(authorize)]
     app.include_router(health.router)
     app.include_router(metrics.router)
+    app.include_router(workitem_events.router)  # authenticates in the handshake itself
     for router in (
         studies.router,
         jobs.router,
@@ -109,6 +123,7 @@ def create_app(node: NodeView) -> FastAPI:
         stow.router,
         dicomweb.router,
         remote_jobs.router,
+        workitems.router,
     ):
         app.include_router(router, dependencies=protected)
     install_console(app)
@@ -119,6 +134,29 @@ def create_app(node: NodeView) -> FastAPI:
         return RedirectResponse("/api/docs", status_code=307)
 
     return app
+
+
+def _scheduled_listener(app: FastAPI, audit_log: AuditLog) -> Callable[[Any, str], None]:
+    """Audit a workitem a routing rule scheduled (actor ``node``) and report it on the event
+    channel (routing runs outside the event loop: the report is handed to it)."""
+    hub: workitem_events.EventHub = app.state.workitem_events
+
+    def scheduled(item: Any, rule: str) -> None:
+        audit_log.record(
+            "workitem.created",
+            study_uid=text_value(item.dataset, "StudyInstanceUID"),
+            workitem_uid=item.uid,
+            rule=rule,
+        )
+        loop: asyncio.AbstractEventLoop | None = getattr(app.state, "loop", None)
+        if loop is None or not hub.connected():
+            return
+        aets = hub.recipients(app.state.workitems, item)
+        if aets:
+            message = workitem_events.event_message(item, workitem_events.STATE_REPORT)
+            loop.call_soon_threadsafe(hub.send, aets, message)
+
+    return scheduled
 
 
 def _audit_node_events(node: NodeView, audit_log: AuditLog) -> None:

@@ -35,6 +35,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 from markupsafe import Markup
 
+import dicom_rules
 from node.api.auditing import audit
 from node.api.auth import Authenticator, Principal, Role, client_of, too_many
 from node.api.deliveries import present_delivery
@@ -43,8 +44,7 @@ from node.api.jobs import iso, present_job
 from node.api.lifecycle import lifecycle
 from node.api.models import model_rows
 from node.api.phi import PHI_FIELDS, audit_phi_view, mask, phi_allowed, phi_filters
-from node.api.previews import SEG_CLASS
-from node.imaging.sop_classes import SC_CLASSES
+from node.imaging.sop_classes import SC_CLASSES, SEG_CLASS
 from node.jobs.store import COMBINE_MODEL
 from node.routing.dispatch import series_inputs
 from node.store.feedback import VERDICTS
@@ -481,8 +481,8 @@ def study_page(request: Request, study_uid: str, node: Node) -> HTMLResponse:
     explained = _series_explanations(routing)
     is_live = not explained
     if is_live:  # not routed yet, or nothing matched: show what the active rules would do
-        live = node.rules.rules.explain(
-            series_inputs(study), destinations=sorted(node.config.destinations)
+        live = dicom_rules.explain(
+            node.rules.rules, series_inputs(study), destinations=sorted(node.config.destinations)
         )
         explained = [s.to_json() for s in live.series]
     steps = lifecycle(row, routing, jobs, deliveries)
@@ -650,7 +650,14 @@ def install_console(app: Any) -> None:
         assert isinstance(exc, _Forbidden)
         return forbidden_page(request, exc.principal, exc.needed)
 
-    from node.api import console_activity, console_pulls, console_rules, feedback, results
+    from node.api import (
+        console_activity,
+        console_pulls,
+        console_rules,
+        console_workitems,
+        feedback,
+        results,
+    )
 
     app.add_exception_handler(_LoginRequired, to_login)
     app.add_exception_handler(_Forbidden, forbidden)
@@ -658,5 +665,6 @@ def install_console(app: Any) -> None:
     app.include_router(console_rules.router)
     app.include_router(console_activity.router)
     app.include_router(console_pulls.router)
+    app.include_router(console_workitems.router)
     app.include_router(feedback.console_router)
     app.include_router(results.console_router)

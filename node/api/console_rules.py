@@ -186,8 +186,8 @@ def rules_action(
         study = node.index.get_study(study_uid) if study_uid else None
         if study is None:
             return _rules_view(request, node, text=text, message="choose a stored study first")
-        explanation = rules.explain(
-            series_inputs(study), destinations=sorted(node.config.destinations)
+        explanation = dicom_rules.explain(
+            rules, series_inputs(study), destinations=sorted(node.config.destinations)
         )
         return _rules_view(
             request,

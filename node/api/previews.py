@@ -24,13 +24,12 @@ from PIL import Image
 from pydicom.dataset import Dataset
 
 from node.imaging import percentile_scale
-from node.imaging.sop_classes import SC_CLASSES
+from node.imaging.sop_classes import SC_CLASSES, SEG_CLASS
 from node.types import Instance
 
-__all__ = ["MAX_SIDE", "SEG_CLASS", "render_preview"]
+__all__ = ["MAX_SIDE", "render_preview"]
 
 MAX_SIDE = 384
-SEG_CLASS = "1.2.840.10008.5.1.4.1.1.66.4"
 #: Fallback segment colours when a SEG has no Recommended Display CIELab Value.
 _PALETTE = ((255, 60, 60), (60, 200, 90), (70, 130, 255), (255, 190, 40), (200, 80, 220))
 _ALPHA = 0.45

@@ -17,7 +17,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from node.errors import AinodeError
+from node.errors import AinodeError, WorkitemError
 
 __all__ = [
     "PROBLEM_MEDIA_TYPE",
@@ -25,6 +25,7 @@ __all__ = [
     "install_problem_handler",
     "problem_response",
     "problem_type",
+    "warning_header",
 ]
 
 log = logging.getLogger(__name__)
@@ -65,6 +66,13 @@ def problem_type(slug: str) -> str:
     return f"urn:ainode:problem:{slug}"
 
 
+def warning_header(dicom_status: int, text: str) -> str:
+    """An RFC 9111 ``Warning`` value (code 299) carrying a PS3.4 status, as PS3.18 section 11
+    answers UPS-RS refusals and warnings: ``299 ainode "C302: the workitem is ..."``."""
+    clean = "".join(c if " " <= c <= "~" and c not in '"\\' else "?" for c in text)
+    return f'299 ainode "{dicom_status:04X}: {clean}"'
+
+
 def _title(status: int) -> str:
     try:
         return http.HTTPStatus(status).phrase
@@ -95,6 +103,9 @@ def problem_response(request: Request, exc: Exception) -> JSONResponse:
         status, type_, detail = exc.http_status, problem_type(exc.type), str(exc)
         title = type(exc).__name__.removesuffix("Error") or "Ainode"
         title = _title(status) if title == "Ainode" else _split_camel(title)
+        if isinstance(exc, WorkitemError):
+            extra["dicom_status"] = f"{exc.dicom_status:04X}"
+            headers = {"Warning": warning_header(exc.dicom_status, detail)}
     elif isinstance(exc, StarletteHTTPException):
         status, type_, title = exc.status_code, "about:blank", _title(exc.status_code)
         detail = exc.detail if isinstance(exc.detail, str) else title

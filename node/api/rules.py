@@ -192,7 +192,9 @@ def dry_run(
             rules, text = _parse(node, body.text), body.text
         except RuleError as exc:
             return _invalid(request, exc)
-    explanation = rules.explain(series_inputs(study), destinations=sorted(node.config.destinations))
+    explanation = dicom_rules.explain(
+        rules, series_inputs(study), destinations=sorted(node.config.destinations)
+    )
     return {
         "study_uid": study.study_uid,
         "rules_sha256": _sha(text),

@@ -271,7 +271,7 @@ def explain(
         files = _files_by_series(paths or [])
     refusals: dict[str, Any] | None = None
     for study_uid, series in sorted(studies.items()):
-        explanation = rules.explain(series, destinations=destinations)
+        explanation = dicom_rules.explain(rules, series, destinations=destinations)
         entry = {"study_uid": study_uid, **explanation.to_json()}
         uids = [s.series_uid for s in series]
         if refusals is None and (

@@ -13,13 +13,16 @@ from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from node.cli import app
 from node.cli._target import parse_peer
 from node.errors import DestinationError
+
+if TYPE_CHECKING:
+    from pynetdicom.association import Association
 
 __all__ = ["send", "send_files"]
 
@@ -127,32 +130,45 @@ def send_files(
         assoc.dul.socket.socket.setsockopt(  # type: ignore[union-attr]
             socket.IPPROTO_TCP, socket.TCP_NODELAY, 1
         )
-    sent = 0
     try:
-        for msg_id, f in enumerate(files, start=1):
-            if not assoc.is_established:
-                failures.append((f.path, "association lost"))
-            else:
-                try:
-                    status = assoc.send_c_store(f.path, msg_id=msg_id % 65536)
-                    code = int(getattr(status, "Status", -1))
-                except Exception as exc:  # noqa: BLE001
-                    failures.append((f.path, f"{type(exc).__name__}: {exc}"))
-                else:
-                    if code == 0x0000 or code in _WARNINGS:
-                        sent += 1
-                    elif code == -1:
-                        failures.append((f.path, "no response (timeout or abort)"))
-                    else:
-                        comment = str(getattr(status, "ErrorComment", "") or "")
-                        failures.append((f.path, f"status 0x{code:04X} {comment}".strip()))
-            done += 1
-            if on_progress is not None:
-                on_progress(done, total)
+        sent = _store_each(assoc, files, failures, done, total, on_progress)
     finally:
         if assoc.is_established:
             assoc.release()
     return sent, failures
+
+
+def _store_each(
+    assoc: Association,
+    files: list[_File],
+    failures: list[tuple[Path, str]],
+    done: int,
+    total: int,
+    on_progress: Callable[[int, int], None] | None,
+) -> int:
+    """C-STORE each file on ``assoc``; failures are appended; the number acknowledged."""
+    sent = 0
+    for msg_id, f in enumerate(files, start=1):
+        if not assoc.is_established:
+            failures.append((f.path, "association lost"))
+        else:
+            try:
+                status = assoc.send_c_store(f.path, msg_id=msg_id % 65536)
+                code = int(getattr(status, "Status", -1))
+            except Exception as exc:  # noqa: BLE001
+                failures.append((f.path, f"{type(exc).__name__}: {exc}"))
+            else:
+                if code == 0x0000 or code in _WARNINGS:
+                    sent += 1
+                elif code == -1:
+                    failures.append((f.path, "no response (timeout or abort)"))
+                else:
+                    comment = str(getattr(status, "ErrorComment", "") or "")
+                    failures.append((f.path, f"status 0x{code:04X} {comment}".strip()))
+        done += 1
+        if on_progress is not None:
+            on_progress(done, total)
+    return sent
 
 
 @app.command()

@@ -10,8 +10,6 @@ import sys
 
 import typer
 
-from node.api.auth import hash_password
-
 app = typer.Typer(help="Local console/API users (config auth.users).", no_args_is_help=True)
 
 _MIN_LENGTH = 8
@@ -36,6 +34,8 @@ def hash_password_cmd(
     if role and role not in ("viewer", "reviewer", "operator", "admin"):
         typer.echo("ainode: error: --role must be viewer, reviewer, operator or admin", err=True)
         raise typer.Exit(2)
+    from node.api.auth import hash_password  # the HTTP face's own scheme; imported when used
+
     digest = hash_password(password)
     if role:
         typer.echo(f'auth:\n  users:\n    {user}: {{password_hash: "{digest}", role: {role}}}')

@@ -13,12 +13,16 @@ import shutil
 import socket
 import warnings
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from node.cli import app
 from node.errors import ConfigError, ModelError
+
+if TYPE_CHECKING:  # imported when the command runs: the CLI's other commands stay light
+    from node.config import Config
+    from node.jobs.remote import ModelProcess, WorkerSettings
 
 __all__ = ["worker"]
 
@@ -42,14 +46,10 @@ def worker(
     """Run jobs of a node on this machine: Celery consumer of the node's Redis broker."""
     from celery.exceptions import Reject
 
-    from node.api.auth import client_token
     from node.cli.serve import config_from
     from node.jobs.celery_app import STAT_QUEUE, TASK_NAME, make_celery, model_queue
-    from node.jobs.remote import ModelProcess, NodeUnreachable, WorkerSettings, handle_job
+    from node.jobs.remote import ModelProcess, NodeUnreachable, handle_job
     from node.log import configure
-    from node.models.admission import model_paths
-    from node.models.devices import onnx_providers, parse_device
-    from node.models.runtime import select_device
 
     cfg = config_from(config)
     if not cfg.queue.startswith(("redis://", "rediss://")):
@@ -59,40 +59,13 @@ def worker(
     warnings.filterwarnings("ignore", module=r"pydicom(\.|$)")
     c = cfg.celery
     dev = device or cfg.inference.device
-    try:  # refuse an unusable device now, with the reason, not in the first job
-        select_device(dev)
-        if parse_device(dev)[0] == "cuda":
-            onnx_providers(dev)
-    except ModelError as exc:
-        raise ConfigError([f"--device: {exc}"]) from exc
-    name = c.worker_name or f"{socket.gethostname()}-{os.getpid()}"
-    node_url = c.node_url or f"http://{cfg.node.host}:{cfg.node.http_port}"
-    settings = WorkerSettings(
-        name=name,
-        device=dev,
-        node_url=node_url,
-        token=client_token(cfg.auth),
-        scratch=cfg.node.data_dir / "worker-scratch",
-        model_paths=tuple(str(p) for p in model_paths(cfg.models, cfg.node.data_dir)),
-        torch_threads=cfg.inference.torch_threads,
-        job_timeout_seconds=cfg.inference.job_timeout_seconds,
-        callback_timeout_seconds=c.callback_timeout_seconds,
-        shared_data_dir=c.shared_data_dir,
-    )
+    _check_device(dev)
+    settings = _settings(cfg, dev)
+    name, node_url = settings.name, settings.node_url
     # a previous run killed in a job may have left its input and results: the worker keeps nothing
     shutil.rmtree(settings.scratch, ignore_errors=True)
     model = ModelProcess(settings.context())
-    # load the models before taking jobs: the job time limit covers the job, not torch's import
-    ok, found = model.call({"warmup": True}, timeout=600.0)
-    if not ok:
-        raise ConfigError([f"models: the worker cannot load its models: {found}"])
-    available = list(found["models"])
-    wanted = [m.strip() for m in models.split(",") if m.strip()] if models else available
-    missing = sorted(set(wanted) - set(available))
-    if missing:
-        raise ConfigError(
-            [f"--models: {', '.join(missing)} not found (available: {', '.join(available)})"]
-        )
+    wanted = _warm_up(model, models)
     visibility = c.visibility_timeout_seconds or cfg.inference.job_timeout_seconds + 60.0
     celery_app = make_celery(
         cfg.queue,
@@ -132,3 +105,52 @@ def worker(
     finally:
         model.kill()
     raise typer.Exit(w.exitcode or 0)
+
+
+def _check_device(dev: str) -> None:
+    """Refuse an unusable device now, with the reason, not in the first job."""
+    from node.models.devices import onnx_providers, parse_device
+    from node.models.runtime import select_device
+
+    try:
+        select_device(dev)
+        if parse_device(dev)[0] == "cuda":
+            onnx_providers(dev)
+    except ModelError as exc:
+        raise ConfigError([f"--device: {exc}"]) from exc
+
+
+def _settings(cfg: Config, dev: str) -> WorkerSettings:
+    from node.api.auth import client_token
+    from node.jobs.remote import WorkerSettings
+    from node.models.admission import model_paths
+
+    c = cfg.celery
+    return WorkerSettings(
+        name=c.worker_name or f"{socket.gethostname()}-{os.getpid()}",
+        device=dev,
+        node_url=c.node_url or f"http://{cfg.node.host}:{cfg.node.http_port}",
+        token=client_token(cfg.auth),
+        scratch=cfg.node.data_dir / "worker-scratch",
+        model_paths=tuple(str(p) for p in model_paths(cfg.models, cfg.node.data_dir)),
+        torch_threads=cfg.inference.torch_threads,
+        job_timeout_seconds=cfg.inference.job_timeout_seconds,
+        callback_timeout_seconds=c.callback_timeout_seconds,
+        shared_data_dir=c.shared_data_dir,
+    )
+
+
+def _warm_up(model: ModelProcess, models: str | None) -> list[str]:
+    """Load the models before taking jobs (the job time limit covers the job, not torch's
+    import); the models this worker serves: those asked for, else every one found."""
+    ok, found = model.call({"warmup": True}, timeout=600.0)
+    if not ok:
+        raise ConfigError([f"models: the worker cannot load its models: {found}"])
+    available = list(found["models"])
+    wanted = [m.strip() for m in models.split(",") if m.strip()] if models else available
+    missing = sorted(set(wanted) - set(available))
+    if missing:
+        raise ConfigError(
+            [f"--models: {', '.join(missing)} not found (available: {', '.join(available)})"]
+        )
+    return wanted

@@ -43,10 +43,6 @@ __all__ = ["DimseSender", "candidate_syntaxes", "classify_status"]
 
 log = logging.getLogger(__name__)
 
-# Send files that need no conversion straight from disk (no decode/re-encode).  pynetdicom reads
-# this flag only when a *path* is passed to send_c_store; datasets are unaffected.
-_config.STORE_SEND_CHUNKED_DATASET = True
-
 _UNCOMPRESSED = (ExplicitVRLittleEndian, ImplicitVRLittleEndian)
 #: Warning statuses of C-STORE (PS3.4 B.2.3): stored, with a remark.
 _WARNINGS = frozenset({0x0001, 0xB000, 0xB006, 0xB007})
@@ -92,6 +88,11 @@ class DimseSender(Sender):
     def __init__(self, config: DimseDestination, context: SenderContext) -> None:
         self._config = config
         self._context = context
+        # Send files that need no conversion straight from disk (no decode/re-encode).
+        # pynetdicom reads this process-wide flag only when a *path* is passed to
+        # send_c_store (as `ainode send` does too); datasets are unaffected.  Set when a
+        # sender is made, never on import.
+        _config.STORE_SEND_CHUNKED_DATASET = True
 
     def _associate(self, proposals: Sequence[tuple[str, str]]) -> Association:
         cfg = self._config

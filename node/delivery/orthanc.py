@@ -37,6 +37,7 @@ from node.delivery.base import (
     SenderContext,
 )
 from node.errors import DestinationError
+from node.imaging.sop_classes import KOS_CLASS
 from node.web.peers import TlsSession, tls_reason, verify_setting
 
 __all__ = ["OrthancSender", "has_labels", "rejected_by"]
@@ -44,7 +45,6 @@ __all__ = ["OrthancSender", "has_labels", "rejected_by"]
 log = logging.getLogger(__name__)
 
 #: Key Object Selection Document Storage (PS3.4 B.5)
-KOS_CLASS = "1.2.840.10008.5.1.4.1.1.88.59"
 #: CID 7011 "Rejected for Quality Reasons": the title of an IOCM rejection note
 REJECTION_TITLE = ("113001", "DCM")
 

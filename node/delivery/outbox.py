@@ -20,7 +20,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from node.config import Config, DeliveryConfig
 from node.delivery.base import (
@@ -627,71 +627,17 @@ class Outbox:
                 o = outcomes.get(row.id)
                 if row.id in withdrawn and (o is None or o.kind is not OutcomeKind.DELIVERED):
                     continue  # withdrawn meanwhile and not sent: it stays withdrawn
-                if row.id in retry_with_fallback:
-                    conn.execute(
-                        "UPDATE outbox SET use_fallback = 1, next_attempt_at = ?, updated_at = ?,"
-                        " last_status = ?, last_error = ? WHERE id = ?",
-                        (now, now, o.status if o else None, _err(o, "SOP class refused"), row.id),
-                    )
-                    retried += 1
-                elif o is not None and o.kind is OutcomeKind.DELIVERED:
-                    is_config_fallback = (
-                        not row.is_fallback_used
-                        and o.sent_sop_uid is not None
-                        and o.sent_sop_uid != row.sop_uid
-                    )
-                    note = o.detail or None
-                    if is_config_fallback:
-                        note = "SOP class not in the destination's sop_classes; SC fallback sent"
-                    conn.execute(
-                        "UPDATE outbox SET state = 'delivered', delivered_at = ?, updated_at = ?,"
-                        " attempts = attempts + 1, last_status = ?,"
-                        " last_error = CASE WHEN use_fallback = 1 THEN last_error ELSE ? END,"
-                        " use_fallback = MAX(use_fallback, ?),"
-                        " sent_sop_uid = ?, sent_transfer_syntax_uid = ? WHERE id = ?",
-                        (
-                            now,
-                            now,
-                            o.status,
-                            note,
-                            int(is_config_fallback),
-                            o.sent_sop_uid,
-                            o.sent_transfer_syntax_uid,
-                            row.id,
-                        ),
-                    )
+                became = self._record_row(
+                    conn, row, o, now, failure, fallback=row.id in retry_with_fallback
+                )
+                if became == "delivered":
                     delivered += 1
                     done.append(row)
-                elif o is not None and o.kind is OutcomeKind.REFUSED:
-                    conn.execute(
-                        "UPDATE outbox SET state = 'dead', updated_at = ?, attempts = attempts + 1,"
-                        " last_status = ?, last_error = ? WHERE id = ?",
-                        (now, o.status, _err(o, "refused"), row.id),
-                    )
+                elif became == "dead":
                     dead += 1
                     lost.append(row)
                 else:
-                    attempts = row.attempts + 1
-                    is_dead = attempts >= self._policy.max_attempts
-                    detail = _err(o, failure or "no outcome from sender")
-                    conn.execute(
-                        "UPDATE outbox SET state = ?, attempts = ?, next_attempt_at = ?,"
-                        " updated_at = ?, last_status = ?, last_error = ? WHERE id = ?",
-                        (
-                            "dead" if is_dead else "pending",
-                            attempts,
-                            now + self._backoff(attempts),
-                            now,
-                            o.status if o else None,
-                            detail,
-                            row.id,
-                        ),
-                    )
-                    if is_dead:
-                        dead += 1
-                        lost.append(row)
-                    else:
-                        retried += 1
+                    retried += 1
             sent_late = [r for r in done if r.id in withdrawn]
             if sent_late:
                 # withdrawn while this batch was sending it: the destination has it now, so it
@@ -710,8 +656,87 @@ class Outbox:
                 "failure": failure is not None,
             },
         )
+        self._notify(name, done, lost, held_dead)
+
+    def _record_row(
+        self,
+        conn: sqlite3.Connection,
+        row: Delivery,
+        o: Outcome | None,
+        now: float,
+        failure: str | None,
+        *,
+        fallback: bool,
+    ) -> Literal["delivered", "dead", "retry"]:
+        """Record one row's outcome; what the row became."""
+        if fallback:  # the destination refused the SOP class: send the SC fallback next
+            conn.execute(
+                "UPDATE outbox SET use_fallback = 1, next_attempt_at = ?, updated_at = ?,"
+                " last_status = ?, last_error = ? WHERE id = ?",
+                (now, now, o.status if o else None, _err(o, "SOP class refused"), row.id),
+            )
+            return "retry"
+        if o is not None and o.kind is OutcomeKind.DELIVERED:
+            is_config_fallback = (
+                not row.is_fallback_used
+                and o.sent_sop_uid is not None
+                and o.sent_sop_uid != row.sop_uid
+            )
+            note = o.detail or None
+            if is_config_fallback:
+                note = "SOP class not in the destination's sop_classes; SC fallback sent"
+            conn.execute(
+                "UPDATE outbox SET state = 'delivered', delivered_at = ?, updated_at = ?,"
+                " attempts = attempts + 1, last_status = ?,"
+                " last_error = CASE WHEN use_fallback = 1 THEN last_error ELSE ? END,"
+                " use_fallback = MAX(use_fallback, ?),"
+                " sent_sop_uid = ?, sent_transfer_syntax_uid = ? WHERE id = ?",
+                (
+                    now,
+                    now,
+                    o.status,
+                    note,
+                    int(is_config_fallback),
+                    o.sent_sop_uid,
+                    o.sent_transfer_syntax_uid,
+                    row.id,
+                ),
+            )
+            return "delivered"
+        if o is not None and o.kind is OutcomeKind.REFUSED:
+            conn.execute(
+                "UPDATE outbox SET state = 'dead', updated_at = ?, attempts = attempts + 1,"
+                " last_status = ?, last_error = ? WHERE id = ?",
+                (now, o.status, _err(o, "refused"), row.id),
+            )
+            return "dead"
+        attempts = row.attempts + 1
+        is_dead = attempts >= self._policy.max_attempts
+        conn.execute(
+            "UPDATE outbox SET state = ?, attempts = ?, next_attempt_at = ?,"
+            " updated_at = ?, last_status = ?, last_error = ? WHERE id = ?",
+            (
+                "dead" if is_dead else "pending",
+                attempts,
+                now + self._backoff(attempts),
+                now,
+                o.status if o else None,
+                _err(o, failure or "no outcome from sender"),
+                row.id,
+            ),
+        )
+        return "dead" if is_dead else "retry"
+
+    def _notify(
+        self,
+        name: str,
+        done: Sequence[Delivery],
+        lost: Sequence[Delivery],
+        held_dead: Sequence[int],
+    ) -> None:
+        """Tell the listeners (the audit log) what was delivered and what died."""
         if self._listeners and (done or lost or held_dead):
-            lost += [self.get(rid) for rid in held_dead]
+            lost = [*lost, *(self.get(rid) for rid in held_dead)]
             for callback in self._listeners:
                 try:
                     callback(name, done, lost)

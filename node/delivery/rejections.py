@@ -41,6 +41,7 @@ from typing import Any
 
 from node.delivery.rows import FORWARD
 from node.errors import ConflictError, NotFoundError, ResultError
+from node.imaging.sop_classes import KOS_CLASS
 from node.store.durable import write_durably
 from node.store.migrate import migrate
 from node.types import DeliveryState, RejectionKind
@@ -86,7 +87,6 @@ _COLS = (
 
 
 #: Key Object Selection Document Storage (PS3.4 B.5): the SOP class of a rejection note
-KOS_CLASS = "1.2.840.10008.5.1.4.1.1.88.59"
 
 
 def accepts_notes(config: Any) -> bool:

@@ -138,69 +138,12 @@ def frame_evidence(
 ) -> FrameEvidence:
     """The evidence of one frame (``pf``/``shared``: its functional groups, if any)."""
     facts: dict[str, str] = {}
-    # echo
-    echo_number: int | None = None
-    en = _tnum(ds, 0x00180086)
-    if en is not None:
-        echo_number = int(en)
-    te = _num(_group_value(pf, shared, "MREchoSequence", "EffectiveEchoTime"))
-    if te is None:
-        te = _tnum(ds, 0x00180081)
-    if echo_number is not None:
-        facts["echo"] = str(echo_number)
-    elif te is not None:
-        facts["te"] = _fmt(round(te, 2))
-    # image type
-    ftype = None
-    for seq in ("MRImageFrameTypeSequence", "CTImageFrameTypeSequence", "FrameTypeSequence"):
-        ftype = _group_value(pf, shared, seq, "FrameType")
-        if ftype is not None:
-            break
-    raw_type = ftype if ftype is not None else _text(ds, 0x00080008)
-    if isinstance(raw_type, str):
-        raw_type = raw_type.split("\\")
-    image_type = tuple(str(v).strip().upper() for v in (raw_type or ()) if str(v).strip())
+    echo_number = _echo_facts(ds, pf, shared, facts)
+    image_type = _image_type(ds, pf, shared)
     facts["type"] = "\\".join(image_type)
-    # diffusion
-    b = _num(_group_value(pf, shared, "MRDiffusionSequence", "DiffusionBValue"))
-    if b is None:
-        b = _num(ds.get(0x00189087).value) if 0x00189087 in ds else None
-    direction = None
-    diff = _item(pf, "MRDiffusionSequence") or _item(shared, "MRDiffusionSequence")
-    grad = _item(diff, "DiffusionGradientDirectionSequence")
-    vec = grad.get("DiffusionGradientOrientation") if grad is not None else None
-    if vec is None:
-        vec = ds.get("DiffusionGradientOrientation")
-    if vec is not None and len(vec) == 3:
-        direction = tuple(float(v) for v in vec)
-    if b is None or direction is None:
-        is_ge = (_text(ds, 0x00080070) or "").upper().startswith("GE")
-        ge_b, ge_dir = _ge_diffusion(ds) if is_ge else (None, None)
-        b = b if b is not None else ge_b
-        direction = direction if direction is not None else ge_dir
-    if b is not None:
-        facts["b"] = _fmt(round(b, 1))
-        if direction is not None and b > 0:
-            facts["dir"] = ",".join(_fmt(round(c, 3)) for c in direction)
-    # enhanced multi-frame: stack, temporal position, other dimension indices
+    b = _diffusion_facts(ds, pf, shared, facts)
     content = _item(pf, "FrameContentSequence")
-    temporal = None
-    if content is not None:
-        if content.get("StackID") not in (None, ""):
-            facts["stack"] = str(content.StackID)
-        temporal = _num(content.get("TemporalPositionIndex"))
-        dims = content.get("DimensionIndexValues")
-        if dims is not None and not isinstance(dims, list | tuple):
-            dims = [dims] if type(dims).__name__ != "MultiValue" else list(dims)
-        pointers = [
-            int(item.get("DimensionIndexPointer") or 0)
-            for item in ds.get("DimensionIndexSequence") or ()
-        ]
-        if dims is not None and pointers and len(pointers) == len(list(dims)):
-            skip = {0x00209057, 0x00200032, 0x00209056, 0x00209128}  # position, stack, time
-            extra = [str(v) for v, p in zip(dims, pointers, strict=True) if p not in skip]
-            if extra:
-                facts["dim"] = ",".join(extra)
+    temporal = _content_facts(ds, content, facts)
     if temporal is None:
         temporal = _tnum(ds, 0x00200100)
     if temporal is not None:
@@ -331,3 +274,84 @@ def _jpeg_stream_problem(path: Path, offset: int) -> str | None:
             return None
         i += 2 + length
     return None
+
+
+def _echo_facts(
+    ds: Dataset, pf: Dataset | None, shared: Dataset | None, facts: dict[str, str]
+) -> int | None:
+    """``echo`` (Echo Number) or, without one, ``te`` (echo time); the echo number."""
+    echo_number: int | None = None
+    en = _tnum(ds, 0x00180086)
+    if en is not None:
+        echo_number = int(en)
+    te = _num(_group_value(pf, shared, "MREchoSequence", "EffectiveEchoTime"))
+    if te is None:
+        te = _tnum(ds, 0x00180081)
+    if echo_number is not None:
+        facts["echo"] = str(echo_number)
+    elif te is not None:
+        facts["te"] = _fmt(round(te, 2))
+    return echo_number
+
+
+def _image_type(ds: Dataset, pf: Dataset | None, shared: Dataset | None) -> tuple[str, ...]:
+    """Frame Type of the functional groups, else Image Type: upper-case values."""
+    ftype = None
+    for seq in ("MRImageFrameTypeSequence", "CTImageFrameTypeSequence", "FrameTypeSequence"):
+        ftype = _group_value(pf, shared, seq, "FrameType")
+        if ftype is not None:
+            break
+    raw_type = ftype if ftype is not None else _text(ds, 0x00080008)
+    if isinstance(raw_type, str):
+        raw_type = raw_type.split("\\")
+    return tuple(str(v).strip().upper() for v in (raw_type or ()) if str(v).strip())
+
+
+def _diffusion_facts(
+    ds: Dataset, pf: Dataset | None, shared: Dataset | None, facts: dict[str, str]
+) -> float | None:
+    """``b`` and ``dir`` (standard attributes, else GE's private ones); the b-value."""
+    b = _num(_group_value(pf, shared, "MRDiffusionSequence", "DiffusionBValue"))
+    if b is None:
+        b = _num(ds.get(0x00189087).value) if 0x00189087 in ds else None
+    direction = None
+    diff = _item(pf, "MRDiffusionSequence") or _item(shared, "MRDiffusionSequence")
+    grad = _item(diff, "DiffusionGradientDirectionSequence")
+    vec = grad.get("DiffusionGradientOrientation") if grad is not None else None
+    if vec is None:
+        vec = ds.get("DiffusionGradientOrientation")
+    if vec is not None and len(vec) == 3:
+        direction = tuple(float(v) for v in vec)
+    if b is None or direction is None:
+        is_ge = (_text(ds, 0x00080070) or "").upper().startswith("GE")
+        ge_b, ge_dir = _ge_diffusion(ds) if is_ge else (None, None)
+        b = b if b is not None else ge_b
+        direction = direction if direction is not None else ge_dir
+    if b is not None:
+        facts["b"] = _fmt(round(b, 1))
+        if direction is not None and b > 0:
+            facts["dir"] = ",".join(_fmt(round(c, 3)) for c in direction)
+    return b
+
+
+def _content_facts(ds: Dataset, content: Dataset | None, facts: dict[str, str]) -> float | None:
+    """Enhanced multi-frame: ``stack`` and other dimension indices (``dim``); the temporal
+    position index, if the frame has one."""
+    if content is None:
+        return None
+    if content.get("StackID") not in (None, ""):
+        facts["stack"] = str(content.StackID)
+    temporal = _num(content.get("TemporalPositionIndex"))
+    dims = content.get("DimensionIndexValues")
+    if dims is not None and not isinstance(dims, list | tuple):
+        dims = [dims] if type(dims).__name__ != "MultiValue" else list(dims)
+    pointers = [
+        int(item.get("DimensionIndexPointer") or 0)
+        for item in ds.get("DimensionIndexSequence") or ()
+    ]
+    if dims is not None and pointers and len(pointers) == len(list(dims)):
+        skip = {0x00209057, 0x00200032, 0x00209056, 0x00209128}  # position, stack, time
+        extra = [str(v) for v, p in zip(dims, pointers, strict=True) if p not in skip]
+        if extra:
+            facts["dim"] = ",".join(extra)
+    return temporal

@@ -221,43 +221,20 @@ def _parse_instance(path: Path, ds: Dataset, pixel_offset: int | None) -> Instan
         sp = _floats(value, 2, "PixelSpacing", sop_uid)
         return None if sp is None else (sp[0], sp[1])
 
-    top_spacing = ds.get("PixelSpacing") or ds.get("ImagerPixelSpacing")
-    if top_spacing is None and _item(ds, "SequenceOfUltrasoundRegions") is not None:
-        region = _item(ds, "SequenceOfUltrasoundRegions")
-        assert region is not None
-        # PS3.3 C.8.5.5.1.15: physical units code 3 = cm
-        if (
-            region.get("PhysicalUnitsXDirection") == 3
-            and region.get("PhysicalUnitsYDirection") == 3
-        ):
-            top_spacing = [
-                float(region.PhysicalDeltaY) * 10.0,
-                float(region.PhysicalDeltaX) * 10.0,
-            ]
+    top_spacing = _top_pixel_spacing(ds)
     grid = _grid_positions(ds, sop_uid, n_frames) if per_frames is None else None
     dose_scaling = ds.get("DoseGridScaling") if "RescaleSlope" not in ds else None
     frames: list[FrameHeader] = []
     for i in range(n_frames):
         pf = per_frames[i] if per_frames is not None else None
-        if per_frames is not None or shared is not None:
-            pos = _from_groups(pf, shared, "PlanePositionSequence", "ImagePositionPatient")
-            ori = _from_groups(pf, shared, "PlaneOrientationSequence", "ImageOrientationPatient")
-            psp = _from_groups(pf, shared, "PixelMeasuresSequence", "PixelSpacing")
-            thk = _from_groups(pf, shared, "PixelMeasuresSequence", "SliceThickness")
-            slope = _from_groups(pf, shared, "PixelValueTransformationSequence", "RescaleSlope")
-            icpt = _from_groups(pf, shared, "PixelValueTransformationSequence", "RescaleIntercept")
-        else:
-            pos = ori = psp = thk = slope = icpt = None
-        if pos is None and grid is not None:
-            pos = grid[i]
-        if slope is None and dose_scaling not in (None, ""):
-            slope = dose_scaling  # RT Dose: dose = stored value x Dose Grid Scaling (C.8.8.3)
-        pos = pos if pos is not None else ds.get("ImagePositionPatient")
-        ori = ori if ori is not None else ds.get("ImageOrientationPatient")
-        psp = psp if psp is not None else top_spacing
-        thk = thk if thk is not None else ds.get("SliceThickness")
-        slope = slope if slope is not None else ds.get("RescaleSlope")
-        icpt = icpt if icpt is not None else ds.get("RescaleIntercept")
+        pos, ori, psp, thk, slope, icpt = _frame_values(
+            ds,
+            pf,
+            shared,
+            grid_position=grid[i] if grid is not None else None,
+            dose_scaling=dose_scaling,
+            top_spacing=top_spacing,
+        )
         position = _floats(pos, 3, "ImagePositionPatient", sop_uid)
         frames.append(
             FrameHeader(
@@ -292,3 +269,50 @@ def _parse_instance(path: Path, ds: Dataset, pixel_offset: int | None) -> Instan
         is_multiframe=is_multiframe,
         frames=tuple(frames),
     )
+
+
+def _top_pixel_spacing(ds: Dataset) -> Any:
+    """Pixel Spacing, else Imager Pixel Spacing, else an ultrasound region's physical deltas
+    in cm (PS3.3 C.8.5.5.1.15: physical units code 3), in mm."""
+    top_spacing = ds.get("PixelSpacing") or ds.get("ImagerPixelSpacing")
+    region = _item(ds, "SequenceOfUltrasoundRegions") if top_spacing is None else None
+    if (
+        region is not None
+        and region.get("PhysicalUnitsXDirection") == 3
+        and region.get("PhysicalUnitsYDirection") == 3
+    ):
+        top_spacing = [float(region.PhysicalDeltaY) * 10.0, float(region.PhysicalDeltaX) * 10.0]
+    return top_spacing
+
+
+def _frame_values(
+    ds: Dataset,
+    pf: Dataset | None,
+    shared: Dataset | None,
+    *,
+    grid_position: Any,
+    dose_scaling: Any,
+    top_spacing: Any,
+) -> tuple[Any, Any, Any, Any, Any, Any]:
+    """One frame's position, orientation, pixel spacing, thickness, slope and intercept: its
+    functional groups first, then the grid (RT Dose) and the top-level attributes."""
+    if pf is not None or shared is not None:
+        pos = _from_groups(pf, shared, "PlanePositionSequence", "ImagePositionPatient")
+        ori = _from_groups(pf, shared, "PlaneOrientationSequence", "ImageOrientationPatient")
+        psp = _from_groups(pf, shared, "PixelMeasuresSequence", "PixelSpacing")
+        thk = _from_groups(pf, shared, "PixelMeasuresSequence", "SliceThickness")
+        slope = _from_groups(pf, shared, "PixelValueTransformationSequence", "RescaleSlope")
+        icpt = _from_groups(pf, shared, "PixelValueTransformationSequence", "RescaleIntercept")
+    else:
+        pos = ori = psp = thk = slope = icpt = None
+    if pos is None and grid_position is not None:
+        pos = grid_position
+    if slope is None and dose_scaling not in (None, ""):
+        slope = dose_scaling  # RT Dose: dose = stored value x Dose Grid Scaling (C.8.8.3)
+    pos = pos if pos is not None else ds.get("ImagePositionPatient")
+    ori = ori if ori is not None else ds.get("ImageOrientationPatient")
+    psp = psp if psp is not None else top_spacing
+    thk = thk if thk is not None else ds.get("SliceThickness")
+    slope = slope if slope is not None else ds.get("RescaleSlope")
+    icpt = icpt if icpt is not None else ds.get("RescaleIntercept")
+    return pos, ori, psp, thk, slope, icpt

@@ -270,39 +270,70 @@ def split_series(
         repetition) and the instances left out (unreadable header, undecodable pixel data as far
         as the header shows, duplicate SOP Instance UID).
     """
-    known = read or {}
-    dropped: list[DroppedInstance] = []
-    not_images: list[DroppedInstance] = []
-    frames: list[FrameEvidence] = []
+    read_in = _read_frames(paths, read or {})
+    frames = read_in.frames
+    if not frames:
+        return SeriesSplit(
+            read_in.series_uid, (), tuple(read_in.dropped), not_images=tuple(read_in.not_images)
+        )
+    raw = _labelled_groups(frames)
+    # orientation distinguishes only when the series has several
+    n_clusters = len({c for _, _, c in raw})
+    volumes = _volumes(read_in.series_uid, read_in.modality, read_in.body_part, raw, n_clusters)
+    return SeriesSplit(
+        read_in.series_uid,
+        tuple(v for v, _ in volumes),
+        tuple(read_in.dropped),
+        frames={v.volume_id: tuple(f.header for f in fs) for v, fs in volumes},
+        not_images=tuple(read_in.not_images),
+    )
+
+
+@dataclass
+class _ReadFrames:
+    """The frames of a series' image instances, and the instances left out, in file order."""
+
+    frames: list[FrameEvidence] = field(default_factory=list)
+    dropped: list[DroppedInstance] = field(default_factory=list)
+    not_images: list[DroppedInstance] = field(default_factory=list)
+    series_uid: str = ""
+    modality: str | None = None
+    body_part: str | None = None
+
+
+def _read_frames(
+    paths: Sequence[Path], known: Mapping[Path, tuple[Dataset, int | None]]
+) -> _ReadFrames:
+    out = _ReadFrames()
     seen: set[tuple[str, int | None]] = set()
-    series_uid = ""
-    modality = body_part = None
     for path in paths:
         path = Path(path)
         try:
             ds, offset = known.get(path) or read_before_pixels(path)
             if "Rows" not in ds or "Columns" not in ds:
                 sop = str(ds.get("SOPInstanceUID") or path.name)
-                not_images.append(DroppedInstance(sop, "no image (no Rows/Columns)"))
+                out.not_images.append(DroppedInstance(sop, "no image (no Rows/Columns)"))
                 continue
             inst = read_instance(path, (ds, offset))
         except ImagingError as exc:
-            dropped.append(DroppedInstance(path.name, str(exc)))
+            out.dropped.append(DroppedInstance(path.name, str(exc)))
             continue
         sop = inst.frames[0].sop_uid if inst.frames else path.name
         problem = pixel_problem(path, ds, offset)
         if problem is not None:
-            dropped.append(DroppedInstance(sop, problem))
+            out.dropped.append(DroppedInstance(sop, problem))
             continue
-        series_uid = series_uid or inst.series_uid
-        modality = modality or inst.modality
-        body_part = body_part or inst.body_part
+        out.series_uid = out.series_uid or inst.series_uid
+        out.modality = out.modality or inst.modality
+        out.body_part = out.body_part or inst.body_part
         shared_seq = ds.get("SharedFunctionalGroupsSequence")
         shared = shared_seq[0] if shared_seq else None
         per_frame = ds.get("PerFrameFunctionalGroupsSequence")
         for fh in inst.frames:
             if (fh.sop_uid, fh.frame_index) in seen:
-                dropped.append(DroppedInstance(fh.sop_uid, f"{path.name}: same SOP instance twice"))
+                out.dropped.append(
+                    DroppedInstance(fh.sop_uid, f"{path.name}: same SOP instance twice")
+                )
                 break
             seen.add((fh.sop_uid, fh.frame_index))
             pf = (
@@ -310,10 +341,15 @@ def split_series(
                 if per_frame is not None and fh.frame_index is not None
                 else None
             )
-            frames.append(frame_evidence(ds, fh, pf, shared))
-    if not frames:
-        return SeriesSplit(series_uid, (), tuple(dropped), not_images=tuple(not_images))
-    # group: size + orientation + distinguishing values
+            out.frames.append(frame_evidence(ds, fh, pf, shared))
+    return out
+
+
+def _labelled_groups(
+    frames: list[FrameEvidence],
+) -> list[tuple[dict[str, str], list[FrameEvidence], int]]:
+    """Group frames by size, orientation and distinguishing values, split repetitions, and
+    label each group with what tells it apart; each with its orientation cluster."""
     clusters = _cluster_orientations(frames)
     groups: dict[tuple[Any, ...], list[FrameEvidence]] = {}
     for f, c in zip(frames, clusters, strict=True):
@@ -346,16 +382,7 @@ def split_series(
             ):
                 label["size"] = f"{rep[0].header.columns}x{rep[0].header.rows}"
             raw.append((label, rep, cluster))
-    # orientation distinguishes only when the series has several
-    n_clusters = len({c for _, _, c in raw})
-    volumes = _volumes(series_uid, modality, body_part, raw, n_clusters)
-    return SeriesSplit(
-        series_uid,
-        tuple(v for v, _ in volumes),
-        tuple(dropped),
-        frames={v.volume_id: tuple(f.header for f in fs) for v, fs in volumes},
-        not_images=tuple(not_images),
-    )
+    return raw
 
 
 def _sort_key(key: tuple[Any, ...]) -> tuple[Any, ...]:

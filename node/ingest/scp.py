@@ -47,13 +47,6 @@ __all__ = ["DicomListener", "ListenerSettings", "tls_server_context"]
 
 log = logging.getLogger(__name__)
 
-# A C-STORE of an unknown (private) SOP class is still a storage request: accept it.
-_config.UNRESTRICTED_STORAGE_SERVICE = True
-# pynetdicom's "standard" event handlers format every PDU and DIMSE message for DEBUG records that
-# node/log.py discards (pynetdicom logs at WARNING): ~5 % of the CPU of a small C-STORE, and the
-# identifiers they would print can hold PHI.  Its own warnings and errors are still logged.
-_config.LOG_HANDLER_LEVEL = "none"
-
 #: Refused: processing failure (PS3.7 C.4.2.1.4), for failures that are neither 0xA7xx nor 0xC000.
 _PROCESSING_FAILURE = 0x0110
 
@@ -145,6 +138,10 @@ class DicomListener:
         self._servers: list[ThreadedAssociationServer] = []
         self._lock = threading.Lock()
         self.callers = CallerPolicy(settings.allowed_calling_aets)
+        # pynetdicom's settings are process-wide; they are set when a listener is made, never
+        # on import.  A C-STORE of an unknown (private) SOP class is still a storage request:
+        # accept it (the node's only Storage SCPs are its listeners and pull's C-GET role).
+        _config.UNRESTRICTED_STORAGE_SERVICE = True
         self.ae = self._make_ae()
 
     def _make_ae(self) -> AE:

@@ -83,6 +83,26 @@ def _is_full(exc: OSError) -> bool:
     return exc.errno in (errno.ENOSPC, errno.EDQUOT)
 
 
+@dataclass
+class _Batch:
+    """What one group commit has put in place so far."""
+
+    #: instances of this batch by SOP Instance UID (a UID sent twice in one batch)
+    pending: dict[str, StoredRef] = field(default_factory=dict)
+    records: list[IngestRecord] = field(default_factory=list)
+    placed: list[tuple[_Job, IngestRecord]] = field(default_factory=list)
+    #: folders whose entries changed: fsynced (full mode)
+    to_sync: set[Path] = field(default_factory=set)
+    #: the last file renamed: one fsync commits the journal (journal mode)
+    last_renamed: Path | None = None
+    #: files of replaced instances, removed once the index no longer names them
+    obsolete: list[Path] = field(default_factory=list)
+
+    def add(self, job: _Job, rec: IngestRecord) -> None:
+        self.records.append(rec)
+        self.placed.append((job, rec))
+
+
 class Spool:
     """Durable, deduplicating store of PS3.10 files under ``data_dir`` (see module docstring).
 
@@ -521,99 +541,100 @@ class Spool:
                 self._make_dirs(path.parent, to_sync)
 
     def _commit(self, batch: list[_Job]) -> None:
-        pending: dict[str, StoredRef] = {}
-        records: list[IngestRecord] = []
-        placed: list[tuple[_Job, IngestRecord]] = []
-        to_sync: set[Path] = set()
-        last_renamed: Path | None = None
-        obsolete: list[Path] = []
+        """Put a batch in place, make it durable with one index transaction, then release its
+        callers.  Nothing of a batch that fails is acknowledged or left behind."""
+        done = _Batch()
         try:
             for job in batch:
-                h = job.header
-                prev = pending.get(h.sop_uid) or self.index.lookup(h.sop_uid)
-                if (
-                    prev is not None
-                    and prev.dataset_sha256 == job.dataset_sha256
-                    and prev.path.is_file()
-                ):
-                    if job.tmp is not None:
-                        job.tmp.unlink(missing_ok=True)
-                    inst = self._instance(h, prev.path, prev.size_bytes, prev.sha256, job)
-                    rec = IngestRecord(
-                        inst, "duplicate", job.dataset_sha256, job.source, job.received_at
-                    )
-                    records.append(rec)
-                    placed.append((job, rec))
-                    continue
-                if job.tmp is None:  # was a duplicate when checked, no longer: resend needed
-                    job.error = IngestError("instance changed while being stored; send it again")
-                    job.done.set()
-                    continue
-                final_dir = self._final_dir(h)
-                self._make_dirs(final_dir, to_sync)
-                path = final_dir / f"{h.sop_uid}.dcm"
-                if prev is not None and prev.path == path:
-                    path = final_dir / f"{h.sop_uid}.{job.sha256[:12]}.dcm"
-                self._place(job.tmp, path, to_sync)
-                last_renamed = path
-                job.tmp = None
-                to_sync.add(final_dir)
-                inst = self._instance(h, path, job.size, job.sha256, job)
-                status: Literal["stored", "replaced"] = "stored" if prev is None else "replaced"
-                if prev is not None and prev.path != path:
-                    obsolete.append(prev.path)
-                rec = IngestRecord(
-                    inst,
-                    status,
-                    job.dataset_sha256,
-                    job.source,
-                    job.received_at,
-                    series_description=h.series_description,
-                    series_header=job.series_header,
-                    previous=prev,
-                )
-                records.append(rec)
-                placed.append((job, rec))
-                pending[h.sop_uid] = StoredRef(
-                    h.sop_uid,
-                    h.study_uid,
-                    h.series_uid,
-                    path,
-                    job.sha256,
-                    job.dataset_sha256,
-                    job.size,
-                )
-            if self.sync_mode == "journal":
-                if last_renamed is not None:  # commits every rename and mkdir before it
-                    fsync_path(last_renamed)
-            else:
-                for d in sorted(to_sync, key=lambda p: len(p.parts), reverse=True):
-                    fsync_dir(d)
-            self.index.commit(records)
+                self._put(job, done)
+            self._make_durable(done)
+            self.index.commit(done.records)
         except BaseException as exc:
-            # nothing of this batch is acknowledged: remove what was put in place
-            for _job, rec in placed:
-                if rec.status != "duplicate":
-                    rec.instance.path.unlink(missing_ok=True)
-            for job in batch:
-                if job.tmp is not None:
-                    job.tmp.unlink(missing_ok=True)
+            self._undo(batch, done)
             if isinstance(exc, OSError) and _is_full(exc):
                 raise OutOfResourcesError("disk full while committing the instance") from exc
             if isinstance(exc, Exception) and "full" in str(exc).lower():
                 raise OutOfResourcesError(f"index full: {exc}") from exc
             raise
-        for old in obsolete:
-            if old not in {r.instance.path for _, r in placed}:
+        self._committed(done)
+
+    def _put(self, job: _Job, done: _Batch) -> None:
+        """Rename one received file into its series folder (or find it a duplicate)."""
+        h = job.header
+        prev = done.pending.get(h.sop_uid) or self.index.lookup(h.sop_uid)
+        if prev is not None and prev.dataset_sha256 == job.dataset_sha256 and prev.path.is_file():
+            if job.tmp is not None:
+                job.tmp.unlink(missing_ok=True)
+            inst = self._instance(h, prev.path, prev.size_bytes, prev.sha256, job)
+            done.add(
+                job,
+                IngestRecord(inst, "duplicate", job.dataset_sha256, job.source, job.received_at),
+            )
+            return
+        if job.tmp is None:  # was a duplicate when checked, no longer: resend needed
+            job.error = IngestError("instance changed while being stored; send it again")
+            job.done.set()
+            return
+        final_dir = self._final_dir(h)
+        self._make_dirs(final_dir, done.to_sync)
+        path = final_dir / f"{h.sop_uid}.dcm"
+        if prev is not None and prev.path == path:
+            path = final_dir / f"{h.sop_uid}.{job.sha256[:12]}.dcm"
+        self._place(job.tmp, path, done.to_sync)
+        done.last_renamed = path
+        job.tmp = None
+        done.to_sync.add(final_dir)
+        inst = self._instance(h, path, job.size, job.sha256, job)
+        status: Literal["stored", "replaced"] = "stored" if prev is None else "replaced"
+        if prev is not None and prev.path != path:
+            done.obsolete.append(prev.path)
+        rec = IngestRecord(
+            inst,
+            status,
+            job.dataset_sha256,
+            job.source,
+            job.received_at,
+            series_description=h.series_description,
+            series_header=job.series_header,
+            previous=prev,
+        )
+        done.add(job, rec)
+        done.pending[h.sop_uid] = StoredRef(
+            h.sop_uid, h.study_uid, h.series_uid, path, job.sha256, job.dataset_sha256, job.size
+        )
+
+    def _make_durable(self, done: _Batch) -> None:
+        if self.sync_mode == "journal":
+            if done.last_renamed is not None:  # commits every rename and mkdir before it
+                fsync_path(done.last_renamed)
+        else:
+            for d in sorted(done.to_sync, key=lambda p: len(p.parts), reverse=True):
+                fsync_dir(d)
+
+    @staticmethod
+    def _undo(batch: list[_Job], done: _Batch) -> None:
+        """Nothing of a failed batch is acknowledged: remove what was put in place."""
+        for _job, rec in done.placed:
+            if rec.status != "duplicate":
+                rec.instance.path.unlink(missing_ok=True)
+        for job in batch:
+            if job.tmp is not None:
+                job.tmp.unlink(missing_ok=True)
+
+    def _committed(self, done: _Batch) -> None:
+        """After the index commit: drop replaced files, count usage, release and notify."""
+        kept = {r.instance.path for _, r in done.placed}
+        for old in done.obsolete:
+            if old not in kept:
                 old.unlink(missing_ok=True)
         with self._lock:
-            for _, rec in placed:
+            for _, rec in done.placed:
                 if rec.status == "stored":
                     self._used += rec.instance.size_bytes
                 elif rec.status == "replaced" and rec.previous is not None:
                     self._used += rec.instance.size_bytes - rec.previous.size_bytes
                 self._series_seen.add(rec.instance.series_uid)
-        for job, rec in placed:
+        for job, rec in done.placed:
             job.outcome = StoreOutcome(rec.instance, rec.status)
             job.done.set()
             log.debug(
@@ -624,7 +645,7 @@ class Spool:
                     "bytes": rec.instance.size_bytes,
                 },
             )
-        for _, rec in placed:
+        for _, rec in done.placed:
             if rec.status == "duplicate":
                 continue
             for listener in self._listeners:

@@ -87,6 +87,8 @@ class Plan:
     ignored_rules: tuple[str, ...] = field(default=())
     #: (rule, model, series_uid, reason, detail) of model decisions that create no job
     not_applicable: tuple[tuple[str, str, str, str, str], ...] = ()
+    #: (rule, series_uid, the rule's ``workitem`` request) of decisions that schedule a workitem
+    workitems: tuple[tuple[str, str, Any], ...] = ()
 
 
 def _fingerprint(instances: Sequence[Instance]) -> str:
@@ -130,6 +132,7 @@ def plan_jobs(
     created = time.time() if now is None else now
     jobs: list[Job] = []
     forwards: list[tuple[str, str]] = []
+    workitems: list[tuple[str, str, Any]] = []
     ignored: list[str] = []
     not_applicable: list[tuple[str, str, str, str, str]] = []
     #: (rule, series) -> [combine, prefer, model count, {model: why it did not run}]
@@ -142,6 +145,9 @@ def plan_jobs(
         for series_uid in d.series_uids:
             if d.send_to:
                 forwards.append((d.send_to, series_uid))
+            request = getattr(d, "workitem", None)
+            if request is not None:
+                workitems.append((d.rule, series_uid, request))
             if d.model is None:
                 continue
             wanted = getattr(d, "combine", None)
@@ -191,6 +197,7 @@ def plan_jobs(
         forwards=tuple(forwards),
         ignored_rules=tuple(ignored),
         not_applicable=tuple(not_applicable),
+        workitems=tuple(workitems),
     )
 
 

@@ -281,12 +281,7 @@ def add_model(
         # a bundle keeps its folder (its name may come from it); a sidecar sits at the top
         base = root.resolve().parent if entry.source == "bundle" else root.resolve()
         # stage the copy first: the trial runs on exactly the bytes that will be stored
-        staged = Path(tmp) / "files"
-        staged.mkdir()
-        for f in files:
-            rel = f.resolve().relative_to(base)
-            (staged / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(f, staged / rel)
+        staged = _stage(files, base, Path(tmp) / "files")
         entry_rel = location.resolve().relative_to(base).as_posix()
         staged_entry = staged / entry_rel
         result = run_isolated(
@@ -300,30 +295,54 @@ def add_model(
         problem = _check_outputs(entry.info.task.value, result)
         if problem is not None:
             raise ModelError(f"model {name!r} refused: on a synthetic input it {problem}")
-        hashes = file_hashes(staged, sorted(p for p in staged.rglob("*") if p.is_file()))
-        weights = weights_sha256(hashes)
-        record: dict[str, Any] = {
-            "name": name,
-            "version": entry.info.version,
-            "format": entry.source,
-            "entry": entry_rel,
-            "source_path": str(path.resolve()),
-            "admitted_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-            "files": hashes,
-            "weights_sha256": weights,
-            "device_uid": device_uid(name, entry.info.version, weights),
-            "checks": {
-                "described": "sidecar/bundle config read and validated",
-                "isolated_load_and_run": result,
-                "sha256": f"{len(hashes)} files hashed",
-            },
-        }
+        record = _admission_record(path, staged, name, entry, entry_rel, result, device)
         store = store_root(data_dir) / name
         try:
             _install(staged, store, record)
         except OSError as exc:
             raise ModelError(f"model {name!r}: cannot write {store}: {exc}") from exc
         return record
+
+
+def _stage(files: list[Path], base: Path, staged: Path) -> Path:
+    """Copy ``files`` (under ``base``) to ``staged``, keeping their relative paths."""
+    staged.mkdir()
+    for f in files:
+        rel = f.resolve().relative_to(base)
+        (staged / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(f, staged / rel)
+    return staged
+
+
+def _admission_record(
+    path: Path,
+    staged: Path,
+    name: str,
+    entry: Any,
+    entry_rel: str,
+    result: Any,
+    device: str,
+) -> dict[str, Any]:
+    """What ``admission.json`` says: the files and their hashes, the identity, the checks."""
+    hashes = file_hashes(staged, sorted(p for p in staged.rglob("*") if p.is_file()))
+    weights = weights_sha256(hashes)
+    record: dict[str, Any] = {
+        "name": name,
+        "version": entry.info.version,
+        "format": entry.source,
+        "entry": entry_rel,
+        "source_path": str(path.resolve()),
+        "admitted_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "files": hashes,
+        "weights_sha256": weights,
+        "device_uid": device_uid(name, entry.info.version, weights),
+        "checks": {
+            "described": "sidecar/bundle config read and validated",
+            "isolated_load_and_run": result,
+            "sha256": f"{len(hashes)} files hashed",
+        },
+    }
+    return record
 
 
 def _install(staged: Path, store: Path, record: dict[str, Any]) -> None:

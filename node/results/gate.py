@@ -32,7 +32,7 @@ import pydicom
 from pydicom.dataset import Dataset
 
 from node.errors import ResultError
-from node.imaging.sop_classes import SC_CLASS
+from node.imaging.sop_classes import KOS_CLASS, SC_CLASS, SEG_CLASS, SR_CLASSES
 from node.results.modules import conformance_problems
 from node.results.sources import SourceSet, load_sources, quiet_highdicom
 
@@ -40,13 +40,6 @@ __all__ = ["check_results", "encode"]
 
 log = logging.getLogger(__name__)
 
-SEG_CLASS = "1.2.840.10008.5.1.4.1.1.66.4"
-SR_CLASSES = {
-    "1.2.840.10008.5.1.4.1.1.88.34",
-    "1.2.840.10008.5.1.4.1.1.88.22",
-    "1.2.840.10008.5.1.4.1.1.88.33",
-}
-KOS_CLASS = "1.2.840.10008.5.1.4.1.1.88.59"
 
 _COMMON = (
     "SOPClassUID",

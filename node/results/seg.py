@@ -149,32 +149,7 @@ def build_seg(
     ResultError
         The label map does not fit the volume, a label has no description, or it is empty.
     """
-    label_map = prediction.label_map
-    if label_map is None:
-        raise ResultError("prediction has no label map to write as SEG")
-    if label_map.shape != volume.voxels.shape:
-        raise ResultError(
-            f"label map shape {label_map.shape} differs from volume shape {volume.voxels.shape}"
-        )
-    numbers = segment_numbers(prediction)
-    if not numbers:
-        raise ResultError("prediction has a label map but no segment descriptions")
-    counts = label_counts(label_map)
-    present = {int(v) for v in np.flatnonzero(counts)} - {0}
-    undescribed = present - set(numbers)
-    if undescribed:
-        raise ResultError(f"labels {sorted(undescribed)} in the label map have no description")
-    if not present:
-        raise ResultError("label map is empty: no segment has any voxel")
-    seg_labels: npt.NDArray[Any]
-    if label_map.dtype == np.uint8 and all(label == n for label, n in numbers.items()):
-        seg_labels = label_map  # labels are already the segment numbers 1..n: no 10^8 lookup
-    else:
-        lut_size = max(max(numbers), len(counts) - 1) + 1
-        lut = np.zeros(lut_size, dtype=np.uint8 if len(numbers) < 256 else np.uint16)
-        for label, number in numbers.items():
-            lut[label] = number
-        seg_labels = lut[label_map]
+    numbers, seg_labels = _segment_labels(prediction, volume)
     images, array = _frames(volume, sources, seg_labels)
     by_label = {s.label: s for s in prediction.segments}
     own = segment_contexts or {}
@@ -230,3 +205,37 @@ def build_seg(
         },
     )
     return seg
+
+
+def _segment_labels(
+    prediction: Prediction, volume: Volume
+) -> tuple[dict[int, int], npt.NDArray[Any]]:
+    """Label -> segment number, and the label map in segment numbers; checked: it fits the
+    volume, every present label is described, and some segment has a voxel."""
+    label_map = prediction.label_map
+    if label_map is None:
+        raise ResultError("prediction has no label map to write as SEG")
+    if label_map.shape != volume.voxels.shape:
+        raise ResultError(
+            f"label map shape {label_map.shape} differs from volume shape {volume.voxels.shape}"
+        )
+    numbers = segment_numbers(prediction)
+    if not numbers:
+        raise ResultError("prediction has a label map but no segment descriptions")
+    counts = label_counts(label_map)
+    present = {int(v) for v in np.flatnonzero(counts)} - {0}
+    undescribed = present - set(numbers)
+    if undescribed:
+        raise ResultError(f"labels {sorted(undescribed)} in the label map have no description")
+    if not present:
+        raise ResultError("label map is empty: no segment has any voxel")
+    seg_labels: npt.NDArray[Any]
+    if label_map.dtype == np.uint8 and all(label == n for label, n in numbers.items()):
+        seg_labels = label_map  # labels are already the segment numbers 1..n: no 10^8 lookup
+    else:
+        lut_size = max(max(numbers), len(counts) - 1) + 1
+        lut = np.zeros(lut_size, dtype=np.uint8 if len(numbers) < 256 else np.uint16)
+        for label, number in numbers.items():
+            lut[label] = number
+        seg_labels = lut[label_map]
+    return numbers, seg_labels

@@ -169,6 +169,67 @@ def _long_axis(
     return np.array([a, b], dtype=np.float64)
 
 
+def _device_observer(ctx: ResultContext) -> Any:
+    """The model as the SR's observer device (TID 1004)."""
+    return hd.sr.ObserverContext(
+        observer_type=codes.DCM.Device,
+        observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
+            uid=ctx.device_uid,  # the Contributing Equipment item's Device UID (IHE AIR)
+            name=ctx.model_name[:64],
+            manufacturer_name="ainode",
+            model_name=f"{ctx.model_name} {ctx.model_version}"[:64],
+        ),
+    )
+
+
+def _measurement_groups(
+    prediction: Prediction,
+    volume: Volume,
+    sources: SourceSet,
+    ctx: ResultContext,
+    *,
+    seg: Dataset | None,
+    seg_numbers: dict[int, int],
+    finding_contexts: Mapping[str, tuple[ResultContext, ResultContext | None]],
+    has_notes: bool,
+) -> list[Any]:
+    """The report's measurement groups: two per finding, else one for the class
+    probabilities, else one on the middle slice that the report's text hangs on."""
+    algorithm = _algorithm(ctx)
+    groups: list[Any] = []
+    for finding in prediction.findings:
+        found_by, scored_by = finding_contexts.get(finding.tracking_id, (ctx, None))
+        groups += _finding_groups(
+            finding,
+            prediction,
+            volume,
+            sources,
+            ctx,
+            seg,
+            seg_numbers,
+            _algorithm(found_by),
+            _algorithm(scored_by) if scored_by is not None else None,
+        )
+    if not prediction.findings and prediction.class_probabilities:
+        groups.append(_classification_group(prediction, volume, sources, ctx, algorithm))
+    if not groups:
+        if not prediction.text and not has_notes:
+            raise ResultError("prediction has no findings, probabilities or text for an SR")
+        k = len(volume.sources) // 2
+        box = _hot_region(volume, None)[1]
+        groups.append(
+            hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
+                tracking_identifier=hd.sr.TrackingIdentifier(
+                    uid=ctx.tracking_uid("report"), identifier="report"
+                ),
+                referenced_region=_Slice(volume, sources, k).region(box),
+                finding_type=_CLINICAL_FINDING,
+                algorithm_id=algorithm,
+            )
+        )
+    return groups
+
+
 def _finding_groups(
     finding: Finding,
     prediction: Prediction,
@@ -218,30 +279,7 @@ def _finding_groups(
                 ],
             )
         )
-    measurements = []
-    if finding.volume_mm3 is not None:
-        measurements.append(
-            hd.sr.Measurement(
-                name=codes.SCT.Volume,
-                value=round(float(finding.volume_mm3), 2),
-                unit=codes.UCUM.CubicMillimeter,
-                algorithm_id=algorithm,
-            )
-        )
-    evaluations = []
-    if finding.malignancy_probability is not None:
-        p = float(finding.malignancy_probability)
-        measurements.append(
-            hd.sr.Measurement(
-                name=codes.DCM.ProbabilityOfCancer,
-                value=round(p, 4),
-                unit=_NO_UNITS,
-                algorithm_id=scorer or algorithm,
-            )
-        )
-        evaluations.append(
-            hd.sr.QualitativeEvaluation(codes.DCM.ProbabilityOfCancer, malignancy_category(p))
-        )
+    measurements, evaluations = _volumetric_measurements(finding, algorithm, scorer)
     if seg is not None and finding.segment_label in seg_numbers:
         volumetric = hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations(
             tracking_identifier=tracking,
@@ -277,6 +315,40 @@ def _finding_groups(
         )
     groups.append(volumetric)
     return groups
+
+
+def _volumetric_measurements(
+    finding: Finding,
+    algorithm: hd.sr.AlgorithmIdentification,
+    scorer: hd.sr.AlgorithmIdentification | None,
+) -> tuple[list[Any], list[Any]]:
+    """A finding's volume and probability of cancer (by the model that scored it), and the
+    qualitative category of that probability."""
+    measurements = []
+    if finding.volume_mm3 is not None:
+        measurements.append(
+            hd.sr.Measurement(
+                name=codes.SCT.Volume,
+                value=round(float(finding.volume_mm3), 2),
+                unit=codes.UCUM.CubicMillimeter,
+                algorithm_id=algorithm,
+            )
+        )
+    evaluations = []
+    if finding.malignancy_probability is not None:
+        p = float(finding.malignancy_probability)
+        measurements.append(
+            hd.sr.Measurement(
+                name=codes.DCM.ProbabilityOfCancer,
+                value=round(p, 4),
+                unit=_NO_UNITS,
+                algorithm_id=scorer or algorithm,
+            )
+        )
+        evaluations.append(
+            hd.sr.QualitativeEvaluation(codes.DCM.ProbabilityOfCancer, malignancy_category(p))
+        )
+    return measurements, evaluations
 
 
 def _hot_region(volume: Volume, heatmap: HeatMap | None) -> tuple[int, npt.NDArray[Any]]:
@@ -429,49 +501,17 @@ def build_sr(
     ResultError
         Nothing to report, or a finding points outside the volume.
     """
-    seg_numbers = seg_numbers or {}
-    algorithm = _algorithm(ctx)
-    contexts = finding_contexts or {}
-    observer = hd.sr.ObserverContext(
-        observer_type=codes.DCM.Device,
-        observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
-            uid=ctx.device_uid,  # the Contributing Equipment item's Device UID (IHE AIR)
-            name=ctx.model_name[:64],
-            manufacturer_name="ainode",
-            model_name=f"{ctx.model_name} {ctx.model_version}"[:64],
-        ),
+    observer = _device_observer(ctx)
+    groups = _measurement_groups(
+        prediction,
+        volume,
+        sources,
+        ctx,
+        seg=seg,
+        seg_numbers=seg_numbers or {},
+        finding_contexts=finding_contexts or {},
+        has_notes=bool(notes),
     )
-    groups: list[Any] = []
-    for finding in prediction.findings:
-        found_by, scored_by = contexts.get(finding.tracking_id, (ctx, None))
-        groups += _finding_groups(
-            finding,
-            prediction,
-            volume,
-            sources,
-            ctx,
-            seg,
-            seg_numbers,
-            _algorithm(found_by),
-            _algorithm(scored_by) if scored_by is not None else None,
-        )
-    if not prediction.findings and prediction.class_probabilities:
-        groups.append(_classification_group(prediction, volume, sources, ctx, algorithm))
-    if not groups:
-        if not prediction.text and not notes:
-            raise ResultError("prediction has no findings, probabilities or text for an SR")
-        k = len(volume.sources) // 2
-        box = _hot_region(volume, None)[1]
-        groups.append(
-            hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
-                tracking_identifier=hd.sr.TrackingIdentifier(
-                    uid=ctx.tracking_uid("report"), identifier="report"
-                ),
-                referenced_region=_Slice(volume, sources, k).region(box),
-                finding_type=_CLINICAL_FINDING,
-                algorithm_id=algorithm,
-            )
-        )
     report = hd.sr.MeasurementReport(
         observation_context=hd.sr.ObservationContext(observer_device_context=observer),
         procedure_reported=procedure_reported(sources.first(volume)),

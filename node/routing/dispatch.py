@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
+import dicom_rules
 from dicom_rules import RouteDecision, RuleSet, SeriesInput
 from node.types import DicomJson, Series, Study
 
@@ -67,7 +68,7 @@ def route_study(
         Including ``ignored`` decisions (no job) so that the explanation is complete; each
         decision carries the explanation of the whole study.
     """
-    decisions = rules.route(series_inputs(study), destinations=destinations)
+    decisions = dicom_rules.route(rules, series_inputs(study), destinations=destinations)
     log.info(
         "study.routed",
         extra={

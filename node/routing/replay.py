@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
+import dicom_rules
 from dicom_rules import RuleSet
 from node.routing.dispatch import series_inputs
 from node.store.index import ReceivedStudy, decode_received
@@ -199,7 +200,7 @@ def _from_rules(
     destinations: Sequence[str] | None,
     not_applicable: frozenset[tuple[str, str]],
 ) -> Routing:
-    decisions = rules.route(series_inputs(study), destinations=destinations)
+    decisions = dicom_rules.route(rules, series_inputs(study), destinations=destinations)
     return _routing(
         (
             {

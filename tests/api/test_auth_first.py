@@ -58,7 +58,9 @@ def guarded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Node, st
 
 
 def _write_routes(node: Node) -> list[tuple[str, str]]:
-    server = node._http_server  # the uvicorn server's app: the application actually served
+    http = node._http  # the uvicorn server's app: the application actually served
+    assert http is not None
+    server = http.server
     assert server is not None
     routes = set()
     for route in iter_route_contexts(server.config.app.routes):

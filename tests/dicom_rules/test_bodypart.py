@@ -104,7 +104,7 @@ rules:
         dicom_rules.SeriesInput("3", make(SeriesDescription="Brustkorb 1mm"), 1),
         dicom_rules.SeriesInput("4", make(BodyPartExamined="THORAX"), 1),
     ]
-    assert [(d.rule, d.series_uids) for d in rules.route(study)] == [
+    assert [(d.rule, d.series_uids) for d in dicom_rules.route(rules, study)] == [
         ("chest", ("3",)),
         ("chest", ("4",)),
         ("lung", ("1",)),

@@ -115,7 +115,9 @@ def test_explain_shows_the_standard_mapping() -> None:
     rules = dicom_rules.parse(
         "version: 1\nrules:\n  - {name: ankle, when: {body_part: ANKLE}, then: {model: m}}\n"
     )
-    explanation = rules.explain([series(BodyPartExamined="Ankle joint", Modality="DX")])
+    explanation = dicom_rules.explain(
+        rules, [series(BodyPartExamined="Ankle joint", Modality="DX")]
+    )
     body = explanation.to_json()["series"][0]["body_part"]
     assert body["value"] == "ANKLE" and body["synonym"] == "ANKLE JOINT"
     assert body["standard"] == {

@@ -49,7 +49,7 @@ def _route(rules: dicom_rules.RuleSet, target: Path) -> tuple[list[dicom_rules.R
     assert len(studies) == 1
     (series,) = studies.values()
     assert len(series) == 1
-    return rules.route(series), series[0].instance_count
+    return dicom_rules.route(rules, series), series[0].instance_count
 
 
 # (path in corpus, rule that must decide, models it must run, body part)
@@ -147,7 +147,7 @@ def test_every_readable_corpus_header_routes(rules: dicom_rules.RuleSet, corpus:
                 header = cached_header(path)
             except Exception:  # unreadable files are the ingest stage's business
                 continue
-            expl = rules.explain([SeriesInput(path.name, header, 1)])
+            expl = dicom_rules.explain(rules, [SeriesInput(path.name, header, 1)])
             (series,) = expl.series
             assert len(series.verdicts) == len(rules.rules)
             assert all(v.reason for v in series.verdicts)
@@ -163,7 +163,7 @@ def test_whole_corpus_grouped_by_study_routes(rules: dicom_rules.RuleSet, corpus
         studies, _ = collect_studies([corpus], read=cached_header)
     assert len(studies) >= 20
     for series in studies.values():
-        decisions = rules.route(series)
+        decisions = dicom_rules.route(rules, series)
         uids = {s.series_uid for s in series}
         assert uids == {u for d in decisions for u in d.series_uids} | {
             s.series_uid

@@ -16,7 +16,7 @@ def verdict(condition: str, header: dict[str, Any], count: int = 1) -> tuple[boo
     rules = dicom_rules.parse(
         f"version: 1\nrules:\n  - name: r\n    when: {condition}\n    then: {{model: m}}\n"
     )
-    expl = rules.explain([dicom_rules.SeriesInput("1.2", header, count)])
+    expl = dicom_rules.explain(rules, [dicom_rules.SeriesInput("1.2", header, count)])
     v = expl.series[0].verdict("r")
     return v.status is Status.MATCHED, v.reason
 
@@ -241,9 +241,10 @@ rules:
     then: {model: m}
 """
     )
-    assert [d.rule for d in rules.route([dicom_rules.SeriesInput("1", _private_header(), 1)])] == [
-        "r"
-    ]
+    assert [
+        d.rule
+        for d in dicom_rules.route(rules, [dicom_rules.SeriesInput("1", _private_header(), 1)])
+    ] == ["r"]
 
 
 def test_person_name_values_compare_as_text() -> None:
@@ -256,8 +257,8 @@ def test_series_input_accepts_objects_and_mappings() -> None:
         "version: 1\nrules:\n  - name: r\n    when: {Modality: CT}\n    then: {model: m}\n"
     )
     as_mapping = {"series_uid": "9", "header": make(Modality="CT"), "instance_count": 3}
-    assert rules.route([as_mapping])[0].series_uids == ("9",)
-    assert rules.route([series("8", Modality="CT")])[0].series_uids == ("8",)
+    assert dicom_rules.route(rules, [as_mapping])[0].series_uids == ("9",)
+    assert dicom_rules.route(rules, [series("8", Modality="CT")])[0].series_uids == ("8",)
 
 
 def test_pathological_pattern_runs_in_linear_time() -> None:

@@ -27,6 +27,7 @@ from dicom_rules import (
     Select,
     SeriesInput,
     Status,
+    WorkitemRequest,
 )
 from dicom_rules.paths import parse_path
 
@@ -98,6 +99,24 @@ conditions = st.recursive(
 param_values = st.one_of(scalars, st.booleans(), st.lists(scalars, max_size=3))
 
 
+short = st.text(
+    alphabet=st.characters(min_codepoint=33, max_codepoint=126, exclude_characters="\\"),
+    min_size=1,
+    max_size=16,
+)
+
+
+@st.composite
+def workitems(draw: st.DrawFn) -> WorkitemRequest:
+    return WorkitemRequest(
+        code=draw(short),
+        meaning=draw(st.one_of(st.none(), short)),
+        scheme=draw(st.sampled_from(["99AINODE", "DCM", "99LOCAL"])),
+        station=draw(st.one_of(st.none(), short)),
+        priority=draw(st.sampled_from(["HIGH", "MEDIUM", "LOW"])),
+    )
+
+
 @st.composite
 def actions(draw: st.DrawFn) -> tuple[Action, ...]:
     if draw(st.integers(0, 5)) == 0:
@@ -108,7 +127,12 @@ def actions(draw: st.DrawFn) -> tuple[Action, ...]:
         send_to = draw(nonempty) if model is None else draw(st.one_of(st.none(), nonempty))
         params = draw(st.dictionaries(nonempty, param_values, max_size=3)) if model else {}
         deliver = draw(st.one_of(st.none(), st.lists(nonempty, max_size=3).map(tuple)))
-        out.append(Action(model=model, parameters=params, deliver=deliver, send_to=send_to))
+        workitem = draw(st.one_of(st.none(), workitems()))
+        out.append(
+            Action(
+                model=model, parameters=params, deliver=deliver, send_to=send_to, workitem=workitem
+            )
+        )
     return tuple(out)
 
 
@@ -248,7 +272,7 @@ series_inputs = st.builds(
 
 def holds(cond: Any, header: Any, count: int = 1) -> bool:
     rs = RuleSet(rules=(Rule(name="r", actions=(Action(model="m"),), when=cond),))
-    v = rs.explain([SeriesInput("1", header, count)]).series[0].verdict("r")
+    v = dicom_rules.explain(rs, [SeriesInput("1", header, count)]).series[0].verdict("r")
     assert v.reason
     return v.status is Status.MATCHED
 
@@ -286,14 +310,14 @@ def test_any_all_are_or_and(a: Any, b: Any, header: Any) -> None:
 @SETTINGS
 @given(rulesets(), st.lists(series_inputs, max_size=5))
 def test_route_never_raises_and_explains_every_rule(rs: RuleSet, study: list[SeriesInput]) -> None:
-    expl = rs.explain(study)
+    expl = dicom_rules.explain(rs, study)
     assert len(expl.series) == len(study)
     names = {r.name for r in rs.rules}
     for s in expl.series:
         assert {v.rule for v in s.verdicts} == names
         assert all(v.reason for v in s.verdicts)
     assert expl.to_json()  # serialisable parts build without error
-    decisions = rs.route(study)
+    decisions = dicom_rules.route(rs, study)
     assert decisions == list(expl.decisions)
 
 
@@ -302,8 +326,8 @@ def test_route_never_raises_and_explains_every_rule(rs: RuleSet, study: list[Ser
 def test_routing_is_deterministic_and_order_independent(
     rs: RuleSet, study: list[SeriesInput], rnd: random.Random
 ) -> None:
-    first = rs.route(study)
-    assert rs.route(study) == first
+    first = dicom_rules.route(rs, study)
+    assert dicom_rules.route(rs, study) == first
     shuffled_rules = list(rs.rules)
     rnd.shuffle(shuffled_rules)
     other = RuleSet(
@@ -314,7 +338,7 @@ def test_routing_is_deterministic_and_order_independent(
     )
     shuffled_study = list(study)
     rnd.shuffle(shuffled_study)
-    assert other.route(shuffled_study) == first
+    assert dicom_rules.route(other, shuffled_study) == first
 
 
 @SETTINGS
@@ -323,7 +347,7 @@ def test_example_rules_never_raise(study: list[SeriesInput]) -> None:
     from tests.dicom_rules.test_parse import EXAMPLE
 
     rs = dicom_rules.load(EXAMPLE)
-    expl = rs.explain(study)
+    expl = dicom_rules.explain(rs, study)
     # the example has a fallback: every series is acted on (model, ignore or fallback)
     assert all(s.outcome != "no rule acted on this series" for s in expl.series)
 

@@ -19,7 +19,7 @@ def rules(body: str, **kw: Any) -> dicom_rules.RuleSet:
 def test_series_scope_one_decision_per_series() -> None:
     rs = rules("rules:\n  - name: ct\n    when: {Modality: CT}\n    then: {model: m}\n")
     study = [series("2", Modality="CT"), series("1", Modality="CT"), series("3", Modality="MR")]
-    ds = rs.route(study)
+    ds = dicom_rules.route(rs, study)
     assert [(d.rule, d.model, d.series_uids) for d in ds] == [
         ("ct", "m", ("1",)),
         ("ct", "m", ("2",)),
@@ -42,7 +42,7 @@ rules:
 """
     )
     study = [series("1", Modality="CT", BodyPartExamined="CHEST"), series("2", Modality="CT")]
-    ds = rs.route(study)
+    ds = dicom_rules.route(rs, study)
     assert [(d.rule, d.series_uids) for d in ds] == [("high", ("1",)), ("low", ("2",))]
     expl = ds[0].explanation
     assert expl is not None
@@ -58,7 +58,7 @@ rules:
   - {name: b, priority: 1, when: {Modality: CT}, then: {model: b}}
 """
     )
-    assert [d.model for d in rs.route([series("1", Modality="CT")])] == ["a", "b"]
+    assert [d.model for d in dicom_rules.route(rs, [series("1", Modality="CT")])] == ["a", "b"]
 
 
 def test_equal_priority_rules_are_one_level_stop_does_not_hide_peers() -> None:
@@ -70,7 +70,7 @@ rules:
   - {name: c, priority: 4, when: {Modality: CT}, then: {model: c}}
 """
     )
-    assert [d.model for d in rs.route([series("1", Modality="CT")])] == ["a", "b"]
+    assert [d.model for d in dicom_rules.route(rs, [series("1", Modality="CT")])] == ["a", "b"]
 
 
 def test_ignore_claims_and_produces_ignored_decision() -> None:
@@ -81,7 +81,7 @@ rules:
   - {name: all, when: {Modality: {exists: true}}, then: {model: m}}
 """
     )
-    ds = rs.route([series("1", Modality="SR"), series("2", Modality="CT")])
+    ds = dicom_rules.route(rs, [series("1", Modality="SR"), series("2", Modality="CT")])
     assert [(d.rule, d.ignored, d.model, d.series_uids) for d in ds] == [
         ("no-sr", True, None, ("1",)),
         ("all", False, "m", ("2",)),
@@ -96,7 +96,7 @@ rules:
   - {name: rest, type: fallback, then: {send_to: archive}}
 """
     )
-    ds = rs.route([series("1", Modality="CT"), series("2", Modality="US")])
+    ds = dicom_rules.route(rs, [series("1", Modality="CT"), series("2", Modality="US")])
     assert [(d.rule, d.send_to, d.series_uids) for d in ds] == [
         ("ct", None, ("1",)),
         ("rest", "archive", ("2",)),
@@ -114,7 +114,7 @@ rules:
   - {name: rest, type: fallback, then: {model: generic}}
 """
     )
-    assert [d.rule for d in rs.route([series("1", Modality="SR")])] == ["no-sr"]
+    assert [d.rule for d in dicom_rules.route(rs, [series("1", Modality="SR")])] == ["no-sr"]
 
 
 def test_fallback_with_condition_and_priorities() -> None:
@@ -125,7 +125,7 @@ rules:
   - {name: any, type: fallback, then: {model: generic}}
 """
     )
-    ds = rs.route([series("1", Modality="US"), series("2", Modality="XA")])
+    ds = dicom_rules.route(rs, [series("1", Modality="US"), series("2", Modality="XA")])
     assert [(d.rule, d.series_uids) for d in ds] == [("us", ("1",)), ("any", ("2",))]
 
 
@@ -160,7 +160,7 @@ rules:
         series("ax-1mm-b", 310, Modality="CT", SliceThickness="1.0", ImageOrientationPatient=AXIAL),
         series("mr", 20, Modality="MR"),
     ]
-    ds = rs.route(study)
+    ds = dicom_rules.route(rs, study)
     assert [(d.model, d.series_uids) for d in ds] == [("seg", ("ax-1mm-b",))]
     expl = ds[0].explanation
     assert expl is not None
@@ -186,13 +186,13 @@ rules:
         series("lung", 100, Modality="CT", ConvolutionKernel="B70f"),
         series("bone", 50, Modality="CT", ConvolutionKernel="B60f"),
     ]
-    assert rs.route(study)[0].series_uids == ("bone", "lung")
+    assert dicom_rules.route(rs, study)[0].series_uids == ("bone", "lung")
 
 
 def test_study_scope_without_select_takes_all_matching_series() -> None:
     rs = rules("rules:\n  - {name: r, scope: study, when: {Modality: CT}, then: {model: m}}\n")
     study = [series("b", Modality="CT"), series("a", Modality="CT"), series("c", Modality="MR")]
-    assert [d.series_uids for d in rs.route(study)] == [("a", "b")]
+    assert [d.series_uids for d in dicom_rules.route(rs, study)] == [("a", "b")]
 
 
 def test_select_where_filters_everything_is_not_a_match() -> None:
@@ -207,7 +207,7 @@ rules:
   - {name: fb, type: fallback, then: ignore}
 """
     )
-    ds = rs.route([series("a", Modality="CT", SliceThickness=5)])
+    ds = dicom_rules.route(rs, [series("a", Modality="CT", SliceThickness=5)])
     assert [d.rule for d in ds] == ["fb"]
     assert ds[0].explanation is not None
     reason = ds[0].explanation.for_series("a").verdict("r").reason
@@ -226,7 +226,7 @@ rules:
       - {send_to: archive}
 """
     )
-    ds = rs.route([series("1", Modality="CT")])
+    ds = dicom_rules.route(rs, [series("1", Modality="CT")])
     assert [(d.model, dict(d.parameters), d.send_to) for d in ds] == [
         ("a", {"threshold": 0.5, "labels": [1, 2]}, None),
         ("b", {}, None),
@@ -241,31 +241,31 @@ rules:
   - {name: other, when: {Modality: CT}, then: {model: b}}
 """
     with_defaults = rules("defaults: {deliver: [viewer]}\n" + body)
-    ds = with_defaults.route([series("1", Modality="CT")], destinations=["x", "y"])
+    ds = dicom_rules.route(with_defaults, [series("1", Modality="CT")], destinations=["x", "y"])
     assert [(d.deliver, d.deliver_source) for d in ds] == [
         (("viewer",), DeliverSource.DEFAULTS),
         (("pacs",), DeliverSource.RULE),
     ]
     no_defaults = rules(body, destinations={"pacs", "orthanc", "folder"})
-    ds = no_defaults.route([series("1", Modality="CT")])
+    ds = dicom_rules.route(no_defaults, [series("1", Modality="CT")])
     assert (ds[0].rule, ds[0].deliver, ds[0].deliver_source) == (
         "other",
         ("folder", "orthanc", "pacs"),
         DeliverSource.CONFIG,
     )
-    ds = no_defaults.route([series("1", Modality="CT")], destinations=["b", "a"])
+    ds = dicom_rules.route(no_defaults, [series("1", Modality="CT")], destinations=["b", "a"])
     assert ds[0].deliver == ("a", "b")
 
 
 def test_rule_without_when_matches_everything() -> None:
     rs = rules("rules:\n  - {name: all, then: {model: m}}\n")
-    assert len(rs.route([series("1"), series("2", Modality="XX")])) == 2
+    assert len(dicom_rules.route(rs, [series("1"), series("2", Modality="XX")])) == 2
 
 
 def test_empty_study_routes_to_nothing() -> None:
     rs = rules("rules:\n  - {name: all, then: {model: m}}\n")
-    assert rs.route([]) == []
-    assert rs.explain([]).series == ()
+    assert dicom_rules.route(rs, []) == []
+    assert dicom_rules.explain(rs, []).series == ()
 
 
 def test_every_rule_has_a_verdict_in_priority_order() -> None:
@@ -277,7 +277,7 @@ rules:
   - {name: f, type: fallback, then: ignore}
 """
     )
-    expl = rs.explain([series("1", Modality="PT")])
+    expl = dicom_rules.explain(rs, [series("1", Modality="PT")])
     assert [(v.rule, v.status) for v in expl.series[0].verdicts] == [
         ("a", Status.NOT_MATCHED),
         ("z", Status.NOT_MATCHED),
@@ -297,10 +297,10 @@ def test_decision_parameters_are_a_private_json_ready_copy() -> None:
     import json
 
     rs = rules("rules:\n  - {name: r, then: {model: m, parameters: {labels: [1, 2]}}}\n")
-    d = rs.route([series("1")])[0]
+    d = dicom_rules.route(rs, [series("1")])[0]
     assert json.loads(json.dumps(d.parameters)) == {"labels": [1, 2]}
     d.parameters["labels"].append(3)
-    assert rs.route([series("1")])[0].parameters == {"labels": [1, 2]}
+    assert dicom_rules.route(rs, [series("1")])[0].parameters == {"labels": [1, 2]}
 
 
 def test_example_rules_send_chest_abdomen_pelvis_ct_to_lung_models() -> None:
@@ -314,7 +314,7 @@ def test_example_rules_send_chest_abdomen_pelvis_ct_to_lung_models() -> None:
         {"ProtocolName": "Lung Cancer Screening"},
     )
     for attrs in cases:
-        ds = rs.route([series("1", 1, Modality="CT", **attrs)])
+        ds = dicom_rules.route(rs, [series("1", 1, Modality="CT", **attrs)])
         assert [d.model for d in ds][:1] == ["lung-nodule-seg"], attrs
-    ds = rs.route([series("1", Modality="CT", BodyPartExamined="ABDOMEN")])
+    ds = dicom_rules.route(rs, [series("1", Modality="CT", BodyPartExamined="ABDOMEN")])
     assert [d.model for d in ds] == ["ct-denoise"]

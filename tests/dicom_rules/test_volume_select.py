@@ -32,9 +32,9 @@ def test_volume_select_parses_renders_and_reaches_the_decision() -> None:
     )  # fmt: skip
     assert dicom_rules.parse(dicom_rules.render(rules)) == rules
     series = [{"series_uid": "1.2", "header": {"00080060": {"vr": "CS", "Value": ["MR"]}}}]
-    (decision,) = rules.route(series, destinations=["pacs"])
+    (decision,) = dicom_rules.route(rules, series, destinations=["pacs"])
     assert decision.volume == vol
-    (shown,) = rules.explain(series, destinations=["pacs"]).to_json()["decisions"]
+    (shown,) = dicom_rules.explain(rules, series, destinations=["pacs"]).to_json()["decisions"]
     assert shown["volume"] == {
         "orientation": ["AXIAL"], "echo": 1, "uniform": True,
         "prefer": ["thinnest", "most_slices"], "partial": "allow",

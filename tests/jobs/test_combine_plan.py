@@ -45,7 +45,7 @@ def _instances(series_uid: str) -> list[Instance]:
 
 def _plan(text: str = RULES, **kwargs: object):  # type: ignore[no-untyped-def]
     rules = dicom_rules.parse(text, destinations={"pacs", "viewer"})
-    decisions = rules.route(_study(), destinations=["pacs", "viewer"])
+    decisions = dicom_rules.route(rules, _study(), destinations=["pacs", "viewer"])
     return plan_jobs("1.2.3", decisions, series_instances=_instances, now=1000.0, **kwargs)
 
 
@@ -131,10 +131,10 @@ def test_model_inventory_does_not_count_combine_jobs(tmp_path: Path) -> None:
 
 
 def test_a_rules_results_options_reach_its_decisions_and_explain() -> None:
-    from dicom_rules.explain import decision_json
+    from dicom_rules.explanation import decision_json
 
     rules = dicom_rules.parse(RULES, destinations={"pacs", "viewer"})
-    chest, *_, xr = rules.route(_study(), destinations=["pacs", "viewer"])
+    chest, *_, xr = dicom_rules.route(rules, _study(), destinations=["pacs", "viewer"])
     assert (chest.combine, chest.prefer) == (None, ("detect",))  # None: the node's default
     assert decision_json(chest)["results"] == {"combine": None, "prefer": ["detect"]}
     assert "results" not in decision_json(xr)

@@ -135,8 +135,10 @@ def test_router_and_explain_agree_on_every_corpus_file(corpus: Path, tmp_path: P
             disagree.append(f"{name}: header")
             continue
         for label, rules in rule_sets.items():
-            got = rules.explain(live).to_json()  # what `rules explain` prints, reasons included
-            if got != rules.explain(explained).to_json():
+            got = dicom_rules.explain(
+                rules, live
+            ).to_json()  # what `rules explain` prints, reasons included
+            if got != dicom_rules.explain(rules, explained).to_json():
                 disagree.append(f"{name}: {label} rules")
             fired.update(d["rule"] for d in got["decisions"])
             if label == "binary":
@@ -190,11 +192,11 @@ rules:
     then: {model: m}
 """
     )
-    (series,) = rules.explain([live]).to_json()["series"]
+    (series,) = dicom_rules.explain(rules, [live]).to_json()["series"]
     reasons = {v["rule"]: v["reason"] for v in series["rules"]}
     # present without a value (the old dry-run builder dropped it: "tag absent")
     assert reasons["short-blob"].endswith("tag present but empty"), reasons
-    assert [d.rule for d in rules.route([live])] == ["long-blob"]
+    assert [d.rule for d in dicom_rules.route(rules, [live])] == ["long-blob"]
 
 
 @pytest.mark.parametrize("name", ["ct/single-slices/CT_small.dcm", "mr/single-slices/MR_small.dcm"])

@@ -118,7 +118,7 @@ def test_an_image_series_no_rule_routes_carries_a_reason(tmp_path: Path, corpus:
     files = _by_series(mr + pet + sr + ct)
     rules = dicom_rules.load(DEFAULT_RULES)
     series = _study(files)
-    decisions = rules.route(series, destinations=["pacs"])
+    decisions = dicom_rules.route(rules, series, destinations=["pacs"])
     mr_uid, pet_uid, sr_uid, ct_uid = (_by_series(f).popitem()[0] for f in (mr, pet, sr, ct))
     unrouted = unrouted_series(rules, decisions, list(files))
     assert sorted(unrouted) == sorted([("no-model-applies", mr_uid), ("no-model-applies", pet_uid)])
@@ -167,7 +167,7 @@ def test_a_series_without_any_rule_is_unrouted_with_no_rule_name(tmp_path: Path)
         models={"m"},
     )
     files = _by_series(write_mr_frames(tmp_path / "mr", constructed_series()["plain-stack"]))
-    decisions = rules.route(_study(files), destinations=["pacs"])
+    decisions = dicom_rules.route(rules, _study(files), destinations=["pacs"])
     assert unrouted_series(rules, decisions, list(files)) == [(None, next(iter(files)))]
 
 
@@ -196,7 +196,7 @@ def test_an_image_series_a_named_rule_ignores_says_why(tmp_path: Path) -> None:
     mr = write_mr_frames(tmp_path / "mr", constructed_series()["plain-stack"])
     ct = write_mr_frames(tmp_path / "ct", constructed_series()["plain-stack"], modality="CT")
     files = _by_series(mr + ct)
-    decisions = rules.route(_study(files))
+    decisions = dicom_rules.route(rules, _study(files))
     mr_uid, ct_uid = (_by_series(f).popitem()[0] for f in (mr, ct))
     assert ignored_series(rules, decisions, list(files)) == [("ignore-mr", mr_uid)]
     qualifier = SeriesQualifier(paths=lambda uid: files[uid], refusals={})

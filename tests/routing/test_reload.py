@@ -104,7 +104,7 @@ def test_routing_during_swaps_always_sees_a_valid_rule_set(rule_file: Path) -> N
     def route() -> None:
         try:
             while not stop.is_set():
-                for d in holder.rules.route([series("1", Modality="CT")]):
+                for d in dicom_rules.route(holder.rules, [series("1", Modality="CT")]):
                     seen.add(d.model)
         except BaseException as exc:  # collected and asserted below
             failures.append(exc)

@@ -139,7 +139,7 @@ def stored(tmp_path: Path) -> Stored:
     assert chest_study is not None
     from node.routing.dispatch import series_inputs
 
-    decisions = old_rules.route(series_inputs(chest_study), destinations=["pacs"])
+    decisions = dicom_rules.route(old_rules, series_inputs(chest_study), destinations=["pacs"])
     jobs.record_routing(
         chest,
         1,

@@ -141,4 +141,13 @@ def decision_json(d: RouteDecision) -> dict[str, Any]:
         }
     if d.combine is not None or d.prefer:  # the rule's results: {combine, prefer}
         out["results"] = {"combine": d.combine, "prefer": list(d.prefer)}
+    if d.workitem is not None:  # a UPS workitem to schedule (issue 23)
+        w = d.workitem
+        out["workitem"] = {
+            "code": w.code,
+            "meaning": w.meaning,
+            "scheme": w.scheme,
+            "station": w.station,
+            "priority": w.priority,
+        }
     return out
