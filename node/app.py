@@ -25,7 +25,8 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from dicom_rules import RuleSet
+import dicom_rules
+from dicom_rules import Priors, RuleSet
 from node.assembly.tracker import StudyTracker
 from node.config import Config
 from node.delivery.outbox import Outbox
@@ -34,6 +35,7 @@ from node.delivery.rejections import Rejections
 from node.edge import check_edge
 from node.errors import ConfigError, ConflictError, NotFoundError, ResultError
 from node.imaging.sop_classes import SC_CLASSES as _SC_CLASSES
+from node.ingest.priors import PriorFetcher, PriorRequest, dicom_date
 from node.ingest.pulls import PullRunner
 from node.ingest.receivers import CommitServer, ReceiverPool, receiver_count
 from node.ingest.scp import DicomListener, ListenerSettings, allowed, tls_server_context
@@ -45,14 +47,22 @@ from node.jobs.queries import JOB_ROWS, ai_status_sql, routed_sql
 from node.jobs.store import RETIRED_PREFIX, JobStore
 from node.models.admission import model_paths
 from node.routing import DEFAULT_RULES
-from node.routing.dispatch import route_study
+from node.routing.dispatch import route_study, series_inputs
 from node.routing.qualify import Refusal, SeriesQualifier, qualify_study, unrouted_series
 from node.routing.reload import RuleHolder
 from node.routing.worklist import Worklist
 from node.store.index import Index
 from node.store.retention import Removal, Retention
 from node.store.workitems import WorkitemStore
-from node.types import Job, RejectionKind, Study
+from node.types import (
+    PRIOR_FAILED,
+    DicomJson,
+    Job,
+    PriorOutcome,
+    PriorState,
+    RejectionKind,
+    Study,
+)
 
 if TYPE_CHECKING:
     from node.api.server import HttpServer
@@ -124,7 +134,9 @@ class Node:
         )
         self._rejections = Rejections(self._outbox, data_dir=data_dir)
         self._rules = RuleHolder(
-            config.rules or DEFAULT_RULES, destinations=set(config.destinations)
+            config.rules or DEFAULT_RULES,
+            destinations=set(config.destinations),
+            sources=set(config.sources),
         )
         inference = config.inference
         #: results of a rule's models combined into one set (embedded engine only, see
@@ -178,6 +190,17 @@ class Node:
             sink=self._spool,
             node_ae_title=config.node.ae_title,
             on_study_pulled=self._study_pulled,
+            timeout_seconds=config.node.network_timeout_seconds,
+        )
+        self._priors = PriorFetcher(
+            config.sources,
+            index=self._index,
+            sink=self._spool,
+            node_ae_title=config.node.ae_title,
+            on_resolved=self._prior_resolved,
+            on_failure=self._jobs.note_prior_failure,
+            on_study_pulled=self._study_pulled,
+            retry_seconds=config.priors.retry_seconds,
             timeout_seconds=config.node.network_timeout_seconds,
         )
         self._routing_lock = threading.Lock()
@@ -310,9 +333,30 @@ class Node:
         """Route a completed study: queue its jobs and forwards, reject the earlier results the
         new routing no longer produces, remember the decisions.
 
+        A study retrieved as another study's prior is stored but not routed.  The jobs of a rule
+        with ``priors`` wait (``Job.prior``) while its prior is fetched (``PriorFetcher``).
+
         Returns what was done: ``jobs`` (ids of the routing), ``new_jobs`` (queued now: new
         or run again) and ``rejection`` (the note id of the stale results, or None).
         """
+        prior_of = self._index.prior_of(study.study_uid)
+        if prior_of is not None:
+            self._jobs.record_routing(
+                study.study_uid,
+                study.generation,
+                rules_sha256=self._rules.sha256,
+                decisions={
+                    "decisions": [],
+                    "explanation": None,
+                    "not_applicable": [],
+                    "prior_of": prior_of,
+                },
+            )
+            log.info(
+                "study.prior_not_routed",
+                extra={"study_uid": study.study_uid, "prior_of": prior_of},
+            )
+            return {"jobs": [], "new_jobs": [], "rejection": None}
         with self._routing_lock:
             rules = self._rules.rules
             decisions = route_study(rules, study, destinations=list(self._config.destinations))
@@ -347,8 +391,24 @@ class Node:
                 self._worklist.schedule(
                     study, plan.workitems, series_instances=self._index.series_instances
                 )
-            planned = with_model_versions(plan.jobs, self._model_versions)
+            deadline = time.time() + self._config.priors.timeout_seconds
+            waits = {
+                d.rule: self._prior_request(
+                    rules, study, d.priors, d.series_uids, rule=d.rule, deadline=deadline
+                )
+                for d in decisions
+                if d.priors is not None and d.model is not None
+            }
+            jobs = [
+                dataclasses.replace(j, prior=PriorOutcome(PriorState.WAITING, wait_until=deadline))
+                if j.rule in waits
+                else j
+                for j in plan.jobs
+            ]
+            planned = with_model_versions(jobs, self._model_versions)
             new = self._jobs.submit(planned, max_attempts=self._config.inference.max_attempts)
+            for waiting in sorted({j.rule for j in jobs if j.job_id in set(new)} & set(waits)):
+                self._priors.submit(waits[waiting])
             # before the routing is recorded: a crash in between routes (and rejects) again
             rejection = self._reject_stale(study.study_uid, planned)
             explanation = decisions[0].explanation if decisions else None
@@ -593,6 +653,77 @@ class Node:
         except ResultError:
             log.exception("results.rejection_failed", extra={"job_id": job.job_id})
 
+    def _prior_request(
+        self,
+        rules: RuleSet,
+        study: Study,
+        priors: Priors,
+        series_uids: Sequence[str],
+        *,
+        rule: str,
+        deadline: float,
+    ) -> PriorRequest:
+        """What to fetch for ``study``'s jobs of a rule with ``priors`` (the patient and date
+        from the study's headers, the body part of the decision's first series)."""
+        inputs = {s.series_uid: s.header for s in series_inputs(study)}
+        header: DicomJson = next(
+            (dict(inputs[u]) for u in series_uids if u in inputs),
+            dict(next(iter(inputs.values()), {})),
+        )
+        body_part = dicom_rules.body_part_of(rules, header)
+
+        def is_match(candidate: DicomJson) -> tuple[bool, str, str | None]:
+            m = dicom_rules.match_prior(rules, priors, candidate, body_part=body_part)
+            return m.is_match, m.reason, m.body_part
+
+        def text(tag: str) -> str | None:
+            values = header.get(tag, {}).get("Value") or []
+            return str(values[0]).strip() or None if values else None
+
+        return PriorRequest(
+            study_uid=study.study_uid,
+            rule=rule,
+            source=priors.source,
+            patient_id=text("00100020"),
+            issuer=text("00100021"),
+            study_date=dicom_date(text("00080020")),
+            max_studies=priors.max,
+            within_days=priors.within_days,
+            deadline=deadline,
+            is_match=is_match,
+        )
+
+    def _prior_resolved(self, study_uid: str, rule: str, outcome: PriorOutcome) -> None:
+        if self._jobs.resolve_prior(study_uid, rule, outcome):
+            self._engine.wake()
+
+    def _resume_priors(self) -> None:
+        """Fetch again the priors that jobs of a previous run still wait for."""
+        rules = self._rules.rules
+        for study_uid, rule_name, deadline, series_uids in self._jobs.waiting_priors():
+            if deadline <= time.time():
+                continue  # the jobs run without it at their next claim, saying so
+            study = self._index.get_study(study_uid)
+            try:
+                priors = rules.rule(rule_name).priors
+            except KeyError:
+                priors = None
+            if study is None or priors is None:
+                self._prior_resolved(
+                    study_uid,
+                    rule_name,
+                    PriorOutcome(
+                        PriorState.FAILED,
+                        reason=f"{PRIOR_FAILED}: the study or the rule's priors are gone",
+                    ),
+                )
+                continue
+            self._priors.submit(
+                self._prior_request(
+                    rules, study, priors, series_uids, rule=rule_name, deadline=deadline
+                )
+            )
+
     def _study_pulled(self, study_uid: str) -> bool:
         """A pull brought instances of ``study_uid``: complete (and so route) it now."""
         return self._tracker.complete(study_uid) is not None
@@ -626,6 +757,7 @@ class Node:
         self._engine.start()
         self._rules.start()
         self._route_unrouted()
+        self._resume_priors()
         self._tracker.start()
         self._retention.start()
         try:
@@ -761,6 +893,7 @@ class Node:
             self._http.stop()
             self._http = None
         self._pulls.stop()
+        self._priors.stop()
         if self._receivers is not None:
             self._receivers.stop()
             self._receivers = None

@@ -184,6 +184,8 @@ def _detail(node: NodeView, study_uid: str, *, events_limit: int = 200) -> dict[
     if row is None or study is None:
         raise NotFoundError(f"study {study_uid} is not known to this node")
     out = _summary(row)
+    # retrieved as the prior of that study (a rule's priors, docs/followup.md): never routed
+    out["prior_of"] = node.index.prior_of(study_uid)
     out["series"] = [
         {
             "series_uid": s.series_uid,

@@ -19,7 +19,8 @@ from typing import Any
 
 from node.errors import NotFoundError
 from node.store.migrate import migrate
-from node.types import Job, JobState
+from node.store.sqlite import ThreadConnections
+from node.types import PRIOR_FAILED, Job, JobState, PriorOutcome, PriorState
 
 __all__ = ["COMBINE_MODEL", "RETIRED_PREFIX", "JobRecord", "JobStore", "job_id_for", "rerun_reason"]
 
@@ -78,6 +79,13 @@ _STEPS = [
         published_at REAL NOT NULL,
         queue TEXT NOT NULL
     )
+    """,
+    # 4: the prior study of a rule with ``priors`` (issue 21): the job waits (is not claimed
+    # nor published) while ``prior_deadline`` is set and in the future
+    """
+    ALTER TABLE jobs ADD COLUMN prior TEXT;
+    ALTER TABLE jobs ADD COLUMN prior_deadline REAL;
+    CREATE INDEX jobs_prior_wait ON jobs(prior_deadline) WHERE prior_deadline IS NOT NULL
     """,
 ]
 
@@ -163,6 +171,7 @@ class JobRecord:
             "finished_at": self.finished_at,
             "superseded_by": self.superseded_by,
             "outputs": dict(self.outputs),
+            "prior": j.prior.to_json() if j.prior is not None else None,
         }
 
 
@@ -170,22 +179,13 @@ class JobStore:
     """Jobs and their transitions in the node's SQLite index file."""
 
     def __init__(self, db_path: Path) -> None:
-        self._path = db_path
-        self._local = threading.local()
+        self._db = ThreadConnections(db_path)
         self._lock = threading.Lock()
         with self._lock:
             migrate(self._conn(), "jobs", _STEPS)
 
     def _conn(self) -> sqlite3.Connection:
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is None:
-            self._path.parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(self._path, timeout=30, isolation_level=None)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=FULL")
-            conn.execute("PRAGMA busy_timeout=30000")
-            self._local.conn = conn
-        return conn
+        return self._db.conn()
 
     # ----------------------------------------------------------------------------- writing
     def submit(self, jobs: Iterable[Job], *, max_attempts: int = 3) -> list[str]:
@@ -205,7 +205,7 @@ class JobStore:
                     cur = conn.execute(
                         "INSERT OR IGNORE INTO jobs(job_id, study_uid, rule, model, series_uids,"
                         " parameters, destinations, priority, state, max_attempts, created_at,"
-                        " updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                        " updated_at, prior, prior_deadline) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                         (
                             job.job_id,
                             job.study_uid,
@@ -219,6 +219,8 @@ class JobStore:
                             max_attempts,
                             now,
                             now,
+                            json.dumps(job.prior.to_json()) if job.prior is not None else None,
+                            _wait_until(job),
                         ),
                     )
                     if not cur.rowcount and self._rerun(conn, job, now):
@@ -273,10 +275,12 @@ class JobStore:
             parameters["_revision"] = revision
         conn.execute(
             "UPDATE jobs SET parameters=?, destinations=?, attempts=0, finished_at=NULL,"
-            " superseded_by=NULL WHERE job_id=?",
+            " superseded_by=NULL, prior=?, prior_deadline=? WHERE job_id=?",
             (
                 json.dumps(parameters, sort_keys=True),
                 json.dumps(list(job.destinations)),
+                json.dumps(job.prior.to_json()) if job.prior is not None else None,
+                _wait_until(job),
                 job.job_id,
             ),
         )
@@ -330,13 +334,17 @@ class JobStore:
         with self._lock:
             conn.execute("BEGIN IMMEDIATE")
             try:
+                now = time.time()
+                self._expire_waits(conn, now)
                 rows = conn.execute(
-                    "SELECT job_id, model, parameters FROM jobs WHERE state=? ORDER BY"
-                    " priority DESC, created_at, job_id",
+                    "SELECT job_id, model, parameters, prior_deadline FROM jobs WHERE state=?"
+                    " ORDER BY priority DESC, created_at, job_id",
                     (JobState.QUEUED.value,),
                 ).fetchall()
                 chosen = None
-                for job_id, model, parameters in rows:
+                for job_id, model, parameters, prior_deadline in rows:
+                    if prior_deadline is not None and float(prior_deadline) > now:
+                        continue  # waits for its prior study (or the priors timeout)
                     if model in limits and busy.get(model, 0) >= limits[model]:
                         continue
                     if model == COMBINE_MODEL and self._inputs_active(conn, parameters):
@@ -346,7 +354,6 @@ class JobStore:
                 if chosen is None:
                     conn.execute("COMMIT")
                     return None
-                now = time.time()
                 conn.execute(
                     "UPDATE jobs SET state=?, worker=?, attempts=attempts+1, started_at=?,"
                     " updated_at=? WHERE job_id=?",
@@ -437,14 +444,25 @@ class JobStore:
 
         A job is due when it was queued again since its last publication (routing, retry,
         failure) or was published before ``republish_before`` and still has not started (the
-        broker lost the message).
+        broker lost the message).  A job waiting for its prior is due once the prior is known
+        or the priors timeout passed.
         """
+        conn = self._conn()
+        with self._lock:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                self._expire_waits(conn, time.time())
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
         rows = (
             self._conn()
             .execute(
                 "SELECT j.job_id, (SELECT MAX(e.id) FROM job_events e WHERE e.job_id=j.job_id"
                 " AND e.state=?) AS ev, p.queued_event, p.published_at FROM jobs j"
                 " LEFT JOIN job_publications p ON p.job_id=j.job_id WHERE j.state=?"
+                " AND j.prior_deadline IS NULL"
                 " ORDER BY j.priority DESC, j.created_at, j.job_id",
                 (JobState.QUEUED.value, JobState.QUEUED.value),
             )
@@ -577,6 +595,80 @@ class JobStore:
                 self._set(conn, job_id, JobState.CANCELLED, "cancelled by operator", now)
                 conn.execute("UPDATE jobs SET finished_at=? WHERE job_id=?", (now, job_id))
             conn.execute("COMMIT")
+
+    # ------------------------------------------------------------------ priors
+    def resolve_prior(self, study_uid: str, rule: str, outcome: PriorOutcome) -> list[str]:
+        """The prior of ``study_uid``'s jobs of ``rule`` is known: record it and let the jobs
+        waiting for it run.  Jobs that stopped waiting already (the priors timeout passed) keep
+        what they ran with.  Returns the ids of the jobs released."""
+        now = time.time()
+        conn = self._conn()
+        with self._lock:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                ids = [
+                    str(r[0])
+                    for r in conn.execute(
+                        "SELECT job_id FROM jobs WHERE study_uid=? AND rule=? AND"
+                        " prior_deadline IS NOT NULL",
+                        (study_uid, rule),
+                    )
+                ]
+                for job_id in ids:
+                    conn.execute(
+                        "UPDATE jobs SET prior=?, prior_deadline=NULL, updated_at=? WHERE job_id=?",
+                        (json.dumps(outcome.to_json()), now, job_id),
+                    )
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+        return ids
+
+    def waiting_priors(self) -> list[tuple[str, str, float, tuple[str, ...]]]:
+        """(study UID, rule, deadline, series UIDs of one of its jobs) of every study whose
+        jobs wait for a prior (a node restarted while waiting resumes the fetches from these)."""
+        rows = (
+            self._conn()
+            .execute(
+                "SELECT study_uid, rule, MIN(prior_deadline), MIN(series_uids) FROM jobs WHERE"
+                " prior_deadline IS NOT NULL AND state=? GROUP BY study_uid, rule ORDER BY 3",
+                (JobState.QUEUED.value,),
+            )
+            .fetchall()
+        )
+        return [(str(a), str(b), float(c), tuple(json.loads(d))) for a, b, c, d in rows]
+
+    def note_prior_failure(self, study_uid: str, rule: str, reason: str) -> None:
+        """Remember the last failure of a prior fetch in the jobs still waiting for it: if the
+        timeout ends the wait before the fetcher does, the jobs run with this reason."""
+        with self._lock:
+            self._conn().execute(
+                "UPDATE jobs SET prior=json_set(prior, '$.reason', ?) WHERE study_uid=? AND"
+                " rule=? AND prior_deadline IS NOT NULL AND prior IS NOT NULL",
+                (reason, study_uid, rule),
+            )
+
+    def _expire_waits(self, conn: sqlite3.Connection, now: float) -> None:
+        """Jobs still waiting for a prior whose deadline passed run without it, saying why (the
+        fetch's last failure, else the timeout) (inside the caller's transaction)."""
+        rows = conn.execute(
+            "SELECT job_id, prior_deadline - created_at, json_extract(prior, '$.reason') FROM"
+            " jobs WHERE prior_deadline IS NOT NULL AND prior_deadline <= ?",
+            (now,),
+        ).fetchall()
+        for job_id, waited, last in rows:
+            outcome = PriorOutcome(
+                PriorState.FAILED,
+                reason=str(last)
+                if last
+                else f"{PRIOR_FAILED}: not retrieved within the priors timeout "
+                f"({float(waited):.0f} s)",
+            )
+            conn.execute(
+                "UPDATE jobs SET prior=?, prior_deadline=NULL WHERE job_id=?",
+                (json.dumps(outcome.to_json()), job_id),
+            )
 
     def predecessors(self, job: Job) -> list[str]:
         """Ids of the superseded jobs of ``job``'s study, rule, model and series (older inputs:
@@ -800,8 +892,13 @@ class JobStore:
 _COLS = (
     "job_id, study_uid, rule, model, series_uids, parameters, destinations, priority, state,"
     " attempts, max_attempts, reason, worker, created_at, updated_at, started_at, finished_at,"
-    " superseded_by, outputs"
+    " superseded_by, outputs, prior"
 )
+
+
+def _wait_until(job: Job) -> float | None:
+    p = job.prior
+    return p.wait_until if p is not None and p.state is PriorState.WAITING else None
 
 
 def _record(row: Sequence[Any]) -> JobRecord:
@@ -814,6 +911,7 @@ def _record(row: Sequence[Any]) -> JobRecord:
         parameters=json.loads(row[5]),
         destinations=tuple(json.loads(row[6])),
         priority=int(row[7]),
+        prior=PriorOutcome.from_json(json.loads(row[19])) if row[19] else None,
     )
     return JobRecord(
         job=job,

@@ -203,6 +203,18 @@ def write_ct_series(
     return paths
 
 
+def _grey_12_bit(ds: Dataset, rows: int, cols: int) -> None:
+    """Image Pixel module of a 12-bit unsigned greyscale image in 16-bit words (PS3.3 C.7.6.3)."""
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.Rows = rows
+    ds.Columns = cols
+    ds.BitsAllocated = 16
+    ds.BitsStored = 12
+    ds.HighBit = 11
+    ds.PixelRepresentation = 0
+
+
 def _ct_image(
     ds: Dataset,
     *,
@@ -235,14 +247,7 @@ def _ct_image(
     ds.SliceThickness = f"{dz:.6g}"
     ds.KVP = 120
     ds.ConvolutionKernel = "STANDARD"
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = "MONOCHROME2"
-    ds.Rows = rows
-    ds.Columns = cols
-    ds.BitsAllocated = 16
-    ds.BitsStored = 12
-    ds.HighBit = 11
-    ds.PixelRepresentation = 0
+    _grey_12_bit(ds, rows, cols)
     ds.RescaleIntercept = f"{_CT_INTERCEPT:g}"
     ds.RescaleSlope = "1"
     ds.RescaleType = "HU"
@@ -342,14 +347,7 @@ def write_projection(
     ds.AcquisitionDate = date
     ds.AcquisitionTime = time
     ds.PatientOrientation = ["A", "F"] if view_position == "AP" else ["P", "F"]
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = "MONOCHROME2"
-    ds.Rows = rows
-    ds.Columns = cols
-    ds.BitsAllocated = 16
-    ds.BitsStored = 12
-    ds.HighBit = 11
-    ds.PixelRepresentation = 0
+    _grey_12_bit(ds, rows, cols)
     ds.BurnedInAnnotation = "NO"
     ds.LossyImageCompression = "00"
     center, width = window if window is not None else (2048.0, 4096.0)
