@@ -33,18 +33,18 @@ from node.delivery.outbox import Outbox
 from node.delivery.queries import DELIVERY_ROWS
 from node.delivery.rejections import Rejections
 from node.edge import check_edge
-from node.errors import ConfigError, ResultError
+from node.errors import ConfigError, ConflictError, NotFoundError, ResultError
 from node.imaging.sop_classes import SC_CLASSES as _SC_CLASSES
 from node.ingest.priors import PriorFetcher, PriorRequest, dicom_date
 from node.ingest.pulls import PullRunner
 from node.ingest.receivers import CommitServer, ReceiverPool, receiver_count
 from node.ingest.scp import DicomListener, ListenerSettings, allowed, tls_server_context
 from node.ingest.spool import Spool, StoreOutcome
-from node.jobs.dispatch import plan_jobs
+from node.jobs.dispatch import no_longer_routed, plan_jobs, with_model_versions
 from node.jobs.distributed import CeleryEngine
 from node.jobs.engine import EmbeddedEngine
 from node.jobs.queries import JOB_ROWS, ai_status_sql, routed_sql
-from node.jobs.store import JobStore
+from node.jobs.store import RETIRED_PREFIX, JobStore
 from node.models.admission import model_paths
 from node.routing import DEFAULT_RULES
 from node.routing.dispatch import route_study, series_inputs
@@ -115,7 +115,7 @@ class Node:
             min_free_bytes=config.node.min_free_bytes,
             sync=config.node.ingest_sync,
         )
-        self._study_listeners: list[Callable[[Study], None]] = []
+        self._study_listeners: list[Callable[[Study], object]] = []
         self._association_listeners: list[Callable[[str, dict[str, Any]], None]] = []
         self._tracker = StudyTracker(
             self._index,
@@ -205,6 +205,8 @@ class Node:
         )
         self._routing_lock = threading.Lock()
         self._refusals: dict[str, Refusal] | None = None
+        #: version of each model, as last described (recorded in its jobs: ``_model_version``)
+        self._model_versions: dict[str, str] = {}
         self._refusals_lock = threading.Lock()
         self._describing = threading.Event()
         self.add_study_listener(self.route)
@@ -293,7 +295,7 @@ class Node:
         """The workitems routing rules schedule (``then: {workitem: ...}``) and their table."""
         return self._worklist
 
-    def add_study_listener(self, callback: Callable[[Study], None]) -> None:
+    def add_study_listener(self, callback: Callable[[Study], object]) -> None:
         """Call ``callback(study)`` on every study completion (routing subscribes here)."""
         self._study_listeners.append(callback)
 
@@ -327,11 +329,15 @@ class Node:
             except Exception:  # noqa: BLE001 - one consumer must not stop the others
                 log.exception("study.listener_failed", extra={"study_uid": study.study_uid})
 
-    def route(self, study: Study) -> None:
-        """Route a completed study: queue its jobs and forwards, remember the decisions.
+    def route(self, study: Study) -> dict[str, Any]:
+        """Route a completed study: queue its jobs and forwards, reject the earlier results the
+        new routing no longer produces, remember the decisions.
 
         A study retrieved as another study's prior is stored but not routed.  The jobs of a rule
         with ``priors`` wait (``Job.prior``) while its prior is fetched (``PriorFetcher``).
+
+        Returns what was done: ``jobs`` (ids of the routing), ``new_jobs`` (queued now: new
+        or run again) and ``rejection`` (the note id of the stale results, or None).
         """
         prior_of = self._index.prior_of(study.study_uid)
         if prior_of is not None:
@@ -350,7 +356,7 @@ class Node:
                 "study.prior_not_routed",
                 extra={"study_uid": study.study_uid, "prior_of": prior_of},
             )
-            return
+            return {"jobs": [], "new_jobs": [], "rejection": None}
         with self._routing_lock:
             rules = self._rules.rules
             decisions = route_study(rules, study, destinations=list(self._config.destinations))
@@ -399,9 +405,12 @@ class Node:
                 else j
                 for j in plan.jobs
             ]
-            new = self._jobs.submit(jobs, max_attempts=self._config.inference.max_attempts)
+            planned = with_model_versions(jobs, self._model_versions)
+            new = self._jobs.submit(planned, max_attempts=self._config.inference.max_attempts)
             for waiting in sorted({j.rule for j in jobs if j.job_id in set(new)} & set(waits)):
                 self._priors.submit(waits[waiting])
+            # before the routing is recorded: a crash in between routes (and rejects) again
+            rejection = self._reject_stale(study.study_uid, planned)
             explanation = decisions[0].explanation if decisions else None
             self._jobs.record_routing(
                 study.study_uid,
@@ -456,6 +465,71 @@ class Node:
         )
         if new:
             self._engine.wake()
+        return {
+            "jobs": [j.job_id for j in planned],
+            "new_jobs": list(new),
+            "rejection": rejection,
+        }
+
+    def reroute(self, study_uid: str) -> dict[str, Any]:
+        """Route a complete study again, now: with the active rules and the models as they are
+        now (described again, so a re-registered model's new version counts).  Jobs the new
+        routing asks for run (new ones, and finished ones whose model version, combined set
+        or rule parameters changed); earlier results it no longer produces are rejected at
+        once, those it re-makes when their new job succeeds (docs/results.md, "Lifecycle").
+
+        Raises
+        ------
+        NotFoundError
+            The study is unknown.
+        ConflictError
+            The study is not complete yet (it is routed when it completes).
+        """
+        row = self._index.study_row(study_uid)
+        if row is None:
+            raise NotFoundError(f"study {study_uid} is not known to this node")
+        study = self._index.get_study(study_uid)
+        if row["state"] != "complete" or study is None:
+            raise ConflictError(
+                f"study {study_uid} is not complete yet; it is routed when it completes "
+                "(or complete it now: 'ainode studies complete UID')"
+            )
+        with self._refusals_lock:
+            self._refusals = None  # describe the models again (cached while their files stay)
+        self._describing.set()
+        out = self.route(study)
+        log.info(
+            "study.rerouted",
+            extra={
+                "study_uid": study_uid,
+                "new_jobs": len(out["new_jobs"]),
+                "rejection": out["rejection"],
+            },
+        )
+        return {"study_uid": study_uid, **out}
+
+    def _reject_stale(self, study_uid: str, planned: Sequence[Job]) -> str | None:
+        """Reject what earlier routings of ``study_uid`` delivered and this one no longer
+        produces (``node.jobs.dispatch.no_longer_routed``); retire jobs no longer routed."""
+        stored = self._jobs.list_jobs(study_uid=study_uid, limit=100_000)
+        stale = no_longer_routed(stored, planned)
+        if not stale.reject:
+            return None
+        marker = f"{RETIRED_PREFIX}{self._rules.sha256[:12]}"
+        self._jobs.retire(stale.retire, by=marker)
+        try:
+            done = self._rejections.reject(
+                stale.reject,
+                kind=RejectionKind.SUPERSEDED,
+                reason="no longer produced by the routing rules (re-routed: a rule, model or "
+                "combine setting changed)",
+                actor="node",
+                superseded_by=marker,
+            )
+        except ResultError:
+            log.exception("results.rejection_failed", extra={"study_uid": study_uid})
+            return None
+        return done.note_id if done is not None else None
 
     def qualify(self, rules: RuleSet, study: Study, decisions: Sequence[Any]) -> dict[str, Any]:
         """What routing ``study`` with ``rules`` would record after the rules (volumes,
@@ -495,6 +569,7 @@ class Node:
                     cache=self._config.node.data_dir / "models-described.json",
                 )
                 self._refusals = {name: info.refusal for name, info in infos.items()}
+                self._model_versions = {name: info.version for name, info in infos.items()}
             return self._refusals
 
     def _refusals_or_none(self) -> dict[str, Refusal]:

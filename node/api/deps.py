@@ -114,6 +114,10 @@ class NodeView(Protocol):
         """Volumes and not-applicable reasons of routing ``study`` (``Node.qualify``)."""
         ...
 
+    def reroute(self, study_uid: str) -> dict[str, Any]:
+        """Route a complete study again now (``Node.reroute``)."""
+        ...
+
 
 def get_node(request: Request) -> NodeView:
     """FastAPI dependency: the node this app serves (set by ``create_app``)."""

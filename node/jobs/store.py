@@ -22,7 +22,7 @@ from node.store.migrate import migrate
 from node.store.sqlite import ThreadConnections
 from node.types import PRIOR_FAILED, Job, JobState, PriorOutcome, PriorState
 
-__all__ = ["COMBINE_MODEL", "JobRecord", "JobStore", "job_id_for"]
+__all__ = ["COMBINE_MODEL", "RETIRED_PREFIX", "JobRecord", "JobStore", "job_id_for", "rerun_reason"]
 
 #: The "model" of a combine job: it runs once every model job it lists in ``_combine_of`` is
 #: final and writes their predictions as one result set (no real model name starts with "_").
@@ -96,6 +96,39 @@ def job_id_for(*, study_uid: str, rule: str, model: str, input_fingerprint: str)
     """Deterministic job id: same study, rule, model and input instances -> same id."""
     key = "\x1f".join([study_uid, rule, model, input_fingerprint]).encode()
     return "j-" + hashlib.sha256(key).hexdigest()[:20]
+
+
+#: ``superseded_by`` of a job that a re-routing no longer asked for (``JobStore.retire``)
+RETIRED_PREFIX = "rerouted:"
+
+#: Job parameters that, when a re-routing changes them, make a finished job of the same id run
+#: again: the model version(s) it ran with and its place in a combined result set.
+_RERUN_KEYS = ("_model_version", "_model_versions", "_combined_by")
+
+
+def rerun_reason(stored: Mapping[str, Any], routed: Mapping[str, Any]) -> str | None:
+    """Why a finished job must run again under a new routing's ``routed`` parameters, or None.
+
+    The rule's own parameters (keys without ``_``), the model version (``_model_version``; a
+    combined job's ``_model_versions``) and the combined set it belongs to (``_combined_by``)
+    count; the other ``_`` keys are bookkeeping of one routing (creation time, series numbers).
+    A version unknown on either side (a job stored before versions were recorded, a model the
+    router could not describe) is not a change.
+    """
+    for key in _RERUN_KEYS:
+        old, new = stored.get(key), routed.get(key)
+        if key != "_combined_by" and (old is None or new is None):
+            continue
+        if old != new:
+            return {
+                "_model_version": f"model version {old} -> {new}",
+                "_model_versions": "model versions changed",
+                "_combined_by": "combined result set changed",
+            }[key]
+    own = {k: v for k, v in stored.items() if not k.startswith("_")}
+    if own != {k: v for k, v in routed.items() if not k.startswith("_")}:
+        return "rule parameters changed"
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,6 +223,8 @@ class JobStore:
                             _wait_until(job),
                         ),
                     )
+                    if not cur.rowcount and self._rerun(conn, job, now):
+                        new.append(job.job_id)
                     if cur.rowcount:
                         new.append(job.job_id)
                         self._event(conn, job.job_id, JobState.QUEUED, "routed", now)
@@ -216,6 +251,71 @@ class JobStore:
                 conn.execute("ROLLBACK")
                 raise
         return new
+
+    def _rerun(self, conn: sqlite3.Connection, job: Job, now: float) -> bool:
+        """Re-queue the stored job ``job.job_id`` when it finished but the new routing asks for
+        other work under the same id (``rerun_reason``): another model version, another role in
+        a combined result set, other rule parameters.  The new parameters replace the old."""
+        row = conn.execute(
+            "SELECT state, parameters, superseded_by FROM jobs WHERE job_id=?", (job.job_id,)
+        ).fetchone()
+        if row is None or row[0] in _ACTIVE:
+            return False
+        stored = json.loads(row[1])
+        parameters = dict(job.parameters)
+        revision = int(stored.get("_revision", 0) or 0)
+        why = rerun_reason(stored, parameters)
+        if str(row[2] or "").startswith(RETIRED_PREFIX):
+            # retired by an earlier re-routing (its results were rejected), routed again now:
+            # it runs again as a new revision, whose objects get new UIDs
+            why, revision = "routed again after it was retired", revision + 1
+        if why is None:
+            return False
+        if revision:
+            parameters["_revision"] = revision
+        conn.execute(
+            "UPDATE jobs SET parameters=?, destinations=?, attempts=0, finished_at=NULL,"
+            " superseded_by=NULL, prior=?, prior_deadline=? WHERE job_id=?",
+            (
+                json.dumps(parameters, sort_keys=True),
+                json.dumps(list(job.destinations)),
+                json.dumps(job.prior.to_json()) if job.prior is not None else None,
+                _wait_until(job),
+                job.job_id,
+            ),
+        )
+        self._set(conn, job.job_id, JobState.QUEUED, f"re-routed: {why}", now)
+        return True
+
+    def retire(self, job_ids: Iterable[str], *, by: str) -> list[str]:
+        """Mark jobs that a re-routing no longer asks for: ``superseded_by = by`` (it starts
+        with ``RETIRED_PREFIX``; a running one then delivers nothing) and a queued one
+        cancelled.  Returns the ids marked now."""
+        now = time.time()
+        done: list[str] = []
+        conn = self._conn()
+        with self._lock:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                for job_id in sorted(set(job_ids)):
+                    row = conn.execute(
+                        "SELECT state FROM jobs WHERE job_id=? AND superseded_by IS NULL",
+                        (job_id,),
+                    ).fetchone()
+                    if row is None:
+                        continue
+                    conn.execute(
+                        "UPDATE jobs SET superseded_by=?, updated_at=? WHERE job_id=?",
+                        (by, now, job_id),
+                    )
+                    if row[0] == JobState.QUEUED.value:
+                        self._set(conn, job_id, JobState.CANCELLED, "no longer routed", now)
+                    done.append(job_id)
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+        return done
 
     def claim(
         self,
