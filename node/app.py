@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import dicom_rules
-from dicom_rules import Priors, RuleSet
+from dicom_rules import Priors, RouteDecision, RuleSet
 from node.assembly.tracker import StudyTracker
 from node.config import Config
 from node.delivery.outbox import Outbox
@@ -47,7 +47,7 @@ from node.jobs.queries import JOB_ROWS, ai_status_sql, routed_sql
 from node.jobs.store import RETIRED_PREFIX, JobStore
 from node.models.admission import model_paths
 from node.routing import DEFAULT_RULES
-from node.routing.dispatch import route_study, series_inputs
+from node.routing.dispatch import route_study, routing_record, series_inputs
 from node.routing.qualify import Refusal, SeriesQualifier, qualify_study, unrouted_series
 from node.routing.reload import RuleHolder
 from node.routing.worklist import Worklist
@@ -329,6 +329,50 @@ class Node:
             except Exception:  # noqa: BLE001 - one consumer must not stop the others
                 log.exception("study.listener_failed", extra={"study_uid": study.study_uid})
 
+    def _record_prior_study(self, study: Study, prior_of: str) -> dict[str, Any]:
+        """A study retrieved as another study's prior is stored, recorded as routed with no
+        decision, and never routed as a new study."""
+        self._jobs.record_routing(
+            study.study_uid,
+            study.generation,
+            rules_sha256=self._rules.sha256,
+            decisions={
+                "decisions": [],
+                "explanation": None,
+                "not_applicable": [],
+                "prior_of": prior_of,
+            },
+        )
+        log.info(
+            "study.prior_not_routed", extra={"study_uid": study.study_uid, "prior_of": prior_of}
+        )
+        return {"jobs": [], "new_jobs": [], "rejection": None}
+
+    def _prior_waits(
+        self,
+        rules: RuleSet,
+        study: Study,
+        decisions: Sequence[RouteDecision],
+        jobs: Sequence[Job],
+    ) -> tuple[list[Job], dict[str, Any]]:
+        """The jobs of rules with ``priors`` marked waiting (until the priors timeout), and the
+        fetch request of each such rule."""
+        deadline = time.time() + self._config.priors.timeout_seconds
+        waits = {
+            d.rule: self._prior_request(
+                rules, study, d.priors, d.series_uids, rule=d.rule, deadline=deadline
+            )
+            for d in decisions
+            if d.priors is not None and d.model is not None
+        }
+        marked = [
+            dataclasses.replace(j, prior=PriorOutcome(PriorState.WAITING, wait_until=deadline))
+            if j.rule in waits
+            else j
+            for j in jobs
+        ]
+        return marked, waits
+
     def route(self, study: Study) -> dict[str, Any]:
         """Route a completed study: queue its jobs and forwards, reject the earlier results the
         new routing no longer produces, remember the decisions.
@@ -341,22 +385,7 @@ class Node:
         """
         prior_of = self._index.prior_of(study.study_uid)
         if prior_of is not None:
-            self._jobs.record_routing(
-                study.study_uid,
-                study.generation,
-                rules_sha256=self._rules.sha256,
-                decisions={
-                    "decisions": [],
-                    "explanation": None,
-                    "not_applicable": [],
-                    "prior_of": prior_of,
-                },
-            )
-            log.info(
-                "study.prior_not_routed",
-                extra={"study_uid": study.study_uid, "prior_of": prior_of},
-            )
-            return {"jobs": [], "new_jobs": [], "rejection": None}
+            return self._record_prior_study(study, prior_of)
         with self._routing_lock:
             rules = self._rules.rules
             decisions = route_study(rules, study, destinations=list(self._config.destinations))
@@ -391,57 +420,18 @@ class Node:
                 self._worklist.schedule(
                     study, plan.workitems, series_instances=self._index.series_instances
                 )
-            deadline = time.time() + self._config.priors.timeout_seconds
-            waits = {
-                d.rule: self._prior_request(
-                    rules, study, d.priors, d.series_uids, rule=d.rule, deadline=deadline
-                )
-                for d in decisions
-                if d.priors is not None and d.model is not None
-            }
-            jobs = [
-                dataclasses.replace(j, prior=PriorOutcome(PriorState.WAITING, wait_until=deadline))
-                if j.rule in waits
-                else j
-                for j in plan.jobs
-            ]
+            jobs, waits = self._prior_waits(rules, study, decisions, plan.jobs)
             planned = with_model_versions(jobs, self._model_versions)
             new = self._jobs.submit(planned, max_attempts=self._config.inference.max_attempts)
             for waiting in sorted({j.rule for j in jobs if j.job_id in set(new)} & set(waits)):
                 self._priors.submit(waits[waiting])
             # before the routing is recorded: a crash in between routes (and rejects) again
             rejection = self._reject_stale(study.study_uid, planned)
-            explanation = decisions[0].explanation if decisions else None
             self._jobs.record_routing(
                 study.study_uid,
                 study.generation,
                 rules_sha256=self._rules.sha256,
-                decisions={
-                    "decisions": [
-                        {
-                            "rule": d.rule,
-                            "model": d.model,
-                            "series_uids": list(d.series_uids),
-                            "deliver": list(d.deliver),
-                            "send_to": d.send_to,
-                            "ignored": d.ignored,
-                            **({"workitem": d.workitem.code} if d.workitem else {}),
-                        }
-                        for d in decisions
-                    ],
-                    "explanation": explanation.to_json() if explanation is not None else None,
-                    "not_applicable": [
-                        {
-                            "rule": rule,
-                            "model": model,
-                            "series_uid": series_uid,
-                            "reason": reason,
-                            "detail": detail,
-                        }
-                        for rule, model, series_uid, reason, detail in not_applicable
-                    ],
-                    "volumes": qualifier.volumes_json(),
-                },
+                decisions=routing_record(decisions, not_applicable, qualifier.volumes_json()),
             )
             for rule, model, _, reason, _ in not_applicable:
                 log.info(

@@ -9,13 +9,14 @@ copy of the header so that rules see them.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 import dicom_rules
 from dicom_rules import RouteDecision, RuleSet, SeriesInput
 from node.types import DicomJson, Series, Study
 
-__all__ = ["route_study", "series_inputs"]
+__all__ = ["route_study", "routing_record", "series_inputs"]
 
 log = logging.getLogger(__name__)
 
@@ -80,3 +81,42 @@ def route_study(
         },
     )
     return decisions
+
+
+def routing_record(
+    decisions: Sequence[RouteDecision],
+    not_applicable: Iterable[tuple[str | None, str | None, str, str, str]],
+    volumes: Any,
+) -> dict[str, Any]:
+    """What the job store keeps of one routing (``JobStore.record_routing``): the decisions,
+    the explanation, the not-applicable series with their reasons and the volumes chosen.
+
+    ``not_applicable`` holds (rule, model, series UID, reason, detail) tuples.
+    """
+    explanation = decisions[0].explanation if decisions else None
+    return {
+        "decisions": [
+            {
+                "rule": d.rule,
+                "model": d.model,
+                "series_uids": list(d.series_uids),
+                "deliver": list(d.deliver),
+                "send_to": d.send_to,
+                "ignored": d.ignored,
+                **({"workitem": d.workitem.code} if d.workitem else {}),
+            }
+            for d in decisions
+        ],
+        "explanation": explanation.to_json() if explanation is not None else None,
+        "not_applicable": [
+            {
+                "rule": rule,
+                "model": model,
+                "series_uid": series_uid,
+                "reason": reason,
+                "detail": detail,
+            }
+            for rule, model, series_uid, reason, detail in not_applicable
+        ],
+        "volumes": volumes,
+    }
