@@ -113,60 +113,8 @@ def combine_predictions(
     for i in order:
         for sd in predictions[i].segments:
             kept.setdefault(_key(sd), (i, sd.label))
-    shape = next((p.label_map.shape for p in predictions if p.label_map is not None), None)
-    combined_map: npt.NDArray[np.uint8] | None = None
-    segments: list[SegmentDescription] = []
-    segment_models: dict[int, str] = {}
-    remap: dict[tuple[int, int], int] = {}  # (prediction, own label) -> combined label
-    number = 0
-    for i, pred in enumerate(predictions):
-        if pred.label_map is None:
-            continue
-        if pred.label_map.shape != shape:
-            raise ResultError(f"{pred.model_name}: label map shape differs from the others")
-        for sd in sorted(pred.segments, key=lambda s: s.label):
-            if kept[_key(sd)] != (i, sd.label):
-                continue
-            mask = pred.label_map == sd.label
-            if not mask.any():
-                continue
-            number += 1
-            if combined_map is None:
-                combined_map = np.zeros(shape, dtype=np.uint8)
-            combined_map[mask] = number  # a later segment overlapping an earlier one wins there
-            segments.append(replace(sd, label=number))
-            segment_models[number] = pred.model_name
-            remap[(i, sd.label)] = number
-    for i, pred in enumerate(predictions):  # a dropped duplicate -> the kept copy
-        for sd in pred.segments:
-            if (i, sd.label) not in remap and kept[_key(sd)] in remap:
-                remap[(i, sd.label)] = remap[kept[_key(sd)]]
-    findings: list[Finding] = []
-    finding_models: dict[str, tuple[str, str | None]] = {}
-    for i, pred in enumerate(predictions):
-        for f in pred.findings:
-            label = remap.get((i, f.segment_label)) if f.segment_label is not None else None
-            match = next((n for n, g in enumerate(findings) if _same(g, f)), None)
-            if match is None:
-                findings.append(replace(f, segment_label=label))
-                scorer = pred.model_name if f.malignancy_probability is not None else None
-                finding_models[f.tracking_id] = (pred.model_name, scorer)
-                continue
-            g = findings[match]
-            found_by, scored_by = finding_models[g.tracking_id]
-            if g.malignancy_probability is None and f.malignancy_probability is not None:
-                g = replace(g, malignancy_probability=f.malignancy_probability)
-                scored_by = pred.model_name
-            if g.segment_label is None and label is not None:
-                g = replace(g, segment_label=label)
-            g = replace(
-                g,
-                diameter_mm=g.diameter_mm if g.diameter_mm is not None else f.diameter_mm,
-                volume_mm3=g.volume_mm3 if g.volume_mm3 is not None else f.volume_mm3,
-                finding_site=g.finding_site or f.finding_site,
-            )
-            findings[match] = g
-            finding_models[g.tracking_id] = (found_by, scored_by)
+    combined_map, segments, segment_models, remap = _merge_segments(predictions, kept)
+    findings, finding_models = _merge_findings(predictions, remap)
     notes = [
         f"Class probabilities ({p.model_name} {p.model_version}): "
         + "; ".join(f"{k}: {v:.3f}" for k, v in sorted(p.class_probabilities.items()))
@@ -200,6 +148,81 @@ def combine_predictions(
         notes=tuple(notes),
         heatmap_models=tuple(p.model_name for p in predictions for _ in p.heatmaps),
     )
+
+
+def _merge_segments(
+    predictions: Sequence[Prediction], kept: Mapping[tuple[str, str, str, str], tuple[int, int]]
+) -> tuple[
+    npt.NDArray[np.uint8] | None,
+    list[SegmentDescription],
+    dict[int, str],
+    dict[tuple[int, int], int],
+]:
+    """One label map of the kept segments, numbered 1.. in rule order; which model made each;
+    and (prediction, own label) -> combined label, a dropped duplicate mapped to its kept copy."""
+    shape = next((p.label_map.shape for p in predictions if p.label_map is not None), None)
+    combined_map: npt.NDArray[np.uint8] | None = None
+    segments: list[SegmentDescription] = []
+    segment_models: dict[int, str] = {}
+    remap: dict[tuple[int, int], int] = {}  # (prediction, own label) -> combined label
+    number = 0
+    for i, pred in enumerate(predictions):
+        if pred.label_map is None:
+            continue
+        if pred.label_map.shape != shape:
+            raise ResultError(f"{pred.model_name}: label map shape differs from the others")
+        for sd in sorted(pred.segments, key=lambda s: s.label):
+            if kept[_key(sd)] != (i, sd.label):
+                continue
+            mask = pred.label_map == sd.label
+            if not mask.any():
+                continue
+            number += 1
+            if combined_map is None:
+                combined_map = np.zeros(shape, dtype=np.uint8)
+            combined_map[mask] = number  # a later segment overlapping an earlier one wins there
+            segments.append(replace(sd, label=number))
+            segment_models[number] = pred.model_name
+            remap[(i, sd.label)] = number
+    for i, pred in enumerate(predictions):  # a dropped duplicate -> the kept copy
+        for sd in pred.segments:
+            if (i, sd.label) not in remap and kept[_key(sd)] in remap:
+                remap[(i, sd.label)] = remap[kept[_key(sd)]]
+    return combined_map, segments, segment_models, remap
+
+
+def _merge_findings(
+    predictions: Sequence[Prediction], remap: Mapping[tuple[int, int], int]
+) -> tuple[list[Finding], dict[str, tuple[str, str | None]]]:
+    """The findings of every model, one per lesion (``_same``), with the first model's finding
+    completed from the others'; tracking id -> (model that found it, model that scored it)."""
+    findings: list[Finding] = []
+    finding_models: dict[str, tuple[str, str | None]] = {}
+    for i, pred in enumerate(predictions):
+        for f in pred.findings:
+            label = remap.get((i, f.segment_label)) if f.segment_label is not None else None
+            match = next((n for n, g in enumerate(findings) if _same(g, f)), None)
+            if match is None:
+                findings.append(replace(f, segment_label=label))
+                scorer = pred.model_name if f.malignancy_probability is not None else None
+                finding_models[f.tracking_id] = (pred.model_name, scorer)
+                continue
+            g = findings[match]
+            found_by, scored_by = finding_models[g.tracking_id]
+            if g.malignancy_probability is None and f.malignancy_probability is not None:
+                g = replace(g, malignancy_probability=f.malignancy_probability)
+                scored_by = pred.model_name
+            if g.segment_label is None and label is not None:
+                g = replace(g, segment_label=label)
+            g = replace(
+                g,
+                diameter_mm=g.diameter_mm if g.diameter_mm is not None else f.diameter_mm,
+                volume_mm3=g.volume_mm3 if g.volume_mm3 is not None else f.volume_mm3,
+                finding_site=g.finding_site or f.finding_site,
+            )
+            findings[match] = g
+            finding_models[g.tracking_id] = (found_by, scored_by)
+    return findings, finding_models
 
 
 def _context(
