@@ -1,0 +1,536 @@
+"""ainode as a UPS Task Performer for a UPS-RS Task Manager (issue 23 section 1).
+
+For each ``ups-rs`` source a ``Performer`` thread runs while the node runs:
+
+1. it searches the manager (PS3.18 11.9) for SCHEDULED workitems with one of the configured
+   Scheduled Workitem Code values and, when set, the Scheduled Station Name code value, whose
+   Input Readiness State is READY;
+2. it claims each with a new Transaction UID (PS3.18 11.7, PS3.4 CC.2.1.3): the UID is stored in
+   the index (``node.store.performed``) before the manager is asked; ``409`` means another
+   performer won, and the workitem is left to it;
+3. it reads the Input Information Sequence (0040,4021): each study, fetched with WADO-RS from its
+   Retrieve URL (WADO-RS Retrieval Sequence) when that lies under the source's ``url``, else
+   from ``fetch_from`` (or ``url``), through the node's own ingest spool (``node.ingest.pull``);
+4. the study is completed at once, so the node's rules route it (models, forwards), and when
+   its jobs and deliveries have finished the performer sets the Unified Procedure Step Performed
+   Procedure Sequence with the Output Information Sequence (every delivered object's UIDs and
+   where it went) and moves the workitem to COMPLETED;
+5. a workitem that cannot run (no input, an input that cannot be fetched, a failed job or
+   delivery, no result in time) is moved to CANCELED with Reason For Cancellation and a
+   Procedure Step Discontinuation Reason Code (DCM, CID 9300) in its Procedure Step Progress
+   Information Sequence (PS3.4 CC.2.5.1.3).
+
+The Transaction UID query parameter is sent as ``transaction-uid`` (PS3.18 2019+).  A restarted
+node first finishes the workitems its index says it holds, with their stored Transaction UIDs.
+Logs carry workitem and study UIDs only.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+import requests
+from pydicom.sr.codedict import codes
+from pydicom.uid import generate_uid
+
+from node.config import DicomwebSource, UpsRsSource
+from node.errors import AinodeError
+from node.ingest.pull import InstanceSink, PullQuery, pull
+from node.store.performed import PerformedState, PerformedStore, PerformedWorkitem
+from node.web.peers import make_session
+
+__all__ = [
+    "Performer",
+    "ResultRef",
+    "StudyOutcome",
+    "input_studies",
+    "output_information",
+]
+
+log = logging.getLogger(__name__)
+
+_JSON = "application/dicom+json"
+#: PS3.16 CID 9300 Procedure Discontinuation Reasons, from pydicom's code dictionary
+_INPUT_UNAVAILABLE = codes.DCM.ObjectSetIncomplete  # (110523, DCM)
+_NOT_PERFORMED = codes.DCM.DiscontinuedForUnspecifiedReason  # (110513, DCM)
+_STATION_SCHEME = "99AINODE"  # a private coding scheme (PS3.16 8.2): our AE title as a code
+
+
+@dataclass(frozen=True, slots=True)
+class ResultRef:
+    """One delivered object and where it can be retrieved (a DICOMweb URL or an AE title)."""
+
+    study_uid: str
+    series_uid: str
+    sop_class_uid: str
+    sop_uid: str
+    retrieve_url: str | None = None
+    retrieve_ae_title: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StudyOutcome:
+    """What the node did with a fetched study once nothing is left to run or deliver."""
+
+    results: list[ResultRef]
+    failures: list[str]
+
+
+class _Cancel(Exception):
+    """The workitem cannot be performed; carries the reason and its CID 9300 code."""
+
+    def __init__(self, reason: str, code: Any = _NOT_PERFORMED) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.code = code
+
+
+def _value(ds: Mapping[str, Any], tag: str) -> Any:
+    values = (ds.get(tag) or {}).get("Value") or []
+    return values[0] if values else None
+
+
+def _items(ds: Mapping[str, Any], tag: str) -> list[dict[str, Any]]:
+    return [i for i in (ds.get(tag) or {}).get("Value") or [] if isinstance(i, dict)]
+
+
+def input_studies(ds: Mapping[str, Any]) -> list[tuple[str, str | None]]:
+    """(Study Instance UID, Retrieve URL or None) of each input study, in order, once each.
+
+    The Retrieve URL is read from the item's WADO-RS Retrieval Sequence (0040,E025) or the
+    item itself (0008,1190) (Referenced Instances and Access Macro, PS3.3 Table 10-3b).
+    """
+    out: dict[str, str | None] = {}
+    for item in _items(ds, "00404021"):
+        study = _value(item, "0020000D")
+        if not isinstance(study, str) or not study:
+            continue
+        url = _value(item, "00081190")
+        for wado in _items(item, "0040E025"):
+            url = url or _value(wado, "00081190")
+        if study not in out or out[study] is None:
+            out[study] = url if isinstance(url, str) and url else None
+    return list(out.items())
+
+
+def output_information(ds: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The Output Information Sequence (0040,4033) items of a workitem as a server returns it:
+    inside the Unified Procedure Step Performed Procedure Sequence (0074,1216), as PS3.4 Table
+    CC.2.5-3 has it, or at the top level, where some servers put it."""
+    found = _items(ds, "00404033")
+    for performed in _items(ds, "00741216"):
+        found.extend(_items(performed, "00404033"))
+    return found
+
+
+def _attr(vr: str, *values: Any) -> dict[str, Any]:
+    return {"vr": vr, "Value": list(values)} if values else {"vr": vr}
+
+
+def _dt(now: float) -> str:
+    return time.strftime("%Y%m%d%H%M%S", time.gmtime(now)) + "+0000"
+
+
+def _code_item(value: str, scheme: str, meaning: str) -> dict[str, Any]:
+    return {
+        "00080100": _attr("SH", value),
+        "00080102": _attr("SH", scheme),
+        "00080104": _attr("LO", meaning),
+    }
+
+
+def _output_items(results: Iterable[ResultRef]) -> list[dict[str, Any]]:
+    """Output Information Sequence items: one per series and retrieve location."""
+    groups: dict[tuple[str, str, str | None, str | None], list[ResultRef]] = {}
+    for r in results:
+        key = (r.study_uid, r.series_uid, r.retrieve_url, r.retrieve_ae_title)
+        groups.setdefault(key, []).append(r)
+    items = []
+    for (study, series, url, aet), refs in groups.items():
+        item: dict[str, Any] = {
+            "0040E020": _attr("CS", "DICOM"),
+            "0020000D": _attr("UI", study),
+            "0020000E": _attr("UI", series),
+            "00081199": _attr(
+                "SQ",
+                *(
+                    {"00081150": _attr("UI", r.sop_class_uid), "00081155": _attr("UI", r.sop_uid)}
+                    for r in refs
+                ),
+            ),
+        }
+        if aet:
+            item["0040E021"] = _attr("SQ", {"00080054": _attr("AE", aet)})
+        if url:
+            item["0040E025"] = _attr("SQ", {"00081190": _attr("UR", url)})
+        items.append(item)
+    return items
+
+
+class Performer:
+    """Performs the workitems of one ``ups-rs`` source while the node runs.
+
+    Parameters
+    ----------
+    name:
+        The source's name in ``sources``.
+    source:
+        Its configuration.
+    store:
+        The index's record of claimed workitems.
+    sink:
+        The node's ingest spool.
+    sources:
+        The node's other sources (``fetch_from`` names one).
+    node_ae_title:
+        This node's AE title (the performed station's code when the workitem names none).
+    on_study_pulled:
+        Completes (and so routes) a fetched study.
+    study_outcome:
+        What the node did with a study: None while jobs run or deliveries are pending.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        source: UpsRsSource,
+        *,
+        store: PerformedStore,
+        sink: InstanceSink,
+        sources: Mapping[str, Any],
+        node_ae_title: str,
+        on_study_pulled: Callable[[str], bool],
+        study_outcome: Callable[[str], StudyOutcome | None],
+    ) -> None:
+        self.name = name
+        self._source = source
+        self._store = store
+        self._sink = sink
+        self._fetch_from = sources.get(source.fetch_from) if source.fetch_from else None
+        self._node_ae_title = node_ae_title
+        self._on_study_pulled = on_study_pulled
+        self._study_outcome = study_outcome
+        self._base = source.url.rstrip("/")
+        self._session = make_session(source)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # ------------------------------------------------------------ life cycle
+    def start(self) -> None:
+        """Start the performer's thread (resume, then poll every ``poll_seconds``)."""
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._loop, name=f"ups-{self.name}", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop polling; a workitem being performed is resumed at the next start."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+        self._session.close()
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.resume()
+                self.poll_once()
+            except Exception:  # noqa: BLE001 - a bug must not end the performer
+                log.exception("performer.failed", extra={"source": self.name})
+            self._stop.wait(self._source.poll_seconds)
+
+    # ------------------------------------------------------------ one round
+    def resume(self) -> None:
+        """Finish the workitems the index says this node holds (after a restart)."""
+        for record in self._store.unfinished(self.name):
+            if self._stop.is_set():
+                return
+            self._resume_one(record)
+
+    def poll_once(self) -> int:
+        """Search, claim and perform every matching SCHEDULED workitem; return how many this
+        node claimed."""
+        claimed = 0
+        for ds in self.search():
+            if self._stop.is_set():
+                break
+            uid = _value(ds, "00080018")
+            if not isinstance(uid, str):
+                continue
+            txn = self.claim(uid)
+            if txn is None:
+                continue
+            claimed += 1
+            self._perform(uid, ds, txn)
+        return claimed
+
+    def search(self) -> list[dict[str, Any]]:
+        """SCHEDULED, READY workitems of the configured codes and station, oldest first."""
+        found: dict[str, dict[str, Any]] = {}
+        wanted: list[str | None] = [*self._source.codes] or [None]
+        for code in wanted:
+            params = {"ProcedureStepState": "SCHEDULED"}
+            if code is not None:
+                params["ScheduledWorkitemCodeSequence.CodeValue"] = code
+            if self._source.station is not None:
+                params["ScheduledStationNameCodeSequence.CodeValue"] = self._source.station
+            try:
+                resp = self._session.get(
+                    f"{self._base}/workitems", params=params, headers={"Accept": _JSON}, timeout=30
+                )
+            except requests.RequestException as exc:
+                log.warning(
+                    "performer.search_failed", extra={"source": self.name, "error": str(exc)}
+                )
+                return []
+            if resp.status_code == 204:
+                continue
+            if resp.status_code != 200:
+                log.warning(
+                    "performer.search_failed",
+                    extra={"source": self.name, "status": resp.status_code},
+                )
+                return []
+            for ds in resp.json():
+                uid = _value(ds, "00080018")
+                ready = _value(ds, "00404041")
+                if isinstance(uid, str) and ready in (None, "READY"):
+                    found.setdefault(uid, ds)
+        return list(found.values())
+
+    def claim(self, uid: str) -> str | None:
+        """Claim ``uid`` with a new Transaction UID; return it, or None when another performer
+        holds the workitem (409) or the manager did not answer."""
+        txn = generate_uid()
+        self._store.begin(source=self.name, uid=uid, transaction_uid=txn)
+        try:
+            resp = self._put_state(uid, "IN PROGRESS", txn)
+        except requests.RequestException as exc:
+            # unknown whether the manager took it: kept as 'claiming', checked at resume
+            log.warning("workitem.claim_unanswered", extra={"workitem_uid": uid, "error": str(exc)})
+            return None
+        if resp.status_code == 200:
+            self._store.set_state(source=self.name, uid=uid, state=PerformedState.IN_PROGRESS)
+            log.info("workitem.claimed", extra={"workitem_uid": uid, "source": self.name})
+            return txn
+        reason = f"claim refused: HTTP {resp.status_code} {resp.headers.get('Warning', '')}"
+        self._store.set_state(
+            source=self.name, uid=uid, state=PerformedState.LOST, reason=reason.strip()[:300]
+        )
+        log.info("workitem.claim_lost", extra={"workitem_uid": uid, "status": resp.status_code})
+        return None
+
+    # ------------------------------------------------------------ performing
+    def _resume_one(self, record: PerformedWorkitem) -> None:
+        try:
+            resp = self._session.get(
+                f"{self._base}/workitems/{record.uid}", headers={"Accept": _JSON}, timeout=30
+            )
+        except requests.RequestException:
+            return  # the manager is away: try again next round
+        if resp.status_code != 200:
+            self._lose(record.uid, f"the manager answered HTTP {resp.status_code} on resume")
+            return
+        ds = resp.json()[0]
+        state = _value(ds, "00741000")
+        if state == "SCHEDULED" and record.state is PerformedState.CLAIMING:
+            resp = self._put_state(record.uid, "IN PROGRESS", record.transaction_uid)
+            if resp.status_code != 200:
+                self._lose(record.uid, f"claim refused on resume: HTTP {resp.status_code}")
+                return
+        elif state != "IN PROGRESS":
+            self._lose(record.uid, f"the workitem is {state} at the manager")
+            return
+        # IN PROGRESS: ours only if the manager accepts our Transaction UID
+        probe = self._update(record.uid, record.transaction_uid, {})
+        if probe.status_code != 200:
+            self._lose(record.uid, "another performer holds the workitem")
+            return
+        self._store.set_state(source=self.name, uid=record.uid, state=PerformedState.IN_PROGRESS)
+        log.info("workitem.resumed", extra={"workitem_uid": record.uid})
+        self._perform(record.uid, ds, record.transaction_uid)
+
+    def _perform(self, uid: str, ds: Mapping[str, Any], txn: str) -> None:
+        started = time.time()
+        try:
+            studies = self._fetch_inputs(uid, ds)
+            results = self._wait_for_results(studies)
+        except _Cancel as cancel:
+            self._cancel(uid, txn, cancel)
+            return
+        except _Stopping:
+            return  # resumed at the next start, with the stored Transaction UID
+        self._complete(uid, ds, txn, started=started, results=results)
+
+    def _fetch_inputs(self, uid: str, ds: Mapping[str, Any]) -> list[str]:
+        inputs = input_studies(ds)
+        if not inputs:
+            raise _Cancel("the Input Information Sequence names no study", _INPUT_UNAVAILABLE)
+        for study_uid, url in inputs:
+            source = self._source_for(url)
+            try:
+                result = pull(
+                    source,
+                    PullQuery(study_uid=study_uid),
+                    sink=self._sink,
+                    node_ae_title=self._node_ae_title,
+                )
+            except AinodeError as exc:
+                raise _Cancel(f"input study {study_uid}: {exc}"[:1000], _INPUT_UNAVAILABLE) from exc
+            if not result.received or not result.is_complete:
+                why = "; ".join(result.errors[:3]) or "no instance of it at the source"
+                raise _Cancel(
+                    f"input study {study_uid} could not be fetched from {source.url}: "
+                    f"{result.received} of {result.expected or 0} instances ({why})"[:1000],
+                    _INPUT_UNAVAILABLE,
+                )
+            self._on_study_pulled(study_uid)
+            log.info(
+                "workitem.input_fetched",
+                extra={"workitem_uid": uid, "study_uid": study_uid, "received": result.received},
+            )
+        studies = [s for s, _ in inputs]
+        self._store.set_state(
+            source=self.name, uid=uid, state=PerformedState.IN_PROGRESS, study_uids=studies
+        )
+        return studies
+
+    def _source_for(self, url: str | None) -> DicomwebSource:
+        """Where to fetch an input from: its Retrieve URL when under our source's url (so our
+        credentials go only to the manager's own host), else ``fetch_from``, else ``url``."""
+        if url is not None:
+            base = url.split("/studies/", 1)[0].rstrip("/")
+            mine, theirs = urlsplit(self._base), urlsplit(base)
+            if (mine.scheme, mine.netloc) == (theirs.scheme, theirs.netloc):
+                return self._as_dicomweb(base)
+        if isinstance(self._fetch_from, DicomwebSource):
+            return self._fetch_from
+        if url is not None:
+            raise _Cancel(
+                f"input Retrieve URL {url[:200]} is not on {self._base}; configure"
+                f" sources.{self.name}.fetch_from to fetch it",
+                _INPUT_UNAVAILABLE,
+            )
+        return self._as_dicomweb(self._base)
+
+    def _as_dicomweb(self, base: str) -> DicomwebSource:
+        s = self._source
+        return DicomwebSource(
+            type="dicomweb",
+            url=base,
+            auth=s.auth,
+            username=s.username,
+            password=s.password,
+            token=s.token,
+            verify_tls=s.verify_tls,
+            ca=s.ca,
+        )
+
+    def _wait_for_results(self, studies: list[str]) -> list[ResultRef]:
+        deadline = time.monotonic() + self._source.result_timeout_seconds
+        results: list[ResultRef] = []
+        for study_uid in studies:
+            while True:
+                outcome = self._study_outcome(study_uid)
+                if outcome is not None:
+                    break
+                if time.monotonic() > deadline:
+                    raise _Cancel(
+                        f"study {study_uid}: no result within "
+                        f"{self._source.result_timeout_seconds:g} s"
+                    )
+                if self._stop.wait(0.5):
+                    raise _Stopping
+            if outcome.failures:
+                raise _Cancel(f"study {study_uid}: " + "; ".join(outcome.failures)[:900])
+            results.extend(outcome.results)
+        return results
+
+    # ------------------------------------------------------------ talking to the manager
+    def _put_state(self, uid: str, state: str, txn: str) -> requests.Response:
+        body = [{"00741000": _attr("CS", state), "00081195": _attr("UI", txn)}]
+        return self._session.put(
+            f"{self._base}/workitems/{uid}/state",
+            json=body,
+            headers={"Content-Type": _JSON},
+            timeout=30,
+        )
+
+    def _update(self, uid: str, txn: str, changes: dict[str, Any]) -> requests.Response:
+        return self._session.post(
+            f"{self._base}/workitems/{uid}",
+            params={"transaction-uid": txn},
+            json=[changes],
+            headers={"Content-Type": _JSON},
+            timeout=30,
+        )
+
+    def _finish(self, uid: str, txn: str, changes: dict[str, Any], state: str) -> bool:
+        try:
+            update = self._update(uid, txn, changes)
+            if update.status_code != 200:
+                log.warning(
+                    "workitem.update_refused",
+                    extra={"workitem_uid": uid, "status": update.status_code},
+                )
+                return False
+            resp = self._put_state(uid, state, txn)
+        except requests.RequestException as exc:
+            log.warning("workitem.finish_failed", extra={"workitem_uid": uid, "error": str(exc)})
+            return False
+        if resp.status_code != 200:
+            log.warning(
+                "workitem.finish_refused", extra={"workitem_uid": uid, "status": resp.status_code}
+            )
+            return False
+        return True
+
+    def _complete(
+        self,
+        uid: str,
+        ds: Mapping[str, Any],
+        txn: str,
+        *,
+        started: float,
+        results: list[ResultRef],
+    ) -> None:
+        station = _items(ds, "00404025") or [
+            _code_item(self._node_ae_title, _STATION_SCHEME, f"ainode {self._node_ae_title}")
+        ]
+        performed = {
+            "00404028": _attr("SQ", *station[:1]),
+            "00404050": _attr("DT", _dt(started)),
+            "00404051": _attr("DT", _dt(time.time())),
+            "00404019": _attr("SQ", *_items(ds, "00404018")[:1]),
+            "00404033": _attr("SQ", *_output_items(results)),
+        }
+        if self._finish(uid, txn, {"00741216": _attr("SQ", performed)}, "COMPLETED"):
+            self._store.set_state(source=self.name, uid=uid, state=PerformedState.COMPLETED)
+            log.info("workitem.completed", extra={"workitem_uid": uid, "outputs": len(results)})
+
+    def _cancel(self, uid: str, txn: str, cancel: _Cancel) -> None:
+        code = cancel.code
+        progress = {
+            "00404052": _attr("DT", _dt(time.time())),
+            "00741238": _attr("LT", cancel.reason),
+            "0074100E": _attr("SQ", _code_item(code.value, code.scheme_designator, code.meaning)),
+        }
+        if self._finish(uid, txn, {"00741002": _attr("SQ", progress)}, "CANCELED"):
+            self._store.set_state(
+                source=self.name, uid=uid, state=PerformedState.CANCELED, reason=cancel.reason
+            )
+            log.info("workitem.canceled", extra={"workitem_uid": uid, "code": code.value})
+
+    def _lose(self, uid: str, reason: str) -> None:
+        self._store.set_state(source=self.name, uid=uid, state=PerformedState.LOST, reason=reason)
+        log.info("workitem.lost", extra={"workitem_uid": uid})
+
+
+class _Stopping(Exception):
+    """The node is stopping while a workitem waits for its results."""
