@@ -382,7 +382,10 @@ class Performer:
                     node_ae_title=self._node_ae_title,
                 )
             except AinodeError as exc:
-                raise _Cancel(f"input study {study_uid}: {exc}"[:1000], _INPUT_UNAVAILABLE) from exc
+                raise _Cancel(
+                    f"input study {study_uid} could not be fetched: {exc}"[:1000],
+                    _INPUT_UNAVAILABLE,
+                ) from exc
             if not result.received or not result.is_complete:
                 why = "; ".join(result.errors[:3]) or "no instance of it at the source"
                 raise _Cancel(
