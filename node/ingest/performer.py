@@ -366,6 +366,9 @@ class Performer:
             return
         except _Stopping:
             return  # resumed at the next start, with the stored Transaction UID
+        except AinodeError as exc:  # e.g. the fetched study was removed before it ran
+            self._cancel(uid, txn, _Cancel(f"not performed: {exc}"[:1000]))
+            return
         self._complete(uid, ds, txn, started=started, results=results)
 
     def _fetch_inputs(self, uid: str, ds: Mapping[str, Any]) -> list[str]:

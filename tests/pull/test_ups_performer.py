@@ -31,7 +31,7 @@ from node.store.ups import UpsState, check_final
 from tests.api.upsdata import workitem
 from tests.conftest import CORPUS
 from tests.peers.node import NodeProcess, start_node
-from tests.util import wait_until
+from tests.util import free_port, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -310,3 +310,45 @@ def test_two_performers_never_both_claim_one_workitem(
         for u in uids:
             if u in table and table[u][0] == "lost":
                 assert "409" in (table[u][1] or "")
+
+
+def test_performer_killed_mid_task_finishes_the_workitem_after_restart(
+    manager: NodeProcess, http: requests.Session, inputs: list[Path], tmp_path: Path
+) -> None:
+    """kill -9 while the workitem waits for its delivery (the destination is down): the
+    restarted performer resumes it with the Transaction UID stored in its index."""
+    cfg = _performer_config(tmp_path, manager)
+    cfg["sources"]["ris"]["codes"] = ["KILL-AI"]  # the module's performer keeps off
+    cfg["destinations"]["archive"]["url"] = f"http://127.0.0.1:{free_port()}/dicom-web"
+    cfg["delivery"] = {"backoff_base_seconds": 0.2, "backoff_max_seconds": 0.5}
+    code = {
+        "vr": "SQ",
+        "Value": [
+            {
+                "00080100": {"vr": "SH", "Value": ["KILL-AI"]},
+                "00080102": {"vr": "SH", "Value": ["99AINODE"]},
+                "00080104": {"vr": "LO", "Value": ["kill test"]},
+            }
+        ],
+    }
+    with start_node(tmp_path, **cfg) as node:
+        uid = _schedule(manager, http, _study_uid(inputs), t00404018=code)
+        wait_until(
+            lambda: (
+                _performed(node).get(uid, ("",))[0] == "in-progress"
+                and _get(manager, http, uid)["00741000"]["Value"] == ["IN PROGRESS"]
+            ),
+            timeout=60,
+            what="workitem claimed",
+        )
+        node.kill()
+        assert _get(manager, http, uid)["00741000"]["Value"] == ["IN PROGRESS"]
+        config = json.loads(node.config_path.read_text())
+        config["destinations"]["archive"]["url"] = f"{manager.url}/dicom-web"
+        node.config_path.write_text(json.dumps(config))
+        node.start()
+        ds = _wait_final(manager, http, uid)
+        assert ds["00741000"]["Value"] == ["COMPLETED"], ds
+        assert output_information(ds), "the resumed workitem lists its outputs"
+        assert _performed(node)[uid][0] == "completed"
+        assert '"event": "workitem.resumed"' in node.log_text()
