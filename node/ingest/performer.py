@@ -40,7 +40,7 @@ from pydicom.sr.codedict import codes
 from pydicom.uid import generate_uid
 
 from node.config import DicomwebSource, UpsRsSource
-from node.errors import AinodeError
+from node.errors import AinodeError, IngestError
 from node.ingest.pull import InstanceSink, PullQuery, pull
 from node.store.performed import PerformedState, PerformedStore, PerformedWorkitem
 from node.web.peers import make_session
@@ -328,33 +328,41 @@ class Performer:
 
     # ------------------------------------------------------------ performing
     def _resume_one(self, record: PerformedWorkitem) -> None:
+        """Resume one recorded workitem; a manager that is away or answers 5xx is asked again
+        next round (the workitem is never given up on a transient failure)."""
+        uid, txn = record.uid, record.transaction_uid
         try:
             resp = self._session.get(
-                f"{self._base}/workitems/{record.uid}", headers={"Accept": _JSON}, timeout=30
+                f"{self._base}/workitems/{uid}", headers={"Accept": _JSON}, timeout=30
             )
-        except requests.RequestException:
-            return  # the manager is away: try again next round
-        if resp.status_code != 200:
-            self._lose(record.uid, f"the manager answered HTTP {resp.status_code} on resume")
-            return
-        ds = resp.json()[0]
-        state = _value(ds, "00741000")
-        if state == "SCHEDULED" and record.state is PerformedState.CLAIMING:
-            resp = self._put_state(record.uid, "IN PROGRESS", record.transaction_uid)
-            if resp.status_code != 200:
-                self._lose(record.uid, f"claim refused on resume: HTTP {resp.status_code}")
+            if resp.status_code == 404:
+                self._lose(uid, "the manager no longer has the workitem (404)")
                 return
-        elif state != "IN PROGRESS":
-            self._lose(record.uid, f"the workitem is {state} at the manager")
+            if resp.status_code != 200:
+                return
+            ds = resp.json()[0]
+            state = _value(ds, "00741000")
+            if state == "SCHEDULED" and record.state is PerformedState.CLAIMING:
+                resp = self._put_state(uid, "IN PROGRESS", txn)
+                if 400 <= resp.status_code < 500:
+                    self._lose(uid, f"claim refused on resume: HTTP {resp.status_code}")
+                if resp.status_code != 200:
+                    return
+            elif state != "IN PROGRESS":
+                self._lose(uid, f"the workitem is {state} at the manager")
+                return
+            # IN PROGRESS: ours only if the manager accepts our Transaction UID
+            probe = self._update(uid, txn, {})
+        except (requests.RequestException, ValueError, IndexError):
+            return  # away, or not a workitem answer: next round
+        if 400 <= probe.status_code < 500:
+            self._lose(uid, f"another performer holds the workitem (HTTP {probe.status_code})")
             return
-        # IN PROGRESS: ours only if the manager accepts our Transaction UID
-        probe = self._update(record.uid, record.transaction_uid, {})
         if probe.status_code != 200:
-            self._lose(record.uid, "another performer holds the workitem")
             return
-        self._store.set_state(source=self.name, uid=record.uid, state=PerformedState.IN_PROGRESS)
-        log.info("workitem.resumed", extra={"workitem_uid": record.uid})
-        self._perform(record.uid, ds, record.transaction_uid)
+        self._store.set_state(source=self.name, uid=uid, state=PerformedState.IN_PROGRESS)
+        log.info("workitem.resumed", extra={"workitem_uid": uid})
+        self._perform(uid, ds, txn)
 
     def _perform(self, uid: str, ds: Mapping[str, Any], txn: str) -> None:
         started = time.time()
@@ -381,14 +389,18 @@ class Performer:
                 result = pull(
                     source,
                     PullQuery(study_uid=study_uid),
-                    sink=self._sink,
+                    sink=_StoppableSink(self._sink, self._stop),
                     node_ae_title=self._node_ae_title,
                 )
             except AinodeError as exc:
+                if self._stop.is_set():
+                    raise _Stopping from exc
                 raise _Cancel(
                     f"input study {study_uid} could not be fetched: {exc}"[:1000],
                     _INPUT_UNAVAILABLE,
                 ) from exc
+            if self._stop.is_set():
+                raise _Stopping  # cut short by the node stopping: fetched again at the next start
             if not result.received or not result.is_complete:
                 why = "; ".join(result.errors[:3]) or "no instance of it at the source"
                 raise _Cancel(
@@ -477,25 +489,24 @@ class Performer:
             timeout=30,
         )
 
-    def _finish(self, uid: str, txn: str, changes: dict[str, Any], state: str) -> bool:
-        try:
-            update = self._update(uid, txn, changes)
-            if update.status_code != 200:
-                log.warning(
-                    "workitem.update_refused",
-                    extra={"workitem_uid": uid, "status": update.status_code},
-                )
-                return False
-            resp = self._put_state(uid, state, txn)
-        except requests.RequestException as exc:
-            log.warning("workitem.finish_failed", extra={"workitem_uid": uid, "error": str(exc)})
-            return False
+    def _finish(
+        self, uid: str, txn: str, changes: dict[str, Any], state: str
+    ) -> requests.Response | None:
+        """Update, then change the state; return the refusing answer, or None when done.
+        A network failure is raised (the workitem is finished at a later round)."""
+        update = self._update(uid, txn, changes)
+        if update.status_code != 200:
+            log.warning(
+                "workitem.update_refused", extra={"workitem_uid": uid, "status": update.status_code}
+            )
+            return update
+        resp = self._put_state(uid, state, txn)
         if resp.status_code != 200:
             log.warning(
                 "workitem.finish_refused", extra={"workitem_uid": uid, "status": resp.status_code}
             )
-            return False
-        return True
+            return resp
+        return None
 
     def _complete(
         self,
@@ -516,9 +527,22 @@ class Performer:
             "00404019": _attr("SQ", *_items(ds, "00404018")[:1]),
             "00404033": _attr("SQ", *_output_items(results)),
         }
-        if self._finish(uid, txn, {"00741216": _attr("SQ", performed)}, "COMPLETED"):
+        try:
+            refused = self._finish(uid, txn, {"00741216": _attr("SQ", performed)}, "COMPLETED")
+        except requests.RequestException as exc:
+            log.warning("workitem.finish_failed", extra={"workitem_uid": uid, "error": str(exc)})
+            return  # still IN PROGRESS here and there: completed at a later round
+        if refused is None:
             self._store.set_state(source=self.name, uid=uid, state=PerformedState.COMPLETED)
             log.info("workitem.completed", extra={"workitem_uid": uid, "outputs": len(results)})
+        elif 400 <= refused.status_code < 500:
+            # the manager will not take this completion: say why rather than hold it for ever
+            why = refused.headers.get("Warning", "") or refused.text[:200]
+            self._cancel(
+                uid,
+                txn,
+                _Cancel(f"the manager refused the completion: HTTP {refused.status_code} {why}"),
+            )
 
     def _cancel(self, uid: str, txn: str, cancel: _Cancel) -> None:
         code = cancel.code
@@ -527,7 +551,15 @@ class Performer:
             "00741238": _attr("LT", cancel.reason),
             "0074100E": _attr("SQ", _code_item(code.value, code.scheme_designator, code.meaning)),
         }
-        if self._finish(uid, txn, {"00741002": _attr("SQ", progress)}, "CANCELED"):
+        try:
+            refused = self._finish(uid, txn, {"00741002": _attr("SQ", progress)}, "CANCELED")
+        except requests.RequestException as exc:
+            log.warning("workitem.finish_failed", extra={"workitem_uid": uid, "error": str(exc)})
+            return  # canceled at a later round
+        if refused is not None and 400 <= refused.status_code < 500:
+            # e.g. the manager canceled or completed it meanwhile: nothing more we can do
+            self._lose(uid, f"the manager refused the cancellation: HTTP {refused.status_code}")
+        elif refused is None:
             self._store.set_state(
                 source=self.name, uid=uid, state=PerformedState.CANCELED, reason=cancel.reason
             )
@@ -539,4 +571,17 @@ class Performer:
 
 
 class _Stopping(Exception):
-    """The node is stopping while a workitem waits for its results."""
+    """The node is stopping while a workitem is fetched or waits for its results."""
+
+
+class _StoppableSink:
+    """The spool, refusing instances once the node is stopping (the fetch then ends quickly)."""
+
+    def __init__(self, sink: InstanceSink, stop: threading.Event) -> None:
+        self._sink = sink
+        self._stop = stop
+
+    def store(self, data: bytes, *, calling_aet: str | None, source: str) -> object:
+        if self._stop.is_set():
+            raise IngestError("the node is stopping; instance not stored")
+        return self._sink.store(data, calling_aet=calling_aet, source=source)
