@@ -171,6 +171,18 @@ def _performed(node: NodeProcess) -> dict[str, tuple[str, str | None]]:
     return {str(uid): (str(state), reason) for uid, state, reason in rows}
 
 
+def _recorded(node: NodeProcess, uid: str) -> tuple[str, str | None]:
+    """The performer's final record of ``uid`` (written once the manager has answered, so a
+    moment after the manager shows the final state)."""
+    final = ("completed", "canceled", "lost")
+    wait_until(
+        lambda: _performed(node).get(uid, ("",))[0] in final,
+        timeout=30,
+        what=f"performer's record of {uid}",
+    )
+    return _performed(node)[uid]
+
+
 def test_workitem_is_claimed_fetched_forwarded_and_completed(
     manager: NodeProcess, performer: NodeProcess, http: requests.Session, inputs: list[Path]
 ) -> None:
@@ -204,7 +216,7 @@ def test_workitem_is_claimed_fetched_forwarded_and_completed(
         url = o.WADORSRetrievalSequence[0].RetrieveURL
         assert url == f"{manager.url}/dicom-web/studies/{study_uid}/series/{o.SeriesInstanceUID}"
         assert http.get(url + "/metadata").status_code == 200
-    assert _performed(performer)[uid] == ("completed", None)
+    assert _recorded(performer, uid) == ("completed", None)
     # the performer's Transaction UID never leaves it: the manager does not return it
     assert "00081195" not in ds
 
@@ -223,7 +235,7 @@ def test_unfetchable_input_is_canceled_with_its_reason(
     assert "404" in progress.ReasonForCancellation  # the manager's answer, passed on
     code = progress.ProcedureStepDiscontinuationReasonCodeSequence[0]
     assert (code.CodeValue, code.CodingSchemeDesignator) == ("110523", "DCM")
-    state, reason = _performed(performer)[uid]
+    state, reason = _recorded(performer, uid)
     assert state == "canceled" and reason == progress.ReasonForCancellation
 
 
@@ -300,6 +312,15 @@ def test_two_performers_never_both_claim_one_workitem(
         uids = [_schedule(manager, http, study_uid) for _ in range(4)]
         for uid in uids:
             assert _wait_final(manager, http, uid)["00741000"]["Value"] == ["COMPLETED"]
+        wait_until(
+            lambda: all(
+                "completed"
+                in (_performed(performer).get(u, ("",))[0], _performed(second).get(u, ("",))[0])
+                for u in uids
+            ),
+            timeout=30,
+            what="performers' records",
+        )
         a, b = _performed(performer), _performed(second)
     done_a = {u for u in uids if a.get(u, ("",))[0] == "completed"}
     done_b = {u for u in uids if b.get(u, ("",))[0] == "completed"}
@@ -350,5 +371,5 @@ def test_performer_killed_mid_task_finishes_the_workitem_after_restart(
         ds = _wait_final(manager, http, uid)
         assert ds["00741000"]["Value"] == ["COMPLETED"], ds
         assert output_information(ds), "the resumed workitem lists its outputs"
-        assert _performed(node)[uid][0] == "completed"
+        assert _recorded(node, uid)[0] == "completed"
         assert '"event": "workitem.resumed"' in node.log_text()
