@@ -234,6 +234,13 @@ class UpsRsSource(_DicomwebPeer):
         description="only workitems whose Scheduled Station Name code value is this",
     )
     poll_seconds: float = Field(default=10.0, gt=0, description="search interval")
+    events: bool = Field(
+        default=True,
+        description=(
+            "also listen on the manager's UPS-RS event channel (subscribed as node.ae_title):"
+            " a new SCHEDULED workitem is searched for at once, a cancel request is honoured"
+        ),
+    )
     fetch_from: str | None = Field(
         default=None,
         description=(

@@ -42,6 +42,7 @@ from pydicom.uid import generate_uid
 from node.config import DicomwebSource, UpsRsSource
 from node.errors import AinodeError, IngestError
 from node.ingest.pull import InstanceSink, PullQuery, pull
+from node.ingest.ups_events import UpsEventListener
 from node.store.performed import PerformedState, PerformedStore, PerformedWorkitem
 from node.web.peers import make_session
 
@@ -59,6 +60,7 @@ _JSON = "application/dicom+json"
 #: PS3.16 CID 9300 Procedure Discontinuation Reasons, from pydicom's code dictionary
 _INPUT_UNAVAILABLE = codes.DCM.ObjectSetIncomplete  # (110523, DCM)
 _NOT_PERFORMED = codes.DCM.DiscontinuedForUnspecifiedReason  # (110513, DCM)
+_MANAGER_REQUEST = codes.DCM.DiscontinuedForUnspecifiedReason  # the request's reason is the text
 _STATION_SCHEME = "99AINODE"  # a private coding scheme (PS3.16 8.2): our AE title as a code
 
 
@@ -219,7 +221,21 @@ class Performer:
         self._base = source.url.rstrip("/")
         self._session = make_session(source)
         self._stop = threading.Event()
+        self._wake = threading.Event()
         self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        #: cancel requests the manager sent for workitems (UID -> reason), from the channel
+        self._cancel_requests: dict[str, str | None] = {}
+        self._events = (
+            UpsEventListener(
+                source,
+                ae_title=node_ae_title,
+                on_scheduled=self._wake.set,
+                on_cancel_requested=self._cancel_requested,
+            )
+            if source.events
+            else None
+        )
 
     # ------------------------------------------------------------ life cycle
     def start(self) -> None:
@@ -227,10 +243,15 @@ class Performer:
         self._stop.clear()
         self._thread = threading.Thread(target=self._loop, name=f"ups-{self.name}", daemon=True)
         self._thread.start()
+        if self._events is not None:
+            self._events.start()
 
     def stop(self, timeout: float = 30.0) -> None:
         """Stop polling; a workitem being performed is resumed at the next start."""
         self._stop.set()
+        self._wake.set()
+        if self._events is not None:
+            self._events.stop()
         if self._thread is not None:
             self._thread.join(timeout)
             self._thread = None
@@ -243,7 +264,24 @@ class Performer:
                 self.poll_once()
             except Exception:  # noqa: BLE001 - a bug must not end the performer
                 log.exception("performer.failed", extra={"source": self.name})
-            self._stop.wait(self._source.poll_seconds)
+            # the next round: after poll_seconds, or at once when the event channel says a
+            # workitem was scheduled
+            self._wake.wait(self._source.poll_seconds)
+            self._wake.clear()
+
+    def _cancel_requested(self, uid: str, reason: str | None) -> None:
+        with self._lock:
+            self._cancel_requests[uid] = reason
+
+    def _check_cancel_request(self, uid: str) -> None:
+        with self._lock:
+            if uid not in self._cancel_requests:
+                return
+            reason = self._cancel_requests.pop(uid)
+        raise _Cancel(
+            "canceled on the manager's request" + (f": {reason}" if reason else ""),
+            _MANAGER_REQUEST,
+        )
 
     # ------------------------------------------------------------ one round
     def resume(self) -> None:
@@ -367,8 +405,9 @@ class Performer:
     def _perform(self, uid: str, ds: Mapping[str, Any], txn: str) -> None:
         started = time.time()
         try:
+            self._check_cancel_request(uid)
             studies = self._fetch_inputs(uid, ds)
-            results = self._wait_for_results(studies)
+            results = self._wait_for_results(uid, studies)
         except _Cancel as cancel:
             self._cancel(uid, txn, cancel)
             return
@@ -450,11 +489,12 @@ class Performer:
             ca=s.ca,
         )
 
-    def _wait_for_results(self, studies: list[str]) -> list[ResultRef]:
+    def _wait_for_results(self, uid: str, studies: list[str]) -> list[ResultRef]:
         deadline = time.monotonic() + self._source.result_timeout_seconds
         results: list[ResultRef] = []
         for study_uid in studies:
             while True:
+                self._check_cancel_request(uid)
                 outcome = self._study_outcome(study_uid)
                 if outcome is not None:
                     break

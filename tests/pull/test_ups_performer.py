@@ -373,3 +373,41 @@ def test_performer_killed_mid_task_finishes_the_workitem_after_restart(
         assert output_information(ds), "the resumed workitem lists its outputs"
         assert _recorded(node, uid)[0] == "completed"
         assert '"event": "workitem.resumed"' in node.log_text()
+
+
+def test_event_channel_triggers_the_claim_and_a_cancel_request_is_honoured(
+    manager: NodeProcess, http: requests.Session, inputs: list[Path], tmp_path: Path
+) -> None:
+    """With a poll interval of 10 minutes only the event channel can start the work; the
+    delivery is down so the workitem waits IN PROGRESS until the manager's cancel request."""
+    cfg = _performer_config(tmp_path, manager)
+    cfg["node"] = {"ae_title": "AI-EVENTS"}
+    cfg["sources"]["ris"].update(codes=["EVT-AI"], poll_seconds=600)
+    cfg["destinations"]["archive"]["url"] = f"http://127.0.0.1:{free_port()}/dicom-web"
+    code = {"vr": "SQ", "Value": [{"00080100": {"vr": "SH", "Value": ["EVT-AI"]}}]}
+    with start_node(tmp_path, **cfg) as node:
+        wait_until(
+            lambda: '"event": "performer.events_connected"' in node.log_text(),
+            timeout=60,
+            what="event channel open",
+        )
+        uid = _schedule(manager, http, _study_uid(inputs), t00404018=code)
+        wait_until(
+            lambda: (
+                _performed(node).get(uid, ("",))[0] == "in-progress"
+                and _get(manager, http, uid)["00741000"]["Value"] == ["IN PROGRESS"]
+            ),
+            timeout=60,
+            what="workitem claimed on its State Report",
+        )
+        resp = http.post(
+            f"{manager.url}/dicom-web/workitems/{uid}/cancelrequest",
+            data=json.dumps([{"00741238": {"vr": "LT", "Value": ["ordered twice"]}}]),
+            headers=JSON_TYPE,
+        )
+        assert resp.status_code == 202, resp.text
+        ds = _wait_final(manager, http, uid)
+        assert ds["00741000"]["Value"] == ["CANCELED"], ds
+        progress = pydicom.Dataset.from_json(ds).ProcedureStepProgressInformationSequence[0]
+        assert progress.ReasonForCancellation == "canceled on the manager's request: ordered twice"
+        assert _recorded(node, uid) == ("canceled", progress.ReasonForCancellation)
