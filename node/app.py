@@ -559,6 +559,11 @@ class Node:
         deliveries = self._outbox.list(study_uid=study_uid, limit=100000)
         if any(d.state is DeliveryState.PENDING for d in deliveries):
             return None
+        if not jobs and not deliveries:
+            return StudyOutcome(
+                results=[],
+                failures=["no rule of this node ran a model on it or sent it anywhere"],
+            )
         failures = [
             f"job {j.job.model} {j.state.value}: {j.reason or 'no reason recorded'}"
             for j in jobs

@@ -411,3 +411,22 @@ def test_event_channel_triggers_the_claim_and_a_cancel_request_is_honoured(
         progress = pydicom.Dataset.from_json(ds).ProcedureStepProgressInformationSequence[0]
         assert progress.ReasonForCancellation == "canceled on the manager's request: ordered twice"
         assert _recorded(node, uid) == ("canceled", progress.ReasonForCancellation)
+
+
+def test_a_study_no_rule_acts_on_is_canceled_not_completed_empty(
+    manager: NodeProcess, http: requests.Session, inputs: list[Path], tmp_path: Path
+) -> None:
+    cfg = _performer_config(tmp_path, manager)
+    cfg["rules"] = _rules(tmp_path, "version: 1\nrules:\n  - name: none\n    then: ignore\n")
+    cfg["sources"]["ris"]["codes"] = ["IDLE-AI"]
+    code = {"vr": "SQ", "Value": [{"00080100": {"vr": "SH", "Value": ["IDLE-AI"]}}]}
+    with start_node(tmp_path, **cfg) as node:
+        uid = _schedule(manager, http, _study_uid(inputs), t00404018=code)
+        ds = _wait_final(manager, http, uid)
+        assert ds["00741000"]["Value"] == ["CANCELED"], ds
+        reason = pydicom.Dataset.from_json(ds).ProcedureStepProgressInformationSequence[0]
+        assert reason.ReasonForCancellation == (
+            f"study {_study_uid(inputs)}: no rule of this node ran a model on it or sent it"
+            " anywhere"
+        )
+        assert _recorded(node, uid)[0] == "canceled"
