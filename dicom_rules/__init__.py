@@ -26,6 +26,7 @@ from dicom_rules.model import (
     Not,
     Op,
     Preference,
+    Priors,
     PrivateTag,
     ResultsOptions,
     RouteDecision,
@@ -40,6 +41,7 @@ from dicom_rules.model import (
 )
 from dicom_rules.parse import load, parse
 from dicom_rules.paths import parse_path
+from dicom_rules.priors import PriorMatch, body_part_of, match_prior
 from dicom_rules.render import render
 
 __all__ = [
@@ -57,6 +59,8 @@ __all__ = [
     "Not",
     "Op",
     "Preference",
+    "PriorMatch",
+    "Priors",
     "PrivateTag",
     "Problem",
     "ResultsOptions",
@@ -73,8 +77,10 @@ __all__ = [
     "Verdict",
     "VolumeSelect",
     "WorkitemRequest",
+    "body_part_of",
     "explain",
     "load",
+    "match_prior",
     "parse",
     "parse_path",
     "render",

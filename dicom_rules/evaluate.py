@@ -223,6 +223,7 @@ class _Run:
                 combine=None if rule.results is None else rule.results.combine,
                 prefer=() if rule.results is None else rule.results.prefer,
                 workitem=action.workitem,
+                priors=None if action.model is None else rule.priors,
             )
             self.decisions.append(((-rule.priority, rule.name, uids, ai), d))
             note = cr.notes[ai]

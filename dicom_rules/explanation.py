@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dicom_rules.bodypart import BodyPart
-from dicom_rules.model import RouteDecision
+from dicom_rules.model import Priors, RouteDecision
+from dicom_rules.render import condition_data
 
 __all__ = ["Explanation", "SeriesExplanation", "Status", "Verdict", "decision_json"]
 
@@ -150,4 +151,16 @@ def decision_json(d: RouteDecision) -> dict[str, Any]:
             "station": w.station,
             "priority": w.priority,
         }
+    if d.priors is not None:  # the node fetches prior studies before the jobs run
+        out["priors"] = priors_json(d.priors)
     return out
+
+
+def priors_json(p: Priors) -> dict[str, Any]:
+    """JSON form of a rule's ``priors`` (the match condition in rule-file syntax)."""
+    return {
+        "from": p.source,
+        "max": p.max,
+        "within_days": p.within_days,
+        "match": condition_data(p.match) if p.match is not None else None,
+    }

@@ -28,6 +28,7 @@ __all__ = [
     "Op",
     "Position",
     "Preference",
+    "Priors",
     "PrivateTag",
     "ResultsOptions",
     "RouteDecision",
@@ -291,6 +292,21 @@ class ResultsOptions:
 
 
 @dataclass(frozen=True, slots=True)
+class Priors:
+    """A rule's ``priors``: fetch up to ``max`` prior studies of the patient from the pull source
+    ``source`` (a ``sources`` name of the node's config), taken ``within_days`` before the
+    current study, whose series satisfy ``match`` and show the same body part.  ``dicom_rules``
+    parses, explains and matches it (``dicom_rules.priors``); the node queries and retrieves.
+    """
+
+    source: str
+    max: int = 1
+    within_days: int | None = None
+    match: Condition | None = None
+    position: Position = _pos()
+
+
+@dataclass(frozen=True, slots=True)
 class Rule:
     """One named rule."""
 
@@ -305,6 +321,7 @@ class Rule:
     kind: RuleKind = RuleKind.ROUTE
     position: Position = _pos()
     results: ResultsOptions | None = None
+    priors: Priors | None = None
 
     @property
     def is_ignore(self) -> bool:
@@ -355,6 +372,8 @@ class RouteDecision:
     prefer: tuple[str, ...] = ()
     #: the action's ``workitem``: a UPS workitem to schedule on the node's worklist
     workitem: WorkitemRequest | None = None
+    #: the rule's ``priors`` (None: the jobs do not wait for a prior study)
+    priors: Priors | None = None
 
 
 @dataclass(frozen=True, slots=True, weakref_slot=True)

@@ -23,6 +23,7 @@ from dicom_rules.model import (
     Defaults,
     Position,
     Preference,
+    Priors,
     ResultsOptions,
     Rule,
     RuleKind,
@@ -50,6 +51,7 @@ _RULE_KEYS = (
     "then",
     "stop",
     "results",
+    "priors",
 )
 _ACTION_KEYS = ("model", "parameters", "deliver", "send_to", "ignore", "workitem")
 _WORKITEM_KEYS = ("code", "meaning", "scheme", "station", "priority")
@@ -60,10 +62,17 @@ _SELECT_KEYS = ("where", "prefer", "count", "volume")
 _VOLUME_KEYS = ("orientation", "echo", "uniform", "prefer", "partial")
 _PREFER_KEYS = ("lowest", "highest", "matching")
 _RESULTS_KEYS = ("combine", "prefer")
+_PRIORS_KEYS = ("from", "max", "within_days", "match")
+#: Largest ``priors.max`` and ``priors.within_days`` (a hand-written rule never needs more).
+MAX_PRIORS = 10
+MAX_PRIOR_DAYS = 36500
 
 
 class _Parser(ConditionParser):
     """The whole rule file: top-level keys, rules, actions, select, whole-file checks."""
+
+    #: the config's pull source names (None: not checked)
+    sources: set[str] | None = None
 
     # ---------------------------------------------------------------- file
     def document(self, data: Any) -> RuleSet | None:
@@ -275,6 +284,7 @@ class _Parser(ConditionParser):
         else:
             actions = self.parse_actions(node, where)
         results = self.parse_results(node, where, actions) if "results" in node else None
+        priors = self.parse_priors(node, where, actions) if "priors" in node else None
         return Rule(
             name=name,
             actions=actions,
@@ -287,7 +297,69 @@ class _Parser(ConditionParser):
             kind=kind,
             position=pos,
             results=results,
+            priors=priors,
         )
+
+    def parse_priors(
+        self, node: CommentedMap, where: str, actions: tuple[Action, ...]
+    ) -> Priors | None:
+        m = node["priors"]
+        pos = self.value_pos(node, "priors")
+        if not isinstance(m, CommentedMap):
+            self.err(pos, f"{where}: 'priors' must be a mapping ({', '.join(_PRIORS_KEYS)})")
+            return None
+        self.check_keys(m, _PRIORS_KEYS, f"the priors of {where}")
+        ok = True
+        if actions and not any(a.model is not None for a in actions):
+            self.err(
+                self.key_pos(node, "priors"),
+                f"{where}: 'priors' needs a 'model' action (the prior is fetched for its jobs)",
+            )
+            ok = False
+        source = m.get("from")
+        if "from" not in m:
+            self.err(pos, f"{where}: 'priors' needs 'from' (a source name from the config)")
+            ok = False
+        elif not isinstance(source, str) or not source.strip():
+            self.err(self.value_pos(m, "from"), "'from' must be a source name")
+            ok = False
+        elif self.sources is not None and source not in self.sources:
+            known = ", ".join(sorted(self.sources)) or "none configured"
+            self.err(
+                self.value_pos(m, "from"),
+                f"unknown source '{source}'{hint(source, self.sources)}"
+                f" (sources in the config: {known})",
+            )
+            ok = False
+        count = 1
+        if "max" in m:
+            v = m["max"]
+            if isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= MAX_PRIORS:
+                count = int(v)
+            else:
+                self.err(
+                    self.value_pos(m, "max"),
+                    f"'max' must be a whole number from 1 to {MAX_PRIORS} (prior studies fetched)",
+                )
+                ok = False
+        days: int | None = None
+        if "within_days" in m:
+            v = m["within_days"]
+            if isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= MAX_PRIOR_DAYS:
+                days = int(v)
+            else:
+                self.err(
+                    self.value_pos(m, "within_days"),
+                    f"'within_days' must be a whole number of days from 1 to {MAX_PRIOR_DAYS}",
+                )
+                ok = False
+        match = None
+        if "match" in m:
+            match = self.parse_condition(m["match"], self.value_pos(m, "match"), 0)
+            ok = ok and match is not None
+        if not ok:
+            return None
+        return Priors(source=str(source), max=count, within_days=days, match=match, position=pos)
 
     def parse_results(
         self, node: CommentedMap, where: str, actions: tuple[Action, ...]
@@ -669,6 +741,7 @@ def parse(
     source: str = "<rules>",
     models: set[str] | None = None,
     destinations: set[str] | None = None,
+    sources: set[str] | None = None,
 ) -> RuleSet:
     """Parse rule-file ``text``.
 
@@ -680,6 +753,8 @@ def parse(
         The file name used in problems.
     models, destinations:
         When given, model and destination names must be among them.
+    sources:
+        When given, ``priors.from`` must name one of them (the config's pull sources).
 
     Raises
     ------
@@ -688,6 +763,7 @@ def parse(
     """
     data = _read_yaml(text, source)
     p = _Parser(source, models, destinations)
+    p.sources = sources
     ruleset = p.document(data)
     if p.problems or ruleset is None:
         raise RuleError(p.problems or [Problem(source, 1, 1, "empty rule file")])
@@ -699,6 +775,7 @@ def load(
     *,
     models: set[str] | None = None,
     destinations: set[str] | None = None,
+    sources: set[str] | None = None,
 ) -> RuleSet:
     """Load a rule file (a ``Path``, or a ``str`` naming an existing file) or rule text.
 
@@ -718,5 +795,7 @@ def load(
             text = path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
             raise RuleError([Problem(str(path), 1, 1, f"cannot read rule file: {exc}")]) from None
-        return parse(text, source=str(path), models=models, destinations=destinations)
-    return parse(path_or_text, models=models, destinations=destinations)
+        return parse(
+            text, source=str(path), models=models, destinations=destinations, sources=sources
+        )
+    return parse(path_or_text, models=models, destinations=destinations, sources=sources)

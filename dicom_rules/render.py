@@ -24,7 +24,7 @@ from dicom_rules.model import (
 )
 from dicom_rules.paths import format_path
 
-__all__ = ["render", "to_data"]
+__all__ = ["condition_data", "render", "to_data"]
 
 
 def _cond(c: Condition) -> dict[str, Any]:
@@ -35,6 +35,11 @@ def _cond(c: Condition) -> dict[str, Any]:
     if isinstance(c, Not):
         return {"not": _cond(c.item)}
     return _compare(c)
+
+
+def condition_data(c: Condition) -> dict[str, Any]:
+    """A condition as rule-file data (long-form operators)."""
+    return _cond(c)
 
 
 def _compare(c: Compare) -> dict[str, Any]:
@@ -149,6 +154,13 @@ def to_data(ruleset: RuleSet) -> dict[str, Any]:
             if r.results.prefer:
                 res["prefer"] = list(r.results.prefer)
             out["results"] = res
+        if r.priors is not None:
+            pr: dict[str, Any] = {"from": r.priors.source, "max": r.priors.max}
+            if r.priors.within_days is not None:
+                pr["within_days"] = r.priors.within_days
+            if r.priors.match is not None:
+                pr["match"] = _cond(r.priors.match)
+            out["priors"] = pr
         rules.append(out)
     data["rules"] = rules
     return data

@@ -25,28 +25,30 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from dicom_rules import RuleSet
+import dicom_rules
+from dicom_rules import Priors, RuleSet
 from node.assembly.tracker import StudyTracker
 from node.config import Config, DicomwebSource, DimseSource, UpsRsSource
 from node.delivery.outbox import Outbox
 from node.delivery.queries import DELIVERY_ROWS
 from node.delivery.rejections import Rejections
 from node.edge import check_edge
-from node.errors import ConfigError, NotFoundError, ResultError
+from node.errors import ConfigError, ConflictError, NotFoundError, ResultError
 from node.imaging.sop_classes import SC_CLASSES as _SC_CLASSES
 from node.ingest.performer import Performer, ResultRef, StudyOutcome
+from node.ingest.priors import PriorFetcher, PriorRequest, dicom_date
 from node.ingest.pulls import PullRunner
 from node.ingest.receivers import CommitServer, ReceiverPool, receiver_count
 from node.ingest.scp import DicomListener, ListenerSettings, allowed, tls_server_context
 from node.ingest.spool import Spool, StoreOutcome
-from node.jobs.dispatch import plan_jobs
+from node.jobs.dispatch import no_longer_routed, plan_jobs, with_model_versions
 from node.jobs.distributed import CeleryEngine
 from node.jobs.engine import EmbeddedEngine
 from node.jobs.queries import JOB_ROWS, ai_status_sql, routed_sql
-from node.jobs.store import JobStore
+from node.jobs.store import RETIRED_PREFIX, JobStore
 from node.models.admission import model_paths
 from node.routing import DEFAULT_RULES
-from node.routing.dispatch import route_study
+from node.routing.dispatch import route_study, series_inputs
 from node.routing.qualify import Refusal, SeriesQualifier, qualify_study, unrouted_series
 from node.routing.reload import RuleHolder
 from node.routing.worklist import Worklist
@@ -54,7 +56,17 @@ from node.store.index import Index
 from node.store.performed import PerformedStore
 from node.store.retention import Removal, Retention
 from node.store.workitems import WorkitemStore
-from node.types import DeliveryState, Job, JobState, RejectionKind, Study
+from node.types import (
+    PRIOR_FAILED,
+    DeliveryState,
+    DicomJson,
+    Job,
+    JobState,
+    PriorOutcome,
+    PriorState,
+    RejectionKind,
+    Study,
+)
 
 if TYPE_CHECKING:
     from node.api.server import HttpServer
@@ -107,7 +119,7 @@ class Node:
             min_free_bytes=config.node.min_free_bytes,
             sync=config.node.ingest_sync,
         )
-        self._study_listeners: list[Callable[[Study], None]] = []
+        self._study_listeners: list[Callable[[Study], object]] = []
         self._association_listeners: list[Callable[[str, dict[str, Any]], None]] = []
         self._tracker = StudyTracker(
             self._index,
@@ -126,7 +138,10 @@ class Node:
         )
         self._rejections = Rejections(self._outbox, data_dir=data_dir)
         self._rules = RuleHolder(
-            config.rules or DEFAULT_RULES, destinations=set(config.destinations)
+            config.rules or DEFAULT_RULES,
+            destinations=set(config.destinations),
+            # a ups-rs source is a worklist, not a place priors can be fetched from
+            sources={n for n, s in config.sources.items() if s.type != "ups-rs"},
         )
         inference = config.inference
         #: results of a rule's models combined into one set (embedded engine only, see
@@ -202,8 +217,21 @@ class Node:
             for name, src in config.sources.items()
             if isinstance(src, UpsRsSource)
         ]
+        self._priors = PriorFetcher(
+            pull_sources,
+            index=self._index,
+            sink=self._spool,
+            node_ae_title=config.node.ae_title,
+            on_resolved=self._prior_resolved,
+            on_failure=self._jobs.note_prior_failure,
+            on_study_pulled=self._study_pulled,
+            retry_seconds=config.priors.retry_seconds,
+            timeout_seconds=config.node.network_timeout_seconds,
+        )
         self._routing_lock = threading.Lock()
         self._refusals: dict[str, Refusal] | None = None
+        #: version of each model, as last described (recorded in its jobs: ``_model_version``)
+        self._model_versions: dict[str, str] = {}
         self._refusals_lock = threading.Lock()
         self._describing = threading.Event()
         self.add_study_listener(self.route)
@@ -292,7 +320,7 @@ class Node:
         """The workitems routing rules schedule (``then: {workitem: ...}``) and their table."""
         return self._worklist
 
-    def add_study_listener(self, callback: Callable[[Study], None]) -> None:
+    def add_study_listener(self, callback: Callable[[Study], object]) -> None:
         """Call ``callback(study)`` on every study completion (routing subscribes here)."""
         self._study_listeners.append(callback)
 
@@ -326,8 +354,34 @@ class Node:
             except Exception:  # noqa: BLE001 - one consumer must not stop the others
                 log.exception("study.listener_failed", extra={"study_uid": study.study_uid})
 
-    def route(self, study: Study) -> None:
-        """Route a completed study: queue its jobs and forwards, remember the decisions."""
+    def route(self, study: Study) -> dict[str, Any]:
+        """Route a completed study: queue its jobs and forwards, reject the earlier results the
+        new routing no longer produces, remember the decisions.
+
+        A study retrieved as another study's prior is stored but not routed.  The jobs of a rule
+        with ``priors`` wait (``Job.prior``) while its prior is fetched (``PriorFetcher``).
+
+        Returns what was done: ``jobs`` (ids of the routing), ``new_jobs`` (queued now: new
+        or run again) and ``rejection`` (the note id of the stale results, or None).
+        """
+        prior_of = self._index.prior_of(study.study_uid)
+        if prior_of is not None:
+            self._jobs.record_routing(
+                study.study_uid,
+                study.generation,
+                rules_sha256=self._rules.sha256,
+                decisions={
+                    "decisions": [],
+                    "explanation": None,
+                    "not_applicable": [],
+                    "prior_of": prior_of,
+                },
+            )
+            log.info(
+                "study.prior_not_routed",
+                extra={"study_uid": study.study_uid, "prior_of": prior_of},
+            )
+            return {"jobs": [], "new_jobs": [], "rejection": None}
         with self._routing_lock:
             rules = self._rules.rules
             decisions = route_study(rules, study, destinations=list(self._config.destinations))
@@ -362,7 +416,26 @@ class Node:
                 self._worklist.schedule(
                     study, plan.workitems, series_instances=self._index.series_instances
                 )
-            new = self._jobs.submit(plan.jobs, max_attempts=self._config.inference.max_attempts)
+            deadline = time.time() + self._config.priors.timeout_seconds
+            waits = {
+                d.rule: self._prior_request(
+                    rules, study, d.priors, d.series_uids, rule=d.rule, deadline=deadline
+                )
+                for d in decisions
+                if d.priors is not None and d.model is not None
+            }
+            jobs = [
+                dataclasses.replace(j, prior=PriorOutcome(PriorState.WAITING, wait_until=deadline))
+                if j.rule in waits
+                else j
+                for j in plan.jobs
+            ]
+            planned = with_model_versions(jobs, self._model_versions)
+            new = self._jobs.submit(planned, max_attempts=self._config.inference.max_attempts)
+            for waiting in sorted({j.rule for j in jobs if j.job_id in set(new)} & set(waits)):
+                self._priors.submit(waits[waiting])
+            # before the routing is recorded: a crash in between routes (and rejects) again
+            rejection = self._reject_stale(study.study_uid, planned)
             explanation = decisions[0].explanation if decisions else None
             self._jobs.record_routing(
                 study.study_uid,
@@ -417,6 +490,71 @@ class Node:
         )
         if new:
             self._engine.wake()
+        return {
+            "jobs": [j.job_id for j in planned],
+            "new_jobs": list(new),
+            "rejection": rejection,
+        }
+
+    def reroute(self, study_uid: str) -> dict[str, Any]:
+        """Route a complete study again, now: with the active rules and the models as they are
+        now (described again, so a re-registered model's new version counts).  Jobs the new
+        routing asks for run (new ones, and finished ones whose model version, combined set
+        or rule parameters changed); earlier results it no longer produces are rejected at
+        once, those it re-makes when their new job succeeds (docs/results.md, "Lifecycle").
+
+        Raises
+        ------
+        NotFoundError
+            The study is unknown.
+        ConflictError
+            The study is not complete yet (it is routed when it completes).
+        """
+        row = self._index.study_row(study_uid)
+        if row is None:
+            raise NotFoundError(f"study {study_uid} is not known to this node")
+        study = self._index.get_study(study_uid)
+        if row["state"] != "complete" or study is None:
+            raise ConflictError(
+                f"study {study_uid} is not complete yet; it is routed when it completes "
+                "(or complete it now: 'ainode studies complete UID')"
+            )
+        with self._refusals_lock:
+            self._refusals = None  # describe the models again (cached while their files stay)
+        self._describing.set()
+        out = self.route(study)
+        log.info(
+            "study.rerouted",
+            extra={
+                "study_uid": study_uid,
+                "new_jobs": len(out["new_jobs"]),
+                "rejection": out["rejection"],
+            },
+        )
+        return {"study_uid": study_uid, **out}
+
+    def _reject_stale(self, study_uid: str, planned: Sequence[Job]) -> str | None:
+        """Reject what earlier routings of ``study_uid`` delivered and this one no longer
+        produces (``node.jobs.dispatch.no_longer_routed``); retire jobs no longer routed."""
+        stored = self._jobs.list_jobs(study_uid=study_uid, limit=100_000)
+        stale = no_longer_routed(stored, planned)
+        if not stale.reject:
+            return None
+        marker = f"{RETIRED_PREFIX}{self._rules.sha256[:12]}"
+        self._jobs.retire(stale.retire, by=marker)
+        try:
+            done = self._rejections.reject(
+                stale.reject,
+                kind=RejectionKind.SUPERSEDED,
+                reason="no longer produced by the routing rules (re-routed: a rule, model or "
+                "combine setting changed)",
+                actor="node",
+                superseded_by=marker,
+            )
+        except ResultError:
+            log.exception("results.rejection_failed", extra={"study_uid": study_uid})
+            return None
+        return done.note_id if done is not None else None
 
     def qualify(self, rules: RuleSet, study: Study, decisions: Sequence[Any]) -> dict[str, Any]:
         """What routing ``study`` with ``rules`` would record after the rules (volumes,
@@ -456,6 +594,7 @@ class Node:
                     cache=self._config.node.data_dir / "models-described.json",
                 )
                 self._refusals = {name: info.refusal for name, info in infos.items()}
+                self._model_versions = {name: info.version for name, info in infos.items()}
             return self._refusals
 
     def _refusals_or_none(self) -> dict[str, Refusal]:
@@ -538,6 +677,77 @@ class Node:
             )
         except ResultError:
             log.exception("results.rejection_failed", extra={"job_id": job.job_id})
+
+    def _prior_request(
+        self,
+        rules: RuleSet,
+        study: Study,
+        priors: Priors,
+        series_uids: Sequence[str],
+        *,
+        rule: str,
+        deadline: float,
+    ) -> PriorRequest:
+        """What to fetch for ``study``'s jobs of a rule with ``priors`` (the patient and date
+        from the study's headers, the body part of the decision's first series)."""
+        inputs = {s.series_uid: s.header for s in series_inputs(study)}
+        header: DicomJson = next(
+            (dict(inputs[u]) for u in series_uids if u in inputs),
+            dict(next(iter(inputs.values()), {})),
+        )
+        body_part = dicom_rules.body_part_of(rules, header)
+
+        def is_match(candidate: DicomJson) -> tuple[bool, str, str | None]:
+            m = dicom_rules.match_prior(rules, priors, candidate, body_part=body_part)
+            return m.is_match, m.reason, m.body_part
+
+        def text(tag: str) -> str | None:
+            values = header.get(tag, {}).get("Value") or []
+            return str(values[0]).strip() or None if values else None
+
+        return PriorRequest(
+            study_uid=study.study_uid,
+            rule=rule,
+            source=priors.source,
+            patient_id=text("00100020"),
+            issuer=text("00100021"),
+            study_date=dicom_date(text("00080020")),
+            max_studies=priors.max,
+            within_days=priors.within_days,
+            deadline=deadline,
+            is_match=is_match,
+        )
+
+    def _prior_resolved(self, study_uid: str, rule: str, outcome: PriorOutcome) -> None:
+        if self._jobs.resolve_prior(study_uid, rule, outcome):
+            self._engine.wake()
+
+    def _resume_priors(self) -> None:
+        """Fetch again the priors that jobs of a previous run still wait for."""
+        rules = self._rules.rules
+        for study_uid, rule_name, deadline, series_uids in self._jobs.waiting_priors():
+            if deadline <= time.time():
+                continue  # the jobs run without it at their next claim, saying so
+            study = self._index.get_study(study_uid)
+            try:
+                priors = rules.rule(rule_name).priors
+            except KeyError:
+                priors = None
+            if study is None or priors is None:
+                self._prior_resolved(
+                    study_uid,
+                    rule_name,
+                    PriorOutcome(
+                        PriorState.FAILED,
+                        reason=f"{PRIOR_FAILED}: the study or the rule's priors are gone",
+                    ),
+                )
+                continue
+            self._priors.submit(
+                self._prior_request(
+                    rules, study, priors, series_uids, rule=rule_name, deadline=deadline
+                )
+            )
 
     def _study_pulled(self, study_uid: str) -> bool:
         """A pull brought instances of ``study_uid``: complete (and so route) it now."""
@@ -625,6 +835,7 @@ class Node:
         self._engine.start()
         self._rules.start()
         self._route_unrouted()
+        self._resume_priors()
         self._tracker.start()
         self._retention.start()
         try:
@@ -764,6 +975,7 @@ class Node:
         for performer in self._performers:
             performer.stop()
         self._pulls.stop()
+        self._priors.stop()
         if self._receivers is not None:
             self._receivers.stop()
             self._receivers = None

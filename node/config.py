@@ -286,6 +286,23 @@ class ResultsConfig(_Strict):
     )
 
 
+class PriorsConfig(_Strict):
+    """Prior studies fetched for a rule's ``priors`` (docs/followup.md, "Priors")."""
+
+    timeout_seconds: float = Field(
+        default=300.0,
+        gt=0,
+        le=86400,
+        description="how long a study's jobs wait for their prior; then they run without it",
+    )
+    retry_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        le=3600,
+        description="pause between attempts while the source cannot be reached",
+    )
+
+
 class RetentionConfig(_Strict):
     """Removal of finished studies (``node.store.retention``); nothing is removed by default."""
 
@@ -426,6 +443,7 @@ class Config(_Strict):
     queue: str = "embedded"
     inference: InferenceConfig = Field(default_factory=InferenceConfig)
     results: ResultsConfig = Field(default_factory=ResultsConfig)
+    priors: PriorsConfig = Field(default_factory=PriorsConfig)
     retention: RetentionConfig = Field(default_factory=RetentionConfig)
     auth: AuthConfig = Field(default_factory=AuthConfig)
     celery: CeleryConfig = Field(default_factory=CeleryConfig)

@@ -74,9 +74,85 @@ class JobState(enum.StrEnum):
     CANCELLED = "cancelled"
 
 
+class PriorState(enum.StrEnum):
+    """Where the prior study of a job is (a rule's ``priors``, docs/followup.md)."""
+
+    WAITING = "waiting"  # being queried/retrieved; the job waits until ``wait_until``
+    FETCHED = "fetched"  # stored in the node: ``series`` names it
+    NONE = "none"  # the source has no matching prior
+    FAILED = "failed"  # the source failed, or the prior did not arrive in time
+
+
+#: What a job's record and result say when it ran without a prior.
+NO_PRIOR = "no prior available"
+PRIOR_FAILED = "prior could not be retrieved"
+
+
+@dataclass(frozen=True, slots=True)
+class PriorSeries:
+    """One prior series stored in the node (read it with ``Index.series_instances``)."""
+
+    study_uid: str
+    series_uid: str
+    study_date: str | None = None
+    body_part: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PriorOutcome:
+    """The prior of a job: fetched series (newest first), or why there is none.
+
+    ``reason`` is ``NO_PRIOR`` or ``"prior could not be retrieved: <why>"`` when no series came;
+    while ``WAITING``, the last failed attempt so far (None: none failed).
+    """
+
+    state: PriorState
+    series: tuple[PriorSeries, ...] = ()
+    reason: str | None = None
+    wait_until: float | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """Plain JSON form (stored in the job row, sent to remote workers)."""
+        return {
+            "state": self.state.value,
+            "series": [
+                {
+                    "study_uid": s.study_uid,
+                    "series_uid": s.series_uid,
+                    "study_date": s.study_date,
+                    "body_part": s.body_part,
+                }
+                for s in self.series
+            ],
+            "reason": self.reason,
+            "wait_until": self.wait_until,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> PriorOutcome:
+        """Inverse of ``to_json``."""
+        return cls(
+            state=PriorState(data["state"]),
+            series=tuple(
+                PriorSeries(
+                    study_uid=str(s["study_uid"]),
+                    series_uid=str(s["series_uid"]),
+                    study_date=s.get("study_date"),
+                    body_part=s.get("body_part"),
+                )
+                for s in data.get("series") or ()
+            ),
+            reason=data.get("reason"),
+            wait_until=data.get("wait_until"),
+        )
+
+
 @dataclass(frozen=True, slots=True)
 class Job:
-    """One model run on selected series of a study, decided by a routing rule."""
+    """One model run on selected series of a study, decided by a routing rule.
+
+    ``prior``: the prior study of a rule with ``priors`` (None: the rule asks for none).
+    """
 
     job_id: str
     study_uid: str
@@ -86,6 +162,7 @@ class Job:
     parameters: Mapping[str, Any] = field(default_factory=dict)
     destinations: tuple[str, ...] = ()
     priority: int = 0
+    prior: PriorOutcome | None = None
 
 
 # ---------------------------------------------------------------- inference
@@ -271,6 +348,24 @@ class Prediction:
     heatmaps: tuple[HeatMap, ...] = ()
     derived_voxels: npt.NDArray[Any] | None = None
     text: str | None = None
+    timings_seconds: Mapping[str, float] = field(default_factory=dict)
+    device_uid: str | None = None
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Registration:
+    """An affine registration of a moving (prior) series onto a fixed (current) one.
+
+    ``moving_to_fixed`` (4 x 4) maps homogeneous patient coordinates (mm) of the moving series'
+    Frame of Reference onto those of the fixed series.  ``matrix_type`` is the Frame of Reference
+    Transformation Matrix Type (PS3.3 C.20.2.1.2): ``RIGID``, ``RIGID_SCALE`` or ``AFFINE``.
+    """
+
+    moving_to_fixed: npt.NDArray[np.float64]
+    matrix_type: str
+    model_name: str
+    model_version: str
+    is_demo: bool
     timings_seconds: Mapping[str, float] = field(default_factory=dict)
     device_uid: str | None = None
 

@@ -90,6 +90,7 @@ def test_configuration_doc_names_every_key() -> None:
         cfg.DicomwebSource,
         cfg.InferenceConfig,
         cfg.ResultsConfig,
+        cfg.PriorsConfig,
         cfg.RetentionConfig,
         cfg.AuthConfig,
         cfg.DeliveryConfig,

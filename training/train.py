@@ -73,7 +73,7 @@ def _save(
 
 
 def _trainers() -> dict[str, Callable[[int, int | None], TrainResult]]:
-    from training import train_models
+    from training import train_models, train_registration
 
     return {
         "lung-nodule-seg": train_models.train_segmentation,
@@ -82,14 +82,16 @@ def _trainers() -> dict[str, Callable[[int, int | None], TrainResult]]:
         "ct-denoise": train_models.train_denoiser,
         "cxr-classify": train_models.train_cxr,
         "report-text": train_models.evaluate_report,
+        "chest-ct-register": train_registration.train_registration,
     }
 
 
 #: Trainers whose training-set size ``--data`` sets.
 _SIZED = frozenset({"lung-nodule-seg", "lung-nodule-classify", "cxr-classify"})
 
-#: Every built-in demo model is trained (or calibrated) here.
-MODELS = BUILTIN_NAMES
+#: Every built-in demo model is trained (or calibrated) here; the registration model takes two
+#: volumes, so it is not a single-series ``Model`` of ``BUILTIN_NAMES``.
+MODELS = (*BUILTIN_NAMES, "chest-ct-register")
 
 
 def train(
@@ -127,13 +129,17 @@ def train(
     """
     if name not in MODELS:
         raise ValueError(f"unknown demo model '{name}'; choose from {', '.join(MODELS)}")
-    if resume and name != "lung-nodule-seg":
-        raise ValueError("--resume is only supported for lung-nodule-seg")
+    if resume and name not in ("lung-nodule-seg", "chest-ct-register"):
+        raise ValueError("--resume is only supported for lung-nodule-seg and chest-ct-register")
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
     np.random.seed(seed)
     t0 = time.perf_counter()
-    if resume:
+    if resume and name == "chest-ct-register":
+        from training import train_registration
+
+        result = train_registration.train_registration(seed, steps, resume=True)
+    elif resume:
         from training import train_models
 
         result = train_models.train_segmentation(seed, steps, resume=True, data=data)

@@ -684,4 +684,8 @@ def reevaluate(name: str, seed: int) -> dict[str, float]:
         return evaluate_denoiser(CtDenoiser(), heldout_seeds(seed, 4))
     if name == "cxr-classify":
         return evaluate_cxr(CxrClassifier(), heldout_seeds(seed, 200))
+    if name == "chest-ct-register":
+        from training.train_registration import reevaluate_registration
+
+        return reevaluate_registration(seed)
     return {}

@@ -39,7 +39,7 @@ from node.api.console import install_console
 from node.api.deps import NodeView
 from node.api.gate import AuthGate
 from node.api.problems import PROBLEM_RESPONSES, install_problem_handler
-from node.audit import AuditLog, JobEventFollower
+from node.audit import AuditLog, JobEventFollower, SupersededAuditor
 from node.jobs.queries import JobEventReader
 from node.store.feedback import FeedbackStore
 from node.store.ups import text_value
@@ -226,20 +226,17 @@ def _audit_node_events(node: NodeView, audit_log: AuditLog) -> None:
     if add_completed is not None:
         add_completed(completed)
 
+    auditor = SupersededAuditor(audit_log)
+
     def superseded(rejection: Any) -> None:
         # retractions are audited where they are asked for (API, console, CLI), with the actor
         if rejection.kind.value != "superseded":
             return
-        audit_log.record(
-            "results.superseded",
-            study_uid=rejection.study_uid,
-            note_id=rejection.note_id,
-            job_ids=list(rejection.job_ids),
-            superseded_by=rejection.superseded_by,
-            objects=len(rejection.rejected_sop_uids),
-            destinations=list(rejection.destinations),
-        )
+        auditor.record(rejection)
 
     rejections = getattr(node, "rejections", None)
     if rejections is not None:
         rejections.add_listener(superseded)
+        # what a kill -9 between a rejection and its record left unrecorded, oldest first
+        found = rejections.list(kind="superseded", limit=1_000_000)
+        auditor.catch_up(reversed(found))

@@ -100,7 +100,11 @@ def rules_replay(
     holder = node.rules
     try:
         rules = dicom_rules.parse(
-            text, source=str(holder.path), models=holder.models, destinations=holder.destinations
+            text,
+            source=str(holder.path),
+            models=holder.models,
+            destinations=holder.destinations,
+            sources=holder.sources,
         )
     except RuleError as exc:
         return _rules_view(
@@ -164,7 +168,11 @@ def rules_action(
     holder = node.rules
     try:
         rules = dicom_rules.parse(
-            text, source=str(holder.path), models=holder.models, destinations=holder.destinations
+            text,
+            source=str(holder.path),
+            models=holder.models,
+            destinations=holder.destinations,
+            sources=holder.sources,
         )
     except RuleError as exc:
         if action == "save":

@@ -35,6 +35,8 @@ class IndexView(Protocol):
 
     def study_row(self, study_uid: str) -> dict[str, Any] | None: ...
 
+    def prior_of(self, study_uid: str) -> str | None: ...
+
     def open_studies(self) -> list[tuple[str, float]]: ...
     def unrouted_studies(
         self, *, completed_before: float, limit: int = ...
@@ -110,6 +112,10 @@ class NodeView(Protocol):
 
     def qualify(self, rules: RuleSet, study: Study, decisions: Sequence[Any]) -> dict[str, Any]:
         """Volumes and not-applicable reasons of routing ``study`` (``Node.qualify``)."""
+        ...
+
+    def reroute(self, study_uid: str) -> dict[str, Any]:
+        """Route a complete study again now (``Node.reroute``)."""
         ...
 
 

@@ -84,7 +84,11 @@ def _invalid(request: Request, exc: RuleError) -> JSONResponse:
 def _parse(node: NodeView, text: str) -> RuleSet:
     holder = node.rules
     return dicom_rules.parse(
-        text, source=str(holder.path), models=holder.models, destinations=holder.destinations
+        text,
+        source=str(holder.path),
+        models=holder.models,
+        destinations=holder.destinations,
+        sources=holder.sources,
     )
 
 

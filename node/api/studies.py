@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 
+from node.api.auditing import audit
 from node.api.deliveries import present_delivery
 from node.api.deps import NodeView, get_node
 from node.api.jobs import present_job
@@ -183,6 +184,8 @@ def _detail(node: NodeView, study_uid: str, *, events_limit: int = 200) -> dict[
     if row is None or study is None:
         raise NotFoundError(f"study {study_uid} is not known to this node")
     out = _summary(row)
+    # retrieved as the prior of that study (a rule's priors, docs/followup.md): never routed
+    out["prior_of"] = node.index.prior_of(study_uid)
     out["series"] = [
         {
             "series_uid": s.series_uid,
@@ -260,6 +263,35 @@ def complete_study(
     out = _detail(node, study_uid)
     out["changed"] = generation is not None
     return _guarded(request, out, "POST /api/studies/{uid}/complete")
+
+
+@router.post("/api/studies/{study_uid}/reroute")
+def reroute_study(
+    request: Request, study_uid: str, node: Annotated[NodeView, Depends(get_node)]
+) -> dict[str, Any]:
+    """Route a complete study again now, with the active rules and the models as they are.
+
+    Jobs the routing asks for run (new ones, and finished ones whose model version, combined
+    result set or rule parameters changed); the study's earlier results that it no longer
+    produces are rejected (docs/results.md, "Lifecycle").  Answers ``study_uid``, ``jobs``,
+    ``new_jobs`` and ``rejection`` (note id or null): identifiers only.
+
+    Raises
+    ------
+    NotFoundError
+        The study is unknown (404 problem).
+    ConflictError
+        The study is not complete yet (409 problem).
+    """
+    out = node.reroute(study_uid)
+    audit(
+        request,
+        "study.rerouted",
+        study_uid=study_uid,
+        new_jobs=list(out["new_jobs"]),
+        rejection=out["rejection"],
+    )
+    return out
 
 
 def _guarded(request: Request, detail: dict[str, Any], purpose: str) -> dict[str, Any]:

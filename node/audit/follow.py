@@ -12,12 +12,12 @@ from __future__ import annotations
 import logging
 import sqlite3
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Protocol
 
 from node.audit.log import AuditLog
 
-__all__ = ["JobEventFollower", "JobEventSource", "JobTransition"]
+__all__ = ["JobEventFollower", "JobEventSource", "JobTransition", "SupersededAuditor"]
 
 log = logging.getLogger(__name__)
 
@@ -117,3 +117,61 @@ class JobEventFollower:
             except sqlite3.Error:
                 log.exception("audit.follow_failed")
         self._events.close()
+
+
+class SupersededRejection(Protocol):
+    """A recorded rejection (``node.delivery.rejections.Rejection``), as the auditor reads it."""
+
+    @property
+    def note_id(self) -> str: ...
+    @property
+    def study_uid(self) -> str: ...
+    @property
+    def job_ids(self) -> tuple[str, ...]: ...
+    @property
+    def superseded_by(self) -> str | None: ...
+    @property
+    def rejected_sop_uids(self) -> tuple[str, ...]: ...
+    @property
+    def destinations(self) -> tuple[str, ...]: ...
+    @property
+    def queued_at(self) -> float | None: ...
+
+
+class SupersededAuditor:
+    """Records ``results.superseded`` once per rejection the node made of superseded results.
+
+    The rejection is the state change and lives in the index (``rejections`` table); the
+    audit record follows it.  A ``kill -9`` between the two must not lose the record, so it
+    is re-derived: ``catch_up`` (at start-up) records every queued superseded rejection that
+    has no record yet, and ``record`` (the live listener) skips one that has.  The audit table
+    is the memory of what was recorded (the note id is in each record).
+    """
+
+    EVENT = "results.superseded"
+
+    def __init__(self, audit: AuditLog) -> None:
+        self._audit = audit
+        self._lock = threading.Lock()
+
+    def record(self, rejection: SupersededRejection) -> bool:
+        """Record ``rejection`` unless it was recorded already; return whether it was now."""
+        if rejection.queued_at is None:
+            return False  # not finished: recorded when ``resume`` finishes it (catch_up)
+        with self._lock:
+            if rejection.note_id in self._audit.recorded_values(self.EVENT, "note_id"):
+                return False
+            self._audit.record(
+                self.EVENT,
+                study_uid=rejection.study_uid,
+                note_id=rejection.note_id,
+                job_ids=list(rejection.job_ids),
+                superseded_by=rejection.superseded_by,
+                objects=len(rejection.rejected_sop_uids),
+                destinations=list(rejection.destinations),
+            )
+        return True
+
+    def catch_up(self, rejections: Iterable[SupersededRejection]) -> int:
+        """Record those of ``rejections`` (superseded ones, oldest first) not recorded yet."""
+        return sum(self.record(r) for r in rejections)

@@ -171,6 +171,15 @@ class AuditLog:
             for r in rows
         ]
 
+    def recorded_values(self, event: str, key: str) -> set[str]:
+        """Every value of the detail field ``key`` among the records of ``event`` (e.g. the
+        note ids of the ``results.superseded`` records)."""
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT json_extract(detail, ?) FROM audit WHERE event = ?", (f"$.{key}", event)
+            ).fetchall()
+        return {str(r[0]) for r in rows if r[0] is not None}
+
     def cursor(self, name: str) -> int | None:
         """Where the follower ``name`` stopped (e.g. the last audited ``job_events.id``)."""
         with self._lock:

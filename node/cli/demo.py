@@ -141,34 +141,12 @@ def run_demo(
     import httpx
 
     from node.app import Node
-    from node.cli.demo_pacs import LocalPacs, orthanc_binary, start_local_pacs
-    from node.cli.send import send_files
-    from node.config import (
-        Config,
-        DimseDestination,
-        FolderDestination,
-        NodeConfig,
-        StudyConfig,
-    )
-    from node.samples import write_sample_studies
+    from node.config import Config, NodeConfig, StudyConfig
 
     data_dir = work_dir / "data"
     report = DemoReport(work_dir=work_dir, data_dir=data_dir, stable_seconds=stable_seconds)
     report.results_dir = work_dir / "results"
-    destinations: dict[str, Any] = {
-        "results-folder": FolderDestination(type="folder", path=report.results_dir)
-    }
-    pacs: LocalPacs | None = None
-    if use_pacs and orthanc_binary() is not None:
-        try:
-            pacs = start_local_pacs(work_dir / "pacs")
-        except RuntimeError as exc:
-            echo(f"      local Orthanc not started ({exc}); results go to the folder only")
-        else:
-            report.pacs_url = pacs.explorer_url
-            destinations["pacs"] = DimseDestination(
-                host="127.0.0.1", port=pacs.dicom_port, ae_title=pacs.ae_title
-            )
+    destinations, pacs = _destinations(work_dir, report, use_pacs=use_pacs, echo=echo)
     config = Config(
         node=NodeConfig(data_dir=data_dir, host="127.0.0.1", dicom_port=0, http_port=0),
         study=StudyConfig(stable_seconds=stable_seconds),
@@ -187,27 +165,7 @@ def run_demo(
         report.dicom_address = f"127.0.0.1:{node.dicom_port} (AE {config.node.ae_title})"
         where = f"; PACS (Orthanc) {pacs.url}" if pacs else ""
         echo(f"[1/7] node started: DICOM {report.dicom_address}, HTTP {report.api_url}{where}")
-        files = write_sample_studies(work_dir / "samples")
-        report.files_written = len(files)
-        echo(
-            f"[2/7] wrote the synthetic sample studies: {len(files)} files under "
-            f"{work_dir / 'samples'}"
-        )
-        t0 = time.monotonic()
-        report.sent, failures = send_files(
-            files,
-            host="127.0.0.1",
-            port=int(node.dicom_port or 0),
-            called_aet=config.node.ae_title,
-            calling_aet=_CALLING_AET,
-        )
-        report.send_failures = [f"{path.name}: {reason}" for path, reason in failures]
-        report.send_seconds = time.monotonic() - t0
-        rate = report.sent / report.send_seconds if report.send_seconds > 0 else 0.0
-        echo(
-            f"[3/7] sent {report.sent}/{len(files)} instances over C-STORE in "
-            f"{report.send_seconds:.1f} s ({rate:.0f} instances/s)"
-        )
+        files = _send_samples(node, config.node.ae_title, work_dir, report, echo)
         with httpx.Client(base_url=report.api_url, timeout=30) as client:
             study_uids = _wait_complete(client, report, timeout_seconds, echo)
             _verify(node, files, report)
@@ -230,6 +188,61 @@ def run_demo(
         if pacs is not None:
             pacs.stop()
     return report
+
+
+def _destinations(
+    work_dir: Path, report: DemoReport, *, use_pacs: bool, echo: Callable[[str], None]
+) -> tuple[dict[str, Any], Any]:
+    """The results folder, and a local Orthanc as the PACS when it is installed and starts."""
+    from node.cli.demo_pacs import LocalPacs, orthanc_binary, start_local_pacs
+    from node.config import DimseDestination, FolderDestination
+
+    results_dir = report.results_dir or work_dir / "results"
+    destinations: dict[str, Any] = {
+        "results-folder": FolderDestination(type="folder", path=results_dir)
+    }
+    pacs: LocalPacs | None = None
+    if use_pacs and orthanc_binary() is not None:
+        try:
+            pacs = start_local_pacs(work_dir / "pacs")
+        except RuntimeError as exc:
+            echo(f"      local Orthanc not started ({exc}); results go to the folder only")
+        else:
+            report.pacs_url = pacs.explorer_url
+            destinations["pacs"] = DimseDestination(
+                host="127.0.0.1", port=pacs.dicom_port, ae_title=pacs.ae_title
+            )
+    return destinations, pacs
+
+
+def _send_samples(
+    node: Any, ae_title: str, work_dir: Path, report: DemoReport, echo: Callable[[str], None]
+) -> list[Path]:
+    """Write the sample studies and C-STORE them to the node over one association."""
+    from node.cli.send import send_files
+    from node.samples import write_sample_studies
+
+    files = write_sample_studies(work_dir / "samples")
+    report.files_written = len(files)
+    echo(
+        f"[2/7] wrote the synthetic sample studies: {len(files)} files under {work_dir / 'samples'}"
+    )
+    t0 = time.monotonic()
+    report.sent, failures = send_files(
+        files,
+        host="127.0.0.1",
+        port=int(node.dicom_port or 0),
+        called_aet=ae_title,
+        calling_aet=_CALLING_AET,
+    )
+    report.send_failures = [f"{path.name}: {reason}" for path, reason in failures]
+    report.send_seconds = time.monotonic() - t0
+    rate = report.sent / report.send_seconds if report.send_seconds > 0 else 0.0
+    echo(
+        f"[3/7] sent {report.sent}/{len(files)} instances over C-STORE in "
+        f"{report.send_seconds:.1f} s ({rate:.0f} instances/s)"
+    )
+    return files
 
 
 def _wait_pipeline(
@@ -274,50 +287,55 @@ def _wait_pipeline(
             break
         time.sleep(0.25)
     for uid in study_uids:
-        routing = node.jobs.routing(uid) or {}
-        decisions = (routing.get("decisions") or {}).get("decisions", [])
-        jobs = node.jobs.list_jobs(study_uid=uid)
-        deliveries = node.outbox.list(study_uid=uid, limit=100000)
-        by_dest: dict[str, dict[str, int]] = {}
-        for d in deliveries:
-            by_dest.setdefault(d.destination, {}).setdefault(d.state.value, 0)
-            by_dest[d.destination][d.state.value] += 1
-        report.pipeline[uid] = {
-            "rules": sorted({d["rule"] for d in decisions if not d.get("ignored")}),
-            "ignored_by": sorted({d["rule"] for d in decisions if d.get("ignored")}),
-            "jobs": [
-                {
-                    "model": j.job.model,
-                    "rule": j.job.rule,
-                    "state": j.state.value,
-                    "reason": j.reason if j.state is not JobState.SUCCEEDED else None,
-                    "seconds": None
-                    if j.finished_at is None or j.started_at is None
-                    else round(j.finished_at - j.started_at, 2),
-                    "timings_seconds": {
-                        k: round(float(v), 3)
-                        for k, v in j.outputs.get("timings_seconds", {}).items()
-                        if k in ("load", "model", "write")
-                    },
-                    "objects": [o["modality"] for o in j.outputs.get("objects", [])],
-                    # its prediction is part of the rule's combined result set
-                    "combined": bool(j.outputs.get("combined_by")),
-                }
-                for j in sorted(jobs, key=lambda r: r.created_at)
-            ],
-            "deliveries": by_dest,
-        }
-        for j in jobs:
-            if j.state is not JobState.SUCCEEDED:
-                report.errors.append(
-                    f"job {j.job.model} on study {uid}: {j.state.value}: {j.reason}"
-                )
-        for dest, states in by_dest.items():
-            bad = {k: v for k, v in states.items() if k != DeliveryState.DELIVERED.value}
-            if bad:
-                report.errors.append(f"deliveries to {dest} for study {uid} not done: {bad}")
+        _record_study(node, uid, report)
     if not any(p["jobs"] for p in report.pipeline.values()):
         report.errors.append("no model ran on the sample studies (check the default rules)")
+
+
+def _record_study(node: Any, uid: str, report: DemoReport) -> None:
+    """Put one study's rules, jobs and deliveries in the report, and what went wrong."""
+    from node.types import DeliveryState, JobState
+
+    routing = node.jobs.routing(uid) or {}
+    decisions = (routing.get("decisions") or {}).get("decisions", [])
+    jobs = node.jobs.list_jobs(study_uid=uid)
+    deliveries = node.outbox.list(study_uid=uid, limit=100000)
+    by_dest: dict[str, dict[str, int]] = {}
+    for d in deliveries:
+        by_dest.setdefault(d.destination, {}).setdefault(d.state.value, 0)
+        by_dest[d.destination][d.state.value] += 1
+    report.pipeline[uid] = {
+        "rules": sorted({d["rule"] for d in decisions if not d.get("ignored")}),
+        "ignored_by": sorted({d["rule"] for d in decisions if d.get("ignored")}),
+        "jobs": [
+            {
+                "model": j.job.model,
+                "rule": j.job.rule,
+                "state": j.state.value,
+                "reason": j.reason if j.state is not JobState.SUCCEEDED else None,
+                "seconds": None
+                if j.finished_at is None or j.started_at is None
+                else round(j.finished_at - j.started_at, 2),
+                "timings_seconds": {
+                    k: round(float(v), 3)
+                    for k, v in j.outputs.get("timings_seconds", {}).items()
+                    if k in ("load", "model", "write")
+                },
+                "objects": [o["modality"] for o in j.outputs.get("objects", [])],
+                # its prediction is part of the rule's combined result set
+                "combined": bool(j.outputs.get("combined_by")),
+            }
+            for j in sorted(jobs, key=lambda r: r.created_at)
+        ],
+        "deliveries": by_dest,
+    }
+    for j in jobs:
+        if j.state is not JobState.SUCCEEDED:
+            report.errors.append(f"job {j.job.model} on study {uid}: {j.state.value}: {j.reason}")
+    for dest, states in by_dest.items():
+        bad = {k: v for k, v in states.items() if k != DeliveryState.DELIVERED.value}
+        if bad:
+            report.errors.append(f"deliveries to {dest} for study {uid} not done: {bad}")
 
 
 def _wait_complete(

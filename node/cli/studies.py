@@ -1,10 +1,11 @@
-"""``ainode studies list|show UID|complete UID`` (``--json`` for machines).
+"""``ainode studies list|show UID|complete UID|reroute UID`` (``--json`` for machines).
 
 ``list`` and ``show`` read the index under the config's ``data_dir`` directly (SQLite in WAL
 mode: safe while the node runs).  ``complete`` asks the running node over HTTP
 (``POST /api/studies/{uid}/complete``, so the completion is routed at once); when no node answers
 on ``node.http_port`` it marks the study complete in the index itself, and the event is recorded
-there (a node started later does not re-announce it).
+there (a node started later does not re-announce it).  ``reroute`` asks the running node to
+route a complete study again (``POST /api/studies/{uid}/reroute``); it needs the node.
 """
 
 from __future__ import annotations
@@ -24,7 +25,9 @@ from node.store.index import AI_STATUSES, SORT_KEYS, STUDY_STATES
 
 __all__ = ["studies_app"]
 
-studies_app = typer.Typer(help="List, show and complete received studies.", no_args_is_help=True)
+studies_app = typer.Typer(
+    help="List, show, complete and re-route received studies.", no_args_is_help=True
+)
 app.add_typer(studies_app, name="studies")
 
 ConfigOpt = Annotated[
@@ -242,3 +245,39 @@ def complete(study_uid: str, config: ConfigOpt = None, as_json: JsonOpt = False)
         return
     state = "completed" if changed else "was already complete"
     typer.echo(f"study {study_uid} {state} (generation {generation}, via {via})")
+
+
+@studies_app.command("reroute")
+def reroute(study_uid: str, config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
+    """Route a complete study again now, through the running node: with the active rules and
+    the models' current versions; earlier results no longer produced are rejected."""
+    import httpx
+
+    from node.cli.pull import node_http
+
+    cfg = config_from(config)
+    base, headers, verify = node_http(cfg)
+    try:
+        r = httpx.post(
+            f"{base}/api/studies/{study_uid}/reroute", timeout=600, headers=headers, verify=verify
+        )
+    except httpx.TransportError as exc:
+        raise AinodeError(
+            f"no node answers at {base} ({exc.__class__.__name__}); start it with "
+            "'ainode serve' (re-routing queues jobs in the running node)"
+        ) from exc
+    if r.status_code == 404:
+        raise NotFoundError(f"study {study_uid} is not known to this node")
+    if r.status_code >= 400:
+        detail = r.json().get("detail", r.text) if r.content else r.reason_phrase
+        raise AinodeError(f"the node answered {r.status_code}: {str(detail)[:300]}")
+    out: dict[str, Any] = r.json()
+    if as_json:
+        typer.echo(json.dumps(out))
+        return
+    rejection = out.get("rejection")
+    typer.echo(
+        f"study {study_uid} re-routed: {len(out.get('jobs', []))} job(s), "
+        f"{len(out.get('new_jobs', []))} queued"
+        + (f"; earlier results rejected ({rejection})" if rejection else "")
+    )

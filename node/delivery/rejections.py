@@ -421,11 +421,19 @@ class Rejections:
         return _rejection(row)
 
     def list(
-        self, *, study_uid: str | None = None, job_id: str | None = None, limit: int = 200
+        self,
+        *,
+        study_uid: str | None = None,
+        job_id: str | None = None,
+        kind: RejectionKind | str | None = None,
+        limit: int = 200,
     ) -> list[Rejection]:
-        """Rejections, newest first, of one study or covering one job."""
+        """Rejections, newest first, of one study, covering one job, or of one kind."""
         sql, args = f"SELECT {_COLS} FROM rejections", []
         where = []
+        if kind is not None:
+            where.append("kind = ?")
+            args.append(RejectionKind(kind).value)
         if study_uid is not None:
             where.append("study_uid = ?")
             args.append(study_uid)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Any, Protocol
@@ -37,10 +37,20 @@ from python_multipart.exceptions import FormParserError
 
 from node.config import DicomwebSource, DimseSource
 from node.errors import IngestError, SourceError
+from node.types import DicomJson
 from node.web.multipart import iter_related
 from node.web.peers import make_client, make_session, ssl_context
 
-__all__ = ["InstanceSink", "Progress", "PullQuery", "PullResult", "find_studies", "pull"]
+__all__ = [
+    "InstanceSink",
+    "Progress",
+    "PullQuery",
+    "PullResult",
+    "find_series",
+    "find_studies",
+    "pull",
+    "query_studies",
+]
 
 log = logging.getLogger(__name__)
 
@@ -58,9 +68,11 @@ class InstanceSink(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class PullQuery:
-    """What to pull: one study by UID, or the studies matching patient ID/dates/modality."""
+    """What to pull: one study by UID (or one series of it, ``series_uid``), or the studies
+    matching patient ID/dates/modality."""
 
     study_uid: str | None = None
+    series_uid: str | None = None
     patient_id: str | None = None
     date_from: date | None = None
     date_to: date | None = None
@@ -135,6 +147,98 @@ def find_studies(
     return sorted({str(s["0020000D"]["Value"][0]) for s in found if "0020000D" in s})
 
 
+#: Return keys of the study and series queries (``query_studies``, ``find_series``).
+_STUDY_KEYS = ("StudyInstanceUID", "StudyDate", "StudyTime", "ModalitiesInStudy")
+_SERIES_KEYS = (
+    "SeriesInstanceUID",
+    "Modality",
+    "BodyPartExamined",
+    "SeriesDescription",
+    "SeriesNumber",
+    "NumberOfSeriesRelatedInstances",
+)
+
+
+def query_studies(
+    source: DimseSource | DicomwebSource,
+    filters: Mapping[str, str],
+    *,
+    node_ae_title: str,
+) -> list[DicomJson]:
+    """Study-level C-FIND (PS3.4 C.4.1) or QIDO-RS (PS3.18 10.6) with matching keys ``filters``
+    (keyword -> value, e.g. ``PatientID``, ``IssuerOfPatientID``, a ``StudyDate`` range).
+
+    Returns
+    -------
+    list[DicomJson]
+        One DICOM JSON header per study (PS3.18 F.2) with at least the Study Instance UID,
+        Study Date and Time.
+
+    Raises
+    ------
+    SourceError
+        The source cannot be reached or refused the query.
+    """
+    if isinstance(source, DimseSource):
+        ds = Dataset()
+        ds.QueryRetrieveLevel = "STUDY"
+        for keyword in _STUDY_KEYS:
+            setattr(ds, keyword, "")
+        for keyword, value in filters.items():
+            setattr(ds, keyword, value)
+        return [_json_of(r) for r in _c_find(source, ds, node_ae_title)]
+    try:
+        found = make_client(source).search_for_studies(
+            search_filters=dict(filters), fields=list(_STUDY_KEYS)
+        )
+    except requests.RequestException as exc:
+        # the exception's text may hold the request URL, whose query holds the Patient ID
+        raise SourceError(f"QIDO-RS search at {source.url} failed: {_without_url(exc)}") from None
+    return [dict(s) for s in found]
+
+
+def find_series(
+    source: DimseSource | DicomwebSource, study_uid: str, *, node_ae_title: str
+) -> list[DicomJson]:
+    """The series of ``study_uid`` at ``source`` (series-level C-FIND or QIDO-RS), each as a
+    DICOM JSON header with Modality, Body Part Examined, Series Description and the number of
+    instances when the source answers them.
+
+    Raises
+    ------
+    SourceError
+        The source cannot be reached or refused the query.
+    """
+    if isinstance(source, DimseSource):
+        ds = Dataset()
+        ds.QueryRetrieveLevel = "SERIES"
+        ds.StudyInstanceUID = study_uid
+        for keyword in _SERIES_KEYS:
+            setattr(ds, keyword, "")
+        return [_json_of(r) for r in _c_find(source, ds, node_ae_title)]
+    try:
+        found = make_client(source).search_for_series(
+            study_instance_uid=study_uid, fields=list(_SERIES_KEYS)
+        )
+    except requests.RequestException as exc:
+        raise SourceError(f"QIDO-RS search at {source.url} failed: {exc}") from exc
+    return [dict(s) for s in found]
+
+
+def _without_url(exc: requests.RequestException) -> str:
+    """What went wrong, without the request URL (its query may carry patient identifiers)."""
+    response = exc.response
+    if response is not None:
+        return f"HTTP {response.status_code} {response.reason or ''}".strip()
+    return type(exc).__name__
+
+
+def _json_of(ds: Dataset) -> DicomJson:
+    """A C-FIND response identifier as DICOM JSON (bulk data never occurs in one)."""
+    out: DicomJson = ds.to_json_dict(bulk_data_threshold=1 << 30)
+    return out
+
+
 def pull(
     source: DimseSource | DicomwebSource,
     query: PullQuery,
@@ -166,13 +270,25 @@ def pull(
     """
     result = PullResult(studies=find_studies(source, query, node_ae_title=node_ae_title))
     report = progress or (lambda done, total: None)
+    series_uid = query.series_uid if query.study_uid else None
     for study_uid in result.studies:
         if isinstance(source, DicomwebSource):
-            _pull_wado(source, study_uid, sink, result, report)
+            _pull_wado(source, study_uid, series_uid, sink, result, report)
         elif source.method == "c-get":
-            _pull_c_get(source, study_uid, sink, node_ae_title, result, report, timeout_seconds)
+            _pull_c_get(
+                source,
+                study_uid,
+                series_uid,
+                sink,
+                node_ae_title,
+                result,
+                report,
+                timeout_seconds,
+            )
         else:
-            _pull_c_move(source, study_uid, node_ae_title, result, report, timeout_seconds)
+            _pull_c_move(
+                source, study_uid, series_uid, node_ae_title, result, report, timeout_seconds
+            )
     log.info(
         "pull.done",
         extra={
@@ -228,27 +344,34 @@ def _c_find(source: DimseSource, identifier: Dataset, node_ae_title: str) -> lis
     return out
 
 
-def _instances_of(source: DimseSource, study_uid: str, node_ae_title: str) -> list[Dataset]:
-    """IMAGE-level C-FIND: the study's instances with their SOP classes (for C-GET contexts)."""
+def _instances_of(
+    source: DimseSource, study_uid: str, series_uid: str | None, node_ae_title: str
+) -> list[Dataset]:
+    """IMAGE-level C-FIND: the study's (or series') instances with their SOP classes (for C-GET
+    contexts)."""
     ds = Dataset()
     ds.QueryRetrieveLevel = "IMAGE"
     ds.StudyInstanceUID = study_uid
-    ds.SeriesInstanceUID = ""
+    ds.SeriesInstanceUID = series_uid or ""
     ds.SOPInstanceUID = ""
     ds.SOPClassUID = ""
     return _c_find(source, ds, node_ae_title)
 
 
-def _retrieve_identifier(study_uid: str) -> Dataset:
+def _retrieve_identifier(study_uid: str, series_uid: str | None) -> Dataset:
+    """The C-MOVE/C-GET identifier: the study, or one series of it (PS3.4 C.4.2.1.4)."""
     ds = Dataset()
-    ds.QueryRetrieveLevel = "STUDY"
+    ds.QueryRetrieveLevel = "SERIES" if series_uid else "STUDY"
     ds.StudyInstanceUID = study_uid
+    if series_uid:
+        ds.SeriesInstanceUID = series_uid
     return ds
 
 
 def _pull_c_move(
     source: DimseSource,
     study_uid: str,
+    series_uid: str | None,
     node_ae_title: str,
     result: PullResult,
     report: Progress,
@@ -260,7 +383,7 @@ def _pull_c_move(
     try:
         final: Dataset | None = None
         for status, _ in assoc.send_c_move(
-            _retrieve_identifier(study_uid),
+            _retrieve_identifier(study_uid, series_uid),
             node_ae_title,
             StudyRootQueryRetrieveInformationModelMove,
         ):
@@ -302,13 +425,14 @@ def _pull_c_move(
 def _pull_c_get(
     source: DimseSource,
     study_uid: str,
+    series_uid: str | None,
     sink: InstanceSink,
     node_ae_title: str,
     result: PullResult,
     report: Progress,
     timeout: float,
 ) -> None:
-    instances = _instances_of(source, study_uid, node_ae_title)
+    instances = _instances_of(source, study_uid, series_uid, node_ae_title)
     classes = sorted({str(i.SOPClassUID) for i in instances if i.get("SOPClassUID")})
     if not classes:  # the source did not say: offer the common storage classes
         classes = [str(cx.abstract_syntax) for cx in StoragePresentationContexts[:127]]
@@ -336,7 +460,8 @@ def _pull_c_get(
     final: Dataset | None = None
     try:
         for status, _ in assoc.send_c_get(
-            _retrieve_identifier(study_uid), StudyRootQueryRetrieveInformationModelGet
+            _retrieve_identifier(study_uid, series_uid),
+            StudyRootQueryRetrieveInformationModelGet,
         ):
             if not status:
                 raise SourceError(
@@ -363,6 +488,7 @@ def _pull_c_get(
 def _pull_wado(
     source: DicomwebSource,
     study_uid: str,
+    series_uid: str | None,
     sink: InstanceSink,
     result: PullResult,
     report: Progress,
@@ -371,7 +497,9 @@ def _pull_wado(
     client = make_client(source, session)
     base = source.url.rstrip("/")
     try:
-        found = client.search_for_instances(study_instance_uid=study_uid)
+        found = client.search_for_instances(
+            study_instance_uid=study_uid, series_instance_uid=series_uid
+        )
     except requests.RequestException as exc:
         raise SourceError(f"QIDO-RS at {base} failed: {exc}") from exc
     refs = [

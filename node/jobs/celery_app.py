@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
-from node.types import Job
+from node.types import Job, PriorOutcome
 
 if TYPE_CHECKING:  # celery is imported by make_celery only: the embedded engine never needs it
     from celery import Celery
@@ -64,6 +64,7 @@ def job_message(job: Job) -> dict[str, Any]:
     body["series_uids"] = list(job.series_uids)
     body["destinations"] = list(job.destinations)
     body["parameters"] = dict(job.parameters)
+    body["prior"] = job.prior.to_json() if job.prior is not None else None
     return body
 
 
@@ -78,6 +79,7 @@ def job_from_message(body: Mapping[str, Any]) -> Job:
         parameters=dict(body.get("parameters") or {}),
         destinations=tuple(body.get("destinations") or ()),
         priority=int(body.get("priority", 0)),
+        prior=PriorOutcome.from_json(body["prior"]) if body.get("prior") else None,
     )
 
 

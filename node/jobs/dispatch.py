@@ -22,14 +22,21 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from node.jobs.store import COMBINE_MODEL, job_id_for
 from node.types import Instance, Job
 
-__all__ = ["Plan", "plan_jobs", "series_number_base"]
+__all__ = [
+    "Plan",
+    "Stale",
+    "no_longer_routed",
+    "plan_jobs",
+    "series_number_base",
+    "with_model_versions",
+]
 
 #: Result series numbers per job: job ``k`` numbers its series ``9000 + 1000 k + 1, + 2...``
 SERIES_NUMBER_START = 9000
@@ -258,3 +265,75 @@ def _combine_jobs(
                 jobs[n], parameters={**jobs[n].parameters, "_combined_by": combine_id}
             )
     return out
+
+
+def with_model_versions(jobs: Sequence[Job], versions: Mapping[str, str]) -> tuple[Job, ...]:
+    """``jobs`` with the version of their model recorded (``_model_version``; a combine job:
+    ``_model_versions`` of the models it combines), when the router knows it.
+
+    A re-routing whose model version differs from the one a finished job ran with runs that
+    job again (``node.jobs.store.rerun_reason``); its new result objects have new UIDs (they
+    derive from job id and model version) and replace the old ones (docs/results.md).
+    """
+    out = [
+        replace(j, parameters={**j.parameters, "_model_version": versions[j.model]})
+        if j.model in versions
+        else j
+        for j in jobs
+    ]
+    by_id = {j.job_id: j for j in out}
+    for n, j in enumerate(out):
+        if j.model != COMBINE_MODEL:
+            continue
+        combined = [by_id.get(str(i)) for i in j.parameters.get("_combine_of", [])]
+        known = {c.model: versions[c.model] for c in combined if c and c.model in versions}
+        if known:
+            out[n] = replace(j, parameters={**j.parameters, "_model_versions": known})
+    return tuple(out)
+
+
+class _Stored(Protocol):
+    @property
+    def job(self) -> Job: ...
+    @property
+    def superseded_by(self) -> str | None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Stale:
+    """What a re-routing of a study no longer asks for (``no_longer_routed``)."""
+
+    #: jobs whose delivered or queued results, if they have any, are to be rejected (a job
+    #: part of a combined set delivers none of its own: nothing of it is in the outbox)
+    reject: tuple[str, ...] = ()
+    #: jobs not routed any more at all: not to run, not to deliver (``JobStore.retire``)
+    retire: tuple[str, ...] = ()
+
+
+def _key(job: Job) -> tuple[str, str, tuple[str, ...]]:
+    return (job.rule, job.model, tuple(job.series_uids))
+
+
+def no_longer_routed(stored: Sequence[_Stored], planned: Sequence[Job]) -> Stale:
+    """The stored jobs of a study whose results a new routing ``planned`` does not produce.
+
+    A job delivers its own results unless it is part of a combined set (``_combined_by``).
+    A stored job is stale when no planned job that delivers has its id, and none has its
+    study, rule, model and series either: those older runs of the same work (late instances)
+    are rejected when their successor succeeds (``JobStore.predecessors``), not here.  So a
+    rule renamed or removed, a model taken out of a rule, ``combine`` switched either way, or
+    a series no longer matched make their earlier results stale.
+    """
+    delivering = {j.job_id for j in planned if not j.parameters.get("_combined_by")}
+    keys = {_key(j) for j in planned if j.job_id in delivering}
+    planned_ids = {j.job_id for j in planned}
+    reject: list[str] = []
+    retire: list[str] = []
+    for record in stored:
+        job = record.job
+        if job.job_id in delivering or _key(job) in keys:
+            continue
+        reject.append(job.job_id)
+        if job.job_id not in planned_ids:
+            retire.append(job.job_id)
+    return Stale(reject=tuple(sorted(reject)), retire=tuple(sorted(retire)))

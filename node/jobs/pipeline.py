@@ -10,6 +10,7 @@ objects, which the outbox then recognises as already queued or delivered.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import logging
 import time
@@ -54,6 +55,25 @@ def _registry(context: Mapping[str, Any]) -> Any:
             device=str(context.get("device", "auto")),
         )
     return _REGISTRY
+
+
+def _model_for(context: Mapping[str, Any], job: Job) -> Any:
+    """The model ``job`` runs; the registry is discovered again when the router recorded
+    another version of it (``_model_version``: the model was re-registered since this worker
+    started), so a re-routed job runs the new version."""
+    global _REGISTRY
+    wanted = job.parameters.get("_model_version")
+    registry = _registry(context)
+    if wanted is not None:
+        have = {e.name: e.info.version for e in registry.entries() if e.info is not None}
+        if job.model in have and have[job.model] != wanted:
+            log.info(
+                "models.rediscovered",
+                extra={"model": job.model, "had": have[job.model], "wanted": str(wanted)},
+            )
+            _REGISTRY = None
+            registry = _registry(context)
+    return registry.get(job.model)
 
 
 def prepare(context: Mapping[str, Any]) -> None:
@@ -197,7 +217,7 @@ def run_series(
     from node.results import build_result_files
 
     timings = dict(timings or {})
-    model = _registry(context).get(job.model)
+    model = _model_for(context, job)
 
     t = time.perf_counter()
     volume_id = job.parameters.get("_volume")
@@ -226,7 +246,7 @@ def run_series(
             prediction,
             volume,
             sources,
-            job_id=job.job_id,
+            job_id=_uid_key(job),
             content_datetime=_content_datetime(job),
             series_number_base=int(job.parameters.get("_series_number_base", 9000)),
         )
@@ -260,11 +280,19 @@ def _content_datetime(job: Job) -> dt.datetime:
 
 
 def _write_objects(files: Sequence[Any], out_dir: Path, relative_to: Path) -> list[dict[str, Any]]:
-    """Write each ``ResultFile`` durably as ``NNN-<modality>.dcm``; what the outputs list."""
+    """Write each ``ResultFile`` durably as ``NNN-<modality>.dcm``; what the outputs list.
+
+    A file of an earlier run with other bytes (a re-run with a new model version: other UIDs)
+    is kept, and the new object goes to ``NNN-<modality>-<hash of its SOP UID>.dcm``: the
+    earlier object is still in the outbox, and its rejection note is built from that file.
+    """
     objects = []
     for n, result in enumerate(files):
         ds = result.dataset
         name = f"{n:03d}-{str(ds.Modality).lower()}.dcm"
+        if _other_bytes(out_dir / name, result.data):
+            tag = hashlib.sha256(str(ds.SOPInstanceUID).encode()).hexdigest()[:12]
+            name = f"{n:03d}-{str(ds.Modality).lower()}-{tag}.dcm"
         write_durably(out_dir / name, result.data)
         objects.append(
             {
@@ -276,6 +304,24 @@ def _write_objects(files: Sequence[Any], out_dir: Path, relative_to: Path) -> li
             }
         )
     return objects
+
+
+def _uid_key(job: Job) -> str:
+    """What a job's result UIDs derive from (with the model version): its id, plus its
+    revision once a re-routing brought it back after it was retired (its earlier objects were
+    rejected, and a PACS that applied the note must not receive their UIDs again)."""
+    revision = int(job.parameters.get("_revision", 0) or 0)
+    return job.job_id if revision == 0 else f"{job.job_id}/r{revision}"
+
+
+def _other_bytes(path: Path, data: bytes) -> bool:
+    """Whether ``path`` holds a file other than ``data`` (False when absent)."""
+    try:
+        if path.stat().st_size != len(data):
+            return True
+        return path.read_bytes() != data
+    except FileNotFoundError:
+        return False
 
 
 def run_combine(job: Job, context: Mapping[str, Any]) -> dict[str, Any]:
@@ -343,7 +389,7 @@ def run_combine(job: Job, context: Mapping[str, Any]) -> dict[str, Any]:
         predictions,
         volume,
         sources,
-        job_id=job.job_id,
+        job_id=_uid_key(job),
         rule=job.rule,
         content_datetime=_content_datetime(job),
         series_number_base=int(job.parameters.get("_series_number_base", 9000)),

@@ -19,9 +19,10 @@ from typing import Any
 
 from node.errors import NotFoundError
 from node.store.migrate import migrate
-from node.types import Job, JobState
+from node.store.sqlite import ThreadConnections
+from node.types import PRIOR_FAILED, Job, JobState, PriorOutcome, PriorState
 
-__all__ = ["COMBINE_MODEL", "JobRecord", "JobStore", "job_id_for"]
+__all__ = ["COMBINE_MODEL", "RETIRED_PREFIX", "JobRecord", "JobStore", "job_id_for", "rerun_reason"]
 
 #: The "model" of a combine job: it runs once every model job it lists in ``_combine_of`` is
 #: final and writes their predictions as one result set (no real model name starts with "_").
@@ -79,6 +80,13 @@ _STEPS = [
         queue TEXT NOT NULL
     )
     """,
+    # 4: the prior study of a rule with ``priors`` (issue 21): the job waits (is not claimed
+    # nor published) while ``prior_deadline`` is set and in the future
+    """
+    ALTER TABLE jobs ADD COLUMN prior TEXT;
+    ALTER TABLE jobs ADD COLUMN prior_deadline REAL;
+    CREATE INDEX jobs_prior_wait ON jobs(prior_deadline) WHERE prior_deadline IS NOT NULL
+    """,
 ]
 
 _ACTIVE = (JobState.QUEUED.value, JobState.RUNNING.value)
@@ -88,6 +96,39 @@ def job_id_for(*, study_uid: str, rule: str, model: str, input_fingerprint: str)
     """Deterministic job id: same study, rule, model and input instances -> same id."""
     key = "\x1f".join([study_uid, rule, model, input_fingerprint]).encode()
     return "j-" + hashlib.sha256(key).hexdigest()[:20]
+
+
+#: ``superseded_by`` of a job that a re-routing no longer asked for (``JobStore.retire``)
+RETIRED_PREFIX = "rerouted:"
+
+#: Job parameters that, when a re-routing changes them, make a finished job of the same id run
+#: again: the model version(s) it ran with and its place in a combined result set.
+_RERUN_KEYS = ("_model_version", "_model_versions", "_combined_by")
+
+
+def rerun_reason(stored: Mapping[str, Any], routed: Mapping[str, Any]) -> str | None:
+    """Why a finished job must run again under a new routing's ``routed`` parameters, or None.
+
+    The rule's own parameters (keys without ``_``), the model version (``_model_version``; a
+    combined job's ``_model_versions``) and the combined set it belongs to (``_combined_by``)
+    count; the other ``_`` keys are bookkeeping of one routing (creation time, series numbers).
+    A version unknown on either side (a job stored before versions were recorded, a model the
+    router could not describe) is not a change.
+    """
+    for key in _RERUN_KEYS:
+        old, new = stored.get(key), routed.get(key)
+        if key != "_combined_by" and (old is None or new is None):
+            continue
+        if old != new:
+            return {
+                "_model_version": f"model version {old} -> {new}",
+                "_model_versions": "model versions changed",
+                "_combined_by": "combined result set changed",
+            }[key]
+    own = {k: v for k, v in stored.items() if not k.startswith("_")}
+    if own != {k: v for k, v in routed.items() if not k.startswith("_")}:
+        return "rule parameters changed"
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +171,7 @@ class JobRecord:
             "finished_at": self.finished_at,
             "superseded_by": self.superseded_by,
             "outputs": dict(self.outputs),
+            "prior": j.prior.to_json() if j.prior is not None else None,
         }
 
 
@@ -137,22 +179,13 @@ class JobStore:
     """Jobs and their transitions in the node's SQLite index file."""
 
     def __init__(self, db_path: Path) -> None:
-        self._path = db_path
-        self._local = threading.local()
+        self._db = ThreadConnections(db_path)
         self._lock = threading.Lock()
         with self._lock:
             migrate(self._conn(), "jobs", _STEPS)
 
     def _conn(self) -> sqlite3.Connection:
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is None:
-            self._path.parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(self._path, timeout=30, isolation_level=None)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=FULL")
-            conn.execute("PRAGMA busy_timeout=30000")
-            self._local.conn = conn
-        return conn
+        return self._db.conn()
 
     # ----------------------------------------------------------------------------- writing
     def submit(self, jobs: Iterable[Job], *, max_attempts: int = 3) -> list[str]:
@@ -172,7 +205,7 @@ class JobStore:
                     cur = conn.execute(
                         "INSERT OR IGNORE INTO jobs(job_id, study_uid, rule, model, series_uids,"
                         " parameters, destinations, priority, state, max_attempts, created_at,"
-                        " updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                        " updated_at, prior, prior_deadline) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                         (
                             job.job_id,
                             job.study_uid,
@@ -186,8 +219,12 @@ class JobStore:
                             max_attempts,
                             now,
                             now,
+                            json.dumps(job.prior.to_json()) if job.prior is not None else None,
+                            _wait_until(job),
                         ),
                     )
+                    if not cur.rowcount and self._rerun(conn, job, now):
+                        new.append(job.job_id)
                     if cur.rowcount:
                         new.append(job.job_id)
                         self._event(conn, job.job_id, JobState.QUEUED, "routed", now)
@@ -215,6 +252,71 @@ class JobStore:
                 raise
         return new
 
+    def _rerun(self, conn: sqlite3.Connection, job: Job, now: float) -> bool:
+        """Re-queue the stored job ``job.job_id`` when it finished but the new routing asks for
+        other work under the same id (``rerun_reason``): another model version, another role in
+        a combined result set, other rule parameters.  The new parameters replace the old."""
+        row = conn.execute(
+            "SELECT state, parameters, superseded_by FROM jobs WHERE job_id=?", (job.job_id,)
+        ).fetchone()
+        if row is None or row[0] in _ACTIVE:
+            return False
+        stored = json.loads(row[1])
+        parameters = dict(job.parameters)
+        revision = int(stored.get("_revision", 0) or 0)
+        why = rerun_reason(stored, parameters)
+        if str(row[2] or "").startswith(RETIRED_PREFIX):
+            # retired by an earlier re-routing (its results were rejected), routed again now:
+            # it runs again as a new revision, whose objects get new UIDs
+            why, revision = "routed again after it was retired", revision + 1
+        if why is None:
+            return False
+        if revision:
+            parameters["_revision"] = revision
+        conn.execute(
+            "UPDATE jobs SET parameters=?, destinations=?, attempts=0, finished_at=NULL,"
+            " superseded_by=NULL, prior=?, prior_deadline=? WHERE job_id=?",
+            (
+                json.dumps(parameters, sort_keys=True),
+                json.dumps(list(job.destinations)),
+                json.dumps(job.prior.to_json()) if job.prior is not None else None,
+                _wait_until(job),
+                job.job_id,
+            ),
+        )
+        self._set(conn, job.job_id, JobState.QUEUED, f"re-routed: {why}", now)
+        return True
+
+    def retire(self, job_ids: Iterable[str], *, by: str) -> list[str]:
+        """Mark jobs that a re-routing no longer asks for: ``superseded_by = by`` (it starts
+        with ``RETIRED_PREFIX``; a running one then delivers nothing) and a queued one
+        cancelled.  Returns the ids marked now."""
+        now = time.time()
+        done: list[str] = []
+        conn = self._conn()
+        with self._lock:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                for job_id in sorted(set(job_ids)):
+                    row = conn.execute(
+                        "SELECT state FROM jobs WHERE job_id=? AND superseded_by IS NULL",
+                        (job_id,),
+                    ).fetchone()
+                    if row is None:
+                        continue
+                    conn.execute(
+                        "UPDATE jobs SET superseded_by=?, updated_at=? WHERE job_id=?",
+                        (by, now, job_id),
+                    )
+                    if row[0] == JobState.QUEUED.value:
+                        self._set(conn, job_id, JobState.CANCELLED, "no longer routed", now)
+                    done.append(job_id)
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+        return done
+
     def claim(
         self,
         worker: str,
@@ -232,13 +334,17 @@ class JobStore:
         with self._lock:
             conn.execute("BEGIN IMMEDIATE")
             try:
+                now = time.time()
+                self._expire_waits(conn, now)
                 rows = conn.execute(
-                    "SELECT job_id, model, parameters FROM jobs WHERE state=? ORDER BY"
-                    " priority DESC, created_at, job_id",
+                    "SELECT job_id, model, parameters, prior_deadline FROM jobs WHERE state=?"
+                    " ORDER BY priority DESC, created_at, job_id",
                     (JobState.QUEUED.value,),
                 ).fetchall()
                 chosen = None
-                for job_id, model, parameters in rows:
+                for job_id, model, parameters, prior_deadline in rows:
+                    if prior_deadline is not None and float(prior_deadline) > now:
+                        continue  # waits for its prior study (or the priors timeout)
                     if model in limits and busy.get(model, 0) >= limits[model]:
                         continue
                     if model == COMBINE_MODEL and self._inputs_active(conn, parameters):
@@ -248,7 +354,6 @@ class JobStore:
                 if chosen is None:
                     conn.execute("COMMIT")
                     return None
-                now = time.time()
                 conn.execute(
                     "UPDATE jobs SET state=?, worker=?, attempts=attempts+1, started_at=?,"
                     " updated_at=? WHERE job_id=?",
@@ -339,14 +444,25 @@ class JobStore:
 
         A job is due when it was queued again since its last publication (routing, retry,
         failure) or was published before ``republish_before`` and still has not started (the
-        broker lost the message).
+        broker lost the message).  A job waiting for its prior is due once the prior is known
+        or the priors timeout passed.
         """
+        conn = self._conn()
+        with self._lock:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                self._expire_waits(conn, time.time())
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
         rows = (
             self._conn()
             .execute(
                 "SELECT j.job_id, (SELECT MAX(e.id) FROM job_events e WHERE e.job_id=j.job_id"
                 " AND e.state=?) AS ev, p.queued_event, p.published_at FROM jobs j"
                 " LEFT JOIN job_publications p ON p.job_id=j.job_id WHERE j.state=?"
+                " AND j.prior_deadline IS NULL"
                 " ORDER BY j.priority DESC, j.created_at, j.job_id",
                 (JobState.QUEUED.value, JobState.QUEUED.value),
             )
@@ -479,6 +595,80 @@ class JobStore:
                 self._set(conn, job_id, JobState.CANCELLED, "cancelled by operator", now)
                 conn.execute("UPDATE jobs SET finished_at=? WHERE job_id=?", (now, job_id))
             conn.execute("COMMIT")
+
+    # ------------------------------------------------------------------ priors
+    def resolve_prior(self, study_uid: str, rule: str, outcome: PriorOutcome) -> list[str]:
+        """The prior of ``study_uid``'s jobs of ``rule`` is known: record it and let the jobs
+        waiting for it run.  Jobs that stopped waiting already (the priors timeout passed) keep
+        what they ran with.  Returns the ids of the jobs released."""
+        now = time.time()
+        conn = self._conn()
+        with self._lock:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                ids = [
+                    str(r[0])
+                    for r in conn.execute(
+                        "SELECT job_id FROM jobs WHERE study_uid=? AND rule=? AND"
+                        " prior_deadline IS NOT NULL",
+                        (study_uid, rule),
+                    )
+                ]
+                for job_id in ids:
+                    conn.execute(
+                        "UPDATE jobs SET prior=?, prior_deadline=NULL, updated_at=? WHERE job_id=?",
+                        (json.dumps(outcome.to_json()), now, job_id),
+                    )
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+        return ids
+
+    def waiting_priors(self) -> list[tuple[str, str, float, tuple[str, ...]]]:
+        """(study UID, rule, deadline, series UIDs of one of its jobs) of every study whose
+        jobs wait for a prior (a node restarted while waiting resumes the fetches from these)."""
+        rows = (
+            self._conn()
+            .execute(
+                "SELECT study_uid, rule, MIN(prior_deadline), MIN(series_uids) FROM jobs WHERE"
+                " prior_deadline IS NOT NULL AND state=? GROUP BY study_uid, rule ORDER BY 3",
+                (JobState.QUEUED.value,),
+            )
+            .fetchall()
+        )
+        return [(str(a), str(b), float(c), tuple(json.loads(d))) for a, b, c, d in rows]
+
+    def note_prior_failure(self, study_uid: str, rule: str, reason: str) -> None:
+        """Remember the last failure of a prior fetch in the jobs still waiting for it: if the
+        timeout ends the wait before the fetcher does, the jobs run with this reason."""
+        with self._lock:
+            self._conn().execute(
+                "UPDATE jobs SET prior=json_set(prior, '$.reason', ?) WHERE study_uid=? AND"
+                " rule=? AND prior_deadline IS NOT NULL AND prior IS NOT NULL",
+                (reason, study_uid, rule),
+            )
+
+    def _expire_waits(self, conn: sqlite3.Connection, now: float) -> None:
+        """Jobs still waiting for a prior whose deadline passed run without it, saying why (the
+        fetch's last failure, else the timeout) (inside the caller's transaction)."""
+        rows = conn.execute(
+            "SELECT job_id, prior_deadline - created_at, json_extract(prior, '$.reason') FROM"
+            " jobs WHERE prior_deadline IS NOT NULL AND prior_deadline <= ?",
+            (now,),
+        ).fetchall()
+        for job_id, waited, last in rows:
+            outcome = PriorOutcome(
+                PriorState.FAILED,
+                reason=str(last)
+                if last
+                else f"{PRIOR_FAILED}: not retrieved within the priors timeout "
+                f"({float(waited):.0f} s)",
+            )
+            conn.execute(
+                "UPDATE jobs SET prior=?, prior_deadline=NULL WHERE job_id=?",
+                (json.dumps(outcome.to_json()), job_id),
+            )
 
     def predecessors(self, job: Job) -> list[str]:
         """Ids of the superseded jobs of ``job``'s study, rule, model and series (older inputs:
@@ -702,8 +892,13 @@ class JobStore:
 _COLS = (
     "job_id, study_uid, rule, model, series_uids, parameters, destinations, priority, state,"
     " attempts, max_attempts, reason, worker, created_at, updated_at, started_at, finished_at,"
-    " superseded_by, outputs"
+    " superseded_by, outputs, prior"
 )
+
+
+def _wait_until(job: Job) -> float | None:
+    p = job.prior
+    return p.wait_until if p is not None and p.state is PriorState.WAITING else None
 
 
 def _record(row: Sequence[Any]) -> JobRecord:
@@ -716,6 +911,7 @@ def _record(row: Sequence[Any]) -> JobRecord:
         parameters=json.loads(row[5]),
         destinations=tuple(json.loads(row[6])),
         priority=int(row[7]),
+        prior=PriorOutcome.from_json(json.loads(row[19])) if row[19] else None,
     )
     return JobRecord(
         job=job,

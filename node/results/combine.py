@@ -205,6 +205,8 @@ def combine_predictions(
 def _context(
     combined: Combined, model: str, *, job_id: str, when: dt.datetime, base: int
 ) -> ResultContext:
+    # every model's version: a new version of any of them gives the set new UIDs
+    versions = sorted(combined.versions.items())
     return ResultContext(
         job_id=job_id,
         model_name=model,
@@ -213,6 +215,7 @@ def _context(
         content_datetime=when,
         series_number_base=base,
         device_uid=combined.device_uids[model],
+        uid_scope="".join(f"\x1f{m}={v}" for m, v in versions) if len(versions) > 1 else "",
     )
 
 

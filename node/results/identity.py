@@ -75,7 +75,7 @@ _UNPAIRED = frozenset(
 #: (monailabel/datastore/utils/convert.py) write.  Change it here when IHE assigns the final code.
 PROCESSING_ALGORITHM = Code("Newcode1", "99IHE", "Processing Algorithm")
 
-_KIND_LABEL = {"seg": "SEG", "sr": "SR", "sc": "SC", "derived": "DERIVED"}
+_KIND_LABEL = {"seg": "SEG", "sr": "SR", "sc": "SC", "derived": "DERIVED", "reg": "REG"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +89,9 @@ class ResultContext:
     content_datetime: dt.datetime
     series_number_base: int = 9000
     device_uid: str = ""
+    #: what else the UIDs depend on: a combined set's models and their versions, so a new
+    #: version of any of them gives new UIDs (empty for one model's results)
+    uid_scope: str = ""
 
     @classmethod
     def from_prediction(
@@ -116,13 +119,16 @@ class ResultContext:
     def uid(self, index: int, role: str) -> str:
         """Deterministic UID of ``role`` inside result object ``index``."""
         return result_uid(
-            job_id=self.job_id, model_version=self.model_version, index=index, role=role
+            job_id=self.job_id + self.uid_scope,
+            model_version=self.model_version,
+            index=index,
+            role=role,
         )
 
     def tracking_uid(self, tracking_id: str) -> str:
         """Tracking UID of ``tracking_id``: the same in the SEG segment and the SR findings."""
         return result_uid(
-            job_id=self.job_id,
+            job_id=self.job_id + self.uid_scope,
             model_version=self.model_version,
             index=-1,
             role=f"tracking/{tracking_id}",

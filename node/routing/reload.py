@@ -50,6 +50,8 @@ class RuleHolder:
         The rule file.
     models, destinations:
         Names known to the node; rule files naming others are rejected.
+    sources:
+        The config's pull source names; a rule's ``priors.from`` must name one.
     poll_seconds:
         How often the watcher thread looks at the file.
     on_change:
@@ -67,12 +69,14 @@ class RuleHolder:
         *,
         models: set[str] | None = None,
         destinations: set[str] | None = None,
+        sources: set[str] | None = None,
         poll_seconds: float = 1.0,
         on_change: Callable[[RuleSet], None] | None = None,
     ) -> None:
         self.path = Path(path)
         self.models = models
         self.destinations = destinations
+        self.sources = sources
         self.poll_seconds = poll_seconds
         self.on_change = on_change
         self._lock = threading.Lock()
@@ -129,7 +133,11 @@ class RuleHolder:
 
     def _parse(self, text: str) -> RuleSet:
         return dicom_rules.parse(
-            text, source=str(self.path), models=self.models, destinations=self.destinations
+            text,
+            source=str(self.path),
+            models=self.models,
+            destinations=self.destinations,
+            sources=self.sources,
         )
 
     def _swap(self, text: str, rules: RuleSet) -> None:
@@ -197,7 +205,11 @@ class RuleHolder:
             ``text`` is invalid; nothing is written and the active rules stay.
         """
         rules = dicom_rules.parse(
-            text, source=str(self.path), models=self.models, destinations=self.destinations
+            text,
+            source=str(self.path),
+            models=self.models,
+            destinations=self.destinations,
+            sources=self.sources,
         )
         directory = self.path.parent
         fd, tmp = tempfile.mkstemp(prefix=".rules-", suffix=".tmp", dir=directory)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -250,33 +251,78 @@ def make_chest_scene(
         )
     heart_c = (zc - _u(rng, 25.0, 40.0), _u(rng, -30.0, -15.0), _u(rng, 10.0, 22.0))
     heart_axes = (_u(rng, 45.0, 55.0), _u(rng, 45.0, 55.0), _u(rng, 50.0, 62.0))
-    vessels: list[_Tube] = []
-    for lung in lungs:
-        cz, cy, cx = lung.center_mm
-        hilum = (
-            cz + _u(rng, -5, 10),
-            cy + _u(rng, -5, 5),
-            cx - math.copysign(lung.axes_mm[2] * 0.55, cx),
-        )
-        for _ in range(int(rng.integers(8, 14))):
-            d = np.array(_unit(rng))
-            d[2] = math.copysign(abs(d[2]) + 0.3, cx)
-            d /= np.linalg.norm(d)
-            length = _u(rng, 35.0, 80.0)
-            end = tuple(float(h + length * c) for h, c in zip(hilum, d, strict=True))
-            r0 = _u(rng, 1.2, 2.6)
-            vessels.append(_Tube(hilum, (end[0], end[1], end[2]), r0))
-            mid = tuple(float(h + 0.6 * length * c) for h, c in zip(hilum, d, strict=True))
-            d2 = np.array(_unit(rng)) * 0.6 + d
-            d2 /= np.linalg.norm(d2)
-            end2 = tuple(float(m + _u(rng, 20.0, 45.0) * c) for m, c in zip(mid, d2, strict=True))
-            vessels.append(_Tube((mid[0], mid[1], mid[2]), (end2[0], end2[1], end2[2]), r0 * 0.6))
+    vessels = [tube for lung in lungs for tube in _vessel_tree(rng, lung)]
     top = fov[0] + 10.0
     trachea = _Tube(
         (lungs[0].center_mm[0] + 40.0, -20.0, 0.0), (top, -25.0, 0.0), _u(rng, 7.0, 9.0)
     )
     if n_nodules is None:
         n_nodules = int(rng.choice([0, 1, 1, 2, 2, 3, 3, 4]))
+    nodules = _place_nodules(rng, lungs, n_nodules, body_axes=(by, bx), wall=wall)
+    opacity = None
+    if with_opacity:
+        lung = lungs[int(rng.integers(0, 2))]
+        cz, cy, cx = lung.center_mm
+        opacity = (
+            cz + _u(rng, -35.0, 25.0),
+            cy + _u(rng, -20.0, 20.0),
+            cx + _u(rng, -20.0, 20.0),
+            _u(rng, 18.0, 38.0),
+        )
+    return ChestScene(
+        fov_mm=fov,
+        body_axes_mm=(by, bx),
+        fat_mm=fat,
+        lungs=(lungs[0], lungs[1]),
+        heart_center_mm=heart_c,
+        heart_axes_mm=heart_axes,
+        vessels=tuple(vessels),
+        trachea=trachea,
+        nodules=tuple(nodules),
+        rib_period_mm=_u(rng, 22.0, 28.0),
+        rib_phase_mm=_u(rng, 0.0, 20.0),
+        noise_hu=_u(rng, 8.0, 25.0) if noise_hu is None else noise_hu,
+        texture_seed=int(rng.integers(0, 2**31 - 1)),
+        opacity=opacity,
+    )
+
+
+def _vessel_tree(rng: np.random.Generator, lung: _Lung) -> list[_Tube]:
+    """Vessels from the lung's hilum: 8-13 branches, each with one side branch."""
+    vessels: list[_Tube] = []
+    cz, cy, cx = lung.center_mm
+    hilum = (
+        cz + _u(rng, -5, 10),
+        cy + _u(rng, -5, 5),
+        cx - math.copysign(lung.axes_mm[2] * 0.55, cx),
+    )
+    for _ in range(int(rng.integers(8, 14))):
+        d = np.array(_unit(rng))
+        d[2] = math.copysign(abs(d[2]) + 0.3, cx)
+        d /= np.linalg.norm(d)
+        length = _u(rng, 35.0, 80.0)
+        end = tuple(float(h + length * c) for h, c in zip(hilum, d, strict=True))
+        r0 = _u(rng, 1.2, 2.6)
+        vessels.append(_Tube(hilum, (end[0], end[1], end[2]), r0))
+        mid = tuple(float(h + 0.6 * length * c) for h, c in zip(hilum, d, strict=True))
+        d2 = np.array(_unit(rng)) * 0.6 + d
+        d2 /= np.linalg.norm(d2)
+        end2 = tuple(float(m + _u(rng, 20.0, 45.0) * c) for m, c in zip(mid, d2, strict=True))
+        vessels.append(_Tube((mid[0], mid[1], mid[2]), (end2[0], end2[1], end2[2]), r0 * 0.6))
+    return vessels
+
+
+def _place_nodules(
+    rng: np.random.Generator,
+    lungs: list[_Lung],
+    n_nodules: int,
+    *,
+    body_axes: tuple[float, float],
+    wall: float,
+) -> list[NoduleSpec]:
+    """Up to ``n_nodules`` nodules inside the lungs, clear of the chest wall and of each other
+    (400 tries at most)."""
+    by, bx = body_axes
     nodules: list[NoduleSpec] = []
     attempts = 0
     while len(nodules) < n_nodules and attempts < 400:
@@ -313,32 +359,7 @@ def make_chest_scene(
                 axes=nod.axes,
             )
         )
-    opacity = None
-    if with_opacity:
-        lung = lungs[int(rng.integers(0, 2))]
-        cz, cy, cx = lung.center_mm
-        opacity = (
-            cz + _u(rng, -35.0, 25.0),
-            cy + _u(rng, -20.0, 20.0),
-            cx + _u(rng, -20.0, 20.0),
-            _u(rng, 18.0, 38.0),
-        )
-    return ChestScene(
-        fov_mm=fov,
-        body_axes_mm=(by, bx),
-        fat_mm=fat,
-        lungs=(lungs[0], lungs[1]),
-        heart_center_mm=heart_c,
-        heart_axes_mm=heart_axes,
-        vessels=tuple(vessels),
-        trachea=trachea,
-        nodules=tuple(nodules),
-        rib_period_mm=_u(rng, 22.0, 28.0),
-        rib_phase_mm=_u(rng, 0.0, 20.0),
-        noise_hu=_u(rng, 8.0, 25.0) if noise_hu is None else noise_hu,
-        texture_seed=int(rng.integers(0, 2**31 - 1)),
-        opacity=opacity,
-    )
+    return nodules
 
 
 def _tube_mask(tube: _Tube, z: FloatArray, y: FloatArray, x: FloatArray) -> npt.NDArray[np.bool_]:
@@ -428,24 +449,10 @@ def render_scene(
     hcz, hcy, hcx = scene.heart_center_mm
     haz, hay, hax = scene.heart_axes_mm
     heart = ((z - hcz) / haz) ** 2 + ((y - hcy) / hay) ** 2 + ((x - hcx) / hax) ** 2 <= 1.0
-    # lungs
-    lung_mask = np.zeros(shape, dtype=bool)
-    wall = scene.fat_mm + 10.0  # fat, then muscle and ribs around the lungs
-    lung_space = ((y / (by - wall)) ** 2 + (x / (bx - wall)) ** 2) <= 1.0
-    texture_rng = np.random.default_rng(scene.texture_seed)
-    for lung in scene.lungs:
-        cz, cy, cx = lung.center_mm
-        az, ay, ax = lung.axes_mm
-        r2 = ((y - cy) / ay) ** 2 + ((x - cx) / ax) ** 2
-        inside = (r2 + ((z - cz) / az) ** 2 <= 1.0) & (
-            z > cz - az * 0.55 + lung.dome_mm * np.clip(1.0 - r2, 0.0, None)
-        )
-        inside &= ~heart
-        inside &= lung_space  # lungs stay inside the chest wall
-        hu[inside] = lung.hu
-        lung_mask |= inside
+    lung_mask = _render_lungs(scene, hu, heart, (z, y, x))
     hu[heart & ~lung_mask & np.broadcast_to(inner2d, shape)] = 45.0
     if detail:
+        texture_rng = np.random.default_rng(scene.texture_seed)
         texture = ndimage.gaussian_filter(
             texture_rng.normal(size=shape).astype(np.float32), sigma=3.0 / np.array(spacing)
         )
@@ -473,6 +480,61 @@ def render_scene(
         blob = ((z - oz) ** 2 + (y - oy) ** 2 * 1.3 + (x - ox) ** 2) <= orad**2
         opacity_mask = blob & lung_mask
         hu[opacity_mask] = np.maximum(hu[opacity_mask], -80.0)
+    masks = _render_nodules(scene, hu, labels, lung_mask, spacing, (z, y, x))
+    # scanner blur, then noise
+    if detail:
+        hu = ndimage.gaussian_filter(hu, sigma=0.6 / np.array(spacing)).astype(np.float32)
+    sigma = math.hypot(scene.noise_hu, extra_noise_hu)
+    if rng is not None and sigma > 0:
+        noise = ndimage.gaussian_filter(rng.normal(size=shape).astype(np.float32), sigma=0.5)
+        noise *= sigma / (float(noise.std()) + 1e-6)
+        hu += noise
+    return ChestPhantom(
+        hu=hu,
+        labels=labels,
+        spacing=spacing,
+        nodules=scene.nodules,
+        nodule_masks=tuple(masks),
+        scene=scene,
+    )
+
+
+def _render_lungs(
+    scene: ChestScene, hu: npt.NDArray[np.float32], heart: npt.NDArray[np.bool_], grid: Any
+) -> npt.NDArray[np.bool_]:
+    """Draw the lungs (inside the chest wall, outside the heart) into ``hu``; their mask."""
+    z, y, x = grid
+    shape = hu.shape
+    by, bx = scene.body_axes_mm
+    # lungs
+    lung_mask = np.zeros(shape, dtype=bool)
+    wall = scene.fat_mm + 10.0  # fat, then muscle and ribs around the lungs
+    lung_space = ((y / (by - wall)) ** 2 + (x / (bx - wall)) ** 2) <= 1.0
+    for lung in scene.lungs:
+        cz, cy, cx = lung.center_mm
+        az, ay, ax = lung.axes_mm
+        r2 = ((y - cy) / ay) ** 2 + ((x - cx) / ax) ** 2
+        inside = (r2 + ((z - cz) / az) ** 2 <= 1.0) & (
+            z > cz - az * 0.55 + lung.dome_mm * np.clip(1.0 - r2, 0.0, None)
+        )
+        inside &= ~heart
+        inside &= lung_space  # lungs stay inside the chest wall
+        hu[inside] = lung.hu
+        lung_mask |= inside
+    return lung_mask
+
+
+def _render_nodules(
+    scene: ChestScene,
+    hu: npt.NDArray[np.float32],
+    labels: npt.NDArray[np.uint8],
+    lung_mask: npt.NDArray[np.bool_],
+    spacing: tuple[float, float, float],
+    grid: Any,
+) -> list[npt.NDArray[np.bool_]]:
+    """Draw the nodules (inside the lungs) into ``hu`` and ``labels``; one mask per nodule."""
+    z, y, x = grid
+    shape = hu.shape
     # nodules
     masks = []
     for nod in scene.nodules:
@@ -496,22 +558,7 @@ def render_scene(
             full[box] = m
             labels[full] = LABEL_NODULE
         masks.append(full)
-    # scanner blur, then noise
-    if detail:
-        hu = ndimage.gaussian_filter(hu, sigma=0.6 / np.array(spacing)).astype(np.float32)
-    sigma = math.hypot(scene.noise_hu, extra_noise_hu)
-    if rng is not None and sigma > 0:
-        noise = ndimage.gaussian_filter(rng.normal(size=shape).astype(np.float32), sigma=0.5)
-        noise *= sigma / (float(noise.std()) + 1e-6)
-        hu += noise
-    return ChestPhantom(
-        hu=hu,
-        labels=labels,
-        spacing=spacing,
-        nodules=scene.nodules,
-        nodule_masks=tuple(masks),
-        scene=scene,
-    )
+    return masks
 
 
 def make_chest_ct(

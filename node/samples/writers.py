@@ -185,45 +185,77 @@ def write_ct_series(
             date=date,
             time=time,
         )
-        ds.Modality = "CT"
-        ds.BodyPartExamined = body_part
-        ds.PatientPosition = "HFS"
-        ds.FrameOfReferenceUID = frame_uid
-        ds.PositionReferenceIndicator = ""
-        ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
-        ds.InstanceNumber = i + 1
-        ds.AcquisitionNumber = 1
-        ds.AcquisitionDate = date
-        ds.AcquisitionTime = time
-        z = origin[2] - i * dz
-        ds.ImagePositionPatient = [f"{origin[0]:.3f}", f"{origin[1]:.3f}", f"{z:.3f}"]
-        ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
-        ds.SliceLocation = f"{z:.3f}"
-        ds.PixelSpacing = [f"{dy:.6g}", f"{dx:.6g}"]
-        ds.SliceThickness = f"{dz:.6g}"
-        ds.KVP = 120
-        ds.ConvolutionKernel = "STANDARD"
-        ds.SamplesPerPixel = 1
-        ds.PhotometricInterpretation = "MONOCHROME2"
-        ds.Rows = rows
-        ds.Columns = cols
-        ds.BitsAllocated = 16
-        ds.BitsStored = 12
-        ds.HighBit = 11
-        ds.PixelRepresentation = 0
-        ds.RescaleIntercept = f"{_CT_INTERCEPT:g}"
-        ds.RescaleSlope = "1"
-        ds.RescaleType = "HU"
-        ds.WindowCenter = f"{window[0]:g}"
-        ds.WindowWidth = f"{window[1]:g}"
-        ds.WindowCenterWidthExplanation = "LUNG"
-        ds.BurnedInAnnotation = "NO"
-        ds.LossyImageCompression = "00"
+        _ct_image(
+            ds,
+            number=i + 1,
+            position=(origin[0], origin[1], origin[2] - i * dz),
+            spacing=(dz, dy, dx),
+            size=(rows, cols),
+            frame_uid=frame_uid,
+            body_part=body_part,
+            acquired=(date, time),
+            window=window,
+        )
         ds.PixelData = np.ascontiguousarray(stored[i]).tobytes()
         path = out_dir / f"CT_{i + 1:04d}.dcm"
         ds.save_as(path, enforce_file_format=True)
         paths.append(path)
     return paths
+
+
+def _grey_12_bit(ds: Dataset, rows: int, cols: int) -> None:
+    """Image Pixel module of a 12-bit unsigned greyscale image in 16-bit words (PS3.3 C.7.6.3)."""
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.Rows = rows
+    ds.Columns = cols
+    ds.BitsAllocated = 16
+    ds.BitsStored = 12
+    ds.HighBit = 11
+    ds.PixelRepresentation = 0
+
+
+def _ct_image(
+    ds: Dataset,
+    *,
+    number: int,
+    position: tuple[float, float, float],
+    spacing: tuple[float, float, float],
+    size: tuple[int, int],
+    frame_uid: str,
+    body_part: str,
+    acquired: tuple[str, str],
+    window: tuple[float, float],
+) -> None:
+    """The CT image, frame of reference, plane, pixel and VOI attributes of one slice."""
+    dz, dy, dx = spacing
+    rows, cols = size
+    ds.Modality = "CT"
+    ds.BodyPartExamined = body_part
+    ds.PatientPosition = "HFS"
+    ds.FrameOfReferenceUID = frame_uid
+    ds.PositionReferenceIndicator = ""
+    ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
+    ds.InstanceNumber = number
+    ds.AcquisitionNumber = 1
+    ds.AcquisitionDate, ds.AcquisitionTime = acquired
+    x, y, z = position
+    ds.ImagePositionPatient = [f"{x:.3f}", f"{y:.3f}", f"{z:.3f}"]
+    ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+    ds.SliceLocation = f"{z:.3f}"
+    ds.PixelSpacing = [f"{dy:.6g}", f"{dx:.6g}"]
+    ds.SliceThickness = f"{dz:.6g}"
+    ds.KVP = 120
+    ds.ConvolutionKernel = "STANDARD"
+    _grey_12_bit(ds, rows, cols)
+    ds.RescaleIntercept = f"{_CT_INTERCEPT:g}"
+    ds.RescaleSlope = "1"
+    ds.RescaleType = "HU"
+    ds.WindowCenter = f"{window[0]:g}"
+    ds.WindowWidth = f"{window[1]:g}"
+    ds.WindowCenterWidthExplanation = "LUNG"
+    ds.BurnedInAnnotation = "NO"
+    ds.LossyImageCompression = "00"
 
 
 def _code(value: str, scheme: str, meaning: str) -> Dataset:
@@ -315,14 +347,7 @@ def write_projection(
     ds.AcquisitionDate = date
     ds.AcquisitionTime = time
     ds.PatientOrientation = ["A", "F"] if view_position == "AP" else ["P", "F"]
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = "MONOCHROME2"
-    ds.Rows = rows
-    ds.Columns = cols
-    ds.BitsAllocated = 16
-    ds.BitsStored = 12
-    ds.HighBit = 11
-    ds.PixelRepresentation = 0
+    _grey_12_bit(ds, rows, cols)
     ds.BurnedInAnnotation = "NO"
     ds.LossyImageCompression = "00"
     center, width = window if window is not None else (2048.0, 4096.0)

@@ -15,15 +15,15 @@ data: they are stored here and returned by the API, never logged or audited.
 from __future__ import annotations
 
 import sqlite3
-import threading
 import time
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
+from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal, get_args
 
 from node.store.migrate import migrate
+from node.store.sqlite import ThreadConnections
 
 __all__ = [
     "COMMENT_MAX",
@@ -108,31 +108,14 @@ class FeedbackStore:
     """
 
     def __init__(self, db_path: Path) -> None:
-        self._path = Path(db_path)
-        self._local = threading.local()
+        self._db = ThreadConnections(db_path)
         migrate(self._conn(), "feedback", _STEPS)
 
     def _conn(self) -> sqlite3.Connection:
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is None:
-            self._path.parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(self._path, timeout=30, isolation_level=None)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=FULL")
-            conn.execute("PRAGMA busy_timeout=30000")
-            self._local.conn = conn
-        return conn
+        return self._db.conn()
 
-    @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        conn = self._conn()
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield conn
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
+    def _write(self) -> AbstractContextManager[sqlite3.Connection]:
+        return self._db.write()
 
     def add(
         self,
@@ -229,10 +212,7 @@ class FeedbackStore:
 
     def close(self) -> None:
         """Close this thread's connection (others close with their threads)."""
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is not None:
-            conn.close()
-            self._local.conn = None
+        self._db.close()
 
 
 def acceptance(counts: Mapping[str, int]) -> dict[str, Any]:

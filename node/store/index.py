@@ -312,6 +312,34 @@ class Index:
         )
         return row is not None and row[0] != "{}"
 
+    def mark_prior(self, study_uid: str, *, for_study_uid: str, source: str) -> None:
+        """Remember that ``study_uid`` is being retrieved as the prior of ``for_study_uid``
+        (before its first instance arrives): it is stored like any study and never routed."""
+        with self._write() as conn:
+            conn.execute(
+                "INSERT OR IGNORE INTO prior_studies(study_uid, for_study_uid, source, marked_at)"
+                " VALUES (?,?,?,?)",
+                (study_uid, for_study_uid, source, time.time()),
+            )
+
+    def prior_of(self, study_uid: str) -> str | None:
+        """The study ``study_uid`` was retrieved as the prior of (None: not a prior)."""
+        row = (
+            self._conn()
+            .execute("SELECT for_study_uid FROM prior_studies WHERE study_uid = ?", (study_uid,))
+            .fetchone()
+        )
+        return None if row is None else str(row[0])
+
+    def series_count(self, series_uid: str) -> int:
+        """How many instances of a series are stored."""
+        row = (
+            self._conn()
+            .execute("SELECT COUNT(*) FROM instances WHERE series_uid = ?", (series_uid,))
+            .fetchone()
+        )
+        return int(row[0]) if row is not None else 0
+
     def last_received_at(self) -> float | None:
         """Arrival time of the most recently indexed instance (None when empty)."""
         rows = self._conn().execute("SELECT MAX(received_at) FROM instances").fetchall()

@@ -251,7 +251,7 @@ class Retention:
                 purged = owner.purge(conn, study_uid)
                 job_ids.extend(purged.job_ids)
                 objects += purged.result_objects
-            for table in ("instances", "series", "studies"):
+            for table in ("instances", "series", "studies", "prior_studies"):
                 conn.execute(f"DELETE FROM {table} WHERE study_uid=?", (study_uid,))  # noqa: S608
             result_dirs = [self._data_dir / "results" / j for j in job_ids]
             result_bytes = sum(

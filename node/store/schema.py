@@ -92,4 +92,14 @@ STEPS: tuple[str, ...] = (
     CREATE INDEX studies_date ON studies(study_date, study_time);
     CREATE INDEX series_modality ON series(modality, study_uid)
     """,
+    # 3: studies retrieved as the prior of another study (a rule's ``priors``, issue 21): stored
+    # like any study, never routed as a new one
+    """
+    CREATE TABLE prior_studies (
+        study_uid TEXT PRIMARY KEY,
+        for_study_uid TEXT NOT NULL,
+        source TEXT NOT NULL,
+        marked_at REAL NOT NULL
+    )
+    """,
 )

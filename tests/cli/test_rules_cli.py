@@ -74,6 +74,24 @@ def test_check_with_config_validates_destinations(tmp_path: Path) -> None:
     assert result.exit_code == 0
 
 
+def test_check_with_config_validates_prior_sources(tmp_path: Path) -> None:
+    config = tmp_path / "ainode.yaml"
+    config.write_text("sources:\n  pacs: {type: dimse, host: 127.0.0.1, port: 4242}\n")
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(
+        "version: 1\nrules:\n  - name: r\n    then: {model: m}\n"
+        "    priors: {from: pacx, within_days: 365}\n"
+    )
+    result = runner.invoke(app, ["rules", "check", str(rules), "--config", str(config)])
+    assert result.exit_code == 2
+    assert result.stderr.strip() == (
+        f"{rules}:5:20: unknown source 'pacx'; did you mean 'pacs'? (sources in the config: pacs)"
+    )
+    rules.write_text(rules.read_text().replace("pacx", "pacs"))
+    result = runner.invoke(app, ["rules", "check", str(rules), "--config", str(config)])
+    assert result.exit_code == 0, result.output
+
+
 def test_check_bad_config_and_missing_file(tmp_path: Path) -> None:
     config = tmp_path / "ainode.yaml"
     config.write_text("nod: {}\n")

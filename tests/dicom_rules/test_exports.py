@@ -10,11 +10,12 @@ def test_dicom_rules_exports() -> None:
     assert dicom_rules.__all__ == [
         "Action", "AllOf", "AnyOf", "AttributePath", "BodyPart", "BodyPartTable", "Compare",
         "Condition", "Defaults", "DeliverSource", "Explanation", "Not", "Op", "Preference",
-        "PrivateTag", "Problem", "ResultsOptions", "RouteDecision", "Rule", "RuleError", "RuleKind",
+        "PriorMatch", "Priors", "PrivateTag", "Problem", "ResultsOptions", "RouteDecision", "Rule",
+        "RuleError", "RuleKind",
         "RuleSet",
         "Scope", "Select", "SeriesExplanation", "SeriesInput", "Status", "Verdict", "VolumeSelect",
         "WorkitemRequest",
-        "explain", "load",
+        "body_part_of", "explain", "load", "match_prior",
         "parse", "parse_path", "render", "route",
     ]  # fmt: skip
     for name in dicom_rules.__all__:

@@ -19,6 +19,7 @@ from dicom_rules import (
     Not,
     Op,
     Preference,
+    Priors,
     PrivateTag,
     Rule,
     RuleKind,
@@ -150,15 +151,29 @@ def selects(draw: st.DrawFn) -> Select:
 
 
 @st.composite
+def priors_of(draw: st.DrawFn, acts: tuple[Action, ...]) -> Priors | None:
+    """A rule's priors (only on a rule with a model action, as the parser requires)."""
+    if not any(a.model is not None for a in acts) or draw(st.booleans()):
+        return None
+    return Priors(
+        source=draw(nonempty),
+        max=draw(st.integers(1, 10)),
+        within_days=draw(st.one_of(st.none(), st.integers(1, 36500))),
+        match=draw(st.one_of(st.none(), conditions)),
+    )
+
+
+@st.composite
 def rule_lists(draw: st.DrawFn, max_size: int = 6) -> tuple[Rule, ...]:
     names = draw(st.lists(nonempty, min_size=1, max_size=max_size, unique_by=str.strip))
     rules = []
     for name in names:
         scope = draw(st.sampled_from(list(Scope)))
+        acts = draw(actions())
         rules.append(
             Rule(
                 name=name,
-                actions=draw(actions()),
+                actions=acts,
                 when=draw(conditions),  # always a condition: no catch-all 'stop' problems
                 description=draw(st.one_of(st.none(), words)),
                 priority=draw(st.integers(-3, 3)),
@@ -166,6 +181,7 @@ def rule_lists(draw: st.DrawFn, max_size: int = 6) -> tuple[Rule, ...]:
                 select=draw(st.one_of(st.none(), selects())) if scope is Scope.STUDY else None,
                 stop=draw(st.booleans()),
                 kind=draw(st.sampled_from(list(RuleKind))),
+                priors=draw(priors_of(acts)),
             )
         )
     return tuple(rules)

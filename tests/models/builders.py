@@ -61,7 +61,9 @@ def write_torchscript(
     return path
 
 
-def write_body_model(folder: Path, *, name: str = "tiny-body", roi: str = "[16, 64, 64]") -> Path:
+def write_body_model(
+    folder: Path, *, name: str = "tiny-body", roi: str = "[16, 64, 64]", version: str = "1.2"
+) -> Path:
     """TorchScript CT model labelling HU >= -600 as 'Body' (label 1), with a model card."""
     folder.mkdir(parents=True, exist_ok=True)
     (folder / f"{name}.md").write_text(
@@ -70,7 +72,7 @@ def write_body_model(folder: Path, *, name: str = "tiny-body", roi: str = "[16, 
     )
     sidecar = f"""\
         name: {name}
-        version: "1.2"
+        version: "{version}"
         task: segmentation
         description: threshold test model
         card: {name}.md

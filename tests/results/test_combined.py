@@ -260,6 +260,32 @@ def test_a_rebuild_is_byte_identical(
     assert [encode(ds) for ds in again] == [p.read_bytes() for p in combined.files]
 
 
+def test_a_new_version_of_any_combined_model_gives_new_uids(
+    chest_sources: list[Path], chest_volume: Volume, combined: CombinedCase
+) -> None:
+    """A re-run after the third model of the rule was re-registered as a new version: every
+    object of the set gets new UIDs, so the outbox sends it and the old set is rejected."""
+    newer = [
+        replace(p, model_version="0.2.0") if p.model_name == "lung-nodule-classify" else p
+        for p in combined.predictions
+    ]
+    again = build_combined_results(
+        newer,
+        chest_volume,
+        load_sources(chest_sources),
+        job_id="combined-chest",
+        rule="chest-ct-lung-nodules",
+        content_datetime=WHEN,
+        series_number_base=9000,
+        failed={"lung-lobes": "timed out after 1800 s"},
+    )
+    old = {str(ds.SOPInstanceUID) for ds in combined.results}
+    new = {str(ds.SOPInstanceUID) for ds in again}
+    assert len(new) == len(old) and not new & old
+    old_series = {str(ds.SeriesInstanceUID) for ds in combined.results}
+    assert not {str(ds.SeriesInstanceUID) for ds in again} & old_series
+
+
 def test_segmentations_alone_need_no_sr(
     chest_sources: list[Path], chest_volume: Volume, combined: CombinedCase
 ) -> None:

@@ -148,6 +148,7 @@ def test_migration_backfills_from_stored_headers(tmp_path: Path) -> None:
         conn.execute(f"ALTER TABLE studies DROP COLUMN {column}")
     conn.execute("ALTER TABLE studies DROP COLUMN study_description")
     conn.execute("ALTER TABLE studies DROP COLUMN modalities")
+    conn.execute("DROP TABLE prior_studies")  # schema step 3 (issue 21), after version 1
     conn.execute("UPDATE schema_version SET version = 1 WHERE component = 'index'")
     conn.commit()
     assert migrate(conn, "index", STEPS) == len(STEPS)
