@@ -30,7 +30,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -42,17 +42,21 @@ from pydicom.uid import generate_uid
 from node.config import DicomwebSource, UpsRsSource
 from node.errors import AinodeError, IngestError
 from node.ingest.pull import InstanceSink, PullQuery, pull
+from node.ingest.ups_datasets import (
+    ResultRef,
+    attr,
+    code_item,
+    dicom_datetime,
+    first_value,
+    input_studies,
+    items,
+    output_items,
+)
 from node.ingest.ups_events import UpsEventListener
 from node.store.performed import PerformedState, PerformedStore, PerformedWorkitem
 from node.web.peers import make_session
 
-__all__ = [
-    "Performer",
-    "ResultRef",
-    "StudyOutcome",
-    "input_studies",
-    "output_information",
-]
+__all__ = ["Performer", "ResultRef", "StudyOutcome"]
 
 log = logging.getLogger(__name__)
 
@@ -62,18 +66,6 @@ _INPUT_UNAVAILABLE = codes.DCM.ObjectSetIncomplete  # (110523, DCM)
 _NOT_PERFORMED = codes.DCM.DiscontinuedForUnspecifiedReason  # (110513, DCM)
 _MANAGER_REQUEST = codes.DCM.DiscontinuedForUnspecifiedReason  # the request's reason is the text
 _STATION_SCHEME = "99AINODE"  # a private coding scheme (PS3.16 8.2): our AE title as a code
-
-
-@dataclass(frozen=True, slots=True)
-class ResultRef:
-    """One delivered object and where it can be retrieved (a DICOMweb URL or an AE title)."""
-
-    study_uid: str
-    series_uid: str
-    sop_class_uid: str
-    sop_uid: str
-    retrieve_url: str | None = None
-    retrieve_ae_title: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,88 +83,6 @@ class _Cancel(Exception):
         super().__init__(reason)
         self.reason = reason
         self.code = code
-
-
-def _value(ds: Mapping[str, Any], tag: str) -> Any:
-    values = (ds.get(tag) or {}).get("Value") or []
-    return values[0] if values else None
-
-
-def _items(ds: Mapping[str, Any], tag: str) -> list[dict[str, Any]]:
-    return [i for i in (ds.get(tag) or {}).get("Value") or [] if isinstance(i, dict)]
-
-
-def input_studies(ds: Mapping[str, Any]) -> list[tuple[str, str | None]]:
-    """(Study Instance UID, Retrieve URL or None) of each input study, in order, once each.
-
-    The Retrieve URL is read from the item's WADO-RS Retrieval Sequence (0040,E025) or the
-    item itself (0008,1190) (Referenced Instances and Access Macro, PS3.3 Table 10-3b).
-    """
-    out: dict[str, str | None] = {}
-    for item in _items(ds, "00404021"):
-        study = _value(item, "0020000D")
-        if not isinstance(study, str) or not study:
-            continue
-        url = _value(item, "00081190")
-        for wado in _items(item, "0040E025"):
-            url = url or _value(wado, "00081190")
-        if study not in out or out[study] is None:
-            out[study] = url if isinstance(url, str) and url else None
-    return list(out.items())
-
-
-def output_information(ds: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """The Output Information Sequence (0040,4033) items of a workitem as a server returns it:
-    inside the Unified Procedure Step Performed Procedure Sequence (0074,1216), as PS3.4 Table
-    CC.2.5-3 has it, or at the top level, where some servers put it."""
-    found = _items(ds, "00404033")
-    for performed in _items(ds, "00741216"):
-        found.extend(_items(performed, "00404033"))
-    return found
-
-
-def _attr(vr: str, *values: Any) -> dict[str, Any]:
-    return {"vr": vr, "Value": list(values)} if values else {"vr": vr}
-
-
-def _dt(now: float) -> str:
-    return time.strftime("%Y%m%d%H%M%S", time.gmtime(now)) + "+0000"
-
-
-def _code_item(value: str, scheme: str, meaning: str) -> dict[str, Any]:
-    return {
-        "00080100": _attr("SH", value),
-        "00080102": _attr("SH", scheme),
-        "00080104": _attr("LO", meaning),
-    }
-
-
-def _output_items(results: Iterable[ResultRef]) -> list[dict[str, Any]]:
-    """Output Information Sequence items: one per series and retrieve location."""
-    groups: dict[tuple[str, str, str | None, str | None], list[ResultRef]] = {}
-    for r in results:
-        key = (r.study_uid, r.series_uid, r.retrieve_url, r.retrieve_ae_title)
-        groups.setdefault(key, []).append(r)
-    items = []
-    for (study, series, url, aet), refs in groups.items():
-        item: dict[str, Any] = {
-            "0040E020": _attr("CS", "DICOM"),
-            "0020000D": _attr("UI", study),
-            "0020000E": _attr("UI", series),
-            "00081199": _attr(
-                "SQ",
-                *(
-                    {"00081150": _attr("UI", r.sop_class_uid), "00081155": _attr("UI", r.sop_uid)}
-                    for r in refs
-                ),
-            ),
-        }
-        if aet:
-            item["0040E021"] = _attr("SQ", {"00080054": _attr("AE", aet)})
-        if url:
-            item["0040E025"] = _attr("SQ", {"00081190": _attr("UR", url)})
-        items.append(item)
-    return items
 
 
 class Performer:
@@ -298,7 +208,7 @@ class Performer:
         for ds in self.search():
             if self._stop.is_set():
                 break
-            uid = _value(ds, "00080018")
+            uid = first_value(ds, "00080018")
             if not isinstance(uid, str):
                 continue
             txn = self.claim(uid)
@@ -336,8 +246,8 @@ class Performer:
                 )
                 return []
             for ds in resp.json():
-                uid = _value(ds, "00080018")
-                ready = _value(ds, "00404041")
+                uid = first_value(ds, "00080018")
+                ready = first_value(ds, "00404041")
                 if isinstance(uid, str) and ready in (None, "READY"):
                     found.setdefault(uid, ds)
         return list(found.values())
@@ -379,7 +289,7 @@ class Performer:
             if resp.status_code != 200:
                 return
             ds = resp.json()[0]
-            state = _value(ds, "00741000")
+            state = first_value(ds, "00741000")
             if state == "SCHEDULED" and record.state is PerformedState.CLAIMING:
                 resp = self._put_state(uid, "IN PROGRESS", txn)
                 if 400 <= resp.status_code < 500:
@@ -512,7 +422,7 @@ class Performer:
 
     # ------------------------------------------------------------ talking to the manager
     def _put_state(self, uid: str, state: str, txn: str) -> requests.Response:
-        body = [{"00741000": _attr("CS", state), "00081195": _attr("UI", txn)}]
+        body = [{"00741000": attr("CS", state), "00081195": attr("UI", txn)}]
         return self._session.put(
             f"{self._base}/workitems/{uid}/state",
             json=body,
@@ -557,18 +467,18 @@ class Performer:
         started: float,
         results: list[ResultRef],
     ) -> None:
-        station = _items(ds, "00404025") or [
-            _code_item(self._node_ae_title, _STATION_SCHEME, f"ainode {self._node_ae_title}")
+        station = items(ds, "00404025") or [
+            code_item(self._node_ae_title, _STATION_SCHEME, f"ainode {self._node_ae_title}")
         ]
         performed = {
-            "00404028": _attr("SQ", *station[:1]),
-            "00404050": _attr("DT", _dt(started)),
-            "00404051": _attr("DT", _dt(time.time())),
-            "00404019": _attr("SQ", *_items(ds, "00404018")[:1]),
-            "00404033": _attr("SQ", *_output_items(results)),
+            "00404028": attr("SQ", *station[:1]),
+            "00404050": attr("DT", dicom_datetime(started)),
+            "00404051": attr("DT", dicom_datetime(time.time())),
+            "00404019": attr("SQ", *items(ds, "00404018")[:1]),
+            "00404033": attr("SQ", *output_items(results)),
         }
         try:
-            refused = self._finish(uid, txn, {"00741216": _attr("SQ", performed)}, "COMPLETED")
+            refused = self._finish(uid, txn, {"00741216": attr("SQ", performed)}, "COMPLETED")
         except requests.RequestException as exc:
             log.warning("workitem.finish_failed", extra={"workitem_uid": uid, "error": str(exc)})
             return  # still IN PROGRESS here and there: completed at a later round
@@ -587,12 +497,12 @@ class Performer:
     def _cancel(self, uid: str, txn: str, cancel: _Cancel) -> None:
         code = cancel.code
         progress = {
-            "00404052": _attr("DT", _dt(time.time())),
-            "00741238": _attr("LT", cancel.reason),
-            "0074100E": _attr("SQ", _code_item(code.value, code.scheme_designator, code.meaning)),
+            "00404052": attr("DT", dicom_datetime(time.time())),
+            "00741238": attr("LT", cancel.reason),
+            "0074100E": attr("SQ", code_item(code.value, code.scheme_designator, code.meaning)),
         }
         try:
-            refused = self._finish(uid, txn, {"00741002": _attr("SQ", progress)}, "CANCELED")
+            refused = self._finish(uid, txn, {"00741002": attr("SQ", progress)}, "CANCELED")
         except requests.RequestException as exc:
             log.warning("workitem.finish_failed", extra={"workitem_uid": uid, "error": str(exc)})
             return  # canceled at a later round

@@ -1,10 +1,10 @@
-"""Reading workitems as servers return them (issue 23 section 1, ``node.ingest.performer``)."""
+"""Reading workitems as servers return them (issue 23 section 1, ``node.ingest.ups_datasets``)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from node.ingest.performer import input_studies, output_information
+from node.ingest.ups_datasets import input_studies, output_information
 
 
 def _ui(value: str) -> dict[str, Any]:

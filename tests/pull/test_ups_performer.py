@@ -25,7 +25,8 @@ import requests
 from dicomweb_client.session_utils import create_session
 
 from node.config import UpsRsSource
-from node.ingest.performer import Performer, output_information
+from node.ingest.performer import Performer
+from node.ingest.ups_datasets import output_information
 from node.store.performed import PerformedState, PerformedStore
 from node.store.ups import UpsState, check_final
 from tests.api.upsdata import workitem
