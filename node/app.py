@@ -28,13 +28,14 @@ from typing import TYPE_CHECKING, Any
 import dicom_rules
 from dicom_rules import Priors, RouteDecision, RuleSet
 from node.assembly.tracker import StudyTracker
-from node.config import Config
+from node.config import Config, DicomwebSource, DimseSource, UpsRsSource
 from node.delivery.outbox import Outbox
 from node.delivery.queries import DELIVERY_ROWS
 from node.delivery.rejections import Rejections
 from node.edge import check_edge
 from node.errors import ConfigError, ConflictError, NotFoundError, ResultError
 from node.imaging.sop_classes import SC_CLASSES as _SC_CLASSES
+from node.ingest.performer import Performer, ResultRef, StudyOutcome
 from node.ingest.priors import PriorFetcher, PriorRequest, dicom_date
 from node.ingest.pulls import PullRunner
 from node.ingest.receivers import CommitServer, ReceiverPool, receiver_count
@@ -52,12 +53,15 @@ from node.routing.qualify import Refusal, SeriesQualifier, qualify_study, unrout
 from node.routing.reload import RuleHolder
 from node.routing.worklist import Worklist
 from node.store.index import Index
+from node.store.performed import PerformedStore
 from node.store.retention import Removal, Retention
 from node.store.workitems import WorkitemStore
 from node.types import (
     PRIOR_FAILED,
+    DeliveryState,
     DicomJson,
     Job,
+    JobState,
     PriorOutcome,
     PriorState,
     RejectionKind,
@@ -136,7 +140,8 @@ class Node:
         self._rules = RuleHolder(
             config.rules or DEFAULT_RULES,
             destinations=set(config.destinations),
-            sources=set(config.sources),
+            # a ups-rs source is a worklist, not a place priors can be fetched from
+            sources={n for n, s in config.sources.items() if s.type != "ups-rs"},
         )
         inference = config.inference
         #: results of a rule's models combined into one set (embedded engine only, see
@@ -185,15 +190,35 @@ class Node:
             on_removed=self._study_removed,
             study_rows=(JOB_ROWS, DELIVERY_ROWS),
         )
+        pull_sources = {
+            name: src
+            for name, src in config.sources.items()
+            if isinstance(src, DimseSource | DicomwebSource)
+        }
         self._pulls = PullRunner(
-            config.sources,
+            pull_sources,
             sink=self._spool,
             node_ae_title=config.node.ae_title,
             on_study_pulled=self._study_pulled,
             timeout_seconds=config.node.network_timeout_seconds,
         )
+        self._performed = PerformedStore(db_path)
+        self._performers = [
+            Performer(
+                name,
+                src,
+                store=self._performed,
+                sink=self._spool,
+                sources=config.sources,
+                node_ae_title=config.node.ae_title,
+                on_study_pulled=self._study_pulled,
+                study_outcome=self._study_outcome,
+            )
+            for name, src in config.sources.items()
+            if isinstance(src, UpsRsSource)
+        ]
         self._priors = PriorFetcher(
-            config.sources,
+            pull_sources,
             index=self._index,
             sink=self._spool,
             node_ae_title=config.node.ae_title,
@@ -718,6 +743,59 @@ class Node:
         """A pull brought instances of ``study_uid``: complete (and so route) it now."""
         return self._tracker.complete(study_uid) is not None
 
+    def _study_outcome(self, study_uid: str) -> StudyOutcome | None:
+        """What the node did with a study a performer fetched: None while it is not routed,
+        a job runs or a delivery is pending; else every delivered object and every failure."""
+        row = self._index.study_row(study_uid)
+        if row is None:
+            raise NotFoundError(f"study {study_uid} is not known to this node")
+        if row["state"] != "complete":
+            return None
+        if self._jobs.routed_generation(study_uid) < int(row["generation"]):
+            return None
+        jobs = self._jobs.list_jobs(study_uid=study_uid, limit=10000)
+        if any(j.state in (JobState.QUEUED, JobState.RUNNING) for j in jobs):
+            return None
+        deliveries = self._outbox.list(study_uid=study_uid, limit=100000)
+        if any(d.state is DeliveryState.PENDING for d in deliveries):
+            return None
+        if not jobs and not deliveries:
+            return StudyOutcome(
+                results=[],
+                failures=["no rule of this node ran a model on it or sent it anywhere"],
+            )
+        failures = [
+            f"job {j.job.model} {j.state.value}: {j.reason or 'no reason recorded'}"
+            for j in jobs
+            if j.state in (JobState.FAILED, JobState.DEAD) and j.superseded_by is None
+        ]
+        failures += [
+            f"delivery to {d.destination} failed: {d.last_error or 'no reason recorded'}"
+            for d in deliveries
+            if d.state is DeliveryState.DEAD
+        ]
+        results = []
+        for d in deliveries:
+            if d.state is not DeliveryState.DELIVERED:
+                continue
+            dest = self._config.destinations.get(d.destination)
+            url = aet = None
+            if dest is not None and dest.type == "dicomweb":
+                url = f"{dest.url.rstrip('/')}/studies/{d.study_uid}/series/{d.series_uid}"
+            elif dest is not None and dest.type == "dimse":
+                aet = dest.ae_title
+            results.append(
+                ResultRef(
+                    study_uid=d.study_uid,
+                    series_uid=d.series_uid,
+                    sop_class_uid=d.sop_class_uid,
+                    sop_uid=d.sent_sop_uid or d.sop_uid,
+                    retrieve_url=url,
+                    retrieve_ae_title=aet,
+                )
+            )
+        return StudyOutcome(results=results, failures=failures)
+
     def _study_removed(self, removal: Removal) -> None:
         self._spool.refresh_usage()
 
@@ -775,6 +853,8 @@ class Node:
                 raise ConfigError([f"node.tls: cannot start the TLS listener: {exc}"]) from exc
         if self._serve_http:
             self._start_http()
+        for performer in self._performers:
+            performer.start()
         log.info(
             "node.started",
             extra={
@@ -882,6 +962,8 @@ class Node:
         if self._http is not None:
             self._http.stop()
             self._http = None
+        for performer in self._performers:
+            performer.stop()
         self._pulls.stop()
         self._priors.stop()
         if self._receivers is not None:

@@ -38,6 +38,7 @@ __all__ = [
     "StudyConfig",
     "TlsConfig",
     "TokenConfig",
+    "UpsRsSource",
     "UserConfig",
     "load_config",
     "parse_config",
@@ -212,7 +213,49 @@ class DicomwebSource(_DicomwebPeer):
     type: Literal["dicomweb"]
 
 
-Source = Annotated[DimseSource | DicomwebSource, Field(discriminator="type")]
+class UpsRsSource(_DicomwebPeer):
+    """A UPS-RS Task Manager (PS3.18 section 11) whose workitems this node performs.
+
+    ``url`` is the manager's DICOMweb base (``.../dicom-web``); the node searches it for
+    SCHEDULED workitems with one of ``codes`` (Scheduled Workitem Code Sequence) and, when set,
+    ``station`` (Scheduled Station Name Code Sequence), claims each, fetches its input with
+    WADO-RS, routes it with the node's rules and completes it (docs/workflow.md).
+    """
+
+    type: Literal["ups-rs"]
+    codes: list[Annotated[str, Field(min_length=1, max_length=16)]] = Field(
+        default_factory=list,
+        description="Scheduled Workitem Code values taken (CodeValue); empty = every workitem",
+    )
+    station: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=16,
+        description="only workitems whose Scheduled Station Name code value is this",
+    )
+    poll_seconds: float = Field(default=10.0, gt=0, description="search interval")
+    events: bool = Field(
+        default=True,
+        description=(
+            "also listen on the manager's UPS-RS event channel (subscribed as node.ae_title):"
+            " a new SCHEDULED workitem is searched for at once, a cancel request is honoured"
+        ),
+    )
+    fetch_from: str | None = Field(
+        default=None,
+        description=(
+            "a dicomweb source to fetch inputs from when a workitem gives no Retrieve URL (or one"
+            " not under this source's url); without it such inputs are fetched from url"
+        ),
+    )
+    result_timeout_seconds: float = Field(
+        default=3600.0,
+        gt=0,
+        description="longest wait for a workitem's jobs and deliveries before it is canceled",
+    )
+
+
+Source = Annotated[DimseSource | DicomwebSource | UpsRsSource, Field(discriminator="type")]
 
 
 class DeliveryConfig(_Strict):
@@ -405,6 +448,17 @@ class Config(_Strict):
     auth: AuthConfig = Field(default_factory=AuthConfig)
     celery: CeleryConfig = Field(default_factory=CeleryConfig)
     console: ConsoleConfig = Field(default_factory=ConsoleConfig)
+
+    @model_validator(mode="after")
+    def _fetch_from(self) -> Config:
+        for name, src in self.sources.items():
+            if isinstance(src, UpsRsSource) and src.fetch_from is not None:
+                other = self.sources.get(src.fetch_from)
+                if not isinstance(other, DicomwebSource):
+                    raise ValueError(
+                        f"sources.{name}.fetch_from: {src.fetch_from!r} is not a dicomweb source"
+                    )
+        return self
 
 
 def _position(data: Any, loc: Sequence[int | str]) -> tuple[int, int]:

@@ -108,3 +108,20 @@ def test_absolute_folder_destination_path_is_kept(tmp_path: Path) -> None:
     cfg.write_text(f"destinations:\n  archive: {{type: folder, path: {tmp_path / 'out'}}}\n")
     dest = load_config(cfg).destinations["archive"]
     assert isinstance(dest, FolderDestination) and dest.path == tmp_path / "out"
+
+
+def test_ups_rs_source_and_its_fetch_from() -> None:
+    cfg = parse_config(
+        "sources:\n"
+        "  pacs: {type: dicomweb, url: 'http://pacs/dicom-web'}\n"
+        "  ris: {type: ups-rs, url: 'http://ris/dicom-web', codes: [LUNG-AI], station: AI-1,\n"
+        "        fetch_from: pacs, poll_seconds: 2}\n"
+    )
+    ris = cfg.sources["ris"]
+    assert ris.type == "ups-rs" and ris.codes == ["LUNG-AI"] and ris.station == "AI-1"
+    with pytest.raises(ConfigError, match="fetch_from: 'ris' is not a dicomweb source"):
+        parse_config("sources:\n  ris: {type: ups-rs, url: 'http://r', fetch_from: ris}\n")
+    with pytest.raises(ConfigError, match=r"unknown key 'sources\.ris\.ups-rs\.codez'"):
+        parse_config("sources:\n  ris: {type: ups-rs, url: 'http://r', codez: [X]}\n")
+    with pytest.raises(ConfigError, match="poll_seconds"):
+        parse_config("sources:\n  ris: {type: ups-rs, url: 'http://r', poll_seconds: 0}\n")

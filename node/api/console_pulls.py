@@ -51,7 +51,7 @@ def _show(
     response = page(
         request,
         "pulls.html",
-        sources=sorted(node.config.sources),
+        sources=sorted(n for n, s in node.config.sources.items() if s.type != "ups-rs"),
         pulls=rows,
         running=any(not r["finished"] for r in rows),
         error=error,

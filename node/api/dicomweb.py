@@ -4,7 +4,7 @@ Remote workers fetch their input series here (no shared disk needed); any DICOMw
 browse the node too.  Behind the API's authentication like every other route.
 
 * ``GET /dicom-web/studies`` (``StudyInstanceUID``, ``limit``, ``offset``),
-  ``/studies/{study}/series``, ``/studies/{study}/series/{series}/instances``: QIDO-RS
+  ``/studies/{study}/series``, ``/studies/{study}[/series/{series}]/instances``: QIDO-RS
   (PS3.18 10.6), ``application/dicom+json``, study/series/instance-level attributes taken from
   the index and the stored series header;
 * ``GET /dicom-web/studies/{study}[/series/{series}[/instances/{sop}]]``: WADO-RS
@@ -185,19 +185,46 @@ def search_instances(
     NotFoundError
         Unknown study or series (404 problem).
     """
-    base = f"{_base(request)}/studies/{study_uid}/series/{series_uid}/instances"
-    out = [
+    return _json(_instance_items(request, _series(node, study_uid, series_uid)))
+
+
+@router.get("/dicom-web/studies/{study_uid}/instances", response_class=DicomJsonResponse)
+def search_study_instances(
+    study_uid: str, request: Request, node: Annotated[NodeView, Depends(get_node)]
+) -> JSONResponse:
+    """QIDO-RS Search for Instances of a study (PS3.18 10.6.1): every series' instances.
+
+    Raises
+    ------
+    NotFoundError
+        Unknown study (404 problem).
+    """
+    study = _study(node, study_uid)
+    instances = [
+        i
+        for s in study.series
+        for i in node.index.series_instances(s.series_uid)
+        if i.study_uid == study_uid
+    ]
+    return _json(_instance_items(request, instances))
+
+
+def _instance_items(request: Request, instances: Sequence[Instance]) -> list[dict[str, Any]]:
+    return [
         {
             "00080016": _attr("UI", i.sop_class_uid),
             "00080018": _attr("UI", i.sop_uid),
             "00020010": _attr("UI", i.transfer_syntax_uid),
             "0020000D": _attr("UI", i.study_uid),
             "0020000E": _attr("UI", i.series_uid),
-            "00081190": _attr("UR", f"{base}/{i.sop_uid}"),
+            "00081190": _attr(
+                "UR",
+                f"{_base(request)}/studies/{i.study_uid}/series/{i.series_uid}"
+                f"/instances/{i.sop_uid}",
+            ),
         }
-        for i in _series(node, study_uid, series_uid)
+        for i in instances
     ]
-    return _json(out)
 
 
 def _multipart(instances: Sequence[Instance]) -> StreamingResponse:

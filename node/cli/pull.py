@@ -29,7 +29,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from node.cli import app
 from node.cli.deliveries import ConfigOpt, config_from
-from node.config import Config, DicomwebSource, DimseSource
+from node.config import Config, DicomwebSource, DimseSource, UpsRsSource
 from node.errors import AinodeError, NotFoundError
 
 if TYPE_CHECKING:
@@ -108,6 +108,11 @@ def pull_command(
         raise NotFoundError(
             f"unknown source '{source}'; configured: {', '.join(cfg.sources) or 'none'} "
             "(see 'sources' in the config)"
+        )
+    if isinstance(src, UpsRsSource):
+        raise AinodeError(
+            f"source '{source}' is a UPS-RS worklist (type ups-rs): the node performs its "
+            "workitems itself; pull from a dimse or dicomweb source"
         )
     needs_sink = isinstance(src, DicomwebSource) or (
         isinstance(src, DimseSource) and src.method == "c-get"

@@ -55,7 +55,9 @@ def _load_rules(path: Path, config: Config | None, models: list[str] | None = No
     if not path.is_file():
         _fail([f"{path}:1:1: rule file not found"])
     destinations = set(config.destinations) if config is not None else None
-    sources = set(config.sources) if config is not None else None
+    sources = (
+        {n for n, s in config.sources.items() if s.type != "ups-rs"} if config is not None else None
+    )
     try:
         return dicom_rules.load(
             path,

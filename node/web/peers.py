@@ -21,7 +21,7 @@ from typing import Any
 import requests
 from dicomweb_client.api import DICOMwebClient
 
-from node.config import DicomwebDestination, DicomwebSource, TlsConfig
+from node.config import DicomwebDestination, DicomwebSource, TlsConfig, UpsRsSource
 
 __all__ = [
     "TlsSession",
@@ -67,7 +67,7 @@ def tls_reason(exc: Exception) -> str:
     return text[:300]
 
 
-def make_session(config: DicomwebDestination | DicomwebSource) -> requests.Session:
+def make_session(config: DicomwebDestination | DicomwebSource | UpsRsSource) -> requests.Session:
     """A ``requests`` session with the configured authentication and TLS verification."""
     session = TlsSession()
     if config.auth == "basic":
@@ -79,7 +79,8 @@ def make_session(config: DicomwebDestination | DicomwebSource) -> requests.Sessi
 
 
 def make_client(
-    config: DicomwebDestination | DicomwebSource, session: requests.Session | None = None
+    config: DicomwebDestination | DicomwebSource | UpsRsSource,
+    session: requests.Session | None = None,
 ) -> DICOMwebClient:
     """A dicomweb-client for ``config.url`` that leaves retrying to the caller."""
     client = DICOMwebClient(url=config.url.rstrip("/"), session=session or make_session(config))

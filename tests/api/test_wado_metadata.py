@@ -220,3 +220,26 @@ def test_frame_media_negotiation() -> None:
             choose(refused, jls)
     with pytest.raises(NotAcceptableError):
         choose('multipart/related; type="image/jls"', native)
+
+
+def test_search_for_instances_of_a_study(running: RunningNode, tmp_path: Path) -> None:
+    """QIDO-RS ``/studies/{uid}/instances`` (PS3.18 10.6.1): every series' instances, as the
+    WADO-RS pull (and the UPS performer) asks for them."""
+    voxels = np.zeros((2, 4, 4))
+    files = write_ct_series(voxels, spacing=(1, 1, 1), out_dir=tmp_path / "qido")
+    for f in files:
+        running.node.spool.store(f.read_bytes(), calling_aet="T", source="t")
+    heads = [pydicom.dcmread(f, stop_before_pixels=True) for f in files]
+    study = heads[0].StudyInstanceUID
+    resp = running.http.get(f"/dicom-web/studies/{study}/instances")
+    assert resp.status_code == 200
+    assert resp.headers["content-type"].startswith("application/dicom+json")
+    got = {i["00080018"]["Value"][0]: i for i in resp.json()}
+    assert set(got) == {h.SOPInstanceUID for h in heads}
+    for h in heads:
+        item = got[h.SOPInstanceUID]
+        assert item["0020000E"]["Value"] == [h.SeriesInstanceUID]
+        assert item["00081190"]["Value"][0].endswith(
+            f"/dicom-web/studies/{study}/series/{h.SeriesInstanceUID}/instances/{h.SOPInstanceUID}"
+        )
+    assert running.http.get("/dicom-web/studies/1.2.3/instances").status_code == 404
