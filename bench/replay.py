@@ -38,7 +38,7 @@ import numpy as np  # noqa: E402
 from node.imaging.dicom_json import header_from_file  # noqa: E402
 from node.jobs.store import JobStore  # noqa: E402
 from node.routing import DEFAULT_RULES  # noqa: E402
-from node.routing.dispatch import series_inputs  # noqa: E402
+from node.routing.dispatch import routing_record, series_inputs  # noqa: E402
 from node.routing.replay import PARALLEL_MIN, default_workers, replay  # noqa: E402
 from node.samples import write_ct_series, write_projection  # noqa: E402
 from node.store.index import Index, IngestRecord  # noqa: E402
@@ -130,25 +130,8 @@ def fill(db: Path, n: int, now: float) -> None:
             uid,
             1,
             rules_sha256="bench",
-            decisions={
-                "decisions": [
-                    {
-                        "rule": d.rule,
-                        "model": d.model,
-                        "series_uids": list(d.series_uids),
-                        "deliver": list(d.deliver),
-                        "send_to": d.send_to,
-                        "ignored": d.ignored,
-                    }
-                    for d in decisions
-                ],
-                # as the live router records it: the whole explanation, not-applicable list
-                "explanation": decisions[0].explanation.to_json()
-                if decisions and decisions[0].explanation is not None
-                else None,
-                "not_applicable": [],
-                "volumes": {},
-            },
+            # as the live router records it: the whole explanation, not-applicable list
+            decisions=routing_record(decisions, [], {}),
         )
     index.close()
 

@@ -12,13 +12,13 @@ from __future__ import annotations
 import enum
 import json
 import sqlite3
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from node.store.migrate import migrate
+from node.store.sqlite import ThreadConnections
 
 __all__ = ["PerformedState", "PerformedStore", "PerformedWorkitem"]
 
@@ -96,20 +96,11 @@ class PerformedStore:
     """
 
     def __init__(self, db_path: Path) -> None:
-        self._path = Path(db_path)
-        self._local = threading.local()
+        self._db = ThreadConnections(db_path)
         migrate(self._conn(), "performed_workitems", _STEPS)
 
     def _conn(self) -> sqlite3.Connection:
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is None:
-            self._path.parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(self._path, timeout=30, isolation_level=None)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=FULL")
-            conn.execute("PRAGMA busy_timeout=30000")
-            self._local.conn = conn
-        return conn
+        return self._db.conn()
 
     def begin(self, *, source: str, uid: str, transaction_uid: str) -> PerformedWorkitem:
         """Record a claim about to be made (before the manager is asked).

@@ -137,27 +137,14 @@ def stored(tmp_path: Path) -> Stored:
     old_rules = dicom_rules.parse(OLD)
     chest_study = index.get_study(chest)
     assert chest_study is not None
-    from node.routing.dispatch import series_inputs
+    from node.routing.dispatch import routing_record, series_inputs
 
     decisions = dicom_rules.route(old_rules, series_inputs(chest_study), destinations=["pacs"])
     jobs.record_routing(
         chest,
         1,
         rules_sha256="old",
-        decisions={
-            "decisions": [
-                {
-                    "rule": d.rule,
-                    "model": d.model,
-                    "series_uids": list(d.series_uids),
-                    "deliver": list(d.deliver),
-                    "send_to": d.send_to,
-                    "ignored": d.ignored,
-                }
-                for d in decisions
-            ],
-            "not_applicable": [],
-        },
+        decisions=routing_record(decisions, [], {}),
     )
     # headers only: the instance files are gone
     for sub in ("chest", "head", "dx", "old"):
