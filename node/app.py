@@ -143,7 +143,6 @@ class Node:
             # a ups-rs source is a worklist, not a place priors can be fetched from
             sources={n for n, s in config.sources.items() if s.type != "ups-rs"},
         )
-        inference = config.inference
         #: results of a rule's models combined into one set (embedded engine only, see
         #: docs/results.md); False turns it off for every rule
         self._combine = config.queue == "embedded"
@@ -152,9 +151,52 @@ class Node:
                 "results.combine_unavailable",
                 extra={"reason": "combining needs the embedded queue; results are per model"},
             )
-        self._engine: EmbeddedEngine | CeleryEngine
+        self._engine = self._make_engine(data_dir)
+        self._retention = Retention(
+            data_dir,
+            config.retention,
+            quota_bytes=config.node.quota_bytes,
+            on_removed=self._study_removed,
+            study_rows=(JOB_ROWS, DELIVERY_ROWS),
+        )
+        self._pull_from_sources(db_path)
+        self._routing_lock = threading.Lock()
+        self._refusals: dict[str, Refusal] | None = None
+        #: version of each model, as last described (recorded in its jobs: ``_model_version``)
+        self._model_versions: dict[str, str] = {}
+        self._refusals_lock = threading.Lock()
+        self._describing = threading.Event()
+        self.add_study_listener(self.route)
+        n = config.node
+        self._listener = DicomListener(
+            ListenerSettings(
+                ae_title=n.ae_title,
+                host=n.host,
+                port=n.dicom_port,
+                allowed_calling_aets=allowed(n.allowed_calling_aets),
+                max_associations=n.max_associations,
+                max_pdu=n.max_pdu,
+                network_timeout_seconds=n.network_timeout_seconds,
+                max_instance_bytes=n.max_instance_bytes,
+            ),
+            self._spool,
+            on_association=self._association,
+        )
+        self.dicom_port: int | None = None
+        self.tls_port: int | None = None
+        self.http_port: int | None = None
+        #: What the console's dashboard shows about exposure (node.edge.check_edge)
+        self.edge_warnings: list[str] = []
+        self._http: HttpServer | None = None
+        self._commit: CommitServer | None = None
+        self._receivers: ReceiverPool | None = None
+
+    def _make_engine(self, data_dir: Path) -> EmbeddedEngine | CeleryEngine:
+        """The job engine: Celery workers through a Redis broker, or the embedded one."""
+        config = self._config
+        inference = config.inference
         if config.queue.startswith(("redis://", "rediss://")):
-            self._engine = CeleryEngine(
+            return CeleryEngine(
                 self._jobs,
                 broker_url=config.queue,
                 data_dir=data_dir,
@@ -166,30 +208,24 @@ class Node:
                 publish_interval_seconds=config.celery.publish_interval_seconds,
                 on_success=self._job_succeeded,
             )
-        else:
-            self._engine = EmbeddedEngine(
-                self._jobs,
-                runner="node.jobs.pipeline:run_job",
-                prepare="node.jobs.pipeline:prepare",
-                context={
-                    "data_dir": str(data_dir),
-                    "model_paths": [
-                        str(p) for p in model_paths(config.models, config.node.data_dir)
-                    ],
-                    "device": inference.device,
-                    "torch_threads": inference.torch_threads,
-                },
-                workers=inference.workers,
-                timeout_seconds=inference.job_timeout_seconds,
-                on_success=self._job_succeeded,
-            )
-        self._retention = Retention(
-            data_dir,
-            config.retention,
-            quota_bytes=config.node.quota_bytes,
-            on_removed=self._study_removed,
-            study_rows=(JOB_ROWS, DELIVERY_ROWS),
+        return EmbeddedEngine(
+            self._jobs,
+            runner="node.jobs.pipeline:run_job",
+            prepare="node.jobs.pipeline:prepare",
+            context={
+                "data_dir": str(data_dir),
+                "model_paths": [str(p) for p in model_paths(config.models, config.node.data_dir)],
+                "device": inference.device,
+                "torch_threads": inference.torch_threads,
+            },
+            workers=inference.workers,
+            timeout_seconds=inference.job_timeout_seconds,
+            on_success=self._job_succeeded,
         )
+
+    def _pull_from_sources(self, db_path: Path) -> None:
+        """What fetches from the configured sources: pulls, UPS performers and prior fetches."""
+        config = self._config
         pull_sources = {
             name: src
             for name, src in config.sources.items()
@@ -228,36 +264,6 @@ class Node:
             retry_seconds=config.priors.retry_seconds,
             timeout_seconds=config.node.network_timeout_seconds,
         )
-        self._routing_lock = threading.Lock()
-        self._refusals: dict[str, Refusal] | None = None
-        #: version of each model, as last described (recorded in its jobs: ``_model_version``)
-        self._model_versions: dict[str, str] = {}
-        self._refusals_lock = threading.Lock()
-        self._describing = threading.Event()
-        self.add_study_listener(self.route)
-        n = config.node
-        self._listener = DicomListener(
-            ListenerSettings(
-                ae_title=n.ae_title,
-                host=n.host,
-                port=n.dicom_port,
-                allowed_calling_aets=allowed(n.allowed_calling_aets),
-                max_associations=n.max_associations,
-                max_pdu=n.max_pdu,
-                network_timeout_seconds=n.network_timeout_seconds,
-                max_instance_bytes=n.max_instance_bytes,
-            ),
-            self._spool,
-            on_association=self._association,
-        )
-        self.dicom_port: int | None = None
-        self.tls_port: int | None = None
-        self.http_port: int | None = None
-        #: What the console's dashboard shows about exposure (node.edge.check_edge)
-        self.edge_warnings: list[str] = []
-        self._http: HttpServer | None = None
-        self._commit: CommitServer | None = None
-        self._receivers: ReceiverPool | None = None
 
     # ------------------------------------------------------------ what the API uses
     @property
