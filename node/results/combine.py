@@ -35,6 +35,7 @@ from pydicom.valuerep import DT
 
 from node.errors import ResultError
 from node.results.identity import ResultContext
+from node.results.modules import drop_reference_purposes
 from node.results.sc import build_heatmap_sc
 from node.results.seg import build_seg
 from node.results.sources import SourceSet, quiet_highdicom
@@ -266,6 +267,7 @@ def _kos(images: Sequence[Dataset], ctx: ResultContext, *, index: int) -> Datase
             instance_number=1,
             manufacturer="ainode",
         )
+    drop_reference_purposes(kos)
     equipment: Dataset = kos  # (highdicom types SoftwareVersions as one string)
     equipment.ManufacturerModelName = ctx.model_name[:64]  # as the set's other objects
     equipment.SoftwareVersions = ctx.software_versions

@@ -35,7 +35,7 @@ from pydicom.valuerep import validate_value
 
 from node.errors import ResultError
 
-__all__ = ["COPIED_MODULES", "conformance_problems", "sanitise_header"]
+__all__ = ["COPIED_MODULES", "conformance_problems", "drop_reference_purposes", "sanitise_header"]
 
 #: Modules whose attributes results copy from their source (PS3.3 C.7.1.1, C.7.1.3, C.7.2.1,
 #: C.7.2.2, C.7.2.3, C.7.5.1, C.7.4.1) and the SOP Common module ainode fills itself (C.12.1).
@@ -402,3 +402,15 @@ def sanitise_header(ds: Dataset) -> list[str]:
                 del ds[keyword]
             repairs.append(f"dropped the {module} module: Type 1 {', '.join(broken)} missing")
     return repairs
+
+
+def drop_reference_purposes(kos: Dataset) -> None:
+    """Remove the concept name of a Key Object Selection's IMAGE, WAVEFORM and COMPOSITE items.
+
+    TID 2010 (PS3.16) names no concept for these items: a Purpose of Reference must not be
+    present.  highdicom gives each one ("Source"), which the PixelMed SR validator refuses.
+    """
+    for item in kos.get("ContentSequence", []):
+        kind = item.get("ValueType")
+        if kind in ("IMAGE", "WAVEFORM", "COMPOSITE") and "ConceptNameCodeSequence" in item:
+            del item.ConceptNameCodeSequence

@@ -21,6 +21,7 @@ from pydicom.valuerep import DA, TM
 from node import __version__
 from node.errors import ResultError
 from node.results.identity import MANUFACTURER
+from node.results.modules import drop_reference_purposes
 from node.results.sources import quiet_highdicom
 from node.results.uids import algorithm_device_uid, result_uid
 from node.types import Code
@@ -99,6 +100,7 @@ def build_rejection_note(
         setattr(note, f"{prefix}Date", DA(when.date()))
         setattr(note, f"{prefix}Time", TM(when.time()))
     note.SeriesDescription = "Rejected AI results"
+    drop_reference_purposes(note)
     for item in note.get("ContributingEquipmentSequence", []):
         if "ContributionDateTime" in item:
             item.ContributionDateTime = when.strftime("%Y%m%d%H%M%S")

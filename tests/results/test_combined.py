@@ -219,8 +219,8 @@ def test_combined_results_pass_every_checker(
     run_tool(checker_tools, "check-dcmjs", "--strict", "--sources", folder, *seg_sr)
     run_tool(
         checker_tools,
-        "check-sr",
-        *[p for p in combined.files if p.stem.endswith("SR")],
+        "check-sr",  # the SR and the KOS (TID 2010)
+        *[p for p in combined.files if p.stem.endswith(("SR", "KO"))],
         timeout=600,
     )
 
