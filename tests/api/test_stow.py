@@ -301,7 +301,10 @@ def test_quota_full_fails_parts_with_a700(tmp_path: Path, ct_files: list[Path]) 
     try:
         body, headers = multipart([p.read_bytes() for p in ct_files[:4]])
         resp = httpx.post(
-            f"http://127.0.0.1:{node.http_port}/dicom-web/studies", content=body, headers=headers
+            f"http://127.0.0.1:{node.http_port}/dicom-web/studies",
+            content=body,
+            headers=headers,
+            timeout=60,  # httpx's default 5 s is not enough on a loaded CI box (it timed out once)
         )
         assert resp.status_code == 202, resp.text
         out = resp.json()
