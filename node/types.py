@@ -98,6 +98,20 @@ class PriorSeries:
     body_part: str | None = None
 
 
+@dataclass(frozen=True, slots=True, eq=False)
+class PriorInput:
+    """A fetched prior series as a model that reads priors gets it (``Model.uses_prior``).
+
+    ``volume`` is the prior series read as ``node.imaging.load_volume`` reads any series;
+    ``result_files`` are the DICOM result objects ainode itself made for the prior study (its
+    SR, SEG, ...) that the node still holds, so a model can carry findings forward (issue 21).
+    """
+
+    series: PriorSeries
+    volume: Volume
+    result_files: tuple[Path, ...] = ()
+
+
 @dataclass(frozen=True, slots=True)
 class PriorOutcome:
     """The prior of a job: fetched series (newest first), or why there is none.

@@ -10,7 +10,7 @@ import abc
 import enum
 from dataclasses import dataclass, field
 
-from node.types import NotApplicable, Prediction, SeriesVolume, Volume
+from node.types import NotApplicable, Prediction, PriorInput, SeriesVolume, Volume
 
 __all__ = ["Model", "ModelInfo", "OutputKind", "Task"]
 
@@ -113,6 +113,8 @@ class Model(abc.ABC):
     """Base class of every model the registry can run."""
 
     info: ModelInfo
+    #: True: the job of a rule with ``priors`` calls ``predict_with_prior`` (docs/followup.md).
+    uses_prior: bool = False
 
     def accepts(self, volume: Volume) -> str | None:
         """None when this model can run on ``volume``; otherwise the reason it cannot."""
@@ -127,3 +129,14 @@ class Model(abc.ABC):
     @abc.abstractmethod
     def predict(self, volume: Volume) -> Prediction:
         """Run the model on one volume."""
+
+    def predict_with_prior(
+        self, volume: Volume, prior: PriorInput | None, prior_reason: str | None
+    ) -> Prediction:
+        """Run the model on ``volume`` with the newest fetched prior series (``uses_prior``).
+
+        ``prior`` is None when the job's rule asked for priors and none came; ``prior_reason``
+        then says why (``node.types.NO_PRIOR`` or ``"prior could not be retrieved: ..."``), for
+        the result to state.  The default ignores the prior.
+        """
+        return self.predict(volume)
