@@ -21,11 +21,18 @@ With ``--breakdown`` the bench then times, in this process, each step of writing
 ainode's own output (decoded back onto the source grid, same segments): reading and sanitising
 the source headers, highdicom's Segmentation, encoding, the conformance gate.
 
+With ``--node`` the same bundle also runs in a real node end to end (``python -m node serve``
+with the bundle under ``models``, a rule routing CT to it, a real Orthanc as destination): the
+series is sent by dcmtk ``storescu`` twice (fresh UIDs), a cold run (the worker process starts,
+imports and discovers) and a warm one (what every later study pays). The node's per-study
+overhead is end to end (last instance acknowledged -> last result delivered, minus the stable
+window) minus the time inside the bundle's own items, as a share of MONAI's run.
+
 The series is the sample chest phantom of node/samples as bench/e2e.py writes it (``--slices``
 x ``--size`` x ``--size``, anatomy kept in mm) or ``--series FOLDER``.
 
 Run: ``PYTHONPATH=. .venv/bin/python bench/bundles.py [--bundle spleen_ct_segmentation]
-[--slices 300] [--size 512]``.
+[--slices 300] [--size 512] [--node] [--breakdown] [--json]``.
 """
 
 from __future__ import annotations
@@ -75,6 +82,64 @@ def import_floor(cwd: Path) -> dict[str, Any]:
     run = _timed([sys.executable, "-c", "import monai.bundle"], cwd=cwd, timeout=600)
     assert run["returncode"] == 0, run["output"][-2000:]
     return run
+
+
+def node_runs(bundle: Path, series: Path, work: Path) -> list[tuple[str, dict[str, float]]]:
+    """The bundle in a real node, cold then warm: end to end and the time inside its items."""
+    import time
+
+    from bench.e2e import STABLE, copy_study, finished, split, study_uid
+    from tests.peers.dcmtk import storescu
+    from tests.peers.node import start_node
+    from tests.peers.orthanc import start_orthanc
+    from tests.util import wait_until
+
+    files = sorted(p for p in series.iterdir() if p.is_file())
+    work.mkdir(parents=True, exist_ok=True)
+    rules = work / "rules.yaml"
+    rules.write_text(
+        "version: 1\nrules:\n  - name: bundle\n    when: {Modality: CT}\n"
+        f"    then: {{model: {bundle.name}, deliver: [pacs]}}\n",
+        encoding="utf-8",
+    )
+    rows = []
+    with start_orthanc(work / "pacs") as pacs:
+        dest = {"type": "dimse", "host": "127.0.0.1", "port": pacs.dicom_port, "ae_title": pacs.aet}
+        with start_node(
+            work / "node",
+            study={"stable_seconds": STABLE},
+            destinations={"pacs": dest},
+            inference={"workers": 1, "torch_threads": 2, "device": "cpu"},
+            rules=str(rules),
+            models=[str(bundle)],
+        ) as node:
+            for label, sent_files in (("cold", files), ("warm", copy_study(files, work / "w"))):
+                sent = storescu(node.dicom_port, sent_files, timeout=600)
+                acked = time.time()
+                assert len(sent.acknowledged) == len(sent_files), sent.output[-2000:]
+                uid = study_uid(sent_files)
+                wait_until(lambda: finished(node, uid), timeout=1800, what="delivered")  # noqa: B023
+                row = split(node, uid, acked)
+                row["bundle_items"] = _job_bundle_seconds(node, uid)
+                row["node_overhead"] = row["end_to_end"] - row["bundle_items"]
+                rows.append((label, row))
+    return rows
+
+
+def _job_bundle_seconds(node: Any, uid: str) -> float:
+    """Seconds inside the bundle's own items, summed over the study's jobs (their summaries)."""
+    from bench.e2e import db
+
+    conn = db(node)
+    try:
+        outputs = conn.execute("SELECT outputs FROM jobs WHERE study_uid=?", (uid,)).fetchall()
+    finally:
+        conn.close()
+    total = 0.0
+    for (text,) in outputs:
+        summary = json.loads(text or "{}").get("summary", {})
+        total += float(summary.get("timings_seconds", {}).get("bundle", 0.0))
+    return total
 
 
 def write_breakdown(series: Path, seg_path: Path) -> dict[str, float]:
@@ -162,6 +227,9 @@ def main() -> None:
     parser.add_argument(
         "--breakdown", action="store_true", help="time each step of writing the SEG (in-process)"
     )
+    parser.add_argument(
+        "--node", action="store_true", help="also run the bundle in a real node end to end"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="ainode-bench-bundles-") as tmp:
         root = Path(tmp)
@@ -180,6 +248,7 @@ def main() -> None:
             detection=args.bundle == "lung_nodule_ct_detection",
         )
         floor = import_floor(root)
+        node = node_runs(bundle, series, root / "node-run") if args.node else []
         seg_path = root / "ainode" / "000-seg.dcm"
         breakdown = (
             write_breakdown(series, seg_path) if args.breakdown and seg_path.is_file() else {}
@@ -215,6 +284,7 @@ def main() -> None:
         "rss_ratio": round(ours["peak_rss_mib"] / theirs["peak_rss_mib"], 3),
         "ainode_timings_seconds": timings,
         "seg_write_breakdown_seconds": {k: round(v, 3) for k, v in breakdown.items()},
+        "node_runs": {label: {k: round(v, 2) for k, v in row.items()} for label, row in node},
     }
     print(f"{args.bundle} on {files} files (load average {figures['load_average']:.1f})")
     print(_row("ainode predict", ours))
@@ -235,6 +305,15 @@ def main() -> None:
         f"{100 * figures['net_overhead_share_of_monai']:.1f} % of MONAI's run"
     )
     print("ainode stages: " + ", ".join(f"{k} {v:.2f}" for k, v in timings.items()))
+    for label, row in node:
+        print(
+            f"node end to end ({label}): {row['end_to_end']:.1f} s after the last instance "
+            f"(stable window excluded), bundle items {row['bundle_items']:.1f} s, node overhead "
+            f"{row['node_overhead']:.1f} s = "
+            f"{100 * row['node_overhead'] / theirs['wall_seconds']:.1f} % of MONAI's run "
+            f"(route {row['route']:.2f}, queue {row['queue']:.2f}, load {row['load']:.2f}, "
+            f"model {row['model']:.2f}, write {row['write']:.2f}, deliver {row['deliver']:.2f})"
+        )
     if breakdown:
         print("SEG write steps: " + ", ".join(f"{k} {v:.2f}" for k, v in breakdown.items()))
     if args.json:

@@ -26,11 +26,12 @@ from typing import Any
 from highdicom._standard_utils import get_module_attribute_map  # PS3.3 module tables
 from pydicom import config
 from pydicom.charset import python_encoding
-from pydicom.datadict import dictionary_has_tag, dictionary_VM, dictionary_VR
-from pydicom.dataelem import DataElement
+from pydicom.datadict import dictionary_has_tag, dictionary_VM, dictionary_VR, keyword_for_tag
+from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence as DicomSequence
+from pydicom.tag import BaseTag
 from pydicom.valuerep import validate_value
 
 from node.errors import ResultError
@@ -301,24 +302,62 @@ def _repair_element(elem: DataElement) -> DataElement | None:
     return candidate if element_problem(candidate) is None else None
 
 
-def _sanitise_item(ds: Dataset, path: tuple[str, ...], repairs: list[str]) -> list[str]:
+#: An element already found valid in this series: (path, tag, VR, value bytes, endianness, implicit
+#: VR, character set).  Slices of one series repeat most values, so each is checked once.
+_SeenKey = tuple[tuple[str, ...], int, str | None, bytes, bool, bool, str]
+
+
+def _raw_key(
+    path: tuple[str, ...], raw: object, charset: str, seen: set[_SeenKey] | None
+) -> _SeenKey | None:
+    """The cache key of a still-undecoded, non-sequence element; None when it has none."""
+    if seen is None or not isinstance(raw, RawDataElement) or raw.VR == "SQ":
+        return None
+    if not isinstance(raw.value, bytes) or raw.length == 0xFFFFFFFF:
+        return None
+    return (
+        path,
+        int(raw.tag),
+        raw.VR,
+        raw.value,
+        bool(raw.is_little_endian),
+        bool(raw.is_implicit_VR),
+        charset,
+    )
+
+
+def _sanitise_item(
+    ds: Dataset,
+    path: tuple[str, ...],
+    repairs: list[str],
+    seen: set[_SeenKey] | None = None,
+    charset: str = "",
+) -> list[str]:
     """Repair ``ds`` (a header or a sequence item at ``path``) in place; return what is still
-    missing for the item to be valid (Type 1 attributes)."""
+    missing for the item to be valid (Type 1 attributes).
+
+    Elements outside the copied modules are not decoded.  ``seen`` holds the raw values already
+    found valid in other headers of the same series (``sanitise_header``), skipped here."""
     types = _types()
     where = "/".join(path) + "/" if path else ""
-    for elem in list(ds):
-        kind = types.get((path, elem.keyword))
+    for tag in list(ds.keys()):
+        keyword = keyword_for_tag(tag)
+        kind = types.get((path, keyword))
         if kind is None and path and not path[-1].endswith("CodeSequence"):
             continue  # not part of a copied module: never copied, nothing to repair
         if kind is None and not path:
             continue
+        key = _raw_key(path, ds.get_item(tag), charset, seen)
+        if key is not None and key in seen:  # type: ignore[operator]
+            continue
+        elem = ds[tag]
         if elem.VR == "SQ":
             kept = []
             for n, item in enumerate(elem.value or [], start=1):
-                missing = _sanitise_item(item, (*path, elem.keyword), repairs)
+                missing = _sanitise_item(item, (*path, keyword), repairs, seen, charset)
                 if missing:
                     repairs.append(
-                        f"{where}{elem.keyword}: dropped item {n} lacking {', '.join(missing)}"
+                        f"{where}{keyword}: dropped item {n} lacking {', '.join(missing)}"
                     )
                 else:
                     kept.append(item)
@@ -329,39 +368,94 @@ def _sanitise_item(ds: Dataset, path: tuple[str, ...], repairs: list[str]) -> li
             continue
         problem = element_problem(elem)
         if problem is None:
+            if key is not None:
+                seen.add(key)  # type: ignore[union-attr]
             continue
         fixed = _repair_element(elem)
         if fixed is not None:
             ds[elem.tag] = fixed
-            repairs.append(f"{where}{elem.keyword}: {problem}; re-encoded")
-        elif elem.keyword in _IDENTITY and not path:
+            repairs.append(f"{where}{keyword}: {problem}; re-encoded")
+        elif keyword in _IDENTITY and not path:
             raise ResultError(
-                f"the source's {elem.keyword} is not valid DICOM ({problem}); results must carry "
+                f"the source's {keyword} is not valid DICOM ({problem}); results must carry "
                 "it unchanged to match the patient and study, so correct the source"
             )
         elif kind in ("2", "2C"):
             ds[elem.tag] = DataElement(elem.tag, dictionary_VR(elem.tag), None)
-            repairs.append(f"{where}{elem.keyword}: {problem}; emptied (Type 2)")
+            repairs.append(f"{where}{keyword}: {problem}; emptied (Type 2)")
         else:
             del ds[elem.tag]
-            repairs.append(f"{where}{elem.keyword}: {problem}; dropped")
+            repairs.append(f"{where}{keyword}: {problem}; dropped")
     missing = []
     if path:
-        for (p, keyword), kind in types.items():
-            if p == path and kind == "1" and (keyword not in ds or ds[keyword].value in ("", None)):
-                missing.append(keyword)
+        for (p, name), kind in types.items():
+            if p == path and kind == "1" and (name not in ds or ds[name].value in ("", None)):
+                missing.append(name)
         if path[-1].endswith("CodeSequence") and not any(k in ds for k in _CODE_VALUES):
             missing.append("CodeValue")
     return missing
 
 
-def sanitise_header(ds: Dataset) -> list[str]:
+def _may_be_sequence(ds: Dataset, tag: BaseTag) -> bool:
+    """True when the element at ``tag`` is, or may decode to, a sequence (decoded to know)."""
+    raw = ds.get_item(tag)
+    if not isinstance(raw, RawDataElement):
+        return raw is not None and raw.VR == "SQ"
+    if raw.VR == "SQ":
+        return True
+    if raw.VR not in (None, "UN"):
+        return False
+    if tag.is_private:
+        return True  # an implicit-VR private element: its VR comes from the private dictionary
+    try:
+        return "SQ" in dictionary_VR(tag)
+    except KeyError:
+        return False
+
+
+def _strip_private(ds: Dataset) -> int:
+    """Remove private elements from ``ds`` and every sequence item in it (what pydicom's
+    ``remove_private_tags`` does, without decoding the standard elements that are not sequences).
+
+    Returns how many private elements were nested in sequence items (those of private sequences
+    included), as counted before removal.
+    """
+    nested = 0
+    for tag in list(ds.keys()):
+        if _may_be_sequence(ds, tag) and ds[tag].VR == "SQ":
+            for item in ds[tag].value or []:
+                nested += _count_private(item)
+        if tag.is_private:
+            del ds[tag]
+    for tag in list(ds.keys()):
+        if _may_be_sequence(ds, tag) and ds[tag].VR == "SQ":
+            for item in ds[tag].value or []:
+                _strip_private(item)
+    return nested
+
+
+def _count_private(ds: Dataset) -> int:
+    """Private elements in ``ds`` and, recursively, in the items of its sequences."""
+    count = 0
+    for tag in list(ds.keys()):
+        if tag.is_private:
+            count += 1
+        if _may_be_sequence(ds, tag) and ds[tag].VR == "SQ":
+            for item in ds[tag].value or []:
+                count += _count_private(item)
+    return count
+
+
+def sanitise_header(ds: Dataset, seen: set[_SeenKey] | None = None) -> list[str]:
     """Repair a source header copy in place so that what results copy from it is valid.
 
     Parameters
     ----------
     ds
         A source header read without pixel data (a private copy: it is modified).
+    seen
+        Raw values already found valid in other headers of the same series; filled here (None:
+        check every copied element).
 
     Returns
     -------
@@ -376,13 +470,11 @@ def sanitise_header(ds: Dataset) -> list[str]:
     """
     repairs: list[str] = []
     _sanitise_charset(ds, repairs)
-    nested = sum(1 for e in ds.iterall() if e.tag.is_private) - sum(
-        1 for e in ds if e.tag.is_private
-    )
-    ds.remove_private_tags()  # results copy no private data
+    nested = _strip_private(ds)  # results copy no private data
     if nested:
         repairs.append(f"removed {nested} private element(s) inside standard sequence items")
-    _sanitise_item(ds, (), repairs)
+    charset = repr(ds.get("SpecificCharacterSet"))
+    _sanitise_item(ds, (), repairs, seen, charset)
     for keyword, kind in _root_required():
         if kind == "2" and keyword not in ds and keyword in _SOURCE_TYPE2:
             # Type 2: present, empty when unknown (PS3.5 7.4.3); highdicom needs them

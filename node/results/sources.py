@@ -14,6 +14,7 @@ import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pydicom
 from pydicom.dataset import Dataset
@@ -77,12 +78,13 @@ def _hoist_shared_groups(ds: Dataset) -> None:
             shared[0][keyword] = copy.deepcopy(first)
 
 
-def _sanitise(ds: Dataset, repairs: dict[str, None]) -> Dataset:
-    """Make the copy usable and valid for what results copy from it (see the module doc)."""
+def _sanitise(ds: Dataset, repairs: dict[str, None], seen: set[Any]) -> Dataset:
+    """Make the copy usable and valid for what results copy from it (see the module doc);
+    ``seen`` carries the values found valid in the series' other headers."""
     with warnings.catch_warnings():
         # pydicom warns about the very values being repaired here; they are reported instead
         warnings.simplefilter("ignore", UserWarning)
-        for message in sanitise_header(ds):
+        for message in sanitise_header(ds, seen):
             repairs.setdefault(message, None)
     _hoist_shared_groups(ds)
     if "BodyPartExamined" in ds and not ds.BodyPartExamined:
@@ -116,6 +118,7 @@ def load_sources(
     """
     by_uid: dict[str, Dataset] = {}
     repairs: dict[str, None] = {}
+    seen: set[Any] = set()
     known = datasets or {}
     for path in paths:
         ds = known.get(Path(path))
@@ -127,7 +130,7 @@ def load_sources(
         uid = ds.get("SOPInstanceUID")
         if not uid:
             raise ResultError(f"source file {path.name} has no SOP Instance UID")
-        by_uid[str(uid)] = _sanitise(ds, repairs)
+        by_uid[str(uid)] = _sanitise(ds, repairs, seen)
     log.debug("results.sources_loaded", extra={"instances": len(by_uid)})
     if repairs:
         log.info("results.sources_repaired", extra={"repairs": len(repairs)})
