@@ -129,7 +129,12 @@ class Node:
         self._spool.add_listener(self._instance_stored)
         db_path = data_dir / "index.sqlite"
         self._jobs = JobStore(db_path)
-        self._worklist = Worklist(WorkitemStore(db_path), worklist_label=config.node.ae_title)
+        self._worklist = Worklist(
+            WorkitemStore(db_path),
+            worklist_label=config.node.ae_title,
+            retrieve_ae_title=config.node.ae_title,
+            public_url=config.node.public_url,
+        )
         self._outbox = Outbox(
             db_path,
             config.destinations,

@@ -90,6 +90,12 @@ class NodeConfig(_Strict):
     dicom_port: int = Field(default=11112, ge=0, le=65535)
     http_port: int = Field(default=8080, ge=0, le=65535)
     data_dir: Path = Path("ainode-data")
+    public_url: str | None = Field(
+        default=None,
+        pattern=r"^https?://[^\s/?#]+(/[^\s?#]*)?$",
+        description="the node's HTTP base URL as other systems reach it (e.g. "
+        "https://ainode.example.org:8443): Retrieve URLs of the workitems rules schedule",
+    )
     allowed_calling_aets: list[str | AllowedCaller] = Field(
         default_factory=list,
         description="AE titles (any address) or {ae_title, hosts}; empty = every AE",

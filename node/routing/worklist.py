@@ -40,11 +40,26 @@ class Worklist:
         The node's workitem table.
     worklist_label:
         Worklist Label (0074,1202) of the workitems (``node.ae_title``).
+    retrieve_ae_title:
+        The AE title a performer retrieves the input from by C-MOVE/C-GET (``node.ae_title``).
+    public_url:
+        The node's HTTP base URL as performers reach it (``node.public_url``): each input series
+        gets its WADO-RS URL, ``{public_url}/dicom-web/studies/{study}/series/{series}``.  None:
+        no Retrieve URL (a performer cannot know where to fetch by DICOMweb).
     """
 
-    def __init__(self, store: WorkitemStore, *, worklist_label: str) -> None:
+    def __init__(
+        self,
+        store: WorkitemStore,
+        *,
+        worklist_label: str,
+        retrieve_ae_title: str | None = None,
+        public_url: str | None = None,
+    ) -> None:
         self._store = store
         self._label = worklist_label
+        self._retrieve_ae = retrieve_ae_title
+        self._public_url = public_url.rstrip("/") if public_url else None
         self._listeners: list[Callable[[Workitem, str], None]] = []
 
     @property
@@ -86,6 +101,12 @@ class Worklist:
                 series_uid=series_uid,
                 instances=[(i.sop_class_uid, i.sop_uid) for i in series_instances(series_uid)],
                 start=start,
+                retrieve_ae_title=self._retrieve_ae,
+                retrieve_url=(
+                    f"{self._public_url}/dicom-web/studies/{study.study_uid}/series/{series_uid}"
+                    if self._public_url
+                    else None
+                ),
             )
             try:
                 item = self._store.create(uid, dataset, worklist_label=self._label, now=ts)

@@ -559,6 +559,8 @@ def scheduled_workitem(
     series_uid: str,
     instances: Sequence[tuple[str, str]],
     start: str,
+    retrieve_ae_title: str | None = None,
+    retrieve_url: str | None = None,
 ) -> dict[str, Any]:
     """The DICOM JSON of a workitem that a routing rule schedules for one series.
 
@@ -577,7 +579,37 @@ def scheduled_workitem(
     study_uid, series_uid, instances:
         The input: one Input Information Sequence item (0040,4021) with the series and its
         ``(SOP Class UID, SOP Instance UID)`` pairs (Referenced SOP Sequence).
+    retrieve_ae_title, retrieve_url:
+        Where a performer retrieves the input (PS3.3 Table 10-3b, Referenced Instances and
+        Access Macro): the AE title for C-MOVE/C-GET in the DICOM Retrieval Sequence
+        (0040,E021), and the series' WADO-RS URL in the WADO-RS Retrieval Sequence (0040,E025).
+        The item's Type of Instances (0040,E020) is DICOM.
     """
+    source: dict[str, Any] = {
+        "0020000D": {"vr": "UI", "Value": [study_uid]},
+        "0020000E": {"vr": "UI", "Value": [series_uid]},
+        "00081199": {  # Referenced SOP Sequence
+            "vr": "SQ",
+            "Value": [
+                {
+                    "00081150": {"vr": "UI", "Value": [sop_class]},
+                    "00081155": {"vr": "UI", "Value": [sop_uid]},
+                }
+                for sop_class, sop_uid in instances
+            ],
+        },
+        "0040E020": {"vr": "CS", "Value": ["DICOM"]},
+    }
+    if retrieve_ae_title:
+        source["0040E021"] = {
+            "vr": "SQ",
+            "Value": [{"00080054": {"vr": "AE", "Value": [retrieve_ae_title]}}],
+        }
+    if retrieve_url:
+        source["0040E025"] = {
+            "vr": "SQ",
+            "Value": [{"00081190": {"vr": "UR", "Value": [retrieve_url]}}],
+        }
     ds: dict[str, Any] = {
         "00080005": {"vr": "CS", "Value": ["ISO_IR 192"]},
         TAGS["ProcedureStepState"]: {"vr": "CS", "Value": [UpsState.SCHEDULED.value]},
@@ -594,25 +626,7 @@ def scheduled_workitem(
             "Value": [_code(station, scheme, None)] if station else [],
         },
         TAGS["StudyInstanceUID"]: {"vr": "UI", "Value": [study_uid]},
-        TAGS["InputInformationSequence"]: {
-            "vr": "SQ",
-            "Value": [
-                {
-                    "0020000D": {"vr": "UI", "Value": [study_uid]},
-                    "0020000E": {"vr": "UI", "Value": [series_uid]},
-                    "00081199": {  # Referenced SOP Sequence
-                        "vr": "SQ",
-                        "Value": [
-                            {
-                                "00081150": {"vr": "UI", "Value": [sop_class]},
-                                "00081155": {"vr": "UI", "Value": [sop_uid]},
-                            }
-                            for sop_class, sop_uid in instances
-                        ],
-                    },
-                }
-            ],
-        },
+        TAGS["InputInformationSequence"]: {"vr": "SQ", "Value": [source]},
     }
     for tag, vr in _PATIENT_TAGS:
         attr = header.get(tag)

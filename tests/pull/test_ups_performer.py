@@ -431,3 +431,64 @@ def test_a_study_no_rule_acts_on_is_canceled_not_completed_empty(
             " anywhere"
         )
         assert _recorded(node, uid)[0] == "canceled"
+
+
+def test_a_workitem_a_rule_schedules_is_performed_by_another_node(
+    inputs: list[Path], tmp_path: Path
+) -> None:
+    """Node A's rule schedules a workitem with where to fetch its input (``node.public_url``);
+    node B, a performer, claims it, fetches the series from the Retrieve URL A wrote and
+    completes it: the whole hand-over with nothing but the workitem between them."""
+    (tmp_path / "token").write_text(TOKEN + "\n")
+    port = free_port()
+    scheduling = (
+        "version: 1\nrules:\n  - name: lung-ai\n    when: {Modality: CT}\n"
+        "    then:\n      workitem: {code: LUNG-AI, meaning: Lung AI, station: AINODE-1}\n"
+    )
+    with (
+        start_node(
+            tmp_path / "a",
+            node={"http_port": port, "public_url": f"http://127.0.0.1:{port}/"},
+            auth={"tokens": {"ris": {"token_file": str(tmp_path / "token"), "role": "operator"}}},
+            rules=_rules(tmp_path, scheduling),
+            study={"stable_seconds": 3600},
+        ) as node_a,
+        create_session() as http,
+    ):
+        http.headers["Authorization"] = f"Bearer {TOKEN}"
+        send = [sys.executable, "-m", "node", "send", "--to", f"127.0.0.1:{node_a.dicom_port}"]
+        subprocess.run([*send, *map(str, inputs)], check=True, capture_output=True, timeout=120)
+        study_uid = _study_uid(inputs)
+        done = http.post(f"{node_a.url}/api/studies/{study_uid}/complete", timeout=120)
+        assert done.status_code == 200, done.text
+        listed: list[dict[str, Any]] = []
+
+        def scheduled_one() -> bool:
+            listed[:] = http.get(f"{node_a.url}/dicom-web/workitems", timeout=60).json()
+            return bool(listed)
+
+        wait_until(scheduled_one, timeout=60, what="the rule's workitem scheduled")
+        [scheduled] = listed
+        uid = scheduled["00080018"]["Value"][0]
+        source = pydicom.Dataset.from_json(scheduled).InputInformationSequence[0]
+        series_uid = str(pydicom.dcmread(inputs[0], stop_before_pixels=True).SeriesInstanceUID)
+        assert source.TypeOfInstances == "DICOM"
+        assert source.DICOMRetrievalSequence[0].RetrieveAETitle == "AINODE"
+        url = source.WADORSRetrievalSequence[0].RetrieveURL
+        assert url == f"{node_a.url}/dicom-web/studies/{study_uid}/series/{series_uid}"
+        assert http.get(url + "/metadata", timeout=60).status_code == 200
+
+        (tmp_path / "b").mkdir()
+        cfg = _performer_config(tmp_path / "b", node_a)
+        with start_node(tmp_path / "b", **cfg) as node_b:
+            ds = _wait_final(node_a, http, uid)
+            assert ds["00741000"]["Value"] == ["COMPLETED"], ds
+            assert check_final(ds, UpsState.COMPLETED) == []
+            assert _recorded(node_b, uid) == ("completed", None)
+        outputs = [pydicom.Dataset.from_json(i) for i in output_information(ds)]
+        sent = {
+            str(ref.ReferencedSOPInstanceUID) for o in outputs for ref in o.ReferencedSOPSequence
+        }
+        assert sent == {
+            str(pydicom.dcmread(f, stop_before_pixels=True).SOPInstanceUID) for f in inputs
+        }
