@@ -121,6 +121,7 @@ class Node:
         )
         self._study_listeners: list[Callable[[Study], object]] = []
         self._association_listeners: list[Callable[[str, dict[str, Any]], None]] = []
+        self._workitem_removal_listeners: list[Callable[[list[str]], None]] = []
         self._tracker = StudyTracker(
             self._index,
             stable_seconds=config.study.stable_seconds,
@@ -163,6 +164,8 @@ class Node:
             quota_bytes=config.node.quota_bytes,
             on_removed=self._study_removed,
             study_rows=(JOB_ROWS, DELIVERY_ROWS),
+            workitems=self._worklist.store,
+            on_workitems_removed=self._workitems_removed,
         )
         self._pull_from_sources(db_path)
         self._routing_lock = threading.Lock()
@@ -340,7 +343,18 @@ class Node:
         ``refused``; facts: calling/called AE title, peer address, port).  Audit subscribes."""
         self._association_listeners.append(callback)
 
+    def add_workitem_removal_listener(self, callback: Callable[[list[str]], None]) -> None:
+        """Call ``callback(uids)`` when retention deletes final workitems.  Audit subscribes."""
+        self._workitem_removal_listeners.append(callback)
+
     # ------------------------------------------------------------ wiring
+    def _workitems_removed(self, uids: list[str]) -> None:
+        for callback in self._workitem_removal_listeners:
+            try:
+                callback(uids)
+            except Exception:  # noqa: BLE001 - one consumer must not stop retention
+                log.exception("workitem.removal_listener_failed")
+
     def _association(self, outcome: str, facts: dict[str, Any]) -> None:
         for callback in self._association_listeners:
             try:
@@ -838,7 +852,6 @@ class Node:
         self._route_unrouted()
         self._resume_priors()
         self._tracker.start()
-        self._retention.start()
         try:
             self.dicom_port = self._start_dicom()
         except OSError as exc:
@@ -864,6 +877,8 @@ class Node:
                 raise ConfigError([f"node.tls: cannot start the TLS listener: {exc}"]) from exc
         if self._serve_http:
             self._start_http()
+        # after the HTTP face: its audit listeners hear what the first pass removes
+        self._retention.start()
         for performer in self._performers:
             performer.start()
         log.info(

@@ -320,6 +320,12 @@ class RetentionConfig(_Strict):
         default=None, ge=0, description="...until this headroom (default: the low watermark)"
     )
     interval_seconds: float = Field(default=300.0, gt=0)
+    workitems_days: float | None = Field(
+        default=None,
+        ge=0,
+        description="remove COMPLETED/CANCELED workitems this long after their last change, "
+        "unless a subscriber holds a deletion lock (default: retention.days)",
+    )
     quarantine_days: float | None = Field(
         default=None,
         ge=0,

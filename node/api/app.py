@@ -213,6 +213,13 @@ def _audit_node_events(node: NodeView, audit_log: AuditLog) -> None:
                     job_ids=sorted({r.job_id for r in group}),
                 )
 
+    def workitems_removed(uids: list[str]) -> None:
+        for uid in uids:
+            audit_log.record("workitem.deleted", workitem_uid=uid, reason="retention")
+
+    add_removal = getattr(node, "add_workitem_removal_listener", None)
+    if add_removal is not None:
+        add_removal(workitems_removed)
     add_association = getattr(node, "add_association_listener", None)
     if add_association is not None:
         add_association(association)

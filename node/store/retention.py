@@ -46,7 +46,15 @@ from typing import Protocol
 
 from node.config import RetentionConfig
 
-__all__ = ["Purged", "Removal", "Retention", "StudyHold", "StudyRows", "study_candidates"]
+__all__ = [
+    "FinalWorkitems",
+    "Purged",
+    "Removal",
+    "Retention",
+    "StudyHold",
+    "StudyRows",
+    "study_candidates",
+]
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +90,14 @@ class Purged:
     job_ids: list[str] = field(default_factory=list)
     """Jobs removed; their result folders ``data_dir/results/<job_id>`` go too."""
     result_objects: int = 0
+
+
+class FinalWorkitems(Protocol):
+    """What retention needs of the workitems table (``node.store.workitems.WorkitemStore``)."""
+
+    def prune_final(self, before: float) -> list[str]:
+        """Delete the final workitems last changed before ``before``; their UIDs."""
+        ...
 
 
 class StudyRows(Protocol):
@@ -140,6 +156,11 @@ class Retention:
     study_rows:
         The owners of the other tables holding rows of a study (job queue, outbox); a study is
         removed only when none of them holds it, and each deletes its own rows.
+    workitems:
+        The owner of the UPS workitems table: final workitems older than
+        ``retention.workitems_days`` (default ``retention.days``) are deleted through it.
+    on_workitems_removed:
+        Called with the UIDs of the workitems each pass deleted (the node audits them).
     """
 
     def __init__(
@@ -152,8 +173,12 @@ class Retention:
         free_bytes: Callable[[Path], int] | None = None,
         on_removed: Callable[[Removal], None] | None = None,
         study_rows: Sequence[StudyRows],
+        workitems: FinalWorkitems | None = None,
+        on_workitems_removed: Callable[[list[str]], None] | None = None,
     ) -> None:
         self._data_dir = Path(data_dir)
+        self._workitems = workitems
+        self._on_workitems_removed = on_workitems_removed
         self._study_rows = tuple(study_rows)
         self._db = self._data_dir / "index.sqlite"
         self._config = config
@@ -208,6 +233,7 @@ class Retention:
                             if r is not None:
                                 removed.append(r)
                 self._expire_quarantine(conn, now)
+                self._expire_workitems(now)
                 low = self._config.low_watermark_bytes
                 if low is not None and self.headroom_bytes() < low:
                     target = max(self._config.free_target_bytes or low, low)
@@ -289,6 +315,22 @@ class Retention:
             self._on_removed(removal)
         return removal
 
+    def _workitems_days(self) -> float | None:
+        days = self._config.workitems_days
+        return self._config.days if days is None else days
+
+    def _expire_workitems(self, now: float) -> list[str]:
+        """Delete final workitems older than the workitem retention (none when it is unset)."""
+        days = self._workitems_days()
+        if self._workitems is None or days is None:
+            return []
+        uids = self._workitems.prune_final(now - days * _DAY)
+        if uids:
+            log.info("retention.workitems_removed", extra={"workitems": len(uids)})
+            if self._on_workitems_removed is not None:
+                self._on_workitems_removed(uids)
+        return uids
+
     def _expire_quarantine(self, conn: sqlite3.Connection, now: float) -> int:
         """Remove quarantined files older than the quarantine age; return how many."""
         days = self._config.quarantine_days
@@ -348,7 +390,11 @@ class Retention:
     @property
     def enabled(self) -> bool:
         """True when a rule is configured."""
-        return self._config.days is not None or self._config.low_watermark_bytes is not None
+        return (
+            self._config.days is not None
+            or self._config.low_watermark_bytes is not None
+            or (self._workitems is not None and self._workitems_days() is not None)
+        )
 
     def stop(self) -> None:
         """Stop the background thread."""

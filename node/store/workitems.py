@@ -24,6 +24,8 @@ from node.errors import NotFoundError, WorkitemError
 from node.store.migrate import migrate
 from node.store.sqlite import ThreadConnections
 from node.store.ups import (
+    FILTERED_SUBSCRIPTION_UID,
+    GLOBAL_SUBSCRIPTION_UID,
     TAGS,
     UPS_PUSH_SOP_CLASS_UID,
     UpsState,
@@ -434,6 +436,29 @@ class WorkitemStore:
             parsed = [(str(k), str(v)) for k, v in json.loads(flt)] if flt else None
             out.append(Subscription(aet, tgt, bool(lock), parsed, created, suspended))
         return out
+
+    def prune_final(self, before: float) -> list[str]:
+        """Delete COMPLETED and CANCELED workitems last changed before ``before`` (retention).
+
+        A workitem stays while a subscription holds a deletion lock on it (PS3.4 CC.2.3.1): a
+        locked subscription to the workitem itself, or a locked global subscription (filtered or
+        not) that was not suspended before the workitem was created.  The subscriptions to a
+        deleted workitem are deleted with it.  Returns the UIDs deleted.
+        """
+        final = (UpsState.COMPLETED.value, UpsState.CANCELED.value)
+        with self._write() as conn:
+            rows = conn.execute(
+                "SELECT w.uid FROM workitems w WHERE w.state IN (?, ?) AND w.updated_at < ?"
+                " AND NOT EXISTS (SELECT 1 FROM workitem_subscriptions s WHERE s.deletion_lock"
+                " AND (s.target = w.uid OR (s.target IN (?, ?)"
+                " AND (s.suspended_at IS NULL OR s.suspended_at > w.created_at))))",
+                (*final, before, GLOBAL_SUBSCRIPTION_UID, FILTERED_SUBSCRIPTION_UID),
+            ).fetchall()
+            uids = [str(uid) for (uid,) in rows]
+            for uid in uids:
+                conn.execute("DELETE FROM workitem_subscriptions WHERE target = ?", (uid,))
+                conn.execute("DELETE FROM workitems WHERE uid = ?", (uid,))
+        return uids
 
     def close(self) -> None:
         """Close this thread's connection (others close with their threads)."""
