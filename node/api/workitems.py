@@ -220,7 +220,16 @@ def search_workitems(
         sorted({s for i in found if (s := _study(i))}),
         purpose="GET /dicom-web/workitems",
     )
-    return DicomJsonResponse([_present(i) for i in found])
+    # PS3.18 8.3.4.1: a server without fuzzy matching ignores the parameter and says so
+    headers = {"Warning": _NO_FUZZY} if fuzzy == "true" else None
+    return DicomJsonResponse([_present(i) for i in found], headers=headers)
+
+
+#: The warning PS3.18 8.3.4.1 gives a search whose ``fuzzymatching=true`` the server ignores.
+_NO_FUZZY = (
+    '299 ainode "The fuzzymatching parameter is not supported. '
+    'Only literal matching has been performed."'
+)
 
 
 @router.get(

@@ -377,6 +377,10 @@ def test_search_matches_the_main_attributes(manager: NodeProcess, http: requests
     assert found(ScheduledProcedureStepStartDateTime="20261207-20261207235959") == [first, second]
     assert found(ScheduledProcedureStepStartDateTime="20261208-") == []
     assert all("00081195" not in ds for ds in http.get(url).json())
+    # fuzzy matching is not done: the search matches literally and a Warning says so
+    fuzzy = http.get(url, params={"PatientName": "Doe^Jane", "fuzzymatching": "true"})
+    assert "fuzzymatching parameter is not supported" in fuzzy.headers["Warning"]
+    assert "Warning" not in http.get(url, params={"PatientName": "Doe^Jane"}).headers
     bad = http.get(url, params={"PatientWeight": "70"})
     assert bad.status_code == 400 and "PatientWeight" in bad.json()["detail"]
     bad = http.get(url, params={"ProcedureStepState": "DONE"})
