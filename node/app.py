@@ -41,6 +41,7 @@ from node.ingest.pulls import PullRunner
 from node.ingest.receivers import CommitServer, ReceiverPool, receiver_count
 from node.ingest.scp import DicomListener, ListenerSettings, allowed, tls_server_context
 from node.ingest.spool import Spool, StoreOutcome
+from node.ingest.ups_dimse import UpsDimse
 from node.jobs.dispatch import no_longer_routed, plan_jobs, with_model_versions
 from node.jobs.distributed import CeleryEngine
 from node.jobs.engine import EmbeddedEngine
@@ -55,6 +56,7 @@ from node.routing.worklist import Worklist
 from node.store.index import Index
 from node.store.performed import PerformedStore
 from node.store.retention import Removal, Retention
+from node.store.ups import STATE_REPORT
 from node.store.workitems import WorkitemStore
 from node.types import (
     PRIOR_FAILED,
@@ -130,6 +132,7 @@ class Node:
         db_path = data_dir / "index.sqlite"
         self._jobs = JobStore(db_path)
         self._worklist = Worklist(WorkitemStore(db_path), worklist_label=config.node.ae_title)
+        self._ups = self._make_ups_dimse()
         self._outbox = Outbox(
             db_path,
             config.destinations,
@@ -181,6 +184,7 @@ class Node:
             ),
             self._spool,
             on_association=self._association,
+            ups=self._ups.service if self._ups is not None else None,
         )
         self.dicom_port: int | None = None
         self.tls_port: int | None = None
@@ -190,6 +194,21 @@ class Node:
         self._http: HttpServer | None = None
         self._commit: CommitServer | None = None
         self._receivers: ReceiverPool | None = None
+
+    def _make_ups_dimse(self) -> UpsDimse | None:
+        """UPS over DIMSE on the DICOM listener (``node.ups_dimse.enabled``), else None."""
+        n = self._config.node
+        if not n.ups_dimse.enabled:
+            return None
+        ups = UpsDimse(
+            self._worklist.store,
+            config=n.ups_dimse,
+            ae_title=n.ae_title,
+            timeout_seconds=n.network_timeout_seconds,
+        )
+        # workitems that routing rules schedule are reported to DIMSE subscribers too
+        self._worklist.add_listener(lambda item, _rule: ups.report(item, STATE_REPORT))
+        return ups
 
     def _make_engine(self, data_dir: Path) -> EmbeddedEngine | CeleryEngine:
         """The job engine: Celery workers through a Redis broker, or the embedded one."""
@@ -325,6 +344,11 @@ class Node:
     def worklist(self) -> Worklist:
         """The workitems routing rules schedule (``then: {workitem: ...}``) and their table."""
         return self._worklist
+
+    @property
+    def ups_dimse(self) -> UpsDimse | None:
+        """UPS over DIMSE (``node.ups_dimse.enabled``), else None."""
+        return self._ups
 
     def add_study_listener(self, callback: Callable[[Study], object]) -> None:
         """Call ``callback(study)`` on every study completion (routing subscribes here)."""
@@ -834,6 +858,8 @@ class Node:
         self._resume_priors()
         self._tracker.start()
         self._retention.start()
+        if self._ups is not None:
+            self._ups.start()
         try:
             self.dicom_port = self._start_dicom()
         except OSError as exc:
@@ -979,6 +1005,8 @@ class Node:
             self._commit.stop()
             self._commit = None
         self._listener.stop()
+        if self._ups is not None:
+            self._ups.stop()
         self._retention.stop()
         self._tracker.stop()
         self._rules.stop()

@@ -38,6 +38,8 @@ __all__ = [
     "StudyConfig",
     "TlsConfig",
     "TokenConfig",
+    "UpsDimseConfig",
+    "UpsEventAe",
     "UpsRsSource",
     "UserConfig",
     "load_config",
@@ -84,6 +86,30 @@ class AllowedCaller(_Strict):
         return self
 
 
+class UpsEventAe(_Strict):
+    """Where a UPS DIMSE subscriber listens for N-EVENT-REPORTs."""
+
+    host: str
+    port: int = Field(ge=1, le=65535)
+
+
+class UpsDimseConfig(_Strict):
+    """UPS over DIMSE on the node's DICOM listener: ainode as a Task Manager (PS3.4 Annex CC).
+
+    Off by default: with it on, every allowed calling AE may create, claim and change the
+    node's workitems over DIMSE (UPS-RS needs an ``operator`` token for the same).
+    """
+
+    enabled: bool = Field(
+        default=False,
+        description="serve UPS Push, Pull and Watch (SCP) on node.dicom_port and node.tls.port",
+    )
+    event_aets: dict[Annotated[str, Field(min_length=1, max_length=16)], UpsEventAe] = Field(
+        default_factory=dict,
+        description="AE title -> {host, port} of AEs that may subscribe (N-EVENT-REPORTs go there)",
+    )
+
+
 class NodeConfig(_Strict):
     ae_title: str = Field(default="AINODE", min_length=1, max_length=16)
     host: str = "127.0.0.1"
@@ -113,12 +139,22 @@ class NodeConfig(_Strict):
         description="DICOM receiver processes on dicom_port; auto = one per CPU (at most 8)",
     )
     tls: TlsConfig = Field(default_factory=TlsConfig)
+    ups_dimse: UpsDimseConfig = Field(default_factory=UpsDimseConfig)
     http_tls: HttpTlsConfig = Field(default_factory=HttpTlsConfig)
     shutdown_grace_seconds: float = Field(
         default=30.0,
         ge=0,
         description="on SIGTERM: longest wait for open associations and running jobs",
     )
+
+    @model_validator(mode="after")
+    def _ups_in_process(self) -> NodeConfig:
+        if self.ups_dimse.enabled and self.receivers != 1:
+            raise ValueError(
+                "ups_dimse: UPS over DIMSE is served by the node's own DICOM listener, not by"
+                " receiver processes; set node.receivers to 1 or ups_dimse.enabled to false"
+            )
+        return self
 
 
 class StudyConfig(_Strict):

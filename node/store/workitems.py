@@ -24,9 +24,12 @@ from node.errors import NotFoundError, WorkitemError
 from node.store.migrate import migrate
 from node.store.sqlite import ThreadConnections
 from node.store.ups import (
+    FILTERED_SUBSCRIPTION_UID,
+    GLOBAL_SUBSCRIPTION_UID,
     TAGS,
     UPS_PUSH_SOP_CLASS_UID,
     UpsState,
+    matches,
     strip_transaction,
     text_value,
     transition,
@@ -433,6 +436,22 @@ class WorkitemStore:
         for aet, tgt, lock, flt, created, suspended in rows:
             parsed = [(str(k), str(v)) for k, v in json.loads(flt)] if flt else None
             out.append(Subscription(aet, tgt, bool(lock), parsed, created, suspended))
+        return out
+
+    def subscribers(self, item: Workitem) -> set[str]:
+        """The AE titles subscribed to ``item``: to it, to the global subscription, or to the
+        filtered global subscription when it matches the filter (PS3.4 CC.2.3), leaving out
+        suspended global subscriptions for workitems created after the suspension."""
+        out: set[str] = set()
+        for sub in self.subscriptions():
+            if sub.suspended_at is not None and item.created_at >= sub.suspended_at:
+                continue
+            if (
+                sub.target in (item.uid, GLOBAL_SUBSCRIPTION_UID)
+                or sub.target == FILTERED_SUBSCRIPTION_UID
+                and matches(item.dataset, sub.filter or [])
+            ):
+                out.add(sub.aet)
         return out
 
     def close(self) -> None:
