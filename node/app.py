@@ -28,7 +28,14 @@ from typing import TYPE_CHECKING, Any
 import dicom_rules
 from dicom_rules import Priors, RouteDecision, RuleSet
 from node.assembly.tracker import StudyTracker
-from node.config import Config, DicomwebSource, DimseSource, UpsRsSource
+from node.config import (
+    WORKLIST_SOURCE_TYPES,
+    Config,
+    DicomwebSource,
+    DimseSource,
+    UpsDimseSource,
+    UpsRsSource,
+)
 from node.delivery.outbox import Outbox
 from node.delivery.queries import DELIVERY_ROWS
 from node.delivery.rejections import Rejections
@@ -143,8 +150,8 @@ class Node:
         self._rules = RuleHolder(
             config.rules or DEFAULT_RULES,
             destinations=set(config.destinations),
-            # a ups-rs source is a worklist, not a place priors can be fetched from
-            sources={n for n, s in config.sources.items() if s.type != "ups-rs"},
+            # a ups-rs / ups-dimse source is a worklist, not a place priors can be fetched from
+            sources={n for n, s in config.sources.items() if s.type not in WORKLIST_SOURCE_TYPES},
         )
         #: results of a rule's models combined into one set (embedded engine only, see
         #: docs/results.md); False turns it off for every rule
@@ -270,7 +277,7 @@ class Node:
                 study_outcome=self._study_outcome,
             )
             for name, src in config.sources.items()
-            if isinstance(src, UpsRsSource)
+            if isinstance(src, UpsRsSource | UpsDimseSource)
         ]
         self._priors = PriorFetcher(
             pull_sources,

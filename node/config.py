@@ -39,7 +39,9 @@ __all__ = [
     "TlsConfig",
     "TokenConfig",
     "UpsDimseConfig",
+    "UpsDimseSource",
     "UpsEventAe",
+    "WORKLIST_SOURCE_TYPES",
     "UpsRsSource",
     "UserConfig",
     "load_config",
@@ -291,7 +293,43 @@ class UpsRsSource(_DicomwebPeer):
     )
 
 
-Source = Annotated[DimseSource | DicomwebSource | UpsRsSource, Field(discriminator="type")]
+class UpsDimseSource(_DimsePeer):
+    """A UPS DIMSE Task Manager (PS3.4 Annex CC) whose workitems this node performs.
+
+    ``host``/``port``/``ae_title`` are the manager's UPS SCP; the node finds SCHEDULED
+    workitems with C-FIND (UPS Pull), claims each with N-ACTION, reports progress and completes
+    it with N-SET and N-ACTION; inputs are fetched with ``method`` from the Retrieve AE Title of
+    the Input Information Sequence (a ``dimse`` source with that AE title, or the manager).
+    """
+
+    type: Literal["ups-dimse"]
+    codes: list[Annotated[str, Field(min_length=1, max_length=16)]] = Field(
+        default_factory=list,
+        description="Scheduled Workitem Code values taken (CodeValue); empty = every workitem",
+    )
+    station: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=16,
+        description="only workitems whose Scheduled Station Name code value is this",
+    )
+    poll_seconds: float = Field(default=10.0, gt=0, description="search interval")
+    method: Literal["c-move", "c-get"] = Field(
+        default="c-get", description="how inputs are fetched from their Retrieve AE Title"
+    )
+    result_timeout_seconds: float = Field(
+        default=3600.0,
+        gt=0,
+        description="longest wait for a workitem's jobs and deliveries before it is canceled",
+    )
+
+
+#: Source types that are worklists (UPS performers), not places studies are pulled from.
+WORKLIST_SOURCE_TYPES = frozenset({"ups-rs", "ups-dimse"})
+
+Source = Annotated[
+    DimseSource | DicomwebSource | UpsRsSource | UpsDimseSource, Field(discriminator="type")
+]
 
 
 class DeliveryConfig(_Strict):
