@@ -27,7 +27,7 @@ from pynetdicom.association import Association
 from node.config import UpsDimseSource, UpsRsSource
 from node.ingest.ups_datasets import attr
 from node.ingest.ups_scp import UPS_PULL, UPS_PUSH, UPS_WATCH
-from node.web.peers import make_session
+from node.web.peers import make_session, ssl_context
 
 __all__ = [
     "Answer",
@@ -212,8 +212,9 @@ class DimseTransport:
 
     def _with(self, call: Callable[[Association], _T]) -> _T:
         s = self._source
+        tls_args = (ssl_context(s.tls), s.host) if s.tls is not None else None
         try:
-            assoc = self._ae.associate(s.host, s.port, ae_title=s.ae_title)
+            assoc = self._ae.associate(s.host, s.port, ae_title=s.ae_title, tls_args=tls_args)
         except (OSError, RuntimeError) as exc:
             raise ManagerUnavailable(f"cannot reach {s.ae_title}: {exc}") from exc
         if not assoc.is_established:
