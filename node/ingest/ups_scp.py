@@ -149,12 +149,12 @@ def identifier_query(identifier: Dataset) -> tuple[list[tuple[str, str]], bool]:
     """
     query: list[tuple[str, str]] = []
     for key, (path, _) in SEARCH_KEYS.items():
-        element = identifier.get(path[0])
+        element = identifier.get(int(path[0], 16))
         if element is None:
             continue
         if len(path) == 2:
             items = element.value or []
-            element = items[0].get(path[1]) if items else None
+            element = items[0].get(int(path[1], 16)) if items else None
             if element is None:
                 continue
         text = _text(element)

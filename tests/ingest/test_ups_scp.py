@@ -22,7 +22,7 @@ from pynetdicom import AE, evt
 from pynetdicom.association import Association
 from pynetdicom.status import UNIFIED_PROCEDURE_STEP_SERVICE_CLASS_STATUS as UPS_STATUS
 
-from node.ingest.ups_scp import UPS_EVENT, UPS_PULL, UPS_PUSH, UPS_WATCH
+from node.ingest.ups_scp import UPS_EVENT, UPS_PULL, UPS_PUSH, UPS_WATCH, identifier_query
 from node.store.ups import GLOBAL_SUBSCRIPTION_UID, UpsState
 from tests.api.upsdata import PERFORMED, workitem
 from tests.peers.node import NodeProcess, start_node
@@ -358,3 +358,23 @@ def test_unknown_calling_ae_is_refused(manager: NodeProcess) -> None:
     assert assoc.is_rejected
     text = Path(manager.log).read_text()
     assert "association.rejected" in text
+
+
+def test_identifier_query_separates_matching_and_return_keys() -> None:
+    ident = Dataset()
+    ident.ProcedureStepState = "SCHEDULED"
+    ident.PatientName = ""  # a return key
+    code = Dataset()
+    code.CodeValue = "LUNG-AI"
+    ident.ScheduledWorkitemCodeSequence = [code]
+    ident.InputInformationSequence = []
+    ident.StudyInstanceUID = ["1.2.3", "1.2.4"]
+    query, unsupported = identifier_query(ident)
+    assert sorted(query) == [
+        ("ProcedureStepState", "SCHEDULED"),
+        ("ScheduledWorkitemCodeSequence.CodeValue", "LUNG-AI"),
+        ("StudyInstanceUID", "1.2.3\\1.2.4"),
+    ]
+    assert unsupported is False
+    ident.ProcedureStepDescription = "not a key ainode matches on"
+    assert identifier_query(ident)[1] is True
