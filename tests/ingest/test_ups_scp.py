@@ -376,5 +376,5 @@ def test_identifier_query_separates_matching_and_return_keys() -> None:
         ("StudyInstanceUID", "1.2.3\\1.2.4"),
     ]
     assert unsupported is False
-    ident.ProcedureStepDescription = "not a key ainode matches on"
+    ident.Modality = "CT"  # not a key ainode matches on
     assert identifier_query(ident)[1] is True
