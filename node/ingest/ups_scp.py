@@ -163,9 +163,12 @@ def identifier_query(identifier: Dataset) -> tuple[list[tuple[str, str]], bool]:
     unsupported = False
     for element in identifier:
         tag = f"{element.tag:08X}"
-        if tag in _ROOTS or tag == "00080005" or element.VR == "SQ" and not element.value:
+        if tag in _ROOTS or tag == "00080005":
             continue
-        if element.VR == "SQ" or _text(element):
+        if element.VR == "SQ":  # a sequence matches when one of its items' values is set
+            leaves = [e for item in element.value or [] for e in item if e.VR != "SQ"]
+            unsupported = unsupported or any(_text(e) for e in leaves)
+        elif _text(element):
             unsupported = True
     return query, unsupported
 
