@@ -107,6 +107,11 @@ class UpsChange:
     detail: dict[str, Any] = field(default_factory=dict)
 
 
+def _request(event: evt.Event) -> Any:
+    """The event's DIMSE request primitive (N-CREATE, N-GET, N-SET or N-ACTION here)."""
+    return event.request
+
+
 def _status(code: int, comment: str | None = None) -> Dataset:
     ds = Dataset()
     ds.Status = code
@@ -149,7 +154,7 @@ def identifier_query(identifier: Dataset) -> tuple[list[tuple[str, str]], bool]:
     """
     query: list[tuple[str, str]] = []
     for key, (path, _) in SEARCH_KEYS.items():
-        element = identifier.get(int(path[0], 16))
+        element: Any = identifier.get(int(path[0], 16))
         if element is None:
             continue
         if len(path) == 2:
@@ -266,7 +271,7 @@ class UpsService:
     # ------------------------------------------------------------ N-CREATE
     def on_n_create(self, event: evt.Event) -> tuple[Dataset, Dataset | None]:
         """N-CREATE (PS3.4 CC.2.5): store a SCHEDULED workitem; 0x0111 when it exists."""
-        uid = event.request.AffectedSOPInstanceUID
+        uid = _request(event).AffectedSOPInstanceUID
         if not uid:
             return _status(0xA900, "Affected SOP Instance UID missing (PS3.4 CC.2.5.1.1)"), None
         uid = str(uid)
@@ -283,7 +288,7 @@ class UpsService:
     # ------------------------------------------------------------ N-GET
     def on_n_get(self, event: evt.Event) -> tuple[Dataset, Dataset | None]:
         """N-GET (PS3.4 CC.2.7): the workitem's attributes, without its Transaction UID."""
-        uid = str(event.request.RequestedSOPInstanceUID)
+        uid = str(_request(event).RequestedSOPInstanceUID)
         item = self.store.get(uid)
         stored = strip_transaction(item.dataset)
         wanted = [f"{tag:08X}" for tag in event.attribute_identifiers or []]
@@ -295,7 +300,7 @@ class UpsService:
     def on_n_set(self, event: evt.Event) -> tuple[Dataset, Dataset | None]:
         """N-SET (PS3.4 CC.2.6): merge the modification list; the Transaction UID it carries
         must be the claim's when the workitem is IN PROGRESS."""
-        uid = str(event.request.RequestedSOPInstanceUID)
+        uid = str(_request(event).RequestedSOPInstanceUID)
         changes = _json(event.modification_list)
         txn = text_value(changes, "TransactionUID")
         changes = strip_transaction(changes)
@@ -344,8 +349,8 @@ class UpsService:
     # ------------------------------------------------------------ N-ACTION
     def on_n_action(self, event: evt.Event) -> tuple[Dataset, Dataset | None]:
         """N-ACTION (PS3.4 CC.2.1 - CC.2.3): change state, request cancel, (un)subscribe."""
-        action = int(event.request.ActionTypeID)
-        uid = str(event.request.RequestedSOPInstanceUID)
+        action = int(_request(event).ActionTypeID)
+        uid = str(_request(event).RequestedSOPInstanceUID)
         info = _json(event.action_information)
         if action == _CHANGE_STATE:
             return self._change_state(event, uid, info)
