@@ -273,6 +273,54 @@ def test_claim_race_has_one_winner(manager: NodeProcess, scu: Association) -> No
     assert sorted(codes.values()) == [0x0000, 0xC302], codes
 
 
+def test_claim_race_between_dimse_and_ups_rs_has_one_winner(
+    manager: NodeProcess, scu: Association
+) -> None:
+    """One table, one state machine: a DIMSE performer and a UPS-RS performer claim at once."""
+    uid = _create(scu)
+    barrier = threading.Barrier(2)
+    outcome: dict[str, Any] = {}
+
+    def over_dimse() -> None:
+        assoc = _connect(manager, "SCU2")
+        try:
+            barrier.wait(timeout=TIMEOUT)
+            outcome["dimse"] = _code(_state(assoc, uid, "IN PROGRESS", str(generate_uid())))
+        finally:
+            assoc.release()
+
+    def over_http() -> None:
+        body = [
+            {
+                "00741000": {"vr": "CS", "Value": ["IN PROGRESS"]},
+                "00081195": {"vr": "UI", "Value": [str(generate_uid())]},
+            }
+        ]
+        with _http(manager) as http:
+            barrier.wait(timeout=TIMEOUT)
+            resp = http.put(
+                f"{manager.url}/dicom-web/workitems/{uid}/state",
+                data=json.dumps(body),
+                headers={"Content-Type": "application/dicom+json"},
+                timeout=TIMEOUT,
+            )
+        outcome["http"] = (resp.status_code, resp.headers.get("Warning", ""))
+
+    threads = [threading.Thread(target=over_dimse), threading.Thread(target=over_http)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(TIMEOUT * 2)
+    dimse_won = outcome["dimse"] == 0x0000
+    http_won = outcome["http"][0] == 200
+    assert dimse_won != http_won, outcome
+    if dimse_won:
+        assert outcome["http"][0] == 409 and "C302" in outcome["http"][1]
+    else:
+        assert outcome["dimse"] == 0xC302
+    assert _get(scu, uid).ProcedureStepState == "IN PROGRESS"
+
+
 def test_request_cancel(scu: Association) -> None:
     scheduled = _create(scu)
     reason = Dataset()

@@ -147,6 +147,12 @@ def test_performer_completes_a_workitem_of_ainodes_ups_scp(
         other = str(generate_uid())
         status, _ = assoc.send_n_create(_workitem(archive, "OTHER-AI"), UPS_PUSH, other)
         assert status.Status == 0x0000
+        # an input whose Retrieve AE Title the performer does not know cannot run
+        unknown = _workitem(archive, "LUNG-AI")
+        unknown.InputInformationSequence[0].DICOMRetrievalSequence[0].RetrieveAETitle = "NOWHERE"
+        lost = str(generate_uid())
+        status, _ = assoc.send_n_create(unknown, UPS_PUSH, lost)
+        assert status.Status == 0x0000
     finally:
         assoc.release()
     cfg = _performer_config(
@@ -155,8 +161,11 @@ def test_performer_completes_a_workitem_of_ainodes_ups_scp(
     with start_node(tmp_path / "performer", **cfg):
 
         def final() -> bool:
-            state = _n_get(manager.dicom_port, "MANAGER", uid).ProcedureStepState
-            return str(state) in ("COMPLETED", "CANCELED")
+            states = [
+                str(_n_get(manager.dicom_port, "MANAGER", u).ProcedureStepState)
+                for u in (uid, lost)
+            ]
+            return all(state in ("COMPLETED", "CANCELED") for state in states)
 
         wait_until(final, timeout=TIMEOUT, what="workitem final")
     ds = _n_get(manager.dicom_port, "MANAGER", uid)
@@ -172,6 +181,13 @@ def test_performer_completes_a_workitem_of_ainodes_ups_scp(
     assert progress.ProcedureStepProgress == 90
     assert progress.ProcedureStepProgressDescription == "results delivered; completing"
     assert _n_get(manager.dicom_port, "MANAGER", other).ProcedureStepState == "SCHEDULED"
+    canceled = _n_get(manager.dicom_port, "MANAGER", lost)
+    assert canceled.ProcedureStepState == "CANCELED"
+    assert check_final(canceled.to_json_dict(), UpsState.CANCELED) == []
+    why = canceled.ProcedureStepProgressInformationSequence[0]
+    assert "NOWHERE" in why.ReasonForCancellation
+    code = why.ProcedureStepDiscontinuationReasonCodeSequence[0]
+    assert (code.CodeValue, code.CodingSchemeDesignator) == ("110523", "DCM")
 
 
 @dataclass
