@@ -192,6 +192,11 @@ class Node:
             self._spool,
             on_association=self._association,
             ups=self._ups.service if self._ups is not None else None,
+            ups_events=(
+                self._ups_event_report
+                if any(p.event_aet is not None for p in self._performers)
+                else None
+            ),
         )
         self.dicom_port: int | None = None
         self.tls_port: int | None = None
@@ -351,6 +356,14 @@ class Node:
     def worklist(self) -> Worklist:
         """The workitems routing rules schedule (``then: {workitem: ...}``) and their table."""
         return self._worklist
+
+    def _ups_event_report(
+        self, calling_aet: str, event_type: int, uid: str, info: dict[str, Any]
+    ) -> None:
+        """Hand a UPS Event N-EVENT-REPORT to the ``ups-dimse`` performers of that manager."""
+        for performer in self._performers:
+            if performer.event_aet == calling_aet:
+                performer.event_report(event_type, uid, info)
 
     @property
     def ups_dimse(self) -> UpsDimse | None:

@@ -317,6 +317,14 @@ class UpsDimseSource(_DimsePeer):
     method: Literal["c-move", "c-get"] = Field(
         default="c-get", description="how inputs are fetched from their Retrieve AE Title"
     )
+    events: bool = Field(
+        default=True,
+        description=(
+            "subscribe node.ae_title to the manager's global subscription (N-ACTION) and take"
+            " its N-EVENT-REPORTs on node.dicom_port: a SCHEDULED workitem is searched for at"
+            " once, a cancel request is honoured (the manager must know node.ae_title's address)"
+        ),
+    )
     result_timeout_seconds: float = Field(
         default=3600.0,
         gt=0,

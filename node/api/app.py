@@ -169,14 +169,19 @@ def _dimse_listener(app: FastAPI, audit_log: AuditLog) -> Callable[[Any], None]:
 
     def changed(change: Any) -> None:
         item = change.item
+        detail = dict(change.detail)
+        study_uid = detail.pop("study_uid", None)
+        if item is not None:
+            study_uid = text_value(item.dataset, "StudyInstanceUID")
+        if change.workitem_uid is not None:
+            detail["workitem_uid"] = change.workitem_uid
         audit_log.record(
             change.event,
             actor=f"dicom:{change.calling_aet}",
             outcome=change.outcome,
-            study_uid=text_value(item.dataset, "StudyInstanceUID") if item is not None else None,
+            study_uid=study_uid,
             client=change.peer,
-            workitem_uid=change.workitem_uid,
-            **change.detail,
+            **detail,
         )
         loop: asyncio.AbstractEventLoop | None = getattr(app.state, "loop", None)
         if item is None or change.event_type is None or loop is None or not hub.connected():

@@ -151,6 +151,7 @@ class Performer:
         self._lock = threading.Lock()
         #: cancel requests the manager sent for workitems (UID -> reason), from the channel
         self._cancel_requests: dict[str, str | None] = {}
+        self._subscribed = False
         self._events = (
             UpsEventListener(
                 source,
@@ -182,9 +183,44 @@ class Performer:
             self._thread = None
         self._transport.close()
 
+    @property
+    def event_aet(self) -> str | None:
+        """The manager's AE title when this performer takes its UPS DIMSE event reports."""
+        s = self._source
+        return s.ae_title if isinstance(s, UpsDimseSource) and s.events else None
+
+    def event_report(self, event_type: int, uid: str, info: Mapping[str, Any]) -> None:
+        """A UPS event report (N-EVENT-REPORT) from the manager (PS3.4 Table CC.2.4-1): a State
+        Report of a SCHEDULED workitem starts a search at once; a Cancel Requested is honoured
+        for a workitem this node holds."""
+        if event_type == 1 and first_value(info, "00741000") == "SCHEDULED":
+            self._wake.set()
+        elif event_type == 2:
+            reason = first_value(info, "00741238")
+            self._cancel_requested(uid, reason if isinstance(reason, str) else None)
+
+    def _subscribe(self) -> None:
+        """Subscribe to the UPS DIMSE manager's global subscription, once per start; a refusal
+        (e.g. 0xC308: the manager does not know our AE title) leaves polling alone."""
+        subscribe = getattr(self._transport, "subscribe", None)
+        if self.event_aet is None or self._subscribed or subscribe is None:
+            return
+        try:
+            answer = subscribe(self._node_ae_title)
+        except ManagerUnavailable:
+            return  # asked again next round
+        self._subscribed = True
+        if answer.is_ok:
+            log.info("performer.subscribed", extra={"source": self.name})
+        else:
+            log.warning(
+                "performer.subscribe_refused", extra={"source": self.name, "status": answer.text}
+            )
+
     def _loop(self) -> None:
         while not self._stop.is_set():
             try:
+                self._subscribe()
                 self.resume()
                 self.poll_once()
             except Exception:  # noqa: BLE001 - a bug must not end the performer

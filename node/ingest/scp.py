@@ -45,7 +45,7 @@ from node.errors import IngestError, OutOfResourcesError
 from node.ingest.header import file_meta_bytes
 from node.ingest.receive import InstanceWriter, StreamingDimse, install_streaming
 from node.ingest.spool import Spool
-from node.ingest.ups_scp import UPS_SCP_SOP_CLASSES, UpsService
+from node.ingest.ups_scp import UPS_EVENT, UPS_SCP_SOP_CLASSES, UpsService
 
 __all__ = ["DicomListener", "ListenerSettings", "tls_server_context"]
 
@@ -137,6 +137,10 @@ class DicomListener:
         (address) and ``port`` (ours).  The audit log subscribes here; it must not raise.
     ups:
         The UPS SOP Classes' handlers, or None (not served).
+    ups_events:
+        Optional ``callback(calling_aet, event_type, workitem_uid, information)`` for UPS
+        Event N-EVENT-REPORTs (UPS Event SOP Class as SCP, for ``ups-dimse`` performers);
+        ``information`` is DICOM JSON.  It must not raise.
     """
 
     def __init__(
@@ -146,11 +150,13 @@ class DicomListener:
         *,
         on_association: Callable[[str, dict[str, Any]], None] | None = None,
         ups: UpsService | None = None,
+        ups_events: Callable[[str, int, str, dict[str, Any]], None] | None = None,
     ) -> None:
         self.settings = settings
         self.spool = spool
         self.on_association = on_association
         self.ups = ups
+        self.ups_events = ups_events
         self._servers: list[ThreadedAssociationServer] = []
         self._lock = threading.Lock()
         self.callers = CallerPolicy(settings.allowed_calling_aets)
@@ -171,6 +177,8 @@ class DicomListener:
         if self.ups is not None:
             for sop_class in UPS_SCP_SOP_CLASSES:
                 ae.add_supported_context(sop_class, list(_UPS_TRANSFER_SYNTAXES))
+        if self.ups_events is not None:
+            ae.add_supported_context(UPS_EVENT, list(_UPS_TRANSFER_SYNTAXES))
         ae.maximum_associations = s.max_associations
         ae.maximum_pdu_size = s.max_pdu
         ae.network_timeout = s.network_timeout_seconds
@@ -191,7 +199,27 @@ class DicomListener:
         ]
         if self.ups is not None:
             handlers += self.ups.handlers()
+        if self.ups_events is not None:
+            handlers.append((evt.EVT_N_EVENT_REPORT, self._on_event_report))
         return handlers
+
+    def _on_event_report(self, event: evt.Event) -> int:
+        """A UPS Event N-EVENT-REPORT (PS3.4 CC.2.4) for the node's ``ups-dimse`` performers."""
+        if self.ups_events is None or str(event.context.abstract_syntax) != UPS_EVENT:
+            return 0x0122  # SOP class not supported
+        request: Any = event.request
+        try:
+            info = event.event_information.to_json_dict()
+            self.ups_events(
+                event.assoc.requestor.ae_title.strip(),
+                int(request.EventTypeID),
+                str(request.AffectedSOPInstanceUID),
+                info,
+            )
+        except Exception:  # noqa: BLE001 - a failing handler answers a failure, never kills
+            log.exception("ups.event_report_failed")
+            return _PROCESSING_FAILURE
+        return 0x0000
 
     def start(self, *, port: int | None = None, ssl_context: ssl.SSLContext | None = None) -> int:
         """Start listening (non-blocking) and return the bound port (useful with port 0)."""

@@ -97,7 +97,7 @@ class UpsChange:
     event: str
     calling_aet: str
     peer: str | None
-    workitem_uid: str
+    workitem_uid: str | None
     outcome: str = "success"
     item: Workitem | None = None
     event_type: int | None = None
@@ -252,7 +252,7 @@ class UpsService:
 
         return run
 
-    def _report(self, event: evt.Event, name: str, uid: str, **kwargs: Any) -> None:
+    def _report(self, event: evt.Event, name: str, uid: str | None, **kwargs: Any) -> None:
         if self._on_change is None:
             return
         assoc = event.assoc
@@ -267,6 +267,15 @@ class UpsService:
             self._on_change(change)
         except Exception:  # noqa: BLE001 - audit and events must never break the SCP
             log.exception("ups.change_listener_failed")
+
+    def _viewed(self, event: evt.Event, items: list[Workitem], purpose: str) -> None:
+        """Workitems carry patient name and ID: reading them is audited (``phi.viewed``, like
+        UPS-RS reads), with their Study Instance UIDs."""
+        studies = sorted({s for i in items if (s := text_value(i.dataset, "StudyInstanceUID"))})
+        if not studies:
+            return
+        one = {"study_uid": studies[0]} if len(studies) == 1 else {"study_uids": studies}
+        self._report(event, "phi.viewed", None, detail={"purpose": purpose, **one})
 
     # ------------------------------------------------------------ N-CREATE
     def on_n_create(self, event: evt.Event) -> tuple[Dataset, Dataset | None]:
@@ -290,6 +299,7 @@ class UpsService:
         """N-GET (PS3.4 CC.2.7): the workitem's attributes, without its Transaction UID."""
         uid = str(_request(event).RequestedSOPInstanceUID)
         item = self.store.get(uid)
+        self._viewed(event, [item], "N-GET UPS")
         stored = strip_transaction(item.dataset)
         wanted = [f"{tag:08X}" for tag in event.attribute_identifiers or []]
         if wanted:
@@ -337,7 +347,8 @@ class UpsService:
             log.exception("ups.find_failed")
             yield _status(0xC000, "cannot read the query; see the node's log"), None
             return
-        log.info("workitem.searched", extra={"via": "dimse", "found": len(found)})
+        log.debug("workitem.searched", extra={"via": "dimse", "found": len(found)})
+        self._viewed(event, found, "C-FIND UPS")
         pending = _PENDING_OPTIONAL if unsupported else _PENDING
         for item in found:
             if event.is_cancelled:

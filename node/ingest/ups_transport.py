@@ -27,6 +27,7 @@ from pynetdicom.association import Association
 from node.config import UpsDimseSource, UpsRsSource
 from node.ingest.ups_datasets import attr
 from node.ingest.ups_scp import UPS_PULL, UPS_PUSH, UPS_WATCH
+from node.store.ups import GLOBAL_SUBSCRIPTION_UID
 from node.web.peers import make_session, ssl_context
 
 __all__ = [
@@ -286,6 +287,16 @@ class DimseTransport:
         ds = Dataset.from_json(dict(changes))
         ds.TransactionUID = transaction_uid
         return self._with(lambda a: self._answer(a.send_n_set(ds, UPS_PUSH, uid)[0]))
+
+    def subscribe(self, aet: str) -> Answer:
+        """Subscribe ``aet`` to the manager's global subscription (N-ACTION type 3, PS3.4
+        CC.2.3.1), without a deletion lock."""
+        info = Dataset()
+        info.ReceivingAE = aet
+        info.DeletionLock = "FALSE"
+        return self._with(
+            lambda a: self._answer(a.send_n_action(info, 3, UPS_PUSH, GLOBAL_SUBSCRIPTION_UID)[0])
+        )
 
     def close(self) -> None:
         """Nothing held between requests."""

@@ -9,6 +9,7 @@ completes the workitem with N-SET (progress, Output Information Sequence) and N-
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -119,17 +120,34 @@ def _n_get(port: int, called: str, uid: str) -> Dataset:
     return ds
 
 
+def _searches(manager: NodeProcess) -> int:
+    """The C-FIND searches of AINODE the manager audited."""
+    path = manager.data_dir / "audit.log"
+    records = [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+    return sum(
+        1
+        for r in records
+        if r["event"] == "phi.viewed"
+        and r.get("purpose") == "C-FIND UPS"
+        and r["actor"] == "dicom:AINODE"
+    )
+
+
 def _sop_uids(archive: Archive) -> set[str]:
     return {str(pydicom.dcmread(f, stop_before_pixels=True).SOPInstanceUID) for f in archive.files}
 
 
 @pytest.fixture(scope="module")
-def manager(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeProcess]:
+def manager(tmp_path_factory: pytest.TempPathFactory, archive: Archive) -> Iterator[NodeProcess]:
     tmp = tmp_path_factory.mktemp("ups-dimse-manager")
     node = {
         "ae_title": "MANAGER",
         "allowed_calling_aets": ["AINODE", "TESTSCU"],
-        "ups_dimse": {"enabled": True},
+        "ups_dimse": {
+            "enabled": True,
+            # the performers of these tests listen as AINODE on the archive's node port
+            "event_aets": {"AINODE": {"host": "127.0.0.1", "port": archive.node_port}},
+        },
     }
     with start_node(tmp, node=node) as peer:
         yield peer
@@ -188,6 +206,78 @@ def test_performer_completes_a_workitem_of_ainodes_ups_scp(
     assert "NOWHERE" in why.ReasonForCancellation
     code = why.ProcedureStepDiscontinuationReasonCodeSequence[0]
     assert (code.CodeValue, code.CodingSchemeDesignator) == ("110523", "DCM")
+
+
+def test_event_report_triggers_the_claim_and_a_cancel_request_is_honoured(
+    manager: NodeProcess, archive: Archive, tmp_path: Path
+) -> None:
+    """With a poll interval of 10 minutes only the manager's N-EVENT-REPORT (State Report) can
+    start the work; the destination is down, so the workitem waits IN PROGRESS until the
+    manager's cancel request (Cancel Requested report) makes the performer cancel it."""
+    cfg = _performer_config(
+        tmp_path, archive, port=manager.dicom_port, ae_title="MANAGER", code="EVT-AI"
+    )
+    cfg["sources"]["ris"]["poll_seconds"] = 600
+    down = {"type": "dimse", "host": "127.0.0.1", "port": free_port(), "ae_title": "DOWN"}
+    cfg["destinations"]["back"] = down
+    # a workitem whose input is not ready: found by every search (so the manager audits it),
+    # never claimed
+    waiting = Dataset.from_json(
+        workitem(
+            t00404021={"vr": "SQ", "Value": [_input(archive)]},
+            t00404018=_code("EVT-AI"),
+            t00404041={"vr": "CS", "Value": ["UNAVAILABLE"]},
+        )
+    )
+    waiting_uid = str(generate_uid())
+    assoc = _connect(manager.dicom_port, "MANAGER")
+    try:
+        assert assoc.send_n_create(waiting, UPS_PUSH, waiting_uid)[0].Status == 0x0000
+    finally:
+        assoc.release()
+    searches = _searches(manager)
+    with start_node(tmp_path / "performer", **cfg) as node:
+        # the performer subscribes, then searches (audited by the manager: C-FIND reads PHI);
+        # a workitem created after both is found by its State Report only
+        wait_until(
+            lambda: (
+                '"event": "performer.subscribed"' in node.log_text()
+                and _searches(manager) > searches
+            ),
+            timeout=TIMEOUT,
+            what="subscribed to the manager, first search done",
+        )
+        uid = str(generate_uid())
+        assoc = _connect(manager.dicom_port, "MANAGER")
+        try:
+            status, _ = assoc.send_n_create(_workitem(archive, "EVT-AI"), UPS_PUSH, uid)
+            assert status.Status == 0x0000
+        finally:
+            assoc.release()
+
+        def progress() -> int | None:
+            seq = _n_get(manager.dicom_port, "MANAGER", uid).get(
+                "ProcedureStepProgressInformationSequence"
+            )
+            return int(seq[0].ProcedureStepProgress) if seq else None
+
+        wait_until(lambda: progress() == 40, timeout=TIMEOUT, what="claimed on its State Report")
+        assoc = _connect(manager.dicom_port, "MANAGER")
+        try:
+            reason = Dataset()
+            reason.ReasonForCancellation = "ordered twice"
+            status, _ = assoc.send_n_action(reason, 2, UPS_PUSH, uid)
+            assert status.Status == 0x0000
+        finally:
+            assoc.release()
+        wait_until(
+            lambda: _n_get(manager.dicom_port, "MANAGER", uid).ProcedureStepState == "CANCELED",
+            timeout=TIMEOUT,
+            what="canceled on the manager's request",
+        )
+    why = _n_get(manager.dicom_port, "MANAGER", uid).ProcedureStepProgressInformationSequence[0]
+    assert why.ReasonForCancellation == "canceled on the manager's request: ordered twice"
+    assert _n_get(manager.dicom_port, "MANAGER", waiting_uid).ProcedureStepState == "SCHEDULED"
 
 
 @dataclass
