@@ -363,7 +363,7 @@ class Node:
         """Hand a UPS Event N-EVENT-REPORT to the ``ups-dimse`` performers of that manager."""
         for performer in self._performers:
             if performer.event_aet == calling_aet:
-                performer.event_report(event_type, uid, info)
+                performer.event_report(event_type, uid=uid, info=info)
 
     @property
     def ups_dimse(self) -> UpsDimse | None:

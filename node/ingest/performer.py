@@ -189,7 +189,7 @@ class Performer:
         s = self._source
         return s.ae_title if isinstance(s, UpsDimseSource) and s.events else None
 
-    def event_report(self, event_type: int, uid: str, info: Mapping[str, Any]) -> None:
+    def event_report(self, event_type: int, *, uid: str, info: Mapping[str, Any]) -> None:
         """A UPS event report (N-EVENT-REPORT) from the manager (PS3.4 Table CC.2.4-1): a State
         Report of a SCHEDULED workitem starts a search at once; a Cancel Requested is honoured
         for a workitem this node holds."""
@@ -294,7 +294,7 @@ class Performer:
         txn = generate_uid()
         self._store.begin(source=self.name, uid=uid, transaction_uid=txn)
         try:
-            answer = self._transport.change_state(uid, "IN PROGRESS", txn)
+            answer = self._transport.change_state(uid, "IN PROGRESS", transaction_uid=txn)
         except ManagerUnavailable as exc:
             # unknown whether the manager took it: kept as 'claiming', checked at resume
             log.warning("workitem.claim_unanswered", extra={"workitem_uid": uid, "error": str(exc)})
@@ -322,7 +322,7 @@ class Performer:
                 return
             state = first_value(ds, "00741000")
             if state == "SCHEDULED" and record.state is PerformedState.CLAIMING:
-                answer = self._transport.change_state(uid, "IN PROGRESS", txn)
+                answer = self._transport.change_state(uid, "IN PROGRESS", transaction_uid=txn)
                 if answer.is_refused:
                     self._lose(uid, f"claim refused on resume: {answer.text}")
                 if not answer.is_ok:
@@ -331,7 +331,7 @@ class Performer:
                 self._lose(uid, f"the workitem is {state} at the manager")
                 return
             # IN PROGRESS: ours only if the manager accepts our Transaction UID
-            probe = self._transport.update(uid, txn, {})
+            probe = self._transport.update(uid, transaction_uid=txn, changes={})
         except ManagerUnavailable:
             return  # away, or not a workitem answer: next round
         if probe.is_refused:
@@ -491,7 +491,9 @@ class Performer:
         percent, text = stage
         progress = {"00741004": attr("DS", percent), "00741006": attr("ST", text)}
         try:
-            answer = self._transport.update(uid, txn, {"00741002": attr("SQ", progress)})
+            answer = self._transport.update(
+                uid, transaction_uid=txn, changes={"00741002": attr("SQ", progress)}
+            )
         except ManagerUnavailable as exc:
             log.warning("workitem.progress_failed", extra={"workitem_uid": uid, "error": str(exc)})
             return
@@ -503,13 +505,13 @@ class Performer:
     def _finish(self, uid: str, txn: str, changes: dict[str, Any], state: str) -> Answer | None:
         """Update, then change the state; return the refusing answer, or None when done.
         ``ManagerUnavailable`` is raised (the workitem is finished at a later round)."""
-        update = self._transport.update(uid, txn, changes)
+        update = self._transport.update(uid, transaction_uid=txn, changes=changes)
         if not update.is_ok:
             log.warning(
                 "workitem.update_refused", extra={"workitem_uid": uid, "status": update.text[:40]}
             )
             return update
-        answer = self._transport.change_state(uid, state, txn)
+        answer = self._transport.change_state(uid, state, transaction_uid=txn)
         if not answer.is_ok:
             log.warning(
                 "workitem.finish_refused", extra={"workitem_uid": uid, "status": answer.text[:40]}

@@ -72,11 +72,11 @@ class UpsTransport(Protocol):
         """The workitem ``uid`` (DICOM JSON), None when the manager does not have it."""
         ...
 
-    def change_state(self, uid: str, state: str, transaction_uid: str) -> Answer:
+    def change_state(self, uid: str, state: str, *, transaction_uid: str) -> Answer:
         """Ask for Procedure Step State ``state`` with ``transaction_uid``."""
         ...
 
-    def update(self, uid: str, transaction_uid: str, changes: dict[str, Any]) -> Answer:
+    def update(self, uid: str, *, transaction_uid: str, changes: dict[str, Any]) -> Answer:
         """Set ``changes`` (DICOM JSON) on the workitem claimed with ``transaction_uid``."""
         ...
 
@@ -146,7 +146,7 @@ class RsTransport:
             raise ManagerUnavailable("retrieve answer is not a workitem")
         return ds
 
-    def change_state(self, uid: str, state: str, transaction_uid: str) -> Answer:
+    def change_state(self, uid: str, state: str, *, transaction_uid: str) -> Answer:
         body = [{"00741000": attr("CS", state), "00081195": attr("UI", transaction_uid)}]
         return self._answer(
             self._call(
@@ -159,7 +159,7 @@ class RsTransport:
             )
         )
 
-    def update(self, uid: str, transaction_uid: str, changes: dict[str, Any]) -> Answer:
+    def update(self, uid: str, *, transaction_uid: str, changes: dict[str, Any]) -> Answer:
         return self._answer(
             self._call(
                 lambda: self._session.post(
@@ -277,13 +277,13 @@ class DimseTransport:
 
         return self._with(get)
 
-    def change_state(self, uid: str, state: str, transaction_uid: str) -> Answer:
+    def change_state(self, uid: str, state: str, *, transaction_uid: str) -> Answer:
         info = Dataset()
         info.ProcedureStepState = state
         info.TransactionUID = transaction_uid
         return self._with(lambda a: self._answer(a.send_n_action(info, 1, UPS_PUSH, uid)[0]))
 
-    def update(self, uid: str, transaction_uid: str, changes: dict[str, Any]) -> Answer:
+    def update(self, uid: str, *, transaction_uid: str, changes: dict[str, Any]) -> Answer:
         ds = Dataset.from_json(dict(changes))
         ds.TransactionUID = transaction_uid
         return self._with(lambda a: self._answer(a.send_n_set(ds, UPS_PUSH, uid)[0]))
