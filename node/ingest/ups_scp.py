@@ -30,16 +30,22 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pydicom.dataset import Dataset
-from pydicom.multival import MultiValue
 from pynetdicom import evt
 
 from node.errors import NotFoundError, WorkitemError
+from node.ingest.ups_messages import (
+    find_answer,
+    from_json,
+    identifier_query,
+    status,
+    to_json,
+    vr_of,
+)
 from node.store.ups import (
     CANCEL_REQUESTED,
     FILTERED_SUBSCRIPTION_UID,
     GLOBAL_SUBSCRIPTION_UID,
     PROGRESS_REPORT,
-    SEARCH_KEYS,
     STATE_REPORT,
     TAGS,
     UpsState,
@@ -48,7 +54,6 @@ from node.store.ups import (
     matches,
     strip_transaction,
     text_value,
-    validate_dataset,
 )
 from node.store.workitems import Workitem, WorkitemStore
 
@@ -83,7 +88,6 @@ _NO_SUCH_ACTION = 0x0123
 _CLASS_NOT_SUPPORTED = 0x0122
 _PENDING, _PENDING_OPTIONAL = 0xFF00, 0xFF01
 _TXN = TAGS["TransactionUID"]
-_ROOTS = {path[0] for path, _ in SEARCH_KEYS.values()}
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,84 +116,12 @@ def _request(event: evt.Event) -> Any:
     return event.request
 
 
-def _status(code: int, comment: str | None = None) -> Dataset:
-    ds = Dataset()
-    ds.Status = code
-    if comment:
-        ds.ErrorComment = comment[:64]  # LO: at most 64 characters (PS3.5 6.2)
-    return ds
-
-
 def _refusal(exc: Exception) -> Dataset:
     if isinstance(exc, WorkitemError):
-        return _status(exc.dicom_status or _PROCESSING_FAILURE, str(exc))
+        return status(exc.dicom_status or _PROCESSING_FAILURE, str(exc))
     if isinstance(exc, NotFoundError):
-        return _status(_NO_SUCH_INSTANCE, "no such workitem on this node")
+        return status(_NO_SUCH_INSTANCE, "no such workitem on this node")
     raise exc
-
-
-def _json(ds: Dataset | None) -> dict[str, Any]:
-    """A received data set as checked DICOM JSON (upper-case tags, PS3.18 F.2)."""
-    if ds is None:
-        return {}
-    return validate_dataset(ds.to_json_dict())
-
-
-def _dataset(data: Mapping[str, Any]) -> Dataset:
-    return Dataset.from_json(dict(data))
-
-
-def _text(element: Any) -> str:
-    value = element.value
-    if isinstance(value, MultiValue | list):
-        return "\\".join(str(v) for v in value)
-    return "" if value is None else str(value)
-
-
-def identifier_query(identifier: Dataset) -> tuple[list[tuple[str, str]], bool]:
-    """The ``(search key, value)`` pairs of a C-FIND identifier, and whether it asked to match
-    on an attribute ainode does not match on (answered with the pending status 0xFF01).
-
-    Keys with an empty value are return keys (universal matching, PS3.4 C.2.2.2.3).
-    """
-    query: list[tuple[str, str]] = []
-    for key, (path, _) in SEARCH_KEYS.items():
-        element: Any = identifier.get(int(path[0], 16))
-        if element is None:
-            continue
-        if len(path) == 2:
-            items = element.value or []
-            element = items[0].get(int(path[1], 16)) if items else None
-            if element is None:
-                continue
-        text = _text(element)
-        if text:
-            query.append((key, text))
-    unsupported = False
-    for element in identifier:
-        tag = f"{element.tag:08X}"
-        if tag in _ROOTS or tag == "00080005":
-            continue
-        if element.VR == "SQ":  # a sequence matches when one of its items' values is set
-            leaves = [e for item in element.value or [] for e in item if e.VR != "SQ"]
-            unsupported = unsupported or any(_text(e) for e in leaves)
-        elif _text(element):
-            unsupported = True
-    return query, unsupported
-
-
-def _answer(item: Workitem, identifier: Dataset) -> Dataset:
-    """The C-FIND response identifier: the requested attributes of ``item`` (PS3.4 C.4.1.1.3)."""
-    stored = strip_transaction(item.dataset)
-    out: dict[str, Any] = {}
-    for element in identifier:
-        tag = f"{element.tag:08X}"
-        if tag == _TXN:
-            continue
-        out[tag] = stored.get(tag) or {"vr": element.VR}
-    if "00080005" in stored:
-        out["00080005"] = stored["00080005"]
-    return _dataset(out)
 
 
 class UpsService:
@@ -241,14 +173,14 @@ class UpsService:
 
         def run(event: evt.Event) -> tuple[Dataset | int, Dataset | None]:
             if str(event.context.abstract_syntax) not in UPS_SCP_SOP_CLASSES:
-                return _status(_CLASS_NOT_SUPPORTED, "not a UPS SOP Class"), None
+                return status(_CLASS_NOT_SUPPORTED, "not a UPS SOP Class"), None
             try:
                 return handler(event)
             except (WorkitemError, NotFoundError) as exc:
                 return _refusal(exc), None
             except Exception:  # noqa: BLE001 - a failing handler answers a failure status
                 log.exception("ups.handler_failed")
-                return _status(_PROCESSING_FAILURE, "internal error; see the node's log"), None
+                return status(_PROCESSING_FAILURE, "internal error; see the node's log"), None
 
         return run
 
@@ -282,17 +214,17 @@ class UpsService:
         """N-CREATE (PS3.4 CC.2.5): store a SCHEDULED workitem; 0x0111 when it exists."""
         uid = _request(event).AffectedSOPInstanceUID
         if not uid:
-            return _status(0xA900, "Affected SOP Instance UID missing (PS3.4 CC.2.5.1.1)"), None
+            return status(0xA900, "Affected SOP Instance UID missing (PS3.4 CC.2.5.1.1)"), None
         uid = str(uid)
-        ds = _json(event.attribute_list)
+        ds = to_json(event.attribute_list)
         in_body = text_value(ds, "SOPInstanceUID")
         if in_body and in_body != uid:
-            return _status(0xA900, "SOP Instance UID differs from the request's"), None
+            return status(0xA900, "SOP Instance UID differs from the request's"), None
         check_create(ds)
         item = self.store.create(uid, ds, worklist_label=self._label)
         log.info("workitem.created", extra={"workitem_uid": uid, "via": "dimse"})
         self._report(event, "workitem.created", uid, item=item, event_type=STATE_REPORT)
-        return _status(0x0000), _dataset(strip_transaction(item.dataset))
+        return status(0x0000), from_json(strip_transaction(item.dataset))
 
     # ------------------------------------------------------------ N-GET
     def on_n_get(self, event: evt.Event) -> tuple[Dataset, Dataset | None]:
@@ -303,15 +235,15 @@ class UpsService:
         stored = strip_transaction(item.dataset)
         wanted = [f"{tag:08X}" for tag in event.attribute_identifiers or []]
         if wanted:
-            stored = {t: stored.get(t) or {"vr": _vr(t)} for t in wanted if t != _TXN}
-        return _status(0x0000), _dataset(stored)
+            stored = {t: stored.get(t) or {"vr": vr_of(t)} for t in wanted if t != _TXN}
+        return status(0x0000), from_json(stored)
 
     # ------------------------------------------------------------ N-SET
     def on_n_set(self, event: evt.Event) -> tuple[Dataset, Dataset | None]:
         """N-SET (PS3.4 CC.2.6): merge the modification list; the Transaction UID it carries
         must be the claim's when the workitem is IN PROGRESS."""
         uid = str(_request(event).RequestedSOPInstanceUID)
-        changes = _json(event.modification_list)
+        changes = to_json(event.modification_list)
         txn = text_value(changes, "TransactionUID")
         changes = strip_transaction(changes)
         check_update(changes)
@@ -326,26 +258,26 @@ class UpsService:
             event_type=PROGRESS_REPORT if progress else None,
             detail={"attributes": sorted(changes)},
         )
-        return _status(0x0000), None
+        return status(0x0000), None
 
     # ------------------------------------------------------------ C-FIND
     def on_c_find(self, event: evt.Event) -> Iterator[tuple[int | Dataset, Dataset | None]]:
         """C-FIND (PS3.4 CC.2.8): one pending answer per matching workitem, oldest first."""
         if str(event.context.abstract_syntax) not in UPS_SCP_SOP_CLASSES:
-            yield _status(_CLASS_NOT_SUPPORTED, "not a UPS SOP Class"), None
+            yield status(_CLASS_NOT_SUPPORTED, "not a UPS SOP Class"), None
             return
         try:
             identifier = event.identifier
             query, unsupported = identifier_query(identifier)
             state = dict(query).get("ProcedureStepState")
             if state is not None and state not in {s.value for s in UpsState}:
-                yield _status(0xA900, f"ProcedureStepState {state[:20]!r} is not a UPS state"), None
+                yield status(0xA900, f"ProcedureStepState {state[:20]!r} is not a UPS state"), None
                 return
             items = self.store.workitems(state=UpsState(state) if state else None)
             found = [i for i in items if matches(i.dataset, query)]
         except Exception:  # noqa: BLE001 - a failing handler answers a failure status
             log.exception("ups.find_failed")
-            yield _status(0xC000, "cannot read the query; see the node's log"), None
+            yield status(0xC000, "cannot read the query; see the node's log"), None
             return
         log.debug("workitem.searched", extra={"via": "dimse", "found": len(found)})
         self._viewed(event, found, "C-FIND UPS")
@@ -354,7 +286,7 @@ class UpsService:
             if event.is_cancelled:
                 yield 0xFE00, None
                 return
-            yield pending, _answer(item, identifier)
+            yield pending, find_answer(item, identifier)
         yield 0x0000, None
 
     # ------------------------------------------------------------ N-ACTION
@@ -362,21 +294,21 @@ class UpsService:
         """N-ACTION (PS3.4 CC.2.1 - CC.2.3): change state, request cancel, (un)subscribe."""
         action = int(_request(event).ActionTypeID)
         uid = str(_request(event).RequestedSOPInstanceUID)
-        info = _json(event.action_information)
+        info = to_json(event.action_information)
         if action == _CHANGE_STATE:
             return self._change_state(event, uid, info)
         if action == _REQUEST_CANCEL:
             return self._request_cancel(event, uid, info)
         if action in (_SUBSCRIBE, _UNSUBSCRIBE, _SUSPEND):
             return self._subscription(event, action, uid, info)
-        return _status(_NO_SUCH_ACTION, f"no UPS action {action} (PS3.4 CC.2.2)"), None
+        return status(_NO_SUCH_ACTION, f"no UPS action {action} (PS3.4 CC.2.2)"), None
 
     def _change_state(
         self, event: evt.Event, uid: str, info: Mapping[str, Any]
     ) -> tuple[Dataset, Dataset | None]:
         wanted = text_value(info, "ProcedureStepState")
         if wanted not in {s.value for s in UpsState}:
-            return _status(0xA900, "Procedure Step State missing or not a UPS state"), None
+            return status(0xA900, "Procedure Step State missing or not a UPS state"), None
         assert wanted is not None
         try:
             item, warning = self.store.change_state(
@@ -392,7 +324,7 @@ class UpsService:
             )
             raise
         if warning is not None:
-            return _status(*warning), None
+            return status(*warning), None
         log.info("workitem.state_changed", extra={"workitem_uid": uid, "state": wanted})
         self._report(
             event,
@@ -403,7 +335,7 @@ class UpsService:
             detail={"state": wanted},
         )
         reply = {TAGS["ProcedureStepState"]: {"vr": "CS", "Value": [wanted]}}
-        return _status(0x0000), _dataset(reply)
+        return status(0x0000), from_json(reply)
 
     def _request_cancel(
         self, event: evt.Event, uid: str, info: Mapping[str, Any]
@@ -413,7 +345,7 @@ class UpsService:
             uid, reason=reason, contact_uri=text_value(info, "0074100A")
         )
         if outcome.warning is not None:
-            return _status(*outcome.warning), None
+            return status(*outcome.warning), None
         log.info("workitem.cancel_requested", extra={"workitem_uid": uid, "via": "dimse"})
         self._report(
             event,
@@ -424,36 +356,36 @@ class UpsService:
             reason=reason,
             detail={"canceled": outcome.canceled},
         )
-        return _status(0x0000), None
+        return status(0x0000), None
 
     def _subscription(
         self, event: evt.Event, action: int, uid: str, info: Mapping[str, Any]
     ) -> tuple[Dataset, Dataset | None]:
         aet = (text_value(info, "00741234") or "").strip()  # Receiving AE
         if not aet:
-            return _status(0x0120, "Receiving AE (0074,1234) missing"), None
+            return status(0x0120, "Receiving AE (0074,1234) missing"), None
         is_global = uid in (GLOBAL_SUBSCRIPTION_UID, FILTERED_SUBSCRIPTION_UID)
         if action == _UNSUBSCRIBE:
             if self.store.unsubscribe(aet, uid):
                 self._report(event, "workitem.unsubscribed", uid, detail={"aet": aet})
-            return _status(0x0000), None
+            return status(0x0000), None
         if action == _SUSPEND:
             if not is_global:
-                return _status(_NOT_APPROPRIATE, "only a global subscription is suspended"), None
+                return status(_NOT_APPROPRIATE, "only a global subscription is suspended"), None
             if self.store.suspend(aet, uid):
                 self._report(event, "workitem.subscription_suspended", uid, detail={"aet": aet})
-            return _status(0x0000), None
+            return status(0x0000), None
         if aet not in self._event_aets:
-            return _status(_UNKNOWN_AE, f"AE {aet} not in node.ups_dimse.event_aets"), None
+            return status(_UNKNOWN_AE, f"AE {aet} not in node.ups_dimse.event_aets"), None
         lock = (text_value(info, "00741230") or "FALSE").upper()  # Deletion Lock
         if lock not in ("TRUE", "FALSE"):
-            return _status(0xA900, "Deletion Lock (0074,1230) is TRUE or FALSE"), None
+            return status(0xA900, "Deletion Lock (0074,1230) is TRUE or FALSE"), None
         flt = None
         if uid == FILTERED_SUBSCRIPTION_UID:
             keys = {t: a for t, a in info.items() if t not in ("00741234", "00741230")}
-            flt, _ = identifier_query(_dataset(keys))
+            flt, _ = identifier_query(from_json(keys))
             if not flt:
-                return _status(0xA900, "a filtered subscription needs matching keys"), None
+                return status(0xA900, "a filtered subscription needs matching keys"), None
         item = None if is_global else self.store.get(uid)
         self.store.subscribe(aet, uid, deletion_lock=lock == "TRUE", filter=flt)
         # PS3.4 CC.2.3.2: a subscriber to one workitem gets its current state at once
@@ -466,13 +398,4 @@ class UpsService:
             only_to=aet,
             detail={"aet": aet},
         )
-        return _status(0x0000), None
-
-
-def _vr(tag: str) -> str:
-    from pydicom.datadict import dictionary_VR
-
-    try:
-        return str(dictionary_VR(int(tag, 16)))
-    except KeyError:
-        return "UN"
+        return status(0x0000), None
