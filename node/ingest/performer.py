@@ -38,7 +38,6 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
 
 from pydicom.sr.codedict import codes
 from pydicom.uid import generate_uid
@@ -57,6 +56,7 @@ from node.ingest.ups_datasets import (
     output_items,
 )
 from node.ingest.ups_events import UpsEventListener
+from node.ingest.ups_inputs import InputLocationError, retrieve_ae_input, wado_input, where
 from node.ingest.ups_transport import Answer, ManagerUnavailable, UpsTransport, make_transport
 from node.store.performed import PerformedState, PerformedStore, PerformedWorkitem
 
@@ -143,7 +143,6 @@ class Performer:
         self._node_ae_title = node_ae_title
         self._on_study_pulled = on_study_pulled
         self._study_outcome = study_outcome
-        self._base = source.url.rstrip("/") if isinstance(source, UpsRsSource) else ""
         self._transport = transport or make_transport(source, ae_title=node_ae_title)
         self._stop = threading.Event()
         self._wake = threading.Event()
@@ -367,7 +366,7 @@ class Performer:
         if not inputs:
             raise _Cancel("the Input Information Sequence names no study", _INPUT_UNAVAILABLE)
         for study_uid, url, aet in inputs:
-            source = self._source_for(url) if self._base else self._dimse_source_for(aet)
+            source = self._source_for(url, aet)
             try:
                 result = pull(
                     source,
@@ -387,7 +386,7 @@ class Performer:
             if not result.received or not result.is_complete:
                 why = "; ".join(result.errors[:3]) or "no instance of it at the source"
                 raise _Cancel(
-                    f"input study {study_uid} could not be fetched from {_where(source)}: "
+                    f"input study {study_uid} could not be fetched from {where(source)}: "
                     f"{result.received} of {result.expected or 0} instances ({why})"[:1000],
                     _INPUT_UNAVAILABLE,
                 )
@@ -402,66 +401,16 @@ class Performer:
         )
         return studies
 
-    def _source_for(self, url: str | None) -> DicomwebSource:
-        """Where to fetch an input from: its Retrieve URL when under our source's url (so our
-        credentials go only to the manager's own host), else ``fetch_from``, else ``url``."""
-        if url is not None:
-            base = url.split("/studies/", 1)[0].rstrip("/")
-            mine, theirs = urlsplit(self._base), urlsplit(base)
-            if (mine.scheme, mine.netloc) == (theirs.scheme, theirs.netloc):
-                return self._as_dicomweb(base)
-        if isinstance(self._fetch_from, DicomwebSource):
-            return self._fetch_from
-        if url is not None:
-            raise _Cancel(
-                f"input Retrieve URL {url[:200]} is not on {self._base}; configure"
-                f" sources.{self.name}.fetch_from to fetch it",
-                _INPUT_UNAVAILABLE,
-            )
-        return self._as_dicomweb(self._base)
-
-    def _dimse_source_for(self, aet: str | None) -> DimseSource:
-        """Where a ``ups-dimse`` source fetches an input: its Retrieve AE Title's — the
-        manager's own, or a configured ``dimse`` source's — with the source's ``method``."""
-        s = self._source
-        assert isinstance(s, UpsDimseSource)
-        if aet is None or aet == s.ae_title:
-            host, port, title, tls = s.host, s.port, s.ae_title, s.tls
-        else:
-            known = [
-                src
-                for src in self._sources.values()
-                if isinstance(src, DimseSource) and src.ae_title == aet
-            ]
-            if not known:
-                raise _Cancel(
-                    f"input Retrieve AE Title {aet} is neither the manager ({s.ae_title}) nor a"
-                    " dimse source of this node; add it to sources to fetch from it",
-                    _INPUT_UNAVAILABLE,
+    def _source_for(self, url: str | None, aet: str | None) -> DicomwebSource | DimseSource:
+        """Where to fetch an input from (``node.ingest.ups_inputs``)."""
+        try:
+            if isinstance(self._source, UpsRsSource):
+                return wado_input(
+                    self._source, url, fetch_from=self._fetch_from, source_name=self.name
                 )
-            host, port, title, tls = known[0].host, known[0].port, aet, known[0].tls
-        return DimseSource(
-            host=host,
-            port=port,
-            ae_title=title,
-            calling_ae_title=s.calling_ae_title,
-            tls=tls,
-            method=s.method,
-        )
-
-    def _as_dicomweb(self, base: str) -> DicomwebSource:
-        s = self._source
-        assert isinstance(s, UpsRsSource)
-        return DicomwebSource(
-            type="dicomweb",
-            url=base,
-            auth=s.auth,
-            username=s.username,
-            password=s.password,
-            token=s.token,
-            verify_tls=s.verify_tls,
-            ca=s.ca,
-        )
+            return retrieve_ae_input(self._source, aet, sources=self._sources)
+        except InputLocationError as exc:
+            raise _Cancel(str(exc), _INPUT_UNAVAILABLE) from exc
 
     def _wait_for_results(self, uid: str, studies: list[str]) -> list[ResultRef]:
         deadline = time.monotonic() + self._source.result_timeout_seconds
@@ -576,12 +525,6 @@ class Performer:
     def _lose(self, uid: str, reason: str) -> None:
         self._store.set_state(source=self.name, uid=uid, state=PerformedState.LOST, reason=reason)
         log.info("workitem.lost", extra={"workitem_uid": uid})
-
-
-def _where(source: DicomwebSource | DimseSource) -> str:
-    if isinstance(source, DicomwebSource):
-        return source.url
-    return f"{source.ae_title} ({source.host}:{source.port})"
 
 
 class _Stopping(Exception):
