@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 import requests
+import websockets.sync.client
 from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 from pynetdicom import AE, evt
@@ -399,6 +400,32 @@ def test_subscribers_get_event_reports_from_both_transports(
     assert _subscribe(scu, "WATCHER", after) == 0x0000
     wait_until(lambda: watcher.of(after), timeout=TIMEOUT, what="the current state")
     assert [t for t, _ in watcher.of(after)] == [1]  # not the creation: unsubscribed then
+
+
+def test_ups_rs_event_channel_reports_changes_made_over_dimse(
+    manager: NodeProcess, scu: Association
+) -> None:
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    ws_url = manager.url.replace("http://", "ws://") + "/dicom-web/subscribers/WS-AE"
+    with websockets.sync.client.connect(ws_url, additional_headers=headers, open_timeout=60) as ws:
+        with _http(manager) as http:
+            resp = http.post(
+                f"{manager.url}/dicom-web/workitems/{GLOBAL_SUBSCRIPTION_UID}/subscribers/WS-AE",
+                timeout=TIMEOUT,
+            )
+        assert resp.status_code == 201, resp.text
+        try:
+            uid = _create(scu)
+            assert _code(_state(scu, uid, "IN PROGRESS", str(generate_uid()))) == 0x0000
+            events = [json.loads(ws.recv(timeout=TIMEOUT)) for _ in range(2)]
+        finally:
+            with _http(manager) as http:
+                http.delete(
+                    f"{manager.url}/dicom-web/workitems/{GLOBAL_SUBSCRIPTION_UID}/subscribers/WS-AE",
+                    timeout=TIMEOUT,
+                )
+    assert [e["00001000"]["Value"][0] for e in events] == [uid, uid]
+    assert [e["00741000"]["Value"][0] for e in events] == ["SCHEDULED", "IN PROGRESS"]
 
 
 def test_unknown_calling_ae_is_refused(manager: NodeProcess) -> None:
