@@ -17,7 +17,9 @@ from typing import Any
 import pytest
 import requests
 import websockets.sync.client
+from pydicom.datadict import tag_for_keyword
 from pydicom.dataset import Dataset
+from pydicom.tag import BaseTag, Tag
 from pydicom.uid import generate_uid
 from pynetdicom import AE, evt
 from pynetdicom.association import Association
@@ -54,7 +56,7 @@ def watcher() -> Iterator[Watcher]:
     seen = Watcher(port=free_port())
 
     def on_report(event: evt.Event) -> int:
-        req = event.request
+        req = _req(event)
         with seen.lock:
             seen.reports.append(
                 (int(req.EventTypeID), str(req.AffectedSOPInstanceUID), event.event_information)
@@ -65,6 +67,7 @@ def watcher() -> Iterator[Watcher]:
         ("127.0.0.1", seen.port), block=False, evt_handlers=[(evt.EVT_N_EVENT_REPORT, on_report)]
     )
     yield seen
+    assert server is not None
     server.shutdown()
 
 
@@ -142,12 +145,10 @@ def _get(scu: Association, uid: str, *keywords: str) -> Dataset:
     return ds
 
 
-def _tag(keyword: str) -> int:
-    from pydicom.datadict import tag_for_keyword
-
+def _tag(keyword: str) -> BaseTag:
     tag = tag_for_keyword(keyword)
     assert tag is not None
-    return int(tag)
+    return Tag(tag)
 
 
 def _progress(percent: str, text: str) -> dict[str, Any]:
@@ -385,7 +386,9 @@ def test_subscribers_get_event_reports_from_both_transports(
                 timeout=TIMEOUT,
             )
         assert resp.status_code == 201, resp.text
-        wait_until(lambda: watcher.of(rs_uid), timeout=TIMEOUT, what="report of the RS workitem")
+        wait_until(
+            lambda: bool(watcher.of(rs_uid)), timeout=TIMEOUT, what="report of the RS workitem"
+        )
         assert watcher.of(rs_uid)[0][1].ProcedureStepState == "SCHEDULED"
         # and found over DIMSE
         query = Dataset()
@@ -398,7 +401,7 @@ def test_subscribers_get_event_reports_from_both_transports(
     after = _create(scu)
     # a subscription to one workitem answers with its current state at once
     assert _subscribe(scu, "WATCHER", after) == 0x0000
-    wait_until(lambda: watcher.of(after), timeout=TIMEOUT, what="the current state")
+    wait_until(lambda: bool(watcher.of(after)), timeout=TIMEOUT, what="the current state")
     assert [t for t, _ in watcher.of(after)] == [1]  # not the creation: unsubscribed then
 
 
@@ -453,3 +456,8 @@ def test_identifier_query_separates_matching_and_return_keys() -> None:
     assert unsupported is False
     ident.Modality = "CT"  # not a key ainode matches on
     assert identifier_query(ident)[1] is True
+
+
+def _req(event: evt.Event) -> Any:
+    """The event's DIMSE request primitive."""
+    return event.request

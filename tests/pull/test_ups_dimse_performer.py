@@ -307,11 +307,11 @@ class MemoryUps:
 
     def on_get(self, event: evt.Event) -> tuple[int, Dataset | None]:
         with self.lock:
-            ds = self.items.get(str(event.request.RequestedSOPInstanceUID))
+            ds = self.items.get(str(_req(event).RequestedSOPInstanceUID))
         return (0x0000, ds) if ds is not None else (0xC307, None)
 
     def on_set(self, event: evt.Event) -> tuple[int, Dataset | None]:
-        uid = str(event.request.RequestedSOPInstanceUID)
+        uid = str(_req(event).RequestedSOPInstanceUID)
         changes = event.modification_list
         with self.lock:
             ds = self.items.get(uid)
@@ -328,9 +328,9 @@ class MemoryUps:
         return 0x0000, None
 
     def on_action(self, event: evt.Event) -> tuple[int, Dataset | None]:
-        uid = str(event.request.RequestedSOPInstanceUID)
+        uid = str(_req(event).RequestedSOPInstanceUID)
         info = event.action_information
-        if event.request.ActionTypeID != 1:
+        if _req(event).ActionTypeID != 1:
             return 0x0123, None
         wanted, txn = str(info.ProcedureStepState), str(info.TransactionUID)
         with self.lock:
@@ -357,7 +357,7 @@ def memory_ups() -> Iterator[MemoryUps]:
     ae = AE(ae_title="UPSSCP")
     for sop_class in (UPS_PUSH, UPS_PULL, UPS_WATCH):
         ae.add_supported_context(sop_class)
-    handlers = [
+    handlers: list[Any] = [
         (evt.EVT_C_FIND, ups.on_find),
         (evt.EVT_N_GET, ups.on_get),
         (evt.EVT_N_SET, ups.on_set),
@@ -365,6 +365,7 @@ def memory_ups() -> Iterator[MemoryUps]:
     ]
     server = ae.start_server(("127.0.0.1", ups.port), block=False, evt_handlers=handlers)
     yield ups
+    assert server is not None
     server.shutdown()
 
 
@@ -402,7 +403,7 @@ def test_performer_killed_mid_task_resumes_with_its_transaction_uid(
         stored: list[str] = []
 
         def on_store(event: evt.Event) -> int:
-            stored.append(str(event.request.AffectedSOPInstanceUID))
+            stored.append(str(_req(event).AffectedSOPInstanceUID))
             return 0x0000
 
         server = storage.start_server(
@@ -416,6 +417,7 @@ def test_performer_killed_mid_task_resumes_with_its_transaction_uid(
                 what="workitem final",
             )
         finally:
+            assert server is not None
             server.shutdown()
         assert '"event": "workitem.resumed"' in node.log_text()
         assert set(stored) == _sop_uids(archive)
@@ -441,3 +443,8 @@ def _progress(ups: MemoryUps, uid: str) -> int | None:
             return None
         value = seq[0].get("ProcedureStepProgress")
     return int(value) if value is not None else None
+
+
+def _req(event: evt.Event) -> Any:
+    """The event's DIMSE request primitive."""
+    return event.request
