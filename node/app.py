@@ -28,7 +28,14 @@ from typing import TYPE_CHECKING, Any
 import dicom_rules
 from dicom_rules import Priors, RouteDecision, RuleSet
 from node.assembly.tracker import StudyTracker
-from node.config import Config, DicomwebSource, DimseSource, UpsRsSource
+from node.config import (
+    WORKLIST_SOURCE_TYPES,
+    Config,
+    DicomwebSource,
+    DimseSource,
+    UpsDimseSource,
+    UpsRsSource,
+)
 from node.delivery.outbox import Outbox
 from node.delivery.queries import DELIVERY_ROWS
 from node.delivery.rejections import Rejections
@@ -41,6 +48,7 @@ from node.ingest.pulls import PullRunner
 from node.ingest.receivers import CommitServer, ReceiverPool, receiver_count
 from node.ingest.scp import DicomListener, ListenerSettings, allowed, tls_server_context
 from node.ingest.spool import Spool, StoreOutcome
+from node.ingest.ups_dimse import UpsDimse
 from node.jobs.dispatch import no_longer_routed, plan_jobs, with_model_versions
 from node.jobs.distributed import CeleryEngine
 from node.jobs.engine import EmbeddedEngine
@@ -55,6 +63,7 @@ from node.routing.worklist import Worklist
 from node.store.index import Index
 from node.store.performed import PerformedStore
 from node.store.retention import Removal, Retention
+from node.store.ups import STATE_REPORT
 from node.store.workitems import WorkitemStore
 from node.types import (
     PRIOR_FAILED,
@@ -136,6 +145,7 @@ class Node:
             retrieve_ae_title=config.node.ae_title,
             public_url=config.node.public_url,
         )
+        self._ups = self._make_ups_dimse()
         self._outbox = Outbox(
             db_path,
             config.destinations,
@@ -146,8 +156,8 @@ class Node:
         self._rules = RuleHolder(
             config.rules or DEFAULT_RULES,
             destinations=set(config.destinations),
-            # a ups-rs source is a worklist, not a place priors can be fetched from
-            sources={n for n, s in config.sources.items() if s.type != "ups-rs"},
+            # a ups-rs / ups-dimse source is a worklist, not a place priors can be fetched from
+            sources={n for n, s in config.sources.items() if s.type not in WORKLIST_SOURCE_TYPES},
         )
         #: results of a rule's models combined into one set (embedded engine only, see
         #: docs/results.md); False turns it off for every rule
@@ -189,6 +199,12 @@ class Node:
             ),
             self._spool,
             on_association=self._association,
+            ups=self._ups.service if self._ups is not None else None,
+            ups_events=(
+                self._ups_event_report
+                if any(p.event_aet is not None for p in self._performers)
+                else None
+            ),
         )
         self.dicom_port: int | None = None
         self.tls_port: int | None = None
@@ -198,6 +214,21 @@ class Node:
         self._http: HttpServer | None = None
         self._commit: CommitServer | None = None
         self._receivers: ReceiverPool | None = None
+
+    def _make_ups_dimse(self) -> UpsDimse | None:
+        """UPS over DIMSE on the DICOM listener (``node.ups_dimse.enabled``), else None."""
+        n = self._config.node
+        if not n.ups_dimse.enabled:
+            return None
+        ups = UpsDimse(
+            self._worklist.store,
+            config=n.ups_dimse,
+            ae_title=n.ae_title,
+            timeout_seconds=n.network_timeout_seconds,
+        )
+        # workitems that routing rules schedule are reported to DIMSE subscribers too
+        self._worklist.add_listener(lambda item, _rule: ups.report(item, STATE_REPORT))
+        return ups
 
     def _make_engine(self, data_dir: Path) -> EmbeddedEngine | CeleryEngine:
         """The job engine: Celery workers through a Redis broker, or the embedded one."""
@@ -259,7 +290,7 @@ class Node:
                 study_outcome=self._study_outcome,
             )
             for name, src in config.sources.items()
-            if isinstance(src, UpsRsSource)
+            if isinstance(src, UpsRsSource | UpsDimseSource)
         ]
         self._priors = PriorFetcher(
             pull_sources,
@@ -333,6 +364,19 @@ class Node:
     def worklist(self) -> Worklist:
         """The workitems routing rules schedule (``then: {workitem: ...}``) and their table."""
         return self._worklist
+
+    def _ups_event_report(
+        self, calling_aet: str, event_type: int, uid: str, info: dict[str, Any]
+    ) -> None:
+        """Hand a UPS Event N-EVENT-REPORT to the ``ups-dimse`` performers of that manager."""
+        for performer in self._performers:
+            if performer.event_aet == calling_aet:
+                performer.event_report(event_type, uid=uid, info=info)
+
+    @property
+    def ups_dimse(self) -> UpsDimse | None:
+        """UPS over DIMSE (``node.ups_dimse.enabled``), else None."""
+        return self._ups
 
     def add_study_listener(self, callback: Callable[[Study], object]) -> None:
         """Call ``callback(study)`` on every study completion (routing subscribes here)."""
@@ -852,6 +896,8 @@ class Node:
         self._route_unrouted()
         self._resume_priors()
         self._tracker.start()
+        if self._ups is not None:
+            self._ups.start()
         try:
             self.dicom_port = self._start_dicom()
         except OSError as exc:
@@ -999,6 +1045,8 @@ class Node:
             self._commit.stop()
             self._commit = None
         self._listener.stop()
+        if self._ups is not None:
+            self._ups.stop()
         self._retention.stop()
         self._tracker.stop()
         self._rules.stop()

@@ -38,6 +38,10 @@ __all__ = [
     "StudyConfig",
     "TlsConfig",
     "TokenConfig",
+    "UpsDimseConfig",
+    "UpsDimseSource",
+    "UpsEventAe",
+    "WORKLIST_SOURCE_TYPES",
     "UpsRsSource",
     "UserConfig",
     "load_config",
@@ -84,6 +88,30 @@ class AllowedCaller(_Strict):
         return self
 
 
+class UpsEventAe(_Strict):
+    """Where a UPS DIMSE subscriber listens for N-EVENT-REPORTs."""
+
+    host: str
+    port: int = Field(ge=1, le=65535)
+
+
+class UpsDimseConfig(_Strict):
+    """UPS over DIMSE on the node's DICOM listener: ainode as a Task Manager (PS3.4 Annex CC).
+
+    Off by default: with it on, every allowed calling AE may create, claim and change the
+    node's workitems over DIMSE (UPS-RS needs an ``operator`` token for the same).
+    """
+
+    enabled: bool = Field(
+        default=False,
+        description="serve UPS Push, Pull and Watch (SCP) on node.dicom_port and node.tls.port",
+    )
+    event_aets: dict[Annotated[str, Field(min_length=1, max_length=16)], UpsEventAe] = Field(
+        default_factory=dict,
+        description="AE title -> {host, port} of AEs that may subscribe (N-EVENT-REPORTs go there)",
+    )
+
+
 class NodeConfig(_Strict):
     ae_title: str = Field(default="AINODE", min_length=1, max_length=16)
     host: str = "127.0.0.1"
@@ -119,12 +147,22 @@ class NodeConfig(_Strict):
         description="DICOM receiver processes on dicom_port; auto = one per CPU (at most 8)",
     )
     tls: TlsConfig = Field(default_factory=TlsConfig)
+    ups_dimse: UpsDimseConfig = Field(default_factory=UpsDimseConfig)
     http_tls: HttpTlsConfig = Field(default_factory=HttpTlsConfig)
     shutdown_grace_seconds: float = Field(
         default=30.0,
         ge=0,
         description="on SIGTERM: longest wait for open associations and running jobs",
     )
+
+    @model_validator(mode="after")
+    def _ups_in_process(self) -> NodeConfig:
+        if self.ups_dimse.enabled and self.receivers != 1:
+            raise ValueError(
+                "ups_dimse: UPS over DIMSE is served by the node's own DICOM listener, not by"
+                " receiver processes; set node.receivers to 1 or ups_dimse.enabled to false"
+            )
+        return self
 
 
 class StudyConfig(_Strict):
@@ -261,7 +299,51 @@ class UpsRsSource(_DicomwebPeer):
     )
 
 
-Source = Annotated[DimseSource | DicomwebSource | UpsRsSource, Field(discriminator="type")]
+class UpsDimseSource(_DimsePeer):
+    """A UPS DIMSE Task Manager (PS3.4 Annex CC) whose workitems this node performs.
+
+    ``host``/``port``/``ae_title`` are the manager's UPS SCP; the node finds SCHEDULED
+    workitems with C-FIND (UPS Pull), claims each with N-ACTION, reports progress and completes
+    it with N-SET and N-ACTION; inputs are fetched with ``method`` from the Retrieve AE Title of
+    the Input Information Sequence (a ``dimse`` source with that AE title, or the manager).
+    """
+
+    type: Literal["ups-dimse"]
+    codes: list[Annotated[str, Field(min_length=1, max_length=16)]] = Field(
+        default_factory=list,
+        description="Scheduled Workitem Code values taken (CodeValue); empty = every workitem",
+    )
+    station: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=16,
+        description="only workitems whose Scheduled Station Name code value is this",
+    )
+    poll_seconds: float = Field(default=10.0, gt=0, description="search interval")
+    method: Literal["c-move", "c-get"] = Field(
+        default="c-get", description="how inputs are fetched from their Retrieve AE Title"
+    )
+    events: bool = Field(
+        default=True,
+        description=(
+            "subscribe node.ae_title to the manager's global subscription (N-ACTION) and take"
+            " its N-EVENT-REPORTs on node.dicom_port: a SCHEDULED workitem is searched for at"
+            " once, a cancel request is honoured (the manager must know node.ae_title's address)"
+        ),
+    )
+    result_timeout_seconds: float = Field(
+        default=3600.0,
+        gt=0,
+        description="longest wait for a workitem's jobs and deliveries before it is canceled",
+    )
+
+
+#: Source types that are worklists (UPS performers), not places studies are pulled from.
+WORKLIST_SOURCE_TYPES = frozenset({"ups-rs", "ups-dimse"})
+
+Source = Annotated[
+    DimseSource | DicomwebSource | UpsRsSource | UpsDimseSource, Field(discriminator="type")
+]
 
 
 class DeliveryConfig(_Strict):

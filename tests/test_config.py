@@ -4,7 +4,14 @@ from pathlib import Path
 
 import pytest
 
-from node.config import Config, DimseDestination, FolderDestination, load_config, parse_config
+from node.config import (
+    Config,
+    DimseDestination,
+    FolderDestination,
+    UpsDimseSource,
+    load_config,
+    parse_config,
+)
 from node.errors import ConfigError
 
 
@@ -88,6 +95,9 @@ def test_configuration_doc_names_every_key() -> None:
         cfg.FolderDestination,
         cfg.DimseSource,
         cfg.DicomwebSource,
+        cfg.UpsDimseSource,
+        cfg.UpsDimseConfig,
+        cfg.UpsEventAe,
         cfg.InferenceConfig,
         cfg.ResultsConfig,
         cfg.PriorsConfig,
@@ -125,3 +135,25 @@ def test_ups_rs_source_and_its_fetch_from() -> None:
         parse_config("sources:\n  ris: {type: ups-rs, url: 'http://r', codez: [X]}\n")
     with pytest.raises(ConfigError, match="poll_seconds"):
         parse_config("sources:\n  ris: {type: ups-rs, url: 'http://r', poll_seconds: 0}\n")
+
+
+def test_ups_dimse_is_off_by_default_and_needs_the_main_process_listener() -> None:
+    assert parse_config("").node.ups_dimse.enabled is False
+    on = "node:\n  ups_dimse:\n    enabled: true\n    event_aets: {RIS: {host: ris, port: 104}}\n"
+    config = parse_config(on)
+    assert config.node.ups_dimse.event_aets["RIS"].port == 104
+    with pytest.raises(ConfigError) as err:
+        parse_config(on + "  receivers: 2\n")
+    assert "node.receivers to 1" in str(err.value)
+
+
+def test_ups_dimse_source_is_a_worklist() -> None:
+    text = (
+        "sources:\n  ris: {type: ups-dimse, host: ris, port: 104, ae_title: RIS,"
+        " codes: [LUNG-AI], method: c-move}\n"
+    )
+    src = parse_config(text).sources["ris"]
+    assert isinstance(src, UpsDimseSource) and src.method == "c-move" and src.poll_seconds == 10
+    with pytest.raises(ConfigError) as err:
+        parse_config(text.replace("c-move", "wado"))
+    assert "method" in str(err.value)

@@ -101,6 +101,9 @@ def create_app(node: NodeView) -> FastAPI:
     app.state.workitem_events = workitem_events.EventHub()
     if worklist is not None:
         worklist.add_listener(_scheduled_listener(app, audit_log))
+    ups_dimse = getattr(node, "ups_dimse", None)
+    if ups_dimse is not None:
+        ups_dimse.add_listener(_dimse_listener(app, audit_log))
     app.state.metrics = metrics.NodeMetrics(node)
     _audit_node_events(node, audit_log)
     app.add_middleware(AuthGate)  # inside the problem middleware: its refusals are problems too
@@ -157,6 +160,39 @@ def _scheduled_listener(app: FastAPI, audit_log: AuditLog) -> Callable[[Any, str
             loop.call_soon_threadsafe(hub.send, aets, message)
 
     return scheduled
+
+
+def _dimse_listener(app: FastAPI, audit_log: AuditLog) -> Callable[[Any], None]:
+    """Audit a workitem change made over UPS DIMSE (actor ``dicom:CALLING-AET``) and report it
+    on the UPS-RS event channels (the SCP's thread hands the report to the event loop)."""
+    hub: workitem_events.EventHub = app.state.workitem_events
+
+    def changed(change: Any) -> None:
+        item = change.item
+        detail = dict(change.detail)
+        study_uid = detail.pop("study_uid", None)
+        if item is not None:
+            study_uid = text_value(item.dataset, "StudyInstanceUID")
+        if change.workitem_uid is not None:
+            detail["workitem_uid"] = change.workitem_uid
+        audit_log.record(
+            change.event,
+            actor=f"dicom:{change.calling_aet}",
+            outcome=change.outcome,
+            study_uid=study_uid,
+            client=change.peer,
+            **detail,
+        )
+        loop: asyncio.AbstractEventLoop | None = getattr(app.state, "loop", None)
+        if item is None or change.event_type is None or loop is None or not hub.connected():
+            return
+        aets = {change.only_to} if change.only_to else hub.recipients(app.state.workitems, item)
+        aets &= hub.connected()
+        if aets:
+            message = workitem_events.event_message(item, change.event_type, reason=change.reason)
+            loop.call_soon_threadsafe(hub.send, aets, message)
+
+    return changed
 
 
 def _audit_node_events(node: NodeView, audit_log: AuditLog) -> None:

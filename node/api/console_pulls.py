@@ -23,6 +23,7 @@ from node.api.auth import Role
 from node.api.console import Session, check_csrf, need, page
 from node.api.deps import NodeView, get_node
 from node.api.pulls import PullRequest
+from node.config import WORKLIST_SOURCE_TYPES
 from node.errors import NotFoundError
 
 __all__ = ["router"]
@@ -51,7 +52,9 @@ def _show(
     response = page(
         request,
         "pulls.html",
-        sources=sorted(n for n, s in node.config.sources.items() if s.type != "ups-rs"),
+        sources=sorted(
+            n for n, s in node.config.sources.items() if s.type not in WORKLIST_SOURCE_TYPES
+        ),
         pulls=rows,
         running=any(not r["finished"] for r in rows),
         error=error,

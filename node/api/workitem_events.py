@@ -29,10 +29,10 @@ from starlette.concurrency import run_in_threadpool
 
 from node.api.auth import Authenticator
 from node.store.ups import (
-    FILTERED_SUBSCRIPTION_UID,
-    GLOBAL_SUBSCRIPTION_UID,
-    matches,
-    text_value,
+    CANCEL_REQUESTED,
+    PROGRESS_REPORT,
+    STATE_REPORT,
+    event_information,
 )
 from node.store.workitems import Workitem, WorkitemStore
 
@@ -51,10 +51,6 @@ log = logging.getLogger(__name__)
 
 router = APIRouter(include_in_schema=False)
 
-#: Event Type IDs of the UPS event reports (PS3.4 Table CC.2.4-1).
-STATE_REPORT = 1
-CANCEL_REQUESTED = 2
-PROGRESS_REPORT = 3
 #: Events waiting on one channel before it is closed as too slow.
 QUEUE_MAX = 1000
 
@@ -69,17 +65,11 @@ def event_message(item: Workitem, event_type: int, *, reason: str | None = None)
         "00001000": _attr("UI", item.uid),
         "00001002": _attr("US", event_type),
     }
-    if event_type == STATE_REPORT:
-        msg["00741000"] = _attr("CS", item.state.value)
-        readiness = text_value(item.dataset, "InputReadinessState")
-        msg["00404041"] = _attr("CS", *([readiness] if readiness else []))
-    elif event_type == CANCEL_REQUESTED:
-        if reason:
-            msg["00741238"] = _attr("LT", reason)
-    elif event_type == PROGRESS_REPORT:
-        progress = item.dataset.get("00741002")
-        if progress is not None:
-            msg["00741002"] = progress
+    msg.update(
+        event_information(
+            state=item.state, dataset=item.dataset, event_type=event_type, reason=reason
+        )
+    )
     return msg
 
 
@@ -138,23 +128,15 @@ class EventHub:
         online = self.connected()
         if not online:
             return set()
-        out: set[str] = set()
-        for sub in store.subscriptions():
-            if sub.aet not in online:
-                continue
-            if sub.suspended_at is not None and item.created_at >= sub.suspended_at:
-                continue
-            if (
-                sub.target in (item.uid, GLOBAL_SUBSCRIPTION_UID)
-                or sub.target == FILTERED_SUBSCRIPTION_UID
-                and matches(item.dataset, sub.filter or [])
-            ):
-                out.add(sub.aet)
-        return out
+        return store.subscribers(item) & online
 
 
 async def publish(request: Request, item: Workitem, event_type: int, **kwargs: Any) -> None:
-    """Send one event about ``item`` to its connected subscribers (no-op without any)."""
+    """Send one event about ``item`` to its subscribers: the connected UPS-RS event channels,
+    and the UPS DIMSE subscribers when the node serves UPS over DIMSE (``node.ups_dimse``)."""
+    ups_dimse = getattr(getattr(request.app.state, "node", None), "ups_dimse", None)
+    if ups_dimse is not None:
+        await run_in_threadpool(ups_dimse.report, item, event_type, reason=kwargs.get("reason"))
     hub: EventHub | None = getattr(request.app.state, "workitem_events", None)
     if hub is None or not hub.connected():
         return

@@ -29,7 +29,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from node.cli import app
 from node.cli.deliveries import ConfigOpt, config_from
-from node.config import Config, DicomwebSource, DimseSource, UpsRsSource
+from node.config import Config, DicomwebSource, DimseSource, UpsDimseSource, UpsRsSource
 from node.errors import AinodeError, NotFoundError
 
 if TYPE_CHECKING:
@@ -109,9 +109,9 @@ def pull_command(
             f"unknown source '{source}'; configured: {', '.join(cfg.sources) or 'none'} "
             "(see 'sources' in the config)"
         )
-    if isinstance(src, UpsRsSource):
+    if isinstance(src, UpsRsSource | UpsDimseSource):
         raise AinodeError(
-            f"source '{source}' is a UPS-RS worklist (type ups-rs): the node performs its "
+            f"source '{source}' is a UPS worklist (type {src.type}): the node performs its "
             "workitems itself; pull from a dimse or dicomweb source"
         )
     needs_sink = isinstance(src, DicomwebSource) or (

@@ -19,7 +19,7 @@ import typer
 
 import dicom_rules
 from dicom_rules import RuleError, RuleSet, SeriesInput
-from node.config import Config, load_config
+from node.config import WORKLIST_SOURCE_TYPES, Config, load_config
 from node.errors import ConfigError
 
 __all__ = ["app", "collect_studies"]
@@ -56,7 +56,9 @@ def _load_rules(path: Path, config: Config | None, models: list[str] | None = No
         _fail([f"{path}:1:1: rule file not found"])
     destinations = set(config.destinations) if config is not None else None
     sources = (
-        {n for n, s in config.sources.items() if s.type != "ups-rs"} if config is not None else None
+        {n for n, s in config.sources.items() if s.type not in WORKLIST_SOURCE_TYPES}
+        if config is not None
+        else None
     )
     try:
         return dicom_rules.load(

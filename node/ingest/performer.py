@@ -1,6 +1,8 @@
-"""ainode as a UPS Task Performer for a UPS-RS Task Manager (issue 23 section 1).
+"""ainode as a UPS Task Performer for a UPS-RS or UPS DIMSE Task Manager (issue 23 section 1).
 
-For each ``ups-rs`` source a ``Performer`` thread runs while the node runs:
+For each ``ups-rs`` or ``ups-dimse`` source a ``Performer`` thread runs while the node runs,
+talking to the manager through a ``node.ingest.ups_transport.UpsTransport`` (UPS-RS requests,
+or C-FIND, N-GET, N-SET and N-ACTION):
 
 1. it searches the manager (PS3.18 11.9) for SCHEDULED workitems with one of the configured
    Scheduled Workitem Code values and, when set, the Scheduled Station Name code value, whose
@@ -10,7 +12,10 @@ For each ``ups-rs`` source a ``Performer`` thread runs while the node runs:
    performer won, and the workitem is left to it;
 3. it reads the Input Information Sequence (0040,4021): each study, fetched with WADO-RS from its
    Retrieve URL (WADO-RS Retrieval Sequence) when that lies under the source's ``url``, else
-   from ``fetch_from`` (or ``url``), through the node's own ingest spool (``node.ingest.pull``);
+   from ``fetch_from`` (or ``url``); for ``ups-dimse``, with C-GET or C-MOVE from its Retrieve
+   AE Title (DICOM Retrieval Sequence: the manager, or a ``dimse`` source with that AE title),
+   through the node's own ingest spool (``node.ingest.pull``); progress is reported in the
+   Procedure Step Progress Information Sequence (0074,1002) as it fetches, runs and delivers;
 4. the study is completed at once, so the node's rules route it (models, forwards), and when
    its jobs and deliveries have finished the performer sets the Unified Procedure Step Performed
    Procedure Sequence with the Output Information Sequence (every delivered object's UIDs and
@@ -33,13 +38,11 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
 
-import requests
 from pydicom.sr.codedict import codes
 from pydicom.uid import generate_uid
 
-from node.config import DicomwebSource, UpsRsSource
+from node.config import DicomwebSource, DimseSource, UpsDimseSource, UpsRsSource
 from node.errors import AinodeError, IngestError
 from node.ingest.pull import InstanceSink, PullQuery, pull
 from node.ingest.ups_datasets import (
@@ -48,24 +51,28 @@ from node.ingest.ups_datasets import (
     code_item,
     dicom_datetime,
     first_value,
-    input_studies,
+    input_locations,
     items,
     output_items,
 )
 from node.ingest.ups_events import UpsEventListener
+from node.ingest.ups_inputs import InputLocationError, retrieve_ae_input, wado_input, where
+from node.ingest.ups_transport import Answer, ManagerUnavailable, UpsTransport, make_transport
 from node.store.performed import PerformedState, PerformedStore, PerformedWorkitem
-from node.web.peers import make_session
 
 __all__ = ["Performer", "ResultRef", "StudyOutcome"]
 
 log = logging.getLogger(__name__)
 
-_JSON = "application/dicom+json"
 #: PS3.16 CID 9300 Procedure Discontinuation Reasons, from pydicom's code dictionary
 _INPUT_UNAVAILABLE = codes.DCM.ObjectSetIncomplete  # (110523, DCM)
 _NOT_PERFORMED = codes.DCM.DiscontinuedForUnspecifiedReason  # (110513, DCM)
 _MANAGER_REQUEST = codes.DCM.DiscontinuedForUnspecifiedReason  # the request's reason is the text
 _STATION_SCHEME = "99AINODE"  # a private coding scheme (PS3.16 8.2): our AE title as a code
+#: Procedure Step Progress (0074,1004) reported at each stage (percent, description)
+_FETCHING = (10, "fetching the input")
+_RUNNING = (40, "input fetched; running the models")
+_DELIVERED = (90, "results delivered; completing")
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,7 +93,7 @@ class _Cancel(Exception):
 
 
 class Performer:
-    """Performs the workitems of one ``ups-rs`` source while the node runs.
+    """Performs the workitems of one ``ups-rs`` or ``ups-dimse`` source while the node runs.
 
     Parameters
     ----------
@@ -106,12 +113,14 @@ class Performer:
         Completes (and so routes) a fetched study.
     study_outcome:
         What the node did with a study: None while jobs run or deliveries are pending.
+    transport:
+        How to talk to the manager (default: the source's, ``ups_transport.make_transport``).
     """
 
     def __init__(
         self,
         name: str,
-        source: UpsRsSource,
+        source: UpsRsSource | UpsDimseSource,
         *,
         store: PerformedStore,
         sink: InstanceSink,
@@ -119,23 +128,29 @@ class Performer:
         node_ae_title: str,
         on_study_pulled: Callable[[str], bool],
         study_outcome: Callable[[str], StudyOutcome | None],
+        transport: UpsTransport | None = None,
     ) -> None:
         self.name = name
         self._source = source
         self._store = store
         self._sink = sink
-        self._fetch_from = sources.get(source.fetch_from) if source.fetch_from else None
+        self._sources = sources
+        self._fetch_from = (
+            sources.get(source.fetch_from)
+            if isinstance(source, UpsRsSource) and source.fetch_from
+            else None
+        )
         self._node_ae_title = node_ae_title
         self._on_study_pulled = on_study_pulled
         self._study_outcome = study_outcome
-        self._base = source.url.rstrip("/")
-        self._session = make_session(source)
+        self._transport = transport or make_transport(source, ae_title=node_ae_title)
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         #: cancel requests the manager sent for workitems (UID -> reason), from the channel
         self._cancel_requests: dict[str, str | None] = {}
+        self._subscribed = False
         self._events = (
             UpsEventListener(
                 source,
@@ -143,7 +158,7 @@ class Performer:
                 on_scheduled=self._wake.set,
                 on_cancel_requested=self._cancel_requested,
             )
-            if source.events
+            if isinstance(source, UpsRsSource) and source.events
             else None
         )
 
@@ -165,11 +180,46 @@ class Performer:
         if self._thread is not None:
             self._thread.join(timeout)
             self._thread = None
-        self._session.close()
+        self._transport.close()
+
+    @property
+    def event_aet(self) -> str | None:
+        """The manager's AE title when this performer takes its UPS DIMSE event reports."""
+        s = self._source
+        return s.ae_title if isinstance(s, UpsDimseSource) and s.events else None
+
+    def event_report(self, event_type: int, *, uid: str, info: Mapping[str, Any]) -> None:
+        """A UPS event report (N-EVENT-REPORT) from the manager (PS3.4 Table CC.2.4-1): a State
+        Report of a SCHEDULED workitem starts a search at once; a Cancel Requested is honoured
+        for a workitem this node holds."""
+        if event_type == 1 and first_value(info, "00741000") == "SCHEDULED":
+            self._wake.set()
+        elif event_type == 2:
+            reason = first_value(info, "00741238")
+            self._cancel_requested(uid, reason if isinstance(reason, str) else None)
+
+    def _subscribe(self) -> None:
+        """Subscribe to the UPS DIMSE manager's global subscription, once per start; a refusal
+        (e.g. 0xC308: the manager does not know our AE title) leaves polling alone."""
+        subscribe = getattr(self._transport, "subscribe", None)
+        if self.event_aet is None or self._subscribed or subscribe is None:
+            return
+        try:
+            answer = subscribe(self._node_ae_title)
+        except ManagerUnavailable:
+            return  # asked again next round
+        self._subscribed = True
+        if answer.is_ok:
+            log.info("performer.subscribed", extra={"source": self.name})
+        else:
+            log.warning(
+                "performer.subscribe_refused", extra={"source": self.name, "status": answer.text}
+            )
 
     def _loop(self) -> None:
         while not self._stop.is_set():
             try:
+                self._subscribe()
                 self.resume()
                 self.poll_once()
             except Exception:  # noqa: BLE001 - a bug must not end the performer
@@ -223,29 +273,14 @@ class Performer:
         found: dict[str, dict[str, Any]] = {}
         wanted: list[str | None] = [*self._source.codes] or [None]
         for code in wanted:
-            params = {"ProcedureStepState": "SCHEDULED"}
-            if code is not None:
-                params["ScheduledWorkitemCodeSequence.CodeValue"] = code
-            if self._source.station is not None:
-                params["ScheduledStationNameCodeSequence.CodeValue"] = self._source.station
             try:
-                resp = self._session.get(
-                    f"{self._base}/workitems", params=params, headers={"Accept": _JSON}, timeout=30
-                )
-            except requests.RequestException as exc:
+                answers = self._transport.search(code=code, station=self._source.station)
+            except ManagerUnavailable as exc:
                 log.warning(
                     "performer.search_failed", extra={"source": self.name, "error": str(exc)}
                 )
                 return []
-            if resp.status_code == 204:
-                continue
-            if resp.status_code != 200:
-                log.warning(
-                    "performer.search_failed",
-                    extra={"source": self.name, "status": resp.status_code},
-                )
-                return []
-            for ds in resp.json():
+            for ds in answers:
                 uid = first_value(ds, "00080018")
                 ready = first_value(ds, "00404041")
                 if isinstance(uid, str) and ready in (None, "READY"):
@@ -258,20 +293,20 @@ class Performer:
         txn = generate_uid()
         self._store.begin(source=self.name, uid=uid, transaction_uid=txn)
         try:
-            resp = self._put_state(uid, "IN PROGRESS", txn)
-        except requests.RequestException as exc:
+            answer = self._transport.change_state(uid, "IN PROGRESS", transaction_uid=txn)
+        except ManagerUnavailable as exc:
             # unknown whether the manager took it: kept as 'claiming', checked at resume
             log.warning("workitem.claim_unanswered", extra={"workitem_uid": uid, "error": str(exc)})
             return None
-        if resp.status_code == 200:
+        if answer.is_ok:
             self._store.set_state(source=self.name, uid=uid, state=PerformedState.IN_PROGRESS)
             log.info("workitem.claimed", extra={"workitem_uid": uid, "source": self.name})
             return txn
-        reason = f"claim refused: HTTP {resp.status_code} {resp.headers.get('Warning', '')}"
+        reason = f"claim refused: {answer.text}"
         self._store.set_state(
             source=self.name, uid=uid, state=PerformedState.LOST, reason=reason.strip()[:300]
         )
-        log.info("workitem.claim_lost", extra={"workitem_uid": uid, "status": resp.status_code})
+        log.info("workitem.claim_lost", extra={"workitem_uid": uid, "status": answer.text[:40]})
         return None
 
     # ------------------------------------------------------------ performing
@@ -280,33 +315,28 @@ class Performer:
         next round (the workitem is never given up on a transient failure)."""
         uid, txn = record.uid, record.transaction_uid
         try:
-            resp = self._session.get(
-                f"{self._base}/workitems/{uid}", headers={"Accept": _JSON}, timeout=30
-            )
-            if resp.status_code == 404:
-                self._lose(uid, "the manager no longer has the workitem (404)")
+            ds = self._transport.get(uid)
+            if ds is None:
+                self._lose(uid, "the manager no longer has the workitem (404 / 0xC307)")
                 return
-            if resp.status_code != 200:
-                return
-            ds = resp.json()[0]
             state = first_value(ds, "00741000")
             if state == "SCHEDULED" and record.state is PerformedState.CLAIMING:
-                resp = self._put_state(uid, "IN PROGRESS", txn)
-                if 400 <= resp.status_code < 500:
-                    self._lose(uid, f"claim refused on resume: HTTP {resp.status_code}")
-                if resp.status_code != 200:
+                answer = self._transport.change_state(uid, "IN PROGRESS", transaction_uid=txn)
+                if answer.is_refused:
+                    self._lose(uid, f"claim refused on resume: {answer.text}")
+                if not answer.is_ok:
                     return
             elif state != "IN PROGRESS":
                 self._lose(uid, f"the workitem is {state} at the manager")
                 return
             # IN PROGRESS: ours only if the manager accepts our Transaction UID
-            probe = self._update(uid, txn, {})
-        except (requests.RequestException, ValueError, IndexError):
+            probe = self._transport.update(uid, transaction_uid=txn, changes={})
+        except ManagerUnavailable:
             return  # away, or not a workitem answer: next round
-        if 400 <= probe.status_code < 500:
-            self._lose(uid, f"another performer holds the workitem (HTTP {probe.status_code})")
+        if probe.is_refused:
+            self._lose(uid, f"another performer holds the workitem ({probe.text})")
             return
-        if probe.status_code != 200:
+        if not probe.is_ok:
             return
         self._store.set_state(source=self.name, uid=uid, state=PerformedState.IN_PROGRESS)
         log.info("workitem.resumed", extra={"workitem_uid": uid})
@@ -316,8 +346,11 @@ class Performer:
         started = time.time()
         try:
             self._check_cancel_request(uid)
+            self._progress(uid, txn, _FETCHING)
             studies = self._fetch_inputs(uid, ds)
+            self._progress(uid, txn, _RUNNING)
             results = self._wait_for_results(uid, studies)
+            self._progress(uid, txn, _DELIVERED)
         except _Cancel as cancel:
             self._cancel(uid, txn, cancel)
             return
@@ -329,11 +362,11 @@ class Performer:
         self._complete(uid, ds, txn, started=started, results=results)
 
     def _fetch_inputs(self, uid: str, ds: Mapping[str, Any]) -> list[str]:
-        inputs = input_studies(ds)
+        inputs = input_locations(ds)
         if not inputs:
             raise _Cancel("the Input Information Sequence names no study", _INPUT_UNAVAILABLE)
-        for study_uid, url in inputs:
-            source = self._source_for(url)
+        for study_uid, url, aet in inputs:
+            source = self._source_for(url, aet)
             try:
                 result = pull(
                     source,
@@ -353,7 +386,7 @@ class Performer:
             if not result.received or not result.is_complete:
                 why = "; ".join(result.errors[:3]) or "no instance of it at the source"
                 raise _Cancel(
-                    f"input study {study_uid} could not be fetched from {source.url}: "
+                    f"input study {study_uid} could not be fetched from {where(source)}: "
                     f"{result.received} of {result.expected or 0} instances ({why})"[:1000],
                     _INPUT_UNAVAILABLE,
                 )
@@ -362,42 +395,22 @@ class Performer:
                 "workitem.input_fetched",
                 extra={"workitem_uid": uid, "study_uid": study_uid, "received": result.received},
             )
-        studies = [s for s, _ in inputs]
+        studies = [s for s, _, _ in inputs]
         self._store.set_state(
             source=self.name, uid=uid, state=PerformedState.IN_PROGRESS, study_uids=studies
         )
         return studies
 
-    def _source_for(self, url: str | None) -> DicomwebSource:
-        """Where to fetch an input from: its Retrieve URL when under our source's url (so our
-        credentials go only to the manager's own host), else ``fetch_from``, else ``url``."""
-        if url is not None:
-            base = url.split("/studies/", 1)[0].rstrip("/")
-            mine, theirs = urlsplit(self._base), urlsplit(base)
-            if (mine.scheme, mine.netloc) == (theirs.scheme, theirs.netloc):
-                return self._as_dicomweb(base)
-        if isinstance(self._fetch_from, DicomwebSource):
-            return self._fetch_from
-        if url is not None:
-            raise _Cancel(
-                f"input Retrieve URL {url[:200]} is not on {self._base}; configure"
-                f" sources.{self.name}.fetch_from to fetch it",
-                _INPUT_UNAVAILABLE,
-            )
-        return self._as_dicomweb(self._base)
-
-    def _as_dicomweb(self, base: str) -> DicomwebSource:
-        s = self._source
-        return DicomwebSource(
-            type="dicomweb",
-            url=base,
-            auth=s.auth,
-            username=s.username,
-            password=s.password,
-            token=s.token,
-            verify_tls=s.verify_tls,
-            ca=s.ca,
-        )
+    def _source_for(self, url: str | None, aet: str | None) -> DicomwebSource | DimseSource:
+        """Where to fetch an input from (``node.ingest.ups_inputs``)."""
+        try:
+            if isinstance(self._source, UpsRsSource):
+                return wado_input(
+                    self._source, url, fetch_from=self._fetch_from, source_name=self.name
+                )
+            return retrieve_ae_input(self._source, aet, sources=self._sources)
+        except InputLocationError as exc:
+            raise _Cancel(str(exc), _INPUT_UNAVAILABLE) from exc
 
     def _wait_for_results(self, uid: str, studies: list[str]) -> list[ResultRef]:
         deadline = time.monotonic() + self._source.result_timeout_seconds
@@ -421,41 +434,38 @@ class Performer:
         return results
 
     # ------------------------------------------------------------ talking to the manager
-    def _put_state(self, uid: str, state: str, txn: str) -> requests.Response:
-        body = [{"00741000": attr("CS", state), "00081195": attr("UI", txn)}]
-        return self._session.put(
-            f"{self._base}/workitems/{uid}/state",
-            json=body,
-            headers={"Content-Type": _JSON},
-            timeout=30,
-        )
-
-    def _update(self, uid: str, txn: str, changes: dict[str, Any]) -> requests.Response:
-        return self._session.post(
-            f"{self._base}/workitems/{uid}",
-            params={"transaction-uid": txn},
-            json=[changes],
-            headers={"Content-Type": _JSON},
-            timeout=30,
-        )
-
-    def _finish(
-        self, uid: str, txn: str, changes: dict[str, Any], state: str
-    ) -> requests.Response | None:
-        """Update, then change the state; return the refusing answer, or None when done.
-        A network failure is raised (the workitem is finished at a later round)."""
-        update = self._update(uid, txn, changes)
-        if update.status_code != 200:
+    def _progress(self, uid: str, txn: str, stage: tuple[int, str]) -> None:
+        """Report progress (PS3.4 CC.2.6: Procedure Step Progress and its description); a
+        refused or unanswered report is logged and the work goes on."""
+        percent, text = stage
+        progress = {"00741004": attr("DS", percent), "00741006": attr("ST", text)}
+        try:
+            answer = self._transport.update(
+                uid, transaction_uid=txn, changes={"00741002": attr("SQ", progress)}
+            )
+        except ManagerUnavailable as exc:
+            log.warning("workitem.progress_failed", extra={"workitem_uid": uid, "error": str(exc)})
+            return
+        if not answer.is_ok:
             log.warning(
-                "workitem.update_refused", extra={"workitem_uid": uid, "status": update.status_code}
+                "workitem.progress_refused", extra={"workitem_uid": uid, "status": answer.text[:40]}
+            )
+
+    def _finish(self, uid: str, txn: str, changes: dict[str, Any], state: str) -> Answer | None:
+        """Update, then change the state; return the refusing answer, or None when done.
+        ``ManagerUnavailable`` is raised (the workitem is finished at a later round)."""
+        update = self._transport.update(uid, transaction_uid=txn, changes=changes)
+        if not update.is_ok:
+            log.warning(
+                "workitem.update_refused", extra={"workitem_uid": uid, "status": update.text[:40]}
             )
             return update
-        resp = self._put_state(uid, state, txn)
-        if resp.status_code != 200:
+        answer = self._transport.change_state(uid, state, transaction_uid=txn)
+        if not answer.is_ok:
             log.warning(
-                "workitem.finish_refused", extra={"workitem_uid": uid, "status": resp.status_code}
+                "workitem.finish_refused", extra={"workitem_uid": uid, "status": answer.text[:40]}
             )
-            return resp
+            return answer
         return None
 
     def _complete(
@@ -479,19 +489,16 @@ class Performer:
         }
         try:
             refused = self._finish(uid, txn, {"00741216": attr("SQ", performed)}, "COMPLETED")
-        except requests.RequestException as exc:
+        except ManagerUnavailable as exc:
             log.warning("workitem.finish_failed", extra={"workitem_uid": uid, "error": str(exc)})
             return  # still IN PROGRESS here and there: completed at a later round
         if refused is None:
             self._store.set_state(source=self.name, uid=uid, state=PerformedState.COMPLETED)
             log.info("workitem.completed", extra={"workitem_uid": uid, "outputs": len(results)})
-        elif 400 <= refused.status_code < 500:
+        elif refused.is_refused:
             # the manager will not take this completion: say why rather than hold it for ever
-            why = refused.headers.get("Warning", "") or refused.text[:200]
             self._cancel(
-                uid,
-                txn,
-                _Cancel(f"the manager refused the completion: HTTP {refused.status_code} {why}"),
+                uid, txn, _Cancel(f"the manager refused the completion: {refused.text}"[:1000])
             )
 
     def _cancel(self, uid: str, txn: str, cancel: _Cancel) -> None:
@@ -503,12 +510,12 @@ class Performer:
         }
         try:
             refused = self._finish(uid, txn, {"00741002": attr("SQ", progress)}, "CANCELED")
-        except requests.RequestException as exc:
+        except ManagerUnavailable as exc:
             log.warning("workitem.finish_failed", extra={"workitem_uid": uid, "error": str(exc)})
             return  # canceled at a later round
-        if refused is not None and 400 <= refused.status_code < 500:
+        if refused is not None and refused.is_refused:
             # e.g. the manager canceled or completed it meanwhile: nothing more we can do
-            self._lose(uid, f"the manager refused the cancellation: HTTP {refused.status_code}")
+            self._lose(uid, f"the manager refused the cancellation: {refused.text}"[:300])
         elif refused is None:
             self._store.set_state(
                 source=self.name, uid=uid, state=PerformedState.CANCELED, reason=cancel.reason

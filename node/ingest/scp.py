@@ -1,5 +1,8 @@
 """The DICOM listener: C-ECHO and C-STORE SCP (pynetdicom) in front of the spool.
 
+With a ``UpsService`` (``node.ups_dimse.enabled``) it also serves the UPS Push, Pull and Watch
+SOP Classes (``node.ingest.ups_scp``) with the uncompressed transfer syntaxes.
+
 Every storage SOP class (and, with the unrestricted storage service, any other proposed abstract
 syntax) is accepted with every transfer syntax pydicom knows.  The received data set is never
 decoded: it is written, behind the file meta built from the association (PS3.10 7.1), to a file
@@ -42,11 +45,20 @@ from node.errors import IngestError, OutOfResourcesError
 from node.ingest.header import file_meta_bytes
 from node.ingest.receive import InstanceWriter, StreamingDimse, install_streaming
 from node.ingest.spool import Spool
+from node.ingest.ups_scp import UPS_EVENT, UPS_SCP_SOP_CLASSES, UpsService
 
 __all__ = ["DicomListener", "ListenerSettings", "tls_server_context"]
 
 log = logging.getLogger(__name__)
 
+#: Transfer syntaxes of the UPS SOP Classes: Implicit and Explicit VR Little Endian, Deflated
+#: Explicit VR Little Endian, Explicit VR Big Endian (pynetdicom's default set).
+_UPS_TRANSFER_SYNTAXES = (
+    "1.2.840.10008.1.2",
+    "1.2.840.10008.1.2.1",
+    "1.2.840.10008.1.2.1.99",
+    "1.2.840.10008.1.2.2",
+)
 #: Refused: processing failure (PS3.7 C.4.2.1.4), for failures that are neither 0xA7xx nor 0xC000.
 _PROCESSING_FAILURE = 0x0110
 
@@ -123,6 +135,12 @@ class DicomListener:
         Optional ``callback(outcome, facts)`` for each association request: ``outcome`` is
         ``accepted`` or ``refused``; ``facts`` holds ``calling_aet``, ``called_aet``, ``peer``
         (address) and ``port`` (ours).  The audit log subscribes here; it must not raise.
+    ups:
+        The UPS SOP Classes' handlers, or None (not served).
+    ups_events:
+        Optional ``callback(calling_aet, event_type, workitem_uid, information)`` for UPS
+        Event N-EVENT-REPORTs (UPS Event SOP Class as SCP, for ``ups-dimse`` performers);
+        ``information`` is DICOM JSON.  It must not raise.
     """
 
     def __init__(
@@ -131,10 +149,14 @@ class DicomListener:
         spool: Spool,
         *,
         on_association: Callable[[str, dict[str, Any]], None] | None = None,
+        ups: UpsService | None = None,
+        ups_events: Callable[[str, int, str, dict[str, Any]], None] | None = None,
     ) -> None:
         self.settings = settings
         self.spool = spool
         self.on_association = on_association
+        self.ups = ups
+        self.ups_events = ups_events
         self._servers: list[ThreadedAssociationServer] = []
         self._lock = threading.Lock()
         self.callers = CallerPolicy(settings.allowed_calling_aets)
@@ -152,6 +174,11 @@ class DicomListener:
         for cx in AllStoragePresentationContexts:
             assert cx.abstract_syntax is not None
             ae.add_supported_context(cx.abstract_syntax, transfer_syntaxes)
+        if self.ups is not None:
+            for sop_class in UPS_SCP_SOP_CLASSES:
+                ae.add_supported_context(sop_class, list(_UPS_TRANSFER_SYNTAXES))
+        if self.ups_events is not None:
+            ae.add_supported_context(UPS_EVENT, list(_UPS_TRANSFER_SYNTAXES))
         ae.maximum_associations = s.max_associations
         ae.maximum_pdu_size = s.max_pdu
         ae.network_timeout = s.network_timeout_seconds
@@ -162,7 +189,7 @@ class DicomListener:
         return ae
 
     def _handlers(self) -> list[Any]:
-        return [
+        handlers: list[Any] = [
             (evt.EVT_C_STORE, self._on_store),
             (evt.EVT_C_ECHO, self._on_echo),
             (evt.EVT_CONN_OPEN, self._on_connect),
@@ -170,6 +197,29 @@ class DicomListener:
             (evt.EVT_REJECTED, self._on_rejected),
             (evt.EVT_ACCEPTED, self._on_accepted),
         ]
+        if self.ups is not None:
+            handlers += self.ups.handlers()
+        if self.ups_events is not None:
+            handlers.append((evt.EVT_N_EVENT_REPORT, self._on_event_report))
+        return handlers
+
+    def _on_event_report(self, event: evt.Event) -> int:
+        """A UPS Event N-EVENT-REPORT (PS3.4 CC.2.4) for the node's ``ups-dimse`` performers."""
+        if self.ups_events is None or str(event.context.abstract_syntax) != UPS_EVENT:
+            return 0x0122  # SOP class not supported
+        request: Any = event.request
+        try:
+            info = event.event_information.to_json_dict()
+            self.ups_events(
+                event.assoc.requestor.ae_title.strip(),
+                int(request.EventTypeID),
+                str(request.AffectedSOPInstanceUID),
+                info,
+            )
+        except Exception:  # noqa: BLE001 - a failing handler answers a failure, never kills
+            log.exception("ups.event_report_failed")
+            return _PROCESSING_FAILURE
+        return 0x0000
 
     def start(self, *, port: int | None = None, ssl_context: ssl.SSLContext | None = None) -> int:
         """Start listening (non-blocking) and return the bound port (useful with port 0)."""

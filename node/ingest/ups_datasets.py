@@ -19,6 +19,7 @@ __all__ = [
     "code_item",
     "dicom_datetime",
     "first_value",
+    "input_locations",
     "input_studies",
     "items",
     "output_information",
@@ -66,6 +67,23 @@ def input_studies(ds: Mapping[str, Any]) -> list[tuple[str, str | None]]:
         if study not in out or out[study] is None:
             out[study] = url if isinstance(url, str) and url else None
     return list(out.items())
+
+
+def input_locations(ds: Mapping[str, Any]) -> list[tuple[str, str | None, str | None]]:
+    """(Study Instance UID, Retrieve URL, Retrieve AE Title) of each input study, in order,
+    once each: ``input_studies`` plus the Retrieve AE Title (0008,0054) of the item's DICOM
+    Retrieval Sequence (0040,E021) or of the item itself (PS3.3 Table 10-3b)."""
+    aets: dict[str, str] = {}
+    for item in items(ds, "00404021"):
+        study = first_value(item, "0020000D")
+        if not isinstance(study, str) or study in aets:
+            continue
+        aet = first_value(item, "00080054")
+        for dicom in items(item, "0040E021"):
+            aet = aet or first_value(dicom, "00080054")
+        if isinstance(aet, str) and aet.strip():
+            aets[study] = aet.strip()
+    return [(study, url, aets.get(study)) for study, url in input_studies(ds)]
 
 
 def output_information(ds: Mapping[str, Any]) -> list[dict[str, Any]]:

@@ -28,6 +28,9 @@ from typing import Any
 from node.errors import WorkitemError
 
 __all__ = [
+    "CANCEL_REQUESTED",
+    "PROGRESS_REPORT",
+    "STATE_REPORT",
     "GLOBAL_SUBSCRIPTION_UID",
     "FILTERED_SUBSCRIPTION_UID",
     "REQUIREMENTS",
@@ -39,6 +42,7 @@ __all__ = [
     "check_create",
     "check_final",
     "check_update",
+    "event_information",
     "scheduled_workitem",
     "matches",
     "parse_search",
@@ -53,6 +57,10 @@ UPS_PUSH_SOP_CLASS_UID = "1.2.840.10008.5.1.4.34.6.1"
 #: PS3.4 CC.3.1 well-known SOP Instances: the global and the filtered global subscription.
 GLOBAL_SUBSCRIPTION_UID = "1.2.840.10008.5.1.4.34.5"
 FILTERED_SUBSCRIPTION_UID = "1.2.840.10008.5.1.4.34.5.1"
+#: Event Type IDs of the UPS event reports (PS3.4 Table CC.2.4-1).
+STATE_REPORT = 1
+CANCEL_REQUESTED = 2
+PROGRESS_REPORT = 3
 
 
 class UpsState(enum.Enum):
@@ -444,6 +452,38 @@ def transition(
             0xC304,
         )
     return stored_transaction, None
+
+
+def event_information(
+    *,
+    state: UpsState,
+    dataset: Mapping[str, Any],
+    event_type: int,
+    reason: str | None = None,
+) -> dict[str, Any]:
+    """The Event Information of one UPS event report (PS3.4 Table CC.2.4-1), DICOM JSON.
+
+    The same attributes go into an N-EVENT-REPORT (UPS DIMSE) and, with Affected SOP Instance
+    UID and Event Type ID added, into a UPS-RS event channel message (PS3.18 11.12): State
+    Report: Procedure Step State and Input Readiness State; Cancel Requested: Reason For
+    Cancellation (when given); Progress Report: the Procedure Step Progress Information
+    Sequence.
+    """
+    info: dict[str, Any] = {}
+    if event_type == STATE_REPORT:
+        info[_STATE] = {"vr": "CS", "Value": [state.value]}
+        readiness = text_value(dataset, "InputReadinessState")
+        info[TAGS["InputReadinessState"]] = (
+            {"vr": "CS", "Value": [readiness]} if readiness else {"vr": "CS"}
+        )
+    elif event_type == CANCEL_REQUESTED:
+        if reason:
+            info[TAGS["ReasonForCancellation"]] = {"vr": "LT", "Value": [reason]}
+    elif event_type == PROGRESS_REPORT:
+        progress = dataset.get(TAGS["ProcedureStepProgressInformationSequence"])
+        if progress is not None:
+            info[TAGS["ProcedureStepProgressInformationSequence"]] = progress
+    return info
 
 
 # --- search (PS3.18 11.9, QIDO-RS style matching, PS3.4 C.2.2.2) --------------------------------

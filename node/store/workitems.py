@@ -29,6 +29,7 @@ from node.store.ups import (
     TAGS,
     UPS_PUSH_SOP_CLASS_UID,
     UpsState,
+    matches,
     strip_transaction,
     text_value,
     transition,
@@ -459,6 +460,22 @@ class WorkitemStore:
                 conn.execute("DELETE FROM workitem_subscriptions WHERE target = ?", (uid,))
                 conn.execute("DELETE FROM workitems WHERE uid = ?", (uid,))
         return uids
+
+    def subscribers(self, item: Workitem) -> set[str]:
+        """The AE titles subscribed to ``item``: to it, to the global subscription, or to the
+        filtered global subscription when it matches the filter (PS3.4 CC.2.3), leaving out
+        suspended global subscriptions for workitems created after the suspension."""
+        out: set[str] = set()
+        for sub in self.subscriptions():
+            if sub.suspended_at is not None and item.created_at >= sub.suspended_at:
+                continue
+            if (
+                sub.target in (item.uid, GLOBAL_SUBSCRIPTION_UID)
+                or sub.target == FILTERED_SUBSCRIPTION_UID
+                and matches(item.dataset, sub.filter or [])
+            ):
+                out.add(sub.aet)
+        return out
 
     def close(self) -> None:
         """Close this thread's connection (others close with their threads)."""

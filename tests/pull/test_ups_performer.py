@@ -218,6 +218,10 @@ def test_workitem_is_claimed_fetched_forwarded_and_completed(
         assert url == f"{manager.url}/dicom-web/studies/{study_uid}/series/{o.SeriesInstanceUID}"
         assert http.get(url + "/metadata").status_code == 200
     assert _recorded(performer, uid) == ("completed", None)
+    # progress was reported as it went; the last report before completion stays
+    progress = parsed.ProcedureStepProgressInformationSequence[0]
+    assert progress.ProcedureStepProgress == 90
+    assert progress.ProcedureStepProgressDescription == "results delivered; completing"
     # the performer's Transaction UID never leaves it: the manager does not return it
     assert "00081195" not in ds
 
