@@ -55,13 +55,13 @@ def watcher() -> Iterator[Watcher]:
     ae.add_supported_context(UPS_PUSH)
     seen = Watcher(port=free_port())
 
-    def on_report(event: evt.Event) -> int:
+    def on_report(event: evt.Event) -> tuple[int, None]:
         req = _req(event)
         with seen.lock:
             seen.reports.append(
                 (int(req.EventTypeID), str(req.AffectedSOPInstanceUID), event.event_information)
             )
-        return 0x0000
+        return 0x0000, None  # (status, Event Reply): what pynetdicom's N-EVENT-REPORT needs
 
     server = ae.start_server(
         ("127.0.0.1", seen.port), block=False, evt_handlers=[(evt.EVT_N_EVENT_REPORT, on_report)]
