@@ -12,19 +12,27 @@ fitted on training-seed phantoms turns them into the per-nodule score; candidate
 operating point (chosen on a separate validation set) are dropped.  Scorer and operating point
 are read from ``assets/lung-nodule-detect/metrics.json``; without them the score is the highest
 nodule probability in the component.
+
+With a prior study (a rule with ``priors``, ``predict_with_prior``) the findings are compared with
+the prior's nodules (docs/followup.md, "Tracking"): those of ainode's own SR of the prior, else
+found by running this detector on the prior series; the prior is registered to the current
+series (``chest-ct-register``) and the nodules matched and measured by ``node.models.tracking``.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 from scipy import ndimage
 
+from node.errors import ModelError
+from node.imaging.prior_findings import read_prior_findings
 from node.models.base import Model, ModelInfo, OutputKind, Task
 from node.models.builtin._common import (
     components_in_box,
@@ -41,19 +49,32 @@ from node.models.builtin.lung_nodule_seg import (
     LungNoduleSegmentation,
     SegmentationOutput,
 )
-from node.types import Code, Finding, Prediction, SegmentDescription, Volume
+from node.models.tracking import track_nodules
+from node.types import (
+    NO_PRIOR,
+    Code,
+    Finding,
+    NoduleChange,
+    NoduleTracking,
+    Prediction,
+    PriorFinding,
+    PriorInput,
+    SegmentDescription,
+    Volume,
+)
 
 __all__ = [
     "FEATURES",
     "CandidateScorer",
     "LungNoduleDetection",
     "NoduleCandidate",
+    "PriorRegistration",
     "dense_candidates",
     "find_nodules",
 ]
 
 NAME = "lung-nodule-detect"
-VERSION = "1.1.0"
+VERSION = "1.2.0"
 RIGHT_LUNG = Code("3341006", "SCT", "Right lung")
 LEFT_LUNG = Code("44029006", "SCT", "Left lung")
 MAX_FINDINGS = 50
@@ -62,6 +83,10 @@ _DEFAULT_MIN_VOLUME_MM3 = 15.0
 _DENSE_HU = -500.0
 _DENSE_MAX_VOLUME_MM3 = 3000.0
 _DENSE_MIN_VOLUME_MM3 = 30.0
+
+#: Registers a prior series onto the current one: (prior, current) -> 4 x 4 prior patient mm ->
+#: current patient mm, and the name of what registered it.
+PriorRegistration = Callable[[Volume, Volume], tuple[npt.NDArray[np.float64], str]]
 
 #: Candidate features, in the order the scorer's weights use.
 FEATURES = (
@@ -296,7 +321,15 @@ def dense_candidates(
 class LungNoduleDetection(Model):
     """Lung nodules as findings with centre, diameter, volume and score (demo)."""
 
-    def __init__(self, segmentation: LungNoduleSegmentation | None = None) -> None:
+    #: a rule with ``priors`` calls ``predict_with_prior`` (nodule tracking)
+    uses_prior = True
+
+    def __init__(
+        self,
+        segmentation: LungNoduleSegmentation | None = None,
+        *,
+        register: PriorRegistration | None = None,
+    ) -> None:
         metrics = load_metrics(NAME)
         op = metrics.get("operating_point", {})
         self.min_score = float(op.get("min_score", _DEFAULT_MIN_SCORE))
@@ -322,6 +355,8 @@ class LungNoduleDetection(Model):
             metrics=heldout_metrics(NAME),
         )
         self._seg = segmentation or LungNoduleSegmentation()
+        self._register = register or self._register_with_model
+        self._registration: Any = None  # ChestCtRegistration, built on first use
 
     def accepts(self, volume: Volume) -> str | None:
         """None for a CT series of at least ``MIN_SLICES`` slices, else the reason."""
@@ -425,3 +460,157 @@ class LungNoduleDetection(Model):
             findings=tuple(found),
             timings_seconds=timings,
         )
+
+    def predict_with_prior(
+        self, volume: Volume, prior: PriorInput | None, prior_reason: str | None
+    ) -> Prediction:
+        """``predict``, with each finding compared with the prior study's nodules.
+
+        Without a prior the prediction is ``predict``'s plus ``prior_note`` (``prior_reason``:
+        "no prior available" or "prior could not be retrieved: ...").
+        """
+        prediction = self.predict(volume)
+        findings, resolved, note = self.compare(volume, prediction.findings, prior, prior_reason)
+        uids = {f.segment_label: f.tracking_uid for f in findings if f.tracking_uid}
+        segments = tuple(replace(s, tracking_uid=uids.get(s.label)) for s in prediction.segments)
+        return replace(
+            prediction, findings=findings, segments=segments, resolved=resolved, prior_note=note
+        )
+
+    def prior_findings(self, prior: PriorInput) -> tuple[tuple[PriorFinding, ...], str]:
+        """The prior's nodules and where they come from: ainode's own SR of the prior study
+        (``prior.result_files``), else this detector run on the prior series."""
+        read = read_prior_findings(prior.result_files, prior.volume, model_name=NAME)
+        if read is not None:
+            return read, "ainode's SR of the prior study"
+        found, _, _ = self.findings(prior.volume)
+        return tuple(
+            PriorFinding(
+                tracking_id=f.tracking_id,
+                center_xyz=f.center_xyz,
+                diameter_mm=f.diameter_mm,
+                volume_mm3=f.volume_mm3,
+            )
+            for f in found
+        ), f"{NAME} {VERSION} run on the prior series"
+
+    def compare(
+        self,
+        volume: Volume,
+        findings: Sequence[Finding],
+        prior: PriorInput | None,
+        prior_reason: str | None,
+    ) -> tuple[tuple[Finding, ...], tuple[Finding, ...], str]:
+        """Findings with their tracking, the resolved prior nodules and the prior statement.
+
+        Parameters
+        ----------
+        volume
+            The current series.
+        findings
+            Its nodules (this detector's, or a model's that uses them).
+        prior
+            The prior series (None: none came).
+        prior_reason
+            Why none came (``NO_PRIOR`` or "prior could not be retrieved: ...").
+
+        Returns
+        -------
+        tuple
+            The findings (``tracking`` set when compared), the resolved prior nodules inside
+            the current volume, and the sentence the result states about the prior.
+        """
+        if prior is None:
+            return tuple(findings), (), prior_reason or NO_PRIOR
+        try:
+            matrix, registered_by = self._register(prior.volume, volume)
+        except ModelError as exc:
+            return tuple(findings), (), f"prior not compared: {exc}"
+        prior_nodules, source = self.prior_findings(prior)
+        tracks = track_nodules(
+            prior_nodules,
+            findings,
+            prior_to_current=matrix,
+            prior_study_uid=prior.series.study_uid,
+            prior_study_date=prior.series.study_date or prior.volume.study_date,
+            current_study_date=volume.study_date,
+        )
+        resolved = [_resolved(volume, p, t) for p, t in tracks.resolved]
+        inside = tuple(f for f in resolved if f is not None)
+        note = _comparison_note(
+            tracks.current,
+            inside,
+            outside=len(resolved) - len(inside),
+            prior=prior,
+            source=source,
+            registered_by=registered_by,
+        )
+        return tracks.current, inside, note
+
+    def _register_with_model(
+        self, prior: Volume, current: Volume
+    ) -> tuple[npt.NDArray[np.float64], str]:
+        """prior -> current by the ``chest-ct-register`` demo model (docs/followup.md)."""
+        if self._registration is None:
+            from node.models.builtin.ct_register import ChestCtRegistration
+
+            self._registration = ChestCtRegistration()
+        registration = self._registration.register(prior, current)
+        name = f"{registration.model_name} {registration.model_version}"
+        return np.asarray(registration.moving_to_fixed, dtype=np.float64), name
+
+
+def _patient_to_voxel(volume: Volume, xyz: tuple[float, float, float]) -> npt.NDArray[np.float64]:
+    """(slice, row, column) of a patient point: the inverse of ``voxel_to_patient``."""
+    d = np.asarray(volume.direction, dtype=np.float64)
+    axes = np.stack([d[2] * volume.spacing[0], d[1] * volume.spacing[1], d[0] * volume.spacing[2]])
+    offset = np.asarray(xyz, dtype=np.float64) - np.asarray(volume.origin, dtype=np.float64)
+    return np.asarray(np.linalg.solve(axes.T, offset), dtype=np.float64)
+
+
+def _resolved(volume: Volume, prior: PriorFinding, tracking: NoduleTracking) -> Finding | None:
+    """A resolved prior nodule as a finding at its registered place (None: outside the volume,
+    so the current study cannot say it resolved)."""
+    assert tracking.prior_center_xyz is not None
+    index = _patient_to_voxel(volume, tracking.prior_center_xyz)
+    shape = np.asarray(volume.voxels.shape, dtype=np.float64)
+    if np.any(index < -0.5) or np.any(index > shape - 0.5):
+        return None
+    voxel = np.clip(np.rint(index), 0, shape - 1).astype(int)
+    mid_x = voxel_to_patient(volume, tuple(shape / 2.0))[0]
+    return Finding(
+        tracking_id=f"resolved-{prior.tracking_id}"[:64],
+        finding_type=NODULE,
+        center_xyz=tracking.prior_center_xyz,
+        center_voxel=(int(voxel[0]), int(voxel[1]), int(voxel[2])),
+        score=0.0,
+        finding_site=LEFT_LUNG if tracking.prior_center_xyz[0] > mid_x else RIGHT_LUNG,
+        tracking_uid=prior.tracking_uid,
+        tracking=tracking,
+    )
+
+
+def _comparison_note(
+    current: Sequence[Finding],
+    resolved: Sequence[Finding],
+    *,
+    outside: int,
+    prior: PriorInput,
+    source: str,
+    registered_by: str,
+) -> str:
+    """One sentence: which prior, how it was compared, and the counts per change."""
+    counts = {c: 0 for c in NoduleChange}
+    for f in (*current, *resolved):
+        if f.tracking is not None:
+            counts[f.tracking.status] += 1
+    date = prior.series.study_date or prior.volume.study_date
+    when = f"{date[:4]}-{date[4:6]}-{date[6:8]}" if date and len(date) >= 8 else "unknown date"
+    parts = ", ".join(f"{counts[c]} {c.value}" for c in NoduleChange)
+    text = (
+        f"Compared with the prior study of {when} (prior nodules from {source}; registered by "
+        f"{registered_by}): {parts}"
+    )
+    if outside:
+        text += f"; {outside} prior nodule(s) outside the current series, not assessed"
+    return text + "."
