@@ -68,7 +68,8 @@ _CHANGE_CODES = {
 #: Difference Type), beside the measurement it compares (Long Axis or Volume).
 _DIFFERENCE_IN_SIZE = codes.cid6133.FindingOfDifferenceInSize
 #: No DICOM, SNOMED CT or LOINC concept for a volume doubling time is in pydicom's tables
-#: (pydicom.sr.codedict); a private coding scheme (PS3.16 8.2, "99" prefix) names it.
+#: (pydicom.sr.codedict); a private coding scheme names it (PS3.3 8.2: designators starting
+#: "99" are private).
 _VOLUME_DOUBLING_TIME = PdCode("VDT", "99AINODE", "Volume doubling time")
 
 

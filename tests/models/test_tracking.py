@@ -83,11 +83,16 @@ def _current_findings(pair: FollowupPair) -> list[Finding]:
     return out
 
 
-def _track(pair: FollowupPair, prior: list[PriorFinding], current: list[Finding]) -> NoduleTracks:
+def _track(
+    pair: FollowupPair,
+    prior: list[PriorFinding],
+    current: list[Finding],
+    matrix: np.ndarray | None = None,
+) -> NoduleTracks:
     return track_nodules(
         prior,
         current,
-        prior_to_current=pair.prior_to_current,
+        prior_to_current=pair.prior_to_current if matrix is None else matrix,
         prior_study_uid="2.25.77",
         prior_study_date=PRIOR_DATE,
         current_study_date=CURRENT_DATE,
@@ -144,34 +149,28 @@ def test_a_nodule_gone_from_the_current_study_is_resolved(pair: FollowupPair) ->
     assert t.prior_center_xyz == pytest.approx(current[grown].center_xyz, abs=1e-6)
 
 
-def test_identity_instead_of_the_registration_loses_matches_the_true_one_keeps() -> None:
-    """A pair whose prior lies far from the current anatomy: without the registration the
-    gate refuses pairs the true transform makes."""
-    for seed in range(7_210_100, 7_210_140):
-        pair = make_followup_pair(seed)
-        prior = _prior_findings(pair)
-        moved = np.linalg.norm(
-            map_points(pair.prior_to_current, [p.center_xyz for p in prior])
-            - np.array([p.center_xyz for p in prior]),
-            axis=1,
+def test_without_the_registration_far_moved_nodules_are_lost(pair: FollowupPair) -> None:
+    """The prior lies 60 mm along x from where the true map puts it: with the (shifted) true
+    matrix every prior nodule is matched; with the identity none is (all new and resolved)."""
+    shift = np.eye(4)
+    shift[0, 3] = 60.0
+    prior = [
+        PriorFinding(
+            tracking_id=p.tracking_id,
+            center_xyz=tuple(map_points(shift, [p.center_xyz])[0]),  # type: ignore[arg-type]
+            diameter_mm=p.diameter_mm,
+            volume_mm3=p.volume_mm3,
+            tracking_uid=p.tracking_uid,
         )
-        if moved.min() > 30.0:
-            break
-    else:
-        pytest.fail("no generated pair moves every prior nodule by more than 30 mm")
+        for p in _prior_findings(pair)
+    ]
     current = _current_findings(pair)
-    with_true = _track(pair, prior, current)
-    matched = [f for f in with_true.current if f.tracking_uid is not None]
-    assert len(matched) == len(prior) and with_true.resolved == ()
-    identity = track_nodules(
-        prior,
-        current,
-        prior_to_current=np.eye(4),
-        prior_study_uid="2.25.77",
-        prior_study_date=PRIOR_DATE,
-        current_study_date=CURRENT_DATE,
-    )
-    assert len(identity.resolved) > 0
+    with_true = _track(pair, prior, current, matrix=pair.prior_to_current @ np.linalg.inv(shift))
+    assert sum(f.tracking_uid is not None for f in with_true.current) == len(prior)
+    assert with_true.resolved == ()
+    identity = _track(pair, prior, current, matrix=np.eye(4))
+    assert all(f.tracking_uid is None for f in identity.current)
+    assert len(identity.resolved) == len(prior)
 
 
 def test_assignment_is_global_not_greedy() -> None:
