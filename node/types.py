@@ -354,7 +354,7 @@ class NoduleTracking:
     """A finding compared with the prior study (issue 21 §3).
 
     Percentages are ``100 * (current - prior) / prior``.  ``volume_doubling_days`` is
-    ``interval * ln 2 / ln(V_current / V_prior)``, defined only for a volume that grew over a
+    ``interval * ln 2 / ln(V_current / V_prior)``, given only for a GROWING nodule over a
     positive interval; ``doubling_note`` says why it is None otherwise.
     ``prior_center_xyz`` is the prior centre mapped into the current study's patient coordinates.
     """

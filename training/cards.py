@@ -95,9 +95,9 @@ _PURPOSE = {
         "current series by chest-ct-register, nodules are paired by a Hungarian assignment on "
         "the distance between centres (gate: 10 mm plus the larger diameter), and each is "
         "reported with its prior diameter and volume, the change in per cent, the volume "
-        "doubling time and new / growing (volume +25 % or more) / stable / shrinking / "
-        "resolved, under the Tracking UID of the prior's SR. Tracking inherits the demo "
-        "registration's error (its own card), and on the follow-up phantoms the prior's "
+        "doubling time of a growing one and new / growing (volume +25 % or more) / stable / "
+        "shrinking / resolved, under the Tracking UID of the prior's SR. Tracking inherits the "
+        "demo registration's error (its own card), and on the follow-up phantoms the prior's "
         "volumes include the simulated breathing and scale of the prior placement."
     ),
     "lung-nodule-classify": (

@@ -8,9 +8,10 @@ Issue 21 §3 (docs/followup.md, "Tracking").  Pure numpy/scipy, no DICOM:
    ``linear_sum_assignment``) on the distances between centres; a pair farther apart than the
    gate (``min_gate_mm`` plus ``gate_per_diameter`` times the larger diameter of the two) is no
    pair (``match_nodules``);
-3. each pair gets its diameter and volume change in per cent, the volume doubling time
-   ``VDT = interval * ln 2 / ln(V_current / V_prior)`` (days, from the two Study Dates) and a
-   status; a current nodule without a pair is ``new``, a prior one ``resolved``.
+3. each pair gets its diameter and volume change in per cent, a status, and for a growing
+   nodule the volume doubling time ``VDT = interval * ln 2 / ln(V_current / V_prior)`` (days,
+   from the two Study Dates); a current nodule without a pair is ``new``, a prior one
+   ``resolved``.
 
 The growth threshold is a volume change of 25 %: the change below which volumetry of one nodule
 on two scans cannot tell growth from measurement variation (British Thoracic Society pulmonary
@@ -182,10 +183,20 @@ def _pair_tracking(
 ) -> NoduleTracking:
     d_change = percent_change(prior.diameter_mm, current.diameter_mm)
     v_change = percent_change(prior.volume_mm3, current.volume_mm3)
+    status = change_status(v_change, d_change)
     vdt, why = volume_doubling_days(prior.volume_mm3, current.volume_mm3, base.interval_days)
+    if vdt is not None and status is not NoduleChange.GROWING:
+        # a change within measurement variation gives a huge, meaningless doubling time
+        vdt, why = (
+            None,
+            (
+                f"volume change below the {GROWTH_THRESHOLD_PERCENT:g} % growth threshold: "
+                "no doubling time"
+            ),
+        )
     return replace(
         base,
-        status=change_status(v_change, d_change),
+        status=status,
         prior_tracking_id=prior.tracking_id,
         prior_center_xyz=mapped,
         prior_diameter_mm=prior.diameter_mm,

@@ -226,3 +226,26 @@ def test_growth_threshold_decides_status() -> None:
 def test_a_matrix_that_is_not_affine_is_refused() -> None:
     with pytest.raises(ValueError, match="4 x 4 affine"):
         map_points(np.ones((4, 4)), [[0.0, 0.0, 0.0]])
+
+
+def test_no_doubling_time_below_the_growth_threshold() -> None:
+    prior = [PriorFinding("p", (0.0, 0.0, 0.0), diameter_mm=10.0, volume_mm3=1000.0)]
+    results = {}
+    for volume in (1100.0, 2000.0):
+        current = [Finding("n", NODULE, (1.0, 0.0, 0.0), (0, 0, 0), 0.9, 10.0, volume)]
+        tracks = track_nodules(
+            prior,
+            current,
+            prior_to_current=np.eye(4),
+            prior_study_uid="2.25.1",
+            prior_study_date=PRIOR_DATE,
+            current_study_date=CURRENT_DATE,
+        )
+        t = tracks.current[0].tracking
+        assert t is not None
+        results[volume] = t
+    stable, grown = results[1100.0], results[2000.0]
+    assert stable.status is NoduleChange.STABLE and stable.volume_doubling_days is None
+    assert "below the 25 % growth threshold" in (stable.doubling_note or "")
+    assert grown.status is NoduleChange.GROWING
+    assert grown.volume_doubling_days == pytest.approx(DAYS)  # doubled in DAYS days
