@@ -13,13 +13,7 @@ without findings become one planar group (Certainty of Finding NUM) over the att
 The report text and the demo statement are TEXT items in the Qualitative Evaluations container
 (TID 1500 row 12).
 
-A finding compared with a prior study (``Finding.tracking``, docs/followup.md "Tracking") keeps
-the Tracking UID of the prior's SR (``Finding.tracking_uid``) and adds: the diameter change
-beside the Long Axis and the volume change beside the Volume (SCT 442714003 "Difference in
-size", %, CID 6133), the volume doubling time (NUM, days), the change as a Qualitative Difference
-(DCM 111049; CID 6134/6002 values), and one more volumetric group with the prior's diameter and
-volume under a Time Point context (TID 1502) naming the prior study.  A resolved prior nodule
-(``Prediction.resolved``) has that group alone, at its registered place.
+A finding compared with a prior study carries the follow-up content of ``sr_followup``.
 """
 
 from __future__ import annotations
@@ -40,7 +34,13 @@ from scipy import ndimage
 from node.errors import ResultError
 from node.results.identity import DEMO_STATEMENT, ResultContext, interpolation_note
 from node.results.sources import SourceSet, quiet_highdicom
-from node.types import Code, Finding, HeatMap, NoduleChange, NoduleTracking, Prediction, Volume
+from node.results.sr_followup import (
+    change_evaluations,
+    change_measurements,
+    prior_group,
+    tracking_identifier,
+)
+from node.types import Code, Finding, HeatMap, NoduleChange, Prediction, Volume
 
 __all__ = ["build_sr", "malignancy_category", "procedure_reported"]
 
@@ -52,26 +52,6 @@ _MODERATE = PdCode("6736007", "SCT", "Moderate")
 _LOW = PdCode("62482003", "SCT", "Low")
 _CLINICAL_FINDING = PdCode("404684003", "SCT", "Clinical finding")
 _NO_UNITS = codes.UCUM.NoUnits
-
-#: Temporal change of a tracked finding: concept DCM 111049 "Qualitative Difference", values from
-#: pydicom's CID tables: CID 6134 Chest Qualitative Temporal Difference Type (increase, decrease,
-#: no significant change), CID 6002 (New finding) and CID 3770 Problem Status (Problem resolved).
-_QUALITATIVE_DIFFERENCE = codes.DCM.QualitativeDifference
-_CHANGE_CODES = {
-    NoduleChange.NEW: codes.cid6002.NewFinding,
-    NoduleChange.GROWING: codes.cid6134.IncreaseInSize,
-    NoduleChange.SHRINKING: codes.cid6134.DecreaseInSize,
-    NoduleChange.STABLE: codes.cid6134.NoSignificantChangesInTheFinding,
-    NoduleChange.RESOLVED: codes.cid3770.ProblemResolved,
-}
-#: Change in per cent: SCT 442714003 "Difference in size" (CID 6133 Chest Quantitative Temporal
-#: Difference Type), beside the measurement it compares (Long Axis or Volume).
-_DIFFERENCE_IN_SIZE = codes.cid6133.FindingOfDifferenceInSize
-#: No DICOM, SNOMED CT or LOINC concept for a volume doubling time is in pydicom's tables
-#: (pydicom.sr.codedict); a private coding scheme names it (PS3.3 8.2: designators starting
-#: "99" are private).
-_VOLUME_DOUBLING_TIME = PdCode("VDT", "99AINODE", "Volume doubling time")
-
 
 #: Procedure Reported by modality (TID 1500 row 4, CID 100 Quantitative Diagnostic Imaging
 #: Procedures) when the source names no procedure code. Only entries that validators built on
@@ -272,7 +252,7 @@ def _finding_groups(
 ) -> list[Any]:
     k, r, c = finding.center_voxel
     where = _Slice(volume, sources, k)
-    tracking = _tracking_identifier(finding, ctx)
+    tracking = tracking_identifier(finding, ctx)
     finding_type = _cc(finding.finding_type)
     sites = [hd.sr.FindingSite(_cc(finding.finding_site))] if finding.finding_site else None
     mask = None
@@ -303,13 +283,13 @@ def _finding_groups(
                         unit=codes.UCUM.Millimeter,
                         algorithm_id=algorithm,
                     ),
-                    *_change(finding.tracking, "diameter", algorithm),
+                    *change_measurements(finding.tracking, "diameter", algorithm),
                 ],
             )
         )
     measurements, evaluations = _volumetric_measurements(finding, algorithm, scorer)
-    measurements += _change(finding.tracking, "volume", algorithm)
-    evaluations += _tracking_evaluations(finding.tracking)
+    measurements += change_measurements(finding.tracking, "volume", algorithm)
+    evaluations += change_evaluations(finding.tracking)
     if seg is not None and finding.segment_label in seg_numbers:
         volumetric = hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations(
             tracking_identifier=tracking,
@@ -349,53 +329,6 @@ def _finding_groups(
     return groups
 
 
-def _tracking_identifier(finding: Finding, ctx: ResultContext) -> hd.sr.TrackingIdentifier:
-    """The finding's Tracking Identifier and UID: the prior study's UID when it was carried
-    forward, else one derived from the job (the same in the SEG segment)."""
-    return hd.sr.TrackingIdentifier(
-        uid=finding.tracking_uid or ctx.tracking_uid(finding.tracking_id),
-        identifier=finding.tracking_id[:64],
-    )
-
-
-def _change(
-    tracking: NoduleTracking | None, what: str, algorithm: hd.sr.AlgorithmIdentification
-) -> list[hd.sr.Measurement]:
-    """The ``what`` ("diameter" or "volume") change since the prior in per cent, and beside the
-    volume the volume doubling time when it is defined (``node.models.tracking``)."""
-    if tracking is None or tracking.status in (NoduleChange.NEW, NoduleChange.RESOLVED):
-        return []
-    out = []
-    percent = (
-        tracking.diameter_change_percent if what == "diameter" else tracking.volume_change_percent
-    )
-    if percent is not None:
-        out.append(
-            hd.sr.Measurement(
-                name=_DIFFERENCE_IN_SIZE,
-                value=round(float(percent), 1),
-                unit=codes.UCUM.Percent,
-                algorithm_id=algorithm,
-            )
-        )
-    if what == "volume" and tracking.volume_doubling_days is not None:
-        out.append(
-            hd.sr.Measurement(
-                name=_VOLUME_DOUBLING_TIME,
-                value=round(float(tracking.volume_doubling_days), 1),
-                unit=codes.UCUM.Day,
-                algorithm_id=algorithm,
-            )
-        )
-    return out
-
-
-def _tracking_evaluations(tracking: NoduleTracking | None) -> list[hd.sr.QualitativeEvaluation]:
-    if tracking is None:
-        return []
-    return [hd.sr.QualitativeEvaluation(_QUALITATIVE_DIFFERENCE, _CHANGE_CODES[tracking.status])]
-
-
 def _prior_group(
     finding: Finding,
     volume: Volume,
@@ -403,56 +336,18 @@ def _prior_group(
     ctx: ResultContext,
     algorithm: hd.sr.AlgorithmIdentification,
 ) -> Any:
-    """The prior study's measurements of a tracked finding (TID 1411 under a TID 1502 Time
-    Point context), at the prior centre mapped into this volume; a resolved nodule's status."""
-    tracking = finding.tracking
-    if tracking is None or tracking.prior_center_xyz is None:
-        raise ResultError(f"finding {finding.tracking_id!r} has no registered prior centre")
+    """The prior study's group of a tracked or resolved finding (``sr_followup.prior_group``),
+    in the Frame of Reference of the finding's key slice."""
     where = _Slice(volume, sources, finding.center_voxel[0])
     frame_uid = where.header.get("FrameOfReferenceUID") or volume.frame_of_reference_uid
     if not frame_uid:
         raise ResultError("a tracked finding needs a Frame of Reference UID for its prior centre")
-    measurements = []
-    if tracking.prior_diameter_mm is not None:
-        measurements.append(
-            hd.sr.Measurement(
-                name=codes.SCT.LongAxis,
-                value=round(float(tracking.prior_diameter_mm), 2),
-                unit=codes.UCUM.Millimeter,
-                algorithm_id=algorithm,
-            )
-        )
-    if tracking.prior_volume_mm3 is not None:
-        measurements.append(
-            hd.sr.Measurement(
-                name=codes.SCT.Volume,
-                value=round(float(tracking.prior_volume_mm3), 2),
-                unit=codes.UCUM.CubicMillimeter,
-                algorithm_id=algorithm,
-            )
-        )
-    date = tracking.prior_study_date or ""
-    when = f" of {date[:4]}-{date[4:6]}-{date[6:8]}" if len(date) >= 8 else ""
-    is_resolved = tracking.status is NoduleChange.RESOLVED
-    return hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations(
-        tracking_identifier=_tracking_identifier(finding, ctx),
-        referenced_volume_surface=hd.sr.VolumeSurface(
-            graphic_type=hd.sr.GraphicTypeValues3D.POINT,
-            graphic_data=np.array([tracking.prior_center_xyz], dtype=np.float64),
-            frame_of_reference_uid=frame_uid,
-            source_series=hd.sr.SourceSeriesForSegmentation(volume.series_uid),
-        ),
-        time_point_context=hd.sr.TimePointContext(
-            time_point=f"prior study{when}",
-            subject_time_point_identifier=tracking.prior_study_uid,
-        ),
-        finding_type=_cc(finding.finding_type),
-        algorithm_id=algorithm,
-        finding_sites=[hd.sr.FindingSite(_cc(finding.finding_site))]
-        if finding.finding_site
-        else None,
-        measurements=measurements or None,
-        qualitative_evaluations=_tracking_evaluations(tracking) if is_resolved else None,
+    return prior_group(
+        finding,
+        frame_uid=str(frame_uid),
+        series_uid=volume.series_uid,
+        ctx=ctx,
+        algorithm=algorithm,
     )
 
 

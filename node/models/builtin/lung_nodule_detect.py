@@ -42,6 +42,7 @@ from node.models.builtin._common import (
     shift_box,
     voxel_to_patient,
 )
+from node.models.builtin.lung_nodule_followup import compare_with_prior
 from node.models.builtin.lung_nodule_seg import (
     MIN_SLICES,
     MORPHOLOGICALLY_ABNORMAL,
@@ -49,13 +50,10 @@ from node.models.builtin.lung_nodule_seg import (
     LungNoduleSegmentation,
     SegmentationOutput,
 )
-from node.models.tracking import track_nodules
 from node.types import (
     NO_PRIOR,
     Code,
     Finding,
-    NoduleChange,
-    NoduleTracking,
     Prediction,
     PriorFinding,
     PriorInput,
@@ -71,6 +69,7 @@ __all__ = [
     "PriorRegistration",
     "dense_candidates",
     "find_nodules",
+    "lung_side",
 ]
 
 NAME = "lung-nodule-detect"
@@ -83,6 +82,14 @@ _DEFAULT_MIN_VOLUME_MM3 = 15.0
 _DENSE_HU = -500.0
 _DENSE_MAX_VOLUME_MM3 = 3000.0
 _DENSE_MIN_VOLUME_MM3 = 30.0
+
+
+def lung_side(volume: Volume, xyz: tuple[float, float, float]) -> Code:
+    """Left or right lung of a patient point: DICOM patient +x points to the patient's left
+    (PS3.3 C.7.6.2.1.1), compared with the volume's middle."""
+    mid_x = voxel_to_patient(volume, tuple(np.asarray(volume.voxels.shape) / 2.0))[0]
+    return LEFT_LUNG if xyz[0] > mid_x else RIGHT_LUNG
+
 
 #: Registers a prior series onto the current one: (prior, current) -> 4 x 4 prior patient mm ->
 #: current patient mm, and the name of what registered it.
@@ -527,25 +534,15 @@ class LungNoduleDetection(Model):
         except ModelError as exc:
             return tuple(findings), (), f"prior not compared: {exc}"
         prior_nodules, source = self.prior_findings(prior)
-        tracks = track_nodules(
-            prior_nodules,
+        return compare_with_prior(
+            volume,
             findings,
+            prior,
+            prior_nodules=prior_nodules,
             prior_to_current=matrix,
-            prior_study_uid=prior.series.study_uid,
-            prior_study_date=prior.series.study_date or prior.volume.study_date,
-            current_study_date=volume.study_date,
+            described=f"prior nodules from {source}; registered by {registered_by}",
+            lung_side=lung_side,
         )
-        resolved = [_resolved(volume, p, t) for p, t in tracks.resolved]
-        inside = tuple(f for f in resolved if f is not None)
-        note = _comparison_note(
-            tracks.current,
-            inside,
-            outside=len(resolved) - len(inside),
-            prior=prior,
-            source=source,
-            registered_by=registered_by,
-        )
-        return tracks.current, inside, note
 
     def _register_with_model(
         self, prior: Volume, current: Volume
@@ -558,59 +555,3 @@ class LungNoduleDetection(Model):
         registration = self._registration.register(prior, current)
         name = f"{registration.model_name} {registration.model_version}"
         return np.asarray(registration.moving_to_fixed, dtype=np.float64), name
-
-
-def _patient_to_voxel(volume: Volume, xyz: tuple[float, float, float]) -> npt.NDArray[np.float64]:
-    """(slice, row, column) of a patient point: the inverse of ``voxel_to_patient``."""
-    d = np.asarray(volume.direction, dtype=np.float64)
-    axes = np.stack([d[2] * volume.spacing[0], d[1] * volume.spacing[1], d[0] * volume.spacing[2]])
-    offset = np.asarray(xyz, dtype=np.float64) - np.asarray(volume.origin, dtype=np.float64)
-    return np.asarray(np.linalg.solve(axes.T, offset), dtype=np.float64)
-
-
-def _resolved(volume: Volume, prior: PriorFinding, tracking: NoduleTracking) -> Finding | None:
-    """A resolved prior nodule as a finding at its registered place (None: outside the volume,
-    so the current study cannot say it resolved)."""
-    assert tracking.prior_center_xyz is not None
-    index = _patient_to_voxel(volume, tracking.prior_center_xyz)
-    shape = np.asarray(volume.voxels.shape, dtype=np.float64)
-    if np.any(index < -0.5) or np.any(index > shape - 0.5):
-        return None
-    voxel = np.clip(np.rint(index), 0, shape - 1).astype(int)
-    mid_x = voxel_to_patient(volume, tuple(shape / 2.0))[0]
-    return Finding(
-        tracking_id=f"resolved-{prior.tracking_id}"[:64],
-        finding_type=NODULE,
-        center_xyz=tracking.prior_center_xyz,
-        center_voxel=(int(voxel[0]), int(voxel[1]), int(voxel[2])),
-        score=0.0,
-        finding_site=LEFT_LUNG if tracking.prior_center_xyz[0] > mid_x else RIGHT_LUNG,
-        tracking_uid=prior.tracking_uid,
-        tracking=tracking,
-    )
-
-
-def _comparison_note(
-    current: Sequence[Finding],
-    resolved: Sequence[Finding],
-    *,
-    outside: int,
-    prior: PriorInput,
-    source: str,
-    registered_by: str,
-) -> str:
-    """One sentence: which prior, how it was compared, and the counts per change."""
-    counts = {c: 0 for c in NoduleChange}
-    for f in (*current, *resolved):
-        if f.tracking is not None:
-            counts[f.tracking.status] += 1
-    date = prior.series.study_date or prior.volume.study_date
-    when = f"{date[:4]}-{date[4:6]}-{date[6:8]}" if date and len(date) >= 8 else "unknown date"
-    parts = ", ".join(f"{counts[c]} {c.value}" for c in NoduleChange)
-    text = (
-        f"Compared with the prior study of {when} (prior nodules from {source}; registered by "
-        f"{registered_by}): {parts}"
-    )
-    if outside:
-        text += f"; {outside} prior nodule(s) outside the current series, not assessed"
-    return text + "."
