@@ -29,6 +29,8 @@ import numpy as np
 import pydicom
 import pytest
 
+from node.errors import ModelError
+from node.imaging.prior_findings import read_prior_findings
 from node.imaging.volume import load_volume
 from node.models.builtin.lung_nodule_classify import LungNoduleClassifier
 from node.models.builtin.lung_nodule_detect import LungNoduleDetection, PriorRegistration
@@ -384,3 +386,35 @@ def test_report_text_names_new_growing_and_resolved_nodules(
     text = render_impression(back.findings[:0], prior_note=reason)
     assert f"COMPARISON: {reason}." in text
     assert render_impression(()) == render_impression((), prior_note=None)  # no prior asked
+
+
+def test_an_sr_of_another_series_is_not_read_as_the_priors(followups: dict[str, Study]) -> None:
+    t0, t1 = followups["t0"], followups["t1"]
+    # T0's SR draws on T0's images: none of its nodules can be placed in T1's series
+    assert read_prior_findings(t0.results, t1.volume, model_name="lung-nodule-detect") is None
+    assert read_prior_findings([], t0.volume) is None
+    seg_only = [p for p in t0.results if p.name.endswith("-SEG.dcm")]
+    assert read_prior_findings(seg_only, t0.volume) is None
+    placed = read_prior_findings(t0.results, t0.volume, model_name="lung-nodule-detect")
+    assert placed is not None and t0.prediction is not None
+    assert [p.tracking_id for p in placed] == [f.tracking_id for f in t0.prediction.findings]
+    for p, f in zip(placed, t0.prediction.findings, strict=True):
+        # the SR's outline is drawn round the centre voxel: within half a voxel of the centre
+        assert np.linalg.norm(np.subtract(p.center_xyz, f.center_xyz)) < 2.5
+        assert (p.diameter_mm, p.volume_mm3) == (f.diameter_mm, f.volume_mm3)
+
+
+def test_a_registration_that_refuses_leaves_the_findings_uncompared(
+    followups: dict[str, Study],
+) -> None:
+    def refuse(prior: Volume, current: Volume) -> tuple[np.ndarray, str]:
+        raise ModelError("chest-ct-register: the prior series is MR, not CT")
+
+    t1 = followups["t1"]
+    assert t1.prediction is not None
+    untracked = tuple(dataclasses.replace(f, tracking=None) for f in t1.prediction.findings)
+    findings, resolved, note = LungNoduleDetection(register=refuse).compare(
+        t1.volume, untracked, _prior_input(followups["t0"]), None
+    )
+    assert findings == untracked and resolved == ()
+    assert note == "prior not compared: chest-ct-register: the prior series is MR, not CT"
