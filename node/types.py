@@ -308,6 +308,7 @@ class Volume:
     frame_of_reference_uid: str | None = None
     is_3d: bool = True
     filled_slices: tuple[int, ...] = ()
+    study_date: str | None = None  # Study Date (0008,0020), YYYYMMDD, when the series has one
 
 
 @dataclass(frozen=True, slots=True)
@@ -320,11 +321,65 @@ class SegmentDescription:
     property_type: Code
     color_rgb: tuple[int, int, int] = (255, 0, 0)
     tracking_id: str | None = None
+    tracking_uid: str | None = None  # carried forward from a prior study (None: the job's own)
+
+
+class NoduleChange(enum.StrEnum):
+    """How a tracked nodule changed since the prior study (docs/followup.md, "Tracking")."""
+
+    NEW = "new"  # no prior nodule matches it
+    RESOLVED = "resolved"  # a prior nodule that no current nodule matches
+    GROWING = "growing"  # volume up by at least the growth threshold
+    SHRINKING = "shrinking"  # volume down by at least the threshold
+    STABLE = "stable"  # neither
+
+
+@dataclass(frozen=True, slots=True)
+class PriorFinding:
+    """A nodule of the prior study, in the prior series' patient coordinates (mm).
+
+    ``tracking_uid`` is the Tracking UID ainode's SR of the prior gave it (None: found by running
+    the detector on the prior, so it has none yet).
+    """
+
+    tracking_id: str
+    center_xyz: tuple[float, float, float]
+    diameter_mm: float | None = None
+    volume_mm3: float | None = None
+    tracking_uid: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class NoduleTracking:
+    """A finding compared with the prior study (issue 21 §3).
+
+    Percentages are ``100 * (current - prior) / prior``.  ``volume_doubling_days`` is
+    ``interval * ln 2 / ln(V_current / V_prior)``, given only for a GROWING nodule over a
+    positive interval; ``doubling_note`` says why it is None otherwise.
+    ``prior_center_xyz`` is the prior centre mapped into the current study's patient coordinates.
+    """
+
+    status: NoduleChange
+    prior_study_uid: str
+    prior_study_date: str | None = None
+    interval_days: int | None = None
+    prior_tracking_id: str | None = None
+    prior_center_xyz: tuple[float, float, float] | None = None
+    prior_diameter_mm: float | None = None
+    prior_volume_mm3: float | None = None
+    diameter_change_percent: float | None = None
+    volume_change_percent: float | None = None
+    volume_doubling_days: float | None = None
+    doubling_note: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class Finding:
-    """One detected/measured lesion, in patient coordinates (mm)."""
+    """One detected/measured lesion, in patient coordinates (mm).
+
+    ``tracking_uid``: the Tracking UID carried forward from the prior study's result (None: the
+    result derives one from the job); ``tracking``: the comparison with the prior study.
+    """
 
     tracking_id: str
     finding_type: Code
@@ -336,6 +391,8 @@ class Finding:
     malignancy_probability: float | None = None
     segment_label: int | None = None
     finding_site: Code | None = None
+    tracking_uid: str | None = None
+    tracking: NoduleTracking | None = None
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -364,6 +421,12 @@ class Prediction:
     text: str | None = None
     timings_seconds: Mapping[str, float] = field(default_factory=dict)
     device_uid: str | None = None
+    #: prior nodules no current finding matches (``tracking.status`` RESOLVED), placed at their
+    #: registered position in the volume
+    resolved: tuple[Finding, ...] = ()
+    #: what the model says about the prior study: the comparison made, ``NO_PRIOR`` or
+    #: ``"prior could not be retrieved: ..."`` (None: the job's rule asked for no prior)
+    prior_note: str | None = None
 
 
 @dataclass(frozen=True, slots=True, eq=False)

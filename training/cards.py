@@ -89,7 +89,16 @@ _PURPOSE = {
         "operating point is the lowest score keeping false positives at or below 0.5 per scan on "
         "24 validation phantoms (seeds distinct from training and held-out). Scorer and operating "
         "point live in metrics.json. A finding hits a true nodule when its centre lies within the "
-        "nodule radius + 3 mm."
+        "nodule radius + 3 mm. With a prior study (a rule with `priors`, docs/followup.md) each "
+        "finding is compared with the prior's nodules, read from ainode's own SR of the prior "
+        "(else found by this detector on the prior series): the prior is registered to the "
+        "current series by chest-ct-register, nodules are paired by a Hungarian assignment on "
+        "the distance between centres (gate: 10 mm plus the larger diameter), and each is "
+        "reported with its prior diameter and volume, the change in per cent, the volume "
+        "doubling time of a growing one and new / growing (volume +25 % or more) / stable / "
+        "shrinking / resolved, under the Tracking UID of the prior's SR. Tracking inherits the "
+        "demo registration's error (its own card), and on the follow-up phantoms the prior's "
+        "volumes include the simulated breathing and scale of the prior placement."
     ),
     "lung-nodule-classify": (
         "Benign vs malignant for each detected nodule. A VGG-like 2D CNN (three blocks of two 3x3 "

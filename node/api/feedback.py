@@ -107,7 +107,10 @@ def job_findings(job_id: str, outputs: Mapping[str, Any]) -> dict[str, str | Non
     out: dict[str, str | None] = {}
     for det in summary.get("detections") or []:
         tid = det.get("tracking_id")
-        if isinstance(tid, str) and tid:
+        carried = det.get("tracking_uid")  # carried forward from a prior study (issue 21)
+        if isinstance(tid, str) and tid and isinstance(carried, str) and carried:
+            out[tid] = carried
+        elif isinstance(tid, str) and tid:
             out[tid] = (
                 None
                 if not version

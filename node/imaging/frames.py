@@ -74,6 +74,7 @@ class InstanceHeader:
     frame_of_reference_uid: str | None
     is_multiframe: bool
     frames: tuple[FrameHeader, ...]
+    study_date: str | None = None  # Study Date (0008,0020), YYYYMMDD
 
 
 def _floats(value: Any, n: int, what: str, sop_uid: str) -> tuple[float, ...] | None:
@@ -268,6 +269,7 @@ def _parse_instance(path: Path, ds: Dataset, pixel_offset: int | None) -> Instan
         else None,
         is_multiframe=is_multiframe,
         frames=tuple(frames),
+        study_date=str(ds.StudyDate) if ds.get("StudyDate") else None,
     )
 
 

@@ -344,6 +344,7 @@ def _volume(
         body_part=h0.body_part,
         frame_of_reference_uid=h0.frame_of_reference_uid,
         is_3d=is_3d,
+        study_date=h0.study_date,
     )
 
 

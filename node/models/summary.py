@@ -4,9 +4,48 @@ from __future__ import annotations
 
 from typing import Any
 
-from node.types import Prediction, label_counts
+from node.types import Finding, NoduleTracking, Prediction, label_counts
 
 __all__ = ["prediction_summary"]
+
+
+def _tracking(t: NoduleTracking) -> dict[str, Any]:
+    return {
+        "status": t.status.value,
+        "prior_study_uid": t.prior_study_uid,
+        "prior_study_date": t.prior_study_date,
+        "interval_days": t.interval_days,
+        "prior_tracking_id": t.prior_tracking_id,
+        "prior_diameter_mm": t.prior_diameter_mm,
+        "prior_volume_mm3": t.prior_volume_mm3,
+        "diameter_change_percent": _round(t.diameter_change_percent),
+        "volume_change_percent": _round(t.volume_change_percent),
+        "volume_doubling_days": _round(t.volume_doubling_days),
+        "doubling_note": t.doubling_note,
+    }
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 1)
+
+
+def _detection(f: Finding) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "tracking_id": f.tracking_id,
+        "type": f.finding_type.meaning,
+        "center_xyz_mm": list(f.center_xyz),
+        "center_voxel": list(f.center_voxel),
+        "score": f.score,
+        "diameter_mm": f.diameter_mm,
+        "volume_mm3": f.volume_mm3,
+        "malignancy_probability": f.malignancy_probability,
+        "segment_label": f.segment_label,
+    }
+    if f.tracking_uid is not None:  # carried forward from the prior study
+        out["tracking_uid"] = f.tracking_uid
+    if f.tracking is not None:
+        out["tracking"] = _tracking(f.tracking)
+    return out
 
 
 def prediction_summary(
@@ -33,7 +72,7 @@ def prediction_summary(
                     "volume_ml": round(voxels * voxel_mm3 / 1000.0, 3),
                 }
             )
-    return {
+    summary: dict[str, Any] = {
         "model": {
             "name": prediction.model_name,
             "version": prediction.model_version,
@@ -43,20 +82,7 @@ def prediction_summary(
         "device_uid": prediction.device_uid,
         "labels": labels,
         "probabilities": dict(prediction.class_probabilities),
-        "detections": [
-            {
-                "tracking_id": f.tracking_id,
-                "type": f.finding_type.meaning,
-                "center_xyz_mm": list(f.center_xyz),
-                "center_voxel": list(f.center_voxel),
-                "score": f.score,
-                "diameter_mm": f.diameter_mm,
-                "volume_mm3": f.volume_mm3,
-                "malignancy_probability": f.malignancy_probability,
-                "segment_label": f.segment_label,
-            }
-            for f in prediction.findings
-        ],
+        "detections": [_detection(f) for f in prediction.findings],
         "heatmaps": [
             {"label": h.label, "slice_index": h.slice_index, "shape": list(h.values.shape)}
             for h in prediction.heatmaps
@@ -69,3 +95,7 @@ def prediction_summary(
         },
         "text": prediction.text,
     }
+    if prediction.prior_note is not None:  # the rule asked for a prior
+        summary["prior"] = prediction.prior_note
+        summary["resolved"] = [_detection(f) for f in prediction.resolved]
+    return summary

@@ -203,7 +203,13 @@ def build_results(
         seg = build_seg(prediction, volume, sources, ctx, index=index, workers=workers)
         out.append(seg)
         index += 1
-    if prediction.findings or prediction.class_probabilities or prediction.text:
+    if (
+        prediction.findings
+        or prediction.class_probabilities
+        or prediction.text
+        or prediction.resolved
+        or prediction.prior_note
+    ):
         out.append(
             build_sr(
                 prediction,

@@ -123,8 +123,13 @@ def combine_predictions(
         if p.class_probabilities
     ]
     notes += [f"model {m} did not run: {reason}" for m, reason in sorted((failed or {}).items())]
+    notes += list(dict.fromkeys(p.prior_note for p in predictions if p.prior_note))
     texts = [p.text for p in predictions if p.text]
     first = predictions[order[0]]
+    resolved: dict[str, Finding] = {}
+    for p in predictions:  # one per prior nodule, whichever models compared it
+        for r in p.resolved:
+            resolved.setdefault(r.tracking_uid or r.tracking_id, r)
     merged = Prediction(
         model_name=first.model_name,
         model_version=first.model_version,
@@ -135,6 +140,7 @@ def combine_predictions(
         findings=tuple(findings),
         heatmaps=tuple(h for p in predictions for h in p.heatmaps),
         text="\n\n".join(texts) if texts else None,
+        resolved=tuple(resolved.values()),
     )
     return Combined(
         prediction=merged,
@@ -220,6 +226,8 @@ def _merge_findings(
                 diameter_mm=g.diameter_mm if g.diameter_mm is not None else f.diameter_mm,
                 volume_mm3=g.volume_mm3 if g.volume_mm3 is not None else f.volume_mm3,
                 finding_site=g.finding_site or f.finding_site,
+                tracking_uid=g.tracking_uid or f.tracking_uid,
+                tracking=g.tracking or f.tracking,
             )
             findings[match] = g
             finding_models[g.tracking_id] = (found_by, scored_by)

@@ -158,9 +158,8 @@ def build_seg(
             by_label[label],
             n,
             own.get(label, ctx),
-            tracking_uid=ctx.tracking_uid(
-                by_label[label].tracking_id or f"{by_label[label].name} {label}"
-            ),
+            tracking_uid=by_label[label].tracking_uid
+            or ctx.tracking_uid(by_label[label].tracking_id or f"{by_label[label].name} {label}"),
         )
         for label, n in numbers.items()
     ]

@@ -12,6 +12,8 @@ OHIF merges groups by tracking UID and draws the first SCOORD, so every finding 
 without findings become one planar group (Certainty of Finding NUM) over the attention region.
 The report text and the demo statement are TEXT items in the Qualitative Evaluations container
 (TID 1500 row 12).
+
+A finding compared with a prior study carries the follow-up content of ``sr_followup``.
 """
 
 from __future__ import annotations
@@ -32,7 +34,13 @@ from scipy import ndimage
 from node.errors import ResultError
 from node.results.identity import DEMO_STATEMENT, ResultContext, interpolation_note
 from node.results.sources import SourceSet, quiet_highdicom
-from node.types import Code, Finding, HeatMap, Prediction, Volume
+from node.results.sr_followup import (
+    change_evaluations,
+    change_measurements,
+    prior_group,
+    tracking_identifier,
+)
+from node.types import Code, Finding, HeatMap, NoduleChange, Prediction, Volume
 
 __all__ = ["build_sr", "malignancy_category", "procedure_reported"]
 
@@ -44,7 +52,6 @@ _MODERATE = PdCode("6736007", "SCT", "Moderate")
 _LOW = PdCode("62482003", "SCT", "Low")
 _CLINICAL_FINDING = PdCode("404684003", "SCT", "Clinical finding")
 _NO_UNITS = codes.UCUM.NoUnits
-
 
 #: Procedure Reported by modality (TID 1500 row 4, CID 100 Quantitative Diagnostic Imaging
 #: Procedures) when the source names no procedure code. Only entries that validators built on
@@ -210,6 +217,8 @@ def _measurement_groups(
             _algorithm(found_by),
             _algorithm(scored_by) if scored_by is not None else None,
         )
+    for finding in prediction.resolved:
+        groups.append(_prior_group(finding, volume, sources, ctx, algorithm))
     if not prediction.findings and prediction.class_probabilities:
         groups.append(_classification_group(prediction, volume, sources, ctx, algorithm))
     if not groups:
@@ -243,9 +252,7 @@ def _finding_groups(
 ) -> list[Any]:
     k, r, c = finding.center_voxel
     where = _Slice(volume, sources, k)
-    tracking = hd.sr.TrackingIdentifier(
-        uid=ctx.tracking_uid(finding.tracking_id), identifier=finding.tracking_id[:64]
-    )
+    tracking = tracking_identifier(finding, ctx)
     finding_type = _cc(finding.finding_type)
     sites = [hd.sr.FindingSite(_cc(finding.finding_site))] if finding.finding_site else None
     mask = None
@@ -275,11 +282,14 @@ def _finding_groups(
                         value=round(float(finding.diameter_mm), 2),
                         unit=codes.UCUM.Millimeter,
                         algorithm_id=algorithm,
-                    )
+                    ),
+                    *change_measurements(finding.tracking, "diameter", algorithm),
                 ],
             )
         )
     measurements, evaluations = _volumetric_measurements(finding, algorithm, scorer)
+    measurements += change_measurements(finding.tracking, "volume", algorithm)
+    evaluations += change_evaluations(finding.tracking)
     if seg is not None and finding.segment_label in seg_numbers:
         volumetric = hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations(
             tracking_identifier=tracking,
@@ -314,7 +324,31 @@ def _finding_groups(
             qualitative_evaluations=evaluations,
         )
     groups.append(volumetric)
+    if finding.tracking is not None and finding.tracking.status is not NoduleChange.NEW:
+        groups.append(_prior_group(finding, volume, sources, ctx, algorithm))
     return groups
+
+
+def _prior_group(
+    finding: Finding,
+    volume: Volume,
+    sources: SourceSet,
+    ctx: ResultContext,
+    algorithm: hd.sr.AlgorithmIdentification,
+) -> Any:
+    """The prior study's group of a tracked or resolved finding (``sr_followup.prior_group``),
+    in the Frame of Reference of the finding's key slice."""
+    where = _Slice(volume, sources, finding.center_voxel[0])
+    frame_uid = where.header.get("FrameOfReferenceUID") or volume.frame_of_reference_uid
+    if not frame_uid:
+        raise ResultError("a tracked finding needs a Frame of Reference UID for its prior centre")
+    return prior_group(
+        finding,
+        frame_uid=str(frame_uid),
+        series_uid=volume.series_uid,
+        ctx=ctx,
+        algorithm=algorithm,
+    )
 
 
 def _volumetric_measurements(
@@ -510,7 +544,7 @@ def build_sr(
         seg=seg,
         seg_numbers=seg_numbers or {},
         finding_contexts=finding_contexts or {},
-        has_notes=bool(notes),
+        has_notes=bool(notes) or bool(prediction.prior_note),
     )
     report = hd.sr.MeasurementReport(
         observation_context=hd.sr.ObservationContext(observer_device_context=observer),
@@ -522,8 +556,9 @@ def build_sr(
         relationship_type=hd.sr.RelationshipTypeValues.CONTAINS,
     )
     note = interpolation_note(volume)
+    prior = [prediction.prior_note] if prediction.prior_note else []
     container.ContentSequence = hd.sr.ContentSequence(
-        _text_items(prediction, ctx, [*notes, *([note] if note else [])], statement_models)
+        _text_items(prediction, ctx, [*prior, *notes, *([note] if note else [])], statement_models)
     )
     report[0].ContentSequence.append(container)
     evidence = sources.ordered(volume)

@@ -123,6 +123,7 @@ def write_ct_series(
     accession_number: str = "DEMO0001",
     window: tuple[float, float] = (-600.0, 1500.0),
     origin: tuple[float, float, float] | None = None,
+    study_date: str | None = None,
 ) -> list[Path]:
     """Write a volume of CT numbers as a CT Image Storage series, one file per slice.
 
@@ -142,6 +143,9 @@ def write_ct_series(
     origin:
         Patient position (x, y, z mm) of the first voxel of the first slice; default centres the
         volume on the table axis (PS3.3 C.7.6.2.1.1).
+    study_date:
+        Study, series, content and acquisition date (YYYYMMDD); default today (UTC). Follow-up
+        pairs give the prior an earlier date.
 
     Returns
     -------
@@ -164,6 +168,8 @@ def write_ct_series(
     if origin is None:
         origin = (-(cols - 1) * dx / 2.0, -(rows - 1) * dy / 2.0, 0.0)
     date, time = _now()
+    if study_date is not None:
+        date = study_date
     out_dir.mkdir(parents=True, exist_ok=True)
     stored = np.clip(np.rint(voxels_hu - _CT_INTERCEPT), 0, _CT_MAX_STORED).astype(np.uint16)
     paths: list[Path] = []

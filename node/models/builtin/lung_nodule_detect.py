@@ -12,19 +12,27 @@ fitted on training-seed phantoms turns them into the per-nodule score; candidate
 operating point (chosen on a separate validation set) are dropped.  Scorer and operating point
 are read from ``assets/lung-nodule-detect/metrics.json``; without them the score is the highest
 nodule probability in the component.
+
+With a prior study (a rule with ``priors``, ``predict_with_prior``) the findings are compared with
+the prior's nodules (docs/followup.md, "Tracking"): those of ainode's own SR of the prior, else
+found by running this detector on the prior series; the prior is registered to the current
+series (``chest-ct-register``) and the nodules matched and measured by ``node.models.tracking``.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 from scipy import ndimage
 
+from node.errors import ModelError
+from node.imaging.prior_findings import read_prior_findings
 from node.models.base import Model, ModelInfo, OutputKind, Task
 from node.models.builtin._common import (
     components_in_box,
@@ -34,6 +42,7 @@ from node.models.builtin._common import (
     shift_box,
     voxel_to_patient,
 )
+from node.models.builtin.lung_nodule_followup import compare_with_prior
 from node.models.builtin.lung_nodule_seg import (
     MIN_SLICES,
     MORPHOLOGICALLY_ABNORMAL,
@@ -41,19 +50,30 @@ from node.models.builtin.lung_nodule_seg import (
     LungNoduleSegmentation,
     SegmentationOutput,
 )
-from node.types import Code, Finding, Prediction, SegmentDescription, Volume
+from node.types import (
+    NO_PRIOR,
+    Code,
+    Finding,
+    Prediction,
+    PriorFinding,
+    PriorInput,
+    SegmentDescription,
+    Volume,
+)
 
 __all__ = [
     "FEATURES",
     "CandidateScorer",
     "LungNoduleDetection",
     "NoduleCandidate",
+    "PriorRegistration",
     "dense_candidates",
     "find_nodules",
+    "lung_side",
 ]
 
 NAME = "lung-nodule-detect"
-VERSION = "1.1.0"
+VERSION = "1.2.0"
 RIGHT_LUNG = Code("3341006", "SCT", "Right lung")
 LEFT_LUNG = Code("44029006", "SCT", "Left lung")
 MAX_FINDINGS = 50
@@ -62,6 +82,18 @@ _DEFAULT_MIN_VOLUME_MM3 = 15.0
 _DENSE_HU = -500.0
 _DENSE_MAX_VOLUME_MM3 = 3000.0
 _DENSE_MIN_VOLUME_MM3 = 30.0
+
+
+def lung_side(volume: Volume, xyz: tuple[float, float, float]) -> Code:
+    """Left or right lung of a patient point: DICOM patient +x points to the patient's left
+    (PS3.3 C.7.6.2.1.1), compared with the volume's middle."""
+    mid_x = voxel_to_patient(volume, tuple(np.asarray(volume.voxels.shape) / 2.0))[0]
+    return LEFT_LUNG if xyz[0] > mid_x else RIGHT_LUNG
+
+
+#: Registers a prior series onto the current one: (prior, current) -> 4 x 4 prior patient mm ->
+#: current patient mm, and the name of what registered it.
+PriorRegistration = Callable[[Volume, Volume], tuple[npt.NDArray[np.float64], str]]
 
 #: Candidate features, in the order the scorer's weights use.
 FEATURES = (
@@ -296,7 +328,15 @@ def dense_candidates(
 class LungNoduleDetection(Model):
     """Lung nodules as findings with centre, diameter, volume and score (demo)."""
 
-    def __init__(self, segmentation: LungNoduleSegmentation | None = None) -> None:
+    #: a rule with ``priors`` calls ``predict_with_prior`` (nodule tracking)
+    uses_prior = True
+
+    def __init__(
+        self,
+        segmentation: LungNoduleSegmentation | None = None,
+        *,
+        register: PriorRegistration | None = None,
+    ) -> None:
         metrics = load_metrics(NAME)
         op = metrics.get("operating_point", {})
         self.min_score = float(op.get("min_score", _DEFAULT_MIN_SCORE))
@@ -322,6 +362,8 @@ class LungNoduleDetection(Model):
             metrics=heldout_metrics(NAME),
         )
         self._seg = segmentation or LungNoduleSegmentation()
+        self._register = register or self._register_with_model
+        self._registration: Any = None  # ChestCtRegistration, built on first use
 
     def accepts(self, volume: Volume) -> str | None:
         """None for a CT series of at least ``MIN_SLICES`` slices, else the reason."""
@@ -425,3 +467,91 @@ class LungNoduleDetection(Model):
             findings=tuple(found),
             timings_seconds=timings,
         )
+
+    def predict_with_prior(
+        self, volume: Volume, prior: PriorInput | None, prior_reason: str | None
+    ) -> Prediction:
+        """``predict``, with each finding compared with the prior study's nodules.
+
+        Without a prior the prediction is ``predict``'s plus ``prior_note`` (``prior_reason``:
+        "no prior available" or "prior could not be retrieved: ...").
+        """
+        prediction = self.predict(volume)
+        findings, resolved, note = self.compare(volume, prediction.findings, prior, prior_reason)
+        uids = {f.segment_label: f.tracking_uid for f in findings if f.tracking_uid}
+        segments = tuple(replace(s, tracking_uid=uids.get(s.label)) for s in prediction.segments)
+        return replace(
+            prediction, findings=findings, segments=segments, resolved=resolved, prior_note=note
+        )
+
+    def prior_findings(self, prior: PriorInput) -> tuple[tuple[PriorFinding, ...], str]:
+        """The prior's nodules and where they come from: ainode's own SR of the prior study
+        (``prior.result_files``), else this detector run on the prior series."""
+        read = read_prior_findings(prior.result_files, prior.volume, model_name=NAME)
+        if read is not None:
+            return read, "ainode's SR of the prior study"
+        found, _, _ = self.findings(prior.volume)
+        return tuple(
+            PriorFinding(
+                tracking_id=f.tracking_id,
+                center_xyz=f.center_xyz,
+                diameter_mm=f.diameter_mm,
+                volume_mm3=f.volume_mm3,
+            )
+            for f in found
+        ), f"{NAME} {VERSION} run on the prior series"
+
+    def compare(
+        self,
+        volume: Volume,
+        findings: Sequence[Finding],
+        prior: PriorInput | None,
+        prior_reason: str | None,
+    ) -> tuple[tuple[Finding, ...], tuple[Finding, ...], str]:
+        """Findings with their tracking, the resolved prior nodules and the prior statement.
+
+        Parameters
+        ----------
+        volume
+            The current series.
+        findings
+            Its nodules (this detector's, or a model's that uses them).
+        prior
+            The prior series (None: none came).
+        prior_reason
+            Why none came (``NO_PRIOR`` or "prior could not be retrieved: ...").
+
+        Returns
+        -------
+        tuple
+            The findings (``tracking`` set when compared), the resolved prior nodules inside
+            the current volume, and the sentence the result states about the prior.
+        """
+        if prior is None:
+            return tuple(findings), (), prior_reason or NO_PRIOR
+        try:
+            matrix, registered_by = self._register(prior.volume, volume)
+        except ModelError as exc:
+            return tuple(findings), (), f"prior not compared: {exc}"
+        prior_nodules, source = self.prior_findings(prior)
+        return compare_with_prior(
+            volume,
+            findings,
+            prior,
+            prior_nodules=prior_nodules,
+            prior_to_current=matrix,
+            described=f"prior nodules from {source}; registered by {registered_by}",
+            lung_side=lung_side,
+        )
+
+    def _register_with_model(
+        self, prior: Volume, current: Volume
+    ) -> tuple[npt.NDArray[np.float64], str]:
+        """prior -> current by the ``chest-ct-register`` demo model (docs/followup.md)."""
+        if self._registration is None:
+            from node.models.builtin.ct_register import ChestCtRegistration
+
+            self._registration = ChestCtRegistration()
+        registration = self._registration.register(prior, current)
+        name = f"{registration.model_name} {registration.model_version}"
+        return np.asarray(registration.moving_to_fixed, dtype=np.float64), name
