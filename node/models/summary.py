@@ -33,7 +33,7 @@ def prediction_summary(
                     "volume_ml": round(voxels * voxel_mm3 / 1000.0, 3),
                 }
             )
-    return {
+    out: dict[str, Any] = {
         "model": {
             "name": prediction.model_name,
             "version": prediction.model_version,
@@ -69,3 +69,11 @@ def prediction_summary(
         },
         "text": prediction.text,
     }
+    reg = prediction.registration
+    if reg is not None:
+        out["registration"] = {
+            "moving_to_fixed": [[float(v) for v in row] for row in reg.moving_to_fixed],
+            "matrix_type": reg.matrix_type,
+            "moving_series_uid": reg.moving.series_uid if reg.moving is not None else None,
+        }
+    return out
