@@ -81,16 +81,17 @@ def _normaliser(shape: tuple[int, ...], index_to_patient: FloatMatrix) -> FloatM
 
 
 def _points(volume: Volume, spacing_mm: float, count: int) -> FloatMatrix:
-    """(N, 4) homogeneous patient points of the fixed volume's lattice at ``spacing_mm``,
-    at most ``count`` of them (a deterministic draw)."""
+    """(N, 4) homogeneous patient points of the fixed volume's lattice at ``spacing_mm``: every
+    lattice point, or ``count`` of them drawn at random (fixed seed) when there are more."""
     axes = [
         np.arange(0.0, n - 1 + 1e-6, max(1.0, spacing_mm / s))
         for n, s in zip(volume.voxels.shape, volume.spacing, strict=True)
     ]
-    idx = np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1).reshape(-1, 3)
-    if len(idx) > count:
-        keep = np.random.default_rng(0).choice(len(idx), size=count, replace=False)
-        idx = idx[np.sort(keep)]
+    if np.prod([len(a) for a in axes]) > count:
+        rng = np.random.default_rng(0)
+        idx = np.stack([a[rng.integers(0, len(a), size=count)] for a in axes], axis=1)
+    else:
+        idx = np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1).reshape(-1, 3)
     homogeneous = np.concatenate([idx, np.ones((len(idx), 1))], axis=1)
     return np.asarray(homogeneous @ _index_to_patient(volume).T, dtype=np.float64)
 
