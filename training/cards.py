@@ -36,7 +36,7 @@ RULES: dict[str, dict[str, tuple[float | None, float, bool]]] = {
     },
     "chest-ct-register": {
         "tre_median_mm": (2.0, 1.5, False),
-        "tre_p95_mm": (None, 5.0, False),
+        "tre_p95_mm": (None, 1.5, False),
     },
 }
 

@@ -217,7 +217,11 @@ BROKEN: dict[str, tuple[Callable[[Dataset], None], str]] = {
         _set_values([1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1, 0, 0.5, 0, 0, 1]),
         r"matrix is not affine \(last row",
     ),
-    "12 values": (_set_values([1, 0, 0, 0] * 3), "matrix has 12 values, PS3.3 C.20.2.1.1"),
+    # caught by the attribute-level check (VM), before the REG checks
+    "12 values": (
+        _set_values([1, 0, 0, 0] * 3),
+        "FrameOfReferenceTransformationMatrix has 12 value.s., VM 16 allowed",
+    ),
     "RIGID that scales": (_rigid_scaled, "matrix type RIGID but the matrix is not a rotation"),
     "unknown type": (_no_matrix_type, "matrix type 'PROJECTIVE' is not one of"),
     "identity item moved": (_identity_moved, "own Frame of Reference with a matrix that is not"),
