@@ -61,23 +61,30 @@ def _index_to_patient(volume: Volume) -> FloatMatrix:
     return out
 
 
-def _pooled(volume: Volume, spacing_mm: float) -> tuple[torch.Tensor, FloatMatrix]:
-    """The windowed volume block-averaged to about ``spacing_mm`` (anti-aliasing), shifted so
-    air is 0, as a (1, 1, D, H, W) tensor, and its index -> patient map."""
-    lo, hi = WINDOW_HU
-    vox = torch.as_tensor(np.asarray(volume.voxels), dtype=torch.float32).clamp(lo, hi) - lo
-    index_to_patient = _index_to_patient(volume)
-    factors = tuple(max(1, int(spacing_mm // s)) for s in volume.spacing)
-    vox = vox[None, None]
-    if factors != (1, 1, 1):
-        vox = F.avg_pool3d(vox, kernel_size=factors, stride=factors, ceil_mode=True)
+class _Windowed:
+    """A volume's HU clipped to ``WINDOW_HU`` and shifted so air is 0, made once per
+    registration; ``pooled`` block-averages it to a level's spacing (anti-aliasing)."""
+
+    def __init__(self, volume: Volume) -> None:
+        lo, hi = WINDOW_HU
+        vox = torch.as_tensor(np.asarray(volume.voxels), dtype=torch.float32)
+        self.voxels = torch.clamp(vox, lo, hi).sub_(lo)[None, None]  # one copy
+        self.spacing = volume.spacing
+        self.index_to_patient = _index_to_patient(volume)
+
+    def pooled(self, spacing_mm: float) -> tuple[torch.Tensor, FloatMatrix]:
+        """(1, 1, D, H, W) tensor at about ``spacing_mm`` and its index -> patient map."""
+        factors = tuple(max(1, int(spacing_mm // s)) for s in self.spacing)
+        if factors == (1, 1, 1):
+            return self.voxels, self.index_to_patient
+        vox = F.avg_pool3d(self.voxels, kernel_size=factors, stride=factors, ceil_mode=True)
+        index_to_patient = self.index_to_patient
         pooled = np.eye(4)
         pooled[:3, :3] = index_to_patient[:3, :3] @ np.diag(factors)
         pooled[:3, 3] = index_to_patient[:3, 3] + index_to_patient[:3, :3] @ (
             (np.asarray(factors) - 1) / 2.0
         )
-        index_to_patient = pooled
-    return vox.contiguous(), index_to_patient
+        return vox.contiguous(), pooled
 
 
 def _normaliser(shape: tuple[int, ...], index_to_patient: FloatMatrix) -> FloatMatrix:
@@ -127,9 +134,16 @@ def _ncc(a: torch.Tensor, b: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
 class _Level:
     """One pyramid level: fixed points and intensities, the pooled prior and its extent."""
 
-    def __init__(self, moving: Volume, fixed: Volume, spacing_mm: float, count: int) -> None:
-        fixed_image, fixed_map = _pooled(fixed, spacing_mm)
-        self.moving, moving_map = _pooled(moving, spacing_mm)
+    def __init__(
+        self,
+        moving: _Windowed,
+        fixed: _Windowed,
+        fixed_volume: Volume,
+        spacing_mm: float,
+        count: int,
+    ) -> None:
+        fixed_image, fixed_map = fixed.pooled(spacing_mm)
+        self.moving, moving_map = moving.pooled(spacing_mm)
         # the prior's field of view less a margin: a point counts when the level's start maps
         # it at least MARGIN_MM inside, so a few mm of motion never carries it out of view
         self.extent = torch.zeros_like(self.moving)
@@ -140,7 +154,7 @@ class _Level:
             self.extent[..., cut[0] : -cut[0], cut[1] : -cut[1], cut[2] : -cut[2]] = 1.0
         else:
             self.extent.fill_(1.0)  # a thin volume: its whole field of view counts
-        self.points = _points(fixed, spacing_mm, count)
+        self.points = _points(fixed_volume, spacing_mm, count)
         to_fixed = _normaliser(fixed_image.shape, fixed_map)
         fixed_coords = torch.as_tensor(self.points @ to_fixed.T, dtype=torch.float32)[:, :3]
         self.fixed_values = _sample(fixed_image, fixed_coords)
@@ -240,8 +254,9 @@ def refine_affine(
     if not levels:
         return estimate
     last: _Level | None = None
+    windowed_moving, windowed_fixed = _Windowed(moving), _Windowed(fixed)
     for spacing_mm, iterations, lr in levels:
-        last = _Level(moving, fixed, spacing_mm, points)
+        last = _Level(windowed_moving, windowed_fixed, fixed, spacing_mm, points)
         estimate = last.optimise(estimate, iterations, lr)
     assert last is not None
     if last.correlation(estimate) < last.correlation(fixed_to_moving):
