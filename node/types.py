@@ -427,6 +427,29 @@ class Prediction:
     #: what the model says about the prior study: the comparison made, ``NO_PRIOR`` or
     #: ``"prior could not be retrieved: ..."`` (None: the job's rule asked for no prior)
     prior_note: str | None = None
+    #: a prior -> current registration (``chest-ct-register``), written as a Spatial
+    #: Registration; not carried into a combined result set (docs/followup.md)
+    registration: Registration | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RegisteredSeries:
+    """The moving (prior) series of a registration, as its Spatial Registration references it."""
+
+    study_uid: str
+    series_uid: str
+    frame_of_reference_uid: str | None
+    sources: tuple[SourceRef, ...]
+
+    @classmethod
+    def of(cls, volume: Volume) -> RegisteredSeries:
+        """The references of ``volume``."""
+        return cls(
+            study_uid=volume.study_uid,
+            series_uid=volume.series_uid,
+            frame_of_reference_uid=volume.frame_of_reference_uid,
+            sources=volume.sources,
+        )
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -436,6 +459,7 @@ class Registration:
     ``moving_to_fixed`` (4 x 4) maps homogeneous patient coordinates (mm) of the moving series'
     Frame of Reference onto those of the fixed series.  ``matrix_type`` is the Frame of Reference
     Transformation Matrix Type (PS3.3 C.20.2.1.2): ``RIGID``, ``RIGID_SCALE`` or ``AFFINE``.
+    ``moving``: the moving series' references, when the registration is a job's result.
     """
 
     moving_to_fixed: npt.NDArray[np.float64]
@@ -445,6 +469,7 @@ class Registration:
     is_demo: bool
     timings_seconds: Mapping[str, float] = field(default_factory=dict)
     device_uid: str | None = None
+    moving: RegisteredSeries | None = None
 
 
 #: Slices whose highest label is at most this are counted label by label (vectorised compares);
@@ -496,6 +521,7 @@ class ResultKind(enum.StrEnum):
     SR = "sr"
     SC = "sc"
     DERIVED = "derived"
+    REG = "reg"
 
 
 class DeliveryState(enum.StrEnum):

@@ -89,9 +89,8 @@ def _trainers() -> dict[str, Callable[[int, int | None], TrainResult]]:
 #: Trainers whose training-set size ``--data`` sets.
 _SIZED = frozenset({"lung-nodule-seg", "lung-nodule-classify", "cxr-classify"})
 
-#: Every built-in demo model is trained (or calibrated) here; the registration model takes two
-#: volumes, so it is not a single-series ``Model`` of ``BUILTIN_NAMES``.
-MODELS = (*BUILTIN_NAMES, "chest-ct-register")
+#: Every built-in demo model is trained (or calibrated) here.
+MODELS = BUILTIN_NAMES
 
 
 def train(

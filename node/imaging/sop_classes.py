@@ -17,9 +17,10 @@ from pydicom.uid import (
     MultiFrameTrueColorSecondaryCaptureImageStorage,
     SecondaryCaptureImageStorage,
     SegmentationStorage,
+    SpatialRegistrationStorage,
 )
 
-__all__ = ["KOS_CLASS", "SC_CLASS", "SC_CLASSES", "SEG_CLASS", "SR_CLASSES"]
+__all__ = ["KOS_CLASS", "REG_CLASS", "SC_CLASS", "SC_CLASSES", "SEG_CLASS", "SR_CLASSES"]
 
 #: Segmentation Storage (PS3.4 B.5): the class of the DICOM-SEG objects ainode writes.
 SEG_CLASS: str = str(SegmentationStorage)
@@ -31,6 +32,9 @@ KOS_CLASS: str = str(KeyObjectSelectionDocumentStorage)
 SR_CLASSES: frozenset[str] = frozenset(
     str(uid) for uid in (EnhancedSRStorage, ComprehensiveSRStorage, Comprehensive3DSRStorage)
 )
+
+#: Spatial Registration Storage (PS3.4 B.5): the registrations ainode writes (PS3.3 A.39).
+REG_CLASS: str = str(SpatialRegistrationStorage)
 
 #: Secondary Capture Image Storage (PS3.4 B.5): the class of the SC objects ainode writes.
 SC_CLASS: str = str(SecondaryCaptureImageStorage)

@@ -14,12 +14,13 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from node.errors import ImagingError, InputError, ModelError, NotFoundError
 from node.jobs.prediction_file import dump_prediction, load_prediction
+from node.jobs.priors import LoadedPrior, load_prior
 from node.store.durable import write_durably
 from node.types import Instance, Job, JobState
 
@@ -30,6 +31,14 @@ __all__ = ["PREDICTION_FILE", "prepare", "run_combine", "run_job", "run_series"]
 PREDICTION_FILE = "prediction.npz"
 
 log = logging.getLogger(__name__)
+
+#: Why a model that reads priors ran without one on a remote worker.
+_NO_LOADER = "prior not read: remote workers (queue: redis://) do not load prior series"
+#: What a combined job's outputs say about its registration.
+_NOT_COMBINED = (
+    "not written: a registration is not part of a combined result set; give "
+    "chest-ct-register a rule of its own (or results.combine: false) to deliver it"
+)
 
 _REGISTRY: Any = None
 
@@ -167,6 +176,7 @@ def run_job(job: Job, context: Mapping[str, Any]) -> dict[str, Any]:
         relative_to=data_dir,
         timings={"route_lookup": time.perf_counter() - t0},
         cache_key=_content_key(job.series_uids[0], instances),
+        prior_loader=lambda: load_prior(job, data_dir=data_dir, read=_read_series),
     )
 
 
@@ -183,6 +193,7 @@ def run_series(
     relative_to: Path,
     timings: Mapping[str, float] | None = None,
     cache_key: tuple[str, ...] | None = None,
+    prior_loader: Callable[[], LoadedPrior] | None = None,
 ) -> dict[str, Any]:
     """Run ``job``'s model on the series files ``paths`` and write its objects to ``out_dir``.
 
@@ -206,13 +217,16 @@ def run_series(
     cache_key:
         Content key of the series: the worker keeps the last loaded series under it, so the
         next job on the same unchanged series skips reading it (None: no caching).
+    prior_loader:
+        Loads the job's prior (``node.jobs.priors.load_prior``) for a model that reads priors
+        (``Model.uses_prior``); None: no prior can be read here (remote workers), the model
+        runs without one and the outputs say so.
 
     Raises
     ------
     ModelError
         The model refuses the series.
     """
-    from node.models.identity import stamp
     from node.models.summary import prediction_summary
     from node.results import build_result_files
 
@@ -231,15 +245,14 @@ def run_series(
     if refusal is not None:
         raise ModelError(f"model {job.model!r} cannot run on this series: {refusal}")
 
-    t = time.perf_counter()
-    prediction = stamp(model.predict(volume), model.info)  # + the model's Device UID
-    timings["model"] = time.perf_counter() - t
+    prediction, loaded = _predict(model, volume, prior_loader, timings)
 
     t = time.perf_counter()
     combined_by = job.parameters.get("_combined_by")
     objects: list[dict[str, Any]] = []
     if combined_by:
-        # the combine job writes this model's part of the rule's one result set
+        # the combine job writes this model's part of the rule's one result set (a registration
+        # is not part of it: the prediction file does not carry it, docs/followup.md)
         write_durably(out_dir / PREDICTION_FILE, dump_prediction(prediction))
     else:
         files = build_result_files(
@@ -249,6 +262,7 @@ def run_series(
             job_id=_uid_key(job),
             content_datetime=_content_datetime(job),
             series_number_base=int(job.parameters.get("_series_number_base", 9000)),
+            references=loaded.sources if loaded is not None else None,
         )
         objects = _write_objects(files, out_dir, relative_to)
     summary = prediction_summary(prediction, volume.spacing)
@@ -259,6 +273,10 @@ def run_series(
     out: dict[str, Any] = {"objects": objects, "timings_seconds": timings, "summary": summary}
     if combined_by:
         out["combined_by"] = str(combined_by)
+    if loaded is not None:
+        out["prior"] = loaded.to_json()
+    if prediction.registration is not None and combined_by:
+        out["registration"] = _NOT_COMBINED
     if volume_id:
         out["volume_id"] = str(volume_id)
     if job.parameters.get("_dropped"):
@@ -271,6 +289,30 @@ def run_series(
         # what sanitising changed in the copied source headers (keywords and reasons, no values)
         out["source_repairs"] = list(sources.repairs)
     return out
+
+
+def _predict(
+    model: Any,
+    volume: Any,
+    prior_loader: Callable[[], LoadedPrior] | None,
+    timings: dict[str, float],
+) -> tuple[Any, LoadedPrior | None]:
+    """The model's stamped ``Prediction`` (its Device UID added) and, for a model that reads
+    priors, the prior it was given (``predict_with_prior``; None for the others)."""
+    from node.models.identity import stamp
+
+    loaded: LoadedPrior | None = None
+    if getattr(model, "uses_prior", False):
+        t = time.perf_counter()
+        loaded = prior_loader() if prior_loader is not None else LoadedPrior(None, _NO_LOADER)
+        timings["prior_load"] = time.perf_counter() - t
+    t = time.perf_counter()
+    if loaded is not None:
+        raw = model.predict_with_prior(volume, loaded.prior, loaded.reason)
+    else:
+        raw = model.predict(volume)
+    timings["model"] = time.perf_counter() - t
+    return stamp(raw, model.info), loaded
 
 
 def _content_datetime(job: Job) -> dt.datetime:

@@ -23,6 +23,7 @@ class Task(enum.StrEnum):
     DETECTION = "detection"
     ENHANCEMENT = "enhancement"
     REPORT = "report"
+    REGISTRATION = "registration"
 
 
 class OutputKind(enum.StrEnum):
@@ -34,6 +35,7 @@ class OutputKind(enum.StrEnum):
     HEATMAP = "heatmap"
     DERIVED_IMAGE = "derived_image"
     TEXT = "text"
+    REGISTRATION = "registration"
 
 
 @dataclass(frozen=True, slots=True)

@@ -72,7 +72,7 @@ def prediction_summary(
                     "volume_ml": round(voxels * voxel_mm3 / 1000.0, 3),
                 }
             )
-    summary: dict[str, Any] = {
+    out: dict[str, Any] = {
         "model": {
             "name": prediction.model_name,
             "version": prediction.model_version,
@@ -96,6 +96,13 @@ def prediction_summary(
         "text": prediction.text,
     }
     if prediction.prior_note is not None:  # the rule asked for a prior
-        summary["prior"] = prediction.prior_note
-        summary["resolved"] = [_detection(f) for f in prediction.resolved]
-    return summary
+        out["prior"] = prediction.prior_note
+        out["resolved"] = [_detection(f) for f in prediction.resolved]
+    reg = prediction.registration
+    if reg is not None:
+        out["registration"] = {
+            "moving_to_fixed": [[float(v) for v in row] for row in reg.moving_to_fixed],
+            "matrix_type": reg.matrix_type,
+            "moving_series_uid": reg.moving.series_uid if reg.moving is not None else None,
+        }
+    return out

@@ -11,6 +11,7 @@ Prediction                             objects
 ``text`` alone                         TID 1500 SR with the impression as TEXT
 ``heatmaps``                           RGB Secondary Capture per heat-map over its key slice
 ``derived_voxels``                     derived CT/MR series (DERIVED\\SECONDARY), else SC series
+``registration`` (prior -> current)    Spatial Registration (PS3.3 A.39), ``registration.py``
 =====================================  ==========================================================
 
 Every object passes ``check_results`` (the gate) before it is returned.  ``build_result_files``
@@ -28,11 +29,13 @@ from pathlib import Path
 
 from pydicom.dataset import Dataset
 
+from node.errors import ResultError
 from node.imaging.sop_classes import SC_CLASS
 from node.results.combine import build_combined_results
 from node.results.derived import build_derived_series, can_derive
 from node.results.gate import check_results, encode
 from node.results.identity import ResultContext
+from node.results.registration import build_spatial_registration
 from node.results.rejection import build_rejection_note
 from node.results.sc import build_gray_sc, build_heatmap_sc
 from node.results.seg import build_seg, segment_numbers
@@ -66,6 +69,8 @@ def result_kind(ds: Dataset) -> ResultKind:
         return ResultKind.SR
     if str(ds.get("SOPClassUID", "")) == SC_CLASS:
         return ResultKind.SC
+    if modality == "REG":
+        return ResultKind.REG
     return ResultKind.DERIVED
 
 
@@ -85,6 +90,7 @@ def build_result_files(
     job_id: str,
     content_datetime: dt.datetime | None = None,
     series_number_base: int = 9000,
+    references: SourceSet | None = None,
 ) -> list[ResultFile]:
     """``build_results`` (gate included) plus the file bytes of every object, encoded once.
 
@@ -101,7 +107,7 @@ def build_result_files(
         series_number_base=series_number_base,
     )
     files = [encode(ds) for ds in datasets]
-    check_results(datasets, sources, encoded=files)
+    check_results(datasets, sources, encoded=files, references=references)
     return [ResultFile(dataset=ds, data=data) for ds, data in zip(datasets, files, strict=True)]
 
 
@@ -144,6 +150,26 @@ def build_combined_files(
     return [ResultFile(dataset=ds, data=data) for ds, data in zip(datasets, files, strict=True)]
 
 
+def _registration(
+    prediction: Prediction, volume: Volume, sources: SourceSet, ctx: ResultContext, *, index: int
+) -> Dataset:
+    """The Spatial Registration of ``prediction.registration`` (prior -> ``volume``)."""
+    registration = prediction.registration
+    if registration is None or registration.moving is None:
+        raise ResultError(
+            f"model {prediction.model_name} returned a registration without its moving (prior) "
+            "series; set Registration.moving (RegisteredSeries.of(prior volume))"
+        )
+    return build_spatial_registration(
+        registration,
+        fixed=volume,
+        moving=registration.moving,
+        source=sources.first(volume),
+        context=ctx,
+        index=index,
+    )
+
+
 def build_results(
     prediction: Prediction,
     volume: Volume,
@@ -154,6 +180,7 @@ def build_results(
     check: bool = True,
     workers: int = 0,
     series_number_base: int = 9000,
+    references: SourceSet | None = None,
 ) -> list[Dataset]:
     """Build every result object of one job's prediction.
 
@@ -177,11 +204,15 @@ def build_results(
     series_number_base
         Result series ``i`` of this job gets Series Number ``series_number_base + 1 + i``
         (PS3.3 C.7.3.1); give each job of a study its own base so numbers do not repeat.
+    references
+        Headers of the registered (prior) series a Spatial Registration references (for the
+        gate).
 
     Returns
     -------
     list[pydicom.Dataset]
-        In order: SEG, SR, heat-map SCs, derived series (each present only when applicable).
+        In order: SEG, SR, heat-map SCs, derived series, Spatial Registration (each present
+        only when applicable).
 
     Raises
     ------
@@ -233,8 +264,11 @@ def build_results(
         else:
             out += build_gray_sc(prediction.derived_voxels, volume, sources, ctx, index=index)
         index += 1
+    if prediction.registration is not None:
+        out.append(_registration(prediction, volume, sources, ctx, index=index))
+        index += 1
     if check:
-        check_results(out, sources)
+        check_results(out, sources, references=references)
     log.info(
         "results.built",
         extra={"job_id": job_id, "objects": len(out), "series": index},

@@ -15,7 +15,10 @@ Checks (a failing object raises ``ResultError`` with the reason; nothing is sent
 * attribute level, as dciodvfy checks it (``node.results.modules.conformance_problems``): every
   element's VR, VM and value, private elements with their creator, Specific Character Set terms,
   Type 1 / 2 attributes of the patient, study, equipment and SOP Common modules and of every item
-  of their sequences (Contributing Equipment, copied code and reference sequences).
+  of their sequences (Contributing Equipment, copied code and reference sequences);
+* Spatial Registration objects (REG): their modules, Frames of Reference, matrices (finite,
+  affine, typed) and references, in ``node.results.gate_registration``; the instances of the
+  registered (prior) series they reference are given as ``references``.
 """
 
 from __future__ import annotations
@@ -32,7 +35,8 @@ import pydicom
 from pydicom.dataset import Dataset
 
 from node.errors import ResultError
-from node.imaging.sop_classes import KOS_CLASS, SC_CLASS, SEG_CLASS, SR_CLASSES
+from node.imaging.sop_classes import KOS_CLASS, REG_CLASS, SC_CLASS, SEG_CLASS, SR_CLASSES
+from node.results.gate_registration import REG_REQUIRED, check_registration
 from node.results.modules import conformance_problems
 from node.results.sources import SourceSet, load_sources, quiet_highdicom
 
@@ -109,10 +113,15 @@ _PATIENT = ("PatientID", "PatientName", "PatientBirthDate", "PatientSex")
 class _Known:
     """Instances a result may reference: sources and the other results of the batch."""
 
-    def __init__(self, sources: SourceSet, results: Sequence[Dataset]) -> None:
-        self.classes: dict[str, str] = {u: str(d.SOPClassUID) for u, d in sources.by_uid.items()}
+    def __init__(
+        self, sources: SourceSet, results: Sequence[Dataset], references: SourceSet | None = None
+    ) -> None:
+        self.headers: dict[str, Dataset] = dict(sources.by_uid)
+        if references is not None:
+            self.headers.update(references.by_uid)
+        self.classes: dict[str, str] = {u: str(d.SOPClassUID) for u, d in self.headers.items()}
         self.frames: dict[str, int] = {
-            u: int(d.get("NumberOfFrames", 1) or 1) for u, d in sources.by_uid.items()
+            u: int(d.get("NumberOfFrames", 1) or 1) for u, d in self.headers.items()
         }
         for ds in results:
             self.classes[str(ds.SOPInstanceUID)] = str(ds.SOPClassUID)
@@ -339,6 +348,7 @@ def check_results(
     source_paths: Sequence[Path] | SourceSet,
     *,
     encoded: Sequence[bytes] | None = None,
+    references: SourceSet | None = None,
 ) -> None:
     """Block any object that is not conformant; return quietly when all pass.
 
@@ -351,6 +361,9 @@ def check_results(
     encoded
         The objects' file bytes (``encode``), in the order of ``datasets``, when the caller has
         them already (they are what gets written); default: encoded here.
+    references
+        Headers of other stored instances a result may reference besides the sources: the
+        registered (prior) series of a Spatial Registration.
 
     Raises
     ------
@@ -363,7 +376,7 @@ def check_results(
     first = next(iter(sources.by_uid.values()))
     if encoded is not None and len(encoded) != len(datasets):
         raise ResultError(f"{len(encoded)} encoded objects given for {len(datasets)} results")
-    known = _Known(sources, datasets)
+    known = _Known(sources, datasets, references)
     seen: set[str] = set()
     for n, ds in enumerate(datasets):
         _require(ds, _COMMON)
@@ -385,6 +398,9 @@ def check_results(
         elif cls == KOS_CLASS:
             _require(ds, _KOS)
             _check_kos(ds, encoded[n] if encoded is not None else encode(ds), known)
+        elif cls == REG_CLASS:
+            _require(ds, REG_REQUIRED)
+            check_registration(ds, known=known.check, headers=known.headers)
         else:
             _require(ds, _REQUIRED.get(cls, _IMAGE))
             _check_image(ds, known)

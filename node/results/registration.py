@@ -25,7 +25,7 @@ from pydicom.valuerep import format_number_as_ds
 
 from node.errors import ResultError
 from node.results.identity import DEMO_STATEMENT, ResultContext
-from node.types import Registration, Volume
+from node.types import RegisteredSeries, Registration, Volume
 
 __all__ = ["build_spatial_registration", "read_registration_matrix"]
 
@@ -89,7 +89,7 @@ def _matrix_item(
     return reg
 
 
-def _instance_refs(volume: Volume) -> DicomSequence:
+def _instance_refs(volume: Volume | RegisteredSeries) -> DicomSequence:
     refs = []
     seen: set[str] = set()
     for src in volume.sources:
@@ -103,7 +103,7 @@ def _instance_refs(volume: Volume) -> DicomSequence:
     return DicomSequence(refs)
 
 
-def _series_item(volume: Volume) -> Dataset:
+def _series_item(volume: Volume | RegisteredSeries) -> Dataset:
     item = Dataset()
     item.SeriesInstanceUID = volume.series_uid
     item.ReferencedInstanceSequence = _instance_refs(volume)
@@ -114,7 +114,7 @@ def build_spatial_registration(
     registration: Registration,
     *,
     fixed: Volume,
-    moving: Volume,
+    moving: Volume | RegisteredSeries,
     source: Dataset,
     context: ResultContext,
     index: int = 0,
@@ -126,7 +126,8 @@ def build_spatial_registration(
     registration
         The moving -> fixed affine (patient mm) and its matrix type.
     fixed, moving
-        The two volumes: UIDs, Frames of Reference and the instances of each series.
+        The two volumes (or the moving series' references, ``RegisteredSeries``): UIDs,
+        Frames of Reference and the instances of each series.
     source
         Header of a current (fixed) instance: patient and study attributes are copied from it.
     context

@@ -1,8 +1,8 @@
 """chest-ct-register on freshly generated held-out follow-up pairs, and its input checks.
 
-The seeds differ from the training scenes (seed * 100_000 + i) and from the card's held-out
-pairs (900_000 + ...), so every run registers unseen pairs (four, rendered like the card's,
-2.5 x 2 x 2 mm; a few seconds each).
+The seeds differ from the training scenes (seed * 100_000 + i), the card's held-out pairs
+(930_000 + ...) and the refinement's tuning pairs (971_000 + ...), so every run registers unseen
+pairs (four, rendered like the card's, 2.5 x 2 x 2 mm; a few seconds each).
 """
 
 from __future__ import annotations
@@ -13,10 +13,12 @@ import numpy as np
 import pytest
 
 from node.errors import ModelError
+from node.models.base import OutputKind, Task
 from node.models.builtin._common import load_metrics
 from node.models.builtin.ct_register import ChestCtRegistration
 from node.samples.followup import make_followup_pair
 from node.samples.phantoms import make_radiograph
+from node.types import NO_PRIOR, PriorInput, PriorSeries, RegisteredSeries
 from training.train_registration import evaluate_registration, pair_volumes
 from training.volumes import ct_volume, radiograph_volume
 
@@ -69,3 +71,23 @@ def test_refuses_what_it_cannot_register(model: ChestCtRegistration) -> None:
     mr = dataclasses.replace(ct, modality="MR")
     with pytest.raises(ModelError, match="fixed series is MR, not CT"):
         model.register(ct, mr)
+
+
+def test_as_a_node_model_it_registers_the_prior_it_is_given(model: ChestCtRegistration) -> None:
+    assert model.uses_prior
+    assert model.info.task is Task.REGISTRATION
+    assert model.info.outputs == (OutputKind.REGISTRATION,)
+    moving, fixed, _, _, _ = pair_volumes(SEEDS[2])
+    # no prior: nothing to register, no registration (the job records the reason)
+    assert model.predict(fixed).registration is None
+    none = model.predict_with_prior(fixed, None, NO_PRIOR)
+    assert none.registration is None and none.model_name == "chest-ct-register"
+    prior = PriorInput(series=PriorSeries(moving.study_uid, moving.series_uid), volume=moving)
+    prediction = model.predict_with_prior(fixed, prior, None)
+    registration = prediction.registration
+    assert registration is not None
+    assert registration.moving == RegisteredSeries.of(moving)
+    np.testing.assert_array_equal(
+        registration.moving_to_fixed, model.register(moving, fixed).moving_to_fixed
+    )
+    assert prediction.timings_seconds["model.refine"] >= 0.0

@@ -1,6 +1,6 @@
 """The built-in demo models (trained in-repo on synthetic phantoms; not for clinical use).
 
-``builtin_models()`` instantiates all six cheaply: weights load lazily on the first ``predict``.
+``builtin_models()`` instantiates all seven cheaply: weights load lazily on the first ``predict``.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ BUILTIN_NAMES = (
     "ct-denoise",
     "cxr-classify",
     "report-text",
+    "chest-ct-register",
 )
 
 
@@ -26,6 +27,7 @@ def builtin_models() -> list[Model]:
     running several of them in one process loads the weights once.
     """
     from node.models.builtin.ct_denoise import CtDenoiser
+    from node.models.builtin.ct_register import ChestCtRegistration
     from node.models.builtin.cxr_classify import CxrClassifier
     from node.models.builtin.lung_nodule_classify import LungNoduleClassifier
     from node.models.builtin.lung_nodule_detect import LungNoduleDetection
@@ -35,4 +37,12 @@ def builtin_models() -> list[Model]:
     seg = LungNoduleSegmentation()
     detect = LungNoduleDetection(seg)
     classify = LungNoduleClassifier(detect)
-    return [seg, detect, classify, CtDenoiser(), CxrClassifier(), ReportText(classify)]
+    return [
+        seg,
+        detect,
+        classify,
+        CtDenoiser(),
+        CxrClassifier(),
+        ReportText(classify),
+        ChestCtRegistration(),
+    ]

@@ -17,6 +17,7 @@ Trained in the repository on synthetic follow-up pairs with known transforms
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -26,8 +27,10 @@ import torch.nn.functional as F  # noqa: N812
 from monai.networks.nets.unet import UNet
 
 from node.errors import ModelError
-from node.models.builtin._common import ASSETS, LazyNet, load_card
-from node.types import Registration, Volume
+from node.models.base import Model, ModelInfo, OutputKind, Task
+from node.models.builtin._common import ASSETS, LazyNet, heldout_metrics, load_card
+from node.models.builtin.ct_refine import LEVELS, Level, refine_affine
+from node.types import Prediction, PriorInput, RegisteredSeries, Registration, Volume
 
 __all__ = [
     "GRID_SHAPE",
@@ -226,15 +229,68 @@ def weights_path() -> Path:
     return ASSETS / NAME / "weights.pt"
 
 
-class ChestCtRegistration:
-    """The demo registration model: ``register(moving, fixed) -> Registration``."""
+class ChestCtRegistration(Model):
+    """The demo registration model: ``register(moving, fixed) -> Registration``.
+
+    As a node model it reads priors (``uses_prior``): a job of a rule with ``priors`` runs
+    ``predict_with_prior`` on the current series and the newest fetched prior series, and its
+    ``Prediction.registration`` becomes a Spatial Registration.  Without a prior it produces
+    nothing (the job records why).
+    """
 
     name = NAME
     version = VERSION
     is_demo = True
+    uses_prior = True
 
     def __init__(self) -> None:
+        self.info = ModelInfo(
+            name=NAME,
+            version=VERSION,
+            task=Task.REGISTRATION,
+            outputs=(OutputKind.REGISTRATION,),
+            modalities=("CT",),
+            body_parts=("CHEST",),
+            dims=(3,),
+            is_demo=True,
+            description=(
+                "Prior -> current chest CT affine registration: keypoint network + intensity "
+                "refinement (demo, synthetic data); needs a rule with priors"
+            ),
+            card=load_card(NAME),
+            metrics=heldout_metrics(NAME),
+            min_slices=4,
+        )
         self._net = LazyNet(NAME, build_network)
+
+    def _prediction(self, registration: Registration | None) -> Prediction:
+        return Prediction(
+            model_name=NAME,
+            model_version=VERSION,
+            task=Task.REGISTRATION.value,
+            is_demo=True,
+            registration=registration,
+            timings_seconds=dict(registration.timings_seconds) if registration else {},
+        )
+
+    def predict(self, volume: Volume) -> Prediction:
+        """One series alone: nothing to register (a job without a prior produces no object)."""
+        return self._prediction(None)
+
+    def predict_with_prior(
+        self, volume: Volume, prior: PriorInput | None, prior_reason: str | None
+    ) -> Prediction:
+        """Register the prior series onto ``volume``; no registration when ``prior`` is None.
+
+        Raises
+        ------
+        ModelError
+            A volume is not 3D CT.
+        """
+        if prior is None:
+            return self._prediction(None)
+        registration = self.register(prior.volume, volume)
+        return self._prediction(replace(registration, moving=RegisteredSeries.of(prior.volume)))
 
     @property
     def card(self) -> str:
@@ -247,6 +303,7 @@ class ChestCtRegistration:
         fixed: Volume,
         *,
         stages: tuple[tuple[float, float, float], ...] = STAGES,
+        refine: tuple[Level, ...] = LEVELS,
     ) -> Registration:
         """Register ``moving`` (prior) onto ``fixed`` (current).
 
@@ -256,6 +313,9 @@ class ChestCtRegistration:
             3D CT volumes (HU) with their geometry; any spacing and orientation.
         stages
             Grid spacing of each cascaded network pass.
+        refine
+            Levels of the intensity-based refinement that starts from the network's estimate
+            (``node.models.builtin.ct_refine``); ``()``: the network alone.
 
         Returns
         -------
@@ -290,12 +350,18 @@ class ChestCtRegistration:
                 theta = predict_theta(net, moving_grid, fixed_grid)[0]
                 estimate = estimate @ g_fixed @ theta @ np.linalg.inv(g_fixed)
         t2 = time.perf_counter()
-        moving_to_fixed = np.linalg.inv(estimate)
+        estimate = refine_affine(moving, fixed, estimate, levels=refine)
+        t3 = time.perf_counter()
+        moving_to_fixed = np.asarray(np.linalg.inv(estimate), dtype=np.float64)
         return Registration(
             moving_to_fixed=moving_to_fixed,
             matrix_type=matrix_type(moving_to_fixed),
             model_name=NAME,
             model_version=VERSION,
             is_demo=True,
-            timings_seconds={"model.input": t1 - t0, "model.network": t2 - t1},
+            timings_seconds={
+                "model.input": t1 - t0,
+                "model.network": t2 - t1,
+                "model.refine": t3 - t2,
+            },
         )
