@@ -99,7 +99,7 @@ def test_new_model_version_and_renamed_rule_replace_the_old_results(tmp_path: Pa
             what="first job done",
         )
         (job,) = [j.job.job_id for j in store.list_jobs()]
-        assert store.get(job).job.parameters["_model_version"] == "1.2"
+        assert store.get(job).job.model_version == "1.2"
         first = _objects(store, job)
         wait_until(
             lambda: first <= _live(pacs) and _live(rest) == first,
@@ -123,7 +123,7 @@ def test_new_model_version_and_renamed_rule_replace_the_old_results(tmp_path: Pa
             timeout=300,
             what="job run again with the new version",
         )
-        assert store.get(job).job.parameters["_model_version"] == "1.3"
+        assert store.get(job).job.model_version == "1.3"
         second = _objects(store, job)
         assert second and not second & first  # new version, new UIDs
         wait_until(lambda: len(_notes(pacs)) == 1, timeout=120, what="note at pacs")
