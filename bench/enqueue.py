@@ -20,8 +20,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import pydicom
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
@@ -29,26 +27,7 @@ from bench.delivery import CHEST, make_series  # noqa: E402
 from node.config import FolderDestination  # noqa: E402
 from node.delivery import Outbox  # noqa: E402
 from node.types import Instance  # noqa: E402
-
-
-def _instances(paths: list[Path]) -> list[Instance]:
-    """The series as the index lists it (read once here, outside the timed part)."""
-    out = []
-    for p in paths:
-        ds = pydicom.dcmread(p, stop_before_pixels=True)
-        out.append(
-            Instance(
-                study_uid=str(ds.StudyInstanceUID),
-                series_uid=str(ds.SeriesInstanceUID),
-                sop_uid=str(ds.SOPInstanceUID),
-                sop_class_uid=str(ds.SOPClassUID),
-                transfer_syntax_uid=str(ds.file_meta.TransferSyntaxUID),
-                path=p,
-                size_bytes=p.stat().st_size,
-                sha256="",
-            )
-        )
-    return out
+from tests.util import stored_instance  # noqa: E402
 
 
 def _timed(db: Path, out: Path, enqueue: str, items: list[Path] | list[Instance]) -> float:
@@ -74,7 +53,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="ainode-bench-enqueue-") as tmp:
         work = Path(tmp)
         files = make_series(src, args.instances, work / "series", "enqueue")
-        instances = _instances(files)
+        instances = [stored_instance(p) for p in files]  # read here, not timed
         by_path, typed = [], []
         for n in range(args.repeat):
             by_path.append(_timed(work / f"p{n}.sqlite", work / "out", "paths", files))

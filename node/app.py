@@ -17,6 +17,7 @@ set).  ``stop()`` undoes it in reverse.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -609,18 +610,8 @@ class Node:
         """The fetch of what routing asks for as the prior of ``study``'s jobs of ``rule``
         (``node.routing.prior_query``)."""
         q = prior_query(rules, study, priors, series_uids, rule=rule, deadline=deadline)
-        return PriorRequest(
-            study_uid=q.study_uid,
-            rule=q.rule,
-            source=q.source,
-            patient_id=q.patient_id,
-            issuer=q.issuer,
-            study_date=dicom_date(q.study_date),
-            max_studies=q.max_studies,
-            within_days=q.within_days,
-            deadline=q.deadline,
-            is_match=q.is_match,
-        )
+        fields = {f.name: getattr(q, f.name) for f in dataclasses.fields(q)}
+        return PriorRequest(**{**fields, "study_date": dicom_date(q.study_date)})
 
     def _prior_resolved(self, study_uid: str, rule: str, outcome: PriorOutcome) -> None:
         if self._jobs.resolve_prior(study_uid, rule, outcome):

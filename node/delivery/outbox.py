@@ -284,20 +284,7 @@ class Outbox:
             A destination name is not configured.
         """
         self._check_destinations(destinations)
-        items = [
-            (
-                i.path,
-                ObjectUids(
-                    sop_uid=i.sop_uid,
-                    sop_class_uid=i.sop_class_uid,
-                    study_uid=i.study_uid,
-                    series_uid=i.series_uid,
-                    transfer_syntax_uid=i.transfer_syntax_uid,
-                ),
-                None,
-            )
-            for i in instances
-        ]
+        items = [(i.path, ObjectUids.of(i), None) for i in instances]
         return self._enqueue(items, destinations=destinations, job_id=None)
 
     def enqueue_results(
@@ -335,17 +322,7 @@ class Outbox:
         paths = [root / o.path for o in objects]
         sc = next((p for p, o in zip(paths, objects, strict=True) if o.kind is ResultKind.SC), None)
         items = [
-            (
-                path,
-                ObjectUids(
-                    sop_uid=o.sop_uid,
-                    sop_class_uid=o.sop_class_uid,
-                    study_uid=o.study_uid,
-                    series_uid=o.series_uid,
-                    transfer_syntax_uid=o.transfer_syntax_uid,
-                ),
-                sc if o.kind in (ResultKind.SEG, ResultKind.SR) else None,
-            )
+            (path, ObjectUids.of(o), sc if o.kind in (ResultKind.SEG, ResultKind.SR) else None)
             for path, o in zip(paths, objects, strict=True)
         ]
         return self._enqueue(items, destinations=destinations, job_id=job_id)

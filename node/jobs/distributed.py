@@ -271,7 +271,7 @@ class CeleryEngine:
         return state
 
     def _write_results(self, job: Job, parts: Sequence[bytes]) -> list[ResultObject]:
-        from node.results import check_results, result_kind
+        from node.results import check_results, result_object
 
         if not parts:
             return []
@@ -285,19 +285,8 @@ class CeleryEngine:
                 raise ResultError(f"result {ds.SOPInstanceUID} is not of study {job.study_uid}")
             name = f"{n:03d}-{str(ds.Modality).lower()}.dcm"
             write_durably(out_dir / name, data)
-            objects.append(
-                ResultObject(
-                    path=(out_dir / name).relative_to(self._data_dir),
-                    sop_class_uid=str(ds.SOPClassUID),
-                    sop_uid=str(ds.SOPInstanceUID),
-                    study_uid=str(ds.StudyInstanceUID),
-                    series_uid=str(ds.SeriesInstanceUID),
-                    transfer_syntax_uid=str(ds.file_meta.TransferSyntaxUID),
-                    modality=str(ds.Modality),
-                    kind=result_kind(ds),
-                    model=job.model,
-                )
-            )
+            path = (out_dir / name).relative_to(self._data_dir)
+            objects.append(result_object(ds, path, model=job.model))
         return objects
 
 

@@ -289,7 +289,7 @@ def _write_objects(
     is kept, and the new object goes to ``NNN-<modality>-<hash of its SOP UID>.dcm``: the
     earlier object is still in the outbox, and its rejection note is built from that file.
     """
-    from node.results import result_kind
+    from node.results import result_object
 
     objects = []
     for n, result in enumerate(files):
@@ -299,19 +299,7 @@ def _write_objects(
             tag = hashlib.sha256(str(ds.SOPInstanceUID).encode()).hexdigest()[:12]
             name = f"{n:03d}-{str(ds.Modality).lower()}-{tag}.dcm"
         write_durably(out_dir / name, result.data)
-        objects.append(
-            ResultObject(
-                path=(out_dir / name).relative_to(relative_to),
-                sop_class_uid=str(ds.SOPClassUID),
-                sop_uid=str(ds.SOPInstanceUID),
-                study_uid=str(ds.StudyInstanceUID),
-                series_uid=str(ds.SeriesInstanceUID),
-                transfer_syntax_uid=str(ds.file_meta.TransferSyntaxUID),
-                modality=str(ds.Modality),
-                kind=result_kind(ds),
-                model=model,
-            )
-        )
+        objects.append(result_object(ds, (out_dir / name).relative_to(relative_to), model=model))
     return objects
 
 

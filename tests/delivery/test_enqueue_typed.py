@@ -13,9 +13,10 @@ import pytest
 from node.config import FolderDestination
 from node.delivery import Outbox
 from node.errors import NotFoundError, ResultError
-from node.results import result_kind
-from node.types import Instance, ResultObject
+from node.results import result_object
+from node.types import ResultObject
 from tests.delivery.conftest import SimClock
+from tests.util import stored_instance
 
 ROW = (
     "destination, sop_uid, sop_class_uid, study_uid, series_uid, transfer_syntax_uid, path,"
@@ -36,31 +37,7 @@ def _rows(db: Path) -> list[tuple[object, ...]]:
 
 def _result(path: Path, root: Path, *, model: str = "seg") -> ResultObject:
     ds = pydicom.dcmread(path, stop_before_pixels=True)
-    return ResultObject(
-        path=path.relative_to(root),
-        sop_class_uid=str(ds.SOPClassUID),
-        sop_uid=str(ds.SOPInstanceUID),
-        study_uid=str(ds.StudyInstanceUID),
-        series_uid=str(ds.SeriesInstanceUID),
-        transfer_syntax_uid=str(ds.file_meta.TransferSyntaxUID),
-        modality=str(ds.Modality),
-        kind=result_kind(ds),
-        model=model,
-    )
-
-
-def _instance(path: Path) -> Instance:
-    ds = pydicom.dcmread(path, stop_before_pixels=True)
-    return Instance(
-        study_uid=str(ds.StudyInstanceUID),
-        series_uid=str(ds.SeriesInstanceUID),
-        sop_uid=str(ds.SOPInstanceUID),
-        sop_class_uid=str(ds.SOPClassUID),
-        transfer_syntax_uid=str(ds.file_meta.TransferSyntaxUID),
-        path=path,
-        size_bytes=path.stat().st_size,
-        sha256="0" * 64,
-    )
+    return result_object(ds, path.relative_to(root), model=model)
 
 
 def test_results_queue_as_their_files_do_with_the_sc_as_fallback(
@@ -92,7 +69,7 @@ def test_originals_queue_as_their_files_do(
     by_path = _outbox(tmp_path / "a.sqlite", clock, tmp_path / "out")
     by_path.enqueue_many(chest_ct[:5], destinations=["f"], job_id=None)
     typed = _outbox(tmp_path / "b.sqlite", clock, tmp_path / "out")
-    typed.enqueue_instances([_instance(p) for p in chest_ct[:5]], destinations=["f"])
+    typed.enqueue_instances([stored_instance(p) for p in chest_ct[:5]], destinations=["f"])
     assert _rows(tmp_path / "b.sqlite") == _rows(tmp_path / "a.sqlite")
     assert len(_rows(tmp_path / "b.sqlite")) == 5
     by_path.close()
@@ -118,7 +95,7 @@ def test_typed_objects_are_taken_as_they_are(
     with pytest.raises(NotFoundError):
         box.enqueue_results([moved], destinations=["nope"], job_id="j", root=tmp_path)
     with pytest.raises(NotFoundError):
-        box.enqueue_instances([_instance(seg_file)], destinations=["nope"])
+        box.enqueue_instances([stored_instance(seg_file)], destinations=["nope"])
     box.close()
 
 

@@ -6,12 +6,11 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
-import pydicom
-
 import dicom_rules
 from node.imaging.dicom_json import header_from_file
 from node.routing import SeriesLookup, plan_study, qualify_decisions, series_number_base
 from node.types import Instance, Series, Study
+from tests.util import stored_instance
 
 RULES = """
 version: 1
@@ -28,24 +27,7 @@ CHEST = "ct/chest-ct-siemens-sensation10-b40f-30sl"
 
 
 def _stored(files: list[Path]) -> list[Instance]:
-    """The instances as the index would list them (read here with pydicom, not by the node)."""
-    out = []
-    for path in files:
-        ds = pydicom.dcmread(path, stop_before_pixels=True)
-        out.append(
-            Instance(
-                study_uid=str(ds.StudyInstanceUID),
-                series_uid=str(ds.SeriesInstanceUID),
-                sop_uid=str(ds.SOPInstanceUID),
-                sop_class_uid=str(ds.SOPClassUID),
-                transfer_syntax_uid=str(ds.file_meta.TransferSyntaxUID),
-                path=path,
-                size_bytes=path.stat().st_size,
-                sha256=ds.SOPInstanceUID[-12:],
-                modality=str(ds.Modality),
-            )
-        )
-    return out
+    return [stored_instance(p, sha256=p.name) for p in files]
 
 
 def _study(instances: list[Instance]) -> Study:
