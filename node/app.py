@@ -25,7 +25,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from dicom_rules import Priors, RuleSet
+from dicom_rules import RuleSet
 from node.assembly.tracker import StudyTracker
 from node.config import Config, DicomwebSource, DimseSource, UpsRsSource
 from node.delivery.outbox import Outbox
@@ -49,7 +49,13 @@ from node.routing.dispatch import prior_study_record
 from node.routing.plan import no_longer_routed
 from node.routing.qualify import Refusal
 from node.routing.reload import RuleHolder
-from node.routing.study_plan import SeriesLookup, plan_study, prior_query, qualify_decisions
+from node.routing.study_plan import (
+    PriorQuery,
+    SeriesLookup,
+    plan_study,
+    prior_query,
+    qualify_decisions,
+)
 from node.routing.worklist import Worklist
 from node.store.index import Index
 from node.store.performed import PerformedStore
@@ -402,8 +408,8 @@ class Node:
             waiting = {j.rule for j in planned.jobs if j.job_id in set(new)}
             for wait in sorted(planned.waits, key=lambda w: w.rule):
                 if wait.rule in waiting:
-                    self._priors.submit(
-                        self._prior_request(
+                    self._fetch_prior(
+                        prior_query(
                             rules,
                             study,
                             wait.priors,
@@ -597,21 +603,10 @@ class Node:
         except ResultError:
             log.exception("results.rejection_failed", extra={"job_id": job.job_id})
 
-    def _prior_request(
-        self,
-        rules: RuleSet,
-        study: Study,
-        priors: Priors,
-        series_uids: Sequence[str],
-        *,
-        rule: str,
-        deadline: float,
-    ) -> PriorRequest:
-        """The fetch of what routing asks for as the prior of ``study``'s jobs of ``rule``
-        (``node.routing.prior_query``)."""
-        q = prior_query(rules, study, priors, series_uids, rule=rule, deadline=deadline)
-        fields = {f.name: getattr(q, f.name) for f in dataclasses.fields(q)}
-        return PriorRequest(**{**fields, "study_date": dicom_date(q.study_date)})
+    def _fetch_prior(self, query: PriorQuery) -> None:
+        """Have the prior fetcher look for what routing asks for (``node.routing.prior_query``)."""
+        fields = {f.name: getattr(query, f.name) for f in dataclasses.fields(query)}
+        self._priors.submit(PriorRequest(**{**fields, "study_date": dicom_date(query.study_date)}))
 
     def _prior_resolved(self, study_uid: str, rule: str, outcome: PriorOutcome) -> None:
         if self._jobs.resolve_prior(study_uid, rule, outcome):
@@ -638,10 +633,8 @@ class Node:
                     ),
                 )
                 continue
-            self._priors.submit(
-                self._prior_request(
-                    rules, study, priors, series_uids, rule=rule_name, deadline=deadline
-                )
+            self._fetch_prior(
+                prior_query(rules, study, priors, series_uids, rule=rule_name, deadline=deadline)
             )
 
     def _study_pulled(self, study_uid: str) -> bool:
