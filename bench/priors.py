@@ -30,11 +30,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from node.app import Node  # noqa: E402
-from node.config import Config  # noqa: E402
 from node.ingest.pull import PullQuery  # noqa: E402
 from node.samples.writers import write_ct_series  # noqa: E402
 from node.types import PriorState  # noqa: E402
 from tests.peers.orthanc import start_orthanc  # noqa: E402
+from tests.pull.priors_site import priors_config  # noqa: E402
 from tests.util import free_port, wait_until  # noqa: E402
 
 METHODS = ("move", "get", "web")
@@ -111,26 +111,12 @@ def main() -> None:
                     httpx.post(
                         f"{orthanc.url}/instances", content=f.read_bytes(), timeout=60
                     ).raise_for_status()
-            dimse = {"host": "127.0.0.1", "port": orthanc.dicom_port, "ae_title": "ORTHANC"}
-            config = Config.model_validate(
-                {
-                    "node": {
-                        "ae_title": "AINODE",
-                        "dicom_port": node_port,
-                        "http_port": 0,
-                        "data_dir": str(tmp / "data"),
-                        "min_free_bytes": 0,
-                    },
-                    "study": {"stable_seconds": 3600},
-                    "rules": str(rules),
-                    "sources": {
-                        "move": {"type": "dimse", **dimse},
-                        "get": {"type": "dimse", "method": "c-get", **dimse},
-                        "web": {"type": "dicomweb", "url": orthanc.dicomweb_url},
-                    },
-                    "priors": {"timeout_seconds": 600},
-                    "inference": {"max_attempts": 1},
-                }
+            config = priors_config(
+                tmp,
+                node_port=node_port,
+                rules=rules,
+                orthanc=orthanc,
+                priors={"timeout_seconds": 600},
             )
             node = Node(config, serve_http=False)
             node.start()

@@ -1,7 +1,7 @@
 """The node: wires ingest, assembly, routing, jobs, delivery and the HTTP API together.
 
 This is the only module that joins the stages.  A completed study is routed with the active
-rules (``node.routing``), its decisions become jobs (``node.jobs.dispatch``) run by the
+rules (``node.routing``), its decisions become jobs (``node.routing.plan_study``) run by the
 embedded engine's worker processes (``node.jobs.pipeline``), and each job's result objects are
 queued in the outbox (``node.delivery``) before the job is marked succeeded.  The model jobs of a
 rule with several models deliver nothing themselves: the rule's ``_combine`` job delivers their
@@ -25,8 +25,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import dicom_rules
-from dicom_rules import Priors, RouteDecision, RuleSet
+from dicom_rules import RuleSet
 from node.assembly.tracker import StudyTracker
 from node.config import (
     WORKLIST_SOURCE_TYPES,
@@ -41,7 +40,6 @@ from node.delivery.queries import DELIVERY_ROWS
 from node.delivery.rejections import Rejections
 from node.edge import check_edge
 from node.errors import ConfigError, ConflictError, NotFoundError, ResultError
-from node.imaging.sop_classes import SC_CLASSES as _SC_CLASSES
 from node.ingest.performer import Performer, ResultRef, StudyOutcome
 from node.ingest.priors import PriorFetcher, PriorRequest, dicom_date
 from node.ingest.pulls import PullRunner
@@ -49,16 +47,23 @@ from node.ingest.receivers import CommitServer, ReceiverPool, receiver_count
 from node.ingest.scp import DicomListener, ListenerSettings, allowed, tls_server_context
 from node.ingest.spool import Spool, StoreOutcome
 from node.ingest.ups_dimse import UpsDimse
-from node.jobs.dispatch import no_longer_routed, plan_jobs, with_model_versions
 from node.jobs.distributed import CeleryEngine
 from node.jobs.engine import EmbeddedEngine
 from node.jobs.queries import JOB_ROWS, ai_status_sql, routed_sql
 from node.jobs.store import RETIRED_PREFIX, JobStore
 from node.models.admission import model_paths
 from node.routing import DEFAULT_RULES
-from node.routing.dispatch import route_study, routing_record, series_inputs
-from node.routing.qualify import Refusal, SeriesQualifier, qualify_study, unrouted_series
+from node.routing.dispatch import prior_study_record
+from node.routing.plan import no_longer_routed
+from node.routing.qualify import Refusal
 from node.routing.reload import RuleHolder
+from node.routing.study_plan import (
+    PriorQuery,
+    SeriesLookup,
+    plan_study,
+    prior_query,
+    qualify_decisions,
+)
 from node.routing.worklist import Worklist
 from node.store.index import Index
 from node.store.performed import PerformedStore
@@ -68,12 +73,12 @@ from node.store.workitems import WorkitemStore
 from node.types import (
     PRIOR_FAILED,
     DeliveryState,
-    DicomJson,
     Job,
     JobState,
     PriorOutcome,
     PriorState,
     RejectionKind,
+    ResultObject,
     Study,
 )
 
@@ -81,18 +86,6 @@ if TYPE_CHECKING:
     from node.api.server import HttpServer
 
 __all__ = ["Node"]
-
-
-def _series_numbers(study: Study) -> list[int]:
-    """Series Numbers (0020,0011) of the study's series, from their DICOM JSON headers."""
-    out = []
-    for series in study.series:
-        values = series.header.get("00200011", {}).get("Value") or []
-        try:
-            out += [int(values[0])] if values else []
-        except (TypeError, ValueError):
-            continue
-    return out
 
 
 log = logging.getLogger(__name__)
@@ -239,7 +232,7 @@ class Node:
                 self._jobs,
                 broker_url=config.queue,
                 data_dir=data_dir,
-                series_paths=lambda uid: [i.path for i in self._index.series_instances(uid)],
+                series_instances=self._index.series_instances,
                 job_timeout_seconds=inference.job_timeout_seconds,
                 visibility_timeout_seconds=config.celery.visibility_timeout_seconds,
                 unacked_restore_interval_seconds=config.celery.unacked_restore_interval_seconds,
@@ -430,49 +423,20 @@ class Node:
             study.study_uid,
             study.generation,
             rules_sha256=self._rules.sha256,
-            decisions={
-                "decisions": [],
-                "explanation": None,
-                "not_applicable": [],
-                "prior_of": prior_of,
-            },
+            decisions=prior_study_record(prior_of),
         )
         log.info(
             "study.prior_not_routed", extra={"study_uid": study.study_uid, "prior_of": prior_of}
         )
         return {"jobs": [], "new_jobs": [], "rejection": None}
 
-    def _prior_waits(
-        self,
-        rules: RuleSet,
-        study: Study,
-        decisions: Sequence[RouteDecision],
-        jobs: Sequence[Job],
-    ) -> tuple[list[Job], dict[str, Any]]:
-        """The jobs of rules with ``priors`` marked waiting (until the priors timeout), and the
-        fetch request of each such rule."""
-        deadline = time.time() + self._config.priors.timeout_seconds
-        waits = {
-            d.rule: self._prior_request(
-                rules, study, d.priors, d.series_uids, rule=d.rule, deadline=deadline
-            )
-            for d in decisions
-            if d.priors is not None and d.model is not None
-        }
-        marked = [
-            dataclasses.replace(j, prior=PriorOutcome(PriorState.WAITING, wait_until=deadline))
-            if j.rule in waits
-            else j
-            for j in jobs
-        ]
-        return marked, waits
-
     def route(self, study: Study) -> dict[str, Any]:
         """Route a completed study: queue its jobs and forwards, reject the earlier results the
         new routing no longer produces, remember the decisions.
 
-        A study retrieved as another study's prior is stored but not routed.  The jobs of a rule
-        with ``priors`` wait (``Job.prior``) while its prior is fetched (``PriorFetcher``).
+        Routing plans (``node.routing.plan_study``); this carries the plan out.  A study
+        retrieved as another study's prior is stored but not routed.  The jobs of a rule with
+        ``priors`` wait (``Job.prior``) while its prior is fetched (``PriorFetcher``).
 
         Returns what was done: ``jobs`` (ids of the routing), ``new_jobs`` (queued now: new
         or run again) and ``rejection`` (the note id of the stale results, or None).
@@ -482,75 +446,63 @@ class Node:
             return self._record_prior_study(study, prior_of)
         with self._routing_lock:
             rules = self._rules.rules
-            decisions = route_study(rules, study, destinations=list(self._config.destinations))
-            if not self._combine:
-                # remote workers keep no predictions for a combine job: per-model results
-                decisions = [dataclasses.replace(d, combine=False) for d in decisions]
-            series_uids = [s.series_uid for s in study.series]
-            unrouted = unrouted_series(rules, decisions, series_uids)
-            qualifier = SeriesQualifier(
-                paths=self._series_paths,
-                refusals=(
-                    self._refusals_or_none() if unrouted or any(d.model for d in decisions) else {}
+            planned = plan_study(
+                rules,
+                study,
+                destinations=list(self._config.destinations),
+                series=SeriesLookup(
+                    self._index.series_instances, data_dir=self._config.node.data_dir
                 ),
-            )
-            plan = plan_jobs(
-                study.study_uid,
-                decisions,
-                series_instances=self._index.series_instances,
-                choose=qualifier.choose,
+                refusals=self._refusals_or_none,
+                model_versions=lambda: self._model_versions,
+                can_combine=self._combine,
                 combine=self._config.results.combine,
-                taken_series_numbers=_series_numbers(study),
+                prior_timeout_seconds=self._config.priors.timeout_seconds,
             )
-            not_applicable = [
-                *plan.not_applicable,
-                *qualifier.unrouted_records(rules, decisions, series_uids),
-            ]
-            for destination, series_uid in plan.forwards:
-                paths = [i.path for i in self._index.series_instances(series_uid)]
-                if paths:
-                    self._outbox.enqueue_many(paths, destinations=[destination], job_id=None)
-            if plan.workitems:
-                self._worklist.schedule(
-                    study, plan.workitems, series_instances=self._index.series_instances
+            for destination, series_uid in planned.plan.forwards:
+                self._outbox.enqueue_instances(
+                    planned.series(series_uid), destinations=[destination]
                 )
-            jobs, waits = self._prior_waits(rules, study, decisions, plan.jobs)
-            planned = with_model_versions(jobs, self._model_versions)
-            new = self._jobs.submit(planned, max_attempts=self._config.inference.max_attempts)
-            for waiting in sorted({j.rule for j in jobs if j.job_id in set(new)} & set(waits)):
-                self._priors.submit(waits[waiting])
+            if planned.plan.workitems:
+                self._worklist.schedule(
+                    study, planned.plan.workitems, series_instances=planned.series
+                )
+            new = self._jobs.submit(planned.jobs, max_attempts=self._config.inference.max_attempts)
+            waiting = {j.rule for j in planned.jobs if j.job_id in set(new)}
+            for wait in sorted(planned.waits, key=lambda w: w.rule):
+                if wait.rule in waiting:
+                    self._fetch_prior(
+                        prior_query(
+                            rules,
+                            study,
+                            wait.priors,
+                            wait.series_uids,
+                            rule=wait.rule,
+                            deadline=wait.deadline,
+                        )
+                    )
             # before the routing is recorded: a crash in between routes (and rejects) again
-            rejection = self._reject_stale(study.study_uid, planned)
+            rejection = self._reject_stale(study.study_uid, planned.jobs)
             self._jobs.record_routing(
                 study.study_uid,
                 study.generation,
                 rules_sha256=self._rules.sha256,
-                decisions=routing_record(decisions, not_applicable, qualifier.volumes_json()),
+                decisions=planned.record,
             )
-            for rule, model, _, reason, _ in not_applicable:
-                log.info(
-                    "series.not_applicable",
-                    extra={
-                        "study_uid": study.study_uid,
-                        "rule": rule,
-                        "model": model,
-                        "reason": reason,
-                    },
-                )
         log.info(
             "study.jobs_queued",
             extra={
                 "study_uid": study.study_uid,
                 "generation": study.generation,
-                "jobs": len(plan.jobs),
+                "jobs": len(planned.plan.jobs),
                 "new_jobs": len(new),
-                "forwards": len(plan.forwards),
+                "forwards": len(planned.plan.forwards),
             },
         )
         if new:
             self._engine.wake()
         return {
-            "jobs": [j.job_id for j in planned],
+            "jobs": [j.job_id for j in planned.jobs],
             "new_jobs": list(new),
             "rejection": rejection,
         }
@@ -594,7 +546,7 @@ class Node:
 
     def _reject_stale(self, study_uid: str, planned: Sequence[Job]) -> str | None:
         """Reject what earlier routings of ``study_uid`` delivered and this one no longer
-        produces (``node.jobs.dispatch.no_longer_routed``); retire jobs no longer routed."""
+        produces (``node.routing.no_longer_routed``); retire jobs no longer routed."""
         stored = self._jobs.list_jobs(study_uid=study_uid, limit=100_000)
         stale = no_longer_routed(stored, planned)
         if not stale.reject:
@@ -618,25 +570,13 @@ class Node:
     def qualify(self, rules: RuleSet, study: Study, decisions: Sequence[Any]) -> dict[str, Any]:
         """What routing ``study`` with ``rules`` would record after the rules (volumes,
         not-applicable reasons), queueing nothing: the dry runs' half of ``route``."""
-        series_uids = [s.series_uid for s in study.series]
-        qualifier = SeriesQualifier(
-            paths=self._series_paths,
-            refusals=(
-                self._refusals_or_none()
-                if unrouted_series(rules, decisions, series_uids) or any(d.model for d in decisions)
-                else {}
-            ),
+        return qualify_decisions(
+            rules,
+            study,
+            decisions,
+            series=SeriesLookup(self._index.series_instances, data_dir=self._config.node.data_dir),
+            refusals=self._refusals_or_none,
         )
-        return qualify_study(
-            rules=rules, decisions=decisions, series_uids=series_uids, qualifier=qualifier
-        )
-
-    def _series_paths(self, series_uid: str) -> list[Path]:
-        data_dir = self._config.node.data_dir
-        return [
-            i.path if i.path.is_absolute() else data_dir / i.path
-            for i in self._index.series_instances(series_uid)
-        ]
 
     @property
     def _model_refusals(self) -> dict[str, Refusal]:
@@ -676,7 +616,7 @@ class Node:
         retracted stay withdrawn or delivered-and-rejected when it is retried (same UIDs, the
         outbox keeps one row per object and destination), so a retry makes no second copy.
         """
-        objects = list(outputs.get("objects", []))
+        objects: list[ResultObject] = list(outputs.get("objects", []))
         if job.parameters.get("_combined_by"):
             # its prediction is part of the rule's one result set (the combine job delivers)
             return
@@ -685,22 +625,11 @@ class Node:
             log.info("job.stale_not_delivered", extra={"job_id": job.job_id, "newer": newer})
             return
         if objects and job.destinations:
-            data_dir = self._config.node.data_dir
-            paths = [data_dir / o["path"] for o in objects]
-            sc = next(
-                (
-                    p
-                    for p, o in zip(paths, objects, strict=True)
-                    if o["sop_class_uid"] in _SC_CLASSES
-                ),
-                None,
-            )
-            fallbacks = [sc if o["modality"] in ("SEG", "SR") else None for o in objects]
-            self._outbox.enqueue_many(
-                paths,
+            self._outbox.enqueue_results(
+                objects,
                 destinations=list(job.destinations),
                 job_id=job.job_id,
-                fallback_paths=fallbacks,
+                root=self._config.node.data_dir,
             )
         self._reject_earlier_run(job, objects)
         older = self._jobs.predecessors(job)
@@ -717,12 +646,12 @@ class Node:
                 # e.g. the old objects were removed by retention: nothing left to reject with
                 log.exception("results.rejection_failed", extra={"job_id": job.job_id})
 
-    def _reject_earlier_run(self, job: Job, objects: Sequence[Mapping[str, Any]]) -> None:
+    def _reject_earlier_run(self, job: Job, objects: Sequence[ResultObject]) -> None:
         """A job run again (operator retry after a new model version...) whose result set has
         other SOP Instance UIDs than its earlier run: reject the earlier objects, so the
         destinations never hold two live result sets of one job.  Same UIDs (the usual retry)
         overwrite in place and reject nothing."""
-        current = {str(o.get("sop_uid") or "") for o in objects}
+        current = {o.sop_uid for o in objects}
         if not objects or "" in current:
             return  # nothing new, or objects not identified: never reject on a guess
         try:
@@ -737,45 +666,10 @@ class Node:
         except ResultError:
             log.exception("results.rejection_failed", extra={"job_id": job.job_id})
 
-    def _prior_request(
-        self,
-        rules: RuleSet,
-        study: Study,
-        priors: Priors,
-        series_uids: Sequence[str],
-        *,
-        rule: str,
-        deadline: float,
-    ) -> PriorRequest:
-        """What to fetch for ``study``'s jobs of a rule with ``priors`` (the patient and date
-        from the study's headers, the body part of the decision's first series)."""
-        inputs = {s.series_uid: s.header for s in series_inputs(study)}
-        header: DicomJson = next(
-            (dict(inputs[u]) for u in series_uids if u in inputs),
-            dict(next(iter(inputs.values()), {})),
-        )
-        body_part = dicom_rules.body_part_of(rules, header)
-
-        def is_match(candidate: DicomJson) -> tuple[bool, str, str | None]:
-            m = dicom_rules.match_prior(rules, priors, candidate, body_part=body_part)
-            return m.is_match, m.reason, m.body_part
-
-        def text(tag: str) -> str | None:
-            values = header.get(tag, {}).get("Value") or []
-            return str(values[0]).strip() or None if values else None
-
-        return PriorRequest(
-            study_uid=study.study_uid,
-            rule=rule,
-            source=priors.source,
-            patient_id=text("00100020"),
-            issuer=text("00100021"),
-            study_date=dicom_date(text("00080020")),
-            max_studies=priors.max,
-            within_days=priors.within_days,
-            deadline=deadline,
-            is_match=is_match,
-        )
+    def _fetch_prior(self, query: PriorQuery) -> None:
+        """Have the prior fetcher look for what routing asks for (``node.routing.prior_query``)."""
+        fields = {f.name: getattr(query, f.name) for f in dataclasses.fields(query)}
+        self._priors.submit(PriorRequest(**{**fields, "study_date": dicom_date(query.study_date)}))
 
     def _prior_resolved(self, study_uid: str, rule: str, outcome: PriorOutcome) -> None:
         if self._jobs.resolve_prior(study_uid, rule, outcome):
@@ -802,10 +696,8 @@ class Node:
                     ),
                 )
                 continue
-            self._priors.submit(
-                self._prior_request(
-                    rules, study, priors, series_uids, rule=rule_name, deadline=deadline
-                )
+            self._fetch_prior(
+                prior_query(rules, study, priors, series_uids, rule=rule_name, deadline=deadline)
             )
 
     def _study_pulled(self, study_uid: str) -> bool:

@@ -9,6 +9,7 @@ bulk data (pixels) is never included.  ``dicom_rules`` evaluates conditions on e
 from __future__ import annotations
 
 import enum
+import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -161,11 +162,37 @@ class PriorOutcome:
         )
 
 
+#: The "model" of a combine job: it runs once every model job it lists in ``_combine_of`` is
+#: final and writes their predictions as one result set (no real model name starts with "_").
+COMBINE_MODEL = "_combine"
+
+
+def job_id_for(*, study_uid: str, rule: str, model: str, input_fingerprint: str) -> str:
+    """Deterministic job id: same study, rule, model and input instances -> same id."""
+    key = "\x1f".join([study_uid, rule, model, input_fingerprint]).encode()
+    return "j-" + hashlib.sha256(key).hexdigest()[:20]
+
+
+#: ``Job`` fields -> the key each travels under in the job's stored and sent parameters (the job
+#: row's ``parameters`` column, a remote worker's message): the form rows and workers of earlier
+#: versions have, so that both still read them.
+_PARAMETER_KEYS = {
+    "created_at": "_created_at",
+    "series_number_base": "_series_number_base",
+    "model_version": "_model_version",
+}
+
+
 @dataclass(frozen=True, slots=True)
 class Job:
     """One model run on selected series of a study, decided by a routing rule.
 
     ``prior``: the prior study of a rule with ``priors`` (None: the rule asks for none).
+    ``created_at``: the routing time (whole seconds since the epoch), frozen into the result
+    objects' content date so that a rerun writes the same bytes (None: the time it runs).
+    ``series_number_base``: its result series are numbered from here (None: 9000, see
+    ``node.routing.plan.series_number_base``).  ``model_version``: the version of the model the
+    router saw (None: unknown); a worker holding another version discovers its models again.
     """
 
     job_id: str
@@ -177,6 +204,35 @@ class Job:
     destinations: tuple[str, ...] = ()
     priority: int = 0
     prior: PriorOutcome | None = None
+    created_at: int | None = None
+    series_number_base: int | None = None
+    model_version: str | None = None
+
+    def stored_parameters(self) -> dict[str, Any]:
+        """``parameters`` with ``created_at``, ``series_number_base`` and ``model_version`` as
+        ``_created_at``, ``_series_number_base`` and ``_model_version`` (keys sorted): what the
+        job row stores, remote workers receive and the API shows."""
+        out = dict(self.parameters)
+        for name, key in _PARAMETER_KEYS.items():
+            value = getattr(self, name)
+            if value is not None:
+                out[key] = value
+        return dict(sorted(out.items()))
+
+    @staticmethod
+    def fields_of(stored: Mapping[str, Any]) -> dict[str, Any]:
+        """Inverse of ``stored_parameters``: ``parameters``, ``created_at``,
+        ``series_number_base`` and ``model_version`` as keyword arguments of ``Job``."""
+        parameters = dict(stored)
+        created = parameters.pop("_created_at", None)
+        base = parameters.pop("_series_number_base", None)
+        version = parameters.pop("_model_version", None)
+        return {
+            "parameters": parameters,
+            "created_at": int(created) if created is not None else None,
+            "series_number_base": int(base) if base is not None else None,
+            "model_version": str(version) if version is not None else None,
+        }
 
 
 # ---------------------------------------------------------------- inference
@@ -539,3 +595,34 @@ class RejectionKind(enum.StrEnum):
 
     SUPERSEDED = "superseded"  # a newer job of the same study, rule and model delivered
     RETRACTED = "retracted"  # an operator withdrew them (CLI, API, console)
+
+
+@dataclass(frozen=True, slots=True)
+class ResultObject:
+    """One DICOM object a job wrote (``node.jobs.pipeline``), as delivery queues it.
+
+    The outbox takes it as it is (``Outbox.enqueue_results``): nothing reads the file again for
+    its UIDs.  ``path`` is relative to the folder the job wrote under (the node's ``data_dir``;
+    a remote worker's scratch folder).  ``kind`` is ``node.results.result_kind`` of the object;
+    ``model`` is the job's model (``COMBINE_MODEL`` for a combined result set).
+    """
+
+    path: Path
+    sop_class_uid: str
+    sop_uid: str
+    study_uid: str
+    series_uid: str
+    transfer_syntax_uid: str
+    modality: str
+    kind: ResultKind
+    model: str
+
+    def to_json(self) -> dict[str, str]:
+        """What a job's record lists of it (``outputs["objects"]``, shown by the API)."""
+        return {
+            "path": str(self.path),
+            "sop_uid": self.sop_uid,
+            "sop_class_uid": self.sop_class_uid,
+            "series_uid": self.series_uid,
+            "modality": self.modality,
+        }

@@ -5,6 +5,9 @@ from __future__ import annotations
 import socket
 import time
 from collections.abc import Callable
+from pathlib import Path
+
+from node.types import Instance
 
 
 def wait_until(check: Callable[[], bool], timeout: float = 10.0, what: str = "condition") -> None:
@@ -30,3 +33,22 @@ def port_open(port: int, host: str = "127.0.0.1") -> bool:
             return True
     except OSError:
         return False
+
+
+def stored_instance(path: Path, *, sha256: str = "") -> Instance:
+    """``path`` as the index would list it once stored, read here with pydicom (not by the node's
+    ingest): for tests and benchmarks that hand typed instances to a stage."""
+    import pydicom
+
+    ds = pydicom.dcmread(path, stop_before_pixels=True)
+    return Instance(
+        study_uid=str(ds.StudyInstanceUID),
+        series_uid=str(ds.SeriesInstanceUID),
+        sop_uid=str(ds.SOPInstanceUID),
+        sop_class_uid=str(ds.SOPClassUID),
+        transfer_syntax_uid=str(ds.file_meta.TransferSyntaxUID),
+        path=path,
+        size_bytes=path.stat().st_size,
+        sha256=sha256,
+        modality=str(ds.get("Modality", "")) or None,
+    )

@@ -60,10 +60,10 @@ def begin_job(
     started = _engine(node).begin(job_id, worker=body.worker)
     if started is None:
         raise HTTPException(409, f"job {job_id} is not to be run (finished, cancelled or dead)")
-    rec, paths = started
+    rec, stored = started
     data_dir = node.config.node.data_dir
     instances = []
-    for inst in node.index.series_instances(rec.job.series_uids[0]):
+    for inst in stored:
         path = inst.path
         rel = str(path.relative_to(data_dir)) if path.is_relative_to(data_dir) else str(path)
         instances.append({"sop_uid": inst.sop_uid, "series_uid": inst.series_uid, "path": rel})

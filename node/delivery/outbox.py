@@ -44,7 +44,7 @@ from node.delivery.rows import (
 )
 from node.delivery.senders import DestinationConfig, make_sender
 from node.errors import ConflictError, DestinationError, NotFoundError, ResultError
-from node.types import DeliveryState
+from node.types import DeliveryState, Instance, ResultKind, ResultObject
 
 __all__ = ["FORWARD", "STEPS", "Delivery", "Outbox", "connect"]
 
@@ -257,19 +257,96 @@ class Outbox:
         job_id: str | None,
         fallback_paths: Sequence[Path | None] | None = None,
     ) -> list[int]:
-        """Queue several files in one transaction (see ``enqueue``); return the row ids."""
+        """Queue several files in one transaction (see ``enqueue``); return the row ids.
+
+        Each file is read for its UIDs: for files from outside the node's stages (a rejection
+        note, ``ainode send``, tests).  The stages hand typed objects instead
+        (``enqueue_instances``, ``enqueue_results``).
+        """
+        self._check_destinations(destinations)
+        fallbacks = list(fallback_paths) if fallback_paths is not None else [None] * len(paths)
+        headers = [read_object_uids(Path(p)) for p in paths]
+        return self._enqueue(
+            list(zip(paths, headers, fallbacks, strict=True)),
+            destinations=destinations,
+            job_id=job_id,
+        )
+
+    def enqueue_instances(
+        self, instances: Sequence[Instance], *, destinations: Sequence[str]
+    ) -> list[int]:
+        """Queue stored originals (a rule's ``send_to``) for each destination, as the ingest
+        stage identified them: no file is read.  Return the row ids.
+
+        Raises
+        ------
+        NotFoundError
+            A destination name is not configured.
+        """
+        self._check_destinations(destinations)
+        items = [(i.path, ObjectUids.of(i), None) for i in instances]
+        return self._enqueue(items, destinations=destinations, job_id=None)
+
+    def enqueue_results(
+        self,
+        objects: Sequence[ResultObject],
+        *,
+        destinations: Sequence[str],
+        job_id: str,
+        root: Path,
+    ) -> list[int]:
+        """Queue a job's result objects for each destination, as the job described them: no
+        file is read.  Return the row ids.
+
+        The job's Secondary Capture (its first object of kind ``sc``) is the fallback of its SEG
+        and SR objects: sent instead where a destination refuses their SOP class and has
+        ``sc_fallback`` set.
+
+        Parameters
+        ----------
+        objects:
+            What the job wrote (``node.jobs.pipeline``), paths relative to ``root``.
+        destinations:
+            Destination names from the config.
+        job_id:
+            The job that made them.
+        root:
+            The folder the objects' paths are relative to (the node's ``data_dir``).
+
+        Raises
+        ------
+        NotFoundError
+            A destination name is not configured.
+        """
+        self._check_destinations(destinations)
+        paths = [root / o.path for o in objects]
+        sc = next((p for p, o in zip(paths, objects, strict=True) if o.kind is ResultKind.SC), None)
+        items = [
+            (path, ObjectUids.of(o), sc if o.kind in (ResultKind.SEG, ResultKind.SR) else None)
+            for path, o in zip(paths, objects, strict=True)
+        ]
+        return self._enqueue(items, destinations=destinations, job_id=job_id)
+
+    def _check_destinations(self, destinations: Sequence[str]) -> None:
         unknown = [d for d in destinations if d not in self._destinations]
         if unknown:
             raise NotFoundError(
                 f"unknown destination(s) {', '.join(map(repr, unknown))}; configured: "
                 f"{', '.join(self._destinations) or 'none'} (see 'destinations' in the config)"
             )
-        fallbacks = list(fallback_paths) if fallback_paths is not None else [None] * len(paths)
-        headers = [read_object_uids(Path(p)) for p in paths]
+
+    def _enqueue(
+        self,
+        items: Sequence[tuple[Path, ObjectUids, Path | None]],
+        *,
+        destinations: Sequence[str],
+        job_id: str | None,
+    ) -> list[int]:
+        """Insert (file, its UIDs, its fallback) for each destination in one transaction."""
         now = self._clock()
         ids: list[int] = []
         with self._lock, self._conn:
-            for path, header, fallback in zip(paths, headers, fallbacks, strict=True):
+            for path, header, fallback in items:
                 for dest in destinations:
                     ids.append(
                         _insert(

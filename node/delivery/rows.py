@@ -12,7 +12,7 @@ import pydicom
 
 from node.errors import ResultError
 from node.store.migrate import migrate
-from node.types import DeliveryState
+from node.types import DeliveryState, Instance, ResultObject
 
 __all__ = [
     "COLUMNS",
@@ -164,11 +164,24 @@ def connect(db_path: Path) -> sqlite3.Connection:
 
 @dataclass(frozen=True, slots=True)
 class ObjectUids:
+    """What an outbox row records of the object it sends."""
+
     sop_uid: str
     sop_class_uid: str
     study_uid: str
     series_uid: str
     transfer_syntax_uid: str
+
+    @classmethod
+    def of(cls, obj: Instance | ResultObject) -> ObjectUids:
+        """The UIDs a stage already knows of a stored original or a result object."""
+        return cls(
+            sop_uid=obj.sop_uid,
+            sop_class_uid=obj.sop_class_uid,
+            study_uid=obj.study_uid,
+            series_uid=obj.series_uid,
+            transfer_syntax_uid=obj.transfer_syntax_uid,
+        )
 
 
 def read_object_uids(path: Path) -> ObjectUids:

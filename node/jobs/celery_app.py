@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
 from node.types import Job, PriorOutcome
@@ -59,13 +58,22 @@ def redis_priority(job_priority: int, *, stat_priority: int) -> int:
 
 
 def job_message(job: Job) -> dict[str, Any]:
-    """The JSON body of a task: identifiers and parameters, no pixel data."""
-    body = asdict(job)
-    body["series_uids"] = list(job.series_uids)
-    body["destinations"] = list(job.destinations)
-    body["parameters"] = dict(job.parameters)
-    body["prior"] = job.prior.to_json() if job.prior is not None else None
-    return body
+    """The JSON body of a task: identifiers and parameters, no pixel data.
+
+    The job's ``created_at``, ``series_number_base`` and ``model_version`` travel in
+    ``parameters`` (``Job.stored_parameters``), the shape workers of earlier versions read.
+    """
+    return {
+        "job_id": job.job_id,
+        "study_uid": job.study_uid,
+        "series_uids": list(job.series_uids),
+        "model": job.model,
+        "rule": job.rule,
+        "parameters": job.stored_parameters(),
+        "destinations": list(job.destinations),
+        "priority": job.priority,
+        "prior": job.prior.to_json() if job.prior is not None else None,
+    }
 
 
 def job_from_message(body: Mapping[str, Any]) -> Job:
@@ -76,10 +84,10 @@ def job_from_message(body: Mapping[str, Any]) -> Job:
         series_uids=tuple(body["series_uids"]),
         model=str(body["model"]),
         rule=str(body["rule"]),
-        parameters=dict(body.get("parameters") or {}),
         destinations=tuple(body.get("destinations") or ()),
         priority=int(body.get("priority", 0)),
         prior=PriorOutcome.from_json(body["prior"]) if body.get("prior") else None,
+        **Job.fields_of(body.get("parameters") or {}),
     )
 
 

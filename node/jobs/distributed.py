@@ -40,7 +40,7 @@ from node.jobs.celery_app import (
 )
 from node.jobs.store import JobRecord, JobStore
 from node.store.durable import write_durably
-from node.types import Job, JobState
+from node.types import Instance, Job, JobState, ResultObject
 
 __all__ = ["CeleryEngine"]
 
@@ -58,8 +58,9 @@ class CeleryEngine:
         ``redis://HOST:PORT/DB``.
     data_dir:
         The node's data directory (result objects are written under ``results/<job_id>/``).
-    series_paths:
-        Stored instance files of a series (for the results gate and shared-disk workers).
+    series_instances:
+        Stored instances of a series (``Index.series_instances``: what a starting worker
+        fetches, and the sources of the results gate).
     job_timeout_seconds:
         The job time limit workers enforce.
     visibility_timeout_seconds:
@@ -80,7 +81,7 @@ class CeleryEngine:
         *,
         broker_url: str,
         data_dir: Path,
-        series_paths: Callable[[str], Sequence[Path]],
+        series_instances: Callable[[str], Sequence[Instance]],
         job_timeout_seconds: float = 1800.0,
         visibility_timeout_seconds: float | None = None,
         unacked_restore_interval_seconds: float = 5.0,
@@ -91,7 +92,7 @@ class CeleryEngine:
         self._store = store
         self._broker_url = broker_url
         self._data_dir = data_dir
-        self._series_paths = series_paths
+        self._series_instances = series_instances
         self._job_timeout = job_timeout_seconds
         self._visibility = visibility_timeout_seconds or job_timeout_seconds + 60.0
         self._restore_interval = unacked_restore_interval_seconds
@@ -201,15 +202,18 @@ class CeleryEngine:
         return len(due)
 
     # ------------------------------------------------------------------------------ callbacks
-    def begin(self, job_id: str, *, worker: str) -> tuple[JobRecord, list[Path]] | None:
-        """A worker starts ``job_id``: the record and the series files, or None (skip it)."""
+    def begin(self, job_id: str, *, worker: str) -> tuple[JobRecord, list[Instance]] | None:
+        """A worker starts ``job_id``: the record and the series' stored instances (looked up
+        once), or None (skip it)."""
         rec = self._store.start_remote(job_id, worker)
         if rec is None:
             log.info("job.skipped_remote", extra={"job_id": job_id, "worker": worker})
             return None
         log.info("job.started", extra={"job_id": job_id, "model": rec.job.model, "worker": worker})
-        paths = list(self._series_paths(rec.job.series_uids[0])) if rec.job.series_uids else []
-        return rec, paths
+        instances = (
+            list(self._series_instances(rec.job.series_uids[0])) if rec.job.series_uids else []
+        )
+        return rec, instances
 
     def fail(self, job_id: str, *, worker: str, reason: str) -> JobState:
         """A worker could not run ``job_id``: failed (queued again while attempts remain)."""
@@ -266,30 +270,23 @@ class CeleryEngine:
         )
         return state
 
-    def _write_results(self, job: Job, parts: Sequence[bytes]) -> list[dict[str, str]]:
-        from node.results import check_results
+    def _write_results(self, job: Job, parts: Sequence[bytes]) -> list[ResultObject]:
+        from node.results import check_results, result_object
 
         if not parts:
             return []
         datasets = [pydicom.dcmread(io.BytesIO(p)) for p in parts]
-        sources = list(self._series_paths(job.series_uids[0]))
+        sources = [i.path for i in self._series_instances(job.series_uids[0])]
         check_results(datasets, sources, encoded=parts)
         out_dir = self._data_dir / "results" / job.job_id
-        objects: list[dict[str, str]] = []
+        objects: list[ResultObject] = []
         for n, (ds, data) in enumerate(zip(datasets, parts, strict=True)):
             if str(ds.StudyInstanceUID) != job.study_uid:
                 raise ResultError(f"result {ds.SOPInstanceUID} is not of study {job.study_uid}")
             name = f"{n:03d}-{str(ds.Modality).lower()}.dcm"
             write_durably(out_dir / name, data)
-            objects.append(
-                {
-                    "path": str((out_dir / name).relative_to(self._data_dir)),
-                    "sop_uid": str(ds.SOPInstanceUID),
-                    "sop_class_uid": str(ds.SOPClassUID),
-                    "series_uid": str(ds.SeriesInstanceUID),
-                    "modality": str(ds.Modality),
-                }
-            )
+            path = (out_dir / name).relative_to(self._data_dir)
+            objects.append(result_object(ds, path, model=job.model))
         return objects
 
 

@@ -22,7 +22,7 @@ from node.errors import ImagingError, InputError, ModelError, NotFoundError
 from node.jobs.prediction_file import dump_prediction, load_prediction
 from node.jobs.priors import LoadedPrior, load_prior
 from node.store.durable import write_durably
-from node.types import Instance, Job, JobState
+from node.types import Instance, Job, JobState, ResultObject
 
 __all__ = ["PREDICTION_FILE", "prepare", "run_combine", "run_job", "run_series"]
 
@@ -68,10 +68,10 @@ def _registry(context: Mapping[str, Any]) -> Any:
 
 def _model_for(context: Mapping[str, Any], job: Job) -> Any:
     """The model ``job`` runs; the registry is discovered again when the router recorded
-    another version of it (``_model_version``: the model was re-registered since this worker
+    another version of it (``Job.model_version``: the model was re-registered since this worker
     started), so a re-routed job runs the new version."""
     global _REGISTRY
-    wanted = job.parameters.get("_model_version")
+    wanted = job.model_version
     registry = _registry(context)
     if wanted is not None:
         have = {e.name: e.info.version for e in registry.entries() if e.info is not None}
@@ -145,7 +145,8 @@ def _read_series(paths: Sequence[Path], volume_id: str | None = None) -> tuple[A
 
 
 def run_job(job: Job, context: Mapping[str, Any]) -> dict[str, Any]:
-    """Run ``job`` end to end and return what it wrote (paths relative to ``data_dir``).
+    """Run ``job`` end to end and return what it wrote (``objects``: ``ResultObject``s, paths
+    relative to ``data_dir``).
 
     ``context`` holds ``data_dir``, ``model_paths``, ``device``, ``torch_threads`` and
     ``created_at`` per job id (the job's creation time, frozen into the objects so that a rerun
@@ -249,7 +250,7 @@ def run_series(
 
     t = time.perf_counter()
     combined_by = job.parameters.get("_combined_by")
-    objects: list[dict[str, Any]] = []
+    objects: list[ResultObject] = []
     if combined_by:
         # the combine job writes this model's part of the rule's one result set (a registration
         # is not part of it: the prediction file does not carry it, docs/followup.md)
@@ -261,10 +262,10 @@ def run_series(
             sources,
             job_id=_uid_key(job),
             content_datetime=_content_datetime(job),
-            series_number_base=int(job.parameters.get("_series_number_base", 9000)),
+            series_number_base=job.series_number_base or 9000,
             references=loaded.sources if loaded is not None else None,
         )
-        objects = _write_objects(files, out_dir, relative_to)
+        objects = _write_objects(files, out_dir, relative_to, model=job.model)
     summary = prediction_summary(prediction, volume.spacing)
     summary["timings_seconds"] = {**prediction.timings_seconds, **timings}
     write_durably(out_dir / "prediction.json", json.dumps(summary, indent=2).encode())
@@ -317,17 +318,21 @@ def _predict(
 
 def _content_datetime(job: Job) -> dt.datetime:
     """The job's frozen creation time (so that a rerun is byte-identical)."""
-    created = float(job.parameters.get("_created_at", 0.0)) or time.time()
+    created = float(job.created_at or 0.0) or time.time()
     return dt.datetime.fromtimestamp(int(created), tz=dt.UTC)
 
 
-def _write_objects(files: Sequence[Any], out_dir: Path, relative_to: Path) -> list[dict[str, Any]]:
+def _write_objects(
+    files: Sequence[Any], out_dir: Path, relative_to: Path, *, model: str
+) -> list[ResultObject]:
     """Write each ``ResultFile`` durably as ``NNN-<modality>.dcm``; what the outputs list.
 
     A file of an earlier run with other bytes (a re-run with a new model version: other UIDs)
     is kept, and the new object goes to ``NNN-<modality>-<hash of its SOP UID>.dcm``: the
     earlier object is still in the outbox, and its rejection note is built from that file.
     """
+    from node.results import result_object
+
     objects = []
     for n, result in enumerate(files):
         ds = result.dataset
@@ -336,15 +341,7 @@ def _write_objects(files: Sequence[Any], out_dir: Path, relative_to: Path) -> li
             tag = hashlib.sha256(str(ds.SOPInstanceUID).encode()).hexdigest()[:12]
             name = f"{n:03d}-{str(ds.Modality).lower()}-{tag}.dcm"
         write_durably(out_dir / name, result.data)
-        objects.append(
-            {
-                "path": str((out_dir / name).relative_to(relative_to)),
-                "sop_uid": str(ds.SOPInstanceUID),
-                "sop_class_uid": str(ds.SOPClassUID),
-                "series_uid": str(ds.SeriesInstanceUID),
-                "modality": str(ds.Modality),
-            }
-        )
+        objects.append(result_object(ds, (out_dir / name).relative_to(relative_to), model=model))
     return objects
 
 
@@ -434,12 +431,12 @@ def run_combine(job: Job, context: Mapping[str, Any]) -> dict[str, Any]:
         job_id=_uid_key(job),
         rule=job.rule,
         content_datetime=_content_datetime(job),
-        series_number_base=int(job.parameters.get("_series_number_base", 9000)),
+        series_number_base=job.series_number_base or 9000,
         prefer=[str(m) for m in job.parameters.get("_prefer", [])],
         failed=failed,
         taken_series_numbers=[int(n) for n in job.parameters.get("_taken_series_numbers", [])],
     )
-    objects = _write_objects(files, data_dir / "results" / job.job_id, data_dir)
+    objects = _write_objects(files, data_dir / "results" / job.job_id, data_dir, model=job.model)
     timings["write"] = time.perf_counter() - t
     log.info(
         "job.combined_written",

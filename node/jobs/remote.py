@@ -280,7 +280,7 @@ def _results_body(scratch: Path, outputs: Mapping[str, Any], worker: str) -> tup
     }
     parts = [("application/json", json.dumps(meta).encode("utf-8"))]
     for obj in outputs.get("objects", []):
-        parts.append(("application/dicom", (scratch / obj["path"]).read_bytes()))
+        parts.append(("application/dicom", (scratch / obj.path).read_bytes()))
     return encode_related(parts)
 
 

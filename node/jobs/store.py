@@ -7,7 +7,6 @@ inputs (a late instance) make a new job that supersedes the earlier one of the s
 
 from __future__ import annotations
 
-import hashlib
 import json
 import sqlite3
 import threading
@@ -20,13 +19,20 @@ from typing import Any
 from node.errors import NotFoundError
 from node.store.migrate import migrate
 from node.store.sqlite import ThreadConnections
-from node.types import PRIOR_FAILED, Job, JobState, PriorOutcome, PriorState
+from node.types import (
+    COMBINE_MODEL,
+    PRIOR_FAILED,
+    Job,
+    JobState,
+    PriorOutcome,
+    PriorState,
+    ResultObject,
+    job_id_for,
+)
 
+# COMBINE_MODEL and job_id_for live in node.types (routing plans jobs with them); the queue
+# re-exports them for its own callers
 __all__ = ["COMBINE_MODEL", "RETIRED_PREFIX", "JobRecord", "JobStore", "job_id_for", "rerun_reason"]
-
-#: The "model" of a combine job: it runs once every model job it lists in ``_combine_of`` is
-#: final and writes their predictions as one result set (no real model name starts with "_").
-COMBINE_MODEL = "_combine"
 
 _STEPS = [
     """
@@ -92,12 +98,6 @@ _STEPS = [
 _ACTIVE = (JobState.QUEUED.value, JobState.RUNNING.value)
 
 
-def job_id_for(*, study_uid: str, rule: str, model: str, input_fingerprint: str) -> str:
-    """Deterministic job id: same study, rule, model and input instances -> same id."""
-    key = "\x1f".join([study_uid, rule, model, input_fingerprint]).encode()
-    return "j-" + hashlib.sha256(key).hexdigest()[:20]
-
-
 #: ``superseded_by`` of a job that a re-routing no longer asked for (``JobStore.retire``)
 RETIRED_PREFIX = "rerouted:"
 
@@ -157,7 +157,7 @@ class JobRecord:
             "series_uids": list(j.series_uids),
             "model": j.model,
             "rule": j.rule,
-            "parameters": dict(j.parameters),
+            "parameters": j.stored_parameters(),
             "destinations": list(j.destinations),
             "priority": j.priority,
             "state": self.state.value,
@@ -212,7 +212,7 @@ class JobStore:
                             job.rule,
                             job.model,
                             json.dumps(list(job.series_uids)),
-                            json.dumps(dict(job.parameters), sort_keys=True),
+                            json.dumps(job.stored_parameters(), sort_keys=True),
                             json.dumps(list(job.destinations)),
                             job.priority,
                             JobState.QUEUED.value,
@@ -262,7 +262,7 @@ class JobStore:
         if row is None or row[0] in _ACTIVE:
             return False
         stored = json.loads(row[1])
-        parameters = dict(job.parameters)
+        parameters = job.stored_parameters()
         revision = int(stored.get("_revision", 0) or 0)
         why = rerun_reason(stored, parameters)
         if str(row[2] or "").startswith(RETIRED_PREFIX):
@@ -411,7 +411,7 @@ class JobStore:
                 if outputs is not None:
                     conn.execute(
                         "UPDATE jobs SET outputs=? WHERE job_id=?",
-                        (json.dumps(dict(outputs), sort_keys=True), job_id),
+                        (json.dumps(dict(outputs), sort_keys=True, default=_json_of), job_id),
                     )
                 conn.execute("COMMIT")
             except BaseException:
@@ -896,6 +896,14 @@ _COLS = (
 )
 
 
+def _json_of(value: object) -> Any:
+    """The stored form of what JSON does not know in a job's outputs: its ``ResultObject``s
+    (``outputs["objects"]``) as the dicts the job record has always listed."""
+    if isinstance(value, ResultObject):
+        return value.to_json()
+    raise TypeError(f"a job's outputs hold a {type(value).__name__}, which is not JSON")
+
+
 def _wait_until(job: Job) -> float | None:
     p = job.prior
     return p.wait_until if p is not None and p.state is PriorState.WAITING else None
@@ -908,10 +916,10 @@ def _record(row: Sequence[Any]) -> JobRecord:
         rule=row[2],
         model=row[3],
         series_uids=tuple(json.loads(row[4])),
-        parameters=json.loads(row[5]),
         destinations=tuple(json.loads(row[6])),
         priority=int(row[7]),
         prior=PriorOutcome.from_json(json.loads(row[19])) if row[19] else None,
+        **Job.fields_of(json.loads(row[5])),
     )
     return JobRecord(
         job=job,

@@ -42,7 +42,7 @@ from node.results.seg import build_seg, segment_numbers
 from node.results.sources import SourceSet, load_sources
 from node.results.sr import build_sr
 from node.results.uids import result_uid
-from node.types import Prediction, ResultKind, Volume
+from node.types import Prediction, ResultKind, ResultObject, Volume
 
 __all__ = [
     "ResultFile",
@@ -54,6 +54,7 @@ __all__ = [
     "check_results",
     "load_sources",
     "result_kind",
+    "result_object",
     "result_uid",
 ]
 
@@ -72,6 +73,25 @@ def result_kind(ds: Dataset) -> ResultKind:
     if modality == "REG":
         return ResultKind.REG
     return ResultKind.DERIVED
+
+
+def result_object(ds: Dataset, path: Path, *, model: str) -> ResultObject:
+    """The ``ResultObject`` of result ``ds`` written (or to be written) at ``path``.
+
+    ``ds`` carries its File Meta Information (``encode`` wrote it from there, or it was read
+    from a file): its Transfer Syntax UID is the one the file has.
+    """
+    return ResultObject(
+        path=path,
+        sop_class_uid=str(ds.SOPClassUID),
+        sop_uid=str(ds.SOPInstanceUID),
+        study_uid=str(ds.StudyInstanceUID),
+        series_uid=str(ds.SeriesInstanceUID),
+        transfer_syntax_uid=str(ds.file_meta.TransferSyntaxUID),
+        modality=str(ds.Modality),
+        kind=result_kind(ds),
+        model=model,
+    )
 
 
 @dataclass(frozen=True, slots=True)

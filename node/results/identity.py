@@ -138,7 +138,7 @@ class ResultContext:
         """Series Number (PS3.3 C.7.3.1, IS) of result series ``index`` of this job.
 
         ``series_number_base + 1 + index``: high, to sort after the source series; the job
-        dispatcher gives each job of a study its own base (``node.jobs.dispatch``), so the
+        dispatcher gives each job of a study its own base (``node.routing.plan``), so the
         SEG, SR and SC series of different jobs do not share a number.
         """
         return self.series_number_base + 1 + index

@@ -16,7 +16,7 @@ import dicom_rules
 from dicom_rules import RouteDecision, RuleSet, SeriesInput
 from node.types import DicomJson, Series, Study
 
-__all__ = ["route_study", "routing_record", "series_inputs"]
+__all__ = ["prior_study_record", "route_study", "routing_record", "series_inputs"]
 
 log = logging.getLogger(__name__)
 
@@ -120,3 +120,9 @@ def routing_record(
         ],
         "volumes": volumes,
     }
+
+
+def prior_study_record(prior_of: str) -> dict[str, Any]:
+    """What the job store keeps of a study retrieved as the prior of study ``prior_of``: no
+    decision (a prior is stored, never routed as a new study)."""
+    return {"decisions": [], "explanation": None, "not_applicable": [], "prior_of": prior_of}

@@ -30,8 +30,8 @@ import numpy as np
 import pydicom
 import pytest
 
-from node.jobs.dispatch import _fingerprint
 from node.jobs.store import JobStore, job_id_for
+from node.routing.plan import _fingerprint
 from node.samples.writers import write_ct_series
 from node.store.index import Index
 from node.types import JobState

@@ -17,22 +17,19 @@ import sys
 from pathlib import Path
 
 import httpx
-import numpy as np
 import pydicom
 import pytest
 
 from node.jobs.store import JobStore
-from node.samples.writers import write_ct_series
 from node.types import JobState
-from tests.e2e.test_result_lifecycle import KOS_CLASS, _notes, _objects, _sops
+from tests.e2e.lifecycle import ct_series, lifecycle_node, live, notes, result_sops, runs
 from tests.models.builders import write_body_model
 from tests.peers.dcmtk import storescu
-from tests.peers.node import NodeProcess, start_node
-from tests.peers.orthanc import OrthancPeer, start_orthanc
+from tests.peers.node import NodeProcess
 from tests.util import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
-MODEL, SLICES = "tiny-body", 8
+MODEL = "tiny-body"
 
 
 def _rules(name: str) -> str:
@@ -41,15 +38,6 @@ def _rules(name: str) -> str:
         f"  - name: {name}\n    when: {{Modality: CT}}\n"
         f"    then: {{model: {MODEL}, deliver: [pacs, rest]}}\n"
     )
-
-
-def _live(peer: OrthancPeer) -> set[str]:
-    """SOP Instance UIDs in ``peer`` that are not rejection notes."""
-    return {sop for sop, cls in _sops(peer).items() if cls != KOS_CLASS}
-
-
-def _runs(store: JobStore, job_id: str) -> int:
-    return [e["state"] for e in store.events(job_id)].count("succeeded")
 
 
 def _cli(node: NodeProcess, *args: str) -> subprocess.CompletedProcess[str]:
@@ -70,25 +58,9 @@ def test_new_model_version_and_renamed_rule_replace_the_old_results(tmp_path: Pa
     write_body_model(models, name=MODEL, roi="[8, 48, 48]", version="1.2")
     rules = tmp_path / "node" / "rules.yaml"
     rules.write_text(_rules("ct-body"))
-    hu = np.random.default_rng(11).integers(-1000, 400, size=(SLICES, 48, 48)).astype(np.float32)
-    files = write_ct_series(hu, spacing=(2.5, 1.0, 1.0), out_dir=tmp_path / "in")
+    files = ct_series(tmp_path / "in", seed=11)
     study_uid = str(pydicom.dcmread(files[0], stop_before_pixels=True).StudyInstanceUID)
-    with (
-        start_orthanc(tmp_path / "pacs") as pacs,
-        start_orthanc(tmp_path / "rest") as rest,
-        start_node(
-            tmp_path / "node",
-            study={"stable_seconds": 1},
-            rules=str(rules),
-            models=[str(models)],
-            inference={"workers": 1, "torch_threads": 1, "job_timeout_seconds": 120},
-            destinations={
-                "pacs": {"type": "dimse", "host": "127.0.0.1", "port": pacs.dicom_port},
-                "rest": {"type": "orthanc", "url": rest.url, "delete_rejected": True},
-            },
-            delivery={"backoff_base_seconds": 0.2, "backoff_max_seconds": 1.0},
-        ) as node,
-    ):
+    with lifecycle_node(tmp_path, rules=rules, models=models) as (node, pacs, rest):
         store = JobStore(node.data_dir / "index.sqlite")
         http = httpx.Client(base_url=node.url, timeout=600)
         sent = storescu(node.dicom_port, files)
@@ -99,10 +71,10 @@ def test_new_model_version_and_renamed_rule_replace_the_old_results(tmp_path: Pa
             what="first job done",
         )
         (job,) = [j.job.job_id for j in store.list_jobs()]
-        assert store.get(job).job.parameters["_model_version"] == "1.2"
-        first = _objects(store, job)
+        assert store.get(job).job.model_version == "1.2"
+        first = result_sops(store, job)
         wait_until(
-            lambda: first <= _live(pacs) and _live(rest) == first,
+            lambda: first <= live(pacs) and live(rest) == first,
             timeout=120,
             what="first results in both Orthancs",
         )
@@ -119,18 +91,18 @@ def test_new_model_version_and_renamed_rule_replace_the_old_results(tmp_path: Pa
         assert again.status_code == 200, again.text
         assert again.json()["jobs"] == [job] and again.json()["new_jobs"] == [job]
         wait_until(
-            lambda: _runs(store, job) == 2 and store.get(job).state is JobState.SUCCEEDED,
+            lambda: runs(store, job) == 2 and store.get(job).state is JobState.SUCCEEDED,
             timeout=300,
             what="job run again with the new version",
         )
-        assert store.get(job).job.parameters["_model_version"] == "1.3"
-        second = _objects(store, job)
+        assert store.get(job).job.model_version == "1.3"
+        second = result_sops(store, job)
         assert second and not second & first  # new version, new UIDs
-        wait_until(lambda: len(_notes(pacs)) == 1, timeout=120, what="note at pacs")
-        wait_until(lambda: _live(rest) == second, timeout=120, what="only 1.3's set at rest")
-        (refs,) = _notes(pacs).values()
+        wait_until(lambda: len(notes(pacs)) == 1, timeout=120, what="note at pacs")
+        wait_until(lambda: live(rest) == second, timeout=120, what="only 1.3's set at rest")
+        (refs,) = notes(pacs).values()
         assert refs == first  # flagged: the 1.2 set stays at pacs, referenced by the note
-        assert first | second <= _live(pacs)
+        assert first | second <= live(pacs)
         headers = [
             pydicom.dcmread(node.data_dir / o["path"], stop_before_pixels=True)
             for o in store.get(job).outputs["objects"]
@@ -153,12 +125,12 @@ def test_new_model_version_and_renamed_rule_replace_the_old_results(tmp_path: Pa
         wait_until(
             lambda: store.get(renamed).state is JobState.SUCCEEDED, timeout=300, what="renamed"
         )
-        third = _objects(store, renamed)
+        third = result_sops(store, renamed)
         assert third and not third & (first | second)
-        wait_until(lambda: len(_notes(pacs)) == 2, timeout=120, what="second note at pacs")
-        wait_until(lambda: _live(rest) == third, timeout=120, what="only the renamed set at rest")
-        assert set(map(frozenset, _notes(pacs).values())) == {frozenset(first), frozenset(second)}
-        assert first | second | third <= _live(pacs)
+        wait_until(lambda: len(notes(pacs)) == 2, timeout=120, what="second note at pacs")
+        wait_until(lambda: live(rest) == third, timeout=120, what="only the renamed set at rest")
+        assert set(map(frozenset, notes(pacs).values())) == {frozenset(first), frozenset(second)}
+        assert first | second | third <= live(pacs)
 
         # recorded once each, with their reasons; audited once each
         detail = http.get(f"/api/studies/{study_uid}").json()
@@ -176,5 +148,5 @@ def test_new_model_version_and_renamed_rule_replace_the_old_results(tmp_path: Pa
         still = http.post(f"/api/studies/{study_uid}/reroute").json()
         assert still["new_jobs"] == [] and still["rejection"] is None
         assert http.get("/api/deliveries", params={"limit": 1000}).json() == deliveries
-        assert len(_notes(pacs)) == 2
+        assert len(notes(pacs)) == 2
         http.close()

@@ -13,7 +13,6 @@ import json
 import os
 import subprocess
 import sys
-from io import BytesIO
 from pathlib import Path
 
 import httpx
@@ -24,48 +23,15 @@ import pytest
 from node.jobs.store import JobStore
 from node.samples.writers import write_ct_series
 from node.types import JobState
+from tests.e2e.lifecycle import ct_series, lifecycle_node, notes, result_sops, sops
 from tests.models.builders import write_body_model
 from tests.peers.dcmtk import storescu
-from tests.peers.node import NodeProcess, start_node
-from tests.peers.orthanc import OrthancPeer, start_orthanc
+from tests.peers.node import NodeProcess
 from tests.results.conftest import run_tool
 from tests.util import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
-MODEL, RULE, SLICES = "tiny-body", "ct-body", 8
-KOS_CLASS = "1.2.840.10008.5.1.4.1.1.88.59"
-
-
-def _sops(peer: OrthancPeer) -> dict[str, str]:
-    """SOP Instance UID -> SOP Class UID of every instance in ``peer``."""
-    out = {}
-    for iid in httpx.get(f"{peer.url}/instances", timeout=30).json():
-        tags = httpx.get(f"{peer.url}/instances/{iid}/simplified-tags", timeout=30).json()
-        out[tags["SOPInstanceUID"]] = tags["SOPClassUID"]
-    return out
-
-
-def _notes(peer: OrthancPeer) -> dict[str, set[str]]:
-    """Rejection notes stored in ``peer``: note SOP Instance UID -> referenced SOP UIDs."""
-    out = {}
-    for iid in httpx.get(f"{peer.url}/instances", timeout=30).json():
-        data = httpx.get(f"{peer.url}/instances/{iid}/file", timeout=30).content
-        ds = pydicom.dcmread(BytesIO(data), stop_before_pixels=True)
-        if str(ds.SOPClassUID) != KOS_CLASS:
-            continue
-        if ds.ConceptNameCodeSequence[0].CodeValue != "113001":
-            continue
-        out[str(ds.SOPInstanceUID)] = {
-            str(sop.ReferencedSOPInstanceUID)
-            for study in ds.CurrentRequestedProcedureEvidenceSequence
-            for series in study.ReferencedSeriesSequence
-            for sop in series.ReferencedSOPSequence
-        }
-    return out
-
-
-def _objects(store: JobStore, job_id: str) -> set[str]:
-    return {o["sop_uid"] for o in store.get(job_id).outputs["objects"]}
+MODEL, RULE = "tiny-body", "ct-body"
 
 
 def _succeeded(store: JobStore) -> list[str]:
@@ -97,8 +63,7 @@ def test_late_instance_supersedes_retract_and_retry_leave_one_live_copy(
         f"  - name: {RULE}\n    when: {{Modality: CT}}\n"
         f"    then: {{model: {MODEL}, deliver: [pacs, rest]}}\n"
     )
-    hu = np.random.default_rng(7).integers(-1000, 400, size=(SLICES, 48, 48)).astype(np.float32)
-    files = write_ct_series(hu, spacing=(2.5, 1.0, 1.0), out_dir=tmp_path / "in")
+    files = ct_series(tmp_path / "in", seed=7)
     first = pydicom.dcmread(files[0], stop_before_pixels=True)
     late = write_ct_series(
         np.full((1, 48, 48), -100.0, dtype=np.float32),
@@ -109,32 +74,17 @@ def test_late_instance_supersedes_retract_and_retry_leave_one_live_copy(
         frame_of_reference_uid=str(first.FrameOfReferenceUID),
         origin=(-23.5, -23.5, 2.5),  # one slice above the first (z goes down)
     )
-    with (
-        start_orthanc(tmp_path / "pacs") as pacs,
-        start_orthanc(tmp_path / "rest") as rest,
-        start_node(
-            tmp_path / "node",
-            study={"stable_seconds": 1},
-            rules=str(rules),
-            models=[str(models)],
-            inference={"workers": 1, "torch_threads": 1, "job_timeout_seconds": 120},
-            destinations={
-                "pacs": {"type": "dimse", "host": "127.0.0.1", "port": pacs.dicom_port},
-                "rest": {"type": "orthanc", "url": rest.url, "delete_rejected": True},
-            },
-            delivery={"backoff_base_seconds": 0.2, "backoff_max_seconds": 1.0},
-        ) as node,
-    ):
+    with lifecycle_node(tmp_path, rules=rules, models=models) as (node, pacs, rest):
         store = JobStore(node.data_dir / "index.sqlite")
         http = httpx.Client(base_url=node.url, timeout=60)
         sent = storescu(node.dicom_port, files)
         assert len(sent.acknowledged) == len(files), sent.output[-2000:]
         wait_until(lambda: len(_succeeded(store)) == 1, timeout=300, what="first job done")
         (old_job,) = _succeeded(store)
-        old = _objects(store, old_job)
+        old = result_sops(store, old_job)
         assert old
         wait_until(
-            lambda: old <= set(_sops(pacs)) and old <= set(_sops(rest)),
+            lambda: old <= set(sops(pacs)) and old <= set(sops(rest)),
             timeout=120,
             what="first results in both Orthancs",
         )
@@ -145,14 +95,14 @@ def test_late_instance_supersedes_retract_and_retry_leave_one_live_copy(
         wait_until(lambda: len(_succeeded(store)) == 2, timeout=300, what="second job done")
         (new_job,) = [j for j in _succeeded(store) if j != old_job]
         assert store.get(old_job).superseded_by == new_job
-        new = _objects(store, new_job)
+        new = result_sops(store, new_job)
         assert new and not new & old
-        wait_until(lambda: len(_notes(pacs)) == 1, timeout=120, what="note at pacs")
-        wait_until(lambda: not old & set(_sops(rest)), timeout=120, what="old deleted at rest")
-        (refs,) = _notes(pacs).values()
+        wait_until(lambda: len(notes(pacs)) == 1, timeout=120, what="note at pacs")
+        wait_until(lambda: not old & set(sops(rest)), timeout=120, what="old deleted at rest")
+        (refs,) = notes(pacs).values()
         assert refs == old  # flagged: the old set stays at pacs, referenced by the note
-        assert old | new <= set(_sops(pacs))
-        assert new <= set(_sops(rest))
+        assert old | new <= set(sops(pacs))
+        assert new <= set(sops(rest))
         detail = http.get(f"/api/studies/{first.StudyInstanceUID}").json()
         (superseded,) = detail["rejections"]
         assert superseded["kind"] == "superseded" and superseded["superseded_by"] == new_job
@@ -174,8 +124,8 @@ def test_late_instance_supersedes_retract_and_retry_leave_one_live_copy(
         )
         assert retracted.status_code == 201, retracted.text
         assert retracted.json()["job_ids"] == [new_job]
-        wait_until(lambda: len(_notes(pacs)) == 2, timeout=120, what="second note at pacs")
-        wait_until(lambda: not new & set(_sops(rest)), timeout=120, what="new deleted at rest")
+        wait_until(lambda: len(notes(pacs)) == 2, timeout=120, what="second note at pacs")
+        wait_until(lambda: not new & set(sops(rest)), timeout=120, what="new deleted at rest")
         again = http.post("/api/results/retract", json={"uid": new_job, "reason": "again"})
         assert again.status_code == 409, again.text
 
@@ -190,9 +140,9 @@ def test_late_instance_supersedes_retract_and_retry_leave_one_live_copy(
             timeout=300,
             what="retried job done",
         )
-        assert not (old | new) & set(_sops(rest))
-        at_pacs = _sops(pacs)
-        assert len(_notes(pacs)) == 2 and old | new <= set(at_pacs)
+        assert not (old | new) & set(sops(rest))
+        at_pacs = sops(pacs)
+        assert len(notes(pacs)) == 2 and old | new <= set(at_pacs)
         after = http.get("/api/deliveries", params={"limit": 1000}).json()
         assert after == delivered_before  # nothing queued or sent again
 
@@ -204,8 +154,8 @@ def test_late_instance_supersedes_retract_and_retry_leave_one_live_copy(
         twice = _cli(node, "retract", old_job, "--reason", "again")
         assert twice.returncode == 2 and "rejected already" in twice.stderr, twice.stderr
 
-        notes = sorted((node.data_dir / "results" / "rejections").glob("*.dcm"))
-        assert len(notes) == 2
-        out = run_tool(checker_tools, "check-dicom", *notes)
+        note_files = sorted((node.data_dir / "results" / "rejections").glob("*.dcm"))
+        assert len(note_files) == 2
+        out = run_tool(checker_tools, "check-dicom", *note_files)
         assert "0 error(s)" in out.splitlines()[-1], out
         http.close()

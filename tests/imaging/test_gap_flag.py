@@ -120,6 +120,6 @@ def test_job_outputs_name_the_interpolated_slices(tmp_path: Path) -> None:
         relative_to=tmp_path,
     )
     assert out["interpolated_slices"] == [6]
-    written = [pydicom.dcmread(tmp_path / o["path"]) for o in out["objects"]]
+    written = [pydicom.dcmread(tmp_path / o.path) for o in out["objects"]]
     segs = [d for d in written if d.Modality == "SEG"]
     assert segs and "1 of 12 slices were interpolated" in segs[0].DerivationDescription

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from node.jobs import EmbeddedEngine, JobStore, job_id_for
-from node.jobs.dispatch import plan_jobs, series_number_base
 from node.results.identity import ResultContext
+from node.routing.plan import plan_jobs, series_number_base
 from node.types import Instance, Job, JobState
 from tests.util import wait_until
 
@@ -129,10 +129,10 @@ def test_each_job_of_a_study_numbers_its_result_series_apart() -> None:
 
     decisions = [_Decision("a", "seg", ("1.2.3", "1.2.4")), _Decision("b", "detect", ("1.2.3",))]
     plan = plan_jobs("1.2", decisions, series_instances=instances, now=0.0)
-    bases = [j.parameters["_series_number_base"] for j in plan.jobs]
+    bases = [j.series_number_base for j in plan.jobs]
     assert bases == [series_number_base(k) for k in range(3)] == [9000, 10000, 11000]
     again = plan_jobs("1.2", decisions, series_instances=instances, now=5.0)
-    assert [j.parameters["_series_number_base"] for j in again.jobs] == bases  # deterministic
+    assert [j.series_number_base for j in again.jobs] == bases  # deterministic
     when = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
     numbers = {
         ResultContext("j", "m", "1", False, when, series_number_base=b).series_number(i)

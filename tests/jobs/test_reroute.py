@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from node.jobs.dispatch import no_longer_routed, with_model_versions
 from node.jobs.store import COMBINE_MODEL, RETIRED_PREFIX, JobStore, rerun_reason
+from node.routing.plan import no_longer_routed, with_model_versions
 from node.types import Job, JobState
 
 STUDY = "1.2.3"
@@ -48,7 +48,7 @@ def test_model_versions_are_recorded_in_model_and_combine_jobs() -> None:
     a, b = _job("j-a", model="a"), _job("j-b", model="b")
     combine = _job("j-c", model=COMBINE_MODEL, _combine_of=["j-a", "j-b"])
     out = with_model_versions([a, b, combine, _job("j-x", model="unknown")], {"a": "1", "b": "2"})
-    assert [j.parameters.get("_model_version") for j in out] == ["1", "2", None, None]
+    assert [j.model_version for j in out] == ["1", "2", None, None]
     assert out[2].parameters["_model_versions"] == {"a": "1", "b": "2"}
     assert "_model_versions" not in out[3].parameters
 
@@ -114,7 +114,7 @@ def test_finished_job_runs_again_under_a_new_model_version_only(tmp_path: Path) 
     assert store.submit([_job("j-a", _model_version="1.3")]) == ["j-a"]
     record = store.get("j-a")
     assert record.state is JobState.QUEUED and record.attempts == 0
-    assert record.job.parameters["_model_version"] == "1.3"
+    assert record.job.model_version == "1.3"
     assert store.events("j-a")[-1]["reason"] == "re-routed: model version 1.2 -> 1.3"
     # a queued or running job is not queued twice
     assert store.submit([_job("j-a", _model_version="1.4")]) == []

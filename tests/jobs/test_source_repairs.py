@@ -48,5 +48,5 @@ def test_run_series_records_source_repairs(tmp_path: Path) -> None:
     repairs = out["source_repairs"]
     assert "ProcedureCodeSequence: dropped item 1 lacking CodeMeaning" in repairs
     assert any(r.startswith("StudyDescription:") and r.endswith("dropped") for r in repairs)
-    written = [pydicom.dcmread(tmp_path / o["path"]) for o in out["objects"]]
+    written = [pydicom.dcmread(tmp_path / o.path) for o in out["objects"]]
     assert written and all("ProcedureCodeSequence" not in d for d in written)

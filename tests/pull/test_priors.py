@@ -26,12 +26,12 @@ import pytest
 from pydicom.uid import generate_uid
 
 from node.app import Node
-from node.config import Config
 from node.jobs.store import JobRecord
 from node.samples.writers import write_ct_series
 from node.types import NO_PRIOR, PRIOR_FAILED, JobState, PriorState
 from tests.peers.orthanc import OrthancPeer, start_orthanc
 from tests.pull.conftest import load_into
+from tests.pull.priors_site import priors_config
 from tests.util import free_port, wait_until
 
 TIMEOUT_SECONDS = 20.0  # priors.timeout_seconds of the node under test
@@ -152,33 +152,21 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
         tmp / "orthanc", modalities={"ainode": ("AINODE", "127.0.0.1", node_port)}
     ) as orthanc:
         load_into(orthanc, [f for files in archive.values() for f in files])
-        dimse = {"host": "127.0.0.1", "port": orthanc.dicom_port, "ae_title": "ORTHANC"}
-        config = Config.model_validate(
-            {
-                "node": {
-                    "ae_title": "AINODE",
-                    "dicom_port": node_port,
-                    "http_port": 0,
-                    "data_dir": str(tmp / "data"),
-                    "min_free_bytes": 0,
-                },
-                "study": {"stable_seconds": 3600},
-                "rules": str(rules),
-                "sources": {
-                    "move": {"type": "dimse", **dimse},
-                    "get": {"type": "dimse", "method": "c-get", **dimse},
-                    "web": {"type": "dicomweb", "url": orthanc.dicomweb_url},
-                    "down": {"type": "dimse", "host": "127.0.0.1", "port": free_port()},
-                    "down-web": {"type": "dicomweb", "url": f"http://127.0.0.1:{free_port()}/"},
-                },
-                "priors": {"timeout_seconds": TIMEOUT_SECONDS, "retry_seconds": 1},
-                "inference": {"max_attempts": 1},
-                "auth": {
-                    "tokens": {
-                        "reviewer": {"token_env": "AINODE_TEST_PRIORS_TOKEN", "role": "reviewer"}
-                    }
-                },
-            }
+        config = priors_config(
+            tmp,
+            node_port=node_port,
+            rules=rules,
+            orthanc=orthanc,
+            priors={"timeout_seconds": TIMEOUT_SECONDS, "retry_seconds": 1},
+            sources={
+                "down": {"type": "dimse", "host": "127.0.0.1", "port": free_port()},
+                "down-web": {"type": "dicomweb", "url": f"http://127.0.0.1:{free_port()}/"},
+            },
+            auth={
+                "tokens": {
+                    "reviewer": {"token_env": "AINODE_TEST_PRIORS_TOKEN", "role": "reviewer"}
+                }
+            },
         )
         node = Node(config)
         node.start()

@@ -18,6 +18,7 @@ def test_all_is_pinned() -> None:
         "check_results",
         "load_sources",
         "result_kind",
+        "result_object",
         "result_uid",
     ]
 

@@ -36,7 +36,7 @@ def _engine(store: JobStore, url: str, tmp: Path) -> CeleryEngine:
         store,
         broker_url=url,
         data_dir=tmp,
-        series_paths=lambda uid: [],
+        series_instances=lambda uid: [],
         visibility_timeout_seconds=60,
         stat_priority=100,
         publish_interval_seconds=0.2,

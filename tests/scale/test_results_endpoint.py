@@ -84,7 +84,7 @@ def _run_locally(node: Node, begun: dict, tmp: Path) -> list[bytes]:  # type: ig
         out_dir=tmp / "scratch" / job.job_id,
         relative_to=tmp / "scratch",
     )
-    return [(tmp / "scratch" / o["path"]).read_bytes() for o in out["objects"]]
+    return [(tmp / "scratch" / o.path).read_bytes() for o in out["objects"]]
 
 
 def test_results_recorded_and_delivered_once(node: tuple[Node, httpx.Client, Path]) -> None:

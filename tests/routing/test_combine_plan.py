@@ -7,8 +7,8 @@ from pathlib import Path
 
 import dicom_rules
 from node.jobs import JobStore
-from node.jobs.dispatch import plan_jobs
 from node.jobs.store import COMBINE_MODEL
+from node.routing.plan import plan_jobs
 from node.types import Instance, JobState
 from tests.dicom_rules.headers import make
 
@@ -62,7 +62,7 @@ def test_a_rule_with_several_models_gets_one_combine_job() -> None:
     assert combine.rule == "chest" and combine.series_uids == ("1.2.3.1",)
     assert combine.parameters["_prefer"] == ["detect"]
     assert combine.parameters["_taken_series_numbers"] == [2, 9001]
-    assert combine.parameters["_series_number_base"] == chest[0].parameters["_series_number_base"]
+    assert combine.series_number_base == chest[0].series_number_base
     # every destination any of the rule's models delivers to, in rule order
     assert combine.destinations == ("pacs", "viewer")
     # routing the same inputs again plans the same ids (nothing runs twice)

@@ -1,8 +1,10 @@
-"""Routing decisions -> jobs (one per model and series) and forwards of originals.
+"""Routing decisions -> jobs (one per model and series) and forwards of originals: routing
+owns job planning (``node.routing.study_plan`` plans a whole study with it).
 
 Each job of a study gets a deterministic ordinal (its place in the routing decisions, which
 follow the rule file and the series order); its result series are numbered from
-``series_number_base(ordinal)`` (job 0: 9001, 9002...; job 1: 10001...), so the SEG/SR/SC series
+``series_number_base(ordinal)`` (``Job.series_number_base``; job 0: 9001, 9002...; job 1:
+10001...), so the SEG/SR/SC series
 of different jobs in one study never share a Series Number.
 
 A job's id comes from study, rule, model, series and the exact stored instances of that series
@@ -26,8 +28,7 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
-from node.jobs.store import COMBINE_MODEL, job_id_for
-from node.types import Instance, Job
+from node.types import COMBINE_MODEL, Instance, Job, job_id_for
 
 __all__ = [
     "Plan",
@@ -117,9 +118,11 @@ def plan_jobs(
     decisions:
         ``dicom_rules.RouteDecision`` values for the study.
     series_instances:
-        Stored instances of a series (``Index.series_instances``).
+        Stored instances of a series (``Index.series_instances``; ``study_plan`` passes one
+        lookup per series for the whole routing).
     now:
-        Creation time frozen into the job (and so into its result objects' content date).
+        Creation time frozen into the job (``Job.created_at``, and so into its result objects'
+        content date).
     choose:
         The volume a decision's model gets on a series (``node.routing.qualify``): a volume id
         goes into the job (``_volume``); a reason means "not applicable": no job.
@@ -172,8 +175,6 @@ def plan_jobs(
                     fp += ":" + choice.volume_id
                 if choice.dropped:
                     params["_dropped"] = list(choice.dropped)
-            params["_created_at"] = int(created)
-            params["_series_number_base"] = series_number_base(len(jobs))
             jobs.append(
                 Job(
                     job_id=job_id_for(
@@ -186,6 +187,8 @@ def plan_jobs(
                     parameters=params,
                     destinations=tuple(d.deliver),
                     priority=d.priority,
+                    created_at=int(created),
+                    series_number_base=series_number_base(len(jobs)),
                 )
             )
             job_group.append((d.rule, series_uid))
@@ -233,18 +236,16 @@ def _combine_jobs(
             model=COMBINE_MODEL,
             input_fingerprint="\x1e".join(ids),
         )
-        first = group[0].parameters
+        first = group[0]
         params: dict[str, Any] = {
             "_combine_of": ids,
             "_prefer": list(prefer),
             "_not_run": dict(sorted(not_run.items())),
-            "_created_at": int(created),
-            "_series_number_base": int(first["_series_number_base"]),
             "_taken_series_numbers": sorted({int(n) for n in taken}),
         }
         for name in ("_volume", "_dropped"):
-            if name in first:
-                params[name] = first[name]
+            if name in first.parameters:
+                params[name] = first.parameters[name]
         destinations: list[str] = []
         for j in group:
             destinations += [d for d in j.destinations if d not in destinations]
@@ -258,6 +259,8 @@ def _combine_jobs(
                 parameters=params,
                 destinations=tuple(destinations),
                 priority=max(j.priority for j in group),
+                created_at=int(created),
+                series_number_base=first.series_number_base,
             )
         )
         for n in indices:
@@ -268,19 +271,14 @@ def _combine_jobs(
 
 
 def with_model_versions(jobs: Sequence[Job], versions: Mapping[str, str]) -> tuple[Job, ...]:
-    """``jobs`` with the version of their model recorded (``_model_version``; a combine job:
-    ``_model_versions`` of the models it combines), when the router knows it.
+    """``jobs`` with the version of their model recorded (``Job.model_version``; a combine
+    job: the parameter ``_model_versions`` of the models it combines), when the router knows it.
 
     A re-routing whose model version differs from the one a finished job ran with runs that
     job again (``node.jobs.store.rerun_reason``); its new result objects have new UIDs (they
     derive from job id and model version) and replace the old ones (docs/results.md).
     """
-    out = [
-        replace(j, parameters={**j.parameters, "_model_version": versions[j.model]})
-        if j.model in versions
-        else j
-        for j in jobs
-    ]
+    out = [replace(j, model_version=versions[j.model]) if j.model in versions else j for j in jobs]
     by_id = {j.job_id: j for j in out}
     for n, j in enumerate(out):
         if j.model != COMBINE_MODEL:
