@@ -257,16 +257,9 @@ class DicomwebSource(_DicomwebPeer):
     type: Literal["dicomweb"]
 
 
-class UpsRsSource(_DicomwebPeer):
-    """A UPS-RS Task Manager (PS3.18 section 11) whose workitems this node performs.
+class _Performer(_Strict):
+    """What every worklist source (a UPS Task Manager this node performs for) says."""
 
-    ``url`` is the manager's DICOMweb base (``.../dicom-web``); the node searches it for
-    SCHEDULED workitems with one of ``codes`` (Scheduled Workitem Code Sequence) and, when set,
-    ``station`` (Scheduled Station Name Code Sequence), claims each, fetches its input with
-    WADO-RS, routes it with the node's rules and completes it (docs/workflow.md).
-    """
-
-    type: Literal["ups-rs"]
     codes: list[Annotated[str, Field(min_length=1, max_length=16)]] = Field(
         default_factory=list,
         description="Scheduled Workitem Code values taken (CodeValue); empty = every workitem",
@@ -278,6 +271,23 @@ class UpsRsSource(_DicomwebPeer):
         description="only workitems whose Scheduled Station Name code value is this",
     )
     poll_seconds: float = Field(default=10.0, gt=0, description="search interval")
+    result_timeout_seconds: float = Field(
+        default=3600.0,
+        gt=0,
+        description="longest wait for a workitem's jobs and deliveries before it is canceled",
+    )
+
+
+class UpsRsSource(_DicomwebPeer, _Performer):
+    """A UPS-RS Task Manager (PS3.18 section 11) whose workitems this node performs.
+
+    ``url`` is the manager's DICOMweb base (``.../dicom-web``); the node searches it for
+    SCHEDULED workitems with one of ``codes`` (Scheduled Workitem Code Sequence) and, when set,
+    ``station`` (Scheduled Station Name Code Sequence), claims each, fetches its input with
+    WADO-RS, routes it with the node's rules and completes it (docs/workflow.md).
+    """
+
+    type: Literal["ups-rs"]
     events: bool = Field(
         default=True,
         description=(
@@ -292,14 +302,9 @@ class UpsRsSource(_DicomwebPeer):
             " not under this source's url); without it such inputs are fetched from url"
         ),
     )
-    result_timeout_seconds: float = Field(
-        default=3600.0,
-        gt=0,
-        description="longest wait for a workitem's jobs and deliveries before it is canceled",
-    )
 
 
-class UpsDimseSource(_DimsePeer):
+class UpsDimseSource(_DimsePeer, _Performer):
     """A UPS DIMSE Task Manager (PS3.4 Annex CC) whose workitems this node performs.
 
     ``host``/``port``/``ae_title`` are the manager's UPS SCP; the node finds SCHEDULED
@@ -309,17 +314,6 @@ class UpsDimseSource(_DimsePeer):
     """
 
     type: Literal["ups-dimse"]
-    codes: list[Annotated[str, Field(min_length=1, max_length=16)]] = Field(
-        default_factory=list,
-        description="Scheduled Workitem Code values taken (CodeValue); empty = every workitem",
-    )
-    station: str | None = Field(
-        default=None,
-        min_length=1,
-        max_length=16,
-        description="only workitems whose Scheduled Station Name code value is this",
-    )
-    poll_seconds: float = Field(default=10.0, gt=0, description="search interval")
     method: Literal["c-move", "c-get"] = Field(
         default="c-get", description="how inputs are fetched from their Retrieve AE Title"
     )
@@ -330,11 +324,6 @@ class UpsDimseSource(_DimsePeer):
             " its N-EVENT-REPORTs on node.dicom_port: a SCHEDULED workitem is searched for at"
             " once, a cancel request is honoured (the manager must know node.ae_title's address)"
         ),
-    )
-    result_timeout_seconds: float = Field(
-        default=3600.0,
-        gt=0,
-        description="longest wait for a workitem's jobs and deliveries before it is canceled",
     )
 
 

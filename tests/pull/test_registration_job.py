@@ -14,6 +14,7 @@ Spatial Registration, and the job says why.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -89,26 +90,35 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
         pair.prior.hu, tmp / "prior", patient_id="REG-FU", date="20240301",
         frame_of_reference_uid=generate_uid(),
     )  # fmt: skip
+    with follow_up_node(tmp, RULES, prior_files) as (node, pacs):
+        yield Site(node, pacs, JobStore(node.data_dir / "index.sqlite"), pair, prior_files, tmp)
+
+
+@contextmanager
+def follow_up_node(
+    tmp: Path, rules: str, prior_files: list[Path]
+) -> Iterator[tuple[NodeProcess, OrthancPeer]]:
+    """A real Orthanc holding ``prior_files`` (the PACS: prior source and destination ``pacs``)
+    and a real node running ``rules`` with a short priors timeout."""
     node_port = free_port()
     with start_orthanc(
         tmp / "pacs", modalities={"ainode": ("AINODE", "127.0.0.1", node_port)}
     ) as pacs:
         load_into(pacs, prior_files)
         dimse = {"host": "127.0.0.1", "port": pacs.dicom_port, "ae_title": "ORTHANC"}
-        rules = tmp / "rules.yaml"
-        rules.write_text(RULES)
+        (tmp / "rules.yaml").write_text(rules)
         with start_node(
             tmp / "node",
             node={"ae_title": "AINODE", "dicom_port": node_port},
             study={"stable_seconds": 2},
-            rules=str(rules),
+            rules=str(tmp / "rules.yaml"),
             sources={"pacs": {"type": "dimse", **dimse}},
             destinations={"pacs": {"type": "dimse", **dimse}},
             priors={"timeout_seconds": 120, "retry_seconds": 2},
-            inference={"workers": 1, "torch_threads": 2, "job_timeout_seconds": 600},
+            inference={"workers": 1, "torch_threads": 2, "job_timeout_seconds": 900},
             delivery={"backoff_base_seconds": 0.2, "backoff_max_seconds": 1.0},
         ) as node:
-            yield Site(node, pacs, JobStore(node.data_dir / "index.sqlite"), pair, prior_files, tmp)
+            yield node, pacs
 
 
 def _send_current(site: Site, patient_id: str) -> tuple[str, list[Path]]:

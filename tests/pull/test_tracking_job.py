@@ -21,12 +21,9 @@ from node.jobs.store import JobStore
 from node.samples.followup import make_followup_pair
 from node.types import JobState, PriorState
 from tests.peers.dcmtk import storescu
-from tests.peers.node import start_node
-from tests.peers.orthanc import start_orthanc
-from tests.pull.conftest import load_into
-from tests.pull.test_registration_job import SPACING, _orthanc_file, _write
+from tests.pull.test_registration_job import SPACING, _orthanc_file, _write, follow_up_node
 from tests.results.conftest import run_tool
-from tests.util import free_port, wait_until
+from tests.util import wait_until
 
 SEED = 7_300_011
 
@@ -53,70 +50,53 @@ def test_the_detector_tracks_the_nodules_of_a_fetched_prior(
         pair.current.hu, tmp_path / "current", patient_id="TRK-FU", date="20260110",
         frame_of_reference_uid=generate_uid(),
     )  # fmt: skip
-    node_port = free_port()
-    with start_orthanc(
-        tmp_path / "pacs", modalities={"ainode": ("AINODE", "127.0.0.1", node_port)}
-    ) as pacs:
-        load_into(pacs, prior_files)
-        dimse = {"host": "127.0.0.1", "port": pacs.dicom_port, "ae_title": "ORTHANC"}
-        (tmp_path / "rules.yaml").write_text(RULES)
-        with start_node(
-            tmp_path / "node",
-            node={"ae_title": "AINODE", "dicom_port": node_port},
-            study={"stable_seconds": 2},
-            rules=str(tmp_path / "rules.yaml"),
-            sources={"pacs": {"type": "dimse", **dimse}},
-            destinations={"pacs": {"type": "dimse", **dimse}},
-            priors={"timeout_seconds": 120, "retry_seconds": 2},
-            inference={"workers": 1, "torch_threads": 2, "job_timeout_seconds": 900},
-            delivery={"backoff_base_seconds": 0.2, "backoff_max_seconds": 1.0},
-        ) as node:
-            sent = storescu(node.dicom_port, current_files)
-            assert len(sent.acknowledged) == len(current_files), sent.output[-2000:]
-            study_uid = str(pydicom.dcmread(current_files[0]).StudyInstanceUID)
-            jobs = JobStore(node.data_dir / "index.sqlite")
+    with follow_up_node(tmp_path, RULES, prior_files) as (node, pacs):
+        sent = storescu(node.dicom_port, current_files)
+        assert len(sent.acknowledged) == len(current_files), sent.output[-2000:]
+        study_uid = str(pydicom.dcmread(current_files[0]).StudyInstanceUID)
+        jobs = JobStore(node.data_dir / "index.sqlite")
 
-            def done() -> bool:
-                found = jobs.list_jobs(study_uid=study_uid)
-                return len(found) == 1 and found[0].state not in (
-                    JobState.QUEUED,
-                    JobState.RUNNING,
-                )
+        def done() -> bool:
+            found = jobs.list_jobs(study_uid=study_uid)
+            return len(found) == 1 and found[0].state not in (
+                JobState.QUEUED,
+                JobState.RUNNING,
+            )
 
-            wait_until(done, timeout=1200, what="the detection job finished")
-            (record,) = jobs.list_jobs(study_uid=study_uid)
-            assert record.state is JobState.SUCCEEDED, record.to_json()
-            assert record.job.prior is not None
-            assert record.job.prior.state is PriorState.FETCHED, record.to_json()
-            prior_uid = str(pydicom.dcmread(prior_files[0]).StudyInstanceUID)
-            assert record.outputs["prior"]["used"] is True
+        wait_until(done, timeout=1200, what="the detection job finished")
+        (record,) = jobs.list_jobs(study_uid=study_uid)
+        assert record.state is JobState.SUCCEEDED, record.to_json()
+        assert record.job.prior is not None
+        assert record.job.prior.state is PriorState.FETCHED, record.to_json()
+        prior_uid = str(pydicom.dcmread(prior_files[0]).StudyInstanceUID)
+        assert record.outputs["prior"]["used"] is True
 
-            # the summary: the grown nodule grew, the new one is new (the generator's truth)
-            detections = record.outputs["summary"]["detections"]
-            tracked = [d for d in detections if "tracking" in d]
-            assert tracked and all(
-                d["tracking"]["prior_study_uid"] == prior_uid for d in tracked
-            ), detections
-            # the generator grew one nodule and added one: the model-level tests
-            # (tests/models/test_demo_followup.py) match them one by one; here the node path
-            statuses = sorted(d["tracking"]["status"] for d in tracked)
-            assert "growing" in statuses and "new" in statuses, detections
-            (growing,) = [d for d in tracked if d["tracking"]["status"] == "growing"]
-            assert growing["tracking"]["volume_change_percent"] > 25, growing
-            assert growing["tracking"]["volume_doubling_days"] > 0, growing
-            assert growing["tracking"]["interval_days"] == 315, growing  # 2025-03-01 -> 2026-01-10
+        # the summary: the grown nodule grew, the new one is new (the generator's truth)
+        detections = record.outputs["summary"]["detections"]
+        tracked = [d for d in detections if "tracking" in d]
+        assert tracked and all(d["tracking"]["prior_study_uid"] == prior_uid for d in tracked), (
+            detections
+        )
+        # the generator grew one nodule and added one: the model-level tests
+        # (tests/models/test_demo_followup.py) match them one by one; here the node path
+        statuses = sorted(d["tracking"]["status"] for d in tracked)
+        assert "growing" in statuses and "new" in statuses, detections
+        (growing,) = [d for d in tracked if d["tracking"]["status"] == "growing"]
+        assert growing["tracking"]["volume_change_percent"] > 25, growing
+        assert growing["tracking"]["volume_doubling_days"] > 0, growing
+        assert growing["tracking"]["interval_days"] == 315, growing  # 2025-03-01 -> 2026-01-10
 
-            # the SR in Orthanc carries the comparison and passes the SR checkers
-            (sr,) = [o for o in record.outputs["objects"] if o["modality"] == "SR"]
-            data: list[bytes] = []
+        # the SR in Orthanc carries the comparison and passes the SR checkers
+        (sr,) = [o for o in record.outputs["objects"] if o["modality"] == "SR"]
+        data: list[bytes] = []
 
-            def arrived() -> bool:
-                got = _orthanc_file(pacs, sr["sop_uid"])
-                if got is not None:
-                    data.append(got)
-                return got is not None
+        def arrived() -> bool:
+            got = _orthanc_file(pacs, sr["sop_uid"])
+            if got is not None:
+                data.append(got)
+            return got is not None
 
-            wait_until(arrived, timeout=120, what="the SR in Orthanc")
+        wait_until(arrived, timeout=120, what="the SR in Orthanc")
     path = tmp_path / "sr-from-orthanc.dcm"
     path.write_bytes(data[0])
     run_tool(checker_tools, "check-sr", path)  # PixelMed and dsrdump: exit 0 = no error
