@@ -25,27 +25,32 @@ os.environ.setdefault("TCP_NODELAY", "1")
 os.environ.setdefault("AINODE_PYTHON", sys.executable)
 
 
-#: The test files that take longest (``pytest --durations``, CONTRIBUTING.md), longest first.
-#: Under pytest-xdist (``make test``) files are handed to workers in collection order, so these
-#: start first and the run does not end waiting on one long file started last.
+#: The test files that take longest, longest first: measured with ``--durations`` and per-file
+#: sums (issue 19 §4; CONTRIBUTING.md "Where CI time goes"), then files not measured in the old
+#: order.  Under pytest-xdist (``make test``) files are handed to workers in collection order, so
+#: these start first and the run does not end waiting on one long file started last.
 LONGEST_FIRST = (
     "tests/e2e/test_crash.py",
-    "tests/e2e/test_end_to_end.py",
-    "tests/scale/test_cluster.py",
-    "tests/e2e/test_result_lifecycle.py",
-    "tests/models/test_bundle_zoo.py",
-    "tests/results/test_sr.py",
-    "tests/e2e/test_misbehaving_models.py",
+    "tests/models/test_bundle_zoo_detection.py",
+    "tests/e2e/test_real_chest_ct.py",
     "tests/models/test_demo_lung.py",
-    "tests/security/test_phi_in_logs.py",
+    "tests/models/test_demo_lung_classify.py",
+    "tests/scale/test_cluster_worker_kill.py",
     "tests/models/test_demo_enhance_cxr.py",
-    "tests/cli/test_demo.py",
-    "tests/results/test_ohif.py",
+    "tests/e2e/test_end_to_end.py",
+    "tests/e2e/test_misbehaving_models.py",
+    "tests/models/test_bundle_zoo.py",
     "tests/e2e/test_drain.py",
-    "tests/security/test_openapi_schemathesis.py",
-    "tests/cli/test_models_admission.py",
-    "tests/cli/test_serve_send.py",
+    "tests/scale/test_cluster.py",
+    "tests/cli/test_demo.py",
     "tests/checkers/test_checkers.py",
+    "tests/security/test_phi_in_logs.py",
+    "tests/results/test_sr.py",
+    "tests/e2e/test_result_lifecycle.py",
+    "tests/security/test_openapi_schemathesis.py",
+    "tests/cli/test_serve_send.py",
+    "tests/results/test_ohif.py",
+    "tests/cli/test_models_admission.py",
     "tests/pull/test_pull_console.py",
 )
 

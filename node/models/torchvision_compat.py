@@ -24,8 +24,8 @@ used and nothing here runs.
 be imported, MONAI's two module-level stubs are replaced by ``validate_trainable_layers`` and
 ``IntermediateLayerGetter`` below, written from torchvision's documented contract, in the
 process that runs the bundle only (a job's worker, ``ainode predict``).  A warning is logged.
-``tests/models/test_bundle_zoo.py`` shows the detector built this way gives MONAI's answer, and
-``tests/models/test_torchvision_compat.py`` pins the two pieces' behaviour.
+``tests/models/test_bundle_zoo_detection.py`` shows the detector built this way gives MONAI's
+answer, and ``tests/models/test_torchvision_compat.py`` pins the two pieces' behaviour.
 """
 
 from __future__ import annotations

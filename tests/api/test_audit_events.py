@@ -56,7 +56,7 @@ def test_associations_accepted_and_refused(tmp_path: Path) -> None:
         base = f"http://127.0.0.1:{node.http_port}"
 
         def audited() -> list[dict[str, Any]]:
-            records = httpx.get(f"{base}/api/audit").json()["records"]
+            records = httpx.get(f"{base}/api/audit", timeout=60).json()["records"]
             return [r for r in records if r["event"].startswith("association.")]
 
         wait_until(lambda: len(audited()) == 2, timeout=10, what="two association records")
@@ -66,7 +66,7 @@ def test_associations_accepted_and_refused(tmp_path: Path) -> None:
         assert ok["called_aet"] == "AINODE" and ok["peer"] == "127.0.0.1"
         assert ok["port"] == node.dicom_port and ok["actor"] == "node"
         assert refused["calling_aet"] == "INTRUDER" and refused["outcome"] == "failure"
-        metrics = httpx.get(f"{base}/metrics").text
+        metrics = httpx.get(f"{base}/metrics", timeout=60).text
         assert (
             'ainode_associations_total{calling_aet="MODALITY1",outcome="accepted"} 1.0' in metrics
         )

@@ -27,21 +27,21 @@ def guarded(tmp_path: Path) -> Iterator[tuple[Node, str]]:
 
 def test_token_is_required_except_for_health(guarded: tuple[Node, str]) -> None:
     _, url = guarded
-    assert httpx.get(f"{url}/api/health").status_code == 200
+    assert httpx.get(f"{url}/api/health", timeout=60).status_code == 200
     for request in (
         httpx.Request("GET", f"{url}/api/studies"),
         httpx.Request("GET", f"{url}/api/studies/1.2.3"),
         httpx.Request("POST", f"{url}/api/studies/1.2.3/complete"),
         httpx.Request("POST", f"{url}/dicom-web/studies", content=multipart([])[0]),
     ):
-        with httpx.Client() as client:
+        with httpx.Client(timeout=60) as client:
             resp = client.send(request)
         assert resp.status_code == 401, request.url
         assert resp.headers["www-authenticate"].startswith("Bearer")
         assert resp.headers["content-type"] == "application/problem+json"
-    wrong = httpx.get(f"{url}/api/studies", headers={"Authorization": "Bearer nope"})
+    wrong = httpx.get(f"{url}/api/studies", headers={"Authorization": "Bearer nope"}, timeout=60)
     assert wrong.status_code == 401
-    good = httpx.get(f"{url}/api/studies", headers={"Authorization": f"Bearer {TOKEN}"})
+    good = httpx.get(f"{url}/api/studies", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=60)
     assert good.status_code == 200 and good.json()["studies"] == []
 
 

@@ -138,7 +138,9 @@ def test_a_too_low_role_gets_403_before_parsing(
 def test_put_rules_with_a_bad_body_and_no_credentials_is_401(guarded: tuple[Node, str]) -> None:
     # the case the issue names: this answered 422 from body validation
     _, url = guarded
-    resp = httpx.put(f"{url}/api/rules", content=b"{", headers={"Content-Type": "application/json"})
+    resp = httpx.put(
+        f"{url}/api/rules", content=b"{", headers={"Content-Type": "application/json"}, timeout=60
+    )
     assert resp.status_code == 401
     assert resp.json()["status"] == 401
 
@@ -149,11 +151,12 @@ def test_authenticated_requests_still_reach_validation(guarded: tuple[Node, str]
         f"{url}/api/pull",
         content=b"{",
         headers={"Content-Type": "application/json", "Authorization": f"Bearer {OPERATOR}"},
+        timeout=60,
     )
     assert resp.status_code == 422  # the gate let it through; the body is then validated
 
 
 def test_public_routes_need_nothing(guarded: tuple[Node, str], tmp_path: Path) -> None:
     _, url = guarded
-    assert httpx.get(f"{url}/api/health").status_code == 200
-    assert httpx.get(f"{url}/console/login").status_code == 200
+    assert httpx.get(f"{url}/api/health", timeout=60).status_code == 200
+    assert httpx.get(f"{url}/console/login", timeout=60).status_code == 200

@@ -264,11 +264,13 @@ def test_bad_bearer_tokens_are_rate_limited(tmp_path: Path) -> None:
     )
     try:
         url = f"http://127.0.0.1:{node.http_port}/api/studies"
-        assert [httpx.get(url, headers=_bearer("guess")).status_code for _ in range(2)] == [
+        assert [
+            httpx.get(url, headers=_bearer("guess"), timeout=60).status_code for _ in range(2)
+        ] == [
             401,
             401,
         ]
-        assert httpx.get(url, headers=_bearer("t0ken-for-limits")).status_code == 429
+        assert httpx.get(url, headers=_bearer("t0ken-for-limits"), timeout=60).status_code == 429
     finally:
         node.stop()
 

@@ -81,7 +81,9 @@ def test_malformed_corpus_is_refused_part_by_part(tmp_path: Path, corpus: Path) 
     files = sorted((corpus / "malformed").glob("*.dcm"))
     with start_node(tmp_path / "node") as node:
         body, headers = multipart([p.read_bytes() for p in files])
-        resp = httpx.post(f"{node.url}/dicom-web/studies", content=body, headers=headers)
+        resp = httpx.post(
+            f"{node.url}/dicom-web/studies", content=body, headers=headers, timeout=60
+        )
         assert resp.status_code in (202, 409), resp.text
         out = resp.json()
         stored, failed = _values(out, REFERENCED_SEQ), _values(out, FAILED_SEQ)
@@ -90,6 +92,6 @@ def test_malformed_corpus_is_refused_part_by_part(tmp_path: Path, corpus: Path) 
         reasons = {f["00081197"]["Value"][0] for f in failed}
         assert reasons <= {0xC000, 0xA900}
         assert len(list((node.data_dir / "quarantine").rglob("*.json"))) == len(failed)
-        listed = httpx.get(f"{node.url}/api/studies").json()["studies"]
+        listed = httpx.get(f"{node.url}/api/studies", timeout=60).json()["studies"]
         assert sum(r["instance_count"] for r in listed) == len(stored)
-        assert httpx.get(f"{node.url}/api/health").json()["status"] == "ok"
+        assert httpx.get(f"{node.url}/api/health", timeout=60).json()["status"] == "ok"

@@ -52,7 +52,7 @@ def test_acknowledged_stow_survives_kill_9(tmp_path: Path) -> None:
         for sop_uid in acknowledged:
             assert stored[sop_uid] == sent[sop_uid]
         node.start()  # and the restarted node lists the study with every instance
-        rows = httpx.get(f"{node.url}/api/studies").json()["studies"]
+        rows = httpx.get(f"{node.url}/api/studies", timeout=60).json()["studies"]
         assert [r["instance_count"] for r in rows] == [len(files)]
 
 
@@ -88,7 +88,7 @@ def test_orthanc_pushes_a_study_over_stow(tmp_path: Path, corpus: Path) -> None:
         study_uid = str(pydicom.dcmread(files[0], stop_before_pixels=True).StudyInstanceUID)
 
         def arrived() -> bool:
-            resp = httpx.get(f"{node.url}/api/studies/{study_uid}")
+            resp = httpx.get(f"{node.url}/api/studies/{study_uid}", timeout=60)
             return resp.status_code == 200 and resp.json()["instance_count"] == len(files)
 
         wait_until(arrived, timeout=10, what="study listed with every instance")

@@ -147,7 +147,7 @@ def test_demo_text_summary_then_keep_running_serves_the_api_until_interrupted(
         work = Path(out.split("work folder ")[1].split()[0])
         assert work.parent == tmp_path  # a new temporary folder
         url = line.split("browse ")[1].split()[0]
-        studies = httpx.get(url, timeout=10).json()["studies"]
+        studies = httpx.get(url, timeout=60).json()["studies"]
         assert sorted(s["instance_count"] for s in studies) == [1, N_CT]
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=30) == 0

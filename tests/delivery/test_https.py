@@ -72,7 +72,7 @@ def test_stow_over_https_trusted_ca_untrusted_and_verify_off(
         url = f"https://127.0.0.1:{receiver.http_port}/dicom-web"
         # the listener speaks TLS only, with the test CA's certificate
         trust = ssl.create_default_context(cafile=str(pki["ca"]))
-        assert httpx.get(f"{url[:-10]}/api/health", verify=trust).status_code == 200
+        assert httpx.get(f"{url[:-10]}/api/health", verify=trust, timeout=60).status_code == 200
         with pytest.raises(httpx.HTTPError):
             httpx.get(f"http://127.0.0.1:{receiver.http_port}/api/health", timeout=5)
         # the CLI reaches its node over HTTPS, trusting the node's own certificate
@@ -150,7 +150,7 @@ def test_https_listener_requiring_client_certificates(tmp_path: Path) -> None:
         health = f"https://127.0.0.1:{receiver.http_port}/api/health"
         ctx = ssl.create_default_context(cafile=str(pki["ca"]))
         ctx.load_cert_chain(str(pki["client"]), str(pki["client.key"]))
-        assert httpx.get(health, verify=ctx).status_code == 200
+        assert httpx.get(health, verify=ctx, timeout=60).status_code == 200
         with pytest.raises(httpx.HTTPError):  # no client certificate: the handshake fails
             httpx.get(health, verify=ssl.create_default_context(cafile=str(pki["ca"])), timeout=5)
 

@@ -137,7 +137,9 @@ def test_stow_bearer_token(tmp_path: Path, clock: SimClock, chest_ct: list[Path]
         box.run_once()
         assert box.counts() == {"good": {"delivered": 2}, "bad": {"pending": 2}}
         assert "HTTP 403" in (box.list(destination="bad")[0].last_error or "")
-        r = httpx.get(f"{peer.url}/instances", headers={"Authorization": "Bearer t0ken"})
+        r = httpx.get(
+            f"{peer.url}/instances", headers={"Authorization": "Bearer t0ken"}, timeout=60
+        )
         assert len(r.json()) == 2
         box.close()
 

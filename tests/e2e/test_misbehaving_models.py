@@ -62,6 +62,7 @@ def _uid(files: list[Path]) -> str:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)  # the deadlines below are for a loaded shared box, not waits
 def test_misbehaving_models_fail_with_reason_and_the_node_keeps_serving(tmp_path: Path) -> None:
     workdir = tmp_path / "node"
     models = workdir / "models"
@@ -93,7 +94,9 @@ def test_misbehaving_models_fail_with_reason_and_the_node_keeps_serving(tmp_path
         store = JobStore(node.data_dir / "index.sqlite")
         bad_uid, xray_uid = _uid(bad), _uid([xray])
         n_jobs = len(GOOD) + len(misbehaving.MODELS)
-        wait_until(lambda: _final(store, bad_uid, n_jobs), timeout=240, what="jobs final")
+        # a deadline, not a wait: under load 18 (issue 19 §4 run) routing took 61 s and each
+        # replacement worker 40-70 s to import torch; the last of the ten attempts began at 233 s
+        wait_until(lambda: _final(store, bad_uid, n_jobs), timeout=540, what="jobs final")
         jobs = {j.job.model: j for j in store.list_jobs() if j.job.study_uid == bad_uid}
         assert set(jobs) == {*GOOD, *misbehaving.MODELS}
         reasons = {m: (j.state, j.reason or "") for m, j in jobs.items()}

@@ -54,5 +54,5 @@ def test_orthanc_pushes_a_study_that_arrives_complete(tmp_path: Path, corpus: Pa
                 assert pydicom.dcmread(inst.path).PixelData == pydicom.dcmread(f).PixelData
         finally:
             index.close()
-        r = httpx.get(f"{node.url}/api/studies/{study_uid}", timeout=10)
+        r = httpx.get(f"{node.url}/api/studies/{study_uid}", timeout=60)
         assert r.status_code == 200 and r.json()["state"] == "complete"

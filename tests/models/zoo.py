@@ -206,3 +206,23 @@ def dice(a: npt.NDArray[Any], b: npt.NDArray[Any]) -> float:
     """Dice of two boolean masks (1.0 when both are empty)."""
     total = int(a.sum()) + int(b.sum())
     return 1.0 if total == 0 else 2.0 * int(np.logical_and(a, b).sum()) / total
+
+
+def run_checker(checker_tools: Path, name: str, *args: object) -> str:
+    """Run one checker of tools/checkers; fail unless it exits 0; return its output."""
+    proc = subprocess.run(
+        [str(checker_tools / name), *map(str, args)], capture_output=True, text=True, timeout=240
+    )
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, f"{name}: {out[-6000:]}"
+    return out
+
+
+def check_all(checker_tools: Path, sources: Path, *files: Path, is_sr: bool = False) -> None:
+    """dciodvfy (check-dicom), references to the sources, dcmjs (what OHIF uses), SR tools."""
+    out = run_checker(checker_tools, "check-dicom", *files)
+    assert "0 error(s)" in out.splitlines()[-1]
+    run_checker(checker_tools, "check-refs", "--sources", sources, *files)
+    run_checker(checker_tools, "check-dcmjs", "--strict", "--sources", sources, *files)
+    if is_sr:
+        run_checker(checker_tools, "check-sr", "--quiet", *files)

@@ -122,12 +122,14 @@ def test_dicomweb_needs_the_token(served: tuple[Node, list[Path]]) -> None:
     study, series, _ = _uids(files)
     base = f"http://127.0.0.1:{node.http_port}/dicom-web"
     for path in ("/studies", f"/studies/{study}/series", f"/studies/{study}/series/{series}"):
-        resp = httpx.get(base + path)
+        resp = httpx.get(base + path, timeout=60)
         assert resp.status_code == 401, path
-        wrong = httpx.get(base + path, headers={"Authorization": "Bearer nope"})
+        wrong = httpx.get(base + path, headers={"Authorization": "Bearer nope"}, timeout=60)
         assert wrong.status_code == 401, path
     missing = httpx.get(
-        f"{base}/studies/{study}/series/1.2.3.999", headers={"Authorization": f"Bearer {TOKEN}"}
+        f"{base}/studies/{study}/series/1.2.3.999",
+        headers={"Authorization": f"Bearer {TOKEN}"},
+        timeout=60,
     )
     assert missing.status_code == 404
     assert missing.headers["content-type"].startswith("application/problem+json")

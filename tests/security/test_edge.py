@@ -99,7 +99,7 @@ def test_allow_anonymous_starts_and_warns_every_time(
         try:
             assert any("anonymous admin" in w for w in node.edge_warnings)
             assert any("any calling AE title" in w for w in node.edge_warnings)
-            page = httpx.get(f"http://127.0.0.1:{node.http_port}/console/dashboard")
+            page = httpx.get(f"http://127.0.0.1:{node.http_port}/console/dashboard", timeout=60)
             assert page.status_code == 200
             assert 'id="edge-warnings"' in page.text
             assert page.text.count('class="edge-warning"') == 2
@@ -115,7 +115,7 @@ def test_loopback_shows_no_exposure(tmp_path: Path) -> None:
     node.start()
     try:
         assert node.edge_warnings == []
-        page = httpx.get(f"http://127.0.0.1:{node.http_port}/console/dashboard")
+        page = httpx.get(f"http://127.0.0.1:{node.http_port}/console/dashboard", timeout=60)
         assert 'id="edge-warnings"' not in page.text
     finally:
         node.stop()

@@ -120,6 +120,6 @@ def test_stow_multipart_never_5xx(node: NodeProcess, body: bytes, content_type: 
 
 
 def test_node_survived_the_stow_fuzzing(node: NodeProcess) -> None:
-    assert httpx.get(f"{node.url}/api/health").json()["status"] == "ok"
+    assert httpx.get(f"{node.url}/api/health", timeout=60).json()["status"] == "ok"
     assert node.proc is not None and node.proc.poll() is None
     assert b'"level": "error"' not in node.log.read_bytes(), node.log_text()[-3000:]

@@ -115,7 +115,7 @@ def _stow(node: NodeProcess, parts: list[bytes]) -> httpx.Response:
 def _assert_alive(node: NodeProcess, baseline: Baseline) -> None:
     assert node.proc is not None and node.proc.poll() is None, node.log_text()[-3000:]
     assert echoscu(node.dicom_port).returncode == 0
-    assert httpx.get(f"{node.url}/api/health").json()["status"] == "ok"
+    assert httpx.get(f"{node.url}/api/health", timeout=60).json()["status"] == "ok"
     now = _digests(node, list(baseline.digests))
     for sop_uid, digest in baseline.digests.items():
         assert now.get(sop_uid) == digest, f"previously stored {sop_uid} changed or vanished"
@@ -158,7 +158,9 @@ def test_hostile_case_over_dimse(
                 assert "refusing to allocate" in str(err.value)
                 # the console's series preview goes through the same check
                 series_uid = stored.parent.name
-                thumb = httpx.get(f"{node.url}/console/series/{series_uid}/thumbnail.png")
+                thumb = httpx.get(
+                    f"{node.url}/console/series/{series_uid}/thumbnail.png", timeout=60
+                )
                 assert thumb.status_code == 404
                 assert "refusing to allocate" in thumb.json()["detail"]
     else:

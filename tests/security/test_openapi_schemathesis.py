@@ -44,7 +44,7 @@ def test_openapi_operations_conform_and_never_5xx(tmp_path: Path) -> None:
     with start_node(tmp_path / "node") as node:
         files = write_ct_series(tmp_path / "ct", 3, size=16)
         assert storescu(node.dicom_port, files).acknowledged == files  # some data to list
-        spec = httpx.get(f"{node.url}/api/openapi.json").json()
+        spec = httpx.get(f"{node.url}/api/openapi.json", timeout=60).json()
         assert len(spec["paths"]) >= 10
         run = subprocess.run(
             [
@@ -74,4 +74,4 @@ def test_openapi_operations_conform_and_never_5xx(tmp_path: Path) -> None:
         assert run.returncode == 0, run.stdout[-8000:] + run.stderr[-2000:]
         assert "passed" in run.stdout
         assert node.proc is not None and node.proc.poll() is None
-        assert httpx.get(f"{node.url}/api/health").json()["status"] == "ok"
+        assert httpx.get(f"{node.url}/api/health", timeout=60).json()["status"] == "ok"

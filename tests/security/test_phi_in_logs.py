@@ -171,14 +171,16 @@ def test_a_full_run_logs_no_patient_data(tmp_path: Path, corpus: Path) -> None:
             run = storescu(node.dicom_port, [radiograph, *corpus_files, *hostile_files[:8]])
             assert radiograph in run.acknowledged, run.output[-3000:]
             body, headers = multipart([p.read_bytes() for p in hostile_files[8:]])
-            resp = httpx.post(f"{node.url}/dicom-web/studies", content=body, headers=headers)
+            resp = httpx.post(
+                f"{node.url}/dicom-web/studies", content=body, headers=headers, timeout=60
+            )
             assert resp.status_code in (202, 409), resp.text
             # exercise the read side too (HTTP API, console pages) at DEBUG
             for route in ("/api/studies", "/api/jobs", "/console/studies"):
-                assert httpx.get(f"{node.url}{route}").status_code == 200, route
+                assert httpx.get(f"{node.url}{route}", timeout=60).status_code == 200, route
 
             def jobs() -> dict[str, str]:
-                listed = httpx.get(f"{node.url}/api/jobs").json()["jobs"]
+                listed = httpx.get(f"{node.url}/api/jobs", timeout=60).json()["jobs"]
                 return {j["model"]: j["state"] for j in listed}
 
             def done() -> bool:
