@@ -35,12 +35,15 @@ LONGEST_FIRST = (
     "tests/e2e/test_real_chest_ct.py",
     "tests/models/test_demo_lung.py",
     "tests/models/test_demo_lung_classify.py",
+    "tests/models/test_demo_followup.py",
     "tests/scale/test_cluster_worker_kill.py",
     "tests/models/test_demo_enhance_cxr.py",
     "tests/e2e/test_end_to_end.py",
     "tests/e2e/test_misbehaving_models.py",
     "tests/models/test_bundle_zoo.py",
     "tests/e2e/test_drain.py",
+    "tests/pull/test_tracking_job.py",
+    "tests/pull/test_registration_job.py",
     "tests/scale/test_cluster.py",
     "tests/cli/test_demo.py",
     "tests/checkers/test_checkers.py",
@@ -52,6 +55,7 @@ LONGEST_FIRST = (
     "tests/results/test_ohif.py",
     "tests/cli/test_models_admission.py",
     "tests/pull/test_pull_console.py",
+    "tests/pull/test_ups_dimse_performer.py",
 )
 
 
