@@ -24,8 +24,11 @@ def test_dicom_rules_exports() -> None:
 
 def test_node_routing_exports() -> None:
     assert node.routing.__all__ == [
-        "DEFAULT_RULES", "RuleHolder", "RuleStatus", "header_from_dataset", "header_from_file",
-        "route_study", "series_inputs",
+        "DEFAULT_RULES", "Plan", "PriorQuery", "PriorWait", "RuleHolder", "RuleStatus",
+        "SeriesLookup", "Stale", "StudyPlan", "header_from_dataset", "header_from_file",
+        "no_longer_routed", "plan_jobs", "plan_study", "prior_query", "prior_study_record",
+        "qualify_decisions", "route_study", "routing_record", "series_inputs",
+        "series_number_base",
     ]  # fmt: skip
     for name in node.routing.__all__[1:]:
         assert callable(getattr(node.routing, name))
